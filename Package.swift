@@ -1,0 +1,45 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "Chimera",
+    platforms: [.macOS(.v14)],
+    products: [
+        .library(name: "ChimeraTensor", targets: ["ChimeraTensor"]),
+        .library(name: "ChimeraIO", targets: ["ChimeraIO"]),
+        .library(name: "ChimeraTokenizers", targets: ["ChimeraTokenizers"]),
+        .library(name: "Chimera", targets: ["Chimera"]),
+        .library(name: "ChimeraComponents", targets: ["ChimeraComponents"]),
+        .executable(name: "chimera", targets: ["chimera"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // C libraries from Debian's -dev packages.
+        .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
+        .systemLibrary(name: "CJPEG", pkgConfig: "libjpeg", providers: [.apt(["libjpeg62-turbo-dev"])]),
+
+        // Our own C glue around libpng/libjpeg: their error handling needs setjmp/longjmp.
+        .target(name: "CImageCodecs", dependencies: ["CPNG", "CJPEG"],
+                linkerSettings: [.linkedLibrary("png16"), .linkedLibrary("jpeg")]),
+
+        .target(name: "ChimeraTensor", dependencies: ["COpenBLAS"]),
+        .target(name: "ChimeraIO", dependencies: ["ChimeraTensor", "CImageCodecs"]),
+        .target(name: "ChimeraTokenizers"),
+        .target(name: "Chimera", dependencies: ["ChimeraTensor", "ChimeraIO", "ChimeraTokenizers"]),
+        .target(name: "ChimeraComponents", dependencies: ["Chimera", "ChimeraTensor", "ChimeraIO"]),
+        .executableTarget(
+            name: "chimera",
+            dependencies: [
+                "Chimera", "ChimeraComponents",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+
+        .testTarget(name: "ChimeraTensorTests", dependencies: ["ChimeraTensor"]),
+        .testTarget(name: "ChimeraIOTests", dependencies: ["ChimeraIO"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "ChimeraTokenizersTests", dependencies: ["ChimeraTokenizers"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "ChimeraTests", dependencies: ["Chimera", "ChimeraComponents"], resources: [.copy("Fixtures")]),
+    ]
+)

@@ -1,0 +1,114 @@
+import ChimeraIO
+import ChimeraTensor
+import ChimeraTokenizers
+import Foundation
+
+public enum AssemblyError: LocalizedError {
+    case incompatible(assembly: String, problems: [String])
+    case badTokenizer(languageModel: String, reason: String)
+
+    public var errorDescription: String? {
+        switch self {
+        case let .incompatible(assembly, problems):
+            return "assembly '\(assembly)' does not fit together:\n  - " + problems.joined(separator: "\n  - ")
+        case let .badTokenizer(lm, reason): return "language model '\(lm)': \(reason)"
+        }
+    }
+}
+
+/// One placeholder of a built model: the encoder and connector behind it.
+public struct BoundInput: @unchecked Sendable {
+    public let binding: InputBinding
+    public let encoder: any ModalityEncoder
+    public let connector: any Connector
+}
+
+/// A runnable model: a language model, its tokenizer, and an encoder + connector per placeholder.
+public final class AssembledModel: @unchecked Sendable {
+    public let manifest: AssemblyManifest
+    public let languageModel: any LanguageModel
+    public let tokenizer: Tokenizer
+    public let eosTokenIDs: Set<Int>
+    public let inputs: [BoundInput]
+
+    init(manifest: AssemblyManifest, languageModel: any LanguageModel, tokenizer: Tokenizer, eosTokenIDs: Set<Int>, inputs: [BoundInput]) {
+        self.manifest = manifest; self.languageModel = languageModel; self.tokenizer = tokenizer
+        self.eosTokenIDs = eosTokenIDs; self.inputs = inputs
+    }
+
+    /// Every weight of the model under "<component id>/<tensor name>".
+    public var parameters: [(name: String, tensor: Tensor)] {
+        var out = languageModel.parameters.map { ("\(languageModel.id)/\($0.name)", $0.tensor) }
+        for input in inputs {
+            out += input.encoder.parameters.map { ("\(input.encoder.id)/\($0.name)", $0.tensor) }
+            out += input.connector.parameters.map { ("\(input.connector.id)/\($0.name)", $0.tensor) }
+        }
+        return out
+    }
+}
+
+/// Builds assemblies: checks that the parts fit, settles "auto" connector widths, loads weights.
+public struct Assembler: Sendable {
+    public let catalog: Catalog
+    public let families: FamilyRegistry
+    /// Progress lines ("loading phi-2 ...") for stderr.
+    public var progress: @Sendable (String) -> Void = { _ in }
+
+    public init(catalog: Catalog, families: FamilyRegistry, progress: @escaping @Sendable (String) -> Void = { _ in }) {
+        self.catalog = catalog; self.families = families; self.progress = progress
+    }
+
+    /// An assembly manifest for a choice of parts (what `chimera assemble` writes).
+    public static func assembly(id: String, encoder: String, connector: String, languageModel: String,
+                                placeholder: String = "<image>", featureLayer: Int = -2,
+                                select: InputBinding.Selection = .patch) -> AssemblyManifest {
+        AssemblyManifest(id: id, languageModel: languageModel, inputs: [
+            InputBinding(placeholder: placeholder, encoder: encoder, connector: connector, featureLayer: featureLayer, select: select),
+        ])
+    }
+
+    public func build(_ assembly: AssemblyManifest) throws -> AssembledModel {
+        let problems = CompatibilityChecker(catalog: catalog, families: families).problems(assembly: assembly)
+        guard problems.isEmpty else { throw AssemblyError.incompatible(assembly: assembly.id, problems: problems) }
+
+        let lmManifest = try catalog.component(assembly.languageModel, kind: .languageModel)
+        progress("loading language model \(lmManifest.id)")
+        guard let languageModel = try families.build(lmManifest) as? any LanguageModel else {
+            throw AssemblyError.incompatible(assembly: assembly.id, problems: ["'\(lmManifest.id)' did not build a language model"])
+        }
+        let tokenizerReference = lmManifest.tokenizer!
+        let tokenizer: Tokenizer
+        do { tokenizer = try Tokenizer(url: lmManifest.resolve(tokenizerReference.file)) } catch {
+            throw AssemblyError.badTokenizer(languageModel: lmManifest.id, reason: (error as? LocalizedError)?.errorDescription ?? "\(error)")
+        }
+        guard tokenizer.vocabularySize <= languageModel.vocabularySize else {
+            throw AssemblyError.badTokenizer(languageModel: lmManifest.id, reason:
+                "the tokenizer has \(tokenizer.vocabularySize) tokens but the model's vocabulary is \(languageModel.vocabularySize)")
+        }
+
+        var inputs: [BoundInput] = []
+        for binding in assembly.inputs {
+            let encoderManifest = try catalog.component(binding.encoder, kind: .encoder)
+            progress("loading encoder \(encoderManifest.id)")
+            guard let encoder = try families.build(encoderManifest) as? any ModalityEncoder else {
+                throw AssemblyError.incompatible(assembly: assembly.id, problems: ["'\(encoderManifest.id)' did not build an encoder"])
+            }
+            let connectorManifest = try catalog.component(binding.connector, kind: .connector)
+            progress("loading connector \(connectorManifest.id)")
+            // "auto" widths are settled by the parts around the connector.
+            let built = try families.build(connectorManifest, inputWidth: encoder.output.width, outputWidth: languageModel.hiddenSize)
+            guard let connector = built as? any Connector else {
+                throw AssemblyError.incompatible(assembly: assembly.id, problems: ["'\(connectorManifest.id)' did not build a connector"])
+            }
+            guard connector.inputWidth == encoder.output.width, connector.outputWidth == languageModel.hiddenSize else {
+                throw AssemblyError.incompatible(assembly: assembly.id, problems: [
+                    CompatibilityProblem.widthMismatch(from: encoder.id, width: encoder.output.width, to: connector.id, expects: connector.inputWidth).description,
+                    CompatibilityProblem.widthMismatch(from: connector.id, width: connector.outputWidth, to: languageModel.id, expects: languageModel.hiddenSize).description,
+                ])
+            }
+            inputs.append(BoundInput(binding: binding, encoder: encoder, connector: connector))
+        }
+        return AssembledModel(manifest: assembly, languageModel: languageModel, tokenizer: tokenizer,
+                              eosTokenIDs: Set(tokenizerReference.eosTokenIDs), inputs: inputs)
+    }
+}

@@ -1,0 +1,129 @@
+import Foundation
+
+/// Every manifest Chimera knows: the built-in folder, user folders (`--manifests DIR`,
+/// CHIMERA_MANIFESTS), and the folder of an assembly file given on the command line. Ids are
+/// looked up exactly; a duplicate id is an error naming both files.
+public struct Catalog: Sendable {
+    public private(set) var components: [String: ComponentManifest] = [:]
+    public private(set) var assemblies: [String: AssemblyManifest] = [:]
+    /// Folders already read, so that a folder named twice is read once.
+    private var scanned: Set<String> = []
+
+    public static let environmentVariable = "CHIMERA_MANIFESTS"
+
+    public init() {}
+
+    /// Reads every *.json manifest under `directory` (recursively), skipping weight-side files
+    /// (config.json, tokenizer.json, ... — anything without a chimera "schema").
+    public mutating func load(directory: URL) throws {
+        let root = directory.standardizedFileURL.resolvingSymlinksInPath().path
+        guard !scanned.contains(root) else { return }
+        scanned.insert(root)
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: root, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw ManifestError.unreadable(file: root, reason: "not a directory")
+        }
+        let enumerator = FileManager.default.enumerator(atPath: root)
+        var files: [String] = []
+        while let relative = enumerator?.nextObject() as? String {
+            if relative.hasSuffix(".json") { files.append(relative) }
+        }
+        for relative in files.sorted() {
+            let url = URL(fileURLWithPath: root).appendingPathComponent(relative)
+            guard isChimeraManifest(url) else { continue }
+            try add(AnyManifest.load(contentsOf: url))
+        }
+    }
+
+    /// Loads a single manifest file (and nothing else).
+    public mutating func load(file: URL) throws -> AnyManifest {
+        let manifest = try AnyManifest.load(contentsOf: file)
+        try add(manifest)
+        return manifest
+    }
+
+    public mutating func add(_ manifest: AnyManifest) throws {
+        switch manifest {
+        case let .component(m):
+            if let existing = components[m.id] {
+                if existing.origin == m.origin { return }
+                throw ManifestError.duplicateID(id: m.id, first: existing.origin, second: m.origin)
+            }
+            components[m.id] = m
+        case let .assembly(m):
+            if let existing = assemblies[m.id] {
+                if existing.origin == m.origin { return }
+                throw ManifestError.duplicateID(id: m.id, first: existing.origin, second: m.origin)
+            }
+            assemblies[m.id] = m
+        }
+    }
+
+    public func component(_ id: String, kind: ComponentKind? = nil) throws -> ComponentManifest {
+        guard let m = components[id], kind == nil || m.kind == kind else {
+            let known = components.values.filter { kind == nil || $0.kind == kind }.map(\.id).sorted()
+            throw ManifestError.unknownID(id: id, kind: kind?.rawValue.replacingOccurrences(of: "_", with: " ") ?? "component", known: known)
+        }
+        return m
+    }
+
+    public func assembly(_ id: String) throws -> AssemblyManifest {
+        guard let m = assemblies[id] else {
+            throw ManifestError.unknownID(id: id, kind: "assembly", known: assemblies.keys.sorted())
+        }
+        return m
+    }
+
+    /// Components filtered by kind, modality and family, sorted by id.
+    public func list(kind: ComponentKind? = nil, modality: String? = nil, family: String? = nil) -> [ComponentManifest] {
+        components.values
+            .filter { kind == nil || $0.kind == kind }
+            .filter { modality == nil || $0.modality == modality }
+            .filter { family == nil || $0.family == family }
+            .sorted { $0.id < $1.id }
+    }
+
+    private func isChimeraManifest(_ url: URL) -> Bool {
+        guard let data = FileManager.default.contents(atPath: url.path), data.count < 4_000_000,
+              let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
+              let schema = object["schema"] as? String else {
+            // Unparseable JSON that claims to be a manifest must still be reported.
+            if let data = FileManager.default.contents(atPath: url.path),
+               let text = String(data: data.prefix(4096), encoding: .utf8), text.contains("\"chimera.") {
+                return true
+            }
+            return false
+        }
+        return schema.hasPrefix("chimera.")
+    }
+
+    /// The built-in manifest folder: CHIMERA_HOME/manifests, or the `manifests` folder of the
+    /// source tree the executable was built in, or ./manifests.
+    public static func builtinDirectory(executable: String = CommandLine.arguments.first ?? "") -> URL? {
+        let fm = FileManager.default
+        var candidates: [URL] = []
+        if let home = ProcessInfo.processInfo.environment["CHIMERA_HOME"] {
+            candidates.append(URL(fileURLWithPath: home).appendingPathComponent("manifests"))
+        }
+        var dir = URL(fileURLWithPath: executable).resolvingSymlinksInPath().deletingLastPathComponent()
+        for _ in 0..<6 {
+            candidates.append(dir.appendingPathComponent("manifests"))
+            dir = dir.deletingLastPathComponent()
+        }
+        candidates.append(URL(fileURLWithPath: fm.currentDirectoryPath).appendingPathComponent("manifests"))
+        return candidates.first { fm.fileExists(atPath: $0.appendingPathComponent("schema").path) }
+    }
+
+    /// Built-ins, then CHIMERA_MANIFESTS (colon-separated), then explicit folders.
+    public static func standard(extraDirectories: [URL] = []) throws -> Catalog {
+        var catalog = Catalog()
+        if let builtin = builtinDirectory() { try catalog.load(directory: builtin) }
+        if let env = ProcessInfo.processInfo.environment[environmentVariable] {
+            for path in env.split(separator: ":") where !path.isEmpty {
+                try catalog.load(directory: URL(fileURLWithPath: String(path)))
+            }
+        }
+        for dir in extraDirectories { try catalog.load(directory: dir) }
+        return catalog
+    }
+}

@@ -1,0 +1,82 @@
+import ChimeraTensor
+import Foundation
+
+// The three kinds of parts a model is assembled from, as protocols that built-in families and
+// plugins implement alike. Forward passes are functions of their inputs (the KV cache is passed
+// in), and every weight is reachable by its full name through `parameters`, so that a trainer can
+// freeze, update and save them.
+
+public enum ComponentKind: String, Codable, Sendable, CaseIterable {
+    case encoder
+    case connector
+    case languageModel = "language_model"
+}
+
+/// What a part produces: `tokens` rows of `width` features; `grid` when the rows are a 2-D patch grid.
+public struct TokenContract: Codable, Sendable, Equatable {
+    public var width: Int
+    public var tokens: Int
+    public var grid: [Int]?
+    public init(width: Int, tokens: Int, grid: [Int]? = nil) {
+        self.width = width
+        self.tokens = tokens
+        self.grid = grid
+    }
+}
+
+public protocol Component: AnyObject, Sendable {
+    var manifest: ComponentManifest { get }
+    /// Every weight by its full name in the checkpoint it came from.
+    var parameters: [(name: String, tensor: Tensor)] { get }
+}
+
+extension Component {
+    public var id: String { manifest.id }
+    public var parameterCount: Int { parameters.reduce(0) { $0 + $1.tensor.count } }
+}
+
+/// Turns one input (an image file, a sensor recording, ...) into feature tokens.
+public protocol ModalityEncoder: Component {
+    /// Number of hidden states `hiddenState(_:layer:)` can return: layers + 1 (index 0 = embeddings).
+    var hiddenStateCount: Int { get }
+    /// Rows and width of one hidden state, before any feature selection.
+    var output: TokenContract { get }
+    /// Reads a file of this modality into the encoder's input tensor (pixel values for images).
+    func prepareInput(contentsOf url: URL) throws -> Tensor
+    /// Hidden state `layer` (0 = embeddings, negative counts from the end) for one prepared input.
+    func hiddenState(_ input: Tensor, layer: Int) throws -> Tensor
+}
+
+/// Maps encoder features [N, inputWidth] to language-model embeddings [M, outputWidth].
+public protocol Connector: Component {
+    var inputWidth: Int { get }
+    var outputWidth: Int { get }
+    /// How many rows come out for `inputTokens` rows in (nil when that many cannot be taken).
+    func outputTokens(forInputTokens inputTokens: Int) -> Int?
+    func forward(_ features: Tensor) throws -> Tensor
+}
+
+/// Key/value memory of every layer, owned by whoever runs the model.
+public final class KVCache: @unchecked Sendable {
+    public let layers: [LayerKVCache]
+    public let capacity: Int
+    public init(layers: Int, capacity: Int, width: Int) {
+        self.capacity = capacity
+        self.layers = (0..<layers).map { _ in LayerKVCache(capacity: capacity, width: width) }
+    }
+    public var length: Int { layers.first?.length ?? 0 }
+    public func reset() { layers.forEach { $0.reset() } }
+}
+
+public protocol LanguageModel: Component {
+    var hiddenSize: Int { get }
+    var vocabularySize: Int { get }
+    var contextLength: Int { get }
+    /// Raw token embeddings [T, hiddenSize]; any input scaling happens in `forward`, so that
+    /// spliced features are scaled the same way (Gemma).
+    func embed(_ tokens: [Int]) throws -> Tensor
+    func makeCache(capacity: Int) -> KVCache
+    /// Runs embeddings [T, hiddenSize] at positions cache.length..., appends to the cache and returns
+    /// logits [T, vocab] (or [1, vocab] for the last position when `lastOnly`).
+    func forward(embeddings: Tensor, cache: KVCache, lastOnly: Bool) throws -> Tensor
+}

@@ -1,0 +1,133 @@
+import ChimeraIO
+import ChimeraTensor
+import Foundation
+
+/// Hands out a component's weights by name under its prefix, checks shapes, and records every
+/// tensor it hands out under its full name (the component's `parameters`).
+public final class ParameterLoader: @unchecked Sendable {
+    public let store: WeightStore
+    public let reference: WeightsReference
+    /// Scope inside the component ("encoder.layers.3.").
+    public let scope: String
+    private let record: Record
+
+    final class Record: @unchecked Sendable { var loaded: [(name: String, tensor: Tensor)] = [] }
+
+    public init(store: WeightStore, reference: WeightsReference) {
+        self.store = store
+        self.reference = reference
+        scope = ""
+        record = Record()
+    }
+
+    private init(store: WeightStore, reference: WeightsReference, scope: String, record: Record) {
+        self.store = store; self.reference = reference; self.scope = scope; self.record = record
+    }
+
+    /// A loader for a sub-module ("encoder.layers.3.") sharing this loader's record.
+    public func scoped(_ name: String) -> ParameterLoader {
+        ParameterLoader(store: store, reference: reference, scope: scope + name, record: record)
+    }
+
+    func storedName(_ name: String) -> String { reference.storedName(scope + name) }
+
+    public func contains(_ name: String) -> Bool { store.contains(storedName(name)) }
+
+    public func tensor(_ name: String, shape: [Int]) throws -> Tensor {
+        let stored = storedName(name)
+        let t = try store.tensor(stored, shape: shape)
+        record.loaded.append((stored, t))
+        return t
+    }
+
+    public func tensorIfPresent(_ name: String, shape: [Int]) throws -> Tensor? {
+        contains(name) ? try tensor(name, shape: shape) : nil
+    }
+
+    public var loaded: [(name: String, tensor: Tensor)] { record.loaded }
+}
+
+/// What a family gets to build a component: its manifest, its weights (nil for a connector that
+/// starts fresh) and, for connectors, the widths the assembler settled.
+public struct ComponentBuildContext: Sendable {
+    public var weights: ParameterLoader?
+    public var inputWidth: Int?
+    public var outputWidth: Int?
+    public init(weights: ParameterLoader?, inputWidth: Int? = nil, outputWidth: Int? = nil) {
+        self.weights = weights; self.inputWidth = inputWidth; self.outputWidth = outputWidth
+    }
+}
+
+/// A component family: an exact name, the kind it builds, and how.
+public struct ComponentFamily: Sendable {
+    public let name: String
+    public let kind: ComponentKind
+    public let summary: String
+    public let origin: String
+    /// Checks a manifest's config without loading weights (for `validate` and `compat`).
+    public let validate: @Sendable (ComponentManifest) throws -> Void
+    public let create: @Sendable (ComponentManifest, ComponentBuildContext) throws -> any Component
+    /// Connectors: tokens out for tokens in, from the manifest alone (nil: that count is refused).
+    public let connectorTokens: @Sendable (ComponentManifest, Int) -> Int?
+
+    public init(name: String, kind: ComponentKind, summary: String, origin: String = "built-in",
+                validate: @escaping @Sendable (ComponentManifest) throws -> Void,
+                connectorTokens: @escaping @Sendable (ComponentManifest, Int) -> Int? = { _, tokens in tokens },
+                create: @escaping @Sendable (ComponentManifest, ComponentBuildContext) throws -> any Component) {
+        self.name = name; self.kind = kind; self.summary = summary; self.origin = origin
+        self.validate = validate; self.connectorTokens = connectorTokens; self.create = create
+    }
+}
+
+public enum FamilyError: LocalizedError {
+    case unknownFamily(name: String, kind: ComponentKind, manifest: String, known: [String])
+    case wrongKind(family: String, expected: ComponentKind, found: ComponentKind, manifest: String)
+    case duplicate(name: String)
+    case badWeights(manifest: String, reason: String)
+
+    public var errorDescription: String? {
+        switch self {
+        case let .unknownFamily(name, kind, manifest, known):
+            return "\(manifest): unknown \(kind.rawValue) family '\(name)' (known: \(known.joined(separator: ", ")))"
+        case let .wrongKind(family, expected, found, manifest):
+            return "\(manifest): family '\(family)' builds \(expected.rawValue)s, but the manifest's kind is \(found.rawValue)"
+        case let .duplicate(name): return "component family '\(name)' is registered twice"
+        case let .badWeights(manifest, reason): return "\(manifest): \(reason)"
+        }
+    }
+}
+
+/// Families by exact name. Built at start-up by whoever owns the process (the CLI registers the
+/// built-ins and, later, plugins): no global state.
+public final class FamilyRegistry: @unchecked Sendable {
+    public private(set) var families: [String: ComponentFamily] = [:]
+
+    public init() {}
+
+    public func register(_ family: ComponentFamily) throws {
+        guard families[family.name] == nil else { throw FamilyError.duplicate(name: family.name) }
+        families[family.name] = family
+    }
+
+    public func family(for manifest: ComponentManifest) throws -> ComponentFamily {
+        guard let family = families[manifest.family] else {
+            let known = families.values.filter { $0.kind == manifest.kind }.map(\.name).sorted()
+            throw FamilyError.unknownFamily(name: manifest.family, kind: manifest.kind, manifest: manifest.originFile, known: known)
+        }
+        guard family.kind == manifest.kind else {
+            throw FamilyError.wrongKind(family: family.name, expected: family.kind, found: manifest.kind, manifest: manifest.originFile)
+        }
+        return family
+    }
+
+    /// Opens the manifest's weights and builds the component.
+    public func build(_ manifest: ComponentManifest, inputWidth: Int? = nil, outputWidth: Int? = nil) throws -> any Component {
+        let family = try family(for: manifest)
+        var loader: ParameterLoader?
+        if let weights = manifest.weights {
+            let store = try WeightStore(files: weights.files.map { manifest.resolve($0).path })
+            loader = ParameterLoader(store: store, reference: weights)
+        }
+        return try family.create(manifest, ComponentBuildContext(weights: loader, inputWidth: inputWidth, outputWidth: outputWidth))
+    }
+}

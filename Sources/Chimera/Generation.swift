@@ -1,0 +1,252 @@
+import ChimeraTensor
+import ChimeraTokenizers
+import Foundation
+
+public struct GenerationOptions: Sendable {
+    public var maxTokens: Int
+    /// 0 means greedy (argmax).
+    public var temperature: Float
+    public var topK: Int?
+    public var topP: Float?
+    public var seed: UInt64
+    public init(maxTokens: Int = 64, temperature: Float = 0, topK: Int? = nil, topP: Float? = nil, seed: UInt64 = 0) {
+        self.maxTokens = maxTokens; self.temperature = temperature; self.topK = topK; self.topP = topP; self.seed = seed
+    }
+}
+
+public struct GenerationTimings: Codable, Sendable {
+    public var encodeSeconds: Double
+    public var prefillSeconds: Double
+    public var prefillTokensPerSecond: Double
+    public var decodeSeconds: Double
+    public var decodeTokensPerSecond: Double
+    enum CodingKeys: String, CodingKey {
+        case encodeSeconds = "encode_s", prefillSeconds = "prefill_s", prefillTokensPerSecond = "prefill_tokens_per_s"
+        case decodeSeconds = "decode_s", decodeTokensPerSecond = "decode_tokens_per_s"
+    }
+}
+
+public struct GenerationResult: Codable, Sendable {
+    public var tokens: [Int]
+    public var text: String
+    public var promptTokens: Int
+    public var stopReason: String
+    public var timings: GenerationTimings
+    enum CodingKeys: String, CodingKey {
+        case tokens, text, timings
+        case promptTokens = "prompt_tokens", stopReason = "stop_reason"
+    }
+}
+
+public enum PromptError: LocalizedError {
+    case inputCountMismatch(placeholder: String, inPrompt: Int, given: Int)
+    case unknownPlaceholder(name: String, known: [String])
+    case tooLong(tokens: Int, maxTokens: Int, context: Int)
+    case badOption(String)
+
+    public var errorDescription: String? {
+        switch self {
+        case let .inputCountMismatch(placeholder, inPrompt, given):
+            return "the prompt holds \(inPrompt) \(placeholder) placeholder\(inPrompt == 1 ? "" : "s") but \(given) input\(given == 1 ? " was" : "s were") given"
+                + (inPrompt == 0 && given > 0 ? " (put \(placeholder) in the prompt where the input belongs)" : "")
+        case let .unknownPlaceholder(name, known):
+            return "this assembly has no input '\(name)' (its placeholders: \(known.joined(separator: ", ")))"
+        case let .tooLong(tokens, maxTokens, context):
+            return "the prompt is \(tokens) tokens; with \(maxTokens) new tokens it needs \(tokens + maxTokens) positions, over the context length of \(context)"
+        case let .badOption(message): return message
+        }
+    }
+}
+
+/// A prompt with its inputs turned into one embedding sequence.
+public struct PreparedPrompt {
+    public let tokens: [Int]            // placeholder positions hold the placeholder's token id (or -1)
+    public let embeddings: Tensor       // [tokens, hidden]
+    public let encodeSeconds: Double
+}
+
+extension AssembledModel {
+    /// Tokenizes the prompt and splices each input's features where its placeholder stands.
+    /// `inputs` maps a placeholder ("<image>") to its files, used in prompt order.
+    public func prepare(prompt: String, inputs files: [String: [URL]]) throws -> PreparedPrompt {
+        for name in files.keys where !inputs.contains(where: { $0.binding.placeholder == name }) {
+            throw PromptError.unknownPlaceholder(name: name, known: inputs.map(\.binding.placeholder))
+        }
+        // Split the prompt into text and placeholder pieces.
+        var pieces: [(text: String, input: BoundInput?)] = [(prompt, nil)]
+        for input in inputs {
+            pieces = pieces.flatMap { piece -> [(text: String, input: BoundInput?)] in
+                guard piece.input == nil else { return [piece] }
+                let parts = piece.text.components(separatedBy: input.binding.placeholder)
+                var out: [(String, BoundInput?)] = []
+                for (i, part) in parts.enumerated() {
+                    if i > 0 { out.append((input.binding.placeholder, input)) }
+                    out.append((part, nil))
+                }
+                return out
+            }
+        }
+        for input in inputs {
+            let count = pieces.filter { $0.input?.binding.placeholder == input.binding.placeholder }.count
+            let given = files[input.binding.placeholder]?.count ?? 0
+            guard count == given else {
+                throw PromptError.inputCountMismatch(placeholder: input.binding.placeholder, inPrompt: count, given: given)
+            }
+        }
+
+        // Features per placeholder occurrence, in prompt order.
+        let started = Date()
+        var used: [String: Int] = [:]
+        var features: [Tensor] = []
+        for piece in pieces {
+            guard let input = piece.input else { continue }
+            let name = input.binding.placeholder
+            let file = files[name]![used[name, default: 0]]
+            used[name, default: 0] += 1
+            features.append(try encode(file, with: input))
+        }
+        let encodeSeconds = Date().timeIntervalSince(started)
+
+        // Tokens: when the placeholder is a token of the vocabulary (LLaVA), the whole prompt is
+        // tokenized at once and each placeholder token stands for its features; otherwise
+        // (TinyLLaVA's textual <image>) text chunks are tokenized apart, BOS only on the first.
+        var tokens: [Int] = []
+        var rows: [Tensor] = []
+        var featureIndex = 0
+        let wholePrompt = inputs.allSatisfy { tokenizer.tokenID($0.binding.placeholder) != nil }
+        if wholePrompt {
+            let ids = tokenizer.encode(prompt, addSpecialTokens: true)
+            let placeholderIDs = Set(inputs.compactMap { tokenizer.tokenID($0.binding.placeholder) })
+            var textRun: [Int] = []
+            func flushText() throws {
+                if !textRun.isEmpty { rows.append(try languageModel.embed(textRun)); textRun = [] }
+            }
+            for id in ids {
+                if placeholderIDs.contains(id) {
+                    try flushText()
+                    let f = features[featureIndex]; featureIndex += 1
+                    rows.append(f)
+                    tokens += Array(repeating: id, count: f.rows)
+                } else {
+                    textRun.append(id); tokens.append(id)
+                }
+            }
+            try flushText()
+        } else {
+            var first = true
+            for piece in pieces {
+                if piece.input != nil {
+                    let f = features[featureIndex]; featureIndex += 1
+                    rows.append(f)
+                    tokens += Array(repeating: -1, count: f.rows)
+                } else {
+                    let ids = tokenizer.encode(piece.text, addSpecialTokens: first)
+                    first = false
+                    if !ids.isEmpty { rows.append(try languageModel.embed(ids)); tokens += ids }
+                }
+            }
+        }
+        guard featureIndex == features.count else {
+            throw PromptError.badOption("the tokenizer split a placeholder token; \(features.count - featureIndex) input(s) were not placed")
+        }
+        return PreparedPrompt(tokens: tokens, embeddings: concatRows(rows), encodeSeconds: encodeSeconds)
+    }
+
+    /// Encoder hidden state → feature selection → connector, for one input file.
+    public func encode(_ file: URL, with input: BoundInput) throws -> Tensor {
+        let prepared = try input.encoder.prepareInput(contentsOf: file)
+        var hidden = try input.encoder.hiddenState(prepared, layer: input.binding.featureLayer)
+        if input.binding.select == .patch { hidden = hidden.rows(1..<hidden.rows) }
+        return try input.connector.forward(hidden)
+    }
+
+    /// Runs the prompt and decodes until EOS or `maxTokens`, streaming text to `onText`.
+    public func generate(prompt: String, inputs files: [String: [URL]] = [:], options: GenerationOptions,
+                         onText: (String) -> Void = { _ in }) throws -> GenerationResult {
+        guard options.maxTokens >= 0 else { throw PromptError.badOption("--max-tokens must be >= 0, found \(options.maxTokens)") }
+        guard options.temperature >= 0 else { throw PromptError.badOption("--temperature must be >= 0, found \(options.temperature)") }
+        if let k = options.topK, k < 1 { throw PromptError.badOption("--top-k must be >= 1, found \(k)") }
+        if let p = options.topP, !(p > 0 && p <= 1) { throw PromptError.badOption("--top-p must be in (0, 1], found \(p)") }
+        let prepared = try prepare(prompt: prompt, inputs: files)
+        let promptLength = prepared.embeddings.rows
+        let context = languageModel.contextLength
+        guard promptLength + options.maxTokens <= context else {
+            throw PromptError.tooLong(tokens: promptLength, maxTokens: options.maxTokens, context: context)
+        }
+        let cache = languageModel.makeCache(capacity: promptLength + options.maxTokens)
+        var sampler = Sampler(options: options)
+        var detokenizer = StreamingDetokenizer(tokenizer: tokenizer)
+        var generated: [Int] = []
+        var stopReason = "max_tokens"
+
+        let prefillStart = Date()
+        var logits = try languageModel.forward(embeddings: prepared.embeddings, cache: cache, lastOnly: true)
+        let prefillSeconds = Date().timeIntervalSince(prefillStart)
+        let decodeStart = Date()
+        while generated.count < options.maxTokens {
+            let next = sampler.sample(logits)
+            if eosTokenIDs.contains(next) { stopReason = "eos"; break }
+            generated.append(next)
+            onText(detokenizer.append(next))
+            if generated.count == options.maxTokens { break }
+            logits = try languageModel.forward(embeddings: try languageModel.embed([next]), cache: cache, lastOnly: true)
+        }
+        onText(detokenizer.finish())
+        let decodeSeconds = Date().timeIntervalSince(decodeStart)
+        let timings = GenerationTimings(
+            encodeSeconds: prepared.encodeSeconds, prefillSeconds: prefillSeconds,
+            prefillTokensPerSecond: Double(promptLength) / max(prefillSeconds, 1e-9),
+            decodeSeconds: decodeSeconds,
+            decodeTokensPerSecond: generated.count > 1 ? Double(generated.count - 1) / max(decodeSeconds, 1e-9) : 0)
+        return GenerationResult(tokens: generated, text: tokenizer.decode(generated, skipSpecialTokens: true),
+                                promptTokens: promptLength, stopReason: stopReason, timings: timings)
+    }
+}
+
+/// Greedy or temperature / top-k / top-p sampling with a seeded generator, as transformers'
+/// logits warpers order them (temperature, then top-k, then top-p).
+public struct Sampler {
+    let options: GenerationOptions
+    var generator: SplitMix64
+
+    public init(options: GenerationOptions) {
+        self.options = options
+        generator = SplitMix64(seed: options.seed)
+    }
+
+    public mutating func sample(_ logits: Tensor) -> Int {
+        let n = logits.columns
+        let row = logits.data + (logits.rows - 1) * n
+        if options.temperature == 0 {
+            var best = 0
+            for i in 1..<n where row[i] > row[best] { best = i }
+            return best
+        }
+        var candidates = (0..<n).map { (id: $0, logit: row[$0] / options.temperature) }
+        candidates.sort { $0.logit > $1.logit }
+        if let k = options.topK, k < candidates.count { candidates.removeLast(candidates.count - k) }
+        let maxLogit = candidates[0].logit
+        var probabilities = candidates.map { expf($0.logit - maxLogit) }
+        let total = probabilities.reduce(0, +)
+        probabilities = probabilities.map { $0 / total }
+        if let p = options.topP, p < 1 {
+            var cumulative: Float = 0
+            var keep = 0
+            for prob in probabilities {
+                keep += 1
+                cumulative += prob
+                if cumulative >= p { break }
+            }
+            candidates.removeLast(candidates.count - keep)
+            probabilities.removeLast(probabilities.count - keep)
+            let kept = probabilities.reduce(0, +)
+            probabilities = probabilities.map { $0 / kept }
+        }
+        var draw = Float(generator.unit())
+        for (candidate, prob) in zip(candidates, probabilities) {
+            draw -= prob
+            if draw < 0 { return candidate.id }
+        }
+        return candidates.last!.id
+    }
+}

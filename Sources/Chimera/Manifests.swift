@@ -1,0 +1,357 @@
+import ChimeraIO
+import Foundation
+
+// The two manifest kinds, as Codable types that refuse unknown fields. Their JSON Schemas live in
+// manifests/schema/; `chimera validate` checks files against these types.
+
+public enum ManifestError: LocalizedError {
+    case unreadable(file: String, reason: String)
+    case invalid(file: String, detail: String)
+    case wrongSchema(file: String, expected: String, found: String)
+    case duplicateID(id: String, first: String, second: String)
+    case unknownID(id: String, kind: String, known: [String])
+
+    public var errorDescription: String? {
+        switch self {
+        case let .unreadable(file, reason): return "\(file): cannot read manifest: \(reason)"
+        case let .invalid(file, detail): return "\(file): \(detail)"
+        case let .wrongSchema(file, expected, found): return "\(file): schema: expected \"\(expected)\", found \"\(found)\""
+        case let .duplicateID(id, first, second): return "duplicate id '\(id)': defined in \(first) and in \(second)"
+        case let .unknownID(id, kind, known):
+            let list = known.isEmpty ? "none are registered" : "known: \(known.joined(separator: ", "))"
+            return "unknown \(kind) id '\(id)' (\(list))"
+        }
+    }
+}
+
+/// A width a connector may leave to the assembler.
+public enum Width: Codable, Sendable, Equatable, CustomStringConvertible {
+    case fixed(Int)
+    case auto
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if let n = try? c.decode(Int.self), n > 0 { self = .fixed(n); return }
+        if let s = try? c.decode(String.self), s == "auto" { self = .auto; return }
+        throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
+                                                debugDescription: "expected a positive integer or \"auto\""))
+    }
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.singleValueContainer()
+        switch self { case let .fixed(n): try c.encode(n); case .auto: try c.encode("auto") }
+    }
+    public var value: Int? { if case let .fixed(n) = self { return n }; return nil }
+    public var description: String { value.map(String.init) ?? "auto" }
+}
+
+public struct WeightsReference: Codable, Sendable, Equatable {
+    /// safetensors files or a model.safetensors.index.json, relative to the manifest's folder.
+    public var files: [String]
+    /// Prefix of this component's tensors inside those files ("model.vision_tower.").
+    public var prefix: String
+    /// Where a checkpoint stores parts of a component apart: a leading part of the family's own
+    /// tensor names → its stored form, e.g. {"model.": "model.language_model.", "lm_head.": "lm_head."}.
+    /// The longest matching rule wins; names no rule matches get `prefix`.
+    public var rename: [String: String]?
+    public init(files: [String], prefix: String = "", rename: [String: String]? = nil) {
+        self.files = files; self.prefix = prefix; self.rename = rename
+    }
+    enum CodingKeys: String, CodingKey, CaseIterable { case files, prefix, rename }
+    public init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        files = try c.decode([String].self, forKey: .files)
+        prefix = try c.decodeIfPresent(String.self, forKey: .prefix) ?? ""
+        rename = try c.decodeIfPresent([String: String].self, forKey: .rename)
+        if files.isEmpty {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath + [CodingKeys.files], debugDescription: "lists no file"))
+        }
+    }
+
+    /// The stored name of one of the component's tensors.
+    public func storedName(_ name: String) -> String {
+        if let rename, let rule = rename.keys.filter({ name.hasPrefix($0) }).max(by: { $0.count < $1.count }) {
+            return rename[rule]! + name.dropFirst(rule.count)
+        }
+        return prefix + name
+    }
+}
+
+/// How a language model's tokenizer is found and which ids end generation.
+public struct TokenizerReference: Codable, Sendable, Equatable {
+    public var file: String
+    public var eosTokenIDs: [Int]
+    public var bosTokenID: Int?
+    public init(file: String, eosTokenIDs: [Int], bosTokenID: Int? = nil) {
+        self.file = file; self.eosTokenIDs = eosTokenIDs; self.bosTokenID = bosTokenID
+    }
+    enum CodingKeys: String, CodingKey, CaseIterable { case file, eosTokenIDs = "eos_token_ids", bosTokenID = "bos_token_id" }
+    public init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        file = try c.decode(String.self, forKey: .file)
+        eosTokenIDs = try c.decodeIfPresent([Int].self, forKey: .eosTokenIDs) ?? []
+        bosTokenID = try c.decodeIfPresent(Int.self, forKey: .bosTokenID)
+    }
+}
+
+public struct ComponentManifest: Codable, Sendable, Equatable {
+    public static let schemaVersion = "chimera.component/v1"
+    public var schema: String
+    public var id: String
+    public var kind: ComponentKind
+    public var family: String
+    public var description: String?
+    /// Encoders: "image", "audio", "sensor", ...
+    public var modality: String?
+    /// Family-specific shape and options, decoded by the family.
+    public var config: JSONValue
+    /// Encoders: what one hidden state looks like.
+    public var output: TokenContract?
+    /// Connectors: widths, possibly left to the assembler.
+    public var inputWidth: Width?
+    public var outputWidth: Width?
+    /// Image encoders: how files become pixel values.
+    public var preprocess: ImagePreprocessing?
+    /// Language models.
+    public var tokenizer: TokenizerReference?
+    public var contextLength: Int?
+    /// Absent only for connectors, which are then freshly initialized with `seed`.
+    public var weights: WeightsReference?
+    public var seed: UInt64?
+    public var source: String?
+
+    /// Folder of the file this manifest came from; relative paths resolve against it.
+    public var directory: URL = URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
+    /// Where the manifest came from, shown by `list` and in errors.
+    public var origin: String = "built-in"
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case schema, id, kind, family, description, modality, config, output, preprocess, tokenizer, weights, seed, source
+        case inputWidth = "input_width", outputWidth = "output_width", contextLength = "context_length"
+    }
+
+    public init(id: String, kind: ComponentKind, family: String, config: JSONValue) {
+        schema = Self.schemaVersion
+        self.id = id; self.kind = kind; self.family = family; self.config = config
+    }
+
+    public init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        schema = try c.decode(String.self, forKey: .schema)
+        id = try c.decode(String.self, forKey: .id)
+        kind = try c.decode(ComponentKind.self, forKey: .kind)
+        family = try c.decode(String.self, forKey: .family)
+        description = try c.decodeIfPresent(String.self, forKey: .description)
+        modality = try c.decodeIfPresent(String.self, forKey: .modality)
+        config = try c.decodeIfPresent(JSONValue.self, forKey: .config) ?? .object([:])
+        output = try c.decodeIfPresent(TokenContract.self, forKey: .output)
+        inputWidth = try c.decodeIfPresent(Width.self, forKey: .inputWidth)
+        outputWidth = try c.decodeIfPresent(Width.self, forKey: .outputWidth)
+        preprocess = try c.decodeIfPresent(ImagePreprocessing.self, forKey: .preprocess)
+        tokenizer = try c.decodeIfPresent(TokenizerReference.self, forKey: .tokenizer)
+        contextLength = try c.decodeIfPresent(Int.self, forKey: .contextLength)
+        weights = try c.decodeIfPresent(WeightsReference.self, forKey: .weights)
+        seed = try c.decodeIfPresent(UInt64.self, forKey: .seed)
+        source = try c.decodeIfPresent(String.self, forKey: .source)
+        if id.isEmpty || id.contains(where: { $0.isWhitespace }) {
+            throw DecodingError.dataCorrupted(.init(codingPath: [CodingKeys.id], debugDescription: "ids are non-empty and hold no spaces"))
+        }
+        if case .object = config {} else {
+            throw DecodingError.dataCorrupted(.init(codingPath: [CodingKeys.config], debugDescription: "expected an object"))
+        }
+        switch kind {
+        case .encoder:
+            if modality == nil { throw missing(.modality, "encoders name their modality") }
+            if output == nil { throw missing(.output, "encoders declare their output {width, tokens}") }
+        case .connector:
+            if inputWidth == nil { throw missing(.inputWidth, "connectors declare input_width (an integer or \"auto\")") }
+            if outputWidth == nil { throw missing(.outputWidth, "connectors declare output_width (an integer or \"auto\")") }
+        case .languageModel:
+            if tokenizer == nil { throw missing(.tokenizer, "language models name their tokenizer") }
+            if contextLength == nil { throw missing(.contextLength, "language models declare context_length") }
+            if weights == nil { throw missing(.weights, "language models need weights") }
+        }
+        if kind != .connector, weights == nil {
+            throw missing(.weights, "only connectors may start without weights")
+        }
+    }
+
+    private func missing(_ key: CodingKeys, _ why: String) -> DecodingError {
+        .keyNotFound(key, .init(codingPath: [], debugDescription: why))
+    }
+
+    /// Resolves a path from the manifest against its folder.
+    public func resolve(_ path: String) -> URL {
+        path.hasPrefix("/") ? URL(fileURLWithPath: path) : directory.appendingPathComponent(path)
+    }
+
+    /// Decodes the family config into the family's own type, reporting errors under "config.".
+    public func decodeConfig<T: Decodable>(_ type: T.Type) throws -> T {
+        let data = try JSONEncoder().encode(config)
+        do {
+            return try JSONDecoder().decode(T.self, from: data)
+        } catch let error as DecodingError {
+            throw ManifestError.invalid(file: originFile, detail: "config." + describe(error))
+        }
+    }
+
+    var originFile: String { origin == "built-in" ? "manifest '\(id)'" : origin }
+}
+
+/// One placeholder of an assembly: which encoder reads the input and which connector maps it.
+public struct InputBinding: Codable, Sendable, Equatable {
+    public enum Selection: String, Codable, Sendable, CaseIterable {
+        /// Drop the first token (HF "default", TinyLLaVA "patch").
+        case patch
+        /// Keep every token (HF "full", TinyLLaVA "cls_patch").
+        case full
+
+        public init(from decoder: Decoder) throws {
+            let raw = try decoder.singleValueContainer().decode(String.self)
+            switch raw {
+            case "patch", "default": self = .patch
+            case "full", "cls_patch": self = .full
+            default:
+                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
+                    debugDescription: "expected \"patch\" (or \"default\") or \"full\" (or \"cls_patch\"), found \"\(raw)\""))
+            }
+        }
+    }
+    public var placeholder: String
+    public var encoder: String
+    public var connector: String
+    public var featureLayer: Int
+    public var select: Selection
+
+    public init(placeholder: String = "<image>", encoder: String, connector: String, featureLayer: Int = -2, select: Selection = .patch) {
+        self.placeholder = placeholder; self.encoder = encoder; self.connector = connector
+        self.featureLayer = featureLayer; self.select = select
+    }
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case placeholder, encoder, connector, select, featureLayer = "feature_layer"
+    }
+    public init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        placeholder = try c.decodeIfPresent(String.self, forKey: .placeholder) ?? "<image>"
+        encoder = try c.decode(String.self, forKey: .encoder)
+        connector = try c.decode(String.self, forKey: .connector)
+        featureLayer = try c.decodeIfPresent(Int.self, forKey: .featureLayer) ?? -2
+        select = try c.decodeIfPresent(Selection.self, forKey: .select) ?? .patch
+    }
+}
+
+public struct GenerationDefaults: Codable, Sendable, Equatable {
+    public var maxTokens: Int?
+    public var temperature: Float?
+    public var topK: Int?
+    public var topP: Float?
+    public init(maxTokens: Int? = nil, temperature: Float? = nil, topK: Int? = nil, topP: Float? = nil) {
+        self.maxTokens = maxTokens; self.temperature = temperature; self.topK = topK; self.topP = topP
+    }
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case temperature, maxTokens = "max_tokens", topK = "top_k", topP = "top_p"
+    }
+    public init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        maxTokens = try c.decodeIfPresent(Int.self, forKey: .maxTokens)
+        temperature = try c.decodeIfPresent(Float.self, forKey: .temperature)
+        topK = try c.decodeIfPresent(Int.self, forKey: .topK)
+        topP = try c.decodeIfPresent(Float.self, forKey: .topP)
+    }
+}
+
+public struct AssemblyManifest: Codable, Sendable, Equatable {
+    public static let schemaVersion = "chimera.assembly/v1"
+    public var schema: String
+    public var id: String
+    public var description: String?
+    public var languageModel: String
+    public var inputs: [InputBinding]
+    public var chatTemplate: String?
+    public var generation: GenerationDefaults?
+    /// A sample input per placeholder, relative to the manifest (used by the embedded default).
+    public var samples: [String: String]?
+    public var directory: URL = URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
+    public var origin: String = "built-in"
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case schema, id, description, inputs, generation, samples
+        case languageModel = "language_model", chatTemplate = "chat_template"
+    }
+
+    public init(id: String, languageModel: String, inputs: [InputBinding]) {
+        schema = Self.schemaVersion
+        self.id = id; self.languageModel = languageModel; self.inputs = inputs
+    }
+
+    public init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        schema = try c.decode(String.self, forKey: .schema)
+        id = try c.decode(String.self, forKey: .id)
+        description = try c.decodeIfPresent(String.self, forKey: .description)
+        languageModel = try c.decode(String.self, forKey: .languageModel)
+        inputs = try c.decodeIfPresent([InputBinding].self, forKey: .inputs) ?? []
+        chatTemplate = try c.decodeIfPresent(String.self, forKey: .chatTemplate)
+        generation = try c.decodeIfPresent(GenerationDefaults.self, forKey: .generation)
+        samples = try c.decodeIfPresent([String: String].self, forKey: .samples)
+        let placeholders = inputs.map(\.placeholder)
+        if Set(placeholders).count != placeholders.count {
+            throw DecodingError.dataCorrupted(.init(codingPath: [CodingKeys.inputs], debugDescription: "a placeholder is bound twice"))
+        }
+    }
+
+    public func resolve(_ path: String) -> URL {
+        path.hasPrefix("/") ? URL(fileURLWithPath: path) : directory.appendingPathComponent(path)
+    }
+}
+
+/// Either manifest kind, read from a file.
+public enum AnyManifest: Sendable {
+    case component(ComponentManifest)
+    case assembly(AssemblyManifest)
+
+    public var id: String {
+        switch self { case let .component(m): return m.id; case let .assembly(m): return m.id }
+    }
+
+    /// Reads and checks a manifest file; errors name the file and the JSON path.
+    public static func load(contentsOf url: URL) throws -> AnyManifest {
+        let file = url.path
+        guard let data = FileManager.default.contents(atPath: file) else {
+            throw ManifestError.unreadable(file: file, reason: "no such file or not readable")
+        }
+        return try parse(data, file: file, directory: url.deletingLastPathComponent())
+    }
+
+    public static func parse(_ data: Data, file: String, directory: URL) throws -> AnyManifest {
+        guard let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+            throw ManifestError.invalid(file: file, detail: "not a JSON object")
+        }
+        guard let schema = object["schema"] as? String else {
+            throw ManifestError.invalid(file: file, detail: "schema: required field is missing (\"\(ComponentManifest.schemaVersion)\" or \"\(AssemblyManifest.schemaVersion)\")")
+        }
+        do {
+            switch schema {
+            case ComponentManifest.schemaVersion:
+                var m = try JSONDecoder().decode(ComponentManifest.self, from: data)
+                m.directory = directory; m.origin = file
+                return .component(m)
+            case AssemblyManifest.schemaVersion:
+                var m = try JSONDecoder().decode(AssemblyManifest.self, from: data)
+                m.directory = directory; m.origin = file
+                return .assembly(m)
+            default:
+                throw ManifestError.wrongSchema(
+                    file: file, expected: "\(ComponentManifest.schemaVersion)\" or \"\(AssemblyManifest.schemaVersion)", found: schema)
+            }
+        } catch let error as DecodingError {
+            throw ManifestError.invalid(file: file, detail: describe(error))
+        }
+    }
+}

@@ -1,0 +1,62 @@
+import Chimera
+import ChimeraTensor
+import Foundation
+
+/// A PyTorch nn.Linear: weight [out, in], optional bias [out].
+struct LinearLayer: Sendable {
+    let weight: Tensor
+    let bias: Tensor?
+
+    init(weight: Tensor, bias: Tensor?) { self.weight = weight; self.bias = bias }
+
+    init(_ loader: ParameterLoader, _ name: String, input: Int, output: Int, bias hasBias: Bool) throws {
+        // An unnamed layer is a bare nn.Linear saved as "weight"/"bias" (TinyLLaVA's linear connector).
+        let dot = name.isEmpty ? "" : name + "."
+        weight = try loader.tensor(dot + "weight", shape: [output, input])
+        bias = hasBias ? try loader.tensor(dot + "bias", shape: [output]) : nil
+    }
+
+    /// Initialized as nn.Linear does (uniform ±1/√in for weight and bias), from a seeded generator.
+    init(seededInput input: Int, output: Int, generator: inout SplitMix64) {
+        let bound = 1 / Float(input).squareRoot()
+        weight = Tensor(shape: [output, input], values: (0..<(output * input)).map { _ in generator.uniform(bound) })
+        bias = Tensor(shape: [output], values: (0..<output).map { _ in generator.uniform(bound) })
+    }
+
+    func callAsFunction(_ x: Tensor) -> Tensor { linear(x, weight: weight, bias: bias) }
+    var inputWidth: Int { weight.shape[1] }
+    var outputWidth: Int { weight.shape[0] }
+}
+
+/// A LayerNorm with weight and optional bias.
+struct LayerNormLayer: Sendable {
+    let weight: Tensor
+    let bias: Tensor?
+    let eps: Float
+
+    init(_ loader: ParameterLoader, _ name: String, width: Int, eps: Float, bias hasBias: Bool = true) throws {
+        weight = try loader.tensor(name + ".weight", shape: [width])
+        bias = hasBias ? try loader.tensor(name + ".bias", shape: [width]) : nil
+        self.eps = eps
+    }
+
+    func callAsFunction(_ x: Tensor) -> Tensor { layerNorm(x, weight: weight, bias: bias, eps: eps) }
+}
+
+/// Weight errors of a family name the manifest they belong to.
+func withManifestContext<T>(_ manifest: ComponentManifest, _ body: () throws -> T) throws -> T {
+    do { return try body() } catch let error as LocalizedError {
+        throw FamilyError.badWeights(manifest: manifest.origin == "built-in" ? "component '\(manifest.id)'" : manifest.origin,
+                                     reason: error.errorDescription ?? "\(error)")
+    }
+}
+
+/// Family configs refuse unknown fields, like the manifests around them.
+func rejectUnknown<K: CodingKey & CaseIterable>(_ decoder: Decoder, _ keys: K.Type) throws {
+    try decoder.rejectUnknownKeys(keys)
+}
+
+/// A config check that fails as a decoding error at `key` (reported as "config.<key>: ...").
+func require<K: CodingKey>(_ condition: Bool, _ key: K, _ message: String) throws {
+    if !condition { throw DecodingError.dataCorrupted(.init(codingPath: [key], debugDescription: message)) }
+}

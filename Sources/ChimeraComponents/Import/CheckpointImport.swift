@@ -1,0 +1,286 @@
+import Chimera
+import ChimeraIO
+import ChimeraTokenizers
+import Foundation
+
+public enum ImportError: LocalizedError {
+    case unreadable(file: String, reason: String)
+    case unsupported(file: String, field: String, found: String, supported: String)
+    case missing(file: String, field: String, why: String)
+    case noWeights(directory: String)
+    case missingTensors(directory: String, what: String)
+
+    public var errorDescription: String? {
+        switch self {
+        case let .unreadable(file, reason): return "\(file): \(reason)"
+        case let .unsupported(file, field, found, supported):
+            return "\(file): \(field) is \(found), which Chimera does not support yet (supported: \(supported))"
+        case let .missing(file, field, why): return "\(file): \(field) is missing: \(why)"
+        case let .noWeights(directory): return "\(directory): no *.safetensors files or model.safetensors.index.json (PyTorch .bin checkpoints are not supported; convert them to safetensors)"
+        case let .missingTensors(directory, what): return "\(directory): the weights hold no \(what)"
+        }
+    }
+}
+
+/// What `chimera import` wrote.
+public struct ImportResult: Sendable {
+    public var assemblyPath: URL
+    public var componentPaths: [URL]
+    public var assembly: AssemblyManifest
+}
+
+/// Turns a Hugging Face checkpoint folder into Chimera manifests that point at its weight files
+/// (never copied). Supported: LLaVA (model_type "llava") with a CLIP vision tower and a Llama LM.
+public struct CheckpointImporter {
+    public let checkpoint: URL
+    public let outputDirectory: URL
+    public let name: String
+
+    public init(checkpoint: URL, outputDirectory: URL, name: String? = nil) {
+        self.checkpoint = checkpoint.standardizedFileURL
+        self.outputDirectory = outputDirectory.standardizedFileURL
+        let base = name ?? self.checkpoint.lastPathComponent
+        self.name = base.lowercased().map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "." || $0 == "_" ? $0 : "-" }
+            .reduce(into: "") { $0.append($1) }
+    }
+
+    private func file(_ name: String) -> URL { checkpoint.appendingPathComponent(name) }
+
+    private func readJSON(_ name: String) throws -> [String: Any] {
+        let url = file(name)
+        guard let data = FileManager.default.contents(atPath: url.path) else {
+            throw ImportError.unreadable(file: url.path, reason: "no such file")
+        }
+        guard let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+            throw ImportError.unreadable(file: url.path, reason: "not a JSON object")
+        }
+        return object
+    }
+
+    public func run() throws -> ImportResult {
+        let configPath = file("config.json").path
+        let config = try readJSON("config.json")
+        let modelType = config["model_type"] as? String ?? "(none)"
+        guard modelType == "llava" else {
+            throw ImportError.unsupported(file: configPath, field: "model_type", found: "\"\(modelType)\"", supported: "\"llava\"")
+        }
+        guard let vision = config["vision_config"] as? [String: Any] else {
+            throw ImportError.missing(file: configPath, field: "vision_config", why: "a LLaVA config describes its vision tower there")
+        }
+        guard let text = config["text_config"] as? [String: Any] else {
+            throw ImportError.missing(file: configPath, field: "text_config", why: "a LLaVA config describes its language model there")
+        }
+        let weightFiles = try weightFileList()
+        let store = try WeightStore(files: weightFiles.map(\.path))
+
+        // Vision tower.
+        let visionType = vision["model_type"] as? String ?? "clip_vision_model"
+        guard visionType == "clip_vision_model" else {
+            throw ImportError.unsupported(file: configPath, field: "vision_config.model_type", found: "\"\(visionType)\"", supported: "\"clip_vision_model\"")
+        }
+        guard let visionPrefix = prefix(in: store, endingWith: "embeddings.patch_embedding.weight") else {
+            throw ImportError.missingTensors(directory: checkpoint.path, what: "vision tower (no *embeddings.patch_embedding.weight)")
+        }
+        let visionHidden = try int(vision, "hidden_size", configPath, "vision_config")
+        let imageSize = try int(vision, "image_size", configPath, "vision_config")
+        let patchSize = try int(vision, "patch_size", configPath, "vision_config")
+        let side = imageSize / patchSize
+        var encoder = ComponentManifest(id: "\(name)-vision", kind: .encoder, family: "clip-vision", config: .object([
+            "hidden_size": .number(Double(visionHidden)),
+            "layers": .number(Double(try int(vision, "num_hidden_layers", configPath, "vision_config"))),
+            "heads": .number(Double(try int(vision, "num_attention_heads", configPath, "vision_config"))),
+            "intermediate_size": .number(Double(try int(vision, "intermediate_size", configPath, "vision_config"))),
+            "image_size": .number(Double(imageSize)), "patch_size": .number(Double(patchSize)),
+            "layer_norm_eps": .number(vision["layer_norm_eps"] as? Double ?? 1e-5),
+            "hidden_act": .string(vision["hidden_act"] as? String ?? "quick_gelu"),
+        ]))
+        encoder.modality = "image"
+        encoder.output = TokenContract(width: visionHidden, tokens: side * side + 1, grid: [side, side])
+        encoder.preprocess = try imagePreprocessing()
+        encoder.weights = WeightsReference(files: weightFiles.map(relative), prefix: visionPrefix)
+        encoder.description = "CLIP vision tower of \(checkpoint.lastPathComponent)"
+        encoder.source = checkpoint.path
+
+        // Projector.
+        guard let projectorPrefix = prefix(in: store, endingWith: "multi_modal_projector.linear_1.weight") else {
+            throw ImportError.missingTensors(directory: checkpoint.path, what: "projector (no *multi_modal_projector.linear_1.weight)")
+        }
+        if let bias = config["multimodal_projector_bias"] as? Bool, !bias {
+            throw ImportError.unsupported(file: configPath, field: "multimodal_projector_bias", found: "false", supported: "true")
+        }
+        let textHidden = try int(text, "hidden_size", configPath, "text_config")
+        let projectorAct = config["projector_hidden_act"] as? String ?? "gelu"
+        var connector = ComponentManifest(id: "\(name)-projector", kind: .connector, family: "mlp", config: .object([
+            "depth": .number(2), "activation": .string(projectorAct),
+            "layer_names": .array([.string("linear_1"), .string("linear_2")]),
+        ]))
+        connector.inputWidth = .fixed(visionHidden)
+        connector.outputWidth = .fixed(textHidden)
+        connector.weights = WeightsReference(files: weightFiles.map(relative), prefix: projectorPrefix + "multi_modal_projector.")
+        connector.description = "LLaVA projector of \(checkpoint.lastPathComponent)"
+        connector.source = checkpoint.path
+
+        // Language model.
+        let languageModel = try llamaManifest(text: text, store: store, weightFiles: weightFiles, configPath: configPath,
+                                              tiedAtTop: config["tie_word_embeddings"] as? Bool)
+
+        // Assembly.
+        let imageToken = (config["image_token_index"] ?? config["image_token_id"]) as? Int
+        let tokenizer = try Tokenizer(url: file("tokenizer.json"))
+        var placeholder = "<image>"
+        if let imageToken {
+            guard let token = tokenizer.token(imageToken) else {
+                throw ImportError.unsupported(file: configPath, field: "image_token_index", found: "\(imageToken)",
+                                              supported: "an id of tokenizer.json (its vocabulary has \(tokenizer.vocabularySize))")
+            }
+            placeholder = token
+        }
+        let featureLayer: Int
+        if let layer = config["vision_feature_layer"] as? Int { featureLayer = layer }
+        else if config["vision_feature_layer"] == nil { featureLayer = -2 }
+        else {
+            throw ImportError.unsupported(file: configPath, field: "vision_feature_layer", found: "a list of layers", supported: "one layer index")
+        }
+        let strategy = config["vision_feature_select_strategy"] as? String ?? "default"
+        guard strategy == "default" || strategy == "full" else {
+            throw ImportError.unsupported(file: configPath, field: "vision_feature_select_strategy", found: "\"\(strategy)\"", supported: "\"default\", \"full\"")
+        }
+        var assembly = Assembler.assembly(id: name, encoder: encoder.id, connector: connector.id, languageModel: languageModel.id,
+                                          placeholder: placeholder, featureLayer: featureLayer, select: strategy == "full" ? .full : .patch)
+        assembly.description = "Imported from \(checkpoint.path)"
+        if FileManager.default.fileExists(atPath: file("sample.png").path) {
+            assembly.samples = [placeholder: relative(file("sample.png"))]
+        }
+        return try write(assembly: assembly, components: [encoder, connector, languageModel])
+    }
+
+    private func llamaManifest(text: [String: Any], store: WeightStore, weightFiles: [URL], configPath: String,
+                               tiedAtTop: Bool?) throws -> ComponentManifest {
+        let textType = text["model_type"] as? String ?? "(none)"
+        guard textType == "llama" else {
+            throw ImportError.unsupported(file: configPath, field: "text_config.model_type", found: "\"\(textType)\"", supported: "\"llama\"")
+        }
+        let theta: Double
+        if let parameters = text["rope_parameters"] as? [String: Any] {
+            let type = parameters["rope_type"] as? String ?? "default"
+            guard type == "default" else {
+                throw ImportError.unsupported(file: configPath, field: "text_config.rope_parameters.rope_type", found: "\"\(type)\"", supported: "\"default\"")
+            }
+            theta = parameters["rope_theta"] as? Double ?? 10000
+        } else {
+            if let scaling = text["rope_scaling"], !(scaling is NSNull) {
+                throw ImportError.unsupported(file: configPath, field: "text_config.rope_scaling", found: "set", supported: "null")
+            }
+            theta = text["rope_theta"] as? Double ?? 10000
+        }
+        guard let embedName = store.tensorNames.first(where: { $0.hasSuffix("embed_tokens.weight") }) else {
+            throw ImportError.missingTensors(directory: checkpoint.path, what: "language model (no *embed_tokens.weight)")
+        }
+        // "language_model.model.embed_tokens.weight" → family names under prefix "language_model.";
+        // "model.language_model.embed_tokens.weight" + top-level lm_head → a rename.
+        let stem = String(embedName.dropLast("embed_tokens.weight".count))
+        var weights: WeightsReference
+        if stem.hasSuffix("model.") && !stem.hasSuffix("language_model.") {
+            weights = WeightsReference(files: weightFiles.map(relative), prefix: String(stem.dropLast("model.".count)))
+        } else {
+            let head = store.tensorNames.first { $0.hasSuffix("lm_head.weight") } ?? "lm_head.weight"
+            weights = WeightsReference(files: weightFiles.map(relative), prefix: "",
+                                       rename: ["model.": stem, "lm_head.": String(head.dropLast("weight".count))])
+        }
+        let heads = try int(text, "num_attention_heads", configPath, "text_config")
+        let tied = text["tie_word_embeddings"] as? Bool ?? tiedAtTop ?? false
+        var object: [String: JSONValue] = [
+            "hidden_size": .number(Double(try int(text, "hidden_size", configPath, "text_config"))),
+            "intermediate_size": .number(Double(try int(text, "intermediate_size", configPath, "text_config"))),
+            "layers": .number(Double(try int(text, "num_hidden_layers", configPath, "text_config"))),
+            "heads": .number(Double(heads)),
+            "kv_heads": .number(Double(text["num_key_value_heads"] as? Int ?? heads)),
+            "vocab_size": .number(Double(try int(text, "vocab_size", configPath, "text_config"))),
+            "rope_theta": .number(theta),
+            "rms_norm_eps": .number(text["rms_norm_eps"] as? Double ?? 1e-6),
+            "tie_word_embeddings": .bool(tied),
+            "attention_bias": .bool(text["attention_bias"] as? Bool ?? false),
+            "mlp_bias": .bool(text["mlp_bias"] as? Bool ?? false),
+            "hidden_act": .string(text["hidden_act"] as? String ?? "silu"),
+        ]
+        if let headDim = text["head_dim"] as? Int { object["head_dim"] = .number(Double(headDim)) }
+        var lm = ComponentManifest(id: "\(name)-llm", kind: .languageModel, family: "llama", config: .object(object))
+        lm.contextLength = text["max_position_embeddings"] as? Int ?? 2048
+        lm.weights = weights
+        lm.tokenizer = TokenizerReference(file: relative(file("tokenizer.json")), eosTokenIDs: try eosTokenIDs(text),
+                                          bosTokenID: text["bos_token_id"] as? Int)
+        lm.description = "Llama language model of \(checkpoint.lastPathComponent)"
+        lm.source = checkpoint.path
+        return lm
+    }
+
+    /// generation_config.json's eos_token_id wins (transformers' generate uses it), else text_config's.
+    private func eosTokenIDs(_ text: [String: Any]) throws -> [Int] {
+        var value: Any? = text["eos_token_id"]
+        if FileManager.default.fileExists(atPath: file("generation_config.json").path),
+           let generation = try? readJSON("generation_config.json"), let eos = generation["eos_token_id"] {
+            value = eos
+        }
+        if let one = value as? Int { return [one] }
+        return value as? [Int] ?? []
+    }
+
+    private func imagePreprocessing() throws -> ImagePreprocessing {
+        let direct = file("preprocessor_config.json")
+        if FileManager.default.fileExists(atPath: direct.path) { return try ImagePreprocessing(huggingFaceConfig: direct) }
+        let processor = file("processor_config.json")
+        if FileManager.default.fileExists(atPath: processor.path) {
+            let object = try readJSON("processor_config.json")
+            if let nested = object["image_processor"] {
+                let data = try JSONSerialization.data(withJSONObject: nested)
+                return try ImagePreprocessing(huggingFaceConfigData: data, name: processor.path + " (image_processor)")
+            }
+        }
+        throw ImportError.missing(file: direct.path, field: "preprocessor_config.json",
+                                  why: "the image preprocessing (size, crop, mean, std) comes from it or from processor_config.json's image_processor")
+    }
+
+    private func weightFileList() throws -> [URL] {
+        let index = file("model.safetensors.index.json")
+        if FileManager.default.fileExists(atPath: index.path) { return [index] }
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: checkpoint.path)) ?? []
+        let files = names.filter { $0.hasSuffix(".safetensors") && $0 != "reference.safetensors" }.sorted()
+        guard !files.isEmpty else { throw ImportError.noWeights(directory: checkpoint.path) }
+        return files.map(file)
+    }
+
+    private func prefix(in store: WeightStore, endingWith suffix: String) -> String? {
+        store.tensorNames.first { $0.hasSuffix(suffix) }.map { String($0.dropLast(suffix.count)) }
+    }
+
+    private func int(_ object: [String: Any], _ key: String, _ file: String, _ section: String) throws -> Int {
+        guard let value = object[key] as? Int else {
+            throw ImportError.missing(file: file, field: "\(section).\(key)", why: "expected an integer")
+        }
+        return value
+    }
+
+    /// Paths inside the output folder are written relative to it (so the folder can move);
+    /// others are absolute.
+    private func relative(_ url: URL) -> String {
+        let base = outputDirectory.path.hasSuffix("/") ? outputDirectory.path : outputDirectory.path + "/"
+        let path = url.standardizedFileURL.path
+        return path.hasPrefix(base) ? String(path.dropFirst(base.count)) : path
+    }
+
+    private func write(assembly: AssemblyManifest, components: [ComponentManifest]) throws -> ImportResult {
+        let fm = FileManager.default
+        try fm.createDirectory(at: outputDirectory, withIntermediateDirectories: true)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        var componentPaths: [URL] = []
+        for component in components {
+            let url = outputDirectory.appendingPathComponent("\(component.id).component.json")
+            try encoder.encode(component).write(to: url)
+            componentPaths.append(url)
+        }
+        let assemblyURL = outputDirectory.appendingPathComponent("\(assembly.id).assembly.json")
+        try encoder.encode(assembly).write(to: assemblyURL)
+        return ImportResult(assemblyPath: assemblyURL, componentPaths: componentPaths, assembly: assembly)
+    }
+}

@@ -1,0 +1,209 @@
+// Image decoding (PNG via libpng, JPEG via libjpeg-turbo) into 8-bit RGB.
+import CImageCodecs
+import Foundation
+
+/// An 8-bit RGB image, interleaved (`r, g, b, r, g, b, ...`), row-major, no padding.
+///
+/// `pixels` always holds the colour channels exactly as decoded, i.e. what
+/// PIL's `Image.convert("RGB")` gives (alpha simply dropped, grey replicated).
+/// When the file carried transparency (alpha channel or PNG `tRNS`), the
+/// alpha samples are kept in `alpha` so callers can reproduce transformers'
+/// `convert_to_rgb`, which composites onto white (see `compositedOnWhite()`).
+public struct RGBImage: Sendable, Equatable {
+    public let width: Int
+    public let height: Int
+    public var pixels: [UInt8]
+    /// One 8-bit alpha sample per pixel (non-premultiplied), or nil when the source was opaque.
+    public var alpha: [UInt8]?
+
+    public init(width: Int, height: Int, pixels: [UInt8], alpha: [UInt8]? = nil) {
+        precondition(width > 0 && height > 0, "RGBImage needs a positive size, got \(width)x\(height)")
+        precondition(pixels.count == width * height * 3,
+                     "RGBImage \(width)x\(height) needs \(width * height * 3) bytes, got \(pixels.count)")
+        precondition(alpha == nil || alpha!.count == width * height, "alpha must have one sample per pixel")
+        self.width = width
+        self.height = height
+        self.pixels = pixels
+        self.alpha = alpha
+    }
+
+    /// True when the image carries transparency information.
+    public var hasAlpha: Bool { alpha != nil }
+
+    /// The RGB value at (x, y).
+    public subscript(x: Int, y: Int) -> (UInt8, UInt8, UInt8) {
+        let i = (y * width + x) * 3
+        return (pixels[i], pixels[i + 1], pixels[i + 2])
+    }
+
+    /// Composites the image over an opaque white background and drops alpha, bit-exactly as
+    /// transformers' `convert_to_rgb` does for PIL images with transparency
+    /// (`Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")`, using Pillow's
+    /// integer AlphaComposite arithmetic). Returns `self` unchanged (minus `alpha`) when opaque.
+    public func compositedOnWhite() -> RGBImage {
+        guard let alpha else { return self }
+        var out = pixels
+        out.withUnsafeMutableBufferPointer { dst in
+            alpha.withUnsafeBufferPointer { a in
+                for i in 0..<(width * height) {
+                    let sa = UInt32(a[i])
+                    for c in 0..<3 {
+                        dst[i * 3 + c] = pillowCompositeOverWhite(UInt32(dst[i * 3 + c]), alpha: sa)
+                    }
+                }
+            }
+        }
+        return RGBImage(width: width, height: height, pixels: out)
+    }
+}
+
+/// Pillow AlphaComposite.c with dst = (255, 255, 255, 255), PRECISION_BITS = 7.
+@inline(__always)
+func pillowCompositeOverWhite(_ src: UInt32, alpha sa: UInt32) -> UInt8 {
+    if sa == 0 { return 255 }
+    let dstA: UInt32 = 255, dstC: UInt32 = 255
+    let blend = dstA * (255 - sa)
+    let outa255 = sa * 255 + blend
+    let coef1 = sa * 255 * 255 * (1 << 7) / outa255
+    let coef2 = 255 * (1 << 7) - coef1
+    let tmp = src * coef1 + dstC * coef2 + (0x80 << 7)
+    return UInt8(truncatingIfNeeded: ((((tmp >> 8) + tmp) >> 8)) >> 7)
+}
+
+/// Errors from decoding images. Every case names the file it is about.
+public enum ImageError: LocalizedError, Equatable {
+    /// The file could not be read at all (missing, permissions, a directory...).
+    case unreadableFile(file: String, reason: String)
+    /// The file is empty.
+    case emptyFile(file: String)
+    /// Neither PNG nor JPEG; `firstBytes` describes what the file starts with.
+    case unknownFormat(file: String, firstBytes: String)
+    /// libpng / libjpeg rejected the stream (truncated or corrupt).
+    case corrupt(file: String, format: String, message: String)
+    /// A well-formed image in a mode we do not handle (e.g. CMYK JPEG) or too large.
+    case unsupportedMode(file: String, format: String, message: String)
+
+    public var errorDescription: String? {
+        switch self {
+        case let .unreadableFile(file, reason):
+            return "Cannot read image file '\(file)': \(reason)"
+        case let .emptyFile(file):
+            return "Image file '\(file)' is empty"
+        case let .unknownFormat(file, firstBytes):
+            return "Image file '\(file)' is not a PNG or JPEG (it starts with \(firstBytes))"
+        case let .corrupt(file, format, message):
+            return "Image file '\(file)' is a truncated or corrupt \(format): \(message)"
+        case let .unsupportedMode(file, format, message):
+            return "Image file '\(file)' is an unsupported \(format): \(message)"
+        }
+    }
+
+    /// The file the error is about.
+    public var file: String {
+        switch self {
+        case let .unreadableFile(file, _), let .emptyFile(file), let .unknownFormat(file, _),
+             let .corrupt(file, _, _), let .unsupportedMode(file, _, _):
+            return file
+        }
+    }
+}
+
+/// Decodes PNG and JPEG files. The format is chosen from the magic bytes, never the extension.
+///
+/// - PNG (libpng): 1/2/4/8/16-bit grey, grey+alpha, RGB, RGBA, palette (with or without
+///   `tRNS`), interlaced or not. 16-bit samples are reduced with `png_set_strip_16` (the high
+///   byte is kept), which is what Pillow does for 16-bit RGB/RGBA; for 16-bit *grey* Pillow
+///   instead opens an `I;16` image whose `convert("RGB")` clips at 255, so such files differ.
+/// - JPEG (libjpeg-turbo, default islow IDCT and fancy upsampling, like Pillow): grey and
+///   YCbCr/RGB. CMYK/YCCK are refused. EXIF orientation is not applied (Pillow's
+///   `Image.open` does not either; transformers' `load_image` does).
+public enum ImageDecoder {
+    public static func decode(contentsOf url: URL) throws -> RGBImage {
+        let name = url.isFileURL ? url.path : url.absoluteString
+        let data: Data
+        do {
+            data = try Data(contentsOf: url)
+        } catch {
+            let reason: String
+            if !FileManager.default.fileExists(atPath: url.path) {
+                reason = "no such file"
+            } else {
+                reason = (error as NSError).localizedDescription
+            }
+            throw ImageError.unreadableFile(file: name, reason: reason)
+        }
+        return try decode(data: data, name: name)
+    }
+
+    /// Decodes an in-memory PNG or JPEG; `name` is only used in error messages.
+    public static func decode(data: Data, name: String) throws -> RGBImage {
+        guard !data.isEmpty else { throw ImageError.emptyFile(file: name) }
+        let format: String
+        if data.starts(with: [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]) {
+            format = "PNG"
+        } else if data.starts(with: [0xFF, 0xD8, 0xFF]) {
+            format = "JPEG"
+        } else {
+            throw ImageError.unknownFormat(file: name, firstBytes: describeMagic(data))
+        }
+
+        var image = cic_image()
+        let status: Int32 = data.withUnsafeBytes { raw in
+            let base = raw.bindMemory(to: UInt8.self).baseAddress!
+            return format == "PNG"
+                ? cic_decode_png(base, raw.count, &image)
+                : cic_decode_jpeg(base, raw.count, &image)
+        }
+        defer { cic_image_free(&image) }
+        guard status == Int32(CIC_OK.rawValue) else {
+            let message = withUnsafeBytes(of: image.error) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            if status == Int32(CIC_UNSUPPORTED.rawValue) || status == Int32(CIC_TOO_LARGE.rawValue) {
+                throw ImageError.unsupportedMode(file: name, format: format, message: message)
+            }
+            throw ImageError.corrupt(file: name, format: format, message: message)
+        }
+
+        let width = Int(image.width), height = Int(image.height), channels = Int(image.channels)
+        let count = width * height
+        let source = UnsafeBufferPointer(start: image.pixels, count: count * channels)
+        if channels == 3 {
+            return RGBImage(width: width, height: height, pixels: Array(source))
+        }
+        // RGBA: split into colour and alpha planes.
+        var rgb = [UInt8](repeating: 0, count: count * 3)
+        var alpha = [UInt8](repeating: 0, count: count)
+        rgb.withUnsafeMutableBufferPointer { rgbOut in
+            alpha.withUnsafeMutableBufferPointer { aOut in
+                for i in 0..<count {
+                    rgbOut[i * 3] = source[i * 4]
+                    rgbOut[i * 3 + 1] = source[i * 4 + 1]
+                    rgbOut[i * 3 + 2] = source[i * 4 + 2]
+                    aOut[i] = source[i * 4 + 3]
+                }
+            }
+        }
+        return RGBImage(width: width, height: height, pixels: rgb, alpha: alpha)
+    }
+
+    /// "bytes 47 49 46 38 39 61 ("GIF89a"), which looks like a GIF image".
+    static func describeMagic(_ data: Data) -> String {
+        let head = Array(data.prefix(8))
+        let hex = head.map { String(format: "%02X", $0) }.joined(separator: " ")
+        let ascii = String(head.map { (0x20...0x7E).contains($0) ? Character(UnicodeScalar($0)) : "." })
+        var text = "bytes \(hex) (\"\(ascii)\")"
+        if data.count < 8 { text += ", only \(data.count) byte\(data.count == 1 ? "" : "s") long" }
+        let guess: String?
+        if data.starts(with: Array("GIF8".utf8)) { guess = "a GIF image" }
+        else if data.starts(with: Array("RIFF".utf8)) && data.count >= 12
+                    && Array(data[data.startIndex + 8 ..< data.startIndex + 12]) == Array("WEBP".utf8) { guess = "a WebP image" }
+        else if data.starts(with: Array("BM".utf8)) { guess = "a BMP image" }
+        else if data.starts(with: [0x49, 0x49, 0x2A, 0x00]) || data.starts(with: [0x4D, 0x4D, 0x00, 0x2A]) { guess = "a TIFF image" }
+        else if data.count >= 12 && Array(data[data.startIndex + 4 ..< data.startIndex + 8]) == Array("ftyp".utf8) { guess = "a HEIF/AVIF/MP4 container" }
+        else if data.starts(with: Array("<".utf8)) || data.starts(with: Array("{".utf8)) { guess = "text (HTML/XML/JSON), not an image" }
+        else { guess = nil }
+        if let guess { text += ", which looks like \(guess)" }
+        return text
+    }
+}

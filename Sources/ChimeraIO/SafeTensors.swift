@@ -1,0 +1,226 @@
+import ChimeraTensor
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public enum WeightError: LocalizedError, Equatable {
+    case unreadable(file: String, reason: String)
+    case badHeader(file: String, reason: String)
+    case badTensorEntry(file: String, tensor: String, reason: String)
+    case missingTensor(tensor: String, searched: String)
+    case wrongShape(file: String, tensor: String, expected: [Int], found: [Int])
+    case unsupportedDType(file: String, tensor: String, dtype: String)
+    case badIndex(file: String, reason: String)
+
+    public var errorDescription: String? {
+        switch self {
+        case let .unreadable(file, reason): return "\(file): cannot read weights: \(reason)"
+        case let .badHeader(file, reason): return "\(file): corrupt safetensors header: \(reason)"
+        case let .badTensorEntry(file, tensor, reason): return "\(file): tensor '\(tensor)': \(reason)"
+        case let .missingTensor(tensor, searched): return "missing tensor '\(tensor)' (searched \(searched))"
+        case let .wrongShape(file, tensor, expected, found):
+            return "\(file): tensor '\(tensor)' has shape \(found), expected \(expected)"
+        case let .unsupportedDType(file, tensor, dtype):
+            return "\(file): tensor '\(tensor)' has dtype \(dtype); supported: F32, F16, BF16"
+        case let .badIndex(file, reason): return "\(file): bad safetensors index: \(reason)"
+        }
+    }
+}
+
+/// A read-only memory mapping of a whole file, unmapped when the last user goes away.
+final class MappedFile: @unchecked Sendable {
+    let base: UnsafeMutableRawPointer
+    let size: Int
+
+    init(path: String) throws {
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { throw WeightError.unreadable(file: path, reason: String(cString: strerror(errno))) }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw WeightError.unreadable(file: path, reason: String(cString: strerror(errno))) }
+        size = Int(info.st_size)
+        guard size > 0 else { throw WeightError.badHeader(file: path, reason: "file is empty") }
+        // MAP_PRIVATE + PROT_WRITE gives copy-on-write pages: kernels may take mutable pointers
+        // into the weights, and nothing ever reaches the file.
+        guard let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0), p != MAP_FAILED else {
+            throw WeightError.unreadable(file: path, reason: "mmap failed: \(String(cString: strerror(errno)))")
+        }
+        base = p
+    }
+
+    deinit { munmap(base, size) }
+}
+
+public enum WeightDType: String, Sendable {
+    case f32 = "F32", f16 = "F16", bf16 = "BF16"
+    var byteSize: Int { self == .f32 ? 4 : 2 }
+}
+
+public struct TensorInfo: Sendable {
+    public let name: String
+    public let dtype: WeightDType
+    public let shape: [Int]
+    let byteOffset: Int  // from the start of the file
+    let byteCount: Int
+}
+
+/// One memory-mapped .safetensors file. F32 tensors are used in place (no copy) when aligned;
+/// F16 and BF16 are widened to float32 on load.
+public final class SafeTensorsFile: @unchecked Sendable {
+    public let path: String
+    public let tensors: [String: TensorInfo]
+    public let metadata: [String: String]
+    private let mapping: MappedFile
+
+    public init(path: String) throws {
+        self.path = path
+        mapping = try MappedFile(path: path)
+        guard mapping.size >= 8 else {
+            throw WeightError.badHeader(file: path, reason: "file is \(mapping.size) bytes, shorter than the 8-byte header length")
+        }
+        let headerLength = Int(UInt64(littleEndian: mapping.base.loadUnaligned(as: UInt64.self)))
+        guard headerLength > 0, headerLength <= mapping.size - 8 else {
+            throw WeightError.badHeader(file: path, reason: "header length \(headerLength) exceeds the file size \(mapping.size)")
+        }
+        let headerData = Data(bytes: mapping.base + 8, count: headerLength)
+        guard let json = try? JSONSerialization.jsonObject(with: headerData), let header = json as? [String: Any] else {
+            throw WeightError.badHeader(file: path, reason: "the \(headerLength)-byte header is not a JSON object")
+        }
+        let dataStart = 8 + headerLength
+        let dataSize = mapping.size - dataStart
+        var tensors: [String: TensorInfo] = [:]
+        var metadata: [String: String] = [:]
+        for (name, value) in header {
+            if name == "__metadata__" {
+                for (k, v) in value as? [String: Any] ?? [:] { metadata[k] = "\(v)" }
+                continue
+            }
+            guard let entry = value as? [String: Any] else {
+                throw WeightError.badTensorEntry(file: path, tensor: name, reason: "entry is not an object")
+            }
+            guard let dtypeName = entry["dtype"] as? String else {
+                throw WeightError.badTensorEntry(file: path, tensor: name, reason: "missing 'dtype'")
+            }
+            guard let shape = (entry["shape"] as? [Any])?.compactMap({ ($0 as? NSNumber)?.intValue }),
+                  shape.count == (entry["shape"] as? [Any])?.count, shape.allSatisfy({ $0 >= 0 }) else {
+                throw WeightError.badTensorEntry(file: path, tensor: name, reason: "'shape' is not a list of non-negative integers")
+            }
+            guard let offsets = (entry["data_offsets"] as? [Any])?.compactMap({ ($0 as? NSNumber)?.intValue }),
+                  offsets.count == 2 else {
+                throw WeightError.badTensorEntry(file: path, tensor: name, reason: "'data_offsets' is not a pair of integers")
+            }
+            let (begin, end) = (offsets[0], offsets[1])
+            guard begin >= 0, end >= begin, end <= dataSize else {
+                throw WeightError.badTensorEntry(
+                    file: path, tensor: name,
+                    reason: "data offsets [\(begin), \(end)] fall outside the \(dataSize)-byte data section (truncated file?)")
+            }
+            guard let dtype = WeightDType(rawValue: dtypeName) else {
+                // Recorded, and refused only if a component asks for this tensor.
+                tensors[name] = TensorInfo(name: name, dtype: .f32, shape: shape, byteOffset: -1, byteCount: 0)
+                unsupported[name] = dtypeName
+                continue
+            }
+            let expectedBytes = shape.reduce(1, *) * dtype.byteSize
+            guard end - begin == expectedBytes else {
+                throw WeightError.badTensorEntry(
+                    file: path, tensor: name,
+                    reason: "\(end - begin) bytes of data for shape \(shape) in \(dtypeName), expected \(expectedBytes)")
+            }
+            tensors[name] = TensorInfo(name: name, dtype: dtype, shape: shape, byteOffset: dataStart + begin, byteCount: expectedBytes)
+        }
+        self.tensors = tensors
+        self.metadata = metadata
+    }
+
+    private var unsupported: [String: String] = [:]
+
+    /// Loads a tensor as float32.
+    public func tensor(_ name: String) throws -> Tensor {
+        guard let info = tensors[name] else { throw WeightError.missingTensor(tensor: name, searched: path) }
+        if let dtype = unsupported[name] { throw WeightError.unsupportedDType(file: path, tensor: name, dtype: dtype) }
+        let count = info.shape.reduce(1, *)
+        let source = mapping.base + info.byteOffset
+        switch info.dtype {
+        case .f32:
+            if Int(bitPattern: source) % MemoryLayout<Float>.alignment == 0 {
+                let storage = TensorStorage(borrowing: source.assumingMemoryBound(to: Float.self), count: count, owner: mapping)
+                return Tensor(shape: info.shape, storage: storage)
+            }
+            let out = Tensor(zeros: info.shape)
+            memcpy(out.data, source, count * 4)
+            return out
+        case .f16:
+            let out = Tensor(zeros: info.shape)
+            for i in 0..<count {
+                out.data[i] = Float(Float16(bitPattern: source.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self)))
+            }
+            return out
+        case .bf16:
+            let out = Tensor(zeros: info.shape)
+            for i in 0..<count {
+                let bits = UInt32(source.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self)) << 16
+                out.data[i] = Float(bitPattern: bits)
+            }
+            return out
+        }
+    }
+}
+
+/// All weights of a checkpoint: one or several .safetensors files (sharded checkpoints list
+/// theirs in model.safetensors.index.json). Tensors are looked up by their full name.
+public final class WeightStore: @unchecked Sendable {
+    public let files: [SafeTensorsFile]
+    private let owner: [String: SafeTensorsFile]
+
+    public init(files paths: [String]) throws {
+        var files: [SafeTensorsFile] = []
+        for path in paths {
+            if path.hasSuffix(".index.json") {
+                files += try WeightStore.openIndex(path)
+            } else {
+                files.append(try SafeTensorsFile(path: path))
+            }
+        }
+        var owner: [String: SafeTensorsFile] = [:]
+        for file in files { for name in file.tensors.keys { owner[name] = file } }
+        self.files = files
+        self.owner = owner
+    }
+
+    private static func openIndex(_ path: String) throws -> [SafeTensorsFile] {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw WeightError.unreadable(file: path, reason: "no such file")
+        }
+        guard let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+              let map = json["weight_map"] as? [String: String] else {
+            throw WeightError.badIndex(file: path, reason: "expected an object with a 'weight_map' of tensor name → file")
+        }
+        let directory = (path as NSString).deletingLastPathComponent
+        return try Set(map.values).sorted().map { try SafeTensorsFile(path: (directory as NSString).appendingPathComponent($0)) }
+    }
+
+    public var tensorNames: [String] { owner.keys.sorted() }
+    public func contains(_ name: String) -> Bool { owner[name] != nil }
+    public func info(_ name: String) -> TensorInfo? { owner[name]?.tensors[name] }
+
+    public func tensor(_ name: String) throws -> Tensor {
+        guard let file = owner[name] else {
+            throw WeightError.missingTensor(tensor: name, searched: files.map(\.path).joined(separator: ", "))
+        }
+        return try file.tensor(name)
+    }
+
+    /// Loads a tensor and checks its shape.
+    public func tensor(_ name: String, shape: [Int]) throws -> Tensor {
+        guard let file = owner[name], let info = file.tensors[name] else {
+            throw WeightError.missingTensor(tensor: name, searched: files.map(\.path).joined(separator: ", "))
+        }
+        guard info.shape == shape else {
+            throw WeightError.wrongShape(file: file.path, tensor: name, expected: shape, found: info.shape)
+        }
+        return try file.tensor(name)
+    }
+}

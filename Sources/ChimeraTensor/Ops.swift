@@ -1,0 +1,189 @@
+import COpenBLAS
+import Foundation
+
+// Kernels over float32 tensors. Matrix products over whole sequences are one sgemm each;
+// element-wise work is plain loops that the release build vectorizes.
+
+/// Sets the BLAS thread count once, from CHIMERA_THREADS or the core count.
+public enum ComputeThreads {
+    nonisolated(unsafe) private static var configured = false
+    public static func configure(_ count: Int? = nil) {
+        if configured && count == nil { return }
+        let env = ProcessInfo.processInfo.environment["CHIMERA_THREADS"].flatMap(Int.init)
+        let n = max(1, count ?? env ?? ProcessInfo.processInfo.activeProcessorCount)
+        openblas_set_num_threads(Int32(n))
+        configured = true
+    }
+    public static var current: Int { Int(openblas_get_num_threads()) }
+}
+
+/// y = x · Wᵀ + b for x [..., in], W [out, in] (the PyTorch nn.Linear layout), b [out].
+public func linear(_ x: Tensor, weight: Tensor, bias: Tensor? = nil) -> Tensor {
+    let inFeatures = x.columns, rows = x.rows
+    precondition(weight.rank == 2 && weight.shape[1] == inFeatures,
+                 "linear: input width \(inFeatures) does not match weight \(weight.shape)")
+    let outFeatures = weight.shape[0]
+    let out = Tensor(zeros: Array(x.shape.dropLast()) + [outFeatures])
+    if let bias {
+        precondition(bias.count == outFeatures, "linear: bias \(bias.shape) for \(outFeatures) outputs")
+        for r in 0..<rows { (out.data + r * outFeatures).update(from: bias.data, count: outFeatures) }
+    }
+    guard rows > 0 else { return out }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(outFeatures), Int32(inFeatures),
+                1, x.data, Int32(inFeatures), weight.data, Int32(inFeatures),
+                bias == nil ? 0 : 1, out.data, Int32(outFeatures))
+    return out
+}
+
+/// C = A · B (or A · Bᵀ) for plain 2-D tensors.
+public func matmul(_ a: Tensor, _ b: Tensor, transposeB: Bool = false) -> Tensor {
+    let m = a.rows, k = a.columns
+    let n = transposeB ? b.shape[0] : b.columns
+    precondition((transposeB ? b.columns : b.rows) == k, "matmul: \(a.shape) x \(b.shape)")
+    let out = Tensor(zeros: [m, n])
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans, Int32(m), Int32(n), Int32(k),
+                1, a.data, Int32(k), b.data, Int32(b.columns), 0, out.data, Int32(n))
+    return out
+}
+
+// MARK: - Normalization
+
+/// LayerNorm over the last dimension (biased variance, as PyTorch).
+public func layerNorm(_ x: Tensor, weight: Tensor, bias: Tensor?, eps: Float) -> Tensor {
+    let n = x.columns
+    precondition(weight.count == n, "layerNorm: weight \(weight.shape) for width \(n)")
+    let out = Tensor(zeros: x.shape)
+    for r in 0..<x.rows {
+        let src = x.data + r * n, dst = out.data + r * n
+        var mean: Float = 0
+        for i in 0..<n { mean += src[i] }
+        mean /= Float(n)
+        var variance: Float = 0
+        for i in 0..<n { let d = src[i] - mean; variance += d * d }
+        variance /= Float(n)
+        let inv = 1 / (variance + eps).squareRoot()
+        if let bias {
+            for i in 0..<n { dst[i] = (src[i] - mean) * inv * weight.data[i] + bias.data[i] }
+        } else {
+            for i in 0..<n { dst[i] = (src[i] - mean) * inv * weight.data[i] }
+        }
+    }
+    return out
+}
+
+/// RMSNorm over the last dimension. `weightOffset` is 1 for Gemma, whose weight is stored as (w - 1).
+public func rmsNorm(_ x: Tensor, weight: Tensor, eps: Float, weightOffset: Float = 0) -> Tensor {
+    let n = x.columns
+    precondition(weight.count == n, "rmsNorm: weight \(weight.shape) for width \(n)")
+    let out = Tensor(zeros: x.shape)
+    for r in 0..<x.rows {
+        let src = x.data + r * n, dst = out.data + r * n
+        var sumSquares: Float = 0
+        for i in 0..<n { sumSquares += src[i] * src[i] }
+        let inv = 1 / (sumSquares / Float(n) + eps).squareRoot()
+        for i in 0..<n { dst[i] = src[i] * inv * (weightOffset + weight.data[i]) }
+    }
+    return out
+}
+
+// MARK: - Activations
+
+public enum Activation: String, Sendable, Codable, CaseIterable {
+    case gelu                   // exact, erf-based
+    case geluTanh = "gelu_pytorch_tanh"
+    case quickGelu = "quick_gelu"
+    case silu
+    case relu
+
+    /// Maps the activation names found in Hugging Face configs to a kernel.
+    public init?(configName: String) {
+        switch configName {
+        case "gelu": self = .gelu
+        case "gelu_pytorch_tanh", "gelu_new", "gelu_fast", "gelu_tanh": self = .geluTanh
+        case "quick_gelu": self = .quickGelu
+        case "silu", "swish": self = .silu
+        case "relu": self = .relu
+        default: return nil
+        }
+    }
+
+    @inline(__always) public func apply(_ v: Float) -> Float {
+        switch self {
+        case .gelu: return 0.5 * v * (1 + erff(v * 0.70710678118654752))
+        case .geluTanh:
+            let inner: Float = 0.7978845608028654 * (v + 0.044715 * v * v * v)
+            return 0.5 * v * (1 + tanhf(inner))
+        case .quickGelu: return v / (1 + expf(-1.702 * v))
+        case .silu: return v / (1 + expf(-v))
+        case .relu: return max(v, 0)
+        }
+    }
+}
+
+public func activate(_ x: Tensor, _ activation: Activation) -> Tensor {
+    let out = Tensor(zeros: x.shape)
+    for i in 0..<x.count { out.data[i] = activation.apply(x.data[i]) }
+    return out
+}
+
+/// act(gate) * up, the gated MLP of Llama (SiLU) and Gemma (tanh GELU).
+public func gatedActivation(gate: Tensor, up: Tensor, _ activation: Activation) -> Tensor {
+    precondition(gate.shape == up.shape, "gatedActivation: \(gate.shape) vs \(up.shape)")
+    let out = Tensor(zeros: gate.shape)
+    for i in 0..<gate.count { out.data[i] = activation.apply(gate.data[i]) * up.data[i] }
+    return out
+}
+
+// MARK: - Element-wise
+
+public func add(_ a: Tensor, _ b: Tensor) -> Tensor {
+    precondition(a.count == b.count, "add: \(a.shape) vs \(b.shape)")
+    let out = Tensor(zeros: a.shape)
+    for i in 0..<a.count { out.data[i] = a.data[i] + b.data[i] }
+    return out
+}
+
+public func addInPlace(_ a: Tensor, _ b: Tensor) {
+    precondition(a.count == b.count, "addInPlace: \(a.shape) vs \(b.shape)")
+    for i in 0..<a.count { a.data[i] += b.data[i] }
+}
+
+/// Adds a row vector to every row.
+public func addRowInPlace(_ a: Tensor, _ row: Tensor) {
+    let n = a.columns
+    precondition(row.count == n, "addRowInPlace: \(a.shape) + \(row.shape)")
+    for r in 0..<a.rows { for i in 0..<n { a.data[r * n + i] += row.data[i] } }
+}
+
+public func scaleInPlace(_ a: Tensor, _ factor: Float) {
+    for i in 0..<a.count { a.data[i] *= factor }
+}
+
+/// Softmax of each row in place, max-subtracted for stability.
+public func softmaxRowsInPlace(_ p: UnsafeMutablePointer<Float>, rows: Int, columns: Int, stride: Int? = nil) {
+    let ld = stride ?? columns
+    for r in 0..<rows {
+        let row = p + r * ld
+        var m = -Float.infinity
+        for i in 0..<columns { m = max(m, row[i]) }
+        var sum: Float = 0
+        for i in 0..<columns { let e = expf(row[i] - m); row[i] = e; sum += e }
+        let inv = 1 / sum
+        for i in 0..<columns { row[i] *= inv }
+    }
+}
+
+/// Concatenates tensors along the first dimension.
+public func concatRows(_ parts: [Tensor]) -> Tensor {
+    guard let first = parts.first else { return Tensor(zeros: [0, 0]) }
+    let width = first.columns
+    let total = parts.reduce(0) { $0 + $1.rows }
+    let out = Tensor(zeros: [total, width])
+    var offset = 0
+    for part in parts {
+        precondition(part.columns == width, "concatRows: width \(part.columns) vs \(width)")
+        (out.data + offset).update(from: part.data, count: part.count)
+        offset += part.count
+    }
+    return out
+}

@@ -1,0 +1,134 @@
+import Foundation
+
+/// A Hugging Face `tokenizer.json` tokenizer (BPE models: byte-level like GPT-2/Qwen2,
+/// or SentencePiece-style with byte fallback like Llama/Gemma).
+///
+/// Encoding follows the Rust pipeline: split on added tokens -> normalizer ->
+/// split on normalized added tokens -> pre-tokenizer -> BPE -> post-processor.
+/// Immutable after init except for the BPE word cache, which is locked, hence
+/// `@unchecked Sendable`.
+public final class Tokenizer: @unchecked Sendable {
+    let name: String
+    let normalizer: (any Normalizer)?
+    let preTokenizer: (any PreTokenizer)?
+    let model: BPEModel
+    let decoder: (any Decoder)?
+    let postProcessor: (any PostProcessor)?
+    let addedTokens: [AddedToken]
+    private let addedByID: [Int: AddedToken]
+    private let addedByContent: [ExactString: AddedToken]
+    private let specialContents: Set<ExactString>
+    private let specialIDs: Set<Int>
+    /// What decode sees for an added token. Like Hugging Face, a normalized added
+    /// token decodes as its normalized form (legacy Llama: "<pad>" -> "▁<pad>", so the
+    /// decoder turns the "▁" back into the space the normalizer had added).
+    private let addedDecodeText: [Int: String]
+    /// Added tokens matched in the raw text / in the normalized text.
+    private let rawSplitter: AddedTokenSplitter
+    private let normalizedSplitter: AddedTokenSplitter
+
+    public convenience init(url: URL) throws {
+        let data: Data
+        do {
+            data = try Data(contentsOf: url)
+        } catch {
+            throw TokenizerError.fileNotReadable(file: url.path, reason: error.localizedDescription)
+        }
+        try self.init(data: data, name: url.path)
+    }
+
+    /// `name` is used in error messages (typically the file path).
+    public init(data: Data, name: String) throws {
+        self.name = name
+        let root: ConfigNode
+        do {
+            root = ConfigNode(value: try JSONParser.parse(data), path: "", file: name)
+        } catch {
+            throw TokenizerError.malformedJSON(file: name, reason: error.message)
+        }
+        guard case .object = root.value else { throw root.invalid("a JSON object at the top level") }
+
+        model = try Models.make(root.required("model"))
+        normalizer = try root["normalizer"].map { node throws(TokenizerError) in try Normalizers.make(node) }
+        preTokenizer = try root["pre_tokenizer"].map { node throws(TokenizerError) in try PreTokenizers.make(node) }
+        decoder = try root["decoder"].map { node throws(TokenizerError) in try Decoders.make(node) }
+        postProcessor = try root["post_processor"].map { node throws(TokenizerError) in try PostProcessors.make(node) }
+        addedTokens = try (root["added_tokens"]?.asArray() ?? []).map { node throws(TokenizerError) in try AddedToken(node: node) }
+
+        addedByID = Dictionary(addedTokens.map { ($0.id, $0) }, uniquingKeysWith: { _, last in last })
+        addedByContent = Dictionary(addedTokens.map { (ExactString($0.content), $0) }, uniquingKeysWith: { _, last in last })
+        specialContents = Set(addedTokens.filter(\.special).map { ExactString($0.content) })
+        specialIDs = Set(addedTokens.filter(\.special).map(\.id))
+        // Normalized tokens are searched for (and decoded) by their normalized form.
+        let normalizer = self.normalizer
+        let searchTexts = addedTokens.map { $0.normalized ? normalizer?.normalize($0.content) ?? $0.content : $0.content }
+        addedDecodeText = Dictionary(zip(addedTokens.map(\.id), searchTexts), uniquingKeysWith: { _, last in last })
+        rawSplitter = AddedTokenSplitter(zip(searchTexts, addedTokens).filter { !$1.normalized }.map { ($0, $1) })
+        normalizedSplitter = AddedTokenSplitter(zip(searchTexts, addedTokens).filter { $1.normalized }.map { ($0, $1) })
+    }
+
+    // MARK: Encoding
+
+    public func encode(_ text: String, addSpecialTokens: Bool = true) -> [Int] {
+        var ids: [Int] = []
+        for part in rawSplitter.split(text) {
+            guard case .text(let raw, let rawStart) = part else {
+                if case .token(let id) = part { ids.append(id) }
+                continue
+            }
+            let normalized = normalizer?.normalize(raw) ?? raw
+            for inner in normalizedSplitter.split(normalized) {
+                switch inner {
+                case .token(let id):
+                    ids.append(id)
+                case .text(let piece, let start):
+                    let word = PreToken(text: piece, atStart: rawStart == 0 && start == 0)
+                    for pre in preTokenizer?([word]) ?? [word] {
+                        ids.append(contentsOf: model.tokenize(pre.text))
+                    }
+                }
+            }
+        }
+        guard addSpecialTokens, let postProcessor else { return ids }
+        return postProcessor.process(ids)
+    }
+
+    // MARK: Decoding
+
+    public func decode(_ ids: [Int], skipSpecialTokens: Bool = false) -> String {
+        decode(ids[...], skipSpecialTokens: skipSpecialTokens)
+    }
+
+    func decode(_ ids: ArraySlice<Int>, skipSpecialTokens: Bool) -> String {
+        let tokens = ids.compactMap { id -> String? in
+            if skipSpecialTokens, specialIDs.contains(id) { return nil }
+            if let added = addedDecodeText[id] { return added }
+            guard let text = token(id) else { return nil }  // unknown ids are dropped
+            if skipSpecialTokens, specialContents.contains(ExactString(text)) { return nil }
+            return text
+        }
+        guard let decoder else { return tokens.joined(separator: " ") }
+        return decoder.decodeChain(tokens).joined()
+    }
+
+    // MARK: Vocabulary
+
+    public func tokenID(_ token: String) -> Int? {
+        addedByContent[ExactString(token)]?.id ?? model.vocab[ExactString(token)]
+    }
+
+    public func token(_ id: Int) -> String? {
+        if let added = addedByID[id] { return added.content }
+        return model.idToToken.indices.contains(id) ? model.idToToken[id] : nil
+    }
+
+    /// Max id + 1 over the vocab and the added tokens.
+    public var vocabularySize: Int {
+        max(model.idToToken.count, (addedByID.keys.max() ?? -1) + 1)
+    }
+
+    public var specialTokenIDs: Set<Int> { specialIDs }
+
+    /// The BOS id added by the TemplateProcessing post-processor, if it adds one.
+    public var bosTokenID: Int? { postProcessor?.bosTokenID }
+}

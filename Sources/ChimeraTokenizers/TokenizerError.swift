@@ -1,0 +1,26 @@
+import Foundation
+
+/// Errors raised while loading a tokenizer.json. Every case names the file and,
+/// where relevant, the JSON field (as a dotted path such as `model.type`).
+public enum TokenizerError: LocalizedError, Equatable, Sendable {
+    case fileNotReadable(file: String, reason: String)
+    case malformedJSON(file: String, reason: String)
+    case missingField(file: String, field: String)
+    case invalidField(file: String, field: String, detail: String)
+    case unsupported(file: String, field: String, value: String)
+
+    public var errorDescription: String? {
+        switch self {
+        case .fileNotReadable(let file, let reason):
+            "Cannot read tokenizer file \(file): \(reason)"
+        case .malformedJSON(let file, let reason):
+            "Malformed JSON in \(file): \(reason)"
+        case .missingField(let file, let field):
+            "\(file): missing required field \"\(field)\""
+        case .invalidField(let file, let field, let detail):
+            "\(file): invalid value for field \"\(field)\": \(detail)"
+        case .unsupported(let file, let field, let value):
+            "\(file): unsupported \(value) in field \"\(field)\""
+        }
+    }
+}

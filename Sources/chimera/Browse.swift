@@ -1,0 +1,194 @@
+import ArgumentParser
+import Chimera
+import ChimeraComponents
+import Foundation
+
+struct List: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List components (and assemblies) by kind, modality and family.")
+    @OptionGroup var catalogOptions: CatalogOptions
+    @Option(help: "encoder, connector, language_model or assembly") var kind: String?
+    @Option(help: "image, audio, sensor, ...") var modality: String?
+    @Option(help: "A family name, e.g. clip-vision, mlp, llama") var family: String?
+    @Flag(help: "Print JSON") var json = false
+
+    struct Row: Encodable { let id: String; let kind: String; let family: String; let modality: String?; let origin: String; let summary: String }
+
+    func run() throws {
+        do {
+            let catalog = try catalogOptions.catalog()
+            var rows: [Row] = []
+            if kind != "assembly" {
+                let componentKind: ComponentKind? = try kind.map {
+                    guard let k = ComponentKind(rawValue: $0) else {
+                        throw ValidationError("--kind must be encoder, connector, language_model or assembly, found '\($0)'")
+                    }
+                    return k
+                }
+                rows += catalog.list(kind: componentKind, modality: modality, family: family).map {
+                    Row(id: $0.id, kind: $0.kind.rawValue, family: $0.family, modality: $0.modality, origin: $0.origin, summary: summarize($0))
+                }
+            }
+            if kind == nil || kind == "assembly", modality == nil, family == nil {
+                rows += catalog.assemblies.values.sorted { $0.id < $1.id }.map {
+                    Row(id: $0.id, kind: "assembly", family: "-", modality: nil, origin: $0.origin,
+                        summary: ([$0.languageModel] + $0.inputs.map { "\($0.placeholder) \($0.encoder) → \($0.connector)" }).joined(separator: "; "))
+                }
+            }
+            if json { try printJSON(rows); return }
+            let idWidth = max(2, rows.map(\.id.count).max() ?? 0), kindWidth = 14
+            print("ID".padding(toLength: idWidth, withPad: " ", startingAt: 0) + "  " + "KIND".padding(toLength: kindWidth, withPad: " ", startingAt: 0) + "  SUMMARY")
+            for row in rows {
+                print(row.id.padding(toLength: idWidth, withPad: " ", startingAt: 0) + "  "
+                      + row.kind.padding(toLength: kindWidth, withPad: " ", startingAt: 0) + "  " + row.summary)
+            }
+        } catch let error as ValidationError { throw error } catch { throw fail(error) }
+    }
+
+    func summarize(_ m: ComponentManifest) -> String {
+        switch m.kind {
+        case .encoder:
+            return "\(m.family), \(m.modality ?? "?"), \(m.output.map { "\($0.tokens) tokens × \($0.width)" } ?? "")"
+        case .connector:
+            return "\(m.family), \(m.inputWidth?.description ?? "?") → \(m.outputWidth?.description ?? "?")\(m.weights == nil ? ", fresh (seeded)" : "")"
+        case .languageModel:
+            return "\(m.family), width \(CompatibilityChecker.languageModelWidth(m).map(String.init) ?? "?"), context \(m.contextLength ?? 0)"
+        }
+    }
+}
+
+struct Show: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print a component or assembly manifest.")
+    @OptionGroup var catalogOptions: CatalogOptions
+    @Argument(help: "A component or assembly id") var id: String
+
+    func run() throws {
+        do {
+            let catalog = try catalogOptions.catalog()
+            if let component = catalog.components[id] {
+                try printJSON(component)
+                FileHandle.standardError.write(Data("(from \(component.origin))\n".utf8))
+            } else if let assembly = catalog.assemblies[id] {
+                try printJSON(assembly)
+                FileHandle.standardError.write(Data("(from \(assembly.origin))\n".utf8))
+            } else {
+                throw ManifestError.unknownID(id: id, kind: "component or assembly",
+                                              known: (Array(catalog.components.keys) + Array(catalog.assemblies.keys)).sorted())
+            }
+        } catch { throw fail(error) }
+    }
+}
+
+struct Compat: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Which components plug into a component, and why the others don't.")
+    @OptionGroup var catalogOptions: CatalogOptions
+    @Argument(help: "A component or assembly id") var id: String
+    @Flag(help: "Print JSON") var json = false
+
+    struct Verdict: Encodable { let id: String; let kind: String; let fits: Bool; let reasons: [String] }
+
+    func run() throws {
+        do {
+            let catalog = try catalogOptions.catalog()
+            let checker = CompatibilityChecker(catalog: catalog, families: BuiltinFamilies.registry())
+            if let assembly = catalog.assemblies[id] {
+                let problems = checker.problems(assembly: assembly)
+                if json { try printJSON(Verdict(id: id, kind: "assembly", fits: problems.isEmpty, reasons: problems)); return }
+                print(problems.isEmpty ? "\(id): all parts fit" : "\(id) does not fit:\n" + problems.map { "  - \($0)" }.joined(separator: "\n"))
+                if !problems.isEmpty { throw ExitCode.failure }
+                return
+            }
+            let subject = try catalog.component(id)
+            var verdicts: [Verdict] = []
+            func add(_ other: ComponentManifest, _ problems: [CompatibilityProblem]) {
+                let own = checker.problems(of: other)
+                let all = (problems + own).map(\.description)
+                verdicts.append(Verdict(id: other.id, kind: other.kind.rawValue, fits: all.isEmpty, reasons: all))
+            }
+            switch subject.kind {
+            case .encoder:
+                for c in catalog.list(kind: .connector) { add(c, checker.problems(encoder: subject, connector: c)) }
+            case .connector:
+                for e in catalog.list(kind: .encoder) { add(e, checker.problems(encoder: e, connector: subject)) }
+                for l in catalog.list(kind: .languageModel) { add(l, checker.problems(connector: subject, languageModel: l)) }
+            case .languageModel:
+                for c in catalog.list(kind: .connector) { add(c, checker.problems(connector: c, languageModel: subject)) }
+            }
+            if json { try printJSON(verdicts); return }
+            let own = checker.problems(of: subject)
+            if !own.isEmpty { print("\(id) itself has problems:\n" + own.map { "  - \($0)" }.joined(separator: "\n")) }
+            let fits = verdicts.filter(\.fits), misfits = verdicts.filter { !$0.fits }
+            print("Fits \(id):")
+            print(fits.isEmpty ? "  (nothing)" : fits.map { "  ✓ \($0.id) (\($0.kind))" }.joined(separator: "\n"))
+            if !misfits.isEmpty {
+                print("Does not fit:")
+                for v in misfits { print("  ✗ \(v.id) (\(v.kind)): \(v.reasons.joined(separator: "; "))") }
+            }
+        } catch let code as ExitCode { throw code } catch { throw fail(error) }
+    }
+}
+
+struct Assemble: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Write an assembly manifest for an encoder, a connector and a language model.")
+    @OptionGroup var catalogOptions: CatalogOptions
+    @Option(help: "Encoder id") var encoder: String
+    @Option(help: "Connector id") var connector: String
+    @Option(help: "Language model id") var llm: String
+    @Option(help: "Assembly id (default: <encoder>+<connector>+<llm>)") var id: String?
+    @Option(help: "Placeholder in prompts") var placeholder = "<image>"
+    @Option(help: "Encoder hidden state to use (negative counts from the end)") var featureLayer = -2
+    @Option(help: "patch (drop the first token) or full") var select = "patch"
+    @Option(name: .shortAndLong, help: "Output file") var output: String
+
+    func run() throws {
+        do {
+            let catalog = try catalogOptions.catalog()
+            guard let selection = InputBinding.Selection(rawValue: select == "default" ? "patch" : select == "cls_patch" ? "full" : select) else {
+                throw ValidationError("--select must be patch or full, found '\(select)'")
+            }
+            var assembly = Assembler.assembly(id: id ?? "\(encoder)+\(connector)+\(llm)", encoder: encoder, connector: connector,
+                                              languageModel: llm, placeholder: placeholder, featureLayer: featureLayer, select: selection)
+            let url = URL(fileURLWithPath: output)
+            assembly.directory = url.deletingLastPathComponent()
+            let problems = CompatibilityChecker(catalog: catalog, families: BuiltinFamilies.registry()).problems(assembly: assembly)
+            guard problems.isEmpty else { throw AssemblyError.incompatible(assembly: assembly.id, problems: problems) }
+            let encoderJSON = JSONEncoder()
+            encoderJSON.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+            try encoderJSON.encode(assembly).write(to: url)
+            print(url.path)
+        } catch let error as ValidationError { throw error } catch { throw fail(error) }
+    }
+}
+
+struct Validate: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Check manifest files against the schema and their families.")
+    @OptionGroup var catalogOptions: CatalogOptions
+    @Argument(help: "Manifest files") var files: [String]
+
+    func run() throws {
+        var failures = 0
+        let families = BuiltinFamilies.registry()
+        for path in files {
+            do {
+                let manifest = try AnyManifest.load(contentsOf: URL(fileURLWithPath: path))
+                var problems: [String] = []
+                var catalog = try catalogOptions.catalog()
+                let checker = CompatibilityChecker(catalog: catalog, families: families)
+                switch manifest {
+                case let .component(m): problems = checker.problems(of: m).map(\.description)
+                case let .assembly(m):
+                    try catalog.load(directory: m.directory)
+                    problems = CompatibilityChecker(catalog: catalog, families: families).problems(assembly: m)
+                }
+                if problems.isEmpty { print("\(path): ok (\(manifest.id))") } else {
+                    failures += 1
+                    FileHandle.standardError.write(Data("\(path): \(problems.joined(separator: "; "))\n".utf8))
+                }
+            } catch {
+                failures += 1
+                FileHandle.standardError.write(Data("\((error as? LocalizedError)?.errorDescription ?? "\(error)")\n".utf8))
+            }
+        }
+        if failures > 0 { throw ExitCode.failure }
+    }
+}

@@ -1,0 +1,52 @@
+import ArgumentParser
+import Chimera
+import ChimeraComponents
+import Foundation
+
+@main
+struct ChimeraCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "chimera",
+        abstract: "Compose small multimodal models from parts, check what fits, and run them on the CPU.",
+        subcommands: [List.self, Show.self, Compat.self, Assemble.self, Validate.self, Generate.self, Import.self])
+}
+
+/// Options every command that reads manifests shares.
+struct CatalogOptions: ParsableArguments {
+    @Option(name: .customLong("manifests"), help: ArgumentHelp("Extra folder of manifests (repeatable); also CHIMERA_MANIFESTS.", valueName: "dir"))
+    var directories: [String] = []
+
+    func catalog(including file: URL? = nil) throws -> Catalog {
+        var catalog = try Catalog.standard(extraDirectories: directories.map { URL(fileURLWithPath: $0) } + [Catalog.userDirectory].compactMap { $0 })
+        if let file { try catalog.load(directory: file.deletingLastPathComponent()) }
+        return catalog
+    }
+}
+
+/// Errors reach the user as one clear message on stderr and a non-zero exit code.
+func fail(_ error: Error) -> ExitCode {
+    let message = (error as? LocalizedError)?.errorDescription ?? "\(error)"
+    FileHandle.standardError.write(Data("error: \(message)\n".utf8))
+    return ExitCode.failure
+}
+
+func printJSON<T: Encodable>(_ value: T) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    print(String(decoding: try encoder.encode(value), as: UTF8.self))
+}
+
+func progress(_ line: String) {
+    FileHandle.standardError.write(Data("\(line)\n".utf8))
+}
+
+extension Catalog {
+    /// ~/.chimera/manifests (or CHIMERA_HOME/manifests): where `chimera import` writes by default.
+    static var userDirectory: URL? {
+        let env = ProcessInfo.processInfo.environment
+        let base = env["CHIMERA_USER_HOME"].map { URL(fileURLWithPath: $0) }
+            ?? URL(fileURLWithPath: NSHomeDirectory()).appendingPathComponent(".chimera")
+        let dir = base.appendingPathComponent("manifests")
+        return FileManager.default.fileExists(atPath: dir.path) ? dir : nil
+    }
+}

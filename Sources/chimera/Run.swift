@@ -1,0 +1,124 @@
+import ArgumentParser
+import Chimera
+import ChimeraComponents
+import Foundation
+
+/// The embedded default: a tiny CLIP + MLP + Llama assembly that ships with its weights.
+let defaultAssemblyID = "chimera-tiny-default"
+
+/// Finds an assembly given as a file path or an id.
+func resolveAssembly(_ reference: String?, catalogOptions: CatalogOptions) throws -> (Catalog, AssemblyManifest) {
+    let reference = reference ?? defaultAssemblyID
+    let url = URL(fileURLWithPath: reference)
+    if reference.hasSuffix(".json") || FileManager.default.fileExists(atPath: url.path) {
+        var catalog = try catalogOptions.catalog(including: url)
+        guard case let .assembly(assembly) = try AnyManifest.load(contentsOf: url) else {
+            throw ManifestError.invalid(file: url.path, detail: "is a component manifest; --assembly needs an assembly")
+        }
+        try catalog.add(.assembly(assembly))
+        return (catalog, assembly)
+    }
+    let catalog = try catalogOptions.catalog()
+    return (catalog, try catalog.assembly(reference))
+}
+
+struct Generate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run an assembly on a prompt (and images) and stream the continuation.",
+        discussion: "Without --assembly, runs the embedded tiny default model on its bundled sample image.")
+    @OptionGroup var catalogOptions: CatalogOptions
+    @Option(help: "Assembly manifest file or id") var assembly: String?
+    @Option(help: "Image file for an <image> placeholder (repeatable, in prompt order)") var image: [String] = []
+    @Option(help: "Input for any placeholder, NAME=FILE (repeatable)") var input: [String] = []
+    @Option(help: "The prompt; <image> marks where the image goes") var prompt = "USER: <image>\nDescribe the image. ASSISTANT:"
+    @Option(help: "Maximum new tokens") var maxTokens: Int?
+    @Option(help: "0 = greedy") var temperature: Float?
+    @Option(help: "Sample among the K most likely tokens") var topK: Int?
+    @Option(help: "Nucleus sampling mass") var topP: Float?
+    @Option(help: "Sampling seed") var seed: UInt64 = 0
+    @Flag(help: "Wrap the prompt in the assembly's chat template") var chat = false
+    @Flag(help: "Print one JSON object (tokens, text, timings) instead of streaming text") var json = false
+
+    func run() throws {
+        do {
+            let (catalog, manifest) = try resolveAssembly(assembly, catalogOptions: catalogOptions)
+            var files: [String: [URL]] = [:]
+            if !image.isEmpty { files["<image>"] = image.map { URL(fileURLWithPath: $0) } }
+            for item in input {
+                guard let eq = item.firstIndex(of: "="), eq != item.startIndex else {
+                    throw ValidationError("--input takes NAME=FILE, found '\(item)'")
+                }
+                let name = String(item[..<eq]), path = String(item[item.index(after: eq)...])
+                let placeholder = name.hasPrefix("<") ? name : "<\(name)>"
+                files[placeholder, default: []].append(URL(fileURLWithPath: path))
+            }
+            // The bundled sample stands in when the prompt asks for an input and none is given.
+            for (placeholder, sample) in manifest.samples ?? [:] where files[placeholder] == nil && prompt.contains(placeholder) {
+                files[placeholder] = [manifest.resolve(sample)]
+            }
+            let text = try chat ? ChatTemplate.apply(manifest.chatTemplate, to: prompt) : prompt
+            let defaults = manifest.generation ?? GenerationDefaults()
+            let options = GenerationOptions(maxTokens: maxTokens ?? defaults.maxTokens ?? 64,
+                                            temperature: temperature ?? defaults.temperature ?? 0,
+                                            topK: topK ?? defaults.topK, topP: topP ?? defaults.topP, seed: seed)
+            let model = try Assembler(catalog: catalog, families: BuiltinFamilies.registry(), progress: progress).build(manifest)
+            let result = try model.generate(prompt: text, inputs: files, options: options) { piece in
+                if !json, !piece.isEmpty {
+                    FileHandle.standardOutput.write(Data(piece.utf8))
+                }
+            }
+            if json {
+                struct Output: Encodable {
+                    let assembly: String; let tokens: [Int]; let text: String; let prompt_tokens: Int
+                    let stop_reason: String; let timings: GenerationTimings
+                }
+                try printJSON(Output(assembly: manifest.id, tokens: result.tokens, text: result.text, prompt_tokens: result.promptTokens,
+                                     stop_reason: result.stopReason, timings: result.timings))
+            } else {
+                print("")
+                let t = result.timings
+                progress(String(format: "[%d prompt tokens, %d generated (%@); encode %.3f s, prefill %.1f tok/s, decode %.1f tok/s]",
+                                result.promptTokens, result.tokens.count, result.stopReason, t.encodeSeconds,
+                                t.prefillTokensPerSecond, t.decodeTokensPerSecond))
+            }
+        } catch let error as ValidationError { throw error } catch { throw fail(error) }
+    }
+}
+
+/// Chat templates by exact name. The TinyLLaVA conversation formats arrive with the menu issue.
+enum ChatTemplate {
+    static let templates: [String: @Sendable (String) -> String] = [
+        // LLaVA-1.5's single-turn format.
+        "llava": { "USER: \($0) ASSISTANT:" },
+    ]
+
+    static func apply(_ name: String?, to prompt: String) throws -> String {
+        guard let name else { throw PromptError.badOption("--chat: this assembly names no chat_template") }
+        guard let template = templates[name] else {
+            throw PromptError.badOption("--chat: chat template '\(name)' is not available (known: \(templates.keys.sorted().joined(separator: ", ")))")
+        }
+        return template(prompt)
+    }
+}
+
+struct Import: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Turn a Hugging Face checkpoint folder into Chimera manifests (weights stay where they are).",
+        discussion: "Supported: LLaVA checkpoints (model_type \"llava\") with a CLIP vision tower and a Llama language model. Prints the assembly's path.")
+    @Argument(help: "Checkpoint folder (config.json, *.safetensors, tokenizer.json, preprocessor_config.json)") var checkpoint: String
+    @Option(help: "Output folder (default: ~/.chimera/manifests/<name>)") var out: String?
+    @Option(help: "Assembly id (default: the folder's name)") var name: String?
+
+    func run() throws {
+        do {
+            let source = URL(fileURLWithPath: checkpoint)
+            let id = name ?? source.standardizedFileURL.lastPathComponent
+            let output = out.map { URL(fileURLWithPath: $0) } ?? URL(fileURLWithPath: NSHomeDirectory())
+                .appendingPathComponent(".chimera/manifests").appendingPathComponent(id)
+            progress("importing \(source.path)")
+            let result = try CheckpointImporter(checkpoint: source, outputDirectory: output, name: id).run()
+            for path in result.componentPaths { progress("wrote \(path.path)") }
+            print(result.assemblyPath.path)
+        } catch { throw fail(error) }
+    }
+}

@@ -1,0 +1,153 @@
+import Foundation
+import Testing
+@testable import ChimeraTokenizers
+
+@Suite("Tokenizer API and streaming behaviour")
+struct TokenizerBehaviorTests {
+    @Test func llamaVocabularyAndSpecials() throws {
+        let tokenizer = try Fixtures.tokenizer("llama_style")
+        #expect(tokenizer.bosTokenID == 1)
+        #expect(tokenizer.tokenID("<s>") == 1)
+        #expect(tokenizer.tokenID("</s>") == 2)
+        #expect(tokenizer.tokenID("<0x0A>") != nil)
+        let image = try #require(tokenizer.tokenID("<image>"))
+        let pad = try #require(tokenizer.tokenID("<pad>"))
+        #expect(tokenizer.token(image) == "<image>")
+        #expect(tokenizer.specialTokenIDs == [0, 1, 2, image])
+        #expect(!tokenizer.specialTokenIDs.contains(pad))
+        #expect(tokenizer.vocabularySize == max(image, pad) + 1)
+        #expect(tokenizer.token(-1) == nil && tokenizer.token(1_000_000) == nil)
+    }
+
+    @Test func byteLevelHasNoBOS() throws {
+        let tokenizer = try Fixtures.tokenizer("qwen2_style")
+        #expect(tokenizer.bosTokenID == nil)
+        #expect(tokenizer.specialTokenIDs == [0, 1, 2])
+        #expect(tokenizer.encode("hi") == tokenizer.encode("hi", addSpecialTokens: false))
+    }
+
+    @Test func byteFallbackEmojiIsHeldUntilComplete() throws {
+        let tokenizer = try Fixtures.tokenizer("llama_style")
+        let ids = tokenizer.encode("☃", addSpecialTokens: false)
+        // "▁" then three <0xNN> byte tokens for the snowman.
+        #expect(ids.count >= 4)
+        let chunks = stream(tokenizer, ids, skipSpecialTokens: true)
+        #expect(chunks.joined() == "☃")
+        #expect(chunks.filter { !$0.isEmpty } == ["☃"])
+    }
+
+    @Test func byteLevelTokenEndingMidCharacter() throws {
+        let tokenizer = try Fixtures.tokenizer("gpt2_style")
+        let text = "Ꙭ🙂 ok"  // rare characters: split into byte-level pieces
+        let ids = tokenizer.encode(text)
+        let chunks = stream(tokenizer, ids, skipSpecialTokens: true)
+        #expect(chunks.joined() == text)
+        #expect(chunks.allSatisfy { !$0.contains("\u{FFFD}") })
+    }
+
+    @Test func leadingSpaceOnlyStrippedForFirstToken() throws {
+        let tokenizer = try Fixtures.tokenizer("llama_style")
+        let ids = tokenizer.encode("one two three", addSpecialTokens: true)
+        let chunks = stream(tokenizer, ids, skipSpecialTokens: true)
+        #expect(chunks.joined() == "one two three")
+        #expect(tokenizer.decode(Array(ids.dropFirst(2)), skipSpecialTokens: true).first != " ")
+    }
+
+    @Test func streamingWindowStaysSmall() throws {
+        // A long stream must still equal the one-shot decode.
+        let tokenizer = try Fixtures.tokenizer("qwen2_style")
+        let text = String(repeating: "Le café 你好 🙂 12345\n", count: 60)
+        let ids = tokenizer.encode(text)
+        #expect(stream(tokenizer, ids, skipSpecialTokens: true).joined() == text)
+    }
+
+    @Test func canonicallyEquivalentTokensStayDistinct() throws {
+        // "é" precomposed and decomposed are different vocab entries.
+        let json = #"{"model": {"type": "BPE", "vocab": {"\u00e9": 0, "e": 1, "\u0301": 2, "e\u0301": 3}, "merges": [["e", "\u0301"]]}}"#
+        let tokenizer = try Tokenizer(data: Data(json.utf8), name: "inline.json")
+        #expect(tokenizer.encode("\u{e9}") == [0])
+        #expect(tokenizer.encode("e\u{301}") == [3])
+        #expect(tokenizer.vocabularySize == 4)
+    }
+
+    @Test func concurrentEncodesAgree() async throws {
+        let tokenizer = try Fixtures.tokenizer("gpt2_style")
+        let text = "The quick brown fox jumps over the lazy dog. 12345 café"
+        let expected = tokenizer.encode(text)
+        let results = await withTaskGroup(of: [Int].self) { group in
+            for _ in 0..<8 { group.addTask { tokenizer.encode(text) } }
+            return await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(results.allSatisfy { $0 == expected })
+    }
+}
+
+@Suite("Errors on bad tokenizer files")
+struct TokenizerErrorTests {
+    func error(_ json: String, name: String = "bad.json") -> TokenizerError? {
+        do {
+            _ = try Tokenizer(data: Data(json.utf8), name: name)
+            return nil
+        } catch {
+            return error as? TokenizerError
+        }
+    }
+
+    @Test func malformedJSON() {
+        let e = error(#"{"model": {"type": "BPE", "vocab": {"a": 0}"#)
+        guard case .malformedJSON(let file, _)? = e else { Issue.record("got \(String(describing: e))"); return }
+        #expect(file == "bad.json")
+        #expect(e?.localizedDescription.contains("bad.json") == true)
+    }
+
+    @Test func unsupportedModelType() throws {
+        let e = try #require(error(#"{"model": {"type": "WordPiece", "vocab": {"a": 0}}}"#))
+        #expect(e == .unsupported(file: "bad.json", field: "model.type", value: "model type \"WordPiece\""))
+        let message = e.localizedDescription
+        #expect(message.contains("bad.json") && message.contains("model.type") && message.contains("WordPiece"))
+    }
+
+    @Test func unsupportedPreTokenizer() throws {
+        let e = try #require(error(#"{"pre_tokenizer": {"type": "BertPreTokenizer"}, "model": {"type": "BPE", "vocab": {}, "merges": []}}"#))
+        #expect(e.localizedDescription.contains("pre_tokenizer"))
+        #expect(e.localizedDescription.contains("BertPreTokenizer"))
+    }
+
+    @Test func missingVocab() throws {
+        let e = try #require(error(#"{"model": {"type": "BPE", "merges": []}}"#))
+        #expect(e == .missingField(file: "bad.json", field: "model.vocab"))
+        #expect(e.localizedDescription.contains("model.vocab"))
+    }
+
+    @Test func wrongFieldType() throws {
+        let e = try #require(error(#"{"model": {"type": "BPE", "vocab": {"a": "zero"}}}"#))
+        #expect(e.localizedDescription.contains("model.vocab.a"))
+    }
+
+    @Test func mergeOutsideVocab() throws {
+        let e = try #require(error(#"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a b"]}}"#))
+        #expect(e.localizedDescription.contains("model.merges[0]"))
+    }
+
+    @Test func missingFile() throws {
+        let url = URL(fileURLWithPath: "/nonexistent/dir/tokenizer.json")
+        do {
+            _ = try Tokenizer(url: url)
+            Issue.record("expected an error")
+        } catch let e as TokenizerError {
+            guard case .fileNotReadable(let file, _) = e else { Issue.record("got \(e)"); return }
+            #expect(file == url.path)
+            #expect(e.localizedDescription.contains("/nonexistent/dir/tokenizer.json"))
+        }
+    }
+
+    @Test(arguments: ["", "[]", "null", "{\"model\": 3}", "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": -1}}}",
+                      "{\"model\": {\"type\": \"BPE\", \"vocab\": {}, \"merges\": [[\"a\"]]}}"])
+    func neverCrashes(json: String) {
+        #expect(error(json) != nil)
+    }
+
+    @Test func deepNestingIsAnErrorNotAStackOverflow() {
+        #expect(error(String(repeating: "[", count: 100_000)) != nil)
+    }
+}

@@ -1,0 +1,257 @@
+import ChimeraComponents
+import ChimeraIO
+import ChimeraTensor
+import Foundation
+import Testing
+@testable import Chimera
+
+/// A checkpoint folder made by Scripts/make_llava_fixtures.py, with transformers' outputs.
+struct LLaVAFixture {
+    let directory: URL
+    let reference: WeightStore
+    let prompt: String
+    let inputIDs: [Int]
+    let generated: [Int]
+    let maxNewTokens: Int
+
+    init(_ name: String) throws {
+        directory = packageRoot.appendingPathComponent("Tests/ChimeraTests/Fixtures/\(name)")
+        reference = try WeightStore(files: [directory.appendingPathComponent("reference.safetensors").path])
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: directory.appendingPathComponent("reference.json"))) as! [String: Any]
+        prompt = json["prompt"] as! String
+        inputIDs = json["input_ids"] as! [Int]
+        generated = json["generated"] as! [Int]
+        maxNewTokens = json["max_new_tokens"] as! Int
+    }
+
+    var image: URL { directory.appendingPathComponent("sample.png") }
+
+    /// Imports the checkpoint into a fresh folder and builds the assembly from it.
+    func importAndBuild() throws -> AssembledModel {
+        let out = temporaryDirectory()
+        let result = try CheckpointImporter(checkpoint: directory, outputDirectory: out).run()
+        var catalog = Catalog()
+        try catalog.load(directory: out)
+        return try Assembler(catalog: catalog, families: BuiltinFamilies.registry()).build(result.assembly)
+    }
+}
+
+let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+func temporaryDirectory() -> URL {
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("chimera-test-\(UUID().uuidString)")
+    try! FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    return url
+}
+
+/// Slice `index` of the first dimension.
+func slice(_ t: Tensor, _ index: Int) -> Tensor {
+    let inner = Array(t.shape.dropFirst())
+    let size = inner.reduce(1, *)
+    return Tensor(shape: inner, values: Array(UnsafeBufferPointer(start: t.data + index * size, count: size)))
+}
+
+@Suite struct LLaVAParityTests {
+    static let fixtures = ["llava-a", "llava-b"]
+
+    @Test(arguments: fixtures) func imagePreprocessingMatchesTheProcessor(name: String) throws {
+        let fixture = try LLaVAFixture(name)
+        let model = try fixture.importAndBuild()
+        let pixels = try model.inputs[0].encoder.prepareInput(contentsOf: fixture.image)
+        let expected = try fixture.reference.tensor("pixel_values")
+        #expect(pixels.shape == expected.shape)
+        // Same uint8 pixels after PIL-exact bicubic resampling; what remains is float rounding.
+        #expect(maxAbsDifference(pixels, expected) < 1e-5)
+    }
+
+    @Test(arguments: fixtures) func visionHiddenStatesMatch(name: String) throws {
+        let fixture = try LLaVAFixture(name)
+        let encoder = try fixture.importAndBuild().inputs[0].encoder
+        let pixels = try fixture.reference.tensor("pixel_values")
+        let expected = try fixture.reference.tensor("vision_hidden_states")
+        #expect(expected.shape[0] == encoder.hiddenStateCount)
+        for layer in 0..<encoder.hiddenStateCount {
+            let ours = try encoder.hiddenState(pixels, layer: layer)
+            #expect(maxAbsDifference(ours, slice(expected, layer)) < 1e-4, "layer \(layer)")
+        }
+        // Negative layers count from the end.
+        let fromEnd = try encoder.hiddenState(pixels, layer: -2)
+        #expect(maxAbsDifference(fromEnd, try encoder.hiddenState(pixels, layer: encoder.hiddenStateCount - 2)) == 0)
+        #expect(throws: EncoderError.self) { try encoder.hiddenState(pixels, layer: encoder.hiddenStateCount) }
+    }
+
+    @Test(arguments: fixtures) func projectorOutputMatches(name: String) throws {
+        let fixture = try LLaVAFixture(name)
+        let input = try fixture.importAndBuild().inputs[0]
+        let hidden = try fixture.reference.tensor("vision_hidden_states")
+        let selected = slice(hidden, hidden.shape[0] - 2)
+        let projected = try input.connector.forward(selected.rows(1..<selected.shape[0]))
+        #expect(maxAbsDifference(projected, try fixture.reference.tensor("projected")) < 1e-4)
+    }
+
+    @Test(arguments: fixtures) func promptTokensAndLogitsMatch(name: String) throws {
+        let fixture = try LLaVAFixture(name)
+        let model = try fixture.importAndBuild()
+        let placeholder = model.inputs[0].binding.placeholder
+        let prepared = try model.prepare(prompt: fixture.prompt, inputs: [placeholder: [fixture.image]])
+        #expect(prepared.tokens == fixture.inputIDs)
+        let cache = model.languageModel.makeCache(capacity: prepared.embeddings.rows)
+        let logits = try model.languageModel.forward(embeddings: prepared.embeddings, cache: cache, lastOnly: false)
+        let expected = try fixture.reference.tensor("logits")
+        #expect(logits.shape == expected.shape)
+        #expect(maxAbsDifference(logits, expected) < 1e-4)
+    }
+
+    @Test(arguments: fixtures) func greedyContinuationIsTransformers(name: String) throws {
+        let fixture = try LLaVAFixture(name)
+        let model = try fixture.importAndBuild()
+        let result = try model.generate(prompt: fixture.prompt, inputs: [model.inputs[0].binding.placeholder: [fixture.image]],
+                                        options: GenerationOptions(maxTokens: fixture.maxNewTokens, temperature: 0))
+        // transformers keeps the EOS it stopped at; Chimera reports it as the stop reason.
+        let ours = result.stopReason == "eos" ? result.tokens + [model.eosTokenIDs.min()!] : result.tokens
+        #expect(ours == fixture.generated)
+    }
+
+    @Test func embeddedDefaultMatchesItsReference() throws {
+        let directory = packageRoot.appendingPathComponent("manifests/default")
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: directory.appendingPathComponent("checkpoint/reference.json"))) as! [String: Any]
+        var catalog = Catalog()
+        try catalog.load(directory: directory)
+        let model = try Assembler(catalog: catalog, families: BuiltinFamilies.registry()).build(try catalog.assembly("chimera-tiny-default"))
+        let result = try model.generate(prompt: json["prompt"] as! String,
+                                        inputs: ["<image>": [directory.appendingPathComponent("checkpoint/sample.png")]],
+                                        options: GenerationOptions(maxTokens: json["max_new_tokens"] as! Int))
+        #expect(result.tokens == json["generated"] as! [Int])
+    }
+
+    @Test func weightsStayMemoryMappedAndNamed() throws {
+        let model = try LLaVAFixture("llava-a").importAndBuild()
+        let names = model.parameters.map(\.name)
+        #expect(names.contains("llava-a-llm/model.language_model.layers.0.self_attn.q_proj.weight"))
+        #expect(names.contains("llava-a-llm/lm_head.weight"))
+        #expect(names.contains("llava-a-projector/model.multi_modal_projector.linear_2.bias"))
+        #expect(Set(names).count == names.count)
+    }
+}
+
+@Suite struct GenerationErrorTests {
+    @Test func promptOverTheContextIsRefused() throws {
+        let fixture = try LLaVAFixture("llava-b")
+        let model = try fixture.importAndBuild()
+        #expect(throws: PromptError.self) {
+            try model.generate(prompt: fixture.prompt, inputs: ["<image>": [fixture.image]], options: GenerationOptions(maxTokens: 10_000))
+        }
+        let long = String(repeating: "The quick brown fox. ", count: 200)
+        do {
+            _ = try model.generate(prompt: long, options: GenerationOptions(maxTokens: 1))
+            Issue.record("an over-long prompt was accepted")
+        } catch let error as PromptError {
+            #expect(error.errorDescription!.contains("context length of 128"))
+        }
+    }
+
+    @Test func placeholderAndInputCountsMustAgree() throws {
+        let fixture = try LLaVAFixture("llava-a")
+        let model = try fixture.importAndBuild()
+        do {
+            _ = try model.generate(prompt: "no placeholder here", inputs: ["<image>": [fixture.image]], options: GenerationOptions(maxTokens: 1))
+            Issue.record("an image without a placeholder was accepted")
+        } catch let error as PromptError {
+            #expect(error.errorDescription!.contains("0 <image> placeholders but 1 input was given"))
+        }
+        #expect(throws: PromptError.self) {
+            try model.generate(prompt: "<image> <image>", inputs: ["<image>": [fixture.image]], options: GenerationOptions(maxTokens: 1))
+        }
+        #expect(throws: PromptError.self) {
+            try model.generate(prompt: "<audio>", inputs: ["<audio>": [fixture.image]], options: GenerationOptions(maxTokens: 1))
+        }
+    }
+
+    @Test func unreadableImageNamesTheFile() throws {
+        let fixture = try LLaVAFixture("llava-a")
+        let model = try fixture.importAndBuild()
+        let bad = temporaryDirectory().appendingPathComponent("photo.png")
+        try Data("not an image at all".utf8).write(to: bad)
+        do {
+            _ = try model.generate(prompt: "<image>", inputs: ["<image>": [bad]], options: GenerationOptions(maxTokens: 1))
+            Issue.record("garbage was decoded as an image")
+        } catch {
+            #expect((error as? LocalizedError)?.errorDescription?.contains("photo.png") == true)
+        }
+    }
+
+    @Test func samplingIsSeededAndRespectsTopK() throws {
+        let fixture = try LLaVAFixture("llava-a")
+        let model = try fixture.importAndBuild()
+        let options = GenerationOptions(maxTokens: 8, temperature: 1.5, topK: 5, topP: 0.9, seed: 7)
+        let a = try model.generate(prompt: "Describe the picture", options: options)
+        let b = try model.generate(prompt: "Describe the picture", options: options)
+        #expect(a.tokens == b.tokens)
+        // top-k 1 is greedy whatever the temperature.
+        let greedy = try model.generate(prompt: "Describe the picture", options: GenerationOptions(maxTokens: 8))
+        let topOne = try model.generate(prompt: "Describe the picture", options: GenerationOptions(maxTokens: 8, temperature: 2, topK: 1, seed: 3))
+        #expect(greedy.tokens == topOne.tokens)
+        #expect(throws: PromptError.self) { try model.generate(prompt: "x", options: GenerationOptions(maxTokens: 1, topP: 1.5)) }
+    }
+}
+
+@Suite struct ImportErrorTests {
+    func copyFixture(_ name: String) throws -> URL {
+        let dir = temporaryDirectory().appendingPathComponent(name)
+        try FileManager.default.copyItem(at: packageRoot.appendingPathComponent("Tests/ChimeraTests/Fixtures/\(name)"), to: dir)
+        return dir
+    }
+
+    func editConfig(_ dir: URL, _ edit: (inout [String: Any]) -> Void) throws {
+        let url = dir.appendingPathComponent("config.json")
+        var config = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
+        edit(&config)
+        try JSONSerialization.data(withJSONObject: config).write(to: url)
+    }
+
+    func importError(_ dir: URL) -> String {
+        do {
+            _ = try CheckpointImporter(checkpoint: dir, outputDirectory: temporaryDirectory()).run()
+            return "(no error)"
+        } catch { return (error as? LocalizedError)?.errorDescription ?? "\(error)" }
+    }
+
+    @Test func unsupportedArchitecturesAreNamed() throws {
+        let dir = try copyFixture("llava-a")
+        try editConfig(dir) { config in
+            var text = config["text_config"] as! [String: Any]
+            text["model_type"] = "mistral"
+            config["text_config"] = text
+        }
+        let message = importError(dir)
+        #expect(message.contains("text_config.model_type") && message.contains("mistral") && message.contains("llama"))
+
+        try editConfig(dir) { $0["model_type"] = "qwen2_vl" }
+        #expect(importError(dir).contains("model_type is \"qwen2_vl\""))
+
+        let siglip = try copyFixture("llava-b")
+        try editConfig(siglip) { config in
+            var vision = config["vision_config"] as! [String: Any]
+            vision["model_type"] = "siglip_vision_model"
+            config["vision_config"] = vision
+        }
+        #expect(importError(siglip).contains("siglip_vision_model"))
+    }
+
+    @Test func missingWeightsAndTokenizerAreReported() throws {
+        let dir = try copyFixture("llava-a")
+        try FileManager.default.removeItem(at: dir.appendingPathComponent("model.safetensors"))
+        #expect(importError(dir).contains("no *.safetensors"))
+        let other = try copyFixture("llava-b")
+        try FileManager.default.removeItem(at: other.appendingPathComponent("tokenizer.json"))
+        #expect(importError(other).contains("tokenizer.json"))
+    }
+
+    @Test func truncatedWeightsFailAtBuildNamingTheFile() throws {
+        let dir = try copyFixture("llava-a")
+        let weights = dir.appendingPathComponent("model.safetensors")
+        let data = try Data(contentsOf: weights)
+        try data.prefix(data.count / 2).write(to: weights)
+        #expect(importError(dir).contains("model.safetensors"))
+    }
+}

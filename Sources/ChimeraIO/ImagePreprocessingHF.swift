@@ -26,7 +26,8 @@ extension ImagePreprocessing {
     static let openAIClipMean: [Float] = [0.48145466, 0.4578275, 0.40821073].map { Float($0 as Double) }
     static let openAIClipStd: [Float] = [0.26862954, 0.26130258, 0.27577711].map { Float($0 as Double) }
 
-    /// Reads a transformers `preprocessor_config.json`. `padToSquare` is always false here (it is a
+    /// Reads a transformers `preprocessor_config.json` (or a `processor_config.json` with a nested
+    /// `"image_processor"` object). `padToSquare` is always false here (it is a
     /// model-level setting in LLaVA/TinyLLaVA, `image_aspect_ratio == "pad"`); set it afterwards.
     public init(huggingFaceConfig url: URL) throws {
         let data: Data
@@ -47,8 +48,16 @@ extension ImagePreprocessing {
         } catch {
             throw ImagePreprocessingError.invalidConfig(file: name, reason: "not valid JSON (\(error.localizedDescription))")
         }
-        guard let json = object as? [String: Any] else {
+        guard let top = object as? [String: Any] else {
             throw ImagePreprocessingError.invalidConfig(file: name, reason: "top level is not a JSON object")
+        }
+        // transformers 5 processor_config.json nests the image processor under "image_processor".
+        let json: [String: Any]
+        if top["image_processor_type"] == nil, top["feature_extractor_type"] == nil,
+           let nested = top["image_processor"] as? [String: Any] {
+            json = nested
+        } else {
+            json = top
         }
         func unsupported(_ field: String, _ reason: String) -> ImagePreprocessingError {
             .unsupportedField(file: name, field: field, reason: reason)

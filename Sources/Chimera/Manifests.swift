@@ -158,6 +158,9 @@ public struct ComponentManifest: Codable, Sendable, Equatable {
         if id.isEmpty || id.contains(where: { $0.isWhitespace }) {
             throw DecodingError.dataCorrupted(.init(codingPath: [CodingKeys.id], debugDescription: "ids are non-empty and hold no spaces"))
         }
+        if let contextLength, contextLength < 1 {
+            throw DecodingError.dataCorrupted(.init(codingPath: [CodingKeys.contextLength], debugDescription: "must be positive, found \(contextLength)"))
+        }
         if case .object = config {} else {
             throw DecodingError.dataCorrupted(.init(codingPath: [CodingKeys.config], debugDescription: "expected an object"))
         }
@@ -178,8 +181,9 @@ public struct ComponentManifest: Codable, Sendable, Equatable {
         }
     }
 
+    /// A field this kind requires: reported as "output: required field is missing (why)".
     private func missing(_ key: CodingKeys, _ why: String) -> DecodingError {
-        .keyNotFound(key, .init(codingPath: [], debugDescription: why))
+        .dataCorrupted(.init(codingPath: [key], debugDescription: "required field is missing (\(why))"))
     }
 
     /// Resolves a path from the manifest against its folder.
@@ -300,6 +304,9 @@ public struct AssemblyManifest: Codable, Sendable, Equatable {
         chatTemplate = try c.decodeIfPresent(String.self, forKey: .chatTemplate)
         generation = try c.decodeIfPresent(GenerationDefaults.self, forKey: .generation)
         samples = try c.decodeIfPresent([String: String].self, forKey: .samples)
+        if id.isEmpty || id.contains(where: { $0.isWhitespace }) {
+            throw DecodingError.dataCorrupted(.init(codingPath: [CodingKeys.id], debugDescription: "ids are non-empty and hold no spaces"))
+        }
         let placeholders = inputs.map(\.placeholder)
         if Set(placeholders).count != placeholders.count {
             throw DecodingError.dataCorrupted(.init(codingPath: [CodingKeys.inputs], debugDescription: "a placeholder is bound twice"))
@@ -330,7 +337,12 @@ public enum AnyManifest: Sendable {
     }
 
     public static func parse(_ data: Data, file: String, directory: URL) throws -> AnyManifest {
-        guard let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+        let parsed: Any
+        do { parsed = try JSONSerialization.jsonObject(with: data) } catch {
+            let reason = (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String ?? error.localizedDescription
+            throw ManifestError.invalid(file: file, detail: "not valid JSON: \(reason)")
+        }
+        guard let object = parsed as? [String: Any] else {
             throw ManifestError.invalid(file: file, detail: "not a JSON object")
         }
         guard let schema = object["schema"] as? String else {

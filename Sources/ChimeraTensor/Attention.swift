@@ -41,30 +41,71 @@ public func multiHeadAttention(
     let tokens = queries.rows
     let queryWidth = heads * headDim, kvWidth = kvHeads * headDim
     precondition(queries.columns == queryWidth, "attention: query width \(queries.columns) != \(queryWidth)")
+    let out = Tensor(zeros: [tokens, queryWidth])
+    let scores = UnsafeMutablePointer<Float>.allocate(capacity: max(tokens * keyCount, 1))
+    defer { scores.deallocate() }
+    multiHeadAttention(queries: queries, keys: keys, values: values, keyCount: keyCount, heads: heads, kvHeads: kvHeads,
+                       headDim: headDim, causalOffset: causalOffset, scale: scale, scores: scores, into: out)
+    return out
+}
+
+/// The same, writing into `out` [T, heads*headDim] with `scores` scratch of at least T × keyCount floats.
+public func multiHeadAttention(
+    queries: Tensor, keys: UnsafePointer<Float>, values: UnsafePointer<Float>, keyCount: Int,
+    heads: Int, kvHeads: Int, headDim: Int, causalOffset: Int?, scale: Float? = nil,
+    scores: UnsafeMutablePointer<Float>, into out: Tensor
+) {
+    let tokens = queries.rows
+    let queryWidth = heads * headDim, kvWidth = kvHeads * headDim
+    precondition(out.rows == tokens && out.columns == queryWidth, "attention: output \(out.shape)")
     let group = heads / kvHeads
     let scale = scale ?? 1 / Float(headDim).squareRoot()
-    let out = Tensor(zeros: [tokens, queryWidth])
-    let scores = Tensor(zeros: [tokens, keyCount])
     for h in 0..<heads {
         let kvHead = h / group
         // scores = scale · Q_h K_hᵀ
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(tokens), Int32(keyCount), Int32(headDim),
                     scale, queries.data + h * headDim, Int32(queryWidth), keys + kvHead * headDim, Int32(kvWidth),
-                    0, scores.data, Int32(keyCount))
+                    0, scores, Int32(keyCount))
         if let offset = causalOffset {
             for i in 0..<tokens {
                 let firstHidden = offset + i + 1
                 if firstHidden < keyCount {
-                    let row = scores.data + i * keyCount
+                    let row = scores + i * keyCount
                     for j in firstHidden..<keyCount { row[j] = -Float.infinity }
                 }
             }
         }
-        softmaxRowsInPlace(scores.data, rows: tokens, columns: keyCount)
+        softmaxRowsInPlace(scores, rows: tokens, columns: keyCount)
         // out_h = P V_h
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(tokens), Int32(headDim), Int32(keyCount),
-                    1, scores.data, Int32(keyCount), values + kvHead * headDim, Int32(kvWidth),
+                    1, scores, Int32(keyCount), values + kvHead * headDim, Int32(kvWidth),
                     0, out.data + h * headDim, Int32(queryWidth))
     }
-    return out
+}
+
+/// Scratch tensors reused across forward passes, so that decoding allocates nothing per token.
+/// A request for the same key and row count returns the same view; a larger request grows the
+/// buffer once. Views are valid until the next request for their key.
+public final class Workspace: @unchecked Sendable {
+    private var buffers: [String: TensorStorage] = [:]
+    private var views: [String: Tensor] = [:]
+
+    public init() {}
+
+    public func tensor(_ key: String, rows: Int, columns: Int) -> Tensor {
+        if let view = views[key], view.rows == rows, view.columns == columns { return view }
+        var storage = buffers[key]
+        if storage == nil || storage!.count < rows * columns {
+            storage = TensorStorage(count: rows * columns)
+            buffers[key] = storage
+        }
+        let view = Tensor(shape: [rows, columns], storage: storage!)
+        views[key] = view
+        return view
+    }
+
+    /// Raw scratch of at least `count` floats.
+    public func scratch(_ key: String, count: Int) -> UnsafeMutablePointer<Float> {
+        tensor(key, rows: 1, columns: max(count, 1)).data
+    }
 }

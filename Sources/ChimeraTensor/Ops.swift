@@ -19,20 +19,26 @@ public enum ComputeThreads {
 
 /// y = x · Wᵀ + b for x [..., in], W [out, in] (the PyTorch nn.Linear layout), b [out].
 public func linear(_ x: Tensor, weight: Tensor, bias: Tensor? = nil) -> Tensor {
+    let out = Tensor(zeros: Array(x.shape.dropLast()) + [weight.shape[0]])
+    linear(x, weight: weight, bias: bias, into: out)
+    return out
+}
+
+/// y = x · Wᵀ + b written into `out` ([rows of x, out features]); one sgemm for all rows.
+public func linear(_ x: Tensor, weight: Tensor, bias: Tensor?, into out: Tensor) {
     let inFeatures = x.columns, rows = x.rows
     precondition(weight.rank == 2 && weight.shape[1] == inFeatures,
                  "linear: input width \(inFeatures) does not match weight \(weight.shape)")
     let outFeatures = weight.shape[0]
-    let out = Tensor(zeros: Array(x.shape.dropLast()) + [outFeatures])
+    precondition(out.rows == rows && out.columns == outFeatures, "linear: output \(out.shape) for \(rows)×\(outFeatures)")
     if let bias {
         precondition(bias.count == outFeatures, "linear: bias \(bias.shape) for \(outFeatures) outputs")
         for r in 0..<rows { (out.data + r * outFeatures).update(from: bias.data, count: outFeatures) }
     }
-    guard rows > 0 else { return out }
+    guard rows > 0 else { return }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(outFeatures), Int32(inFeatures),
                 1, x.data, Int32(inFeatures), weight.data, Int32(inFeatures),
                 bias == nil ? 0 : 1, out.data, Int32(outFeatures))
-    return out
 }
 
 /// C = A · B (or A · Bᵀ) for plain 2-D tensors.
@@ -73,9 +79,14 @@ public func layerNorm(_ x: Tensor, weight: Tensor, bias: Tensor?, eps: Float) ->
 
 /// RMSNorm over the last dimension. `weightOffset` is 1 for Gemma, whose weight is stored as (w - 1).
 public func rmsNorm(_ x: Tensor, weight: Tensor, eps: Float, weightOffset: Float = 0) -> Tensor {
-    let n = x.columns
-    precondition(weight.count == n, "rmsNorm: weight \(weight.shape) for width \(n)")
     let out = Tensor(zeros: x.shape)
+    rmsNorm(x, weight: weight, eps: eps, weightOffset: weightOffset, into: out)
+    return out
+}
+
+public func rmsNorm(_ x: Tensor, weight: Tensor, eps: Float, weightOffset: Float = 0, into out: Tensor) {
+    let n = x.columns
+    precondition(weight.count == n && out.count == x.count, "rmsNorm: weight \(weight.shape), output \(out.shape) for \(x.shape)")
     for r in 0..<x.rows {
         let src = x.data + r * n, dst = out.data + r * n
         var sumSquares: Float = 0
@@ -83,7 +94,6 @@ public func rmsNorm(_ x: Tensor, weight: Tensor, eps: Float, weightOffset: Float
         let inv = 1 / (sumSquares / Float(n) + eps).squareRoot()
         for i in 0..<n { dst[i] = src[i] * inv * (weightOffset + weight.data[i]) }
     }
-    return out
 }
 
 // MARK: - Activations
@@ -128,10 +138,14 @@ public func activate(_ x: Tensor, _ activation: Activation) -> Tensor {
 
 /// act(gate) * up, the gated MLP of Llama (SiLU) and Gemma (tanh GELU).
 public func gatedActivation(gate: Tensor, up: Tensor, _ activation: Activation) -> Tensor {
-    precondition(gate.shape == up.shape, "gatedActivation: \(gate.shape) vs \(up.shape)")
     let out = Tensor(zeros: gate.shape)
-    for i in 0..<gate.count { out.data[i] = activation.apply(gate.data[i]) * up.data[i] }
+    gatedActivation(gate: gate, up: up, activation, into: out)
     return out
+}
+
+public func gatedActivation(gate: Tensor, up: Tensor, _ activation: Activation, into out: Tensor) {
+    precondition(gate.count == up.count && out.count == gate.count, "gatedActivation: \(gate.shape) vs \(up.shape)")
+    for i in 0..<gate.count { out.data[i] = activation.apply(gate.data[i]) * up.data[i] }
 }
 
 // MARK: - Element-wise

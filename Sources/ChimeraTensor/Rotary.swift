@@ -25,8 +25,9 @@ public struct RotaryEmbedding: Sendable {
     public func applyInPlace(_ x: Tensor, heads: Int, startPosition: Int) {
         let tokens = x.count / (heads * headDim)
         let half = rotaryDim / 2
-        var cosines = [Float](repeating: 0, count: half)
-        var sines = [Float](repeating: 0, count: half)
+        // Stack scratch: no heap allocation per call.
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * half) { scratch in
+        let cosines = scratch.baseAddress!, sines = scratch.baseAddress! + half
         for t in 0..<tokens {
             let position = Float(startPosition + t)
             for i in 0..<half {
@@ -42,6 +43,7 @@ public struct RotaryEmbedding: Sendable {
                     v[i + half] = b * cosines[i] + a * sines[i]
                 }
             }
+        }
         }
     }
 }

@@ -114,27 +114,57 @@ public final class LlamaModel: LanguageModel, @unchecked Sendable {
         KVCache(layers: config.layers, capacity: min(capacity, contextLength), width: config.kvHeads * config.resolvedHeadDim)
     }
 
+    public func embed(token: Int, into row: Tensor) throws {
+        try copyEmbedding(embeddings, token, into: row.data, model: id)
+    }
+
     public func forward(embeddings input: Tensor, cache: KVCache, lastOnly: Bool) throws -> Tensor {
         let start = cache.length, tokens = input.rows
         try checkRoom(start: start, tokens: tokens, cache: cache, contextLength: contextLength, model: id)
-        let hd = config.resolvedHeadDim, eps = config.rmsNormEps
-        var hidden = input.copy()
+        guard input.columns == hiddenSize else {
+            throw LanguageModelError.badEmbeddings(model: id, expected: hiddenSize, found: input.columns)
+        }
+        let hd = config.resolvedHeadDim, eps = config.rmsNormEps, h = hiddenSize
+        let qWidth = config.heads * hd, kvWidth = config.kvHeads * hd
+        let ws = cache.workspace
+        let hidden = ws.tensor("hidden", rows: tokens, columns: h)
+        hidden.data.update(from: input.data, count: input.count)
+        let x = ws.tensor("x", rows: tokens, columns: h), projected = ws.tensor("projected", rows: tokens, columns: h)
+        let q = ws.tensor("q", rows: tokens, columns: qWidth), attended = ws.tensor("attended", rows: tokens, columns: qWidth)
+        let k = ws.tensor("k", rows: tokens, columns: kvWidth), v = ws.tensor("v", rows: tokens, columns: kvWidth)
+        let gate = ws.tensor("gate", rows: tokens, columns: config.intermediateSize)
+        let up = ws.tensor("up", rows: tokens, columns: config.intermediateSize)
+        // Sized for the whole cache so that its view stays the same from one decoded token to the next.
+        let scores = ws.scratch("scores", count: tokens * cache.capacity)
         for (i, layer) in layers.enumerated() {
-            let x = rmsNorm(hidden, weight: layer.inputNorm, eps: eps)
-            let q = layer.q(x), k = layer.k(x), v = layer.v(x)
+            rmsNorm(hidden, weight: layer.inputNorm, eps: eps, into: x)
+            linear(x, weight: layer.q.weight, bias: layer.q.bias, into: q)
+            linear(x, weight: layer.k.weight, bias: layer.k.bias, into: k)
+            linear(x, weight: layer.v.weight, bias: layer.v.bias, into: v)
             rotary.applyInPlace(q, heads: config.heads, startPosition: start)
             rotary.applyInPlace(k, heads: config.kvHeads, startPosition: start)
             let layerCache = cache.layers[i]
             layerCache.append(keys: k, values: v)
-            let attended = multiHeadAttention(
-                queries: q, keys: layerCache.keys.data, values: layerCache.values.data, keyCount: layerCache.length,
-                heads: config.heads, kvHeads: config.kvHeads, headDim: hd, causalOffset: start)
-            hidden = add(hidden, layer.o(attended))
-            let y = rmsNorm(hidden, weight: layer.postAttentionNorm, eps: eps)
-            addInPlace(hidden, layer.down(gatedActivation(gate: layer.gate(y), up: layer.up(y), activation)))
+            multiHeadAttention(queries: q, keys: layerCache.keys.data, values: layerCache.values.data, keyCount: layerCache.length,
+                               heads: config.heads, kvHeads: config.kvHeads, headDim: hd, causalOffset: start,
+                               scores: scores, into: attended)
+            linear(attended, weight: layer.o.weight, bias: layer.o.bias, into: projected)
+            addInPlace(hidden, projected)
+            rmsNorm(hidden, weight: layer.postAttentionNorm, eps: eps, into: x)
+            linear(x, weight: layer.gate.weight, bias: layer.gate.bias, into: gate)
+            linear(x, weight: layer.up.weight, bias: layer.up.bias, into: up)
+            gatedActivation(gate: gate, up: up, activation, into: gate)
+            linear(gate, weight: layer.down.weight, bias: layer.down.bias, into: projected)
+            addInPlace(hidden, projected)
         }
-        let last = lastOnly ? hidden.rows((tokens - 1)..<tokens) : hidden
-        return linear(rmsNorm(last, weight: finalNorm, eps: eps), weight: lmHead)
+        let outRows = lastOnly ? 1 : tokens
+        let last = ws.tensor("last", rows: outRows, columns: h)
+        last.data.update(from: hidden.data + (tokens - outRows) * h, count: outRows * h)
+        let normed = ws.tensor("final", rows: outRows, columns: h)
+        rmsNorm(last, weight: finalNorm, eps: eps, into: normed)
+        let logits = ws.tensor("logits", rows: outRows, columns: config.vocabSize)
+        linear(normed, weight: lmHead, bias: nil, into: logits)
+        return logits
     }
 }
 
@@ -158,15 +188,18 @@ public enum LanguageModelError: LocalizedError {
 }
 
 func gatherEmbeddings(_ table: Tensor, _ tokens: [Int], model: String) throws -> Tensor {
-    let vocabulary = table.shape[0], width = table.shape[1]
+    let width = table.shape[1]
     let out = Tensor(zeros: [tokens.count, width])
-    for (row, token) in tokens.enumerated() {
-        guard token >= 0 && token < vocabulary else {
-            throw LanguageModelError.tokenOutOfRange(model: model, token: token, vocabulary: vocabulary)
-        }
-        (out.data + row * width).update(from: table.data + token * width, count: width)
-    }
+    for (row, token) in tokens.enumerated() { try copyEmbedding(table, token, into: out.data + row * width, model: model) }
     return out
+}
+
+func copyEmbedding(_ table: Tensor, _ token: Int, into destination: UnsafeMutablePointer<Float>, model: String) throws {
+    let vocabulary = table.shape[0], width = table.shape[1]
+    guard token >= 0 && token < vocabulary else {
+        throw LanguageModelError.tokenOutOfRange(model: model, token: token, vocabulary: vocabulary)
+    }
+    destination.update(from: table.data + token * width, count: width)
 }
 
 func checkRoom(start: Int, tokens: Int, cache: KVCache, contextLength: Int, model: String) throws {

@@ -106,7 +106,9 @@ public final class CLIPVisionEncoder: ModalityEncoder, @unchecked Sendable {
     }
 
     public func prepareInput(contentsOf url: URL) throws -> Tensor {
-        preprocessing.pixelValues(try ImageDecoder.decode(contentsOf: url))
+        // transformers' convert_to_rgb composites transparent images onto white.
+        let image = try ImageDecoder.decode(contentsOf: url)
+        return preprocessing.pixelValues(image.hasAlpha ? image.compositedOnWhite() : image)
     }
 
     /// Hidden state `layer` (0 = after pre-layernorm; negative counts from the end), before post_layernorm.

@@ -62,7 +62,7 @@ public struct Catalog: Sendable {
     public func component(_ id: String, kind: ComponentKind? = nil) throws -> ComponentManifest {
         if let m = components[id], let kind, m.kind != kind {
             // Not "unknown": the id exists, as another kind.
-            throw ManifestError.invalid(file: m.originFile, detail: "kind: '\(id)' is a \(m.kind.rawValue), expected a \(kind.rawValue)")
+            throw ManifestError.invalid(file: m.originFile, detail: "kind: '\(id)' is of kind \(m.kind.rawValue), expected kind \(kind.rawValue)")
         }
         guard let m = components[id] else {
             let known = components.values.filter { kind == nil || $0.kind == kind }.map(\.id).sorted()

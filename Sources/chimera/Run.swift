@@ -28,6 +28,9 @@ struct Generate: ParsableCommand {
         discussion: "Without --assembly, runs the embedded tiny default model on its bundled sample image.")
     @OptionGroup var catalogOptions: CatalogOptions
     @Option(help: "Assembly manifest file or id") var assembly: String?
+    @Option(help: "Encoder id (with --connector and --llm: assemble on the fly instead of --assembly)") var encoder: String?
+    @Option(help: "Connector id") var connector: String?
+    @Option(help: "Language model id") var llm: String?
     @Option(help: "Image file for an <image> placeholder (repeatable, in prompt order)") var image: [String] = []
     @Option(help: "Input for any placeholder, NAME=FILE (repeatable)") var input: [String] = []
     @Option(help: "The prompt; <image> marks where the image goes") var prompt = "USER: <image>\nDescribe the image. ASSISTANT:"
@@ -41,7 +44,7 @@ struct Generate: ParsableCommand {
 
     func run() throws {
         do {
-            let (catalog, manifest) = try resolveAssembly(assembly, catalogOptions: catalogOptions)
+            let (catalog, manifest) = try chosenAssembly()
             var files: [String: [URL]] = [:]
             if !image.isEmpty { files["<image>"] = image.map { URL(fileURLWithPath: $0) } }
             for item in input {
@@ -82,6 +85,19 @@ struct Generate: ParsableCommand {
                                 t.prefillTokensPerSecond, t.decodeTokensPerSecond))
             }
         } catch let error as ValidationError { throw error } catch { throw fail(error) }
+    }
+}
+
+extension Generate {
+    /// --assembly, or an assembly made on the spot from --encoder/--connector/--llm.
+    func chosenAssembly() throws -> (Catalog, AssemblyManifest) {
+        let parts = [encoder, connector, llm].compactMap { $0 }
+        if parts.isEmpty { return try resolveAssembly(assembly, catalogOptions: catalogOptions) }
+        guard parts.count == 3, assembly == nil else {
+            throw ValidationError("give --encoder, --connector and --llm together, or --assembly alone")
+        }
+        let catalog = try catalogOptions.catalog()
+        return (catalog, Assembler.assembly(id: parts.joined(separator: "+"), encoder: encoder!, connector: connector!, languageModel: llm!))
     }
 }
 

@@ -8,7 +8,15 @@ public enum BuiltinFamilies {
             ComponentFamily(
                 name: "clip-vision", kind: .encoder,
                 summary: "CLIP ViT vision tower (transformers CLIPVisionModel)",
-                validate: { _ = try $0.decodeConfig(CLIPVisionConfig.self) },
+                validate: { manifest in
+                    let config = try manifest.decodeConfig(CLIPVisionConfig.self)
+                    let side = config.imageSize / config.patchSize
+                    let expected = TokenContract(width: config.hiddenSize, tokens: side * side + 1, grid: [side, side])
+                    if let output = manifest.output, output.width != expected.width || output.tokens != expected.tokens {
+                        throw ManifestError.invalid(file: manifest.origin, detail:
+                            "output: {width \(output.width), tokens \(output.tokens)} disagrees with config, which gives {width \(expected.width), tokens \(expected.tokens)}")
+                    }
+                },
                 create: { manifest, context in
                     try CLIPVisionEncoder(manifest: manifest, weights: try requireWeights(manifest, context))
                 }),

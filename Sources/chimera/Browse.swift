@@ -114,7 +114,18 @@ struct Compat: ParsableCommand {
             case .languageModel:
                 for c in catalog.list(kind: .connector) { add(c, checker.problems(connector: c, languageModel: subject)) }
             }
-            if json { try printJSON(verdicts); return }
+            // Whole encoder → connector → language model chains through the subject: these also
+            // catch token counts over the context.
+            var chains: [Verdict] = []
+            for e in catalog.list(kind: .encoder) where subject.kind != .encoder || e.id == subject.id {
+                for c in catalog.list(kind: .connector) where subject.kind != .connector || c.id == subject.id {
+                    for l in catalog.list(kind: .languageModel) where subject.kind != .languageModel || l.id == subject.id {
+                        let problems = checker.problems(encoder: e, connector: c, languageModel: l).map(\.description)
+                        chains.append(Verdict(id: "\(e.id) → \(c.id) → \(l.id)", kind: "chain", fits: problems.isEmpty, reasons: problems))
+                    }
+                }
+            }
+            if json { try printJSON(verdicts + chains); return }
             let own = checker.problems(of: subject)
             if !own.isEmpty { print("\(id) itself has problems:\n" + own.map { "  - \($0)" }.joined(separator: "\n")) }
             let fits = verdicts.filter(\.fits), misfits = verdicts.filter { !$0.fits }
@@ -123,6 +134,10 @@ struct Compat: ParsableCommand {
             if !misfits.isEmpty {
                 print("Does not fit:")
                 for v in misfits { print("  ✗ \(v.id) (\(v.kind)): \(v.reasons.joined(separator: "; "))") }
+            }
+            if !chains.isEmpty {
+                print("Chains:")
+                for v in chains { print(v.fits ? "  ✓ \(v.id)" : "  ✗ \(v.id): \(v.reasons.joined(separator: "; "))") }
             }
         } catch let code as ExitCode { throw code } catch { throw fail(error) }
     }
@@ -175,7 +190,11 @@ struct Validate: ParsableCommand {
                 var catalog = try catalogOptions.catalog()
                 let checker = CompatibilityChecker(catalog: catalog, families: families)
                 switch manifest {
-                case let .component(m): problems = checker.problems(of: m).map(\.description)
+                case let .component(m):
+                    problems = checker.problems(of: m).map(\.description)
+                    for (i, file) in (m.weights?.files ?? []).enumerated() where !FileManager.default.fileExists(atPath: m.resolve(file).path) {
+                        problems.append("weights.files[\(i)]: \(m.resolve(file).path) does not exist")
+                    }
                 case let .assembly(m):
                     try catalog.load(directory: m.directory)
                     problems = CompatibilityChecker(catalog: catalog, families: families).problems(assembly: m)

@@ -1,0 +1,262 @@
+import Foundation
+import Testing
+
+/// Runs the built `chimera` executable from the package root with an empty HOME (so ~/.chimera is
+/// empty) and none of the CHIMERA_* variables of the caller.
+enum CLI {
+    struct Result {
+        let status: Int32
+        let stdout: String
+        let stderr: String
+        var all: String { stdout + stderr }
+    }
+
+    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    /// The executable next to the test bundle (.build/<triple>/debug/), or one level up.
+    static let executable: URL? = {
+        var folders: [URL] = []
+        for start in [URL(fileURLWithPath: CommandLine.arguments.first ?? ""), Bundle.main.bundleURL] {
+            var dir = start.resolvingSymlinksInPath()
+            if !start.hasDirectoryPath || start.pathExtension == "xctest" { dir = dir.deletingLastPathComponent() }
+            folders += [dir, dir.deletingLastPathComponent()]
+        }
+        for dir in folders {
+            let candidate = dir.appendingPathComponent("chimera")
+            var isDirectory: ObjCBool = false
+            if FileManager.default.fileExists(atPath: candidate.path, isDirectory: &isDirectory), !isDirectory.boolValue,
+               FileManager.default.isExecutableFile(atPath: candidate.path) {
+                return candidate
+            }
+        }
+        return nil
+    }()
+
+    struct ExecutableNotFound: Error {}
+
+    static func temporaryFolder() throws -> URL {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("chimera-cli-test-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        return url
+    }
+
+    static func run(_ arguments: [String]) throws -> Result {
+        guard let executable else {
+            Issue.record("the chimera executable was not found next to the test bundle (\(CommandLine.arguments.first ?? "?"), \(Bundle.main.bundleURL.path))")
+            throw ExecutableNotFound()
+        }
+        let scratch = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        let home = scratch.appendingPathComponent("home")
+        try FileManager.default.createDirectory(at: home, withIntermediateDirectories: true)
+        let out = scratch.appendingPathComponent("stdout"), err = scratch.appendingPathComponent("stderr")
+        FileManager.default.createFile(atPath: out.path, contents: nil)
+        FileManager.default.createFile(atPath: err.path, contents: nil)
+        let outHandle = try FileHandle(forWritingTo: out), errHandle = try FileHandle(forWritingTo: err)
+
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        process.currentDirectoryURL = packageRoot
+        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("CHIMERA_") }
+        environment["HOME"] = home.path
+        process.environment = environment
+        process.standardInput = FileHandle.nullDevice
+        process.standardOutput = outHandle
+        process.standardError = errHandle
+        try process.run()
+        process.waitUntilExit()
+        try outHandle.close()
+        try errHandle.close()
+        return Result(status: process.terminationStatus,
+                      stdout: String(decoding: try Data(contentsOf: out), as: UTF8.self),
+                      stderr: String(decoding: try Data(contentsOf: err), as: UTF8.self))
+    }
+
+    static func json(_ text: String) throws -> Any {
+        try JSONSerialization.jsonObject(with: Data(text.utf8))
+    }
+}
+
+@Suite struct CLITests {
+    static let encoderID = "chimera-tiny-default-vision"
+    static let connectorID = "chimera-tiny-default-projector"
+    static let llmID = "chimera-tiny-default-llm"
+    static let assemblyID = "chimera-tiny-default"
+
+    @Test func executableIsFound() {
+        #expect(CLI.executable != nil, "looked next to \(CommandLine.arguments.first ?? "?")")
+    }
+
+    @Test func help() throws {
+        let r = try CLI.run(["--help"])
+        #expect(r.status == 0, "\(r.all)")
+        for command in ["list", "show", "compat", "assemble", "validate", "generate", "import"] {
+            #expect(r.stdout.contains(command), "--help mentions \(command)")
+        }
+    }
+
+    @Test func listHelp() throws {
+        let r = try CLI.run(["list", "--help"])
+        #expect(r.status == 0, "\(r.all)")
+        #expect(r.stdout.contains("--kind") && r.stdout.contains("--json"))
+    }
+
+    @Test func listJSON() throws {
+        let r = try CLI.run(["list", "--json"])
+        #expect(r.status == 0, "\(r.all)")
+        let rows = try #require(try CLI.json(r.stdout) as? [[String: Any]])
+        var kinds: [String: String] = [:]
+        for row in rows { kinds[row["id"] as? String ?? "?"] = row["kind"] as? String }
+        // The three default components and the assembly (other built-ins may be listed too).
+        for (id, kind) in [Self.encoderID: "encoder", Self.connectorID: "connector", Self.llmID: "language_model", Self.assemblyID: "assembly"] {
+            #expect(kinds[id] == kind, "\(id)")
+        }
+        #expect(Set(kinds.values).isSubset(of: ["encoder", "connector", "language_model", "assembly"]))
+        let vision = try #require(rows.first { $0["id"] as? String == Self.encoderID })
+        #expect(vision["family"] as? String == "clip-vision")
+        #expect(vision["modality"] as? String == "image")
+        #expect((vision["origin"] as? String)?.hasSuffix("manifests/default/\(Self.encoderID).component.json") == true)
+    }
+
+    @Test func listByKind() throws {
+        /// (id, kind) of each table row below the header.
+        func rows(_ text: String) -> [(id: String, kind: String)] {
+            text.split(separator: "\n").dropFirst().map { line in
+                let words = line.split(separator: " ", omittingEmptySubsequences: true)
+                return (String(words.first ?? ""), String(words.dropFirst().first ?? ""))
+            }
+        }
+        let r = try CLI.run(["list", "--kind", "encoder"])
+        #expect(r.status == 0, "\(r.all)")
+        #expect(r.stdout.hasPrefix("ID"))
+        let encoders = rows(r.stdout)
+        #expect(encoders.contains { $0.id == Self.encoderID })
+        #expect(encoders.allSatisfy { $0.kind == "encoder" }, "\(r.stdout)")
+        let assemblies = try CLI.run(["list", "--kind", "assembly"])
+        #expect(assemblies.status == 0)
+        let assemblyRows = rows(assemblies.stdout)
+        #expect(assemblyRows.contains { $0.id == Self.assemblyID })
+        #expect(assemblyRows.allSatisfy { $0.kind == "assembly" }, "\(assemblies.stdout)")
+    }
+
+    @Test func listRefusesAnUnknownKind() throws {
+        let r = try CLI.run(["list", "--kind", "decoder"])
+        #expect(r.status != 0)
+        #expect(r.stderr.contains("--kind") && r.stderr.contains("decoder"))
+    }
+
+    @Test func showPrintsTheManifest() throws {
+        let r = try CLI.run(["show", Self.llmID])
+        #expect(r.status == 0, "\(r.all)")
+        let manifest = try #require(try CLI.json(r.stdout) as? [String: Any])
+        #expect(manifest["id"] as? String == Self.llmID)
+        #expect(manifest["schema"] as? String == "chimera.component/v1")
+        #expect(manifest["kind"] as? String == "language_model")
+        #expect(manifest["family"] as? String == "llama")
+        #expect(manifest["context_length"] as? Int == 512)
+        #expect((manifest["config"] as? [String: Any])?["hidden_size"] as? Int == 128)
+        #expect(r.stderr.contains("\(Self.llmID).component.json"), "says where it came from")
+    }
+
+    @Test func showUnknownID() throws {
+        let r = try CLI.run(["show", "nope"])
+        #expect(r.status != 0)
+        #expect(r.stderr.contains("unknown"))
+        #expect(r.stderr.contains(Self.llmID), "lists the known ids")
+        #expect(r.stdout.isEmpty)
+    }
+
+    @Test func compatMarksTheDefaultProjectorAsFitting() throws {
+        let r = try CLI.run(["compat", Self.encoderID])
+        #expect(r.status == 0, "\(r.all)")
+        #expect(r.stdout.contains("✓ \(Self.connectorID)"))
+        #expect(!r.stdout.contains("✗"))
+        let j = try CLI.run(["compat", Self.encoderID, "--json"])
+        let verdicts = try #require(try CLI.json(j.stdout) as? [[String: Any]])
+        let projector = try #require(verdicts.first { $0["id"] as? String == Self.connectorID })
+        #expect(projector["fits"] as? Bool == true)
+        #expect((projector["reasons"] as? [String]) == [])
+    }
+
+    @Test func compatOfTheDefaultAssembly() throws {
+        let r = try CLI.run(["compat", Self.assemblyID])
+        #expect(r.status == 0, "\(r.all)")
+        #expect(r.stdout.contains("all parts fit"))
+    }
+
+    @Test func assembleWritesAFileThatValidates() throws {
+        let folder = try CLI.temporaryFolder()
+        let file = folder.appendingPathComponent("a.json")
+        let r = try CLI.run(["assemble", "--encoder", Self.encoderID, "--connector", Self.connectorID, "--llm", Self.llmID, "-o", file.path])
+        #expect(r.status == 0, "\(r.all)")
+        #expect(FileManager.default.fileExists(atPath: file.path))
+        let written = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: file)) as? [String: Any])
+        #expect(written["schema"] as? String == "chimera.assembly/v1")
+        #expect(written["language_model"] as? String == Self.llmID)
+        let v = try CLI.run(["validate", file.path])
+        #expect(v.status == 0, "\(v.all)")
+        #expect(v.stdout.contains("ok"))
+    }
+
+    @Test func assembleRefusesAMisfit() throws {
+        let folder = try CLI.temporaryFolder()
+        let file = folder.appendingPathComponent("bad.json")
+        // The encoder in the connector's place.
+        let r = try CLI.run(["assemble", "--encoder", Self.encoderID, "--connector", Self.encoderID, "--llm", Self.llmID, "-o", file.path])
+        #expect(r.status != 0)
+        #expect(r.stderr.contains("does not fit"))
+        #expect(!FileManager.default.fileExists(atPath: file.path))
+    }
+
+    @Test func validateTheShippedManifests() throws {
+        let folder = CLI.packageRoot.appendingPathComponent("manifests/default")
+        let files = try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { $0.hasSuffix(".json") }.sorted()
+        #expect(files.count == 4)
+        let r = try CLI.run(["validate"] + files.map { folder.appendingPathComponent($0).path })
+        #expect(r.status == 0, "\(r.all)")
+        #expect(r.stdout.components(separatedBy: ": ok").count - 1 == files.count)
+    }
+
+    @Test func validateRefusesABrokenManifestNamingTheField() throws {
+        let folder = try CLI.temporaryFolder()
+        let source = CLI.packageRoot.appendingPathComponent("manifests/default/\(Self.llmID).component.json")
+        var manifest = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: source)) as? [String: Any])
+        manifest["contxt_length"] = manifest["context_length"]
+        let file = folder.appendingPathComponent("broken.component.json")
+        try JSONSerialization.data(withJSONObject: manifest).write(to: file)
+        let r = try CLI.run(["validate", file.path])
+        #expect(r.status != 0)
+        #expect(r.stderr.contains("contxt_length"))
+        #expect(r.stderr.contains(file.path))
+    }
+
+    @Test func validateReportsFamilyProblems() throws {
+        let folder = try CLI.temporaryFolder()
+        let source = CLI.packageRoot.appendingPathComponent("manifests/default/\(Self.llmID).component.json")
+        var manifest = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: source)) as? [String: Any])
+        var config = try #require(manifest["config"] as? [String: Any])
+        config["kv_heads"] = 3
+        manifest["config"] = config
+        manifest["tokenizer"] = ["file": source.deletingLastPathComponent().appendingPathComponent("checkpoint/tokenizer.json").path]
+        let file = folder.appendingPathComponent("heads.component.json")
+        try JSONSerialization.data(withJSONObject: manifest).write(to: file)
+        let r = try CLI.run(["validate", file.path])
+        #expect(r.status != 0)
+        #expect(r.stderr.contains("config.kv_heads"), "\(r.all)")
+    }
+
+    @Test func generateJSON() throws {
+        let r = try CLI.run(["generate", "--json", "--max-tokens", "5"])
+        #expect(r.status == 0, "\(r.all)")
+        let output = try #require(try CLI.json(r.stdout) as? [String: Any])
+        #expect(output["assembly"] as? String == Self.assemblyID)
+        let tokens = try #require(output["tokens"] as? [Int])
+        #expect(tokens.count == 5)
+        let timings = try #require(output["timings"] as? [String: Any])
+        for key in ["encode_s", "prefill_tokens_per_s", "decode_tokens_per_s"] {
+            #expect(timings[key] is Double || timings[key] is Int, "timings.\(key)")
+        }
+        #expect((output["prompt_tokens"] as? Int ?? 0) > 16, "the prompt holds the 16 image tokens")
+    }
+}

@@ -17,10 +17,27 @@ public struct TokenContract: Codable, Sendable, Equatable {
     public var width: Int
     public var tokens: Int
     public var grid: [Int]?
-    public init(width: Int, tokens: Int, grid: [Int]? = nil) {
+    /// Whether the first token is a class token (informational; `select` decides what is kept).
+    public var classToken: Bool?
+    public init(width: Int, tokens: Int, grid: [Int]? = nil, classToken: Bool? = nil) {
         self.width = width
         self.tokens = tokens
         self.grid = grid
+        self.classToken = classToken
+    }
+
+    enum CodingKeys: String, CodingKey, CaseIterable { case width, tokens, grid, classToken = "class_token" }
+
+    public init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        width = try c.decode(Int.self, forKey: .width)
+        tokens = try c.decode(Int.self, forKey: .tokens)
+        grid = try c.decodeIfPresent([Int].self, forKey: .grid)
+        classToken = try c.decodeIfPresent(Bool.self, forKey: .classToken)
+        for (value, key) in [(width, CodingKeys.width), (tokens, .tokens)] where value <= 0 {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath + [key], debugDescription: "must be positive, found \(value)"))
+        }
     }
 }
 

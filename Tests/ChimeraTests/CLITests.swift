@@ -260,3 +260,32 @@ enum CLI {
         #expect((output["prompt_tokens"] as? Int ?? 0) > 16, "the prompt holds the 16 image tokens")
     }
 }
+
+/// The issue's acceptance path: `chimera import` of a transformers-saved LLaVA, then
+/// `chimera generate --temperature 0 --json` returns transformers' greedy token ids.
+@Suite struct CLIImportThenGenerateTests {
+    @Test(arguments: ["llava-a", "llava-b"]) func importedCheckpointGeneratesTransformersTokens(name: String) throws {
+        let fixture = CLI.packageRoot.appendingPathComponent("Tests/ChimeraTests/Fixtures/\(name)")
+        let reference = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: fixture.appendingPathComponent("reference.json"))) as? [String: Any])
+        let out = try CLI.temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: out) }
+        let imported = try CLI.run(["import", fixture.path, "--out", out.path])
+        #expect(imported.status == 0, "\(imported.all)")
+        let assemblyPath = imported.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(assemblyPath.hasSuffix(".assembly.json"))
+        let generated = try CLI.run(["generate", "--assembly", assemblyPath, "--image", fixture.appendingPathComponent("sample.png").path,
+                                     "--prompt", reference["prompt"] as! String, "--temperature", "0",
+                                     "--max-tokens", "\(reference["max_new_tokens"] as! Int)", "--json"])
+        #expect(generated.status == 0, "\(generated.all)")
+        let output = try #require(try CLI.json(generated.stdout) as? [String: Any])
+        var tokens = try #require(output["tokens"] as? [Int])
+        if output["stop_reason"] as? String == "eos" { tokens.append(2) }  // transformers keeps the EOS (id 2 in the fixtures)
+        #expect(tokens == reference["generated"] as? [Int])
+    }
+
+    @Test func importOfAnUnsupportedCheckpointFailsClearly() throws {
+        let r = try CLI.run(["import", CLI.packageRoot.appendingPathComponent("Tests/ChimeraTests").path, "--out", try CLI.temporaryFolder().path])
+        #expect(r.status != 0)
+        #expect(r.stderr.contains("config.json") && r.stderr.contains("no such file"))
+    }
+}

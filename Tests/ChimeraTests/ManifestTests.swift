@@ -70,6 +70,17 @@ enum ManifestFixtures {
         }
     }
 
+    /// Writes shipped manifest `id` changed by `change` to a fresh folder, loads it, expects it
+    /// refused with a message that names the file, and returns that message.
+    static func refusal(of id: String, _ change: (inout [String: Any]) throws -> Void) throws -> String {
+        var m = try shipped(id)
+        try change(&m)
+        let url = try write(m, to: try temporaryFolder(), name: "\(id).json")
+        let message = loadError(url)
+        #expect(message.hasPrefix(url.path + ": "), "names the file: \(message)")
+        return message
+    }
+
     static func message(_ error: Error) -> String { (error as? LocalizedError)?.errorDescription ?? "\(error)" }
 
     static func component(_ object: [String: Any], in folder: URL, name: String = "c.component.json") throws -> ComponentManifest {
@@ -90,558 +101,503 @@ enum ManifestFixtures {
 
 private typealias F = ManifestFixtures
 
+/// Every manifest test, under one name for `swift test --filter ManifestTests`.
+@Suite struct ManifestTests {}
+
 // MARK: - Bad input: errors name the file and the JSON path
 
-@Suite struct ManifestErrorTests {
-    @Test func malformedJSONNamesTheFile() throws {
-        let folder = try F.temporaryFolder()
-        let url = try F.write(text: #"{"schema": "chimera.component/v1", "id": "x",, }"#, to: folder, name: "broken.json")
-        let message = F.loadError(url)
-        #expect(message.contains(url.path))
-        #expect(message.contains("not valid JSON"))
-    }
-
-    @Test func nonObjectJSONIsRefused() throws {
-        let folder = try F.temporaryFolder()
-        let url = try F.write(text: "[1, 2, 3]", to: folder, name: "list.json")
-        let message = F.loadError(url)
-        #expect(message.contains(url.path) && message.contains("not a JSON object"))
-    }
-
-    @Test func missingSchema() throws {
-        let folder = try F.temporaryFolder()
-        var m = try F.shipped(F.llmID)
-        m["schema"] = nil
-        let url = try F.write(m, to: folder, name: "noschema.json")
-        let message = F.loadError(url)
-        #expect(message.contains(url.path))
-        #expect(message.contains("schema: required field is missing"))
-    }
-
-    @Test func wrongSchemaVersion() throws {
-        let folder = try F.temporaryFolder()
-        var m = try F.shipped(F.llmID)
-        m["schema"] = "chimera.component/v2"
-        let url = try F.write(m, to: folder, name: "v2.json")
-        let message = F.loadError(url)
-        #expect(message.contains(url.path))
-        #expect(message.contains(#"found "chimera.component/v2""#))
-        #expect(message.contains(ComponentManifest.schemaVersion))
-    }
-
-    @Test func unknownTopLevelField() throws {
-        let folder = try F.temporaryFolder()
-        var m = try F.shipped(F.llmID)
-        m["contxt_length"] = 512
-        let url = try F.write(m, to: folder, name: "typo.json")
-        let message = F.loadError(url)
-        #expect(message.contains(url.path))
-        #expect(message.contains("contxt_length: unknown field 'contxt_length'"))
-        #expect(message.contains("context_length"), "lists the known fields")
-    }
-
-    @Test func unknownNestedFieldInAnAssemblyInput() throws {
-        let folder = try F.temporaryFolder()
-        var m = try F.shipped(F.assemblyID)
-        var inputs = try #require(m["inputs"] as? [[String: Any]])
-        inputs[0]["conector"] = inputs[0]["connector"]
-        inputs[0]["connector"] = nil
-        m["inputs"] = inputs
-        let url = try F.write(m, to: folder, name: "a.assembly.json")
-        let message = F.loadError(url)
-        #expect(message.contains(url.path))
-        #expect(message.contains("inputs[0].conector: unknown field"))
-    }
-
-    @Test(arguments: [
-        ("weights", "prefx", "weights.prefx"),
-        ("tokenizer", "eos", "tokenizer.eos"),
-    ])
-    func unknownNestedFieldInAComponent(object: String, field: String, path: String) throws {
-        let folder = try F.temporaryFolder()
-        var m = try F.shipped(F.llmID)
-        var inner = try #require(m[object] as? [String: Any])
-        inner[field] = 1
-        m[object] = inner
-        let url = try F.write(m, to: folder, name: "nested.json")
-        let message = F.loadError(url)
-        #expect(message.contains(url.path))
-        #expect(message.contains("\(path): unknown field"))
-    }
-
-    @Test func unknownPreprocessField() throws {
-        let folder = try F.temporaryFolder()
-        var m = try F.shipped(F.encoderID)
-        var preprocess = try #require(m["preprocess"] as? [String: Any])
-        preprocess["resample"] = "bicubic"
-        m["preprocess"] = preprocess
-        let url = try F.write(m, to: folder, name: "pre.json")
-        let message = F.loadError(url)
-        #expect(message.contains(url.path) && message.contains("preprocess.resample"))
-    }
-
-    @Test func wrongType() throws {
-        let folder = try F.temporaryFolder()
-        var m = try F.shipped(F.llmID)
-        m["context_length"] = "big"
-        let url = try F.write(m, to: folder, name: "big.json")
-        let message = F.loadError(url)
-        #expect(message.contains(url.path))
-        #expect(message.contains("context_length: expected an integer"))
-    }
-
-    @Test func nonPositiveContextLength() throws {
-        let folder = try F.temporaryFolder()
-        var m = try F.shipped(F.llmID)
-        m["context_length"] = 0
-        let url = try F.write(m, to: folder, name: "zero.json")
-        let message = F.loadError(url)
-        #expect(message.contains(url.path) && message.contains("context_length: must be positive"))
-    }
-
-    @Test(arguments: [
-        (F.encoderID, "output", "encoders declare their output"),
-        (F.encoderID, "modality", "encoders name their modality"),
-        (F.encoderID, "weights", "only connectors may start without weights"),
-        (F.llmID, "tokenizer", "language models name their tokenizer"),
-        (F.llmID, "context_length", "language models declare context_length"),
-        (F.llmID, "weights", "language models need weights"),
-        (F.connectorID, "input_width", "connectors declare input_width"),
-        (F.connectorID, "output_width", "connectors declare output_width"),
-        (F.llmID, "id", ""),
-        (F.llmID, "family", ""),
-    ])
-    func missingRequiredFieldPerKind(id: String, field: String, reason: String) throws {
-        let folder = try F.temporaryFolder()
-        var m = try F.shipped(id)
-        #expect(m[field] != nil)
-        m[field] = nil
-        let url = try F.write(m, to: folder, name: "missing-\(field).json")
-        let message = F.loadError(url)
-        #expect(message.contains(url.path))
-        #expect(message.contains("\(field): required field is missing"))
-        if !reason.isEmpty { #expect(message.contains(reason)) }
-    }
-
-    @Test(arguments: [-3, 0])
-    func badWidth(width: Int) throws {
-        let folder = try F.temporaryFolder()
-        var m = try F.shipped(F.connectorID)
-        m["input_width"] = width
-        let url = try F.write(m, to: folder, name: "width.json")
-        let message = F.loadError(url)
-        #expect(message.contains(url.path))
-        #expect(message.contains(#"input_width: expected a positive integer or "auto""#))
-    }
-
-    @Test func widthStringOtherThanAuto() throws {
-        let folder = try F.temporaryFolder()
-        var m = try F.shipped(F.connectorID)
-        m["output_width"] = "automatic"
-        let url = try F.write(m, to: folder, name: "width.json")
-        #expect(F.loadError(url).contains("output_width: expected a positive integer"))
-    }
-
-    @Test(arguments: ["", "my llm"])
-    func badIDs(id: String) throws {
-        let folder = try F.temporaryFolder()
-        for base in [F.llmID, F.assemblyID] {
-            var m = try F.shipped(base)
-            m["id"] = id
-            let url = try F.write(m, to: folder, name: "\(base).json")
+extension ManifestTests {
+    @Suite struct Errors {
+        @Test func malformedJSONNamesTheFile() throws {
+            let url = try F.write(text: #"{"schema": "chimera.component/v1", "id": "x",, }"#, to: try F.temporaryFolder(), name: "broken.json")
             let message = F.loadError(url)
-            #expect(message.contains(url.path) && message.contains("id: ids are non-empty and hold no spaces"))
+            #expect(message.hasPrefix(url.path + ": not valid JSON"), "\(message)")
         }
-    }
 
-    @Test func emptyWeightFileList() throws {
-        let folder = try F.temporaryFolder()
-        var m = try F.shipped(F.llmID)
-        m["weights"] = ["files": [String]()]
-        let url = try F.write(m, to: folder, name: "nofiles.json")
-        #expect(F.loadError(url).contains("weights.files: lists no file"))
-    }
+        @Test func nonObjectJSONIsRefused() throws {
+            let url = try F.write(text: "[1, 2, 3]", to: try F.temporaryFolder(), name: "list.json")
+            #expect(F.loadError(url) == url.path + ": not a JSON object")
+        }
 
-    @Test func placeholderBoundTwice() throws {
-        let folder = try F.temporaryFolder()
-        var m = try F.shipped(F.assemblyID)
-        let inputs = try #require(m["inputs"] as? [[String: Any]])
-        m["inputs"] = inputs + inputs
-        let url = try F.write(m, to: folder, name: "twice.json")
-        #expect(F.loadError(url).contains("inputs: a placeholder is bound twice"))
-    }
+        @Test func missingSchema() throws {
+            let message = try F.refusal(of: F.llmID) { $0["schema"] = nil }
+            #expect(message.contains("schema: required field is missing"))
+        }
 
-    @Test func badSelection() throws {
-        let folder = try F.temporaryFolder()
-        var m = try F.shipped(F.assemblyID)
-        var inputs = try #require(m["inputs"] as? [[String: Any]])
-        inputs[0]["select"] = "cls"
-        m["inputs"] = inputs
-        let url = try F.write(m, to: folder, name: "select.json")
-        #expect(F.loadError(url).contains(#"inputs[0].select: expected "patch""#))
-    }
+        @Test func wrongSchemaVersion() throws {
+            let message = try F.refusal(of: F.llmID) { $0["schema"] = "chimera.component/v2" }
+            #expect(message.contains(#"found "chimera.component/v2""#))
+            #expect(message.contains(ComponentManifest.schemaVersion))
+        }
 
-    @Test func configMustBeAnObject() throws {
-        let folder = try F.temporaryFolder()
-        var m = try F.shipped(F.llmID)
-        m["config"] = [1, 2]
-        let url = try F.write(m, to: folder, name: "config.json")
-        #expect(F.loadError(url).contains("config: expected an object"))
+        @Test func unknownTopLevelField() throws {
+            let message = try F.refusal(of: F.llmID) { $0["contxt_length"] = 512 }
+            #expect(message.contains("contxt_length: unknown field 'contxt_length'"))
+            #expect(message.contains("context_length"), "lists the known fields")
+        }
+
+        @Test func unknownNestedFieldInAnAssemblyInput() throws {
+            let message = try F.refusal(of: F.assemblyID) { m in
+                var inputs = try #require(m["inputs"] as? [[String: Any]])
+                inputs[0]["conector"] = inputs[0]["connector"]
+                inputs[0]["connector"] = nil
+                m["inputs"] = inputs
+            }
+            #expect(message.contains("inputs[0].conector: unknown field"))
+        }
+
+        @Test(arguments: [
+            (F.llmID, "weights", "prefx"),
+            (F.llmID, "tokenizer", "eos"),
+            (F.encoderID, "preprocess", "resample"),
+            (F.encoderID, "weights", "files_"),
+        ])
+        func unknownNestedFieldInAComponent(id: String, object: String, field: String) throws {
+            let message = try F.refusal(of: id) { m in
+                var inner = try #require(m[object] as? [String: Any])
+                inner[field] = 1
+                m[object] = inner
+            }
+            #expect(message.contains("\(object).\(field): unknown"))
+        }
+
+        @Test func wrongType() throws {
+            let message = try F.refusal(of: F.llmID) { $0["context_length"] = "big" }
+            #expect(message.contains("context_length: expected an integer"))
+        }
+
+        @Test func nonPositiveContextLength() throws {
+            let message = try F.refusal(of: F.llmID) { $0["context_length"] = 0 }
+            #expect(message.contains("context_length: must be positive"))
+        }
+
+        @Test(arguments: [
+            (F.encoderID, "output", "encoders declare their output"),
+            (F.encoderID, "modality", "encoders name their modality"),
+            (F.encoderID, "weights", "only connectors may start without weights"),
+            (F.llmID, "tokenizer", "language models name their tokenizer"),
+            (F.llmID, "context_length", "language models declare context_length"),
+            (F.llmID, "weights", "language models need weights"),
+            (F.connectorID, "input_width", "connectors declare input_width"),
+            (F.connectorID, "output_width", "connectors declare output_width"),
+            (F.llmID, "id", ""),
+            (F.llmID, "family", ""),
+        ])
+        func missingRequiredFieldPerKind(id: String, field: String, reason: String) throws {
+            let message = try F.refusal(of: id) { m in
+                #expect(m[field] != nil)
+                m[field] = nil
+            }
+            #expect(message.contains("\(field): required field is missing"))
+            if !reason.isEmpty { #expect(message.contains(reason)) }
+        }
+
+        @Test(arguments: [-3, 0])
+        func badWidth(width: Int) throws {
+            let message = try F.refusal(of: F.connectorID) { $0["input_width"] = width }
+            #expect(message.contains(#"input_width: expected a positive integer or "auto""#))
+        }
+
+        @Test func widthStringOtherThanAuto() throws {
+            let message = try F.refusal(of: F.connectorID) { $0["output_width"] = "automatic" }
+            #expect(message.contains("output_width: expected a positive integer"))
+        }
+
+        @Test(arguments: ["", "my llm"])
+        func badIDs(id: String) throws {
+            for base in [F.llmID, F.assemblyID] {
+                let message = try F.refusal(of: base) { $0["id"] = id }
+                #expect(message.contains("id: ids are non-empty and hold no spaces"))
+            }
+        }
+
+        @Test func emptyWeightFileList() throws {
+            let message = try F.refusal(of: F.llmID) { $0["weights"] = ["files": [String]()] }
+            #expect(message.contains("weights.files: lists no file"))
+        }
+
+        @Test func placeholderBoundTwice() throws {
+            let message = try F.refusal(of: F.assemblyID) { m in
+                let inputs = try #require(m["inputs"] as? [[String: Any]])
+                m["inputs"] = inputs + inputs
+            }
+            #expect(message.contains("inputs: a placeholder is bound twice"))
+        }
+
+        @Test func badSelection() throws {
+            let message = try F.refusal(of: F.assemblyID) { m in
+                var inputs = try #require(m["inputs"] as? [[String: Any]])
+                inputs[0]["select"] = "cls"
+                m["inputs"] = inputs
+            }
+            #expect(message.contains(#"inputs[0].select: expected "patch""#))
+        }
+
+        @Test func configMustBeAnObject() throws {
+            let message = try F.refusal(of: F.llmID) { $0["config"] = [1, 2] }
+            #expect(message.contains("config: expected an object"))
+        }
     }
 }
 
 // MARK: - Catalog: duplicate and unknown ids
 
-@Suite struct CatalogTests {
-    @Test func duplicateIDsAcrossTwoFoldersNameBothFiles() throws {
-        let first = try F.temporaryFolder(), second = try F.temporaryFolder()
-        let m = try F.relocatable(F.connectorID).merging(["id": "twin"]) { $1 }
-        let a = try F.write(m, to: first, name: "a.component.json")
-        let b = try F.write(m, to: second, name: "b.component.json")
-        var catalog = Catalog()
-        try catalog.load(directory: first)
-        do {
-            try catalog.load(directory: second)
-            Issue.record("a duplicate id was accepted")
-        } catch {
-            let message = F.message(error)
-            #expect(message.contains("duplicate id 'twin'"))
-            #expect(message.contains(a.resolvingSymlinksInPath().path) || message.contains(a.path))
-            #expect(message.contains(b.resolvingSymlinksInPath().path) || message.contains(b.path))
+extension ManifestTests {
+    @Suite struct CatalogLookup {
+        @Test func duplicateIDsAcrossTwoFoldersNameBothFiles() throws {
+            let first = try F.temporaryFolder(), second = try F.temporaryFolder()
+            let m = try F.relocatable(F.connectorID).merging(["id": "twin"]) { $1 }
+            let a = try F.write(m, to: first, name: "a.component.json")
+            let b = try F.write(m, to: second, name: "b.component.json")
+            var catalog = Catalog()
+            try catalog.load(directory: first)
+            do {
+                try catalog.load(directory: second)
+                Issue.record("a duplicate id was accepted")
+            } catch {
+                let message = F.message(error)
+                #expect(message.contains("duplicate id 'twin'"))
+                #expect(message.contains(a.resolvingSymlinksInPath().path) || message.contains(a.path))
+                #expect(message.contains(b.resolvingSymlinksInPath().path) || message.contains(b.path))
+            }
         }
-    }
 
-    @Test func theSameFolderTwiceIsReadOnce() throws {
-        var catalog = try F.catalog()
-        let count = catalog.components.count
-        try catalog.load(directory: F.builtin)
-        try catalog.load(directory: F.defaults)  // the same files, reached another way
-        #expect(catalog.components.count == count)
-    }
-
-    @Test func unknownIDListsTheKnownOnes() throws {
-        let catalog = try F.catalog()
-        do {
-            _ = try catalog.component("nope")
-            Issue.record("an unknown id was found")
-        } catch {
-            let message = F.message(error)
-            #expect(message.contains("unknown component id 'nope'"))
-            for id in [F.encoderID, F.connectorID, F.llmID] { #expect(message.contains(id)) }
+        @Test func theSameFolderTwiceIsReadOnce() throws {
+            var catalog = try F.catalog()
+            let count = catalog.components.count
+            try catalog.load(directory: F.builtin)
+            try catalog.load(directory: F.defaults)  // the same files, reached another way
+            #expect(catalog.components.count == count)
         }
-        do {
-            _ = try catalog.component("nope", kind: .encoder)
-            Issue.record("an unknown id was found")
-        } catch {
-            let message = F.message(error)
-            #expect(message.contains("unknown encoder id 'nope'") && message.contains(F.encoderID))
-            #expect(!message.contains(F.llmID), "lists encoders only")
-        }
-        do {
-            _ = try catalog.assembly("nope")
-            Issue.record("an unknown assembly was found")
-        } catch {
-            #expect(F.message(error).contains(F.assemblyID))
-        }
-    }
 
-    @Test func anIDOfAnotherKindIsNotCalledUnknown() throws {
-        let catalog = try F.catalog()
-        do {
-            _ = try catalog.component(F.connectorID, kind: .encoder)
-            Issue.record("a connector was returned as an encoder")
-        } catch {
-            let message = F.message(error)
-            #expect(message.contains("'\(F.connectorID)' is of kind connector, expected kind encoder"))
-            #expect(message.contains("\(F.connectorID).component.json"))
+        @Test func unknownIDListsTheKnownOnes() throws {
+            let catalog = try F.catalog()
+            do {
+                _ = try catalog.component("nope")
+                Issue.record("an unknown id was found")
+            } catch {
+                let message = F.message(error)
+                #expect(message.contains("unknown component id 'nope'"))
+                for id in [F.encoderID, F.connectorID, F.llmID] { #expect(message.contains(id)) }
+            }
+            do {
+                _ = try catalog.component("nope", kind: .encoder)
+                Issue.record("an unknown id was found")
+            } catch {
+                let message = F.message(error)
+                #expect(message.contains("unknown encoder id 'nope'") && message.contains(F.encoderID))
+                #expect(!message.contains(F.llmID), "lists encoders only")
+            }
+            do {
+                _ = try catalog.assembly("nope")
+                Issue.record("an unknown assembly was found")
+            } catch {
+                #expect(F.message(error).contains(F.assemblyID))
+            }
         }
-    }
 
-    @Test func listFilters() throws {
-        let catalog = try F.catalog()
-        // Other built-in manifests may join the defaults: check the filters, not exact lists.
-        let encoders = catalog.list(kind: .encoder)
-        #expect(encoders.contains { $0.id == F.encoderID } && encoders.allSatisfy { $0.kind == .encoder })
-        let images = catalog.list(modality: "image")
-        #expect(images.contains { $0.id == F.encoderID } && images.allSatisfy { $0.modality == "image" })
-        let llamas = catalog.list(family: "llama")
-        #expect(llamas.contains { $0.id == F.llmID } && llamas.allSatisfy { $0.family == "llama" })
-        #expect(catalog.list(kind: .connector, family: "clip-vision").isEmpty)
-        let all = catalog.list().map(\.id)
-        #expect(all == all.sorted() && all.count == catalog.components.count)
-        #expect(Set(all).isSuperset(of: [F.llmID, F.connectorID, F.encoderID]))
-    }
+        @Test func anIDOfAnotherKindIsNotCalledUnknown() throws {
+            let catalog = try F.catalog()
+            do {
+                _ = try catalog.component(F.connectorID, kind: .encoder)
+                Issue.record("a connector was returned as an encoder")
+            } catch {
+                let message = F.message(error)
+                #expect(message.contains("'\(F.connectorID)' is of kind connector, expected kind encoder"))
+                #expect(message.contains("\(F.connectorID).component.json"))
+            }
+        }
 
-    @Test func brokenManifestInAFolderIsReportedNotSkipped() throws {
-        let folder = try F.temporaryFolder()
-        let url = try F.write(text: #"{"schema": "chimera.component/v1", "id": "x",, }"#, to: folder, name: "broken.json")
-        var catalog = Catalog()
-        do {
+        @Test func listFilters() throws {
+            let catalog = try F.catalog()
+            // Other built-in manifests may join the defaults: check the filters, not exact lists.
+            let encoders = catalog.list(kind: .encoder)
+            #expect(encoders.contains { $0.id == F.encoderID } && encoders.allSatisfy { $0.kind == .encoder })
+            let images = catalog.list(modality: "image")
+            #expect(images.contains { $0.id == F.encoderID } && images.allSatisfy { $0.modality == "image" })
+            let llamas = catalog.list(family: "llama")
+            #expect(llamas.contains { $0.id == F.llmID } && llamas.allSatisfy { $0.family == "llama" })
+            #expect(catalog.list(kind: .connector, family: "clip-vision").isEmpty)
+            let all = catalog.list().map(\.id)
+            #expect(all == all.sorted() && all.count == catalog.components.count)
+            #expect(Set(all).isSuperset(of: [F.llmID, F.connectorID, F.encoderID]))
+        }
+
+        @Test func brokenManifestInAFolderIsReportedNotSkipped() throws {
+            let folder = try F.temporaryFolder()
+            let url = try F.write(text: #"{"schema": "chimera.component/v1", "id": "x",, }"#, to: folder, name: "broken.json")
+            var catalog = Catalog()
+            do {
+                try catalog.load(directory: folder)
+                Issue.record("a broken manifest was skipped")
+            } catch {
+                #expect(F.message(error).contains(url.lastPathComponent))
+            }
+        }
+
+        @Test func otherJSONFilesAreSkipped() throws {
+            let folder = try F.temporaryFolder()
+            try F.write(["hidden_size": 64], to: folder, name: "config.json")
+            // A JSON Schema mentions the schema versions but is no manifest.
+            try F.write(["$schema": "https://json-schema.org/draft/2020-12/schema",
+                         "properties": ["schema": ["const": "chimera.component/v1"]]], to: folder, name: "x.schema.json")
+            var catalog = Catalog()
             try catalog.load(directory: folder)
-            Issue.record("a broken manifest was skipped")
-        } catch {
-            #expect(F.message(error).contains(url.lastPathComponent))
+            #expect(catalog.components.isEmpty && catalog.assemblies.isEmpty)
         }
-    }
-
-    @Test func otherJSONFilesAreSkipped() throws {
-        let folder = try F.temporaryFolder()
-        try F.write(["hidden_size": 64], to: folder, name: "config.json")
-        // A JSON Schema mentions the schema versions but is no manifest.
-        try F.write(["$schema": "https://json-schema.org/draft/2020-12/schema",
-                     "properties": ["schema": ["const": "chimera.component/v1"]]], to: folder, name: "x.schema.json")
-        var catalog = Catalog()
-        try catalog.load(directory: folder)
-        #expect(catalog.components.isEmpty && catalog.assemblies.isEmpty)
     }
 }
 
 // MARK: - Families and compatibility
 
-@Suite struct CompatibilityTests {
-    let families = BuiltinFamilies.registry()
+extension ManifestTests {
+    @Suite struct Compatibility {
+        let families = BuiltinFamilies.registry()
 
-    func makeChecker(_ catalog: Catalog? = nil) throws -> CompatibilityChecker {
-        CompatibilityChecker(catalog: try catalog ?? F.catalog(), families: families)
-    }
-
-    @Test func shippedDefaultsLoadAndFit() throws {
-        // The default folder on its own holds exactly the embedded default.
-        var defaults = Catalog()
-        try defaults.load(directory: F.defaults)
-        #expect(Set(defaults.components.keys) == [F.encoderID, F.connectorID, F.llmID])
-        #expect(Set(defaults.assemblies.keys) == [F.assemblyID])
-        #expect(try makeChecker(defaults).problems(assembly: try defaults.assembly(F.assemblyID)) == [])
-        // Within the whole built-in catalog too, and every built-in manifest is sound on its own.
-        let catalog = try F.catalog()
-        let checker = try makeChecker(catalog)
-        #expect(checker.problems(assembly: try catalog.assembly(F.assemblyID)) == [])
-        for m in catalog.components.values { #expect(checker.problems(of: m) == [], "\(m.id)") }
-        for a in catalog.assemblies.values { #expect(checker.problems(assembly: a) == [], "\(a.id)") }
-        for id in [F.encoderID, F.connectorID, F.llmID] {
-            #expect(try catalog.component(id).origin == F.defaults.appendingPathComponent("\(id).component.json").path)
+        func makeChecker(_ catalog: Catalog? = nil) throws -> CompatibilityChecker {
+            CompatibilityChecker(catalog: try catalog ?? F.catalog(), families: families)
         }
-        let encoder = try catalog.component(F.encoderID)
-        #expect(encoder.output == TokenContract(width: 64, tokens: 17, grid: [4, 4]))
-        #expect(CompatibilityChecker.selectedTokens(encoder, select: .patch) == 16)
-        #expect(CompatibilityChecker.selectedTokens(encoder, select: .full) == 17)
-    }
 
-    @Test func unknownFamily() throws {
-        let folder = try F.temporaryFolder()
-        let m = try F.component(F.relocatable(F.connectorID).merging(["family": "resampler"]) { $1 }, in: folder)
-        #expect(try makeChecker().problems(of: m) == [.unknownFamily(id: m.id, family: "resampler")])
-        do {
-            _ = try families.build(m)
-            Issue.record("an unknown family built")
-        } catch {
-            let message = F.message(error)
-            #expect(message.contains("unknown connector family 'resampler'"))
-            #expect(message.contains("mlp") && message.contains("linear"), "lists the known connector families")
-            #expect(message.contains(m.origin))
+        @Test func shippedDefaultsLoadAndFit() throws {
+            // The default folder on its own holds exactly the embedded default.
+            var defaults = Catalog()
+            try defaults.load(directory: F.defaults)
+            #expect(Set(defaults.components.keys) == [F.encoderID, F.connectorID, F.llmID])
+            #expect(Set(defaults.assemblies.keys) == [F.assemblyID])
+            #expect(try makeChecker(defaults).problems(assembly: try defaults.assembly(F.assemblyID)) == [])
+            // Within the whole built-in catalog too, and every built-in manifest is sound on its own.
+            let catalog = try F.catalog()
+            let checker = try makeChecker(catalog)
+            #expect(checker.problems(assembly: try catalog.assembly(F.assemblyID)) == [])
+            for m in catalog.components.values { #expect(checker.problems(of: m) == [], "\(m.id)") }
+            for a in catalog.assemblies.values { #expect(checker.problems(assembly: a) == [], "\(a.id)") }
+            for id in [F.encoderID, F.connectorID, F.llmID] {
+                #expect(try catalog.component(id).origin == F.defaults.appendingPathComponent("\(id).component.json").path)
+            }
+            let encoder = try catalog.component(F.encoderID)
+            #expect(encoder.output == TokenContract(width: 64, tokens: 17, grid: [4, 4]))
+            #expect(CompatibilityChecker.selectedTokens(encoder, select: .patch) == 16)
+            #expect(CompatibilityChecker.selectedTokens(encoder, select: .full) == 17)
         }
-    }
 
-    @Test func familyOfAnotherKind() throws {
-        let folder = try F.temporaryFolder()
-        let m = try F.component(F.relocatable(F.connectorID).merging(["family": "llama"]) { $1 }, in: folder)
-        #expect(try makeChecker().problems(of: m) == [.wrongKind(id: m.id, expected: .languageModel, found: .connector)])
-    }
+        @Test func unknownFamily() throws {
+            let folder = try F.temporaryFolder()
+            let m = try F.component(F.relocatable(F.connectorID).merging(["family": "resampler"]) { $1 }, in: folder)
+            #expect(try makeChecker().problems(of: m) == [.unknownFamily(id: m.id, family: "resampler")])
+            do {
+                _ = try families.build(m)
+                Issue.record("an unknown family built")
+            } catch {
+                let message = F.message(error)
+                #expect(message.contains("unknown connector family 'resampler'"))
+                #expect(message.contains("mlp") && message.contains("linear"), "lists the known connector families")
+                #expect(message.contains(m.origin))
+            }
+        }
 
-    @Test(arguments: [
-        ("kv_heads", "3", "config.kv_heads: heads 8 must be a multiple of kv_heads 3"),
-        ("heads", "7", "config.kv_heads: heads 7 must be a multiple of kv_heads 4"),
-        ("hidden_act", #""swiglu""#, "config.hidden_act: unsupported activation 'swiglu'"),
-        ("kv_head", "4", "config.kv_head: unknown field"),
-        ("vocab_size", #""615""#, "config.vocab_size: expected an integer"),
-    ])
-    func llamaConfigErrors(field: String, json: String, expected: String) throws {
-        let value = try JSONSerialization.jsonObject(with: Data(json.utf8), options: .fragmentsAllowed)
-        let folder = try F.temporaryFolder()
-        var m = try F.relocatable(F.llmID)
-        var config = try #require(m["config"] as? [String: Any])
-        config[field] = value
-        m["config"] = config
-        let manifest = try F.component(m, in: folder, name: "llm.component.json")
-        let problems = try makeChecker().problems(of: manifest)
-        #expect(problems.count == 1)
-        let text = problems.map(\.description).joined()
-        #expect(text.contains(expected), "\(text)")
-        #expect(text.contains(manifest.origin), "names the file")
-        #expect(throws: ManifestError.self) { _ = try manifest.decodeConfig(LlamaConfig.self) }
-    }
+        @Test func familyOfAnotherKind() throws {
+            let folder = try F.temporaryFolder()
+            let m = try F.component(F.relocatable(F.connectorID).merging(["family": "llama"]) { $1 }, in: folder)
+            #expect(try makeChecker().problems(of: m) == [.wrongKind(id: m.id, expected: .languageModel, found: .connector)])
+        }
 
-    @Test func missingLlamaConfigField() throws {
-        let folder = try F.temporaryFolder()
-        var m = try F.relocatable(F.llmID)
-        var config = try #require(m["config"] as? [String: Any])
-        config["hidden_size"] = nil
-        m["config"] = config
-        let manifest = try F.component(m, in: folder)
-        let text = try makeChecker().problems(of: manifest).map(\.description).joined()
-        #expect(text.contains("config.hidden_size: required field is missing"))
-    }
+        @Test(arguments: [
+            ("kv_heads", "3", "config.kv_heads: heads 8 must be a multiple of kv_heads 3"),
+            ("heads", "7", "config.kv_heads: heads 7 must be a multiple of kv_heads 4"),
+            ("hidden_act", #""swiglu""#, "config.hidden_act: unsupported activation 'swiglu'"),
+            ("kv_head", "4", "config.kv_head: unknown field"),
+            ("vocab_size", #""615""#, "config.vocab_size: expected an integer"),
+        ])
+        func llamaConfigErrors(field: String, json: String, expected: String) throws {
+            let value = try JSONSerialization.jsonObject(with: Data(json.utf8), options: .fragmentsAllowed)
+            let folder = try F.temporaryFolder()
+            var m = try F.relocatable(F.llmID)
+            var config = try #require(m["config"] as? [String: Any])
+            config[field] = value
+            m["config"] = config
+            let manifest = try F.component(m, in: folder, name: "llm.component.json")
+            let problems = try makeChecker().problems(of: manifest)
+            #expect(problems.count == 1)
+            let text = problems.map(\.description).joined()
+            #expect(text.contains(expected), "\(text)")
+            #expect(text.contains(manifest.origin), "names the file")
+            #expect(throws: ManifestError.self) { _ = try manifest.decodeConfig(LlamaConfig.self) }
+        }
 
-    @Test(arguments: [
-        ("heads", 5, "config.heads: hidden_size 64 is not divisible by heads 5"),
-        ("patch_size", 24, "config.patch_size: image_size 64 is not a multiple of patch_size 24"),
-    ])
-    func clipConfigErrors(field: String, value: Int, expected: String) throws {
-        let folder = try F.temporaryFolder()
-        var m = try F.relocatable(F.encoderID)
-        var config = try #require(m["config"] as? [String: Any])
-        config[field] = value
-        m["config"] = config
-        let manifest = try F.component(m, in: folder)
-        let text = try makeChecker().problems(of: manifest).map(\.description).joined()
-        #expect(text.contains(expected), "\(text)")
-    }
+        @Test func missingLlamaConfigField() throws {
+            let folder = try F.temporaryFolder()
+            var m = try F.relocatable(F.llmID)
+            var config = try #require(m["config"] as? [String: Any])
+            config["hidden_size"] = nil
+            m["config"] = config
+            let manifest = try F.component(m, in: folder)
+            let text = try makeChecker().problems(of: manifest).map(\.description).joined()
+            #expect(text.contains("config.hidden_size: required field is missing"))
+        }
 
-    @Test func mlpConfigErrors() throws {
-        let folder = try F.temporaryFolder()
-        var m = try F.relocatable(F.connectorID)
-        m["config"] = ["depth": 3, "layer_names": ["a", "b"]]
-        let manifest = try F.component(m, in: folder)
-        let text = try makeChecker().problems(of: manifest).map(\.description).joined()
-        #expect(text.contains("config.layer_names: 2 names for 3 layers"), "\(text)")
-    }
+        @Test(arguments: [
+            ("heads", 5, "config.heads: hidden_size 64 is not divisible by heads 5"),
+            ("patch_size", 24, "config.patch_size: image_size 64 is not a multiple of patch_size 24"),
+        ])
+        func clipConfigErrors(field: String, value: Int, expected: String) throws {
+            let folder = try F.temporaryFolder()
+            var m = try F.relocatable(F.encoderID)
+            var config = try #require(m["config"] as? [String: Any])
+            config[field] = value
+            m["config"] = config
+            let manifest = try F.component(m, in: folder)
+            let text = try makeChecker().problems(of: manifest).map(\.description).joined()
+            #expect(text.contains(expected), "\(text)")
+        }
 
-    @Test func encoderToConnectorWidthMismatch() throws {
-        let folder = try F.temporaryFolder()
-        let connector = try F.component(F.relocatable(F.connectorID).merging(["id": "wide", "input_width": 96]) { $1 }, in: folder)
-        let catalog = try F.catalog()
-        let checker = try makeChecker(catalog)
-        let problems = checker.problems(encoder: try catalog.component(F.encoderID), connector: connector,
-                                        languageModel: try catalog.component(F.llmID))
-        #expect(problems == [.widthMismatch(from: F.encoderID, width: 64, to: "wide", expects: 96)])
-        let text = problems[0].description
-        #expect(text.contains("64") && text.contains("96") && text.contains(F.encoderID) && text.contains("wide"))
-    }
+        @Test func mlpConfigErrors() throws {
+            let folder = try F.temporaryFolder()
+            var m = try F.relocatable(F.connectorID)
+            m["config"] = ["depth": 3, "layer_names": ["a", "b"]]
+            let manifest = try F.component(m, in: folder)
+            let text = try makeChecker().problems(of: manifest).map(\.description).joined()
+            #expect(text.contains("config.layer_names: 2 names for 3 layers"), "\(text)")
+        }
 
-    @Test func connectorToLanguageModelWidthMismatch() throws {
-        let folder = try F.temporaryFolder()
-        let connector = try F.component(F.relocatable(F.connectorID).merging(["id": "narrow", "output_width": 256]) { $1 }, in: folder)
-        let catalog = try F.catalog()
-        let problems = try makeChecker(catalog).problems(encoder: try catalog.component(F.encoderID), connector: connector,
-                                                     languageModel: try catalog.component(F.llmID))
-        #expect(problems == [.widthMismatch(from: "narrow", width: 256, to: F.llmID, expects: 128)])
-        #expect(problems[0].description.contains("256") && problems[0].description.contains("128"))
-    }
+        @Test func encoderToConnectorWidthMismatch() throws {
+            let folder = try F.temporaryFolder()
+            let connector = try F.component(F.relocatable(F.connectorID).merging(["id": "wide", "input_width": 96]) { $1 }, in: folder)
+            let catalog = try F.catalog()
+            let checker = try makeChecker(catalog)
+            let problems = checker.problems(encoder: try catalog.component(F.encoderID), connector: connector,
+                                            languageModel: try catalog.component(F.llmID))
+            #expect(problems == [.widthMismatch(from: F.encoderID, width: 64, to: "wide", expects: 96)])
+            let text = problems[0].description
+            #expect(text.contains("64") && text.contains("96") && text.contains(F.encoderID) && text.contains("wide"))
+        }
 
-    @Test func tokensOverTheContext() throws {
-        let folder = try F.temporaryFolder()
-        try F.write(F.relocatable(F.llmID).merging(["id": "short-llm", "context_length": 8]) { $1 }, to: folder, name: "llm.component.json")
-        var assembly = try F.shipped(F.assemblyID)
-        assembly["id"] = "short"
-        assembly["language_model"] = "short-llm"
-        assembly["samples"] = nil
-        try F.write(assembly, to: folder, name: "short.assembly.json")
-        let catalog = try F.catalog(adding: [folder])
-        let problems = try makeChecker(catalog).problems(assembly: try catalog.assembly("short"))
-        #expect(problems == ["inputs[0]: token count 16 exceeds the context length 8 of 'short-llm'"])
-        // Keeping the class token makes 17.
-        let full = try makeChecker(catalog).problems(encoder: try catalog.component(F.encoderID), connector: try catalog.component(F.connectorID),
-                                                 languageModel: try catalog.component("short-llm"), select: .full)
-        #expect(full == [.tokensOverContext(tokens: 17, languageModel: "short-llm", context: 8)])
-    }
+        @Test func connectorToLanguageModelWidthMismatch() throws {
+            let folder = try F.temporaryFolder()
+            let connector = try F.component(F.relocatable(F.connectorID).merging(["id": "narrow", "output_width": 256]) { $1 }, in: folder)
+            let catalog = try F.catalog()
+            let problems = try makeChecker(catalog).problems(encoder: try catalog.component(F.encoderID), connector: connector,
+                                                         languageModel: try catalog.component(F.llmID))
+            #expect(problems == [.widthMismatch(from: "narrow", width: 256, to: F.llmID, expects: 128)])
+            #expect(problems[0].description.contains("256") && problems[0].description.contains("128"))
+        }
 
-    @Test func missingTokenizerFile() throws {
-        let folder = try F.temporaryFolder()
-        var m = try F.relocatable(F.llmID)
-        m["tokenizer"] = ["file": "missing/tokenizer.json", "eos_token_ids": [2]]
-        let manifest = try F.component(m, in: folder)
-        let expected = folder.appendingPathComponent("missing/tokenizer.json").path
-        #expect(try makeChecker().problems(of: manifest) == [.tokenizerMissing(languageModel: F.llmID, file: expected)])
-        #expect(CompatibilityProblem.tokenizerMissing(languageModel: F.llmID, file: expected).description.contains(expected))
-    }
+        @Test func tokensOverTheContext() throws {
+            let folder = try F.temporaryFolder()
+            try F.write(F.relocatable(F.llmID).merging(["id": "short-llm", "context_length": 8]) { $1 }, to: folder, name: "llm.component.json")
+            var assembly = try F.shipped(F.assemblyID)
+            assembly["id"] = "short"
+            assembly["language_model"] = "short-llm"
+            assembly["samples"] = nil
+            try F.write(assembly, to: folder, name: "short.assembly.json")
+            let catalog = try F.catalog(adding: [folder])
+            let problems = try makeChecker(catalog).problems(assembly: try catalog.assembly("short"))
+            #expect(problems == ["inputs[0]: token count 16 exceeds the context length 8 of 'short-llm'"])
+            // Keeping the class token makes 17.
+            let full = try makeChecker(catalog).problems(encoder: try catalog.component(F.encoderID), connector: try catalog.component(F.connectorID),
+                                                     languageModel: try catalog.component("short-llm"), select: .full)
+            #expect(full == [.tokensOverContext(tokens: 17, languageModel: "short-llm", context: 8)])
+        }
 
-    @Test func assemblyNamingAnUnknownOrWrongPart() throws {
-        let catalog = try F.catalog()
-        let checker = try makeChecker(catalog)
-        let unknown = checker.problems(assembly: Assembler.assembly(id: "x", encoder: "nope", connector: F.connectorID, languageModel: F.llmID))
-        #expect(unknown.count == 1 && unknown[0].hasPrefix("inputs[0]: unknown encoder id 'nope'"))
-        let swapped = checker.problems(assembly: Assembler.assembly(id: "x", encoder: F.connectorID, connector: F.connectorID, languageModel: F.llmID))
-        #expect(swapped.count == 1 && swapped[0].contains("is of kind connector"))
-        let noLM = checker.problems(assembly: Assembler.assembly(id: "x", encoder: F.encoderID, connector: F.connectorID, languageModel: "nope"))
-        #expect(noLM.count == 1 && noLM[0].contains("unknown language model id 'nope'"))
-    }
+        @Test func missingTokenizerFile() throws {
+            let folder = try F.temporaryFolder()
+            var m = try F.relocatable(F.llmID)
+            m["tokenizer"] = ["file": "missing/tokenizer.json", "eos_token_ids": [2]]
+            let manifest = try F.component(m, in: folder)
+            let expected = folder.appendingPathComponent("missing/tokenizer.json").path
+            #expect(try makeChecker().problems(of: manifest) == [.tokenizerMissing(languageModel: F.llmID, file: expected)])
+            #expect(CompatibilityProblem.tokenizerMissing(languageModel: F.llmID, file: expected).description.contains(expected))
+        }
 
-    @Test func assemblerRefusesAMisfitWithAClearError() throws {
-        let folder = try F.temporaryFolder()
-        try F.write(F.relocatable(F.connectorID).merging(["id": "wide", "input_width": 96]) { $1 }, to: folder, name: "wide.component.json")
-        let catalog = try F.catalog(adding: [folder])
-        let assembly = Assembler.assembly(id: "misfit", encoder: F.encoderID, connector: "wide", languageModel: F.llmID)
-        do {
-            _ = try Assembler(catalog: catalog, families: families).build(assembly)
-            Issue.record("a misfit was built")
-        } catch {
-            let message = F.message(error)
-            #expect(message.contains("assembly 'misfit' does not fit together"))
-            #expect(message.contains("produces width 64, 'wide' expects 96"))
+        @Test func assemblyNamingAnUnknownOrWrongPart() throws {
+            let catalog = try F.catalog()
+            let checker = try makeChecker(catalog)
+            let unknown = checker.problems(assembly: Assembler.assembly(id: "x", encoder: "nope", connector: F.connectorID, languageModel: F.llmID))
+            #expect(unknown.count == 1 && unknown[0].hasPrefix("inputs[0]: unknown encoder id 'nope'"))
+            let swapped = checker.problems(assembly: Assembler.assembly(id: "x", encoder: F.connectorID, connector: F.connectorID, languageModel: F.llmID))
+            #expect(swapped.count == 1 && swapped[0].contains("is of kind connector"))
+            let noLM = checker.problems(assembly: Assembler.assembly(id: "x", encoder: F.encoderID, connector: F.connectorID, languageModel: "nope"))
+            #expect(noLM.count == 1 && noLM[0].contains("unknown language model id 'nope'"))
+        }
+
+        @Test func assemblerRefusesAMisfitWithAClearError() throws {
+            let folder = try F.temporaryFolder()
+            try F.write(F.relocatable(F.connectorID).merging(["id": "wide", "input_width": 96]) { $1 }, to: folder, name: "wide.component.json")
+            let catalog = try F.catalog(adding: [folder])
+            let assembly = Assembler.assembly(id: "misfit", encoder: F.encoderID, connector: "wide", languageModel: F.llmID)
+            do {
+                _ = try Assembler(catalog: catalog, families: families).build(assembly)
+                Issue.record("a misfit was built")
+            } catch {
+                let message = F.message(error)
+                #expect(message.contains("assembly 'misfit' does not fit together"))
+                #expect(message.contains("produces width 64, 'wide' expects 96"))
+            }
         }
     }
 }
 
 // MARK: - "auto" connectors: settled widths, seeded init
 
-@Suite struct AutoConnectorTests {
-    /// Writes an "auto" connector (no weights) with `seed` and an assembly around it; builds it.
-    func build(seed: UInt64?, family: String = "mlp") throws -> AssembledModel {
-        let folder = try F.temporaryFolder()
-        var connector: [String: Any] = [
-            "schema": "chimera.component/v1", "id": "fresh-projector", "kind": "connector", "family": family,
-            "config": (family == "mlp" ? ["depth": 2, "activation": "gelu"] : [:]) as [String: Any],
-            "input_width": "auto", "output_width": "auto",
-        ]
-        if let seed { connector["seed"] = Int(seed) }
-        try F.write(connector, to: folder, name: "fresh.component.json")
-        let assembly = Assembler.assembly(id: "fresh", encoder: F.encoderID, connector: "fresh-projector", languageModel: F.llmID)
-        let catalog = try F.catalog(adding: [folder])
-        let manifest = try catalog.component("fresh-projector")
-        #expect(manifest.inputWidth == .auto && manifest.outputWidth == .auto && manifest.weights == nil)
-        #expect(CompatibilityChecker(catalog: catalog, families: BuiltinFamilies.registry()).problems(assembly: assembly) == [])
-        return try Assembler(catalog: catalog, families: BuiltinFamilies.registry()).build(assembly)
-    }
+extension ManifestTests {
+    @Suite struct AutoConnector {
+        /// Writes an "auto" connector (no weights) with `seed` and an assembly around it; builds it.
+        func build(seed: UInt64?, family: String = "mlp") throws -> AssembledModel {
+            let folder = try F.temporaryFolder()
+            var connector: [String: Any] = [
+                "schema": "chimera.component/v1", "id": "fresh-projector", "kind": "connector", "family": family,
+                "config": (family == "mlp" ? ["depth": 2, "activation": "gelu"] : [:]) as [String: Any],
+                "input_width": "auto", "output_width": "auto",
+            ]
+            if let seed { connector["seed"] = Int(seed) }
+            try F.write(connector, to: folder, name: "fresh.component.json")
+            let assembly = Assembler.assembly(id: "fresh", encoder: F.encoderID, connector: "fresh-projector", languageModel: F.llmID)
+            let catalog = try F.catalog(adding: [folder])
+            let manifest = try catalog.component("fresh-projector")
+            #expect(manifest.inputWidth == .auto && manifest.outputWidth == .auto && manifest.weights == nil)
+            #expect(CompatibilityChecker(catalog: catalog, families: BuiltinFamilies.registry()).problems(assembly: assembly) == [])
+            return try Assembler(catalog: catalog, families: BuiltinFamilies.registry()).build(assembly)
+        }
 
-    func weights(_ model: AssembledModel) -> [String: [Float]] {
-        Dictionary(uniqueKeysWithValues: model.inputs[0].connector.parameters.map { ($0.name, $0.tensor.toArray()) })
-    }
+        func weights(_ model: AssembledModel) -> [String: [Float]] {
+            Dictionary(uniqueKeysWithValues: model.inputs[0].connector.parameters.map { ($0.name, $0.tensor.toArray()) })
+        }
 
-    @Test func autoWidthsAreSettledByTheAssembly() throws {
-        let model = try build(seed: 7)
-        let connector = model.inputs[0].connector
-        #expect(connector.inputWidth == 64)
-        #expect(connector.outputWidth == 128)
-        let shapes = Dictionary(uniqueKeysWithValues: connector.parameters.map { ($0.name, $0.tensor.shape) })
-        #expect(shapes == ["linear_1.weight": [128, 64], "linear_1.bias": [128], "linear_2.weight": [128, 128], "linear_2.bias": [128]])
-        // The settled connector runs on the encoder's output.
-        let out = try connector.forward(Tensor(zeros: [16, 64]))
-        #expect(out.shape == [16, 128])
-    }
+        @Test func autoWidthsAreSettledByTheAssembly() throws {
+            let model = try build(seed: 7)
+            let connector = model.inputs[0].connector
+            #expect(connector.inputWidth == 64)
+            #expect(connector.outputWidth == 128)
+            let shapes = Dictionary(uniqueKeysWithValues: connector.parameters.map { ($0.name, $0.tensor.shape) })
+            #expect(shapes == ["linear_1.weight": [128, 64], "linear_1.bias": [128], "linear_2.weight": [128, 128], "linear_2.bias": [128]])
+            // The settled connector runs on the encoder's output.
+            let out = try connector.forward(Tensor(zeros: [16, 64]))
+            #expect(out.shape == [16, 128])
+        }
 
-    @Test func linearFamilyBuildsOneLayer() throws {
-        let connector = try build(seed: 1, family: "linear").inputs[0].connector
-        #expect(connector.parameters.map { $0.tensor.shape } == [[128, 64], [128]])
-    }
+        @Test func linearFamilyBuildsOneLayer() throws {
+            let connector = try build(seed: 1, family: "linear").inputs[0].connector
+            #expect(connector.parameters.map { $0.tensor.shape } == [[128, 64], [128]])
+        }
 
-    @Test func sameSeedSameWeightsOtherSeedOtherWeights() throws {
-        let a = weights(try build(seed: 7)), b = weights(try build(seed: 7)), c = weights(try build(seed: 8))
-        #expect(!a.isEmpty)
-        #expect(a == b)
-        #expect(a != c)
-        for (name, values) in a { #expect(values != c[name], "\(name) differs with another seed") }
-        #expect(a["linear_1.weight"]!.contains { $0 != 0 }, "initialized, not zeros")
-    }
+        @Test func sameSeedSameWeightsOtherSeedOtherWeights() throws {
+            let a = weights(try build(seed: 7)), b = weights(try build(seed: 7)), c = weights(try build(seed: 8))
+            #expect(!a.isEmpty)
+            #expect(a == b)
+            #expect(a != c)
+            for (name, values) in a { #expect(values != c[name], "\(name) differs with another seed") }
+            #expect(a["linear_1.weight"]!.contains { $0 != 0 }, "initialized, not zeros")
+        }
 
-    @Test func autoConnectorCannotBuildAlone() throws {
-        let folder = try F.temporaryFolder()
-        let m = try F.component(["schema": "chimera.component/v1", "id": "lonely", "kind": "connector", "family": "mlp",
-                                 "input_width": "auto", "output_width": 128], in: folder)
-        do {
-            _ = try BuiltinFamilies.registry().build(m)
-            Issue.record("an auto-width connector built outside an assembly")
-        } catch {
-            #expect(F.message(error).contains(#"has width "auto""#))
+        @Test func autoConnectorCannotBuildAlone() throws {
+            let folder = try F.temporaryFolder()
+            let m = try F.component(["schema": "chimera.component/v1", "id": "lonely", "kind": "connector", "family": "mlp",
+                                     "input_width": "auto", "output_width": 128], in: folder)
+            do {
+                _ = try BuiltinFamilies.registry().build(m)
+                Issue.record("an auto-width connector built outside an assembly")
+            } catch {
+                #expect(F.message(error).contains(#"has width "auto""#))
+            }
         }
     }
 }

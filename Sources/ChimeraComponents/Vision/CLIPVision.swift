@@ -41,6 +41,10 @@ public struct CLIPVisionConfig: Codable, Sendable {
         layerNormEps = try c.decodeIfPresent(Float.self, forKey: .layerNormEps) ?? 1e-5
         hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? "quick_gelu"
         channels = try c.decodeIfPresent(Int.self, forKey: .channels) ?? 3
+        for (value, key) in [(hiddenSize, CodingKeys.hiddenSize), (layers, .layers), (heads, .heads),
+                             (intermediateSize, .intermediateSize), (imageSize, .imageSize), (patchSize, .patchSize)] {
+            try require(value > 0, key, "must be positive, found \(value)")
+        }
         try require(hiddenSize % heads == 0, CodingKeys.heads, "hidden_size \(hiddenSize) is not divisible by heads \(heads)")
         try require(imageSize % patchSize == 0, CodingKeys.patchSize, "image_size \(imageSize) is not a multiple of patch_size \(patchSize)")
         try require(Activation(configName: hiddenAct) != nil, CodingKeys.hiddenAct, "unsupported activation '\(hiddenAct)'")

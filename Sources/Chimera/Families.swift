@@ -1,41 +1,74 @@
 import ChimeraIO
 import ChimeraTensor
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
-/// Hands out a component's weights by name under its prefix, checks shapes, and records every
-/// tensor it hands out under its full name (the component's `parameters`).
+/// Where a loader's tensors come from.
+public enum WeightSource: Sendable {
+    /// A checkpoint's safetensors files.
+    case store(WeightStore)
+    /// Tensors of the requested shapes that read as zeros and cost no memory until written
+    /// (pages of one reserved anonymous mapping): for counting parameters and planning memory.
+    case shapesOnly
+    /// Freshly allocated random tensors (uniform ±scale), for benchmarks of real shapes without a download.
+    case random(seed: UInt64, scale: Float)
+}
+
+/// Hands out a component's weights by name, checks shapes, and records every tensor it hands
+/// out under its full name (the component's `parameters`).
 public final class ParameterLoader: @unchecked Sendable {
-    public let store: WeightStore
+    public let source: WeightSource
     public let reference: WeightsReference
     /// Scope inside the component ("encoder.layers.3.").
     public let scope: String
     private let record: Record
 
-    final class Record: @unchecked Sendable { var loaded: [(name: String, tensor: Tensor)] = [] }
+    final class Record: @unchecked Sendable {
+        var loaded: [(name: String, tensor: Tensor)] = []
+        var generator = SplitMix64(seed: 0)
+    }
 
-    public init(store: WeightStore, reference: WeightsReference) {
-        self.store = store
+    public init(source: WeightSource, reference: WeightsReference = WeightsReference(files: ["(none)"])) {
+        self.source = source
         self.reference = reference
         scope = ""
         record = Record()
+        if case let .random(seed, _) = source { record.generator = SplitMix64(seed: seed) }
     }
 
-    private init(store: WeightStore, reference: WeightsReference, scope: String, record: Record) {
-        self.store = store; self.reference = reference; self.scope = scope; self.record = record
+    public convenience init(store: WeightStore, reference: WeightsReference) {
+        self.init(source: .store(store), reference: reference)
+    }
+
+    private init(source: WeightSource, reference: WeightsReference, scope: String, record: Record) {
+        self.source = source; self.reference = reference; self.scope = scope; self.record = record
     }
 
     /// A loader for a sub-module ("encoder.layers.3.") sharing this loader's record.
     public func scoped(_ name: String) -> ParameterLoader {
-        ParameterLoader(store: store, reference: reference, scope: scope + name, record: record)
+        ParameterLoader(source: source, reference: reference, scope: scope + name, record: record)
     }
 
     func storedName(_ name: String) -> String { reference.storedName(scope + name) }
 
-    public func contains(_ name: String) -> Bool { store.contains(storedName(name)) }
+    /// Optional tensors (biases some checkpoints have) exist only in real stores.
+    public func contains(_ name: String) -> Bool {
+        if case let .store(store) = source { return store.contains(storedName(name)) }
+        return false
+    }
 
     public func tensor(_ name: String, shape: [Int]) throws -> Tensor {
         let stored = storedName(name)
-        let t = try store.tensor(stored, shape: shape)
+        let t: Tensor
+        switch source {
+        case let .store(store): t = try store.tensor(stored, shape: shape)
+        case .shapesOnly: t = Tensor(shape: shape, storage: ZeroPages.storage(count: shape.reduce(1, *)))
+        case let .random(_, scale):
+            t = Tensor(zeros: shape)
+            for i in 0..<t.count { t.data[i] = record.generator.uniform(scale) }
+        }
         record.loaded.append((stored, t))
         return t
     }
@@ -45,6 +78,23 @@ public final class ParameterLoader: @unchecked Sendable {
     }
 
     public var loaded: [(name: String, tensor: Tensor)] { record.loaded }
+}
+
+/// One large reserved, never-written anonymous mapping: every shapes-only tensor points at it.
+enum ZeroPages {
+    static let capacity = 1 << 36  // 64 Gi floats of address space; untouched pages cost nothing
+    nonisolated(unsafe) static let base: UnsafeMutablePointer<Float> = {
+        let p = mmap(nil, capacity * 4, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+        precondition(p != MAP_FAILED, "could not reserve address space for shapes-only tensors")
+        return p!.assumingMemoryBound(to: Float.self)
+    }()
+    final class Owner: @unchecked Sendable {}
+    static let owner = Owner()
+
+    static func storage(count: Int) -> TensorStorage {
+        precondition(count <= capacity, "shapes-only tensor of \(count) elements is too large")
+        return TensorStorage(borrowing: base, count: count, owner: owner)
+    }
 }
 
 /// What a family gets to build a component: its manifest, its weights (nil for a connector that
@@ -120,11 +170,14 @@ public final class FamilyRegistry: @unchecked Sendable {
         return family
     }
 
-    /// Opens the manifest's weights and builds the component.
-    public func build(_ manifest: ComponentManifest, inputWidth: Int? = nil, outputWidth: Int? = nil) throws -> any Component {
+    /// Opens the manifest's weights (or stands in `substitute` for them) and builds the component.
+    public func build(_ manifest: ComponentManifest, inputWidth: Int? = nil, outputWidth: Int? = nil,
+                      substitute: WeightSource? = nil) throws -> any Component {
         let family = try family(for: manifest)
         var loader: ParameterLoader?
-        if let weights = manifest.weights {
+        if let substitute {
+            loader = ParameterLoader(source: substitute, reference: manifest.weights ?? WeightsReference(files: ["(none)"]))
+        } else if let weights = manifest.weights {
             let store = try WeightStore(files: weights.files.map { manifest.resolve($0).path })
             loader = ParameterLoader(store: store, reference: weights)
         }

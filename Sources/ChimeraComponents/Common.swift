@@ -23,7 +23,10 @@ struct LinearLayer: Sendable {
         bias = Tensor(shape: [output], values: (0..<output).map { _ in generator.uniform(bound) })
     }
 
+    /// Every matrix product of a family goes through these two calls, so that weight formats
+    /// (f16, bf16, quantized) can change here without touching the families.
     func callAsFunction(_ x: Tensor) -> Tensor { linear(x, weight: weight, bias: bias) }
+    func callAsFunction(_ x: Tensor, into out: Tensor) { linear(x, weight: weight, bias: bias, into: out) }
     var inputWidth: Int { weight.shape[1] }
     var outputWidth: Int { weight.shape[0] }
 }

@@ -65,7 +65,7 @@ public final class LlamaModel: LanguageModel, @unchecked Sendable {
     let embeddings: Tensor  // [vocab, hidden]
     let layers: [Layer]
     let finalNorm: Tensor
-    let lmHead: Tensor      // the embeddings when tied
+    let lmHead: LinearLayer  // the embeddings when tied
     let rotary: RotaryEmbedding
     let activation: Activation
 
@@ -97,7 +97,8 @@ public final class LlamaModel: LanguageModel, @unchecked Sendable {
                 down: try LinearLayer(l, "mlp.down_proj", input: ffn, output: h, bias: mb))
         }
         finalNorm = try w.tensor("model.norm.weight", shape: [h])
-        lmHead = config.tieWordEmbeddings ? embeddings : try w.tensor("lm_head.weight", shape: [config.vocabSize, h])
+        lmHead = config.tieWordEmbeddings ? LinearLayer(weight: embeddings, bias: nil)
+            : try LinearLayer(w, "lm_head", input: h, output: config.vocabSize, bias: false)
         rotary = RotaryEmbedding(headDim: hd, theta: config.ropeTheta)
         activation = Activation(configName: config.hiddenAct)!
         parameters = w.loaded
@@ -138,9 +139,9 @@ public final class LlamaModel: LanguageModel, @unchecked Sendable {
         let scores = ws.scratch("scores", count: tokens * cache.capacity)
         for (i, layer) in layers.enumerated() {
             rmsNorm(hidden, weight: layer.inputNorm, eps: eps, into: x)
-            linear(x, weight: layer.q.weight, bias: layer.q.bias, into: q)
-            linear(x, weight: layer.k.weight, bias: layer.k.bias, into: k)
-            linear(x, weight: layer.v.weight, bias: layer.v.bias, into: v)
+            layer.q(x, into: q)
+            layer.k(x, into: k)
+            layer.v(x, into: v)
             rotary.applyInPlace(q, heads: config.heads, startPosition: start)
             rotary.applyInPlace(k, heads: config.kvHeads, startPosition: start)
             let layerCache = cache.layers[i]
@@ -148,13 +149,13 @@ public final class LlamaModel: LanguageModel, @unchecked Sendable {
             multiHeadAttention(queries: q, keys: layerCache.keys.data, values: layerCache.values.data, keyCount: layerCache.length,
                                heads: config.heads, kvHeads: config.kvHeads, headDim: hd, causalOffset: start,
                                scores: scores, into: attended)
-            linear(attended, weight: layer.o.weight, bias: layer.o.bias, into: projected)
+            layer.o(attended, into: projected)
             addInPlace(hidden, projected)
             rmsNorm(hidden, weight: layer.postAttentionNorm, eps: eps, into: x)
-            linear(x, weight: layer.gate.weight, bias: layer.gate.bias, into: gate)
-            linear(x, weight: layer.up.weight, bias: layer.up.bias, into: up)
+            layer.gate(x, into: gate)
+            layer.up(x, into: up)
             gatedActivation(gate: gate, up: up, activation, into: gate)
-            linear(gate, weight: layer.down.weight, bias: layer.down.bias, into: projected)
+            layer.down(gate, into: projected)
             addInPlace(hidden, projected)
         }
         let outRows = lastOnly ? 1 : tokens
@@ -163,7 +164,7 @@ public final class LlamaModel: LanguageModel, @unchecked Sendable {
         let normed = ws.tensor("final", rows: outRows, columns: h)
         rmsNorm(last, weight: finalNorm, eps: eps, into: normed)
         let logits = ws.tensor("logits", rows: outRows, columns: config.vocabSize)
-        linear(normed, weight: lmHead, bias: nil, into: logits)
+        lmHead(normed, into: logits)
         return logits
     }
 }

@@ -61,7 +61,7 @@ public final class CLIPVisionEncoder: ModalityEncoder, @unchecked Sendable {
     public let config: CLIPVisionConfig
     public let parameters: [(name: String, tensor: Tensor)]
     let preprocessing: ImagePreprocessing
-    let patchWeight: Tensor       // [hidden, channels * patch * patch], the conv kernel flattened
+    let patchEmbedding: LinearLayer  // the conv kernel flattened to [hidden, channels * patch * patch]
     let classEmbedding: Tensor    // [hidden]
     let positionEmbedding: Tensor // [tokens, hidden]
     let preNorm: LayerNormLayer
@@ -84,8 +84,9 @@ public final class CLIPVisionEncoder: ModalityEncoder, @unchecked Sendable {
         activation = Activation(configName: config.hiddenAct)!
         let h = config.hiddenSize, p = config.patchSize
         let w = weights
-        patchWeight = try w.tensor("embeddings.patch_embedding.weight", shape: [h, config.channels, p, p])
-            .reshaped([h, config.channels * p * p])
+        patchEmbedding = LinearLayer(
+            weight: try w.tensor("embeddings.patch_embedding.weight", shape: [h, config.channels, p, p]).reshaped([h, config.channels * p * p]),
+            bias: nil)
         classEmbedding = try w.tensor("embeddings.class_embedding", shape: [h])
         positionEmbedding = try w.tensor("embeddings.position_embedding.weight", shape: [config.tokens, h])
         preNorm = try LayerNormLayer(w, "pre_layrnorm", width: h, eps: config.layerNormEps)
@@ -145,7 +146,7 @@ public final class CLIPVisionEncoder: ModalityEncoder, @unchecked Sendable {
                 }
             }
         }
-        let patchEmbeddings = linear(patches, weight: patchWeight)
+        let patchEmbeddings = patchEmbedding(patches)
         let embeddings = concatRows([classEmbedding.reshaped([1, config.hiddenSize]), patchEmbeddings])
         addInPlace(embeddings, positionEmbedding)
         return embeddings

@@ -10,6 +10,8 @@ let package = Package(
         .library(name: "ChimeraTokenizers", targets: ["ChimeraTokenizers"]),
         .library(name: "Chimera", targets: ["Chimera"]),
         .library(name: "ChimeraComponents", targets: ["ChimeraComponents"]),
+        // What plugin packages depend on (Plugins/*/Package.swift).
+        .library(name: "ChimeraPluginKit", targets: ["ChimeraPluginKit"]),
         .executable(name: "chimera", targets: ["chimera"]),
     ],
     dependencies: [
@@ -28,7 +30,10 @@ let package = Package(
         .target(name: "ChimeraTensor", dependencies: ["COpenBLAS"]),
         .target(name: "ChimeraIO", dependencies: ["ChimeraTensor", "CImageCodecs"]),
         .target(name: "ChimeraTokenizers"),
-        .target(name: "Chimera", dependencies: ["ChimeraTensor", "ChimeraIO", "ChimeraTokenizers"]),
+        // The plugin ABI: one C header, shared by the host and every plugin.
+        .target(name: "CChimeraPlugin"),
+        .target(name: "Chimera", dependencies: ["ChimeraTensor", "ChimeraIO", "ChimeraTokenizers", "CChimeraPlugin"]),
+        .target(name: "ChimeraPluginKit", dependencies: ["Chimera", "ChimeraTensor", "CChimeraPlugin"]),
         .target(name: "ChimeraComponents", dependencies: ["Chimera", "ChimeraTensor", "ChimeraIO"]),
         .executableTarget(
             name: "chimera",
@@ -41,5 +46,6 @@ let package = Package(
         .testTarget(name: "ChimeraIOTests", dependencies: ["ChimeraIO"], resources: [.copy("Fixtures")]),
         .testTarget(name: "ChimeraTokenizersTests", dependencies: ["ChimeraTokenizers"], resources: [.copy("Fixtures")]),
         .testTarget(name: "ChimeraTests", dependencies: ["Chimera", "ChimeraComponents"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "ChimeraPluginTests", dependencies: ["Chimera", "ChimeraComponents"], resources: [.copy("Fixtures")]),
     ]
 )

@@ -11,11 +11,16 @@ struct List: ParsableCommand {
     @Option(help: "A family name, e.g. clip-vision, mlp, llama") var family: String?
     @Flag(help: "Print JSON") var json = false
 
-    struct Row: Encodable { let id: String; let kind: String; let family: String; let modality: String?; let origin: String; let summary: String }
+    /// `origin`: the manifest's file (or built-in); `family_origin`: built-in or the plugin library.
+    struct Row: Encodable {
+        let id: String; let kind: String; let family: String; let modality: String?; let origin: String
+        let family_origin: String?; let summary: String
+    }
 
     func run() throws {
         do {
             let catalog = try catalogOptions.catalog()
+            let families = try catalogOptions.families()
             var rows: [Row] = []
             if kind != "assembly" {
                 let componentKind: ComponentKind? = try kind.map {
@@ -25,21 +30,23 @@ struct List: ParsableCommand {
                     return k
                 }
                 rows += catalog.list(kind: componentKind, modality: modality, family: family).map {
-                    Row(id: $0.id, kind: $0.kind.rawValue, family: $0.family, modality: $0.modality, origin: $0.origin, summary: summarize($0))
+                    Row(id: $0.id, kind: $0.kind.rawValue, family: $0.family, modality: $0.modality, origin: $0.origin,
+                        family_origin: families.families[$0.family]?.origin ?? "unknown family", summary: summarize($0))
                 }
             }
             if kind == nil || kind == "assembly", modality == nil, family == nil {
                 rows += catalog.assemblies.values.sorted { $0.id < $1.id }.map {
-                    Row(id: $0.id, kind: "assembly", family: "-", modality: nil, origin: $0.origin,
+                    Row(id: $0.id, kind: "assembly", family: "-", modality: nil, origin: $0.origin, family_origin: nil,
                         summary: ([$0.languageModel] + $0.inputs.map { "\($0.placeholder) \($0.encoder) → \($0.connector)" }).joined(separator: "; "))
                 }
             }
             if json { try printJSON(rows); return }
             let idWidth = max(2, rows.map(\.id.count).max() ?? 0), kindWidth = 14
-            print("ID".padding(toLength: idWidth, withPad: " ", startingAt: 0) + "  " + "KIND".padding(toLength: kindWidth, withPad: " ", startingAt: 0) + "  SUMMARY")
+            print("ID".padding(toLength: idWidth, withPad: " ", startingAt: 0) + "  " + "KIND".padding(toLength: kindWidth, withPad: " ", startingAt: 0) + "  SUMMARY  [ORIGIN]")
             for row in rows {
+                let origin = [row.family_origin.map { "family: \($0)" }, "manifest: \(row.origin)"].compactMap { $0 }.joined(separator: "; ")
                 print(row.id.padding(toLength: idWidth, withPad: " ", startingAt: 0) + "  "
-                      + row.kind.padding(toLength: kindWidth, withPad: " ", startingAt: 0) + "  " + row.summary)
+                      + row.kind.padding(toLength: kindWidth, withPad: " ", startingAt: 0) + "  " + row.summary + "  [\(origin)]")
             }
         } catch let error as ValidationError { throw error } catch { throw fail(error) }
     }
@@ -90,7 +97,7 @@ struct Compat: ParsableCommand {
     func run() throws {
         do {
             let catalog = try catalogOptions.catalog()
-            let checker = CompatibilityChecker(catalog: catalog, families: BuiltinFamilies.registry())
+            let checker = CompatibilityChecker(catalog: catalog, families: try catalogOptions.families())
             if let assembly = catalog.assemblies[id] {
                 let problems = checker.problems(assembly: assembly)
                 if json { try printJSON(Verdict(id: id, kind: "assembly", fits: problems.isEmpty, reasons: problems)); return }
@@ -165,7 +172,7 @@ struct Assemble: ParsableCommand {
                                               languageModel: llm, placeholder: placeholder, featureLayer: featureLayer, select: selection)
             let url = URL(fileURLWithPath: output)
             assembly.directory = url.deletingLastPathComponent()
-            let problems = CompatibilityChecker(catalog: catalog, families: BuiltinFamilies.registry()).problems(assembly: assembly)
+            let problems = CompatibilityChecker(catalog: catalog, families: try catalogOptions.families()).problems(assembly: assembly)
             guard problems.isEmpty else { throw AssemblyError.incompatible(assembly: assembly.id, problems: problems) }
             let encoderJSON = JSONEncoder()
             encoderJSON.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
@@ -182,7 +189,8 @@ struct Validate: ParsableCommand {
 
     func run() throws {
         var failures = 0
-        let families = BuiltinFamilies.registry()
+        let families: FamilyRegistry
+        do { families = try catalogOptions.families() } catch { throw fail(error) }
         for path in files {
             do {
                 let manifest = try AnyManifest.load(contentsOf: URL(fileURLWithPath: path))

@@ -8,19 +8,45 @@ struct ChimeraCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "chimera",
         abstract: "Compose small multimodal models from parts, check what fits, and run them on the CPU.",
-        subcommands: [List.self, Show.self, Compat.self, Assemble.self, Validate.self, Generate.self, Import.self])
+        subcommands: [List.self, Show.self, Compat.self, Assemble.self, Validate.self, Generate.self, Import.self, PluginCommand.self])
 }
 
 /// Options every command that reads manifests shares.
 struct CatalogOptions: ParsableArguments {
     @Option(name: .customLong("manifests"), help: ArgumentHelp("Extra folder of manifests (repeatable); also CHIMERA_MANIFESTS.", valueName: "dir"))
     var directories: [String] = []
+    @Option(name: .customLong("plugins"), help: ArgumentHelp("Extra folder of plugins (repeatable); also CHIMERA_PLUGINS and ~/.chimera/plugins.", valueName: "dir"))
+    var pluginDirectories: [String] = []
 
     func catalog(including file: URL? = nil) throws -> Catalog {
         var catalog = try Catalog.standard(extraDirectories: directories.map { URL(fileURLWithPath: $0) } + [Catalog.userDirectory].compactMap { $0 })
+        try plugins().addManifests(to: &catalog)
         if let file { try catalog.load(directory: file.deletingLastPathComponent()) }
         return catalog
     }
+
+    /// Plugins found in --plugins, CHIMERA_PLUGINS and the user's folder, loaded once per process;
+    /// a refused library is reported on stderr and the rest still work.
+    func plugins() -> PluginSet {
+        let dirs = PluginDiscovery.searchDirectories(explicit: pluginDirectories.map { URL(fileURLWithPath: $0) })
+        if let loaded = LoadedPlugins.set { return loaded }
+        let set = PluginSet.load(directories: dirs)
+        for refused in set.refused { progress("warning: \(refused.error)") }
+        LoadedPlugins.set = set
+        return set
+    }
+
+    /// Built-in families plus every plugin family.
+    func families() throws -> FamilyRegistry {
+        let registry = BuiltinFamilies.registry()
+        try plugins().register(into: registry)
+        return registry
+    }
+}
+
+/// The process's plugins: a command runs once, so they are loaded once.
+enum LoadedPlugins {
+    nonisolated(unsafe) static var set: PluginSet?
 }
 
 /// Errors reach the user as one clear message on stderr and a non-zero exit code.

@@ -1,0 +1,427 @@
+import CChimeraPlugin
+import ChimeraTensor
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// Run-time plugins: shared libraries exporting the C table of chimera_plugin.h. Each plugin family
+// is wrapped into a ComponentFamily whose components are ModalityEncoder / Connector objects backed
+// by that table, so the registry, compat, the assembler and generate treat them like built-ins.
+// Everything a plugin hands back is checked (ABI version, missing functions, shapes, finiteness)
+// and refused with a message naming the plugin.
+
+public enum PluginError: LocalizedError {
+    case cannotOpen(library: String, reason: String)
+    case missingEntry(library: String, reason: String)
+    case wrongABI(library: String, plugin: String, expected: Int32, found: Int32)
+    case malformed(library: String, detail: String)
+    case failed(plugin: String, family: String, call: String, message: String)
+    case badOutput(plugin: String, family: String, call: String, detail: String)
+    case duplicateFamily(name: String, first: String, second: String)
+    case notInstalled(name: String, directory: String, installed: [String])
+
+    public var errorDescription: String? {
+        switch self {
+        case let .cannotOpen(library, reason): return "plugin \(library): cannot load library: \(reason)"
+        case let .missingEntry(library, reason):
+            return "plugin \(library): no entry point \(CHIMERA_PLUGIN_ENTRY_SYMBOL) (\(reason)); is it a Chimera plugin?"
+        case let .wrongABI(library, plugin, expected, found):
+            return "plugin '\(plugin)' (\(library)): ABI version \(found), but this chimera speaks version \(expected); rebuild the plugin against this chimera"
+        case let .malformed(library, detail): return "plugin \(library): \(detail)"
+        case let .failed(plugin, family, call, message): return "plugin '\(plugin)', family '\(family)': \(call) failed: \(message)"
+        case let .badOutput(plugin, family, call, detail): return "plugin '\(plugin)', family '\(family)': \(call) returned \(detail)"
+        case let .duplicateFamily(name, first, second): return "component family '\(name)' is defined by \(first) and by \(second)"
+        case let .notInstalled(name, directory, installed):
+            return "no plugin '\(name)' is installed in \(directory) (installed: \(installed.isEmpty ? "none" : installed.joined(separator: ", ")))"
+        }
+    }
+}
+
+/// One loaded plugin library. Libraries are never unloaded: code they run may still be referenced
+/// by Swift metadata or callbacks, and a process loads a plugin once.
+public final class PluginLibrary: @unchecked Sendable {
+    public let path: String
+    public let name: String
+    public let version: String
+    /// Folder of manifests shipped with the plugin (`<plugin folder>/manifests`), when present.
+    public let manifestDirectory: URL?
+    let table: UnsafePointer<chimera_plugin>
+    public private(set) var families: [ComponentFamily] = []
+
+    /// Opens `path`, checks the ABI version first and every function the host will call.
+    public init(path: String, manifestDirectory: URL? = nil) throws {
+        self.path = path
+        self.manifestDirectory = manifestDirectory
+        guard let handle = dlopen(path, RTLD_NOW | RTLD_LOCAL) else {
+            throw PluginError.cannotOpen(library: path, reason: dlerror().map { String(cString: $0) } ?? "unknown dlopen error")
+        }
+        guard let symbol = dlsym(handle, CHIMERA_PLUGIN_ENTRY_SYMBOL) else {
+            throw PluginError.missingEntry(library: path, reason: dlerror().map { String(cString: $0) } ?? "symbol not found")
+        }
+        let entry = unsafeBitCast(symbol, to: chimera_plugin_entry_fn.self)
+        guard let table = entry() else {
+            throw PluginError.malformed(library: path, detail: "\(CHIMERA_PLUGIN_ENTRY_SYMBOL)() returned NULL")
+        }
+        // Only abi_version is read before the version is known to match.
+        let abi = table.pointee.abi_version
+        let reportedName = abi == CHIMERA_PLUGIN_ABI_VERSION ? table.pointee.name.map { String(cString: $0) } : nil
+        guard abi == CHIMERA_PLUGIN_ABI_VERSION else {
+            throw PluginError.wrongABI(library: path, plugin: URL(fileURLWithPath: path).lastPathComponent,
+                                       expected: CHIMERA_PLUGIN_ABI_VERSION, found: abi)
+        }
+        guard let name = reportedName, !name.isEmpty else { throw PluginError.malformed(library: path, detail: "the plugin table has no name") }
+        self.table = table
+        self.name = name
+        version = table.pointee.version.map { String(cString: $0) } ?? "?"
+        guard table.pointee.free != nil else { throw PluginError.malformed(library: path, detail: "plugin '\(name)' has no free function") }
+        let count = Int(table.pointee.family_count)
+        guard count >= 0, count == 0 || table.pointee.families != nil else {
+            throw PluginError.malformed(library: path, detail: "plugin '\(name)' declares \(count) families but no family table")
+        }
+        for i in 0..<count {
+            families.append(try wrap(table.pointee.families[i], index: i))
+        }
+    }
+
+    var origin: String { "plugin \(name) (\(path))" }
+
+    private func wrap(_ family: chimera_family, index: Int) throws -> ComponentFamily {
+        guard let cName = family.name, !String(cString: cName).isEmpty else {
+            throw PluginError.malformed(library: path, detail: "plugin '\(name)': family #\(index) has no name")
+        }
+        let familyName = String(cString: cName)
+        var missing: [String] = []
+        if family.create == nil { missing.append("create") }
+        if family.describe == nil { missing.append("describe") }
+        if family.forward == nil { missing.append("forward") }
+        if family.destroy == nil { missing.append("destroy") }
+        let kind: ComponentKind
+        switch family.kind {
+        case CHIMERA_KIND_ENCODER:
+            kind = .encoder
+            if family.prepare == nil { missing.append("prepare (encoders read their input files)") }
+        case CHIMERA_KIND_CONNECTOR: kind = .connector
+        default:
+            throw PluginError.malformed(library: path, detail: "plugin '\(name)', family '\(familyName)': unknown kind \(family.kind.rawValue)")
+        }
+        guard missing.isEmpty else {
+            throw PluginError.malformed(library: path, detail: "plugin '\(name)', family '\(familyName)': missing \(missing.joined(separator: ", "))")
+        }
+        let summary = family.summary.map { String(cString: $0) } ?? "plugin family"
+        let library = self, entry = FamilyTable(raw: family)
+        return ComponentFamily(
+            name: familyName, kind: kind, summary: summary, origin: origin,
+            validate: { manifest in
+                guard let validate = entry.raw.validate else { return }
+                let json = try PluginLibrary.json(manifest)
+                var error: UnsafeMutablePointer<CChar>?
+                if validate(json, &error) != 0 {
+                    throw ManifestError.invalid(file: manifest.originFile, detail: "config: \(library.take(error) ?? "refused by plugin '\(library.name)'")")
+                }
+            },
+            connectorTokens: { manifest, tokens in
+                guard let outputTokens = entry.raw.output_tokens, let json = try? PluginLibrary.json(manifest) else { return tokens }
+                let n = outputTokens(json, Int64(tokens))
+                return n > 0 ? Int(n) : nil
+            },
+            create: { manifest, context in
+                let instance = try PluginInstance(library: library, family: entry.raw, familyName: familyName, manifest: manifest, context: context)
+                switch kind {
+                case .encoder: return try PluginEncoder(instance: instance)
+                case .connector: return try PluginConnector(instance: instance)
+                case .languageModel: fatalError("plugins cannot build language models")  // unreachable: kind is checked above
+                }
+            })
+    }
+
+    /// Takes ownership of a string the plugin returned.
+    func take(_ pointer: UnsafeMutablePointer<CChar>?) -> String? {
+        guard let pointer else { return nil }
+        defer { table.pointee.free(pointer) }
+        return String(cString: pointer)
+    }
+
+    func release(_ pointer: UnsafeMutableRawPointer?) {
+        if let pointer { table.pointee.free(pointer) }
+    }
+
+    static func json(_ manifest: ComponentManifest) throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return String(decoding: try encoder.encode(manifest), as: UTF8.self)
+    }
+}
+
+/// A family's C function table; its pointers stay valid while the library is loaded (always).
+struct FamilyTable: @unchecked Sendable { let raw: chimera_family }
+
+/// One created plugin component: its handle, destroyed with it.
+final class PluginInstance: @unchecked Sendable {
+    let library: PluginLibrary
+    let family: chimera_family
+    let familyName: String
+    let manifest: ComponentManifest
+    let handle: UnsafeMutableRawPointer
+    let contract: [String: JSONValue]
+    private(set) var parameters: [(name: String, tensor: Tensor)] = []
+
+    init(library: PluginLibrary, family: chimera_family, familyName: String, manifest: ComponentManifest, context: ComponentBuildContext) throws {
+        self.library = library; self.family = family; self.familyName = familyName; self.manifest = manifest
+        // Widths the assembler settled replace "auto" before the plugin sees the manifest.
+        var settled = manifest
+        if let w = context.inputWidth, settled.inputWidth == .auto { settled.inputWidth = .fixed(w) }
+        if let w = context.outputWidth, settled.outputWidth == .auto { settled.outputWidth = .fixed(w) }
+        let json = try PluginLibrary.json(settled)
+        var handle: UnsafeMutableRawPointer?
+        var error: UnsafeMutablePointer<CChar>?
+        let status = family.create(json, manifest.directory.path, &handle, &error)
+        let message = library.take(error)
+        guard status == 0, let handle else {
+            if let handle { family.destroy(handle) }
+            throw PluginError.failed(plugin: library.name, family: familyName, call: "create of '\(manifest.id)'",
+                                     message: message ?? (status == 0 ? "returned no handle" : "status \(status)"))
+        }
+        self.handle = handle
+        guard let text = library.take(family.describe(handle)),
+              let parsed = try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8)), case let .object(object) = parsed else {
+            family.destroy(handle)
+            throw PluginError.badOutput(plugin: library.name, family: familyName, call: "describe", detail: "no JSON object")
+        }
+        contract = object
+        let count = object["parameters"]?.intValue ?? 0
+        if count > 0, let parameter = family.parameter {
+            for i in 0..<count {
+                var name: UnsafePointer<CChar>?
+                var view = chimera_tensor()
+                guard parameter(handle, Int64(i), &name, &view) == 0, let name, let data = view.data,
+                      let shape = Self.shape(view) else {
+                    family.destroy(handle)
+                    throw PluginError.badOutput(plugin: library.name, family: familyName, call: "parameter(\(i))", detail: "no valid tensor view")
+                }
+                parameters.append((String(cString: name), Tensor(shape: shape, storage: TensorStorage(borrowing: data, count: shape.reduce(1, *), owner: self))))
+            }
+        }
+    }
+
+    deinit { family.destroy(handle) }
+
+    func integer(_ key: String) throws -> Int {
+        guard let n = contract[key]?.intValue, n > 0 else {
+            throw PluginError.badOutput(plugin: library.name, family: familyName, call: "describe",
+                                        detail: "no positive integer \"\(key)\" (found \(contract[key].map { "\($0)" } ?? "nothing"))")
+        }
+        return n
+    }
+
+    static func shape(_ t: chimera_tensor) -> [Int]? {
+        guard t.rank >= 1, t.rank <= CHIMERA_TENSOR_MAX_RANK else { return nil }
+        let shape = withUnsafeBytes(of: t.shape) { raw in
+            let dims = raw.bindMemory(to: Int64.self)
+            return (0..<Int(t.rank)).map { Int(dims[$0]) }
+        }
+        return shape.allSatisfy { $0 >= 0 } ? shape : nil
+    }
+
+    /// Copies a tensor the plugin returned into host memory, checking shape and values.
+    func receive(_ out: chimera_tensor, call: String, expectedColumns: Int, expectedRows: Int?) throws -> Tensor {
+        defer { library.release(out.data) }
+        guard let data = out.data, let shape = Self.shape(out) else {
+            throw PluginError.badOutput(plugin: library.name, family: familyName, call: call, detail: "no tensor (rank \(out.rank))")
+        }
+        let rows = shape.count == 1 ? 1 : shape.dropLast().reduce(1, *), columns = shape.last!
+        guard columns == expectedColumns, expectedRows == nil || rows == expectedRows else {
+            throw PluginError.badOutput(plugin: library.name, family: familyName, call: call,
+                detail: "shape \(shape), expected [\(expectedRows.map(String.init) ?? "N"), \(expectedColumns)]")
+        }
+        let tensor = Tensor(shape: [rows, columns], values: Array(UnsafeBufferPointer(start: data, count: rows * columns)))
+        if let bad = (0..<tensor.count).first(where: { !tensor.data[$0].isFinite }) {
+            throw PluginError.badOutput(plugin: library.name, family: familyName, call: call,
+                detail: "a non-finite value (\(tensor.data[bad]) at row \(bad / columns), column \(bad % columns))")
+        }
+        return tensor
+    }
+
+    func forward(_ input: Tensor, layer: Int32, call: String, expectedColumns: Int, expectedRows: Int?) throws -> Tensor {
+        var view = chimera_tensor()
+        view.data = input.data
+        view.rank = Int32(min(input.rank, Int(CHIMERA_TENSOR_MAX_RANK)))
+        withUnsafeMutableBytes(of: &view.shape) { raw in
+            let dims = raw.bindMemory(to: Int64.self)
+            for (i, d) in input.shape.prefix(Int(CHIMERA_TENSOR_MAX_RANK)).enumerated() { dims[i] = Int64(d) }
+        }
+        var out = chimera_tensor()
+        var error: UnsafeMutablePointer<CChar>?
+        let status = withUnsafePointer(to: view) { family.forward(handle, $0, 1, layer, &out, &error) }
+        let message = library.take(error)
+        guard status == 0 else {
+            library.release(out.data)
+            throw PluginError.failed(plugin: library.name, family: familyName, call: call, message: message ?? "status \(status)")
+        }
+        return try receive(out, call: call, expectedColumns: expectedColumns, expectedRows: expectedRows)
+    }
+}
+
+/// A plugin encoder seen through the host's protocol.
+final class PluginEncoder: ModalityEncoder, @unchecked Sendable {
+    let instance: PluginInstance
+    let hiddenStateCount: Int
+    let output: TokenContract
+    init(instance: PluginInstance) throws {
+        self.instance = instance
+        hiddenStateCount = try instance.integer("hidden_states")
+        guard case let .object(o)? = instance.contract["output"], let width = o["width"]?.intValue, let tokens = o["tokens"]?.intValue,
+              width > 0, tokens > 0 else {
+            throw PluginError.badOutput(plugin: instance.library.name, family: instance.familyName, call: "describe", detail: "no \"output\": {width, tokens}")
+        }
+        output = TokenContract(width: width, tokens: tokens)
+        if let declared = instance.manifest.output, declared.width != width || declared.tokens != tokens {
+            throw PluginError.badOutput(plugin: instance.library.name, family: instance.familyName, call: "describe",
+                detail: "output {width \(width), tokens \(tokens)} but manifest '\(instance.manifest.id)' declares {width \(declared.width), tokens \(declared.tokens)}")
+        }
+    }
+    var manifest: ComponentManifest { instance.manifest }
+    var parameters: [(name: String, tensor: Tensor)] { instance.parameters }
+
+    func prepareInput(contentsOf url: URL) throws -> Tensor {
+        var out = chimera_tensor()
+        var error: UnsafeMutablePointer<CChar>?
+        let status = instance.family.prepare(instance.handle, url.path, &out, &error)
+        let message = instance.library.take(error)
+        guard status == 0 else {
+            instance.library.release(out.data)
+            throw PluginError.failed(plugin: instance.library.name, family: instance.familyName, call: "prepare of \(url.path)", message: message ?? "status \(status)")
+        }
+        defer { instance.library.release(out.data) }
+        guard let data = out.data, let shape = PluginInstance.shape(out) else {
+            throw PluginError.badOutput(plugin: instance.library.name, family: instance.familyName, call: "prepare", detail: "no tensor")
+        }
+        return Tensor(shape: shape, values: Array(UnsafeBufferPointer(start: data, count: shape.reduce(1, *))))
+    }
+
+    func hiddenState(_ input: Tensor, layer: Int) throws -> Tensor {
+        let index = layer < 0 ? hiddenStateCount + layer : layer
+        guard index >= 0, index < hiddenStateCount else {
+            throw PluginError.failed(plugin: instance.library.name, family: instance.familyName, call: "forward",
+                                     message: "feature_layer \(layer) is outside 0..<\(hiddenStateCount)")
+        }
+        return try instance.forward(input, layer: Int32(index), call: "forward", expectedColumns: output.width, expectedRows: output.tokens)
+    }
+}
+
+/// A plugin connector seen through the host's protocol.
+final class PluginConnector: Connector, @unchecked Sendable {
+    let instance: PluginInstance
+    let inputWidth: Int
+    let outputWidth: Int
+    init(instance: PluginInstance) throws {
+        self.instance = instance
+        inputWidth = try instance.integer("input_width")
+        outputWidth = try instance.integer("output_width")
+    }
+    var manifest: ComponentManifest { instance.manifest }
+    var parameters: [(name: String, tensor: Tensor)] { instance.parameters }
+
+    func outputTokens(forInputTokens inputTokens: Int) -> Int? {
+        guard let f = instance.family.output_tokens, let json = try? PluginLibrary.json(manifest) else { return inputTokens }
+        let n = f(json, Int64(inputTokens))
+        return n > 0 ? Int(n) : nil
+    }
+
+    func forward(_ features: Tensor) throws -> Tensor {
+        guard features.columns == inputWidth else {
+            throw PluginError.failed(plugin: instance.library.name, family: instance.familyName, call: "forward",
+                                     message: "features have width \(features.columns), expected \(inputWidth)")
+        }
+        return try instance.forward(features, layer: 0, call: "forward", expectedColumns: outputWidth,
+                                    expectedRows: outputTokens(forInputTokens: features.rows))
+    }
+}
+
+/// Finds plugin libraries: each folder given is a plugin folder (lib*.so, optionally in a SwiftPM
+/// package's .build/release or .build/debug, with manifests in manifests/) or a folder of them.
+public enum PluginDiscovery {
+    public static let environmentVariable = "CHIMERA_PLUGINS"
+
+    /// ~/.chimera/plugins (or CHIMERA_USER_HOME/plugins): where `chimera plugin install` copies.
+    public static var userDirectory: URL {
+        let env = ProcessInfo.processInfo.environment
+        let base = env["CHIMERA_USER_HOME"].map { URL(fileURLWithPath: $0) }
+            ?? URL(fileURLWithPath: NSHomeDirectory()).appendingPathComponent(".chimera")
+        return base.appendingPathComponent("plugins")
+    }
+
+    /// --plugins folders, then CHIMERA_PLUGINS (colon-separated), then the user's folder.
+    public static func searchDirectories(explicit: [URL]) -> [URL] {
+        var dirs = explicit
+        if let env = ProcessInfo.processInfo.environment[environmentVariable] {
+            dirs += env.split(separator: ":").filter { !$0.isEmpty }.map { URL(fileURLWithPath: String($0)) }
+        }
+        dirs.append(userDirectory)
+        return dirs
+    }
+
+    /// (library, manifest folder) pairs under one folder: the folder itself, else its subfolders.
+    public static func libraries(in directory: URL) -> [(library: URL, manifests: URL?)] {
+        let own = pluginFolder(directory)
+        if !own.isEmpty { return own }
+        let children = (try? FileManager.default.contentsOfDirectory(at: directory, includingPropertiesForKeys: nil)) ?? []
+        return children.sorted { $0.path < $1.path }.flatMap(pluginFolder)
+    }
+
+    static func pluginFolder(_ folder: URL) -> [(library: URL, manifests: URL?)] {
+        let fm = FileManager.default
+        let manifests = folder.appendingPathComponent("manifests")
+        let manifestDir = fm.fileExists(atPath: manifests.path) ? manifests : nil
+        for candidate in [folder, folder.appendingPathComponent(".build/release"), folder.appendingPathComponent(".build/debug")] {
+            let names = ((try? fm.contentsOfDirectory(atPath: candidate.path)) ?? []).filter { $0.hasPrefix("lib") && $0.hasSuffix(".so") }.sorted()
+            if !names.isEmpty { return names.map { (candidate.appendingPathComponent($0), manifestDir) } }
+        }
+        return []
+    }
+}
+
+/// The plugins of one process, loaded once at start-up.
+public struct PluginSet: Sendable {
+    public private(set) var libraries: [PluginLibrary] = []
+    /// Libraries that were refused, with why: reported, never fatal for the host.
+    public private(set) var refused: [(path: String, error: String)] = []
+
+    public init() {}
+
+    /// Loads every library in `directories` (missing folders are skipped); a broken library is
+    /// recorded in `refused` and the rest still load.
+    public static func load(directories: [URL]) -> PluginSet {
+        var set = PluginSet()
+        var seen: Set<String> = []
+        for dir in directories where FileManager.default.fileExists(atPath: dir.path) {
+            for (library, manifests) in PluginDiscovery.libraries(in: dir) {
+                let path = library.standardizedFileURL.resolvingSymlinksInPath().path
+                guard seen.insert(path).inserted else { continue }
+                do { set.libraries.append(try PluginLibrary(path: path, manifestDirectory: manifests)) } catch {
+                    set.refused.append((path, (error as? LocalizedError)?.errorDescription ?? "\(error)"))
+                }
+            }
+        }
+        return set
+    }
+
+    /// Registers every plugin family; a name already taken refuses that plugin's family.
+    public func register(into registry: FamilyRegistry) throws {
+        for library in libraries {
+            for family in library.families {
+                if let existing = registry.families[family.name] {
+                    throw PluginError.duplicateFamily(name: family.name, first: existing.origin, second: family.origin)
+                }
+                try registry.register(family)
+            }
+        }
+    }
+
+    /// Adds each plugin's shipped manifests to the catalog.
+    public func addManifests(to catalog: inout Catalog) throws {
+        for library in libraries {
+            if let dir = library.manifestDirectory { try catalog.load(directory: dir) }
+        }
+    }
+}

@@ -46,6 +46,5 @@ let package = Package(
         .testTarget(name: "ChimeraIOTests", dependencies: ["ChimeraIO"], resources: [.copy("Fixtures")]),
         .testTarget(name: "ChimeraTokenizersTests", dependencies: ["ChimeraTokenizers"], resources: [.copy("Fixtures")]),
         .testTarget(name: "ChimeraTests", dependencies: ["Chimera", "ChimeraComponents"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "ChimeraPluginTests", dependencies: ["Chimera", "ChimeraComponents"], resources: [.copy("Fixtures")]),
     ]
 )

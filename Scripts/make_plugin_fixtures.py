@@ -24,7 +24,7 @@ from transformers import WhisperConfig, WhisperFeatureExtractor
 from transformers.models.whisper.modeling_whisper import WhisperEncoder, WhisperEncoderLayer, sinusoids
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = ROOT / "Tests/ChimeraPluginTests/Fixtures"
+FIXTURES = ROOT / "Tests/ChimeraTests/Fixtures/plugins"
 torch.manual_seed(0)
 np.random.seed(0)
 

@@ -40,7 +40,7 @@ enum CLI {
         return url
     }
 
-    static func run(_ arguments: [String]) throws -> Result {
+    static func run(_ arguments: [String], environment extra: [String: String] = [:]) throws -> Result {
         guard let executable else {
             Issue.record("the chimera executable was not found next to the test bundle (\(CommandLine.arguments.first ?? "?"), \(Bundle.main.bundleURL.path))")
             throw ExecutableNotFound()
@@ -60,6 +60,7 @@ enum CLI {
         process.currentDirectoryURL = packageRoot
         var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("CHIMERA_") }
         environment["HOME"] = home.path
+        environment.merge(extra) { _, new in new }
         process.environment = environment
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = outHandle

@@ -1,0 +1,281 @@
+import ChimeraComponents
+import ChimeraTensor
+import Foundation
+import Testing
+@testable import Chimera
+
+/// Plugins the tests build: C variants of Fixtures/plugins/test_plugin.c (good and broken), and the
+/// two Swift plugin packages under Plugins/ (each built once per test run, in its own .build).
+enum TestPlugins {
+    static let fixtures = packageRoot.appendingPathComponent("Tests/ChimeraTests/Fixtures/plugins")
+    static let modes = ["GOOD", "WRONG_ABI", "NO_ENTRY", "NULL_TABLE", "CREATE_FAILS", "WRONG_SHAPE", "NON_FINITE", "NO_FORWARD", "FORWARD_FAILS"]
+
+    struct CommandFailed: Error, CustomStringConvertible { let description: String }
+
+    static func run(_ arguments: [String]) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = arguments
+        process.currentDirectoryURL = packageRoot
+        let log = temporaryDirectory().appendingPathComponent("log")
+        FileManager.default.createFile(atPath: log.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: log)
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        process.waitUntilExit()
+        try handle.close()
+        guard process.terminationStatus == 0 else {
+            throw CommandFailed(description: "\(arguments.joined(separator: " ")) failed:\n\(String(decoding: try Data(contentsOf: log), as: UTF8.self).suffix(3000))")
+        }
+    }
+
+    /// Folder per mode, each holding lib<mode>.so and the c-scale manifest in manifests/.
+    static let cPlugins: Result<URL, CommandFailed> = Result {
+        let root = temporaryDirectory()
+        for mode in modes {
+            let folder = root.appendingPathComponent(mode)
+            try FileManager.default.createDirectory(at: folder.appendingPathComponent("manifests"), withIntermediateDirectories: true)
+            try FileManager.default.copyItem(at: fixtures.appendingPathComponent("c-scale.component.json"),
+                                             to: folder.appendingPathComponent("manifests/c-scale.component.json"))
+            try run(["cc", "-shared", "-fPIC", "-DMODE=\(mode)", "-I", packageRoot.appendingPathComponent("Sources/CChimeraPlugin/include").path,
+                     fixtures.appendingPathComponent("test_plugin.c").path, "-o", folder.appendingPathComponent("lib\(mode.lowercased()).so").path])
+        }
+        return root
+    }.mapError { $0 as? CommandFailed ?? CommandFailed(description: "\($0)") }
+
+    static func cPlugin(_ mode: String) throws -> URL {
+        let root = try cPlugins.get()
+        return root.appendingPathComponent("\(mode)/lib\(mode.lowercased()).so")
+    }
+
+    static func buildPackage(_ name: String) -> Result<URL, CommandFailed> {
+        let folder = packageRoot.appendingPathComponent("Plugins/\(name)")
+        return Result { try run(["swift", "build", "--package-path", folder.path]); return folder }
+            .mapError { $0 as? CommandFailed ?? CommandFailed(description: "\($0)") }
+    }
+    static let sensor = buildPackage("SensorEncoder")
+    static let audio = buildPackage("AudioEncoder")
+
+    /// Built-ins plus the plugins in `folders`, and the catalog with their manifests.
+    static func environment(_ folders: [URL]) throws -> (Catalog, FamilyRegistry, PluginSet) {
+        let set = PluginSet.load(directories: folders)
+        let registry = BuiltinFamilies.registry()
+        try set.register(into: registry)
+        var catalog = try Catalog.standard()
+        try set.addManifests(to: &catalog)
+        return (catalog, registry, set)
+    }
+}
+
+func message(_ body: () throws -> Void) -> String {
+    do { try body(); return "(no error)" } catch { return (error as? LocalizedError)?.errorDescription ?? "\(error)" }
+}
+
+func reference(_ file: String) throws -> [String: Any] {
+    try JSONSerialization.jsonObject(with: Data(contentsOf: TestPlugins.fixtures.appendingPathComponent(file))) as! [String: Any]
+}
+
+func floats(_ any: Any?) -> [Float] { (any as! [NSNumber]).map(\.floatValue) }
+
+func maxDifference(_ t: Tensor, _ expected: [Float]) -> Float {
+    #expect(t.count == expected.count, "\(t.shape) holds \(t.count) values, the reference \(expected.count)")
+    return zip(t.toArray(), expected).map { abs($0 - $1) }.max() ?? .infinity
+}
+
+@Suite struct PluginABITests {
+    @Test func brokenLibrariesAreRefusedByName() throws {
+        let cases: [(String, String)] = [
+            ("WRONG_ABI", "ABI version 42, but this chimera speaks version 1"),
+            ("NO_ENTRY", "no entry point chimera_plugin_entry"),
+            ("NULL_TABLE", "chimera_plugin_entry() returned NULL"),
+            ("NO_FORWARD", "plugin 'c-test', family 'c-scale': missing forward"),
+        ]
+        for (mode, expected) in cases {
+            let path = try TestPlugins.cPlugin(mode).path
+            let text = message { _ = try PluginLibrary(path: path) }
+            #expect(text.contains(expected), "\(mode): \(text)")
+            #expect(text.contains("lib\(mode.lowercased()).so"), "\(mode) names the library: \(text)")
+        }
+        let missing = message { _ = try PluginLibrary(path: "/nonexistent/libnothing.so") }
+        #expect(missing.contains("plugin /nonexistent/libnothing.so: cannot load library"), "\(missing)")
+    }
+
+    /// The c-scale connector of one variant, built through the registry as the assembler does.
+    func connector(_ mode: String) throws -> any Connector {
+        let (catalog, registry, set) = try TestPlugins.environment([try TestPlugins.cPlugin(mode).deletingLastPathComponent()])
+        #expect(set.refused.isEmpty, "\(set.refused)")
+        return try #require(try registry.build(try catalog.component("c-scale-8")) as? any Connector)
+    }
+
+    @Test func goodCPluginRunsAsAConnector() throws {
+        let c = try connector("GOOD")
+        #expect(c.inputWidth == 8 && c.outputWidth == 8)
+        let x = Tensor(shape: [3, 8], values: (0..<24).map { Float($0) / 10 })
+        let y = try c.forward(x)
+        #expect(y.shape == [3, 8])
+        #expect(y.toArray() == x.toArray().map { 2 * $0 })
+        let (_, registry, _) = try TestPlugins.environment([try TestPlugins.cPlugin("GOOD").deletingLastPathComponent()])
+        #expect(registry.families["c-scale"]?.origin.hasPrefix("plugin c-test (") == true)
+    }
+
+    @Test func failingCallsAreReportedNotFatal() throws {
+        #expect(message { _ = try connector("CREATE_FAILS") }
+            == "plugin 'c-test', family 'c-scale': create of 'c-scale-8' failed: the weights are not where I expected them")
+        let x = Tensor(shape: [3, 8], values: (0..<24).map(Float.init))
+        let wrong = try connector("WRONG_SHAPE")
+        #expect(message { _ = try wrong.forward(x) } == "plugin 'c-test', family 'c-scale': forward returned shape [3, 9], expected [3, 8]")
+        let nan = try connector("NON_FINITE")
+        #expect(message { _ = try nan.forward(x) } == "plugin 'c-test', family 'c-scale': forward returned a non-finite value (nan at row 2, column 7)")
+        let failing = try connector("FORWARD_FAILS")
+        #expect(message { _ = try failing.forward(x) } == "plugin 'c-test', family 'c-scale': forward failed: forward is unhappy")
+        #expect(message { _ = try failing.forward(Tensor(zeros: [2, 5])) }.contains("features have width 5, expected 8"))
+    }
+
+    @Test func aBrokenLibraryDoesNotStopTheOthers() throws {
+        let root = try TestPlugins.cPlugins.get()
+        let set = PluginSet.load(directories: [root.appendingPathComponent("GOOD"), root.appendingPathComponent("WRONG_ABI")])
+        #expect(set.libraries.map(\.name) == ["c-test"])
+        #expect(set.refused.count == 1 && set.refused[0].error.contains("ABI version 42"))
+        let result = try CLI.run(["plugin", "list", "--plugins", root.appendingPathComponent("GOOD").path, "--plugins", root.appendingPathComponent("NULL_TABLE").path])
+        #expect(result.status == 0, "\(result.all)")
+        #expect(result.stdout.contains("c-test 1") && result.stdout.contains("family c-scale (connector)"), "\(result.stdout)")
+        #expect(result.stdout.contains("✗") && result.stdout.contains("returned NULL"), "\(result.stdout)")
+        let list = try CLI.run(["list", "--plugins", root.appendingPathComponent("WRONG_ABI").path])
+        #expect(list.status == 0 && list.stderr.contains("warning: plugin 'libwrong_abi.so'"), "\(list.all)")
+    }
+
+    @Test func installAndRemove() throws {
+        let home = CLITestsHome()
+        let good = try TestPlugins.cPlugin("GOOD").deletingLastPathComponent()
+        let install = try CLI.run(["plugin", "install", good.path], environment: ["CHIMERA_USER_HOME": home.path])
+        #expect(install.status == 0 && install.stdout.contains("installed c-test 1 (c-scale)"), "\(install.all)")
+        #expect(FileManager.default.fileExists(atPath: home.appendingPathComponent("plugins/c-test/manifests/c-scale.component.json").path))
+        let list = try CLI.run(["list", "--kind", "connector"], environment: ["CHIMERA_USER_HOME": home.path])
+        #expect(list.stdout.contains("c-scale-8") && list.stdout.contains("family: plugin c-test ("), "\(list.all)")
+        let refused = try CLI.run(["plugin", "install", try TestPlugins.cPlugin("WRONG_ABI").path], environment: ["CHIMERA_USER_HOME": home.path])
+        #expect(refused.status != 0 && refused.stderr.contains("ABI version 42"), "\(refused.all)")
+        let remove = try CLI.run(["plugin", "remove", "c-test"], environment: ["CHIMERA_USER_HOME": home.path])
+        #expect(remove.status == 0, "\(remove.all)")
+        #expect(!FileManager.default.fileExists(atPath: home.appendingPathComponent("plugins/c-test").path))
+        let again = try CLI.run(["plugin", "remove", "c-test"], environment: ["CHIMERA_USER_HOME": home.path])
+        #expect(again.status != 0 && again.stderr.contains("no plugin 'c-test' is installed"), "\(again.all)")
+    }
+
+    func CLITestsHome() -> URL { temporaryDirectory() }
+}
+
+@Suite struct SensorPluginTests {
+    func encoder() throws -> any ModalityEncoder {
+        let (catalog, registry, _) = try TestPlugins.environment([try TestPlugins.sensor.get()])
+        return try #require(try registry.build(try catalog.component("sensor-tiny")) as? any ModalityEncoder)
+    }
+
+    @Test func matchesTheReference() throws {
+        let encoder = try encoder()
+        let ref = try reference("sensor_reference.json")
+        let input = try encoder.prepareInput(contentsOf: packageRoot.appendingPathComponent("Plugins/SensorEncoder/manifests/sample.csv"))
+        #expect(input.shape == [64, 3])
+        #expect(maxDifference(input, floats(ref["input"])) < 1e-5)
+        #expect(maxDifference(try encoder.hiddenState(input, layer: 1), floats(ref["hidden_1"])) < 1e-4)
+        #expect(maxDifference(try encoder.hiddenState(input, layer: -1), floats(ref["last"])) < 1e-4)
+        #expect(encoder.parameters.contains { $0.name == "layers.1.self_attn.q_proj.weight" && $0.tensor.shape == [32, 32] })
+    }
+
+    @Test func badRecordingsAreRefused() throws {
+        let encoder = try encoder()
+        let dir = temporaryDirectory()
+        func refusal(_ name: String, _ text: String) -> String {
+            let url = dir.appendingPathComponent(name)
+            try? text.write(to: url, atomically: true, encoding: .utf8)
+            return message { _ = try encoder.prepareInput(contentsOf: url) }
+        }
+        #expect(refusal("a.csv", "temperature,humidity\n1,2\n").contains("missing channel vibration (found: humidity, temperature)"))
+        #expect(refusal("b.csv", "temperature,humidity,vibration\n1,2,x\n").contains("row 2, column 'vibration': 'x' is not a finite number"))
+        #expect(refusal("c.csv", "temperature,humidity,vibration\n" + String(repeating: "1,2,3\n", count: 65)).contains("65 readings, the encoder takes at most 64"))
+        #expect(refusal("d.json", "{\"temperature\": [1, 2], \"humidity\": [1, 2], \"vibration\": [1]}").contains("channels have different lengths"))
+        let json = try encoder.prepareInput(contentsOf: { let u = dir.appendingPathComponent("e.json")
+            try! "{\"temperature\": [1, 3], \"humidity\": [5, 5], \"vibration\": [0, 2]}".write(to: u, atomically: true, encoding: .utf8); return u }())
+        #expect(abs(json.data[0] + 1) < 1e-4 && json.data[1] == 0 && abs(json.data[3] - 1) < 1e-4 && json.data[6] == 0)
+    }
+
+    @Test func runsEndToEndFromTheCLI() throws {
+        let folder = try TestPlugins.sensor.get()
+        let list = try CLI.run(["list", "--plugins", folder.path, "--modality", "sensor"])
+        #expect(list.stdout.contains("sensor-tiny") && list.stdout.contains("family: plugin sensor-encoder ("), "\(list.all)")
+        let compat = try CLI.run(["compat", "sensor-tiny", "--plugins", folder.path])
+        #expect(compat.stdout.contains("✓ sensor-tiny → mlp2x-gelu-fresh → chimera-tiny-default-llm"), "\(compat.all)")
+        let run = try CLI.run(["generate", "--plugins", folder.path, "--assembly", "sensor-tiny-default",
+                               "--prompt", "Readings: <sensor> Summary:", "--max-tokens", "6", "--json"])
+        #expect(run.status == 0, "\(run.all)")
+        let out = try CLI.json(run.stdout) as? [String: Any]
+        #expect((out?["tokens"] as? [Int])?.count == 6, "\(run.stdout)")
+        // The first run's greedy tokens are deterministic: the same command again gives the same.
+        let again = try CLI.run(["generate", "--plugins", folder.path, "--assembly", "sensor-tiny-default",
+                                 "--prompt", "Readings: <sensor> Summary:", "--max-tokens", "6", "--json"])
+        #expect((try CLI.json(again.stdout) as? [String: Any])?["tokens"] as? [Int] == out?["tokens"] as? [Int])
+    }
+}
+
+@Suite struct AudioPluginTests {
+    func build(_ id: String) throws -> any Component {
+        let (catalog, registry, _) = try TestPlugins.environment([try TestPlugins.audio.get()])
+        return try registry.build(try catalog.component(id))
+    }
+    var sample: URL { packageRoot.appendingPathComponent("Plugins/AudioEncoder/manifests/sample.wav") }
+
+    @Test func logMelMatchesWhisperFeatureExtractor() throws {
+        let encoder = try #require(try build("whisper-tiny-random") as? any ModalityEncoder)
+        let ref = try reference("audio_reference.json")
+        let features = try encoder.prepareInput(contentsOf: sample)
+        #expect(features.shape == [80, 200])
+        #expect(maxDifference(features, floats(ref["features"])) < 1e-4)
+    }
+
+    @Test func encoderMatchesWhisperEncoder() throws {
+        let encoder = try #require(try build("whisper-tiny-random") as? any ModalityEncoder)
+        let ref = try reference("audio_reference.json")
+        // On transformers' own features (isolates the encoder), then from the WAV file.
+        let features = Tensor(shape: [80, 200], values: floats(ref["features"]))
+        #expect(maxDifference(try encoder.hiddenState(features, layer: -1), floats(ref["last"])) < 1e-4)
+        #expect(maxDifference(try encoder.hiddenState(features, layer: 1), floats(ref["hidden_1"])) < 1e-4)
+        #expect(maxDifference(try encoder.hiddenState(try encoder.prepareInput(contentsOf: sample), layer: -1), floats(ref["last"])) < 1e-3)
+        let projector = try #require(try build("whisper-tiny-projector") as? any Connector)
+        let last = Tensor(shape: [100, 32], values: floats(ref["last"]))
+        let projected = try projector.forward(last)
+        #expect(projected.shape == [50, 48])
+        #expect(maxDifference(projected, floats(ref["projected"])) < 1e-4)
+    }
+
+    @Test func unsupportedAudioIsRefused() throws {
+        let encoder = try #require(try build("whisper-tiny-random") as? any ModalityEncoder)
+        let text = message { _ = try encoder.prepareInput(contentsOf: TestPlugins.fixtures.appendingPathComponent("tone-44k.wav")) }
+        #expect(text.contains("plugin 'audio-encoder', family 'whisper-encoder': prepare of") && text.contains("sample rate 44100 Hz; this encoder takes 16000 Hz"), "\(text)")
+        let notWav = message { _ = try encoder.prepareInput(contentsOf: TestPlugins.fixtures.appendingPathComponent("c-scale.component.json")) }
+        #expect(notWav.contains("not a RIFF/WAVE file"), "\(notWav)")
+    }
+
+    /// One prompt with two sensor recordings and one audio clip, each placeholder bound to its own
+    /// plugin encoder and connector.
+    @Test func multiInputPromptFromTheCLI() throws {
+        let sensor = try TestPlugins.sensor.get(), audio = try TestPlugins.audio.get()
+        let dir = temporaryDirectory()
+        let assembly = """
+        { "schema": "chimera.assembly/v1", "id": "sensor-audio-test", "language_model": "chimera-tiny-default-llm",
+          "inputs": [ { "placeholder": "<sensor>", "encoder": "sensor-tiny", "feature_layer": -1, "select": "full", "connector": "mlp2x-gelu-fresh" },
+                      { "placeholder": "<audio>", "encoder": "whisper-tiny-random", "feature_layer": -1, "select": "full", "connector": "audio-pool-projector-fresh" } ] }
+        """
+        try assembly.write(to: dir.appendingPathComponent("a.assembly.json"), atomically: true, encoding: .utf8)
+        let csv = packageRoot.appendingPathComponent("Plugins/SensorEncoder/manifests/sample.csv").path
+        let run = try CLI.run(["generate", "--plugins", sensor.path, "--plugins", audio.path, "--assembly", dir.appendingPathComponent("a.assembly.json").path,
+                               "--prompt", "A <sensor> B <sensor> C <audio> D", "--input", "sensor=\(csv)", "--input", "sensor=\(csv)",
+                               "--input", "audio=\(sample.path)", "--max-tokens", "3", "--json"])
+        #expect(run.status == 0, "\(run.all)")
+        let out = try CLI.json(run.stdout) as? [String: Any]
+        let promptTokens = try #require(out?["prompt_tokens"] as? Int)
+        #expect(promptTokens > 8 + 8 + 50 && promptTokens < 8 + 8 + 50 + 20, "\(run.stdout)")
+        let missing = try CLI.run(["generate", "--plugins", sensor.path, "--plugins", audio.path, "--assembly", dir.appendingPathComponent("a.assembly.json").path,
+                                   "--prompt", "A <sensor> C <audio>", "--input", "sensor=\(csv)", "--max-tokens", "3"])
+        #expect(missing.status != 0 && missing.stderr.contains("the prompt holds 1 <audio> placeholder but 0 inputs were given"), "\(missing.all)")
+    }
+}

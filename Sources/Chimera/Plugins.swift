@@ -250,15 +250,21 @@ final class PluginInstance: @unchecked Sendable {
             let dims = raw.bindMemory(to: Int64.self)
             for (i, d) in input.shape.prefix(Int(CHIMERA_TENSOR_MAX_RANK)).enumerated() { dims[i] = Int64(d) }
         }
+        let out = try invoke(call) { out, error in withUnsafePointer(to: view) { family.forward(handle, $0, 1, layer, &out, &error) } }
+        return try receive(out, call: call, expectedColumns: expectedColumns, expectedRows: expectedRows)
+    }
+
+    /// Runs one tensor-returning call; a failure becomes an error naming the plugin and the call.
+    func invoke(_ call: String, _ body: (inout chimera_tensor, inout UnsafeMutablePointer<CChar>?) -> Int32) throws -> chimera_tensor {
         var out = chimera_tensor()
         var error: UnsafeMutablePointer<CChar>?
-        let status = withUnsafePointer(to: view) { family.forward(handle, $0, 1, layer, &out, &error) }
+        let status = body(&out, &error)
         let message = library.take(error)
         guard status == 0 else {
             library.release(out.data)
             throw PluginError.failed(plugin: library.name, family: familyName, call: call, message: message ?? "status \(status)")
         }
-        return try receive(out, call: call, expectedColumns: expectedColumns, expectedRows: expectedRows)
+        return out
     }
 }
 
@@ -284,14 +290,7 @@ final class PluginEncoder: ModalityEncoder, @unchecked Sendable {
     var parameters: [(name: String, tensor: Tensor)] { instance.parameters }
 
     func prepareInput(contentsOf url: URL) throws -> Tensor {
-        var out = chimera_tensor()
-        var error: UnsafeMutablePointer<CChar>?
-        let status = instance.family.prepare(instance.handle, url.path, &out, &error)
-        let message = instance.library.take(error)
-        guard status == 0 else {
-            instance.library.release(out.data)
-            throw PluginError.failed(plugin: instance.library.name, family: instance.familyName, call: "prepare of \(url.path)", message: message ?? "status \(status)")
-        }
+        let out = try instance.invoke("prepare of \(url.path)") { out, error in instance.family.prepare(instance.handle, url.path, &out, &error) }
         defer { instance.library.release(out.data) }
         guard let data = out.data, let shape = PluginInstance.shape(out) else {
             throw PluginError.badOutput(plugin: instance.library.name, family: instance.familyName, call: "prepare", detail: "no tensor")

@@ -49,6 +49,14 @@ public struct PreNormEncoderLayer: Sendable {
         self.heads = heads; self.activation = activation
     }
 
+    /// Layers `layers.0.` ... `layers.{count-1}.` of an encoder.
+    public static func stack(_ loader: ParameterLoader, count: Int, width: Int, heads: Int, intermediate: Int, eps: Float,
+                             activation: Activation) throws -> [PreNormEncoderLayer] {
+        try (0..<count).map {
+            try PreNormEncoderLayer(loader.scoped("layers.\($0)."), width: width, heads: heads, intermediate: intermediate, eps: eps, activation: activation)
+        }
+    }
+
     public func callAsFunction(_ x: Tensor) -> Tensor {
         let h = attentionNorm(x)
         let queries = q(h), keys = k(h), values = v(h)
@@ -72,4 +80,27 @@ public func hiddenStateIndex(_ layer: Int, count: Int, component: String) throws
     let index = layer < 0 ? count + layer : layer
     guard index >= 0, index < count else { throw PluginKitError("\(component): hidden state \(layer) is outside 0..<\(count)") }
     return index
+}
+
+extension ComponentFamily {
+    /// An encoder family whose config decides its output: `validate` decodes the config and checks
+    /// the manifest's declared `output` against it; `create` requires weights.
+    public static func encoder<Config: Decodable>(
+        name: String, summary: String, config: Config.Type, output: @escaping @Sendable (Config) -> TokenContract,
+        create: @escaping @Sendable (ComponentManifest, ParameterLoader) throws -> any ModalityEncoder
+    ) -> ComponentFamily {
+        ComponentFamily(
+            name: name, kind: .encoder, summary: summary,
+            validate: { manifest in
+                let expected = output(try manifest.decodeConfig(Config.self))
+                if let declared = manifest.output, declared.width != expected.width || declared.tokens != expected.tokens {
+                    throw ManifestError.invalid(file: manifest.origin, detail:
+                        "output: {width \(declared.width), tokens \(declared.tokens)} disagrees with config, which gives {width \(expected.width), tokens \(expected.tokens)}")
+                }
+            },
+            create: { manifest, context in
+                guard let weights = context.weights else { throw PluginKitError("\(manifest.origin): weights: required for encoder '\(manifest.id)'") }
+                return try create(manifest, weights)
+            })
+    }
 }

@@ -146,7 +146,7 @@ func maxDifference(_ t: Tensor, _ expected: [Float]) -> Float {
     }
 
     @Test func installAndRemove() throws {
-        let home = CLITestsHome()
+        let home = temporaryDirectory()
         let good = try TestPlugins.cPlugin("GOOD").deletingLastPathComponent()
         let install = try CLI.run(["plugin", "install", good.path], environment: ["CHIMERA_USER_HOME": home.path])
         #expect(install.status == 0 && install.stdout.contains("installed c-test 1 (c-scale)"), "\(install.all)")
@@ -162,7 +162,6 @@ func maxDifference(_ t: Tensor, _ expected: [Float]) -> Float {
         #expect(again.status != 0 && again.stderr.contains("no plugin 'c-test' is installed"), "\(again.all)")
     }
 
-    func CLITestsHome() -> URL { temporaryDirectory() }
 }
 
 @Suite struct SensorPluginTests {

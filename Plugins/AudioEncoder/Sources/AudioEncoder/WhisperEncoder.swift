@@ -233,10 +233,8 @@ public final class WhisperAudioEncoder: ModalityEncoder, @unchecked Sendable {
         // Whisper's positions are fixed sinusoids; a checkpoint that stores them is used as stored.
         positions = try weights.tensorIfPresent("embed_positions.weight", shape: [config.maxSourcePositions, d])
             ?? Self.sinusoids(length: config.maxSourcePositions, channels: d)
-        layers = try (0..<config.encoderLayers).map {
-            try PreNormEncoderLayer(weights.scoped("layers.\($0)."), width: d, heads: config.encoderAttentionHeads,
-                                    intermediate: config.encoderFFNDim, eps: 1e-5, activation: activation)
-        }
+        layers = try PreNormEncoderLayer.stack(weights, count: config.encoderLayers, width: d, heads: config.encoderAttentionHeads,
+                                               intermediate: config.encoderFFNDim, eps: 1e-5, activation: activation)
         finalNorm = try PluginLayerNorm(weights, "layer_norm", width: d, eps: 1e-5)
         parameters = weights.loaded
     }

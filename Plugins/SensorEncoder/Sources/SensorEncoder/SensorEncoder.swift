@@ -146,10 +146,8 @@ public final class SensorEncoder: ModalityEncoder, @unchecked Sendable {
         patchEmbedding = try PluginLinear(weights, "patch_embedding", input: config.patchSize * config.channels.count, output: h)
         positions = try weights.tensor("embed_positions.weight", shape: [config.tokens, h])
         let activation = Activation(configName: config.hiddenAct)!
-        layers = try (0..<config.layers).map {
-            try PreNormEncoderLayer(weights.scoped("layers.\($0)."), width: h, heads: config.heads,
-                                    intermediate: config.intermediateSize, eps: config.layerNormEps, activation: activation)
-        }
+        layers = try PreNormEncoderLayer.stack(weights, count: config.layers, width: h, heads: config.heads,
+                                               intermediate: config.intermediateSize, eps: config.layerNormEps, activation: activation)
         finalNorm = try PluginLayerNorm(weights, "layer_norm", width: h, eps: config.layerNormEps)
         parameters = weights.loaded
     }
@@ -180,20 +178,10 @@ public enum SensorEncoderPlugin: ChimeraPlugin {
     public static let name = "sensor-encoder"
     public static let version = "0.1.0"
     public static var families: [(family: ComponentFamily, modality: String?)] {
-        [(ComponentFamily(
-            name: "sensor-patch-transformer", kind: .encoder,
-            summary: "multichannel time series → normalized patches → transformer encoder (plugin)",
-            validate: { manifest in
-                let config = try manifest.decodeConfig(SensorEncoderConfig.self)
-                if let output = manifest.output, output.width != config.hiddenSize || output.tokens != config.tokens {
-                    throw ManifestError.invalid(file: manifest.origin, detail:
-                        "output: {width \(output.width), tokens \(output.tokens)} disagrees with config, which gives {width \(config.hiddenSize), tokens \(config.tokens)}")
-                }
-            },
-            create: { manifest, context in
-                guard let weights = context.weights else { throw PluginKitError("\(manifest.id): weights are required") }
-                return try SensorEncoder(manifest: manifest, weights: weights)
-            }), "sensor")]
+        [(.encoder(name: "sensor-patch-transformer",
+                   summary: "multichannel time series → normalized patches → transformer encoder (plugin)",
+                   config: SensorEncoderConfig.self, output: { TokenContract(width: $0.hiddenSize, tokens: $0.tokens) },
+                   create: SensorEncoder.init), "sensor")]
     }
 }
 

@@ -117,7 +117,7 @@ public final class PluginLibrary: @unchecked Sendable {
                 let json = try PluginLibrary.json(manifest)
                 var error: UnsafeMutablePointer<CChar>?
                 if validate(json, &error) != 0 {
-                    throw ManifestError.invalid(file: manifest.originFile, detail: "config: \(library.take(error) ?? "refused by plugin '\(library.name)'")")
+                    throw ManifestError.invalid(file: manifest.originFile, detail: library.take(error) ?? "refused by plugin '\(library.name)'")
                 }
             },
             connectorTokens: { manifest, tokens in
@@ -405,16 +405,22 @@ public struct PluginSet: Sendable {
         return set
     }
 
-    /// Registers every plugin family; a name already taken refuses that plugin's family.
-    public func register(into registry: FamilyRegistry) throws {
+    /// Registers every plugin family. A name already taken (a built-in, or the same plugin found
+    /// twice) keeps the first; the skipped ones are returned as messages to report.
+    @discardableResult
+    public func register(into registry: FamilyRegistry) -> [String] {
+        var skipped: [String] = []
         for library in libraries {
             for family in library.families {
                 if let existing = registry.families[family.name] {
-                    throw PluginError.duplicateFamily(name: family.name, first: existing.origin, second: family.origin)
+                    skipped.append(PluginError.duplicateFamily(name: family.name, first: existing.origin, second: family.origin).errorDescription!
+                                   + "; the second is skipped")
+                    continue
                 }
-                try registry.register(family)
+                try? registry.register(family)  // the name is free: checked above
             }
         }
+        return skipped
     }
 
     /// Adds each plugin's shipped manifests to the catalog.

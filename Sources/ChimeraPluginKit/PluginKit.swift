@@ -129,6 +129,9 @@ private let validateThunk: @convention(c) (UnsafePointer<CChar>?, UnsafeMutableP
         let m = try PluginExport.manifest(json, directory: nil)
         try PluginExport.state.family(for: m).validate(m)
         return 0
+    } catch let ManifestError.invalid(_, detail) {
+        // The host knows the manifest's file and names it; the detail names the field.
+        return PluginExport.report(PluginKitError(detail), errorOut)
     } catch { return PluginExport.report(error, errorOut) }
 }
 

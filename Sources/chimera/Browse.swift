@@ -20,7 +20,7 @@ struct List: ParsableCommand {
     func run() throws {
         do {
             let catalog = try catalogOptions.catalog()
-            let families = try catalogOptions.families()
+            let families = catalogOptions.families()
             var rows: [Row] = []
             if kind != "assembly" {
                 let componentKind: ComponentKind? = try kind.map {
@@ -97,7 +97,7 @@ struct Compat: ParsableCommand {
     func run() throws {
         do {
             let catalog = try catalogOptions.catalog()
-            let checker = CompatibilityChecker(catalog: catalog, families: try catalogOptions.families())
+            let checker = CompatibilityChecker(catalog: catalog, families: catalogOptions.families())
             if let assembly = catalog.assemblies[id] {
                 let problems = checker.problems(assembly: assembly)
                 if json { try printJSON(Verdict(id: id, kind: "assembly", fits: problems.isEmpty, reasons: problems)); return }
@@ -172,7 +172,7 @@ struct Assemble: ParsableCommand {
                                               languageModel: llm, placeholder: placeholder, featureLayer: featureLayer, select: selection)
             let url = URL(fileURLWithPath: output)
             assembly.directory = url.deletingLastPathComponent()
-            let problems = CompatibilityChecker(catalog: catalog, families: try catalogOptions.families()).problems(assembly: assembly)
+            let problems = CompatibilityChecker(catalog: catalog, families: catalogOptions.families()).problems(assembly: assembly)
             guard problems.isEmpty else { throw AssemblyError.incompatible(assembly: assembly.id, problems: problems) }
             let encoderJSON = JSONEncoder()
             encoderJSON.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
@@ -189,8 +189,7 @@ struct Validate: ParsableCommand {
 
     func run() throws {
         var failures = 0
-        let families: FamilyRegistry
-        do { families = try catalogOptions.families() } catch { throw fail(error) }
+        let families = catalogOptions.families()
         for path in files {
             do {
                 let manifest = try AnyManifest.load(contentsOf: URL(fileURLWithPath: path))

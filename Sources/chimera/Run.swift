@@ -64,7 +64,7 @@ struct Generate: ParsableCommand {
             let options = GenerationOptions(maxTokens: maxTokens ?? defaults.maxTokens ?? 64,
                                             temperature: temperature ?? defaults.temperature ?? 0,
                                             topK: topK ?? defaults.topK, topP: topP ?? defaults.topP, seed: seed)
-            let model = try Assembler(catalog: catalog, families: try catalogOptions.families(), progress: progress).build(manifest)
+            let model = try Assembler(catalog: catalog, families: catalogOptions.families(), progress: progress).build(manifest)
             let result = try model.generate(prompt: text, inputs: files, options: options) { piece in
                 if !json, !piece.isEmpty {
                     FileHandle.standardOutput.write(Data(piece.utf8))

@@ -61,7 +61,7 @@ enum TestPlugins {
     static func environment(_ folders: [URL]) throws -> (Catalog, FamilyRegistry, PluginSet) {
         let set = PluginSet.load(directories: folders)
         let registry = BuiltinFamilies.registry()
-        try set.register(into: registry)
+        #expect(set.register(into: registry).isEmpty)
         var catalog = try Catalog.standard()
         try set.addManifests(to: &catalog)
         return (catalog, registry, set)
@@ -145,6 +145,16 @@ func maxDifference(_ t: Tensor, _ expected: [Float]) -> Float {
         #expect(list.status == 0 && list.stderr.contains("warning: plugin 'libwrong_abi.so'"), "\(list.all)")
     }
 
+    @Test func aFamilyNameTakenTwiceKeepsTheFirst() throws {
+        let root = try TestPlugins.cPlugins.get()
+        let set = PluginSet.load(directories: [root.appendingPathComponent("GOOD"), root.appendingPathComponent("CREATE_FAILS")])
+        #expect(set.libraries.count == 2)
+        let registry = BuiltinFamilies.registry()
+        let skipped = set.register(into: registry)
+        #expect(skipped.count == 1 && skipped[0].contains("component family 'c-scale' is defined by plugin c-test (") && skipped[0].contains("libcreate_fails.so"), "\(skipped)")
+        #expect(registry.families["c-scale"]?.origin.contains("libgood.so") == true)
+    }
+
     @Test func installAndRemove() throws {
         let home = temporaryDirectory()
         let good = try TestPlugins.cPlugin("GOOD").deletingLastPathComponent()
@@ -196,6 +206,18 @@ func maxDifference(_ t: Tensor, _ expected: [Float]) -> Float {
         let json = try encoder.prepareInput(contentsOf: { let u = dir.appendingPathComponent("e.json")
             try! "{\"temperature\": [1, 3], \"humidity\": [5, 5], \"vibration\": [0, 2]}".write(to: u, atomically: true, encoding: .utf8); return u }())
         #expect(abs(json.data[0] + 1) < 1e-4 && json.data[1] == 0 && abs(json.data[3] - 1) < 1e-4 && json.data[6] == 0)
+    }
+
+    @Test func validateUsesThePluginsChecks() throws {
+        let folder = try TestPlugins.sensor.get()
+        let dir = temporaryDirectory()
+        let text = try String(contentsOf: packageRoot.appendingPathComponent("Plugins/SensorEncoder/manifests/sensor-tiny.component.json"), encoding: .utf8)
+        let bad = dir.appendingPathComponent("bad.component.json")
+        try text.replacingOccurrences(of: "\"patch_size\": 8", with: "\"patch_size\": 7").write(to: bad, atomically: true, encoding: .utf8)
+        let result = try CLI.run(["validate", bad.path, "--plugins", folder.path])
+        #expect(result.status != 0 && result.stderr.contains("\(bad.path): config.patch_size: window 64 is not a multiple of patch_size 7"), "\(result.all)")
+        let good = try CLI.run(["validate", "Plugins/SensorEncoder/manifests/sensor-tiny.component.json", "--plugins", folder.path])
+        #expect(good.status == 0 && good.stdout.contains("ok (sensor-tiny)"), "\(good.all)")
     }
 
     @Test func runsEndToEndFromTheCLI() throws {

@@ -42,6 +42,13 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
+        // `swift package validate-manifests`: chimera validate over every manifest, plugins included.
+        .plugin(
+            name: "ValidateManifests",
+            capability: .command(intent: .custom(verb: "validate-manifests", description: "Validate every Chimera manifest in the package")),
+            dependencies: ["chimera"],
+            path: "PackagePlugins/ValidateManifests"),
+
         .testTarget(name: "ChimeraTensorTests", dependencies: ["ChimeraTensor"]),
         .testTarget(name: "ChimeraIOTests", dependencies: ["ChimeraIO"], resources: [.copy("Fixtures")]),
         .testTarget(name: "ChimeraTokenizersTests", dependencies: ["ChimeraTokenizers"], resources: [.copy("Fixtures")]),

@@ -238,6 +238,17 @@ func maxDifference(_ t: Tensor, _ expected: [Float]) -> Float {
     }
 }
 
+/// A mono 16-bit PCM WAV file.
+func wav(samples: [Int16], rate: UInt32) -> Data {
+    var data = Data("RIFF".utf8)
+    func append<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v.littleEndian) { data.append(contentsOf: $0) } }
+    append(UInt32(36 + samples.count * 2)); data.append(contentsOf: Array("WAVEfmt ".utf8))
+    append(UInt32(16)); append(UInt16(1)); append(UInt16(1)); append(rate); append(rate * 2); append(UInt16(2)); append(UInt16(16))
+    data.append(contentsOf: Array("data".utf8)); append(UInt32(samples.count * 2))
+    for s in samples { append(s) }
+    return data
+}
+
 @Suite struct AudioPluginTests {
     func build(_ id: String) throws -> any Component {
         let (catalog, registry, _) = try TestPlugins.environment([try TestPlugins.audio.get()])
@@ -272,6 +283,10 @@ func maxDifference(_ t: Tensor, _ expected: [Float]) -> Float {
         let encoder = try #require(try build("whisper-tiny-random") as? any ModalityEncoder)
         let text = message { _ = try encoder.prepareInput(contentsOf: TestPlugins.fixtures.appendingPathComponent("tone-44k.wav")) }
         #expect(text.contains("plugin 'audio-encoder', family 'whisper-encoder': prepare of") && text.contains("sample rate 44100 Hz; this encoder takes 16000 Hz"), "\(text)")
+        let long = temporaryDirectory().appendingPathComponent("long.wav")
+        try wav(samples: [Int16](repeating: 100, count: 16000 * 3), rate: 16000).write(to: long)
+        let tooLong = message { _ = try encoder.prepareInput(contentsOf: long) }
+        #expect(tooLong.contains("3.0 s of audio; this encoder takes at most 2 s"), "\(tooLong)")
         let notWav = message { _ = try encoder.prepareInput(contentsOf: TestPlugins.fixtures.appendingPathComponent("c-scale.component.json")) }
         #expect(notWav.contains("not a RIFF/WAVE file"), "\(notWav)")
     }

@@ -337,8 +337,8 @@ final class PluginConnector: Connector, @unchecked Sendable {
     }
 }
 
-/// Finds plugin libraries: each folder given is a plugin folder (lib*.so, optionally in a SwiftPM
-/// package's .build/release or .build/debug, with manifests in manifests/) or a folder of them.
+/// Finds plugin libraries: each folder given is a plugin folder (lib*.so, or a SwiftPM package whose
+/// newest of .build/release and .build/debug holds them, with manifests in manifests/) or a folder of them.
 public enum PluginDiscovery {
     public static let environmentVariable = "CHIMERA_PLUGINS"
 
@@ -372,11 +372,17 @@ public enum PluginDiscovery {
         let fm = FileManager.default
         let manifests = folder.appendingPathComponent("manifests")
         let manifestDir = fm.fileExists(atPath: manifests.path) ? manifests : nil
-        for candidate in [folder, folder.appendingPathComponent(".build/release"), folder.appendingPathComponent(".build/debug")] {
-            let names = ((try? fm.contentsOfDirectory(atPath: candidate.path)) ?? []).filter { $0.hasPrefix("lib") && $0.hasSuffix(".so") }.sorted()
-            if !names.isEmpty { return names.map { (candidate.appendingPathComponent($0), manifestDir) } }
+        func libraries(_ dir: URL) -> [URL] {
+            ((try? fm.contentsOfDirectory(atPath: dir.path)) ?? []).filter { $0.hasPrefix("lib") && $0.hasSuffix(".so") }.sorted().map { dir.appendingPathComponent($0) }
         }
-        return []
+        let own = libraries(folder)
+        if !own.isEmpty { return own.map { ($0, manifestDir) } }
+        // A SwiftPM package: its most recently built configuration.
+        func modified(_ urls: [URL]) -> Date {
+            urls.compactMap { (try? fm.attributesOfItem(atPath: $0.path))?[.modificationDate] as? Date }.max() ?? .distantPast
+        }
+        let built = ["release", "debug"].map { libraries(folder.appendingPathComponent(".build/\($0)")) }.filter { !$0.isEmpty }
+        return (built.max { modified($0) < modified($1) } ?? []).map { ($0, manifestDir) }
     }
 }
 

@@ -76,7 +76,7 @@ public final class PluginLibrary: @unchecked Sendable {
         version = table.pointee.version.map { String(cString: $0) } ?? "?"
         guard table.pointee.free != nil else { throw PluginError.malformed(library: path, detail: "plugin '\(name)' has no free function") }
         let count = Int(table.pointee.family_count)
-        guard count >= 0, count == 0 || table.pointee.families != nil else {
+        guard count >= 0, count <= 4096, count == 0 || table.pointee.families != nil else {
             throw PluginError.malformed(library: path, detail: "plugin '\(name)' declares \(count) families but no family table")
         }
         for i in 0..<count {
@@ -109,10 +109,15 @@ public final class PluginLibrary: @unchecked Sendable {
             throw PluginError.malformed(library: path, detail: "plugin '\(name)', family '\(familyName)': missing \(missing.joined(separator: ", "))")
         }
         let summary = family.summary.map { String(cString: $0) } ?? "plugin family"
+        let modality = kind == .encoder ? family.modality.map { String(cString: $0) } : nil
         let library = self, entry = FamilyTable(raw: family)
         return ComponentFamily(
             name: familyName, kind: kind, summary: summary, origin: origin,
             validate: { manifest in
+                if let modality, manifest.modality != modality {
+                    throw ManifestError.invalid(file: manifest.originFile, detail:
+                        "modality: family '\(familyName)' of plugin '\(library.name)' reads \(modality), found \(manifest.modality ?? "none")")
+                }
                 guard let validate = entry.raw.validate else { return }
                 let json = try PluginLibrary.json(manifest)
                 var error: UnsafeMutablePointer<CChar>?
@@ -220,7 +225,15 @@ final class PluginInstance: @unchecked Sendable {
             let dims = raw.bindMemory(to: Int64.self)
             return (0..<Int(t.rank)).map { Int(dims[$0]) }
         }
-        return shape.allSatisfy { $0 >= 0 } ? shape : nil
+        // Garbage dimensions must not trap the host on overflow.
+        var count = 1
+        for d in shape {
+            guard d >= 0 else { return nil }
+            let (product, overflow) = count.multipliedReportingOverflow(by: d)
+            guard !overflow, product <= 1 << 40 else { return nil }
+            count = product
+        }
+        return shape
     }
 
     /// Copies a tensor the plugin returned into host memory, checking shape and values.

@@ -216,6 +216,10 @@ func maxDifference(_ t: Tensor, _ expected: [Float]) -> Float {
         try text.replacingOccurrences(of: "\"patch_size\": 8", with: "\"patch_size\": 7").write(to: bad, atomically: true, encoding: .utf8)
         let result = try CLI.run(["validate", bad.path, "--plugins", folder.path])
         #expect(result.status != 0 && result.stderr.contains("\(bad.path): config.patch_size: window 64 is not a multiple of patch_size 7"), "\(result.all)")
+        let image = dir.appendingPathComponent("image.component.json")
+        try text.replacingOccurrences(of: "\"modality\": \"sensor\"", with: "\"modality\": \"image\"").write(to: image, atomically: true, encoding: .utf8)
+        let wrongModality = try CLI.run(["validate", image.path, "--plugins", folder.path])
+        #expect(wrongModality.stderr.contains("modality: family 'sensor-patch-transformer' of plugin 'sensor-encoder' reads sensor, found image"), "\(wrongModality.all)")
         let good = try CLI.run(["validate", "Plugins/SensorEncoder/manifests/sensor-tiny.component.json", "--plugins", folder.path])
         #expect(good.status == 0 && good.stdout.contains("ok (sensor-tiny)"), "\(good.all)")
     }

@@ -124,7 +124,35 @@ def audio():
     write_wav(FIXTURES / "tone-44k.wav", 0.1 * np.sin(2 * np.pi * 440 * np.arange(4410) / 44100), rate=44100)
 
 
+def audio_128_mels():
+    """A 128-mel variant (Whisper large-v3's feature size), test-only: d_model 8, one layer."""
+    out = FIXTURES / "whisper128"
+    out.mkdir(exist_ok=True)
+    cfg = WhisperConfig(d_model=8, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=16, num_mel_bins=128,
+                        max_source_positions=100, activation_function="gelu")
+    cfg._attn_implementation = "eager"
+    enc = WhisperEncoder(cfg).eval()
+    with torch.no_grad():
+        for name, p in enc.named_parameters():
+            if "embed_positions" not in name:
+                p.normal_(0, 0.3) if p.dim() > 1 else p.uniform_(-0.1, 0.1)
+        enc.embed_positions.weight.copy_(sinusoids(*enc.embed_positions.weight.shape))
+    save_file({k: v.contiguous().float() for k, v in enc.state_dict().items() if k != "embed_positions.weight"}, str(out / "whisper128.safetensors"))
+    manifest = {"schema": "chimera.component/v1", "id": "whisper128-test", "kind": "encoder", "modality": "audio", "family": "whisper-encoder",
+                "config": {"num_mel_bins": 128, "d_model": 8, "encoder_layers": 1, "encoder_attention_heads": 2, "encoder_ffn_dim": 16,
+                           "max_source_positions": 100, "chunk_length": 2},
+                "output": {"width": 8, "tokens": 100}, "weights": {"files": ["whisper128.safetensors"]}}
+    json.dump(manifest, open(out / "whisper128.component.json", "w"), indent=2)
+    raw = open(ROOT / "Plugins/AudioEncoder/manifests/sample.wav", "rb").read()[44:]
+    pcm = np.frombuffer(raw, "<i2").astype(np.float32) / 32768.0
+    feats = WhisperFeatureExtractor(feature_size=128, chunk_length=2)(pcm, sampling_rate=16000, return_tensors="np").input_features[0]
+    with torch.no_grad():
+        last = enc(torch.from_numpy(feats)[None]).last_hidden_state[0]
+    json.dump({"features_first_20_frames": rounded(feats[:, :20]), "last": rounded(last)}, open(out / "reference.json", "w"))
+
+
 if __name__ == "__main__":
     FIXTURES.mkdir(parents=True, exist_ok=True)
     sensor()
     audio()
+    audio_128_mels()

@@ -283,6 +283,20 @@ func wav(samples: [Int16], rate: UInt32) -> Data {
         #expect(maxDifference(projected, floats(ref["projected"])) < 1e-4)
     }
 
+    @Test func with128MelsToo() throws {
+        let (_, registry, _) = try TestPlugins.environment([try TestPlugins.audio.get()])
+        var catalog = Catalog()
+        try catalog.load(directory: TestPlugins.fixtures.appendingPathComponent("whisper128"))
+        let encoder = try #require(try registry.build(try catalog.component("whisper128-test")) as? any ModalityEncoder)
+        let ref = try reference("whisper128/reference.json")
+        let features = try encoder.prepareInput(contentsOf: sample)
+        #expect(features.shape == [128, 200])
+        var first20: [Float] = []
+        for m in 0..<128 { for f in 0..<20 { first20.append(features.data[m * 200 + f]) } }
+        #expect(maxDifference(Tensor(shape: [128, 20], values: first20), floats(ref["features_first_20_frames"])) < 1e-4)
+        #expect(maxDifference(try encoder.hiddenState(features, layer: -1), floats(ref["last"])) < 1e-3)
+    }
+
     @Test func unsupportedAudioIsRefused() throws {
         let encoder = try #require(try build("whisper-tiny-random") as? any ModalityEncoder)
         let text = message { _ = try encoder.prepareInput(contentsOf: TestPlugins.fixtures.appendingPathComponent("tone-44k.wav")) }

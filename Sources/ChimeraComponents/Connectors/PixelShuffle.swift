@@ -1,0 +1,71 @@
+import Chimera
+import ChimeraTensor
+import Foundation
+
+/// nanoVLM's ModalityProjector (models/modality_projector.py), Idefics3 style: space-to-depth of
+/// the square token grid by `factor` f (each f×f block of V-wide tokens becomes one token of width
+/// V·f², block rows outer, columns inner), then one linear to H (no bias in nanoVLM, named `proj`).
+/// N tokens in, N/f² out. The manifest's input_width is the encoder width V.
+public struct PixelShuffleConfig: Codable, Sendable {
+    public var factor: Int
+    public var bias: Bool = false
+
+    enum CodingKeys: String, CodingKey, CaseIterable { case factor, bias }
+
+    public init(from decoder: Decoder) throws {
+        try rejectUnknown(decoder, CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        factor = try c.decode(Int.self, forKey: .factor)
+        bias = try c.decodeIfPresent(Bool.self, forKey: .bias) ?? false
+        try require(factor > 0, CodingKeys.factor, "must be positive, found \(factor)")
+    }
+
+    /// Why `tokens` cannot be shuffled, nil when they can.
+    func refusal(_ tokens: Int) -> String? {
+        guard let side = squareGridSide(tokens) else { return "they do not form a square grid" }
+        return side % factor == 0 ? nil : "the grid side \(side) is not a multiple of factor \(factor)"
+    }
+
+    func outputTokens(_ input: Int) -> Int? { refusal(input) == nil ? input / (factor * factor) : nil }
+}
+
+public final class PixelShuffleConnector: Connector, @unchecked Sendable {
+    public let manifest: ComponentManifest
+    public let config: PixelShuffleConfig
+    public let parameters: [(name: String, tensor: Tensor)]
+    public let inputWidth: Int
+    let projection: LinearLayer
+
+    public init(manifest: ComponentManifest, weights w: ParameterLoader, context: ComponentBuildContext) throws {
+        self.manifest = manifest
+        config = try manifest.decodeConfig(PixelShuffleConfig.self)
+        let (input, output) = try settledWidths(manifest, context)
+        inputWidth = input
+        projection = try LinearLayer(w, "proj", input: input * config.factor * config.factor, output: output, bias: config.bias)
+        parameters = w.loaded
+    }
+
+    public var outputWidth: Int { projection.outputWidth }
+    public func outputTokens(forInputTokens inputTokens: Int) -> Int? { config.outputTokens(inputTokens) }
+
+    public func forward(_ features: Tensor) throws -> Tensor {
+        try checkWidth(features, inputWidth)
+        if let reason = config.refusal(features.rows) {
+            throw ConnectorError.badTokens(connector: id, tokens: features.rows, reason: reason)
+        }
+        let side = squareGridSide(features.rows)!, f = config.factor, v = inputWidth, outSide = side / f
+        let shuffled = Tensor(zeros: [outSide * outSide, v * f * f])
+        for oy in 0..<outSide {
+            for ox in 0..<outSide {
+                let dst = shuffled.data + (oy * outSide + ox) * v * f * f
+                for dy in 0..<f {
+                    for dx in 0..<f {
+                        let src = features.data + ((oy * f + dy) * side + ox * f + dx) * v
+                        (dst + (dy * f + dx) * v).update(from: src, count: v)
+                    }
+                }
+            }
+        }
+        return projection(shuffled)
+    }
+}

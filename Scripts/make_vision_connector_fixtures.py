@@ -154,14 +154,14 @@ def connectors():
     os.makedirs(out, exist_ok=True)
     # Widths 32 → 48 are those of vc-llava-siglip's tower and LM, so tests can assemble them.
     cases = {
-        "resampler": (PerceiverResampler(32, 48, depth=2, num_queries=6, heads=4, dim_head=8), 20, 32,
+        "resampler": (lambda: PerceiverResampler(32, 48, depth=2, num_queries=6, heads=4, dim_head=8), 20, 32,
                       {"num_queries": 6, "layers": 2, "heads": 4, "dim_head": 8}),
-        "ldpv2": (LDPNetV2Projector(32, 48, (3, 3)), 49, 32, {"grid": [3, 3]}),
-        "pixel-shuffle": (PixelShuffleProjector(32, 48, 2), 36, 32, {"factor": 2}),
+        "ldpv2": (lambda: LDPNetV2Projector(32, 48, (3, 3)), 49, 32, {"grid": [3, 3]}),
+        "pixel-shuffle": (lambda: PixelShuffleProjector(32, 48, 2), 36, 32, {"factor": 2}),
     }
-    for name, (module, tokens, width, config) in cases.items():
+    for name, (make, tokens, width, config) in cases.items():
         torch.manual_seed(zlib.crc32(name.encode()) % 1000)
-        module.eval()
+        module = make().eval()
         widen(module)
         x = torch.randn(tokens, width)
         with torch.no_grad():

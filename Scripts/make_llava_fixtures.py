@@ -57,6 +57,16 @@ def sample_image(width, height, seed):
     return Image.fromarray(img, "RGB")
 
 
+def widen(model):
+    """Random init puts tiny values everywhere; widen them so outputs are not all alike."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.normal_(0, 0.08)
+            else:
+                p.add_(torch.randn_like(p) * 0.05)
+
+
 def build(name, *, vision, text, image_size, patch, prompt, image_wh, hub_layout, seed, max_new_tokens,
           vocab_size, out_dir, reference=True):
     torch.manual_seed(seed)
@@ -74,13 +84,7 @@ def build(name, *, vision, text, image_size, patch, prompt, image_wh, hub_layout
                       projector_hidden_act="gelu", vision_feature_select_strategy="default",
                       vision_feature_layer=-2, tie_word_embeddings=text.get("tied", False))
     model = LlavaForConditionalGeneration(cfg).eval()
-    # Random init puts tiny values everywhere; widen them so logits are not all alike.
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() >= 2:
-                p.normal_(0, 0.08)
-            else:
-                p.add_(torch.randn_like(p) * 0.05)
+    widen(model)
     os.makedirs(out_dir, exist_ok=True)
     model.save_pretrained(out_dir)
     improc = CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},

@@ -21,7 +21,7 @@ from torch import nn
 from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_llava_fixtures import FIXTURES, train_tokenizer, sample_image, rewrite_layout
+from make_llava_fixtures import FIXTURES, train_tokenizer, sample_image, rewrite_layout, widen
 from transformers import (SiglipVisionConfig, SiglipVisionModel, LlamaConfig, LlavaConfig,
                           LlavaForConditionalGeneration, LlavaProcessor)
 from transformers import SiglipImageProcessor
@@ -31,16 +31,6 @@ def write_manifest(directory, name, manifest):
     manifest = {"schema": "chimera.component/v1", **manifest}
     with open(os.path.join(directory, f"{name}.component.json"), "w") as f:
         json.dump(manifest, f, indent=2)
-
-
-def widen(model):
-    """Random init puts tiny values everywhere; widen them so outputs are not all alike."""
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() >= 2:
-                p.normal_(0, 0.08)
-            else:
-                p.add_(torch.randn_like(p) * 0.05)
 
 
 # ---------------------------------------------------------------- SigLIP vision tower

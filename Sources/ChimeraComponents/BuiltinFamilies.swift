@@ -5,20 +5,9 @@ import Foundation
 public enum BuiltinFamilies {
     public static func all() -> [ComponentFamily] {
         [
-            ComponentFamily(
-                name: "clip-vision", kind: .encoder,
-                summary: "CLIP ViT vision tower (transformers CLIPVisionModel)",
-                validate: { try CLIPVisionConfig.validate($0) },
-                create: { manifest, context in
-                    try CLIPVisionEncoder(manifest: manifest, weights: try requireWeights(manifest, context))
-                }),
-            ComponentFamily(
-                name: "siglip-vision", kind: .encoder,
-                summary: "SigLIP ViT vision tower (transformers SiglipVisionModel; the pooling head is not used)",
-                validate: { try SigLIPVisionConfig.validate($0) },
-                create: { manifest, context in
-                    try SigLIPVisionEncoder(manifest: manifest, weights: try requireWeights(manifest, context))
-                }),
+            visionTransformer("clip-vision", "CLIP ViT vision tower (transformers CLIPVisionModel)", CLIPVariant.self),
+            visionTransformer("siglip-vision", "SigLIP ViT vision tower (transformers SiglipVisionModel; the pooling head is not used)",
+                              SigLIPVariant.self),
             ComponentFamily(
                 name: "linear", kind: .connector, summary: "one linear layer (TinyLLaVA 'linear')",
                 validate: { _ = try $0.decodeConfig(MLPConnectorConfig.self) },
@@ -28,33 +17,15 @@ public enum BuiltinFamilies {
                 summary: "N linear layers with an activation between (LLaVA projector, TinyLLaVA mlp{N}x_gelu)",
                 validate: { _ = try $0.decodeConfig(MLPConnectorConfig.self) },
                 create: { manifest, context in try MLPConnector(manifest: manifest, context: context) }),
-            ComponentFamily(
-                name: "resampler", kind: .connector,
-                summary: "Perceiver resampler (TinyLLaVA 'resampler'): any token count in, num_queries out",
-                validate: { _ = try $0.decodeConfig(ResamplerConfig.self) },
-                connectorTokens: { manifest, tokens in
-                    guard tokens > 0 else { return nil }
-                    return (try? manifest.decodeConfig(ResamplerConfig.self))?.numQueries
-                },
-                create: { manifest, context in
-                    try ResamplerConnector(manifest: manifest, weights: try requireWeights(manifest, context), context: context)
-                }),
-            ComponentFamily(
-                name: "ldpv2", kind: .connector,
-                summary: "MobileVLM V2 LDPNetV2Projector: MLP, adaptive average pooling to a grid (576 → 144), PEG",
-                validate: { _ = try $0.decodeConfig(LDPv2Config.self) },
-                connectorTokens: { manifest, tokens in (try? manifest.decodeConfig(LDPv2Config.self))?.outputTokens(tokens) },
-                create: { manifest, context in
-                    try LDPv2Connector(manifest: manifest, weights: try requireWeights(manifest, context), context: context)
-                }),
-            ComponentFamily(
-                name: "pixel-shuffle", kind: .connector,
-                summary: "pixel shuffle by factor f then a linear (nanoVLM / Idefics3): N tokens → N/f²",
-                validate: { _ = try $0.decodeConfig(PixelShuffleConfig.self) },
-                connectorTokens: { manifest, tokens in (try? manifest.decodeConfig(PixelShuffleConfig.self))?.outputTokens(tokens) },
-                create: { manifest, context in
-                    try PixelShuffleConnector(manifest: manifest, weights: try requireWeights(manifest, context), context: context)
-                }),
+            tokenChanging(
+                "resampler", "Perceiver resampler (TinyLLaVA 'resampler'): any token count in, num_queries out",
+                ResamplerConfig.self, ResamplerConnector.init),
+            tokenChanging(
+                "ldpv2", "MobileVLM V2 LDPNetV2Projector: MLP, adaptive average pooling to a grid (576 → 144), PEG",
+                LDPv2Config.self, LDPv2Connector.init),
+            tokenChanging(
+                "pixel-shuffle", "pixel shuffle by factor f then a linear (nanoVLM / Idefics3): N tokens → N/f²",
+                PixelShuffleConfig.self, PixelShuffleConnector.init),
             ComponentFamily(
                 name: "identity", kind: .connector, summary: "features passed through unchanged (widths must match)",
                 validate: { try IdentityConfig.validate($0) },
@@ -73,6 +44,29 @@ public enum BuiltinFamilies {
         let registry = FamilyRegistry()
         for family in all() { try! registry.register(family) }  // names above are distinct
         return registry
+    }
+
+    /// A ViT image encoder family (VisionTransformer.swift) of one variant.
+    static func visionTransformer<Variant: VisionTransformerVariant>(_ name: String, _ summary: String,
+                                                                     _ variant: Variant.Type) -> ComponentFamily {
+        ComponentFamily(
+            name: name, kind: .encoder, summary: summary,
+            validate: { try VisionTransformerConfig<Variant>.validate($0) },
+            create: { manifest, context in
+                try VisionTransformerEncoder<Variant>(manifest: manifest, weights: try requireWeights(manifest, context))
+            })
+    }
+
+    /// A connector family with weights whose config decides the token count (from the manifest alone).
+    static func tokenChanging<Config: ConnectorTokenMapping>(
+        _ name: String, _ summary: String, _ config: Config.Type,
+        _ make: @escaping @Sendable (ComponentManifest, ParameterLoader, ComponentBuildContext) throws -> any Component
+    ) -> ComponentFamily {
+        ComponentFamily(
+            name: name, kind: .connector, summary: summary,
+            validate: { _ = try $0.decodeConfig(Config.self) },
+            connectorTokens: { manifest, tokens in (try? manifest.decodeConfig(Config.self))?.outputTokens(tokens) },
+            create: { manifest, context in try make(manifest, try requireWeights(manifest, context), context) })
     }
 
     static func requireWeights(_ manifest: ComponentManifest, _ context: ComponentBuildContext) throws -> ParameterLoader {

@@ -18,6 +18,11 @@ public enum ConnectorError: LocalizedError {
     }
 }
 
+/// A connector config that knows how many tokens come out for a number in (nil: refused).
+protocol ConnectorTokenMapping: Decodable, SendableMetatype {
+    func outputTokens(_ input: Int) -> Int?
+}
+
 /// Input and output widths: the assembler's settled values, else the manifest's fixed ones.
 func settledWidths(_ manifest: ComponentManifest, _ context: ComponentBuildContext) throws -> (input: Int, output: Int) {
     guard let input = context.inputWidth ?? manifest.inputWidth?.value,

@@ -7,7 +7,7 @@ import Foundation
 /// 24×24 → 12×12, i.e. 576 → 144 tokens), then a depthwise 3×3 convolution with bias as positional
 /// encoding (PEG), added to its input. Weight names as MobileVLM saves them below `mm_projector.`:
 /// `mlp.mlp.{0,2}`, `peg.peg.0`.
-public struct LDPv2Config: Codable, Sendable {
+public struct LDPv2Config: Codable, Sendable, ConnectorTokenMapping {
     /// Output grid [rows, columns].
     public var grid: [Int] = [12, 12]
 

@@ -6,7 +6,7 @@ import Foundation
 /// the square token grid by `factor` f (each f×f block of V-wide tokens becomes one token of width
 /// V·f², block rows outer, columns inner), then one linear to H (no bias in nanoVLM, named `proj`).
 /// N tokens in, N/f² out. The manifest's input_width is the encoder width V.
-public struct PixelShuffleConfig: Codable, Sendable {
+public struct PixelShuffleConfig: Codable, Sendable, ConnectorTokenMapping {
     public var factor: Int
     public var bias: Bool = false
 

@@ -8,7 +8,7 @@ import Foundation
 /// below the module (`latents`, `linear`, `layers.i.0.{norm_media,norm_latents,to_q,to_kv,to_out}`,
 /// `layers.i.1.{0,1,3}` for the feed-forward's LayerNorm and linears, `norm`); the manifest's
 /// prefix is where the checkpoint keeps it (e.g. "model.connector._connector.").
-public struct ResamplerConfig: Codable, Sendable {
+public struct ResamplerConfig: Codable, Sendable, ConnectorTokenMapping {
     public var numQueries: Int
     public var layers: Int
     /// TinyLLaVA fixes heads 8 × dim_head 64; other values are for other checkpoints.
@@ -35,6 +35,8 @@ public struct ResamplerConfig: Codable, Sendable {
             try require(value > 0, key, "must be positive, found \(value)")
         }
     }
+
+    func outputTokens(_ input: Int) -> Int? { input > 0 ? numQueries : nil }
 }
 
 public final class ResamplerConnector: Connector, @unchecked Sendable {
@@ -77,7 +79,7 @@ public final class ResamplerConnector: Connector, @unchecked Sendable {
         parameters = w.loaded
     }
 
-    public func outputTokens(forInputTokens inputTokens: Int) -> Int? { inputTokens > 0 ? config.numQueries : nil }
+    public func outputTokens(forInputTokens inputTokens: Int) -> Int? { config.outputTokens(inputTokens) }
 
     public func forward(_ features: Tensor) throws -> Tensor {
         try checkWidth(features, inputWidth)

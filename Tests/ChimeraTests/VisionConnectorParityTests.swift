@@ -74,6 +74,26 @@ private func message(_ body: () throws -> Any) -> String {
         so400m.output = TokenContract(width: 1152, tokens: 729, grid: [27, 27], classToken: false)
         #expect(throws: Never.self) { try families.family(for: so400m).validate(so400m) }
         #expect(CompatibilityChecker.selectedTokens(so400m, select: .patch) == 728)
+        // Real shapes (weights that read as zeros): 384 px in patches of 14 → 27 × 27, the last 6 pixels dropped.
+        let encoder = try #require(try families.build(so400m, substitute: .shapesOnly) as? SigLIPVisionEncoder)
+        let embeddings = try encoder.hiddenState(Tensor(zeros: [3, 384, 384]), layer: 0)
+        #expect(embeddings.shape == [729, 1152] && encoder.hiddenStateCount == 28)
+        #expect(encoder.parameters.contains { $0.name == "embeddings.position_embedding.weight" && $0.tensor.shape == [729, 1152] })
+    }
+
+    /// Through an assembly, "patch" hands the connector rows 1..<16 of the SigLIP hidden state.
+    @Test func patchSelectionDropsTheFirstSigLIPPatch() throws {
+        let (catalog, imported) = try siglipCatalog()
+        var assembly = imported
+        assembly.inputs[0].connector = "vc-resampler"
+        assembly.inputs[0].select = .patch
+        let model = try Assembler(catalog: catalog, families: families).build(assembly)
+        let input = model.inputs[0]
+        let fixture = try LLaVAFixture("vc-llava-siglip")
+        let hidden = slice(try fixture.reference.tensor("vision_hidden_states"), input.encoder.hiddenStateCount - 2)
+        let expected = try input.connector.forward(hidden.rows(1..<16))
+        #expect(maxAbsDifference(try model.encode(fixture.image, with: input), expected) < 1e-4)
+        #expect(maxAbsDifference(expected, try input.connector.forward(hidden)) > 1e-3, "the dropped patch matters")
     }
 
     // MARK: - Connectors

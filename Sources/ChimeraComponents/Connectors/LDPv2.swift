@@ -5,7 +5,7 @@ import Foundation
 /// MobileVLM V2's LDPNetV2Projector (mobilevlm/model/vision_projector.py): an MLP (Linear V→H,
 /// GELU, Linear H→H), 2-D adaptive average pooling of the square token grid to `grid` (MobileVLM:
 /// 24×24 → 12×12, i.e. 576 → 144 tokens), then a depthwise 3×3 convolution with bias as positional
-/// encoding (PEG), added to its input. Weight names as MobileVLM saves them below `mm_projector.`:
+/// encoding (PEG), added to its input. Weight names as MobileVLM saves them (prefix "model.mm_projector."):
 /// `mlp.mlp.{0,2}`, `peg.peg.0`.
 public struct LDPv2Config: Codable, Sendable, ConnectorTokenMapping {
     /// Output grid [rows, columns].

@@ -4,7 +4,7 @@ import Foundation
 
 /// nanoVLM's ModalityProjector (models/modality_projector.py), Idefics3 style: space-to-depth of
 /// the square token grid by `factor` f (each f×f block of V-wide tokens becomes one token of width
-/// V·f², block rows outer, columns inner), then one linear to H (no bias in nanoVLM, named `proj`).
+/// V·f², block rows outer, columns inner), then one linear to H (`proj`, no bias; prefix "MP." in nanoVLM).
 /// N tokens in, N/f² out. The manifest's input_width is the encoder width V.
 public struct PixelShuffleConfig: Codable, Sendable, ConnectorTokenMapping {
     public var factor: Int

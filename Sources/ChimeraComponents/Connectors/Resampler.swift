@@ -7,7 +7,7 @@ import Foundation
 /// layer; any number of feature tokens in, num_queries tokens out. Weight names are TinyLLaVA's
 /// below the module (`latents`, `linear`, `layers.i.0.{norm_media,norm_latents,to_q,to_kv,to_out}`,
 /// `layers.i.1.{0,1,3}` for the feed-forward's LayerNorm and linears, `norm`); the manifest's
-/// prefix is where the checkpoint keeps it (e.g. "model.connector._connector.").
+/// prefix is where the checkpoint keeps it (TinyLLaVA: "connector._connector.").
 public struct ResamplerConfig: Codable, Sendable, ConnectorTokenMapping {
     public var numQueries: Int
     public var layers: Int

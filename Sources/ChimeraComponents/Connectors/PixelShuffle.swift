@@ -53,19 +53,10 @@ public final class PixelShuffleConnector: Connector, @unchecked Sendable {
         if let reason = config.refusal(features.rows) {
             throw ConnectorError.badTokens(connector: id, tokens: features.rows, reason: reason)
         }
-        let side = squareGridSide(features.rows)!, f = config.factor, v = inputWidth, outSide = side / f
-        let shuffled = Tensor(zeros: [outSide * outSide, v * f * f])
-        for oy in 0..<outSide {
-            for ox in 0..<outSide {
-                let dst = shuffled.data + (oy * outSide + ox) * v * f * f
-                for dy in 0..<f {
-                    for dx in 0..<f {
-                        let src = features.data + ((oy * f + dy) * side + ox * f + dx) * v
-                        (dst + (dy * f + dx) * v).update(from: src, count: v)
-                    }
-                }
-            }
-        }
+        // Rows of the grid are side·V floats; an f × f block of tokens is f rows of f·V floats.
+        let side = squareGridSide(features.rows)!, f = config.factor
+        let shuffled = gatherBlocks(features.data, planes: 1, height: side, width: side * inputWidth,
+                                    blockHeight: f, blockWidth: f * inputWidth)
         return projection(shuffled)
     }
 }

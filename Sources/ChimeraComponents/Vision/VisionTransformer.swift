@@ -102,19 +102,8 @@ struct PatchEmbedding: Sendable {
 
     /// Pixels [channels, S, S] → [(S/patch)², hidden], patches in row-major grid order.
     func callAsFunction(_ pixels: Tensor) -> Tensor {
-        let p = patch, c = channels, s = pixels.shape[1], side = s / p
-        let patches = Tensor(zeros: [side * side, c * p * p])
-        for py in 0..<side {
-            for px in 0..<side {
-                let row = patches.data + (py * side + px) * c * p * p
-                for ch in 0..<c {
-                    for ky in 0..<p {
-                        (row + (ch * p + ky) * p).update(from: pixels.data + ch * s * s + (py * p + ky) * s + px * p, count: p)
-                    }
-                }
-            }
-        }
-        return projection(patches)
+        let s = pixels.shape[1]
+        return projection(gatherBlocks(pixels.data, planes: channels, height: s, width: s, blockHeight: patch, blockWidth: patch))
     }
 }
 

@@ -6,6 +6,7 @@ import Foundation
 public struct Catalog: Sendable {
     public private(set) var components: [String: ComponentManifest] = [:]
     public private(set) var assemblies: [String: AssemblyManifest] = [:]
+    public private(set) var templates: [String: ChatTemplate] = [:]
     /// Folders already read, so that a folder named twice is read once.
     private var scanned: Set<String> = []
 
@@ -56,6 +57,12 @@ public struct Catalog: Sendable {
                 throw ManifestError.duplicateID(id: m.id, first: existing.origin, second: m.origin)
             }
             assemblies[m.id] = m
+        case let .template(m):
+            if let existing = templates[m.id] {
+                if existing.origin == m.origin { return }
+                throw ManifestError.duplicateID(id: m.id, first: existing.origin, second: m.origin)
+            }
+            templates[m.id] = m
         }
     }
 
@@ -74,6 +81,13 @@ public struct Catalog: Sendable {
     public func assembly(_ id: String) throws -> AssemblyManifest {
         guard let m = assemblies[id] else {
             throw ManifestError.unknownID(id: id, kind: "assembly", known: assemblies.keys.sorted())
+        }
+        return m
+    }
+
+    public func template(_ id: String) throws -> ChatTemplate {
+        guard let m = templates[id] else {
+            throw ManifestError.unknownID(id: id, kind: "chat template", known: templates.keys.sorted())
         }
         return m
     }

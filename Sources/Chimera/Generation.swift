@@ -9,8 +9,12 @@ public struct GenerationOptions: Sendable {
     public var topK: Int?
     public var topP: Float?
     public var seed: UInt64
-    public init(maxTokens: Int = 64, temperature: Float = 0, topK: Int? = nil, topP: Float? = nil, seed: UInt64 = 0) {
+    /// Strings that end the answer (a chat template's stop strings): a string that is one token of
+    /// the tokenizer stops on that id; any other stops once the text holds it, and is cut off.
+    public var stop: [String]
+    public init(maxTokens: Int = 64, temperature: Float = 0, topK: Int? = nil, topP: Float? = nil, seed: UInt64 = 0, stop: [String] = []) {
         self.maxTokens = maxTokens; self.temperature = temperature; self.topK = topK; self.topP = topP; self.seed = seed
+        self.stop = stop
     }
 }
 
@@ -178,6 +182,12 @@ extension AssembledModel {
         var detokenizer = StreamingDetokenizer(tokenizer: tokenizer)
         var generated: [Int] = []
         var stopReason = "max_tokens"
+        let stopIDs = Set(options.stop.compactMap { tokenizer.tokenID($0) })
+        let textStops = options.stop.filter { tokenizer.tokenID($0) == nil }
+        func cut(_ text: String) -> String {
+            let ends = textStops.compactMap { text.range(of: $0)?.lowerBound }
+            return ends.min().map { String(text[..<$0]) } ?? text
+        }
 
         let prefillStart = Date()
         var logits = try languageModel.forward(embeddings: prepared.embeddings, cache: cache, lastOnly: true)
@@ -188,8 +198,13 @@ extension AssembledModel {
         while generated.count < options.maxTokens {
             let next = sampler.sample(logits)
             if eosTokenIDs.contains(next) { stopReason = "eos"; break }
+            if stopIDs.contains(next) { stopReason = "stop"; break }
             generated.append(next)
             onText(detokenizer.append(next))
+            if !textStops.isEmpty {
+                let text = tokenizer.decode(generated, skipSpecialTokens: true)
+                if textStops.contains(where: text.contains) { stopReason = "stop"; break }
+            }
             if generated.count == options.maxTokens { break }
             try languageModel.embed(token: next, into: nextEmbedding)
             logits = try languageModel.forward(embeddings: nextEmbedding, cache: cache, lastOnly: true)
@@ -201,7 +216,7 @@ extension AssembledModel {
             prefillTokensPerSecond: Double(promptLength) / max(prefillSeconds, 1e-9),
             decodeSeconds: decodeSeconds,
             decodeTokensPerSecond: generated.count > 1 ? Double(generated.count - 1) / max(decodeSeconds, 1e-9) : 0)
-        return GenerationResult(tokens: generated, text: tokenizer.decode(generated, skipSpecialTokens: true),
+        return GenerationResult(tokens: generated, text: cut(tokenizer.decode(generated, skipSpecialTokens: true)),
                                 promptTokens: promptLength, stopReason: stopReason, timings: timings)
     }
 }

@@ -1,7 +1,7 @@
 import ChimeraIO
 import Foundation
 
-// The two manifest kinds, as Codable types that refuse unknown fields. Their JSON Schemas live in
+// The manifest kinds (components, assemblies, and chat templates in Templates.swift), as Codable types that refuse unknown fields. Their JSON Schemas live in
 // manifests/schema/; `chimera validate` checks files against these types.
 
 public enum ManifestError: LocalizedError {
@@ -186,10 +186,8 @@ public struct ComponentManifest: Codable, Sendable, Equatable {
         .dataCorrupted(.init(codingPath: [key], debugDescription: "required field is missing (\(why))"))
     }
 
-    /// Resolves a path from the manifest against its folder.
-    public func resolve(_ path: String) -> URL {
-        path.hasPrefix("/") ? URL(fileURLWithPath: path) : directory.appendingPathComponent(path)
-    }
+    /// Resolves a path from the manifest against its folder ("~/" is the user's home).
+    public func resolve(_ path: String) -> URL { resolveManifestPath(path, in: directory) }
 
     /// Decodes the family config into the family's own type, reporting errors under "config.".
     public func decodeConfig<T: Decodable>(_ type: T.Type) throws -> T {
@@ -313,18 +311,32 @@ public struct AssemblyManifest: Codable, Sendable, Equatable {
         }
     }
 
-    public func resolve(_ path: String) -> URL {
-        path.hasPrefix("/") ? URL(fileURLWithPath: path) : directory.appendingPathComponent(path)
-    }
+    public func resolve(_ path: String) -> URL { resolveManifestPath(path, in: directory) }
 }
 
-/// Either manifest kind, read from a file.
+/// A manifest's path: absolute, "~/..." under the home folder (HOME), or relative to the manifest.
+func resolveManifestPath(_ path: String, in directory: URL) -> URL {
+    if path == "~" || path.hasPrefix("~/") {
+        let home = ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()
+        return URL(fileURLWithPath: home).appendingPathComponent(String(path.dropFirst(path == "~" ? 1 : 2)))
+    }
+    return path.hasPrefix("/") ? URL(fileURLWithPath: path) : directory.appendingPathComponent(path)
+}
+
+/// Any manifest kind, read from a file.
 public enum AnyManifest: Sendable {
     case component(ComponentManifest)
     case assembly(AssemblyManifest)
+    case template(ChatTemplate)
+
+    public static let schemas = [ComponentManifest.schemaVersion, AssemblyManifest.schemaVersion, ChatTemplate.schemaVersion]
 
     public var id: String {
-        switch self { case let .component(m): return m.id; case let .assembly(m): return m.id }
+        switch self {
+        case let .component(m): return m.id
+        case let .assembly(m): return m.id
+        case let .template(m): return m.id
+        }
     }
 
     /// Reads and checks a manifest file; errors name the file and the JSON path.
@@ -346,7 +358,7 @@ public enum AnyManifest: Sendable {
             throw ManifestError.invalid(file: file, detail: "not a JSON object")
         }
         guard let schema = object["schema"] as? String else {
-            throw ManifestError.invalid(file: file, detail: "schema: required field is missing (\"\(ComponentManifest.schemaVersion)\" or \"\(AssemblyManifest.schemaVersion)\")")
+            throw ManifestError.invalid(file: file, detail: "schema: required field is missing (\"\(schemas.joined(separator: "\", \""))\")")
         }
         do {
             switch schema {
@@ -358,9 +370,12 @@ public enum AnyManifest: Sendable {
                 var m = try JSONDecoder().decode(AssemblyManifest.self, from: data)
                 m.directory = directory; m.origin = file
                 return .assembly(m)
+            case ChatTemplate.schemaVersion:
+                var m = try JSONDecoder().decode(ChatTemplate.self, from: data)
+                m.directory = directory; m.origin = file
+                return .template(m)
             default:
-                throw ManifestError.wrongSchema(
-                    file: file, expected: "\(ComponentManifest.schemaVersion)\" or \"\(AssemblyManifest.schemaVersion)", found: schema)
+                throw ManifestError.wrongSchema(file: file, expected: schemas.joined(separator: "\", \""), found: schema)
             }
         } catch let error as DecodingError {
             throw ManifestError.invalid(file: file, detail: describe(error))

@@ -198,6 +198,11 @@ struct Validate: ParsableCommand {
                 case let .assembly(m):
                     try catalog.load(directory: m.directory)
                     problems = CompatibilityChecker(catalog: catalog, families: families).problems(assembly: m)
+                    if let name = m.chatTemplate, catalog.templates[name] == nil {
+                        problems.append("chat_template: no template named '\(name)' (known: \(catalog.templates.keys.sorted().joined(separator: ", ")))")
+                    }
+                case .template:
+                    break  // decoding checked every field
                 }
                 if problems.isEmpty { print("\(path): ok (\(manifest.id))") } else {
                     failures += 1

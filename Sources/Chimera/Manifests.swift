@@ -189,6 +189,38 @@ public struct ComponentManifest: Codable, Sendable, Equatable {
     /// Resolves a path from the manifest against its folder ("~/" is the user's home).
     public func resolve(_ path: String) -> URL { resolveManifestPath(path, in: directory) }
 
+    /// The safetensors files behind `weights.files`. An entry ending in "/" names a checkpoint
+    /// folder (as downloaded, one file or sharded): its model.safetensors.index.json when there is
+    /// one, else every *.safetensors in it.
+    public func weightFiles() throws -> [URL] {
+        try (weights?.files ?? []).flatMap { entry -> [URL] in
+            let url = resolve(entry)
+            guard entry.hasSuffix("/") else { return [url] }
+            let fm = FileManager.default
+            let index = url.appendingPathComponent("model.safetensors.index.json")
+            if fm.fileExists(atPath: index.path) { return [index] }
+            let shards = ((try? fm.contentsOfDirectory(atPath: url.path)) ?? []).filter { $0.hasSuffix(".safetensors") }.sorted()
+            guard !shards.isEmpty else {
+                throw ManifestError.unreadable(file: url.path, reason: "weights folder of '\(id)' holds no *.safetensors (see `chimera list`: how to provide weights)")
+            }
+            return shards.map { url.appendingPathComponent($0) }
+        }
+    }
+
+    /// Weight and tokenizer paths this manifest names that are not on disk (a weights folder
+    /// counts as missing while it holds no safetensors).
+    public var missingFiles: [String] {
+        var entries = weights?.files ?? []
+        if let tokenizer { entries.append(tokenizer.file) }
+        let fm = FileManager.default
+        return entries.compactMap { entry in
+            let path = resolve(entry).path
+            if !entry.hasSuffix("/") { return fm.fileExists(atPath: path) ? nil : path }
+            let items = (try? fm.contentsOfDirectory(atPath: path)) ?? []
+            return items.contains { $0.hasSuffix(".safetensors") } ? nil : path + "/"
+        }
+    }
+
     /// Decodes the family config into the family's own type, reporting errors under "config.".
     public func decodeConfig<T: Decodable>(_ type: T.Type) throws -> T {
         let data = try JSONEncoder().encode(config)

@@ -11,7 +11,11 @@ struct List: ParsableCommand {
     @Option(help: "A family name, e.g. clip-vision, mlp, llama") var family: String?
     @Flag(help: "Print JSON") var json = false
 
-    struct Row: Encodable { let id: String; let kind: String; let family: String; let modality: String?; let origin: String; let summary: String }
+    struct Row: Encodable {
+        let id: String; let kind: String; let family: String; let modality: String?; let origin: String; let summary: String
+        /// Weight and tokenizer paths not on disk (components only).
+        var missing: [String] = []
+    }
 
     func run() throws {
         do {
@@ -25,7 +29,8 @@ struct List: ParsableCommand {
                     return k
                 }
                 rows += catalog.list(kind: componentKind, modality: modality, family: family).map {
-                    Row(id: $0.id, kind: $0.kind.rawValue, family: $0.family, modality: $0.modality, origin: $0.origin, summary: summarize($0))
+                    Row(id: $0.id, kind: $0.kind.rawValue, family: $0.family, modality: $0.modality, origin: $0.origin,
+                        summary: summarize($0), missing: $0.missingFiles)
                 }
             }
             if kind == nil || kind == "assembly", modality == nil, family == nil {
@@ -39,9 +44,20 @@ struct List: ParsableCommand {
             print("ID".padding(toLength: idWidth, withPad: " ", startingAt: 0) + "  " + "KIND".padding(toLength: kindWidth, withPad: " ", startingAt: 0) + "  SUMMARY")
             for row in rows {
                 print(row.id.padding(toLength: idWidth, withPad: " ", startingAt: 0) + "  "
-                      + row.kind.padding(toLength: kindWidth, withPad: " ", startingAt: 0) + "  " + row.summary)
+                      + row.kind.padding(toLength: kindWidth, withPad: " ", startingAt: 0) + "  " + row.summary
+                      + (row.missing.isEmpty ? "" : "  [weights missing]"))
+            }
+            let folders = Set(rows.flatMap(\.missing).map(weightsFolder)).sorted()
+            if !folders.isEmpty {
+                print("")
+                print(weightsHelp(missingFolders: folders))
             }
         } catch let error as ValidationError { throw error } catch { throw fail(error) }
+    }
+
+    /// The folder a missing file belongs in (the unit a user downloads).
+    func weightsFolder(_ path: String) -> String {
+        path.hasSuffix("/") ? path : URL(fileURLWithPath: path).deletingLastPathComponent().path + "/"
     }
 
     func summarize(_ m: ComponentManifest) -> String {
@@ -215,4 +231,15 @@ struct Validate: ParsableCommand {
         }
         if failures > 0 { throw ExitCode.failure }
     }
+}
+
+/// How a user provides the weights the catalogue's manifests point at.
+func weightsHelp(missingFolders: [String]) -> String {
+    """
+    [weights missing]: weights are not shipped. Download each component's source checkpoint (its "source", \
+    see `chimera show ID`) as it is into the folder its manifest names, for example
+      huggingface-cli download openai/clip-vit-large-patch14-336 --local-dir ~/.chimera/weights/clip-vit-large-patch14-336
+    A folder may hold one model.safetensors or shards with model.safetensors.index.json; language models also need tokenizer.json.
+    Missing: \(missingFolders.joined(separator: ", "))
+    """
 }

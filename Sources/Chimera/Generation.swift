@@ -9,8 +9,8 @@ public struct GenerationOptions: Sendable {
     public var topK: Int?
     public var topP: Float?
     public var seed: UInt64
-    /// Strings that end the answer (a chat template's stop strings): a string that is one token of
-    /// the tokenizer stops on that id; any other stops once the text holds it, and is cut off.
+    /// Strings that end the answer (a chat template's stop strings): a special token of the
+    /// tokenizer stops on its id; any other text stops once the answer holds it, and is cut off.
     public var stop: [String]
     public init(maxTokens: Int = 64, temperature: Float = 0, topK: Int? = nil, topP: Float? = nil, seed: UInt64 = 0, stop: [String] = []) {
         self.maxTokens = maxTokens; self.temperature = temperature; self.topK = topK; self.topP = topP; self.seed = seed
@@ -182,8 +182,10 @@ extension AssembledModel {
         var detokenizer = StreamingDetokenizer(tokenizer: tokenizer)
         var generated: [Int] = []
         var stopReason = "max_tokens"
-        let stopIDs = Set(options.stop.compactMap { tokenizer.tokenID($0) })
-        let textStops = options.stop.filter { tokenizer.tokenID($0) == nil }
+        // Special tokens ("</s>", "<|im_end|>") stop on their id; any other text once the answer holds it.
+        func specialID(_ s: String) -> Int? { tokenizer.tokenID(s).flatMap { tokenizer.specialTokenIDs.contains($0) ? $0 : nil } }
+        let stopIDs = Set(options.stop.compactMap(specialID))
+        let textStops = options.stop.filter { specialID($0) == nil }
         func cut(_ text: String) -> String {
             let ends = textStops.compactMap { text.range(of: $0)?.lowerBound }
             return ends.min().map { String(text[..<$0]) } ?? text

@@ -98,7 +98,8 @@ struct Compat: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Which components plug into a component, and why the others don't.")
     @OptionGroup var catalogOptions: CatalogOptions
-    @Argument(help: "A component or assembly id") var id: String
+    @Argument(help: "A component or assembly id") var id: String?
+    @Flag(help: "The whole encoder × connector × language model table, with the reason in each cell that does not fit") var matrix = false
     @Flag(help: "Print JSON") var json = false
 
     struct Verdict: Encodable { let id: String; let kind: String; let fits: Bool; let reasons: [String] }
@@ -107,6 +108,19 @@ struct Compat: ParsableCommand {
         do {
             let catalog = try catalogOptions.catalog()
             let checker = CompatibilityChecker(catalog: catalog, families: BuiltinFamilies.registry())
+            if matrix {
+                guard id == nil else { throw ValidationError("--matrix covers the whole catalogue; give no id with it") }
+                let cells = checker.matrix()
+                if json {
+                    struct Table: Encodable { let encoders, connectors, language_models: [String]; let cells: [CompatibilityCell] }
+                    try printJSON(Table(encoders: catalog.list(kind: .encoder).map(\.id), connectors: catalog.list(kind: .connector).map(\.id),
+                                        language_models: catalog.list(kind: .languageModel).map(\.id), cells: cells))
+                } else {
+                    print(renderMatrix(cells, languageModels: catalog.list(kind: .languageModel).map(\.id)))
+                }
+                return
+            }
+            guard let id else { throw ValidationError("give a component or assembly id, or --matrix") }
             if let assembly = catalog.assemblies[id] {
                 let problems = checker.problems(assembly: assembly)
                 if json { try printJSON(Verdict(id: id, kind: "assembly", fits: problems.isEmpty, reasons: problems)); return }
@@ -156,6 +170,41 @@ struct Compat: ParsableCommand {
                 for v in chains { print(v.fits ? "  ✓ \(v.id)" : "  ✗ \(v.id): \(v.reasons.joined(separator: "; "))") }
             }
         } catch let code as ExitCode { throw code } catch { throw fail(error) }
+    }
+}
+
+extension Compat {
+    /// Rows encoder → connector, a column per language model (L1, L2, ... named above the table),
+    /// "✓" or "✗" with the numbers of the reasons listed below it.
+    func renderMatrix(_ cells: [CompatibilityCell], languageModels: [String]) -> String {
+        var reasonNumbers: [String: Int] = [:], reasons: [String] = []
+        func number(_ reason: String) -> Int {
+            if let n = reasonNumbers[reason] { return n }
+            reasons.append(reason); reasonNumbers[reason] = reasons.count
+            return reasons.count
+        }
+        var rows: [(label: String, cells: [String])] = []
+        var index: [String: Int] = [:]
+        for cell in cells {
+            let label = "\(cell.encoder) → \(cell.connector)"
+            if index[label] == nil { index[label] = rows.count; rows.append((label, [])) }
+            rows[index[label]!].cells.append(cell.fits ? "✓" : "✗" + cell.reasons.map { String(number($0)) }.joined(separator: ","))
+        }
+        let fitting = cells.filter(\.fits).count
+        var lines = ["\(cells.count) chains, \(fitting) fit (✓ fits; ✗n: reason n below; weights and tokenizers on disk are not checked: see `chimera list`)", ""]
+        for (i, lm) in languageModels.enumerated() { lines.append("  L\(i + 1)  \(lm)") }
+        lines.append("")
+        let labelWidth = max(20, rows.map(\.label.count).max() ?? 0)
+        let columnWidth = max(4, (rows.flatMap(\.cells).map(\.count).max() ?? 0) + 1)
+        func pad(_ s: String, _ n: Int) -> String { s + String(repeating: " ", count: max(0, n - s.count)) }
+        lines.append(pad("ENCODER → CONNECTOR", labelWidth) + "  " + languageModels.indices.map { pad("L\($0 + 1)", columnWidth) }.joined())
+        for row in rows { lines.append(pad(row.label, labelWidth) + "  " + row.cells.map { pad($0, columnWidth) }.joined()) }
+        if !reasons.isEmpty {
+            lines.append("")
+            lines.append("Reasons:")
+            for (i, reason) in reasons.enumerated() { lines.append("  \(i + 1). \(reason)") }
+        }
+        return lines.joined(separator: "\n")
     }
 }
 

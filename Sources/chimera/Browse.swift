@@ -48,10 +48,7 @@ struct List: ParsableCommand {
                       + (row.missing.isEmpty ? "" : "  [weights missing]"))
             }
             let folders = Set(rows.flatMap(\.missing).map(weightsFolder)).sorted()
-            if !folders.isEmpty {
-                print("")
-                print(weightsHelp(missingFolders: folders))
-            }
+            if !folders.isEmpty { progress("\n" + weightsHelp(missingFolders: folders)) }
         } catch let error as ValidationError { throw error } catch { throw fail(error) }
     }
 

@@ -59,7 +59,8 @@ import Testing
         #expect(line.contains("[weights missing]"))
         let defaultLine = try #require(r.stdout.split(separator: "\n").first { $0.hasPrefix("chimera-tiny-default-llm ") })
         #expect(!defaultLine.contains("[weights missing]"))
-        #expect(r.stdout.contains("huggingface-cli download") && r.stdout.contains("/.chimera/weights/tinyllama-1.1b-chat/"))
+        // The help goes to stderr, so that stdout stays one table row per line.
+        #expect(r.stderr.contains("huggingface-cli download") && r.stderr.contains("/.chimera/weights/tinyllama-1.1b-chat/"), "\(r.all)")
         let json = try CLI.run(["list", "--json", "--kind", "language_model"])
         let rows = try #require(try CLI.json(json.stdout) as? [[String: Any]])
         let row = try #require(rows.first { $0["id"] as? String == "tinyllama-1.1b-chat" })

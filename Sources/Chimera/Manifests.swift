@@ -155,9 +155,7 @@ public struct ComponentManifest: Codable, Sendable, Equatable {
         weights = try c.decodeIfPresent(WeightsReference.self, forKey: .weights)
         seed = try c.decodeIfPresent(UInt64.self, forKey: .seed)
         source = try c.decodeIfPresent(String.self, forKey: .source)
-        if id.isEmpty || id.contains(where: { $0.isWhitespace }) {
-            throw DecodingError.dataCorrupted(.init(codingPath: [CodingKeys.id], debugDescription: "ids are non-empty and hold no spaces"))
-        }
+        try checkManifestID(id, key: CodingKeys.id)
         if let contextLength, contextLength < 1 {
             throw DecodingError.dataCorrupted(.init(codingPath: [CodingKeys.contextLength], debugDescription: "must be positive, found \(contextLength)"))
         }
@@ -334,9 +332,7 @@ public struct AssemblyManifest: Codable, Sendable, Equatable {
         chatTemplate = try c.decodeIfPresent(String.self, forKey: .chatTemplate)
         generation = try c.decodeIfPresent(GenerationDefaults.self, forKey: .generation)
         samples = try c.decodeIfPresent([String: String].self, forKey: .samples)
-        if id.isEmpty || id.contains(where: { $0.isWhitespace }) {
-            throw DecodingError.dataCorrupted(.init(codingPath: [CodingKeys.id], debugDescription: "ids are non-empty and hold no spaces"))
-        }
+        try checkManifestID(id, key: CodingKeys.id)
         let placeholders = inputs.map(\.placeholder)
         if Set(placeholders).count != placeholders.count {
             throw DecodingError.dataCorrupted(.init(codingPath: [CodingKeys.inputs], debugDescription: "a placeholder is bound twice"))
@@ -344,6 +340,13 @@ public struct AssemblyManifest: Codable, Sendable, Equatable {
     }
 
     public func resolve(_ path: String) -> URL { resolveManifestPath(path, in: directory) }
+}
+
+/// Ids are looked up exactly, so they must be non-empty and hold no spaces.
+func checkManifestID(_ id: String, key: some CodingKey) throws {
+    if id.isEmpty || id.contains(where: { $0.isWhitespace }) {
+        throw DecodingError.dataCorrupted(.init(codingPath: [key], debugDescription: "ids are non-empty and hold no spaces"))
+    }
 }
 
 /// A manifest's path: absolute, "~/..." under the home folder (HOME), or relative to the manifest.

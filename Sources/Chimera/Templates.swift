@@ -104,9 +104,7 @@ public struct ChatTemplate: Codable, Sendable, Equatable {
         generationPrompt = try c.decode(String.self, forKey: .generationPrompt)
         image = try c.decodeIfPresent(ImageRule.self, forKey: .image)
         stop = try c.decodeIfPresent([String].self, forKey: .stop) ?? []
-        if id.isEmpty || id.contains(where: { $0.isWhitespace }) {
-            throw DecodingError.dataCorrupted(.init(codingPath: [CodingKeys.id], debugDescription: "ids are non-empty and hold no spaces"))
-        }
+        try checkManifestID(id, key: CodingKeys.id)
         if !assistant.contains(Self.contentSlot) {
             throw DecodingError.dataCorrupted(.init(codingPath: [CodingKeys.assistant], debugDescription: "must hold {{content}} (where the answer goes)"))
         }

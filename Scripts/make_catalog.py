@@ -89,8 +89,11 @@ TINYLLAVA = [
     ("tinyllava-gemma-siglip-2.4b", "tinyllava/TinyLLaVA-Gemma-SigLIP-2.4B", "siglip-so400m-patch14-384", "gemma-2b", "gemma", FACTORY),
     ("tinyllava-qwen2-0.5b-siglip", "Zhang199/TinyLLaVA-Qwen2-0.5B-SigLIP", "siglip-so400m-patch14-384", "qwen2-0.5b", "qwen2_base", FACTORY),
     ("tinyllava-qwen2.5-3b-siglip", "Zhang199/TinyLLaVA-Qwen2.5-3B-SigLIP", "siglip-so400m-patch14-384", "qwen2.5-3b", "qwen2_base", FACTORY),
-    # TinyLLaVA-1.5B: TinyLlama + SigLIP, trained with the legacy TinyLLaVABench code (LLaVA layout).
+    # Trained with the legacy TinyLLaVABench code (LLaVA layout; TinyLLaVA_Factory's
+    # convert_legecy_weights_to_tinyllavafactory.py maps it): TinyLLaVA-1.5B (TinyLlama + SigLIP) and
+    # TinyLLaVA-2.0B (StableLM-2-Zephyr-1.6B, the shapes of stablelm-2-1_6b, + SigLIP).
     ("tinyllava-tinyllama-siglip-1.5b", "bczhou/TinyLLaVA-1.5B", "siglip-so400m-patch14-384", "tinyllama-1.1b-chat", "llama", LEGACY),
+    ("tinyllava-stablelm-2-siglip-2.0b", "bczhou/TinyLLaVA-2.0B", "siglip-so400m-patch14-384", "stablelm-2-1_6b", "phi", LEGACY),
 ]
 
 

@@ -149,7 +149,7 @@ enum BuiltinCatalog {
     static let baseIDs = ["clip-vit-large-patch14-336", "siglip-so400m-patch14-384", "tinyllama-1.1b-chat", "phi-2",
                           "stablelm-2-1_6b", "qwen2-0.5b", "qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-3b", "gemma-2b"]
     static let tinyllava = ["tinyllava-phi-2-siglip-3.1b", "tinyllava-gemma-siglip-2.4b", "tinyllava-qwen2-0.5b-siglip",
-                            "tinyllava-qwen2.5-3b-siglip", "tinyllava-tinyllama-siglip-1.5b"]
+                            "tinyllava-qwen2.5-3b-siglip", "tinyllava-tinyllama-siglip-1.5b", "tinyllava-stablelm-2-siglip-2.0b"]
 
     @Test func catalogueLoadsWithFamiliesNotYetRegistered() throws {
         let catalog = try BuiltinCatalog.load()
@@ -178,7 +178,8 @@ enum BuiltinCatalog {
     @Test func publishedConnectorsHaveRealWidths() throws {
         let catalog = try BuiltinCatalog.load()
         let widths = ["tinyllava-phi-2-siglip-3.1b": 2560, "tinyllava-gemma-siglip-2.4b": 2048, "tinyllava-qwen2-0.5b-siglip": 896,
-                      "tinyllava-qwen2.5-3b-siglip": 2048, "tinyllava-tinyllama-siglip-1.5b": 2048]
+                      "tinyllava-qwen2.5-3b-siglip": 2048, "tinyllava-tinyllama-siglip-1.5b": 2048,
+                      "tinyllava-stablelm-2-siglip-2.0b": 2048]
         let checker = CompatibilityChecker(catalog: catalog, families: BuiltinFamilies.registry())
         for (id, width) in widths {
             let connector = try catalog.component("\(id)-connector", kind: .connector)

@@ -6,7 +6,7 @@ import Foundation
 struct List: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "List components (and assemblies) by kind, modality and family.")
     @OptionGroup var catalogOptions: CatalogOptions
-    @Option(help: "encoder, connector, language_model or assembly") var kind: String?
+    @Option(help: "encoder, connector, language_model, assembly or template") var kind: String?
     @Option(help: "image, audio, sensor, ...") var modality: String?
     @Option(help: "A family name, e.g. clip-vision, mlp, llama") var family: String?
     @Flag(help: "Print JSON") var json = false
@@ -21,10 +21,15 @@ struct List: ParsableCommand {
         do {
             let catalog = try catalogOptions.catalog()
             var rows: [Row] = []
-            if kind != "assembly" {
+            if kind == "template" {
+                rows += catalog.templates.values.sorted { $0.id < $1.id }.map {
+                    Row(id: $0.id, kind: "template", family: "-", modality: nil, origin: $0.origin,
+                        summary: $0.description ?? "stops at \($0.stop.joined(separator: ", "))")
+                }
+            } else if kind != "assembly" {
                 let componentKind: ComponentKind? = try kind.map {
                     guard let k = ComponentKind(rawValue: $0) else {
-                        throw ValidationError("--kind must be encoder, connector, language_model or assembly, found '\($0)'")
+                        throw ValidationError("--kind must be encoder, connector, language_model, assembly or template, found '\($0)'")
                     }
                     return k
                 }
@@ -70,9 +75,9 @@ struct List: ParsableCommand {
 }
 
 struct Show: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Print a component or assembly manifest.")
+    static let configuration = CommandConfiguration(abstract: "Print a component, assembly or chat template manifest.")
     @OptionGroup var catalogOptions: CatalogOptions
-    @Argument(help: "A component or assembly id") var id: String
+    @Argument(help: "A component, assembly or template id") var id: String
 
     func run() throws {
         do {
@@ -83,8 +88,11 @@ struct Show: ParsableCommand {
             } else if let assembly = catalog.assemblies[id] {
                 try printJSON(assembly)
                 FileHandle.standardError.write(Data("(from \(assembly.origin))\n".utf8))
+            } else if let template = catalog.templates[id] {
+                try printJSON(template)
+                FileHandle.standardError.write(Data("(from \(template.origin))\n".utf8))
             } else {
-                throw ManifestError.unknownID(id: id, kind: "component or assembly",
+                throw ManifestError.unknownID(id: id, kind: "component, assembly or template",
                                               known: (Array(catalog.components.keys) + Array(catalog.assemblies.keys)).sorted())
             }
         } catch { throw fail(error) }

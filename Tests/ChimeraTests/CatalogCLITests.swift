@@ -99,4 +99,17 @@ import Testing
         let unknown = try CLI.run(["generate", "--template", "vicuna", "--max-tokens", "1"])
         #expect(unknown.status != 0 && unknown.stderr.contains("unknown chat template id 'vicuna'"), "\(unknown.all)")
     }
+
+    @Test func listAndShowTemplates() throws {
+        let r = try CLI.run(["list", "--kind", "template", "--json"])
+        #expect(r.status == 0, "\(r.all)")
+        let rows = try #require(try CLI.json(r.stdout) as? [[String: Any]])
+        #expect(Set(rows.compactMap { $0["id"] as? String }) == ["llama", "phi", "gemma", "qwen2_base", "qwen2_instruct", "pretrain", "llava"])
+        let show = try CLI.run(["show", "phi"])
+        #expect(show.status == 0, "\(show.all)")
+        let manifest = try #require(try CLI.json(show.stdout) as? [String: Any])
+        #expect(manifest["schema"] as? String == "chimera.template/v1" && manifest["stop"] as? [String] == ["<|endoftext|>"])
+        let validate = try CLI.run(["validate", CLI.packageRoot.appendingPathComponent("manifests/templates/gemma.template.json").path])
+        #expect(validate.status == 0 && validate.stdout.contains("ok (gemma)"), "\(validate.all)")
+    }
 }

@@ -25,6 +25,17 @@ import Testing
         }
     }
 
+    @Test func planOfAnAssemblyFile() throws {
+        let file = CLI.packageRoot.appendingPathComponent("manifests/default/chimera-tiny-default.assembly.json").path
+        let r = try CLI.run(["plan", file, "--json"])
+        #expect(r.status == 0, "\(r.all)")
+        let plan = try #require(try CLI.json(r.stdout) as? [String: Any])
+        #expect(plan["subject"] as? String == "chimera-tiny-default")
+        #expect((plan["parts"] as? [[String: Any]])?.count == 3)
+        let bad = try CLI.run(["plan", "tinyllama-1.1b-chat", "--context", "0"])
+        #expect(bad.status != 0 && bad.stderr.contains("--context must be positive"), "\(bad.all)")
+    }
+
     @Test func planOfAFamilyStillToCome() throws {
         let r = try CLI.run(["plan", "tinyllava-phi-2-siglip-3.1b"])
         #expect(r.status != 0)

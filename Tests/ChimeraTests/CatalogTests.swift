@@ -138,10 +138,29 @@ enum BuiltinCatalog {
         let before = model.tokenizer.decode(Array(free.tokens.prefix(2)), skipSpecialTokens: true)
         let stop = String(third.dropFirst(before.count))
         try #require(!stop.isEmpty && !before.contains(stop))
-        let stopped = try model.generate(prompt: prompt, options: GenerationOptions(maxTokens: 8, stop: [stop]))
+        var streamed = ""
+        let stopped = try model.generate(prompt: prompt, options: GenerationOptions(maxTokens: 8, stop: [stop])) { streamed += $0 }
         #expect(stopped.stopReason == "stop")
         #expect(stopped.tokens == Array(free.tokens.prefix(3)))
         #expect(stopped.text == before)
+        #expect(streamed == before, "no part of the stop string is streamed")
+    }
+
+    @Test func filterHoldsBackWhatMayBecomeAStopString() {
+        var filter = StopStringFilter(stops: ["END", "\n"])
+        #expect(filter.append("abcE") == "abc")
+        #expect(filter.append("N") == "")
+        #expect(filter.append("X y") == "ENX y")
+        #expect(!filter.stopped)
+        #expect(filter.append(" EN") == " ")
+        #expect(filter.append("D and more") == "")
+        #expect(filter.stopped && filter.finish() == "")
+        var open = StopStringFilter(stops: ["END"])
+        #expect(open.append("the EN") == "the ")
+        #expect(open.finish() == "EN")
+        var newline = StopStringFilter(stops: ["\n"])
+        #expect(newline.append("a caption.\nmore") == "a caption.")
+        #expect(StopStringFilter.cut("x END y END", at: ["END"]) == "x ")
     }
 }
 

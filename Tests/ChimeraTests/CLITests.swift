@@ -171,7 +171,7 @@ enum CLI {
         let r = try CLI.run(["compat", Self.encoderID])
         #expect(r.status == 0, "\(r.all)")
         #expect(r.stdout.contains("✓ \(Self.connectorID)"))
-        #expect(!r.stdout.contains("✗"))
+        #expect(!r.stdout.contains("✗ \(Self.connectorID)"))
         let j = try CLI.run(["compat", Self.encoderID, "--json"])
         let verdicts = try #require(try CLI.json(j.stdout) as? [[String: Any]])
         let projector = try #require(verdicts.first { $0["id"] as? String == Self.connectorID })

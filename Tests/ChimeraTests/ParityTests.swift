@@ -32,7 +32,7 @@ struct LLaVAFixture {
         let result = try CheckpointImporter(checkpoint: directory, outputDirectory: out).run()
         var catalog = Catalog()
         try catalog.load(directory: out)
-        return try Assembler(catalog: catalog, families: BuiltinFamilies.registry()).build(result.assembly)
+        return try Assembler(catalog: catalog, families: BuiltinFamilies.registry()).build(try #require(result.assembly))
     }
 }
 

@@ -246,3 +246,47 @@ func greedyContinuation(_ model: any LanguageModel, prompt: [Int], maxNewTokens:
         }
     }
 }
+
+@Suite struct LanguageModelImportMappingTests {
+    func config(_ name: String, _ edit: (inout [String: Any]) -> Void = { _ in }) throws -> [String: Any] {
+        let url = packageRoot.appendingPathComponent("Tests/ChimeraTests/Fixtures/\(name)/config.json")
+        var config = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
+        edit(&config)
+        return config
+    }
+
+    func mapped(_ text: [String: Any], section: String = "", version: Int? = nil) throws -> [String: JSONValue] {
+        let manifest = try LanguageModelImport.manifest(id: "x", text: text, section: section, file: "config.json", transformersVersion: version)
+        guard case let .object(object) = manifest.config else { Issue.record("config is not an object"); return [:] }
+        return object
+    }
+
+    @Test func olderConfigsWithTopLevelRopeFieldsMap() throws {
+        let text = try config("lm-phi") { c in
+            c["rope_parameters"] = nil
+            c["rope_theta"] = 500.0
+            c["partial_rotary_factor"] = 0.5
+        }
+        let object = try mapped(text)
+        #expect(object["rope_theta"] == .number(500))
+        #expect(object["partial_rotary_factor"] == .number(0.5))
+    }
+
+    @Test func legacyGemmaGeluMeansTheTanhApproximation() throws {
+        let text = try config("lm-gemma") { c in
+            c["hidden_activation"] = nil
+            c["hidden_act"] = "gelu"
+        }
+        #expect(try mapped(text)["hidden_act"] == .string("gelu_pytorch_tanh"))
+        #expect(try mapped(text)["scale_spliced_features"] == nil)
+        #expect(try mapped(text, section: "text_config", version: 4)["scale_spliced_features"] == .bool(true))
+        #expect(try mapped(text, section: "text_config", version: 5)["scale_spliced_features"] == .bool(false))
+    }
+
+    @Test func qwen2SlidingWindowIsKeptOnlyWhenUsed() throws {
+        let off = try config("lm-qwen2") { c in c["use_sliding_window"] = false; c["sliding_window"] = 16 }
+        #expect(try mapped(off)["sliding_window"] == nil)
+        let on = try config("lm-qwen2") { c in c["use_sliding_window"] = true; c["sliding_window"] = 16 }
+        #expect(try mapped(on)["sliding_window"] == .number(16))
+    }
+}

@@ -63,8 +63,11 @@ public enum LanguageModelImport {
             }
         case "gemma":
             copy(["rms_norm_eps", "attention_bias"])
-            // Gemma checkpoints name the MLP activation hidden_activation (hidden_act is the older, ignored key).
-            if let act = text["hidden_activation"] as? String ?? text["hidden_act"] as? String { config["hidden_act"] = .string(act) }
+            // Older Gemma configs say hidden_activation, or the legacy hidden_act "gelu", which both
+            // transformers 4 and 5 run as the tanh approximation.
+            if let act = text["hidden_activation"] as? String ?? text["hidden_act"] as? String {
+                config["hidden_act"] = .string(act == "gelu" ? "gelu_pytorch_tanh" : act)
+            }
             if let version = transformersVersion { config["scale_spliced_features"] = .bool(version < 5) }
         case "phi":
             copy(["layer_norm_eps", "hidden_act", "qk_layernorm"])

@@ -90,7 +90,7 @@ def self_checks(validators, shipped):
         ("generation defaults", mutated(asm, ["generation"], {"max_tokens": 5, "temperature": 0}), True),
         ("optional field null", mutated(llm, ["description"], None), True),
         ("mlp config absent", mutated(con, ["config"], None, delete=True), True),
-        ("unknown family with any config", mutated(mutated(con, ["family"], "resampler"), ["config"], {"q": 64}), True),
+        ("unknown family with any config", mutated(mutated(con, ["family"], "qformer"), ["config"], {"q": 64}), True),
     ]
 
 

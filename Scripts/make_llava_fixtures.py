@@ -57,6 +57,19 @@ def sample_image(width, height, seed):
     return Image.fromarray(img, "RGB")
 
 
+def widen(model, std=0.08, half=False):
+    """Random init puts tiny values everywhere; widen them so outputs are not all alike. `half` rounds
+    every parameter to a float16 value (for fixtures stored as float16)."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.normal_(0, std)
+            else:
+                p.add_(torch.randn_like(p) * 0.05)
+            if half:
+                p.copy_(p.half().float())
+
+
 def build(name, *, vision, text, image_size, patch, prompt, image_wh, hub_layout, seed, max_new_tokens,
           vocab_size, out_dir, reference=True, text_config=None, half=False, std=0.08, extra_reference=None):
     """text_config(tokenizer) -> a transformers text config replaces the Llama one (other LM families);
@@ -77,7 +90,7 @@ def build(name, *, vision, text, image_size, patch, prompt, image_wh, hub_layout
                       projector_hidden_act="gelu", vision_feature_select_strategy="default",
                       vision_feature_layer=-2, tie_word_embeddings=text.get("tied", False))
     model = LlavaForConditionalGeneration(cfg).eval()
-    widen_init(model, half, std)
+    widen(model, std, half)
     os.makedirs(out_dir, exist_ok=True)
     save_model(model, out_dir, half)
     improc = CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
@@ -112,18 +125,6 @@ def build(name, *, vision, text, image_size, patch, prompt, image_wh, hub_layout
                    "max_new_tokens": max_new_tokens, "image": "sample.png", "image_token_id": image_token_id,
                    "text": tokenizer.decode(new_tokens)}, f, indent=1)
     print(name, "generated", new_tokens, file=sys.stderr)
-
-
-def widen_init(model, half=False, std=0.08):
-    """Random init puts tiny values everywhere; widen them so logits are not all alike."""
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() >= 2:
-                p.normal_(0, std)
-            else:
-                p.add_(torch.randn_like(p) * 0.05)
-            if half:
-                p.copy_(p.half().float())
 
 
 def compact_json(path):

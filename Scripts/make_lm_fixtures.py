@@ -18,7 +18,7 @@ from transformers import (LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCa
                           PhiConfig, PhiForCausalLM, StableLmConfig, StableLmForCausalLM)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_llava_fixtures import FIXTURES, build, compact_json, save_model, train_tokenizer, widen_init  # noqa: E402
+from make_llava_fixtures import FIXTURES, build, compact_json, save_model, train_tokenizer, widen  # noqa: E402
 
 VOCAB = 300
 PROMPT = "The quick brown fox jumps."
@@ -66,7 +66,7 @@ def build_lm(name, model_class, make_config, seed, max_new_tokens=10):
     torch.manual_seed(seed)
     tokenizer = train_tokenizer(VOCAB)
     model = model_class(make_config(tokenizer)).eval()
-    widen_init(model, half=True, std=STD)
+    widen(model, STD, half=True)
     out_dir = os.path.join(FIXTURES, f"lm-{name}")
     os.makedirs(out_dir, exist_ok=True)
     save_model(model, out_dir, half=True)

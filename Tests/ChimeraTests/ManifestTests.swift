@@ -382,14 +382,14 @@ extension ManifestTests {
 
         @Test func unknownFamily() throws {
             let folder = try F.temporaryFolder()
-            let m = try F.component(F.relocatable(F.connectorID).merging(["family": "resampler"]) { $1 }, in: folder)
-            #expect(try makeChecker().problems(of: m) == [.unknownFamily(id: m.id, family: "resampler")])
+            let m = try F.component(F.relocatable(F.connectorID).merging(["family": "qformer"]) { $1 }, in: folder)
+            #expect(try makeChecker().problems(of: m) == [.unknownFamily(id: m.id, family: "qformer")])
             do {
                 _ = try families.build(m)
                 Issue.record("an unknown family built")
             } catch {
                 let message = F.message(error)
-                #expect(message.contains("unknown connector family 'resampler'"))
+                #expect(message.contains("unknown connector family 'qformer'"))
                 #expect(message.contains("mlp") && message.contains("linear"), "lists the known connector families")
                 #expect(message.contains(m.origin))
             }
@@ -437,7 +437,7 @@ extension ManifestTests {
 
         @Test(arguments: [
             ("heads", 5, "config.heads: hidden_size 64 is not divisible by heads 5"),
-            ("patch_size", 24, "config.patch_size: image_size 64 is not a multiple of patch_size 24"),
+            ("patch_size", 80, "config.patch_size: image_size 64 is smaller than patch_size 80"),
         ])
         func clipConfigErrors(field: String, value: Int, expected: String) throws {
             let folder = try F.temporaryFolder()

@@ -230,13 +230,15 @@ func slice(_ t: Tensor, _ index: Int) -> Tensor {
         try editConfig(dir) { $0["model_type"] = "qwen2_vl" }
         #expect(importError(dir).contains("model_type is \"qwen2_vl\""))
 
-        let siglip = try copyFixture("llava-b")
-        try editConfig(siglip) { config in
+        let pixtral = try copyFixture("llava-b")
+        try editConfig(pixtral) { config in
             var vision = config["vision_config"] as! [String: Any]
-            vision["model_type"] = "siglip_vision_model"
+            vision["model_type"] = "pixtral"
             config["vision_config"] = vision
         }
-        #expect(importError(siglip).contains("siglip_vision_model"))
+        let visionMessage = importError(pixtral)
+        #expect(visionMessage.contains("vision_config.model_type") && visionMessage.contains("pixtral")
+                && visionMessage.contains("siglip_vision_model"))
     }
 
     @Test func missingWeightsAndTokenizerAreReported() throws {

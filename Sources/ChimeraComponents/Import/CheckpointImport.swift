@@ -33,8 +33,8 @@ public struct ImportResult: Sendable {
 }
 
 /// Turns a Hugging Face checkpoint folder into Chimera manifests that point at its weight files
-/// (never copied). Supported: LLaVA (model_type "llava") with a CLIP vision tower and any language
-/// model of `LanguageModelImport`, and those language models on their own (*ForCausalLM folders).
+/// (never copied). Supported: LLaVA (model_type "llava") with a CLIP or SigLIP vision tower and any
+/// language model of `LanguageModelImport`, and those language models on their own (*ForCausalLM folders).
 public struct CheckpointImporter {
     public let checkpoint: URL
     public let outputDirectory: URL
@@ -79,10 +79,15 @@ public struct CheckpointImporter {
         let weightFiles = try weightFileList()
         let store = try WeightStore(files: weightFiles.map(\.path))
 
-        // Vision tower.
+        // Vision tower: CLIP (class token + patches) or SigLIP (patches only).
         let visionType = vision["model_type"] as? String ?? "clip_vision_model"
-        guard visionType == "clip_vision_model" else {
-            throw ImportError.unsupported(file: configPath, field: "vision_config.model_type", found: "\"\(visionType)\"", supported: "\"clip_vision_model\"")
+        let visionFamilies: [String: (family: String, classToken: Bool, eps: Double, act: String, name: String)] = [
+            "clip_vision_model": ("clip-vision", true, 1e-5, "quick_gelu", "CLIP"),
+            "siglip_vision_model": ("siglip-vision", false, 1e-6, "gelu_pytorch_tanh", "SigLIP"),
+        ]
+        guard let visionFamily = visionFamilies[visionType] else {
+            throw ImportError.unsupported(file: configPath, field: "vision_config.model_type", found: "\"\(visionType)\"",
+                                          supported: visionFamilies.keys.sorted().map { "\"\($0)\"" }.joined(separator: ", "))
         }
         guard let visionPrefix = prefix(in: store, endingWith: "embeddings.patch_embedding.weight") else {
             throw ImportError.missingTensors(directory: checkpoint.path, what: "vision tower (no *embeddings.patch_embedding.weight)")
@@ -91,20 +96,21 @@ public struct CheckpointImporter {
         let imageSize = try int(vision, "image_size", configPath, "vision_config")
         let patchSize = try int(vision, "patch_size", configPath, "vision_config")
         let side = imageSize / patchSize
-        var encoder = ComponentManifest(id: "\(name)-vision", kind: .encoder, family: "clip-vision", config: .object([
+        var encoder = ComponentManifest(id: "\(name)-vision", kind: .encoder, family: visionFamily.family, config: .object([
             "hidden_size": .number(Double(visionHidden)),
             "layers": .number(Double(try int(vision, "num_hidden_layers", configPath, "vision_config"))),
             "heads": .number(Double(try int(vision, "num_attention_heads", configPath, "vision_config"))),
             "intermediate_size": .number(Double(try int(vision, "intermediate_size", configPath, "vision_config"))),
             "image_size": .number(Double(imageSize)), "patch_size": .number(Double(patchSize)),
-            "layer_norm_eps": .number(vision["layer_norm_eps"] as? Double ?? 1e-5),
-            "hidden_act": .string(vision["hidden_act"] as? String ?? "quick_gelu"),
+            "layer_norm_eps": .number(vision["layer_norm_eps"] as? Double ?? visionFamily.eps),
+            "hidden_act": .string(vision["hidden_act"] as? String ?? visionFamily.act),
         ]))
         encoder.modality = "image"
-        encoder.output = TokenContract(width: visionHidden, tokens: side * side + 1, grid: [side, side])
+        encoder.output = TokenContract(width: visionHidden, tokens: side * side + (visionFamily.classToken ? 1 : 0), grid: [side, side],
+                                       classToken: visionFamily.classToken ? nil : false)  // CLIP manifests keep the implicit default
         encoder.preprocess = try imagePreprocessing()
         encoder.weights = WeightsReference(files: weightFiles.map(relative), prefix: visionPrefix)
-        encoder.description = "CLIP vision tower of \(checkpoint.lastPathComponent)"
+        encoder.description = "\(visionFamily.name) vision tower of \(checkpoint.lastPathComponent)"
         encoder.source = relative(checkpoint)
 
         // Projector.

@@ -30,13 +30,27 @@ public enum BuiltinFamilies {
                 name: "identity", kind: .connector, summary: "features passed through unchanged (widths must match)",
                 validate: { try IdentityConfig.validate($0) },
                 create: { manifest, context in try IdentityConnector(manifest: manifest, context: context) }),
-            ComponentFamily(
-                name: "llama", kind: .languageModel, summary: "Llama / TinyLlama (transformers LlamaForCausalLM)",
-                validate: { _ = try $0.decodeConfig(LlamaConfig.self) },
-                create: { manifest, context in
-                    try LlamaModel(manifest: manifest, weights: try requireWeights(manifest, context))
-                }),
+            languageModel("llama", LlamaConfig.self, "Llama / TinyLlama (transformers LlamaForCausalLM)"),
+            languageModel("qwen2", Qwen2Config.self, "Qwen2 / Qwen2.5 (transformers Qwen2ForCausalLM)"),
+            languageModel("gemma", GemmaConfig.self, "Gemma (transformers GemmaForCausalLM)"),
+            languageModel("phi", PhiConfig.self, "Phi-1/1.5/2 (transformers PhiForCausalLM)"),
+            languageModel("stablelm", StableLMConfig.self, "StableLM-2 (transformers StableLmForCausalLM)"),
         ]
+    }
+
+    /// A decoder-only language model family: its config maps to a `DecoderTransformer` architecture.
+    static func languageModel<Config: DecoderFamilyConfig>(_ name: String, _ config: Config.Type, _ summary: String) -> ComponentFamily {
+        ComponentFamily(
+            name: name, kind: .languageModel, summary: summary,
+            validate: { manifest in _ = try architecture(manifest, config) },
+            create: { manifest, context in
+                try DecoderTransformer(manifest: manifest, architecture: try architecture(manifest, config),
+                                       weights: try requireWeights(manifest, context))
+            })
+    }
+
+    static func architecture<Config: DecoderFamilyConfig>(_ manifest: ComponentManifest, _ config: Config.Type) throws -> DecoderArchitecture {
+        try manifest.decodeConfig(config).architecture(for: manifest)
     }
 
     /// A registry holding the built-in families.

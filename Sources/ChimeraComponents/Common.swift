@@ -59,6 +59,23 @@ func rejectUnknown<K: CodingKey & CaseIterable>(_ decoder: Decoder, _ keys: K.Ty
     try decoder.rejectUnknownKeys(keys)
 }
 
+/// The same for a config whose fields are declared by two key sets (shared and family-specific).
+func rejectUnknown<A: CodingKey & CaseIterable, B: CodingKey & CaseIterable>(_ decoder: Decoder, _ a: A.Type, _ b: B.Type) throws {
+    let known = Set(A.allCases.map(\.stringValue) + B.allCases.map(\.stringValue))
+    let container = try decoder.container(keyedBy: NamedKey.self)
+    for key in container.allKeys where !known.contains(key.stringValue) {
+        throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath + [key],
+            debugDescription: "unknown field '\(key.stringValue)' (known: \(known.sorted().joined(separator: ", ")))"))
+    }
+}
+
+private struct NamedKey: CodingKey {
+    var stringValue: String
+    var intValue: Int? { nil }
+    init(stringValue: String) { self.stringValue = stringValue }
+    init?(intValue: Int) { nil }
+}
+
 /// A config check that fails as a decoding error at `key` (reported as "config.<key>: ...").
 func require<K: CodingKey>(_ condition: Bool, _ key: K, _ message: String) throws {
     if !condition { throw DecodingError.dataCorrupted(.init(codingPath: [key], debugDescription: message)) }

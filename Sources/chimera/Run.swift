@@ -126,7 +126,7 @@ struct Import: ParsableCommand {
         discussion: "Supported: LLaVA checkpoints (model_type \"llava\") with a CLIP vision tower and a Llama language model. Prints the assembly's path.")
     @Argument(help: "Checkpoint folder (config.json, *.safetensors, tokenizer.json, preprocessor_config.json)") var checkpoint: String
     @Option(help: "Output folder (default: ~/.chimera/manifests/<name>)") var out: String?
-    @Option(help: "Assembly id (default: the folder's name)") var name: String?
+    @Option(help: "Id of the assembly, or of the language model when importing one alone (default: the folder's name)") var name: String?
 
     func run() throws {
         do {
@@ -137,7 +137,7 @@ struct Import: ParsableCommand {
             progress("importing \(source.path)")
             let result = try CheckpointImporter(checkpoint: source, outputDirectory: output, name: id).run()
             for path in result.componentPaths { progress("wrote \(path.path)") }
-            print(result.assemblyPath.path)
+            print(result.mainPath.path)
         } catch { throw fail(error) }
     }
 }

@@ -32,7 +32,7 @@ struct LLaVAFixture {
         let result = try CheckpointImporter(checkpoint: directory, outputDirectory: out).run()
         var catalog = Catalog()
         try catalog.load(directory: out)
-        return try Assembler(catalog: catalog, families: BuiltinFamilies.registry()).build(result.assembly)
+        return try Assembler(catalog: catalog, families: BuiltinFamilies.registry()).build(try #require(result.assembly))
     }
 }
 
@@ -52,7 +52,8 @@ func slice(_ t: Tensor, _ index: Int) -> Tensor {
 }
 
 @Suite struct LLaVAParityTests {
-    static let fixtures = ["llava-a", "llava-b"]
+    /// llava-qwen2 and llava-gemma (Scripts/make_lm_fixtures.py) pair CLIP with other language models.
+    static let fixtures = ["llava-a", "llava-b", "llava-qwen2", "llava-gemma"]
 
     @Test(arguments: fixtures) func imagePreprocessingMatchesTheProcessor(name: String) throws {
         let fixture = try LLaVAFixture(name)

@@ -208,7 +208,7 @@ private func message(_ body: () throws -> Any) -> String {
     func siglipCatalog() throws -> (Catalog, AssemblyManifest) {
         let out = temporaryDirectory()
         let result = try CheckpointImporter(checkpoint: fixtures.appendingPathComponent("vc-llava-siglip"), outputDirectory: out).run()
-        return (try catalog([out, fixtures.appendingPathComponent("vc-connectors")]), result.assembly)
+        return (try catalog([out, fixtures.appendingPathComponent("vc-connectors")]), try #require(result.assembly))
     }
 
     @Test(arguments: [("vc-pixel-shuffle", 4), ("vc-ldpv2", 9), ("vc-resampler", 6)])

@@ -36,10 +36,11 @@ import Testing
         #expect(bad.status != 0 && bad.stderr.contains("--context must be positive"), "\(bad.all)")
     }
 
-    @Test func planOfAFamilyStillToCome() throws {
-        let r = try CLI.run(["plan", "tinyllava-phi-2-siglip-3.1b"])
-        #expect(r.status != 0)
-        #expect(r.stderr.contains("unknown language_model family 'phi'"), "\(r.all)")
+    @Test func planOfAPublishedTinyLLaVA() throws {
+        let r = try CLI.run(["plan", "tinyllava-phi-2-siglip-3.1b", "--json"])
+        #expect(r.status == 0, "\(r.all)")
+        let plan = try #require(try CLI.json(r.stdout) as? [String: Any])
+        #expect(plan["total_parameters"] as? Int == 3_202_176_624)
     }
 
     @Test func matrixJSON() throws {
@@ -58,7 +59,7 @@ import Testing
         let r = try CLI.run(["compat", "--matrix"])
         #expect(r.status == 0, "\(r.all)")
         #expect(r.stdout.contains("chimera-tiny-default-vision → chimera-tiny-default-projector"))
-        #expect(r.stdout.contains("Reasons:") && r.stdout.contains("no component family named 'phi' is registered"))
+        #expect(r.stdout.contains("Reasons:") && r.stdout.contains("width mismatch"))
         let none = try CLI.run(["compat"])
         #expect(none.status != 0 && none.stderr.contains("--matrix"), "\(none.all)")
     }

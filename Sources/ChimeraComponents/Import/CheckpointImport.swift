@@ -48,9 +48,9 @@ public struct CheckpointImporter {
             .reduce(into: "") { $0.append($1) }
     }
 
-    private func file(_ name: String) -> URL { checkpoint.appendingPathComponent(name) }
+    func file(_ name: String) -> URL { checkpoint.appendingPathComponent(name) }
 
-    private func readJSON(_ name: String) throws -> [String: Any] {
+    func readJSON(_ name: String) throws -> [String: Any] {
         let url = file(name)
         guard let data = FileManager.default.contents(atPath: url.path) else {
             throw ImportError.unreadable(file: url.path, reason: "no such file")
@@ -66,9 +66,12 @@ public struct CheckpointImporter {
         let config = try readJSON("config.json")
         let modelType = config["model_type"] as? String ?? "(none)"
         if LanguageModelImport.families[modelType] != nil { return try runLanguageModel(config: config, configPath: configPath) }
+        if modelType == "tinyllava" { return try runTinyLLaVA(config: config, configPath: configPath) }
+        if VisionImport.standaloneTypes.contains(modelType) { return try runVisionModel(config: config, configPath: configPath) }
         guard modelType == "llava" else {
+            let supported = ["llava", "tinyllava"] + LanguageModelImport.supportedModelTypes + VisionImport.standaloneTypes.sorted()
             throw ImportError.unsupported(file: configPath, field: "model_type", found: "\"\(modelType)\"",
-                                          supported: (["llava"] + LanguageModelImport.supportedModelTypes).map { "\"\($0)\"" }.joined(separator: ", "))
+                                          supported: supported.map { "\"\($0)\"" }.joined(separator: ", "))
         }
         guard let vision = config["vision_config"] as? [String: Any] else {
             throw ImportError.missing(file: configPath, field: "vision_config", why: "a LLaVA config describes its vision tower there")
@@ -79,39 +82,9 @@ public struct CheckpointImporter {
         let weightFiles = try weightFileList()
         let store = try WeightStore(files: weightFiles.map(\.path))
 
-        // Vision tower: CLIP (class token + patches) or SigLIP (patches only).
-        let visionType = vision["model_type"] as? String ?? "clip_vision_model"
-        let visionFamilies: [String: (family: String, classToken: Bool, eps: Double, act: String, name: String)] = [
-            "clip_vision_model": ("clip-vision", true, 1e-5, "quick_gelu", "CLIP"),
-            "siglip_vision_model": ("siglip-vision", false, 1e-6, "gelu_pytorch_tanh", "SigLIP"),
-        ]
-        guard let visionFamily = visionFamilies[visionType] else {
-            throw ImportError.unsupported(file: configPath, field: "vision_config.model_type", found: "\"\(visionType)\"",
-                                          supported: visionFamilies.keys.sorted().map { "\"\($0)\"" }.joined(separator: ", "))
-        }
-        guard let visionPrefix = prefix(in: store, endingWith: "embeddings.patch_embedding.weight") else {
-            throw ImportError.missingTensors(directory: checkpoint.path, what: "vision tower (no *embeddings.patch_embedding.weight)")
-        }
+        let encoder = try visionManifest(id: "\(name)-vision", vision: vision, section: "vision_config", store: store,
+                                         weightFiles: weightFiles, configPath: configPath, preprocess: try imagePreprocessing())
         let visionHidden = try int(vision, "hidden_size", configPath, "vision_config")
-        let imageSize = try int(vision, "image_size", configPath, "vision_config")
-        let patchSize = try int(vision, "patch_size", configPath, "vision_config")
-        let side = imageSize / patchSize
-        var encoder = ComponentManifest(id: "\(name)-vision", kind: .encoder, family: visionFamily.family, config: .object([
-            "hidden_size": .number(Double(visionHidden)),
-            "layers": .number(Double(try int(vision, "num_hidden_layers", configPath, "vision_config"))),
-            "heads": .number(Double(try int(vision, "num_attention_heads", configPath, "vision_config"))),
-            "intermediate_size": .number(Double(try int(vision, "intermediate_size", configPath, "vision_config"))),
-            "image_size": .number(Double(imageSize)), "patch_size": .number(Double(patchSize)),
-            "layer_norm_eps": .number(vision["layer_norm_eps"] as? Double ?? visionFamily.eps),
-            "hidden_act": .string(vision["hidden_act"] as? String ?? visionFamily.act),
-        ]))
-        encoder.modality = "image"
-        encoder.output = TokenContract(width: visionHidden, tokens: side * side + (visionFamily.classToken ? 1 : 0), grid: [side, side],
-                                       classToken: visionFamily.classToken ? nil : false)  // CLIP manifests keep the implicit default
-        encoder.preprocess = try imagePreprocessing()
-        encoder.weights = WeightsReference(files: weightFiles.map(relative), prefix: visionPrefix)
-        encoder.description = "\(visionFamily.name) vision tower of \(checkpoint.lastPathComponent)"
-        encoder.source = relative(checkpoint)
 
         // Projector.
         guard let projectorPrefix = prefix(in: store, endingWith: "multi_modal_projector.linear_1.weight") else {
@@ -178,7 +151,7 @@ public struct CheckpointImporter {
         return try write(assembly: nil, components: [lm])
     }
 
-    private func languageModelManifest(id: String, text: [String: Any], section: String, store: WeightStore, weightFiles: [URL],
+    func languageModelManifest(id: String, text: [String: Any], section: String, store: WeightStore, weightFiles: [URL],
                                        configPath: String, tiedAtTop: Bool?, transformersVersion: Int?) throws -> ComponentManifest {
         var lm = try LanguageModelImport.manifest(id: id, text: text, section: section, file: configPath, tiedAtTop: tiedAtTop,
                                                   transformersVersion: transformersVersion)
@@ -204,7 +177,7 @@ public struct CheckpointImporter {
     }
 
     /// generation_config.json's eos_token_id wins (transformers' generate uses it), else text_config's.
-    private func eosTokenIDs(_ text: [String: Any]) throws -> [Int] {
+    func eosTokenIDs(_ text: [String: Any]) throws -> [Int] {
         var value: Any? = text["eos_token_id"]
         if FileManager.default.fileExists(atPath: file("generation_config.json").path),
            let generation = try? readJSON("generation_config.json"), let eos = generation["eos_token_id"] {
@@ -214,7 +187,7 @@ public struct CheckpointImporter {
         return value as? [Int] ?? []
     }
 
-    private func imagePreprocessing() throws -> ImagePreprocessing {
+    func imagePreprocessing() throws -> ImagePreprocessing {
         let direct = file("preprocessor_config.json")
         if FileManager.default.fileExists(atPath: direct.path) { return try ImagePreprocessing(huggingFaceConfig: direct) }
         let processor = file("processor_config.json")
@@ -229,7 +202,7 @@ public struct CheckpointImporter {
                                   why: "the image preprocessing (size, crop, mean, std) comes from it or from processor_config.json's image_processor")
     }
 
-    private func weightFileList() throws -> [URL] {
+    func weightFileList() throws -> [URL] {
         let index = file("model.safetensors.index.json")
         if FileManager.default.fileExists(atPath: index.path) { return [index] }
         let names = (try? FileManager.default.contentsOfDirectory(atPath: checkpoint.path)) ?? []
@@ -238,11 +211,11 @@ public struct CheckpointImporter {
         return files.map(file)
     }
 
-    private func prefix(in store: WeightStore, endingWith suffix: String) -> String? {
+    func prefix(in store: WeightStore, endingWith suffix: String) -> String? {
         store.tensorNames.first { $0.hasSuffix(suffix) }.map { String($0.dropLast(suffix.count)) }
     }
 
-    private func int(_ object: [String: Any], _ key: String, _ file: String, _ section: String) throws -> Int {
+    func int(_ object: [String: Any], _ key: String, _ file: String, _ section: String) throws -> Int {
         guard let value = object[key] as? Int else {
             throw ImportError.missing(file: file, field: "\(section).\(key)", why: "expected an integer")
         }
@@ -251,13 +224,13 @@ public struct CheckpointImporter {
 
     /// Paths inside the output folder are written relative to it (so the folder can move);
     /// others are absolute.
-    private func relative(_ url: URL) -> String {
+    func relative(_ url: URL) -> String {
         let base = outputDirectory.path.hasSuffix("/") ? outputDirectory.path : outputDirectory.path + "/"
         let path = url.standardizedFileURL.path
         return path.hasPrefix(base) ? String(path.dropFirst(base.count)) : path
     }
 
-    private func write(assembly: AssemblyManifest?, components: [ComponentManifest]) throws -> ImportResult {
+    func write(assembly: AssemblyManifest?, components: [ComponentManifest]) throws -> ImportResult {
         let fm = FileManager.default
         try fm.createDirectory(at: outputDirectory, withIntermediateDirectories: true)
         let encoder = JSONEncoder()

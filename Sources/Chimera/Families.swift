@@ -178,7 +178,7 @@ public final class FamilyRegistry: @unchecked Sendable {
         if let substitute {
             loader = ParameterLoader(source: substitute, reference: manifest.weights ?? WeightsReference(files: ["(none)"]))
         } else if let weights = manifest.weights {
-            let store = try WeightStore(files: weights.files.map { manifest.resolve($0).path })
+            let store = try WeightStore(files: try manifest.weightFiles().map(\.path))
             loader = ParameterLoader(store: store, reference: weights)
         }
         return try family.create(manifest, ComponentBuildContext(weights: loader, inputWidth: inputWidth, outputWidth: outputWidth))

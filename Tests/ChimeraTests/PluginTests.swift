@@ -51,7 +51,17 @@ enum TestPlugins {
 
     static func buildPackage(_ name: String) -> Result<URL, CommandFailed> {
         let folder = packageRoot.appendingPathComponent("Plugins/\(name)")
-        return Result { try run(["swift", "build", "--package-path", folder.path]); return folder }
+        let command = ["swift", "build", "--package-path", folder.path]
+        // After files were added to the root package (a merge), the plugin's incremental build was
+        // seen compiling the root's modules with their old file lists ("cannot find type ..."); a
+        // clean build of the plugin package then succeeds.
+        return Result {
+            do { try run(command) } catch {
+                try run(["swift", "package", "--package-path", folder.path, "clean"])
+                try run(command)
+            }
+            return folder
+        }
             .mapError { $0 as? CommandFailed ?? CommandFailed(description: "\($0)") }
     }
     static let sensor = buildPackage("SensorEncoder")

@@ -230,6 +230,13 @@ func maxDifference(_ t: Tensor, _ expected: [Float]) -> Float {
         try text.replacingOccurrences(of: "\"modality\": \"sensor\"", with: "\"modality\": \"image\"").write(to: image, atomically: true, encoding: .utf8)
         let wrongModality = try CLI.run(["validate", image.path, "--plugins", folder.path])
         #expect(wrongModality.stderr.contains("modality: family 'sensor-patch-transformer' of plugin 'sensor-encoder' reads sensor, found image"), "\(wrongModality.all)")
+        // A copy whose weights are elsewhere: refused for the missing file unless file checks are skipped.
+        let copy = dir.appendingPathComponent("copy.component.json")
+        try text.write(to: copy, atomically: true, encoding: .utf8)
+        let missing = try CLI.run(["validate", copy.path, "--plugins", folder.path])
+        #expect(missing.status != 0 && missing.stderr.contains("weights.files[0]: \(dir.path)/weights/sensor-tiny.safetensors does not exist"), "\(missing.all)")
+        let skipped = try CLI.run(["validate", copy.path, "--plugins", folder.path, "--skip-file-checks"])
+        #expect(skipped.status == 0 && skipped.stdout.contains("ok (sensor-tiny)"), "\(skipped.all)")
         let good = try CLI.run(["validate", "Plugins/SensorEncoder/manifests/sensor-tiny.component.json", "--plugins", folder.path])
         #expect(good.status == 0 && good.stdout.contains("ok (sensor-tiny)"), "\(good.all)")
     }

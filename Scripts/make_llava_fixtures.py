@@ -195,7 +195,7 @@ def main():
     build("default", vision=dict(hidden=64, ffn=128, layers=2, heads=4), image_size=64, patch=16,
           text=dict(hidden=128, ffn=256, layers=4, heads=8, kv_heads=4, context=512, theta=10000.0, eps=1e-5),
           prompt="USER: <image>\nDescribe the image. ASSISTANT:", image_wh=(96, 72), hub_layout=False,
-          seed=3, max_new_tokens=24, vocab_size=1000, out_dir=os.path.join(ROOT, "manifests", "default", "checkpoint"))
+          seed=3, max_new_tokens=24, vocab_size=1000, half=True, out_dir=os.path.join(ROOT, "manifests", "default", "checkpoint"))
 
 
 if __name__ == "__main__":

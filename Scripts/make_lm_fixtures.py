@@ -7,7 +7,7 @@ Tests/ChimeraTests/Fixtures/:
   lm-<name>/      a *ForCausalLM folder (save_pretrained, float16 weights, tokenizer.json) plus
                   reference.safetensors (float32 logits over the input ids) and reference.json
                   (input ids, greedy continuation from model.generate(do_sample=False)).
-  llava-qwen2/, llava-gemma/   as make_llava_fixtures.py writes its LLaVA folders.
+  llava-qwen2/, llava-gemma/, llava-phi/, llava-stablelm/   as make_llava_fixtures.py writes its LLaVA folders.
 Weights are rounded to float16 before the references are computed in float32, so both sides see
 the same numbers.
 """
@@ -104,7 +104,8 @@ def main():
     for seed, (name, (model_class, make_config)) in enumerate(LANGUAGE_MODELS.items(), start=10):
         build_lm(name, model_class, make_config, seed)
     tiny_clip = dict(hidden=16, ffn=32, layers=2, heads=2)
-    for name, family, seed, extra in [("llava-qwen2", "qwen2", 30, None), ("llava-gemma", "gemma", 31, logits_with_scaled_features)]:
+    for name, family, seed, extra in [("llava-qwen2", "qwen2", 30, None), ("llava-gemma", "gemma", 31, logits_with_scaled_features),
+                                      ("llava-phi", "phi", 32, None), ("llava-stablelm", "stablelm-a", 33, None)]:
         make_text = LANGUAGE_MODELS[family][1]
         build(name, vision=tiny_clip, image_size=16, patch=8, text=dict(tied=True, theta=None), text_config=make_text, half=True,
               std=STD, extra_reference=extra,

@@ -12,11 +12,16 @@ func resolveAssembly(_ reference: String?, catalogOptions: CatalogOptions) throw
     let url = URL(fileURLWithPath: reference)
     if reference.hasSuffix(".json") || FileManager.default.fileExists(atPath: url.path) {
         var catalog = try catalogOptions.catalog(including: url)
-        guard case let .assembly(assembly) = try AnyManifest.load(contentsOf: url) else {
-            throw ManifestError.invalid(file: url.path, detail: "is a component manifest; --assembly needs an assembly")
+        switch try AnyManifest.load(contentsOf: url) {
+        case let .assembly(assembly):
+            try catalog.add(.assembly(assembly))
+            return (catalog, assembly)
+        case let .component(component) where component.kind == .languageModel:
+            // A language model on its own runs text-only.
+            return (catalog, AssemblyManifest(id: component.id, languageModel: component.id, inputs: []))
+        default:
+            throw ManifestError.invalid(file: url.path, detail: "--assembly needs an assembly or a language-model manifest")
         }
-        try catalog.add(.assembly(assembly))
-        return (catalog, assembly)
     }
     let catalog = try catalogOptions.catalog()
     return (catalog, try catalog.assembly(reference))
@@ -112,10 +117,13 @@ extension Generate {
     func chosenAssembly() throws -> (Catalog, AssemblyManifest) {
         let parts = [encoder, connector, llm].compactMap { $0 }
         if parts.isEmpty { return try resolveAssembly(assembly, catalogOptions: catalogOptions) }
-        guard parts.count == 3, assembly == nil else {
-            throw ValidationError("give --encoder, --connector and --llm together, or --assembly alone")
-        }
         let catalog = try catalogOptions.catalog()
+        if let llm, encoder == nil, connector == nil, assembly == nil {
+            return (catalog, AssemblyManifest(id: llm, languageModel: llm, inputs: []))  // text-only
+        }
+        guard parts.count == 3, assembly == nil else {
+            throw ValidationError("give --encoder, --connector and --llm together, --llm alone (text only), or --assembly alone")
+        }
         return (catalog, Assembler.assembly(id: parts.joined(separator: "+"), encoder: encoder!, connector: connector!, languageModel: llm!))
     }
 }
@@ -123,7 +131,12 @@ extension Generate {
 struct Import: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Turn a Hugging Face checkpoint folder into Chimera manifests (weights stay where they are).",
-        discussion: "Supported: LLaVA checkpoints (model_type \"llava\") with a CLIP vision tower and a Llama language model. Prints the assembly's path.")
+        discussion: """
+            Supported: LLaVA (model_type "llava") and TinyLLaVA_Factory ("tinyllava") checkpoints with a CLIP or SigLIP \
+            vision tower and a Llama, Qwen2, Gemma, Phi or StableLM language model (prints the assembly's path); \
+            standalone *ForCausalLM folders of those families and CLIP/SigLIP vision or dual-encoder folders (prints \
+            the component manifest's path).
+            """)
     @Argument(help: "Checkpoint folder (config.json, *.safetensors, tokenizer.json, preprocessor_config.json)") var checkpoint: String
     @Option(help: "Output folder (default: ~/.chimera/manifests/<name>)") var out: String?
     @Option(help: "Id of the assembly, or of the language model when importing one alone (default: the folder's name)") var name: String?

@@ -265,7 +265,7 @@ enum CLI {
 /// The issue's acceptance path: `chimera import` of a transformers-saved LLaVA, then
 /// `chimera generate --temperature 0 --json` returns transformers' greedy token ids.
 @Suite struct CLIImportThenGenerateTests {
-    @Test(arguments: ["llava-a", "llava-b", "llava-gemma"]) func importedCheckpointGeneratesTransformersTokens(name: String) throws {
+    @Test(arguments: ["llava-a", "llava-b", "llava-qwen2", "llava-gemma", "llava-phi", "llava-stablelm"]) func importedCheckpointGeneratesTransformersTokens(name: String) throws {
         let fixture = CLI.packageRoot.appendingPathComponent("Tests/ChimeraTests/Fixtures/\(name)")
         let reference = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: fixture.appendingPathComponent("reference.json"))) as? [String: Any])
         let out = try CLI.temporaryFolder()
@@ -302,5 +302,30 @@ enum CLI {
         let r = try CLI.run(["import", CLI.packageRoot.appendingPathComponent("Tests/ChimeraTests").path, "--out", try CLI.temporaryFolder().path])
         #expect(r.status != 0)
         #expect(r.stderr.contains("config.json") && r.stderr.contains("no such file"))
+    }
+}
+
+/// For each language-model family: `chimera import` of a transformers-saved *ForCausalLM, then
+/// `chimera generate --assembly <its manifest> --temperature 0 --json` (text only) returns
+/// transformers' greedy ids.
+@Suite struct CLIStandaloneLanguageModelTests {
+    @Test(arguments: ["lm-llama", "lm-qwen2", "lm-gemma", "lm-phi", "lm-stablelm-a", "lm-stablelm-b"])
+    func importedLanguageModelGeneratesTransformersTokens(name: String) throws {
+        let fixture = CLI.packageRoot.appendingPathComponent("Tests/ChimeraTests/Fixtures/\(name)")
+        let reference = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: fixture.appendingPathComponent("reference.json"))) as? [String: Any])
+        let out = try CLI.temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: out) }
+        let imported = try CLI.run(["import", fixture.path, "--out", out.path])
+        #expect(imported.status == 0, "\(imported.all)")
+        let manifest = imported.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let generated = try CLI.run(["generate", "--assembly", manifest, "--prompt", reference["prompt"] as! String,
+                                     "--temperature", "0", "--max-tokens", "\(reference["max_new_tokens"] as! Int)", "--json"])
+        #expect(generated.status == 0, "\(generated.all)")
+        let output = try #require(try CLI.json(generated.stdout) as? [String: Any])
+        #expect(output["prompt_tokens"] as? Int == (reference["input_ids"] as? [Int])?.count)
+        let expected = try #require(reference["generated"] as? [Int])
+        let tokens = try #require(output["tokens"] as? [Int])
+        // transformers keeps the EOS it stopped at; Chimera reports it as the stop reason.
+        #expect(output["stop_reason"] as? String == "eos" ? tokens == Array(expected.dropLast()) : tokens == expected)
     }
 }

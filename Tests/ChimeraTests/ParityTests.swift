@@ -53,7 +53,7 @@ func slice(_ t: Tensor, _ index: Int) -> Tensor {
 
 @Suite struct LLaVAParityTests {
     /// llava-qwen2 and llava-gemma (Scripts/make_lm_fixtures.py) pair CLIP with other language models.
-    static let fixtures = ["llava-a", "llava-b", "llava-qwen2", "llava-gemma"]
+    static let fixtures = ["llava-a", "llava-b", "llava-qwen2", "llava-gemma", "llava-phi", "llava-stablelm"]
 
     @Test(arguments: fixtures) func imagePreprocessingMatchesTheProcessor(name: String) throws {
         let fixture = try LLaVAFixture(name)

@@ -169,6 +169,18 @@ public struct CheckpointImporter {
             lm.weights = WeightsReference(files: weightFiles.map(relative), prefix: "",
                                           rename: ["model.": stem, "lm_head.": headPrefix])
         }
+        // A checkpoint saved with tied embeddings has no lm_head tensor, whatever its text config says
+        // (a LLaVA config may tie at the top level only).
+        if let weights = lm.weights, !store.contains(weights.storedName("lm_head.weight")), case var .object(object) = lm.config {
+            object["tie_word_embeddings"] = .bool(true)
+            lm.config = .object(object)
+        }
+        // LLaVA gives Phi its own lm_head, without the bias PhiForCausalLM has.
+        if lm.family == "phi", let weights = lm.weights, !store.contains(weights.storedName("lm_head.bias")),
+           case var .object(object) = lm.config {
+            object["lm_head_bias"] = .bool(false)
+            lm.config = .object(object)
+        }
         lm.tokenizer = TokenizerReference(file: relative(file("tokenizer.json")), eosTokenIDs: try eosTokenIDs(text),
                                           bosTokenID: text["bos_token_id"] as? Int)
         lm.description = "\(lm.family) language model of \(checkpoint.lastPathComponent)"

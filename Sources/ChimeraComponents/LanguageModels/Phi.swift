@@ -10,10 +10,12 @@ public struct PhiConfig: DecoderFamilyConfig {
     public var hiddenAct: String
     public var partialRotaryFactor: Double
     public var qkLayernorm: Bool
+    /// PhiForCausalLM's lm_head has a bias; LLaVA wraps Phi with its own bias-free lm_head.
+    public var lmHeadBias: Bool
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case layerNormEps = "layer_norm_eps", hiddenAct = "hidden_act", partialRotaryFactor = "partial_rotary_factor"
-        case qkLayernorm = "qk_layernorm"
+        case qkLayernorm = "qk_layernorm", lmHeadBias = "lm_head_bias"
     }
 
     public init(from decoder: Decoder) throws {
@@ -23,6 +25,7 @@ public struct PhiConfig: DecoderFamilyConfig {
         hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? "gelu_new"
         partialRotaryFactor = try c.decodeIfPresent(Double.self, forKey: .partialRotaryFactor) ?? 0.5
         qkLayernorm = try c.decodeIfPresent(Bool.self, forKey: .qkLayernorm) ?? false
+        lmHeadBias = try c.decodeIfPresent(Bool.self, forKey: .lmHeadBias) ?? true
         _ = try activation(hiddenAct, CodingKeys.hiddenAct)
         _ = try shape.rotaryDim(factor: partialRotaryFactor, key: CodingKeys.partialRotaryFactor)
         // Phi's qk_layernorm is one LayerNorm (with bias) shared by all heads; no released checkpoint uses it.
@@ -36,7 +39,7 @@ public struct PhiConfig: DecoderFamilyConfig {
         a.qkvBias = true
         a.outputBias = true
         a.mlpBias = true
-        a.lmHeadBias = true
+        a.lmHeadBias = lmHeadBias
         a.outputProjectionName = "self_attn.dense"
         a.finalNormName = "model.final_layernorm"
         return a

@@ -135,7 +135,8 @@ public final class PluginLibrary: @unchecked Sendable {
                 switch kind {
                 case .encoder: return try PluginEncoder(instance: instance)
                 case .connector: return try PluginConnector(instance: instance)
-                case .languageModel: fatalError("plugins cannot build language models")  // unreachable: kind is checked above
+                case .languageModel:  // the ABI has no language-model kind; wrap() refuses others
+                    throw PluginError.malformed(library: library.path, detail: "plugin '\(library.name)': plugins cannot build language models")
                 }
             })
     }

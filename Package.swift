@@ -25,7 +25,9 @@ let package = Package(
         .target(name: "CImageCodecs", dependencies: ["CPNG", "CJPEG"],
                 linkerSettings: [.linkedLibrary("png16"), .linkedLibrary("jpeg")]),
 
-        .target(name: "ChimeraTensor", dependencies: ["COpenBLAS"]),
+        // Weight-format kernels (f16/bf16/q8_0/q4_0) with run-time CPU dispatch.
+        .target(name: "CChimeraKernels", cSettings: [.unsafeFlags(["-O3"])]),
+        .target(name: "ChimeraTensor", dependencies: ["COpenBLAS", "CChimeraKernels"]),
         .target(name: "ChimeraIO", dependencies: ["ChimeraTensor", "CImageCodecs"]),
         .target(name: "ChimeraTokenizers"),
         .target(name: "Chimera", dependencies: ["ChimeraTensor", "ChimeraIO", "ChimeraTokenizers"]),

@@ -289,3 +289,43 @@ public final class WeightStore: @unchecked Sendable {
         return try file.tensor(name)
     }
 }
+
+/// Writes a .safetensors file. Entries are laid out widest dtype first (F32, then 16-bit, then
+/// 8-bit) after a header padded to 8 bytes, so every tensor is aligned for in-place use.
+public enum SafeTensorsWriter {
+    public struct Entry {
+        public var name: String
+        public var dtype: WeightDType
+        public var shape: [Int]
+        public var bytes: UnsafeRawBufferPointer
+        public init(name: String, dtype: WeightDType, shape: [Int], bytes: UnsafeRawBufferPointer) {
+            self.name = name; self.dtype = dtype; self.shape = shape; self.bytes = bytes
+        }
+    }
+
+    public static func write(_ entries: [Entry], metadata: [String: String] = [:], to url: URL) throws {
+        let ordered = entries.sorted { ($0.dtype.byteSize, $1.name) > ($1.dtype.byteSize, $0.name) }
+        var header: [String: Any] = [:]
+        if !metadata.isEmpty { header["__metadata__"] = metadata }
+        var offset = 0
+        for entry in ordered {
+            precondition(entry.bytes.count == entry.shape.reduce(1, *) * entry.dtype.byteSize,
+                         "safetensors writer: '\(entry.name)' has \(entry.bytes.count) bytes for \(entry.shape) \(entry.dtype.rawValue)")
+            header[entry.name] = ["dtype": entry.dtype.rawValue, "shape": entry.shape, "data_offsets": [offset, offset + entry.bytes.count]]
+            offset += entry.bytes.count
+        }
+        var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
+        while (8 + json.count) % 8 != 0 { json.append(0x20) }
+        guard FileManager.default.createFile(atPath: url.path, contents: nil), let handle = FileHandle(forWritingAtPath: url.path) else {
+            throw WeightError.unreadable(file: url.path, reason: "cannot create the file")
+        }
+        defer { try? handle.close() }
+        var length = UInt64(json.count).littleEndian
+        try handle.write(contentsOf: Data(bytes: &length, count: 8))
+        try handle.write(contentsOf: json)
+        for entry in ordered where entry.bytes.count > 0 {
+            try handle.write(contentsOf: Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: entry.bytes.baseAddress!),
+                                              count: entry.bytes.count, deallocator: .none))
+        }
+    }
+}

@@ -197,6 +197,23 @@ public final class WeightMatrix: @unchecked Sendable {
     }
 }
 
+extension WeightMatrix {
+    /// Bytes of the stored values (without scales) and of the float16 scales, for writing files.
+    public var valueBytes: UnsafeRawBufferPointer {
+        let count = format == .f32 ? rows * columns * 4 : format == .q4_0 ? rows * columns / 2 : format == .q8_0 ? rows * columns : rows * columns * 2
+        return UnsafeRawBufferPointer(start: data, count: count)
+    }
+    public var scaleBytes: UnsafeRawBufferPointer? {
+        scales.map { UnsafeRawBufferPointer(start: $0, count: rows * columns / 32 * 2) }
+    }
+}
+
+extension ComputeThreads {
+    /// The CPU features the kernels use on this machine, and the kernel variant chosen.
+    public static var cpuFeatures: String { String(cString: chk_cpu_features()) }
+    public static var kernelVariant: String { String(cString: chk_kernel_variant()) }
+}
+
 /// Heap bytes owned by a weight matrix converted in memory.
 final class OwnedBytes: @unchecked Sendable {
     let pointer: UnsafeMutableRawPointer

@@ -39,7 +39,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
-        .testTarget(name: "ChimeraTensorTests", dependencies: ["ChimeraTensor"]),
+        .testTarget(name: "ChimeraTensorTests", dependencies: ["ChimeraTensor", "CChimeraKernels"]),
         .testTarget(name: "ChimeraIOTests", dependencies: ["ChimeraIO"], resources: [.copy("Fixtures")]),
         .testTarget(name: "ChimeraTokenizersTests", dependencies: ["ChimeraTokenizers"], resources: [.copy("Fixtures")]),
         .testTarget(name: "ChimeraTests", dependencies: ["Chimera", "ChimeraComponents"], resources: [.copy("Fixtures")]),

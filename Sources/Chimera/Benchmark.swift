@@ -22,14 +22,15 @@ public struct SyntheticPreset: Sendable {
     static func llm(_ id: String, _ family: String, context: Int, _ config: String) -> ComponentManifest {
         manifest("""
         {"schema": "chimera.component/v1", "id": "\(id)", "kind": "language_model", "family": "\(family)",
-         "context_length": \(context), "tokenizer": {"file": "(synthetic)", "eos_token_ids": [2]}, "config": \(config)}
+         "context_length": \(context), "tokenizer": {"file": "(synthetic)", "eos_token_ids": [2]},
+         "weights": {"files": ["(random)"]}, "config": \(config)}
         """)
     }
 
-    static func vision(_ id: String, _ family: String, _ config: String, size: Int, mean: Float) -> ComponentManifest {
+    static func vision(_ id: String, _ family: String, _ config: String, size: Int, mean: Float, width: Int, tokens: Int) -> ComponentManifest {
         manifest("""
         {"schema": "chimera.component/v1", "id": "\(id)", "kind": "encoder", "modality": "image", "family": "\(family)",
-         "config": \(config),
+         "config": \(config), "weights": {"files": ["(random)"]}, "output": {"width": \(width), "tokens": \(tokens)},
          "preprocess": {"resize": "exact", "size": \(size), "mean": [\(mean), \(mean), \(mean)], "std": [0.5, 0.5, 0.5]}}
         """)
     }
@@ -43,7 +44,7 @@ public struct SyntheticPreset: Sendable {
     static let siglip = vision("siglip-so400m-384", "siglip-vision", """
         {"hidden_size": 1152, "layers": 27, "heads": 16, "intermediate_size": 4304, "image_size": 384,
          "patch_size": 14, "layer_norm_eps": 1e-6}
-        """, size: 384, mean: 0.5)
+        """, size: 384, mean: 0.5, width: 1152, tokens: 729)
 
     public static let all: [SyntheticPreset] = [
         SyntheticPreset(name: "tinyllama-1.1b", summary: "TinyLlama-1.1B (llama)", encoder: nil, languageModel: tinyLlama),
@@ -58,13 +59,13 @@ public struct SyntheticPreset: Sendable {
         SyntheticPreset(name: "clip-vit-l-336", summary: "CLIP ViT-L/14-336 (clip-vision)", encoder: vision("clip-vit-l-336", "clip-vision", """
             {"hidden_size": 1024, "layers": 24, "heads": 16, "intermediate_size": 4096, "image_size": 336,
              "patch_size": 14, "layer_norm_eps": 1e-5}
-            """, size: 336, mean: 0.48), languageModel: nil),
+            """, size: 336, mean: 0.48, width: 1024, tokens: 577), languageModel: nil),
         SyntheticPreset(name: "siglip-so400m-384", summary: "SigLIP so400m/14-384 (siglip-vision)", encoder: siglip, languageModel: nil),
         SyntheticPreset(name: "tinyllava-1.5b", summary: "TinyLLaVA-1.5B: SigLIP so400m + TinyLlama-1.1B", encoder: siglip, languageModel: tinyLlama),
         // Small enough for tests: checks the benchmark path itself, not speed.
         SyntheticPreset(name: "tiny-test", summary: "a tiny CLIP + Llama for tests", encoder: vision("tiny-test-vision", "clip-vision", """
             {"hidden_size": 64, "layers": 2, "heads": 4, "intermediate_size": 128, "image_size": 32, "patch_size": 8}
-            """, size: 32, mean: 0.5), languageModel: llm("tiny-test-llm", "llama", context: 256, """
+            """, size: 32, mean: 0.5, width: 64, tokens: 17), languageModel: llm("tiny-test-llm", "llama", context: 256, """
             {"hidden_size": 64, "intermediate_size": 128, "layers": 2, "heads": 4, "kv_heads": 2, "vocab_size": 300}
             """)),
     ]

@@ -61,6 +61,14 @@ static void gemv_f16_portable(const uint16_t *w, const float *x, float *y, long 
     }
 }
 
+static void gemv_f32_portable(const float *w, const float *x, float *y, long cols, long row0, long row1) {
+    for (long r = row0; r < row1; r++) {
+        const float *row = w + r * cols; float s = 0;
+        for (long i = 0; i < cols; i++) s += row[i] * x[i];
+        y[r] = s;
+    }
+}
+
 static void gemv_bf16_portable(const uint16_t *w, const float *x, float *y, long cols, long row0, long row1) {
     for (long r = row0; r < row1; r++) {
         const uint16_t *row = w + r * cols; float s = 0;
@@ -126,6 +134,21 @@ AVX2 static void gemv_f16_avx2(const uint16_t *w, const float *x, float *y, long
         }
         float s = hsum256(_mm256_add_ps(a0, a1));
         for (; i < cols; i++) s += half_to_float(row[i]) * x[i];
+        y[r] = s;
+    }
+}
+
+AVX2 static void gemv_f32_avx2(const float *w, const float *x, float *y, long cols, long row0, long row1) {
+    for (long r = row0; r < row1; r++) {
+        const float *row = w + r * cols;
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+        long i = 0;
+        for (; i + 16 <= cols; i += 16) {
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(row + i), _mm256_loadu_ps(x + i), a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(row + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+        }
+        float s = hsum256(_mm256_add_ps(a0, a1));
+        for (; i < cols; i++) s += row[i] * x[i];
         y[r] = s;
     }
 }
@@ -216,6 +239,26 @@ AVX512 static void gemv_f16_avx512(const uint16_t *w, const float *x, float *y, 
         y[r] = s0; y[r + 1] = s1;
     }
     if (r < row1) gemv_f16_avx2(w, x, y, cols, r, row1);
+}
+
+AVX512 static void gemv_f32_avx512(const float *w, const float *x, float *y, long cols, long row0, long row1) {
+    long r = row0;
+    for (; r + 2 <= row1; r += 2) {
+        const float *r0 = w + r * cols, *r1 = r0 + cols;
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps();
+        long i = 0;
+        for (; i + 32 <= cols; i += 32) {
+            __m512 x0 = _mm512_loadu_ps(x + i), x1 = _mm512_loadu_ps(x + i + 16);
+            a0 = _mm512_fmadd_ps(_mm512_loadu_ps(r0 + i), x0, a0);
+            a1 = _mm512_fmadd_ps(_mm512_loadu_ps(r0 + i + 16), x1, a1);
+            b0 = _mm512_fmadd_ps(_mm512_loadu_ps(r1 + i), x0, b0);
+            b1 = _mm512_fmadd_ps(_mm512_loadu_ps(r1 + i + 16), x1, b1);
+        }
+        float s0 = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)), s1 = _mm512_reduce_add_ps(_mm512_add_ps(b0, b1));
+        for (; i < cols; i++) { s0 += r0[i] * x[i]; s1 += r1[i] * x[i]; }
+        y[r] = s0; y[r + 1] = s1;
+    }
+    if (r < row1) gemv_f32_portable(w, x, y, cols, r, row1);
 }
 
 AVX512 static inline __m512 bf16x16(const uint16_t *p) {
@@ -319,13 +362,14 @@ AVX512 static void rows_f16_avx512(const uint16_t *w, long cols, long row0, long
 // MARK: - Dispatch
 
 typedef void (*gemv16_fn)(const uint16_t *, const float *, float *, long, long, long);
+typedef void (*gemv32_fn)(const float *, const float *, float *, long, long, long);
 typedef void (*gemvq8_fn)(const int8_t *, const uint16_t *, const int8_t *, const float *, float *, long, long, long);
 typedef void (*gemvq4_fn)(const uint8_t *, const uint16_t *, const int8_t *, const float *, float *, long, long, long);
 typedef void (*rows16_fn)(const uint16_t *, long, long, long, float *);
 
 static struct {
     int chosen; const char *variant;
-    gemv16_fn f16, bf16; gemvq8_fn q8; gemvq4_fn q4; rows16_fn rows_f16;
+    gemv32_fn f32; gemv16_fn f16, bf16; gemvq8_fn q8; gemvq4_fn q4; rows16_fn rows_f16;
 } K;
 static int forced_portable;
 
@@ -337,13 +381,13 @@ static void pick(void) {
         && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512dq");
     if (forced_portable) { avx2 = 0; avx512 = 0; }
     if (avx512) {
-        K.variant = "avx512"; K.f16 = gemv_f16_avx512; K.bf16 = gemv_bf16_avx512; K.q8 = gemv_q8_avx512; K.q4 = gemv_q4_avx512;
+        K.variant = "avx512"; K.f32 = gemv_f32_avx512; K.f16 = gemv_f16_avx512; K.bf16 = gemv_bf16_avx512; K.q8 = gemv_q8_avx512; K.q4 = gemv_q4_avx512;
         K.rows_f16 = rows_f16_avx512;
     } else if (avx2) {
-        K.variant = "avx2"; K.f16 = gemv_f16_avx2; K.bf16 = gemv_bf16_avx2; K.q8 = gemv_q8_avx2; K.q4 = gemv_q4_avx2;
+        K.variant = "avx2"; K.f32 = gemv_f32_avx2; K.f16 = gemv_f16_avx2; K.bf16 = gemv_bf16_avx2; K.q8 = gemv_q8_avx2; K.q4 = gemv_q4_avx2;
         K.rows_f16 = rows_f16_avx2;
     } else {
-        K.variant = "portable"; K.f16 = gemv_f16_portable; K.bf16 = gemv_bf16_portable; K.q8 = gemv_q8_portable;
+        K.variant = "portable"; K.f32 = gemv_f32_portable; K.f16 = gemv_f16_portable; K.bf16 = gemv_bf16_portable; K.q8 = gemv_q8_portable;
         K.q4 = gemv_q4_portable; K.rows_f16 = rows_f16_portable;
     }
     K.chosen = 1;
@@ -374,6 +418,7 @@ const char *chk_cpu_features(void) {
     return buffer;
 }
 
+void chk_gemv_f32(const float *w, const float *x, float *y, long cols, long row0, long row1) { pick(); K.f32(w, x, y, cols, row0, row1); }
 void chk_gemv_f16(const uint16_t *w, const float *x, float *y, long cols, long row0, long row1) { pick(); K.f16(w, x, y, cols, row0, row1); }
 void chk_gemv_bf16(const uint16_t *w, const float *x, float *y, long cols, long row0, long row1) { pick(); K.bf16(w, x, y, cols, row0, row1); }
 void chk_gemv_q8_0(const int8_t *q, const uint16_t *s, const int8_t *xq, const float *xs, float *y, long cols, long r0, long r1) {

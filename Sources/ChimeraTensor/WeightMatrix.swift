@@ -128,8 +128,10 @@ public final class WeightMatrix: @unchecked Sendable {
 
     /// y = x · Wᵀ + b into `out` [rows of x, self.rows].
     public func apply(_ x: Tensor, bias: Tensor?, into out: Tensor) {
-        if let tensor { return linear(x, weight: tensor, bias: bias, into: out) }
         let tokens = x.rows
+        // float32 batches go to sgemm as before; single rows to the threaded SIMD kernel, which
+        // reads the weights at memory speed where BLAS's sgemm with one row does not.
+        if let tensor, tokens > 2 { return linear(x, weight: tensor, bias: bias, into: out) }
         precondition(x.columns == columns, "linear: input width \(x.columns) does not match weight [\(rows), \(columns)]")
         precondition(out.rows == tokens && out.columns == rows, "linear: output \(out.shape) for \(tokens)×\(rows)")
         if let bias { precondition(bias.count == rows, "linear: bias \(bias.shape) for \(rows) outputs") }
@@ -153,7 +155,9 @@ public final class WeightMatrix: @unchecked Sendable {
     func gemv(_ x: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>) {
         let columns = self.columns, data = self.data, scales = self.scales
         switch format {
-        case .f32: fatalError("unreachable: f32 goes through sgemm")
+        case .f32:
+            let w = data.assumingMemoryBound(to: Float.self)
+            ParallelRows.run(rows) { r0, r1 in chk_gemv_f32(w, x, y, columns, r0, r1) }
         case .f16, .bf16:
             let w = data.assumingMemoryBound(to: UInt16.self), f16 = format == .f16
             ParallelRows.run(rows) { r0, r1 in

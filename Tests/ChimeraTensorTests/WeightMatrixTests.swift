@@ -27,7 +27,7 @@ import Testing
     static func worst(_ a: [Float], _ b: [Float]) -> Float { zip(a, b).map { abs($0 - $1) }.max() ?? 0 }
 
     // 67 rows (odd: tests the row tail of the 2-row kernels), 160 columns (5 blocks: the block tail).
-    @Test(arguments: [WeightFormat.f16, .bf16]) func halfFormatsEqualFloatMathOnWidenedWeights(format: WeightFormat) throws {
+    @Test(arguments: [WeightFormat.f32, .f16, .bf16]) func halfFormatsEqualFloatMathOnWidenedWeights(format: WeightFormat) throws {
         let w = Self.random([67, 160], seed: 1), b = Self.random([67], seed: 2)
         let m = try WeightMatrix.converting(w, to: format)
         let widened = m.widened()
@@ -71,7 +71,7 @@ import Testing
         }
     }
 
-    @Test(arguments: [WeightFormat.f16, .bf16, .q8_0, .q4_0]) func portableKernelsAgreeWithTheChosenOnes(format: WeightFormat) throws {
+    @Test(arguments: WeightFormat.allCases) func portableKernelsAgreeWithTheChosenOnes(format: WeightFormat) throws {
         let w = Self.random([67, 160], seed: 5)
         let m = try WeightMatrix.converting(w, to: format)
         let x = Self.random([1, 160], seed: 6)

@@ -20,6 +20,7 @@ const char *chk_kernel_variant(void);
 void chk_force_portable(int on);
 
 /// y[r] = dot(W[r, :], x) for r in [row0, row1).
+void chk_gemv_f32(const float *w, const float *x, float *y, long cols, long row0, long row1);
 void chk_gemv_f16(const uint16_t *w, const float *x, float *y, long cols, long row0, long row1);
 void chk_gemv_bf16(const uint16_t *w, const float *x, float *y, long cols, long row0, long row1);
 /// Quantized weights against x quantized by chk_quantize_x (int8 blocks with float scales).

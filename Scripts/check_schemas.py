@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Checks manifests/schema/*.schema.json (dev-time only; needs the `jsonschema` package).
 
-1. Both schemas are valid draft 2020-12 schemas.
-2. Every shipped manifest (manifests/default/*.json, or the files given as arguments) validates
-   against the schema its "schema" field names.
+1. The three schemas are valid draft 2020-12 schemas.
+2. Every shipped manifest (manifests/default, components, catalog and templates, or the files given
+   as arguments) validates against the schema its "schema" field names.
 3. A few hand-made manifests that the Swift decoder refuses (see Tests/ChimeraTests/ManifestTests.swift)
    are refused by the schemas too, and a few that it accepts are accepted.
 
@@ -23,7 +23,8 @@ SCHEMA_DIR = ROOT / "manifests" / "schema"
 
 def load_validators():
     validators = {}
-    for name, version in (("component", "chimera.component/v1"), ("assembly", "chimera.assembly/v1")):
+    for name, version in (("component", "chimera.component/v1"), ("assembly", "chimera.assembly/v1"),
+                          ("template", "chimera.template/v1")):
         schema = json.loads((SCHEMA_DIR / f"{name}.schema.json").read_text())
         Draft202012Validator.check_schema(schema)
         validators[version] = Draft202012Validator(schema)
@@ -90,13 +91,15 @@ def self_checks(validators, shipped):
         ("generation defaults", mutated(asm, ["generation"], {"max_tokens": 5, "temperature": 0}), True),
         ("optional field null", mutated(llm, ["description"], None), True),
         ("mlp config absent", mutated(con, ["config"], None, delete=True), True),
-        ("unknown family with any config", mutated(mutated(con, ["family"], "resampler"), ["config"], {"q": 64}), True),
+        ("unknown family with any config", mutated(mutated(con, ["family"], "qformer"), ["config"], {"q": 64}), True),
     ]
 
 
 def main(argv):
     validators = load_validators()
-    paths = [pathlib.Path(p) for p in argv] or sorted((ROOT / "manifests" / "default").glob("*.json"))
+    defaults = sorted((ROOT / "manifests" / "default").glob("*.json"))
+    paths = [pathlib.Path(p) for p in argv] or defaults + sorted(
+        p for folder in ("components", "catalog", "templates") for p in (ROOT / "manifests" / folder).glob("*.json"))
     failures = 0
     shipped = {}
     for path in paths:
@@ -106,7 +109,8 @@ def main(argv):
             print(f"FAIL {path}: not JSON: {error}")
             failures += 1
             continue
-        shipped[path] = manifest
+        if argv or path in defaults:
+            shipped[path] = manifest  # the self-checks start from the embedded default's manifests
         errors = errors_of(validators, manifest)
         if errors:
             failures += 1

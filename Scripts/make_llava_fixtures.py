@@ -8,7 +8,7 @@ Dev-time only (needs torch, transformers, tokenizers, safetensors, Pillow). Writ
 Each test checkpoint folder also gets reference.safetensors + reference.json: pixel values, the
 selected vision hidden state, projector output, prompt logits and the greedy continuation.
 """
-import json, os, sys
+import copy, json, os, sys
 import numpy as np
 import torch
 from PIL import Image
@@ -57,15 +57,31 @@ def sample_image(width, height, seed):
     return Image.fromarray(img, "RGB")
 
 
+def widen(model, std=0.08, half=False):
+    """Random init puts tiny values everywhere; widen them so outputs are not all alike. `half` rounds
+    every parameter to a float16 value (for fixtures stored as float16)."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.normal_(0, std)
+            else:
+                p.add_(torch.randn_like(p) * 0.05)
+            if half:
+                p.copy_(p.half().float())
+
+
 def build(name, *, vision, text, image_size, patch, prompt, image_wh, hub_layout, seed, max_new_tokens,
-          vocab_size, out_dir, reference=True):
+          vocab_size, out_dir, reference=True, text_config=None, half=False, std=0.08, extra_reference=None):
+    """text_config(tokenizer) -> a transformers text config replaces the Llama one (other LM families);
+    half rounds every weight to float16 and stores float16 (smaller fixtures, exact references);
+    extra_reference(model, inputs, projected, image_token_id) -> more tensors for reference.safetensors."""
     torch.manual_seed(seed)
     tokenizer = train_tokenizer(vocab_size)
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")
     vcfg = CLIPVisionConfig(image_size=image_size, patch_size=patch, projection_dim=vision["hidden"], **{
         k: v for k, v in dict(hidden_size=vision["hidden"], intermediate_size=vision["ffn"],
                               num_hidden_layers=vision["layers"], num_attention_heads=vision["heads"]).items()})
-    tcfg = LlamaConfig(hidden_size=text["hidden"], intermediate_size=text["ffn"], num_hidden_layers=text["layers"],
+    tcfg = text_config(tokenizer) if text_config else LlamaConfig(hidden_size=text["hidden"], intermediate_size=text["ffn"], num_hidden_layers=text["layers"],
                        num_attention_heads=text["heads"], num_key_value_heads=text["kv_heads"],
                        vocab_size=len(tokenizer), max_position_embeddings=text["context"],
                        rope_theta=text["theta"], rms_norm_eps=text["eps"], tie_word_embeddings=text.get("tied", False),
@@ -74,20 +90,16 @@ def build(name, *, vision, text, image_size, patch, prompt, image_wh, hub_layout
                       projector_hidden_act="gelu", vision_feature_select_strategy="default",
                       vision_feature_layer=-2, tie_word_embeddings=text.get("tied", False))
     model = LlavaForConditionalGeneration(cfg).eval()
-    # Random init puts tiny values everywhere; widen them so logits are not all alike.
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() >= 2:
-                p.normal_(0, 0.08)
-            else:
-                p.add_(torch.randn_like(p) * 0.05)
+    widen(model, std, half)
     os.makedirs(out_dir, exist_ok=True)
-    model.save_pretrained(out_dir)
+    save_model(model, out_dir, half)
     improc = CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
                                 do_center_crop=True, resample=3)
     processor = LlavaProcessor(image_processor=improc, tokenizer=tokenizer, patch_size=patch,
                                vision_feature_select_strategy="default", num_additional_image_tokens=1)
     processor.save_pretrained(out_dir)
+    if half:
+        compact_json(os.path.join(out_dir, "tokenizer.json"))
     rewrite_layout(out_dir, text["theta"], hub=hub_layout)
     image = sample_image(*image_wh, seed)
     image.save(os.path.join(out_dir, "sample.png"))
@@ -101,7 +113,8 @@ def build(name, *, vision, text, image_size, patch, prompt, image_wh, hub_layout
         logits = model(**inputs).logits
         gen = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
     new_tokens = gen[0, inputs["input_ids"].shape[1]:].tolist()
-    save_file({
+    extra = extra_reference(model, inputs, projected, image_token_id) if extra_reference else {}
+    save_file({**extra,
         "pixel_values": inputs["pixel_values"][0].contiguous(),
         "vision_hidden_states": torch.stack(vout.hidden_states, 0)[:, 0].contiguous(),
         "projected": projected[0].contiguous(),
@@ -112,6 +125,23 @@ def build(name, *, vision, text, image_size, patch, prompt, image_wh, hub_layout
                    "max_new_tokens": max_new_tokens, "image": "sample.png", "image_token_id": image_token_id,
                    "text": tokenizer.decode(new_tokens)}, f, indent=1)
     print(name, "generated", new_tokens, file=sys.stderr)
+
+
+def compact_json(path):
+    """Rewrites a JSON file without indentation (tokenizer.json is mostly whitespace)."""
+    with open(path) as f:
+        value = json.load(f)
+    with open(path, "w") as f:
+        json.dump(value, f, ensure_ascii=False, separators=(",", ":"))
+
+
+def save_model(model, out_dir, half=False):
+    """Saves float32, or float16 (the references stay float32 runs of the same rounded weights)."""
+    if not half:
+        model.save_pretrained(out_dir)
+        return
+    # A copy: half() would also round buffers (RoPE inverse frequencies) of the model the references run.
+    copy.deepcopy(model).half().save_pretrained(out_dir)
 
 
 def rewrite_layout(out_dir, theta, hub):

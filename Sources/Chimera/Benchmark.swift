@@ -7,67 +7,25 @@ import Glibc
 // `chimera bench`: times an encoder and a language model on real shapes, with weights from a
 // checkpoint or random ones (`WeightSource.random`) so that no download is needed.
 
-/// A synthetic model: manifests with a real architecture's dimensions and no weight files.
+/// A synthetic model: catalog components of a real architecture, run with random weights of
+/// their dimensions (the catalog's manifests hold the dimensions; no download is needed).
 public struct SyntheticPreset: Sendable {
     public let name: String
-    public let summary: String
-    public let encoder: ComponentManifest?
-    public let languageModel: ComponentManifest?
-
-    static func manifest(_ json: String) -> ComponentManifest {
-        // The presets below are literals of this file; a decoding failure is a bug caught by the tests.
-        try! JSONDecoder().decode(ComponentManifest.self, from: Data(json.utf8))
-    }
-
-    static func llm(_ id: String, _ family: String, context: Int, _ config: String) -> ComponentManifest {
-        manifest("""
-        {"schema": "chimera.component/v1", "id": "\(id)", "kind": "language_model", "family": "\(family)",
-         "context_length": \(context), "tokenizer": {"file": "(synthetic)", "eos_token_ids": [2]},
-         "weights": {"files": ["(random)"]}, "config": \(config)}
-        """)
-    }
-
-    static func vision(_ id: String, _ family: String, _ config: String, size: Int, mean: Float, width: Int, tokens: Int) -> ComponentManifest {
-        manifest("""
-        {"schema": "chimera.component/v1", "id": "\(id)", "kind": "encoder", "modality": "image", "family": "\(family)",
-         "config": \(config), "weights": {"files": ["(random)"]}, "output": {"width": \(width), "tokens": \(tokens)},
-         "preprocess": {"resize": "exact", "size": \(size), "mean": [\(mean), \(mean), \(mean)], "std": [0.5, 0.5, 0.5]}}
-        """)
-    }
-
-    // Dimensions from each model's config.json on the Hub. Families other than llama and
-    // clip-vision are named here ahead of their implementation: `bench` reports them as not available.
-    static let tinyLlama = llm("tinyllama-1.1b", "llama", context: 2048, """
-        {"hidden_size": 2048, "intermediate_size": 5632, "layers": 22, "heads": 32, "kv_heads": 4,
-         "vocab_size": 32000, "rope_theta": 10000, "rms_norm_eps": 1e-5}
-        """)
-    static let siglip = vision("siglip-so400m-384", "siglip-vision", """
-        {"hidden_size": 1152, "layers": 27, "heads": 16, "intermediate_size": 4304, "image_size": 384,
-         "patch_size": 14, "layer_norm_eps": 1e-6}
-        """, size: 384, mean: 0.5, width: 1152, tokens: 729)
+    public let encoder: String?
+    public let languageModel: String?
 
     public static let all: [SyntheticPreset] = [
-        SyntheticPreset(name: "tinyllama-1.1b", summary: "TinyLlama-1.1B (llama)", encoder: nil, languageModel: tinyLlama),
-        SyntheticPreset(name: "qwen2-0.5b", summary: "Qwen2-0.5B (qwen2)", encoder: nil, languageModel: llm("qwen2-0.5b", "qwen2", context: 32768, """
-            {"hidden_size": 896, "intermediate_size": 4864, "layers": 24, "heads": 14, "kv_heads": 2,
-             "vocab_size": 151936, "rope_theta": 1000000, "rms_norm_eps": 1e-6, "tie_word_embeddings": true}
-            """)),
-        SyntheticPreset(name: "phi-2", summary: "Phi-2 2.7B (phi)", encoder: nil, languageModel: llm("phi-2", "phi", context: 2048, """
-            {"hidden_size": 2560, "intermediate_size": 10240, "layers": 32, "heads": 32, "vocab_size": 51200,
-             "rope_theta": 10000, "partial_rotary_factor": 0.4, "layer_norm_eps": 1e-5}
-            """)),
-        SyntheticPreset(name: "clip-vit-l-336", summary: "CLIP ViT-L/14-336 (clip-vision)", encoder: vision("clip-vit-l-336", "clip-vision", """
-            {"hidden_size": 1024, "layers": 24, "heads": 16, "intermediate_size": 4096, "image_size": 336,
-             "patch_size": 14, "layer_norm_eps": 1e-5}
-            """, size: 336, mean: 0.48, width: 1024, tokens: 577), languageModel: nil),
-        SyntheticPreset(name: "siglip-so400m-384", summary: "SigLIP so400m/14-384 (siglip-vision)", encoder: siglip, languageModel: nil),
-        SyntheticPreset(name: "tinyllava-1.5b", summary: "TinyLLaVA-1.5B: SigLIP so400m + TinyLlama-1.1B", encoder: siglip, languageModel: tinyLlama),
-        // Small enough for tests: checks the benchmark path itself, not speed.
-        SyntheticPreset(name: "tiny-test", summary: "a tiny CLIP + Llama for tests", encoder: vision("tiny-test-vision", "clip-vision", """
-            {"hidden_size": 64, "layers": 2, "heads": 4, "intermediate_size": 128, "image_size": 32, "patch_size": 8}
-            """, size: 32, mean: 0.5, width: 64, tokens: 17), languageModel: llm("tiny-test-llm", "llama", context: 256, """
-            {"hidden_size": 64, "intermediate_size": 128, "layers": 2, "heads": 4, "kv_heads": 2, "vocab_size": 300}
-            """)),
+        SyntheticPreset(name: "tinyllama-1.1b", encoder: nil, languageModel: "tinyllama-1.1b-chat"),
+        SyntheticPreset(name: "qwen2-0.5b", encoder: nil, languageModel: "qwen2-0.5b"),
+        SyntheticPreset(name: "phi-2", encoder: nil, languageModel: "phi-2"),
+        SyntheticPreset(name: "stablelm-2-1.6b", encoder: nil, languageModel: "stablelm-2-1_6b"),
+        SyntheticPreset(name: "gemma-2b", encoder: nil, languageModel: "gemma-2b"),
+        SyntheticPreset(name: "clip-vit-l-336", encoder: "clip-vit-large-patch14-336", languageModel: nil),
+        SyntheticPreset(name: "siglip-so400m-384", encoder: "siglip-so400m-patch14-384", languageModel: nil),
+        SyntheticPreset(name: "tinyllava-1.5b", encoder: "tinyllava-tinyllama-siglip-1.5b-vision",
+                        languageModel: "tinyllava-tinyllama-siglip-1.5b-llm"),
+        // The embedded tiny default: small enough for tests (checks the path, not speed).
+        SyntheticPreset(name: "tiny", encoder: "chimera-tiny-default-vision", languageModel: "chimera-tiny-default-llm"),
     ]
 
     public static func named(_ name: String) throws -> SyntheticPreset {
@@ -75,6 +33,11 @@ public struct SyntheticPreset: Sendable {
             throw BenchmarkError.unknownPreset(name: name, known: all.map(\.name))
         }
         return preset
+    }
+
+    /// The preset's manifests from a catalog.
+    public func manifests(_ catalog: Catalog) throws -> (encoder: ComponentManifest?, languageModel: ComponentManifest?) {
+        (try encoder.map { try catalog.component($0, kind: .encoder) }, try languageModel.map { try catalog.component($0, kind: .languageModel) })
     }
 }
 
@@ -152,7 +115,7 @@ public struct Benchmark {
         }
         let source = try store?(manifest) ?? .random(seed: 1, scale: 0.02)
         let loader = ParameterLoader(source: source, reference: manifest.weights ?? WeightsReference(files: ["(none)"]),
-                                     matrixFormat: format)
+                                     matrixFormat: format, keepStoredFormats: true)
         return (try family.create(manifest, ComponentBuildContext(weights: loader)), loader)
     }
 
@@ -174,7 +137,8 @@ public struct Benchmark {
             let (component, loader) = try load(manifest, part: "encoder '\(manifest.id)'")
             guard let encoder = component as? any ModalityEncoder else { throw BenchmarkError.wrongComponent(id: manifest.id, expected: "an encoder") }
             report.weightBytes += Self.weightBytes(loader)
-            guard let size = manifest.preprocess?.size else { throw BenchmarkError.wrongComponent(id: manifest.id, expected: "an image encoder") }
+            guard let preprocess = manifest.preprocess else { throw BenchmarkError.wrongComponent(id: manifest.id, expected: "an image encoder") }
+            let size = preprocess.cropSize ?? preprocess.size
             var generator = SplitMix64(seed: 7)
             let pixels = Tensor(shape: [3, size, size], values: (0..<(3 * size * size)).map { _ in generator.uniform(1) })
             progress("encoding one \(size)×\(size) image")

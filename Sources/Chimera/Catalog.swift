@@ -6,6 +6,7 @@ import Foundation
 public struct Catalog: Sendable {
     public private(set) var components: [String: ComponentManifest] = [:]
     public private(set) var assemblies: [String: AssemblyManifest] = [:]
+    public private(set) var templates: [String: ChatTemplate] = [:]
     /// Folders already read, so that a folder named twice is read once.
     private var scanned: Set<String> = []
 
@@ -44,19 +45,19 @@ public struct Catalog: Sendable {
 
     public mutating func add(_ manifest: AnyManifest) throws {
         switch manifest {
-        case let .component(m):
-            if let existing = components[m.id] {
-                if existing.origin == m.origin { return }
-                throw ManifestError.duplicateID(id: m.id, first: existing.origin, second: m.origin)
-            }
-            components[m.id] = m
-        case let .assembly(m):
-            if let existing = assemblies[m.id] {
-                if existing.origin == m.origin { return }
-                throw ManifestError.duplicateID(id: m.id, first: existing.origin, second: m.origin)
-            }
-            assemblies[m.id] = m
+        case let .component(m): try Self.insert(m, id: m.id, origin: m.origin, into: &components, origin: \.origin)
+        case let .assembly(m): try Self.insert(m, id: m.id, origin: m.origin, into: &assemblies, origin: \.origin)
+        case let .template(m): try Self.insert(m, id: m.id, origin: m.origin, into: &templates, origin: \.origin)
         }
+    }
+
+    /// The same file read twice is one manifest; the same id from two files is an error naming both.
+    private static func insert<M>(_ m: M, id: String, origin: String, into table: inout [String: M], origin existingOrigin: KeyPath<M, String>) throws {
+        if let existing = table[id] {
+            if existing[keyPath: existingOrigin] == origin { return }
+            throw ManifestError.duplicateID(id: id, first: existing[keyPath: existingOrigin], second: origin)
+        }
+        table[id] = m
     }
 
     public func component(_ id: String, kind: ComponentKind? = nil) throws -> ComponentManifest {
@@ -74,6 +75,13 @@ public struct Catalog: Sendable {
     public func assembly(_ id: String) throws -> AssemblyManifest {
         guard let m = assemblies[id] else {
             throw ManifestError.unknownID(id: id, kind: "assembly", known: assemblies.keys.sorted())
+        }
+        return m
+    }
+
+    public func template(_ id: String) throws -> ChatTemplate {
+        guard let m = templates[id] else {
+            throw ManifestError.unknownID(id: id, kind: "chat template", known: templates.keys.sorted())
         }
         return m
     }

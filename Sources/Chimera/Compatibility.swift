@@ -138,3 +138,36 @@ public struct CompatibilityChecker: Sendable {
         return out.filter { seen.insert($0).inserted }
     }
 }
+
+/// One encoder → connector → language model chain of the catalogue and why it does not fit.
+public struct CompatibilityCell: Codable, Sendable, Equatable {
+    public var encoder: String
+    public var connector: String
+    public var languageModel: String
+    public var fits: Bool
+    public var reasons: [String]
+    enum CodingKeys: String, CodingKey { case encoder, connector, fits, reasons, languageModel = "language_model" }
+}
+
+extension CompatibilityChecker {
+    /// Every encoder × connector × language model of the catalogue (sorted by id), judged on shapes
+    /// and families alone: files not yet downloaded (weights, tokenizers) are `chimera list`'s business.
+    public func matrix(select: InputBinding.Selection = .patch) -> [CompatibilityCell] {
+        let encoders = catalog.list(kind: .encoder), connectors = catalog.list(kind: .connector)
+        let languageModels = catalog.list(kind: .languageModel)
+        var cells: [CompatibilityCell] = []
+        for e in encoders {
+            for c in connectors {
+                for l in languageModels {
+                    let reasons = problems(encoder: e, connector: c, languageModel: l, select: select)
+                        .filter { if case .tokenizerMissing = $0 { return false }; return true }
+                        .map(\.description)
+                    var seen = Set<String>()
+                    let unique = reasons.filter { seen.insert($0).inserted }
+                    cells.append(CompatibilityCell(encoder: e.id, connector: c.id, languageModel: l.id, fits: unique.isEmpty, reasons: unique))
+                }
+            }
+        }
+        return cells
+    }
+}

@@ -9,8 +9,12 @@ public struct GenerationOptions: Sendable {
     public var topK: Int?
     public var topP: Float?
     public var seed: UInt64
-    public init(maxTokens: Int = 64, temperature: Float = 0, topK: Int? = nil, topP: Float? = nil, seed: UInt64 = 0) {
+    /// Strings that end the answer (a chat template's stop strings): a special token of the
+    /// tokenizer stops on its id; any other text stops once the answer holds it, and is cut off.
+    public var stop: [String]
+    public init(maxTokens: Int = 64, temperature: Float = 0, topK: Int? = nil, topP: Float? = nil, seed: UInt64 = 0, stop: [String] = []) {
         self.maxTokens = maxTokens; self.temperature = temperature; self.topK = topK; self.topP = topP; self.seed = seed
+        self.stop = stop
     }
 }
 
@@ -178,6 +182,11 @@ extension AssembledModel {
         var detokenizer = StreamingDetokenizer(tokenizer: tokenizer)
         var generated: [Int] = []
         var stopReason = "max_tokens"
+        // Special tokens ("</s>", "<|im_end|>") stop on their id; any other text once the answer holds it.
+        func specialID(_ s: String) -> Int? { tokenizer.tokenID(s).flatMap { tokenizer.specialTokenIDs.contains($0) ? $0 : nil } }
+        let stopIDs = Set(options.stop.compactMap(specialID))
+        let textStops = options.stop.filter { specialID($0) == nil }
+        var stopFilter = StopStringFilter(stops: textStops)
 
         let prefillStart = Date()
         var logits = try languageModel.forward(embeddings: prepared.embeddings, cache: cache, lastOnly: true)
@@ -188,21 +197,62 @@ extension AssembledModel {
         while generated.count < options.maxTokens {
             let next = sampler.sample(logits)
             if eosTokenIDs.contains(next) { stopReason = "eos"; break }
+            if stopIDs.contains(next) { stopReason = "stop"; break }
             generated.append(next)
-            onText(detokenizer.append(next))
+            onText(stopFilter.append(detokenizer.append(next)))
+            if stopFilter.stopped { stopReason = "stop"; break }
             if generated.count == options.maxTokens { break }
             try languageModel.embed(token: next, into: nextEmbedding)
             logits = try languageModel.forward(embeddings: nextEmbedding, cache: cache, lastOnly: true)
         }
-        onText(detokenizer.finish())
+        onText(stopFilter.append(detokenizer.finish()) + stopFilter.finish())
         let decodeSeconds = Date().timeIntervalSince(decodeStart)
         let timings = GenerationTimings(
             encodeSeconds: prepared.encodeSeconds, prefillSeconds: prefillSeconds,
             prefillTokensPerSecond: Double(promptLength) / max(prefillSeconds, 1e-9),
             decodeSeconds: decodeSeconds,
             decodeTokensPerSecond: generated.count > 1 ? Double(generated.count - 1) / max(decodeSeconds, 1e-9) : 0)
-        return GenerationResult(tokens: generated, text: tokenizer.decode(generated, skipSpecialTokens: true),
+        return GenerationResult(tokens: generated, text: StopStringFilter.cut(tokenizer.decode(generated, skipSpecialTokens: true), at: textStops),
                                 promptTokens: promptLength, stopReason: stopReason, timings: timings)
+    }
+}
+
+/// Streams an answer while holding back a tail that may still become a stop string, so that no
+/// part of a stop string is ever shown; `stopped` once the text holds one.
+struct StopStringFilter {
+    let stops: [String]
+    private(set) var text = ""
+    private(set) var stopped = false
+    private var emitted = 0  // characters of `text` already passed on
+
+    init(stops: [String]) { self.stops = stops.filter { !$0.isEmpty } }
+
+    /// The text before the first stop string it holds.
+    static func cut(_ text: String, at stops: [String]) -> String {
+        let ends = stops.filter { !$0.isEmpty }.compactMap { text.range(of: $0)?.lowerBound }
+        return ends.min().map { String(text[..<$0]) } ?? text
+    }
+
+    /// Takes the next piece of text; returns what may be shown now.
+    mutating func append(_ piece: String) -> String {
+        guard !stopped else { return "" }
+        text += piece
+        let kept = Self.cut(text, at: stops)
+        if kept.count < text.count {
+            stopped = true
+            return release(upTo: kept.count)
+        }
+        let held = stops.map { stop in (1..<stop.count).reversed().first { text.hasSuffix(stop.prefix($0)) } ?? 0 }.max() ?? 0
+        return release(upTo: text.count - held)
+    }
+
+    /// What is still held back once the answer is complete.
+    mutating func finish() -> String { stopped ? "" : release(upTo: text.count) }
+
+    private mutating func release(upTo end: Int) -> String {
+        guard end > emitted else { return "" }
+        defer { emitted = end }
+        return String(text.dropFirst(emitted).prefix(end - emitted))
     }
 }
 

@@ -1,7 +1,7 @@
 import ChimeraIO
 import Foundation
 
-// The two manifest kinds, as Codable types that refuse unknown fields. Their JSON Schemas live in
+// The manifest kinds (components, assemblies, and chat templates in Templates.swift), as Codable types that refuse unknown fields. Their JSON Schemas live in
 // manifests/schema/; `chimera validate` checks files against these types.
 
 public enum ManifestError: LocalizedError {
@@ -196,9 +196,7 @@ public struct ComponentManifest: Codable, Sendable, Equatable {
         weights = try c.decodeIfPresent(WeightsReference.self, forKey: .weights)
         seed = try c.decodeIfPresent(UInt64.self, forKey: .seed)
         source = try c.decodeIfPresent(String.self, forKey: .source)
-        if id.isEmpty || id.contains(where: { $0.isWhitespace }) {
-            throw DecodingError.dataCorrupted(.init(codingPath: [CodingKeys.id], debugDescription: "ids are non-empty and hold no spaces"))
-        }
+        try checkManifestID(id, key: CodingKeys.id)
         if let contextLength, contextLength < 1 {
             throw DecodingError.dataCorrupted(.init(codingPath: [CodingKeys.contextLength], debugDescription: "must be positive, found \(contextLength)"))
         }
@@ -227,9 +225,39 @@ public struct ComponentManifest: Codable, Sendable, Equatable {
         .dataCorrupted(.init(codingPath: [key], debugDescription: "required field is missing (\(why))"))
     }
 
-    /// Resolves a path from the manifest against its folder.
-    public func resolve(_ path: String) -> URL {
-        path.hasPrefix("/") ? URL(fileURLWithPath: path) : directory.appendingPathComponent(path)
+    /// Resolves a path from the manifest against its folder ("~/" is the user's home).
+    public func resolve(_ path: String) -> URL { resolveManifestPath(path, in: directory) }
+
+    /// The safetensors files behind `weights.files`. An entry ending in "/" names a checkpoint
+    /// folder (as downloaded, one file or sharded): its model.safetensors.index.json when there is
+    /// one, else every *.safetensors in it.
+    public func weightFiles() throws -> [URL] {
+        try (weights?.files ?? []).flatMap { entry -> [URL] in
+            let url = resolve(entry)
+            guard entry.hasSuffix("/") else { return [url] }
+            let fm = FileManager.default
+            let index = url.appendingPathComponent("model.safetensors.index.json")
+            if fm.fileExists(atPath: index.path) { return [index] }
+            let shards = ((try? fm.contentsOfDirectory(atPath: url.path)) ?? []).filter { $0.hasSuffix(".safetensors") }.sorted()
+            guard !shards.isEmpty else {
+                throw ManifestError.unreadable(file: url.path, reason: "weights folder of '\(id)' holds no *.safetensors (see `chimera list`: how to provide weights)")
+            }
+            return shards.map { url.appendingPathComponent($0) }
+        }
+    }
+
+    /// Weight and tokenizer paths this manifest names that are not on disk (a weights folder
+    /// counts as missing while it holds no safetensors).
+    public var missingFiles: [String] {
+        var entries = weights?.files ?? []
+        if let tokenizer { entries.append(tokenizer.file) }
+        let fm = FileManager.default
+        return entries.compactMap { entry in
+            let path = resolve(entry).path
+            if !entry.hasSuffix("/") { return fm.fileExists(atPath: path) ? nil : path }
+            let items = (try? fm.contentsOfDirectory(atPath: path)) ?? []
+            return items.contains { $0.hasSuffix(".safetensors") } ? nil : path + "/"
+        }
     }
 
     /// Decodes the family config into the family's own type, reporting errors under "config.".
@@ -345,27 +373,46 @@ public struct AssemblyManifest: Codable, Sendable, Equatable {
         chatTemplate = try c.decodeIfPresent(String.self, forKey: .chatTemplate)
         generation = try c.decodeIfPresent(GenerationDefaults.self, forKey: .generation)
         samples = try c.decodeIfPresent([String: String].self, forKey: .samples)
-        if id.isEmpty || id.contains(where: { $0.isWhitespace }) {
-            throw DecodingError.dataCorrupted(.init(codingPath: [CodingKeys.id], debugDescription: "ids are non-empty and hold no spaces"))
-        }
+        try checkManifestID(id, key: CodingKeys.id)
         let placeholders = inputs.map(\.placeholder)
         if Set(placeholders).count != placeholders.count {
             throw DecodingError.dataCorrupted(.init(codingPath: [CodingKeys.inputs], debugDescription: "a placeholder is bound twice"))
         }
     }
 
-    public func resolve(_ path: String) -> URL {
-        path.hasPrefix("/") ? URL(fileURLWithPath: path) : directory.appendingPathComponent(path)
+    public func resolve(_ path: String) -> URL { resolveManifestPath(path, in: directory) }
+}
+
+/// Ids are looked up exactly, so they must be non-empty and hold no spaces.
+func checkManifestID(_ id: String, key: some CodingKey) throws {
+    if id.isEmpty || id.contains(where: { $0.isWhitespace }) {
+        throw DecodingError.dataCorrupted(.init(codingPath: [key], debugDescription: "ids are non-empty and hold no spaces"))
     }
 }
 
-/// Either manifest kind, read from a file.
+/// A manifest's path: absolute, "~/..." under the home folder (HOME), or relative to the manifest.
+func resolveManifestPath(_ path: String, in directory: URL) -> URL {
+    if path == "~" || path.hasPrefix("~/") {
+        let home = ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()
+        return URL(fileURLWithPath: home).appendingPathComponent(String(path.dropFirst(path == "~" ? 1 : 2)))
+    }
+    return path.hasPrefix("/") ? URL(fileURLWithPath: path) : directory.appendingPathComponent(path)
+}
+
+/// Any manifest kind, read from a file.
 public enum AnyManifest: Sendable {
     case component(ComponentManifest)
     case assembly(AssemblyManifest)
+    case template(ChatTemplate)
+
+    public static let schemas = [ComponentManifest.schemaVersion, AssemblyManifest.schemaVersion, ChatTemplate.schemaVersion]
 
     public var id: String {
-        switch self { case let .component(m): return m.id; case let .assembly(m): return m.id }
+        switch self {
+        case let .component(m): return m.id
+        case let .assembly(m): return m.id
+        case let .template(m): return m.id
+        }
     }
 
     /// Reads and checks a manifest file; errors name the file and the JSON path.
@@ -387,7 +434,7 @@ public enum AnyManifest: Sendable {
             throw ManifestError.invalid(file: file, detail: "not a JSON object")
         }
         guard let schema = object["schema"] as? String else {
-            throw ManifestError.invalid(file: file, detail: "schema: required field is missing (\"\(ComponentManifest.schemaVersion)\" or \"\(AssemblyManifest.schemaVersion)\")")
+            throw ManifestError.invalid(file: file, detail: "schema: required field is missing (\"\(schemas.joined(separator: "\", \""))\")")
         }
         do {
             switch schema {
@@ -399,9 +446,12 @@ public enum AnyManifest: Sendable {
                 var m = try JSONDecoder().decode(AssemblyManifest.self, from: data)
                 m.directory = directory; m.origin = file
                 return .assembly(m)
+            case ChatTemplate.schemaVersion:
+                var m = try JSONDecoder().decode(ChatTemplate.self, from: data)
+                m.directory = directory; m.origin = file
+                return .template(m)
             default:
-                throw ManifestError.wrongSchema(
-                    file: file, expected: "\(ComponentManifest.schemaVersion)\" or \"\(AssemblyManifest.schemaVersion)", found: schema)
+                throw ManifestError.wrongSchema(file: file, expected: schemas.joined(separator: "\", \""), found: schema)
             }
         } catch let error as DecodingError {
             throw ManifestError.invalid(file: file, detail: describe(error))

@@ -5,21 +5,9 @@ import Foundation
 public enum BuiltinFamilies {
     public static func all() -> [ComponentFamily] {
         [
-            ComponentFamily(
-                name: "clip-vision", kind: .encoder,
-                summary: "CLIP ViT vision tower (transformers CLIPVisionModel)",
-                validate: { manifest in
-                    let config = try manifest.decodeConfig(CLIPVisionConfig.self)
-                    let side = config.imageSize / config.patchSize
-                    let expected = TokenContract(width: config.hiddenSize, tokens: side * side + 1, grid: [side, side])
-                    if let output = manifest.output, output.width != expected.width || output.tokens != expected.tokens {
-                        throw ManifestError.invalid(file: manifest.origin, detail:
-                            "output: {width \(output.width), tokens \(output.tokens)} disagrees with config, which gives {width \(expected.width), tokens \(expected.tokens)}")
-                    }
-                },
-                create: { manifest, context in
-                    try CLIPVisionEncoder(manifest: manifest, weights: try requireWeights(manifest, context))
-                }),
+            visionTransformer("clip-vision", "CLIP ViT vision tower (transformers CLIPVisionModel)", CLIPVariant.self),
+            visionTransformer("siglip-vision", "SigLIP ViT vision tower (transformers SiglipVisionModel; the pooling head is not used)",
+                              SigLIPVariant.self),
             ComponentFamily(
                 name: "linear", kind: .connector, summary: "one linear layer (TinyLLaVA 'linear')",
                 validate: { _ = try $0.decodeConfig(MLPConnectorConfig.self) },
@@ -29,13 +17,40 @@ public enum BuiltinFamilies {
                 summary: "N linear layers with an activation between (LLaVA projector, TinyLLaVA mlp{N}x_gelu)",
                 validate: { _ = try $0.decodeConfig(MLPConnectorConfig.self) },
                 create: { manifest, context in try MLPConnector(manifest: manifest, context: context) }),
+            tokenChanging(
+                "resampler", "Perceiver resampler (TinyLLaVA 'resampler'): any token count in, num_queries out",
+                ResamplerConfig.self, ResamplerConnector.init),
+            tokenChanging(
+                "ldpv2", "MobileVLM V2 LDPNetV2Projector: MLP, adaptive average pooling to a grid (576 → 144), PEG",
+                LDPv2Config.self, LDPv2Connector.init),
+            tokenChanging(
+                "pixel-shuffle", "pixel shuffle by factor f then a linear (nanoVLM / Idefics3): N tokens → N/f²",
+                PixelShuffleConfig.self, PixelShuffleConnector.init),
             ComponentFamily(
-                name: "llama", kind: .languageModel, summary: "Llama / TinyLlama (transformers LlamaForCausalLM)",
-                validate: { _ = try $0.decodeConfig(LlamaConfig.self) },
-                create: { manifest, context in
-                    try LlamaModel(manifest: manifest, weights: try requireWeights(manifest, context))
-                }),
+                name: "identity", kind: .connector, summary: "features passed through unchanged (widths must match)",
+                validate: { try IdentityConfig.validate($0) },
+                create: { manifest, context in try IdentityConnector(manifest: manifest, context: context) }),
+            languageModel("llama", LlamaConfig.self, "Llama / TinyLlama (transformers LlamaForCausalLM)"),
+            languageModel("qwen2", Qwen2Config.self, "Qwen2 / Qwen2.5 (transformers Qwen2ForCausalLM)"),
+            languageModel("gemma", GemmaConfig.self, "Gemma (transformers GemmaForCausalLM)"),
+            languageModel("phi", PhiConfig.self, "Phi-1/1.5/2 (transformers PhiForCausalLM)"),
+            languageModel("stablelm", StableLMConfig.self, "StableLM-2 (transformers StableLmForCausalLM)"),
         ]
+    }
+
+    /// A decoder-only language model family: its config maps to a `DecoderTransformer` architecture.
+    static func languageModel<Config: DecoderFamilyConfig>(_ name: String, _ config: Config.Type, _ summary: String) -> ComponentFamily {
+        ComponentFamily(
+            name: name, kind: .languageModel, summary: summary,
+            validate: { manifest in _ = try architecture(manifest, config) },
+            create: { manifest, context in
+                try DecoderTransformer(manifest: manifest, architecture: try architecture(manifest, config),
+                                       weights: try requireWeights(manifest, context))
+            })
+    }
+
+    static func architecture<Config: DecoderFamilyConfig>(_ manifest: ComponentManifest, _ config: Config.Type) throws -> DecoderArchitecture {
+        try manifest.decodeConfig(config).architecture(for: manifest)
     }
 
     /// A registry holding the built-in families.
@@ -43,6 +58,29 @@ public enum BuiltinFamilies {
         let registry = FamilyRegistry()
         for family in all() { try! registry.register(family) }  // names above are distinct
         return registry
+    }
+
+    /// A ViT image encoder family (VisionTransformer.swift) of one variant.
+    static func visionTransformer<Variant: VisionTransformerVariant>(_ name: String, _ summary: String,
+                                                                     _ variant: Variant.Type) -> ComponentFamily {
+        ComponentFamily(
+            name: name, kind: .encoder, summary: summary,
+            validate: { try VisionTransformerConfig<Variant>.validate($0) },
+            create: { manifest, context in
+                try VisionTransformerEncoder<Variant>(manifest: manifest, weights: try requireWeights(manifest, context))
+            })
+    }
+
+    /// A connector family with weights whose config decides the token count (from the manifest alone).
+    static func tokenChanging<Config: ConnectorTokenMapping>(
+        _ name: String, _ summary: String, _ config: Config.Type,
+        _ make: @escaping @Sendable (ComponentManifest, ParameterLoader, ComponentBuildContext) throws -> any Component
+    ) -> ComponentFamily {
+        ComponentFamily(
+            name: name, kind: .connector, summary: summary,
+            validate: { _ = try $0.decodeConfig(Config.self) },
+            connectorTokens: { manifest, tokens in (try? manifest.decodeConfig(Config.self))?.outputTokens(tokens) },
+            create: { manifest, context in try make(manifest, try requireWeights(manifest, context), context) })
     }
 
     static func requireWeights(_ manifest: ComponentManifest, _ context: ComponentBuildContext) throws -> ParameterLoader {

@@ -66,7 +66,47 @@ func rejectUnknown<K: CodingKey & CaseIterable>(_ decoder: Decoder, _ keys: K.Ty
     try decoder.rejectUnknownKeys(keys)
 }
 
+/// The same for a config whose fields are declared by two key sets (shared and family-specific).
+func rejectUnknown<A: CodingKey & CaseIterable, B: CodingKey & CaseIterable>(_ decoder: Decoder, _ a: A.Type, _ b: B.Type) throws {
+    let known = Set(A.allCases.map(\.stringValue) + B.allCases.map(\.stringValue))
+    let container = try decoder.container(keyedBy: NamedKey.self)
+    for key in container.allKeys where !known.contains(key.stringValue) {
+        throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath + [key],
+            debugDescription: "unknown field '\(key.stringValue)' (known: \(known.sorted().joined(separator: ", ")))"))
+    }
+}
+
+private struct NamedKey: CodingKey {
+    var stringValue: String
+    var intValue: Int? { nil }
+    init(stringValue: String) { self.stringValue = stringValue }
+    init?(intValue: Int) { nil }
+}
+
 /// A config check that fails as a decoding error at `key` (reported as "config.<key>: ...").
 func require<K: CodingKey>(_ condition: Bool, _ key: K, _ message: String) throws {
     if !condition { throw DecodingError.dataCorrupted(.init(codingPath: [key], debugDescription: message)) }
+}
+
+/// Cuts `planes` planes of `height` rows × `width` floats into blocks of `blockHeight` × `blockWidth`
+/// (a remainder is dropped, as by a stride-block convolution) and lays each block out as one row
+/// (plane, block row, block column), blocks in row-major order. A ViT's patches are the blocks of the
+/// [C, S, S] pixels; pixel shuffle's are the f × (f·V) blocks of the [side, side·V] token grid.
+func gatherBlocks(_ source: UnsafePointer<Float>, planes: Int, height: Int, width: Int,
+                  blockHeight: Int, blockWidth: Int) -> Tensor {
+    let rows = height / blockHeight, columns = width / blockWidth
+    let rowWidth = planes * blockHeight * blockWidth
+    let out = Tensor(zeros: [rows * columns, rowWidth])
+    for by in 0..<rows {
+        for bx in 0..<columns {
+            let row = out.data + (by * columns + bx) * rowWidth
+            for plane in 0..<planes {
+                for y in 0..<blockHeight {
+                    let src = source + plane * height * width + (by * blockHeight + y) * width + bx * blockWidth
+                    (row + (plane * blockHeight + y) * blockWidth).update(from: src, count: blockWidth)
+                }
+            }
+        }
+    }
+    return out
 }

@@ -56,25 +56,34 @@ public func matmul(_ a: Tensor, _ b: Tensor, transposeB: Bool = false) -> Tensor
 
 /// LayerNorm over the last dimension (biased variance, as PyTorch).
 public func layerNorm(_ x: Tensor, weight: Tensor, bias: Tensor?, eps: Float) -> Tensor {
-    let n = x.columns
-    precondition(weight.count == n, "layerNorm: weight \(weight.shape) for width \(n)")
     let out = Tensor(zeros: x.shape)
-    for r in 0..<x.rows {
-        let src = x.data + r * n, dst = out.data + r * n
-        var mean: Float = 0
-        for i in 0..<n { mean += src[i] }
-        mean /= Float(n)
-        var variance: Float = 0
-        for i in 0..<n { let d = src[i] - mean; variance += d * d }
-        variance /= Float(n)
-        let inv = 1 / (variance + eps).squareRoot()
-        if let bias {
-            for i in 0..<n { dst[i] = (src[i] - mean) * inv * weight.data[i] + bias.data[i] }
-        } else {
-            for i in 0..<n { dst[i] = (src[i] - mean) * inv * weight.data[i] }
-        }
-    }
+    layerNorm(x, weight: weight, bias: bias, eps: eps, into: out)
     return out
+}
+
+public func layerNorm(_ x: Tensor, weight: Tensor, bias: Tensor?, eps: Float, into out: Tensor) {
+    let n = x.columns
+    precondition(weight.count == n && out.count == x.count, "layerNorm: weight \(weight.shape), output \(out.shape) for \(x.shape)")
+    for r in 0..<x.rows {
+        layerNorm(x.data + r * n, into: out.data + r * n, count: n, weight: weight.data, bias: bias?.data, eps: eps)
+    }
+}
+
+/// LayerNorm of `count` floats (one row, or one attention head of a row); `destination` may be `source`.
+public func layerNorm(_ source: UnsafePointer<Float>, into destination: UnsafeMutablePointer<Float>, count n: Int,
+                      weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, eps: Float) {
+    var mean: Float = 0
+    for i in 0..<n { mean += source[i] }
+    mean /= Float(n)
+    var variance: Float = 0
+    for i in 0..<n { let d = source[i] - mean; variance += d * d }
+    variance /= Float(n)
+    let inv = 1 / (variance + eps).squareRoot()
+    if let bias {
+        for i in 0..<n { destination[i] = (source[i] - mean) * inv * weight[i] + bias[i] }
+    } else {
+        for i in 0..<n { destination[i] = (source[i] - mean) * inv * weight[i] }
+    }
 }
 
 /// RMSNorm over the last dimension. `weightOffset` is 1 for Gemma, whose weight is stored as (w - 1).
@@ -105,6 +114,9 @@ public enum Activation: String, Sendable, Codable, CaseIterable {
     case silu
     case relu
 
+    /// The Hugging Face config names `init(configName:)` knows.
+    public static let configNames = ["gelu", "gelu_pytorch_tanh", "gelu_new", "gelu_fast", "gelu_tanh", "quick_gelu", "silu", "swish", "relu"]
+
     /// Maps the activation names found in Hugging Face configs to a kernel.
     public init?(configName: String) {
         switch configName {
@@ -132,8 +144,13 @@ public enum Activation: String, Sendable, Codable, CaseIterable {
 
 public func activate(_ x: Tensor, _ activation: Activation) -> Tensor {
     let out = Tensor(zeros: x.shape)
-    for i in 0..<x.count { out.data[i] = activation.apply(x.data[i]) }
+    out.data.update(from: x.data, count: x.count)
+    activateInPlace(out, activation)
     return out
+}
+
+public func activateInPlace(_ x: Tensor, _ activation: Activation) {
+    for i in 0..<x.count { x.data[i] = activation.apply(x.data[i]) }
 }
 
 /// act(gate) * up, the gated MLP of Llama (SiLU) and Gemma (tanh GELU).

@@ -9,7 +9,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Time image encode, prefill and decode of an assembly or of a synthetic model; prints JSON.",
         discussion: """
-        Synthetic presets use random weights of a real architecture's dimensions (no download): \
+        Synthetic presets run catalog components with random weights of their dimensions (no download): \
         \(SyntheticPreset.all.map(\.name).joined(separator: ", ")). Progress goes to stderr.
         """)
     @OptionGroup var catalogOptions: CatalogOptions
@@ -42,7 +42,8 @@ struct Bench: ParsableCommand {
             var name: String, encoder: ComponentManifest?, llm: ComponentManifest?
             if let synthetic {
                 let preset = try SyntheticPreset.named(synthetic)
-                (name, encoder, llm) = (preset.name, preset.encoder, preset.languageModel)
+                name = preset.name
+                (encoder, llm) = try preset.manifests(try catalogOptions.catalog())
             } else {
                 let (catalog, manifest) = try resolveAssembly(assembly, catalogOptions: catalogOptions)
                 name = manifest.id

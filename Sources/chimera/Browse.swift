@@ -6,26 +6,36 @@ import Foundation
 struct List: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "List components (and assemblies) by kind, modality and family.")
     @OptionGroup var catalogOptions: CatalogOptions
-    @Option(help: "encoder, connector, language_model or assembly") var kind: String?
+    @Option(help: "encoder, connector, language_model, assembly or template") var kind: String?
     @Option(help: "image, audio, sensor, ...") var modality: String?
     @Option(help: "A family name, e.g. clip-vision, mlp, llama") var family: String?
     @Flag(help: "Print JSON") var json = false
 
-    struct Row: Encodable { let id: String; let kind: String; let family: String; let modality: String?; let origin: String; let summary: String }
+    struct Row: Encodable {
+        let id: String; let kind: String; let family: String; let modality: String?; let origin: String; let summary: String
+        /// Weight and tokenizer paths not on disk (components only).
+        var missing: [String] = []
+    }
 
     func run() throws {
         do {
             let catalog = try catalogOptions.catalog()
             var rows: [Row] = []
-            if kind != "assembly" {
+            if kind == "template" {
+                rows += catalog.templates.values.sorted { $0.id < $1.id }.map {
+                    Row(id: $0.id, kind: "template", family: "-", modality: nil, origin: $0.origin,
+                        summary: $0.description ?? "stops at \($0.stop.joined(separator: ", "))")
+                }
+            } else if kind != "assembly" {
                 let componentKind: ComponentKind? = try kind.map {
                     guard let k = ComponentKind(rawValue: $0) else {
-                        throw ValidationError("--kind must be encoder, connector, language_model or assembly, found '\($0)'")
+                        throw ValidationError("--kind must be encoder, connector, language_model, assembly or template, found '\($0)'")
                     }
                     return k
                 }
                 rows += catalog.list(kind: componentKind, modality: modality, family: family).map {
-                    Row(id: $0.id, kind: $0.kind.rawValue, family: $0.family, modality: $0.modality, origin: $0.origin, summary: summarize($0))
+                    Row(id: $0.id, kind: $0.kind.rawValue, family: $0.family, modality: $0.modality, origin: $0.origin,
+                        summary: summarize($0), missing: $0.missingFiles)
                 }
             }
             if kind == nil || kind == "assembly", modality == nil, family == nil {
@@ -39,9 +49,17 @@ struct List: ParsableCommand {
             print("ID".padding(toLength: idWidth, withPad: " ", startingAt: 0) + "  " + "KIND".padding(toLength: kindWidth, withPad: " ", startingAt: 0) + "  SUMMARY")
             for row in rows {
                 print(row.id.padding(toLength: idWidth, withPad: " ", startingAt: 0) + "  "
-                      + row.kind.padding(toLength: kindWidth, withPad: " ", startingAt: 0) + "  " + row.summary)
+                      + row.kind.padding(toLength: kindWidth, withPad: " ", startingAt: 0) + "  " + row.summary
+                      + (row.missing.isEmpty ? "" : "  [weights missing]"))
             }
+            let folders = Set(rows.flatMap(\.missing).map(weightsFolder)).sorted()
+            if !folders.isEmpty { progress("\n" + weightsHelp(missingFolders: folders)) }
         } catch let error as ValidationError { throw error } catch { throw fail(error) }
+    }
+
+    /// The folder a missing file belongs in (the unit a user downloads).
+    func weightsFolder(_ path: String) -> String {
+        path.hasSuffix("/") ? path : URL(fileURLWithPath: path).deletingLastPathComponent().path + "/"
     }
 
     func summarize(_ m: ComponentManifest) -> String {
@@ -57,9 +75,9 @@ struct List: ParsableCommand {
 }
 
 struct Show: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Print a component or assembly manifest.")
+    static let configuration = CommandConfiguration(abstract: "Print a component, assembly or chat template manifest.")
     @OptionGroup var catalogOptions: CatalogOptions
-    @Argument(help: "A component or assembly id") var id: String
+    @Argument(help: "A component, assembly or template id") var id: String
 
     func run() throws {
         do {
@@ -70,8 +88,11 @@ struct Show: ParsableCommand {
             } else if let assembly = catalog.assemblies[id] {
                 try printJSON(assembly)
                 FileHandle.standardError.write(Data("(from \(assembly.origin))\n".utf8))
+            } else if let template = catalog.templates[id] {
+                try printJSON(template)
+                FileHandle.standardError.write(Data("(from \(template.origin))\n".utf8))
             } else {
-                throw ManifestError.unknownID(id: id, kind: "component or assembly",
+                throw ManifestError.unknownID(id: id, kind: "component, assembly or template",
                                               known: (Array(catalog.components.keys) + Array(catalog.assemblies.keys)).sorted())
             }
         } catch { throw fail(error) }
@@ -82,7 +103,8 @@ struct Compat: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Which components plug into a component, and why the others don't.")
     @OptionGroup var catalogOptions: CatalogOptions
-    @Argument(help: "A component or assembly id") var id: String
+    @Argument(help: "A component or assembly id") var id: String?
+    @Flag(help: "The whole encoder × connector × language model table, with the reason in each cell that does not fit") var matrix = false
     @Flag(help: "Print JSON") var json = false
 
     struct Verdict: Encodable { let id: String; let kind: String; let fits: Bool; let reasons: [String] }
@@ -91,6 +113,19 @@ struct Compat: ParsableCommand {
         do {
             let catalog = try catalogOptions.catalog()
             let checker = CompatibilityChecker(catalog: catalog, families: BuiltinFamilies.registry())
+            if matrix {
+                guard id == nil else { throw ValidationError("--matrix covers the whole catalogue; give no id with it") }
+                let cells = checker.matrix()
+                if json {
+                    struct Table: Encodable { let encoders, connectors, language_models: [String]; let cells: [CompatibilityCell] }
+                    try printJSON(Table(encoders: catalog.list(kind: .encoder).map(\.id), connectors: catalog.list(kind: .connector).map(\.id),
+                                        language_models: catalog.list(kind: .languageModel).map(\.id), cells: cells))
+                } else {
+                    print(renderMatrix(cells, languageModels: catalog.list(kind: .languageModel).map(\.id)))
+                }
+                return
+            }
+            guard let id else { throw ValidationError("give a component or assembly id, or --matrix") }
             if let assembly = catalog.assemblies[id] {
                 let problems = checker.problems(assembly: assembly)
                 if json { try printJSON(Verdict(id: id, kind: "assembly", fits: problems.isEmpty, reasons: problems)); return }
@@ -140,6 +175,41 @@ struct Compat: ParsableCommand {
                 for v in chains { print(v.fits ? "  ✓ \(v.id)" : "  ✗ \(v.id): \(v.reasons.joined(separator: "; "))") }
             }
         } catch let code as ExitCode { throw code } catch { throw fail(error) }
+    }
+}
+
+extension Compat {
+    /// Rows encoder → connector, a column per language model (L1, L2, ... named above the table),
+    /// "✓" or "✗" with the numbers of the reasons listed below it.
+    func renderMatrix(_ cells: [CompatibilityCell], languageModels: [String]) -> String {
+        var reasonNumbers: [String: Int] = [:], reasons: [String] = []
+        func number(_ reason: String) -> Int {
+            if let n = reasonNumbers[reason] { return n }
+            reasons.append(reason); reasonNumbers[reason] = reasons.count
+            return reasons.count
+        }
+        var rows: [(label: String, cells: [String])] = []
+        var index: [String: Int] = [:]
+        for cell in cells {
+            let label = "\(cell.encoder) → \(cell.connector)"
+            if index[label] == nil { index[label] = rows.count; rows.append((label, [])) }
+            rows[index[label]!].cells.append(cell.fits ? "✓" : "✗" + cell.reasons.map { String(number($0)) }.joined(separator: ","))
+        }
+        let fitting = cells.filter(\.fits).count
+        var lines = ["\(cells.count) chains, \(fitting) fit (✓ fits; ✗n: reason n below; weights and tokenizers on disk are not checked: see `chimera list`)", ""]
+        for (i, lm) in languageModels.enumerated() { lines.append("  L\(i + 1)  \(lm)") }
+        lines.append("")
+        let labelWidth = max(20, rows.map(\.label.count).max() ?? 0)
+        let columnWidth = max(4, (rows.flatMap(\.cells).map(\.count).max() ?? 0) + 1)
+        func pad(_ s: String, _ n: Int) -> String { s + String(repeating: " ", count: max(0, n - s.count)) }
+        lines.append(pad("ENCODER → CONNECTOR", labelWidth) + "  " + languageModels.indices.map { pad("L\($0 + 1)", columnWidth) }.joined())
+        for row in rows { lines.append(pad(row.label, labelWidth) + "  " + row.cells.map { pad($0, columnWidth) }.joined()) }
+        if !reasons.isEmpty {
+            lines.append("")
+            lines.append("Reasons:")
+            for (i, reason) in reasons.enumerated() { lines.append("  \(i + 1). \(reason)") }
+        }
+        return lines.joined(separator: "\n")
     }
 }
 
@@ -198,6 +268,11 @@ struct Validate: ParsableCommand {
                 case let .assembly(m):
                     try catalog.load(directory: m.directory)
                     problems = CompatibilityChecker(catalog: catalog, families: families).problems(assembly: m)
+                    if let name = m.chatTemplate, catalog.templates[name] == nil {
+                        problems.append("chat_template: no template named '\(name)' (known: \(catalog.templates.keys.sorted().joined(separator: ", ")))")
+                    }
+                case .template:
+                    break  // decoding checked every field
                 }
                 if problems.isEmpty { print("\(path): ok (\(manifest.id))") } else {
                     failures += 1
@@ -210,4 +285,15 @@ struct Validate: ParsableCommand {
         }
         if failures > 0 { throw ExitCode.failure }
     }
+}
+
+/// How a user provides the weights the catalogue's manifests point at.
+func weightsHelp(missingFolders: [String]) -> String {
+    """
+    [weights missing]: weights are not shipped. Download each component's source checkpoint (its "source", \
+    see `chimera show ID`) as it is into the folder its manifest names, for example
+      huggingface-cli download openai/clip-vit-large-patch14-336 --local-dir ~/.chimera/weights/clip-vit-large-patch14-336
+    A folder may hold one model.safetensors or shards with model.safetensors.index.json; language models also need tokenizer.json.
+    Missing: \(missingFolders.joined(separator: ", "))
+    """
 }

@@ -8,7 +8,7 @@ struct ChimeraCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "chimera",
         abstract: "Compose small multimodal models from parts, check what fits, and run them on the CPU.",
-        subcommands: [List.self, Show.self, Compat.self, Assemble.self, Validate.self, Generate.self, Import.self,
+        subcommands: [List.self, Show.self, Compat.self, Assemble.self, Validate.self, Generate.self, Import.self, Plan.self,
                       Bench.self, Quantize.self])
 }
 

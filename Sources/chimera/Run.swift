@@ -33,18 +33,21 @@ struct Generate: ParsableCommand {
     @Option(help: "Language model id") var llm: String?
     @Option(help: "Image file for an <image> placeholder (repeatable, in prompt order)") var image: [String] = []
     @Option(help: "Input for any placeholder, NAME=FILE (repeatable)") var input: [String] = []
-    @Option(help: "The prompt; <image> marks where the image goes") var prompt = "USER: <image>\nDescribe the image. ASSISTANT:"
+    @Option(help: "The prompt; <image> marks where the image goes (default: a request to describe the image)") var prompt: String?
     @Option(help: "Maximum new tokens") var maxTokens: Int?
     @Option(help: "0 = greedy") var temperature: Float?
     @Option(help: "Sample among the K most likely tokens") var topK: Int?
     @Option(help: "Nucleus sampling mass") var topP: Float?
     @Option(help: "Sampling seed") var seed: UInt64 = 0
-    @Flag(help: "Wrap the prompt in the assembly's chat template") var chat = false
+    @Flag(help: "Wrap the prompt (or --conversation) in the assembly's chat template") var chat = false
+    @Option(help: "Chat template to use instead of the assembly's (implies --chat)") var template: String?
+    @Option(help: "JSON list of {role, content} turns (system, user, assistant) to continue (implies --chat)") var conversation: String?
     @Flag(help: "Print one JSON object (tokens, text, timings) instead of streaming text") var json = false
 
     func run() throws {
         do {
             let (catalog, manifest) = try chosenAssembly()
+            let (text, stop) = try chatPrompt(catalog: catalog, manifest: manifest)
             var files: [String: [URL]] = [:]
             if !image.isEmpty { files["<image>"] = image.map { URL(fileURLWithPath: $0) } }
             for item in input {
@@ -56,15 +59,16 @@ struct Generate: ParsableCommand {
                 files[placeholder, default: []].append(URL(fileURLWithPath: path))
             }
             // The bundled sample stands in when the prompt asks for an input and none is given.
-            for (placeholder, sample) in manifest.samples ?? [:] where files[placeholder] == nil && prompt.contains(placeholder) {
+            for (placeholder, sample) in manifest.samples ?? [:] where files[placeholder] == nil && text.contains(placeholder) {
                 files[placeholder] = [manifest.resolve(sample)]
             }
-            let text = try chat ? ChatTemplate.apply(manifest.chatTemplate, to: prompt) : prompt
             let defaults = manifest.generation ?? GenerationDefaults()
             let options = GenerationOptions(maxTokens: maxTokens ?? defaults.maxTokens ?? 64,
                                             temperature: temperature ?? defaults.temperature ?? 0,
-                                            topK: topK ?? defaults.topK, topP: topP ?? defaults.topP, seed: seed)
-            let model = try Assembler(catalog: catalog, families: BuiltinFamilies.registry(), progress: progress).build(manifest)
+                                            topK: topK ?? defaults.topK, topP: topP ?? defaults.topP, seed: seed, stop: stop)
+            var assembler = Assembler(catalog: catalog, families: BuiltinFamilies.registry(), progress: progress)
+            assembler.keepStoredFormats = true  // f16/bf16/quantized weights straight from the mapped files
+            let model = try assembler.build(manifest)
             let result = try model.generate(prompt: text, inputs: files, options: options) { piece in
                 if !json, !piece.isEmpty {
                     FileHandle.standardOutput.write(Data(piece.utf8))
@@ -89,6 +93,23 @@ struct Generate: ParsableCommand {
 }
 
 extension Generate {
+    /// The text to run and its stop strings: the prompt as given, or, with --chat (--template,
+    /// --conversation), the prompt or conversation rendered by the chat template.
+    func chatPrompt(catalog: Catalog, manifest: AssemblyManifest) throws -> (String, [String]) {
+        guard chat || template != nil || conversation != nil else {
+            return (prompt ?? "USER: <image>\nDescribe the image. ASSISTANT:", [])
+        }
+        guard let name = template ?? manifest.chatTemplate else {
+            throw PromptError.badOption("--chat: assembly '\(manifest.id)' names no chat_template; give --template NAME (known: \(catalog.templates.keys.sorted().joined(separator: ", ")))")
+        }
+        let chatTemplate = try catalog.template(name)
+        if let conversation {
+            guard prompt == nil else { throw ValidationError("give --prompt or --conversation, not both") }
+            return (try chatTemplate.render(ChatTurn.conversation(contentsOf: URL(fileURLWithPath: conversation))), chatTemplate.stop)
+        }
+        return (try chatTemplate.render(prompt: prompt ?? "<image>\nDescribe the image."), chatTemplate.stop)
+    }
+
     /// --assembly, or an assembly made on the spot from --encoder/--connector/--llm.
     func chosenAssembly() throws -> (Catalog, AssemblyManifest) {
         let parts = [encoder, connector, llm].compactMap { $0 }
@@ -101,29 +122,13 @@ extension Generate {
     }
 }
 
-/// Chat templates by exact name. The TinyLLaVA conversation formats arrive with the menu issue.
-enum ChatTemplate {
-    static let templates: [String: @Sendable (String) -> String] = [
-        // LLaVA-1.5's single-turn format.
-        "llava": { "USER: \($0) ASSISTANT:" },
-    ]
-
-    static func apply(_ name: String?, to prompt: String) throws -> String {
-        guard let name else { throw PromptError.badOption("--chat: this assembly names no chat_template") }
-        guard let template = templates[name] else {
-            throw PromptError.badOption("--chat: chat template '\(name)' is not available (known: \(templates.keys.sorted().joined(separator: ", ")))")
-        }
-        return template(prompt)
-    }
-}
-
 struct Import: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Turn a Hugging Face checkpoint folder into Chimera manifests (weights stay where they are).",
         discussion: "Supported: LLaVA checkpoints (model_type \"llava\") with a CLIP vision tower and a Llama language model. Prints the assembly's path.")
     @Argument(help: "Checkpoint folder (config.json, *.safetensors, tokenizer.json, preprocessor_config.json)") var checkpoint: String
     @Option(help: "Output folder (default: ~/.chimera/manifests/<name>)") var out: String?
-    @Option(help: "Assembly id (default: the folder's name)") var name: String?
+    @Option(help: "Id of the assembly, or of the language model when importing one alone (default: the folder's name)") var name: String?
 
     func run() throws {
         do {
@@ -134,7 +139,7 @@ struct Import: ParsableCommand {
             progress("importing \(source.path)")
             let result = try CheckpointImporter(checkpoint: source, outputDirectory: output, name: id).run()
             for path in result.componentPaths { progress("wrote \(path.path)") }
-            print(result.assemblyPath.path)
+            print(result.mainPath.path)
         } catch { throw fail(error) }
     }
 }

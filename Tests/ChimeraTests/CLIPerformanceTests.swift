@@ -24,7 +24,7 @@ import Testing
     }
 
     @Test func benchReportsJSON() throws {
-        let r = try CLI.run(["bench", "--synthetic", "tiny-test", "--dtype", "q8_0", "--prompt-tokens", "16", "--decode-tokens", "2"])
+        let r = try CLI.run(["bench", "--synthetic", "tiny", "--dtype", "q8_0", "--prompt-tokens", "16", "--decode-tokens", "2"])
         #expect(r.status == 0, "\(r.all)")
         let json = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
         for key in ["image_encode_s", "prefill_tokens_per_s", "decode_tokens_per_s", "time_to_first_token_s", "peak_rss_bytes",

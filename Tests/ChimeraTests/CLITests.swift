@@ -171,7 +171,7 @@ enum CLI {
         let r = try CLI.run(["compat", Self.encoderID])
         #expect(r.status == 0, "\(r.all)")
         #expect(r.stdout.contains("✓ \(Self.connectorID)"))
-        #expect(!r.stdout.contains("✗"))
+        #expect(!r.stdout.contains("✗ \(Self.connectorID)"))
         let j = try CLI.run(["compat", Self.encoderID, "--json"])
         let verdicts = try #require(try CLI.json(j.stdout) as? [[String: Any]])
         let projector = try #require(verdicts.first { $0["id"] as? String == Self.connectorID })
@@ -264,7 +264,7 @@ enum CLI {
 /// The acceptance path: `chimera import` of a transformers-saved LLaVA, then
 /// `chimera generate --temperature 0 --json` returns transformers' greedy token ids.
 @Suite struct CLIImportThenGenerateTests {
-    @Test(arguments: ["llava-a", "llava-b"]) func importedCheckpointGeneratesTransformersTokens(name: String) throws {
+    @Test(arguments: ["llava-a", "llava-b", "llava-gemma"]) func importedCheckpointGeneratesTransformersTokens(name: String) throws {
         let fixture = CLI.packageRoot.appendingPathComponent("Tests/ChimeraTests/Fixtures/\(name)")
         let reference = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: fixture.appendingPathComponent("reference.json"))) as? [String: Any])
         let out = try CLI.temporaryFolder()
@@ -281,6 +281,20 @@ enum CLI {
         var tokens = try #require(output["tokens"] as? [Int])
         if output["stop_reason"] as? String == "eos" { tokens.append(2) }  // transformers keeps the EOS (id 2 in the fixtures)
         #expect(tokens == reference["generated"] as? [Int])
+    }
+
+    /// A *ForCausalLM folder imports as one language-model manifest, whose path is printed.
+    @Test func standaloneLanguageModelImportPrintsItsManifest() throws {
+        let out = try CLI.temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: out) }
+        let fixture = CLI.packageRoot.appendingPathComponent("Tests/ChimeraTests/Fixtures/lm-stablelm-a")
+        let imported = try CLI.run(["import", fixture.path, "--out", out.path])
+        #expect(imported.status == 0, "\(imported.all)")
+        let path = imported.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(path == out.appendingPathComponent("lm-stablelm-a.component.json").path)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: out.path) == ["lm-stablelm-a.component.json"])
+        let validated = try CLI.run(["validate", path])
+        #expect(validated.status == 0, "\(validated.all)")
     }
 
     @Test func importOfAnUnsupportedCheckpointFailsClearly() throws {

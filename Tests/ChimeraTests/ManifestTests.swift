@@ -369,8 +369,17 @@ extension ManifestTests {
             let catalog = try F.catalog()
             let checker = try makeChecker(catalog)
             #expect(checker.problems(assembly: try catalog.assembly(F.assemblyID)) == [])
-            for m in catalog.components.values { #expect(checker.problems(of: m) == [], "\(m.id)") }
-            for a in catalog.assemblies.values { #expect(checker.problems(assembly: a) == [], "\(a.id)") }
+            // The catalogue (manifests/catalog/) ships no weights (so no tokenizer files either):
+            // that problem is allowed there, nothing else anywhere.
+            func allowed(_ m: ComponentManifest, _ p: CompatibilityProblem) -> Bool {
+                guard m.origin.contains("/manifests/catalog/") else { return false }
+                if case .tokenizerMissing = p { return true }
+                return false
+            }
+            for m in catalog.components.values { #expect(checker.problems(of: m).filter { !allowed(m, $0) } == [], "\(m.id)") }
+            for a in catalog.assemblies.values where !a.origin.contains("/manifests/catalog/") {
+                #expect(checker.problems(assembly: a) == [], "\(a.id)")
+            }
             for id in [F.encoderID, F.connectorID, F.llmID] {
                 #expect(try catalog.component(id).origin == F.defaults.appendingPathComponent("\(id).component.json").path)
             }
@@ -382,14 +391,14 @@ extension ManifestTests {
 
         @Test func unknownFamily() throws {
             let folder = try F.temporaryFolder()
-            let m = try F.component(F.relocatable(F.connectorID).merging(["family": "resampler"]) { $1 }, in: folder)
-            #expect(try makeChecker().problems(of: m) == [.unknownFamily(id: m.id, family: "resampler")])
+            let m = try F.component(F.relocatable(F.connectorID).merging(["family": "qformer"]) { $1 }, in: folder)
+            #expect(try makeChecker().problems(of: m) == [.unknownFamily(id: m.id, family: "qformer")])
             do {
                 _ = try families.build(m)
                 Issue.record("an unknown family built")
             } catch {
                 let message = F.message(error)
-                #expect(message.contains("unknown connector family 'resampler'"))
+                #expect(message.contains("unknown connector family 'qformer'"))
                 #expect(message.contains("mlp") && message.contains("linear"), "lists the known connector families")
                 #expect(message.contains(m.origin))
             }
@@ -437,7 +446,7 @@ extension ManifestTests {
 
         @Test(arguments: [
             ("heads", 5, "config.heads: hidden_size 64 is not divisible by heads 5"),
-            ("patch_size", 24, "config.patch_size: image_size 64 is not a multiple of patch_size 24"),
+            ("patch_size", 80, "config.patch_size: image_size 64 is smaller than patch_size 80"),
         ])
         func clipConfigErrors(field: String, value: Int, expected: String) throws {
             let folder = try F.temporaryFolder()

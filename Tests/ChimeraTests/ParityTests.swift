@@ -32,7 +32,7 @@ struct LLaVAFixture {
         let result = try CheckpointImporter(checkpoint: directory, outputDirectory: out).run()
         var catalog = Catalog()
         try catalog.load(directory: out)
-        return try Assembler(catalog: catalog, families: BuiltinFamilies.registry()).build(result.assembly)
+        return try Assembler(catalog: catalog, families: BuiltinFamilies.registry()).build(try #require(result.assembly))
     }
 }
 
@@ -52,7 +52,8 @@ func slice(_ t: Tensor, _ index: Int) -> Tensor {
 }
 
 @Suite struct LLaVAParityTests {
-    static let fixtures = ["llava-a", "llava-b"]
+    /// llava-qwen2 and llava-gemma (Scripts/make_lm_fixtures.py) pair CLIP with other language models.
+    static let fixtures = ["llava-a", "llava-b", "llava-qwen2", "llava-gemma"]
 
     @Test(arguments: fixtures) func imagePreprocessingMatchesTheProcessor(name: String) throws {
         let fixture = try LLaVAFixture(name)
@@ -229,13 +230,15 @@ func slice(_ t: Tensor, _ index: Int) -> Tensor {
         try editConfig(dir) { $0["model_type"] = "qwen2_vl" }
         #expect(importError(dir).contains("model_type is \"qwen2_vl\""))
 
-        let siglip = try copyFixture("llava-b")
-        try editConfig(siglip) { config in
+        let pixtral = try copyFixture("llava-b")
+        try editConfig(pixtral) { config in
             var vision = config["vision_config"] as! [String: Any]
-            vision["model_type"] = "siglip_vision_model"
+            vision["model_type"] = "pixtral"
             config["vision_config"] = vision
         }
-        #expect(importError(siglip).contains("siglip_vision_model"))
+        let visionMessage = importError(pixtral)
+        #expect(visionMessage.contains("vision_config.model_type") && visionMessage.contains("pixtral")
+                && visionMessage.contains("siglip_vision_model"))
     }
 
     @Test func missingWeightsAndTokenizerAreReported() throws {

@@ -45,11 +45,7 @@ public final class MLPConnector: Connector, @unchecked Sendable {
         var config = try manifest.decodeConfig(MLPConnectorConfig.self)
         if let depthOverride { config.depth = depthOverride }
         activation = Activation(configName: config.activation)!
-        guard let input = context.inputWidth ?? manifest.inputWidth?.value,
-              let output = context.outputWidth ?? manifest.outputWidth?.value else {
-            throw ManifestError.invalid(file: manifest.origin,
-                detail: "connector '\(manifest.id)' has width \"auto\"; it can only be built inside an assembly that settles it")
-        }
+        let (input, output) = try settledWidths(manifest, context)
         // Hidden widths are the output width, as in LLaVA and TinyLLaVA.
         let widths = [input] + Array(repeating: output, count: config.depth)
         if let weights = context.weights {
@@ -73,21 +69,9 @@ public final class MLPConnector: Connector, @unchecked Sendable {
     public func outputTokens(forInputTokens inputTokens: Int) -> Int? { inputTokens }
 
     public func forward(_ features: Tensor) throws -> Tensor {
-        guard features.columns == inputWidth else {
-            throw ConnectorError.badInput(connector: id, expected: inputWidth, found: features.columns)
-        }
+        try checkWidth(features, inputWidth)
         var x = layers[0](features)
         for layer in layers.dropFirst() { x = layer(activate(x, activation)) }
         return x
-    }
-}
-
-public enum ConnectorError: LocalizedError {
-    case badInput(connector: String, expected: Int, found: Int)
-    public var errorDescription: String? {
-        switch self {
-        case let .badInput(connector, expected, found):
-            return "connector '\(connector)': features have width \(found), expected \(expected)"
-        }
     }
 }

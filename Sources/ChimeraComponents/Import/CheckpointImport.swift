@@ -24,13 +24,17 @@ public enum ImportError: LocalizedError {
 
 /// What `chimera import` wrote.
 public struct ImportResult: Sendable {
-    public var assemblyPath: URL
+    /// nil for a standalone language model (no assembly is written).
+    public var assemblyPath: URL?
     public var componentPaths: [URL]
-    public var assembly: AssemblyManifest
+    public var assembly: AssemblyManifest?
+    /// What `chimera import` prints: the assembly, or the one component of a standalone language model.
+    public var mainPath: URL { assemblyPath ?? componentPaths[0] }
 }
 
 /// Turns a Hugging Face checkpoint folder into Chimera manifests that point at its weight files
-/// (never copied). Supported: LLaVA (model_type "llava") with a CLIP vision tower and a Llama LM.
+/// (never copied). Supported: LLaVA (model_type "llava") with a CLIP or SigLIP vision tower and any
+/// language model of `LanguageModelImport`, and those language models on their own (*ForCausalLM folders).
 public struct CheckpointImporter {
     public let checkpoint: URL
     public let outputDirectory: URL
@@ -44,9 +48,9 @@ public struct CheckpointImporter {
             .reduce(into: "") { $0.append($1) }
     }
 
-    private func file(_ name: String) -> URL { checkpoint.appendingPathComponent(name) }
+    func file(_ name: String) -> URL { checkpoint.appendingPathComponent(name) }
 
-    private func readJSON(_ name: String) throws -> [String: Any] {
+    func readJSON(_ name: String) throws -> [String: Any] {
         let url = file(name)
         guard let data = FileManager.default.contents(atPath: url.path) else {
             throw ImportError.unreadable(file: url.path, reason: "no such file")
@@ -61,8 +65,13 @@ public struct CheckpointImporter {
         let configPath = file("config.json").path
         let config = try readJSON("config.json")
         let modelType = config["model_type"] as? String ?? "(none)"
+        if LanguageModelImport.families[modelType] != nil { return try runLanguageModel(config: config, configPath: configPath) }
+        if modelType == "tinyllava" { return try runTinyLLaVA(config: config, configPath: configPath) }
+        if VisionImport.standaloneTypes.contains(modelType) { return try runVisionModel(config: config, configPath: configPath) }
         guard modelType == "llava" else {
-            throw ImportError.unsupported(file: configPath, field: "model_type", found: "\"\(modelType)\"", supported: "\"llava\"")
+            let supported = ["llava", "tinyllava"] + LanguageModelImport.supportedModelTypes + VisionImport.standaloneTypes.sorted()
+            throw ImportError.unsupported(file: configPath, field: "model_type", found: "\"\(modelType)\"",
+                                          supported: supported.map { "\"\($0)\"" }.joined(separator: ", "))
         }
         guard let vision = config["vision_config"] as? [String: Any] else {
             throw ImportError.missing(file: configPath, field: "vision_config", why: "a LLaVA config describes its vision tower there")
@@ -73,33 +82,9 @@ public struct CheckpointImporter {
         let weightFiles = try weightFileList()
         let store = try WeightStore(files: weightFiles.map(\.path))
 
-        // Vision tower.
-        let visionType = vision["model_type"] as? String ?? "clip_vision_model"
-        guard visionType == "clip_vision_model" else {
-            throw ImportError.unsupported(file: configPath, field: "vision_config.model_type", found: "\"\(visionType)\"", supported: "\"clip_vision_model\"")
-        }
-        guard let visionPrefix = prefix(in: store, endingWith: "embeddings.patch_embedding.weight") else {
-            throw ImportError.missingTensors(directory: checkpoint.path, what: "vision tower (no *embeddings.patch_embedding.weight)")
-        }
+        let encoder = try visionManifest(id: "\(name)-vision", vision: vision, section: "vision_config", store: store,
+                                         weightFiles: weightFiles, configPath: configPath, preprocess: try imagePreprocessing())
         let visionHidden = try int(vision, "hidden_size", configPath, "vision_config")
-        let imageSize = try int(vision, "image_size", configPath, "vision_config")
-        let patchSize = try int(vision, "patch_size", configPath, "vision_config")
-        let side = imageSize / patchSize
-        var encoder = ComponentManifest(id: "\(name)-vision", kind: .encoder, family: "clip-vision", config: .object([
-            "hidden_size": .number(Double(visionHidden)),
-            "layers": .number(Double(try int(vision, "num_hidden_layers", configPath, "vision_config"))),
-            "heads": .number(Double(try int(vision, "num_attention_heads", configPath, "vision_config"))),
-            "intermediate_size": .number(Double(try int(vision, "intermediate_size", configPath, "vision_config"))),
-            "image_size": .number(Double(imageSize)), "patch_size": .number(Double(patchSize)),
-            "layer_norm_eps": .number(vision["layer_norm_eps"] as? Double ?? 1e-5),
-            "hidden_act": .string(vision["hidden_act"] as? String ?? "quick_gelu"),
-        ]))
-        encoder.modality = "image"
-        encoder.output = TokenContract(width: visionHidden, tokens: side * side + 1, grid: [side, side])
-        encoder.preprocess = try imagePreprocessing()
-        encoder.weights = WeightsReference(files: weightFiles.map(relative), prefix: visionPrefix)
-        encoder.description = "CLIP vision tower of \(checkpoint.lastPathComponent)"
-        encoder.source = relative(checkpoint)
 
         // Projector.
         guard let projectorPrefix = prefix(in: store, endingWith: "multi_modal_projector.linear_1.weight") else {
@@ -121,8 +106,11 @@ public struct CheckpointImporter {
         connector.source = relative(checkpoint)
 
         // Language model.
-        let languageModel = try llamaManifest(text: text, store: store, weightFiles: weightFiles, configPath: configPath,
-                                              tiedAtTop: config["tie_word_embeddings"] as? Bool)
+        let languageModel = try languageModelManifest(id: "\(name)-llm", text: text, section: "text_config", store: store,
+                                                      weightFiles: weightFiles, configPath: configPath,
+                                                      tiedAtTop: config["tie_word_embeddings"] as? Bool,
+                                                      transformersVersion: (config["transformers_version"] as? String)
+                                                          .flatMap { $0.split(separator: ".").first }.flatMap { Int($0) })
 
         // Assembly.
         let imageToken = (config["image_token_index"] ?? config["image_token_id"]) as? Int
@@ -154,68 +142,42 @@ public struct CheckpointImporter {
         return try write(assembly: assembly, components: [encoder, connector, languageModel])
     }
 
-    private func llamaManifest(text: [String: Any], store: WeightStore, weightFiles: [URL], configPath: String,
-                               tiedAtTop: Bool?) throws -> ComponentManifest {
-        let textType = text["model_type"] as? String ?? "(none)"
-        guard textType == "llama" else {
-            throw ImportError.unsupported(file: configPath, field: "text_config.model_type", found: "\"\(textType)\"", supported: "\"llama\"")
-        }
-        let theta: Double
-        if let parameters = text["rope_parameters"] as? [String: Any] {
-            let type = parameters["rope_type"] as? String ?? "default"
-            guard type == "default" else {
-                throw ImportError.unsupported(file: configPath, field: "text_config.rope_parameters.rope_type", found: "\"\(type)\"", supported: "\"default\"")
-            }
-            theta = parameters["rope_theta"] as? Double ?? 10000
-        } else {
-            if let scaling = text["rope_scaling"], !(scaling is NSNull) {
-                throw ImportError.unsupported(file: configPath, field: "text_config.rope_scaling", found: "set", supported: "null")
-            }
-            theta = text["rope_theta"] as? Double ?? 10000
-        }
+    /// A *ForCausalLM folder: one language-model component, no assembly.
+    private func runLanguageModel(config: [String: Any], configPath: String) throws -> ImportResult {
+        let weightFiles = try weightFileList()
+        let store = try WeightStore(files: weightFiles.map(\.path))
+        let lm = try languageModelManifest(id: name, text: config, section: "", store: store, weightFiles: weightFiles,
+                                           configPath: configPath, tiedAtTop: nil, transformersVersion: nil)
+        return try write(assembly: nil, components: [lm])
+    }
+
+    func languageModelManifest(id: String, text: [String: Any], section: String, store: WeightStore, weightFiles: [URL],
+                                       configPath: String, tiedAtTop: Bool?, transformersVersion: Int?) throws -> ComponentManifest {
+        var lm = try LanguageModelImport.manifest(id: id, text: text, section: section, file: configPath, tiedAtTop: tiedAtTop,
+                                                  transformersVersion: transformersVersion)
         guard let embedName = store.tensorNames.first(where: { $0.hasSuffix("embed_tokens.weight") }) else {
             throw ImportError.missingTensors(directory: checkpoint.path, what: "language model (no *embed_tokens.weight)")
         }
-        // "language_model.model.embed_tokens.weight" → family names under prefix "language_model.";
-        // "model.language_model.embed_tokens.weight" + top-level lm_head → a rename.
+        // "model.embed_tokens.weight" (standalone) or "language_model.model.embed_tokens.weight" → family
+        // names under a prefix; "model.language_model.embed_tokens.weight" + top-level lm_head → a rename.
         let stem = String(embedName.dropLast("embed_tokens.weight".count))
-        var weights: WeightsReference
         if stem.hasSuffix("model.") && !stem.hasSuffix("language_model.") {
-            weights = WeightsReference(files: weightFiles.map(relative), prefix: String(stem.dropLast("model.".count)))
+            lm.weights = WeightsReference(files: weightFiles.map(relative), prefix: String(stem.dropLast("model.".count)))
         } else {
-            let head = store.tensorNames.first { $0.hasSuffix("lm_head.weight") } ?? "lm_head.weight"
-            weights = WeightsReference(files: weightFiles.map(relative), prefix: "",
-                                       rename: ["model.": stem, "lm_head.": String(head.dropLast("weight".count))])
+            let head = store.tensorNames.first { $0.hasSuffix("lm_head.weight") || $0.hasSuffix("lm_head.bias") } ?? "lm_head.weight"
+            let headPrefix = String(head.prefix(upTo: head.range(of: "lm_head.", options: .backwards)!.upperBound))
+            lm.weights = WeightsReference(files: weightFiles.map(relative), prefix: "",
+                                          rename: ["model.": stem, "lm_head.": headPrefix])
         }
-        let heads = try int(text, "num_attention_heads", configPath, "text_config")
-        let tied = text["tie_word_embeddings"] as? Bool ?? tiedAtTop ?? false
-        var object: [String: JSONValue] = [
-            "hidden_size": .number(Double(try int(text, "hidden_size", configPath, "text_config"))),
-            "intermediate_size": .number(Double(try int(text, "intermediate_size", configPath, "text_config"))),
-            "layers": .number(Double(try int(text, "num_hidden_layers", configPath, "text_config"))),
-            "heads": .number(Double(heads)),
-            "kv_heads": .number(Double(text["num_key_value_heads"] as? Int ?? heads)),
-            "vocab_size": .number(Double(try int(text, "vocab_size", configPath, "text_config"))),
-            "rope_theta": .number(theta),
-            "rms_norm_eps": .number(text["rms_norm_eps"] as? Double ?? 1e-6),
-            "tie_word_embeddings": .bool(tied),
-            "attention_bias": .bool(text["attention_bias"] as? Bool ?? false),
-            "mlp_bias": .bool(text["mlp_bias"] as? Bool ?? false),
-            "hidden_act": .string(text["hidden_act"] as? String ?? "silu"),
-        ]
-        if let headDim = text["head_dim"] as? Int { object["head_dim"] = .number(Double(headDim)) }
-        var lm = ComponentManifest(id: "\(name)-llm", kind: .languageModel, family: "llama", config: .object(object))
-        lm.contextLength = text["max_position_embeddings"] as? Int ?? 2048
-        lm.weights = weights
         lm.tokenizer = TokenizerReference(file: relative(file("tokenizer.json")), eosTokenIDs: try eosTokenIDs(text),
                                           bosTokenID: text["bos_token_id"] as? Int)
-        lm.description = "Llama language model of \(checkpoint.lastPathComponent)"
+        lm.description = "\(lm.family) language model of \(checkpoint.lastPathComponent)"
         lm.source = relative(checkpoint)
         return lm
     }
 
     /// generation_config.json's eos_token_id wins (transformers' generate uses it), else text_config's.
-    private func eosTokenIDs(_ text: [String: Any]) throws -> [Int] {
+    func eosTokenIDs(_ text: [String: Any]) throws -> [Int] {
         var value: Any? = text["eos_token_id"]
         if FileManager.default.fileExists(atPath: file("generation_config.json").path),
            let generation = try? readJSON("generation_config.json"), let eos = generation["eos_token_id"] {
@@ -225,7 +187,7 @@ public struct CheckpointImporter {
         return value as? [Int] ?? []
     }
 
-    private func imagePreprocessing() throws -> ImagePreprocessing {
+    func imagePreprocessing() throws -> ImagePreprocessing {
         let direct = file("preprocessor_config.json")
         if FileManager.default.fileExists(atPath: direct.path) { return try ImagePreprocessing(huggingFaceConfig: direct) }
         let processor = file("processor_config.json")
@@ -240,7 +202,7 @@ public struct CheckpointImporter {
                                   why: "the image preprocessing (size, crop, mean, std) comes from it or from processor_config.json's image_processor")
     }
 
-    private func weightFileList() throws -> [URL] {
+    func weightFileList() throws -> [URL] {
         let index = file("model.safetensors.index.json")
         if FileManager.default.fileExists(atPath: index.path) { return [index] }
         let names = (try? FileManager.default.contentsOfDirectory(atPath: checkpoint.path)) ?? []
@@ -249,11 +211,11 @@ public struct CheckpointImporter {
         return files.map(file)
     }
 
-    private func prefix(in store: WeightStore, endingWith suffix: String) -> String? {
+    func prefix(in store: WeightStore, endingWith suffix: String) -> String? {
         store.tensorNames.first { $0.hasSuffix(suffix) }.map { String($0.dropLast(suffix.count)) }
     }
 
-    private func int(_ object: [String: Any], _ key: String, _ file: String, _ section: String) throws -> Int {
+    func int(_ object: [String: Any], _ key: String, _ file: String, _ section: String) throws -> Int {
         guard let value = object[key] as? Int else {
             throw ImportError.missing(file: file, field: "\(section).\(key)", why: "expected an integer")
         }
@@ -262,13 +224,13 @@ public struct CheckpointImporter {
 
     /// Paths inside the output folder are written relative to it (so the folder can move);
     /// others are absolute.
-    private func relative(_ url: URL) -> String {
+    func relative(_ url: URL) -> String {
         let base = outputDirectory.path.hasSuffix("/") ? outputDirectory.path : outputDirectory.path + "/"
         let path = url.standardizedFileURL.path
         return path.hasPrefix(base) ? String(path.dropFirst(base.count)) : path
     }
 
-    private func write(assembly: AssemblyManifest, components: [ComponentManifest]) throws -> ImportResult {
+    func write(assembly: AssemblyManifest?, components: [ComponentManifest]) throws -> ImportResult {
         let fm = FileManager.default
         try fm.createDirectory(at: outputDirectory, withIntermediateDirectories: true)
         let encoder = JSONEncoder()
@@ -279,6 +241,7 @@ public struct CheckpointImporter {
             try encoder.encode(component).write(to: url)
             componentPaths.append(url)
         }
+        guard let assembly else { return ImportResult(assemblyPath: nil, componentPaths: componentPaths, assembly: nil) }
         let assemblyURL = outputDirectory.appendingPathComponent("\(assembly.id).assembly.json")
         try encoder.encode(assembly).write(to: assemblyURL)
         return ImportResult(assemblyPath: assemblyURL, componentPaths: componentPaths, assembly: assembly)

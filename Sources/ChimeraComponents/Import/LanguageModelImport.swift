@@ -1,0 +1,117 @@
+import Chimera
+import Foundation
+
+/// Maps a Hugging Face text config (the config.json of a *ForCausalLM, or a LLaVA `text_config`)
+/// to a language-model component manifest: family, family config and context length. Weights and
+/// tokenizer are the caller's to fill in.
+public enum LanguageModelImport {
+    /// transformers model_type → Chimera family, looked up exactly.
+    public static let families: [String: String] = [
+        "llama": "llama", "qwen2": "qwen2", "gemma": "gemma", "phi": "phi", "stablelm": "stablelm",
+    ]
+    public static var supportedModelTypes: [String] { families.keys.sorted() }
+    static let booleanKeys: Set = ["attention_bias", "mlp_bias", "qk_layernorm", "use_qkv_bias", "use_parallel_residual"]
+
+    /// - Parameters:
+    ///   - text: the config dictionary.
+    ///   - section: how errors name it ("text_config" inside a LLaVA config, "" for a standalone config.json).
+    ///   - file: the config file, for errors.
+    ///   - tiedAtTop: tie_word_embeddings of the enclosing config, used when `text` does not say.
+    ///   - transformersVersion: major version of transformers that saved a LLaVA config. Gemma under
+    ///     transformers 5 leaves spliced image features unscaled, under 4 it scales them; nil keeps
+    ///     the family default (scaled, as TinyLLaVA-Gemma was trained).
+    public static func manifest(id: String, text: [String: Any], section: String, file: String,
+                                tiedAtTop: Bool? = nil, transformersVersion: Int? = nil) throws -> ComponentManifest {
+        let fields = ConfigFields(object: text, section: section, file: file)
+        let modelType = text["model_type"] as? String ?? "(none)"
+        guard let family = families[modelType] else {
+            throw ImportError.unsupported(file: file, field: fields.name("model_type"), found: "\"\(modelType)\"",
+                                          supported: supportedModelTypes.map { "\"\($0)\"" }.joined(separator: ", "))
+        }
+        let rope = try fields.rope()
+        var config: [String: JSONValue] = [
+            "hidden_size": .number(Double(try fields.int("hidden_size"))),
+            "intermediate_size": .number(Double(try fields.int("intermediate_size"))),
+            "layers": .number(Double(try fields.int("num_hidden_layers"))),
+            "heads": .number(Double(try fields.int("num_attention_heads"))),
+            "vocab_size": .number(Double(try fields.int("vocab_size"))),
+            "rope_theta": .number(rope.theta),
+        ]
+        if let kvHeads = text["num_key_value_heads"] as? Int { config["kv_heads"] = .number(Double(kvHeads)) }
+        if let headDim = text["head_dim"] as? Int { config["head_dim"] = .number(Double(headDim)) }
+        if let tied = text["tie_word_embeddings"] as? Bool ?? tiedAtTop { config["tie_word_embeddings"] = .bool(tied) }
+        // Copied under the same key; absent or null leaves the family default, as transformers does.
+        func copy(_ keys: [String]) {
+            for key in keys {
+                if Self.booleanKeys.contains(key) {
+                    if let value = text[key] as? Bool { config[key] = .bool(value) }
+                } else if let value = text[key] as? String {
+                    config[key] = .string(value)
+                } else if let value = text[key] as? NSNumber {
+                    config[key] = .number(value.doubleValue)
+                }
+            }
+        }
+        switch family {
+        case "llama": copy(["rms_norm_eps", "attention_bias", "mlp_bias", "hidden_act"])
+        case "qwen2":
+            copy(["rms_norm_eps", "hidden_act"])
+            // transformers ignores sliding_window unless use_sliding_window is set.
+            let layerTypes = text["layer_types"] as? [String] ?? []
+            if text["use_sliding_window"] as? Bool == true || layerTypes.contains("sliding_attention") {
+                copy(["sliding_window"])
+            }
+        case "gemma":
+            copy(["rms_norm_eps", "attention_bias"])
+            // Older Gemma configs say hidden_activation, or the legacy hidden_act "gelu", which both
+            // transformers 4 and 5 run as the tanh approximation.
+            if let act = text["hidden_activation"] as? String ?? text["hidden_act"] as? String {
+                config["hidden_act"] = .string(act == "gelu" ? "gelu_pytorch_tanh" : act)
+            }
+            if let version = transformersVersion { config["scale_spliced_features"] = .bool(version < 5) }
+        case "phi":
+            copy(["layer_norm_eps", "hidden_act", "qk_layernorm"])
+            if let factor = rope.partialRotaryFactor { config["partial_rotary_factor"] = .number(factor) }
+        case "stablelm":
+            copy(["layer_norm_eps", "hidden_act", "use_qkv_bias", "qk_layernorm", "use_parallel_residual"])
+            if let factor = rope.partialRotaryFactor { config["partial_rotary_factor"] = .number(factor) }
+        default: break
+        }
+        var manifest = ComponentManifest(id: id, kind: .languageModel, family: family, config: .object(config))
+        manifest.contextLength = text["max_position_embeddings"] as? Int ?? 2048
+        return manifest
+    }
+}
+
+/// Reads fields of one config section and names them in errors ("text_config.hidden_size").
+private struct ConfigFields {
+    let object: [String: Any]
+    let section: String
+    let file: String
+
+    func name(_ key: String) -> String { section.isEmpty ? key : "\(section).\(key)" }
+
+    func int(_ key: String) throws -> Int {
+        guard let value = object[key] as? Int else {
+            throw ImportError.missing(file: file, field: name(key), why: "expected an integer")
+        }
+        return value
+    }
+
+    /// rope_theta and partial_rotary_factor, from rope_parameters (transformers 5) or the top level
+    /// (older configs); any rope type but "default" is refused.
+    func rope() throws -> (theta: Double, partialRotaryFactor: Double?) {
+        if let parameters = object["rope_parameters"] as? [String: Any] {
+            let type = parameters["rope_type"] as? String ?? "default"
+            guard type == "default" else {
+                throw ImportError.unsupported(file: file, field: name("rope_parameters.rope_type"), found: "\"\(type)\"", supported: "\"default\"")
+            }
+            return (parameters["rope_theta"] as? Double ?? object["rope_theta"] as? Double ?? 10000,
+                    parameters["partial_rotary_factor"] as? Double ?? object["partial_rotary_factor"] as? Double)
+        }
+        if let scaling = object["rope_scaling"], !(scaling is NSNull) {
+            throw ImportError.unsupported(file: file, field: name("rope_scaling"), found: "set", supported: "null")
+        }
+        return (object["rope_theta"] as? Double ?? 10000, object["partial_rotary_factor"] as? Double)
+    }
+}

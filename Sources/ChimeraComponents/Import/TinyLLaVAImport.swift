@@ -1,0 +1,88 @@
+import Chimera
+import ChimeraIO
+import Foundation
+
+/// TinyLLaVA_Factory checkpoints (config.json model_type "tinyllava"): keys language_model.*,
+/// vision_tower._vision_tower.*, connector._connector.*; a textual <image> (IMAGE_TOKEN_INDEX
+/// -200, not a vocabulary entry), so prompts are tokenized around it in pieces.
+extension CheckpointImporter {
+    /// TinyLLaVA's conversation template per language-model family (tinyllava/data/template).
+    static let tinyLLaVATemplates = ["llama": "llama", "phi": "phi", "gemma": "gemma", "qwen2": "qwen2_base", "stablelm": "phi"]
+
+    func runTinyLLaVA(config: [String: Any], configPath: String) throws -> ImportResult {
+        guard let vision = config["vision_config"] as? [String: Any] else {
+            throw ImportError.missing(file: configPath, field: "vision_config", why: "TinyLLaVA saves its vision tower's config there")
+        }
+        guard let text = config["text_config"] as? [String: Any] else {
+            throw ImportError.missing(file: configPath, field: "text_config", why: "TinyLLaVA saves its language model's config there")
+        }
+        let weightFiles = try weightFileList()
+        let store = try WeightStore(files: weightFiles.map(\.path))
+
+        // Preprocessing: the checkpoint's processor, else the vision family's; "pad" pads to a
+        // square of the mean colour first (TinyLLaVA's expand2square).
+        let aspect = config["image_aspect_ratio"] as? String ?? "square"
+        guard aspect == "pad" || aspect == "square" else {
+            throw ImportError.unsupported(file: configPath, field: "image_aspect_ratio", found: "\"\(aspect)\"", supported: "\"pad\", \"square\"")
+        }
+        var encoder = try visionManifest(id: "\(name)-vision", vision: vision, section: "vision_config", store: store,
+                                         weightFiles: weightFiles, configPath: configPath, preprocess: try imagePreprocessingIfPresent())
+        encoder.preprocess?.padToSquare = aspect == "pad"
+
+        let languageModel = try languageModelManifest(id: "\(name)-llm", text: text, section: "text_config", store: store,
+                                                      weightFiles: weightFiles, configPath: configPath,
+                                                      tiedAtTop: config["tie_word_embeddings"] as? Bool, transformersVersion: nil)
+        let connector = try tinyLLaVAConnector(config: config, configPath: configPath, store: store, weightFiles: weightFiles,
+                                               visionWidth: encoder.output!.width,
+                                               textWidth: try int(text, "hidden_size", configPath, "text_config"))
+
+        let strategy = config["vision_feature_select_strategy"] as? String ?? "patch"
+        guard strategy == "patch" || strategy == "cls_patch" else {
+            throw ImportError.unsupported(file: configPath, field: "vision_feature_select_strategy", found: "\"\(strategy)\"",
+                                          supported: "\"patch\", \"cls_patch\"")
+        }
+        var assembly = Assembler.assembly(id: name, encoder: encoder.id, connector: connector.id, languageModel: languageModel.id,
+                                          placeholder: "<image>", featureLayer: config["vision_feature_layer"] as? Int ?? -2,
+                                          select: strategy == "patch" ? .patch : .full)
+        assembly.chatTemplate = Self.tinyLLaVATemplates[languageModel.family]
+        assembly.description = "TinyLLaVA checkpoint imported from \(relative(checkpoint))"
+        if FileManager.default.fileExists(atPath: file("sample.png").path) {
+            assembly.samples = ["<image>": relative(file("sample.png"))]
+        }
+        return try write(assembly: assembly, components: [encoder, connector, languageModel])
+    }
+
+    /// connector_type "mlp{N}x_gelu" (nn.Sequential: linears at 0, 2, 4, ...), "linear" (a bare
+    /// nn.Linear) or "resampler" (TinyLLaVA's Perceiver resampler).
+    private func tinyLLaVAConnector(config: [String: Any], configPath: String, store: WeightStore, weightFiles: [URL],
+                                    visionWidth: Int, textWidth: Int) throws -> ComponentManifest {
+        let type = config["connector_type"] as? String ?? "(none)"
+        var family: String
+        var object: [String: JSONValue]
+        if type == "linear" {
+            family = "linear"
+            object = ["depth": .number(1), "layer_names": .array([.string("")])]
+        } else if type.hasPrefix("mlp"), type.hasSuffix("x_gelu"), let depth = Int(type.dropFirst(3).dropLast(6)), depth >= 1 {
+            family = "mlp"
+            object = ["depth": .number(Double(depth)), "activation": .string("gelu"),
+                      "layer_names": .array((0..<depth).map { .string(String($0 * 2)) })]
+        } else if type == "resampler" {
+            family = "resampler"
+            object = ["num_queries": .number(Double(try int(config, "num_queries", configPath, ""))),
+                      "layers": .number(Double(try int(config, "num_resampler_layers", configPath, "")))]
+        } else {
+            throw ImportError.unsupported(file: configPath, field: "connector_type", found: "\"\(type)\"",
+                                          supported: "\"linear\", \"mlp{N}x_gelu\", \"resampler\"")
+        }
+        guard store.tensorNames.contains(where: { $0.hasPrefix("connector._connector.") }) else {
+            throw ImportError.missingTensors(directory: checkpoint.path, what: "connector (no connector._connector.* tensors)")
+        }
+        var connector = ComponentManifest(id: "\(name)-connector", kind: .connector, family: family, config: .object(object))
+        connector.inputWidth = .fixed(visionWidth)
+        connector.outputWidth = .fixed(textWidth)
+        connector.weights = WeightsReference(files: weightFiles.map(relative), prefix: "connector._connector.")
+        connector.description = "TinyLLaVA \(type) connector of \(checkpoint.lastPathComponent)"
+        connector.source = relative(checkpoint)
+        return connector
+    }
+}

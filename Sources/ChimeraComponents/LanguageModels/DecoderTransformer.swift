@@ -1,0 +1,360 @@
+import Chimera
+import ChimeraTensor
+import Foundation
+
+// One decoder-only transformer for every language-model family (Llama, Qwen2, Gemma, Phi, StableLM).
+// A family file decodes its config and maps it to a `DecoderArchitecture`; the forward pass here
+// reads only that description.
+
+// MARK: - Architecture
+
+public struct DecoderArchitecture: Sendable {
+    public enum Norm: Sendable, Equatable {
+        /// RMSNorm whose effective weight is (offset + w): offset 1 for Gemma.
+        case rms(weightOffset: Float)
+        /// LayerNorm with weight and bias (Phi, StableLM).
+        case layer
+    }
+    public enum Residual: Sendable, Equatable {
+        /// x += attn(norm1(x)); x += mlp(norm2(x)).
+        case sequential
+        /// x += attn(norm(x)) + mlp(norm(x)) with one norm (Phi-2, StableLM use_parallel_residual).
+        case parallel
+    }
+    public enum MLP: Sendable, Equatable {
+        /// down(act(gate(x)) · up(x)): SwiGLU (Llama, Qwen2, StableLM), GeGLU (Gemma).
+        case gated(Activation)
+        /// fc2(act(fc1(x))) (Phi).
+        case plain(Activation)
+    }
+
+    public var hiddenSize: Int
+    public var intermediateSize: Int
+    public var layers: Int
+    public var heads: Int
+    public var kvHeads: Int
+    public var headDim: Int
+    public var vocabSize: Int
+    public var norm: Norm
+    public var normEps: Float
+    public var qkvBias: Bool
+    public var outputBias: Bool
+    /// Bias-free LayerNorm of each query and key head, one weight per head (StableLM qk_layernorm).
+    public var qkNorm: Bool
+    public var residual: Residual
+    public var mlp: MLP
+    public var mlpBias: Bool
+    /// Leading dimensions of each head that rotate (partial rotary: Phi-2, StableLM-2).
+    public var rotaryDim: Int
+    public var ropeTheta: Float
+    /// Multiplies the input embeddings: sqrt(hidden_size) for Gemma.
+    public var embeddingScale: Float?
+    /// Whether `embeddingScale` applies in `forward`, to spliced features too (transformers 4, how
+    /// TinyLLaVA-Gemma was trained), or in `embed`, to token embeddings only (transformers 5's
+    /// GemmaTextScaledWordEmbedding).
+    public var scaleSplicedFeatures = true
+    public var tiedEmbeddings: Bool
+    public var lmHeadBias: Bool
+    /// Stored names that differ between families.
+    public var outputProjectionName = "self_attn.o_proj"
+    public var finalNormName = "model.norm"
+}
+
+/// A family config that describes a decoder-only transformer.
+public protocol DecoderFamilyConfig: Decodable, Sendable {
+    /// The architecture, or a clear error when the manifest asks for what is not implemented.
+    func architecture(for manifest: ComponentManifest) throws -> DecoderArchitecture
+}
+
+// MARK: - Shared configuration fields
+
+/// The sizes every family config has, under the same snake_case keys.
+public struct DecoderShape: Decodable, Sendable {
+    public var hiddenSize: Int
+    public var intermediateSize: Int
+    public var layers: Int
+    public var heads: Int
+    public var kvHeads: Int
+    public var headDim: Int?
+    public var vocabSize: Int
+    public var ropeTheta: Float
+    public var tieWordEmbeddings: Bool
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case layers, heads
+        case hiddenSize = "hidden_size", intermediateSize = "intermediate_size", kvHeads = "kv_heads"
+        case headDim = "head_dim", vocabSize = "vocab_size", ropeTheta = "rope_theta", tieWordEmbeddings = "tie_word_embeddings"
+    }
+
+    /// Reads the shared fields of a family config; `familyKeys` are the family's own, and any other key is refused.
+    init<K: CodingKey & CaseIterable>(from decoder: Decoder, familyKeys: K.Type, defaultTied: Bool = false) throws {
+        try rejectUnknown(decoder, CodingKeys.self, familyKeys)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        hiddenSize = try c.decode(Int.self, forKey: .hiddenSize)
+        intermediateSize = try c.decode(Int.self, forKey: .intermediateSize)
+        layers = try c.decode(Int.self, forKey: .layers)
+        heads = try c.decode(Int.self, forKey: .heads)
+        kvHeads = try c.decodeIfPresent(Int.self, forKey: .kvHeads) ?? heads
+        headDim = try c.decodeIfPresent(Int.self, forKey: .headDim)
+        vocabSize = try c.decode(Int.self, forKey: .vocabSize)
+        ropeTheta = try c.decodeIfPresent(Float.self, forKey: .ropeTheta) ?? 10000
+        tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings) ?? defaultTied
+        for (value, key) in [(hiddenSize, CodingKeys.hiddenSize), (intermediateSize, .intermediateSize), (layers, .layers),
+                             (heads, .heads), (kvHeads, .kvHeads), (headDim ?? 1, .headDim), (vocabSize, .vocabSize)] {
+            try require(value > 0, key, "must be positive, found \(value)")
+        }
+        try require(ropeTheta > 0, CodingKeys.ropeTheta, "must be positive, found \(ropeTheta)")
+        try require(heads % kvHeads == 0, CodingKeys.kvHeads, "heads \(heads) must be a multiple of kv_heads \(kvHeads)")
+        try require(headDim != nil || hiddenSize % heads == 0, CodingKeys.heads,
+                    "hidden_size \(hiddenSize) is not divisible by heads \(heads) (give head_dim)")
+    }
+
+    var resolvedHeadDim: Int { headDim ?? hiddenSize / heads }
+
+    /// Rotary dimensions for a partial_rotary_factor, as transformers' int(head_dim * factor).
+    func rotaryDim<K: CodingKey>(factor: Double, key: K) throws -> Int {
+        try require(factor > 0 && factor <= 1, key, "must be in (0, 1], found \(factor)")
+        let dim = Int(Double(resolvedHeadDim) * factor)
+        try require(dim > 0 && dim % 2 == 0, key,
+                    "gives \(dim) rotary dimensions of head_dim \(resolvedHeadDim); they must be a positive even number")
+        return dim
+    }
+
+    /// The architecture fields that follow from the shape alone; the family sets the rest.
+    func architecture(norm: DecoderArchitecture.Norm, normEps: Float, mlp: DecoderArchitecture.MLP,
+                      residual: DecoderArchitecture.Residual = .sequential, rotaryDim: Int? = nil) -> DecoderArchitecture {
+        DecoderArchitecture(
+            hiddenSize: hiddenSize, intermediateSize: intermediateSize, layers: layers, heads: heads, kvHeads: kvHeads,
+            headDim: resolvedHeadDim, vocabSize: vocabSize, norm: norm, normEps: normEps, qkvBias: false, outputBias: false,
+            qkNorm: false, residual: residual, mlp: mlp, mlpBias: false, rotaryDim: rotaryDim ?? resolvedHeadDim,
+            ropeTheta: ropeTheta, embeddingScale: nil, tiedEmbeddings: tieWordEmbeddings, lmHeadBias: false)
+    }
+}
+
+/// A family's activation field, checked against the kernels.
+func activation<K: CodingKey>(_ name: String, _ key: K) throws -> Activation {
+    guard let activation = Activation(configName: name) else {
+        throw DecodingError.dataCorrupted(.init(codingPath: [key], debugDescription: "unsupported activation '\(name)' (supported: \(Activation.configNames.joined(separator: ", ")))"))
+    }
+    return activation
+}
+
+// MARK: - Model
+
+public final class DecoderTransformer: LanguageModel, @unchecked Sendable {
+    public let manifest: ComponentManifest
+    public let architecture: DecoderArchitecture
+    public let parameters: [(name: String, tensor: Tensor)]
+    public let contextLength: Int
+    let embeddings: Tensor  // [vocab, hidden]
+    let layers: [Layer]
+    let finalNorm: Norm
+    let lmHead: LinearLayer  // the embeddings when tied
+    let rotary: RotaryEmbedding
+
+    /// RMSNorm or LayerNorm, as the architecture says.
+    struct Norm {
+        let kind: DecoderArchitecture.Norm
+        let weight: Tensor
+        let bias: Tensor?
+        let eps: Float
+
+        init(_ loader: ParameterLoader, _ name: String, _ a: DecoderArchitecture) throws {
+            kind = a.norm
+            eps = a.normEps
+            weight = try loader.tensor(name + ".weight", shape: [a.hiddenSize])
+            bias = a.norm == .layer ? try loader.tensor(name + ".bias", shape: [a.hiddenSize]) : nil
+        }
+
+        func callAsFunction(_ x: Tensor, into out: Tensor) {
+            switch kind {
+            case let .rms(offset): rmsNorm(x, weight: weight, eps: eps, weightOffset: offset, into: out)
+            case .layer: layerNorm(x, weight: weight, bias: bias, eps: eps, into: out)
+            }
+        }
+    }
+
+    struct Layer {
+        let inputNorm: Norm
+        let postAttentionNorm: Norm?  // nil with a parallel residual
+        let q, k, v, o: LinearLayer
+        let qNorms, kNorms: [Tensor]  // one weight per head when qk_layernorm
+        let gate: LinearLayer?  // gated MLP only
+        let up, down: LinearLayer  // fc1 / fc2 for a plain MLP
+    }
+
+    public init(manifest: ComponentManifest, architecture a: DecoderArchitecture, weights w: ParameterLoader) throws {
+        self.manifest = manifest
+        architecture = a
+        contextLength = manifest.contextLength ?? 2048
+        let h = a.hiddenSize, hd = a.headDim, ffn = a.intermediateSize
+        let qWidth = a.heads * hd, kvWidth = a.kvHeads * hd
+        embeddings = try w.tensor("model.embed_tokens.weight", shape: [a.vocabSize, h])
+        layers = try (0..<a.layers).map { i in
+            let l = w.scoped("model.layers.\(i).")
+            func headNorms(_ name: String, _ count: Int) throws -> [Tensor] {
+                guard a.qkNorm else { return [] }
+                return try (0..<count).map { try l.tensor("self_attn.\(name).norms.\($0).weight", shape: [hd]) }
+            }
+            let gated: Bool, names: (up: String, down: String)
+            switch a.mlp {
+            case .gated: gated = true; names = ("mlp.up_proj", "mlp.down_proj")
+            case .plain: gated = false; names = ("mlp.fc1", "mlp.fc2")
+            }
+            return Layer(
+                inputNorm: try Norm(l, "input_layernorm", a),
+                postAttentionNorm: a.residual == .sequential ? try Norm(l, "post_attention_layernorm", a) : nil,
+                q: try LinearLayer(l, "self_attn.q_proj", input: h, output: qWidth, bias: a.qkvBias),
+                k: try LinearLayer(l, "self_attn.k_proj", input: h, output: kvWidth, bias: a.qkvBias),
+                v: try LinearLayer(l, "self_attn.v_proj", input: h, output: kvWidth, bias: a.qkvBias),
+                o: try LinearLayer(l, a.outputProjectionName, input: qWidth, output: h, bias: a.outputBias),
+                qNorms: try headNorms("q_layernorm", a.heads), kNorms: try headNorms("k_layernorm", a.kvHeads),
+                gate: gated ? try LinearLayer(l, "mlp.gate_proj", input: h, output: ffn, bias: a.mlpBias) : nil,
+                up: try LinearLayer(l, names.up, input: h, output: ffn, bias: a.mlpBias),
+                down: try LinearLayer(l, names.down, input: ffn, output: h, bias: a.mlpBias))
+        }
+        finalNorm = try Norm(w, a.finalNormName, a)
+        // Phi keeps its lm_head bias even when the weight is tied.
+        lmHead = a.tiedEmbeddings
+            ? LinearLayer(weight: embeddings, bias: a.lmHeadBias ? try w.tensor("lm_head.bias", shape: [a.vocabSize]) : nil)
+            : try LinearLayer(w, "lm_head", input: h, output: a.vocabSize, bias: a.lmHeadBias)
+        rotary = RotaryEmbedding(headDim: hd, rotaryDim: a.rotaryDim, theta: a.ropeTheta)
+        parameters = w.loaded
+    }
+
+    public var hiddenSize: Int { architecture.hiddenSize }
+    public var vocabularySize: Int { architecture.vocabSize }
+
+    /// Token-only scale (see `scaleSplicedFeatures`).
+    private var embedScale: Float? { architecture.scaleSplicedFeatures ? nil : architecture.embeddingScale }
+
+    public func embed(_ tokens: [Int]) throws -> Tensor {
+        let out = try gatherEmbeddings(embeddings, tokens, model: id)
+        if let scale = embedScale { scaleInPlace(out, scale) }
+        return out
+    }
+
+    public func makeCache(capacity: Int) -> KVCache {
+        KVCache(layers: architecture.layers, capacity: min(capacity, contextLength), width: architecture.kvHeads * architecture.headDim)
+    }
+
+    public func embed(token: Int, into row: Tensor) throws {
+        try copyEmbedding(embeddings, token, into: row.data, model: id)
+        if let scale = embedScale { scaleInPlace(row, scale) }
+    }
+
+    public func forward(embeddings input: Tensor, cache: KVCache, lastOnly: Bool) throws -> Tensor {
+        let a = architecture
+        let start = cache.length, tokens = input.rows
+        try checkRoom(start: start, tokens: tokens, cache: cache, contextLength: contextLength, model: id)
+        guard input.columns == hiddenSize else {
+            throw LanguageModelError.badEmbeddings(model: id, expected: hiddenSize, found: input.columns)
+        }
+        let hd = a.headDim, h = hiddenSize
+        let qWidth = a.heads * hd, kvWidth = a.kvHeads * hd
+        let ws = cache.workspace
+        let hidden = ws.tensor("hidden", rows: tokens, columns: h)
+        hidden.data.update(from: input.data, count: input.count)
+        // Here rather than in `embed`, so that spliced image features are scaled too (Gemma).
+        if let scale = a.embeddingScale, a.scaleSplicedFeatures { scaleInPlace(hidden, scale) }
+        let x = ws.tensor("x", rows: tokens, columns: h), projected = ws.tensor("projected", rows: tokens, columns: h)
+        let q = ws.tensor("q", rows: tokens, columns: qWidth), attended = ws.tensor("attended", rows: tokens, columns: qWidth)
+        let k = ws.tensor("k", rows: tokens, columns: kvWidth), v = ws.tensor("v", rows: tokens, columns: kvWidth)
+        let gate = ws.tensor("gate", rows: tokens, columns: a.intermediateSize)
+        let up = ws.tensor("up", rows: tokens, columns: a.intermediateSize)
+        // Sized for the whole cache so that its view stays the same from one decoded token to the next.
+        let scores = ws.scratch("scores", count: tokens * cache.capacity)
+        for (i, layer) in layers.enumerated() {
+            layer.inputNorm(hidden, into: x)
+            layer.q(x, into: q)
+            layer.k(x, into: k)
+            layer.v(x, into: v)
+            if a.qkNorm {
+                normalizeHeads(q, layer.qNorms)
+                normalizeHeads(k, layer.kNorms)
+            }
+            rotary.applyInPlace(q, heads: a.heads, startPosition: start)
+            rotary.applyInPlace(k, heads: a.kvHeads, startPosition: start)
+            let layerCache = cache.layers[i]
+            layerCache.append(keys: k, values: v)
+            multiHeadAttention(queries: q, keys: layerCache.keys.data, values: layerCache.values.data, keyCount: layerCache.length,
+                               heads: a.heads, kvHeads: a.kvHeads, headDim: hd, causalOffset: start,
+                               scores: scores, into: attended)
+            layer.o(attended, into: projected)
+            addInPlace(hidden, projected)
+            // Parallel: the MLP reads the same normed input `x` as attention did.
+            if let postAttentionNorm = layer.postAttentionNorm { postAttentionNorm(hidden, into: x) }
+            switch a.mlp {
+            case let .gated(activation):
+                layer.gate!(x, into: gate)
+                layer.up(x, into: up)
+                gatedActivation(gate: gate, up: up, activation, into: gate)
+            case let .plain(activation):
+                layer.up(x, into: gate)
+                activateInPlace(gate, activation)
+            }
+            layer.down(gate, into: projected)
+            addInPlace(hidden, projected)
+        }
+        let outRows = lastOnly ? 1 : tokens
+        let last = ws.tensor("last", rows: outRows, columns: h)
+        last.data.update(from: hidden.data + (tokens - outRows) * h, count: outRows * h)
+        let normed = ws.tensor("final", rows: outRows, columns: h)
+        finalNorm(last, into: normed)
+        let logits = ws.tensor("logits", rows: outRows, columns: a.vocabSize)
+        lmHead(normed, into: logits)
+        return logits
+    }
+
+    /// Bias-free LayerNorm of every head of every row of x [tokens, heads * headDim], in place.
+    private func normalizeHeads(_ x: Tensor, _ weights: [Tensor]) {
+        let hd = architecture.headDim, width = weights.count * hd
+        for t in 0..<x.rows {
+            for (head, weight) in weights.enumerated() {
+                let p = x.data + t * width + head * hd
+                layerNorm(p, into: p, count: hd, weight: weight.data, bias: nil, eps: architecture.normEps)
+            }
+        }
+    }
+}
+
+// MARK: - Shared by language models
+
+public enum LanguageModelError: LocalizedError {
+    case tokenOutOfRange(model: String, token: Int, vocabulary: Int)
+    case contextOverflow(model: String, needed: Int, limit: Int)
+    case badEmbeddings(model: String, expected: Int, found: Int)
+
+    public var errorDescription: String? {
+        switch self {
+        case let .tokenOutOfRange(model, token, vocabulary):
+            return "language model '\(model)': token id \(token) is outside its vocabulary of \(vocabulary)"
+        case let .contextOverflow(model, needed, limit):
+            return "language model '\(model)': the sequence needs \(needed) positions, more than its context of \(limit)"
+        case let .badEmbeddings(model, expected, found):
+            return "language model '\(model)': embeddings have width \(found), expected \(expected)"
+        }
+    }
+}
+
+func gatherEmbeddings(_ table: Tensor, _ tokens: [Int], model: String) throws -> Tensor {
+    let width = table.shape[1]
+    let out = Tensor(zeros: [tokens.count, width])
+    for (row, token) in tokens.enumerated() { try copyEmbedding(table, token, into: out.data + row * width, model: model) }
+    return out
+}
+
+func copyEmbedding(_ table: Tensor, _ token: Int, into destination: UnsafeMutablePointer<Float>, model: String) throws {
+    let vocabulary = table.shape[0], width = table.shape[1]
+    guard token >= 0 && token < vocabulary else {
+        throw LanguageModelError.tokenOutOfRange(model: model, token: token, vocabulary: vocabulary)
+    }
+    destination.update(from: table.data + token * width, count: width)
+}
+
+func checkRoom(start: Int, tokens: Int, cache: KVCache, contextLength: Int, model: String) throws {
+    let limit = min(cache.capacity, contextLength)
+    guard start + tokens <= limit else {
+        throw LanguageModelError.contextOverflow(model: model, needed: start + tokens, limit: limit)
+    }
+}

@@ -1,0 +1,127 @@
+import Foundation
+import Testing
+
+/// `chimera plan`, `compat --matrix`, `list`'s weight marks and `generate --chat` from the command line.
+@Suite struct CatalogCLITests {
+    @Test func planJSON() throws {
+        let r = try CLI.run(["plan", "tinyllama-1.1b-chat", "--json", "--context", "1024"])
+        #expect(r.status == 0, "\(r.all)")
+        let plan = try #require(try CLI.json(r.stdout) as? [String: Any])
+        #expect(plan["total_parameters"] as? Int == 1_100_048_384)
+        #expect(plan["context_tokens"] as? Int == 1024)
+        let fits = try #require(plan["fits"] as? [[String: Any]])
+        #expect(fits.count == 10, "nine GPUs and this machine")
+        let names = fits.compactMap { ($0["device"] as? [String: Any])?["name"] as? String }
+        #expect(names.contains("RTX 4090") && names.contains("Quadro RTX 8000") && names.contains("this machine (RAM)"))
+        let weights = try #require(plan["weight_bytes"] as? [String: Int])
+        #expect(Set(weights.keys) == ["f32", "f16", "int8", "int4"])
+    }
+
+    @Test func planText() throws {
+        let r = try CLI.run(["plan", "chimera-tiny-default"])
+        #expect(r.status == 0, "\(r.all)")
+        for text in ["chimera-tiny-default-llm", "total", "KV cache per 1k tokens", "peak at 512 tokens", "RTX 2080 Ti (11.00 GiB)"] {
+            #expect(r.stdout.contains(text), "\(text)")
+        }
+    }
+
+    @Test func planOfAnAssemblyFile() throws {
+        let file = CLI.packageRoot.appendingPathComponent("manifests/default/chimera-tiny-default.assembly.json").path
+        let r = try CLI.run(["plan", file, "--json"])
+        #expect(r.status == 0, "\(r.all)")
+        let plan = try #require(try CLI.json(r.stdout) as? [String: Any])
+        #expect(plan["subject"] as? String == "chimera-tiny-default")
+        #expect((plan["parts"] as? [[String: Any]])?.count == 3)
+        let bad = try CLI.run(["plan", "tinyllama-1.1b-chat", "--context", "0"])
+        #expect(bad.status != 0 && bad.stderr.contains("--context must be positive"), "\(bad.all)")
+    }
+
+    @Test func planOfAPublishedTinyLLaVA() throws {
+        let r = try CLI.run(["plan", "tinyllava-phi-2-siglip-3.1b", "--json"])
+        #expect(r.status == 0, "\(r.all)")
+        let plan = try #require(try CLI.json(r.stdout) as? [String: Any])
+        #expect(plan["total_parameters"] as? Int == 3_202_176_624)
+    }
+
+    @Test func matrixJSON() throws {
+        let r = try CLI.run(["compat", "--matrix", "--json"])
+        #expect(r.status == 0, "\(r.all)")
+        let table = try #require(try CLI.json(r.stdout) as? [String: Any])
+        let e = (table["encoders"] as? [String])?.count ?? 0, c = (table["connectors"] as? [String])?.count ?? 0
+        let l = (table["language_models"] as? [String])?.count ?? 0
+        let cells = try #require(table["cells"] as? [[String: Any]])
+        #expect(e >= 3 && c >= 3 && l >= 10 && cells.count == e * c * l)
+        let misfit = try #require(cells.first { $0["fits"] as? Bool == false })
+        #expect(!((misfit["reasons"] as? [String]) ?? []).isEmpty)
+    }
+
+    @Test func matrixText() throws {
+        let r = try CLI.run(["compat", "--matrix"])
+        #expect(r.status == 0, "\(r.all)")
+        #expect(r.stdout.contains("chimera-tiny-default-vision → chimera-tiny-default-projector"))
+        #expect(r.stdout.contains("Reasons:") && r.stdout.contains("width mismatch"))
+        let none = try CLI.run(["compat"])
+        #expect(none.status != 0 && none.stderr.contains("--matrix"), "\(none.all)")
+    }
+
+    @Test func listMarksMissingWeightsAndSaysHowToProvideThem() throws {
+        let r = try CLI.run(["list", "--kind", "language_model"])
+        #expect(r.status == 0, "\(r.all)")
+        let line = try #require(r.stdout.split(separator: "\n").first { $0.hasPrefix("tinyllama-1.1b-chat ") })
+        #expect(line.contains("[weights missing]"))
+        let defaultLine = try #require(r.stdout.split(separator: "\n").first { $0.hasPrefix("chimera-tiny-default-llm ") })
+        #expect(!defaultLine.contains("[weights missing]"))
+        // The help goes to stderr, so that stdout stays one table row per line.
+        #expect(r.stderr.contains("huggingface-cli download") && r.stderr.contains("/.chimera/weights/tinyllama-1.1b-chat/"), "\(r.all)")
+        let json = try CLI.run(["list", "--json", "--kind", "language_model"])
+        let rows = try #require(try CLI.json(json.stdout) as? [[String: Any]])
+        let row = try #require(rows.first { $0["id"] as? String == "tinyllama-1.1b-chat" })
+        #expect((row["missing"] as? [String])?.count == 2, "weights folder and tokenizer")
+    }
+
+    @Test func chatTemplateRendersThePrompt() throws {
+        let chat = try CLI.run(["generate", "--template", "llava", "--prompt", "<image>\nWhat is here?", "--json", "--max-tokens", "3"])
+        let plain = try CLI.run(["generate", "--prompt", "USER: <image>\nWhat is here? ASSISTANT:", "--json", "--max-tokens", "3"])
+        #expect(chat.status == 0 && plain.status == 0, "\(chat.all)\(plain.all)")
+        let a = try #require(try CLI.json(chat.stdout) as? [String: Any]), b = try #require(try CLI.json(plain.stdout) as? [String: Any])
+        #expect(a["tokens"] as? [Int] == b["tokens"] as? [Int])
+        #expect(a["prompt_tokens"] as? Int == b["prompt_tokens"] as? Int)
+    }
+
+    @Test func conversationFile() throws {
+        let folder = try CLI.temporaryFolder()
+        let file = folder.appendingPathComponent("conversation.json")
+        let turns: [[String: String]] = [["role": "user", "content": "<image>\nWhat is here?"], ["role": "assistant", "content": "A cat."],
+                                         ["role": "user", "content": "Sure?"]]
+        try JSONSerialization.data(withJSONObject: turns).write(to: file)
+        let chat = try CLI.run(["generate", "--template", "llava", "--conversation", file.path, "--json", "--max-tokens", "3"])
+        let plain = try CLI.run(["generate", "--prompt", "USER: <image>\nWhat is here? ASSISTANT: A cat. USER: Sure? ASSISTANT:",
+                                 "--json", "--max-tokens", "3"])
+        #expect(chat.status == 0 && plain.status == 0, "\(chat.all)\(plain.all)")
+        let a = try #require(try CLI.json(chat.stdout) as? [String: Any]), b = try #require(try CLI.json(plain.stdout) as? [String: Any])
+        #expect(a["tokens"] as? [Int] == b["tokens"] as? [Int])
+        let both = try CLI.run(["generate", "--template", "llava", "--conversation", file.path, "--prompt", "x"])
+        #expect(both.status != 0 && both.stderr.contains("not both"), "\(both.all)")
+    }
+
+    @Test func chatErrors() throws {
+        let none = try CLI.run(["generate", "--chat", "--max-tokens", "1"])
+        #expect(none.status != 0)
+        #expect(none.stderr.contains("names no chat_template; give --template NAME (known: gemma, llama, llava"), "\(none.all)")
+        let unknown = try CLI.run(["generate", "--template", "vicuna", "--max-tokens", "1"])
+        #expect(unknown.status != 0 && unknown.stderr.contains("unknown chat template id 'vicuna'"), "\(unknown.all)")
+    }
+
+    @Test func listAndShowTemplates() throws {
+        let r = try CLI.run(["list", "--kind", "template", "--json"])
+        #expect(r.status == 0, "\(r.all)")
+        let rows = try #require(try CLI.json(r.stdout) as? [[String: Any]])
+        #expect(Set(rows.compactMap { $0["id"] as? String }) == ["llama", "phi", "gemma", "qwen2_base", "qwen2_instruct", "pretrain", "llava"])
+        let show = try CLI.run(["show", "phi"])
+        #expect(show.status == 0, "\(show.all)")
+        let manifest = try #require(try CLI.json(show.stdout) as? [String: Any])
+        #expect(manifest["schema"] as? String == "chimera.template/v1" && manifest["stop"] as? [String] == ["<|endoftext|>"])
+        let validate = try CLI.run(["validate", CLI.packageRoot.appendingPathComponent("manifests/templates/gemma.template.json").path])
+        #expect(validate.status == 0 && validate.stdout.contains("ok (gemma)"), "\(validate.all)")
+    }
+}

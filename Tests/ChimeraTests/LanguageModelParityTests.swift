@@ -1,0 +1,292 @@
+import ChimeraComponents
+import ChimeraIO
+import ChimeraTensor
+import Foundation
+import Testing
+@testable import Chimera
+
+/// A *ForCausalLM folder made by Scripts/make_lm_fixtures.py, with transformers' outputs.
+struct LanguageModelFixture {
+    let directory: URL
+    let logits: Tensor
+    let inputIDs: [Int]
+    let generated: [Int]
+
+    init(_ name: String) throws {
+        directory = packageRoot.appendingPathComponent("Tests/ChimeraTests/Fixtures/\(name)")
+        logits = try WeightStore(files: [directory.appendingPathComponent("reference.safetensors").path]).tensor("logits")
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: directory.appendingPathComponent("reference.json"))) as! [String: Any]
+        inputIDs = json["input_ids"] as! [Int]
+        generated = json["generated"] as! [Int]
+    }
+
+    /// Imports the folder into a fresh directory and builds its one language model.
+    func importAndBuild() throws -> (result: ImportResult, manifest: ComponentManifest, model: any LanguageModel) {
+        let result = try CheckpointImporter(checkpoint: directory, outputDirectory: temporaryDirectory()).run()
+        var catalog = Catalog()
+        try catalog.load(directory: result.mainPath.deletingLastPathComponent())
+        let manifest = try catalog.component(directory.lastPathComponent, kind: .languageModel)
+        let model = try #require(try BuiltinFamilies.registry().build(manifest) as? any LanguageModel)
+        return (result, manifest, model)
+    }
+}
+
+/// Greedy decoding through the KV cache, token by token after the prompt, as transformers'
+/// generate(do_sample=False); stops after an EOS (kept, as transformers keeps it).
+func greedyContinuation(_ model: any LanguageModel, prompt: [Int], maxNewTokens: Int, eos: Set<Int>) throws -> [Int] {
+    let cache = model.makeCache(capacity: prompt.count + maxNewTokens)
+    var logits = try model.forward(embeddings: try model.embed(prompt), cache: cache, lastOnly: true)
+    var sampler = Sampler(options: GenerationOptions(maxTokens: maxNewTokens, temperature: 0))
+    let row = Tensor(zeros: [1, model.hiddenSize])
+    var out: [Int] = []
+    while out.count < maxNewTokens {
+        let token = sampler.sample(logits)
+        out.append(token)
+        if eos.contains(token) || out.count == maxNewTokens { break }
+        try model.embed(token: token, into: row)
+        logits = try model.forward(embeddings: row, cache: cache, lastOnly: true)
+    }
+    return out
+}
+
+@Suite struct LanguageModelParityTests {
+    static let fixtures: [(name: String, family: String)] = [
+        ("lm-llama", "llama"), ("lm-qwen2", "qwen2"), ("lm-gemma", "gemma"), ("lm-phi", "phi"),
+        ("lm-stablelm-a", "stablelm"), ("lm-stablelm-b", "stablelm"),
+    ]
+
+    @Test(arguments: fixtures) func importWritesOneLanguageModel(name: String, family: String) throws {
+        let fixture = try LanguageModelFixture(name)
+        let (result, manifest, _) = try fixture.importAndBuild()
+        #expect(result.assembly == nil && result.assemblyPath == nil)
+        #expect(result.componentPaths.count == 1 && result.mainPath == result.componentPaths[0])
+        #expect(manifest.family == family)
+        #expect(manifest.kind == .languageModel)
+        #expect(manifest.tokenizer?.eosTokenIDs == [2])
+        #expect(manifest.contextLength == 128)
+    }
+
+    @Test(arguments: fixtures) func promptLogitsMatch(name: String, family: String) throws {
+        let fixture = try LanguageModelFixture(name)
+        let model = try fixture.importAndBuild().model
+        let cache = model.makeCache(capacity: fixture.inputIDs.count)
+        let logits = try model.forward(embeddings: try model.embed(fixture.inputIDs), cache: cache, lastOnly: false)
+        #expect(logits.shape == fixture.logits.shape)
+        #expect(maxAbsDifference(logits, fixture.logits) < 1e-4)
+    }
+
+    /// Half the prompt at once, then one token at a time: the KV cache and rotary positions give the
+    /// same logits as the whole prompt did in transformers.
+    @Test(arguments: fixtures) func incrementalLogitsMatch(name: String, family: String) throws {
+        let fixture = try LanguageModelFixture(name)
+        let model = try fixture.importAndBuild().model
+        let ids = fixture.inputIDs, split = ids.count / 2
+        let cache = model.makeCache(capacity: ids.count)
+        let first = try model.forward(embeddings: try model.embed(Array(ids[..<split])), cache: cache, lastOnly: false)
+        #expect(maxAbsDifference(first, fixture.logits.rows(0..<split)) < 1e-4)
+        for position in split..<ids.count {
+            let logits = try model.forward(embeddings: try model.embed([ids[position]]), cache: cache, lastOnly: true)
+            #expect(maxAbsDifference(logits, fixture.logits.rows(position..<(position + 1))) < 1e-4, "position \(position)")
+        }
+    }
+
+    @Test(arguments: fixtures) func greedyContinuationIsTransformers(name: String, family: String) throws {
+        let fixture = try LanguageModelFixture(name)
+        let (_, manifest, model) = try fixture.importAndBuild()
+        let ours = try greedyContinuation(model, prompt: fixture.inputIDs, maxNewTokens: fixture.generated.count,
+                                          eos: Set(manifest.tokenizer!.eosTokenIDs))
+        #expect(ours == fixture.generated)
+    }
+
+    @Test func weightsKeepTheirCheckpointNames() throws {
+        let phi = try LanguageModelFixture("lm-phi").importAndBuild().model
+        let names = Set(phi.parameters.map(\.name))
+        for name in ["model.layers.0.self_attn.dense.bias", "model.layers.1.mlp.fc2.weight", "model.final_layernorm.bias",
+                     "lm_head.bias", "model.layers.0.input_layernorm.bias"] {
+            #expect(names.contains(name), "\(name)")
+        }
+        let stablelm = try LanguageModelFixture("lm-stablelm-a").importAndBuild().model
+        #expect(stablelm.parameters.contains { $0.name == "model.layers.1.self_attn.k_layernorm.norms.0.weight" })
+        #expect(stablelm.parameters.contains { $0.name == "model.layers.1.self_attn.q_layernorm.norms.1.weight" })
+    }
+}
+
+/// CLIP + Qwen2 and CLIP + Gemma run through LLaVAParityTests; here what is Gemma's own.
+@Suite struct LLaVALanguageModelTests {
+    /// transformers 4.x semantics (spliced features scaled by sqrt(hidden) with everything else), as
+    /// the fixture script emulates them: switched on in the imported manifest.
+    @Test func gemmaCanScaleSplicedFeatures() throws {
+        let fixture = try LLaVAFixture("llava-gemma")
+        let out = temporaryDirectory()
+        let result = try CheckpointImporter(checkpoint: fixture.directory, outputDirectory: out).run()
+        let url = out.appendingPathComponent("llava-gemma-llm.component.json")
+        var manifest = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
+        var config = manifest["config"] as! [String: Any]
+        #expect(config["scale_spliced_features"] as? Bool == false, "saved by transformers 5")
+        config["scale_spliced_features"] = true
+        manifest["config"] = config
+        try JSONSerialization.data(withJSONObject: manifest).write(to: url)
+        var catalog = Catalog()
+        try catalog.load(directory: out)
+        let model = try Assembler(catalog: catalog, families: BuiltinFamilies.registry()).build(try #require(result.assembly))
+        let prepared = try model.prepare(prompt: fixture.prompt, inputs: [model.inputs[0].binding.placeholder: [fixture.image]])
+        let cache = model.languageModel.makeCache(capacity: prepared.embeddings.rows)
+        let logits = try model.languageModel.forward(embeddings: prepared.embeddings, cache: cache, lastOnly: false)
+        let scaled = try fixture.reference.tensor("logits_scaled_features"), unscaled = try fixture.reference.tensor("logits")
+        #expect(maxAbsDifference(logits, scaled) < 1e-4)
+        #expect(maxAbsDifference(scaled, unscaled) > 0.1, "the two semantics differ on this fixture")
+    }
+}
+
+@Suite struct LanguageModelImportErrorTests {
+    /// Copies a fixture folder and edits its config.json.
+    func editedCopy(of name: String, _ edit: (inout [String: Any]) -> Void) throws -> URL {
+        let source = packageRoot.appendingPathComponent("Tests/ChimeraTests/Fixtures/\(name)")
+        let copy = temporaryDirectory().appendingPathComponent(name)
+        try FileManager.default.copyItem(at: source, to: copy)
+        let configURL = copy.appendingPathComponent("config.json")
+        var config = try JSONSerialization.jsonObject(with: Data(contentsOf: configURL)) as! [String: Any]
+        edit(&config)
+        try JSONSerialization.data(withJSONObject: config).write(to: configURL)
+        return copy
+    }
+
+    func importError(_ folder: URL) -> String {
+        do {
+            _ = try CheckpointImporter(checkpoint: folder, outputDirectory: temporaryDirectory()).run()
+            return "(imported)"
+        } catch {
+            return (error as? LocalizedError)?.errorDescription ?? "\(error)"
+        }
+    }
+
+    @Test func unsupportedStandaloneModelTypeNamesTheSupportedOnes() throws {
+        let folder = try editedCopy(of: "lm-qwen2") { $0["model_type"] = "mistral" }
+        let message = importError(folder)
+        #expect(message.contains("model_type is \"mistral\""), "\(message)")
+        #expect(message.contains("\"llava\"") && message.contains("\"stablelm\"") && message.contains("\"gemma\""), "\(message)")
+    }
+
+    @Test func unsupportedLLaVATextModelIsRefused() throws {
+        let folder = try editedCopy(of: "llava-qwen2") { config in
+            var text = config["text_config"] as! [String: Any]
+            text["model_type"] = "phi3"
+            config["text_config"] = text
+        }
+        let message = importError(folder)
+        #expect(message.contains("text_config.model_type is \"phi3\""), "\(message)")
+        #expect(message.contains("\"llama\", \"phi\", \"qwen2\", \"stablelm\""), "\(message)")
+    }
+
+    @Test func ropeScalingIsRefused() throws {
+        let folder = try editedCopy(of: "lm-phi") { config in
+            config["rope_parameters"] = ["rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0]
+        }
+        #expect(importError(folder).contains("rope_parameters.rope_type is \"linear\""))
+    }
+
+    @Test func missingSizeIsNamed() throws {
+        let folder = try editedCopy(of: "lm-gemma") { $0["num_hidden_layers"] = nil }
+        #expect(importError(folder).contains("config.json: num_hidden_layers is missing"))
+    }
+
+    /// Imports a fixture, edits its language-model manifest's config, and reports what building says.
+    func buildError(_ name: String, _ edit: (inout [String: Any]) -> Void) throws -> String {
+        let out = temporaryDirectory()
+        let result = try CheckpointImporter(checkpoint: packageRoot.appendingPathComponent("Tests/ChimeraTests/Fixtures/\(name)"),
+                                            outputDirectory: out).run()
+        let url = result.componentPaths[0]
+        var manifest = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
+        var config = manifest["config"] as! [String: Any]
+        edit(&config)
+        manifest["config"] = config
+        try JSONSerialization.data(withJSONObject: manifest).write(to: url)
+        var catalog = Catalog()
+        do {
+            try catalog.load(directory: out)
+            _ = try BuiltinFamilies.registry().build(try catalog.component(name, kind: .languageModel))
+            return "(built)"
+        } catch {
+            return (error as? LocalizedError)?.errorDescription ?? "\(error)"
+        }
+    }
+
+    @Test(arguments: [
+        ("lm-phi", "partial_rotary_factor", "0.2", "config.partial_rotary_factor: gives 3 rotary dimensions of head_dim 16"),
+        ("lm-phi", "partial_rotary_factor", "1.5", "config.partial_rotary_factor: must be in (0, 1], found 1.5"),
+        ("lm-phi", "qk_layernorm", "true", "config.qk_layernorm: true is not implemented for phi"),
+        ("lm-stablelm-a", "kv_heads", "3", "config.kv_heads: heads 2 must be a multiple of kv_heads 3"),
+        ("lm-stablelm-a", "head_dim", "8", "config.head_dim: stablelm's head_dim is hidden_size / heads (16)"),
+        ("lm-gemma", "hidden_act", "\"mish\"", "config.hidden_act: unsupported activation 'mish'"),
+        ("lm-qwen2", "sliding_window", "64", "config.sliding_window: sliding-window attention (window 64 < context_length 128) is not implemented"),
+        ("lm-qwen2", "use_sliding_window", "true", "config.use_sliding_window: unknown field"),
+        ("lm-llama", "layers", "0", "config.layers: must be positive, found 0"),
+    ])
+    func badConfigValuesAreNamed(name: String, field: String, json: String, expected: String) throws {
+        let value = try JSONSerialization.jsonObject(with: Data(json.utf8), options: .fragmentsAllowed)
+        let message = try buildError(name) { $0[field] = value }
+        #expect(message.contains(expected), "\(message)")
+    }
+
+    @Test func slidingWindowAsLongAsTheContextIsAccepted() throws {
+        #expect(try buildError("lm-qwen2") { $0["sliding_window"] = 128 } == "(built)")
+    }
+
+    @Test func standaloneImportOfQwen2WithSlidingWindowIsRefusedWhenItMatters() throws {
+        let folder = try editedCopy(of: "lm-qwen2") { config in
+            config["use_sliding_window"] = true
+            config["sliding_window"] = 16
+        }
+        let out = temporaryDirectory()
+        let result = try CheckpointImporter(checkpoint: folder, outputDirectory: out).run()
+        var catalog = Catalog()
+        try catalog.load(directory: out)
+        #expect(throws: ManifestError.self) {
+            _ = try BuiltinFamilies.registry().build(try catalog.component("lm-qwen2", kind: .languageModel))
+        }
+    }
+}
+
+@Suite struct LanguageModelImportMappingTests {
+    func config(_ name: String, _ edit: (inout [String: Any]) -> Void = { _ in }) throws -> [String: Any] {
+        let url = packageRoot.appendingPathComponent("Tests/ChimeraTests/Fixtures/\(name)/config.json")
+        var config = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
+        edit(&config)
+        return config
+    }
+
+    func mapped(_ text: [String: Any], section: String = "", version: Int? = nil) throws -> [String: JSONValue] {
+        let manifest = try LanguageModelImport.manifest(id: "x", text: text, section: section, file: "config.json", transformersVersion: version)
+        guard case let .object(object) = manifest.config else { Issue.record("config is not an object"); return [:] }
+        return object
+    }
+
+    @Test func olderConfigsWithTopLevelRopeFieldsMap() throws {
+        let text = try config("lm-phi") { c in
+            c["rope_parameters"] = nil
+            c["rope_theta"] = 500.0
+            c["partial_rotary_factor"] = 0.5
+        }
+        let object = try mapped(text)
+        #expect(object["rope_theta"] == .number(500))
+        #expect(object["partial_rotary_factor"] == .number(0.5))
+    }
+
+    @Test func legacyGemmaGeluMeansTheTanhApproximation() throws {
+        let text = try config("lm-gemma") { c in
+            c["hidden_activation"] = nil
+            c["hidden_act"] = "gelu"
+        }
+        #expect(try mapped(text)["hidden_act"] == .string("gelu_pytorch_tanh"))
+        #expect(try mapped(text)["scale_spliced_features"] == nil)
+        #expect(try mapped(text, section: "text_config", version: 4)["scale_spliced_features"] == .bool(true))
+        #expect(try mapped(text, section: "text_config", version: 5)["scale_spliced_features"] == .bool(false))
+    }
+
+    @Test func qwen2SlidingWindowIsKeptOnlyWhenUsed() throws {
+        let off = try config("lm-qwen2") { c in c["use_sliding_window"] = false; c["sliding_window"] = 16 }
+        #expect(try mapped(off)["sliding_window"] == nil)
+        let on = try config("lm-qwen2") { c in c["use_sliding_window"] = true; c["sliding_window"] = 16 }
+        #expect(try mapped(on)["sliding_window"] == .number(16))
+    }
+}

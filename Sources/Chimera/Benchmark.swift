@@ -66,6 +66,7 @@ public struct BenchmarkReport: Codable, Sendable {
     public var threads: Int
     public var cpuFeatures: String
     public var kernels: String
+    public var blasCore: String
     public var weightBytes: Int
     public var kvCacheBytes: Int
     public var imageEncodeSeconds: Double?
@@ -85,6 +86,7 @@ public struct BenchmarkReport: Codable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case model, threads, kernels
+        case blasCore = "blas_core"
         case weightDType = "weight_dtype", cpuFeatures = "cpu_features", weightBytes = "weight_bytes"
         case kvCacheBytes = "kv_cache_bytes", imageEncodeSeconds = "image_encode_s", promptTokens = "prompt_tokens"
         case prefillSeconds = "prefill_s", prefillTokensPerSecond = "prefill_tokens_per_s"
@@ -129,7 +131,7 @@ public struct Benchmark {
         guard encoderManifest != nil || llmManifest != nil else { throw BenchmarkError.nothingToRun }
         var report = BenchmarkReport(
             model: name, weightDType: format?.rawValue ?? "as stored", threads: ComputeThreads.current,
-            cpuFeatures: ComputeThreads.cpuFeatures, kernels: ComputeThreads.kernelVariant,
+            cpuFeatures: ComputeThreads.cpuFeatures, kernels: ComputeThreads.kernelVariant, blasCore: ComputeThreads.blasCore,
             weightBytes: 0, kvCacheBytes: 0, peakRSSBytes: 0, peakRSSRatio: 0, finiteLogits: true)
         var elapsed = 0.0
         if let manifest = encoderManifest {

@@ -92,6 +92,8 @@ public final class ParameterLoader: @unchecked Sendable {
     public func matrix(_ name: String, shape: [Int]) throws -> WeightMatrix {
         precondition(shape.count == 2, "matrix \(name) needs a 2-D shape, found \(shape)")
         let stored = storedName(name)
+        // Widths that are not whole blocks of 32 (SigLIP's 4304) stay unquantized.
+        let matrixFormat = self.matrixFormat.flatMap { $0.isQuantized && shape[1] % 32 != 0 ? nil : $0 }
         var m: WeightMatrix
         switch source {
         case let .store(store):

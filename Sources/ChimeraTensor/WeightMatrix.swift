@@ -216,6 +216,22 @@ extension ComputeThreads {
     /// The CPU features the kernels use on this machine, and the kernel variant chosen.
     public static var cpuFeatures: String { String(cString: chk_cpu_features()) }
     public static var kernelVariant: String { String(cString: chk_kernel_variant()) }
+    /// The kernel set OpenBLAS chose for this CPU ("SkylakeX", "Haswell", ...).
+    public static var blasCore: String { openblas_get_corename().map { String(cString: $0) } ?? "unknown" }
+
+    /// OpenBLAS picks its kernels once, when it loads, from OPENBLAS_CORETYPE or CPUID; under some
+    /// hypervisors it misreads an AVX-512 CPU as a pre-AVX one ("Prescott") and runs sgemm ~4× slower.
+    /// Returns the core type to set when that happened (then the process must restart to apply it).
+    public static func blasCoreCorrection() -> String? {
+        guard ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] == nil else { return nil }
+        let preAVX2 = ["prescott", "core2", "penryn", "dunnington", "nehalem", "atom", "katmai", "coppermine",
+                       "northwood", "banias", "unknown", "sandybridge"]
+        guard preAVX2.contains(blasCore.lowercased()) else { return nil }
+        let features = Set(cpuFeatures.split(separator: " "))
+        if ["avx512f", "avx512bw", "avx512vl"].allSatisfy(features.contains) { return "SkylakeX" }
+        if ["avx2", "fma"].allSatisfy(features.contains) { return "Haswell" }
+        return nil
+    }
 }
 
 /// Heap bytes owned by a weight matrix converted in memory.

@@ -123,54 +123,33 @@ AVX2 static inline float hsum256(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-AVX2 static void gemv_f16_avx2(const uint16_t *w, const float *x, float *y, long cols, long row0, long row1) {
-    for (long r = row0; r < row1; r++) {
-        const uint16_t *row = w + r * cols;
-        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-        long i = 0;
-        for (; i + 16 <= cols; i += 16) {
-            a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + i))), _mm256_loadu_ps(x + i), a0);
-            a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + i + 8))), _mm256_loadu_ps(x + i + 8), a1);
-        }
-        float s = hsum256(_mm256_add_ps(a0, a1));
-        for (; i < cols; i++) s += half_to_float(row[i]) * x[i];
-        y[r] = s;
-    }
-}
-
-AVX2 static void gemv_f32_avx2(const float *w, const float *x, float *y, long cols, long row0, long row1) {
-    for (long r = row0; r < row1; r++) {
-        const float *row = w + r * cols;
-        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-        long i = 0;
-        for (; i + 16 <= cols; i += 16) {
-            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(row + i), _mm256_loadu_ps(x + i), a0);
-            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(row + i + 8), _mm256_loadu_ps(x + i + 8), a1);
-        }
-        float s = hsum256(_mm256_add_ps(a0, a1));
-        for (; i < cols; i++) s += row[i] * x[i];
-        y[r] = s;
-    }
-}
-
 AVX2 static inline __m256 bf16x8(const uint16_t *p) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
 }
 
-AVX2 static void gemv_bf16_avx2(const uint16_t *w, const float *x, float *y, long cols, long row0, long row1) {
-    for (long r = row0; r < row1; r++) {
-        const uint16_t *row = w + r * cols;
-        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-        long i = 0;
-        for (; i + 16 <= cols; i += 16) {
-            a0 = _mm256_fmadd_ps(bf16x8(row + i), _mm256_loadu_ps(x + i), a0);
-            a1 = _mm256_fmadd_ps(bf16x8(row + i + 8), _mm256_loadu_ps(x + i + 8), a1);
-        }
-        float s = hsum256(_mm256_add_ps(a0, a1));
-        for (; i < cols; i++) s += bf16_to_float(row[i]) * x[i];
-        y[r] = s;
+static inline float f32_to_float(float v) { return v; }
+AVX2 static inline __m256 f32x8(const float *p) { return _mm256_loadu_ps(p); }
+AVX2 static inline __m256 f16x8(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
+
+// One row at a time, two accumulators; LOAD8 widens 8 stored values to floats, SCALAR one.
+#define GEMV_AVX2(NAME, T, LOAD8, SCALAR)                                                              \
+    AVX2 static void NAME(const T *w, const float *x, float *y, long cols, long row0, long row1) {     \
+        for (long r = row0; r < row1; r++) {                                                           \
+            const T *row = w + r * cols;                                                               \
+            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();                                 \
+            long i = 0;                                                                                \
+            for (; i + 16 <= cols; i += 16) {                                                          \
+                a0 = _mm256_fmadd_ps(LOAD8(row + i), _mm256_loadu_ps(x + i), a0);                      \
+                a1 = _mm256_fmadd_ps(LOAD8(row + i + 8), _mm256_loadu_ps(x + i + 8), a1);              \
+            }                                                                                          \
+            float s = hsum256(_mm256_add_ps(a0, a1));                                                  \
+            for (; i < cols; i++) s += SCALAR(row[i]) * x[i];                                          \
+            y[r] = s;                                                                                  \
+        }                                                                                              \
     }
-}
+GEMV_AVX2(gemv_f32_avx2, float, f32x8, f32_to_float)
+GEMV_AVX2(gemv_f16_avx2, uint16_t, f16x8, half_to_float)
+GEMV_AVX2(gemv_bf16_avx2, uint16_t, bf16x8, bf16_to_float)
 
 // Signed int8 dot of 32 pairs into 8 int32 lanes: |w| (unsigned) times x with w's sign.
 AVX2 static inline __m256i dot32_avx2(__m256i w, __m256i x) {
@@ -220,70 +199,38 @@ AVX2 static void rows_f16_avx2(const uint16_t *w, long cols, long row0, long row
 
 // MARK: - AVX-512 (F, BW, VL, VNNI)
 
-AVX512 static void gemv_f16_avx512(const uint16_t *w, const float *x, float *y, long cols, long row0, long row1) {
-    long r = row0;
-    // Two rows at a time: each x load feeds two FMAs.
-    for (; r + 2 <= row1; r += 2) {
-        const uint16_t *r0 = w + r * cols, *r1 = r0 + cols;
-        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps();
-        long i = 0;
-        for (; i + 32 <= cols; i += 32) {
-            __m512 x0 = _mm512_loadu_ps(x + i), x1 = _mm512_loadu_ps(x + i + 16);
-            a0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(r0 + i))), x0, a0);
-            a1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(r0 + i + 16))), x1, a1);
-            b0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(r1 + i))), x0, b0);
-            b1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(r1 + i + 16))), x1, b1);
-        }
-        float s0 = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)), s1 = _mm512_reduce_add_ps(_mm512_add_ps(b0, b1));
-        for (; i < cols; i++) { s0 += half_to_float(r0[i]) * x[i]; s1 += half_to_float(r1[i]) * x[i]; }
-        y[r] = s0; y[r + 1] = s1;
-    }
-    if (r < row1) gemv_f16_avx2(w, x, y, cols, r, row1);
-}
-
-AVX512 static void gemv_f32_avx512(const float *w, const float *x, float *y, long cols, long row0, long row1) {
-    long r = row0;
-    for (; r + 2 <= row1; r += 2) {
-        const float *r0 = w + r * cols, *r1 = r0 + cols;
-        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps();
-        long i = 0;
-        for (; i + 32 <= cols; i += 32) {
-            __m512 x0 = _mm512_loadu_ps(x + i), x1 = _mm512_loadu_ps(x + i + 16);
-            a0 = _mm512_fmadd_ps(_mm512_loadu_ps(r0 + i), x0, a0);
-            a1 = _mm512_fmadd_ps(_mm512_loadu_ps(r0 + i + 16), x1, a1);
-            b0 = _mm512_fmadd_ps(_mm512_loadu_ps(r1 + i), x0, b0);
-            b1 = _mm512_fmadd_ps(_mm512_loadu_ps(r1 + i + 16), x1, b1);
-        }
-        float s0 = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)), s1 = _mm512_reduce_add_ps(_mm512_add_ps(b0, b1));
-        for (; i < cols; i++) { s0 += r0[i] * x[i]; s1 += r1[i] * x[i]; }
-        y[r] = s0; y[r + 1] = s1;
-    }
-    if (r < row1) gemv_f32_portable(w, x, y, cols, r, row1);
-}
-
 AVX512 static inline __m512 bf16x16(const uint16_t *p) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
 }
 
-AVX512 static void gemv_bf16_avx512(const uint16_t *w, const float *x, float *y, long cols, long row0, long row1) {
-    long r = row0;
-    for (; r + 2 <= row1; r += 2) {
-        const uint16_t *r0 = w + r * cols, *r1 = r0 + cols;
-        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps();
-        long i = 0;
-        for (; i + 32 <= cols; i += 32) {
-            __m512 x0 = _mm512_loadu_ps(x + i), x1 = _mm512_loadu_ps(x + i + 16);
-            a0 = _mm512_fmadd_ps(bf16x16(r0 + i), x0, a0);
-            a1 = _mm512_fmadd_ps(bf16x16(r0 + i + 16), x1, a1);
-            b0 = _mm512_fmadd_ps(bf16x16(r1 + i), x0, b0);
-            b1 = _mm512_fmadd_ps(bf16x16(r1 + i + 16), x1, b1);
-        }
-        float s0 = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)), s1 = _mm512_reduce_add_ps(_mm512_add_ps(b0, b1));
-        for (; i < cols; i++) { s0 += bf16_to_float(r0[i]) * x[i]; s1 += bf16_to_float(r1[i]) * x[i]; }
-        y[r] = s0; y[r + 1] = s1;
+AVX512 static inline __m512 f32x16(const float *p) { return _mm512_loadu_ps(p); }
+AVX512 static inline __m512 f16x16(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
+
+// Two rows at a time, so that each x load feeds two FMAs; an odd last row goes to the AVX2 kernel.
+#define GEMV_AVX512(NAME, T, LOAD16, SCALAR, TAIL)                                                     \
+    AVX512 static void NAME(const T *w, const float *x, float *y, long cols, long row0, long row1) {   \
+        long r = row0;                                                                                 \
+        for (; r + 2 <= row1; r += 2) {                                                                \
+            const T *r0 = w + r * cols, *r1 = r0 + cols;                                               \
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, b0 = a0, b1 = a0;                                \
+            long i = 0;                                                                                \
+            for (; i + 32 <= cols; i += 32) {                                                          \
+                __m512 x0 = _mm512_loadu_ps(x + i), x1 = _mm512_loadu_ps(x + i + 16);                  \
+                a0 = _mm512_fmadd_ps(LOAD16(r0 + i), x0, a0);                                          \
+                a1 = _mm512_fmadd_ps(LOAD16(r0 + i + 16), x1, a1);                                     \
+                b0 = _mm512_fmadd_ps(LOAD16(r1 + i), x0, b0);                                          \
+                b1 = _mm512_fmadd_ps(LOAD16(r1 + i + 16), x1, b1);                                     \
+            }                                                                                          \
+            float s0 = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));                                    \
+            float s1 = _mm512_reduce_add_ps(_mm512_add_ps(b0, b1));                                    \
+            for (; i < cols; i++) { s0 += SCALAR(r0[i]) * x[i]; s1 += SCALAR(r1[i]) * x[i]; }          \
+            y[r] = s0; y[r + 1] = s1;                                                                  \
+        }                                                                                              \
+        if (r < row1) TAIL(w, x, y, cols, r, row1);                                                    \
     }
-    if (r < row1) gemv_bf16_avx2(w, x, y, cols, r, row1);
-}
+GEMV_AVX512(gemv_f32_avx512, float, f32x16, f32_to_float, gemv_f32_avx2)
+GEMV_AVX512(gemv_f16_avx512, uint16_t, f16x16, half_to_float, gemv_f16_avx2)
+GEMV_AVX512(gemv_bf16_avx512, uint16_t, bf16x16, bf16_to_float, gemv_bf16_avx2)
 
 // Two blocks of 32 per 512-bit register: lanes 0-7 sum block b, lanes 8-15 block b+1.
 AVX512 static inline __m512i dot64_vnni(__m512i w, __m512i x) {

@@ -195,8 +195,14 @@ public struct Benchmark {
         return best
     }
 
-    /// Peak resident set size of this process, in bytes.
+    /// Peak resident set size of this process, in bytes: VmHWM, which starts afresh at exec
+    /// (getrusage's ru_maxrss carries the parent's size over a fork, e.g. a Python driver's).
     public static func peakRSS() -> Int {
+        if let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+           let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+           let kilobytes = Int(line.split(separator: " ").dropFirst().first ?? "") {
+            return kilobytes * 1024
+        }
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
         return usage.ru_maxrss * 1024  // Linux reports kilobytes

@@ -78,17 +78,8 @@ public struct Quantizer {
             input.connector = try rewrite(input.connector, quantize: false)
             return input
         }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        var paths: [URL] = []
-        for manifest in written {
-            let url = output.appendingPathComponent("\(manifest.id).component.json")
-            try encoder.encode(manifest).write(to: url)
-            paths.append(url)
-        }
-        let assemblyURL = output.appendingPathComponent("\(newAssembly.id).assembly.json")
-        try encoder.encode(newAssembly).write(to: assemblyURL)
-        return Result(assemblyPath: assemblyURL, componentPaths: paths, quantizedMatrices: quantizedCount, keptMatrices: kept)
+        let files = try writeManifests(assembly: newAssembly, components: written, to: output)
+        return Result(assemblyPath: files.mainPath, componentPaths: files.componentPaths, quantizedMatrices: quantizedCount, keptMatrices: kept)
     }
 
     /// Builds the component to learn which tensors it uses and which are matrices, then writes them.

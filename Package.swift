@@ -27,7 +27,9 @@ let package = Package(
         .target(name: "CImageCodecs", dependencies: ["CPNG", "CJPEG"],
                 linkerSettings: [.linkedLibrary("png16"), .linkedLibrary("jpeg")]),
 
-        .target(name: "ChimeraTensor", dependencies: ["COpenBLAS"]),
+        // Weight-format kernels (f16/bf16/q8_0/q4_0) with run-time CPU dispatch.
+        .target(name: "CChimeraKernels", cSettings: [.unsafeFlags(["-O3"])]),
+        .target(name: "ChimeraTensor", dependencies: ["COpenBLAS", "CChimeraKernels"]),
         .target(name: "ChimeraIO", dependencies: ["ChimeraTensor", "CImageCodecs"]),
         .target(name: "ChimeraTokenizers"),
         // The plugin ABI: one C header, shared by the host and every plugin.
@@ -49,7 +51,7 @@ let package = Package(
             dependencies: ["chimera"],
             path: "PackagePlugins/ValidateManifests"),
 
-        .testTarget(name: "ChimeraTensorTests", dependencies: ["ChimeraTensor"]),
+        .testTarget(name: "ChimeraTensorTests", dependencies: ["ChimeraTensor", "CChimeraKernels"]),
         .testTarget(name: "ChimeraIOTests", dependencies: ["ChimeraIO"], resources: [.copy("Fixtures")]),
         .testTarget(name: "ChimeraTokenizersTests", dependencies: ["ChimeraTokenizers"], resources: [.copy("Fixtures")]),
         .testTarget(name: "ChimeraTests", dependencies: ["Chimera", "ChimeraComponents"], resources: [.copy("Fixtures")]),

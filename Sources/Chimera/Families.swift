@@ -23,16 +23,26 @@ public final class ParameterLoader: @unchecked Sendable {
     public let reference: WeightsReference
     /// Scope inside the component ("encoder.layers.3.").
     public let scope: String
+    /// Format weight matrices are converted to on load (nil: see `keepStoredFormats`; random: f32).
+    public let matrixFormat: WeightFormat?
+    /// Inference: use f16/bf16/q8_0/q4_0 matrices in place from the mapped file. Such matrices are
+    /// listed in `matrices` but not in `loaded` (which holds float32 tensors). Off, every matrix is
+    /// widened to float32 on load, so that `loaded` names and holds every weight (training, parity).
+    public let keepStoredFormats: Bool
     private let record: Record
 
     final class Record: @unchecked Sendable {
         var loaded: [(name: String, tensor: Tensor)] = []
+        var matrices: [(name: String, matrix: WeightMatrix)] = []
         var generator = SplitMix64(seed: 0)
     }
 
-    public init(source: WeightSource, reference: WeightsReference = WeightsReference(files: ["(none)"])) {
+    public init(source: WeightSource, reference: WeightsReference = WeightsReference(files: ["(none)"]),
+                matrixFormat: WeightFormat? = nil, keepStoredFormats: Bool = false) {
         self.source = source
         self.reference = reference
+        self.matrixFormat = matrixFormat
+        self.keepStoredFormats = keepStoredFormats || matrixFormat != nil
         scope = ""
         record = Record()
         if case let .random(seed, _) = source { record.generator = SplitMix64(seed: seed) }
@@ -42,13 +52,16 @@ public final class ParameterLoader: @unchecked Sendable {
         self.init(source: .store(store), reference: reference)
     }
 
-    private init(source: WeightSource, reference: WeightsReference, scope: String, record: Record) {
-        self.source = source; self.reference = reference; self.scope = scope; self.record = record
+    private init(source: WeightSource, reference: WeightsReference, matrixFormat: WeightFormat?, keepStoredFormats: Bool,
+                 scope: String, record: Record) {
+        self.source = source; self.reference = reference; self.matrixFormat = matrixFormat
+        self.keepStoredFormats = keepStoredFormats; self.scope = scope; self.record = record
     }
 
     /// A loader for a sub-module ("encoder.layers.3.") sharing this loader's record.
     public func scoped(_ name: String) -> ParameterLoader {
-        ParameterLoader(source: source, reference: reference, scope: scope + name, record: record)
+        ParameterLoader(source: source, reference: reference, matrixFormat: matrixFormat, keepStoredFormats: keepStoredFormats,
+                        scope: scope + name, record: record)
     }
 
     func storedName(_ name: String) -> String { reference.storedName(scope + name) }
@@ -72,6 +85,39 @@ public final class ParameterLoader: @unchecked Sendable {
         record.loaded.append((stored, t))
         return t
     }
+
+    /// A weight matrix [rows, columns] as stored (f16/bf16/quantized used in place from the
+    /// mapped file), or converted to `matrixFormat` when one is set. Float32 matrices are also
+    /// recorded in `loaded`; every matrix is recorded in `matrices`.
+    public func matrix(_ name: String, shape: [Int]) throws -> WeightMatrix {
+        precondition(shape.count == 2, "matrix \(name) needs a 2-D shape, found \(shape)")
+        let stored = storedName(name)
+        // Widths that are not whole blocks of 32 (SigLIP's 4304) stay unquantized.
+        let matrixFormat = self.matrixFormat.flatMap { $0.isQuantized && shape[1] % 32 != 0 ? nil : $0 }
+        var m: WeightMatrix
+        switch source {
+        case let .store(store):
+            m = try store.matrix(stored, shape: shape)
+            if let target = matrixFormat, target != m.format {
+                m = try WeightMatrix.converting(m.widened(), to: target, name: stored)
+            } else if !keepStoredFormats, m.format != .f32 {
+                m = WeightMatrix(m.widened())
+            }
+        case .shapesOnly:
+            m = WeightMatrix(Tensor(shape: shape, storage: ZeroPages.storage(count: shape[0] * shape[1])))
+        case let .random(_, scale):
+            let record = self.record
+            m = try WeightMatrix.building(matrixFormat ?? .f32, rows: shape[0], columns: shape[1], name: stored) { _, count, out in
+                for i in 0..<count * shape[1] { out[i] = record.generator.uniform(scale) }
+            }
+        }
+        if let t = m.tensor { record.loaded.append((stored, t)) }
+        record.matrices.append((stored, m))
+        return m
+    }
+
+    /// Every weight matrix handed out, by stored name, in its format.
+    public var matrices: [(name: String, matrix: WeightMatrix)] { record.matrices }
 
     public func tensorIfPresent(_ name: String, shape: [Int]) throws -> Tensor? {
         contains(name) ? try tensor(name, shape: shape) : nil
@@ -171,15 +217,20 @@ public final class FamilyRegistry: @unchecked Sendable {
     }
 
     /// Opens the manifest's weights (or stands in `substitute` for them) and builds the component.
+    /// `matrixFormat` converts every weight matrix on load (benchmarks of one precision);
+    /// `keepStoredFormats` uses f16/bf16/quantized matrices in place (see ParameterLoader).
     public func build(_ manifest: ComponentManifest, inputWidth: Int? = nil, outputWidth: Int? = nil,
-                      substitute: WeightSource? = nil) throws -> any Component {
+                      substitute: WeightSource? = nil, matrixFormat: WeightFormat? = nil,
+                      keepStoredFormats: Bool = false) throws -> any Component {
         let family = try family(for: manifest)
         var loader: ParameterLoader?
         if let substitute {
-            loader = ParameterLoader(source: substitute, reference: manifest.weights ?? WeightsReference(files: ["(none)"]))
+            loader = ParameterLoader(source: substitute, reference: manifest.weights ?? WeightsReference(files: ["(none)"]),
+                                     matrixFormat: matrixFormat, keepStoredFormats: keepStoredFormats)
         } else if let weights = manifest.weights {
             let store = try WeightStore(files: try manifest.weightFiles().map(\.path))
-            loader = ParameterLoader(store: store, reference: weights)
+            loader = ParameterLoader(source: .store(store), reference: weights, matrixFormat: matrixFormat,
+                                     keepStoredFormats: keepStoredFormats)
         }
         return try family.create(manifest, ComponentBuildContext(weights: loader, inputWidth: inputWidth, outputWidth: outputWidth))
     }

@@ -53,16 +53,19 @@ public struct WeightsReference: Codable, Sendable, Equatable {
     /// tensor names → its stored form, e.g. {"model.": "model.language_model.", "lm_head.": "lm_head."}.
     /// The longest matching rule wins; names no rule matches get `prefix`.
     public var rename: [String: String]?
-    public init(files: [String], prefix: String = "", rename: [String: String]? = nil) {
-        self.files = files; self.prefix = prefix; self.rename = rename
+    /// Present when the files hold quantized blocks (written by `chimera quantize`).
+    public var quantization: WeightQuantization?
+    public init(files: [String], prefix: String = "", rename: [String: String]? = nil, quantization: WeightQuantization? = nil) {
+        self.files = files; self.prefix = prefix; self.rename = rename; self.quantization = quantization
     }
-    enum CodingKeys: String, CodingKey, CaseIterable { case files, prefix, rename }
+    enum CodingKeys: String, CodingKey, CaseIterable { case files, prefix, rename, quantization }
     public init(from decoder: Decoder) throws {
         try decoder.rejectUnknownKeys(CodingKeys.self)
         let c = try decoder.container(keyedBy: CodingKeys.self)
         files = try c.decode([String].self, forKey: .files)
         prefix = try c.decodeIfPresent(String.self, forKey: .prefix) ?? ""
         rename = try c.decodeIfPresent([String: String].self, forKey: .rename)
+        quantization = try c.decodeIfPresent(WeightQuantization.self, forKey: .quantization)
         if files.isEmpty {
             throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath + [CodingKeys.files], debugDescription: "lists no file"))
         }
@@ -74,6 +77,44 @@ public struct WeightsReference: Codable, Sendable, Equatable {
             return rename[rule]! + name.dropFirst(rule.count)
         }
         return prefix + name
+    }
+}
+
+/// How quantized weight files are laid out: documentation for readers of the files. The loader
+/// recognizes quantized tensors by their dtype and `.scales` companion, so this never changes numerics.
+public struct WeightQuantization: Codable, Sendable, Equatable {
+    /// "q8_0" or "q4_0".
+    public var format: String
+    public var blockSize: Int
+    /// The stored form, in words.
+    public var layout: String
+    /// Tensors kept at higher precision, and why.
+    public var higherPrecision: [String]
+
+    public init(format: String, blockSize: Int = 32, layout: String, higherPrecision: [String]) {
+        self.format = format; self.blockSize = blockSize; self.layout = layout; self.higherPrecision = higherPrecision
+    }
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case format, layout
+        case blockSize = "block_size", higherPrecision = "higher_precision"
+    }
+
+    public init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        format = try c.decode(String.self, forKey: .format)
+        blockSize = try c.decode(Int.self, forKey: .blockSize)
+        layout = try c.decode(String.self, forKey: .layout)
+        higherPrecision = try c.decodeIfPresent([String].self, forKey: .higherPrecision) ?? []
+        guard ["q8_0", "q4_0"].contains(format) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath + [CodingKeys.format],
+                                                   debugDescription: "unknown quantization '\(format)' (known: q8_0, q4_0)"))
+        }
+        guard blockSize == 32 else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath + [CodingKeys.blockSize],
+                                                   debugDescription: "block size \(blockSize) is not supported (only 32)"))
+        }
     }
 }
 

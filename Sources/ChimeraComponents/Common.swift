@@ -2,33 +2,40 @@ import Chimera
 import ChimeraTensor
 import Foundation
 
-/// A PyTorch nn.Linear: weight [out, in], optional bias [out].
+/// A PyTorch nn.Linear: weight [out, in] in any WeightFormat, optional float32 bias [out].
 struct LinearLayer: Sendable {
-    let weight: Tensor
+    let matrix: WeightMatrix
     let bias: Tensor?
 
-    init(weight: Tensor, bias: Tensor?) { self.weight = weight; self.bias = bias }
+    init(weight: Tensor, bias: Tensor?) { matrix = WeightMatrix(weight); self.bias = bias }
 
     init(_ loader: ParameterLoader, _ name: String, input: Int, output: Int, bias hasBias: Bool) throws {
         // An unnamed layer is a bare nn.Linear saved as "weight"/"bias" (TinyLLaVA's linear connector).
         let dot = name.isEmpty ? "" : name + "."
-        weight = try loader.tensor(dot + "weight", shape: [output, input])
+        matrix = try loader.matrix(dot + "weight", shape: [output, input])
         bias = hasBias ? try loader.tensor(dot + "bias", shape: [output]) : nil
     }
 
     /// Initialized as nn.Linear does (uniform ±1/√in for weight and bias), from a seeded generator.
     init(seededInput input: Int, output: Int, generator: inout SplitMix64) {
         let bound = 1 / Float(input).squareRoot()
-        weight = Tensor(shape: [output, input], values: (0..<(output * input)).map { _ in generator.uniform(bound) })
+        matrix = WeightMatrix(Tensor(shape: [output, input], values: (0..<(output * input)).map { _ in generator.uniform(bound) }))
         bias = Tensor(shape: [output], values: (0..<output).map { _ in generator.uniform(bound) })
     }
 
+    /// The weight as float32 (the stored tensor, or a widened copy of another format).
+    var weight: Tensor { matrix.widened() }
+
     /// Every matrix product of a family goes through these two calls, so that weight formats
-    /// (f16, bf16, quantized) can change here without touching the families.
-    func callAsFunction(_ x: Tensor) -> Tensor { linear(x, weight: weight, bias: bias) }
-    func callAsFunction(_ x: Tensor, into out: Tensor) { linear(x, weight: weight, bias: bias, into: out) }
-    var inputWidth: Int { weight.shape[1] }
-    var outputWidth: Int { weight.shape[0] }
+    /// (f16, bf16, quantized) change in WeightMatrix without touching the families.
+    func callAsFunction(_ x: Tensor) -> Tensor {
+        let out = Tensor(zeros: Array(x.shape.dropLast()) + [matrix.rows])
+        matrix.apply(x, bias: bias, into: out)
+        return out
+    }
+    func callAsFunction(_ x: Tensor, into out: Tensor) { matrix.apply(x, bias: bias, into: out) }
+    var inputWidth: Int { matrix.columns }
+    var outputWidth: Int { matrix.rows }
 }
 
 /// A LayerNorm with weight and optional bias.

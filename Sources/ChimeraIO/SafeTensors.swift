@@ -23,7 +23,7 @@ public enum WeightError: LocalizedError, Equatable {
         case let .wrongShape(file, tensor, expected, found):
             return "\(file): tensor '\(tensor)' has shape \(found), expected \(expected)"
         case let .unsupportedDType(file, tensor, dtype):
-            return "\(file): tensor '\(tensor)' has dtype \(dtype); supported: F32, F16, BF16"
+            return "\(file): tensor '\(tensor)' has dtype \(dtype); supported: F32, F16, BF16 (and I8/U8 quantized blocks)"
         case let .badIndex(file, reason): return "\(file): bad safetensors index: \(reason)"
         }
     }
@@ -55,7 +55,15 @@ final class MappedFile: @unchecked Sendable {
 
 public enum WeightDType: String, Sendable {
     case f32 = "F32", f16 = "F16", bf16 = "BF16"
-    var byteSize: Int { self == .f32 ? 4 : 2 }
+    /// Quantized blocks (q8_0 values, q4_0 packed nibbles) written by `chimera quantize`.
+    case i8 = "I8", u8 = "U8"
+    var byteSize: Int {
+        switch self {
+        case .f32: return 4
+        case .f16, .bf16: return 2
+        case .i8, .u8: return 1
+        }
+    }
 }
 
 public struct TensorInfo: Sendable {
@@ -67,7 +75,8 @@ public struct TensorInfo: Sendable {
 }
 
 /// One memory-mapped .safetensors file. F32 tensors are used in place (no copy) when aligned;
-/// F16 and BF16 are widened to float32 on load.
+/// F16 and BF16 are widened to float32 when asked for as tensors, and used in place when asked
+/// for as weight matrices (`matrix(_:)`), as are quantized blocks.
 public final class SafeTensorsFile: @unchecked Sendable {
     public let path: String
     public let tensors: [String: TensorInfo]
@@ -165,6 +174,54 @@ public final class SafeTensorsFile: @unchecked Sendable {
                 out.data[i] = Float(bitPattern: bits)
             }
             return out
+        case .i8, .u8:
+            throw WeightError.badTensorEntry(file: path, tensor: name, reason: "holds quantized \(info.dtype.rawValue) blocks; it can only be a weight matrix")
+        }
+    }
+
+    /// Suffix of the float16 block scales stored next to a quantized matrix.
+    public static let scalesSuffix = ".scales"
+
+    /// A 2-D weight matrix in its stored format, used in place: F32/F16/BF16 as stored, I8 with
+    /// "<name>.scales" as q8_0, U8 with "<name>.scales" as q4_0 (layouts in chimera_kernels.h).
+    /// `shape` is the logical [rows, columns].
+    public func matrix(_ name: String, shape: [Int]) throws -> WeightMatrix {
+        guard let info = tensors[name] else { throw WeightError.missingTensor(tensor: name, searched: path) }
+        if let dtype = unsupported[name] { throw WeightError.unsupportedDType(file: path, tensor: name, dtype: dtype) }
+        guard shape.count == 2 else { return WeightMatrix(try tensor(name)) }
+        let rows = shape[0], columns = shape[1]
+        let source = UnsafeRawPointer(mapping.base + info.byteOffset)
+        switch info.dtype {
+        case .f32:
+            guard info.shape == shape else { throw WeightError.wrongShape(file: path, tensor: name, expected: shape, found: info.shape) }
+            return WeightMatrix(try tensor(name))
+        case .f16, .bf16:
+            guard info.shape == shape else { throw WeightError.wrongShape(file: path, tensor: name, expected: shape, found: info.shape) }
+            // The kernels load 16-bit values; safetensors offsets are byte offsets, so check.
+            guard Int(bitPattern: source) % 2 == 0 else { return WeightMatrix(try tensor(name)) }
+            return WeightMatrix(format: info.dtype == .f16 ? .f16 : .bf16, rows: rows, columns: columns,
+                                data: source, scales: nil, owner: mapping)
+        case .i8, .u8:
+            let format: WeightFormat = info.dtype == .i8 ? .q8_0 : .q4_0
+            let stored = [rows, format == .q8_0 ? columns : columns / 2]
+            guard columns % 32 == 0, info.shape == stored else {
+                throw WeightError.badTensorEntry(file: path, tensor: name, reason:
+                    "\(format.rawValue) blocks of shape \(info.shape) do not hold a [\(rows), \(columns)] matrix (expected \(stored))")
+            }
+            let scalesName = name + Self.scalesSuffix
+            guard let scales = tensors[scalesName] else {
+                throw WeightError.badTensorEntry(file: path, tensor: name, reason: "quantized \(info.dtype.rawValue) matrix without its '\(scalesName)' tensor")
+            }
+            guard scales.dtype == .f16, scales.shape == [rows, columns / 32] else {
+                throw WeightError.badTensorEntry(file: path, tensor: scalesName, reason:
+                    "expected F16 [\(rows), \(columns / 32)] block scales, found \(scales.dtype.rawValue) \(scales.shape)")
+            }
+            let scalesPointer = UnsafeRawPointer(mapping.base + scales.byteOffset)
+            guard Int(bitPattern: scalesPointer) % 2 == 0 else {
+                throw WeightError.badTensorEntry(file: path, tensor: scalesName, reason: "scales are not 2-byte aligned in the file")
+            }
+            return WeightMatrix(format: format, rows: rows, columns: columns, data: source,
+                                scales: scalesPointer.assumingMemoryBound(to: UInt16.self), owner: mapping)
         }
     }
 }
@@ -213,6 +270,14 @@ public final class WeightStore: @unchecked Sendable {
         return try file.tensor(name)
     }
 
+    /// A weight matrix in its stored format (see SafeTensorsFile.matrix).
+    public func matrix(_ name: String, shape: [Int]) throws -> WeightMatrix {
+        guard let file = owner[name] else {
+            throw WeightError.missingTensor(tensor: name, searched: files.map(\.path).joined(separator: ", "))
+        }
+        return try file.matrix(name, shape: shape)
+    }
+
     /// Loads a tensor and checks its shape.
     public func tensor(_ name: String, shape: [Int]) throws -> Tensor {
         guard let file = owner[name], let info = file.tensors[name] else {
@@ -222,5 +287,45 @@ public final class WeightStore: @unchecked Sendable {
             throw WeightError.wrongShape(file: file.path, tensor: name, expected: shape, found: info.shape)
         }
         return try file.tensor(name)
+    }
+}
+
+/// Writes a .safetensors file. Entries are laid out widest dtype first (F32, then 16-bit, then
+/// 8-bit) after a header padded to 8 bytes, so every tensor is aligned for in-place use.
+public enum SafeTensorsWriter {
+    public struct Entry {
+        public var name: String
+        public var dtype: WeightDType
+        public var shape: [Int]
+        public var bytes: UnsafeRawBufferPointer
+        public init(name: String, dtype: WeightDType, shape: [Int], bytes: UnsafeRawBufferPointer) {
+            self.name = name; self.dtype = dtype; self.shape = shape; self.bytes = bytes
+        }
+    }
+
+    public static func write(_ entries: [Entry], metadata: [String: String] = [:], to url: URL) throws {
+        let ordered = entries.sorted { ($0.dtype.byteSize, $1.name) > ($1.dtype.byteSize, $0.name) }
+        var header: [String: Any] = [:]
+        if !metadata.isEmpty { header["__metadata__"] = metadata }
+        var offset = 0
+        for entry in ordered {
+            precondition(entry.bytes.count == entry.shape.reduce(1, *) * entry.dtype.byteSize,
+                         "safetensors writer: '\(entry.name)' has \(entry.bytes.count) bytes for \(entry.shape) \(entry.dtype.rawValue)")
+            header[entry.name] = ["dtype": entry.dtype.rawValue, "shape": entry.shape, "data_offsets": [offset, offset + entry.bytes.count]]
+            offset += entry.bytes.count
+        }
+        var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
+        while (8 + json.count) % 8 != 0 { json.append(0x20) }
+        guard FileManager.default.createFile(atPath: url.path, contents: nil), let handle = FileHandle(forWritingAtPath: url.path) else {
+            throw WeightError.unreadable(file: url.path, reason: "cannot create the file")
+        }
+        defer { try? handle.close() }
+        var length = UInt64(json.count).littleEndian
+        try handle.write(contentsOf: Data(bytes: &length, count: 8))
+        try handle.write(contentsOf: json)
+        for entry in ordered where entry.bytes.count > 0 {
+            try handle.write(contentsOf: Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: entry.bytes.baseAddress!),
+                                              count: entry.bytes.count, deallocator: .none))
+        }
     }
 }

@@ -1,14 +1,26 @@
 import ArgumentParser
 import Chimera
 import ChimeraComponents
+import ChimeraTensor
 import Foundation
 
 @main
 struct ChimeraCommand: ParsableCommand {
+    static func main() {
+        // Restart once with OPENBLAS_CORETYPE set when OpenBLAS misdetected the CPU (see blasCoreCorrection).
+        if let core = ComputeThreads.blasCoreCorrection() {
+            setenv("OPENBLAS_CORETYPE", core, 1)
+            let arguments = CommandLine.arguments.map { strdup($0) } + [nil]
+            execv("/proc/self/exe", arguments)  // returns only on failure: then run as is
+        }
+        main(nil)
+    }
+
     static let configuration = CommandConfiguration(
         commandName: "chimera",
         abstract: "Compose small multimodal models from parts, check what fits, and run them on the CPU.",
-        subcommands: [List.self, Show.self, Compat.self, Assemble.self, Validate.self, Generate.self, Import.self, Plan.self, PluginCommand.self])
+        subcommands: [List.self, Show.self, Compat.self, Assemble.self, Validate.self, Generate.self, Import.self, Plan.self,
+                      Bench.self, Quantize.self, PluginCommand.self])
 }
 
 /// Options every command that reads manifests shares.

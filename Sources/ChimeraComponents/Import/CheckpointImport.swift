@@ -243,19 +243,23 @@ public struct CheckpointImporter {
     }
 
     func write(assembly: AssemblyManifest?, components: [ComponentManifest]) throws -> ImportResult {
-        let fm = FileManager.default
-        try fm.createDirectory(at: outputDirectory, withIntermediateDirectories: true)
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        var componentPaths: [URL] = []
-        for component in components {
-            let url = outputDirectory.appendingPathComponent("\(component.id).component.json")
-            try encoder.encode(component).write(to: url)
-            componentPaths.append(url)
-        }
-        guard let assembly else { return ImportResult(assemblyPath: nil, componentPaths: componentPaths, assembly: nil) }
-        let assemblyURL = outputDirectory.appendingPathComponent("\(assembly.id).assembly.json")
-        try encoder.encode(assembly).write(to: assemblyURL)
-        return ImportResult(assemblyPath: assemblyURL, componentPaths: componentPaths, assembly: assembly)
+        try writeManifests(assembly: assembly, components: components, to: outputDirectory)
     }
+}
+
+/// Writes `<id>.component.json` files and `<id>.assembly.json` into a folder (import and quantize).
+func writeManifests(assembly: AssemblyManifest?, components: [ComponentManifest], to outputDirectory: URL) throws -> ImportResult {
+    try FileManager.default.createDirectory(at: outputDirectory, withIntermediateDirectories: true)
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    var componentPaths: [URL] = []
+    for component in components {
+        let url = outputDirectory.appendingPathComponent("\(component.id).component.json")
+        try encoder.encode(component).write(to: url)
+        componentPaths.append(url)
+    }
+    guard let assembly else { return ImportResult(assemblyPath: nil, componentPaths: componentPaths, assembly: nil) }
+    let assemblyURL = outputDirectory.appendingPathComponent("\(assembly.id).assembly.json")
+    try encoder.encode(assembly).write(to: assemblyURL)
+    return ImportResult(assemblyPath: assemblyURL, componentPaths: componentPaths, assembly: assembly)
 }

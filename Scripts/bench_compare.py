@@ -1,0 +1,208 @@
+#!/usr/bin/env python3
+"""Side-by-side CPU benchmark: Chimera (`chimera bench --synthetic`) against llama.cpp
+(llama-cpp-python + gguf, random weights written as GGUF) and PyTorch/transformers (eager), on the
+same shapes with random weights. Dev-time only: none of these packages is a dependency of Chimera.
+
+    swift build -c release --product chimera
+    python3 Scripts/bench_compare.py [--threads 2] [--prompt 640] [--decode 32] [--only chimera,torch,llamacpp]
+
+Prints one JSON line per measurement on stderr and a Markdown table (with the machine) on stdout.
+Missing engines (llama_cpp not installed, a Chimera family not yet available) are reported as such.
+"""
+import argparse, json, os, platform, subprocess, sys, tempfile, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHIMERA = os.path.join(ROOT, ".build", "release", "chimera")
+
+# Same dimensions as the presets in Sources/Chimera/Benchmark.swift.
+LLMS = {
+    "tinyllama-1.1b": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
+                           num_key_value_heads=4, vocab_size=32000, rope_theta=10000.0, rms_norm_eps=1e-5),
+}
+VISION = {
+    "clip-vit-l-336": ("clip", dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
+                                    image_size=336, patch_size=14, hidden_act="quick_gelu")),
+    "siglip-so400m-384": ("siglip", dict(hidden_size=1152, num_hidden_layers=27, num_attention_heads=16, intermediate_size=4304,
+                                         image_size=384, patch_size=14)),
+}
+
+
+def log(record):
+    print(json.dumps(record), file=sys.stderr, flush=True)
+
+
+def machine():
+    model = ""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+        flags = open("/proc/cpuinfo").read().split("flags")[1].split("\n")[0]
+    except OSError:
+        flags = ""
+    features = [f for f in ["avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile"] if f" {f}" in flags]
+    return f"{model or platform.processor()}, {os.cpu_count()} cores, {' '.join(features)}"
+
+
+# MARK: - Chimera
+
+def chimera(preset, dtype, args):
+    cmd = [CHIMERA, "bench", "--synthetic", preset, "--dtype", dtype, "--threads", str(args.threads),
+           "--prompt-tokens", str(args.prompt), "--decode-tokens", str(args.decode)]
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    if run.returncode != 0:
+        return {"error": run.stderr.strip().splitlines()[-1] if run.stderr.strip() else f"exit {run.returncode}"}
+    r = json.loads(run.stdout)
+    return {"prefill": r.get("prefill_tokens_per_s"), "decode": r.get("decode_tokens_per_s"),
+            "encode_s": r.get("image_encode_s"), "rss_ratio": r.get("peak_rss_ratio")}
+
+
+# MARK: - PyTorch
+
+def torch_llm(preset, dtype, args):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    config = LlamaConfig(**LLMS[preset], max_position_embeddings=2048)
+    model = LlamaForCausalLM(config).to({"f32": torch.float32, "bf16": torch.bfloat16}[dtype]).eval()
+    ids = torch.randint(0, config.vocab_size, (1, args.prompt))
+    with torch.inference_mode():
+        start = time.perf_counter()
+        out = model(ids, use_cache=True)
+        prefill = time.perf_counter() - start
+        past, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+        start = time.perf_counter()
+        for _ in range(args.decode):
+            out = model(token, past_key_values=past, use_cache=True)
+            past, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+        decode = time.perf_counter() - start
+    return {"prefill": args.prompt / prefill, "decode": args.decode / decode}
+
+
+def torch_vision(preset, args):
+    import torch
+    torch.set_num_threads(args.threads)
+    kind, dims = VISION[preset]
+    if kind == "clip":
+        from transformers import CLIPVisionConfig as C, CLIPVisionModel as M
+    else:
+        from transformers import SiglipVisionConfig as C, SiglipVisionModel as M
+    model = M(C(**dims)).eval()
+    pixels = torch.randn(1, 3, dims["image_size"], dims["image_size"])
+    with torch.inference_mode():
+        model(pixel_values=pixels)  # warm-up
+        start = time.perf_counter()
+        model(pixel_values=pixels)
+    return {"encode_s": time.perf_counter() - start}
+
+
+# MARK: - llama.cpp
+
+def write_gguf(path, preset, dtype):
+    """A llama-architecture GGUF with random weights (normal, std 0.02) and a placeholder vocabulary."""
+    import numpy as np
+    import gguf
+    dims = LLMS[preset]
+    h, ffn, layers, vocab = dims["hidden_size"], dims["intermediate_size"], dims["num_hidden_layers"], dims["vocab_size"]
+    heads, kv = dims["num_attention_heads"], dims["num_key_value_heads"]
+    qtype = {"f16": gguf.GGMLQuantizationType.F16, "q8_0": gguf.GGMLQuantizationType.Q8_0,
+             "q4_0": gguf.GGMLQuantizationType.Q4_0}[dtype]
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_context_length(2048); w.add_embedding_length(h); w.add_block_count(layers)
+    w.add_feed_forward_length(ffn); w.add_head_count(heads); w.add_head_count_kv(kv)
+    w.add_rope_dimension_count(h // heads); w.add_layer_norm_rms_eps(dims["rms_norm_eps"]); w.add_rope_freq_base(dims["rope_theta"])
+    w.add_file_type({"f16": 1, "q8_0": 7, "q4_0": 2}[dtype])
+    w.add_tokenizer_model("llama")
+    w.add_token_list([f"<t{i}>".encode() for i in range(vocab)])
+    w.add_token_scores([0.0] * vocab)
+    w.add_token_types([1] * vocab)
+    w.add_bos_token_id(1); w.add_eos_token_id(2)
+    rng = np.random.default_rng(0)
+
+    def tensor(name, shape, quantize=True):
+        data = (rng.standard_normal(shape, dtype=np.float32) * 0.02)
+        if quantize and qtype != gguf.GGMLQuantizationType.F16:
+            w.add_tensor(name, gguf.quants.quantize(data, qtype), raw_dtype=qtype)
+        elif quantize:
+            w.add_tensor(name, data.astype(np.float16))
+        else:
+            w.add_tensor(name, data)
+
+    tensor("token_embd.weight", (vocab, h))
+    w.add_tensor("output_norm.weight", np.ones(h, dtype=np.float32))
+    tensor("output.weight", (vocab, h))
+    hd = h // heads
+    for i in range(layers):
+        p = f"blk.{i}."
+        w.add_tensor(p + "attn_norm.weight", np.ones(h, dtype=np.float32))
+        w.add_tensor(p + "ffn_norm.weight", np.ones(h, dtype=np.float32))
+        tensor(p + "attn_q.weight", (heads * hd, h)); tensor(p + "attn_k.weight", (kv * hd, h))
+        tensor(p + "attn_v.weight", (kv * hd, h)); tensor(p + "attn_output.weight", (h, heads * hd))
+        tensor(p + "ffn_gate.weight", (ffn, h)); tensor(p + "ffn_up.weight", (ffn, h)); tensor(p + "ffn_down.weight", (h, ffn))
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+
+
+def llamacpp(preset, dtype, args):
+    try:
+        import llama_cpp  # noqa: F401
+        import gguf  # noqa: F401
+    except ImportError as e:
+        return {"error": f"not installed ({e.name}); pip install llama-cpp-python gguf"}
+    from llama_cpp import Llama
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, f"{preset}-{dtype}.gguf")
+        write_gguf(path, preset, dtype)
+        llm = Llama(model_path=path, n_ctx=args.prompt + args.decode + 8, n_batch=args.prompt, n_ubatch=args.prompt,
+                    n_threads=args.threads, n_threads_batch=args.threads, verbose=False)
+        tokens = [(i * 7919 + 1) % LLMS[preset]["vocab_size"] for i in range(args.prompt)]
+        start = time.perf_counter()
+        llm.eval(tokens)
+        prefill = time.perf_counter() - start
+        start = time.perf_counter()
+        for i in range(args.decode):
+            llm.eval([(i * 31 + 5) % LLMS[preset]["vocab_size"]])
+        decode = time.perf_counter() - start
+        return {"prefill": args.prompt / prefill, "decode": args.decode / decode}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--prompt", type=int, default=640)
+    parser.add_argument("--decode", type=int, default=32)
+    parser.add_argument("--only", default="chimera,torch,llamacpp")
+    parser.add_argument("--llm", default="tinyllama-1.1b", choices=sorted(LLMS))
+    args = parser.parse_args()
+    engines = set(args.only.split(","))
+    rows = []
+
+    def record(engine, model, dtype, result):
+        log({"engine": engine, "model": model, "dtype": dtype, **result})
+        rows.append((engine, model, dtype, result))
+
+    llm = args.llm
+    for dtype in ["f32", "f16", "bf16", "q8_0", "q4_0"]:
+        if "chimera" in engines:
+            record("chimera", llm, dtype, chimera(llm, dtype, args))
+        if "llamacpp" in engines and dtype in ("f16", "q8_0", "q4_0"):
+            record("llama.cpp", llm, dtype, llamacpp(llm, dtype, args))
+        if "torch" in engines and dtype in ("f32", "bf16"):
+            record("pytorch", llm, dtype, torch_llm(llm, dtype, args))
+    for preset in VISION:
+        if "chimera" in engines:
+            record("chimera", preset, "f32", chimera(preset, "f32", args))
+        if "torch" in engines:
+            record("pytorch", preset, "f32", torch_vision(preset, args))
+
+    fmt = lambda v, unit="": "—" if v is None else f"{v:.2f}{unit}"
+    print(f"Machine: {machine()}; {args.threads} threads; prompt {args.prompt} tokens, decode {args.decode} tokens; random weights.\n")
+    print("| engine | model | weights | prefill tok/s | decode tok/s | image encode s | note |")
+    print("|---|---|---|---|---|---|---|")
+    for engine, model, dtype, r in rows:
+        print(f"| {engine} | {model} | {dtype} | {fmt(r.get('prefill'))} | {fmt(r.get('decode'))} | {fmt(r.get('encode_s'))} | {r.get('error', '')} |")
+
+
+if __name__ == "__main__":
+    main()

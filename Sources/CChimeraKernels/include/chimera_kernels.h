@@ -1,0 +1,53 @@
+#ifndef CHIMERA_KERNELS_H
+#define CHIMERA_KERNELS_H
+// Weight-format kernels: matrix-vector products (batch-1 decode) and row conversion to float32
+// (tiles for sgemm in prefill). Each kernel has AVX-512, AVX2 and portable versions, chosen once
+// at run time from the CPU's features.
+//
+// Block formats (the safetensors layout of `chimera quantize`):
+//   q8_0: int8 [rows, cols] + float16 scales [rows, cols/32]; w = q * scale.
+//   q4_0: uint8 [rows, cols/2] + float16 scales [rows, cols/32]; in each block of 32, byte j holds
+//         element j in its low nibble and element j+16 in its high nibble; w = (nibble - 8) * scale.
+#include <stdint.h>
+
+#define CHK_BLOCK 32
+
+/// Space-separated names of the features the kernels use on this CPU ("avx512f avx512_vnni ...").
+const char *chk_cpu_features(void);
+/// Names of the kernel variants chosen ("avx512", "avx2" or "portable").
+const char *chk_kernel_variant(void);
+/// Forces the portable kernels (tests compare them against the SIMD ones); 0 restores the choice.
+void chk_force_portable(int on);
+
+/// y[r] = dot(W[r, :], x) for r in [row0, row1).
+void chk_gemv_f32(const float *w, const float *x, float *y, long cols, long row0, long row1);
+void chk_gemv_f16(const uint16_t *w, const float *x, float *y, long cols, long row0, long row1);
+void chk_gemv_bf16(const uint16_t *w, const float *x, float *y, long cols, long row0, long row1);
+/// Quantized weights against x quantized by chk_quantize_x (int8 blocks with float scales).
+void chk_gemv_q8_0(const int8_t *q, const uint16_t *scales, const int8_t *xq, const float *xs,
+                   float *y, long cols, long row0, long row1);
+void chk_gemv_q4_0(const uint8_t *q, const uint16_t *scales, const int8_t *xq, const float *xs,
+                   float *y, long cols, long row0, long row1);
+
+/// Activation quantization for the int8 dot products: n (a multiple of 32) floats → int8 + float scales.
+void chk_quantize_x(const float *x, long n, int8_t *q, float *scales);
+
+/// Weight quantization of `rows` rows of `cols` (a multiple of 32) floats.
+void chk_quantize_q8_0(const float *x, long rows, long cols, int8_t *q, uint16_t *scales);
+void chk_quantize_q4_0(const float *x, long rows, long cols, uint8_t *q, uint16_t *scales);
+
+/// Rows [row0, row1) widened to float32 into out (row-major, `cols` per row, starting at out[0]).
+void chk_rows_f16(const uint16_t *w, long cols, long row0, long row1, float *out);
+void chk_rows_bf16(const uint16_t *w, long cols, long row0, long row1, float *out);
+void chk_rows_q8_0(const int8_t *q, const uint16_t *scales, long cols, long row0, long row1, float *out);
+void chk_rows_q4_0(const uint8_t *q, const uint16_t *scales, long cols, long row0, long row1, float *out);
+
+/// float32 → float16 / bfloat16 (round to nearest even), n values.
+void chk_to_f16(const float *x, long n, uint16_t *out);
+void chk_to_bf16(const float *x, long n, uint16_t *out);
+
+/// Attention of one query row per head over `keys` cached rows (decode): out[h] = softmax(scale q_h·K)·V.
+/// keys/values are [keyCount, kvHeads*headDim]; scores is scratch of keyCount floats, reused for heads [head0, head1).
+void chk_attend_one(const float *q, const float *keys, const float *values, long keyCount, long heads,
+                    long kvHeads, long headDim, float scale, float *scores, float *out, long head0, long head1);
+#endif

@@ -1,0 +1,210 @@
+import ChimeraTensor
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// `chimera bench`: times an encoder and a language model on real shapes, with weights from a
+// checkpoint or random ones (`WeightSource.random`) so that no download is needed.
+
+/// A synthetic model: catalog components of a real architecture, run with random weights of
+/// their dimensions (the catalog's manifests hold the dimensions; no download is needed).
+public struct SyntheticPreset: Sendable {
+    public let name: String
+    public let encoder: String?
+    public let languageModel: String?
+
+    public static let all: [SyntheticPreset] = [
+        SyntheticPreset(name: "tinyllama-1.1b", encoder: nil, languageModel: "tinyllama-1.1b-chat"),
+        SyntheticPreset(name: "qwen2-0.5b", encoder: nil, languageModel: "qwen2-0.5b"),
+        SyntheticPreset(name: "phi-2", encoder: nil, languageModel: "phi-2"),
+        SyntheticPreset(name: "stablelm-2-1.6b", encoder: nil, languageModel: "stablelm-2-1_6b"),
+        SyntheticPreset(name: "gemma-2b", encoder: nil, languageModel: "gemma-2b"),
+        SyntheticPreset(name: "clip-vit-l-336", encoder: "clip-vit-large-patch14-336", languageModel: nil),
+        SyntheticPreset(name: "siglip-so400m-384", encoder: "siglip-so400m-patch14-384", languageModel: nil),
+        SyntheticPreset(name: "tinyllava-1.5b", encoder: "tinyllava-tinyllama-siglip-1.5b-vision",
+                        languageModel: "tinyllava-tinyllama-siglip-1.5b-llm"),
+        // The embedded tiny default: small enough for tests (checks the path, not speed).
+        SyntheticPreset(name: "tiny", encoder: "chimera-tiny-default-vision", languageModel: "chimera-tiny-default-llm"),
+    ]
+
+    public static func named(_ name: String) throws -> SyntheticPreset {
+        guard let preset = all.first(where: { $0.name == name }) else {
+            throw BenchmarkError.unknownPreset(name: name, known: all.map(\.name))
+        }
+        return preset
+    }
+
+    /// The preset's manifests from a catalog.
+    public func manifests(_ catalog: Catalog) throws -> (encoder: ComponentManifest?, languageModel: ComponentManifest?) {
+        (try encoder.map { try catalog.component($0, kind: .encoder) }, try languageModel.map { try catalog.component($0, kind: .languageModel) })
+    }
+}
+
+public enum BenchmarkError: LocalizedError {
+    case unknownPreset(name: String, known: [String])
+    case familyNotAvailable(part: String, family: String, available: [String])
+    case nothingToRun
+    case wrongComponent(id: String, expected: String)
+
+    public var errorDescription: String? {
+        switch self {
+        case let .unknownPreset(name, known):
+            return "unknown synthetic preset '\(name)' (known: \(known.joined(separator: ", ")))"
+        case let .familyNotAvailable(part, family, available):
+            return "\(part) needs the '\(family)' family, which is not available in this build (available: \(available.joined(separator: ", ")))"
+        case .nothingToRun: return "nothing to benchmark: no encoder and no language model"
+        case let .wrongComponent(id, expected): return "component '\(id)' is not \(expected)"
+        }
+    }
+}
+
+/// What `chimera bench` prints.
+public struct BenchmarkReport: Codable, Sendable {
+    public var model: String
+    public var weightDType: String
+    public var threads: Int
+    public var cpuFeatures: String
+    public var kernels: String
+    public var blasCore: String
+    public var weightBytes: Int
+    public var kvCacheBytes: Int
+    public var imageEncodeSeconds: Double?
+    public var promptTokens: Int?
+    public var prefillSeconds: Double?
+    public var prefillTokensPerSecond: Double?
+    public var timeToFirstTokenSeconds: Double?
+    public var decodeTokens: Int?
+    public var decodeTokensPerSecond: Double?
+    public var peakRSSBytes: Int
+    /// peak RSS / (weight bytes + KV cache bytes)
+    public var peakRSSRatio: Double
+    /// Weight bytes / decode step time: the read bandwidth decoding reaches.
+    public var decodeBandwidthGBPerSecond: Double?
+    /// Whether the first decoded tokens were computed from finite logits (a sanity check).
+    public var finiteLogits: Bool
+
+    enum CodingKeys: String, CodingKey {
+        case model, threads, kernels
+        case blasCore = "blas_core"
+        case weightDType = "weight_dtype", cpuFeatures = "cpu_features", weightBytes = "weight_bytes"
+        case kvCacheBytes = "kv_cache_bytes", imageEncodeSeconds = "image_encode_s", promptTokens = "prompt_tokens"
+        case prefillSeconds = "prefill_s", prefillTokensPerSecond = "prefill_tokens_per_s"
+        case timeToFirstTokenSeconds = "time_to_first_token_s", decodeTokens = "decode_tokens"
+        case decodeTokensPerSecond = "decode_tokens_per_s", peakRSSBytes = "peak_rss_bytes", peakRSSRatio = "peak_rss_ratio"
+        case decodeBandwidthGBPerSecond = "decode_bandwidth_gb_per_s", finiteLogits = "finite_logits"
+    }
+}
+
+public struct Benchmark {
+    public var families: FamilyRegistry
+    /// Format of every weight matrix (nil: as stored; random weights default to f32).
+    public var format: WeightFormat?
+    /// Weights of a part: nil uses random weights of the manifest's shapes.
+    public var store: ((ComponentManifest) throws -> WeightSource)?
+    public var promptTokens = 640
+    public var decodeTokens = 32
+    public var progress: (String) -> Void = { _ in }
+
+    public init(families: FamilyRegistry, format: WeightFormat?) {
+        self.families = families; self.format = format
+    }
+
+    func load(_ manifest: ComponentManifest, part: String) throws -> (any Component, ParameterLoader) {
+        guard let family = families.families[manifest.family] else {
+            throw BenchmarkError.familyNotAvailable(part: part, family: manifest.family,
+                                                   available: families.families.keys.sorted())
+        }
+        let source = try store?(manifest) ?? .random(seed: 1, scale: 0.02)
+        let loader = ParameterLoader(source: source, reference: manifest.weights ?? WeightsReference(files: ["(none)"]),
+                                     matrixFormat: format, keepStoredFormats: true)
+        return (try family.create(manifest, ComponentBuildContext(weights: loader)), loader)
+    }
+
+    static func weightBytes(_ loader: ParameterLoader) -> Int {
+        let matrixNames = Set(loader.matrices.map(\.name))
+        return loader.matrices.reduce(0) { $0 + $1.matrix.byteCount }
+            + loader.loaded.filter { !matrixNames.contains($0.name) }.reduce(0) { $0 + $1.tensor.count * 4 }
+    }
+
+    public func run(name: String, encoder encoderManifest: ComponentManifest?, languageModel llmManifest: ComponentManifest?) throws -> BenchmarkReport {
+        guard encoderManifest != nil || llmManifest != nil else { throw BenchmarkError.nothingToRun }
+        var report = BenchmarkReport(
+            model: name, weightDType: format?.rawValue ?? "as stored", threads: ComputeThreads.current,
+            cpuFeatures: ComputeThreads.cpuFeatures, kernels: ComputeThreads.kernelVariant, blasCore: ComputeThreads.blasCore,
+            weightBytes: 0, kvCacheBytes: 0, peakRSSBytes: 0, peakRSSRatio: 0, finiteLogits: true)
+        var elapsed = 0.0
+        if let manifest = encoderManifest {
+            progress("loading encoder \(manifest.id) (\(manifest.family))")
+            let (component, loader) = try load(manifest, part: "encoder '\(manifest.id)'")
+            guard let encoder = component as? any ModalityEncoder else { throw BenchmarkError.wrongComponent(id: manifest.id, expected: "an encoder") }
+            report.weightBytes += Self.weightBytes(loader)
+            guard let preprocess = manifest.preprocess else { throw BenchmarkError.wrongComponent(id: manifest.id, expected: "an image encoder") }
+            let size = preprocess.cropSize ?? preprocess.size
+            var generator = SplitMix64(seed: 7)
+            let pixels = Tensor(shape: [3, size, size], values: (0..<(3 * size * size)).map { _ in generator.uniform(1) })
+            progress("encoding one \(size)×\(size) image")
+            let start = Date()
+            let features = try encoder.hiddenState(pixels, layer: -1)
+            report.imageEncodeSeconds = Date().timeIntervalSince(start)
+            elapsed += report.imageEncodeSeconds!
+            report.finiteLogits = report.finiteLogits && features.toArray().allSatisfy(\.isFinite)
+        }
+        if let manifest = llmManifest {
+            progress("loading language model \(manifest.id) (\(manifest.family))")
+            let (component, loader) = try load(manifest, part: "language model '\(manifest.id)'")
+            guard let model = component as? any LanguageModel else { throw BenchmarkError.wrongComponent(id: manifest.id, expected: "a language model") }
+            let llmBytes = Self.weightBytes(loader)
+            report.weightBytes += llmBytes
+            let cache = model.makeCache(capacity: promptTokens + decodeTokens)
+            report.kvCacheBytes = cache.layers.reduce(0) { $0 + 2 * $1.capacity * $1.width * 4 }
+            let prompt = try model.embed((0..<promptTokens).map { ($0 * 7919 + 1) % model.vocabularySize })
+            progress("prefill of \(promptTokens) tokens")
+            var start = Date()
+            var logits = try model.forward(embeddings: prompt, cache: cache, lastOnly: true)
+            var token = argmax(logits)
+            let prefill = Date().timeIntervalSince(start)
+            report.promptTokens = promptTokens
+            report.prefillSeconds = prefill
+            report.prefillTokensPerSecond = Double(promptTokens) / prefill
+            report.timeToFirstTokenSeconds = elapsed + prefill
+            report.finiteLogits = report.finiteLogits && logits.toArray().allSatisfy(\.isFinite)
+            progress("decoding \(decodeTokens) tokens")
+            let row = Tensor(zeros: [1, model.hiddenSize])
+            start = Date()
+            for _ in 0..<decodeTokens {
+                try model.embed(token: token, into: row)
+                logits = try model.forward(embeddings: row, cache: cache, lastOnly: true)
+                token = argmax(logits)
+            }
+            let decode = Date().timeIntervalSince(start)
+            report.decodeTokens = decodeTokens
+            if decodeTokens > 0 {
+                report.decodeTokensPerSecond = Double(decodeTokens) / decode
+                report.decodeBandwidthGBPerSecond = Double(llmBytes) * report.decodeTokensPerSecond! / 1e9
+            }
+        }
+        report.peakRSSBytes = Self.peakRSS()
+        report.peakRSSRatio = Double(report.peakRSSBytes) / Double(max(1, report.weightBytes + report.kvCacheBytes))
+        return report
+    }
+
+    func argmax(_ logits: Tensor) -> Int {
+        var best = 0
+        for i in 0..<logits.count where logits.data[i] > logits.data[best] { best = i }
+        return best
+    }
+
+    /// Peak resident set size of this process, in bytes: VmHWM, which starts afresh at exec
+    /// (getrusage's ru_maxrss carries the parent's size over a fork, e.g. a Python driver's).
+    public static func peakRSS() -> Int {
+        if let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+           let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+           let kilobytes = Int(line.split(separator: " ").dropFirst().first ?? "") {
+            return kilobytes * 1024
+        }
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return usage.ru_maxrss * 1024  // Linux reports kilobytes
+    }
+}

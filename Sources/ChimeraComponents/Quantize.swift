@@ -1,0 +1,127 @@
+import Chimera
+import ChimeraIO
+import ChimeraTensor
+import Foundation
+
+/// `chimera quantize`: rewrites an assembly's weight matrices as q8_0 or q4_0 blocks into new
+/// safetensors files, with manifests that point at them.
+///
+/// What stays higher precision by default, and why:
+/// - token embeddings, norms, biases, position and class embeddings: looked up or added, never
+///   multiplied as a matrix, so quantizing them saves no bandwidth in decode;
+/// - the vision encoder (opt in with `includeEncoder`): runs once per image, compute-bound, and
+///   its features feed every generated token;
+/// - connectors: small, and every image token goes through them;
+/// - matrices whose width is not a multiple of the 32-weight block, and any tensor whose stored
+///   name starts with one of `keep` (e.g. "lm_head.").
+public struct Quantizer {
+    public var catalog: Catalog
+    public var families: FamilyRegistry
+    public var includeEncoder = false
+    public var keep: [String] = []
+    public var progress: (String) -> Void = { _ in }
+
+    public init(catalog: Catalog, families: FamilyRegistry) { self.catalog = catalog; self.families = families }
+
+    public struct Result {
+        public var assemblyPath: URL
+        public var componentPaths: [URL]
+        public var quantizedMatrices: Int
+        public var keptMatrices: [String]
+    }
+
+    public func quantize(_ assembly: AssemblyManifest, to format: WeightFormat, output: URL) throws -> Result {
+        guard format.isQuantized else {
+            throw ManifestError.invalid(file: "--to", detail: "'\(format.rawValue)' is not a quantized format (q8_0, q4_0)")
+        }
+        let fm = FileManager.default
+        try fm.createDirectory(at: output, withIntermediateDirectories: true)
+        let suffix = "-" + format.rawValue
+        var written: [ComponentManifest] = []
+        var quantizedCount = 0, kept: [String] = []
+        var newAssembly = assembly
+        newAssembly.id = assembly.id + suffix
+        newAssembly.samples = assembly.samples?.mapValues { assembly.resolve($0).path }
+
+        func rewrite(_ id: String, quantize: Bool) throws -> String {
+            if let done = written.first(where: { $0.id == id + suffix }) { return done.id }
+            var manifest = try catalog.component(id)
+            let original = manifest
+            manifest.id = id + suffix
+            if let tokenizer = manifest.tokenizer { manifest.tokenizer?.file = original.resolve(tokenizer.file).path }
+            if let weights = original.weights {
+                if quantize {
+                    progress("quantizing \(id) to \(format.rawValue)")
+                    let file = "\(manifest.id).safetensors"
+                    let (count, notQuantized) = try quantizeWeights(original, weights: weights, format: format, to: output.appendingPathComponent(file))
+                    quantizedCount += count
+                    kept += notQuantized
+                    manifest.weights = WeightsReference(
+                        files: [file], prefix: weights.prefix, rename: weights.rename,
+                        quantization: WeightQuantization(
+                            format: format.rawValue, layout: format == .q8_0
+                                ? "I8 [rows, columns] values and F16 '<name>.scales' [rows, columns/32]; w = q * scale"
+                                : "U8 [rows, columns/2]: in each block of 32, byte j holds element j (low nibble) and j+16 (high nibble); F16 '<name>.scales' [rows, columns/32]; w = (nibble - 8) * scale",
+                            higherPrecision: ["embeddings, norms and biases (float32)"] + notQuantized))
+                } else {
+                    manifest.weights?.files = weights.files.map { original.resolve($0).path }
+                }
+            }
+            written.append(manifest)
+            return manifest.id
+        }
+
+        newAssembly.languageModel = try rewrite(assembly.languageModel, quantize: true)
+        newAssembly.inputs = try assembly.inputs.map { input in
+            var input = input
+            input.encoder = try rewrite(input.encoder, quantize: includeEncoder)
+            input.connector = try rewrite(input.connector, quantize: false)
+            return input
+        }
+        let files = try writeManifests(assembly: newAssembly, components: written, to: output)
+        return Result(assemblyPath: files.mainPath, componentPaths: files.componentPaths, quantizedMatrices: quantizedCount, keptMatrices: kept)
+    }
+
+    /// Builds the component to learn which tensors it uses and which are matrices, then writes them.
+    func quantizeWeights(_ manifest: ComponentManifest, weights: WeightsReference, format: WeightFormat,
+                         to url: URL) throws -> (Int, [String]) {
+        let store = try WeightStore(files: weights.files.map { manifest.resolve($0).path })
+        let loader = ParameterLoader(source: .store(store), reference: weights)
+        let component = try families.family(for: manifest).create(manifest, ComponentBuildContext(weights: loader))
+        var matrices: [WeightMatrix] = []  // kept alive until written
+        var entries: [SafeTensorsWriter.Entry] = []
+        var names = Set<String>(), kept: [String] = []
+        for (name, matrix) in loader.matrices where !names.contains(name) {
+            names.insert(name)
+            let chosen: WeightMatrix
+            if keep.contains(where: { name.hasPrefix($0) }) || matrix.columns % 32 != 0 {
+                chosen = matrix
+                kept.append(name)
+            } else {
+                chosen = try WeightMatrix.converting(matrix.widened(), to: format, name: name)
+            }
+            matrices.append(chosen)
+            let dtype: WeightDType
+            switch chosen.format {
+            case .f32: dtype = .f32
+            case .f16: dtype = .f16
+            case .bf16: dtype = .bf16
+            case .q8_0: dtype = .i8
+            case .q4_0: dtype = .u8
+            }
+            let shape = chosen.format == .q4_0 ? [chosen.rows, chosen.columns / 2] : [chosen.rows, chosen.columns]
+            entries.append(.init(name: name, dtype: dtype, shape: shape, bytes: chosen.valueBytes))
+            if let scales = chosen.scaleBytes {
+                entries.append(.init(name: name + SafeTensorsFile.scalesSuffix, dtype: .f16, shape: [chosen.rows, chosen.columns / 32], bytes: scales))
+            }
+        }
+        for (name, tensor) in loader.loaded where !names.contains(name) {
+            names.insert(name)
+            entries.append(.init(name: name, dtype: .f32, shape: tensor.shape,
+                                 bytes: UnsafeRawBufferPointer(start: tensor.data, count: tensor.count * 4)))
+        }
+        try SafeTensorsWriter.write(entries, metadata: ["format": "pt", "chimera.quantization": format.rawValue], to: url)
+        withExtendedLifetime((matrices, component, loader)) {}
+        return (matrices.count - kept.count, kept)
+    }
+}

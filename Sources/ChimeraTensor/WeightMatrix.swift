@@ -1,0 +1,259 @@
+import CChimeraKernels
+import COpenBLAS
+import Foundation
+
+/// How a weight matrix is stored. f16/bf16 are used in place from the memory-mapped file;
+/// q8_0 and q4_0 are blocks of 32 weights sharing a float16 scale (see chimera_kernels.h).
+public enum WeightFormat: String, Sendable, CaseIterable, Codable {
+    case f32, f16, bf16
+    case q8_0, q4_0
+
+    /// Bytes per weight, scales included.
+    public var bytesPerWeight: Double {
+        switch self {
+        case .f32: return 4
+        case .f16, .bf16: return 2
+        case .q8_0: return 34.0 / 32
+        case .q4_0: return 18.0 / 32
+        }
+    }
+    public var isQuantized: Bool { self == .q8_0 || self == .q4_0 }
+}
+
+public enum WeightMatrixError: LocalizedError, Equatable {
+    case notBlockAligned(name: String, columns: Int, format: WeightFormat)
+    public var errorDescription: String? {
+        switch self {
+        case let .notBlockAligned(name, columns, format):
+            return "tensor '\(name)': \(columns) columns is not a multiple of the \(format.rawValue) block of 32"
+        }
+    }
+}
+
+/// A [rows, columns] weight matrix (PyTorch nn.Linear layout: one row per output) in any
+/// `WeightFormat`. Products are computed from the stored form: batch-1 products (decode) by a
+/// SIMD matrix-vector kernel threaded over rows; longer batches by sgemm over float32 tiles
+/// converted a block of rows at a time, so no full-size float32 copy is ever made.
+public final class WeightMatrix: @unchecked Sendable {
+    public let format: WeightFormat
+    public let rows: Int
+    public let columns: Int
+    /// f32: the floats; f16/bf16: UInt16 values; q8_0: Int8 values; q4_0: packed nibbles.
+    public let data: UnsafeRawPointer
+    /// float16 block scales [rows, columns / 32] of quantized formats.
+    public let scales: UnsafePointer<UInt16>?
+    /// The float32 tensor of an f32 matrix (used as is by sgemm).
+    public let tensor: Tensor?
+    private let owner: AnyObject?
+
+    public init(_ tensor: Tensor) {
+        precondition(tensor.rank == 2, "WeightMatrix needs a 2-D tensor, found \(tensor.shape)")
+        format = .f32; rows = tensor.shape[0]; columns = tensor.shape[1]
+        data = UnsafeRawPointer(tensor.data); scales = nil; self.tensor = tensor; owner = tensor.storage
+    }
+
+    /// Borrows stored data (kept alive by `owner`, e.g. a memory-mapped file).
+    public init(format: WeightFormat, rows: Int, columns: Int, data: UnsafeRawPointer, scales: UnsafePointer<UInt16>?, owner: AnyObject) {
+        precondition(format != .f32, "use WeightMatrix(_ tensor:) for float32")
+        precondition(!format.isQuantized || (scales != nil && columns % 32 == 0), "quantized matrix without scales or block-aligned columns")
+        self.format = format; self.rows = rows; self.columns = columns
+        self.data = data; self.scales = scales; tensor = nil; self.owner = owner
+    }
+
+    /// Bytes the weights occupy (what one decoded token reads).
+    public var byteCount: Int { Int((Double(rows * columns) * format.bytesPerWeight).rounded()) }
+
+    /// Converts float32 weights (PyTorch layout) to `format`; quantized formats need columns % 32 == 0.
+    public static func converting(_ tensor: Tensor, to format: WeightFormat, name: String = "") throws -> WeightMatrix {
+        precondition(tensor.rank == 2, "WeightMatrix needs a 2-D tensor, found \(tensor.shape)")
+        if format == .f32 { return WeightMatrix(tensor) }
+        return try building(format, rows: tensor.shape[0], columns: tensor.shape[1], name: name) { row0, count, out in
+            out.update(from: tensor.data + row0 * tensor.shape[1], count: count * tensor.shape[1])
+        }
+    }
+
+    /// Builds a matrix in `format` from float32 rows that `fill(row0, count, out)` writes a chunk
+    /// at a time, so that no full float32 copy exists (random benchmark weights, conversion).
+    public static func building(_ format: WeightFormat, rows: Int, columns: Int, name: String = "",
+                                fill: (Int, Int, UnsafeMutablePointer<Float>) -> Void) throws -> WeightMatrix {
+        if format.isQuantized, columns % 32 != 0 { throw WeightMatrixError.notBlockAligned(name: name, columns: columns, format: format) }
+        let chunk = max(1, min(rows, (1 << 22) / max(columns, 1)))
+        if format == .f32 {
+            let t = Tensor(zeros: [rows, columns])
+            var r = 0
+            while r < rows { let n = min(chunk, rows - r); fill(r, n, t.data + r * columns); r += n }
+            return WeightMatrix(t)
+        }
+        let valueBytes = format == .q8_0 ? rows * columns : format == .q4_0 ? rows * columns / 2 : rows * columns * 2
+        let buffer = OwnedBytes(count: valueBytes + (format.isQuantized ? rows * columns / 32 * 2 : 0))
+        let scales = format.isQuantized ? (buffer.pointer + valueBytes).assumingMemoryBound(to: UInt16.self) : nil
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: chunk * columns)
+        defer { scratch.deallocate() }
+        var r = 0
+        while r < rows {
+            let n = min(chunk, rows - r)
+            fill(r, n, scratch)
+            switch format {
+            case .f32: break
+            case .f16: chk_to_f16(scratch, n * columns, buffer.pointer.assumingMemoryBound(to: UInt16.self) + r * columns)
+            case .bf16: chk_to_bf16(scratch, n * columns, buffer.pointer.assumingMemoryBound(to: UInt16.self) + r * columns)
+            case .q8_0:
+                chk_quantize_q8_0(scratch, n, columns, buffer.pointer.assumingMemoryBound(to: Int8.self) + r * columns, scales! + r * columns / 32)
+            case .q4_0:
+                chk_quantize_q4_0(scratch, n, columns, buffer.pointer.assumingMemoryBound(to: UInt8.self) + r * columns / 2, scales! + r * columns / 32)
+            }
+            r += n
+        }
+        return WeightMatrix(format: format, rows: rows, columns: columns, data: buffer.pointer, scales: scales.map { UnsafePointer($0) }, owner: buffer)
+    }
+
+    /// Rows [row0, row1) as float32 into `out` (row-major).
+    public func widenRows(_ row0: Int, _ row1: Int, into out: UnsafeMutablePointer<Float>) {
+        switch format {
+        case .f32: out.update(from: tensor!.data + row0 * columns, count: (row1 - row0) * columns)
+        case .f16: chk_rows_f16(data.assumingMemoryBound(to: UInt16.self), columns, row0, row1, out)
+        case .bf16: chk_rows_bf16(data.assumingMemoryBound(to: UInt16.self), columns, row0, row1, out)
+        case .q8_0: chk_rows_q8_0(data.assumingMemoryBound(to: Int8.self), scales!, columns, row0, row1, out)
+        case .q4_0: chk_rows_q4_0(data.assumingMemoryBound(to: UInt8.self), scales!, columns, row0, row1, out)
+        }
+    }
+
+    /// The whole matrix as a float32 tensor (a copy unless already f32): for inspection and export.
+    public func widened() -> Tensor {
+        if let tensor { return tensor }
+        let out = Tensor(zeros: [rows, columns])
+        widenRows(0, rows, into: out.data)
+        return out
+    }
+
+    /// y = x · Wᵀ + b into `out` [rows of x, self.rows].
+    public func apply(_ x: Tensor, bias: Tensor?, into out: Tensor) {
+        let tokens = x.rows
+        // float32 batches go to sgemm as before; single rows to the threaded SIMD kernel, which
+        // reads the weights at memory speed where BLAS's sgemm with one row does not.
+        if let tensor, tokens > 2 { return linear(x, weight: tensor, bias: bias, into: out) }
+        precondition(x.columns == columns, "linear: input width \(x.columns) does not match weight [\(rows), \(columns)]")
+        precondition(out.rows == tokens && out.columns == rows, "linear: output \(out.shape) for \(tokens)×\(rows)")
+        if let bias { precondition(bias.count == rows, "linear: bias \(bias.shape) for \(rows) outputs") }
+        guard tokens > 0 else { return }
+        // A few rows: the matrix-vector kernel per row still reads the weights once per row,
+        // which for such small batches costs less than converting tiles.
+        if tokens <= 2 {
+            for t in 0..<tokens { gemv(x.data + t * columns, out.data + t * rows) }
+        } else {
+            tiledProduct(x, out)
+        }
+        if let bias {
+            for t in 0..<tokens {
+                let row = out.data + t * rows
+                for i in 0..<rows { row[i] += bias.data[i] }
+            }
+        }
+    }
+
+    /// out[r] = W[r] · x, threaded over rows.
+    func gemv(_ x: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>) {
+        let columns = self.columns, data = self.data, scales = self.scales
+        switch format {
+        case .f32:
+            let w = data.assumingMemoryBound(to: Float.self)
+            ParallelRows.run(rows) { r0, r1 in chk_gemv_f32(w, x, y, columns, r0, r1) }
+        case .f16, .bf16:
+            let w = data.assumingMemoryBound(to: UInt16.self), f16 = format == .f16
+            ParallelRows.run(rows) { r0, r1 in
+                if f16 { chk_gemv_f16(w, x, y, columns, r0, r1) } else { chk_gemv_bf16(w, x, y, columns, r0, r1) }
+            }
+        case .q8_0, .q4_0:
+            let blocks = columns / 32, q8 = format == .q8_0
+            // Stack scratch for the quantized activation: no heap allocation per token.
+            withUnsafeTemporaryAllocation(of: Int8.self, capacity: columns) { xq in
+                withUnsafeTemporaryAllocation(of: Float.self, capacity: blocks) { xs in
+                    let xq = xq.baseAddress!, xs = xs.baseAddress!
+                    chk_quantize_x(x, columns, xq, xs)
+                    ParallelRows.run(rows) { r0, r1 in
+                        if q8 {
+                            chk_gemv_q8_0(data.assumingMemoryBound(to: Int8.self), scales!, xq, xs, y, columns, r0, r1)
+                        } else {
+                            chk_gemv_q4_0(data.assumingMemoryBound(to: UInt8.self), scales!, xq, xs, y, columns, r0, r1)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Prefill: widen `tile` rows of W at a time (in parallel) and sgemm them against all of x.
+    func tiledProduct(_ x: Tensor, _ out: Tensor) {
+        let tokens = x.rows
+        let tile = min(rows, max(64, (1 << 20) / max(columns, 1) / 16 * 16))  // about 4 MiB of float32 per tile
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: tile * columns)
+        defer { scratch.deallocate() }
+        var row0 = 0
+        while row0 < rows {
+            let row1 = min(rows, row0 + tile), n = row1 - row0
+            ParallelRows.run(n, minimumPerThread: 8) { a, b in
+                self.widenRows(row0 + a, row0 + b, into: scratch + a * self.columns)
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(tokens), Int32(n), Int32(columns),
+                        1, x.data, Int32(columns), scratch, Int32(columns), 0, out.data + row0, Int32(rows))
+            row0 = row1
+        }
+    }
+}
+
+extension WeightMatrix {
+    /// Bytes of the stored values (without scales) and of the float16 scales, for writing files.
+    public var valueBytes: UnsafeRawBufferPointer {
+        let count = format == .f32 ? rows * columns * 4 : format == .q4_0 ? rows * columns / 2 : format == .q8_0 ? rows * columns : rows * columns * 2
+        return UnsafeRawBufferPointer(start: data, count: count)
+    }
+    public var scaleBytes: UnsafeRawBufferPointer? {
+        scales.map { UnsafeRawBufferPointer(start: $0, count: rows * columns / 32 * 2) }
+    }
+}
+
+extension ComputeThreads {
+    /// The CPU features the kernels use on this machine, and the kernel variant chosen.
+    public static var cpuFeatures: String { String(cString: chk_cpu_features()) }
+    public static var kernelVariant: String { String(cString: chk_kernel_variant()) }
+    /// The kernel set OpenBLAS chose for this CPU ("SkylakeX", "Haswell", ...).
+    public static var blasCore: String { openblas_get_corename().map { String(cString: $0) } ?? "unknown" }
+
+    /// OpenBLAS picks its kernels once, when it loads, from OPENBLAS_CORETYPE or CPUID; under some
+    /// hypervisors it misreads an AVX-512 CPU as a pre-AVX one ("Prescott") and runs sgemm ~4× slower.
+    /// Returns the core type to set when that happened (then the process must restart to apply it).
+    public static func blasCoreCorrection() -> String? {
+        guard ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] == nil else { return nil }
+        let preAVX2 = ["prescott", "core2", "penryn", "dunnington", "nehalem", "atom", "katmai", "coppermine",
+                       "northwood", "banias", "unknown", "sandybridge"]
+        guard preAVX2.contains(blasCore.lowercased()) else { return nil }
+        let features = Set(cpuFeatures.split(separator: " "))
+        if ["avx512f", "avx512bw", "avx512vl"].allSatisfy(features.contains) { return "SkylakeX" }
+        if ["avx2", "fma"].allSatisfy(features.contains) { return "Haswell" }
+        return nil
+    }
+}
+
+/// Heap bytes owned by a weight matrix converted in memory.
+final class OwnedBytes: @unchecked Sendable {
+    let pointer: UnsafeMutableRawPointer
+    init(count: Int) { pointer = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1), alignment: 64) }
+    deinit { pointer.deallocate() }
+}
+
+/// Splits row ranges over the compute threads (ComputeThreads.current).
+public enum ParallelRows {
+    public static func run(_ rows: Int, minimumPerThread: Int = 16, _ body: (Int, Int) -> Void) {
+        let threads = min(ComputeThreads.current, max(1, rows / minimumPerThread))
+        if threads <= 1 { body(0, rows); return }
+        let chunk = (rows + threads - 1) / threads
+        // Every task finishes before concurrentPerform returns, so the non-escaping body is safe to share.
+        withoutActuallyEscaping(body) { body in
+            nonisolated(unsafe) let work = body
+            DispatchQueue.concurrentPerform(iterations: threads) { i in
+                let a = i * chunk, b = min(rows, a + chunk)
+                if a < b { work(a, b) }
+            }
+        }
+    }
+}

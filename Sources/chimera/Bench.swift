@@ -1,0 +1,105 @@
+import ArgumentParser
+import Chimera
+import ChimeraComponents
+import ChimeraIO
+import ChimeraTensor
+import Foundation
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Time image encode, prefill and decode of an assembly or of a synthetic model; prints JSON.",
+        discussion: """
+        Synthetic presets run catalog components with random weights of their dimensions (no download): \
+        \(SyntheticPreset.all.map(\.name).joined(separator: ", ")). Progress goes to stderr.
+        """)
+    @OptionGroup var catalogOptions: CatalogOptions
+    @Option(help: "Assembly manifest file or id (its first encoder and its language model)") var assembly: String?
+    @Option(help: "Synthetic preset name") var synthetic: String?
+    @Option(help: "Weight format of every matrix: f32, f16, bf16, q8_0, q4_0 (default: as stored; f32 for synthetic)")
+    var dtype: String?
+    @Option(help: "Prompt length for prefill") var promptTokens = 640
+    @Option(help: "Tokens to decode") var decodeTokens = 32
+    @Option(help: "Threads (default: CHIMERA_THREADS or every core)") var threads: Int?
+    @Flag(help: "Only the language model (skip the encoder)") var noEncoder = false
+    @Flag(help: "Only the encoder (skip the language model)") var noLlm = false
+
+    func run() throws {
+        do {
+            ComputeThreads.configure(threads)
+            var format: WeightFormat?
+            if let dtype {
+                guard let f = WeightFormat(rawValue: dtype) else {
+                    throw ValidationError("--dtype '\(dtype)' is not one of \(WeightFormat.allCases.map(\.rawValue).joined(separator: ", "))")
+                }
+                format = f
+            }
+            guard (assembly == nil) != (synthetic == nil) else { throw ValidationError("give exactly one of --assembly and --synthetic") }
+            guard promptTokens > 0, decodeTokens >= 0 else { throw ValidationError("--prompt-tokens must be positive and --decode-tokens non-negative") }
+            var bench = Benchmark(families: try catalogOptions.families(), format: format)
+            bench.promptTokens = promptTokens
+            bench.decodeTokens = decodeTokens
+            bench.progress = progress
+            var name: String, encoder: ComponentManifest?, llm: ComponentManifest?
+            if let synthetic {
+                let preset = try SyntheticPreset.named(synthetic)
+                name = preset.name
+                (encoder, llm) = try preset.manifests(try catalogOptions.catalog())
+            } else {
+                let (catalog, manifest) = try resolveAssembly(assembly, catalogOptions: catalogOptions)
+                name = manifest.id
+                llm = try catalog.component(manifest.languageModel)
+                encoder = try manifest.inputs.first.map { try catalog.component($0.encoder) }
+                bench.store = { component in
+                    guard let weights = component.weights else {
+                        throw ManifestError.invalid(file: component.origin, detail: "weights: required to benchmark '\(component.id)'")
+                    }
+                    return .store(try WeightStore(files: weights.files.map { component.resolve($0).path }))
+                }
+            }
+            if noEncoder { encoder = nil }
+            if noLlm { llm = nil }
+            try printJSON(try bench.run(name: name, encoder: encoder, languageModel: llm))
+        } catch let error as ValidationError {
+            throw error
+        } catch {
+            throw fail(error)
+        }
+    }
+}
+
+struct Quantize: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write an assembly's language-model matrices as q8_0 or q4_0 blocks, with manifests that point at them.",
+        discussion: """
+        Embeddings, norms and biases stay float32; the vision encoder and connectors stay as stored \
+        (--include-encoder quantizes the encoder too); --keep PREFIX keeps matching tensors (stored names) \
+        as they are. The new assembly is <id>-<format> in the output folder.
+        """)
+    @OptionGroup var catalogOptions: CatalogOptions
+    @Argument(help: "Assembly manifest file or id") var assembly: String
+    @Option(help: "q8_0 or q4_0") var to: String
+    @Option(name: .shortAndLong, help: "Output folder (default: ./<assembly id>-<format>)") var output: String?
+    @Flag(help: "Quantize the vision encoder's matrices too") var includeEncoder = false
+    @Option(help: "Keep tensors whose stored name starts with this (repeatable), e.g. lm_head.") var keep: [String] = []
+
+    func run() throws {
+        do {
+            guard let format = WeightFormat(rawValue: to), format.isQuantized else {
+                throw ValidationError("--to '\(to)' is not one of q8_0, q4_0")
+            }
+            let (catalog, manifest) = try resolveAssembly(assembly, catalogOptions: catalogOptions)
+            var quantizer = Quantizer(catalog: catalog, families: try catalogOptions.families())
+            quantizer.includeEncoder = includeEncoder
+            quantizer.keep = keep
+            quantizer.progress = progress
+            let out = URL(fileURLWithPath: output ?? "\(manifest.id)-\(format.rawValue)")
+            let result = try quantizer.quantize(manifest, to: format, output: out)
+            progress("\(result.quantizedMatrices) matrices quantized; kept: \(result.keptMatrices.isEmpty ? "none" : result.keptMatrices.joined(separator: ", "))")
+            print(result.assemblyPath.path)
+        } catch let error as ValidationError {
+            throw error
+        } catch {
+            throw fail(error)
+        }
+    }
+}

@@ -1,0 +1,38 @@
+import Foundation
+import Testing
+
+/// `chimera quantize` and `chimera bench` end to end through the executable.
+@Suite struct CLIPerformanceTests {
+    @Test func quantizeThenGenerate() throws {
+        let out = try CLI.temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: out) }
+        for format in ["q8_0", "q4_0"] {
+            let folder = out.appendingPathComponent(format).path
+            let q = try CLI.run(["quantize", "chimera-tiny-default", "--to", format, "-o", folder])
+            #expect(q.status == 0, "\(q.all)")
+            let assembly = q.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(assembly.hasSuffix("chimera-tiny-default-\(format).assembly.json"))
+            let manifest = try String(contentsOfFile: "\(folder)/chimera-tiny-default-llm-\(format).component.json", encoding: .utf8)
+            #expect(manifest.contains("\"quantization\"") && manifest.contains("\"block_size\" : 32"))
+            let g = try CLI.run(["generate", "--assembly", assembly, "--max-tokens", "4", "--json"])
+            #expect(g.status == 0, "\(g.all)")
+            let json = try JSONSerialization.jsonObject(with: Data(g.stdout.utf8)) as? [String: Any]
+            #expect((json?["tokens"] as? [Int])?.isEmpty == false)
+        }
+        let bad = try CLI.run(["quantize", "chimera-tiny-default", "--to", "q3_k"])
+        #expect(bad.status != 0 && bad.stderr.contains("q8_0, q4_0"))
+    }
+
+    @Test func benchReportsJSON() throws {
+        let r = try CLI.run(["bench", "--synthetic", "tiny", "--dtype", "q8_0", "--prompt-tokens", "16", "--decode-tokens", "2"])
+        #expect(r.status == 0, "\(r.all)")
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        for key in ["image_encode_s", "prefill_tokens_per_s", "decode_tokens_per_s", "time_to_first_token_s", "peak_rss_bytes",
+                    "weight_dtype", "threads", "cpu_features"] {
+            #expect(json[key] != nil, "\(key)")
+        }
+        #expect(json["weight_dtype"] as? String == "q8_0")
+        let unknown = try CLI.run(["bench", "--synthetic", "nope"])
+        #expect(unknown.status != 0 && unknown.stderr.contains("tinyllama-1.1b"))
+    }
+}

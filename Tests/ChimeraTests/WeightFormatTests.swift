@@ -1,0 +1,182 @@
+@testable import ChimeraComponents
+import ChimeraIO
+import ChimeraTensor
+import Foundation
+import Testing
+@testable import Chimera
+
+/// Accuracy of the reduced-precision paths on the transformers fixtures: f16/bf16 checkpoints keep
+/// greedy continuations, q8_0/q4_0 keep logits close to float32.
+@Suite struct WeightFormatTests {
+    /// The fixture checkpoint with every tensor stored as F16 or BF16 (as Hub checkpoints are).
+    static func halfCheckpoint(_ fixture: LLaVAFixture, _ format: WeightFormat) throws -> URL {
+        let out = temporaryDirectory()
+        for file in try FileManager.default.contentsOfDirectory(atPath: fixture.directory.path) where file != "model.safetensors" {
+            try FileManager.default.copyItem(at: fixture.directory.appendingPathComponent(file), to: out.appendingPathComponent(file))
+        }
+        let store = try WeightStore(files: [fixture.directory.appendingPathComponent("model.safetensors").path])
+        var keep: [WeightMatrix] = []
+        var entries: [SafeTensorsWriter.Entry] = []
+        for name in store.tensorNames {
+            let t = try store.tensor(name)
+            let m = try WeightMatrix.converting(t.reshaped([1, t.count]), to: format)
+            keep.append(m)
+            entries.append(.init(name: name, dtype: format == .f16 ? .f16 : .bf16, shape: t.shape, bytes: m.valueBytes))
+        }
+        try SafeTensorsWriter.write(entries, to: out.appendingPathComponent("model.safetensors"))
+        withExtendedLifetime(keep) {}
+        return out
+    }
+
+    static func build(checkpoint: URL) throws -> AssembledModel {
+        let out = temporaryDirectory()
+        let result = try CheckpointImporter(checkpoint: checkpoint, outputDirectory: out).run()
+        var catalog = Catalog()
+        try catalog.load(directory: out)
+        var assembler = Assembler(catalog: catalog, families: BuiltinFamilies.registry())
+        assembler.keepStoredFormats = true
+        return try assembler.build(try #require(result.assembly))
+    }
+
+    @Test(arguments: LLaVAParityTests.fixtures, [WeightFormat.f16, .bf16])
+    func halfPrecisionCheckpointsKeepGreedyContinuations(name: String, format: WeightFormat) throws {
+        let fixture = try LLaVAFixture(name)
+        let model = try Self.build(checkpoint: try Self.halfCheckpoint(fixture, format))
+        // The language model's matrices are used in place, in their stored format.
+        let llm = try #require(model.languageModel as? DecoderTransformer)
+        #expect(llm.layers[0].q.matrix.format == format)
+        let prepared = try model.prepare(prompt: fixture.prompt, inputs: [model.inputs[0].binding.placeholder: [fixture.image]])
+        let logits = try model.languageModel.forward(embeddings: prepared.embeddings,
+                                                     cache: model.languageModel.makeCache(capacity: prepared.embeddings.rows), lastOnly: false)
+        let rms = Self.relativeRMS(logits, try fixture.reference.tensor("logits"))
+        #expect(rms < (format == .f16 ? 0.002 : 0.02), "relative RMS \(rms)")
+        let result = try model.generate(prompt: fixture.prompt, inputs: [model.inputs[0].binding.placeholder: [fixture.image]],
+                                        options: GenerationOptions(maxTokens: fixture.maxNewTokens))
+        // bf16 keeps 8 bits of mantissa: on llava-qwen2, whose random logits have near-ties, its
+        // rounding flips the third greedy token (the logit bound above still holds there).
+        if format == .f16 || name != "llava-qwen2" {
+            #expect(result.tokens == fixture.generated)
+        }
+    }
+
+    /// Logits over the fixture prompt of an assembly quantized by `chimera quantize`'s code path.
+    /// Returns the prefill logits of every position, the logits of the last position computed as a
+    /// decode step (one row: the int8 matrix-vector kernels), and the assembly file.
+    static func quantizedLogits(_ fixture: LLaVAFixture, _ format: WeightFormat, includeEncoder: Bool) throws -> (Tensor, Tensor, URL) {
+        let imported = temporaryDirectory()
+        let result = try CheckpointImporter(checkpoint: fixture.directory, outputDirectory: imported).run()
+        var catalog = Catalog()
+        try catalog.load(directory: imported)
+        var quantizer = Quantizer(catalog: catalog, families: BuiltinFamilies.registry())
+        quantizer.includeEncoder = includeEncoder
+        let out = temporaryDirectory()
+        let assembly = try #require(result.assembly)
+        let written = try quantizer.quantize(assembly, to: format, output: out)
+        var quantizedCatalog = Catalog()
+        try quantizedCatalog.load(directory: out)
+        var assembler = Assembler(catalog: quantizedCatalog, families: BuiltinFamilies.registry())
+        assembler.keepStoredFormats = true
+        let model = try assembler.build(try quantizedCatalog.assembly(assembly.id + "-" + format.rawValue))
+        let prepared = try model.prepare(prompt: fixture.prompt, inputs: [model.inputs[0].binding.placeholder: [fixture.image]])
+        let n = prepared.embeddings.rows
+        let logits = try model.languageModel.forward(embeddings: prepared.embeddings,
+                                                     cache: model.languageModel.makeCache(capacity: n), lastOnly: false).copy()
+        let cache = model.languageModel.makeCache(capacity: n)
+        _ = try model.languageModel.forward(embeddings: prepared.embeddings.rows(0..<(n - 1)), cache: cache, lastOnly: true)
+        let step = try model.languageModel.forward(embeddings: prepared.embeddings.rows((n - 1)..<n), cache: cache, lastOnly: true).copy()
+        return (logits, step, written.assemblyPath)
+    }
+
+    /// Root-mean-square logit error relative to the spread (standard deviation) of the reference logits.
+    static func relativeRMS(_ ours: Tensor, _ reference: Tensor) -> Double {
+        let n = Double(reference.count)
+        let mean = (0..<reference.count).reduce(0.0) { $0 + Double(reference.data[$1]) } / n
+        let variance = (0..<reference.count).reduce(0.0) { $0 + pow(Double(reference.data[$1]) - mean, 2) } / n
+        let error = (0..<reference.count).reduce(0.0) { $0 + pow(Double(ours.data[$1] - reference.data[$1]), 2) } / n
+        return (error / variance).squareRoot()
+    }
+
+    /// Fraction of positions whose argmax agrees, and the largest logit difference.
+    static func agreement(_ a: Tensor, _ b: Tensor) -> (top1: Double, worst: Float) {
+        let vocab = a.columns
+        var same = 0
+        for r in 0..<a.rows {
+            let ra = UnsafeBufferPointer(start: a.data + r * vocab, count: vocab), rb = UnsafeBufferPointer(start: b.data + r * vocab, count: vocab)
+            if ra.indices.max(by: { ra[$0] < ra[$1] }) == rb.indices.max(by: { rb[$0] < rb[$1] }) { same += 1 }
+        }
+        return (Double(same) / Double(a.rows), maxAbsDifference(a, b))
+    }
+
+    @Test(arguments: LLaVAParityTests.fixtures, [WeightFormat.q8_0, .q4_0])
+    func quantizedLogitsStayCloseToFloat32(name: String, format: WeightFormat) throws {
+        let fixture = try LLaVAFixture(name)
+        let expected = try fixture.reference.tensor("logits")
+        let (logits, step, assemblyPath) = try Self.quantizedLogits(fixture, format, includeEncoder: false)
+        let (top1, worst) = Self.agreement(logits, expected)
+        let last = expected.rows((expected.rows - 1)..<expected.rows)
+        let (stepTop1, stepWorst) = Self.agreement(step, last)
+        let rms = Self.relativeRMS(logits, expected), stepRMS = Self.relativeRMS(step, last)
+        print("\(name) \(format.rawValue): top-1 agreement \(top1), max logit error \(worst), relative RMS \(rms); decode step RMS \(stepRMS), top-1 \(stepTop1)")
+        // These tiny random models have nearly flat logits (top-2 margins of a fraction of their
+        // spread), so the bounds are looser than on a trained model; a wrong block layout, scale or
+        // kernel gives a relative RMS near 1 and chance-level agreement.
+        #expect(rms < (format == .q8_0 ? 0.05 : 0.45))
+        #expect(stepRMS < (format == .q8_0 ? 0.05 : 0.45))
+        #expect(top1 >= (format == .q8_0 ? 0.85 : 0.4))
+        // The manifest documents the layout; the files hold blocks, not floats.
+        let folder = assemblyPath.deletingLastPathComponent()
+        let llm = try FileManager.default.contentsOfDirectory(atPath: folder.path).first { $0.hasSuffix("\(format.rawValue).safetensors") }
+        let store = try WeightStore(files: [folder.appendingPathComponent(try #require(llm)).path])
+        // q_proj is quantized when its width holds whole blocks of 32 (llava-a: 64), kept otherwise (llava-b: 48).
+        let q = try #require(store.tensorNames.first { $0.hasSuffix("layers.0.self_attn.q_proj.weight") })
+        let scales = store.info(q + ".scales")
+        if let scales {
+            #expect(store.info(q)?.dtype == (format == .q8_0 ? .i8 : .u8))
+            #expect(scales.dtype == .f16)
+        } else {
+            #expect(try #require(store.info(q)?.shape.last) % 32 != 0 && store.info(q)?.dtype == .f32)
+        }
+        if name == "llava-a" { #expect(scales != nil) }
+        #expect(store.info(try #require(store.tensorNames.first { $0.hasSuffix("embed_tokens.weight") }))?.dtype == .f32)
+    }
+
+    @Test func quantizedBlocksWithoutScalesAreRefusedByName() throws {
+        let dir = temporaryDirectory()
+        let values = [Int8](repeating: 1, count: 64)
+        try values.withUnsafeBytes { bytes in
+            try SafeTensorsWriter.write([.init(name: "w", dtype: .i8, shape: [2, 32], bytes: bytes)], to: dir.appendingPathComponent("q.safetensors"))
+        }
+        let store = try WeightStore(files: [dir.appendingPathComponent("q.safetensors").path])
+        #expect(throws: WeightError.self) { try store.matrix("w", shape: [2, 32]) }
+        do { _ = try store.matrix("w", shape: [2, 32]) } catch {
+            #expect((error as? LocalizedError)?.errorDescription?.contains("'w.scales'") == true)
+        }
+        do { _ = try store.tensor("w") } catch {
+            #expect((error as? LocalizedError)?.errorDescription?.contains("weight matrix") == true)
+        }
+    }
+
+    @Test func benchmarkRunsATinySyntheticModelAndNamesMissingFamilies() throws {
+        let catalog = try Catalog.standard()
+        let (encoder, llm) = try SyntheticPreset.named("tiny").manifests(catalog)
+        for format in WeightFormat.allCases {
+            var bench = Benchmark(families: BuiltinFamilies.registry(), format: format)
+            bench.promptTokens = 20
+            bench.decodeTokens = 3
+            let report = try bench.run(name: "tiny", encoder: encoder, languageModel: llm)
+            #expect(report.finiteLogits)
+            #expect(report.imageEncodeSeconds != nil && report.decodeTokensPerSecond != nil)
+            #expect(report.weightBytes > 0 && report.kvCacheBytes > 0)
+        }
+        // Every preset names components the catalog has, of families this build registers.
+        let registry = BuiltinFamilies.registry()
+        for preset in SyntheticPreset.all {
+            let (e, l) = try preset.manifests(catalog)
+            for manifest in [e, l].compactMap({ $0 }) { #expect(registry.families[manifest.family] != nil, "\(preset.name)") }
+        }
+        // A family this build lacks is named as such.
+        let empty = FamilyRegistry()
+        #expect(throws: BenchmarkError.self) { try Benchmark(families: empty, format: nil).run(name: "tiny", encoder: nil, languageModel: llm) }
+        #expect(throws: BenchmarkError.self) { try SyntheticPreset.named("gpt-5") }
+    }
+}

@@ -120,8 +120,8 @@ import Testing
         // These tiny random models have nearly flat logits (top-2 margins of a fraction of their
         // spread), so the bounds are looser than on a trained model; a wrong block layout, scale or
         // kernel gives a relative RMS near 1 and chance-level agreement.
-        #expect(rms < (format == .q8_0 ? 0.05 : 0.45))
-        #expect(stepRMS < (format == .q8_0 ? 0.05 : 0.45))
+        #expect(rms < (format == .q8_0 ? 0.05 : 0.5))
+        #expect(stepRMS < (format == .q8_0 ? 0.05 : 0.5))
         #expect(top1 >= (format == .q8_0 ? 0.85 : 0.4))
         // The manifest documents the layout; the files hold blocks, not floats.
         let folder = assemblyPath.deletingLastPathComponent()

@@ -5,6 +5,7 @@ same shapes with random weights. Dev-time only: none of these packages is a depe
 
     swift build -c release --product chimera
     python3 Scripts/bench_compare.py [--threads 2] [--prompt 640] [--decode 32] [--only chimera,torch,llamacpp]
+        [--dtypes f16,q8_0,q4_0] [--no-vision]
 
 Prints one JSON line per measurement on stderr and a Markdown table (with the machine) on stdout.
 Missing engines (llama_cpp not installed, a Chimera family not yet available) are reported as such.
@@ -174,6 +175,8 @@ def main():
     parser.add_argument("--decode", type=int, default=32)
     parser.add_argument("--only", default="chimera,torch,llamacpp")
     parser.add_argument("--llm", default="tinyllama-1.1b", choices=sorted(LLMS))
+    parser.add_argument("--dtypes", default="f32,f16,bf16,q8_0,q4_0", help="language-model weight formats to run")
+    parser.add_argument("--no-vision", action="store_true", help="skip the vision encoders")
     args = parser.parse_args()
     engines = set(args.only.split(","))
     rows = []
@@ -183,14 +186,14 @@ def main():
         rows.append((engine, model, dtype, result))
 
     llm = args.llm
-    for dtype in ["f32", "f16", "bf16", "q8_0", "q4_0"]:
+    for dtype in args.dtypes.split(","):
         if "chimera" in engines:
             record("chimera", llm, dtype, chimera(llm, dtype, args))
         if "llamacpp" in engines and dtype in ("f16", "q8_0", "q4_0"):
             record("llama.cpp", llm, dtype, llamacpp(llm, dtype, args))
         if "torch" in engines and dtype in ("f32", "bf16"):
             record("pytorch", llm, dtype, torch_llm(llm, dtype, args))
-    for preset in VISION:
+    for preset in ([] if args.no_vision else VISION):
         if "chimera" in engines:
             record("chimera", preset, "f32", chimera(preset, "f32", args))
         if "torch" in engines:

@@ -5,6 +5,10 @@
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
 
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,fma,f16c,avx2")))
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
@@ -77,35 +81,34 @@ static void gemv_bf16_portable(const uint16_t *w, const float *x, float *y, long
     }
 }
 
-static void gemv_q8_portable(const int8_t *q, const uint16_t *scales, const int8_t *xq, const float *xs,
-                             float *y, long cols, long row0, long row1) {
+// Integer dot of one block of 32 weights with 32 int8 activations (natural order).
+static inline int32_t block_q8(const int8_t *w, const int8_t *x) {
+    int32_t acc = 0;
+    for (int i = 0; i < CHK_BLOCK; i++) acc += (int32_t)w[i] * x[i];
+    return acc;
+}
+static inline int32_t block_q4(const uint8_t *w, const int8_t *x) {
+    int32_t acc = 0;
+    for (int j = 0; j < 16; j++) acc += ((int32_t)(w[j] & 15) - 8) * x[j] + ((int32_t)(w[j] >> 4) - 8) * x[j + 16];
+    return acc;
+}
+
+static void gemv_q8_portable(const int8_t *q, const uint16_t *scales, const chk_qx *x, float *y, long cols, long row0, long row1) {
     long blocks = cols / CHK_BLOCK;
     for (long r = row0; r < row1; r++) {
         float s = 0;
-        for (long b = 0; b < blocks; b++) {
-            const int8_t *wb = q + r * cols + b * CHK_BLOCK, *xb = xq + b * CHK_BLOCK;
-            int32_t acc = 0;
-            for (int i = 0; i < CHK_BLOCK; i++) acc += (int32_t)wb[i] * xb[i];
-            s += (float)acc * half_to_float(scales[r * blocks + b]) * xs[b];
-        }
+        for (long b = 0; b < blocks; b++)
+            s += (float)block_q8(q + r * cols + b * CHK_BLOCK, x->xq + b * CHK_BLOCK) * half_to_float(scales[r * blocks + b]) * x->xs[b];
         y[r] = s;
     }
 }
 
-static void gemv_q4_portable(const uint8_t *q, const uint16_t *scales, const int8_t *xq, const float *xs,
-                             float *y, long cols, long row0, long row1) {
+static void gemv_q4_portable(const uint8_t *q, const uint16_t *scales, const chk_qx *x, float *y, long cols, long row0, long row1) {
     long blocks = cols / CHK_BLOCK;
     for (long r = row0; r < row1; r++) {
         float s = 0;
-        for (long b = 0; b < blocks; b++) {
-            const uint8_t *wb = q + (r * cols + b * CHK_BLOCK) / 2;
-            const int8_t *xb = xq + b * CHK_BLOCK;
-            int32_t acc = 0;
-            for (int j = 0; j < 16; j++) {
-                acc += ((int32_t)(wb[j] & 15) - 8) * xb[j] + ((int32_t)(wb[j] >> 4) - 8) * xb[j + 16];
-            }
-            s += (float)acc * half_to_float(scales[r * blocks + b]) * xs[b];
-        }
+        for (long b = 0; b < blocks; b++)
+            s += (float)block_q4(q + (r * cols + b * CHK_BLOCK) / 2, x->xq + b * CHK_BLOCK) * half_to_float(scales[r * blocks + b]) * x->xs[b];
         y[r] = s;
     }
 }
@@ -166,29 +169,27 @@ AVX2 static inline __m256i q4_unpack(const uint8_t *p) {
     return _mm256_sub_epi8(_mm256_and_si256(v, _mm256_set1_epi8(15)), _mm256_set1_epi8(8));
 }
 
-AVX2 static void gemv_q8_avx2(const int8_t *q, const uint16_t *scales, const int8_t *xq, const float *xs,
-                              float *y, long cols, long row0, long row1) {
+AVX2 static void gemv_q8_avx2(const int8_t *q, const uint16_t *scales, const chk_qx *x, float *y, long cols, long row0, long row1) {
     long blocks = cols / CHK_BLOCK;
     for (long r = row0; r < row1; r++) {
         __m256 acc = _mm256_setzero_ps();
         const int8_t *row = q + r * cols; const uint16_t *sc = scales + r * blocks;
         for (long b = 0; b < blocks; b++) {
-            __m256i d = dot32_avx2(_mm256_loadu_si256((const __m256i *)(row + b * 32)), _mm256_loadu_si256((const __m256i *)(xq + b * 32)));
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_set1_ps(h2f(sc[b]) * xs[b]), acc);
+            __m256i d = dot32_avx2(_mm256_loadu_si256((const __m256i *)(row + b * 32)), _mm256_loadu_si256((const __m256i *)(x->xq + b * 32)));
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_set1_ps(h2f(sc[b]) * x->xs[b]), acc);
         }
         y[r] = hsum256(acc);
     }
 }
 
-AVX2 static void gemv_q4_avx2(const uint8_t *q, const uint16_t *scales, const int8_t *xq, const float *xs,
-                              float *y, long cols, long row0, long row1) {
+AVX2 static void gemv_q4_avx2(const uint8_t *q, const uint16_t *scales, const chk_qx *x, float *y, long cols, long row0, long row1) {
     long blocks = cols / CHK_BLOCK;
     for (long r = row0; r < row1; r++) {
         __m256 acc = _mm256_setzero_ps();
         const uint8_t *row = q + r * cols / 2; const uint16_t *sc = scales + r * blocks;
         for (long b = 0; b < blocks; b++) {
-            __m256i d = dot32_avx2(q4_unpack(row + b * 16), _mm256_loadu_si256((const __m256i *)(xq + b * 32)));
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_set1_ps(h2f(sc[b]) * xs[b]), acc);
+            __m256i d = dot32_avx2(q4_unpack(row + b * 16), _mm256_loadu_si256((const __m256i *)(x->xq + b * 32)));
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_set1_ps(h2f(sc[b]) * x->xs[b]), acc);
         }
         y[r] = hsum256(acc);
     }
@@ -202,105 +203,146 @@ AVX2 static void rows_f16_avx2(const uint16_t *w, long cols, long row0, long row
 
 // MARK: - AVX-512 (F, BW, VL, VNNI)
 
+// Decode reads every weight once per token, so these kernels are built around memory traffic:
+// four rows per pass (each activation load feeds four rows), independent accumulators, and a
+// software prefetch a few cache lines ahead of each row (the hardware streamer stops at 4 KiB pages).
+#ifndef PF_AHEAD
+#define PF_AHEAD 512  // bytes ahead of the current position in each row
+#endif
+
 AVX512 static inline __m512 bf16x16(const uint16_t *p) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
 }
-
 AVX512 static inline __m512 f32x16(const float *p) { return _mm512_loadu_ps(p); }
 AVX512 static inline __m512 f16x16(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
+// The same for the last n < 16 values (masked loads read nothing past the row).
+AVX512 static inline __m512 f32x16_tail(const float *p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+AVX512 static inline __m512 f16x16_tail(const uint16_t *p, __mmask16 m) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)); }
+AVX512 static inline __m512 bf16x16_tail(const uint16_t *p, __mmask16 m) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+}
 
-// Two rows at a time, so that each x load feeds two FMAs; an odd last row goes to the AVX2 kernel.
-#define GEMV_AVX512(NAME, T, LOAD16, SCALAR, TAIL)                                                     \
+// NR (1..4, a constant after inlining) rows from `row0`, 32 columns per step with two accumulators per row.
+#define GEMV_ROWS_AVX512(NAME, T, LOAD16, TAIL16)                                                      \
+    AVX512 static inline __attribute__((always_inline)) void NAME(const T *w, const float *x, float *y, \
+                                                                 long cols, long r, const int NR) {     \
+        const T *row[4];                                                                               \
+        __m512 a[4][2];                                                                                \
+        for (int j = 0; j < NR; j++) { row[j] = w + (r + j) * cols; a[j][0] = a[j][1] = _mm512_setzero_ps(); } \
+        long i = 0;                                                                                    \
+        for (; i + 32 <= cols; i += 32) {                                                              \
+            __m512 x0 = _mm512_loadu_ps(x + i), x1 = _mm512_loadu_ps(x + i + 16);                      \
+            for (int j = 0; j < NR; j++) {                                                             \
+                _mm_prefetch((const char *)(row[j] + i) + PF_AHEAD, _MM_HINT_T0);                      \
+                a[j][0] = _mm512_fmadd_ps(LOAD16(row[j] + i), x0, a[j][0]);                            \
+                a[j][1] = _mm512_fmadd_ps(LOAD16(row[j] + i + 16), x1, a[j][1]);                       \
+            }                                                                                          \
+        }                                                                                              \
+        for (; i < cols; i += 16) {                                                                    \
+            __mmask16 m = cols - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (cols - i)) - 1);    \
+            __m512 x0 = _mm512_maskz_loadu_ps(m, x + i);                                               \
+            for (int j = 0; j < NR; j++) a[j][0] = _mm512_fmadd_ps(TAIL16(row[j] + i, m), x0, a[j][0]); \
+        }                                                                                              \
+        for (int j = 0; j < NR; j++) y[r + j] = _mm512_reduce_add_ps(_mm512_add_ps(a[j][0], a[j][1])); \
+    }
+GEMV_ROWS_AVX512(rows4_f32_avx512, float, f32x16, f32x16_tail)
+GEMV_ROWS_AVX512(rows4_f16_avx512, uint16_t, f16x16, f16x16_tail)
+GEMV_ROWS_AVX512(rows4_bf16_avx512, uint16_t, bf16x16, bf16x16_tail)
+
+#define GEMV_AVX512(NAME, T, ROWS)                                                                     \
     AVX512 static void NAME(const T *w, const float *x, float *y, long cols, long row0, long row1) {   \
         long r = row0;                                                                                 \
-        for (; r + 2 <= row1; r += 2) {                                                                \
-            const T *r0 = w + r * cols, *r1 = r0 + cols;                                               \
-            __m512 a0 = _mm512_setzero_ps(), a1 = a0, b0 = a0, b1 = a0;                                \
-            long i = 0;                                                                                \
-            for (; i + 32 <= cols; i += 32) {                                                          \
-                __m512 x0 = _mm512_loadu_ps(x + i), x1 = _mm512_loadu_ps(x + i + 16);                  \
-                a0 = _mm512_fmadd_ps(LOAD16(r0 + i), x0, a0);                                          \
-                a1 = _mm512_fmadd_ps(LOAD16(r0 + i + 16), x1, a1);                                     \
-                b0 = _mm512_fmadd_ps(LOAD16(r1 + i), x0, b0);                                          \
-                b1 = _mm512_fmadd_ps(LOAD16(r1 + i + 16), x1, b1);                                     \
-            }                                                                                          \
-            float s0 = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));                                    \
-            float s1 = _mm512_reduce_add_ps(_mm512_add_ps(b0, b1));                                    \
-            for (; i < cols; i++) { s0 += SCALAR(r0[i]) * x[i]; s1 += SCALAR(r1[i]) * x[i]; }          \
-            y[r] = s0; y[r + 1] = s1;                                                                  \
-        }                                                                                              \
-        if (r < row1) TAIL(w, x, y, cols, r, row1);                                                    \
+        for (; r + 4 <= row1; r += 4) ROWS(w, x, y, cols, r, 4);                                       \
+        for (; r < row1; r++) ROWS(w, x, y, cols, r, 1);                                               \
     }
-GEMV_AVX512(gemv_f32_avx512, float, f32x16, f32_to_float, gemv_f32_avx2)
-GEMV_AVX512(gemv_f16_avx512, uint16_t, f16x16, half_to_float, gemv_f16_avx2)
-GEMV_AVX512(gemv_bf16_avx512, uint16_t, bf16x16, bf16_to_float, gemv_bf16_avx2)
+GEMV_AVX512(gemv_f32_avx512, float, rows4_f32_avx512)
+GEMV_AVX512(gemv_f16_avx512, uint16_t, rows4_f16_avx512)
+GEMV_AVX512(gemv_bf16_avx512, uint16_t, rows4_bf16_avx512)
 
-// Two blocks of 32 per 512-bit register: lanes 0-7 sum block b, lanes 8-15 block b+1.
-AVX512 static inline __m512i dot64_vnni(__m512i w, __m512i x) {
-    __mmask64 negative = _mm512_movepi8_mask(w);
-    __m512i sx = _mm512_mask_sub_epi8(x, negative, _mm512_setzero_si512(), x);
-    return _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_abs_epi8(w), sx);
+// Quantized rows with VNNI. vpdpbusd multiplies unsigned by signed bytes, so instead of moving
+// signs around per row, the weights are made unsigned — q8_0 as w + 128 (one xor), q4_0 as its raw
+// nibble n = w + 8 — and the surplus (128·Σx or 8·Σx over the lane's four bytes) is subtracted by
+// starting each lane's sum at a correction computed once per token (chk_prepare_qx). A 512-bit
+// register covers two blocks; the per-lane float scale (weight scale × activation scale) comes
+// from eight scales converted at once and spread over the lanes by one permute.
+//
+// q4_0 unpack: 32 bytes (two blocks) → [low nibbles | high nibbles], i.e. elements 0-15 of block b,
+// 0-15 of b+1, 16-31 of b, 16-31 of b+1. The activation is stored in that order (`x4`) once per
+// token, so the unpack is a broadcast load, a masked shift and an and.
+
+AVX512 static inline __m512i q4_nibbles64(const uint8_t *p) {
+    // The broadcast is a load (no shuffle port); the shift applies to the upper half only.
+    __m512i v = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)p));
+    return _mm512_and_si512(_mm512_mask_srli_epi16(v, (__mmask32)0xFFFF0000u, v, 4), _mm512_set1_epi8(15));
+}
+AVX512 static inline __m512i q8_unsigned64(const int8_t *p) {
+    return _mm512_xor_si512(_mm512_loadu_si512(p), _mm512_set1_epi8((char)0x80));
 }
 
-AVX512 static inline __m512 pair_scale(const uint16_t *sc, const float *xs, long b) {
-    __m256 lo = _mm256_set1_ps(_cvtsh_ss(sc[b]) * xs[b]), hi = _mm256_set1_ps(_cvtsh_ss(sc[b + 1]) * xs[b + 1]);
-    return _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
+// Lane → block (0 or 1) of a pair, for each format's byte order; +2k selects pair k of eight blocks.
+AVX512 static inline __m512i pair_lanes(int q4, int k) {
+    return q4 ? _mm512_add_epi32(_mm512_set_epi32(1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0), _mm512_set1_epi32(2 * k))
+              : _mm512_add_epi32(_mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0), _mm512_set1_epi32(2 * k));
 }
 
-AVX512 static void gemv_q8_avx512(const int8_t *q, const uint16_t *scales, const int8_t *xq, const float *xs,
-                                  float *y, long cols, long row0, long row1) {
-    long blocks = cols / CHK_BLOCK;
-    for (long r = row0; r < row1; r++) {
-        __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-        const int8_t *row = q + r * cols; const uint16_t *sc = scales + r * blocks;
-        long b = 0;
-        for (; b + 4 <= blocks; b += 4) {
-            __m512i d0 = dot64_vnni(_mm512_loadu_si512(row + b * 32), _mm512_loadu_si512(xq + b * 32));
-            __m512i d1 = dot64_vnni(_mm512_loadu_si512(row + b * 32 + 64), _mm512_loadu_si512(xq + b * 32 + 64));
-            acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), pair_scale(sc, xs, b), acc0);
-            acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d1), pair_scale(sc, xs, b + 2), acc1);
+// NR rows (1..4) × cols of q8_0 (q4 = 0) or q4_0 (q4 = 1) against the prepared activation.
+AVX512 static inline __attribute__((always_inline)) void rowsq_avx512(
+    const void *q, const uint16_t *scales, const chk_qx *qx, float *y, long cols, long r, const int NR, const int q4) {
+    const long blocks = cols / CHK_BLOCK, rowBytes = q4 ? cols / 2 : cols;
+    const uint8_t *row[4]; const uint16_t *sc[4];
+    __m512 acc[4];
+    for (int j = 0; j < NR; j++) {
+        row[j] = (const uint8_t *)q + (r + j) * rowBytes; sc[j] = scales + (r + j) * blocks; acc[j] = _mm512_setzero_ps();
+    }
+    const int8_t *xv = q4 ? qx->x4 : qx->xq;
+    const int32_t *corr = q4 ? qx->c4 : qx->c8;
+    const long step = q4 ? 32 : 64;  // weight bytes per pair of blocks
+    const __m512i l0 = pair_lanes(q4, 0), l1 = pair_lanes(q4, 1), l2 = pair_lanes(q4, 2), l3 = pair_lanes(q4, 3);
+    long b = 0;
+    for (; b + 8 <= blocks; b += 8) {  // eight blocks: four pairs
+        __m256 xs8 = _mm256_loadu_ps(qx->xs + b);
+        for (int j = 0; j < NR; j++) {
+            _mm_prefetch((const char *)(row[j] + b / 2 * step) + PF_AHEAD, _MM_HINT_T0);
+            if (!q4) _mm_prefetch((const char *)(row[j] + b / 2 * step) + PF_AHEAD + 64, _MM_HINT_T0);
+            __m512 s = _mm512_castps256_ps512(_mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sc[j] + b))), xs8));
+            for (int k = 0; k < 4; k++) {
+                const long pair = b / 2 + k;
+                __m512i xk = _mm512_loadu_si512(xv + pair * 64), ck = _mm512_loadu_si512(corr + pair * 16);
+                __m512i w = q4 ? q4_nibbles64(row[j] + pair * step) : q8_unsigned64((const int8_t *)row[j] + pair * step);
+                __m512i d = _mm512_dpbusd_epi32(ck, w, xk);
+                __m512 lane = _mm512_permutexvar_ps(k == 0 ? l0 : k == 1 ? l1 : k == 2 ? l2 : l3, s);
+                acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), lane, acc[j]);
+            }
         }
-        float s = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
-        for (; b < blocks; b++) {
-            const int8_t *wb = row + b * 32, *xb = xq + b * 32; int32_t a = 0;
-            for (int i = 0; i < 32; i++) a += (int32_t)wb[i] * xb[i];
-            s += (float)a * half_to_float(sc[b]) * xs[b];
+    }
+    for (; b + 2 <= blocks; b += 2) {  // remaining pairs
+        const long pair = b / 2;
+        __m512i xk = _mm512_loadu_si512(xv + pair * 64), ck = _mm512_loadu_si512(corr + pair * 16);
+        for (int j = 0; j < NR; j++) {
+            __m256 s2 = _mm256_set_ps(0, 0, 0, 0, 0, 0, _cvtsh_ss(sc[j][b + 1]) * qx->xs[b + 1], _cvtsh_ss(sc[j][b]) * qx->xs[b]);
+            __m512i w = q4 ? q4_nibbles64(row[j] + pair * step) : q8_unsigned64((const int8_t *)row[j] + pair * step);
+            __m512i d = _mm512_dpbusd_epi32(ck, w, xk);
+            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_permutexvar_ps(l0, _mm512_castps256_ps512(s2)), acc[j]);
         }
-        y[r] = s;
+    }
+    for (int j = 0; j < NR; j++) {
+        float s = _mm512_reduce_add_ps(acc[j]);
+        if (b < blocks) s += q4 ? block_q4(row[j] + b * 16, qx->xq + b * 32) * _cvtsh_ss(sc[j][b]) * qx->xs[b]
+                                : block_q8((const int8_t *)row[j] + b * 32, qx->xq + b * 32) * _cvtsh_ss(sc[j][b]) * qx->xs[b];
+        y[r + j] = s;
     }
 }
 
-// 64 nibbles (two blocks) → 64 int8 in [-8, 7], in element order of the two blocks.
-AVX512 static inline __m512i q4_unpack64(const uint8_t *p) {
-    __m256i b = _mm256_loadu_si256((const __m256i *)p);  // block b bytes 0-15, block b+1 bytes 16-31
-    __m256i lo = _mm256_and_si256(b, _mm256_set1_epi8(15)), hi = _mm256_and_si256(_mm256_srli_epi16(b, 4), _mm256_set1_epi8(15));
-    // block b: lo[0..15], hi[0..15]; block b+1: lo[16..31], hi[16..31]
-    __m256i first = _mm256_permute2x128_si256(lo, hi, 0x20), second = _mm256_permute2x128_si256(lo, hi, 0x31);
-    __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(first), second, 1);
-    return _mm512_sub_epi8(v, _mm512_set1_epi8(8));
+AVX512 static void gemv_q8_avx512(const int8_t *q, const uint16_t *scales, const chk_qx *qx, float *y, long cols, long row0, long row1) {
+    long r = row0;
+    for (; r + 4 <= row1; r += 4) rowsq_avx512(q, scales, qx, y, cols, r, 4, 0);
+    for (; r < row1; r++) rowsq_avx512(q, scales, qx, y, cols, r, 1, 0);
 }
 
-AVX512 static void gemv_q4_avx512(const uint8_t *q, const uint16_t *scales, const int8_t *xq, const float *xs,
-                                  float *y, long cols, long row0, long row1) {
-    long blocks = cols / CHK_BLOCK;
-    for (long r = row0; r < row1; r++) {
-        __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-        const uint8_t *row = q + r * cols / 2; const uint16_t *sc = scales + r * blocks;
-        long b = 0;
-        for (; b + 4 <= blocks; b += 4) {
-            __m512i d0 = dot64_vnni(q4_unpack64(row + b * 16), _mm512_loadu_si512(xq + b * 32));
-            __m512i d1 = dot64_vnni(q4_unpack64(row + b * 16 + 32), _mm512_loadu_si512(xq + b * 32 + 64));
-            acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), pair_scale(sc, xs, b), acc0);
-            acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d1), pair_scale(sc, xs, b + 2), acc1);
-        }
-        float s = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
-        for (; b < blocks; b++) {
-            const uint8_t *wb = row + b * 16; const int8_t *xb = xq + b * 32; int32_t a = 0;
-            for (int j = 0; j < 16; j++) a += ((int32_t)(wb[j] & 15) - 8) * xb[j] + ((int32_t)(wb[j] >> 4) - 8) * xb[j + 16];
-            s += (float)a * half_to_float(sc[b]) * xs[b];
-        }
-        y[r] = s;
-    }
+AVX512 static void gemv_q4_avx512(const uint8_t *q, const uint16_t *scales, const chk_qx *qx, float *y, long cols, long row0, long row1) {
+    long r = row0;
+    for (; r + 4 <= row1; r += 4) rowsq_avx512(q, scales, qx, y, cols, r, 4, 1);
+    for (; r < row1; r++) rowsq_avx512(q, scales, qx, y, cols, r, 1, 1);
 }
 
 AVX512 static void rows_f16_avx512(const uint16_t *w, long cols, long row0, long row1, float *out) {
@@ -309,17 +351,43 @@ AVX512 static void rows_f16_avx512(const uint16_t *w, long cols, long row0, long
     for (; i < n; i++) out[i] = half_to_float(src[i]);
 }
 
+// MARK: - Activation quantization
+
+// Per block of 32: scale amax/127, values rounded to nearest even (lrintf and vcvtps2dq agree).
+static void quantize_x_portable(const float *x, long n, int8_t *q, float *scales) {
+    for (long b = 0; b < n / CHK_BLOCK; b++) {
+        const float *src = x + b * 32; float amax = 0;
+        for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(src[i]));
+        float d = amax / 127, id = d > 0 ? 1 / d : 0;
+        scales[b] = d;
+        for (int i = 0; i < 32; i++) q[b * 32 + i] = (int8_t)lrintf(src[i] * id);
+    }
+}
+
+AVX512 static void quantize_x_avx512(const float *x, long n, int8_t *q, float *scales) {
+    for (long b = 0; b < n / CHK_BLOCK; b++) {
+        __m512 v0 = _mm512_loadu_ps(x + b * 32), v1 = _mm512_loadu_ps(x + b * 32 + 16);
+        float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        float d = amax / 127, id = d > 0 ? 1 / d : 0;
+        scales[b] = d;
+        __m512 vid = _mm512_set1_ps(id);
+        _mm_storeu_si128((__m128i *)(q + b * 32), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v0, vid))));
+        _mm_storeu_si128((__m128i *)(q + b * 32 + 16), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v1, vid))));
+    }
+}
+
 // MARK: - Dispatch
 
 typedef void (*gemv16_fn)(const uint16_t *, const float *, float *, long, long, long);
 typedef void (*gemv32_fn)(const float *, const float *, float *, long, long, long);
-typedef void (*gemvq8_fn)(const int8_t *, const uint16_t *, const int8_t *, const float *, float *, long, long, long);
-typedef void (*gemvq4_fn)(const uint8_t *, const uint16_t *, const int8_t *, const float *, float *, long, long, long);
+typedef void (*gemvq8_fn)(const int8_t *, const uint16_t *, const chk_qx *, float *, long, long, long);
+typedef void (*gemvq4_fn)(const uint8_t *, const uint16_t *, const chk_qx *, float *, long, long, long);
+typedef void (*prepare_fn)(const float *, long, int8_t *, float *);
 typedef void (*rows16_fn)(const uint16_t *, long, long, long, float *);
 
 static struct {
     int chosen; const char *variant;
-    gemv32_fn f32; gemv16_fn f16, bf16; gemvq8_fn q8; gemvq4_fn q4; rows16_fn rows_f16;
+    gemv32_fn f32; gemv16_fn f16, bf16; gemvq8_fn q8; gemvq4_fn q4; rows16_fn rows_f16; prepare_fn quantize_x;
 } K;
 static int forced_portable;
 
@@ -332,13 +400,13 @@ static void pick(void) {
     if (forced_portable) { avx2 = 0; avx512 = 0; }
     if (avx512) {
         K.variant = "avx512"; K.f32 = gemv_f32_avx512; K.f16 = gemv_f16_avx512; K.bf16 = gemv_bf16_avx512; K.q8 = gemv_q8_avx512; K.q4 = gemv_q4_avx512;
-        K.rows_f16 = rows_f16_avx512;
+        K.rows_f16 = rows_f16_avx512; K.quantize_x = quantize_x_avx512;
     } else if (avx2) {
         K.variant = "avx2"; K.f32 = gemv_f32_avx2; K.f16 = gemv_f16_avx2; K.bf16 = gemv_bf16_avx2; K.q8 = gemv_q8_avx2; K.q4 = gemv_q4_avx2;
-        K.rows_f16 = rows_f16_avx2;
+        K.rows_f16 = rows_f16_avx2; K.quantize_x = quantize_x_portable;
     } else {
         K.variant = "portable"; K.f32 = gemv_f32_portable; K.f16 = gemv_f16_portable; K.bf16 = gemv_bf16_portable; K.q8 = gemv_q8_portable;
-        K.q4 = gemv_q4_portable; K.rows_f16 = rows_f16_portable;
+        K.q4 = gemv_q4_portable; K.rows_f16 = rows_f16_portable; K.quantize_x = quantize_x_portable;
     }
     K.chosen = 1;
 }
@@ -371,11 +439,11 @@ const char *chk_cpu_features(void) {
 void chk_gemv_f32(const float *w, const float *x, float *y, long cols, long row0, long row1) { pick(); K.f32(w, x, y, cols, row0, row1); }
 void chk_gemv_f16(const uint16_t *w, const float *x, float *y, long cols, long row0, long row1) { pick(); K.f16(w, x, y, cols, row0, row1); }
 void chk_gemv_bf16(const uint16_t *w, const float *x, float *y, long cols, long row0, long row1) { pick(); K.bf16(w, x, y, cols, row0, row1); }
-void chk_gemv_q8_0(const int8_t *q, const uint16_t *s, const int8_t *xq, const float *xs, float *y, long cols, long r0, long r1) {
-    pick(); K.q8(q, s, xq, xs, y, cols, r0, r1);
+void chk_gemv_q8_0(const int8_t *q, const uint16_t *s, const chk_qx *x, float *y, long cols, long r0, long r1) {
+    pick(); K.q8(q, s, x, y, cols, r0, r1);
 }
-void chk_gemv_q4_0(const uint8_t *q, const uint16_t *s, const int8_t *xq, const float *xs, float *y, long cols, long r0, long r1) {
-    pick(); K.q4(q, s, xq, xs, y, cols, r0, r1);
+void chk_gemv_q4_0(const uint8_t *q, const uint16_t *s, const chk_qx *x, float *y, long cols, long r0, long r1) {
+    pick(); K.q4(q, s, x, y, cols, r0, r1);
 }
 void chk_rows_f16(const uint16_t *w, long cols, long row0, long row1, float *out) { pick(); K.rows_f16(w, cols, row0, row1, out); }
 
@@ -412,14 +480,27 @@ void chk_rows_q4_0(const uint8_t *q, const uint16_t *scales, long cols, long row
 
 // MARK: - Quantization
 
-void chk_quantize_x(const float *x, long n, int8_t *q, float *scales) {
-    for (long b = 0; b < n / CHK_BLOCK; b++) {
-        const float *src = x + b * 32; float amax = 0;
-        for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(src[i]));
-        float d = amax / 127, id = d > 0 ? 1 / d : 0;
-        scales[b] = d;
-        for (int i = 0; i < 32; i++) q[b * 32 + i] = (int8_t)lrintf(src[i] * id);
+// Buffer layout of a prepared activation: xq, x4, c8, c4 (n bytes each), then n/32 scales.
+static inline long qx_part(long n) { return (n + 63) / 64 * 64; }
+long chk_qx_bytes(long n) { return 4 * qx_part(n) + n / CHK_BLOCK * (long)sizeof(float) + 64; }
+
+chk_qx chk_prepare_qx(const float *x, long n, void *buffer) {
+    pick();
+    int8_t *base = (int8_t *)(((uintptr_t)buffer + 63) & ~(uintptr_t)63), *xq = base, *x4 = base + qx_part(n);
+    int32_t *c8 = (int32_t *)(base + 2 * qx_part(n)), *c4 = (int32_t *)(base + 3 * qx_part(n));
+    float *xs = (float *)(base + 4 * qx_part(n));
+    K.quantize_x(x, n, xq, xs);
+    // x4 and the corrections cover whole pairs of blocks: the kernels do a trailing odd block with xq.
+    for (long pair = 0; pair < n / 64; pair++) {
+        const int8_t *src = xq + pair * 64; int8_t *dst = x4 + pair * 64;
+        memcpy(dst, src, 16); memcpy(dst + 16, src + 32, 16); memcpy(dst + 32, src + 16, 16); memcpy(dst + 48, src + 48, 16);
     }
+    for (long lane = 0; lane < n / 64 * 16; lane++) {
+        int32_t s8 = 0, s4 = 0;
+        for (int i = 0; i < 4; i++) { s8 += xq[lane * 4 + i]; s4 += x4[lane * 4 + i]; }
+        c8[lane] = -128 * s8; c4[lane] = -8 * s4;
+    }
+    return (chk_qx){xq, x4, c8, c4, xs};
 }
 
 void chk_quantize_q8_0(const float *x, long rows, long cols, int8_t *q, uint16_t *scales) {
@@ -483,4 +564,172 @@ void chk_attend_one(const float *q, const float *keys, const float *values, long
             for (long i = 0; i < headDim; i++) o[i] += p * v[i];
         }
     }
+}
+
+// MARK: - Thread pool
+
+// Workers spin on a generation counter for a while after each job (decode issues one job per
+// matrix, ~100 µs apart), then sleep on a condition variable. Chunks are claimed from an atomic
+// counter, so a thread the OS delays (a shared machine) leaves its chunks to the others.
+// Spinning is bounded in time (TSC cycles, ~40 µs): on a machine shared with other processes a
+// spinning worker would otherwise take its core's time slices from the thread doing real work.
+#define SPIN_CYCLES 100000ULL
+
+static struct {
+    pthread_mutex_t busy;  // held by the one caller running a job
+    pthread_mutex_t lock;  // with `wake`: sleeping workers
+    pthread_cond_t wake;
+    int workers;  // threads besides the caller
+    _Atomic unsigned long generation;
+    _Atomic int sleepers, pending, quit;
+    _Atomic long next;
+    long n, chunk; chk_task task; void *context;
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
+static pthread_t *pool_threads;
+static _Thread_local int in_pool_task;
+
+static void pool_work(void) {
+    for (;;) {
+        long begin = atomic_fetch_add(&pool.next, pool.chunk);
+        if (begin >= pool.n) return;
+        long end = begin + pool.chunk < pool.n ? begin + pool.chunk : pool.n;
+        pool.task(pool.context, begin, end);
+    }
+}
+
+// `start` is the generation when the worker was created: a job signalled before the thread first
+// runs is then still seen as new.
+static void *pool_worker(void *start) {
+    in_pool_task = 1;
+    unsigned long seen = (unsigned long)(uintptr_t)start;
+    for (;;) {
+        unsigned long g = seen;
+        for (unsigned long long t0 = __rdtsc();
+             (g = atomic_load_explicit(&pool.generation, memory_order_acquire)) == seen && __rdtsc() - t0 < SPIN_CYCLES;)
+            _mm_pause();
+        if (g == seen) {
+            pthread_mutex_lock(&pool.lock);
+            atomic_fetch_add(&pool.sleepers, 1);
+            while ((g = atomic_load(&pool.generation)) == seen) pthread_cond_wait(&pool.wake, &pool.lock);
+            atomic_fetch_sub(&pool.sleepers, 1);
+            pthread_mutex_unlock(&pool.lock);
+        }
+        seen = g;
+        if (atomic_load(&pool.quit)) return NULL;
+        pool_work();
+        atomic_fetch_sub_explicit(&pool.pending, 1, memory_order_release);
+    }
+}
+
+// Starts a new generation and wakes sleeping workers (a sleeper that registers after the
+// sleepers check sees the new generation before waiting: both are sequentially consistent).
+static void pool_signal(void) {
+    atomic_fetch_add(&pool.generation, 1);
+    if (atomic_load(&pool.sleepers) > 0) {
+        pthread_mutex_lock(&pool.lock);
+        pthread_cond_broadcast(&pool.wake);
+        pthread_mutex_unlock(&pool.lock);
+    }
+}
+
+// Called with `busy` held: brings the pool to `count` workers.
+static void pool_resize(int count) {
+    if (count == pool.workers) return;
+    if (pool.workers > 0) {
+        atomic_store(&pool.quit, 1);
+        pool_signal();
+        for (int i = 0; i < pool.workers; i++) pthread_join(pool_threads[i], NULL);
+        atomic_store(&pool.quit, 0);
+        free(pool_threads); pool_threads = NULL; pool.workers = 0;
+    }
+    if (count <= 0) return;
+    pool_threads = malloc(sizeof(pthread_t) * (size_t)count);
+    for (int i = 0; i < count && pool_threads; i++) {
+        void *start = (void *)(uintptr_t)atomic_load(&pool.generation);
+        if (pthread_create(&pool_threads[i], NULL, pool_worker, start) != 0) break;
+        pool.workers++;
+    }
+}
+
+void chk_parallel_for(long n, long chunk, int threads, chk_task task, void *context) {
+    if (n <= 0) return;
+    if (chunk < 1) chunk = 1;
+    if (threads <= 1 || chunk >= n || in_pool_task || pthread_mutex_trylock(&pool.busy) != 0) {
+        task(context, 0, n);
+        return;
+    }
+    pool_resize(threads - 1);
+    pool.n = n; pool.chunk = chunk; pool.task = task; pool.context = context;
+    atomic_store(&pool.next, 0);
+    atomic_store(&pool.pending, pool.workers);
+    pool_signal();
+    in_pool_task = 1;
+    pool_work();
+    in_pool_task = 0;
+    // A worker still busy may share this core with us: yield rather than spin for long.
+    for (unsigned long long t0 = __rdtsc(); atomic_load_explicit(&pool.pending, memory_order_acquire) > 0;) {
+        if (__rdtsc() - t0 < SPIN_CYCLES / 4) _mm_pause(); else sched_yield();
+    }
+    pthread_mutex_unlock(&pool.busy);
+}
+
+// MARK: - Threaded matrix-vector product
+
+typedef struct {
+    chk_format format; const void *w; const uint16_t *scales; const float *x; const chk_qx *qx; float *y; long cols;
+} matvec_job;
+
+static void matvec_task(void *context, long r0, long r1) {
+    const matvec_job *j = context;
+    switch (j->format) {
+    case CHK_F32: K.f32(j->w, j->x, j->y, j->cols, r0, r1); break;
+    case CHK_F16: K.f16(j->w, j->x, j->y, j->cols, r0, r1); break;
+    case CHK_BF16: K.bf16(j->w, j->x, j->y, j->cols, r0, r1); break;
+    case CHK_Q8_0: K.q8(j->w, j->scales, j->qx, j->y, j->cols, r0, r1); break;
+    case CHK_Q4_0: K.q4(j->w, j->scales, j->qx, j->y, j->cols, r0, r1); break;
+    }
+}
+
+void chk_matvec(chk_format format, const void *w, const uint16_t *scales, const float *x, float *y, long rows, long cols, int threads) {
+    pick();
+    matvec_job job = {format, w, scales, x, NULL, y, cols};
+    // About eight chunks per thread, whole groups of four rows (the kernels' step).
+    long chunk = (rows + 8L * threads - 1) / (8L * threads);
+    chunk = chunk < 16 ? 16 : (chunk + 3) / 4 * 4;
+    if (format == CHK_Q8_0 || format == CHK_Q4_0) {
+        // The quantized activation lives on this stack for the duration of the product.
+        long bytes = chk_qx_bytes(cols);
+        int heap = bytes > (1L << 18);
+        char stack[heap ? 1 : bytes];
+        void *buffer = heap ? malloc((size_t)bytes) : stack;
+        chk_qx qx = chk_prepare_qx(x, cols, buffer);
+        job.qx = &qx;
+        chk_parallel_for(rows, chunk, threads, matvec_task, &job);
+        if (heap) free(buffer);
+    } else {
+        chk_parallel_for(rows, chunk, threads, matvec_task, &job);
+    }
+}
+
+// MARK: - Threaded decode attention
+
+typedef struct {
+    const float *q, *keys, *values; long keyCount, heads, kvHeads, headDim; float scale; float *out;
+} attend_job;
+
+static void attend_task(void *context, long h0, long h1) {
+    const attend_job *j = context;
+    // Scores of one head at a time, on this thread's stack (heap only for very long caches).
+    int heap = j->keyCount > 16384;
+    float stack[heap ? 1 : j->keyCount];
+    float *scores = heap ? malloc(sizeof(float) * (size_t)j->keyCount) : stack;
+    chk_attend_one(j->q, j->keys, j->values, j->keyCount, j->heads, j->kvHeads, j->headDim, j->scale, scores, j->out, h0, h1);
+    if (heap) free(scores);
+}
+
+void chk_attend(const float *q, const float *keys, const float *values, long keyCount, long heads, long kvHeads,
+                long headDim, float scale, float *out, int threads) {
+    attend_job job = {q, keys, values, keyCount, heads, kvHeads, headDim, scale, out};
+    long chunk = (heads + 4L * threads - 1) / (4L * threads);
+    chk_parallel_for(heads, chunk < 1 ? 1 : chunk, threads, attend_task, &job);
 }

@@ -64,18 +64,7 @@ public func multiHeadAttention(
     if tokens == 1, causalOffset.map({ $0 + 1 >= keyCount }) ?? true {
         // Decode: one query row sees every cached key (the causal bound is the cache length), so a
         // direct dot/softmax/axpy loop threaded over heads beats two sgemm calls per head.
-        let q = queries.data, o = out.data
-        ParallelRows.run(heads, minimumPerThread: 1) { h0, h1 in
-            if keyCount <= 16384 {
-                withUnsafeTemporaryAllocation(of: Float.self, capacity: keyCount) { s in
-                    chk_attend_one(q, keys, values, keyCount, heads, kvHeads, headDim, scale, s.baseAddress!, o, h0, h1)
-                }
-            } else {
-                let s = UnsafeMutablePointer<Float>.allocate(capacity: keyCount)
-                defer { s.deallocate() }
-                chk_attend_one(q, keys, values, keyCount, heads, kvHeads, headDim, scale, s, o, h0, h1)
-            }
-        }
+        chk_attend(queries.data, keys, values, keyCount, heads, kvHeads, headDim, scale, out.data, Int32(ComputeThreads.current))
         return
     }
     for h in 0..<heads {

@@ -151,35 +151,18 @@ public final class WeightMatrix: @unchecked Sendable {
         }
     }
 
-    /// out[r] = W[r] · x, threaded over rows.
+    /// out[r] = W[r] · x, threaded over rows (one C call: the activation is quantized once and the
+    /// rows are shared out by the kernels' thread pool).
     func gemv(_ x: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>) {
-        let columns = self.columns, data = self.data, scales = self.scales
+        let kind: chk_format
         switch format {
-        case .f32:
-            let w = data.assumingMemoryBound(to: Float.self)
-            ParallelRows.run(rows) { r0, r1 in chk_gemv_f32(w, x, y, columns, r0, r1) }
-        case .f16, .bf16:
-            let w = data.assumingMemoryBound(to: UInt16.self), f16 = format == .f16
-            ParallelRows.run(rows) { r0, r1 in
-                if f16 { chk_gemv_f16(w, x, y, columns, r0, r1) } else { chk_gemv_bf16(w, x, y, columns, r0, r1) }
-            }
-        case .q8_0, .q4_0:
-            let blocks = columns / 32, q8 = format == .q8_0
-            // Stack scratch for the quantized activation: no heap allocation per token.
-            withUnsafeTemporaryAllocation(of: Int8.self, capacity: columns) { xq in
-                withUnsafeTemporaryAllocation(of: Float.self, capacity: blocks) { xs in
-                    let xq = xq.baseAddress!, xs = xs.baseAddress!
-                    chk_quantize_x(x, columns, xq, xs)
-                    ParallelRows.run(rows) { r0, r1 in
-                        if q8 {
-                            chk_gemv_q8_0(data.assumingMemoryBound(to: Int8.self), scales!, xq, xs, y, columns, r0, r1)
-                        } else {
-                            chk_gemv_q4_0(data.assumingMemoryBound(to: UInt8.self), scales!, xq, xs, y, columns, r0, r1)
-                        }
-                    }
-                }
-            }
+        case .f32: kind = CHK_F32
+        case .f16: kind = CHK_F16
+        case .bf16: kind = CHK_BF16
+        case .q8_0: kind = CHK_Q8_0
+        case .q4_0: kind = CHK_Q4_0
         }
+        chk_matvec(kind, data, scales, x, y, rows, columns, Int32(ComputeThreads.current))
     }
 
     /// Prefill: widen `tile` rows of W at a time (in parallel) and sgemm them against all of x.
@@ -241,18 +224,20 @@ final class OwnedBytes: @unchecked Sendable {
     deinit { pointer.deallocate() }
 }
 
-/// Splits row ranges over the compute threads (ComputeThreads.current).
+/// Splits row ranges over the compute threads (ComputeThreads.current), on the kernels' persistent pool.
 public enum ParallelRows {
     public static func run(_ rows: Int, minimumPerThread: Int = 16, _ body: (Int, Int) -> Void) {
         let threads = min(ComputeThreads.current, max(1, rows / minimumPerThread))
         if threads <= 1 { body(0, rows); return }
-        let chunk = (rows + threads - 1) / threads
-        // Every task finishes before concurrentPerform returns, so the non-escaping body is safe to share.
+        // A few chunks per thread, claimed dynamically, so that a delayed thread does not hold up the rest.
+        let chunk = max(minimumPerThread, (rows + 4 * threads - 1) / (4 * threads))
+        // The pool returns only after every chunk ran, so the non-escaping body is safe to share.
         withoutActuallyEscaping(body) { body in
-            nonisolated(unsafe) let work = body
-            DispatchQueue.concurrentPerform(iterations: threads) { i in
-                let a = i * chunk, b = min(rows, a + chunk)
-                if a < b { work(a, b) }
+            var work = body
+            withUnsafeMutablePointer(to: &work) { pointer in
+                chk_parallel_for(rows, chunk, Int32(threads), { context, begin, end in
+                    context!.assumingMemoryBound(to: ((Int, Int) -> Void).self).pointee(begin, end)
+                }, pointer)
             }
         }
     }

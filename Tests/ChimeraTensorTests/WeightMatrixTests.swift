@@ -104,4 +104,54 @@ import Testing
                                          headDim: headDim, causalOffset: keys - 2)
         #expect(Self.worst(fast.toArray(), Array(general.toArray()[q.count...])) < 1e-5)
     }
+
+    // Every tail of the SIMD kernels: rows 1-9 (groups of four and the leftover rows) and block
+    // counts that leave whole groups of eight, a leftover pair and an odd block (1, 3, 10, 19 blocks);
+    // float formats also get a width that is not a multiple of 16 (masked loads).
+    @Test(arguments: WeightFormat.allCases) func simdKernelsAgreeWithPortableOnEveryTail(format: WeightFormat) throws {
+        let widths = format.isQuantized ? [32, 96, 320, 608] : [47, 96, 320, 608]
+        for columns in widths {
+            for rows in [1, 3, 4, 5, 9] {
+                let m = try WeightMatrix.converting(Self.random([rows, columns], seed: UInt64(rows * 1000 + columns)), to: format)
+                let x = Self.random([1, columns], seed: UInt64(columns))
+                let simd = Tensor(zeros: [1, rows]), portable = Tensor(zeros: [1, rows])
+                m.apply(x, bias: nil, into: simd)
+                chk_force_portable(1)
+                m.apply(x, bias: nil, into: portable)
+                chk_force_portable(0)
+                // Both sum the same products (int8 products exactly); only the float summation order differs.
+                #expect(Self.worst(simd.toArray(), portable.toArray()) < 1e-4 * Float(columns).squareRoot(),
+                        "\(format) \(rows)×\(columns)")
+            }
+        }
+    }
+
+    @Test(arguments: WeightFormat.allCases) func threadedProductEqualsOneThread(format: WeightFormat) throws {
+        let rows = 203, columns = 256
+        let m = try WeightMatrix.converting(Self.random([rows, columns], seed: 21), to: format)
+        let x = Self.random([1, columns], seed: 22)
+        var one = [Float](repeating: 0, count: rows), three = one
+        let kind: chk_format = [.f32: CHK_F32, .f16: CHK_F16, .bf16: CHK_BF16, .q8_0: CHK_Q8_0, .q4_0: CHK_Q4_0][format]!
+        chk_matvec(kind, m.data, m.scales, x.data, &one, rows, columns, 1)
+        chk_matvec(kind, m.data, m.scales, x.data, &three, rows, columns, 3)
+        // Chunks start at multiples of four rows, so every row is computed by the same code either way.
+        #expect(one == three)
+        #expect(one.allSatisfy { $0 != 0 })
+    }
+
+    @Test func parallelRowsCoverEveryRowOnceFromConcurrentCallers() {
+        let rows = 1000, callers = 4
+        let counts = UnsafeMutablePointer<Int32>.allocate(capacity: rows * callers)
+        counts.initialize(repeating: 0, count: rows * callers)
+        defer { counts.deallocate() }
+        nonisolated(unsafe) let shared = counts
+        // Concurrent callers: one gets the pool, the others run serially; a nested call runs serially.
+        DispatchQueue.concurrentPerform(iterations: callers) { c in
+            ParallelRows.run(rows, minimumPerThread: 1) { a, b in
+                for r in a..<b { shared[c * rows + r] += 1 }
+                if a == 0 { ParallelRows.run(4, minimumPerThread: 1) { _, _ in } }
+            }
+        }
+        #expect((0..<rows * callers).allSatisfy { counts[$0] == 1 })
+    }
 }

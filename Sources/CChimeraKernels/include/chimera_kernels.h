@@ -23,14 +23,23 @@ void chk_force_portable(int on);
 void chk_gemv_f32(const float *w, const float *x, float *y, long cols, long row0, long row1);
 void chk_gemv_f16(const uint16_t *w, const float *x, float *y, long cols, long row0, long row1);
 void chk_gemv_bf16(const uint16_t *w, const float *x, float *y, long cols, long row0, long row1);
-/// Quantized weights against x quantized by chk_quantize_x (int8 blocks with float scales).
-void chk_gemv_q8_0(const int8_t *q, const uint16_t *scales, const int8_t *xq, const float *xs,
-                   float *y, long cols, long row0, long row1);
-void chk_gemv_q4_0(const uint8_t *q, const uint16_t *scales, const int8_t *xq, const float *xs,
-                   float *y, long cols, long row0, long row1);
+/// An activation row prepared once per product for the quantized kernels: int8 blocks of 32 with
+/// float scales (`xq`, `xs`), plus what the VNNI kernels read — the same bytes in q4_0's nibble
+/// order (`x4`) and per-lane corrections for unsigned weights (`c8` = −128·Σ, `c4` = −8·Σ of each
+/// four bytes of `xq` / `x4`).
+typedef struct chk_qx {
+    const int8_t *xq, *x4;
+    const int32_t *c8, *c4;
+    const float *xs;
+} chk_qx;
+/// Bytes of the buffer chk_prepare_qx needs for n activations.
+long chk_qx_bytes(long n);
+/// Quantizes n (a multiple of 32) floats into `buffer` (chk_qx_bytes(n) bytes) and describes them.
+chk_qx chk_prepare_qx(const float *x, long n, void *buffer);
 
-/// Activation quantization for the int8 dot products: n (a multiple of 32) floats → int8 + float scales.
-void chk_quantize_x(const float *x, long n, int8_t *q, float *scales);
+/// Quantized weights against an activation prepared by chk_prepare_qx.
+void chk_gemv_q8_0(const int8_t *q, const uint16_t *scales, const chk_qx *x, float *y, long cols, long row0, long row1);
+void chk_gemv_q4_0(const uint8_t *q, const uint16_t *scales, const chk_qx *x, float *y, long cols, long row0, long row1);
 
 /// Weight quantization of `rows` rows of `cols` (a multiple of 32) floats.
 void chk_quantize_q8_0(const float *x, long rows, long cols, int8_t *q, uint16_t *scales);
@@ -46,8 +55,22 @@ void chk_rows_q4_0(const uint8_t *q, const uint16_t *scales, long cols, long row
 void chk_to_f16(const float *x, long n, uint16_t *out);
 void chk_to_bf16(const float *x, long n, uint16_t *out);
 
+/// Runs task(context, begin, end) over [0, n) in chunks of `chunk` on `threads` threads (the
+/// caller's included): a persistent pool whose workers spin briefly between jobs, so a decoded
+/// token's ~150 matrix products do not each pay a thread wake-up. A call made while the pool is busy
+/// (another thread, or from inside a task) runs serially on the calling thread.
+typedef void (*chk_task)(void *context, long begin, long end);
+void chk_parallel_for(long n, long chunk, int threads, chk_task task, void *context);
+
+typedef enum chk_format { CHK_F32, CHK_F16, CHK_BF16, CHK_Q8_0, CHK_Q4_0 } chk_format;
+/// y = W x for all `rows` of W in `format` (scales for q8_0/q4_0), on `threads` threads: the decode product.
+void chk_matvec(chk_format format, const void *w, const uint16_t *scales, const float *x, float *y, long rows, long cols, int threads);
+
 /// Attention of one query row per head over `keys` cached rows (decode): out[h] = softmax(scale q_h·K)·V.
 /// keys/values are [keyCount, kvHeads*headDim]; scores is scratch of keyCount floats, reused for heads [head0, head1).
 void chk_attend_one(const float *q, const float *keys, const float *values, long keyCount, long heads,
                     long kvHeads, long headDim, float scale, float *scores, float *out, long head0, long head1);
+/// The same for every head, threaded over heads on `threads` threads, with scratch on each thread's stack.
+void chk_attend(const float *q, const float *keys, const float *values, long keyCount, long heads, long kvHeads,
+                long headDim, float scale, float *out, int threads);
 #endif

@@ -699,7 +699,7 @@ void chk_matvec(chk_format format, const void *w, const uint16_t *scales, const 
     if (format == CHK_Q8_0 || format == CHK_Q4_0) {
         // The quantized activation lives on this stack for the duration of the product.
         long bytes = chk_qx_bytes(cols);
-        int heap = bytes > (1L << 18);
+        int heap = bytes > (1L << 16);  // 64 KiB: safe on small (dispatch) thread stacks
         char stack[heap ? 1 : bytes];
         void *buffer = heap ? malloc((size_t)bytes) : stack;
         chk_qx qx = chk_prepare_qx(x, cols, buffer);

@@ -63,24 +63,13 @@ static void residual_layernorm_rows_portable(float *h, const float *delta, const
 
 // MARK: - AVX-512
 
-// exp(x) = 2^k · e^r, k = round(x / ln 2), r = x - k ln 2 (in two parts); Cephes' degree-6
-// polynomial for e^r on |r| ≤ ln 2 / 2; scalef applies 2^k without overflow in the exponent field.
-AVX512_ATTR static inline __m512 exp_avx512(__m512 x) {
-    __mmask16 gone = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-103.9f), _CMP_LT_OQ);
-    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-103.9f)), _mm512_set1_ps(88.7f));
-    __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    __m512 y = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1));
-    return _mm512_maskz_mov_ps(~gone, _mm512_scalef_ps(y, k));
-}
-
+// Outside [-103.9, 88.7] exp is 0 (below the smallest denormal) or clamped; scalef applies 2^k
+// with no overflow of the exponent field.
+#define EXP_LO -103.9f
+#define EXP_HI 88.7f
+#define VROUND(x) _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define VPOW2MUL(y, k) _mm512_scalef_ps(y, k)
+#define VZERO_BELOW(x, lo, y) _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(lo), _CMP_GE_OQ), y)
 #define V __m512
 #define W 16
 #define ATTR AVX512_ATTR
@@ -92,6 +81,7 @@ AVX512_ATTR static inline __m512 exp_avx512(__m512 x) {
 #define VDIV _mm512_div_ps
 #define VFMA _mm512_fmadd_ps
 #define VMAX _mm512_max_ps
+#define VMIN _mm512_min_ps
 #define VABS(x) _mm512_abs_ps(x)
 #define VNEG(x) _mm512_sub_ps(_mm512_setzero_ps(), x)
 #define VLOAD _mm512_loadu_ps
@@ -113,6 +103,7 @@ AVX512_ATTR static inline __m512 exp_avx512(__m512 x) {
 #undef VDIV
 #undef VFMA
 #undef VMAX
+#undef VMIN
 #undef VABS
 #undef VNEG
 #undef VLOAD
@@ -122,27 +113,21 @@ AVX512_ATTR static inline __m512 exp_avx512(__m512 x) {
 #undef VHSUM
 #undef VHMAX
 #undef VSELECT_NEG
+#undef EXP_LO
+#undef EXP_HI
+#undef VROUND
+#undef VPOW2MUL
+#undef VZERO_BELOW
 
 // MARK: - AVX2
 
-// The same exp with 2^k built in the exponent field, so k stays in [-126, 127]: inputs below
-// -87.3 give 0 (exp is below 1.2e-38 there), above 88 are clamped (no overflow to inf).
-AVX2_ATTR static inline __m256 exp_avx2(__m256 x) {
-    __m256 gone = _mm256_cmp_ps(x, _mm256_set1_ps(-87.3f), _CMP_LT_OQ);
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.0f));
-    __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    __m256 y = _mm256_add_ps(_mm256_fmadd_ps(_mm256_mul_ps(p, r), r, r), _mm256_set1_ps(1));
-    __m256 two_k = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23));
-    return _mm256_andnot_ps(gone, _mm256_mul_ps(y, two_k));
-}
+// 2^k is built in the exponent field, so k must stay in [-126, 127]: inputs below -87.3 give 0
+// (exp is below 1.2e-38 there), above 88 are clamped (no overflow to inf).
+#define EXP_LO -87.3f
+#define EXP_HI 88.0f
+#define VROUND(x) _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define VPOW2MUL(y, k) _mm256_mul_ps(y, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23)))
+#define VZERO_BELOW(x, lo, y) _mm256_and_ps(_mm256_cmp_ps(x, _mm256_set1_ps(lo), _CMP_GE_OQ), y)
 
 AVX2_ATTR static inline __m256i tail_mask_avx2(long n) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
@@ -173,6 +158,7 @@ AVX2_ATTR static inline float hmax_avx2(__m256 v) {
 #define VDIV _mm256_div_ps
 #define VFMA _mm256_fmadd_ps
 #define VMAX _mm256_max_ps
+#define VMIN _mm256_min_ps
 #define VABS(x) _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x)
 #define VNEG(x) _mm256_xor_ps(_mm256_set1_ps(-0.0f), x)
 #define VLOAD _mm256_loadu_ps
@@ -186,13 +172,19 @@ AVX2_ATTR static inline float hmax_avx2(__m256 v) {
 
 // MARK: - Dispatch
 
-static struct {
-    int chosen; const char *variant;
+typedef struct {
+    const char *variant;
     void (*activate)(float *, const float *, long, long, int);
     void (*softmax)(float *, long, long, long);
     void (*layernorm)(const float *, float *, long, long, const float *, const float *, float);
     void (*residual)(float *, const float *, const float *, long, long, const float *, const float *, float, float *);
-} E;
+} table;
+
+static const table tables[3] = {
+    {"portable", activate_rows_portable, softmax_rows_portable, layernorm_rows_portable, residual_layernorm_rows_portable},
+    {"avx2", activate_rows_avx2, softmax_rows_avx2, layernorm_rows_avx2, residual_layernorm_rows_avx2},
+    {"avx512", activate_rows_avx512, softmax_rows_avx512, layernorm_rows_avx512, residual_layernorm_rows_avx512},
+};
 
 static int supports(int level) {  // 2 = AVX-512, 1 = AVX2, 0 = portable
     __builtin_cpu_init();
@@ -202,40 +194,37 @@ static int supports(int level) {  // 2 = AVX-512, 1 = AVX2, 0 = portable
     return 1;
 }
 
-static void use(int level) {
-    if (level == 2) {
-        E.variant = "avx512"; E.activate = activate_rows_avx512; E.softmax = softmax_rows_avx512;
-        E.layernorm = layernorm_rows_avx512; E.residual = residual_layernorm_rows_avx512;
-    } else if (level == 1) {
-        E.variant = "avx2"; E.activate = activate_rows_avx2; E.softmax = softmax_rows_avx2;
-        E.layernorm = layernorm_rows_avx2; E.residual = residual_layernorm_rows_avx2;
-    } else {
-        E.variant = "portable"; E.activate = activate_rows_portable; E.softmax = softmax_rows_portable;
-        E.layernorm = layernorm_rows_portable; E.residual = residual_layernorm_rows_portable;
-    }
-    E.chosen = 1;
+// The choice for this CPU, made once (threads racing here all store the same pointer), and a
+// per-thread override for tests, so that a test comparing variants never changes other threads' kernels.
+static const table *chosen;
+static _Thread_local const table *override;
+
+static const table *K(void) {
+    if (override) return override;
+    if (!chosen) chosen = &tables[supports(2) ? 2 : supports(1) ? 1 : 0];
+    return chosen;
 }
 
-static void pick(void) {
-    if (!E.chosen) use(supports(2) ? 2 : supports(1) ? 1 : 0);
-}
-
-const char *chk_elementwise_variant(void) { pick(); return E.variant; }
+const char *chk_elementwise_variant(void) { return K()->variant; }
 
 int chk_elementwise_use(const char *name) {
-    if (!name) { E.chosen = 0; pick(); return 1; }
-    int level = !strcmp(name, "avx512") ? 2 : !strcmp(name, "avx2") ? 1 : !strcmp(name, "portable") ? 0 : -1;
-    if (level < 0 || !supports(level)) return 0;
-    use(level);
-    return 1;
+    if (!name) { override = 0; return 1; }
+    for (int level = 0; level < 3; level++) {
+        if (!strcmp(name, tables[level].variant)) {
+            if (!supports(level)) return 0;
+            override = &tables[level];
+            return 1;
+        }
+    }
+    return 0;
 }
 
-void chk_activate_rows(float *x, const float *bias, long rows, long cols, int kind) { pick(); E.activate(x, bias, rows, cols, kind); }
-void chk_softmax_rows(float *p, long rows, long cols, long ld) { pick(); E.softmax(p, rows, cols, ld); }
+void chk_activate_rows(float *x, const float *bias, long rows, long cols, int kind) { K()->activate(x, bias, rows, cols, kind); }
+void chk_softmax_rows(float *p, long rows, long cols, long ld) { K()->softmax(p, rows, cols, ld); }
 void chk_layernorm_rows(const float *x, float *out, long rows, long n, const float *w, const float *b, float eps) {
-    pick(); E.layernorm(x, out, rows, n, w, b, eps);
+    K()->layernorm(x, out, rows, n, w, b, eps);
 }
 void chk_residual_layernorm_rows(float *h, const float *delta, const float *bias, long rows, long n,
                                  const float *w, const float *nb, float eps, float *out) {
-    pick(); E.residual(h, delta, bias, rows, n, w, nb, eps, out);
+    K()->residual(h, delta, bias, rows, n, w, nb, eps, out);
 }

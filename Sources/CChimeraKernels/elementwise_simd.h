@@ -3,7 +3,24 @@
 //   V (vector type), W (lanes), ATTR (target attribute), F(name) (suffixes the instruction set),
 //   VSET, VADD, VSUB, VMUL, VDIV, VFMA(a, b, c) = a·b + c, VMAX, VABS, VNEG, VLOAD, VSTORE,
 //   VLOADN(p, n, fill) (n < W floats, other lanes = fill), VSTOREN(p, v, n), VHSUM, VHMAX,
-//   VSELECT_NEG(x, a, b) (a where x < 0, else b), and F(exp) (exp of each lane; -inf gives 0).
+//   VSELECT_NEG(x, a, b) (a where x < 0, else b), VMIN, and for exp: EXP_LO, EXP_HI (the input
+//   range), VROUND (to nearest), VPOW2MUL(y, k) = y·2^k, VZERO_BELOW(x, lo, y) (0 where x < lo).
+
+// exp(x) = 2^k · e^r with k = round(x / ln 2) and r = x - k·ln 2 (ln 2 in two parts, Cephes'
+// expf), |r| ≤ ln 2 / 2, e^r by Cephes' degree-6 polynomial: about 1 ulp. -inf gives exactly 0.
+ATTR static inline V F(exp)(V x) {
+    V clamped = VMIN(VMAX(x, VSET(EXP_LO)), VSET(EXP_HI));
+    V k = VROUND(VMUL(clamped, VSET(1.44269504088896341f)));
+    V r = VFMA(k, VSET(-0.693359375f), clamped);
+    r = VFMA(k, VSET(2.12194440e-4f), r);
+    V p = VFMA(VSET(1.9875691500e-4f), r, VSET(1.3981999507e-3f));
+    p = VFMA(p, r, VSET(8.3334519073e-3f));
+    p = VFMA(p, r, VSET(4.1665795894e-2f));
+    p = VFMA(p, r, VSET(1.6666665459e-1f));
+    p = VFMA(p, r, VSET(5.0000001201e-1f));
+    V y = VADD(VFMA(VMUL(p, r), r, r), VSET(1));
+    return VZERO_BELOW(x, EXP_LO, VPOW2MUL(y, k));
+}
 
 // erf from Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7): 1 - erf(|z|) = p(t)·exp(-z²),
 // t = 1 / (1 + 0.3275911 |z|). Written as erfc for negative inputs so small GELU tails keep precision.

@@ -15,10 +15,11 @@ enum {
     CHK_ACT_RELU = 4,
 };
 
-/// "avx512", "avx2" or "portable".
+/// The variant the calling thread uses: "avx512", "avx2" or "portable".
 const char *chk_elementwise_variant(void);
-/// Selects the kernels by name ("avx512", "avx2", "portable"; tests compare them) and returns 1,
-/// or returns 0 when this CPU cannot run them; NULL restores the automatic choice.
+/// Selects the kernels by name ("avx512", "avx2", "portable") for the calling thread only (tests
+/// compare them) and returns 1, or returns 0 when this CPU cannot run them; NULL restores the
+/// automatic choice. Other threads (and the threaded Swift wrappers' workers) keep the automatic choice.
 int chk_elementwise_use(const char *name);
 
 /// x[r, c] = act(x[r, c] + bias[c]) for `rows` rows of `cols` floats; bias may be NULL.

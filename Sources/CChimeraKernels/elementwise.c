@@ -29,6 +29,10 @@ static void activate_rows_portable(float *x, const float *bias, long rows, long 
         }
 }
 
+static void gated_rows_portable(const float *gate, const float *up, float *out, long rows, long cols, int kind) {
+    for (long i = 0, n = rows * cols; i < n; i++) out[i] = act_portable(gate[i], kind) * up[i];
+}
+
 static void softmax_rows_portable(float *p, long rows, long cols, long ld) {
     for (long r = 0; r < rows; r++) {
         float *row = p + r * ld, m = -INFINITY, sum = 0;
@@ -175,15 +179,16 @@ AVX2_ATTR static inline float hmax_avx2(__m256 v) {
 typedef struct {
     const char *variant;
     void (*activate)(float *, const float *, long, long, int);
+    void (*gated)(const float *, const float *, float *, long, long, int);
     void (*softmax)(float *, long, long, long);
     void (*layernorm)(const float *, float *, long, long, const float *, const float *, float);
     void (*residual)(float *, const float *, const float *, long, long, const float *, const float *, float, float *);
 } table;
 
 static const table tables[3] = {
-    {"portable", activate_rows_portable, softmax_rows_portable, layernorm_rows_portable, residual_layernorm_rows_portable},
-    {"avx2", activate_rows_avx2, softmax_rows_avx2, layernorm_rows_avx2, residual_layernorm_rows_avx2},
-    {"avx512", activate_rows_avx512, softmax_rows_avx512, layernorm_rows_avx512, residual_layernorm_rows_avx512},
+    {"portable", activate_rows_portable, gated_rows_portable, softmax_rows_portable, layernorm_rows_portable, residual_layernorm_rows_portable},
+    {"avx2", activate_rows_avx2, gated_rows_avx2, softmax_rows_avx2, layernorm_rows_avx2, residual_layernorm_rows_avx2},
+    {"avx512", activate_rows_avx512, gated_rows_avx512, softmax_rows_avx512, layernorm_rows_avx512, residual_layernorm_rows_avx512},
 };
 
 static int supports(int level) {  // 2 = AVX-512, 1 = AVX2, 0 = portable
@@ -220,6 +225,9 @@ int chk_elementwise_use(const char *name) {
 }
 
 void chk_activate_rows(float *x, const float *bias, long rows, long cols, int kind) { K()->activate(x, bias, rows, cols, kind); }
+void chk_gated_rows(const float *gate, const float *up, float *out, long rows, long cols, int kind) {
+    K()->gated(gate, up, out, rows, cols, kind);
+}
 void chk_softmax_rows(float *p, long rows, long cols, long ld) { K()->softmax(p, rows, cols, ld); }
 void chk_layernorm_rows(const float *x, float *out, long rows, long n, const float *w, const float *b, float eps) {
     K()->layernorm(x, out, rows, n, w, b, eps);

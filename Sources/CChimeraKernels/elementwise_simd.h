@@ -74,6 +74,27 @@ ATTR static void F(activate_rows)(float *x, const float *bias, long rows, long c
     }
 }
 
+// out = act(gate) · up, the gated MLP (SwiGLU, GeGLU), one row with a constant kind.
+ATTR static inline __attribute__((always_inline)) void F(gated_row)(const float *g, const float *u, float *o, long n, const int kind) {
+    long i = 0;
+    for (; i + W <= n; i += W) VSTORE(o + i, VMUL(F(act)(VLOAD(g + i), kind), VLOAD(u + i)));
+    if (i < n) VSTOREN(o + i, VMUL(F(act)(VLOADN(g + i, n - i, 0), kind), VLOADN(u + i, n - i, 0)), n - i);
+}
+
+ATTR static void F(gated_rows)(const float *gate, const float *up, float *out, long rows, long cols, int kind) {
+    for (long r = 0; r < rows; r++) {
+        const float *g = gate + r * cols, *u = up + r * cols;
+        float *o = out + r * cols;
+        switch (kind) {
+        case CHK_ACT_GELU: F(gated_row)(g, u, o, cols, CHK_ACT_GELU); break;
+        case CHK_ACT_GELU_TANH: F(gated_row)(g, u, o, cols, CHK_ACT_GELU_TANH); break;
+        case CHK_ACT_QUICK_GELU: F(gated_row)(g, u, o, cols, CHK_ACT_QUICK_GELU); break;
+        case CHK_ACT_SILU: F(gated_row)(g, u, o, cols, CHK_ACT_SILU); break;
+        default: F(gated_row)(g, u, o, cols, CHK_ACT_RELU); break;
+        }
+    }
+}
+
 ATTR static void F(softmax_rows)(float *p, long rows, long cols, long ld) {
     for (long r = 0; r < rows; r++) {
         float *row = p + r * ld;

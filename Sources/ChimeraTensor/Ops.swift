@@ -206,7 +206,10 @@ public func gatedActivation(gate: Tensor, up: Tensor, _ activation: Activation) 
 
 public func gatedActivation(gate: Tensor, up: Tensor, _ activation: Activation, into out: Tensor) {
     precondition(gate.count == up.count && out.count == gate.count, "gatedActivation: \(gate.shape) vs \(up.shape)")
-    for i in 0..<gate.count { out.data[i] = activation.apply(gate.data[i]) * up.data[i] }
+    let n = gate.columns, g = gate.data, u = up.data, o = out.data, kind = activation.kernelKind
+    ParallelRows.run(gate.rows, minimumPerThread: elementwiseRowsPerThread(n)) { r0, r1 in
+        chk_gated_rows(g + r0 * n, u + r0 * n, o + r0 * n, r1 - r0, n, kind)
+    }
 }
 
 // MARK: - Element-wise

@@ -75,6 +75,24 @@ import Testing
         }
     }
 
+    @Test(arguments: Activation.allCases) func gatedActivationsMatchTheScalarReference(_ activation: Activation) {
+        let rows = 3, cols = 29
+        let gate = values(rows * cols, scale: 12, seed: 16), up = values(rows * cols, scale: 2, seed: 17)
+        for variant in Self.variants {
+            withVariant(variant) {
+                var out = [Float](repeating: .nan, count: rows * cols)
+                chk_gated_rows(gate, up, &out, rows, cols, activation.kernelKind)
+                var inPlace = gate  // out is gate, as the decoder's gated MLP calls it
+                inPlace.withUnsafeMutableBufferPointer { chk_gated_rows($0.baseAddress, up, $0.baseAddress, rows, cols, activation.kernelKind) }
+                #expect(inPlace == out, "\(variant): in place differs")
+                for i in 0..<(rows * cols) {
+                    let expected = reference(Double(gate[i]), activation) * Double(up[i])
+                    #expect(abs(Double(out[i]) - expected) < 1e-6 * (1 + abs(expected)), "\(variant) \(activation) [\(i)]")
+                }
+            }
+        }
+    }
+
     @Test func softmaxRowsMatchTheReferenceAndMaskExactly() {
         // Rows of 45 values 48 apart; -inf marks masked keys, whose weight must be exactly 0.
         let rows = 4, cols = 45, ld = 48

@@ -25,6 +25,9 @@ int chk_elementwise_use(const char *name);
 /// x[r, c] = act(x[r, c] + bias[c]) for `rows` rows of `cols` floats; bias may be NULL.
 void chk_activate_rows(float *x, const float *bias, long rows, long cols, int kind);
 
+/// out = act(gate) · up element-wise over `rows` rows of `cols` floats (SwiGLU, GeGLU); out may be gate or up.
+void chk_gated_rows(const float *gate, const float *up, float *out, long rows, long cols, int kind);
+
 /// Softmax of each of `rows` rows (`cols` floats, rows `ld` floats apart) in place, max-subtracted.
 /// -inf entries (masked keys) give exactly 0.
 void chk_softmax_rows(float *p, long rows, long cols, long ld);

@@ -20,7 +20,8 @@ public enum ComputeThreads {
 
     /// Runs `body` over `rows` split into one block per BLAS thread, with BLAS single-threaded
     /// meanwhile: for work made of many small sgemm calls (attention heads), each thread's calls
-    /// then run on its own core instead of every call waking BLAS's threads.
+    /// then run on its own core instead of every call waking BLAS's threads. Concurrent callers are
+    /// safe: one that finds BLAS already single-threaded runs its rows alone and changes nothing.
     public static func splitRows(_ rows: Int, minimumPerThread: Int, _ body: (Int, Int) -> Void) {
         let blasThreads = current
         if blasThreads <= 1 || rows < 2 * minimumPerThread { body(0, rows); return }

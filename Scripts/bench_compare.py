@@ -4,7 +4,7 @@
 same shapes with random weights. Dev-time only: none of these packages is a dependency of Chimera.
 
     swift build -c release --product chimera
-    python3 Scripts/bench_compare.py [--threads 2] [--prompt 640] [--decode 32] [--only chimera,torch,llamacpp]
+    python3 Scripts/bench_compare.py [--threads 2] [--prompt 640] [--decode 32] [--only chimera,torch,llamacpp] [--no-llm]
 
 Prints one JSON line per measurement on stderr and a Markdown table (with the machine) on stdout.
 Missing engines (llama_cpp not installed, a Chimera family not yet available) are reported as such.
@@ -174,6 +174,7 @@ def main():
     parser.add_argument("--decode", type=int, default=32)
     parser.add_argument("--only", default="chimera,torch,llamacpp")
     parser.add_argument("--llm", default="tinyllama-1.1b", choices=sorted(LLMS))
+    parser.add_argument("--no-llm", action="store_true", help="only the vision encoders")
     args = parser.parse_args()
     engines = set(args.only.split(","))
     rows = []
@@ -183,7 +184,7 @@ def main():
         rows.append((engine, model, dtype, result))
 
     llm = args.llm
-    for dtype in ["f32", "f16", "bf16", "q8_0", "q4_0"]:
+    for dtype in [] if args.no_llm else ["f32", "f16", "bf16", "q8_0", "q4_0"]:
         if "chimera" in engines:
             record("chimera", llm, dtype, chimera(llm, dtype, args))
         if "llamacpp" in engines and dtype in ("f16", "q8_0", "q4_0"):

@@ -243,8 +243,9 @@ final class OwnedBytes: @unchecked Sendable {
 
 /// Splits row ranges over the compute threads (ComputeThreads.current).
 public enum ParallelRows {
-    public static func run(_ rows: Int, minimumPerThread: Int = 16, _ body: (Int, Int) -> Void) {
-        let threads = min(ComputeThreads.current, max(1, rows / minimumPerThread))
+    /// `threads` defaults to the BLAS thread count.
+    public static func run(_ rows: Int, minimumPerThread: Int = 16, threads available: Int? = nil, _ body: (Int, Int) -> Void) {
+        let threads = min(available ?? ComputeThreads.current, max(1, rows / minimumPerThread))
         if threads <= 1 { body(0, rows); return }
         let chunk = (rows + threads - 1) / threads
         // Every task finishes before concurrentPerform returns, so the non-escaping body is safe to share.

@@ -5,7 +5,7 @@ same shapes with random weights. Dev-time only: none of these packages is a depe
 
     swift build -c release --product chimera
     python3 Scripts/bench_compare.py [--threads 2] [--prompt 640] [--decode 32] [--only chimera,torch,llamacpp]
-        [--dtypes f16,q8_0,q4_0] [--no-vision]
+        [--dtypes f16,q8_0,q4_0] [--no-vision | --no-llm]
 
 Prints one JSON line per measurement on stderr and a Markdown table (with the machine) on stdout.
 Missing engines (llama_cpp not installed, a Chimera family not yet available) are reported as such.
@@ -177,6 +177,7 @@ def main():
     parser.add_argument("--llm", default="tinyllama-1.1b", choices=sorted(LLMS))
     parser.add_argument("--dtypes", default="f32,f16,bf16,q8_0,q4_0", help="language-model weight formats to run")
     parser.add_argument("--no-vision", action="store_true", help="skip the vision encoders")
+    parser.add_argument("--no-llm", action="store_true", help="only the vision encoders")
     args = parser.parse_args()
     engines = set(args.only.split(","))
     rows = []
@@ -186,7 +187,7 @@ def main():
         rows.append((engine, model, dtype, result))
 
     llm = args.llm
-    for dtype in args.dtypes.split(","):
+    for dtype in [] if args.no_llm else args.dtypes.split(","):
         if "chimera" in engines:
             record("chimera", llm, dtype, chimera(llm, dtype, args))
         if "llamacpp" in engines and dtype in ("f16", "q8_0", "q4_0"):

@@ -51,6 +51,8 @@ struct LayerNormLayer: Sendable {
     }
 
     func callAsFunction(_ x: Tensor) -> Tensor { layerNorm(x, weight: weight, bias: bias, eps: eps) }
+    /// What `residualLayerNorm` takes to normalize with this layer.
+    var parameters: (weight: Tensor, bias: Tensor?, eps: Float) { (weight, bias, eps) }
 }
 
 /// Weight errors of a family name the manifest they belong to.

@@ -67,26 +67,33 @@ public func multiHeadAttention(
         chk_attend(queries.data, keys, values, keyCount, heads, kvHeads, headDim, scale, out.data, Int32(ComputeThreads.current))
         return
     }
-    for h in 0..<heads {
-        let kvHead = h / group
-        // scores = scale · Q_h K_hᵀ
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(tokens), Int32(keyCount), Int32(headDim),
-                    scale, queries.data + h * headDim, Int32(queryWidth), keys + kvHead * headDim, Int32(kvWidth),
-                    0, scores, Int32(keyCount))
-        if let offset = causalOffset {
-            for i in 0..<tokens {
-                let firstHidden = offset + i + 1
-                if firstHidden < keyCount {
-                    let row = scores + i * keyCount
-                    for j in firstHidden..<keyCount { row[j] = -Float.infinity }
+    // Whole sequences (prefill, encoders): each thread takes a block of query rows through every
+    // head, with its own rows of `scores`, and BLAS runs single-threaded inside so that the two
+    // levels of threads do not oversubscribe the cores.
+    let q = queries.data, o = out.data
+    ComputeThreads.splitRows(tokens, minimumPerThread: 32) { r0, r1 in
+        let m = r1 - r0, s = scores + r0 * keyCount
+        for h in 0..<heads {
+            let kvHead = h / group
+            // scores = scale · Q_h K_hᵀ
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(keyCount), Int32(headDim),
+                        scale, q + r0 * queryWidth + h * headDim, Int32(queryWidth), keys + kvHead * headDim, Int32(kvWidth),
+                        0, s, Int32(keyCount))
+            if let offset = causalOffset {
+                for i in r0..<r1 {
+                    let firstHidden = offset + i + 1
+                    if firstHidden < keyCount {
+                        let row = s + (i - r0) * keyCount
+                        for j in firstHidden..<keyCount { row[j] = -Float.infinity }
+                    }
                 }
             }
+            softmaxRowsInPlace(s, rows: m, columns: keyCount)
+            // out_h = P V_h
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(headDim), Int32(keyCount),
+                        1, s, Int32(keyCount), values + kvHead * headDim, Int32(kvWidth),
+                        0, o + r0 * queryWidth + h * headDim, Int32(queryWidth))
         }
-        softmaxRowsInPlace(scores, rows: tokens, columns: keyCount)
-        // out_h = P V_h
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(tokens), Int32(headDim), Int32(keyCount),
-                    1, scores, Int32(keyCount), values + kvHead * headDim, Int32(kvWidth),
-                    0, out.data + h * headDim, Int32(queryWidth))
     }
 }
 

@@ -1,8 +1,10 @@
+import CChimeraKernels
 import COpenBLAS
 import Foundation
 
 // Kernels over float32 tensors. Matrix products over whole sequences are one sgemm each;
-// element-wise work is plain loops that the release build vectorizes.
+// activations, softmax, layer norms and residual adds go to the SIMD kernels of
+// CChimeraKernels/elementwise.c, threaded over rows.
 
 /// Sets the BLAS thread count once, from CHIMERA_THREADS or the core count.
 public enum ComputeThreads {
@@ -15,6 +17,18 @@ public enum ComputeThreads {
         configured = true
     }
     public static var current: Int { Int(openblas_get_num_threads()) }
+
+    /// Runs `body` over `rows` split into one block per BLAS thread, with BLAS single-threaded
+    /// meanwhile: for work made of many small sgemm calls (attention heads), each thread's calls
+    /// then run on its own core instead of every call waking BLAS's threads. Concurrent callers are
+    /// safe: one that finds BLAS already single-threaded runs its rows alone and changes nothing.
+    public static func splitRows(_ rows: Int, minimumPerThread: Int, _ body: (Int, Int) -> Void) {
+        let blasThreads = current
+        if blasThreads <= 1 || rows < 2 * minimumPerThread { body(0, rows); return }
+        openblas_set_num_threads(1)
+        defer { openblas_set_num_threads(Int32(blasThreads)) }
+        ParallelRows.run(rows, minimumPerThread: minimumPerThread, threads: blasThreads, body)
+    }
 }
 
 /// y = x · Wᵀ + b for x [..., in], W [out, in] (the PyTorch nn.Linear layout), b [out].
@@ -64,27 +78,38 @@ public func layerNorm(_ x: Tensor, weight: Tensor, bias: Tensor?, eps: Float) ->
 public func layerNorm(_ x: Tensor, weight: Tensor, bias: Tensor?, eps: Float, into out: Tensor) {
     let n = x.columns
     precondition(weight.count == n && out.count == x.count, "layerNorm: weight \(weight.shape), output \(out.shape) for \(x.shape)")
-    for r in 0..<x.rows {
-        layerNorm(x.data + r * n, into: out.data + r * n, count: n, weight: weight.data, bias: bias?.data, eps: eps)
+    let src = x.data, dst = out.data, w = weight.data, b = bias?.data
+    ParallelRows.run(x.rows, minimumPerThread: elementwiseRowsPerThread(n)) { r0, r1 in
+        chk_layernorm_rows(src + r0 * n, dst + r0 * n, r1 - r0, n, w, b, eps)
     }
 }
 
 /// LayerNorm of `count` floats (one row, or one attention head of a row); `destination` may be `source`.
 public func layerNorm(_ source: UnsafePointer<Float>, into destination: UnsafeMutablePointer<Float>, count n: Int,
                       weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, eps: Float) {
-    var mean: Float = 0
-    for i in 0..<n { mean += source[i] }
-    mean /= Float(n)
-    var variance: Float = 0
-    for i in 0..<n { let d = source[i] - mean; variance += d * d }
-    variance /= Float(n)
-    let inv = 1 / (variance + eps).squareRoot()
-    if let bias {
-        for i in 0..<n { destination[i] = (source[i] - mean) * inv * weight[i] + bias[i] }
-    } else {
-        for i in 0..<n { destination[i] = (source[i] - mean) * inv * weight[i] }
+    chk_layernorm_rows(source, destination, 1, n, weight, bias, eps)
+}
+
+/// The residual step of a pre-norm layer in one pass over the rows: `hidden` += `delta` (+ `bias`,
+/// the bias of the projection that produced `delta`), then, when `normalized` is given, it receives
+/// LayerNorm(hidden) with `norm`'s weight, bias and eps.
+public func residualLayerNorm(_ hidden: Tensor, adding delta: Tensor, bias: Tensor? = nil,
+                              norm: (weight: Tensor, bias: Tensor?, eps: Float)? = nil, into normalized: Tensor? = nil) {
+    let n = hidden.columns
+    precondition(delta.count == hidden.count && (bias?.count ?? n) == n, "residualLayerNorm: \(hidden.shape) + \(delta.shape), bias \(bias?.shape ?? [])")
+    precondition((norm == nil) == (normalized == nil), "residualLayerNorm: a norm needs an output and an output a norm")
+    if let norm, let normalized {
+        precondition(norm.weight.count == n && normalized.count == hidden.count, "residualLayerNorm: norm \(norm.weight.shape), output \(normalized.shape) for \(hidden.shape)")
+    }
+    let h = hidden.data, d = delta.data, b = bias?.data, w = norm?.weight.data, nb = norm?.bias?.data
+    let eps = norm?.eps ?? 0, out = normalized?.data
+    ParallelRows.run(hidden.rows, minimumPerThread: elementwiseRowsPerThread(n)) { r0, r1 in
+        chk_residual_layernorm_rows(h + r0 * n, d + r0 * n, b, r1 - r0, n, w, nb, eps, out.map { $0 + r0 * n })
     }
 }
+
+/// Rows per thread for element-wise kernels: a thread is worth waking for about 16K floats.
+@inline(__always) func elementwiseRowsPerThread(_ columns: Int) -> Int { max(1, 16384 / max(columns, 1)) }
 
 /// RMSNorm over the last dimension. `weightOffset` is 1 for Gemma, whose weight is stored as (w - 1).
 public func rmsNorm(_ x: Tensor, weight: Tensor, eps: Float, weightOffset: Float = 0) -> Tensor {
@@ -129,6 +154,17 @@ public enum Activation: String, Sendable, Codable, CaseIterable {
         }
     }
 
+    /// The activation's kind in CChimeraKernels/elementwise.h.
+    var kernelKind: Int32 {
+        switch self {
+        case .gelu: Int32(CHK_ACT_GELU)
+        case .geluTanh: Int32(CHK_ACT_GELU_TANH)
+        case .quickGelu: Int32(CHK_ACT_QUICK_GELU)
+        case .silu: Int32(CHK_ACT_SILU)
+        case .relu: Int32(CHK_ACT_RELU)
+        }
+    }
+
     @inline(__always) public func apply(_ v: Float) -> Float {
         switch self {
         case .gelu: return 0.5 * v * (1 + erff(v * 0.70710678118654752))
@@ -150,7 +186,16 @@ public func activate(_ x: Tensor, _ activation: Activation) -> Tensor {
 }
 
 public func activateInPlace(_ x: Tensor, _ activation: Activation) {
-    for i in 0..<x.count { x.data[i] = activation.apply(x.data[i]) }
+    biasActivateInPlace(x, bias: nil, activation)
+}
+
+/// x = act(x + bias) row by row: the bias of the linear layer that produced x, fused with its activation.
+public func biasActivateInPlace(_ x: Tensor, bias: Tensor?, _ activation: Activation) {
+    let n = x.columns, p = x.data, b = bias?.data, kind = activation.kernelKind
+    precondition(bias.map { $0.count == n } ?? true, "biasActivateInPlace: bias \(bias?.shape ?? []) for \(x.shape)")
+    ParallelRows.run(x.rows, minimumPerThread: elementwiseRowsPerThread(n)) { r0, r1 in
+        chk_activate_rows(p + r0 * n, b, r1 - r0, n, kind)
+    }
 }
 
 /// act(gate) * up, the gated MLP of Llama (SiLU) and Gemma (tanh GELU).
@@ -162,7 +207,10 @@ public func gatedActivation(gate: Tensor, up: Tensor, _ activation: Activation) 
 
 public func gatedActivation(gate: Tensor, up: Tensor, _ activation: Activation, into out: Tensor) {
     precondition(gate.count == up.count && out.count == gate.count, "gatedActivation: \(gate.shape) vs \(up.shape)")
-    for i in 0..<gate.count { out.data[i] = activation.apply(gate.data[i]) * up.data[i] }
+    let n = gate.columns, g = gate.data, u = up.data, o = out.data, kind = activation.kernelKind
+    ParallelRows.run(gate.rows, minimumPerThread: elementwiseRowsPerThread(n)) { r0, r1 in
+        chk_gated_rows(g + r0 * n, u + r0 * n, o + r0 * n, r1 - r0, n, kind)
+    }
 }
 
 // MARK: - Element-wise
@@ -176,7 +224,7 @@ public func add(_ a: Tensor, _ b: Tensor) -> Tensor {
 
 public func addInPlace(_ a: Tensor, _ b: Tensor) {
     precondition(a.count == b.count, "addInPlace: \(a.shape) vs \(b.shape)")
-    for i in 0..<a.count { a.data[i] += b.data[i] }
+    residualLayerNorm(a, adding: b)
 }
 
 /// Adds a row vector to every row.
@@ -192,16 +240,7 @@ public func scaleInPlace(_ a: Tensor, _ factor: Float) {
 
 /// Softmax of each row in place, max-subtracted for stability.
 public func softmaxRowsInPlace(_ p: UnsafeMutablePointer<Float>, rows: Int, columns: Int, stride: Int? = nil) {
-    let ld = stride ?? columns
-    for r in 0..<rows {
-        let row = p + r * ld
-        var m = -Float.infinity
-        for i in 0..<columns { m = max(m, row[i]) }
-        var sum: Float = 0
-        for i in 0..<columns { let e = expf(row[i] - m); row[i] = e; sum += e }
-        let inv = 1 / sum
-        for i in 0..<columns { row[i] *= inv }
-    }
+    chk_softmax_rows(p, rows, columns, stride ?? columns)
 }
 
 /// Concatenates tensors along the first dimension.

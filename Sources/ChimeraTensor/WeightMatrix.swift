@@ -226,8 +226,9 @@ final class OwnedBytes: @unchecked Sendable {
 
 /// Splits row ranges over the compute threads (ComputeThreads.current), on the kernels' persistent pool.
 public enum ParallelRows {
-    public static func run(_ rows: Int, minimumPerThread: Int = 16, _ body: (Int, Int) -> Void) {
-        let threads = min(ComputeThreads.current, max(1, rows / minimumPerThread))
+    /// `threads` defaults to the BLAS thread count.
+    public static func run(_ rows: Int, minimumPerThread: Int = 16, threads available: Int? = nil, _ body: (Int, Int) -> Void) {
+        let threads = min(available ?? ComputeThreads.current, max(1, rows / minimumPerThread))
         if threads <= 1 { body(0, rows); return }
         // A few chunks per thread, claimed dynamically, so that a delayed thread does not hold up the rest.
         let chunk = max(minimumPerThread, (rows + 4 * threads - 1) / (4 * threads))

@@ -87,7 +87,7 @@ struct Generate: ParsableCommand {
                 try printJSON(Output(assembly: manifest.id, tokens: result.tokens, text: result.text, prompt_tokens: result.promptTokens,
                                      stop_reason: result.stopReason, timings: result.timings))
             } else {
-                print("")
+                FileHandle.standardOutput.write(Data("\n".utf8))  // unbuffered, like the streamed text
                 let t = result.timings
                 progress(String(format: "[%d prompt tokens, %d generated (%@); encode %.3f s, prefill %.1f tok/s, decode %.1f tok/s]",
                                 result.promptTokens, result.tokens.count, result.stopReason, t.encodeSeconds,

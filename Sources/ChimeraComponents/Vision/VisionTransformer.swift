@@ -123,14 +123,29 @@ struct ViTEncoderLayer: Sendable {
         fc2 = try LinearLayer(l, "mlp.fc2", input: intermediate, output: h, bias: true)
     }
 
-    func callAsFunction(_ hidden: Tensor, heads: Int, activation: Activation) -> Tensor {
-        let x = norm1(hidden)
-        let q = q(x), k = k(x), v = v(x)
-        let attended = multiHeadAttention(queries: q, keys: k.data, values: v.data, keyCount: k.rows,
-                                          heads: heads, kvHeads: heads, headDim: q.columns / heads, causalOffset: nil)
-        let h = add(hidden, out(attended))
-        addInPlace(h, fc2(activate(fc1(norm2(h)), activation)))
-        return h
+    /// Runs the layer on the residual stream `hidden` [tokens, width] in place. Intermediate
+    /// activations live in `workspace`, so a stack of layers allocates them once; projection biases
+    /// are added in the fused kernels that follow each product (bias + GELU, bias + residual + norm).
+    func callAsFunction(_ hidden: Tensor, heads: Int, activation: Activation, workspace: Workspace) {
+        let tokens = hidden.rows, width = hidden.columns
+        let x = workspace.tensor("vit.normed", rows: tokens, columns: width)
+        layerNorm(hidden, weight: norm1.weight, bias: norm1.bias, eps: norm1.eps, into: x)
+        let q = workspace.tensor("vit.q", rows: tokens, columns: width)
+        let k = workspace.tensor("vit.k", rows: tokens, columns: width)
+        let v = workspace.tensor("vit.v", rows: tokens, columns: width)
+        self.q(x, into: q); self.k(x, into: k); self.v(x, into: v)
+        let attended = workspace.tensor("vit.attended", rows: tokens, columns: width)
+        multiHeadAttention(queries: q, keys: k.data, values: v.data, keyCount: tokens, heads: heads, kvHeads: heads,
+                           headDim: width / heads, causalOffset: nil,
+                           scores: workspace.scratch("vit.scores", count: tokens * tokens), into: attended)
+        let projected = workspace.tensor("vit.projected", rows: tokens, columns: width)
+        out.matrix.apply(attended, bias: nil, into: projected)
+        residualLayerNorm(hidden, adding: projected, bias: out.bias, norm: norm2.parameters, into: x)
+        let inner = workspace.tensor("vit.inner", rows: tokens, columns: fc1.outputWidth)
+        fc1.matrix.apply(x, bias: nil, into: inner)
+        biasActivateInPlace(inner, bias: fc1.bias, activation)
+        fc2.matrix.apply(inner, bias: nil, into: projected)
+        residualLayerNorm(hidden, adding: projected, bias: fc2.bias)
     }
 }
 
@@ -192,7 +207,9 @@ public final class VisionTransformerEncoder<Variant: VisionTransformerVariant>: 
         }
         var hidden = embed(pixels)
         if let preNorm { hidden = preNorm(hidden) }
-        for l in layers.prefix(index) { hidden = l(hidden, heads: config.heads, activation: activation) }
+        // Fresh per call (the forward pass stays a function of its input), shared by the layers.
+        let workspace = Workspace()
+        for l in layers.prefix(index) { l(hidden, heads: config.heads, activation: activation, workspace: workspace) }
         return hidden
     }
 

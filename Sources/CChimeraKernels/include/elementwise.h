@@ -1,0 +1,43 @@
+#ifndef CHIMERA_ELEMENTWISE_H
+#define CHIMERA_ELEMENTWISE_H
+// Element-wise kernels of the transformer layers (activations, softmax, layer norm, residual adds),
+// with AVX-512, AVX2 and portable versions chosen once at run time, as the weight-format kernels are.
+// Every kernel works on a range of rows, so callers thread them by splitting rows.
+// The portable versions use libm (expf, erff, tanhf) and are the reference the SIMD ones are tested
+// against; the SIMD ones use a polynomial exp (about 1 ulp) and an erf within 1.5e-7.
+
+/// Activation kinds (the `Activation` enum of ChimeraTensor maps onto these).
+enum {
+    CHK_ACT_GELU = 0,       // exact: 0.5 x (1 + erf(x / sqrt 2))
+    CHK_ACT_GELU_TANH = 1,  // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+    CHK_ACT_QUICK_GELU = 2, // x sigmoid(1.702 x)
+    CHK_ACT_SILU = 3,       // x sigmoid(x)
+    CHK_ACT_RELU = 4,
+};
+
+/// The variant the calling thread uses: "avx512", "avx2" or "portable".
+const char *chk_elementwise_variant(void);
+/// Selects the kernels by name ("avx512", "avx2", "portable") for the calling thread only (tests
+/// compare them) and returns 1, or returns 0 when this CPU cannot run them; NULL restores the
+/// automatic choice. Other threads (and the threaded Swift wrappers' workers) keep the automatic choice.
+int chk_elementwise_use(const char *name);
+
+/// x[r, c] = act(x[r, c] + bias[c]) for `rows` rows of `cols` floats; bias may be NULL.
+void chk_activate_rows(float *x, const float *bias, long rows, long cols, int kind);
+
+/// out = act(gate) · up element-wise over `rows` rows of `cols` floats (SwiGLU, GeGLU); out may be gate or up.
+void chk_gated_rows(const float *gate, const float *up, float *out, long rows, long cols, int kind);
+
+/// Softmax of each of `rows` rows (`cols` floats, rows `ld` floats apart) in place, max-subtracted.
+/// -inf entries (masked keys) give exactly 0.
+void chk_softmax_rows(float *p, long rows, long cols, long ld);
+
+/// out[r] = LayerNorm(x[r]) · weight + bias over `n` floats (biased variance); bias may be NULL,
+/// out may be x.
+void chk_layernorm_rows(const float *x, float *out, long rows, long n, const float *weight, const float *bias, float eps);
+
+/// The residual step of a pre-norm layer: h[r] += delta[r] + bias (bias may be NULL), then, when
+/// out is not NULL, out[r] = LayerNorm(h[r]) · weight + norm_bias (norm_bias may be NULL).
+void chk_residual_layernorm_rows(float *h, const float *delta, const float *bias, long rows, long n,
+                                 const float *weight, const float *norm_bias, float eps, float *out);
+#endif

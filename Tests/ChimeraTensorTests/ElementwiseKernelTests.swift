@@ -1,0 +1,207 @@
+import CChimeraKernels
+import Foundation
+import Testing
+@testable import ChimeraTensor
+
+/// The element-wise kernels of CChimeraKernels/elementwise.c, every variant this CPU runs
+/// (AVX-512, AVX2, portable), against scalar Swift references computed in Double.
+/// `chk_elementwise_use` switches the calling thread only, so other tests keep their kernels.
+@Suite struct ElementwiseKernelTests {
+    /// The variants this CPU runs; portable always.
+    static var variants: [String] {
+        ["portable", "avx2", "avx512"].filter { name in
+            let ok = chk_elementwise_use(name) == 1
+            chk_elementwise_use(nil)
+            return ok
+        }
+    }
+
+    func withVariant(_ name: String, _ body: () -> Void) {
+        #expect(chk_elementwise_use(name) == 1)
+        defer { chk_elementwise_use(nil) }
+        #expect(String(cString: chk_elementwise_variant()) == name)
+        body()
+    }
+
+    /// Seeded values in [-scale, scale).
+    func values(_ count: Int, scale: Float, seed: UInt64) -> [Float] {
+        var g = SplitMix64(seed: seed)
+        return (0..<count).map { _ in g.uniform(scale) }
+    }
+
+    func reference(_ v: Double, _ activation: Activation) -> Double {
+        switch activation {
+        case .gelu: return 0.5 * v * (1 + erf(v / 2.0.squareRoot()))
+        case .geluTanh: return 0.5 * v * (1 + tanh((2 / Double.pi).squareRoot() * (v + 0.044715 * v * v * v)))
+        case .quickGelu: return v / (1 + exp(-1.702 * v))
+        case .silu: return v / (1 + exp(-v))
+        case .relu: return max(v, 0)
+        }
+    }
+
+    @Test func everyVariantIsListedAndTheDefaultIsTheBest() {
+        let variants = Self.variants
+        #expect(variants.first == "portable")
+        #expect(String(cString: chk_elementwise_variant()) == variants.last!)
+        #expect(chk_elementwise_use("sse9") == 0)
+    }
+
+    @Test(arguments: Activation.allCases) func activationsWithBiasMatchTheScalarReference(_ activation: Activation) {
+        // 37 columns: two full AVX-512 vectors and a tail; values out to ±30 reach exp's clamps.
+        let rows = 5, cols = 37
+        let input = values(rows * cols, scale: 30, seed: 1) + [-100, 100, 0, -0.0]
+        let bias = values(cols, scale: 1, seed: 2)
+        for variant in Self.variants {
+            withVariant(variant) {
+                var x = input
+                chk_activate_rows(&x, bias, rows, cols, activation.kernelKind)
+                var worst = 0.0
+                for r in 0..<rows {
+                    for c in 0..<cols {
+                        let expected = reference(Double(input[r * cols + c]) + Double(bias[c]), activation)
+                        worst = max(worst, abs(Double(x[r * cols + c]) - expected) / (1 + abs(expected)))
+                    }
+                }
+                #expect(worst < 1e-6, "\(variant) \(activation): relative error \(worst)")
+                // The four values past the rows are untouched.
+                #expect(Array(x.suffix(4)) == [-100, 100, 0, -0.0], "\(variant) wrote past the rows")
+                // Without bias, at the extremes: no NaN, the limits of each function.
+                var extremes: [Float] = [-100, -30, 30, 100]
+                chk_activate_rows(&extremes, nil, 1, 4, activation.kernelKind)
+                for (value, input) in zip(extremes, [-100.0, -30, 30, 100]) {
+                    #expect(abs(Double(value) - reference(input, activation)) < 1e-5, "\(variant) \(activation)(\(input)) = \(value)")
+                }
+            }
+        }
+    }
+
+    @Test(arguments: Activation.allCases) func gatedActivationsMatchTheScalarReference(_ activation: Activation) {
+        let rows = 3, cols = 29
+        let gate = values(rows * cols, scale: 12, seed: 16), up = values(rows * cols, scale: 2, seed: 17)
+        for variant in Self.variants {
+            withVariant(variant) {
+                var out = [Float](repeating: .nan, count: rows * cols)
+                chk_gated_rows(gate, up, &out, rows, cols, activation.kernelKind)
+                var inPlace = gate  // out is gate, as the decoder's gated MLP calls it
+                inPlace.withUnsafeMutableBufferPointer { chk_gated_rows($0.baseAddress, up, $0.baseAddress, rows, cols, activation.kernelKind) }
+                #expect(inPlace == out, "\(variant): in place differs")
+                for i in 0..<(rows * cols) {
+                    let expected = reference(Double(gate[i]), activation) * Double(up[i])
+                    #expect(abs(Double(out[i]) - expected) < 1e-6 * (1 + abs(expected)), "\(variant) \(activation) [\(i)]")
+                }
+            }
+        }
+    }
+
+    @Test func softmaxRowsMatchTheReferenceAndMaskExactly() {
+        // Rows of 45 values 48 apart; -inf marks masked keys, whose weight must be exactly 0.
+        let rows = 4, cols = 45, ld = 48
+        var input = values(rows * ld, scale: 20, seed: 3)
+        input[3] = -.infinity; input[ld + 44] = -.infinity; input[2 * ld] = -.infinity
+        for variant in Self.variants {
+            withVariant(variant) {
+                var p = input
+                chk_softmax_rows(&p, rows, cols, ld)
+                for r in 0..<rows {
+                    let row = (0..<cols).map { Double(input[r * ld + $0]) }
+                    let m = row.max()!
+                    let sum = row.reduce(0) { $0 + exp($1 - m) }
+                    for c in 0..<cols {
+                        let expected = exp(row[c] - m) / sum
+                        #expect(abs(Double(p[r * ld + c]) - expected) < 1e-6, "\(variant) row \(r) column \(c)")
+                    }
+                    // The stride's padding is not touched.
+                    #expect(Array(p[(r * ld + cols)..<(r * ld + ld)]) == Array(input[(r * ld + cols)..<(r * ld + ld)]))
+                }
+                #expect(p[3] == 0 && p[ld + 44] == 0 && p[2 * ld] == 0, "\(variant): masked keys get weight \(p[3]), \(p[ld + 44]), \(p[2 * ld])")
+            }
+        }
+    }
+
+    func layerNormReference(_ x: [Float], weight: [Float], bias: [Float]?, eps: Float) -> [Double] {
+        let v = x.map(Double.init), n = Double(x.count)
+        let mean = v.reduce(0, +) / n
+        let variance = v.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / n
+        let inv = 1 / (variance + Double(eps)).squareRoot()
+        return v.indices.map { (v[$0] - mean) * inv * Double(weight[$0]) + Double(bias?[$0] ?? 0) }
+    }
+
+    @Test func layerNormAndResidualMatchTheReference() {
+        let rows = 3, n = 53
+        let x = values(rows * n, scale: 4, seed: 4).map { $0 + 2 }  // an offset mean
+        let delta = values(rows * n, scale: 1, seed: 5)
+        let projectionBias = values(n, scale: 1, seed: 6)
+        let weight = values(n, scale: 2, seed: 7), bias = values(n, scale: 1, seed: 8)
+        for variant in Self.variants {
+            withVariant(variant) {
+                for normBias in [bias, nil] {
+                    var out = [Float](repeating: .nan, count: rows * n)
+                    chk_layernorm_rows(x, &out, rows, n, weight, normBias, 1e-5)
+                    var h = x
+                    var fused = [Float](repeating: .nan, count: rows * n)
+                    chk_residual_layernorm_rows(&h, delta, projectionBias, rows, n, weight, normBias, 1e-6, &fused)
+                    for r in 0..<rows {
+                        let row = Array(x[(r * n)..<(r * n + n)])
+                        let summed = (0..<n).map { row[$0] + delta[r * n + $0] + projectionBias[$0] }
+                        let expected = layerNormReference(row, weight: weight, bias: normBias, eps: 1e-5)
+                        let expectedFused = layerNormReference(summed, weight: weight, bias: normBias, eps: 1e-6)
+                        for c in 0..<n {
+                            #expect(abs(Double(out[r * n + c]) - expected[c]) < 1e-5, "\(variant) layerNorm [\(r), \(c)]")
+                            #expect(abs(h[r * n + c] - summed[c]) < 1e-6, "\(variant) residual [\(r), \(c)]")
+                            #expect(abs(Double(fused[r * n + c]) - expectedFused[c]) < 1e-5, "\(variant) fused norm [\(r), \(c)]")
+                        }
+                    }
+                }
+                // Without a norm the kernel only adds, and leaves no output.
+                var h = x
+                chk_residual_layernorm_rows(&h, delta, nil, rows, n, nil, nil, 0, nil)
+                #expect(h == zip(x, delta).map { $0 + $1 })
+            }
+        }
+    }
+
+    @Test func threadedWrappersAgreeWithTheKernels() {
+        // Enough rows that the wrappers split them over threads.
+        let rows = 64, n = 1024
+        let x = Tensor(shape: [rows, n], values: values(rows * n, scale: 3, seed: 9))
+        let bias = Tensor(shape: [n], values: values(n, scale: 1, seed: 10))
+        let threaded = x.copy()
+        biasActivateInPlace(threaded, bias: bias, .geluTanh)
+        var direct = x.toArray()
+        chk_activate_rows(&direct, bias.data, rows, n, Activation.geluTanh.kernelKind)
+        #expect(threaded.toArray() == direct)
+        let delta = Tensor(shape: [rows, n], values: values(rows * n, scale: 1, seed: 11))
+        let weight = Tensor(shape: [n], values: values(n, scale: 1, seed: 12))
+        let h = x.copy(), normalized = Tensor(zeros: [rows, n])
+        residualLayerNorm(h, adding: delta, bias: bias, norm: (weight, nil, 1e-5), into: normalized)
+        var hDirect = x.toArray(), nDirect = [Float](repeating: 0, count: rows * n)
+        chk_residual_layernorm_rows(&hDirect, delta.data, bias.data, rows, n, weight.data, nil, 1e-5, &nDirect)
+        #expect(h.toArray() == hDirect && normalized.toArray() == nDirect)
+    }
+
+    @Test(arguments: [nil, 0] as [Int?]) func threadedAttentionMatchesTheReference(_ causalOffset: Int?) {
+        // 80 queries (split over threads), 2 heads of dim 8 sharing one KV head.
+        let tokens = 80, heads = 2, headDim = 8
+        let q = Tensor(shape: [tokens, heads * headDim], values: values(tokens * heads * headDim, scale: 1, seed: 13))
+        let k = Tensor(shape: [tokens, headDim], values: values(tokens * headDim, scale: 1, seed: 14))
+        let v = Tensor(shape: [tokens, headDim], values: values(tokens * headDim, scale: 1, seed: 15))
+        let out = multiHeadAttention(queries: q, keys: k.data, values: v.data, keyCount: tokens,
+                                     heads: heads, kvHeads: 1, headDim: headDim, causalOffset: causalOffset)
+        let scale = 1 / Double(headDim).squareRoot()
+        var worst = 0.0
+        for i in 0..<tokens {
+            for h in 0..<heads {
+                let visible = causalOffset.map { $0 + i + 1 } ?? tokens
+                let scores = (0..<visible).map { j in
+                    (0..<headDim).reduce(0.0) { $0 + Double(q.data[i * heads * headDim + h * headDim + $1]) * Double(k.data[j * headDim + $1]) } * scale
+                }
+                let m = scores.max()!, sum = scores.reduce(0) { $0 + exp($1 - m) }
+                for d in 0..<headDim {
+                    let expected = (0..<visible).reduce(0.0) { $0 + exp(scores[$1] - m) / sum * Double(v.data[$1 * headDim + d]) }
+                    worst = max(worst, abs(Double(out.data[i * heads * headDim + h * headDim + d]) - expected))
+                }
+            }
+        }
+        #expect(worst < 1e-5, "attention error \(worst)")
+    }
+}

@@ -64,6 +64,12 @@ public protocol ModalityEncoder: Component {
     func hiddenState(_ input: Tensor, layer: Int) throws -> Tensor
 }
 
+/// The index of hidden state `layer` among `count` (negative counts from the end), nil when out of range.
+public func hiddenStateIndex(_ layer: Int, count: Int) -> Int? {
+    let index = layer < 0 ? count + layer : layer
+    return index >= 0 && index < count ? index : nil
+}
+
 /// Maps encoder features [N, inputWidth] to language-model embeddings [M, outputWidth].
 public protocol Connector: Component {
     var inputWidth: Int { get }

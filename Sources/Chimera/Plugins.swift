@@ -313,8 +313,7 @@ final class PluginEncoder: ModalityEncoder, @unchecked Sendable {
     }
 
     func hiddenState(_ input: Tensor, layer: Int) throws -> Tensor {
-        let index = layer < 0 ? hiddenStateCount + layer : layer
-        guard index >= 0, index < hiddenStateCount else {
+        guard let index = hiddenStateIndex(layer, count: hiddenStateCount) else {
             throw PluginError.failed(plugin: instance.library.name, family: instance.familyName, call: "forward",
                                      message: "feature_layer \(layer) is outside 0..<\(hiddenStateCount)")
         }

@@ -77,8 +77,7 @@ public func encoderHiddenState(_ embeddings: Tensor, layers: [PreNormEncoderLaye
 
 /// Negative indices count from the end of layers + 1 hidden states.
 public func hiddenStateIndex(_ layer: Int, count: Int, component: String) throws -> Int {
-    let index = layer < 0 ? count + layer : layer
-    guard index >= 0, index < count else { throw PluginKitError("\(component): hidden state \(layer) is outside 0..<\(count)") }
+    guard let index = hiddenStateIndex(layer, count: count) else { throw PluginKitError("\(component): hidden state \(layer) is outside 0..<\(count)") }
     return index
 }
 

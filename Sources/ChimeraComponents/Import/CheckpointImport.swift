@@ -73,14 +73,8 @@ public struct CheckpointImporter {
             throw ImportError.unsupported(file: configPath, field: "model_type", found: "\"\(modelType)\"",
                                           supported: supported.map { "\"\($0)\"" }.joined(separator: ", "))
         }
-        guard let vision = config["vision_config"] as? [String: Any] else {
-            throw ImportError.missing(file: configPath, field: "vision_config", why: "a LLaVA config describes its vision tower there")
-        }
-        guard let text = config["text_config"] as? [String: Any] else {
-            throw ImportError.missing(file: configPath, field: "text_config", why: "a LLaVA config describes its language model there")
-        }
-        let weightFiles = try weightFileList()
-        let store = try WeightStore(files: weightFiles.map(\.path))
+        let (vision, text) = try visionAndTextConfigs(config, configPath: configPath, model: "a LLaVA config describes")
+        let (weightFiles, store) = try openWeights()
 
         let encoder = try visionManifest(id: "\(name)-vision", vision: vision, section: "vision_config", store: store,
                                          weightFiles: weightFiles, configPath: configPath, preprocess: try imagePreprocessing())
@@ -142,10 +136,26 @@ public struct CheckpointImporter {
         return try write(assembly: assembly, components: [encoder, connector, languageModel])
     }
 
+    /// The nested vision_config and text_config of a multimodal config (`model` says who put them there).
+    func visionAndTextConfigs(_ config: [String: Any], configPath: String, model: String) throws -> (vision: [String: Any], text: [String: Any]) {
+        guard let vision = config["vision_config"] as? [String: Any] else {
+            throw ImportError.missing(file: configPath, field: "vision_config", why: "\(model) its vision tower there")
+        }
+        guard let text = config["text_config"] as? [String: Any] else {
+            throw ImportError.missing(file: configPath, field: "text_config", why: "\(model) its language model there")
+        }
+        return (vision, text)
+    }
+
+    /// The checkpoint's weight files and one store over them.
+    func openWeights() throws -> (files: [URL], store: WeightStore) {
+        let files = try weightFileList()
+        return (files, try WeightStore(files: files.map(\.path)))
+    }
+
     /// A *ForCausalLM folder: one language-model component, no assembly.
     private func runLanguageModel(config: [String: Any], configPath: String) throws -> ImportResult {
-        let weightFiles = try weightFileList()
-        let store = try WeightStore(files: weightFiles.map(\.path))
+        let (weightFiles, store) = try openWeights()
         let lm = try languageModelManifest(id: name, text: config, section: "", store: store, weightFiles: weightFiles,
                                            configPath: configPath, tiedAtTop: nil, transformersVersion: nil)
         return try write(assembly: nil, components: [lm])

@@ -10,14 +10,8 @@ extension CheckpointImporter {
     static let tinyLLaVATemplates = ["llama": "llama", "phi": "phi", "gemma": "gemma", "qwen2": "qwen2_base", "stablelm": "phi"]
 
     func runTinyLLaVA(config: [String: Any], configPath: String) throws -> ImportResult {
-        guard let vision = config["vision_config"] as? [String: Any] else {
-            throw ImportError.missing(file: configPath, field: "vision_config", why: "TinyLLaVA saves its vision tower's config there")
-        }
-        guard let text = config["text_config"] as? [String: Any] else {
-            throw ImportError.missing(file: configPath, field: "text_config", why: "TinyLLaVA saves its language model's config there")
-        }
-        let weightFiles = try weightFileList()
-        let store = try WeightStore(files: weightFiles.map(\.path))
+        let (vision, text) = try visionAndTextConfigs(config, configPath: configPath, model: "TinyLLaVA saves the config of")
+        let (weightFiles, store) = try openWeights()
 
         // Preprocessing: the checkpoint's processor, else the vision family's; "pad" pads to a
         // square of the mean colour first (TinyLLaVA's expand2square).

@@ -90,8 +90,7 @@ extension CheckpointImporter {
             vision["model_type"] = vision["model_type"] ?? "\(modelType)_vision_model"
             section = "vision_config"
         }
-        let weightFiles = try weightFileList()
-        let store = try WeightStore(files: weightFiles.map(\.path))
+        let (weightFiles, store) = try openWeights()
         let encoder = try visionManifest(id: name, vision: vision, section: section, store: store, weightFiles: weightFiles,
                                          configPath: configPath, preprocess: try imagePreprocessingIfPresent())
         return try write(assembly: nil, components: [encoder])

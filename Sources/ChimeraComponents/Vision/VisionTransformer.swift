@@ -197,8 +197,7 @@ public final class VisionTransformerEncoder<Variant: VisionTransformerVariant>: 
     /// Hidden state `layer` (0 = embeddings, after the pre-layernorm when there is one; negative
     /// counts from the end), before post_layernorm.
     public func hiddenState(_ pixels: Tensor, layer: Int) throws -> Tensor {
-        let index = layer < 0 ? hiddenStateCount + layer : layer
-        guard index >= 0, index < hiddenStateCount else {
+        guard let index = hiddenStateIndex(layer, count: hiddenStateCount) else {
             throw EncoderError.badLayer(encoder: id, layer: layer, count: hiddenStateCount)
         }
         let s = config.imageSize

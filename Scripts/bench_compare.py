@@ -50,7 +50,8 @@ def machine():
 
 def chimera(preset, dtype, args):
     cmd = [CHIMERA, "bench", "--synthetic", preset, "--dtype", dtype, "--threads", str(args.threads),
-           "--prompt-tokens", str(args.prompt), "--decode-tokens", str(args.decode)]
+           "--prompt-tokens", str(args.prompt), "--decode-tokens", str(args.decode),
+           "--encode-runs", str(args.encode_runs)]
     run = subprocess.run(cmd, capture_output=True, text=True)
     if run.returncode != 0:
         return {"error": run.stderr.strip().splitlines()[-1] if run.stderr.strip() else f"exit {run.returncode}"}
@@ -92,11 +93,14 @@ def torch_vision(preset, args):
         from transformers import SiglipVisionConfig as C, SiglipVisionModel as M
     model = M(C(**dims)).eval()
     pixels = torch.randn(1, 3, dims["image_size"], dims["image_size"])
+    times = []
     with torch.inference_mode():
-        model(pixel_values=pixels)  # warm-up
-        start = time.perf_counter()
-        model(pixel_values=pixels)
-    return {"encode_s": time.perf_counter() - start}
+        for _ in range(args.encode_runs):  # as Chimera's bench: the first apart, the median of the rest
+            start = time.perf_counter()
+            model(pixel_values=pixels)
+            times.append(time.perf_counter() - start)
+    warm = sorted(times[1:] or times)
+    return {"encode_s": warm[len(warm) // 2]}
 
 
 # MARK: - llama.cpp
@@ -173,6 +177,7 @@ def main():
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--prompt", type=int, default=640)
     parser.add_argument("--decode", type=int, default=32)
+    parser.add_argument("--encode-runs", type=int, default=3, help="image encodes per engine: the median of all but the first is reported")
     parser.add_argument("--only", default="chimera,torch,llamacpp")
     parser.add_argument("--llm", default="tinyllama-1.1b", choices=sorted(LLMS))
     parser.add_argument("--dtypes", default="f32,f16,bf16,q8_0,q4_0", help="language-model weight formats to run")

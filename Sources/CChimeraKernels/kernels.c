@@ -412,6 +412,7 @@ static void pick(void) {
 }
 
 void chk_force_portable(int on) { forced_portable = on; K.chosen = 0; pick(); }
+int chk_portable_forced(void) { return forced_portable; }
 const char *chk_kernel_variant(void) { pick(); return K.variant; }
 
 const char *chk_cpu_features(void) {

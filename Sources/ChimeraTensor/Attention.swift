@@ -67,7 +67,11 @@ public func multiHeadAttention(
         chk_attend(queries.data, keys, values, keyCount, heads, kvHeads, headDim, scale, out.data, Int32(ComputeThreads.current))
         return
     }
-    // Whole sequences (prefill, encoders): each thread takes a block of query rows through every
+    // Whole sequences (prefill, encoders): the kernels' attention (AVX-512) packs each head once and
+    // runs scores, softmax and P·V a block of queries at a time, threaded over heads.
+    if chk_attention(queries.data, queryWidth, keys, values, kvWidth, tokens, keyCount, heads, kvHeads, headDim, scale,
+                     causalOffset ?? -1, out.data, queryWidth, Int32(ComputeThreads.current)) != 0 { return }
+    // Without it, each thread takes a block of query rows through every
     // head, with its own rows of `scores`, and BLAS runs single-threaded inside so that the two
     // levels of threads do not oversubscribe the cores.
     let q = queries.data, o = out.data

@@ -50,6 +50,9 @@ public func linear(_ x: Tensor, weight: Tensor, bias: Tensor?, into out: Tensor)
         for r in 0..<rows { (out.data + r * outFeatures).update(from: bias.data, count: outFeatures) }
     }
     guard rows > 0 else { return }
+    // Batches go to the kernels' GEMM (AVX-512); a row or two, and CPUs without it, to BLAS.
+    if rows > 2, chk_gemm_nt(CHK_F32, weight.data, nil, outFeatures, inFeatures, x.data, inFeatures, rows,
+                             out.data, outFeatures, bias == nil ? 0 : 1, Int32(ComputeThreads.current)) != 0 { return }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(outFeatures), Int32(inFeatures),
                 1, x.data, Int32(inFeatures), weight.data, Int32(inFeatures),
                 bias == nil ? 0 : 1, out.data, Int32(outFeatures))

@@ -129,15 +129,20 @@ public final class WeightMatrix: @unchecked Sendable {
     /// y = x · Wᵀ + b into `out` [rows of x, self.rows].
     public func apply(_ x: Tensor, bias: Tensor?, into out: Tensor) {
         let tokens = x.rows
-        // float32 batches go to sgemm as before; single rows to the threaded SIMD kernel, which
-        // reads the weights at memory speed where BLAS's sgemm with one row does not.
-        if let tensor, tokens > 2 { return linear(x, weight: tensor, bias: bias, into: out) }
         precondition(x.columns == columns, "linear: input width \(x.columns) does not match weight [\(rows), \(columns)]")
         precondition(out.rows == tokens && out.columns == rows, "linear: output \(out.shape) for \(tokens)×\(rows)")
         if let bias { precondition(bias.count == rows, "linear: bias \(bias.shape) for \(rows) outputs") }
         guard tokens > 0 else { return }
-        // A few rows: the matrix-vector kernel per row still reads the weights once per row,
-        // which for such small batches costs less than converting tiles.
+        // Batches: the kernels' GEMM converts the stored format while packing (AVX-512); without it,
+        // float32 goes to sgemm and other formats are widened a tile at a time.
+        if tokens > 2 {
+            if let bias { for t in 0..<tokens { (out.data + t * rows).update(from: bias.data, count: rows) } }
+            if chk_gemm_nt(kernelFormat, data, scales, rows, columns, x.data, columns, tokens, out.data, rows,
+                           bias == nil ? 0 : 1, Int32(ComputeThreads.current)) != 0 { return }
+            if let tensor { return linear(x, weight: tensor, bias: bias, into: out) }
+        }
+        // A few rows: the matrix-vector kernel per row reads the weights at memory speed (BLAS's
+        // sgemm with one row does not), which for such small batches costs less than a GEMM.
         if tokens <= 2 {
             for t in 0..<tokens { gemv(x.data + t * columns, out.data + t * rows) }
         } else {
@@ -154,15 +159,17 @@ public final class WeightMatrix: @unchecked Sendable {
     /// out[r] = W[r] · x, threaded over rows (one C call: the activation is quantized once and the
     /// rows are shared out by the kernels' thread pool).
     func gemv(_ x: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>) {
-        let kind: chk_format
+        chk_matvec(kernelFormat, data, scales, x, y, rows, columns, Int32(ComputeThreads.current))
+    }
+
+    var kernelFormat: chk_format {
         switch format {
-        case .f32: kind = CHK_F32
-        case .f16: kind = CHK_F16
-        case .bf16: kind = CHK_BF16
-        case .q8_0: kind = CHK_Q8_0
-        case .q4_0: kind = CHK_Q4_0
+        case .f32: return CHK_F32
+        case .f16: return CHK_F16
+        case .bf16: return CHK_BF16
+        case .q8_0: return CHK_Q8_0
+        case .q4_0: return CHK_Q4_0
         }
-        chk_matvec(kind, data, scales, x, y, rows, columns, Int32(ComputeThreads.current))
     }
 
     /// Prefill: widen `tile` rows of W at a time (in parallel) and sgemm them against all of x.

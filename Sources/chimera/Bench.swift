@@ -18,6 +18,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Weight format of every matrix: f32, f16, bf16, q8_0, q4_0 (default: as stored; f32 for synthetic)")
     var dtype: String?
     @Option(help: "Prompt length for prefill") var promptTokens = 640
+    @Option(help: "Image encodes: the first is reported apart, the median of the others as image_encode_s") var encodeRuns = 3
     @Option(help: "Tokens to decode") var decodeTokens = 32
     @Option(help: "Threads (default: CHIMERA_THREADS or every core)") var threads: Int?
     @Flag(help: "Only the language model (skip the encoder)") var noEncoder = false
@@ -34,9 +35,12 @@ struct Bench: ParsableCommand {
                 format = f
             }
             guard (assembly == nil) != (synthetic == nil) else { throw ValidationError("give exactly one of --assembly and --synthetic") }
-            guard promptTokens > 0, decodeTokens >= 0 else { throw ValidationError("--prompt-tokens must be positive and --decode-tokens non-negative") }
+            guard promptTokens > 0, decodeTokens >= 0, encodeRuns > 0 else {
+                throw ValidationError("--prompt-tokens and --encode-runs must be positive and --decode-tokens non-negative")
+            }
             var bench = Benchmark(families: try catalogOptions.families(), format: format)
             bench.promptTokens = promptTokens
+            bench.encodeRuns = encodeRuns
             bench.decodeTokens = decodeTokens
             bench.progress = progress
             var name: String, encoder: ComponentManifest?, llm: ComponentManifest?

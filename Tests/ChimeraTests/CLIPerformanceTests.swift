@@ -24,7 +24,8 @@ import Testing
     }
 
     @Test func benchReportsJSON() throws {
-        let r = try CLI.run(["bench", "--synthetic", "tiny", "--dtype", "q8_0", "--prompt-tokens", "16", "--decode-tokens", "2"])
+        let r = try CLI.run(["bench", "--synthetic", "tiny", "--dtype", "q8_0", "--prompt-tokens", "16", "--decode-tokens", "2",
+                             "--encode-runs", "2"])
         #expect(r.status == 0, "\(r.all)")
         let json = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
         for key in ["image_encode_s", "prefill_tokens_per_s", "decode_tokens_per_s", "time_to_first_token_s", "peak_rss_bytes",
@@ -32,6 +33,7 @@ import Testing
             #expect(json[key] != nil, "\(key)")
         }
         #expect(json["weight_dtype"] as? String == "q8_0")
+        #expect(json["image_encode_runs"] as? Int == 2 && json["image_encode_first_s"] is Double)
         let unknown = try CLI.run(["bench", "--synthetic", "nope"])
         #expect(unknown.status != 0 && unknown.stderr.contains("tinyllama-1.1b"))
     }

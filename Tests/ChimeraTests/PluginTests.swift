@@ -54,9 +54,19 @@ enum TestPlugins {
         let command = ["swift", "build", "--package-path", folder.path]
         // After files were added to the root package (a merge), the plugin's incremental build was
         // seen compiling the root's modules with their old file lists ("cannot find type ..."); a
-        // clean build of the plugin package then succeeds.
+        // clean build of the plugin package then succeeds. After a file was added to the root's
+        // C kernels, the incremental build linked without it (dlopen: "undefined symbol"): the same cure.
+        let library = folder.appendingPathComponent(".build/debug/lib\(name).so").path
+        func loads() -> Bool {
+            guard let handle = dlopen(library, RTLD_NOW | RTLD_LOCAL) else { return false }
+            dlclose(handle)
+            return true
+        }
         return Result {
-            do { try run(command) } catch {
+            do {
+                try run(command)
+                if !loads() { throw CommandFailed(description: "\(library) does not load: \(dlerror().map { String(cString: $0) } ?? "?")") }
+            } catch {
                 try run(["swift", "package", "--package-path", folder.path, "clean"])
                 try run(command)
             }

@@ -17,7 +17,9 @@ const char *chk_cpu_features(void);
 /// Names of the kernel variants chosen ("avx512", "avx2" or "portable").
 const char *chk_kernel_variant(void);
 /// Forces the portable kernels (tests compare them against the SIMD ones); 0 restores the choice.
+/// Also makes chk_gemm_nt and chk_attention decline, so that callers take their fallbacks.
 void chk_force_portable(int on);
+int chk_portable_forced(void);
 
 /// y[r] = dot(W[r, :], x) for r in [row0, row1).
 void chk_gemv_f32(const float *w, const float *x, float *y, long cols, long row0, long row1);
@@ -73,4 +75,20 @@ void chk_attend_one(const float *q, const float *keys, const float *values, long
 /// The same for every head, threaded over heads on `threads` threads, with scratch on each thread's stack.
 void chk_attend(const float *q, const float *keys, const float *values, long keyCount, long heads, long kvHeads,
                 long headDim, float scale, float *out, int threads);
+
+/// Whether chk_gemm_nt runs on this CPU (AVX-512).
+int chk_gemm_available(void);
+/// C[m, n] = X[m, k] · W[n, k]ᵀ (C += … when `accumulate`) with W in `format` (scales for q8_0/q4_0)
+/// and X, C float32 with row strides ldx, ldc, on `threads` threads. Returns 0 (nothing guaranteed about c)
+/// without AVX-512 or scratch memory.
+int chk_gemm_nt(chk_format format, const void *w, const uint16_t *scales, long n, long k,
+                const float *x, long ldx, long m, float *c, long ldc, int accumulate, int threads);
+/// Multi-head attention of `tokens` query rows (q rows ldq apart, heads × headDim wide) over
+/// `keyCount` keys and values (rows ldkv apart, kvHeads × headDim wide; grouped-query when
+/// kvHeads < heads): out[t, h] = softmax(scale · q_h k_hᵀ) v_h, where with causalOffset = p ≥ 0 query
+/// t sees keys 0...p+t and with −1 every key. Threaded over heads and query blocks. Returns 0 (and
+/// nothing is guaranteed about out) without AVX-512 or when scratch memory could not be had.
+int chk_attention(const float *q, long ldq, const float *keys, const float *values, long ldkv, long tokens,
+                  long keyCount, long heads, long kvHeads, long headDim, float scale, long causalOffset,
+                  float *out, long ldo, int threads);
 #endif

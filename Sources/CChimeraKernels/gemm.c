@@ -1,0 +1,307 @@
+// Matrix products of a batch of activation rows with a weight matrix in any stored format:
+// C[M, N] = X[M, K] · W[N, K]ᵀ (nn.Linear layout), for prefill and the vision encoders.
+//
+// Why our own GEMM: with weights in f16/bf16/q8_0/q4_0 the conversion to float32 happens while
+// packing (no widened copy of the weights), and on this machine kind it runs ahead of OpenBLAS's
+// sgemm on the ViT and LLM shapes (see README "Speed"). The layout is the usual one (Goto/BLIS):
+//   - X is packed once per product into panels of MR rows, k-major: xp[panel][k][MR];
+//   - each thread takes blocks of NB weight rows; per KC-long slice it converts and transposes the
+//     block into panels of NR rows, k-major: wp[panel][k][NR] (fits in L2), then runs the
+//     MR × NR micro-kernel over every X panel, which broadcasts X and loads W a vector at a time.
+// AVX-512 only: chk_gemm_nt returns 0 without it and the caller falls back to sgemm.
+#include "chimera_kernels.h"
+#include <immintrin.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+#include <stdatomic.h>
+#include "elementwise.h"
+
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c,avx2")))
+
+// MR × NR: 24 accumulators of 16 floats plus two W vectors and a broadcast fit the 32 registers.
+// KC × NB: a block of packed weights (256 KiB) and a KC slice of packed X stay in a core's 2 MiB L2.
+enum { MR = 12, NR = 32, KC = 512, NB = 128 };
+
+// MARK: - Thread-local scratch (grow-only; products run on many threads in tests)
+
+// Slots: 0 packed X (caller), 1 packed weights (each thread), 2-6 attention's K panels, scores,
+// packed probabilities, packed queries and V panels (each thread).
+static _Thread_local float *tls_buffer[7];
+static _Thread_local long tls_capacity[7];
+
+static float *scratch(int slot, long floats) {
+    if (tls_capacity[slot] < floats) {
+        free(tls_buffer[slot]);
+        tls_buffer[slot] = aligned_alloc(64, (size_t)((floats * 4 + 63) / 64 * 64));
+        tls_capacity[slot] = tls_buffer[slot] ? floats : 0;
+    }
+    return tls_buffer[slot];
+}
+
+// MARK: - Loading 16 weights of one row as float32
+
+AVX512 static inline float half_to_float_scalar(uint16_t h) { return _cvtsh_ss(h); }
+
+// Sixteen consecutive weights W[r, k ..< k+count] (count ≤ 16; the rest zero).
+AVX512 static inline __m512 load16(chk_format format, const void *w, const uint16_t *scales, long cols, long r, long k, int count) {
+    __mmask16 mask = count >= 16 ? 0xFFFF : (__mmask16)((1u << count) - 1);
+    switch (format) {
+    case CHK_F32:
+        return _mm512_maskz_loadu_ps(mask, (const float *)w + r * cols + k);
+    case CHK_F16:
+        return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, (const uint16_t *)w + r * cols + k));
+    case CHK_BF16:
+        return _mm512_castsi512_ps(_mm512_slli_epi32(
+            _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, (const uint16_t *)w + r * cols + k)), 16));
+    case CHK_Q8_0: {  // columns are a multiple of 32, so count is 16 and k a multiple of 16
+        __m128i q = _mm_loadu_si128((const __m128i *)((const int8_t *)w + r * cols + k));
+        float d = half_to_float_scalar(scales[r * (cols / CHK_BLOCK) + k / CHK_BLOCK]);
+        return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)), _mm512_set1_ps(d));
+    }
+    case CHK_Q4_0: {  // elements j and j+16 of a block share byte j: low nibble, high nibble
+        long block = k / CHK_BLOCK;
+        __m128i bytes = _mm_loadu_si128((const __m128i *)((const uint8_t *)w + (r * cols + block * CHK_BLOCK) / 2));
+        if (k % CHK_BLOCK) bytes = _mm_srli_epi16(bytes, 4);
+        __m512i nibbles = _mm512_and_si512(_mm512_cvtepu8_epi32(bytes), _mm512_set1_epi32(15));
+        float d = half_to_float_scalar(scales[r * (cols / CHK_BLOCK) + block]);
+        return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(nibbles, _mm512_set1_epi32(8))), _mm512_set1_ps(d));
+    }
+    }
+    return _mm512_setzero_ps();
+}
+
+// Transposes 16 rows × 16 columns held in v[0..15] and stores column c as dst[c * stride ..< +16]
+// (only the first `stride` lanes when stride < 16), for the first `count` columns.
+AVX512 static inline void transpose16_store(__m512 v[16], float *dst, long stride, int count) {
+    __m512 t[16], u[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        u[4 * i + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[4 * i]), _mm512_castps_pd(t[4 * i + 2])));
+        u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[4 * i]), _mm512_castps_pd(t[4 * i + 2])));
+        u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[4 * i + 1]), _mm512_castps_pd(t[4 * i + 3])));
+        u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[4 * i + 1]), _mm512_castps_pd(t[4 * i + 3])));
+    }
+    // u[4i + j] holds, for rows 4i..4i+3, column j of each 128-bit lane (lanes = column groups of 4).
+    for (int i = 0; i < 4; i++) {
+        __m512 a = _mm512_shuffle_f32x4(u[i], u[4 + i], 0x88), b = _mm512_shuffle_f32x4(u[i], u[4 + i], 0xDD);
+        __m512 c = _mm512_shuffle_f32x4(u[8 + i], u[12 + i], 0x88), d = _mm512_shuffle_f32x4(u[8 + i], u[12 + i], 0xDD);
+        t[i] = _mm512_shuffle_f32x4(a, c, 0x88);       // column i
+        t[i + 8] = _mm512_shuffle_f32x4(a, c, 0xDD);   // column i + 8
+        t[i + 4] = _mm512_shuffle_f32x4(b, d, 0x88);   // column i + 4
+        t[i + 12] = _mm512_shuffle_f32x4(b, d, 0xDD);  // column i + 12
+    }
+    if (stride >= 16) {
+        for (int c = 0; c < count; c++) _mm512_storeu_ps(dst + c * stride, t[c]);
+    } else {  // MR-wide rows of packed X: only the first `stride` lanes
+        __mmask16 lanes = (__mmask16)((1u << stride) - 1);
+        for (int c = 0; c < count; c++) _mm512_mask_storeu_ps(dst + c * stride, lanes, t[c]);
+    }
+}
+
+// Weight rows [n0, n0 + rows) (rows ≤ NB; beyond `n` zero), columns [k0, k0 + kc), into
+// panels wp[panel][k][NR].
+AVX512 static void pack_weights(chk_format format, const void *w, const uint16_t *scales, long n, long cols,
+                                long n0, long rows, long k0, long kc, float *wp) {
+    for (long p = 0; p < (rows + NR - 1) / NR; p++) {
+        float *panel = wp + p * kc * NR;
+        for (int half = 0; half < NR / 16; half++) {
+            long r0 = n0 + p * NR + half * 16;
+            for (long k = 0; k < kc; k += 16) {
+                int count = kc - k < 16 ? (int)(kc - k) : 16;
+                __m512 v[16];
+                for (int i = 0; i < 16; i++)
+                    v[i] = r0 + i < n ? load16(format, w, scales, cols, r0 + i, k0 + k, count) : _mm512_setzero_ps();
+                transpose16_store(v, panel + k * NR + half * 16, NR, count);
+            }
+        }
+    }
+}
+
+// X rows [r0, r0 + MR) (beyond m zero), columns [0, k), into dst[k][MR]: a 16 × 16 transpose at a time.
+AVX512 static void pack_x_rows(const float *x, long ldx, long m, long k, long r0, float *dst) {
+    for (long c = 0; c < k; c += 16) {
+        int count = k - c < 16 ? (int)(k - c) : 16;
+        __mmask16 mask = count >= 16 ? 0xFFFF : (__mmask16)((1u << count) - 1);
+        __m512 v[16];
+        for (int i = 0; i < 16; i++)
+            v[i] = i < MR && r0 + i < m ? _mm512_maskz_loadu_ps(mask, x + (r0 + i) * ldx + c) : _mm512_setzero_ps();
+        transpose16_store(v, dst + c * MR, MR, count);
+    }
+}
+
+// MARK: - Micro-kernel: C[MR, NR] (+)= xp[kc][MR] · W[kc][NR]
+
+// The k loop, with W's rows loaded whole or under masks (a masked load takes a slot on the ports
+// the FMAs use, about 15 % here, so full panels take plain loads).
+#define KERNEL_LOOP(LOAD0, LOAD1)                                         \
+    for (long k = 0; k < kc; k++) {                                       \
+        __m512 b0 = LOAD0, b1 = LOAD1;                                    \
+        _mm_prefetch((const char *)(wp + 8 * ldw), _MM_HINT_T0);          \
+        for (int i = 0; i < MR; i++) {                                    \
+            __m512 a = _mm512_set1_ps(xp[i]);                             \
+            acc[i][0] = _mm512_fmadd_ps(a, b0, acc[i][0]);                \
+            acc[i][1] = _mm512_fmadd_ps(a, b1, acc[i][1]);                \
+        }                                                                 \
+        xp += MR; wp += ldw;                                              \
+    }
+
+// W's k-th row of NR values starts at wp + k·ldw (NR for packed weights and values). Only the
+// first `rows` × `cols` of C are touched, and W is read only in its first `cols` columns.
+AVX512 static void kernel_12x32(long kc, const float *xp, const float *wp, long ldw, float *c, long ldc,
+                                int accumulate, long rows, long cols) {
+    __mmask16 m0 = cols >= 16 ? 0xFFFF : (__mmask16)((1u << cols) - 1);
+    __mmask16 m1 = cols >= 32 ? 0xFFFF : cols <= 16 ? 0 : (__mmask16)((1u << (cols - 16)) - 1);
+    __m512 acc[MR][2];
+    for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    if (cols >= NR) {
+        KERNEL_LOOP(_mm512_loadu_ps(wp), _mm512_loadu_ps(wp + 16))
+    } else {
+        KERNEL_LOOP(_mm512_maskz_loadu_ps(m0, wp), _mm512_maskz_loadu_ps(m1, wp + 16))
+    }
+    for (int i = 0; i < MR && i < rows; i++) {
+        float *row = c + i * ldc;
+        if (accumulate) {
+            acc[i][0] = _mm512_add_ps(acc[i][0], _mm512_maskz_loadu_ps(m0, row));
+            acc[i][1] = _mm512_add_ps(acc[i][1], _mm512_maskz_loadu_ps(m1, row + 16));
+        }
+        _mm512_mask_storeu_ps(row, m0, acc[i][0]);
+        _mm512_mask_storeu_ps(row + 16, m1, acc[i][1]);
+    }
+}
+
+// MARK: - Threaded product
+
+typedef struct {
+    chk_format format; const void *w; const uint16_t *scales;
+    const float *x; long ldx; float *xp;
+    float *c; long ldc; long m, n, k; int accumulate;
+    _Atomic int failed;  // a thread could not allocate its scratch: the caller falls back
+} gemm_job;
+
+AVX512 static void pack_x_task(void *context, long p0, long p1) {
+    const gemm_job *j = context;
+    for (long p = p0; p < p1; p++) pack_x_rows(j->x, j->ldx, j->m, j->k, p * MR, j->xp + p * j->k * MR);
+}
+
+AVX512 static void gemm_block_task(void *context, long b0, long b1) {
+    const gemm_job *j = context;
+    float *wp = scratch(1, (long)NB * KC);
+    if (!wp) { atomic_store(&((gemm_job *)context)->failed, 1); return; }
+    long xPanels = (j->m + MR - 1) / MR;
+    for (long b = b0; b < b1; b++) {
+        long n0 = b * NB, rows = j->n - n0 < NB ? j->n - n0 : NB;
+        for (long k0 = 0; k0 < j->k; k0 += KC) {
+            long kc = j->k - k0 < KC ? j->k - k0 : KC;
+            pack_weights(j->format, j->w, j->scales, j->n, j->k, n0, rows, k0, kc, wp);
+            for (long p = 0; p < xPanels; p++) {
+                const float *xpanel = j->xp + p * j->k * MR + k0 * MR;
+                long mrows = j->m - p * MR < MR ? j->m - p * MR : MR;
+                for (long q = 0; q * NR < rows; q++) {
+                    long ncols = rows - q * NR < NR ? rows - q * NR : NR;
+                    kernel_12x32(kc, xpanel, wp + q * kc * NR, NR, j->c + p * MR * j->ldc + n0 + q * NR, j->ldc,
+                                 k0 > 0 || j->accumulate, mrows, ncols);
+                }
+            }
+        }
+    }
+}
+
+int chk_gemm_available(void) {
+    __builtin_cpu_init();
+    return !chk_portable_forced() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+        && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+}
+
+int chk_gemm_nt(chk_format format, const void *w, const uint16_t *scales, long n, long k,
+                const float *x, long ldx, long m, float *c, long ldc, int accumulate, int threads) {
+    if (!chk_gemm_available() || m <= 0 || n <= 0) return m <= 0 || n <= 0;
+    if ((format == CHK_Q8_0 || format == CHK_Q4_0) && k % CHK_BLOCK) return 0;
+    long xPanels = (m + MR - 1) / MR;
+    gemm_job job = {format, w, scales, x, ldx, scratch(0, xPanels * MR * k), c, ldc, m, n, k, accumulate, 0};
+    if (!job.xp) return 0;
+    chk_parallel_for(xPanels, 4, threads, pack_x_task, &job);
+    chk_parallel_for((n + NB - 1) / NB, 1, threads, gemm_block_task, &job);
+    return !atomic_load(&job.failed);
+}
+
+// MARK: - Attention over a whole sequence (prefill, encoders)
+
+typedef struct {
+    const float *q; long ldq; const float *keys, *values; long ldkv;
+    long tokens, keyCount, heads, kvHeads, headDim, chunks; float scale; long causalOffset;
+    float *out; long ldo;
+    _Atomic int failed;  // a thread could not allocate its scratch: the caller falls back
+} attention_job;
+
+// Work item = (head, chunk of query blocks): packs K_h once, then per block of MR queries computes
+// the scores against the visible keys, their softmax, and P · V_h, all with the micro-kernel.
+AVX512 static void attention_task(void *context, long i0, long i1) {
+    const attention_job *j = context;
+    long hd = j->headDim, keyPanels = (j->keyCount + NR - 1) / NR, ldS = keyPanels * NR;
+    long blocks = (j->tokens + MR - 1) / MR, perChunk = (blocks + j->chunks - 1) / j->chunks;
+    float *kp = scratch(2, keyPanels * hd * NR), *scores = scratch(3, MR * ldS);
+    long valuePanels = (hd + NR - 1) / NR;
+    float *pp = scratch(4, ldS * MR), *qp = scratch(5, hd * MR), *vp = scratch(6, valuePanels * j->keyCount * NR);
+    if (!kp || !scores || !pp || !qp || !vp) { atomic_store(&((attention_job *)context)->failed, 1); return; }
+    long packedHead = -1;
+    for (long item = i0; item < i1; item++) {
+        long h = item / j->chunks, chunk = item % j->chunks, kvHead = h / (j->heads / j->kvHeads);
+        if (kvHead != packedHead) {
+            pack_weights(CHK_F32, j->keys + kvHead * hd, NULL, j->keyCount, j->ldkv, 0, j->keyCount, 0, hd, kp);
+            // V_h as panels of NR columns, k-major: rows of V are thousands of bytes apart, which
+            // the micro-kernel would read through a few cache sets only.
+            for (long c = 0; c < valuePanels; c++) {
+                long cols = hd - c * NR < NR ? hd - c * NR : NR;
+                __mmask16 m0 = cols >= 16 ? 0xFFFF : (__mmask16)((1u << cols) - 1);
+                __mmask16 m1 = cols >= 32 ? 0xFFFF : cols <= 16 ? 0 : (__mmask16)((1u << (cols - 16)) - 1);
+                for (long k = 0; k < j->keyCount; k++) {
+                    const float *src = j->values + k * j->ldkv + kvHead * hd + c * NR;
+                    float *dst = vp + (c * j->keyCount + k) * NR;
+                    _mm512_storeu_ps(dst, _mm512_maskz_loadu_ps(m0, src));
+                    _mm512_storeu_ps(dst + 16, _mm512_maskz_loadu_ps(m1, src + 16));
+                }
+            }
+            packedHead = kvHead;
+        }
+        for (long b = chunk * perChunk; b < (chunk + 1) * perChunk && b < blocks; b++) {
+            long r0 = b * MR, rows = j->tokens - r0 < MR ? j->tokens - r0 : MR;
+            long visible = j->keyCount;
+            if (j->causalOffset >= 0 && j->causalOffset + r0 + rows < visible) visible = j->causalOffset + r0 + rows;
+            pack_x_rows(j->q + h * hd, j->ldq, j->tokens, hd, r0, qp);
+            __m512 scale = _mm512_set1_ps(j->scale);
+            for (long i = 0; i < hd * MR; i += 16) {
+                __mmask16 m = hd * MR - i >= 16 ? 0xFFFF : (__mmask16)((1u << (hd * MR - i)) - 1);
+                _mm512_mask_storeu_ps(qp + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, qp + i), scale));
+            }
+            for (long p = 0; p * NR < visible; p++)
+                kernel_12x32(hd, qp, kp + p * hd * NR, NR, scores + p * NR, ldS, 0, rows,
+                             visible - p * NR < NR ? visible - p * NR : NR);
+            if (j->causalOffset >= 0)
+                for (long i = 0; i < rows; i++)
+                    for (long c = j->causalOffset + r0 + i + 1; c < visible; c++) scores[i * ldS + c] = -INFINITY;
+            chk_softmax_rows(scores, rows, visible, ldS);
+            pack_x_rows(scores, ldS, rows, visible, 0, pp);
+            for (long c = 0; c < hd; c += NR)
+                kernel_12x32(visible, pp, vp + c * j->keyCount, NR, j->out + r0 * j->ldo + h * hd + c, j->ldo,
+                             0, rows, hd - c < NR ? hd - c : NR);
+        }
+    }
+}
+
+int chk_attention(const float *q, long ldq, const float *keys, const float *values, long ldkv, long tokens,
+                  long keyCount, long heads, long kvHeads, long headDim, float scale, long causalOffset,
+                  float *out, long ldo, int threads) {
+    if (!chk_gemm_available() || kvHeads <= 0 || heads % kvHeads) return 0;
+    if (tokens <= 0) return 1;
+    // Enough items for every thread to claim several, so a delayed thread does not hold the rest up.
+    long blocks = (tokens + MR - 1) / MR, chunks = (4L * threads + heads - 1) / heads;
+    if (chunks > blocks) chunks = blocks;
+    attention_job job = {q, ldq, keys, values, ldkv, tokens, keyCount, heads, kvHeads, headDim, chunks, scale,
+                         causalOffset, out, ldo, 0};
+    chk_parallel_for(heads * chunks, 1, threads, attention_task, &job);
+    return !atomic_load(&job.failed);
+}

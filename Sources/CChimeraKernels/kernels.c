@@ -9,6 +9,7 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <time.h>
 
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,fma,f16c,avx2")))
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
@@ -206,8 +207,8 @@ AVX2 static void rows_f16_avx2(const uint16_t *w, long cols, long row0, long row
 // Decode reads every weight once per token, so these kernels are built around memory traffic:
 // four rows per pass (each activation load feeds four rows), independent accumulators, and a
 // software prefetch a few cache lines ahead of each row (the hardware streamer stops at 4 KiB pages).
-#ifndef PF_AHEAD
-#define PF_AHEAD 512  // bytes ahead of the current position in each row
+#ifndef PF_HINT
+#define PF_HINT _MM_HINT_T0
 #endif
 
 AVX512 static inline __m512 bf16x16(const uint16_t *p) {
@@ -233,7 +234,7 @@ AVX512 static inline __m512 bf16x16_tail(const uint16_t *p, __mmask16 m) {
         for (; i + 32 <= cols; i += 32) {                                                              \
             __m512 x0 = _mm512_loadu_ps(x + i), x1 = _mm512_loadu_ps(x + i + 16);                      \
             for (int j = 0; j < NR; j++) {                                                             \
-                _mm_prefetch((const char *)(row[j] + i) + PF_AHEAD, _MM_HINT_T0);                      \
+                _mm_prefetch((const char *)(row[j] + i + NR * cols), PF_HINT);                         \
                 a[j][0] = _mm512_fmadd_ps(LOAD16(row[j] + i), x0, a[j][0]);                            \
                 a[j][1] = _mm512_fmadd_ps(LOAD16(row[j] + i + 16), x1, a[j][1]);                       \
             }                                                                                          \
@@ -302,8 +303,9 @@ AVX512 static inline __attribute__((always_inline)) void rowsq_avx512(
     for (; b + 8 <= blocks; b += 8) {  // eight blocks: four pairs
         __m256 xs8 = _mm256_loadu_ps(qx->xs + b);
         for (int j = 0; j < NR; j++) {
-            _mm_prefetch((const char *)(row[j] + b / 2 * step) + PF_AHEAD, _MM_HINT_T0);
-            if (!q4) _mm_prefetch((const char *)(row[j] + b / 2 * step) + PF_AHEAD + 64, _MM_HINT_T0);
+            // Every line of the same span in the next group of rows (see GEMV_ROWS_AVX512).
+            for (long line = 0; line < 4 * step; line += 64)
+                _mm_prefetch((const char *)(row[j] + b / 2 * step + NR * rowBytes) + line, PF_HINT);
             __m512 s = _mm512_castps256_ps512(_mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sc[j] + b))), xs8));
             for (int k = 0; k < 4; k++) {
                 const long pair = b / 2 + k;
@@ -733,4 +735,48 @@ void chk_attend(const float *q, const float *keys, const float *values, long key
     attend_job job = {q, keys, values, keyCount, heads, kvHeads, headDim, scale, out};
     long chunk = (heads + 4L * threads - 1) / (4L * threads);
     chk_parallel_for(heads, chunk < 1 ? 1 : chunk, threads, attend_task, &job);
+}
+
+// MARK: - Memory read bandwidth (what decode is bound by)
+
+typedef struct { const float *p; long n; float sink[64]; } read_job;
+
+AVX512 static void read_task_avx512(void *context, long c0, long c1) {
+    read_job *j = context;
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    for (const float *q = j->p + c0 * 64; q < j->p + c1 * 64; q += 64) {  // chunks of 64 floats
+        s0 = _mm512_add_ps(s0, _mm512_loadu_ps(q)); s1 = _mm512_add_ps(s1, _mm512_loadu_ps(q + 16));
+        s2 = _mm512_add_ps(s2, _mm512_loadu_ps(q + 32)); s3 = _mm512_add_ps(s3, _mm512_loadu_ps(q + 48));
+    }
+    j->sink[c0 % 64] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+}
+
+static void read_task_portable(void *context, long c0, long c1) {
+    read_job *j = context;
+    float s = 0;
+    for (long i = c0 * 64; i < c1 * 64; i += 16) s += j->p[i];  // one float per 64-byte line
+    j->sink[c0 % 64] = s;
+}
+
+double chk_read_bandwidth(long bytes, int threads) {
+    pick();
+    long n = bytes / 256 * 64;  // whole chunks of 64 floats
+    float *p = malloc((size_t)n * 4);
+    if (!p) return 0;
+    // Non-zero: malloc + memset(0) may become calloc, whose untouched pages all read the one zero page.
+    memset(p, 1, (size_t)n * 4);
+    read_job job = {p, n};
+    chk_task task = strcmp(K.variant, "avx512") == 0 ? read_task_avx512 : read_task_portable;
+    double best = 0;
+    for (int pass = 0; pass < 3; pass++) {
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        chk_parallel_for(n / 64, n / 64 / (8L * threads) + 1, threads, task, &job);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        double seconds = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+        double rate = (double)n * 4 / seconds / 1e9;
+        if (rate > best) best = rate;
+    }
+    free(p);
+    return best;
 }

@@ -84,6 +84,11 @@ public struct BenchmarkReport: Codable, Sendable {
     public var peakRSSRatio: Double
     /// Weight bytes / decode step time: the read bandwidth decoding reaches.
     public var decodeBandwidthGBPerSecond: Double?
+    /// Bytes of weights one decoded token reads (the matrices, lm_head included; not the embedding table).
+    public var decodeBytesPerToken: Int?
+    /// This machine's measured main-memory read bandwidth on the same threads, and the share of it decode reaches.
+    public var readBandwidthGBPerSecond: Double?
+    public var decodeBandwidthFraction: Double?
     /// Whether the first decoded tokens were computed from finite logits (a sanity check).
     public var finiteLogits: Bool
 
@@ -97,6 +102,8 @@ public struct BenchmarkReport: Codable, Sendable {
         case decodeTokensPerSecond = "decode_tokens_per_s", peakRSSBytes = "peak_rss_bytes", peakRSSRatio = "peak_rss_ratio"
         case decodeBandwidthGBPerSecond = "decode_bandwidth_gb_per_s", finiteLogits = "finite_logits"
         case imageEncodeFirstSeconds = "image_encode_first_s", imageEncodeRuns = "image_encode_runs"
+        case decodeBytesPerToken = "decode_bytes_per_token", readBandwidthGBPerSecond = "read_bandwidth_gb_per_s"
+        case decodeBandwidthFraction = "decode_bandwidth_fraction"
     }
 }
 
@@ -109,6 +116,8 @@ public struct Benchmark {
     public var promptTokens = 640
     /// Image encodes to time: the first apart, the median of the rest as `image_encode_s`.
     public var encodeRuns = 3
+    /// Measure the machine's read bandwidth after decoding (about a second, 1 GiB).
+    public var measureBandwidth = true
     public var decodeTokens = 32
     public var progress: (String) -> Void = { _ in }
 
@@ -172,6 +181,10 @@ public struct Benchmark {
             guard let model = component as? any LanguageModel else { throw BenchmarkError.wrongComponent(id: manifest.id, expected: "a language model") }
             let llmBytes = Self.weightBytes(loader)
             report.weightBytes += llmBytes
+            // A decoded token multiplies by every matrix once; a tied lm_head is the float32 embedding table.
+            let tiedHead = !loader.matrices.contains { $0.name.hasPrefix("lm_head") }
+            let decodeBytes = loader.matrices.reduce(0) { $0 + $1.matrix.byteCount }
+                + (tiedHead ? model.vocabularySize * model.hiddenSize * 4 : 0)
             let cache = model.makeCache(capacity: promptTokens + decodeTokens)
             report.kvCacheBytes = cache.layers.reduce(0) { $0 + 2 * $1.capacity * $1.width * 4 }
             let prompt = try model.embed((0..<promptTokens).map { ($0 * 7919 + 1) % model.vocabularySize })
@@ -197,11 +210,18 @@ public struct Benchmark {
             report.decodeTokens = decodeTokens
             if decodeTokens > 0 {
                 report.decodeTokensPerSecond = Double(decodeTokens) / decode
-                report.decodeBandwidthGBPerSecond = Double(llmBytes) * report.decodeTokensPerSecond! / 1e9
+                report.decodeBytesPerToken = decodeBytes
+                report.decodeBandwidthGBPerSecond = Double(decodeBytes) * report.decodeTokensPerSecond! / 1e9
             }
         }
         report.peakRSSBytes = Self.peakRSS()
         report.peakRSSRatio = Double(report.peakRSSBytes) / Double(max(1, report.weightBytes + report.kvCacheBytes))
+        // After the peak RSS is read: the measurement's own 1 GiB buffer must not count.
+        if measureBandwidth, let decode = report.decodeBandwidthGBPerSecond {
+            progress("measuring memory read bandwidth")
+            report.readBandwidthGBPerSecond = ComputeThreads.measureReadBandwidth()
+            report.decodeBandwidthFraction = report.readBandwidthGBPerSecond.map { decode / $0 }
+        }
         return report
     }
 

@@ -206,6 +206,12 @@ extension ComputeThreads {
     /// The CPU features the kernels use on this machine, and the kernel variant chosen.
     public static var cpuFeatures: String { String(cString: chk_cpu_features()) }
     public static var kernelVariant: String { String(cString: chk_kernel_variant()) }
+    /// Main-memory read bandwidth in GB/s on `threads` threads (best of three reads of a fresh 1 GiB
+    /// buffer): the bound a bandwidth-bound decode is compared with. nil when it could not be measured.
+    public static func measureReadBandwidth(threads: Int = current, bytes: Int = 1 << 30) -> Double? {
+        let rate = chk_read_bandwidth(bytes, Int32(threads))
+        return rate > 0 ? rate : nil
+    }
     /// The kernel set OpenBLAS chose for this CPU ("SkylakeX", "Haswell", ...).
     public static var blasCore: String { openblas_get_corename().map { String(cString: $0) } ?? "unknown" }
 

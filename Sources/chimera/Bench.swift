@@ -23,6 +23,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Threads (default: CHIMERA_THREADS or every core)") var threads: Int?
     @Flag(help: "Only the language model (skip the encoder)") var noEncoder = false
     @Flag(help: "Only the encoder (skip the language model)") var noLlm = false
+    @Flag(help: "Skip measuring the memory read bandwidth that decode is compared with") var noBandwidth = false
 
     func run() throws {
         do {
@@ -41,6 +42,7 @@ struct Bench: ParsableCommand {
             var bench = Benchmark(families: try catalogOptions.families(), format: format)
             bench.promptTokens = promptTokens
             bench.encodeRuns = encodeRuns
+            bench.measureBandwidth = !noBandwidth
             bench.decodeTokens = decodeTokens
             bench.progress = progress
             var name: String, encoder: ComponentManifest?, llm: ComponentManifest?

@@ -19,7 +19,12 @@ CHIMERA = os.path.join(ROOT, ".build", "release", "chimera")
 LLMS = {
     "tinyllama-1.1b": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
                            num_key_value_heads=4, vocab_size=32000, rope_theta=10000.0, rms_norm_eps=1e-5),
+    # Qwen2: q/k/v biases and tied embeddings (GGUF architecture "qwen2", transformers Qwen2ForCausalLM).
+    "qwen2-0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                       num_key_value_heads=2, vocab_size=151936, rope_theta=1000000.0, rms_norm_eps=1e-6,
+                       tie_word_embeddings=True),
 }
+ARCH = {"tinyllama-1.1b": "llama", "qwen2-0.5b": "qwen2"}
 VISION = {
     "clip-vit-l-336": ("clip", dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
                                     image_size=336, patch_size=14, hidden_act="quick_gelu")),
@@ -57,18 +62,20 @@ def chimera(preset, dtype, args):
         return {"error": run.stderr.strip().splitlines()[-1] if run.stderr.strip() else f"exit {run.returncode}"}
     r = json.loads(run.stdout)
     return {"prefill": r.get("prefill_tokens_per_s"), "decode": r.get("decode_tokens_per_s"),
-            "encode_s": r.get("image_encode_s"), "rss_ratio": r.get("peak_rss_ratio")}
+            "encode_s": r.get("image_encode_s"), "rss_ratio": r.get("peak_rss_ratio"),
+            "decode_gbps": r.get("decode_bandwidth_gb_per_s"), "read_gbps": r.get("read_bandwidth_gb_per_s")}
 
 
 # MARK: - PyTorch
 
 def torch_llm(preset, dtype, args):
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    config = LlamaConfig(**LLMS[preset], max_position_embeddings=2048)
-    model = LlamaForCausalLM(config).to({"f32": torch.float32, "bf16": torch.bfloat16}[dtype]).eval()
+    Config, Model = (Qwen2Config, Qwen2ForCausalLM) if ARCH[preset] == "qwen2" else (LlamaConfig, LlamaForCausalLM)
+    config = Config(**LLMS[preset], max_position_embeddings=2048)
+    model = Model(config).to({"f32": torch.float32, "bf16": torch.bfloat16}[dtype]).eval()
     ids = torch.randint(0, config.vocab_size, (1, args.prompt))
     with torch.inference_mode():
         start = time.perf_counter()
@@ -114,7 +121,8 @@ def write_gguf(path, preset, dtype):
     heads, kv = dims["num_attention_heads"], dims["num_key_value_heads"]
     qtype = {"f16": gguf.GGMLQuantizationType.F16, "q8_0": gguf.GGMLQuantizationType.Q8_0,
              "q4_0": gguf.GGMLQuantizationType.Q4_0}[dtype]
-    w = gguf.GGUFWriter(path, "llama")
+    arch = ARCH[preset]
+    w = gguf.GGUFWriter(path, arch)
     w.add_context_length(2048); w.add_embedding_length(h); w.add_block_count(layers)
     w.add_feed_forward_length(ffn); w.add_head_count(heads); w.add_head_count_kv(kv)
     w.add_rope_dimension_count(h // heads); w.add_layer_norm_rms_eps(dims["rms_norm_eps"]); w.add_rope_freq_base(dims["rope_theta"])
@@ -137,7 +145,8 @@ def write_gguf(path, preset, dtype):
 
     tensor("token_embd.weight", (vocab, h))
     w.add_tensor("output_norm.weight", np.ones(h, dtype=np.float32))
-    tensor("output.weight", (vocab, h))
+    if not dims.get("tie_word_embeddings"):
+        tensor("output.weight", (vocab, h))
     hd = h // heads
     for i in range(layers):
         p = f"blk.{i}."
@@ -146,6 +155,9 @@ def write_gguf(path, preset, dtype):
         tensor(p + "attn_q.weight", (heads * hd, h)); tensor(p + "attn_k.weight", (kv * hd, h))
         tensor(p + "attn_v.weight", (kv * hd, h)); tensor(p + "attn_output.weight", (h, heads * hd))
         tensor(p + "ffn_gate.weight", (ffn, h)); tensor(p + "ffn_up.weight", (ffn, h)); tensor(p + "ffn_down.weight", (h, ffn))
+        if arch == "qwen2":
+            for name, width in (("attn_q", heads * hd), ("attn_k", kv * hd), ("attn_v", kv * hd)):
+                w.add_tensor(p + name + ".bias", np.zeros(width, dtype=np.float32))
     w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
 
 
@@ -179,7 +191,7 @@ def main():
     parser.add_argument("--decode", type=int, default=32)
     parser.add_argument("--encode-runs", type=int, default=3, help="image encodes per engine: the median of all but the first is reported")
     parser.add_argument("--only", default="chimera,torch,llamacpp")
-    parser.add_argument("--llm", default="tinyllama-1.1b", choices=sorted(LLMS))
+    parser.add_argument("--llm", default="tinyllama-1.1b", help=f"comma-separated: {', '.join(sorted(LLMS))}")
     parser.add_argument("--dtypes", default="f32,f16,bf16,q8_0,q4_0", help="language-model weight formats to run")
     parser.add_argument("--no-vision", action="store_true", help="skip the vision encoders")
     parser.add_argument("--no-llm", action="store_true", help="only the vision encoders")
@@ -191,14 +203,14 @@ def main():
         log({"engine": engine, "model": model, "dtype": dtype, **result})
         rows.append((engine, model, dtype, result))
 
-    llm = args.llm
-    for dtype in [] if args.no_llm else args.dtypes.split(","):
-        if "chimera" in engines:
-            record("chimera", llm, dtype, chimera(llm, dtype, args))
-        if "llamacpp" in engines and dtype in ("f16", "q8_0", "q4_0"):
-            record("llama.cpp", llm, dtype, llamacpp(llm, dtype, args))
-        if "torch" in engines and dtype in ("f32", "bf16"):
-            record("pytorch", llm, dtype, torch_llm(llm, dtype, args))
+    for llm in [] if args.no_llm else args.llm.split(","):
+        for dtype in args.dtypes.split(","):
+            if "chimera" in engines:
+                record("chimera", llm, dtype, chimera(llm, dtype, args))
+            if "llamacpp" in engines and dtype in ("f16", "q8_0", "q4_0"):
+                record("llama.cpp", llm, dtype, llamacpp(llm, dtype, args))
+            if "torch" in engines and dtype in ("f32", "bf16"):
+                record("pytorch", llm, dtype, torch_llm(llm, dtype, args))
     for preset in ([] if args.no_vision else VISION):
         if "chimera" in engines:
             record("chimera", preset, "f32", chimera(preset, "f32", args))
@@ -207,10 +219,14 @@ def main():
 
     fmt = lambda v, unit="": "—" if v is None else f"{v:.2f}{unit}"
     print(f"Machine: {machine()}; {args.threads} threads; prompt {args.prompt} tokens, decode {args.decode} tokens; random weights.\n")
-    print("| engine | model | weights | prefill tok/s | decode tok/s | image encode s | note |")
-    print("|---|---|---|---|---|---|---|")
+    print("| engine | model | weights | prefill tok/s | decode tok/s | decode GB/s (of read bandwidth) | image encode s | peak RSS ÷ (weights + KV) | note |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for engine, model, dtype, r in rows:
-        print(f"| {engine} | {model} | {dtype} | {fmt(r.get('prefill'))} | {fmt(r.get('decode'))} | {fmt(r.get('encode_s'))} | {r.get('error', '')} |")
+        bandwidth = "—"
+        if r.get("decode_gbps") and r.get("read_gbps"):
+            bandwidth = f"{r['decode_gbps']:.1f} of {r['read_gbps']:.1f} ({100 * r['decode_gbps'] / r['read_gbps']:.0f} %)"
+        print(f"| {engine} | {model} | {dtype} | {fmt(r.get('prefill'))} | {fmt(r.get('decode'))} | {bandwidth} "
+              f"| {fmt(r.get('encode_s'))} | {fmt(r.get('rss_ratio'))} | {r.get('error', '')} |")
 
 
 if __name__ == "__main__":

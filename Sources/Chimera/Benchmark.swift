@@ -181,10 +181,8 @@ public struct Benchmark {
             guard let model = component as? any LanguageModel else { throw BenchmarkError.wrongComponent(id: manifest.id, expected: "a language model") }
             let llmBytes = Self.weightBytes(loader)
             report.weightBytes += llmBytes
-            // A decoded token multiplies by every matrix once; a tied lm_head is the float32 embedding table.
-            let tiedHead = !loader.matrices.contains { $0.name.hasPrefix("lm_head") }
+            // A decoded token multiplies by every matrix once (a tied embedding table is one of them).
             let decodeBytes = loader.matrices.reduce(0) { $0 + $1.matrix.byteCount }
-                + (tiedHead ? model.vocabularySize * model.hiddenSize * 4 : 0)
             let cache = model.makeCache(capacity: promptTokens + decodeTokens)
             report.kvCacheBytes = cache.layers.reduce(0) { $0 + 2 * $1.capacity * $1.width * 4 }
             let prompt = try model.embed((0..<promptTokens).map { ($0 * 7919 + 1) % model.vocabularySize })

@@ -93,7 +93,7 @@ public final class ParameterLoader: @unchecked Sendable {
         precondition(shape.count == 2, "matrix \(name) needs a 2-D shape, found \(shape)")
         let stored = storedName(name)
         // Widths that are not whole blocks of 32 (SigLIP's 4304) stay unquantized.
-        let matrixFormat = self.matrixFormat.flatMap { $0.isQuantized && shape[1] % 32 != 0 ? nil : $0 }
+        let matrixFormat = self.matrixFormat.flatMap { $0.isQuantized && shape[1] % 32 != 0 ? nil : $0.forMatrix(named: stored) }
         var m: WeightMatrix
         switch source {
         case let .store(store):
@@ -124,6 +124,15 @@ public final class ParameterLoader: @unchecked Sendable {
     }
 
     public var loaded: [(name: String, tensor: Tensor)] { record.loaded }
+}
+
+extension WeightFormat {
+    /// The format a matrix named `name` gets when a whole model is converted to `self`: embeddings
+    /// (a matrix only when tied to the lm_head) stay at q8_0 when the rest goes to 4 bits, as
+    /// llama.cpp keeps its output matrix above 4 bits: the logits are sensitive to it.
+    public func forMatrix(named name: String) -> WeightFormat {
+        self == .q4_0 && name.hasSuffix("embed_tokens.weight") ? .q8_0 : self
+    }
 }
 
 /// One large reserved, never-written anonymous mapping: every shapes-only tensor points at it.

@@ -8,6 +8,7 @@ struct LinearLayer: Sendable {
     let bias: Tensor?
 
     init(weight: Tensor, bias: Tensor?) { matrix = WeightMatrix(weight); self.bias = bias }
+    init(matrix: WeightMatrix, bias: Tensor?) { self.matrix = matrix; self.bias = bias }
 
     init(_ loader: ParameterLoader, _ name: String, input: Int, output: Int, bias hasBias: Bool) throws {
         // An unnamed layer is a bare nn.Linear saved as "weight"/"bias" (TinyLLaVA's linear connector).

@@ -8,7 +8,10 @@ import Foundation
 ///
 /// What stays higher precision by default, and why:
 /// - token embeddings, norms, biases, position and class embeddings: looked up or added, never
-///   multiplied as a matrix, so quantizing them saves no bandwidth in decode;
+///   multiplied as a matrix, so quantizing them saves no bandwidth in decode. Embeddings tied to
+///   the lm_head are the exception: every token multiplies by them (in float32 they were a quarter
+///   of Qwen2-0.5B's decode traffic), so they are quantized — to q8_0 when the rest goes to q4_0
+///   (`WeightFormat.forMatrix(named:)`);
 /// - the vision encoder (opt in with `includeEncoder`): runs once per image, compute-bound, and
 ///   its features feed every generated token;
 /// - connectors: small, and every image token goes through them;
@@ -98,7 +101,8 @@ public struct Quantizer {
                 chosen = matrix
                 kept.append(name)
             } else {
-                chosen = try WeightMatrix.converting(matrix.widened(), to: format, name: name)
+                // Embeddings reach `matrices` only when tied to the lm_head (see above).
+                chosen = try WeightMatrix.converting(matrix.widened(), to: format.forMatrix(named: name), name: name)
             }
             matrices.append(chosen)
             let dtype: WeightDType

@@ -119,9 +119,10 @@ import Testing
         print("\(name) \(format.rawValue): top-1 agreement \(top1), max logit error \(worst), relative RMS \(rms); decode step RMS \(stepRMS), top-1 \(stepTop1)")
         // These tiny random models have nearly flat logits (top-2 margins of a fraction of their
         // spread), so the bounds are looser than on a trained model; a wrong block layout, scale or
-        // kernel gives a relative RMS near 1 and chance-level agreement.
-        #expect(rms < (format == .q8_0 ? 0.05 : 0.5))
-        #expect(stepRMS < (format == .q8_0 ? 0.05 : 0.5))
+        // kernel gives a relative RMS near 1 and chance-level agreement. A tied lm_head is quantized
+        // too (q8_0), which takes llava-gemma's q8_0 decode step to about 0.052.
+        #expect(rms < (format == .q8_0 ? 0.06 : 0.5))
+        #expect(stepRMS < (format == .q8_0 ? 0.06 : 0.5))
         #expect(top1 >= (format == .q8_0 ? 0.85 : 0.4))
         // The manifest documents the layout; the files hold blocks, not floats.
         let folder = assemblyPath.deletingLastPathComponent()
@@ -137,7 +138,11 @@ import Testing
             #expect(try #require(store.info(q)?.shape.last) % 32 != 0 && store.info(q)?.dtype == .f32)
         }
         if name == "llava-a" { #expect(scales != nil) }
-        #expect(store.info(try #require(store.tensorNames.first { $0.hasSuffix("embed_tokens.weight") }))?.dtype == .f32)
+        // Looked-up embeddings stay float32; tied to the lm_head they are a matrix, kept at q8_0.
+        let embeddings = try #require(store.tensorNames.first { $0.hasSuffix("embed_tokens.weight") })
+        let tied = !store.tensorNames.contains { $0.hasSuffix("lm_head.weight") }
+        let wholeBlocks = (store.info(embeddings)?.shape.last ?? 1) % 32 == 0
+        #expect(store.info(embeddings)?.dtype == (tied && wholeBlocks ? .i8 : .f32), "\(embeddings), tied: \(tied)")
     }
 
     @Test func quantizedBlocksWithoutScalesAreRefusedByName() throws {

@@ -146,7 +146,7 @@ public final class DecoderTransformer: LanguageModel, @unchecked Sendable {
     public let architecture: DecoderArchitecture
     public let parameters: [(name: String, tensor: Tensor)]
     public let contextLength: Int
-    let embeddings: Tensor  // [vocab, hidden]
+    let embeddings: WeightMatrix  // [vocab, hidden]; looked up a row at a time
     let layers: [Layer]
     let finalNorm: Norm
     let lmHead: LinearLayer  // the embeddings when tied
@@ -189,7 +189,11 @@ public final class DecoderTransformer: LanguageModel, @unchecked Sendable {
         contextLength = manifest.contextLength ?? 2048
         let h = a.hiddenSize, hd = a.headDim, ffn = a.intermediateSize
         let qWidth = a.heads * hd, kvWidth = a.kvHeads * hd
-        embeddings = try w.tensor("model.embed_tokens.weight", shape: [a.vocabSize, h])
+        // Tied, the table is also the lm_head, which every decoded token multiplies by: it is then
+        // loaded like the other matrices (in its stored or converted format, quantized by `quantize`).
+        embeddings = a.tiedEmbeddings
+            ? try w.matrix("model.embed_tokens.weight", shape: [a.vocabSize, h])
+            : WeightMatrix(try w.tensor("model.embed_tokens.weight", shape: [a.vocabSize, h]))
         layers = try (0..<a.layers).map { i in
             let l = w.scoped("model.layers.\(i).")
             func headNorms(_ name: String, _ count: Int) throws -> [Tensor] {
@@ -216,7 +220,7 @@ public final class DecoderTransformer: LanguageModel, @unchecked Sendable {
         finalNorm = try Norm(w, a.finalNormName, a)
         // Phi keeps its lm_head bias even when the weight is tied.
         lmHead = a.tiedEmbeddings
-            ? LinearLayer(weight: embeddings, bias: a.lmHeadBias ? try w.tensor("lm_head.bias", shape: [a.vocabSize]) : nil)
+            ? LinearLayer(matrix: embeddings, bias: a.lmHeadBias ? try w.tensor("lm_head.bias", shape: [a.vocabSize]) : nil)
             : try LinearLayer(w, "lm_head", input: h, output: a.vocabSize, bias: a.lmHeadBias)
         rotary = RotaryEmbedding(headDim: hd, rotaryDim: a.rotaryDim, theta: a.ropeTheta)
         parameters = w.loaded
@@ -337,19 +341,17 @@ public enum LanguageModelError: LocalizedError {
     }
 }
 
-func gatherEmbeddings(_ table: Tensor, _ tokens: [Int], model: String) throws -> Tensor {
-    let width = table.shape[1]
-    let out = Tensor(zeros: [tokens.count, width])
-    for (row, token) in tokens.enumerated() { try copyEmbedding(table, token, into: out.data + row * width, model: model) }
+func gatherEmbeddings(_ table: WeightMatrix, _ tokens: [Int], model: String) throws -> Tensor {
+    let out = Tensor(zeros: [tokens.count, table.columns])
+    for (row, token) in tokens.enumerated() { try copyEmbedding(table, token, into: out.data + row * table.columns, model: model) }
     return out
 }
 
-func copyEmbedding(_ table: Tensor, _ token: Int, into destination: UnsafeMutablePointer<Float>, model: String) throws {
-    let vocabulary = table.shape[0], width = table.shape[1]
-    guard token >= 0 && token < vocabulary else {
-        throw LanguageModelError.tokenOutOfRange(model: model, token: token, vocabulary: vocabulary)
+func copyEmbedding(_ table: WeightMatrix, _ token: Int, into destination: UnsafeMutablePointer<Float>, model: String) throws {
+    guard token >= 0 && token < table.rows else {
+        throw LanguageModelError.tokenOutOfRange(model: model, token: token, vocabulary: table.rows)
     }
-    destination.update(from: table.data + token * width, count: width)
+    table.widenRows(token, token + 1, into: destination)
 }
 
 func checkRoom(start: Int, tokens: Int, cache: KVCache, contextLength: Int, model: String) throws {

@@ -90,6 +90,20 @@ func greedyContinuation(_ model: any LanguageModel, prompt: [Int], maxNewTokens:
         }
     }
 
+    /// A prompt fed in chunks (the prefill bound) gives transformers' logits for every position.
+    @Test(arguments: fixtures) func chunkedPrefillMatches(name: String, family: String) throws {
+        let fixture = try LanguageModelFixture(name)
+        let model = try #require(fixture.importAndBuild().model as? DecoderTransformer)
+        model.prefillChunk = 3
+        let cache = model.makeCache(capacity: fixture.inputIDs.count)
+        let logits = try model.forward(embeddings: try model.embed(fixture.inputIDs), cache: cache, lastOnly: false)
+        #expect(maxAbsDifference(logits, fixture.logits) < 1e-4)
+        let again = model.makeCache(capacity: fixture.inputIDs.count)
+        let last = try model.forward(embeddings: try model.embed(fixture.inputIDs), cache: again, lastOnly: true)
+        #expect(maxAbsDifference(last, fixture.logits.rows((fixture.inputIDs.count - 1)..<fixture.inputIDs.count)) < 1e-4)
+        #expect(fixture.inputIDs.count > 3 && cache.length == fixture.inputIDs.count)
+    }
+
     @Test(arguments: fixtures) func greedyContinuationIsTransformers(name: String, family: String) throws {
         let fixture = try LanguageModelFixture(name)
         let (_, manifest, model) = try fixture.importAndBuild()

@@ -247,13 +247,34 @@ public final class DecoderTransformer: LanguageModel, @unchecked Sendable {
         if let scale = embedScale { scaleInPlace(row, scale) }
     }
 
+    /// Longest run of positions one pass takes: a longer prompt is fed in chunks (each appending to
+    /// the cache), so the activations of a prefill ([tokens, intermediate] × 3 and the packed GEMM
+    /// input) stay bounded — on Qwen2-0.5B at q4_0, a 640-token prompt otherwise adds 12 % to the
+    /// peak RSS. The logits are the same: every position sees the same keys either way.
+    public var prefillChunk = 256
+
     public func forward(embeddings input: Tensor, cache: KVCache, lastOnly: Bool) throws -> Tensor {
-        let a = architecture
-        let start = cache.length, tokens = input.rows
-        try checkRoom(start: start, tokens: tokens, cache: cache, contextLength: contextLength, model: id)
+        let tokens = input.rows
+        try checkRoom(start: cache.length, tokens: tokens, cache: cache, contextLength: contextLength, model: id)
         guard input.columns == hiddenSize else {
             throw LanguageModelError.badEmbeddings(model: id, expected: hiddenSize, found: input.columns)
         }
+        let chunk = max(1, prefillChunk)
+        guard tokens > chunk else { return forwardPass(input, cache: cache, lastOnly: lastOnly) }
+        let all = lastOnly ? nil : Tensor(zeros: [tokens, vocabularySize])
+        var logits = input
+        for c0 in stride(from: 0, to: tokens, by: chunk) {
+            let c1 = min(tokens, c0 + chunk)
+            logits = forwardPass(input.rows(c0..<c1), cache: cache, lastOnly: lastOnly)
+            all.map { ($0.data + c0 * vocabularySize).update(from: logits.data, count: logits.count) }
+        }
+        return all ?? logits
+    }
+
+    /// One pass over `input` (room and width already checked).
+    private func forwardPass(_ input: Tensor, cache: KVCache, lastOnly: Bool) -> Tensor {
+        let a = architecture
+        let start = cache.length, tokens = input.rows
         let hd = a.headDim, h = hiddenSize
         let qWidth = a.heads * hd, kvWidth = a.kvHeads * hd
         let ws = cache.workspace

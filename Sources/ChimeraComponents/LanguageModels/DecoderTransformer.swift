@@ -260,19 +260,21 @@ public final class DecoderTransformer: LanguageModel, @unchecked Sendable {
             throw LanguageModelError.badEmbeddings(model: id, expected: hiddenSize, found: input.columns)
         }
         let chunk = max(1, prefillChunk)
-        guard tokens > chunk else { return forwardPass(input, cache: cache, lastOnly: lastOnly) }
+        guard tokens > chunk else { return forwardPass(input, cache: cache, lastOnly: lastOnly)! }
         let all = lastOnly ? nil : Tensor(zeros: [tokens, vocabularySize])
-        var logits = input
+        var logits: Tensor?
         for c0 in stride(from: 0, to: tokens, by: chunk) {
             let c1 = min(tokens, c0 + chunk)
-            logits = forwardPass(input.rows(c0..<c1), cache: cache, lastOnly: lastOnly)
-            all.map { ($0.data + c0 * vocabularySize).update(from: logits.data, count: logits.count) }
+            // With lastOnly, only the final chunk's last position needs the lm_head.
+            logits = forwardPass(input.rows(c0..<c1), cache: cache, lastOnly: lastOnly, logits: !lastOnly || c1 == tokens)
+            if let all, let logits { (all.data + c0 * vocabularySize).update(from: logits.data, count: logits.count) }
         }
-        return all ?? logits
+        return all ?? logits!
     }
 
-    /// One pass over `input` (room and width already checked).
-    private func forwardPass(_ input: Tensor, cache: KVCache, lastOnly: Bool) -> Tensor {
+    /// One pass over `input` (room and width already checked); nil without `logits` (an earlier
+    /// chunk of a prompt, whose keys and values are all that is needed).
+    private func forwardPass(_ input: Tensor, cache: KVCache, lastOnly: Bool, logits wanted: Bool = true) -> Tensor? {
         let a = architecture
         let start = cache.length, tokens = input.rows
         let hd = a.headDim, h = hiddenSize
@@ -321,6 +323,7 @@ public final class DecoderTransformer: LanguageModel, @unchecked Sendable {
             layer.down(gate, into: projected)
             addInPlace(hidden, projected)
         }
+        guard wanted else { return nil }
         let outRows = lastOnly ? 1 : tokens
         let last = ws.tensor("last", rows: outRows, columns: h)
         last.data.update(from: hidden.data + (tokens - outRows) * h, count: outRows * h)

@@ -30,8 +30,11 @@ enum { MR = 12, NR = 32, KC = 512, NB = 128 };
 static _Thread_local float *tls_buffer[7];
 static _Thread_local long tls_capacity[7];
 
+// Grows to at least twice the old size, so that decode, whose key count grows by one per token,
+// reallocates a handful of times in a whole generation rather than every 32 tokens.
 static float *scratch(int slot, long floats) {
     if (tls_capacity[slot] < floats) {
+        if (floats < 2 * tls_capacity[slot]) floats = 2 * tls_capacity[slot];
         free(tls_buffer[slot]);
         tls_buffer[slot] = aligned_alloc(64, (size_t)((floats * 4 + 63) / 64 * 64));
         tls_capacity[slot] = tls_buffer[slot] ? floats : 0;

@@ -2,6 +2,7 @@
 // for those instruction sets through target attributes, so the rest of the package needs no
 // special flags; `pick()` decides once which set this CPU runs.
 #include "chimera_kernels.h"
+#include "elementwise.h"
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
@@ -306,6 +307,7 @@ AVX512 static inline __attribute__((always_inline)) void rowsq_avx512(
             // Every line of the same span in the next group of rows (see GEMV_ROWS_AVX512).
             for (long line = 0; line < 4 * step; line += 64)
                 _mm_prefetch((const char *)(row[j] + b / 2 * step + NR * rowBytes) + line, PF_HINT);
+            _mm_prefetch((const char *)(sc[j] + b + NR * blocks), PF_HINT);  // and its scales
             __m512 s = _mm512_castps256_ps512(_mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sc[j] + b))), xs8));
             for (int k = 0; k < 4; k++) {
                 const long pair = b / 2 + k;
@@ -546,27 +548,43 @@ void chk_quantize_q4_0(const float *x, long rows, long cols, uint8_t *q, uint16_
 
 // MARK: - Decode attention
 
+// One query row per head over the cached keys (decode). Scores are scaled dot products, turned
+// into probabilities by chk_softmax_rows (its SIMD exp: libm's expf per key was a third of a
+// decoded token's time at 640 positions), then summed over the values. The body is compiled for
+// AVX-512 and for the baseline, so that the dot products and sums vectorize on either.
+#define ATTEND_ONE_BODY                                                                              \
+    long group = heads / kvHeads, kvWidth = kvHeads * headDim;                                       \
+    for (long h = head0; h < head1; h++) {                                                           \
+        const float *qh = q + h * headDim; const long kvh = h / group;                               \
+        for (long j = 0; j < keyCount; j++) {                                                        \
+            const float *k = keys + j * kvWidth + kvh * headDim; float d = 0;                        \
+            for (long i = 0; i < headDim; i++) d += qh[i] * k[i];                                    \
+            scores[j] = d * scale;                                                                   \
+        }                                                                                            \
+        chk_softmax_rows(scores, 1, keyCount, keyCount);                                             \
+        float *o = out + h * headDim;                                                                \
+        for (long i = 0; i < headDim; i++) o[i] = 0;                                                 \
+        for (long j = 0; j < keyCount; j++) {                                                        \
+            const float *v = values + j * kvWidth + kvh * headDim; float p = scores[j];              \
+            for (long i = 0; i < headDim; i++) o[i] += p * v[i];                                     \
+        }                                                                                            \
+    }
+
+AVX512 static void attend_one_avx512(const float *q, const float *keys, const float *values, long keyCount, long heads,
+                                     long kvHeads, long headDim, float scale, float *scores, float *out, long head0, long head1) {
+#pragma clang fp reassociate(on)  // lets the dot products vectorize
+    ATTEND_ONE_BODY
+}
+
 void chk_attend_one(const float *q, const float *keys, const float *values, long keyCount, long heads,
                     long kvHeads, long headDim, float scale, float *scores, float *out, long head0, long head1) {
-#pragma clang fp reassociate(on)  // lets the dot products vectorize
-    long group = heads / kvHeads, kvWidth = kvHeads * headDim;
-    for (long h = head0; h < head1; h++) {
-        const float *qh = q + h * headDim; const long kvh = h / group;
-        float *s = scores, m = -INFINITY;
-        for (long j = 0; j < keyCount; j++) {
-            const float *k = keys + j * kvWidth + kvh * headDim; float d = 0;
-            for (long i = 0; i < headDim; i++) d += qh[i] * k[i];
-            s[j] = d * scale; m = fmaxf(m, s[j]);
-        }
-        float sum = 0;
-        for (long j = 0; j < keyCount; j++) { s[j] = expf(s[j] - m); sum += s[j]; }
-        float inv = 1 / sum, *o = out + h * headDim;
-        for (long i = 0; i < headDim; i++) o[i] = 0;
-        for (long j = 0; j < keyCount; j++) {
-            const float *v = values + j * kvWidth + kvh * headDim; float p = s[j] * inv;
-            for (long i = 0; i < headDim; i++) o[i] += p * v[i];
-        }
+#pragma clang fp reassociate(on)
+    pick();
+    if (strcmp(K.variant, "avx512") == 0) {
+        attend_one_avx512(q, keys, values, keyCount, heads, kvHeads, headDim, scale, scores, out, head0, head1);
+        return;
     }
+    ATTEND_ONE_BODY
 }
 
 // MARK: - Thread pool
@@ -730,9 +748,28 @@ static void attend_task(void *context, long h0, long h1) {
     if (heap) free(scores);
 }
 
+// Grouped-query heads: the query heads of one KV head are rows of one small attention over the
+// same keys (chk_attention with one head), so each cached key is read once per group, not once per
+// query head, and the products run on the GEMM micro-kernel.
+static void attend_group_task(void *context, long g0, long g1) {
+    const attend_job *j = context;
+    long group = j->heads / j->kvHeads, hd = j->headDim, kvWidth = j->kvHeads * hd;
+    for (long g = g0; g < g1; g++) {
+        if (!chk_attention(j->q + g * group * hd, hd, j->keys + g * hd, j->values + g * hd, kvWidth, group, j->keyCount,
+                           1, 1, hd, j->scale, -1, j->out + g * group * hd, hd, 1))
+            attend_task(context, g * group, (g + 1) * group);
+    }
+}
+
 void chk_attend(const float *q, const float *keys, const float *values, long keyCount, long heads, long kvHeads,
                 long headDim, float scale, float *out, int threads) {
     attend_job job = {q, keys, values, keyCount, heads, kvHeads, headDim, scale, out};
+    // Groups of four or more query heads fill enough of the micro-kernel's 12 rows to pay; there
+    // must also be a group for every thread.
+    if (heads / kvHeads >= 4 && kvHeads >= threads && chk_gemm_available()) {
+        chk_parallel_for(kvHeads, 1, threads, attend_group_task, &job);
+        return;
+    }
     long chunk = (heads + 4L * threads - 1) / (4L * threads);
     chk_parallel_for(heads, chunk < 1 ? 1 : chunk, threads, attend_task, &job);
 }

@@ -215,7 +215,7 @@ AVX512 static void gemm_block_task(void *context, long b0, long b1) {
 
 int chk_gemm_available(void) {
     __builtin_cpu_init();
-    return !chk_portable_forced() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+    return chk_avx512_allowed() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
         && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
 }
 

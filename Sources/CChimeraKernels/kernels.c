@@ -136,7 +136,8 @@ static inline float f32_to_float(float v) { return v; }
 AVX2 static inline __m256 f32x8(const float *p) { return _mm256_loadu_ps(p); }
 AVX2 static inline __m256 f16x8(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
 
-// One row at a time, two accumulators; LOAD8 widens 8 stored values to floats, SCALAR one.
+// One row at a time, two accumulators; LOAD8 widens 8 stored values to floats, SCALAR one. The
+// same span of the next row is prefetched (the hardware streamer stops at 4 KiB pages).
 #define GEMV_AVX2(NAME, T, LOAD8, SCALAR)                                                              \
     AVX2 static void NAME(const T *w, const float *x, float *y, long cols, long row0, long row1) {     \
         for (long r = row0; r < row1; r++) {                                                           \
@@ -144,6 +145,7 @@ AVX2 static inline __m256 f16x8(const uint16_t *p) { return _mm256_cvtph_ps(_mm_
             __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();                                 \
             long i = 0;                                                                                \
             for (; i + 16 <= cols; i += 16) {                                                          \
+                _mm_prefetch((const char *)(row + cols + i), _MM_HINT_T0); /* the next row, as below */  \
                 a0 = _mm256_fmadd_ps(LOAD8(row + i), _mm256_loadu_ps(x + i), a0);                      \
                 a1 = _mm256_fmadd_ps(LOAD8(row + i + 8), _mm256_loadu_ps(x + i + 8), a1);              \
             }                                                                                          \
@@ -177,6 +179,7 @@ AVX2 static void gemv_q8_avx2(const int8_t *q, const uint16_t *scales, const chk
         __m256 acc = _mm256_setzero_ps();
         const int8_t *row = q + r * cols; const uint16_t *sc = scales + r * blocks;
         for (long b = 0; b < blocks; b++) {
+            if (b % 2 == 0) _mm_prefetch((const char *)(row + cols + b * 32), _MM_HINT_T0);
             __m256i d = dot32_avx2(_mm256_loadu_si256((const __m256i *)(row + b * 32)), _mm256_loadu_si256((const __m256i *)(x->xq + b * 32)));
             acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_set1_ps(h2f(sc[b]) * x->xs[b]), acc);
         }
@@ -190,6 +193,7 @@ AVX2 static void gemv_q4_avx2(const uint8_t *q, const uint16_t *scales, const ch
         __m256 acc = _mm256_setzero_ps();
         const uint8_t *row = q + r * cols / 2; const uint16_t *sc = scales + r * blocks;
         for (long b = 0; b < blocks; b++) {
+            if (b % 4 == 0) _mm_prefetch((const char *)(row + cols / 2 + b * 16), _MM_HINT_T0);
             __m256i d = dot32_avx2(q4_unpack(row + b * 16), _mm256_loadu_si256((const __m256i *)(x->xq + b * 32)));
             acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_set1_ps(h2f(sc[b]) * x->xs[b]), acc);
         }
@@ -393,7 +397,7 @@ static struct {
     int chosen; const char *variant;
     gemv32_fn f32; gemv16_fn f16, bf16; gemvq8_fn q8; gemvq4_fn q4; rows16_fn rows_f16; prepare_fn quantize_x;
 } K;
-static int forced_portable;
+static int forced_portable, forced_avx2;
 
 static void pick(void) {
     if (K.chosen) return;
@@ -402,6 +406,7 @@ static void pick(void) {
     int avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
         && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512dq");
     if (forced_portable) { avx2 = 0; avx512 = 0; }
+    if (forced_avx2) avx512 = 0;
     if (avx512) {
         K.variant = "avx512"; K.f32 = gemv_f32_avx512; K.f16 = gemv_f16_avx512; K.bf16 = gemv_bf16_avx512; K.q8 = gemv_q8_avx512; K.q4 = gemv_q4_avx512;
         K.rows_f16 = rows_f16_avx512; K.quantize_x = quantize_x_avx512;
@@ -415,8 +420,14 @@ static void pick(void) {
     K.chosen = 1;
 }
 
-void chk_force_portable(int on) { forced_portable = on; K.chosen = 0; pick(); }
-int chk_portable_forced(void) { return forced_portable; }
+void chk_force_portable(int on) { forced_portable = on; forced_avx2 = 0; K.chosen = 0; pick(); }
+int chk_force_avx2(int on) {
+    __builtin_cpu_init();
+    int has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    forced_avx2 = on && has; forced_portable = 0; K.chosen = 0; pick();
+    return !on || has;
+}
+int chk_avx512_allowed(void) { return !forced_portable && !forced_avx2; }
 const char *chk_kernel_variant(void) { pick(); return K.variant; }
 
 const char *chk_cpu_features(void) {

@@ -3,106 +3,108 @@ import Foundation
 import Testing
 @testable import ChimeraTensor
 
-/// The kernels' GEMM and sequence attention against double-precision references, on shapes that
-/// exercise every edge: ragged row panels (12) and column panels (32), several weight blocks (128),
-/// several K slices (512), strided rows, accumulation, grouped-query heads, causal offsets and head
-/// widths that are not a multiple of 16. With the portable kernels forced, the callers' BLAS
-/// fallbacks must give the same answers.
-@Suite(.serialized) struct GEMMTests {
-    static func random(_ count: Int, seed: UInt64) -> [Float] {
-        var g = SplitMix64(seed: seed)
-        return (0..<count).map { _ in g.uniform(1) }
-    }
-
-    @Test(arguments: WeightFormat.allCases) func gemmMatchesReferenceOnRaggedShapes(format: WeightFormat) throws {
-        try #require(chk_gemm_available() != 0, "this CPU has no AVX-512: chk_gemm_nt is not used here")
-        for (m, n, k) in [(3, 1, 32), (13, 33, 64), (25, 300, 608), (12, 128, 1056), (40, 97, 96)] {
-            let w = try WeightMatrix.converting(Tensor(shape: [n, k], values: Self.random(n * k, seed: UInt64(n + k))), to: format)
-            let widened = w.widened()
-            let ldx = k + 5, ldc = n + 3  // strided rows: the product must not touch the gaps
-            let x = Self.random(m * ldx, seed: UInt64(m))
-            for accumulate in [0, 1] {
-                var c = [Float](repeating: 0.5, count: m * ldc)
-                let done = x.withUnsafeBufferPointer { xp in
-                    c.withUnsafeMutableBufferPointer { cp in
-                        chk_gemm_nt(w.kernelFormat, w.data, w.scales, n, k, xp.baseAddress, ldx, m, cp.baseAddress, ldc,
-                                    Int32(accumulate), 2)
-                    }
-                }
-                #expect(done == 1)
-                var worst: Float = 0
-                for i in 0..<m {
-                    for j in 0..<ldc {
-                        guard j < n else { #expect(c[i * ldc + j] == 0.5, "gap column \(j) was written"); continue }
-                        var s = accumulate == 1 ? 0.5 : 0.0
-                        for t in 0..<k { s += Double(x[i * ldx + t]) * Double(widened.data[j * k + t]) }
-                        worst = max(worst, abs(Float(s) - c[i * ldc + j]))
-                    }
-                }
-                #expect(worst < 1e-4, "\(format) \(m)×\(n)×\(k) accumulate \(accumulate): worst error \(worst)")
-            }
+extension KernelSelection {
+    /// The kernels' GEMM and sequence attention against double-precision references, on shapes that
+    /// exercise every edge: ragged row panels (12) and column panels (32), several weight blocks (128),
+    /// several K slices (512), strided rows, accumulation, grouped-query heads, causal offsets and head
+    /// widths that are not a multiple of 16. With the portable kernels forced, the callers' BLAS
+    /// fallbacks must give the same answers.
+    @Suite struct GEMMTests {
+        static func random(_ count: Int, seed: UInt64) -> [Float] {
+            var g = SplitMix64(seed: seed)
+            return (0..<count).map { _ in g.uniform(1) }
         }
-    }
 
-    /// out[t, h] = softmax(scale q_h k_hᵀ, causal from `offset`) v_h, in double precision.
-    static func referenceAttention(q: [Float], k: [Float], v: [Float], tokens: Int, keys: Int, heads: Int, kvHeads: Int,
-                                   headDim d: Int, offset: Int?) -> [Float] {
-        var out = [Float](repeating: 0, count: tokens * heads * d)
-        let scale = 1 / Double(d).squareRoot()
-        for h in 0..<heads {
-            let kh = h / (heads / kvHeads)
-            for t in 0..<tokens {
-                let visible = offset.map { min(keys, $0 + t + 1) } ?? keys
-                var s = (0..<visible).map { j in
-                    (0..<d).reduce(0.0) { $0 + Double(q[t * heads * d + h * d + $1]) * Double(k[j * kvHeads * d + kh * d + $1]) } * scale
-                }
-                let top = s.max() ?? 0
-                s = s.map { exp($0 - top) }
-                let z = s.reduce(0, +)
-                for e in 0..<d {
-                    out[t * heads * d + h * d + e] = Float((0..<visible).reduce(0.0) { $0 + s[$1] / z * Double(v[$1 * kvHeads * d + kh * d + e]) })
+        @Test(arguments: WeightFormat.allCases) func gemmMatchesReferenceOnRaggedShapes(format: WeightFormat) throws {
+            try #require(chk_gemm_available() != 0, "this CPU has no AVX-512: chk_gemm_nt is not used here")
+            for (m, n, k) in [(3, 1, 32), (13, 33, 64), (25, 300, 608), (12, 128, 1056), (40, 97, 96)] {
+                let w = try WeightMatrix.converting(Tensor(shape: [n, k], values: Self.random(n * k, seed: UInt64(n + k))), to: format)
+                let widened = w.widened()
+                let ldx = k + 5, ldc = n + 3  // strided rows: the product must not touch the gaps
+                let x = Self.random(m * ldx, seed: UInt64(m))
+                for accumulate in [0, 1] {
+                    var c = [Float](repeating: 0.5, count: m * ldc)
+                    let done = x.withUnsafeBufferPointer { xp in
+                        c.withUnsafeMutableBufferPointer { cp in
+                            chk_gemm_nt(w.kernelFormat, w.data, w.scales, n, k, xp.baseAddress, ldx, m, cp.baseAddress, ldc,
+                                        Int32(accumulate), 2)
+                        }
+                    }
+                    #expect(done == 1)
+                    var worst: Float = 0
+                    for i in 0..<m {
+                        for j in 0..<ldc {
+                            guard j < n else { #expect(c[i * ldc + j] == 0.5, "gap column \(j) was written"); continue }
+                            var s = accumulate == 1 ? 0.5 : 0.0
+                            for t in 0..<k { s += Double(x[i * ldx + t]) * Double(widened.data[j * k + t]) }
+                            worst = max(worst, abs(Float(s) - c[i * ldc + j]))
+                        }
+                    }
+                    #expect(worst < 1e-4, "\(format) \(m)×\(n)×\(k) accumulate \(accumulate): worst error \(worst)")
                 }
             }
         }
-        return out
-    }
 
-    func checkAttention(portable: Bool) {
-        if portable { chk_force_portable(1) }
-        defer { if portable { chk_force_portable(0) } }
-        // (tokens, keys, heads, kvHeads, headDim, causal offset)
-        let cases: [(Int, Int, Int, Int, Int, Int?)] = [
-            (37, 37, 4, 4, 64, nil), (29, 29, 3, 3, 72, nil), (13, 13, 4, 2, 16, 0), (20, 50, 4, 1, 8, 30),
-            (5, 5, 2, 2, 80, 0), (40, 40, 6, 2, 12, nil), (2, 9, 2, 1, 32, 7),
-            // Decode (one query over the cache): query-head groups of 4+ (one small attention per
-            // KV head), multi-head and multi-query heads (one pass per head).
-            (1, 40, 8, 2, 64, 39), (1, 300, 16, 2, 72, 299), (1, 17, 4, 4, 16, 16), (1, 30, 12, 1, 8, 29),
-        ]
-        for (tokens, keys, heads, kvHeads, d, offset) in cases {
-            let q = Self.random(tokens * heads * d, seed: 1), k = Self.random(keys * kvHeads * d, seed: 2)
-            let v = Self.random(keys * kvHeads * d, seed: 3)
-            let out = multiHeadAttention(queries: Tensor(shape: [tokens, heads * d], values: q), keys: k, values: v,
-                                         keyCount: keys, heads: heads, kvHeads: kvHeads, headDim: d, causalOffset: offset)
-            let expected = Self.referenceAttention(q: q, k: k, v: v, tokens: tokens, keys: keys, heads: heads, kvHeads: kvHeads,
-                                                   headDim: d, offset: offset)
-            let worst = zip(out.toArray(), expected).map { abs($0 - $1) }.max() ?? 0
-            #expect(worst < 1e-5, "attention \(tokens)×\(keys) heads \(heads)/\(kvHeads) dim \(d) offset \(String(describing: offset)) portable \(portable): \(worst)")
+        /// out[t, h] = softmax(scale q_h k_hᵀ, causal from `offset`) v_h, in double precision.
+        static func referenceAttention(q: [Float], k: [Float], v: [Float], tokens: Int, keys: Int, heads: Int, kvHeads: Int,
+                                       headDim d: Int, offset: Int?) -> [Float] {
+            var out = [Float](repeating: 0, count: tokens * heads * d)
+            let scale = 1 / Double(d).squareRoot()
+            for h in 0..<heads {
+                let kh = h / (heads / kvHeads)
+                for t in 0..<tokens {
+                    let visible = offset.map { min(keys, $0 + t + 1) } ?? keys
+                    var s = (0..<visible).map { j in
+                        (0..<d).reduce(0.0) { $0 + Double(q[t * heads * d + h * d + $1]) * Double(k[j * kvHeads * d + kh * d + $1]) } * scale
+                    }
+                    let top = s.max() ?? 0
+                    s = s.map { exp($0 - top) }
+                    let z = s.reduce(0, +)
+                    for e in 0..<d {
+                        out[t * heads * d + h * d + e] = Float((0..<visible).reduce(0.0) { $0 + s[$1] / z * Double(v[$1 * kvHeads * d + kh * d + e]) })
+                    }
+                }
+            }
+            return out
         }
-    }
 
-    @Test func sequenceAttentionMatchesReference() { checkAttention(portable: false) }
-    @Test func blasAttentionFallbackMatchesReference() { checkAttention(portable: true) }
+        func checkAttention(portable: Bool) {
+            if portable { chk_force_portable(1) }
+            defer { if portable { chk_force_portable(0) } }
+            // (tokens, keys, heads, kvHeads, headDim, causal offset)
+            let cases: [(Int, Int, Int, Int, Int, Int?)] = [
+                (37, 37, 4, 4, 64, nil), (29, 29, 3, 3, 72, nil), (13, 13, 4, 2, 16, 0), (20, 50, 4, 1, 8, 30),
+                (5, 5, 2, 2, 80, 0), (40, 40, 6, 2, 12, nil), (2, 9, 2, 1, 32, 7),
+                // Decode (one query over the cache): query-head groups of 4+ (one small attention per
+                // KV head), multi-head and multi-query heads (one pass per head).
+                (1, 40, 8, 2, 64, 39), (1, 300, 16, 2, 72, 299), (1, 17, 4, 4, 16, 16), (1, 30, 12, 1, 8, 29),
+            ]
+            for (tokens, keys, heads, kvHeads, d, offset) in cases {
+                let q = Self.random(tokens * heads * d, seed: 1), k = Self.random(keys * kvHeads * d, seed: 2)
+                let v = Self.random(keys * kvHeads * d, seed: 3)
+                let out = multiHeadAttention(queries: Tensor(shape: [tokens, heads * d], values: q), keys: k, values: v,
+                                             keyCount: keys, heads: heads, kvHeads: kvHeads, headDim: d, causalOffset: offset)
+                let expected = Self.referenceAttention(q: q, k: k, v: v, tokens: tokens, keys: keys, heads: heads, kvHeads: kvHeads,
+                                                       headDim: d, offset: offset)
+                let worst = zip(out.toArray(), expected).map { abs($0 - $1) }.max() ?? 0
+                #expect(worst < 1e-5, "attention \(tokens)×\(keys) heads \(heads)/\(kvHeads) dim \(d) offset \(String(describing: offset)) portable \(portable): \(worst)")
+            }
+        }
 
-    @Test(arguments: WeightFormat.allCases) func productsWithoutTheGEMMMatchIt(format: WeightFormat) throws {
-        let w = try WeightMatrix.converting(Tensor(shape: [70, 96], values: Self.random(70 * 96, seed: 9)), to: format)
-        let bias = Tensor(shape: [70], values: Self.random(70, seed: 10))
-        let x = Tensor(shape: [17, 96], values: Self.random(17 * 96, seed: 11))
-        let fast = Tensor(zeros: [17, 70]), fallback = Tensor(zeros: [17, 70])
-        w.apply(x, bias: bias, into: fast)
-        chk_force_portable(1)
-        w.apply(x, bias: bias, into: fallback)
-        chk_force_portable(0)
-        let worst = zip(fast.toArray(), fallback.toArray()).map { abs($0 - $1) }.max() ?? 0
-        #expect(worst < 1e-4, "\(format): GEMM and fallback differ by \(worst)")
+        @Test func sequenceAttentionMatchesReference() { checkAttention(portable: false) }
+        @Test func blasAttentionFallbackMatchesReference() { checkAttention(portable: true) }
+
+        @Test(arguments: WeightFormat.allCases) func productsWithoutTheGEMMMatchIt(format: WeightFormat) throws {
+            let w = try WeightMatrix.converting(Tensor(shape: [70, 96], values: Self.random(70 * 96, seed: 9)), to: format)
+            let bias = Tensor(shape: [70], values: Self.random(70, seed: 10))
+            let x = Tensor(shape: [17, 96], values: Self.random(17 * 96, seed: 11))
+            let fast = Tensor(zeros: [17, 70]), fallback = Tensor(zeros: [17, 70])
+            w.apply(x, bias: bias, into: fast)
+            chk_force_portable(1)
+            w.apply(x, bias: bias, into: fallback)
+            chk_force_portable(0)
+            let worst = zip(fast.toArray(), fallback.toArray()).map { abs($0 - $1) }.max() ?? 0
+            #expect(worst < 1e-4, "\(format): GEMM and fallback differ by \(worst)")
+        }
     }
 }

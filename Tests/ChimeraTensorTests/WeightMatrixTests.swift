@@ -3,155 +3,164 @@ import Foundation
 import Testing
 @testable import ChimeraTensor
 
-/// Weight formats against float32 arithmetic on the same (widened) weights.
-@Suite(.serialized) struct WeightMatrixTests {
-    static func random(_ shape: [Int], seed: UInt64, scale: Float = 1) -> Tensor {
-        var g = SplitMix64(seed: seed)
-        return Tensor(shape: shape, values: (0..<shape.reduce(1, *)).map { _ in g.uniform(scale) })
-    }
+extension KernelSelection {
+    /// Weight formats against float32 arithmetic on the same (widened) weights.
+    @Suite struct WeightMatrixTests {
+        static func random(_ shape: [Int], seed: UInt64, scale: Float = 1) -> Tensor {
+            var g = SplitMix64(seed: seed)
+            return Tensor(shape: shape, values: (0..<shape.reduce(1, *)).map { _ in g.uniform(scale) })
+        }
 
-    /// Reference y = x Wᵀ + b in double precision over the given float weights.
-    static func reference(_ x: Tensor, _ w: Tensor, _ b: Tensor?) -> [Float] {
-        let rows = w.shape[0], cols = w.shape[1]
-        var out: [Float] = []
-        for t in 0..<x.rows {
-            for r in 0..<rows {
-                var s = Double(b?.data[r] ?? 0)
-                for i in 0..<cols { s += Double(x.data[t * cols + i]) * Double(w.data[r * cols + i]) }
-                out.append(Float(s))
+        /// Reference y = x Wᵀ + b in double precision over the given float weights.
+        static func reference(_ x: Tensor, _ w: Tensor, _ b: Tensor?) -> [Float] {
+            let rows = w.shape[0], cols = w.shape[1]
+            var out: [Float] = []
+            for t in 0..<x.rows {
+                for r in 0..<rows {
+                    var s = Double(b?.data[r] ?? 0)
+                    for i in 0..<cols { s += Double(x.data[t * cols + i]) * Double(w.data[r * cols + i]) }
+                    out.append(Float(s))
+                }
+            }
+            return out
+        }
+
+        static func worst(_ a: [Float], _ b: [Float]) -> Float { zip(a, b).map { abs($0 - $1) }.max() ?? 0 }
+
+        // 67 rows (odd: tests the row tail of the 2-row kernels), 160 columns (5 blocks: the block tail).
+        @Test(arguments: [WeightFormat.f32, .f16, .bf16]) func halfFormatsEqualFloatMathOnWidenedWeights(format: WeightFormat) throws {
+            let w = Self.random([67, 160], seed: 1), b = Self.random([67], seed: 2)
+            let m = try WeightMatrix.converting(w, to: format)
+            let widened = m.widened()
+            for tokens in [1, 2, 5] {  // gemv, gemv per row, tiles + sgemm
+                let x = Self.random([tokens, 160], seed: UInt64(tokens))
+                let out = Tensor(zeros: [tokens, 67])
+                m.apply(x, bias: b, into: out)
+                #expect(Self.worst(out.toArray(), Self.reference(x, widened, b)) < 1e-4, "\(format) with \(tokens) tokens")
+            }
+            // Rounding of the conversion itself: f16 keeps 11 bits, bf16 8.
+            let relative: Float = format == .f16 ? 1.0 / 2048 : 1.0 / 256
+            for i in 0..<w.count { #expect(abs(widened.data[i] - w.data[i]) <= relative * abs(w.data[i]) + 1e-7) }
+        }
+
+        @Test func float16ConversionMatchesSwift() {
+            let values: [Float] = [0, -0, 1, -1, 65504, 65520, 1e-8, 6e-8, 5.9604645e-08, 3e-5, 6.1e-5, 0.1, 1.0009765625, 1.00048828125, .infinity, -.infinity, 1e10]
+            var out = [UInt16](repeating: 0, count: values.count)
+            chk_to_f16(values, values.count, &out)
+            for (v, h) in zip(values, out) { #expect(h == Float16(v).bitPattern, "\(v)") }
+            var bf = [UInt16](repeating: 0, count: 3)
+            chk_to_bf16([1.00390625, 1.01171875, -2.5], 3, &bf)  // ties to even: down, up; exact
+            #expect(bf == [0x3F80, 0x3F82, 0xC020])
+        }
+
+        @Test(arguments: [WeightFormat.q8_0, .q4_0]) func quantizedProductsMatchTheirDequantizedWeights(format: WeightFormat) throws {
+            let w = Self.random([67, 160], seed: 3), b = Self.random([67], seed: 4)
+            let m = try WeightMatrix.converting(w, to: format)
+            let dequantized = m.widened()
+            // Quantization error of the weights themselves: half a step of the block scale (|w| ≤ 1), and
+            // for q4_0 a whole step on the side opposite the extreme value (its 16th level is not used there).
+            let bound: Float = format == .q8_0 ? 0.5 / 127 : 1.0 / 8
+            for i in 0..<w.count { #expect(abs(dequantized.data[i] - w.data[i]) <= bound * 1.01 + 1e-6) }
+            for tokens in [1, 5] {
+                let x = Self.random([tokens, 160], seed: 10 + UInt64(tokens))
+                let out = Tensor(zeros: [tokens, 67])
+                m.apply(x, bias: b, into: out)
+                let ref = Self.reference(x, dequantized, b)
+                // Decode also quantizes x to int8 per block (|error| ≤ amax/254 each); prefill widens exactly.
+                let bound: Float = tokens == 1 ? 0.15 : 2e-4
+                #expect(Self.worst(out.toArray(), ref) < bound, "\(format) with \(tokens) tokens")
             }
         }
-        return out
-    }
 
-    static func worst(_ a: [Float], _ b: [Float]) -> Float { zip(a, b).map { abs($0 - $1) }.max() ?? 0 }
-
-    // 67 rows (odd: tests the row tail of the 2-row kernels), 160 columns (5 blocks: the block tail).
-    @Test(arguments: [WeightFormat.f32, .f16, .bf16]) func halfFormatsEqualFloatMathOnWidenedWeights(format: WeightFormat) throws {
-        let w = Self.random([67, 160], seed: 1), b = Self.random([67], seed: 2)
-        let m = try WeightMatrix.converting(w, to: format)
-        let widened = m.widened()
-        for tokens in [1, 2, 5] {  // gemv, gemv per row, tiles + sgemm
-            let x = Self.random([tokens, 160], seed: UInt64(tokens))
-            let out = Tensor(zeros: [tokens, 67])
-            m.apply(x, bias: b, into: out)
-            #expect(Self.worst(out.toArray(), Self.reference(x, widened, b)) < 1e-4, "\(format) with \(tokens) tokens")
+        @Test(arguments: WeightFormat.allCases) func portableKernelsAgreeWithTheChosenOnes(format: WeightFormat) throws {
+            let w = Self.random([67, 160], seed: 5)
+            let m = try WeightMatrix.converting(w, to: format)
+            let x = Self.random([1, 160], seed: 6)
+            let simd = Tensor(zeros: [1, 67]), portable = Tensor(zeros: [1, 67])
+            m.apply(x, bias: nil, into: simd)
+            chk_force_portable(1)
+            defer { chk_force_portable(0) }
+            #expect(String(cString: chk_kernel_variant()) == "portable")
+            m.apply(x, bias: nil, into: portable)
+            #expect(Self.worst(simd.toArray(), portable.toArray()) < 1e-4)
         }
-        // Rounding of the conversion itself: f16 keeps 11 bits, bf16 8.
-        let relative: Float = format == .f16 ? 1.0 / 2048 : 1.0 / 256
-        for i in 0..<w.count { #expect(abs(widened.data[i] - w.data[i]) <= relative * abs(w.data[i]) + 1e-7) }
-    }
 
-    @Test func float16ConversionMatchesSwift() {
-        let values: [Float] = [0, -0, 1, -1, 65504, 65520, 1e-8, 6e-8, 5.9604645e-08, 3e-5, 6.1e-5, 0.1, 1.0009765625, 1.00048828125, .infinity, -.infinity, 1e10]
-        var out = [UInt16](repeating: 0, count: values.count)
-        chk_to_f16(values, values.count, &out)
-        for (v, h) in zip(values, out) { #expect(h == Float16(v).bitPattern, "\(v)") }
-        var bf = [UInt16](repeating: 0, count: 3)
-        chk_to_bf16([1.00390625, 1.01171875, -2.5], 3, &bf)  // ties to even: down, up; exact
-        #expect(bf == [0x3F80, 0x3F82, 0xC020])
-    }
-
-    @Test(arguments: [WeightFormat.q8_0, .q4_0]) func quantizedProductsMatchTheirDequantizedWeights(format: WeightFormat) throws {
-        let w = Self.random([67, 160], seed: 3), b = Self.random([67], seed: 4)
-        let m = try WeightMatrix.converting(w, to: format)
-        let dequantized = m.widened()
-        // Quantization error of the weights themselves: half a step of the block scale (|w| ≤ 1), and
-        // for q4_0 a whole step on the side opposite the extreme value (its 16th level is not used there).
-        let bound: Float = format == .q8_0 ? 0.5 / 127 : 1.0 / 8
-        for i in 0..<w.count { #expect(abs(dequantized.data[i] - w.data[i]) <= bound * 1.01 + 1e-6) }
-        for tokens in [1, 5] {
-            let x = Self.random([tokens, 160], seed: 10 + UInt64(tokens))
-            let out = Tensor(zeros: [tokens, 67])
-            m.apply(x, bias: b, into: out)
-            let ref = Self.reference(x, dequantized, b)
-            // Decode also quantizes x to int8 per block (|error| ≤ amax/254 each); prefill widens exactly.
-            let bound: Float = tokens == 1 ? 0.15 : 2e-4
-            #expect(Self.worst(out.toArray(), ref) < bound, "\(format) with \(tokens) tokens")
-        }
-    }
-
-    @Test(arguments: WeightFormat.allCases) func portableKernelsAgreeWithTheChosenOnes(format: WeightFormat) throws {
-        let w = Self.random([67, 160], seed: 5)
-        let m = try WeightMatrix.converting(w, to: format)
-        let x = Self.random([1, 160], seed: 6)
-        let simd = Tensor(zeros: [1, 67]), portable = Tensor(zeros: [1, 67])
-        m.apply(x, bias: nil, into: simd)
-        chk_force_portable(1)
-        defer { chk_force_portable(0) }
-        #expect(String(cString: chk_kernel_variant()) == "portable")
-        m.apply(x, bias: nil, into: portable)
-        #expect(Self.worst(simd.toArray(), portable.toArray()) < 1e-4)
-    }
-
-    @Test func quantizedFormatsRefuseUnalignedWidths() {
-        #expect(throws: WeightMatrixError.notBlockAligned(name: "w", columns: 40, format: .q8_0)) {
-            try WeightMatrix.converting(Self.random([2, 40], seed: 1), to: .q8_0, name: "w")
-        }
-    }
-
-    @Test func decodeAttentionEqualsTheGeneralPath() {
-        // One query over 37 cached keys, grouped-query (8 heads over 2 KV heads).
-        let heads = 8, kvHeads = 2, headDim = 16, keys = 37
-        let q = Self.random([1, heads * headDim], seed: 7)
-        let k = Self.random([keys, kvHeads * headDim], seed: 8), v = Self.random([keys, kvHeads * headDim], seed: 9)
-        let fast = multiHeadAttention(queries: q, keys: k.data, values: v.data, keyCount: keys, heads: heads, kvHeads: kvHeads,
-                                      headDim: headDim, causalOffset: keys - 1)
-        // Two identical query rows take the sgemm path; the second row is position keys - 1 too.
-        let twice = Tensor(zeros: [2, heads * headDim])
-        twice.data.update(from: q.data, count: q.count); (twice.data + q.count).update(from: q.data, count: q.count)
-        let general = multiHeadAttention(queries: twice, keys: k.data, values: v.data, keyCount: keys, heads: heads, kvHeads: kvHeads,
-                                         headDim: headDim, causalOffset: keys - 2)
-        #expect(Self.worst(fast.toArray(), Array(general.toArray()[q.count...])) < 1e-5)
-    }
-
-    // Every tail of the SIMD kernels: rows 1-9 (groups of four and the leftover rows) and block
-    // counts that leave whole groups of eight, a leftover pair and an odd block (1, 3, 10, 19 blocks);
-    // float formats also get a width that is not a multiple of 16 (masked loads).
-    @Test(arguments: WeightFormat.allCases) func simdKernelsAgreeWithPortableOnEveryTail(format: WeightFormat) throws {
-        let widths = format.isQuantized ? [32, 96, 320, 608] : [47, 96, 320, 608]
-        for columns in widths {
-            for rows in [1, 3, 4, 5, 9] {
-                let m = try WeightMatrix.converting(Self.random([rows, columns], seed: UInt64(rows * 1000 + columns)), to: format)
-                let x = Self.random([1, columns], seed: UInt64(columns))
-                let simd = Tensor(zeros: [1, rows]), portable = Tensor(zeros: [1, rows])
-                m.apply(x, bias: nil, into: simd)
-                chk_force_portable(1)
-                m.apply(x, bias: nil, into: portable)
-                chk_force_portable(0)
-                // Both sum the same products (int8 products exactly); only the float summation order differs.
-                #expect(Self.worst(simd.toArray(), portable.toArray()) < 1e-4 * Float(columns).squareRoot(),
-                        "\(format) \(rows)×\(columns)")
+        @Test func quantizedFormatsRefuseUnalignedWidths() {
+            #expect(throws: WeightMatrixError.notBlockAligned(name: "w", columns: 40, format: .q8_0)) {
+                try WeightMatrix.converting(Self.random([2, 40], seed: 1), to: .q8_0, name: "w")
             }
         }
-    }
 
-    @Test(arguments: WeightFormat.allCases) func threadedProductEqualsOneThread(format: WeightFormat) throws {
-        let rows = 203, columns = 256
-        let m = try WeightMatrix.converting(Self.random([rows, columns], seed: 21), to: format)
-        let x = Self.random([1, columns], seed: 22)
-        var one = [Float](repeating: 0, count: rows), three = one
-        let kind: chk_format = [.f32: CHK_F32, .f16: CHK_F16, .bf16: CHK_BF16, .q8_0: CHK_Q8_0, .q4_0: CHK_Q4_0][format]!
-        chk_matvec(kind, m.data, m.scales, x.data, &one, rows, columns, 1)
-        chk_matvec(kind, m.data, m.scales, x.data, &three, rows, columns, 3)
-        // Chunks start at multiples of four rows, so every row is computed by the same code either way.
-        #expect(one == three)
-        #expect(one.allSatisfy { $0 != 0 })
-    }
+        @Test func decodeAttentionEqualsTheGeneralPath() {
+            // One query over 37 cached keys, grouped-query (8 heads over 2 KV heads).
+            let heads = 8, kvHeads = 2, headDim = 16, keys = 37
+            let q = Self.random([1, heads * headDim], seed: 7)
+            let k = Self.random([keys, kvHeads * headDim], seed: 8), v = Self.random([keys, kvHeads * headDim], seed: 9)
+            let fast = multiHeadAttention(queries: q, keys: k.data, values: v.data, keyCount: keys, heads: heads, kvHeads: kvHeads,
+                                          headDim: headDim, causalOffset: keys - 1)
+            // Two identical query rows take the sgemm path; the second row is position keys - 1 too.
+            let twice = Tensor(zeros: [2, heads * headDim])
+            twice.data.update(from: q.data, count: q.count); (twice.data + q.count).update(from: q.data, count: q.count)
+            let general = multiHeadAttention(queries: twice, keys: k.data, values: v.data, keyCount: keys, heads: heads, kvHeads: kvHeads,
+                                             headDim: headDim, causalOffset: keys - 2)
+            #expect(Self.worst(fast.toArray(), Array(general.toArray()[q.count...])) < 1e-5)
+        }
 
-    @Test func parallelRowsCoverEveryRowOnceFromConcurrentCallers() {
-        let rows = 1000, callers = 4
-        let counts = UnsafeMutablePointer<Int32>.allocate(capacity: rows * callers)
-        counts.initialize(repeating: 0, count: rows * callers)
-        defer { counts.deallocate() }
-        nonisolated(unsafe) let shared = counts
-        // Concurrent callers: one gets the pool, the others run serially; a nested call runs serially.
-        DispatchQueue.concurrentPerform(iterations: callers) { c in
-            ParallelRows.run(rows, minimumPerThread: 1) { a, b in
-                for r in a..<b { shared[c * rows + r] += 1 }
-                if a == 0 { ParallelRows.run(4, minimumPerThread: 1) { _, _ in } }
+        // Every tail of the SIMD kernels: rows 1-9 (groups of four and the leftover rows) and block
+        // counts that leave whole groups of eight, a leftover pair and an odd block (1, 3, 10, 19 blocks);
+        // float formats also get a width that is not a multiple of 16 (masked loads).
+        // The AVX2 kernels run too (forced), as on a CPU without AVX-512.
+        @Test(arguments: WeightFormat.allCases, ["chosen", "avx2"])
+        func simdKernelsAgreeWithPortableOnEveryTail(format: WeightFormat, variant: String) throws {
+            let widths = format.isQuantized ? [32, 96, 320, 608] : [47, 96, 320, 608]
+            for columns in widths {
+                for rows in [1, 3, 4, 5, 9] {
+                    let m = try WeightMatrix.converting(Self.random([rows, columns], seed: UInt64(rows * 1000 + columns)), to: format)
+                    let x = Self.random([1, columns], seed: UInt64(columns))
+                    let simd = Tensor(zeros: [1, rows]), portable = Tensor(zeros: [1, rows])
+                    if variant == "avx2" {
+                        try #require(chk_force_avx2(1) != 0, "this CPU has no AVX2")
+                        #expect(String(cString: chk_kernel_variant()) == "avx2")
+                    }
+                    m.apply(x, bias: nil, into: simd)
+                    if variant == "avx2" { _ = chk_force_avx2(0) }
+                    chk_force_portable(1)
+                    m.apply(x, bias: nil, into: portable)
+                    chk_force_portable(0)
+                    // Both sum the same products (int8 products exactly); only the float summation order differs.
+                    #expect(Self.worst(simd.toArray(), portable.toArray()) < 1e-4 * Float(columns).squareRoot(),
+                            "\(format) \(rows)×\(columns)")
+                }
             }
         }
-        #expect((0..<rows * callers).allSatisfy { counts[$0] == 1 })
+
+        @Test(arguments: WeightFormat.allCases) func threadedProductEqualsOneThread(format: WeightFormat) throws {
+            let rows = 203, columns = 256
+            let m = try WeightMatrix.converting(Self.random([rows, columns], seed: 21), to: format)
+            let x = Self.random([1, columns], seed: 22)
+            var one = [Float](repeating: 0, count: rows), three = one
+            let kind: chk_format = [.f32: CHK_F32, .f16: CHK_F16, .bf16: CHK_BF16, .q8_0: CHK_Q8_0, .q4_0: CHK_Q4_0][format]!
+            chk_matvec(kind, m.data, m.scales, x.data, &one, rows, columns, 1)
+            chk_matvec(kind, m.data, m.scales, x.data, &three, rows, columns, 3)
+            // Chunks start at multiples of four rows, so every row is computed by the same code either way.
+            #expect(one == three)
+            #expect(one.allSatisfy { $0 != 0 })
+        }
+
+        @Test func parallelRowsCoverEveryRowOnceFromConcurrentCallers() {
+            let rows = 1000, callers = 4
+            let counts = UnsafeMutablePointer<Int32>.allocate(capacity: rows * callers)
+            counts.initialize(repeating: 0, count: rows * callers)
+            defer { counts.deallocate() }
+            nonisolated(unsafe) let shared = counts
+            // Concurrent callers: one gets the pool, the others run serially; a nested call runs serially.
+            DispatchQueue.concurrentPerform(iterations: callers) { c in
+                ParallelRows.run(rows, minimumPerThread: 1) { a, b in
+                    for r in a..<b { shared[c * rows + r] += 1 }
+                    if a == 0 { ParallelRows.run(4, minimumPerThread: 1) { _, _ in } }
+                }
+            }
+            #expect((0..<rows * callers).allSatisfy { counts[$0] == 1 })
+        }
     }
 }

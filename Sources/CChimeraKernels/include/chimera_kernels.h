@@ -19,7 +19,11 @@ const char *chk_kernel_variant(void);
 /// Forces the portable kernels (tests compare them against the SIMD ones); 0 restores the choice.
 /// Also makes chk_gemm_nt and chk_attention decline, so that callers take their fallbacks.
 void chk_force_portable(int on);
-int chk_portable_forced(void);
+/// Forces the AVX2 kernels (and no AVX-512 anywhere), as on a CPU without AVX-512, so tests can run
+/// them here; returns 0 when this CPU has no AVX2. 0 restores the choice.
+int chk_force_avx2(int on);
+/// Whether AVX-512 kernels may run (neither of the above is in force).
+int chk_avx512_allowed(void);
 
 /// y[r] = dot(W[r, :], x) for r in [row0, row1).
 void chk_gemv_f32(const float *w, const float *x, float *y, long cols, long row0, long row1);

@@ -2,8 +2,9 @@
 // C[M, N] = X[M, K] · W[N, K]ᵀ (nn.Linear layout), for prefill and the vision encoders.
 //
 // Why our own GEMM: with weights in f16/bf16/q8_0/q4_0 the conversion to float32 happens while
-// packing (no widened copy of the weights), and on this machine kind it runs ahead of OpenBLAS's
-// sgemm on the ViT and LLM shapes (see README "Speed"). The layout is the usual one (Goto/BLIS):
+// packing (no widened copy of the weights, no separate widening pass: prefill 10–30 % faster than
+// widened tiles + sgemm), float32 is level with OpenBLAS's sgemm, and its micro-kernel also runs
+// the whole-sequence attention at the end of this file. The layout is the usual one (Goto/BLIS):
 //   - X is packed once per product into panels of MR rows, k-major: xp[panel][k][MR];
 //   - each thread takes blocks of NB weight rows; per KC-long slice it converts and transposes the
 //     block into panels of NR rows, k-major: wp[panel][k][NR] (fits in L2), then runs the

@@ -179,10 +179,13 @@ AVX512 static void kernel_12x32(long kc, const float *xp, const float *wp, long 
 
 // MARK: - Threaded product
 
+enum { MAX_PARTS = 8 };
+
 typedef struct {
-    chk_format format; const void *w; const uint16_t *scales;
+    const chk_gemm_part *parts; int count;
+    long firstBlock[MAX_PARTS + 1];  // block b belongs to part i when firstBlock[i] <= b < firstBlock[i + 1]
     const float *x; long ldx; float *xp;
-    float *c; long ldc; long m, n, k; int accumulate;
+    long m, k;
     _Atomic int failed;  // a thread could not allocate its scratch: the caller falls back
 } gemm_job;
 
@@ -197,17 +200,20 @@ AVX512 static void gemm_block_task(void *context, long b0, long b1) {
     if (!wp) { atomic_store(&((gemm_job *)context)->failed, 1); return; }
     long xPanels = (j->m + MR - 1) / MR;
     for (long b = b0; b < b1; b++) {
-        long n0 = b * NB, rows = j->n - n0 < NB ? j->n - n0 : NB;
+        int i = 0;
+        while (b >= j->firstBlock[i + 1]) i++;
+        const chk_gemm_part *part = &j->parts[i];
+        long n0 = (b - j->firstBlock[i]) * NB, rows = part->n - n0 < NB ? part->n - n0 : NB;
         for (long k0 = 0; k0 < j->k; k0 += KC) {
             long kc = j->k - k0 < KC ? j->k - k0 : KC;
-            pack_weights(j->format, j->w, j->scales, j->n, j->k, n0, rows, k0, kc, wp);
+            pack_weights(part->format, part->w, part->scales, part->n, j->k, n0, rows, k0, kc, wp);
             for (long p = 0; p < xPanels; p++) {
                 const float *xpanel = j->xp + p * j->k * MR + k0 * MR;
                 long mrows = j->m - p * MR < MR ? j->m - p * MR : MR;
                 for (long q = 0; q * NR < rows; q++) {
                     long ncols = rows - q * NR < NR ? rows - q * NR : NR;
-                    kernel_12x32(kc, xpanel, wp + q * kc * NR, NR, j->c + p * MR * j->ldc + n0 + q * NR, j->ldc,
-                                 k0 > 0 || j->accumulate, mrows, ncols);
+                    kernel_12x32(kc, xpanel, wp + q * kc * NR, NR, part->c + p * MR * part->ldc + n0 + q * NR, part->ldc,
+                                 k0 > 0 || part->accumulate, mrows, ncols);
                 }
             }
         }
@@ -220,16 +226,25 @@ int chk_gemm_available(void) {
         && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
 }
 
+int chk_gemm_nt_parts(const chk_gemm_part *parts, int count, long k, const float *x, long ldx, long m, int threads) {
+    if (count < 1 || count > MAX_PARTS || !chk_gemm_available()) return 0;
+    if (m <= 0) return 1;
+    gemm_job job = {parts, count, {0}, x, ldx, NULL, m, k, 0};
+    for (int i = 0; i < count; i++) {
+        if ((parts[i].format == CHK_Q8_0 || parts[i].format == CHK_Q4_0) && k % CHK_BLOCK) return 0;
+        job.firstBlock[i + 1] = job.firstBlock[i] + (parts[i].n + NB - 1) / NB;
+    }
+    long xPanels = (m + MR - 1) / MR;
+    if (!(job.xp = scratch(0, xPanels * MR * k))) return 0;
+    chk_parallel_for(xPanels, 4, threads, pack_x_task, &job);
+    chk_parallel_for(job.firstBlock[count], 1, threads, gemm_block_task, &job);
+    return !atomic_load(&job.failed);
+}
+
 int chk_gemm_nt(chk_format format, const void *w, const uint16_t *scales, long n, long k,
                 const float *x, long ldx, long m, float *c, long ldc, int accumulate, int threads) {
-    if (!chk_gemm_available() || m <= 0 || n <= 0) return m <= 0 || n <= 0;
-    if ((format == CHK_Q8_0 || format == CHK_Q4_0) && k % CHK_BLOCK) return 0;
-    long xPanels = (m + MR - 1) / MR;
-    gemm_job job = {format, w, scales, x, ldx, scratch(0, xPanels * MR * k), c, ldc, m, n, k, accumulate, 0};
-    if (!job.xp) return 0;
-    chk_parallel_for(xPanels, 4, threads, pack_x_task, &job);
-    chk_parallel_for((n + NB - 1) / NB, 1, threads, gemm_block_task, &job);
-    return !atomic_load(&job.failed);
+    chk_gemm_part part = {format, w, scales, n, c, ldc, accumulate};
+    return chk_gemm_nt_parts(&part, 1, k, x, ldx, m, threads);
 }
 
 // MARK: - Attention over a whole sequence (prefill, encoders)

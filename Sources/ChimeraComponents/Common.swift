@@ -35,6 +35,10 @@ struct LinearLayer: Sendable {
         return out
     }
     func callAsFunction(_ x: Tensor, into out: Tensor) { matrix.apply(x, bias: bias, into: out) }
+    /// Several layers over the same input in one product (see WeightMatrix.apply(_:_:)).
+    static func apply(_ x: Tensor, _ layers: [(layer: LinearLayer, out: Tensor)]) {
+        WeightMatrix.apply(x, layers.map { ($0.layer.matrix, $0.layer.bias, $0.out) })
+    }
     var inputWidth: Int { matrix.columns }
     var outputWidth: Int { matrix.rows }
 }

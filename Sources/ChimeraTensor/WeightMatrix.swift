@@ -156,6 +156,26 @@ public final class WeightMatrix: @unchecked Sendable {
         }
     }
 
+    /// y_i = x · W_iᵀ + b_i for several matrices of the same input (q/k/v, gate/up). On the kernels'
+    /// GEMM, x is packed once and the weight blocks of all of them are shared out together (better
+    /// balanced over the threads than one product after another); otherwise one `apply` each.
+    public static func apply(_ x: Tensor, _ products: [(matrix: WeightMatrix, bias: Tensor?, out: Tensor)]) {
+        let tokens = x.rows
+        if tokens > 2, products.count <= 8,
+           products.allSatisfy({ $0.matrix.columns == x.columns && $0.out.rows == tokens && $0.out.columns == $0.matrix.rows
+               && ($0.bias?.count ?? $0.matrix.rows) == $0.matrix.rows }) {
+            var parts: [chk_gemm_part] = products.map { p in
+                if let bias = p.bias { for t in 0..<tokens { (p.out.data + t * p.matrix.rows).update(from: bias.data, count: p.matrix.rows) } }
+                return chk_gemm_part(format: p.matrix.kernelFormat, w: p.matrix.data, scales: p.matrix.scales, n: p.matrix.rows,
+                                     c: p.out.data, ldc: p.matrix.rows, accumulate: p.bias == nil ? 0 : 1)
+            }
+            if chk_gemm_nt_parts(&parts, Int32(parts.count), x.columns, x.data, x.columns, tokens, Int32(ComputeThreads.current)) != 0 {
+                return
+            }
+        }
+        for p in products { p.matrix.apply(x, bias: p.bias, into: p.out) }
+    }
+
     /// out[r] = W[r] · x, threaded over rows (one C call: the activation is quantized once and the
     /// rows are shared out by the kernels' thread pool).
     func gemv(_ x: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>) {

@@ -94,6 +94,23 @@ extension KernelSelection {
         @Test func sequenceAttentionMatchesReference() { checkAttention(portable: false) }
         @Test func blasAttentionFallbackMatchesReference() { checkAttention(portable: true) }
 
+        /// Several matrices of mixed formats over one input (q/k/v, gate/up) equal one product each.
+        @Test func productsOfOneInputTogetherEqualEachAlone() throws {
+            let x = Tensor(shape: [29, 96], values: Self.random(29 * 96, seed: 12))
+            var products: [(matrix: WeightMatrix, bias: Tensor?, out: Tensor)] = []
+            for (i, (format, rows)) in [(WeightFormat.f32, 70), (.q8_0, 200), (.bf16, 33), (.q4_0, 130)].enumerated() {
+                let w = try WeightMatrix.converting(Tensor(shape: [rows, 96], values: Self.random(rows * 96, seed: UInt64(20 + i))), to: format)
+                let bias = i % 2 == 0 ? Tensor(shape: [rows], values: Self.random(rows, seed: UInt64(30 + i))) : nil
+                products.append((w, bias, Tensor(zeros: [29, rows])))
+            }
+            WeightMatrix.apply(x, products)
+            for (w, bias, out) in products {
+                let alone = Tensor(zeros: out.shape)
+                w.apply(x, bias: bias, into: alone)
+                #expect(maxAbsDifference(out, alone) == 0, "\(w.format) \(w.rows) rows")
+            }
+        }
+
         @Test(arguments: WeightFormat.allCases) func productsWithoutTheGEMMMatchIt(format: WeightFormat) throws {
             let w = try WeightMatrix.converting(Tensor(shape: [70, 96], values: Self.random(70 * 96, seed: 9)), to: format)
             let bias = Tensor(shape: [70], values: Self.random(70, seed: 10))

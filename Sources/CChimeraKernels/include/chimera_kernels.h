@@ -91,6 +91,14 @@ int chk_gemm_available(void);
 /// without AVX-512 or scratch memory.
 int chk_gemm_nt(chk_format format, const void *w, const uint16_t *scales, long n, long k,
                 const float *x, long ldx, long m, float *c, long ldc, int accumulate, int threads);
+/// One weight matrix of chk_gemm_nt_parts and where its product goes.
+typedef struct chk_gemm_part {
+    chk_format format; const void *w; const uint16_t *scales; long n;
+    float *c; long ldc; int accumulate;
+} chk_gemm_part;
+/// Several products of the same X (k columns, up to 8 parts: q/k/v, gate/up), with X packed once
+/// and the weight blocks of all parts shared out among the threads together. Returns 0 as chk_gemm_nt.
+int chk_gemm_nt_parts(const chk_gemm_part *parts, int count, long k, const float *x, long ldx, long m, int threads);
 /// Multi-head attention of `tokens` query rows (q rows ldq apart, heads × headDim wide) over
 /// `keyCount` keys and values (rows ldkv apart, kvHeads × headDim wide; grouped-query when
 /// kvHeads < heads): out[t, h] = softmax(scale · q_h k_hᵀ) v_h, where with causalOffset = p ≥ 0 query

@@ -185,7 +185,7 @@ typedef struct {
     const chk_gemm_part *parts; int count;
     long firstBlock[MAX_PARTS + 1];  // block b belongs to part i when firstBlock[i] <= b < firstBlock[i + 1]
     const float *x; long ldx; float *xp;
-    long m, k;
+    long m, k, kc;  // kc: the slice of K packed at a time
     _Atomic int failed;  // a thread could not allocate its scratch: the caller falls back
 } gemm_job;
 
@@ -204,8 +204,8 @@ AVX512 static void gemm_block_task(void *context, long b0, long b1) {
         while (b >= j->firstBlock[i + 1]) i++;
         const chk_gemm_part *part = &j->parts[i];
         long n0 = (b - j->firstBlock[i]) * NB, rows = part->n - n0 < NB ? part->n - n0 : NB;
-        for (long k0 = 0; k0 < j->k; k0 += KC) {
-            long kc = j->k - k0 < KC ? j->k - k0 : KC;
+        for (long k0 = 0; k0 < j->k; k0 += j->kc) {
+            long kc = j->k - k0 < j->kc ? j->k - k0 : j->kc;
             pack_weights(part->format, part->w, part->scales, part->n, j->k, n0, rows, k0, kc, wp);
             for (long p = 0; p < xPanels; p++) {
                 const float *xpanel = j->xp + p * j->k * MR + k0 * MR;
@@ -229,7 +229,10 @@ int chk_gemm_available(void) {
 int chk_gemm_nt_parts(const chk_gemm_part *parts, int count, long k, const float *x, long ldx, long m, int threads) {
     if (count < 1 || count > MAX_PARTS || !chk_gemm_available()) return 0;
     if (m <= 0) return 1;
-    gemm_job job = {parts, count, {0}, x, ldx, NULL, m, k, 0};
+    // Slices of K as even as whole blocks of 32 allow (SigLIP's 1152 = 3 × 384, not 512 + 512 + 128:
+    // a short last slice would cost a pass over C for little work).
+    long slices = (k + KC - 1) / KC, kc = ((k + slices - 1) / slices + 31) / 32 * 32;
+    gemm_job job = {parts, count, {0}, x, ldx, NULL, m, k, kc < KC ? kc : KC, 0};
     for (int i = 0; i < count; i++) {
         if ((parts[i].format == CHK_Q8_0 || parts[i].format == CHK_Q4_0) && k % CHK_BLOCK) return 0;
         job.firstBlock[i + 1] = job.firstBlock[i] + (parts[i].n + NB - 1) / NB;

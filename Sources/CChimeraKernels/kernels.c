@@ -394,7 +394,7 @@ typedef void (*prepare_fn)(const float *, long, int8_t *, float *);
 typedef void (*rows16_fn)(const uint16_t *, long, long, long, float *);
 
 static struct {
-    int chosen; const char *variant;
+    int chosen, avx512; const char *variant;
     gemv32_fn f32; gemv16_fn f16, bf16; gemvq8_fn q8; gemvq4_fn q4; rows16_fn rows_f16; prepare_fn quantize_x;
 } K;
 static int forced_portable, forced_avx2;
@@ -407,6 +407,7 @@ static void pick(void) {
         && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512dq");
     if (forced_portable) { avx2 = 0; avx512 = 0; }
     if (forced_avx2) avx512 = 0;
+    K.avx512 = avx512;
     if (avx512) {
         K.variant = "avx512"; K.f32 = gemv_f32_avx512; K.f16 = gemv_f16_avx512; K.bf16 = gemv_bf16_avx512; K.q8 = gemv_q8_avx512; K.q4 = gemv_q4_avx512;
         K.rows_f16 = rows_f16_avx512; K.quantize_x = quantize_x_avx512;
@@ -591,7 +592,7 @@ void chk_attend_one(const float *q, const float *keys, const float *values, long
                     long kvHeads, long headDim, float scale, float *scores, float *out, long head0, long head1) {
 #pragma clang fp reassociate(on)
     pick();
-    if (strcmp(K.variant, "avx512") == 0) {
+    if (K.avx512) {
         attend_one_avx512(q, keys, values, keyCount, heads, kvHeads, headDim, scale, scores, out, head0, head1);
         return;
     }
@@ -814,7 +815,7 @@ double chk_read_bandwidth(long bytes, int threads) {
     // Non-zero: malloc + memset(0) may become calloc, whose untouched pages all read the one zero page.
     memset(p, 1, (size_t)n * 4);
     read_job job = {p, n};
-    chk_task task = strcmp(K.variant, "avx512") == 0 ? read_task_avx512 : read_task_portable;
+    chk_task task = K.avx512 ? read_task_avx512 : read_task_portable;
     double best = 0;
     for (int pass = 0; pass < 3; pass++) {
         struct timespec t0, t1;

@@ -47,7 +47,7 @@ public func linear(_ x: Tensor, weight: Tensor, bias: Tensor?, into out: Tensor)
     precondition(out.rows == rows && out.columns == outFeatures, "linear: output \(out.shape) for \(rows)×\(outFeatures)")
     if let bias {
         precondition(bias.count == outFeatures, "linear: bias \(bias.shape) for \(outFeatures) outputs")
-        for r in 0..<rows { (out.data + r * outFeatures).update(from: bias.data, count: outFeatures) }
+        fillRows(out.data, rows: rows, with: bias)
     }
     guard rows > 0 else { return }
     // Batches go to the kernels' GEMM (AVX-512); a row or two, and CPUs without it, to BLAS.
@@ -56,6 +56,12 @@ public func linear(_ x: Tensor, weight: Tensor, bias: Tensor?, into out: Tensor)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(outFeatures), Int32(inFeatures),
                 1, x.data, Int32(inFeatures), weight.data, Int32(inFeatures),
                 bias == nil ? 0 : 1, out.data, Int32(outFeatures))
+}
+
+/// Writes `row` into each of `rows` consecutive rows of its width at `out` (a bias the product then
+/// accumulates onto).
+func fillRows(_ out: UnsafeMutablePointer<Float>, rows: Int, with row: Tensor) {
+    for r in 0..<rows { (out + r * row.count).update(from: row.data, count: row.count) }
 }
 
 /// C = A · B (or A · Bᵀ) for plain 2-D tensors.

@@ -134,12 +134,13 @@ public final class WeightMatrix: @unchecked Sendable {
         if let bias { precondition(bias.count == rows, "linear: bias \(bias.shape) for \(rows) outputs") }
         guard tokens > 0 else { return }
         // Batches: the kernels' GEMM converts the stored format while packing (AVX-512); without it,
-        // float32 goes to sgemm and other formats are widened a tile at a time.
+        // float32 goes to sgemm (`linear` tries the GEMM first) and other formats are widened a tile
+        // at a time.
         if tokens > 2 {
-            if let bias { for t in 0..<tokens { (out.data + t * rows).update(from: bias.data, count: rows) } }
+            if let tensor { return linear(x, weight: tensor, bias: bias, into: out) }
+            if let bias { fillRows(out.data, rows: tokens, with: bias) }
             if chk_gemm_nt(kernelFormat, data, scales, rows, columns, x.data, columns, tokens, out.data, rows,
                            bias == nil ? 0 : 1, Int32(ComputeThreads.current)) != 0 { return }
-            if let tensor { return linear(x, weight: tensor, bias: bias, into: out) }
         }
         // A few rows: the matrix-vector kernel per row reads the weights at memory speed (BLAS's
         // sgemm with one row does not), which for such small batches costs less than a GEMM.
@@ -165,7 +166,7 @@ public final class WeightMatrix: @unchecked Sendable {
            products.allSatisfy({ $0.matrix.columns == x.columns && $0.out.rows == tokens && $0.out.columns == $0.matrix.rows
                && ($0.bias?.count ?? $0.matrix.rows) == $0.matrix.rows }) {
             var parts: [chk_gemm_part] = products.map { p in
-                if let bias = p.bias { for t in 0..<tokens { (p.out.data + t * p.matrix.rows).update(from: bias.data, count: p.matrix.rows) } }
+                if let bias = p.bias { fillRows(p.out.data, rows: tokens, with: bias) }
                 return chk_gemm_part(format: p.matrix.kernelFormat, w: p.matrix.data, scales: p.matrix.scales, n: p.matrix.rows,
                                      c: p.out.data, ldc: p.matrix.rows, accumulate: p.bias == nil ? 0 : 1)
             }

@@ -23,11 +23,6 @@ import Testing
         body()
     }
 
-    /// Seeded values in [-scale, scale).
-    func values(_ count: Int, scale: Float, seed: UInt64) -> [Float] {
-        var g = SplitMix64(seed: seed)
-        return (0..<count).map { _ in g.uniform(scale) }
-    }
 
     func reference(_ v: Double, _ activation: Activation) -> Double {
         switch activation {
@@ -49,8 +44,8 @@ import Testing
     @Test(arguments: Activation.allCases) func activationsWithBiasMatchTheScalarReference(_ activation: Activation) {
         // 37 columns: two full AVX-512 vectors and a tail; values out to ±30 reach exp's clamps.
         let rows = 5, cols = 37
-        let input = values(rows * cols, scale: 30, seed: 1) + [-100, 100, 0, -0.0]
-        let bias = values(cols, scale: 1, seed: 2)
+        let input = seededValues(rows * cols, seed: 1, scale: 30) + [-100, 100, 0, -0.0]
+        let bias = seededValues(cols, seed: 2, scale: 1)
         for variant in Self.variants {
             withVariant(variant) {
                 var x = input
@@ -77,7 +72,7 @@ import Testing
 
     @Test(arguments: Activation.allCases) func gatedActivationsMatchTheScalarReference(_ activation: Activation) {
         let rows = 3, cols = 29
-        let gate = values(rows * cols, scale: 12, seed: 16), up = values(rows * cols, scale: 2, seed: 17)
+        let gate = seededValues(rows * cols, seed: 16, scale: 12), up = seededValues(rows * cols, seed: 17, scale: 2)
         for variant in Self.variants {
             withVariant(variant) {
                 var out = [Float](repeating: .nan, count: rows * cols)
@@ -96,7 +91,7 @@ import Testing
     @Test func softmaxRowsMatchTheReferenceAndMaskExactly() {
         // Rows of 45 values 48 apart; -inf marks masked keys, whose weight must be exactly 0.
         let rows = 4, cols = 45, ld = 48
-        var input = values(rows * ld, scale: 20, seed: 3)
+        var input = seededValues(rows * ld, seed: 3, scale: 20)
         input[3] = -.infinity; input[ld + 44] = -.infinity; input[2 * ld] = -.infinity
         for variant in Self.variants {
             withVariant(variant) {
@@ -128,10 +123,10 @@ import Testing
 
     @Test func layerNormAndResidualMatchTheReference() {
         let rows = 3, n = 53
-        let x = values(rows * n, scale: 4, seed: 4).map { $0 + 2 }  // an offset mean
-        let delta = values(rows * n, scale: 1, seed: 5)
-        let projectionBias = values(n, scale: 1, seed: 6)
-        let weight = values(n, scale: 2, seed: 7), bias = values(n, scale: 1, seed: 8)
+        let x = seededValues(rows * n, seed: 4, scale: 4).map { $0 + 2 }  // an offset mean
+        let delta = seededValues(rows * n, seed: 5, scale: 1)
+        let projectionBias = seededValues(n, seed: 6, scale: 1)
+        let weight = seededValues(n, seed: 7, scale: 2), bias = seededValues(n, seed: 8, scale: 1)
         for variant in Self.variants {
             withVariant(variant) {
                 for normBias in [bias, nil] {
@@ -163,15 +158,15 @@ import Testing
     @Test func threadedWrappersAgreeWithTheKernels() {
         // Enough rows that the wrappers split them over threads.
         let rows = 64, n = 1024
-        let x = Tensor(shape: [rows, n], values: values(rows * n, scale: 3, seed: 9))
-        let bias = Tensor(shape: [n], values: values(n, scale: 1, seed: 10))
+        let x = Tensor(shape: [rows, n], values: seededValues(rows * n, seed: 9, scale: 3))
+        let bias = Tensor(shape: [n], values: seededValues(n, seed: 10, scale: 1))
         let threaded = x.copy()
         biasActivateInPlace(threaded, bias: bias, .geluTanh)
         var direct = x.toArray()
         chk_activate_rows(&direct, bias.data, rows, n, Activation.geluTanh.kernelKind)
         #expect(threaded.toArray() == direct)
-        let delta = Tensor(shape: [rows, n], values: values(rows * n, scale: 1, seed: 11))
-        let weight = Tensor(shape: [n], values: values(n, scale: 1, seed: 12))
+        let delta = Tensor(shape: [rows, n], values: seededValues(rows * n, seed: 11, scale: 1))
+        let weight = Tensor(shape: [n], values: seededValues(n, seed: 12, scale: 1))
         let h = x.copy(), normalized = Tensor(zeros: [rows, n])
         residualLayerNorm(h, adding: delta, bias: bias, norm: (weight, nil, 1e-5), into: normalized)
         var hDirect = x.toArray(), nDirect = [Float](repeating: 0, count: rows * n)
@@ -182,9 +177,9 @@ import Testing
     @Test(arguments: [nil, 0] as [Int?]) func threadedAttentionMatchesTheReference(_ causalOffset: Int?) {
         // 80 queries (split over threads), 2 heads of dim 8 sharing one KV head.
         let tokens = 80, heads = 2, headDim = 8
-        let q = Tensor(shape: [tokens, heads * headDim], values: values(tokens * heads * headDim, scale: 1, seed: 13))
-        let k = Tensor(shape: [tokens, headDim], values: values(tokens * headDim, scale: 1, seed: 14))
-        let v = Tensor(shape: [tokens, headDim], values: values(tokens * headDim, scale: 1, seed: 15))
+        let q = Tensor(shape: [tokens, heads * headDim], values: seededValues(tokens * heads * headDim, seed: 13, scale: 1))
+        let k = Tensor(shape: [tokens, headDim], values: seededValues(tokens * headDim, seed: 14, scale: 1))
+        let v = Tensor(shape: [tokens, headDim], values: seededValues(tokens * headDim, seed: 15, scale: 1))
         let out = multiHeadAttention(queries: q, keys: k.data, values: v.data, keyCount: tokens,
                                      heads: heads, kvHeads: 1, headDim: headDim, causalOffset: causalOffset)
         let scale = 1 / Double(headDim).squareRoot()

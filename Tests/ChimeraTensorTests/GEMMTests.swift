@@ -10,18 +10,13 @@ extension KernelSelection {
     /// widths that are not a multiple of 16. With the portable kernels forced, the callers' BLAS
     /// fallbacks must give the same answers.
     @Suite struct GEMMTests {
-        static func random(_ count: Int, seed: UInt64) -> [Float] {
-            var g = SplitMix64(seed: seed)
-            return (0..<count).map { _ in g.uniform(1) }
-        }
-
         @Test(arguments: WeightFormat.allCases) func gemmMatchesReferenceOnRaggedShapes(format: WeightFormat) throws {
             try #require(chk_gemm_available() != 0, "this CPU has no AVX-512: chk_gemm_nt is not used here")
             for (m, n, k) in [(3, 1, 32), (13, 33, 64), (25, 300, 608), (12, 128, 1056), (40, 97, 96)] {
-                let w = try WeightMatrix.converting(Tensor(shape: [n, k], values: Self.random(n * k, seed: UInt64(n + k))), to: format)
+                let w = try WeightMatrix.converting(Tensor(shape: [n, k], values: seededValues(n * k, seed: UInt64(n + k))), to: format)
                 let widened = w.widened()
                 let ldx = k + 5, ldc = n + 3  // strided rows: the product must not touch the gaps
-                let x = Self.random(m * ldx, seed: UInt64(m))
+                let x = seededValues(m * ldx, seed: UInt64(m))
                 for accumulate in [0, 1] {
                     var c = [Float](repeating: 0.5, count: m * ldc)
                     let done = x.withUnsafeBufferPointer { xp in
@@ -80,8 +75,8 @@ extension KernelSelection {
                 (1, 40, 8, 2, 64, 39), (1, 300, 16, 2, 72, 299), (1, 17, 4, 4, 16, 16), (1, 30, 12, 1, 8, 29),
             ]
             for (tokens, keys, heads, kvHeads, d, offset) in cases {
-                let q = Self.random(tokens * heads * d, seed: 1), k = Self.random(keys * kvHeads * d, seed: 2)
-                let v = Self.random(keys * kvHeads * d, seed: 3)
+                let q = seededValues(tokens * heads * d, seed: 1), k = seededValues(keys * kvHeads * d, seed: 2)
+                let v = seededValues(keys * kvHeads * d, seed: 3)
                 let out = multiHeadAttention(queries: Tensor(shape: [tokens, heads * d], values: q), keys: k, values: v,
                                              keyCount: keys, heads: heads, kvHeads: kvHeads, headDim: d, causalOffset: offset)
                 let expected = Self.referenceAttention(q: q, k: k, v: v, tokens: tokens, keys: keys, heads: heads, kvHeads: kvHeads,
@@ -96,11 +91,11 @@ extension KernelSelection {
 
         /// Several matrices of mixed formats over one input (q/k/v, gate/up) equal one product each.
         @Test func productsOfOneInputTogetherEqualEachAlone() throws {
-            let x = Tensor(shape: [29, 96], values: Self.random(29 * 96, seed: 12))
+            let x = Tensor(shape: [29, 96], values: seededValues(29 * 96, seed: 12))
             var products: [(matrix: WeightMatrix, bias: Tensor?, out: Tensor)] = []
             for (i, (format, rows)) in [(WeightFormat.f32, 70), (.q8_0, 200), (.bf16, 33), (.q4_0, 130)].enumerated() {
-                let w = try WeightMatrix.converting(Tensor(shape: [rows, 96], values: Self.random(rows * 96, seed: UInt64(20 + i))), to: format)
-                let bias = i % 2 == 0 ? Tensor(shape: [rows], values: Self.random(rows, seed: UInt64(30 + i))) : nil
+                let w = try WeightMatrix.converting(Tensor(shape: [rows, 96], values: seededValues(rows * 96, seed: UInt64(20 + i))), to: format)
+                let bias = i % 2 == 0 ? Tensor(shape: [rows], values: seededValues(rows, seed: UInt64(30 + i))) : nil
                 products.append((w, bias, Tensor(zeros: [29, rows])))
             }
             WeightMatrix.apply(x, products)
@@ -112,9 +107,9 @@ extension KernelSelection {
         }
 
         @Test(arguments: WeightFormat.allCases) func productsWithoutTheGEMMMatchIt(format: WeightFormat) throws {
-            let w = try WeightMatrix.converting(Tensor(shape: [70, 96], values: Self.random(70 * 96, seed: 9)), to: format)
-            let bias = Tensor(shape: [70], values: Self.random(70, seed: 10))
-            let x = Tensor(shape: [17, 96], values: Self.random(17 * 96, seed: 11))
+            let w = try WeightMatrix.converting(Tensor(shape: [70, 96], values: seededValues(70 * 96, seed: 9)), to: format)
+            let bias = Tensor(shape: [70], values: seededValues(70, seed: 10))
+            let x = Tensor(shape: [17, 96], values: seededValues(17 * 96, seed: 11))
             let fast = Tensor(zeros: [17, 70]), fallback = Tensor(zeros: [17, 70])
             w.apply(x, bias: bias, into: fast)
             chk_force_portable(1)

@@ -7,8 +7,7 @@ extension KernelSelection {
     /// Weight formats against float32 arithmetic on the same (widened) weights.
     @Suite struct WeightMatrixTests {
         static func random(_ shape: [Int], seed: UInt64, scale: Float = 1) -> Tensor {
-            var g = SplitMix64(seed: seed)
-            return Tensor(shape: shape, values: (0..<shape.reduce(1, *)).map { _ in g.uniform(scale) })
+            Tensor(shape: shape, values: seededValues(shape.reduce(1, *), seed: seed, scale: scale))
         }
 
         /// Reference y = x Wᵀ + b in double precision over the given float weights.

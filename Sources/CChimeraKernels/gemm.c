@@ -17,6 +17,7 @@
 #include <math.h>
 #include <stdatomic.h>
 #include "elementwise.h"
+#include "weights_avx512.h"
 
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c,avx2")))
 
@@ -51,13 +52,9 @@ AVX512 static inline float half_to_float_scalar(uint16_t h) { return _cvtsh_ss(h
 AVX512 static inline __m512 load16(chk_format format, const void *w, const uint16_t *scales, long cols, long r, long k, int count) {
     __mmask16 mask = count >= 16 ? 0xFFFF : (__mmask16)((1u << count) - 1);
     switch (format) {
-    case CHK_F32:
-        return _mm512_maskz_loadu_ps(mask, (const float *)w + r * cols + k);
-    case CHK_F16:
-        return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, (const uint16_t *)w + r * cols + k));
-    case CHK_BF16:
-        return _mm512_castsi512_ps(_mm512_slli_epi32(
-            _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, (const uint16_t *)w + r * cols + k)), 16));
+    case CHK_F32: return f32x16_tail((const float *)w + r * cols + k, mask);
+    case CHK_F16: return f16x16_tail((const uint16_t *)w + r * cols + k, mask);
+    case CHK_BF16: return bf16x16_tail((const uint16_t *)w + r * cols + k, mask);
     case CHK_Q8_0: {  // columns are a multiple of 32, so count is 16 and k a multiple of 16
         __m128i q = _mm_loadu_si128((const __m128i *)((const int8_t *)w + r * cols + k));
         float d = half_to_float_scalar(scales[r * (cols / CHK_BLOCK) + k / CHK_BLOCK]);

@@ -3,6 +3,7 @@
 // special flags; `pick()` decides once which set this CPU runs.
 #include "chimera_kernels.h"
 #include "elementwise.h"
+#include "weights_avx512.h"
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
@@ -216,17 +217,6 @@ AVX2 static void rows_f16_avx2(const uint16_t *w, long cols, long row0, long row
 #define PF_HINT _MM_HINT_T0
 #endif
 
-AVX512 static inline __m512 bf16x16(const uint16_t *p) {
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
-}
-AVX512 static inline __m512 f32x16(const float *p) { return _mm512_loadu_ps(p); }
-AVX512 static inline __m512 f16x16(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
-// The same for the last n < 16 values (masked loads read nothing past the row).
-AVX512 static inline __m512 f32x16_tail(const float *p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
-AVX512 static inline __m512 f16x16_tail(const uint16_t *p, __mmask16 m) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)); }
-AVX512 static inline __m512 bf16x16_tail(const uint16_t *p, __mmask16 m) {
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
-}
 
 // NR (1..4, a constant after inlining) rows from `row0`, 32 columns per step with two accumulators per row.
 #define GEMV_ROWS_AVX512(NAME, T, LOAD16, TAIL16)                                                      \

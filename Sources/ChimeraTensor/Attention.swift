@@ -40,7 +40,7 @@ public func multiHeadAttention(
 ) -> Tensor {
     precondition(heads % kvHeads == 0, "attention: \(heads) heads not divisible by \(kvHeads) KV heads")
     let tokens = queries.rows
-    let queryWidth = heads * headDim, kvWidth = kvHeads * headDim
+    let queryWidth = heads * headDim
     precondition(queries.columns == queryWidth, "attention: query width \(queries.columns) != \(queryWidth)")
     let out = Tensor(zeros: [tokens, queryWidth])
     let scores = UnsafeMutablePointer<Float>.allocate(capacity: max(tokens * keyCount, 1))

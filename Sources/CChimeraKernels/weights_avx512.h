@@ -1,0 +1,21 @@
+// Sixteen stored weights widened to float32 with AVX-512, shared by the decode kernels (kernels.c)
+// and the GEMM's packing (gemm.c).
+#ifndef CHIMERA_WEIGHTS_AVX512_H
+#define CHIMERA_WEIGHTS_AVX512_H
+#include <immintrin.h>
+#include <stdint.h>
+
+#define WEIGHTS_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,f16c")))
+
+WEIGHTS_AVX512 static inline __m512 bf16x16(const uint16_t *p) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
+}
+WEIGHTS_AVX512 static inline __m512 f32x16(const float *p) { return _mm512_loadu_ps(p); }
+WEIGHTS_AVX512 static inline __m512 f16x16(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
+// The same for the last n < 16 values (masked loads read nothing past the row).
+WEIGHTS_AVX512 static inline __m512 f32x16_tail(const float *p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+WEIGHTS_AVX512 static inline __m512 f16x16_tail(const uint16_t *p, __mmask16 m) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)); }
+WEIGHTS_AVX512 static inline __m512 bf16x16_tail(const uint16_t *p, __mmask16 m) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+}
+#endif

@@ -257,90 +257,122 @@ GEMV_AVX512(gemv_bf16_avx512, uint16_t, rows4_bf16_avx512)
 
 // Quantized rows with VNNI. vpdpbusd multiplies unsigned by signed bytes, so instead of moving
 // signs around per row, the weights are made unsigned — q8_0 as w + 128 (one xor), q4_0 as its raw
-// nibble n = w + 8 — and the surplus (128·Σx or 8·Σx over the lane's four bytes) is subtracted by
-// starting each lane's sum at a correction computed once per token (chk_prepare_qx). A 512-bit
-// register covers two blocks; the per-lane float scale (weight scale × activation scale) comes
-// from eight scales converted at once and spread over the lanes by one permute.
+// nibble n = w + 8 — and the surplus (128·Σx or 8·Σx over the lane's bytes) is subtracted by
+// starting each lane's sum at a correction computed once per token (chk_prepare_qx). The per-lane
+// float scale (weight scale × activation scale) comes from eight scales converted at once and
+// spread over the lanes by one permute.
 //
-// q4_0 unpack: 32 bytes (two blocks) → [low nibbles | high nibbles], i.e. elements 0-15 of block b,
-// 0-15 of b+1, 16-31 of b, 16-31 of b+1. The activation is stored in that order (`x4`) once per
-// token, so the unpack is a broadcast load, a masked shift and an and.
+// q8_0: a 512-bit register covers two blocks. q4_0: 64 bytes are four blocks; their low nibbles
+// (elements 0-15 of each block) and high nibbles (16-31) are two registers whose products go into
+// the same lanes, so four blocks cost one load, three ops to unpack, two vpdpbusd and one scaling.
+// The activation is stored in that order (`x4`: per four blocks, elements 0-15 of each, then
+// 16-31 of each) once per token.
 
-AVX512 static inline __m512i q4_nibbles64(const uint8_t *p) {
-    // The broadcast is a load (no shuffle port); the shift applies to the upper half only.
-    __m512i v = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)p));
-    return _mm512_and_si512(_mm512_mask_srli_epi16(v, (__mmask32)0xFFFF0000u, v, 4), _mm512_set1_epi8(15));
-}
 AVX512 static inline __m512i q8_unsigned64(const int8_t *p) {
     return _mm512_xor_si512(_mm512_loadu_si512(p), _mm512_set1_epi8((char)0x80));
 }
 
-// Lane → block (0 or 1) of a pair, for each format's byte order; +2k selects pair k of eight blocks.
-AVX512 static inline __m512i pair_lanes(int q4, int k) {
-    return q4 ? _mm512_add_epi32(_mm512_set_epi32(1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0), _mm512_set1_epi32(2 * k))
-              : _mm512_add_epi32(_mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0), _mm512_set1_epi32(2 * k));
-}
-
-// NR rows (1..4) × cols of q8_0 (q4 = 0) or q4_0 (q4 = 1) against the prepared activation.
-AVX512 static inline __attribute__((always_inline)) void rowsq_avx512(
-    const void *q, const uint16_t *scales, const chk_qx *qx, float *y, long cols, long r, const int NR, const int q4) {
-    const long blocks = cols / CHK_BLOCK, rowBytes = q4 ? cols / 2 : cols;
-    const uint8_t *row[4]; const uint16_t *sc[4];
+// NR rows (1..4) × cols of q8_0 against the prepared activation.
+AVX512 static inline __attribute__((always_inline)) void rows_q8_avx512(
+    const int8_t *q, const uint16_t *scales, const chk_qx *qx, float *y, long cols, long r, const int NR) {
+    const long blocks = cols / CHK_BLOCK;
+    const int8_t *row[4]; const uint16_t *sc[4];
     __m512 acc[4];
-    for (int j = 0; j < NR; j++) {
-        row[j] = (const uint8_t *)q + (r + j) * rowBytes; sc[j] = scales + (r + j) * blocks; acc[j] = _mm512_setzero_ps();
-    }
-    const int8_t *xv = q4 ? qx->x4 : qx->xq;
-    const int32_t *corr = q4 ? qx->c4 : qx->c8;
-    const long step = q4 ? 32 : 64;  // weight bytes per pair of blocks
-    const __m512i l0 = pair_lanes(q4, 0), l1 = pair_lanes(q4, 1), l2 = pair_lanes(q4, 2), l3 = pair_lanes(q4, 3);
+    for (int j = 0; j < NR; j++) { row[j] = q + (r + j) * cols; sc[j] = scales + (r + j) * blocks; acc[j] = _mm512_setzero_ps(); }
+    // Lane → block of a pair (lanes 0-7 the first, 8-15 the second); + 2k selects pair k of eight blocks.
+    const __m512i l0 = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0), two = _mm512_set1_epi32(2);
+    const __m512i lanes[4] = {l0, _mm512_add_epi32(l0, two), _mm512_add_epi32(l0, _mm512_add_epi32(two, two)),
+                              _mm512_add_epi32(l0, _mm512_set1_epi32(6))};
     long b = 0;
     for (; b + 8 <= blocks; b += 8) {  // eight blocks: four pairs
         __m256 xs8 = _mm256_loadu_ps(qx->xs + b);
         for (int j = 0; j < NR; j++) {
             // Every line of the same span in the next group of rows (see GEMV_ROWS_AVX512).
-            for (long line = 0; line < 4 * step; line += 64)
-                _mm_prefetch((const char *)(row[j] + b / 2 * step + NR * rowBytes) + line, PF_HINT);
+            for (long line = 0; line < 256; line += 64) _mm_prefetch((const char *)(row[j] + b * 32 + NR * cols) + line, PF_HINT);
             _mm_prefetch((const char *)(sc[j] + b + NR * blocks), PF_HINT);  // and its scales
             __m512 s = _mm512_castps256_ps512(_mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sc[j] + b))), xs8));
             for (int k = 0; k < 4; k++) {
                 const long pair = b / 2 + k;
-                __m512i xk = _mm512_loadu_si512(xv + pair * 64), ck = _mm512_loadu_si512(corr + pair * 16);
-                __m512i w = q4 ? q4_nibbles64(row[j] + pair * step) : q8_unsigned64((const int8_t *)row[j] + pair * step);
-                __m512i d = _mm512_dpbusd_epi32(ck, w, xk);
-                __m512 lane = _mm512_permutexvar_ps(k == 0 ? l0 : k == 1 ? l1 : k == 2 ? l2 : l3, s);
-                acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), lane, acc[j]);
+                __m512i d = _mm512_dpbusd_epi32(_mm512_loadu_si512(qx->c8 + pair * 16), q8_unsigned64(row[j] + pair * 64),
+                                                _mm512_loadu_si512(qx->xq + pair * 64));
+                acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_permutexvar_ps(lanes[k], s), acc[j]);
             }
         }
     }
     for (; b + 2 <= blocks; b += 2) {  // remaining pairs
         const long pair = b / 2;
-        __m512i xk = _mm512_loadu_si512(xv + pair * 64), ck = _mm512_loadu_si512(corr + pair * 16);
+        __m512i xk = _mm512_loadu_si512(qx->xq + pair * 64), ck = _mm512_loadu_si512(qx->c8 + pair * 16);
         for (int j = 0; j < NR; j++) {
             __m256 s2 = _mm256_set_ps(0, 0, 0, 0, 0, 0, _cvtsh_ss(sc[j][b + 1]) * qx->xs[b + 1], _cvtsh_ss(sc[j][b]) * qx->xs[b]);
-            __m512i w = q4 ? q4_nibbles64(row[j] + pair * step) : q8_unsigned64((const int8_t *)row[j] + pair * step);
-            __m512i d = _mm512_dpbusd_epi32(ck, w, xk);
+            __m512i d = _mm512_dpbusd_epi32(ck, q8_unsigned64(row[j] + pair * 64), xk);
             acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_permutexvar_ps(l0, _mm512_castps256_ps512(s2)), acc[j]);
         }
     }
     for (int j = 0; j < NR; j++) {
         float s = _mm512_reduce_add_ps(acc[j]);
-        if (b < blocks) s += q4 ? block_q4(row[j] + b * 16, qx->xq + b * 32) * _cvtsh_ss(sc[j][b]) * qx->xs[b]
-                                : block_q8((const int8_t *)row[j] + b * 32, qx->xq + b * 32) * _cvtsh_ss(sc[j][b]) * qx->xs[b];
+        for (long t = b; t < blocks; t++) s += block_q8(row[j] + t * 32, qx->xq + t * 32) * _cvtsh_ss(sc[j][t]) * qx->xs[t];
+        y[r + j] = s;
+    }
+}
+
+// NR rows (1..4) × cols of q4_0 against the prepared activation (x4 and c4 per four blocks).
+AVX512 static inline __attribute__((always_inline)) void rows_q4_avx512(
+    const uint8_t *q, const uint16_t *scales, const chk_qx *qx, float *y, long cols, long r, const int NR) {
+    const long blocks = cols / CHK_BLOCK, rowBytes = cols / 2;
+    const uint8_t *row[4]; const uint16_t *sc[4];
+    __m512 acc[4];
+    for (int j = 0; j < NR; j++) { row[j] = q + (r + j) * rowBytes; sc[j] = scales + (r + j) * blocks; acc[j] = _mm512_setzero_ps(); }
+    // Lane → block of four (lanes 4i..4i+3 hold block i); + 4 for the second four of eight.
+    const __m512i l0 = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0), l1 = _mm512_add_epi32(l0, _mm512_set1_epi32(4));
+    const __m512i nibble = _mm512_set1_epi8(15);
+    long b = 0;
+    for (; b + 8 <= blocks; b += 8) {  // eight blocks: two fours
+        __m256 xs8 = _mm256_loadu_ps(qx->xs + b);
+        for (int j = 0; j < NR; j++) {
+            _mm_prefetch((const char *)(row[j] + b * 16 + NR * rowBytes), PF_HINT);
+            _mm_prefetch((const char *)(row[j] + b * 16 + NR * rowBytes) + 64, PF_HINT);
+            _mm_prefetch((const char *)(sc[j] + b + NR * blocks), PF_HINT);
+            __m512 s = _mm512_castps256_ps512(_mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sc[j] + b))), xs8));
+            for (int k = 0; k < 2; k++) {
+                const long four = b / 4 + k;
+                __m512i v = _mm512_loadu_si512(row[j] + four * 64);
+                __m512i lo = _mm512_and_si512(v, nibble), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), nibble);
+                __m512i d = _mm512_dpbusd_epi32(_mm512_loadu_si512(qx->c4 + four * 16), lo, _mm512_loadu_si512(qx->x4 + four * 128));
+                d = _mm512_dpbusd_epi32(d, hi, _mm512_loadu_si512(qx->x4 + four * 128 + 64));
+                acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_permutexvar_ps(k ? l1 : l0, s), acc[j]);
+            }
+        }
+    }
+    if (b + 4 <= blocks) {  // a last four
+        const long four = b / 4;
+        __m128 xs4 = _mm_loadu_ps(qx->xs + b);
+        for (int j = 0; j < NR; j++) {
+            __m512 s = _mm512_castps128_ps512(_mm_mul_ps(_mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(sc[j] + b))), xs4));
+            __m512i v = _mm512_loadu_si512(row[j] + four * 64);
+            __m512i lo = _mm512_and_si512(v, nibble), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), nibble);
+            __m512i d = _mm512_dpbusd_epi32(_mm512_loadu_si512(qx->c4 + four * 16), lo, _mm512_loadu_si512(qx->x4 + four * 128));
+            d = _mm512_dpbusd_epi32(d, hi, _mm512_loadu_si512(qx->x4 + four * 128 + 64));
+            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_permutexvar_ps(l0, s), acc[j]);
+        }
+        b += 4;
+    }
+    for (int j = 0; j < NR; j++) {
+        float s = _mm512_reduce_add_ps(acc[j]);
+        for (long t = b; t < blocks; t++) s += block_q4(row[j] + t * 16, qx->xq + t * 32) * _cvtsh_ss(sc[j][t]) * qx->xs[t];
         y[r + j] = s;
     }
 }
 
 AVX512 static void gemv_q8_avx512(const int8_t *q, const uint16_t *scales, const chk_qx *qx, float *y, long cols, long row0, long row1) {
     long r = row0;
-    for (; r + 4 <= row1; r += 4) rowsq_avx512(q, scales, qx, y, cols, r, 4, 0);
-    for (; r < row1; r++) rowsq_avx512(q, scales, qx, y, cols, r, 1, 0);
+    for (; r + 4 <= row1; r += 4) rows_q8_avx512(q, scales, qx, y, cols, r, 4);
+    for (; r < row1; r++) rows_q8_avx512(q, scales, qx, y, cols, r, 1);
 }
 
 AVX512 static void gemv_q4_avx512(const uint8_t *q, const uint16_t *scales, const chk_qx *qx, float *y, long cols, long row0, long row1) {
     long r = row0;
-    for (; r + 4 <= row1; r += 4) rowsq_avx512(q, scales, qx, y, cols, r, 4, 1);
-    for (; r < row1; r++) rowsq_avx512(q, scales, qx, y, cols, r, 1, 1);
+    for (; r + 4 <= row1; r += 4) rows_q4_avx512(q, scales, qx, y, cols, r, 4);
+    for (; r < row1; r++) rows_q4_avx512(q, scales, qx, y, cols, r, 1);
 }
 
 AVX512 static void rows_f16_avx512(const uint16_t *w, long cols, long row0, long row1, float *out) {
@@ -497,15 +529,23 @@ chk_qx chk_prepare_qx(const float *x, long n, void *buffer) {
     int32_t *c8 = (int32_t *)(base + 2 * qx_part(n)), *c4 = (int32_t *)(base + 3 * qx_part(n));
     float *xs = (float *)(base + 4 * qx_part(n));
     K.quantize_x(x, n, xq, xs);
-    // x4 and the corrections cover whole pairs of blocks: the kernels do a trailing odd block with xq.
-    for (long pair = 0; pair < n / 64; pair++) {
-        const int8_t *src = xq + pair * 64; int8_t *dst = x4 + pair * 64;
-        memcpy(dst, src, 16); memcpy(dst + 16, src + 32, 16); memcpy(dst + 32, src + 16, 16); memcpy(dst + 48, src + 48, 16);
-    }
+    // c8 covers whole pairs of blocks, x4 and c4 whole fours: the kernels do trailing blocks with xq.
     for (long lane = 0; lane < n / 64 * 16; lane++) {
-        int32_t s8 = 0, s4 = 0;
-        for (int i = 0; i < 4; i++) { s8 += xq[lane * 4 + i]; s4 += x4[lane * 4 + i]; }
-        c8[lane] = -128 * s8; c4[lane] = -8 * s4;
+        int32_t sum = 0;
+        for (int i = 0; i < 4; i++) sum += xq[lane * 4 + i];
+        c8[lane] = -128 * sum;
+    }
+    for (long four = 0; four < n / 128; four++) {
+        const int8_t *src = xq + four * 128; int8_t *dst = x4 + four * 128;
+        for (int block = 0; block < 4; block++) {
+            memcpy(dst + block * 16, src + block * 32, 16);
+            memcpy(dst + 64 + block * 16, src + block * 32 + 16, 16);
+        }
+        for (int lane = 0; lane < 16; lane++) {  // lane l's bytes: 4l..4l+3 of both halves
+            int32_t sum = 0;
+            for (int i = 0; i < 4; i++) sum += dst[lane * 4 + i] + dst[64 + lane * 4 + i];
+            c4[four * 16 + lane] = -8 * sum;
+        }
     }
     return (chk_qx){xq, x4, c8, c4, xs};
 }

@@ -106,12 +106,13 @@ extension KernelSelection {
         }
 
         // Every tail of the SIMD kernels: rows 1-9 (groups of four and the leftover rows) and block
-        // counts that leave whole groups of eight, a leftover pair and an odd block (1, 3, 10, 19 blocks);
+        // counts that leave whole groups of eight, a leftover four (q4_0), leftover pairs (q8_0) and
+        // odd blocks (1, 3, 7, 10, 19, 28 blocks);
         // float formats also get a width that is not a multiple of 16 (masked loads).
         // The AVX2 kernels run too (forced), as on a CPU without AVX-512.
         @Test(arguments: WeightFormat.allCases, ["chosen", "avx2"])
         func simdKernelsAgreeWithPortableOnEveryTail(format: WeightFormat, variant: String) throws {
-            let widths = format.isQuantized ? [32, 96, 320, 608] : [47, 96, 320, 608]
+            let widths = format.isQuantized ? [32, 96, 224, 320, 608, 896] : [47, 96, 320, 608]
             for columns in widths {
                 for rows in [1, 3, 4, 5, 9] {
                     let m = try WeightMatrix.converting(Self.random([rows, columns], seed: UInt64(rows * 1000 + columns)), to: format)

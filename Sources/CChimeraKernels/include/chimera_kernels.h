@@ -31,8 +31,9 @@ void chk_gemv_f16(const uint16_t *w, const float *x, float *y, long cols, long r
 void chk_gemv_bf16(const uint16_t *w, const float *x, float *y, long cols, long row0, long row1);
 /// An activation row prepared once per product for the quantized kernels: int8 blocks of 32 with
 /// float scales (`xq`, `xs`), plus what the VNNI kernels read — the same bytes in q4_0's nibble
-/// order (`x4`) and per-lane corrections for unsigned weights (`c8` = −128·Σ, `c4` = −8·Σ of each
-/// four bytes of `xq` / `x4`).
+/// order (`x4`: per four blocks, elements 0-15 of each, then 16-31 of each) and per-lane corrections
+/// for unsigned weights (`c8` = −128·Σ of each four bytes of `xq`; `c4` = −8·Σ of bytes 4l..4l+3 of
+/// both halves of each four blocks of `x4`).
 typedef struct chk_qx {
     const int8_t *xq, *x4;
     const int32_t *c8, *c4;

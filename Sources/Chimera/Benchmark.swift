@@ -82,10 +82,13 @@ public struct BenchmarkReport: Codable, Sendable {
     public var peakRSSBytes: Int
     /// peak RSS / (weight bytes + KV cache bytes)
     public var peakRSSRatio: Double
-    /// Weight bytes / decode step time: the read bandwidth decoding reaches.
+    /// Bytes read per decoded token / decode step time: the read bandwidth decoding reaches.
     public var decodeBandwidthGBPerSecond: Double?
-    /// Bytes of weights one decoded token reads (the matrices, lm_head included; not the embedding table).
+    /// Bytes one decoded token reads: every matrix once (lm_head and a tied embedding table
+    /// included) plus the cached keys and values attention reads, averaged over the decoded tokens.
     public var decodeBytesPerToken: Int?
+    /// The KV-cache part of decodeBytesPerToken.
+    public var decodeKVBytesPerToken: Int?
     /// This machine's measured main-memory read bandwidth on the same threads, and the share of it decode reaches.
     public var readBandwidthGBPerSecond: Double?
     public var decodeBandwidthFraction: Double?
@@ -102,7 +105,8 @@ public struct BenchmarkReport: Codable, Sendable {
         case decodeTokensPerSecond = "decode_tokens_per_s", peakRSSBytes = "peak_rss_bytes", peakRSSRatio = "peak_rss_ratio"
         case decodeBandwidthGBPerSecond = "decode_bandwidth_gb_per_s", finiteLogits = "finite_logits"
         case imageEncodeFirstSeconds = "image_encode_first_s", imageEncodeRuns = "image_encode_runs"
-        case decodeBytesPerToken = "decode_bytes_per_token", readBandwidthGBPerSecond = "read_bandwidth_gb_per_s"
+        case decodeBytesPerToken = "decode_bytes_per_token", decodeKVBytesPerToken = "decode_kv_bytes_per_token"
+        case readBandwidthGBPerSecond = "read_bandwidth_gb_per_s"
         case decodeBandwidthFraction = "decode_bandwidth_fraction"
     }
 }
@@ -207,9 +211,13 @@ public struct Benchmark {
             let decode = Date().timeIntervalSince(start)
             report.decodeTokens = decodeTokens
             if decodeTokens > 0 {
+                // Decoded token t attends over promptTokens + t + 1 cached positions (keys and values, float32).
+                let meanPositions = Double(promptTokens) + Double(decodeTokens + 1) / 2
+                let kvBytes = Int(Double(cache.layers.reduce(0) { $0 + 2 * $1.width * 4 }) * meanPositions)
                 report.decodeTokensPerSecond = Double(decodeTokens) / decode
-                report.decodeBytesPerToken = decodeBytes
-                report.decodeBandwidthGBPerSecond = Double(decodeBytes) * report.decodeTokensPerSecond! / 1e9
+                report.decodeKVBytesPerToken = kvBytes
+                report.decodeBytesPerToken = decodeBytes + kvBytes
+                report.decodeBandwidthGBPerSecond = Double(decodeBytes + kvBytes) * report.decodeTokensPerSecond! / 1e9
             }
         }
         report.peakRSSBytes = Self.peakRSS()

@@ -5,7 +5,8 @@ import Testing
 
 extension KernelSelection {
     /// The kernels' GEMM and sequence attention against double-precision references, on shapes that
-    /// exercise every edge: ragged row panels (12) and column panels (32), several weight blocks (128),
+    /// exercise every edge: ragged row panels (12) and column panels (32), several weight blocks (128, or 96 when
+    /// that shares 300 rows out more evenly over two threads),
     /// several K slices (512), strided rows, accumulation, grouped-query heads, causal offsets and head
     /// widths that are not a multiple of 16. With the portable kernels forced, the callers' BLAS
     /// fallbacks must give the same answers.

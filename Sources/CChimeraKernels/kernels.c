@@ -753,25 +753,56 @@ static void matvec_task(void *context, long r0, long r1) {
     }
 }
 
-void chk_matvec(chk_format format, const void *w, const uint16_t *scales, const float *x, float *y, long rows, long cols, int threads) {
+// Several matrices of the same input (q/k/v, gate/up) as one product over their rows laid end to
+// end: one dispatch and one activation quantization instead of one each, and the threads stream
+// from one matrix straight into the next instead of meeting at a barrier after each.
+typedef struct {
+    const chk_matvec_part *parts; int count; long firstRow[CHK_MATVEC_PARTS + 1]; const float *x; const chk_qx *qx; long cols;
+} matvec_parts_job;
+
+static void matvec_parts_task(void *context, long r0, long r1) {
+    const matvec_parts_job *j = context;
+    for (int i = 0; i < j->count && r0 < r1; i++) {
+        long begin = j->firstRow[i], end = j->firstRow[i + 1];
+        if (r0 >= end) continue;
+        long a = r0 - begin, b = (r1 < end ? r1 : end) - begin;
+        const chk_matvec_part *p = &j->parts[i];
+        matvec_job one = {p->format, p->w, p->scales, j->x, j->qx, p->y, j->cols};
+        matvec_task(&one, a, b);
+        r0 = begin + b;
+    }
+}
+
+void chk_matvec_parts(const chk_matvec_part *parts, int count, const float *x, long cols, int threads) {
     pick();
-    matvec_job job = {format, w, scales, x, NULL, y, cols};
-    // About eight chunks per thread, whole groups of four rows (the kernels' step).
+    if (count > CHK_MATVEC_PARTS) {  // more than one job holds: in turn
+        for (int i = 0; i < count; i++) chk_matvec(parts[i].format, parts[i].w, parts[i].scales, x, parts[i].y, parts[i].rows, cols, threads);
+        return;
+    }
+    matvec_parts_job job = {parts, count, {0}, x, NULL, cols};
+    int quantized = 0;
+    for (int i = 0; i < count; i++) {
+        job.firstRow[i + 1] = job.firstRow[i] + parts[i].rows;
+        quantized |= parts[i].format == CHK_Q8_0 || parts[i].format == CHK_Q4_0;
+    }
+    // About eight chunks per thread, whole groups of four rows (the kernels' step); the quantized
+    // activation lives on this stack (heap when large) for the duration of the product.
+    long rows = job.firstRow[count];
     long chunk = (rows + 8L * threads - 1) / (8L * threads);
     chunk = chunk < 16 ? 16 : (chunk + 3) / 4 * 4;
-    if (format == CHK_Q8_0 || format == CHK_Q4_0) {
-        // The quantized activation lives on this stack for the duration of the product.
-        long bytes = chk_qx_bytes(cols);
-        int heap = bytes > (1L << 16);  // 64 KiB: safe on small (dispatch) thread stacks
-        char stack[heap ? 1 : bytes];
-        void *buffer = heap ? malloc((size_t)bytes) : stack;
-        chk_qx qx = chk_prepare_qx(x, cols, buffer);
-        job.qx = &qx;
-        chk_parallel_for(rows, chunk, threads, matvec_task, &job);
-        if (heap) free(buffer);
-    } else {
-        chk_parallel_for(rows, chunk, threads, matvec_task, &job);
-    }
+    long bytes = quantized ? chk_qx_bytes(cols) : 0;
+    int heap = bytes > (1L << 16);  // 64 KiB: safe on small (dispatch) thread stacks
+    char stack[heap || !bytes ? 1 : bytes];
+    void *buffer = heap ? malloc((size_t)bytes) : stack;
+    chk_qx qx;
+    if (quantized) { qx = chk_prepare_qx(x, cols, buffer); job.qx = &qx; }
+    chk_parallel_for(rows, chunk, threads, matvec_parts_task, &job);
+    if (heap) free(buffer);
+}
+
+void chk_matvec(chk_format format, const void *w, const uint16_t *scales, const float *x, float *y, long rows, long cols, int threads) {
+    chk_matvec_part part = {format, w, scales, rows, y};
+    chk_matvec_parts(&part, 1, x, cols, threads);
 }
 
 // MARK: - Threaded decode attention

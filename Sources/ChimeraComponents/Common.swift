@@ -35,9 +35,9 @@ struct LinearLayer: Sendable {
         return out
     }
     func callAsFunction(_ x: Tensor, into out: Tensor) { matrix.apply(x, bias: bias, into: out) }
-    /// Several layers over the same input in one product (see WeightMatrix.apply(_:_:)).
-    static func apply(_ x: Tensor, _ layers: [(layer: LinearLayer, out: Tensor)]) {
-        WeightMatrix.apply(x, layers.map { ($0.layer.matrix, $0.layer.bias, $0.out) })
+    /// Two or three layers over the same input in one product (see WeightMatrix.apply(_:_:_:_:)).
+    static func apply(_ x: Tensor, _ a: (LinearLayer, Tensor), _ b: (LinearLayer, Tensor), _ c: (LinearLayer, Tensor)? = nil) {
+        WeightMatrix.apply(x, (a.0.matrix, a.0.bias, a.1), (b.0.matrix, b.0.bias, b.1), c.map { ($0.0.matrix, $0.0.bias, $0.1) })
     }
     var inputWidth: Int { matrix.columns }
     var outputWidth: Int { matrix.rows }

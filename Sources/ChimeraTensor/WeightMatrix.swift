@@ -177,6 +177,43 @@ public final class WeightMatrix: @unchecked Sendable {
         for p in products { p.matrix.apply(x, bias: p.bias, into: p.out) }
     }
 
+    /// One product of a group over the same input: the matrix, its optional bias, where it goes.
+    public typealias Product = (matrix: WeightMatrix, bias: Tensor?, out: Tensor)
+
+    /// Two or three products of the same input (q/k/v, gate/up). Batches go to `apply(_:_:)`;
+    /// decoded rows (one or two) take one threaded pass over all the matrices' rows per input row
+    /// (chk_matvec_parts), without allocating: decode calls this for every layer of every token.
+    public static func apply(_ x: Tensor, _ a: Product, _ b: Product, _ c: Product? = nil) {
+        let tokens = x.rows
+        guard tokens <= 2 else { return apply(x, c.map { [a, b, $0] } ?? [a, b]) }
+        func check(_ p: Product) {
+            precondition(p.matrix.columns == x.columns && p.out.rows == tokens && p.out.columns == p.matrix.rows
+                && (p.bias?.count ?? p.matrix.rows) == p.matrix.rows,
+                "linear: input \(x.shape), weight [\(p.matrix.rows), \(p.matrix.columns)], output \(p.out.shape)")
+        }
+        func part(_ p: Product, row t: Int) -> chk_matvec_part {
+            chk_matvec_part(format: p.matrix.kernelFormat, w: p.matrix.data, scales: p.matrix.scales, rows: p.matrix.rows,
+                            y: p.out.data + t * p.matrix.rows)
+        }
+        func addBias(_ p: Product) {
+            guard let bias = p.bias else { return }
+            for t in 0..<tokens {
+                let row = p.out.data + t * p.matrix.rows
+                for i in 0..<p.matrix.rows { row[i] += bias.data[i] }
+            }
+        }
+        check(a); check(b); if let c { check(c) }
+        withUnsafeTemporaryAllocation(of: chk_matvec_part.self, capacity: 3) { parts in
+            for t in 0..<tokens {
+                parts[0] = part(a, row: t)
+                parts[1] = part(b, row: t)
+                if let c { parts[2] = part(c, row: t) }
+                chk_matvec_parts(parts.baseAddress, c == nil ? 2 : 3, x.data + t * x.columns, x.columns, Int32(ComputeThreads.current))
+            }
+        }
+        addBias(a); addBias(b); if let c { addBias(c) }
+    }
+
     /// out[r] = W[r] · x, threaded over rows (one C call: the activation is quantized once and the
     /// rows are shared out by the kernels' thread pool).
     func gemv(_ x: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>) {

@@ -107,6 +107,30 @@ extension KernelSelection {
             }
         }
 
+        /// Decoded rows (one, two): two or three matrices in one pass over their rows (chk_matvec_parts,
+        /// row counts that split groups of four across matrices) equal one product each.
+        @Test func decodedRowsOfOneInputTogetherEqualEachAlone() throws {
+            var products: [WeightMatrix.Product] = []
+            for (i, (format, rows)) in [(WeightFormat.q4_0, 130), (.f16, 33), (.q8_0, 201)].enumerated() {
+                let w = try WeightMatrix.converting(Tensor(shape: [rows, 96], values: seededValues(rows * 96, seed: UInt64(40 + i))), to: format)
+                let bias = i != 1 ? Tensor(shape: [rows], values: seededValues(rows, seed: UInt64(50 + i))) : nil
+                products.append((w, bias, Tensor(zeros: [1, rows])))
+            }
+            for tokens in [1, 2] {
+                let x = Tensor(shape: [tokens, 96], values: seededValues(tokens * 96, seed: UInt64(tokens)))
+                let outs = products.map { p in (p.matrix, p.bias, Tensor(zeros: [tokens, p.matrix.rows])) }
+                WeightMatrix.apply(x, outs[0], outs[1], outs[2])
+                let pair = products.prefix(2).map { p in (p.matrix, p.bias, Tensor(zeros: [tokens, p.matrix.rows])) }
+                WeightMatrix.apply(x, pair[0], pair[1])
+                for (i, (w, bias, out)) in outs.enumerated() {
+                    let alone = Tensor(zeros: out.shape)
+                    w.apply(x, bias: bias, into: alone)
+                    #expect(maxAbsDifference(out, alone) == 0, "\(w.format) \(w.rows) rows, \(tokens) tokens")
+                    if i < 2 { #expect(maxAbsDifference(pair[i].2, alone) == 0, "pair: \(w.format), \(tokens) tokens") }
+                }
+            }
+        }
+
         @Test(arguments: WeightFormat.allCases) func productsWithoutTheGEMMMatchIt(format: WeightFormat) throws {
             let w = try WeightMatrix.converting(Tensor(shape: [70, 96], values: seededValues(70 * 96, seed: 9)), to: format)
             let bias = Tensor(shape: [70], values: seededValues(70, seed: 10))

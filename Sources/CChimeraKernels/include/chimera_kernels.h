@@ -73,6 +73,13 @@ typedef enum chk_format { CHK_F32, CHK_F16, CHK_BF16, CHK_Q8_0, CHK_Q4_0 } chk_f
 /// y = W x for all `rows` of W in `format` (scales for q8_0/q4_0), on `threads` threads: the decode product.
 void chk_matvec(chk_format format, const void *w, const uint16_t *scales, const float *x, float *y, long rows, long cols, int threads);
 
+/// One matrix of chk_matvec_parts: `rows` rows in `format`, its product into y.
+typedef struct chk_matvec_part { chk_format format; const void *w; const uint16_t *scales; long rows; float *y; } chk_matvec_part;
+#define CHK_MATVEC_PARTS 8
+/// y_i = W_i x for several matrices of `cols` columns and the same x (q/k/v, gate/up) in one
+/// threaded pass over all their rows (more than CHK_MATVEC_PARTS: one chk_matvec each).
+void chk_matvec_parts(const chk_matvec_part *parts, int count, const float *x, long cols, int threads);
+
 /// Attention of one query row per head over `keys` cached rows (decode): out[h] = softmax(scale q_h·K)·V.
 /// keys/values are [keyCount, kvHeads*headDim]; scores is scratch of keyCount floats, reused for heads [head0, head1).
 void chk_attend_one(const float *q, const float *keys, const float *values, long keyCount, long heads,

@@ -293,13 +293,7 @@ public final class DecoderTransformer: LanguageModel, @unchecked Sendable {
         let scores = ws.scratch("scores", count: tokens * cache.capacity)
         for (i, layer) in layers.enumerated() {
             layer.inputNorm(hidden, into: x)
-            if tokens > 2 {  // one product for the three (a decoded row takes the matrix-vector kernel each)
-                LinearLayer.apply(x, [(layer.q, q), (layer.k, k), (layer.v, v)])
-            } else {
-                layer.q(x, into: q)
-                layer.k(x, into: k)
-                layer.v(x, into: v)
-            }
+            LinearLayer.apply(x, (layer.q, q), (layer.k, k), (layer.v, v))  // one product for the three
             if a.qkNorm {
                 normalizeHeads(q, layer.qNorms)
                 normalizeHeads(k, layer.kNorms)
@@ -317,12 +311,7 @@ public final class DecoderTransformer: LanguageModel, @unchecked Sendable {
             if let postAttentionNorm = layer.postAttentionNorm { postAttentionNorm(hidden, into: x) }
             switch a.mlp {
             case let .gated(activation):
-                if tokens > 2 {
-                    LinearLayer.apply(x, [(layer.gate!, gate), (layer.up, up)])
-                } else {
-                    layer.gate!(x, into: gate)
-                    layer.up(x, into: up)
-                }
+                LinearLayer.apply(x, (layer.gate!, gate), (layer.up, up))
                 gatedActivation(gate: gate, up: up, activation, into: gate)
             case let .plain(activation):
                 layer.up(x, into: gate)

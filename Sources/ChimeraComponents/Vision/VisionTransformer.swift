@@ -133,7 +133,7 @@ struct ViTEncoderLayer: Sendable {
         let q = workspace.tensor("vit.q", rows: tokens, columns: width)
         let k = workspace.tensor("vit.k", rows: tokens, columns: width)
         let v = workspace.tensor("vit.v", rows: tokens, columns: width)
-        LinearLayer.apply(x, [(self.q, q), (self.k, k), (self.v, v)])
+        LinearLayer.apply(x, (self.q, q), (self.k, k), (self.v, v))
         let attended = workspace.tensor("vit.attended", rows: tokens, columns: width)
         multiHeadAttention(queries: q, keys: k.data, values: v.data, keyCount: tokens, heads: heads, kvHeads: heads,
                            headDim: width / heads, causalOffset: nil,

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <math.h>
 #include <stdatomic.h>
+#include <sched.h>
 #include "elementwise.h"
 #include "weights_avx512.h"
 
@@ -183,6 +184,7 @@ typedef struct {
     long firstBlock[MAX_PARTS + 1];  // block b belongs to part i when firstBlock[i] <= b < firstBlock[i + 1]
     const float *x; long ldx; float *xp;
     long m, k, kc, nb;  // kc: the slice of K packed at a time; nb: weight rows per block (≤ NB)
+    _Atomic long *slicesDone;  // per weight block: how many of its K slices are in C
     _Atomic int failed;  // a thread could not allocate its scratch: the caller falls back
 } gemm_job;
 
@@ -191,18 +193,26 @@ AVX512 static void pack_x_task(void *context, long p0, long p1) {
     for (long p = p0; p < p1; p++) pack_x_rows(j->x, j->ldx, j->m, j->k, p * MR, j->xp + p * j->k * MR);
 }
 
-AVX512 static void gemm_block_task(void *context, long b0, long b1) {
-    const gemm_job *j = context;
+// Work item = (K slice, weight block), slice-major: all the threads go through the blocks of one
+// K slice before the next, so the slice of packed X they all read (m × kc floats, about 1 MiB for
+// an image's tokens) stays in each core's L2 instead of coming from L3 once per block. A block's
+// slices accumulate into the same C, so an item waits (rarely: the other thread is then on the
+// same block's previous slice) until the previous slice of its block is done.
+AVX512 static void gemm_item_task(void *context, long i0, long i1) {
+    gemm_job *j = context;
     float *wp = scratch(1, (long)NB * KC);
-    if (!wp) { atomic_store(&((gemm_job *)context)->failed, 1); return; }
-    long xPanels = (j->m + MR - 1) / MR;
-    for (long b = b0; b < b1; b++) {
-        int i = 0;
-        while (b >= j->firstBlock[i + 1]) i++;
-        const chk_gemm_part *part = &j->parts[i];
-        long n0 = (b - j->firstBlock[i]) * j->nb, rows = part->n - n0 < j->nb ? part->n - n0 : j->nb;
-        for (long k0 = 0; k0 < j->k; k0 += j->kc) {
-            long kc = j->k - k0 < j->kc ? j->k - k0 : j->kc;
+    long blocks = j->firstBlock[j->count], xPanels = (j->m + MR - 1) / MR;
+    for (long item = i0; item < i1; item++) {
+        long slice = item / blocks, b = item % blocks, k0 = slice * j->kc, kc = j->k - k0 < j->kc ? j->k - k0 : j->kc;
+        for (unsigned spins = 0; atomic_load_explicit(&j->slicesDone[b], memory_order_acquire) < slice; spins++) {
+            if (spins < 4096) _mm_pause(); else sched_yield();
+        }
+        if (!wp) atomic_store(&j->failed, 1);
+        else {
+            int i = 0;
+            while (b >= j->firstBlock[i + 1]) i++;
+            const chk_gemm_part *part = &j->parts[i];
+            long n0 = (b - j->firstBlock[i]) * j->nb, rows = part->n - n0 < j->nb ? part->n - n0 : j->nb;
             pack_weights(part->format, part->w, part->scales, part->n, j->k, n0, rows, k0, kc, wp);
             for (long p = 0; p < xPanels; p++) {
                 const float *xpanel = j->xp + p * j->k * MR + k0 * MR;
@@ -214,6 +224,7 @@ AVX512 static void gemm_block_task(void *context, long b0, long b1) {
                 }
             }
         }
+        atomic_store_explicit(&j->slicesDone[b], slice + 1, memory_order_release);  // also after a failure: no one waits forever
     }
 }
 
@@ -244,7 +255,7 @@ int chk_gemm_nt_parts(const chk_gemm_part *parts, int count, long k, const float
     // Slices of K as even as whole blocks of 32 allow (SigLIP's 1152 = 3 × 384, not 512 + 512 + 128:
     // a short last slice would cost a pass over C for little work).
     long slices = (k + KC - 1) / KC, kc = ((k + slices - 1) / slices + 31) / 32 * 32;
-    gemm_job job = {parts, count, {0}, x, ldx, NULL, m, k, kc < KC ? kc : KC, balanced_block_rows(parts, count, threads), 0};
+    gemm_job job = {parts, count, {0}, x, ldx, NULL, m, k, kc < KC ? kc : KC, balanced_block_rows(parts, count, threads), NULL, 0};
     for (int i = 0; i < count; i++) {
         if ((parts[i].format == CHK_Q8_0 || parts[i].format == CHK_Q4_0) && k % CHK_BLOCK) return 0;
         job.firstBlock[i + 1] = job.firstBlock[i] + (parts[i].n + job.nb - 1) / job.nb;
@@ -252,7 +263,10 @@ int chk_gemm_nt_parts(const chk_gemm_part *parts, int count, long k, const float
     long xPanels = (m + MR - 1) / MR;
     if (!(job.xp = scratch(0, xPanels * MR * k))) return 0;
     chk_parallel_for(xPanels, 4, threads, pack_x_task, &job);
-    chk_parallel_for(job.firstBlock[count], 1, threads, gemm_block_task, &job);
+    long blocks = job.firstBlock[count];
+    if (!(job.slicesDone = calloc((size_t)blocks, sizeof(_Atomic long)))) return 0;
+    chk_parallel_for((k + job.kc - 1) / job.kc * blocks, 1, threads, gemm_item_task, &job);
+    free(job.slicesDone);
     return !atomic_load(&job.failed);
 }
 

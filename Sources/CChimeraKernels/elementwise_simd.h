@@ -95,7 +95,7 @@ ATTR static void F(gated_rows)(const float *gate, const float *up, float *out, l
     }
 }
 
-ATTR static void F(softmax_rows)(float *p, long rows, long cols, long ld) {
+ATTR static void F(softmax_rows)(float *p, long rows, long cols, long ld, float *sums) {
     for (long r = 0; r < rows; r++) {
         float *row = p + r * ld;
         long i = 0;
@@ -111,6 +111,7 @@ ATTR static void F(softmax_rows)(float *p, long rows, long cols, long ld) {
             V e = F(exp)(VSUB(VLOADN(row + i, cols - i, -INFINITY), mx));
             VSTOREN(row + i, e, cols - i); s = VADD(s, e);
         }
+        if (sums) { sums[r] = VHSUM(s); continue; }
         V inv = VSET(1.0f / VHSUM(s));
         for (i = 0; i + W <= cols; i += W) VSTORE(row + i, VMUL(VLOAD(row + i), inv));
         if (i < cols) VSTOREN(row + i, VMUL(VLOADN(row + i, cols - i, 0), inv), cols - i);

@@ -137,42 +137,54 @@ AVX512 static void pack_x_rows(const float *x, long ldx, long m, long k, long r0
 
 // MARK: - Micro-kernel: C[MR, NR] (+)= xp[kc][MR] · W[kc][NR]
 
-// The k loop, with W's rows loaded whole or under masks (a masked load takes a slot on the ports
-// the FMAs use, about 15 % here, so full panels take plain loads).
-#define KERNEL_LOOP(LOAD0, LOAD1)                                         \
+// The k loop over NV (1 or 2) vectors of W per row, loaded whole or under masks (a masked load
+// takes a slot on the ports the FMAs use, about 15 % here, so full panels take plain loads).
+#define KERNEL_LOOP(NV, LOAD0, LOAD1)                                     \
     for (long k = 0; k < kc; k++) {                                       \
-        __m512 b0 = LOAD0, b1 = LOAD1;                                    \
+        __m512 b0 = LOAD0, b1 = NV > 1 ? LOAD1 : b0;                      \
         _mm_prefetch((const char *)(wp + 8 * ldw), _MM_HINT_T0);          \
         for (int i = 0; i < MR; i++) {                                    \
             __m512 a = _mm512_set1_ps(xp[i]);                             \
             acc[i][0] = _mm512_fmadd_ps(a, b0, acc[i][0]);                \
-            acc[i][1] = _mm512_fmadd_ps(a, b1, acc[i][1]);                \
+            if (NV > 1) acc[i][1] = _mm512_fmadd_ps(a, b1, acc[i][1]);    \
         }                                                                 \
         xp += MR; wp += ldw;                                              \
     }
 
-// W's k-th row of NR values starts at wp + k·ldw (NR for packed weights and values). Only the
-// first `rows` × `cols` of C are touched, and W is read only in its first `cols` columns.
-AVX512 static void kernel_12x32(long kc, const float *xp, const float *wp, long ldw, float *c, long ldc,
-                                int accumulate, long rows, long cols) {
+// C[MR, 16·NV] (+)= xp[kc][MR] · W[kc][16·NV]. W's k-th row starts at wp + k·ldw (NR for packed
+// weights and values). Only the first `rows` × `cols` of C are touched, and W is read only in its
+// first `cols` columns.
+AVX512 static inline __attribute__((always_inline)) void kernel_body(long kc, const float *xp, const float *wp, long ldw,
+    float *c, long ldc, int accumulate, long rows, long cols, const int NV) {
     __mmask16 m0 = cols >= 16 ? 0xFFFF : (__mmask16)((1u << cols) - 1);
     __mmask16 m1 = cols >= 32 ? 0xFFFF : cols <= 16 ? 0 : (__mmask16)((1u << (cols - 16)) - 1);
     __m512 acc[MR][2];
     for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
-    if (cols >= NR) {
-        KERNEL_LOOP(_mm512_loadu_ps(wp), _mm512_loadu_ps(wp + 16))
+    if (cols >= 16 * NV) {
+        KERNEL_LOOP(NV, _mm512_loadu_ps(wp), _mm512_loadu_ps(wp + 16))
     } else {
-        KERNEL_LOOP(_mm512_maskz_loadu_ps(m0, wp), _mm512_maskz_loadu_ps(m1, wp + 16))
+        KERNEL_LOOP(NV, _mm512_maskz_loadu_ps(m0, wp), _mm512_maskz_loadu_ps(m1, wp + 16))
     }
     for (int i = 0; i < MR && i < rows; i++) {
         float *row = c + i * ldc;
-        if (accumulate) {
-            acc[i][0] = _mm512_add_ps(acc[i][0], _mm512_maskz_loadu_ps(m0, row));
-            acc[i][1] = _mm512_add_ps(acc[i][1], _mm512_maskz_loadu_ps(m1, row + 16));
-        }
+        if (accumulate) acc[i][0] = _mm512_add_ps(acc[i][0], _mm512_maskz_loadu_ps(m0, row));
         _mm512_mask_storeu_ps(row, m0, acc[i][0]);
-        _mm512_mask_storeu_ps(row + 16, m1, acc[i][1]);
+        if (NV > 1) {
+            if (accumulate) acc[i][1] = _mm512_add_ps(acc[i][1], _mm512_maskz_loadu_ps(m1, row + 16));
+            _mm512_mask_storeu_ps(row + 16, m1, acc[i][1]);
+        }
     }
+}
+
+AVX512 static void kernel_12x32(long kc, const float *xp, const float *wp, long ldw, float *c, long ldc,
+                                int accumulate, long rows, long cols) {
+    kernel_body(kc, xp, wp, ldw, c, ldc, accumulate, rows, cols, 2);
+}
+
+// The last ≤ 16 columns of a product (value panels of heads 72 or 80 wide): half the work of 12 × 32.
+AVX512 static void kernel_12x16(long kc, const float *xp, const float *wp, long ldw, float *c, long ldc,
+                                int accumulate, long rows, long cols) {
+    kernel_body(kc, xp, wp, ldw, c, ldc, accumulate, rows, cols, 1);
 }
 
 // MARK: - Threaded product
@@ -331,11 +343,20 @@ AVX512 static void attention_task(void *context, long i0, long i1) {
             if (j->causalOffset >= 0)
                 for (long i = 0; i < rows; i++)
                     for (long c = j->causalOffset + r0 + i + 1; c < visible; c++) scores[i * ldS + c] = -INFINITY;
-            chk_softmax_rows(scores, rows, visible, ldS);
+            float sums[MR];
+            chk_exp_rows(scores, rows, visible, ldS, sums);
             pack_x_rows(scores, ldS, rows, visible, 0, pp);
+            float *o = j->out + r0 * j->ldo + h * hd;
             for (long c = 0; c < hd; c += NR)
-                kernel_12x32(visible, pp, vp + c * j->keyCount, NR, j->out + r0 * j->ldo + h * hd + c, j->ldo,
-                             0, rows, hd - c < NR ? hd - c : NR);
+                (hd - c <= 16 ? kernel_12x16 : kernel_12x32)(visible, pp, vp + c * j->keyCount, NR, o + c, j->ldo, 0, rows,
+                                                            hd - c < NR ? hd - c : NR);
+            for (long i = 0; i < rows; i++) {  // the softmax's division, on hd outputs instead of `visible` probabilities
+                __m512 inv = _mm512_set1_ps(1 / sums[i]);
+                for (long c = 0; c < hd; c += 16) {
+                    __mmask16 m = hd - c >= 16 ? 0xFFFF : (__mmask16)((1u << (hd - c)) - 1);
+                    _mm512_mask_storeu_ps(o + i * j->ldo + c, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, o + i * j->ldo + c), inv));
+                }
+            }
         }
     }
 }

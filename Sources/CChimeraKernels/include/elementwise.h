@@ -31,6 +31,9 @@ void chk_gated_rows(const float *gate, const float *up, float *out, long rows, l
 /// Softmax of each of `rows` rows (`cols` floats, rows `ld` floats apart) in place, max-subtracted.
 /// -inf entries (masked keys) give exactly 0.
 void chk_softmax_rows(float *p, long rows, long cols, long ld);
+/// The same without the division: p[r, c] = exp(p[r, c] − max of row r), sums[r] = Σ_c p[r, c]
+/// (attention divides its few output columns instead of every probability).
+void chk_exp_rows(float *p, long rows, long cols, long ld, float *sums);
 
 /// out[r] = LayerNorm(x[r]) · weight + bias over `n` floats (biased variance); bias may be NULL,
 /// out may be x.

@@ -151,11 +151,11 @@ AVX512 static void pack_x_rows(const float *x, long ldx, long m, long k, long r0
         xp += MR; wp += ldw;                                              \
     }
 
-// C[MR, 16·NV] (+)= xp[kc][MR] · W[kc][16·NV]. W's k-th row starts at wp + k·ldw (NR for packed
-// weights and values). Only the first `rows` × `cols` of C are touched, and W is read only in its
-// first `cols` columns.
+// C[MR, 16·NV] (+)= xp[kc][MR] · W[kc][16·NV] (+ bias[16·NV] on every row when bias is not NULL).
+// W's k-th row starts at wp + k·ldw (NR for packed weights and values). Only the first `rows` ×
+// `cols` of C are touched, and W and bias are read only in their first `cols` columns.
 AVX512 static inline __attribute__((always_inline)) void kernel_body(long kc, const float *xp, const float *wp, long ldw,
-    float *c, long ldc, int accumulate, long rows, long cols, const int NV) {
+    const float *bias, float *c, long ldc, int accumulate, long rows, long cols, const int NV) {
     __mmask16 m0 = cols >= 16 ? 0xFFFF : (__mmask16)((1u << cols) - 1);
     __mmask16 m1 = cols >= 32 ? 0xFFFF : cols <= 16 ? 0 : (__mmask16)((1u << (cols - 16)) - 1);
     __m512 acc[MR][2];
@@ -165,26 +165,30 @@ AVX512 static inline __attribute__((always_inline)) void kernel_body(long kc, co
     } else {
         KERNEL_LOOP(NV, _mm512_maskz_loadu_ps(m0, wp), _mm512_maskz_loadu_ps(m1, wp + 16))
     }
+    __m512 bias0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
+    __m512 bias1 = bias && NV > 1 ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
     for (int i = 0; i < MR && i < rows; i++) {
         float *row = c + i * ldc;
+        if (bias) acc[i][0] = _mm512_add_ps(acc[i][0], bias0);
         if (accumulate) acc[i][0] = _mm512_add_ps(acc[i][0], _mm512_maskz_loadu_ps(m0, row));
         _mm512_mask_storeu_ps(row, m0, acc[i][0]);
         if (NV > 1) {
+            if (bias) acc[i][1] = _mm512_add_ps(acc[i][1], bias1);
             if (accumulate) acc[i][1] = _mm512_add_ps(acc[i][1], _mm512_maskz_loadu_ps(m1, row + 16));
             _mm512_mask_storeu_ps(row + 16, m1, acc[i][1]);
         }
     }
 }
 
-AVX512 static void kernel_12x32(long kc, const float *xp, const float *wp, long ldw, float *c, long ldc,
+AVX512 static void kernel_12x32(long kc, const float *xp, const float *wp, long ldw, const float *bias, float *c, long ldc,
                                 int accumulate, long rows, long cols) {
-    kernel_body(kc, xp, wp, ldw, c, ldc, accumulate, rows, cols, 2);
+    kernel_body(kc, xp, wp, ldw, bias, c, ldc, accumulate, rows, cols, 2);
 }
 
 // The last ≤ 16 columns of a product (value panels of heads 72 or 80 wide): half the work of 12 × 32.
-AVX512 static void kernel_12x16(long kc, const float *xp, const float *wp, long ldw, float *c, long ldc,
+AVX512 static void kernel_12x16(long kc, const float *xp, const float *wp, long ldw, const float *bias, float *c, long ldc,
                                 int accumulate, long rows, long cols) {
-    kernel_body(kc, xp, wp, ldw, c, ldc, accumulate, rows, cols, 1);
+    kernel_body(kc, xp, wp, ldw, bias, c, ldc, accumulate, rows, cols, 1);
 }
 
 // MARK: - Threaded product
@@ -231,7 +235,9 @@ AVX512 static void gemm_item_task(void *context, long i0, long i1) {
                 long mrows = j->m - p * MR < MR ? j->m - p * MR : MR;
                 for (long q = 0; q * NR < rows; q++) {
                     long ncols = rows - q * NR < NR ? rows - q * NR : NR;
-                    kernel_12x32(kc, xpanel, wp + q * kc * NR, NR, part->c + p * MR * part->ldc + n0 + q * NR, part->ldc,
+                    // The bias goes in with the first slice (C starts as bias, not as a filled copy of it).
+                    const float *bias = k0 == 0 && part->bias ? part->bias + n0 + q * NR : NULL;
+                    kernel_12x32(kc, xpanel, wp + q * kc * NR, NR, bias, part->c + p * MR * part->ldc + n0 + q * NR, part->ldc,
                                  k0 > 0 || part->accumulate, mrows, ncols);
                 }
             }
@@ -282,9 +288,9 @@ int chk_gemm_nt_parts(const chk_gemm_part *parts, int count, long k, const float
     return !atomic_load(&job.failed);
 }
 
-int chk_gemm_nt(chk_format format, const void *w, const uint16_t *scales, long n, long k,
+int chk_gemm_nt(chk_format format, const void *w, const uint16_t *scales, long n, long k, const float *bias,
                 const float *x, long ldx, long m, float *c, long ldc, int accumulate, int threads) {
-    chk_gemm_part part = {format, w, scales, n, c, ldc, accumulate};
+    chk_gemm_part part = {format, w, scales, n, bias, c, ldc, accumulate};
     return chk_gemm_nt_parts(&part, 1, k, x, ldx, m, threads);
 }
 
@@ -338,7 +344,7 @@ AVX512 static void attention_task(void *context, long i0, long i1) {
                 _mm512_mask_storeu_ps(qp + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, qp + i), scale));
             }
             for (long p = 0; p * NR < visible; p++)
-                kernel_12x32(hd, qp, kp + p * hd * NR, NR, scores + p * NR, ldS, 0, rows,
+                kernel_12x32(hd, qp, kp + p * hd * NR, NR, NULL, scores + p * NR, ldS, 0, rows,
                              visible - p * NR < NR ? visible - p * NR : NR);
             if (j->causalOffset >= 0)
                 for (long i = 0; i < rows; i++)
@@ -348,7 +354,7 @@ AVX512 static void attention_task(void *context, long i0, long i1) {
             pack_x_rows(scores, ldS, rows, visible, 0, pp);
             float *o = j->out + r0 * j->ldo + h * hd;
             for (long c = 0; c < hd; c += NR)
-                (hd - c <= 16 ? kernel_12x16 : kernel_12x32)(visible, pp, vp + c * j->keyCount, NR, o + c, j->ldo, 0, rows,
+                (hd - c <= 16 ? kernel_12x16 : kernel_12x32)(visible, pp, vp + c * j->keyCount, NR, NULL, o + c, j->ldo, 0, rows,
                                                             hd - c < NR ? hd - c : NR);
             for (long i = 0; i < rows; i++) {  // the softmax's division, on hd outputs instead of `visible` probabilities
                 __m512 inv = _mm512_set1_ps(1 / sums[i]);

@@ -45,14 +45,13 @@ public func linear(_ x: Tensor, weight: Tensor, bias: Tensor?, into out: Tensor)
                  "linear: input width \(inFeatures) does not match weight \(weight.shape)")
     let outFeatures = weight.shape[0]
     precondition(out.rows == rows && out.columns == outFeatures, "linear: output \(out.shape) for \(rows)×\(outFeatures)")
-    if let bias {
-        precondition(bias.count == outFeatures, "linear: bias \(bias.shape) for \(outFeatures) outputs")
-        fillRows(out.data, rows: rows, with: bias)
-    }
+    if let bias { precondition(bias.count == outFeatures, "linear: bias \(bias.shape) for \(outFeatures) outputs") }
     guard rows > 0 else { return }
-    // Batches go to the kernels' GEMM (AVX-512); a row or two, and CPUs without it, to BLAS.
-    if rows > 2, chk_gemm_nt(CHK_F32, weight.data, nil, outFeatures, inFeatures, x.data, inFeatures, rows,
-                             out.data, outFeatures, bias == nil ? 0 : 1, Int32(ComputeThreads.current)) != 0 { return }
+    // Batches go to the kernels' GEMM (AVX-512; the bias goes in with the product); a row or two,
+    // and CPUs without it, to BLAS, accumulating onto rows filled with the bias.
+    if rows > 2, chk_gemm_nt(CHK_F32, weight.data, nil, outFeatures, inFeatures, bias?.data, x.data, inFeatures, rows,
+                             out.data, outFeatures, 0, Int32(ComputeThreads.current)) != 0 { return }
+    if let bias { fillRows(out.data, rows: rows, with: bias) }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(outFeatures), Int32(inFeatures),
                 1, x.data, Int32(inFeatures), weight.data, Int32(inFeatures),
                 bias == nil ? 0 : 1, out.data, Int32(outFeatures))

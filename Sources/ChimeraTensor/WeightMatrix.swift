@@ -138,9 +138,8 @@ public final class WeightMatrix: @unchecked Sendable {
         // at a time.
         if tokens > 2 {
             if let tensor { return linear(x, weight: tensor, bias: bias, into: out) }
-            if let bias { fillRows(out.data, rows: tokens, with: bias) }
-            if chk_gemm_nt(kernelFormat, data, scales, rows, columns, x.data, columns, tokens, out.data, rows,
-                           bias == nil ? 0 : 1, Int32(ComputeThreads.current)) != 0 { return }
+            if chk_gemm_nt(kernelFormat, data, scales, rows, columns, bias?.data, x.data, columns, tokens, out.data, rows,
+                           0, Int32(ComputeThreads.current)) != 0 { return }
         }
         // A few rows: the matrix-vector kernel per row reads the weights at memory speed (BLAS's
         // sgemm with one row does not), which for such small batches costs less than a GEMM.
@@ -166,9 +165,8 @@ public final class WeightMatrix: @unchecked Sendable {
            products.allSatisfy({ $0.matrix.columns == x.columns && $0.out.rows == tokens && $0.out.columns == $0.matrix.rows
                && ($0.bias?.count ?? $0.matrix.rows) == $0.matrix.rows }) {
             var parts: [chk_gemm_part] = products.map { p in
-                if let bias = p.bias { fillRows(p.out.data, rows: tokens, with: bias) }
-                return chk_gemm_part(format: p.matrix.kernelFormat, w: p.matrix.data, scales: p.matrix.scales, n: p.matrix.rows,
-                                     c: p.out.data, ldc: p.matrix.rows, accumulate: p.bias == nil ? 0 : 1)
+                chk_gemm_part(format: p.matrix.kernelFormat, w: p.matrix.data, scales: p.matrix.scales, n: p.matrix.rows,
+                              bias: p.bias?.data, c: p.out.data, ldc: p.matrix.rows, accumulate: 0)
             }
             if chk_gemm_nt_parts(&parts, Int32(parts.count), x.columns, x.data, x.columns, tokens, Int32(ComputeThreads.current)) != 0 {
                 return

@@ -7,7 +7,7 @@ extension KernelSelection {
     /// The kernels' GEMM and sequence attention against double-precision references, on shapes that
     /// exercise every edge: ragged row panels (12) and column panels (32), several weight blocks (128, or 96 when
     /// that shares 300 rows out more evenly over two threads),
-    /// several K slices (512), strided rows, accumulation, grouped-query heads, causal offsets and head
+    /// several K slices (512), strided rows, accumulation and biases, grouped-query heads, causal offsets and head
     /// widths that are not a multiple of 16. With the portable kernels forced, the callers' BLAS
     /// fallbacks must give the same answers.
     @Suite struct GEMMTests {
@@ -18,12 +18,15 @@ extension KernelSelection {
                 let widened = w.widened()
                 let ldx = k + 5, ldc = n + 3  // strided rows: the product must not touch the gaps
                 let x = seededValues(m * ldx, seed: UInt64(m))
-                for accumulate in [0, 1] {
+                let bias = seededValues(n, seed: UInt64(7 * n))
+                for (accumulate, withBias) in [(0, false), (1, false), (0, true), (1, true)] {
                     var c = [Float](repeating: 0.5, count: m * ldc)
                     let done = x.withUnsafeBufferPointer { xp in
                         c.withUnsafeMutableBufferPointer { cp in
-                            chk_gemm_nt(w.kernelFormat, w.data, w.scales, n, k, xp.baseAddress, ldx, m, cp.baseAddress, ldc,
-                                        Int32(accumulate), 2)
+                            bias.withUnsafeBufferPointer { bp in
+                                chk_gemm_nt(w.kernelFormat, w.data, w.scales, n, k, withBias ? bp.baseAddress : nil, xp.baseAddress, ldx, m,
+                                            cp.baseAddress, ldc, Int32(accumulate), 2)
+                            }
                         }
                     }
                     #expect(done == 1)
@@ -31,12 +34,12 @@ extension KernelSelection {
                     for i in 0..<m {
                         for j in 0..<ldc {
                             guard j < n else { #expect(c[i * ldc + j] == 0.5, "gap column \(j) was written"); continue }
-                            var s = accumulate == 1 ? 0.5 : 0.0
+                            var s = (accumulate == 1 ? 0.5 : 0.0) + (withBias ? Double(bias[j]) : 0)
                             for t in 0..<k { s += Double(x[i * ldx + t]) * Double(widened.data[j * k + t]) }
                             worst = max(worst, abs(Float(s) - c[i * ldc + j]))
                         }
                     }
-                    #expect(worst < 1e-4, "\(format) \(m)×\(n)×\(k) accumulate \(accumulate): worst error \(worst)")
+                    #expect(worst < 1e-4, "\(format) \(m)×\(n)×\(k) accumulate \(accumulate) bias \(withBias): worst error \(worst)")
                 }
             }
         }

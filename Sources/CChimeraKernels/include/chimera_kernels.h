@@ -94,14 +94,14 @@ double chk_read_bandwidth(long bytes, int threads);
 
 /// Whether chk_gemm_nt runs on this CPU (AVX-512).
 int chk_gemm_available(void);
-/// C[m, n] = X[m, k] · W[n, k]ᵀ (C += … when `accumulate`) with W in `format` (scales for q8_0/q4_0)
-/// and X, C float32 with row strides ldx, ldc, on `threads` threads. Returns 0 (nothing guaranteed about c)
-/// without AVX-512 or scratch memory.
-int chk_gemm_nt(chk_format format, const void *w, const uint16_t *scales, long n, long k,
+/// C[m, n] = X[m, k] · W[n, k]ᵀ + bias (C += … when `accumulate`) with W in `format` (scales for
+/// q8_0/q4_0), bias (n floats, added to every row) NULL or float32, and X, C float32 with row strides
+/// ldx, ldc, on `threads` threads. Returns 0 (nothing guaranteed about c) without AVX-512 or scratch memory.
+int chk_gemm_nt(chk_format format, const void *w, const uint16_t *scales, long n, long k, const float *bias,
                 const float *x, long ldx, long m, float *c, long ldc, int accumulate, int threads);
-/// One weight matrix of chk_gemm_nt_parts and where its product goes.
+/// One weight matrix of chk_gemm_nt_parts (with its bias or NULL) and where its product goes.
 typedef struct chk_gemm_part {
-    chk_format format; const void *w; const uint16_t *scales; long n;
+    chk_format format; const void *w; const uint16_t *scales; long n; const float *bias;
     float *c; long ldc; int accumulate;
 } chk_gemm_part;
 /// Several products of the same X (k columns, up to 8 parts: q/k/v, gate/up), with X packed once

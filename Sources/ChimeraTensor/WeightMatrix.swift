@@ -77,7 +77,8 @@ public final class WeightMatrix: @unchecked Sendable {
     public static func building(_ format: WeightFormat, rows: Int, columns: Int, name: String = "",
                                 fill: (Int, Int, UnsafeMutablePointer<Float>) -> Void) throws -> WeightMatrix {
         if format.isQuantized, columns % 32 != 0 { throw WeightMatrixError.notBlockAligned(name: name, columns: columns, format: format) }
-        let chunk = max(1, min(rows, (1 << 22) / max(columns, 1)))
+        // 1 MiB of float32 rows at a time: the scratch is freed, but a process's peak RSS keeps it.
+        let chunk = max(1, min(rows, (1 << 18) / max(columns, 1)))
         if format == .f32 {
             let t = Tensor(zeros: [rows, columns])
             var r = 0

@@ -303,17 +303,20 @@ AVX512 static void attention_task(void *context, long i0, long i1) {
     long hd = j->headDim, keyPanels = (j->keyCount + NR - 1) / NR, ldS = keyPanels * NR;
     long blocks = (j->tokens + MR - 1) / MR, perChunk = (blocks + j->chunks - 1) / j->chunks;
     float *kp = scratch(2, keyPanels * hd * NR), *scores = scratch(3, MR * ldS);
+    // V_h is read once per block of queries. Read more than once (several blocks, or heads sharing
+    // it), it is packed as panels of NR columns, k-major: rows of V are thousands of bytes apart,
+    // which the micro-kernel would read through a few cache sets only. Read once (a decoded token's
+    // group of query heads), it is read in place: packing would only add a copy.
+    int packValues = blocks > 1 || j->heads > j->kvHeads;
     long valuePanels = (hd + NR - 1) / NR;
-    float *pp = scratch(4, ldS * MR), *qp = scratch(5, hd * MR), *vp = scratch(6, valuePanels * j->keyCount * NR);
+    float *pp = scratch(4, ldS * MR), *qp = scratch(5, hd * MR), *vp = scratch(6, packValues ? valuePanels * j->keyCount * NR : 1);
     if (!kp || !scores || !pp || !qp || !vp) { atomic_store(&((attention_job *)context)->failed, 1); return; }
     long packedHead = -1;
     for (long item = i0; item < i1; item++) {
         long h = item / j->chunks, chunk = item % j->chunks, kvHead = h / (j->heads / j->kvHeads);
         if (kvHead != packedHead) {
             pack_weights(CHK_F32, j->keys + kvHead * hd, NULL, j->keyCount, j->ldkv, 0, j->keyCount, 0, hd, kp);
-            // V_h as panels of NR columns, k-major: rows of V are thousands of bytes apart, which
-            // the micro-kernel would read through a few cache sets only.
-            for (long c = 0; c < valuePanels; c++) {
+            for (long c = 0; packValues && c < valuePanels; c++) {
                 long cols = hd - c * NR < NR ? hd - c * NR : NR;
                 __mmask16 m0 = cols >= 16 ? 0xFFFF : (__mmask16)((1u << cols) - 1);
                 __mmask16 m1 = cols >= 32 ? 0xFFFF : cols <= 16 ? 0 : (__mmask16)((1u << (cols - 16)) - 1);
@@ -347,7 +350,9 @@ AVX512 static void attention_task(void *context, long i0, long i1) {
             pack_x_rows(scores, ldS, rows, visible, 0, pp);
             float *o = j->out + r0 * j->ldo + h * hd;
             for (long c = 0; c < hd; c += NR)
-                (hd - c <= 16 ? kernel_12x16 : kernel_12x32)(visible, pp, vp + c * j->keyCount, NR, NULL, o + c, j->ldo, 0, rows,
+                (hd - c <= 16 ? kernel_12x16 : kernel_12x32)(visible, pp,
+                                                            packValues ? vp + c * j->keyCount : j->values + kvHead * hd + c,
+                                                            packValues ? NR : j->ldkv, NULL, o + c, j->ldo, 0, rows,
                                                             hd - c < NR ? hd - c : NR);
             for (long i = 0; i < rows; i++) {  // the softmax's division, on hd outputs instead of `visible` probabilities
                 __m512 inv = _mm512_set1_ps(1 / sums[i]);

@@ -5,10 +5,10 @@
 // packing (no widened copy of the weights, no separate widening pass: prefill 10–30 % faster than
 // widened tiles + sgemm), float32 is level with OpenBLAS's sgemm, and its micro-kernel also runs
 // the whole-sequence attention at the end of this file. The layout is the usual one (Goto/BLIS):
-//   - K is done a slice (≤ KC) at a time: X's slice is packed into panels of MR rows, k-major:
-//     xp[panel][k][MR] (it stays in each core's L2 for the whole slice);
-//   - then each thread takes blocks of NB weight rows, converts and transposes the block's slice
-//     into panels of NR rows, k-major: wp[panel][k][NR] (fits in L2), and runs the MR × NR
+//   - K is done a slice (≤ KC) at a time: each thread packs X's slice into panels of MR rows,
+//     k-major: xp[panel][k][MR] (it stays in the core's L2 for the whole slice);
+//   - the threads claim blocks of NB weight rows, convert and transpose the block's slice into
+//     panels of NR rows, k-major: wp[panel][k][NR] (fits in L2), and run the MR × NR
 //     micro-kernel over every X panel, which broadcasts X and loads W a vector at a time.
 // AVX-512 only: chk_gemm_nt returns 0 without it and the caller falls back to sgemm.
 #include "chimera_kernels.h"
@@ -17,6 +17,7 @@
 #include <string.h>
 #include <math.h>
 #include <stdatomic.h>
+#include <sched.h>
 #include "elementwise.h"
 #include "weights_avx512.h"
 
@@ -28,7 +29,7 @@ enum { MR = 12, NR = 32, KC = 512, NB = 128 };
 
 // MARK: - Thread-local scratch (grow-only; products run on many threads in tests)
 
-// Slots: 0 packed X (caller), 1 packed weights (each thread), 2-6 attention's K panels, scores,
+// Slots: 0 a slice of packed X, 1 packed weights (each thread), 2-6 attention's K panels, scores,
 // packed probabilities, packed queries and V panels (each thread).
 static _Thread_local float *tls_buffer[7];
 static _Thread_local long tls_capacity[7];
@@ -198,40 +199,55 @@ enum { MAX_PARTS = 8 };
 typedef struct {
     const chk_gemm_part *parts; int count;
     long firstBlock[MAX_PARTS + 1];  // block b belongs to part i when firstBlock[i] <= b < firstBlock[i + 1]
-    const float *x; long ldx; float *xp;
-    long m, k, nb;  // nb: weight rows per block (≤ NB)
-    long k0, kc;    // the slice of K in progress: X's columns [k0, k0 + kc) are packed in xp
-    _Atomic int failed;  // a thread could not allocate its scratch: the caller falls back
+    const float *x; long ldx;
+    long m, k, nb, kc, slices;  // nb: weight rows per block (≤ NB); K in `slices` slices of kc (the last shorter)
+    _Atomic long *nextBlock;   // per slice: the next block to claim
+    _Atomic long *slicesDone;  // per block: how many of its slices are in C
+    _Atomic int failed;        // a thread could not allocate its scratch: the caller falls back
 } gemm_job;
 
-AVX512 static void pack_x_task(void *context, long p0, long p1) {
-    const gemm_job *j = context;
-    for (long p = p0; p < p1; p++) pack_x_rows(j->x + j->k0, j->ldx, j->m, j->kc, p * MR, j->xp + p * j->kc * MR);
-}
-
-// One block of weight rows against the packed slice of X: converts and packs the block's slice of
-// W, then the micro-kernel over every X panel. The first slice stores C (with the bias), later
-// ones add to it.
-AVX512 static void gemm_block_task(void *context, long b0, long b1) {
+// One per thread. Slice by slice, the thread claims blocks of weight rows; for the first block it
+// gets in a slice it packs that slice of X for itself (m × kc floats, in its own L2 for the slice:
+// a second copy of X costs less than making the threads meet after packing a shared one), then per
+// block converts and packs the block's slice of W and runs the micro-kernel over every X panel.
+// The first slice stores C (with the bias), later ones add to it, so a block waits (rarely: it
+// was claimed a whole slice earlier) until its previous slice is done. No barrier between slices:
+// a thread that finishes a slice early goes on to the next.
+AVX512 static void gemm_thread_task(void *context, long t0, long t1) {
+    (void)t0; (void)t1;
     gemm_job *j = context;
-    float *wp = scratch(1, (long)NB * KC);
-    if (!wp) { atomic_store(&j->failed, 1); return; }
-    long xPanels = (j->m + MR - 1) / MR;
-    for (long b = b0; b < b1; b++) {
-        int i = 0;
-        while (b >= j->firstBlock[i + 1]) i++;
-        const chk_gemm_part *part = &j->parts[i];
-        long n0 = (b - j->firstBlock[i]) * j->nb, rows = part->n - n0 < j->nb ? part->n - n0 : j->nb;
-        pack_weights(part->format, part->w, part->scales, part->n, j->k, n0, rows, j->k0, j->kc, wp);
-        for (long p = 0; p < xPanels; p++) {
-            const float *xpanel = j->xp + p * j->kc * MR;
-            long mrows = j->m - p * MR < MR ? j->m - p * MR : MR;
-            for (long q = 0; q * NR < rows; q++) {
-                long ncols = rows - q * NR < NR ? rows - q * NR : NR;
-                const float *bias = j->k0 == 0 && part->bias ? part->bias + n0 + q * NR : NULL;
-                kernel_12x32(j->kc, xpanel, wp + q * j->kc * NR, NR, bias, part->c + p * MR * part->ldc + n0 + q * NR, part->ldc,
-                             j->k0 > 0 || part->accumulate, mrows, ncols);
+    long blocks = j->firstBlock[j->count], xPanels = (j->m + MR - 1) / MR;
+    float *wp = scratch(1, (long)NB * KC), *xp = scratch(0, xPanels * MR * j->kc);
+    if (!wp || !xp) atomic_store(&j->failed, 1);  // still goes through its claims, so no one waits forever
+    for (long s = 0; s < j->slices; s++) {
+        long k0 = s * j->kc, kc = j->k - k0 < j->kc ? j->k - k0 : j->kc;
+        int packedX = 0;
+        for (long b; (b = atomic_fetch_add(&j->nextBlock[s], 1)) < blocks;) {
+            for (unsigned spins = 0; atomic_load_explicit(&j->slicesDone[b], memory_order_acquire) < s; spins++) {
+                if (spins < 4096) _mm_pause(); else sched_yield();
             }
+            if (wp && xp) {
+                if (!packedX) {
+                    for (long p = 0; p < xPanels; p++) pack_x_rows(j->x + k0, j->ldx, j->m, kc, p * MR, xp + p * kc * MR);
+                    packedX = 1;
+                }
+                int i = 0;
+                while (b >= j->firstBlock[i + 1]) i++;
+                const chk_gemm_part *part = &j->parts[i];
+                long n0 = (b - j->firstBlock[i]) * j->nb, rows = part->n - n0 < j->nb ? part->n - n0 : j->nb;
+                pack_weights(part->format, part->w, part->scales, part->n, j->k, n0, rows, k0, kc, wp);
+                for (long p = 0; p < xPanels; p++) {
+                    const float *xpanel = xp + p * kc * MR;
+                    long mrows = j->m - p * MR < MR ? j->m - p * MR : MR;
+                    for (long q = 0; q * NR < rows; q++) {
+                        long ncols = rows - q * NR < NR ? rows - q * NR : NR;
+                        const float *bias = k0 == 0 && part->bias ? part->bias + n0 + q * NR : NULL;
+                        kernel_12x32(kc, xpanel, wp + q * kc * NR, NR, bias, part->c + p * MR * part->ldc + n0 + q * NR, part->ldc,
+                                     k0 > 0 || part->accumulate, mrows, ncols);
+                    }
+                }
+            }
+            atomic_store_explicit(&j->slicesDone[b], s + 1, memory_order_release);
         }
     }
 }
@@ -264,20 +280,17 @@ int chk_gemm_nt_parts(const chk_gemm_part *parts, int count, long k, const float
     // a short last slice would cost a pass over C for little work).
     long slices = (k + KC - 1) / KC, kc = ((k + slices - 1) / slices + 31) / 32 * 32;
     if (kc > KC) kc = KC;
-    gemm_job job = {parts, count, {0}, x, ldx, NULL, m, k, balanced_block_rows(parts, count, threads), 0, 0, 0};
+    gemm_job job = {parts, count, {0}, x, ldx, m, k, balanced_block_rows(parts, count, threads), kc, (k + kc - 1) / kc, NULL, NULL, 0};
     for (int i = 0; i < count; i++) {
         if ((parts[i].format == CHK_Q8_0 || parts[i].format == CHK_Q4_0) && k % CHK_BLOCK) return 0;
         job.firstBlock[i + 1] = job.firstBlock[i] + (parts[i].n + job.nb - 1) / job.nb;
     }
-    // One slice of K at a time: X's slice is packed (m × kc floats, not all of X: 1.4 MiB instead
-    // of 12.5 for a ViT's fc2) and every thread then reads it from its L2 for all its weight blocks.
-    long xPanels = (m + MR - 1) / MR;
-    if (!(job.xp = scratch(0, xPanels * MR * kc))) return 0;
-    for (job.k0 = 0; job.k0 < k && !atomic_load(&job.failed); job.k0 += kc) {
-        job.kc = k - job.k0 < kc ? k - job.k0 : kc;
-        chk_parallel_for(xPanels, 4, threads, pack_x_task, &job);
-        chk_parallel_for(job.firstBlock[count], 1, threads, gemm_block_task, &job);
-    }
+    long blocks = job.firstBlock[count];
+    _Atomic long *counters = calloc((size_t)(job.slices + blocks), sizeof(_Atomic long));
+    if (!counters) return 0;
+    job.nextBlock = counters; job.slicesDone = counters + job.slices;
+    chk_parallel_for(threads, 1, threads, gemm_thread_task, &job);
+    free(counters);
     return !atomic_load(&job.failed);
 }
 

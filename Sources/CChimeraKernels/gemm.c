@@ -194,11 +194,9 @@ AVX512 static void kernel_12x16(long kc, const float *xp, const float *wp, long 
 
 // MARK: - Threaded product
 
-enum { MAX_PARTS = 8 };
-
 typedef struct {
     const chk_gemm_part *parts; int count;
-    long firstBlock[MAX_PARTS + 1];  // block b belongs to part i when firstBlock[i] <= b < firstBlock[i + 1]
+    long firstBlock[CHK_GEMM_PARTS + 1];  // block b belongs to part i when firstBlock[i] <= b < firstBlock[i + 1]
     const float *x; long ldx;
     long m, k, nb, kc, slices;  // nb: weight rows per block (≤ NB); K in `slices` slices of kc (the last shorter)
     _Atomic long *nextBlock;   // per slice: the next block to claim
@@ -274,7 +272,7 @@ static long balanced_block_rows(const chk_gemm_part *parts, int count, int threa
 }
 
 int chk_gemm_nt_parts(const chk_gemm_part *parts, int count, long k, const float *x, long ldx, long m, int threads) {
-    if (count < 1 || count > MAX_PARTS || !chk_gemm_available()) return 0;
+    if (count < 1 || count > CHK_GEMM_PARTS || !chk_gemm_available()) return 0;
     if (m <= 0) return 1;
     // Slices of K as even as whole blocks of 32 allow (SigLIP's 1152 = 3 × 384, not 512 + 512 + 128:
     // a short last slice would cost a pass over C for little work).

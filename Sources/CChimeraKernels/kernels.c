@@ -280,9 +280,9 @@ AVX512 static inline __attribute__((always_inline)) void rows_q8_avx512(
     __m512 acc[4];
     for (int j = 0; j < NR; j++) { row[j] = q + (r + j) * cols; sc[j] = scales + (r + j) * blocks; acc[j] = _mm512_setzero_ps(); }
     // Lane → block of a pair (lanes 0-7 the first, 8-15 the second); + 2k selects pair k of eight blocks.
-    const __m512i l0 = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0), two = _mm512_set1_epi32(2);
-    const __m512i lanes[4] = {l0, _mm512_add_epi32(l0, two), _mm512_add_epi32(l0, _mm512_add_epi32(two, two)),
-                              _mm512_add_epi32(l0, _mm512_set1_epi32(6))};
+    const __m512i l0 = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    __m512i lanes[4];
+    for (int k = 0; k < 4; k++) lanes[k] = _mm512_add_epi32(l0, _mm512_set1_epi32(2 * k));
     long b = 0;
     for (; b + 8 <= blocks; b += 8) {  // eight blocks: four pairs
         __m256 xs8 = _mm256_loadu_ps(qx->xs + b);
@@ -315,6 +315,16 @@ AVX512 static inline __attribute__((always_inline)) void rows_q8_avx512(
     }
 }
 
+// Four q4_0 blocks (64 bytes) against the prepared activation's `four`-th four: lane l holds the
+// integer dot product of block l/4's bytes 4(l%4)..+3, low and high nibbles, correction included.
+AVX512 static inline __m512i q4_four_dot(const uint8_t *w, const chk_qx *qx, long four) {
+    const __m512i nibble = _mm512_set1_epi8(15);
+    __m512i v = _mm512_loadu_si512(w);
+    __m512i lo = _mm512_and_si512(v, nibble), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), nibble);
+    __m512i d = _mm512_dpbusd_epi32(_mm512_loadu_si512(qx->c4 + four * 16), lo, _mm512_loadu_si512(qx->x4 + four * 128));
+    return _mm512_dpbusd_epi32(d, hi, _mm512_loadu_si512(qx->x4 + four * 128 + 64));
+}
+
 // NR rows (1..4) × cols of q4_0 against the prepared activation (x4 and c4 per four blocks).
 AVX512 static inline __attribute__((always_inline)) void rows_q4_avx512(
     const uint8_t *q, const uint16_t *scales, const chk_qx *qx, float *y, long cols, long r, const int NR) {
@@ -324,7 +334,6 @@ AVX512 static inline __attribute__((always_inline)) void rows_q4_avx512(
     for (int j = 0; j < NR; j++) { row[j] = q + (r + j) * rowBytes; sc[j] = scales + (r + j) * blocks; acc[j] = _mm512_setzero_ps(); }
     // Lane → block of four (lanes 4i..4i+3 hold block i); + 4 for the second four of eight.
     const __m512i l0 = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0), l1 = _mm512_add_epi32(l0, _mm512_set1_epi32(4));
-    const __m512i nibble = _mm512_set1_epi8(15);
     long b = 0;
     for (; b + 8 <= blocks; b += 8) {  // eight blocks: two fours
         __m256 xs8 = _mm256_loadu_ps(qx->xs + b);
@@ -335,10 +344,7 @@ AVX512 static inline __attribute__((always_inline)) void rows_q4_avx512(
             __m512 s = _mm512_castps256_ps512(_mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sc[j] + b))), xs8));
             for (int k = 0; k < 2; k++) {
                 const long four = b / 4 + k;
-                __m512i v = _mm512_loadu_si512(row[j] + four * 64);
-                __m512i lo = _mm512_and_si512(v, nibble), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), nibble);
-                __m512i d = _mm512_dpbusd_epi32(_mm512_loadu_si512(qx->c4 + four * 16), lo, _mm512_loadu_si512(qx->x4 + four * 128));
-                d = _mm512_dpbusd_epi32(d, hi, _mm512_loadu_si512(qx->x4 + four * 128 + 64));
+                __m512i d = q4_four_dot(row[j] + four * 64, qx, four);
                 acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_permutexvar_ps(k ? l1 : l0, s), acc[j]);
             }
         }
@@ -348,10 +354,7 @@ AVX512 static inline __attribute__((always_inline)) void rows_q4_avx512(
         __m128 xs4 = _mm_loadu_ps(qx->xs + b);
         for (int j = 0; j < NR; j++) {
             __m512 s = _mm512_castps128_ps512(_mm_mul_ps(_mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(sc[j] + b))), xs4));
-            __m512i v = _mm512_loadu_si512(row[j] + four * 64);
-            __m512i lo = _mm512_and_si512(v, nibble), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), nibble);
-            __m512i d = _mm512_dpbusd_epi32(_mm512_loadu_si512(qx->c4 + four * 16), lo, _mm512_loadu_si512(qx->x4 + four * 128));
-            d = _mm512_dpbusd_epi32(d, hi, _mm512_loadu_si512(qx->x4 + four * 128 + 64));
+            __m512i d = q4_four_dot(row[j] + four * 64, qx, four);
             acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_permutexvar_ps(l0, s), acc[j]);
         }
         b += 4;

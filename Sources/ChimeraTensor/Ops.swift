@@ -63,6 +63,14 @@ func fillRows(_ out: UnsafeMutablePointer<Float>, rows: Int, with row: Tensor) {
     for r in 0..<rows { (out + r * row.count).update(from: row.data, count: row.count) }
 }
 
+/// Adds `row` to each of `rows` consecutive rows of its width at `out` (a bias after the product).
+func addToRows(_ out: UnsafeMutablePointer<Float>, rows: Int, _ row: Tensor) {
+    for r in 0..<rows {
+        let dst = out + r * row.count
+        for i in 0..<row.count { dst[i] += row.data[i] }
+    }
+}
+
 /// C = A · B (or A · Bᵀ) for plain 2-D tensors.
 public func matmul(_ a: Tensor, _ b: Tensor, transposeB: Bool = false) -> Tensor {
     let m = a.rows, k = a.columns

@@ -149,22 +149,24 @@ public final class WeightMatrix: @unchecked Sendable {
         } else {
             tiledProduct(x, out)
         }
-        if let bias {
-            for t in 0..<tokens {
-                let row = out.data + t * rows
-                for i in 0..<rows { row[i] += bias.data[i] }
-            }
-        }
+        if let bias { addToRows(out.data, rows: tokens, bias) }
+    }
+
+    /// One product of a group over the same input: the matrix, its optional bias, where it goes.
+    public typealias Product = (matrix: WeightMatrix, bias: Tensor?, out: Tensor)
+
+    /// Whether `p` multiplies rows of `x`: input width, output shape and bias length agree.
+    static func fits(_ p: Product, _ x: Tensor) -> Bool {
+        p.matrix.columns == x.columns && p.out.rows == x.rows && p.out.columns == p.matrix.rows
+            && (p.bias?.count ?? p.matrix.rows) == p.matrix.rows
     }
 
     /// y_i = x · W_iᵀ + b_i for several matrices of the same input (q/k/v, gate/up). On the kernels'
-    /// GEMM, x is packed once and the weight blocks of all of them are shared out together (better
-    /// balanced over the threads than one product after another); otherwise one `apply` each.
-    public static func apply(_ x: Tensor, _ products: [(matrix: WeightMatrix, bias: Tensor?, out: Tensor)]) {
+    /// GEMM, the weight blocks of all of them are shared out together over the threads (better
+    /// balanced than one product after another); otherwise one `apply` each.
+    public static func apply(_ x: Tensor, _ products: [Product]) {
         let tokens = x.rows
-        if tokens > 2, products.count <= 8,
-           products.allSatisfy({ $0.matrix.columns == x.columns && $0.out.rows == tokens && $0.out.columns == $0.matrix.rows
-               && ($0.bias?.count ?? $0.matrix.rows) == $0.matrix.rows }) {
+        if tokens > 2, products.count <= Int(CHK_GEMM_PARTS), products.allSatisfy({ fits($0, x) }) {
             var parts: [chk_gemm_part] = products.map { p in
                 chk_gemm_part(format: p.matrix.kernelFormat, w: p.matrix.data, scales: p.matrix.scales, n: p.matrix.rows,
                               bias: p.bias?.data, c: p.out.data, ldc: p.matrix.rows, accumulate: 0)
@@ -176,9 +178,6 @@ public final class WeightMatrix: @unchecked Sendable {
         for p in products { p.matrix.apply(x, bias: p.bias, into: p.out) }
     }
 
-    /// One product of a group over the same input: the matrix, its optional bias, where it goes.
-    public typealias Product = (matrix: WeightMatrix, bias: Tensor?, out: Tensor)
-
     /// Two or three products of the same input (q/k/v, gate/up). Batches go to `apply(_:_:)`;
     /// decoded rows (one or two) take one threaded pass over all the matrices' rows per input row
     /// (chk_matvec_parts), without allocating: decode calls this for every layer of every token.
@@ -186,20 +185,11 @@ public final class WeightMatrix: @unchecked Sendable {
         let tokens = x.rows
         guard tokens <= 2 else { return apply(x, c.map { [a, b, $0] } ?? [a, b]) }
         func check(_ p: Product) {
-            precondition(p.matrix.columns == x.columns && p.out.rows == tokens && p.out.columns == p.matrix.rows
-                && (p.bias?.count ?? p.matrix.rows) == p.matrix.rows,
-                "linear: input \(x.shape), weight [\(p.matrix.rows), \(p.matrix.columns)], output \(p.out.shape)")
+            precondition(fits(p, x), "linear: input \(x.shape), weight [\(p.matrix.rows), \(p.matrix.columns)], output \(p.out.shape)")
         }
         func part(_ p: Product, row t: Int) -> chk_matvec_part {
             chk_matvec_part(format: p.matrix.kernelFormat, w: p.matrix.data, scales: p.matrix.scales, rows: p.matrix.rows,
                             y: p.out.data + t * p.matrix.rows)
-        }
-        func addBias(_ p: Product) {
-            guard let bias = p.bias else { return }
-            for t in 0..<tokens {
-                let row = p.out.data + t * p.matrix.rows
-                for i in 0..<p.matrix.rows { row[i] += bias.data[i] }
-            }
         }
         check(a); check(b); if let c { check(c) }
         withUnsafeTemporaryAllocation(of: chk_matvec_part.self, capacity: 3) { parts in
@@ -210,7 +200,8 @@ public final class WeightMatrix: @unchecked Sendable {
                 chk_matvec_parts(parts.baseAddress, c == nil ? 2 : 3, x.data + t * x.columns, x.columns, Int32(ComputeThreads.current))
             }
         }
-        addBias(a); addBias(b); if let c { addBias(c) }
+        func addBias(_ p: Product?) { if let p, let bias = p.bias { addToRows(p.out.data, rows: tokens, bias) } }
+        addBias(a); addBias(b); addBias(c)
     }
 
     /// out[r] = W[r] · x, threaded over rows (one C call: the activation is quantized once and the

@@ -104,8 +104,9 @@ typedef struct chk_gemm_part {
     chk_format format; const void *w; const uint16_t *scales; long n; const float *bias;
     float *c; long ldc; int accumulate;
 } chk_gemm_part;
-/// Several products of the same X (k columns, up to 8 parts: q/k/v, gate/up), with X packed once
-/// and the weight blocks of all parts shared out among the threads together. Returns 0 as chk_gemm_nt.
+#define CHK_GEMM_PARTS 8
+/// Several products of the same X (k columns, up to CHK_GEMM_PARTS parts: q/k/v, gate/up), with the
+/// weight blocks of all parts shared out among the threads together. Returns 0 as chk_gemm_nt.
 int chk_gemm_nt_parts(const chk_gemm_part *parts, int count, long k, const float *x, long ldx, long m, int threads);
 /// Multi-head attention of `tokens` query rows (q rows ldq apart, heads × headDim wide) over
 /// `keyCount` keys and values (rows ldkv apart, kvHeads × headDim wide; grouped-query when

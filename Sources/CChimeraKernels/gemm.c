@@ -140,11 +140,11 @@ AVX512 static void pack_x_rows(const float *x, long ldx, long m, long k, long r0
 
 // The k loop over NV (1 or 2) vectors of W per row, loaded whole or under masks (a masked load
 // takes a slot on the ports the FMAs use, about 15 % here, so full panels take plain loads).
-#define KERNEL_LOOP(NV, LOAD0, LOAD1)                                     \
+#define KERNEL_LOOP(R, NV, LOAD0, LOAD1)                                  \
     for (long k = 0; k < kc; k++) {                                       \
         __m512 b0 = LOAD0, b1 = NV > 1 ? LOAD1 : b0;                      \
         _mm_prefetch((const char *)(wp + 8 * ldw), _MM_HINT_T0);          \
-        for (int i = 0; i < MR; i++) {                                    \
+        for (int i = 0; i < R; i++) {                                     \
             __m512 a = _mm512_set1_ps(xp[i]);                             \
             acc[i][0] = _mm512_fmadd_ps(a, b0, acc[i][0]);                \
             if (NV > 1) acc[i][1] = _mm512_fmadd_ps(a, b1, acc[i][1]);    \
@@ -152,23 +152,24 @@ AVX512 static void pack_x_rows(const float *x, long ldx, long m, long k, long r0
         xp += MR; wp += ldw;                                              \
     }
 
-// C[MR, 16·NV] (+)= xp[kc][MR] · W[kc][16·NV] (+ bias[16·NV] on every row when bias is not NULL).
-// W's k-th row starts at wp + k·ldw (NR for packed weights and values). Only the first `rows` ×
-// `cols` of C are touched, and W and bias are read only in their first `cols` columns.
+// C[R, 16·NV] (+)= xp[kc][MR] · W[kc][16·NV] (+ bias[16·NV] on every row when bias is not NULL),
+// for the first R ≤ MR rows of each packed X row. W's k-th row starts at wp + k·ldw (NR for packed
+// weights and key panels). Only the first `rows` (≤ R) × `cols` of C are touched, and W and bias
+// are read only in their first `cols` columns.
 AVX512 static inline __attribute__((always_inline)) void kernel_body(long kc, const float *xp, const float *wp, long ldw,
-    const float *bias, float *c, long ldc, int accumulate, long rows, long cols, const int NV) {
+    const float *bias, float *c, long ldc, int accumulate, long rows, long cols, const int R, const int NV) {
     __mmask16 m0 = cols >= 16 ? 0xFFFF : (__mmask16)((1u << cols) - 1);
     __mmask16 m1 = cols >= 32 ? 0xFFFF : cols <= 16 ? 0 : (__mmask16)((1u << (cols - 16)) - 1);
     __m512 acc[MR][2];
-    for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    for (int i = 0; i < R; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
     if (cols >= 16 * NV) {
-        KERNEL_LOOP(NV, _mm512_loadu_ps(wp), _mm512_loadu_ps(wp + 16))
+        KERNEL_LOOP(R, NV, _mm512_loadu_ps(wp), _mm512_loadu_ps(wp + 16))
     } else {
-        KERNEL_LOOP(NV, _mm512_maskz_loadu_ps(m0, wp), _mm512_maskz_loadu_ps(m1, wp + 16))
+        KERNEL_LOOP(R, NV, _mm512_maskz_loadu_ps(m0, wp), _mm512_maskz_loadu_ps(m1, wp + 16))
     }
     __m512 bias0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
     __m512 bias1 = bias && NV > 1 ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
-    for (int i = 0; i < MR && i < rows; i++) {
+    for (int i = 0; i < R && i < rows; i++) {
         float *row = c + i * ldc;
         if (bias) acc[i][0] = _mm512_add_ps(acc[i][0], bias0);
         if (accumulate) acc[i][0] = _mm512_add_ps(acc[i][0], _mm512_maskz_loadu_ps(m0, row));
@@ -181,15 +182,24 @@ AVX512 static inline __attribute__((always_inline)) void kernel_body(long kc, co
     }
 }
 
-AVX512 static void kernel_12x32(long kc, const float *xp, const float *wp, long ldw, const float *bias, float *c, long ldc,
-                                int accumulate, long rows, long cols) {
-    kernel_body(kc, xp, wp, ldw, bias, c, ldc, accumulate, rows, cols, 2);
-}
+typedef void (*kernel_fn)(long kc, const float *xp, const float *wp, long ldw, const float *bias, float *c, long ldc,
+                          int accumulate, long rows, long cols);
+#define KERNEL(R, COLS, NV)                                                                                      \
+    AVX512 static void kernel_##R##x##COLS(long kc, const float *xp, const float *wp, long ldw, const float *bias, \
+                                         float *c, long ldc, int accumulate, long rows, long cols) {             \
+        kernel_body(kc, xp, wp, ldw, bias, c, ldc, accumulate, rows, cols, R, NV);                               \
+    }
+KERNEL(12, 32, 2) KERNEL(12, 16, 1) KERNEL(8, 32, 2) KERNEL(8, 16, 1) KERNEL(4, 32, 2) KERNEL(4, 16, 1) KERNEL(1, 32, 2) KERNEL(1, 16, 1)
 
-// The last ≤ 16 columns of a product (value panels of heads 72 or 80 wide): half the work of 12 × 32.
-AVX512 static void kernel_12x16(long kc, const float *xp, const float *wp, long ldw, const float *bias, float *c, long ldc,
-                                int accumulate, long rows, long cols) {
-    kernel_body(kc, xp, wp, ldw, bias, c, ldc, accumulate, rows, cols, 1);
+// The kernel for a block of `rows` X rows and `cols` columns of C: attention's blocks are often
+// short (a decoded token's 7 or 8 query heads of a group, one head without grouping) and the last
+// value panel of heads 72 or 80 wide is ≤ 16 columns: fewer rows and vectors, less work.
+static kernel_fn small_kernel(long rows, long cols) {
+    int narrow = cols <= 16;
+    if (rows <= 1) return narrow ? kernel_1x16 : kernel_1x32;
+    if (rows <= 4) return narrow ? kernel_4x16 : kernel_4x32;
+    if (rows <= 8) return narrow ? kernel_8x16 : kernel_8x32;
+    return narrow ? kernel_12x16 : kernel_12x32;
 }
 
 // MARK: - Threaded product
@@ -298,60 +308,104 @@ int chk_gemm_nt(chk_format format, const void *w, const uint16_t *scales, long n
     return chk_gemm_nt_parts(&part, 1, k, x, ldx, m, threads);
 }
 
-// MARK: - Attention over a whole sequence (prefill, encoders)
+// MARK: - Attention (prefill, decode, encoders)
+
+// Where each KV head's keys and values are. Keys either as rows (element (t, d) of head g at
+// keys + g·keyHeadStride + t·ldk + d) or, in the KV cache, as panels of NR positions,
+// dimension-major (panel p of head g at keys + g·keyHeadStride + p·headDim·NR, element (t, d) at
+// + d·NR + t % NR): the layout the micro-kernel reads, so attention over the cache packs no keys.
+// Values as rows: (t, d) of head g at values + g·valueHeadStride + t·ldv + d.
+typedef struct {
+    const float *keys; long ldk, keyHeadStride; int keyPanels;
+    const float *values; long ldv, valueHeadStride;
+} kv_view;
 
 typedef struct {
-    const float *q; long ldq; const float *keys, *values; long ldkv;
-    long tokens, keyCount, heads, kvHeads, headDim, chunks; float scale; long causalOffset;
-    float *out; long ldo;
+    const float *q; long ldq, qHeadStride;  // query t of head h at q + t·ldq + h·qHeadStride
+    kv_view kv;
+    long tokens, keyCount, heads, kvHeads, headDim;
+    long blockRows, chunks;  // queries per block (≤ MR); each head's blocks in `chunks` work items
+    float scale; long causalOffset;
+    float *out; long ldo, oHeadStride;  // laid out as q
     _Atomic int failed;  // a thread could not allocate its scratch: the caller falls back
 } attention_job;
 
-// Work item = (head, chunk of query blocks): packs K_h once, then per block of MR queries computes
-// the scores against the visible keys, their softmax, and P · V_h, all with the micro-kernel.
+// Reads `floats` floats with plain loads, as fast as they come, so that they are in this core's L2
+// for what follows. Measured on decode attention over the cache (640 keys): the micro-kernel,
+// whose loads are spread among its FMAs, reads memory at half the rate of such a loop, so reading
+// a head's keys and values this way first and then computing from L2 is faster (77 against 100 µs
+// a TinyLlama layer) although the two do not overlap.
+AVX512 static void stage_in_l2(const float *p, long floats) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    long i = 0;
+    for (; i + 64 <= floats; i += 64) {
+        s0 = _mm512_add_ps(s0, _mm512_loadu_ps(p + i)); s1 = _mm512_add_ps(s1, _mm512_loadu_ps(p + i + 16));
+        s2 = _mm512_add_ps(s2, _mm512_loadu_ps(p + i + 32)); s3 = _mm512_add_ps(s3, _mm512_loadu_ps(p + i + 48));
+    }
+    for (; i < floats; i += 16) s0 = _mm512_add_ps(s0, _mm512_maskz_loadu_ps(floats - i >= 16 ? 0xFFFF : (__mmask16)((1u << (floats - i)) - 1), p + i));
+    volatile float sink = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+    (void)sink;
+}
+
+// Work item = (head, chunk of query blocks): gets K_h as panels (packing it once when it is given
+// as rows), then per block of queries computes the scores against the visible keys, their softmax,
+// and P · V_h, all with the micro-kernel.
 AVX512 static void attention_task(void *context, long i0, long i1) {
-    const attention_job *j = context;
+    attention_job *j = context;
+    const kv_view *kv = &j->kv;
     long hd = j->headDim, keyPanels = (j->keyCount + NR - 1) / NR, ldS = keyPanels * NR;
-    long blocks = (j->tokens + MR - 1) / MR, perChunk = (blocks + j->chunks - 1) / j->chunks;
-    float *kp = scratch(2, keyPanels * hd * NR), *scores = scratch(3, MR * ldS);
+    long blocks = (j->tokens + j->blockRows - 1) / j->blockRows, perChunk = (blocks + j->chunks - 1) / j->chunks;
     // V_h is read once per block of queries. Read more than once (several blocks, or heads sharing
-    // it), it is packed as panels of NR columns, k-major: rows of V are thousands of bytes apart,
-    // which the micro-kernel would read through a few cache sets only. Read once (a decoded token's
-    // group of query heads), it is read in place: packing would only add a copy.
-    int packValues = blocks > 1 || j->heads > j->kvHeads;
+    // it) with rows a kilobyte or more apart (a whole sequence's heads side by side), it is packed
+    // as panels of NR columns, k-major: the micro-kernel would read such rows through a few cache
+    // sets only. Otherwise (the cache's rows are one head wide; a block of decoded queries reads
+    // it once) it is read in place.
+    int packValues = (blocks > 1 || j->heads > j->kvHeads) && kv->ldv >= 256;
     long valuePanels = (hd + NR - 1) / NR;
-    float *pp = scratch(4, ldS * MR), *qp = scratch(5, hd * MR), *vp = scratch(6, packValues ? valuePanels * j->keyCount * NR : 1);
-    if (!kp || !scores || !pp || !qp || !vp) { atomic_store(&((attention_job *)context)->failed, 1); return; }
-    long packedHead = -1;
+    float *kp = kv->keyPanels ? NULL : scratch(2, keyPanels * hd * NR), *scores = scratch(3, MR * ldS);
+    float *pp = scratch(4, ldS * MR), *qp = scratch(5, hd * MR), *vp = packValues ? scratch(6, valuePanels * j->keyCount * NR) : NULL;
+    if ((!kv->keyPanels && !kp) || !scores || !pp || !qp || (packValues && !vp)) { atomic_store(&j->failed, 1); return; }
+    long currentHead = -1;
+    const float *keyHead = NULL, *valueHead = NULL;
     for (long item = i0; item < i1; item++) {
         long h = item / j->chunks, chunk = item % j->chunks, kvHead = h / (j->heads / j->kvHeads);
-        if (kvHead != packedHead) {
-            pack_weights(CHK_F32, j->keys + kvHead * hd, NULL, j->keyCount, j->ldkv, 0, j->keyCount, 0, hd, kp);
+        if (kvHead != currentHead) {
+            const float *k = kv->keys + kvHead * kv->keyHeadStride, *v = kv->values + kvHead * kv->valueHeadStride;
+            keyHead = kv->keyPanels ? k : kp;
+            // The cache's keys and values of this head, when they fit in half of L2 (2 × 512 KiB
+            // is 2048 positions of a 64-wide head), are read once in a fast loop first.
+            if (kv->keyPanels && kv->ldv == hd && (keyPanels * NR + j->keyCount) * hd <= (1L << 18)) {
+                stage_in_l2(k, keyPanels * NR * hd);
+                stage_in_l2(v, j->keyCount * hd);
+            }
+            if (!kv->keyPanels) pack_weights(CHK_F32, k, NULL, j->keyCount, kv->ldk, 0, j->keyCount, 0, hd, kp);
+            valueHead = packValues ? vp : v;
             for (long c = 0; packValues && c < valuePanels; c++) {
                 long cols = hd - c * NR < NR ? hd - c * NR : NR;
                 __mmask16 m0 = cols >= 16 ? 0xFFFF : (__mmask16)((1u << cols) - 1);
                 __mmask16 m1 = cols >= 32 ? 0xFFFF : cols <= 16 ? 0 : (__mmask16)((1u << (cols - 16)) - 1);
-                for (long k = 0; k < j->keyCount; k++) {
-                    const float *src = j->values + k * j->ldkv + kvHead * hd + c * NR;
-                    float *dst = vp + (c * j->keyCount + k) * NR;
+                for (long t = 0; t < j->keyCount; t++) {
+                    const float *src = v + t * kv->ldv + c * NR;
+                    float *dst = vp + (c * j->keyCount + t) * NR;
                     _mm512_storeu_ps(dst, _mm512_maskz_loadu_ps(m0, src));
                     _mm512_storeu_ps(dst + 16, _mm512_maskz_loadu_ps(m1, src + 16));
                 }
             }
-            packedHead = kvHead;
+            currentHead = kvHead;
         }
         for (long b = chunk * perChunk; b < (chunk + 1) * perChunk && b < blocks; b++) {
-            long r0 = b * MR, rows = j->tokens - r0 < MR ? j->tokens - r0 : MR;
+            long r0 = b * j->blockRows, rows = j->tokens - r0 < j->blockRows ? j->tokens - r0 : j->blockRows;
             long visible = j->keyCount;
             if (j->causalOffset >= 0 && j->causalOffset + r0 + rows < visible) visible = j->causalOffset + r0 + rows;
-            pack_x_rows(j->q + h * hd, j->ldq, j->tokens, hd, r0, qp);
+            pack_x_rows(j->q + h * j->qHeadStride, j->ldq, r0 + rows, hd, r0, qp);
             __m512 scale = _mm512_set1_ps(j->scale);
             for (long i = 0; i < hd * MR; i += 16) {
                 __mmask16 m = hd * MR - i >= 16 ? 0xFFFF : (__mmask16)((1u << (hd * MR - i)) - 1);
                 _mm512_mask_storeu_ps(qp + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, qp + i), scale));
             }
+            kernel_fn scoresKernel = small_kernel(rows, NR);
             for (long p = 0; p * NR < visible; p++)
-                kernel_12x32(hd, qp, kp + p * hd * NR, NR, NULL, scores + p * NR, ldS, 0, rows,
+                scoresKernel(hd, qp, keyHead + p * hd * NR, NR, NULL, scores + p * NR, ldS, 0, rows,
                              visible - p * NR < NR ? visible - p * NR : NR);
             if (j->causalOffset >= 0)
                 for (long i = 0; i < rows; i++)
@@ -359,12 +413,10 @@ AVX512 static void attention_task(void *context, long i0, long i1) {
             float sums[MR];
             chk_exp_rows(scores, rows, visible, ldS, sums);
             pack_x_rows(scores, ldS, rows, visible, 0, pp);
-            float *o = j->out + r0 * j->ldo + h * hd;
+            float *o = j->out + r0 * j->ldo + h * j->oHeadStride;
             for (long c = 0; c < hd; c += NR)
-                (hd - c <= 16 ? kernel_12x16 : kernel_12x32)(visible, pp,
-                                                            packValues ? vp + c * j->keyCount : j->values + kvHead * hd + c,
-                                                            packValues ? NR : j->ldkv, NULL, o + c, j->ldo, 0, rows,
-                                                            hd - c < NR ? hd - c : NR);
+                small_kernel(rows, hd - c)(visible, pp, packValues ? vp + c * j->keyCount : valueHead + c, packValues ? NR : kv->ldv,
+                                           NULL, o + c, j->ldo, 0, rows, hd - c < NR ? hd - c : NR);
             for (long i = 0; i < rows; i++) {  // the softmax's division, on hd outputs instead of `visible` probabilities
                 __m512 inv = _mm512_set1_ps(1 / sums[i]);
                 for (long c = 0; c < hd; c += 16) {
@@ -376,16 +428,71 @@ AVX512 static void attention_task(void *context, long i0, long i1) {
     }
 }
 
+// Runs the job's heads × chunks items on `threads` threads, chunks chosen so that every thread
+// can claim several items (a delayed thread then does not hold the rest up).
+static int run_attention(attention_job *job, int threads) {
+    long blocks = (job->tokens + job->blockRows - 1) / job->blockRows;
+    job->chunks = (4L * threads + job->heads - 1) / job->heads;
+    if (job->chunks > blocks) job->chunks = blocks;
+    chk_parallel_for(job->heads * job->chunks, 1, threads, attention_task, job);
+    return !atomic_load(&job->failed);
+}
+
 int chk_attention(const float *q, long ldq, const float *keys, const float *values, long ldkv, long tokens,
                   long keyCount, long heads, long kvHeads, long headDim, float scale, long causalOffset,
                   float *out, long ldo, int threads) {
     if (!chk_gemm_available() || kvHeads <= 0 || heads % kvHeads) return 0;
     if (tokens <= 0) return 1;
-    // Enough items for every thread to claim several, so a delayed thread does not hold the rest up.
-    long blocks = (tokens + MR - 1) / MR, chunks = (4L * threads + heads - 1) / heads;
-    if (chunks > blocks) chunks = blocks;
-    attention_job job = {q, ldq, keys, values, ldkv, tokens, keyCount, heads, kvHeads, headDim, chunks, scale,
-                         causalOffset, out, ldo, 0};
-    chk_parallel_for(heads * chunks, 1, threads, attention_task, &job);
-    return !atomic_load(&job.failed);
+    attention_job job = {q, ldq, headDim, {keys, ldkv, headDim, 0, values, ldkv, headDim}, tokens, keyCount, heads, kvHeads,
+                         headDim, MR, 1, scale, causalOffset, out, ldo, headDim, 0};
+    return run_attention(&job, threads);
+}
+
+// MARK: - The KV cache's layout
+
+_Static_assert(NR == CHK_KEY_PANEL, "the cache's key panels are the micro-kernel's");
+
+void chk_kv_append(const float *k, const float *v, long ld, long tokens, long position, long kvHeads, long headDim,
+                   long capacity, float *keyPanels, float *values) {
+    for (long t = 0; t < tokens; t++) {
+        long at = position + t;
+        for (long g = 0; g < kvHeads; g++) {
+            const float *key = k + t * ld + g * headDim;
+            float *panel = keyPanels + g * capacity * headDim + at / NR * headDim * NR + at % NR;
+            for (long d = 0; d < headDim; d++) panel[d * NR] = key[d];
+            memcpy(values + (g * capacity + at) * headDim, v + t * ld + g * headDim, sizeof(float) * (size_t)headDim);
+        }
+    }
+}
+
+void chk_kv_rows(const float *keyPanels, const float *values, long keyCount, long kvHeads, long headDim, long capacity,
+                 float *keys, float *valueRows) {
+    long width = kvHeads * headDim;
+    for (long t = 0; t < keyCount; t++)
+        for (long g = 0; g < kvHeads; g++) {
+            const float *panel = keyPanels + g * capacity * headDim + t / NR * headDim * NR + t % NR;
+            for (long d = 0; d < headDim; d++) keys[t * width + g * headDim + d] = panel[d * NR];
+            memcpy(valueRows + t * width + g * headDim, values + (g * capacity + t) * headDim, sizeof(float) * (size_t)headDim);
+        }
+}
+
+int chk_attention_cached(const float *q, long ldq, long tokens, const float *keyPanels, const float *values, long capacity,
+                         long keyCount, long heads, long kvHeads, long headDim, float scale, long causalOffset,
+                         float *out, long ldo, int threads) {
+    if (!chk_gemm_available() || kvHeads <= 0 || heads % kvHeads || capacity % NR) return 0;
+    if (tokens <= 0) return 1;
+    long headStride = capacity * headDim, group = heads / kvHeads;
+    kv_view kv = {keyPanels, 0, headStride, 1, values, headDim, headStride};
+    if (tokens == 1 && (causalOffset < 0 || causalOffset + 1 >= keyCount)) {
+        // A decoded token: the query heads of each KV head are the rows of one block (their q and
+        // out are side by side), so each cached key and value is read once per group, not once
+        // per query head. With fewer KV heads than threads the rows are split among the threads.
+        long pieces = (threads + kvHeads - 1) / kvHeads, rows = (group + pieces - 1) / pieces;
+        attention_job job = {q, headDim, group * headDim, kv, group, keyCount, kvHeads, kvHeads, headDim,
+                             rows < MR ? rows : MR, 1, scale, -1, out, headDim, group * headDim, 0};
+        return run_attention(&job, threads);
+    }
+    attention_job job = {q, ldq, headDim, kv, tokens, keyCount, heads, kvHeads, headDim, MR, 1, scale, causalOffset,
+                         out, ldo, headDim, 0};
+    return run_attention(&job, threads);
 }

@@ -188,7 +188,7 @@ public struct Benchmark {
             // A decoded token multiplies by every matrix once (a tied embedding table is one of them).
             let decodeBytes = loader.matrices.reduce(0) { $0 + $1.matrix.byteCount }
             let cache = model.makeCache(capacity: promptTokens + decodeTokens)
-            report.kvCacheBytes = cache.layers.reduce(0) { $0 + 2 * $1.capacity * $1.width * 4 }
+            report.kvCacheBytes = cache.bytes
             let prompt = try model.embed((0..<promptTokens).map { ($0 * 7919 + 1) % model.vocabularySize })
             progress("prefill of \(promptTokens) tokens")
             var start = Date()

@@ -85,10 +85,12 @@ public final class KVCache: @unchecked Sendable {
     public let capacity: Int
     /// Scratch reused by every forward pass over this cache (no allocation per decoded token).
     public let workspace = Workspace()
-    public init(layers: Int, capacity: Int, width: Int) {
+    public init(layers: Int, capacity: Int, kvHeads: Int, headDim: Int) {
         self.capacity = capacity
-        self.layers = (0..<layers).map { _ in LayerKVCache(capacity: capacity, width: width) }
+        self.layers = (0..<layers).map { _ in LayerKVCache(capacity: capacity, kvHeads: kvHeads, headDim: headDim) }
     }
+    /// Bytes of keys and values held by every layer.
+    public var bytes: Int { layers.reduce(0) { $0 + $1.bytes } }
     public var length: Int { layers.first?.length ?? 0 }
     public func reset() { layers.forEach { $0.reset() } }
 }

@@ -2,33 +2,71 @@ import CChimeraKernels
 import COpenBLAS
 import Foundation
 
-/// Preallocated keys and values of one attention layer, [capacity, kvHeads * headDim] each.
-/// The cache is owned by the caller of a forward pass, never by the model, so a forward pass
-/// stays a function of its inputs.
+/// Preallocated keys and values of one attention layer for `capacity` positions, in the layout the
+/// kernels' attention reads as it is (chimera_kernels.h, CHK_KEY_PANEL): per KV head, keys as panels
+/// of 32 positions, dimension-major, and values as rows of headDim. The cache is owned by the caller
+/// of a forward pass, never by the model, so a forward pass stays a function of its inputs.
 public final class LayerKVCache: @unchecked Sendable {
-    public let keys: Tensor
-    public let values: Tensor
     public let capacity: Int
-    public let width: Int
+    public let kvHeads: Int
+    public let headDim: Int
+    /// Positions stored: the capacity rounded up to whole key panels.
+    public let storedPositions: Int
+    let keyPanels: Tensor
+    let valueRows: Tensor
     public private(set) var length = 0
 
-    public init(capacity: Int, width: Int) {
+    public init(capacity: Int, kvHeads: Int, headDim: Int) {
+        let panel = Int(CHK_KEY_PANEL)
         self.capacity = capacity
-        self.width = width
-        keys = Tensor(zeros: [capacity, width])
-        values = Tensor(zeros: [capacity, width])
+        self.kvHeads = kvHeads
+        self.headDim = headDim
+        storedPositions = (capacity + panel - 1) / panel * panel
+        keyPanels = Tensor(zeros: [kvHeads * storedPositions, headDim])
+        valueRows = Tensor(zeros: [kvHeads * storedPositions, headDim])
     }
+
+    /// Width of a position's keys (and values): kvHeads × headDim.
+    public var width: Int { kvHeads * headDim }
+    /// Bytes of keys and values held.
+    public var bytes: Int { 2 * kvHeads * storedPositions * headDim * MemoryLayout<Float>.size }
 
     /// Appends [tokens, width] keys and values.
     public func append(keys newKeys: Tensor, values newValues: Tensor) {
         let tokens = newKeys.rows
         precondition(length + tokens <= capacity, "KV cache overflow: \(length) + \(tokens) > \(capacity)")
-        (keys.data + length * width).update(from: newKeys.data, count: tokens * width)
-        (values.data + length * width).update(from: newValues.data, count: tokens * width)
+        precondition(newKeys.columns == width && newValues.shape == newKeys.shape, "KV cache: keys \(newKeys.shape), values \(newValues.shape), width \(width)")
+        chk_kv_append(newKeys.data, newValues.data, width, tokens, length, kvHeads, headDim, storedPositions, keyPanels.data, valueRows.data)
         length += tokens
     }
 
+    /// The first `length` positions as rows [length, width] of keys and of values.
+    public func rows(keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>) {
+        chk_kv_rows(keyPanels.data, valueRows.data, length, kvHeads, headDim, storedPositions, keys, values)
+    }
+
     public func reset() { length = 0 }
+}
+
+/// Attention of queries [T, heads*headDim] at positions start ..< start + T over the first
+/// `cache.length` positions of a layer's cache (causal), into `out`. The kernels' attention reads
+/// the cache as it is; without AVX-512 its rows are copied out into `workspace` for the general
+/// path, which uses `scores` (T × cache.length floats).
+public func cachedAttention(
+    queries: Tensor, cache: LayerKVCache, heads: Int, start: Int, scale: Float? = nil,
+    scores: UnsafeMutablePointer<Float>, workspace: Workspace, into out: Tensor
+) {
+    let headDim = cache.headDim, queryWidth = heads * headDim
+    precondition(queries.columns == queryWidth && out.shape == queries.shape, "attention: queries \(queries.shape), output \(out.shape)")
+    let scale = scale ?? 1 / Float(headDim).squareRoot()
+    if chk_attention_cached(queries.data, queryWidth, queries.rows, cache.keyPanels.data, cache.valueRows.data, cache.storedPositions,
+                            cache.length, heads, cache.kvHeads, headDim, scale, start, out.data, queryWidth,
+                            Int32(ComputeThreads.current)) != 0 { return }
+    let keys = workspace.tensor("cached keys", rows: cache.length, columns: cache.width)
+    let values = workspace.tensor("cached values", rows: cache.length, columns: cache.width)
+    cache.rows(keys: keys.data, values: values.data)
+    multiHeadAttention(queries: queries, keys: keys.data, values: values.data, keyCount: cache.length, heads: heads,
+                       kvHeads: cache.kvHeads, headDim: headDim, causalOffset: start, scale: scale, scores: scores, into: out)
 }
 
 /// Multi-head attention of queries [T, heads*headDim] over keys/values [S, kvHeads*headDim]

@@ -77,6 +77,7 @@ extension KernelSelection {
                 // Decode (one query over the cache): query-head groups of 4+ (one small attention per
                 // KV head), multi-head and multi-query heads (one pass per head).
                 (1, 40, 8, 2, 64, 39), (1, 300, 16, 2, 72, 299), (1, 17, 4, 4, 16, 16), (1, 30, 12, 1, 8, 29),
+                (1, 45, 28, 2, 64, 44),  // groups of 14 query heads: more rows than one block holds
             ]
             for (tokens, keys, heads, kvHeads, d, offset) in cases {
                 let q = seededValues(tokens * heads * d, seed: 1), k = seededValues(keys * kvHeads * d, seed: 2)
@@ -87,6 +88,25 @@ extension KernelSelection {
                                                        headDim: d, offset: offset)
                 let worst = zip(out.toArray(), expected).map { abs($0 - $1) }.max() ?? 0
                 #expect(worst < 1e-5, "attention \(tokens)×\(keys) heads \(heads)/\(kvHeads) dim \(d) offset \(String(describing: offset)) portable \(portable): \(worst)")
+                // The same keys and values through a KV cache (its own layout; filled in two appends,
+                // capacity not a whole number of key panels), queries at positions offset ..< offset + tokens.
+                guard let offset, offset + tokens == keys else { continue }
+                let cache = LayerKVCache(capacity: keys + 3, kvHeads: kvHeads, headDim: d)
+                let width = kvHeads * d, first = keys / 2
+                cache.append(keys: Tensor(shape: [first, width], values: Array(k[..<(first * width)])),
+                             values: Tensor(shape: [first, width], values: Array(v[..<(first * width)])))
+                cache.append(keys: Tensor(shape: [keys - first, width], values: Array(k[(first * width)...])),
+                             values: Tensor(shape: [keys - first, width], values: Array(v[(first * width)...])))
+                var keyRows = [Float](repeating: 0, count: keys * width), valueRows = keyRows
+                cache.rows(keys: &keyRows, values: &valueRows)
+                #expect(keyRows == k && valueRows == v, "the cache gives back the rows it was given")
+                let cached = Tensor(zeros: [tokens, heads * d])
+                let scores = UnsafeMutablePointer<Float>.allocate(capacity: tokens * keys)
+                defer { scores.deallocate() }
+                cachedAttention(queries: Tensor(shape: [tokens, heads * d], values: q), cache: cache, heads: heads, start: offset,
+                                scores: scores, workspace: Workspace(), into: cached)
+                let worstCached = zip(cached.toArray(), expected).map { abs($0 - $1) }.max() ?? 0
+                #expect(worstCached < 1e-5, "cached attention \(tokens)×\(keys) heads \(heads)/\(kvHeads) dim \(d) portable \(portable): \(worstCached)")
             }
         }
 

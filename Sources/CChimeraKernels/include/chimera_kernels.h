@@ -116,4 +116,24 @@ int chk_gemm_nt_parts(const chk_gemm_part *parts, int count, long k, const float
 int chk_attention(const float *q, long ldq, const float *keys, const float *values, long ldkv, long tokens,
                   long keyCount, long heads, long kvHeads, long headDim, float scale, long causalOffset,
                   float *out, long ldo, int threads);
+
+/// The KV cache's layout, per KV head (`capacity` positions, a multiple of CHK_KEY_PANEL): keys as
+/// panels of CHK_KEY_PANEL positions, dimension-major — element (t, d) of head g at
+/// g·capacity·headDim + (t / CHK_KEY_PANEL)·headDim·CHK_KEY_PANEL + d·CHK_KEY_PANEL + t % CHK_KEY_PANEL,
+/// the layout attention's micro-kernel reads without packing — and values as rows, (t, d) at
+/// (g·capacity + t)·headDim + d.
+#define CHK_KEY_PANEL 32
+/// Stores `tokens` rows of keys and values (ld floats apart, kvHeads × headDim wide) at positions
+/// position ..< position + tokens.
+void chk_kv_append(const float *k, const float *v, long ld, long tokens, long position, long kvHeads, long headDim,
+                   long capacity, float *keyPanels, float *values);
+/// The first keyCount positions as rows [keyCount, kvHeads × headDim] (for the fallbacks).
+void chk_kv_rows(const float *keyPanels, const float *values, long keyCount, long kvHeads, long headDim, long capacity,
+                 float *keys, float *valueRows);
+/// chk_attention over the KV cache: `tokens` query rows (ldq apart) over its first keyCount
+/// positions. A single query row that sees every key (a decoded token) takes each group of query
+/// heads as rows of one block, reading the group's keys and values once. Returns 0 as chk_attention.
+int chk_attention_cached(const float *q, long ldq, long tokens, const float *keyPanels, const float *values, long capacity,
+                         long keyCount, long heads, long kvHeads, long headDim, float scale, long causalOffset,
+                         float *out, long ldo, int threads);
 #endif

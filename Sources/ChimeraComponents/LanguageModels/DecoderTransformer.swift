@@ -239,7 +239,7 @@ public final class DecoderTransformer: LanguageModel, @unchecked Sendable {
     }
 
     public func makeCache(capacity: Int) -> KVCache {
-        KVCache(layers: architecture.layers, capacity: min(capacity, contextLength), width: architecture.kvHeads * architecture.headDim)
+        KVCache(layers: architecture.layers, capacity: min(capacity, contextLength), kvHeads: architecture.kvHeads, headDim: architecture.headDim)
     }
 
     public func embed(token: Int, into row: Tensor) throws {
@@ -302,9 +302,7 @@ public final class DecoderTransformer: LanguageModel, @unchecked Sendable {
             rotary.applyInPlace(k, heads: a.kvHeads, startPosition: start)
             let layerCache = cache.layers[i]
             layerCache.append(keys: k, values: v)
-            multiHeadAttention(queries: q, keys: layerCache.keys.data, values: layerCache.values.data, keyCount: layerCache.length,
-                               heads: a.heads, kvHeads: a.kvHeads, headDim: hd, causalOffset: start,
-                               scores: scores, into: attended)
+            cachedAttention(queries: q, cache: layerCache, heads: a.heads, start: start, scores: scores, workspace: ws, into: attended)
             layer.o(attended, into: projected)
             addInPlace(hidden, projected)
             // Parallel: the MLP reads the same normed input `x` as attention did.

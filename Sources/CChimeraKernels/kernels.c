@@ -650,15 +650,27 @@ static struct {
     _Atomic int sleepers, pending, quit;
     _Atomic long next;
     long n, chunk; chk_task task; void *context;
+    int guided;  // claims shrink with what is left (see chk_parallel_for_guided)
 } pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
 static pthread_t *pool_threads;
 static _Thread_local int in_pool_task;
 
 static void pool_work(void) {
     for (;;) {
-        long begin = atomic_fetch_add(&pool.next, pool.chunk);
-        if (begin >= pool.n) return;
-        long end = begin + pool.chunk < pool.n ? begin + pool.chunk : pool.n;
+        long begin, size = pool.chunk;
+        if (pool.guided) {
+            begin = atomic_load_explicit(&pool.next, memory_order_relaxed);
+            do {
+                if (begin >= pool.n) return;
+                // A share of what is left, in whole chunks, and at least one chunk.
+                size = (pool.n - begin) / (2L * (pool.workers + 1)) / pool.chunk * pool.chunk;
+                if (size < pool.chunk) size = pool.chunk;
+            } while (!atomic_compare_exchange_weak(&pool.next, &begin, begin + size));
+        } else {
+            begin = atomic_fetch_add(&pool.next, size);
+            if (begin >= pool.n) return;
+        }
+        long end = begin + size < pool.n ? begin + size : pool.n;
         pool.task(pool.context, begin, end);
     }
 }
@@ -717,7 +729,7 @@ static void pool_resize(int count) {
     }
 }
 
-void chk_parallel_for(long n, long chunk, int threads, chk_task task, void *context) {
+static void parallel_for(long n, long chunk, int guided, int threads, chk_task task, void *context) {
     if (n <= 0) return;
     if (chunk < 1) chunk = 1;
     if (threads <= 1 || chunk >= n || in_pool_task || pthread_mutex_trylock(&pool.busy) != 0) {
@@ -725,7 +737,7 @@ void chk_parallel_for(long n, long chunk, int threads, chk_task task, void *cont
         return;
     }
     pool_resize(threads - 1);
-    pool.n = n; pool.chunk = chunk; pool.task = task; pool.context = context;
+    pool.n = n; pool.chunk = chunk; pool.guided = guided; pool.task = task; pool.context = context;
     atomic_store(&pool.next, 0);
     atomic_store(&pool.pending, pool.workers);
     pool_signal();
@@ -737,6 +749,14 @@ void chk_parallel_for(long n, long chunk, int threads, chk_task task, void *cont
         if (__rdtsc() - t0 < SPIN_CYCLES / 4) _mm_pause(); else sched_yield();
     }
     pthread_mutex_unlock(&pool.busy);
+}
+
+void chk_parallel_for(long n, long chunk, int threads, chk_task task, void *context) {
+    parallel_for(n, chunk, 0, threads, task, context);
+}
+
+void chk_parallel_for_guided(long n, long chunk, int threads, chk_task task, void *context) {
+    parallel_for(n, chunk, 1, threads, task, context);
 }
 
 // MARK: - Threaded matrix-vector product
@@ -788,18 +808,17 @@ void chk_matvec_parts(const chk_matvec_part *parts, int count, const float *x, l
         job.firstRow[i + 1] = job.firstRow[i] + parts[i].rows;
         quantized |= parts[i].format == CHK_Q8_0 || parts[i].format == CHK_Q4_0;
     }
-    // About eight chunks per thread, whole groups of four rows (the kernels' step); the quantized
+    // Claims that shrink with the rows left, down to 16 (whole groups of four rows, the kernels'
+    // step), so that the threads finish within a few microseconds of each other; the quantized
     // activation lives on this stack (heap when large) for the duration of the product.
-    long rows = job.firstRow[count];
-    long chunk = (rows + 8L * threads - 1) / (8L * threads);
-    chunk = chunk < 16 ? 16 : (chunk + 3) / 4 * 4;
+    long rows = job.firstRow[count], chunk = 16;
     long bytes = quantized ? chk_qx_bytes(cols) : 0;
     int heap = bytes > (1L << 16);  // 64 KiB: safe on small (dispatch) thread stacks
     char stack[heap || !bytes ? 1 : bytes];
     void *buffer = heap ? malloc((size_t)bytes) : stack;
     chk_qx qx;
     if (quantized) { qx = chk_prepare_qx(x, cols, buffer); job.qx = &qx; }
-    chk_parallel_for(rows, chunk, threads, matvec_parts_task, &job);
+    chk_parallel_for_guided(rows, chunk, threads, matvec_parts_task, &job);
     if (heap) free(buffer);
 }
 

@@ -68,6 +68,9 @@ void chk_to_bf16(const float *x, long n, uint16_t *out);
 /// (another thread, or from inside a task) runs serially on the calling thread.
 typedef void (*chk_task)(void *context, long begin, long end);
 void chk_parallel_for(long n, long chunk, int threads, chk_task task, void *context);
+/// The same with claims that shrink with what is left (a share of it per claim, in whole chunks,
+/// at least one): few claims, and the threads finish close together.
+void chk_parallel_for_guided(long n, long chunk, int threads, chk_task task, void *context);
 
 typedef enum chk_format { CHK_F32, CHK_F16, CHK_BF16, CHK_Q8_0, CHK_Q4_0 } chk_format;
 /// y = W x for all `rows` of W in `format` (scales for q8_0/q4_0), on `threads` threads: the decode product.

@@ -62,10 +62,11 @@ public func cachedAttention(
     if chk_attention_cached(queries.data, queryWidth, queries.rows, cache.keyPanels.data, cache.valueRows.data, cache.storedPositions,
                             cache.length, heads, cache.kvHeads, headDim, scale, start, out.data, queryWidth,
                             Int32(ComputeThreads.current)) != 0 { return }
-    let keys = workspace.tensor("cached keys", rows: cache.length, columns: cache.width)
-    let values = workspace.tensor("cached values", rows: cache.length, columns: cache.width)
-    cache.rows(keys: keys.data, values: values.data)
-    multiHeadAttention(queries: queries, keys: keys.data, values: values.data, keyCount: cache.length, heads: heads,
+    // Sized for the whole cache, so that the same buffers serve every decoded token.
+    let keys = workspace.scratch("cached keys", count: cache.capacity * cache.width)
+    let values = workspace.scratch("cached values", count: cache.capacity * cache.width)
+    cache.rows(keys: keys, values: values)
+    multiHeadAttention(queries: queries, keys: keys, values: values, keyCount: cache.length, heads: heads,
                        kvHeads: cache.kvHeads, headDim: headDim, causalOffset: start, scale: scale, scores: scores, into: out)
 }
 

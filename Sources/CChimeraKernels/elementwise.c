@@ -44,6 +44,13 @@ static void softmax_rows_portable(float *p, long rows, long cols, long ld, float
     }
 }
 
+static long argmax_portable(const float *x, long n) {
+    long best = 0;
+    for (long i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
 static void normalize_row_portable(const float *x, float *out, long n, const float *w, const float *b, float eps) {
     float mean = 0, variance = 0;
     for (long i = 0; i < n; i++) mean += x[i];
@@ -184,12 +191,13 @@ typedef struct {
     void (*softmax)(float *, long, long, long, float *);
     void (*layernorm)(const float *, float *, long, long, const float *, const float *, float);
     void (*residual)(float *, const float *, const float *, long, long, const float *, const float *, float, float *);
+    long (*argmax)(const float *, long);
 } table;
 
 static const table tables[3] = {
-    {"portable", activate_rows_portable, gated_rows_portable, softmax_rows_portable, layernorm_rows_portable, residual_layernorm_rows_portable},
-    {"avx2", activate_rows_avx2, gated_rows_avx2, softmax_rows_avx2, layernorm_rows_avx2, residual_layernorm_rows_avx2},
-    {"avx512", activate_rows_avx512, gated_rows_avx512, softmax_rows_avx512, layernorm_rows_avx512, residual_layernorm_rows_avx512},
+    {"portable", activate_rows_portable, gated_rows_portable, softmax_rows_portable, layernorm_rows_portable, residual_layernorm_rows_portable, argmax_portable},
+    {"avx2", activate_rows_avx2, gated_rows_avx2, softmax_rows_avx2, layernorm_rows_avx2, residual_layernorm_rows_avx2, argmax_avx2},
+    {"avx512", activate_rows_avx512, gated_rows_avx512, softmax_rows_avx512, layernorm_rows_avx512, residual_layernorm_rows_avx512, argmax_avx512},
 };
 
 static int supports(int level) {  // 2 = AVX-512, 1 = AVX2, 0 = portable
@@ -238,3 +246,4 @@ void chk_residual_layernorm_rows(float *h, const float *delta, const float *bias
                                  const float *w, const float *nb, float eps, float *out) {
     K()->residual(h, delta, bias, rows, n, w, nb, eps, out);
 }
+long chk_argmax(const float *x, long n) { return n > 0 ? K()->argmax(x, n) : 0; }

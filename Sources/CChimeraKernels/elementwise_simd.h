@@ -118,6 +118,25 @@ ATTR static void F(softmax_rows)(float *p, long rows, long cols, long ld, float 
     }
 }
 
+// Index of the first largest of n floats: the largest of each span of 256 (vector maxima), the
+// first span that holds the overall largest, then the first index in it that equals it.
+ATTR static long F(argmax)(const float *x, long n) {
+    enum { SPAN = 256 };
+    long bestSpan = 0;
+    float best = -INFINITY;
+    for (long s = 0; s < n; s += SPAN) {
+        long end = s + SPAN < n ? s + SPAN : n, i = s;
+        V m = VSET(-INFINITY);
+        for (; i + W <= end; i += W) m = VMAX(m, VLOAD(x + i));
+        if (i < end) m = VMAX(m, VLOADN(x + i, end - i, -INFINITY));
+        float top = VHMAX(m);
+        if (top > best) { best = top; bestSpan = s; }
+    }
+    for (long i = bestSpan; i < n; i++)
+        if (x[i] == best) return i;
+    return 0;  // every value -inf or NaN
+}
+
 // LayerNorm of one row whose sum is already known: variance pass, then the scaled output.
 ATTR static inline void F(normalize_row)(const float *x, float *out, long n, float sum, const float *w, const float *b, float eps) {
     float mean = sum / (float)n;

@@ -231,11 +231,7 @@ public struct Benchmark {
         return report
     }
 
-    func argmax(_ logits: Tensor) -> Int {
-        var best = 0
-        for i in 0..<logits.count where logits.data[i] > logits.data[best] { best = i }
-        return best
-    }
+    func argmax(_ logits: Tensor) -> Int { ChimeraTensor.argmax(logits.data, count: logits.count) }
 
     /// Peak resident set size of this process, in bytes: VmHWM, which starts afresh at exec
     /// (getrusage's ru_maxrss carries the parent's size over a fork, e.g. a Python driver's).

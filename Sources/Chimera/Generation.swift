@@ -270,11 +270,7 @@ public struct Sampler {
     public mutating func sample(_ logits: Tensor) -> Int {
         let n = logits.columns
         let row = logits.data + (logits.rows - 1) * n
-        if options.temperature == 0 {
-            var best = 0
-            for i in 1..<n where row[i] > row[best] { best = i }
-            return best
-        }
+        if options.temperature == 0 { return argmax(row, count: n) }
         var candidates = (0..<n).map { (id: $0, logit: row[$0] / options.temperature) }
         candidates.sort { $0.logit > $1.logit }
         if let k = options.topK, k < candidates.count { candidates.removeLast(candidates.count - k) }

@@ -254,6 +254,11 @@ public func scaleInPlace(_ a: Tensor, _ factor: Float) {
     for i in 0..<a.count { a.data[i] *= factor }
 }
 
+/// Index of the first largest of `count` floats (SIMD; greedy decoding over a whole vocabulary).
+public func argmax(_ p: UnsafePointer<Float>, count: Int) -> Int {
+    chk_argmax(p, count)
+}
+
 /// Softmax of each row in place, max-subtracted for stability.
 public func softmaxRowsInPlace(_ p: UnsafeMutablePointer<Float>, rows: Int, columns: Int, stride: Int? = nil) {
     chk_softmax_rows(p, rows, columns, stride ?? columns)

@@ -34,6 +34,24 @@ import Testing
         }
     }
 
+    @Test func argmaxFindsTheFirstLargestInEveryVariant() {
+        // Lengths around the vector width and the 256-float spans, the largest placed at the start,
+        // in a span's tail, at the very end, and twice (the first one counts).
+        for n in [1, 7, 16, 17, 255, 256, 257, 1000, 151_936] {
+            var x = seededValues(n, seed: UInt64(n), scale: 5)
+            for at in Set([0, n / 2, n - 1]) {
+                var y = x
+                y[at] = 100
+                if at + 300 < n { y[at + 300] = 100 }
+                for variant in Self.variants {
+                    withVariant(variant) { #expect(argmax(y, count: n) == at, "\(variant) n \(n) at \(at)") }
+                }
+            }
+            x = [Float](repeating: -.infinity, count: n)
+            for variant in Self.variants { withVariant(variant) { #expect(argmax(x, count: n) == 0, "\(variant): all -inf") } }
+        }
+    }
+
     @Test func everyVariantIsListedAndTheDefaultIsTheBest() {
         let variants = Self.variants
         #expect(variants.first == "portable")

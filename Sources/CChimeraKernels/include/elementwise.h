@@ -35,6 +35,10 @@ void chk_softmax_rows(float *p, long rows, long cols, long ld);
 /// (attention divides its few output columns instead of every probability).
 void chk_exp_rows(float *p, long rows, long cols, long ld, float *sums);
 
+/// Index of the first largest of n floats (greedy decoding's token); 0 when n is 0 or no value
+/// compares larger than -inf.
+long chk_argmax(const float *x, long n);
+
 /// out[r] = LayerNorm(x[r]) · weight + bias over `n` floats (biased variance); bias may be NULL,
 /// out may be x.
 void chk_layernorm_rows(const float *x, float *out, long rows, long n, const float *weight, const float *bias, float eps);

@@ -33,10 +33,11 @@ static void gated_rows_portable(const float *gate, const float *up, float *out, 
     for (long i = 0, n = rows * cols; i < n; i++) out[i] = act_portable(gate[i], kind) * up[i];
 }
 
-static void softmax_rows_portable(float *p, long rows, long cols, long ld, float *sums) {
+static void softmax_rows_portable(float *p, long rows, long cols, long ld, float *sums, float *maxes) {
     for (long r = 0; r < rows; r++) {
         float *row = p + r * ld, m = -INFINITY, sum = 0;
         for (long i = 0; i < cols; i++) m = row[i] > m ? row[i] : m;
+        if (maxes) maxes[r] = m;
         for (long i = 0; i < cols; i++) { row[i] = expf(row[i] - m); sum += row[i]; }
         if (sums) { sums[r] = sum; continue; }
         float inv = 1 / sum;
@@ -188,7 +189,7 @@ typedef struct {
     const char *variant;
     void (*activate)(float *, const float *, long, long, int);
     void (*gated)(const float *, const float *, float *, long, long, int);
-    void (*softmax)(float *, long, long, long, float *);
+    void (*softmax)(float *, long, long, long, float *, float *);
     void (*layernorm)(const float *, float *, long, long, const float *, const float *, float);
     void (*residual)(float *, const float *, const float *, long, long, const float *, const float *, float, float *);
     long (*argmax)(const float *, long);
@@ -237,8 +238,10 @@ void chk_activate_rows(float *x, const float *bias, long rows, long cols, int ki
 void chk_gated_rows(const float *gate, const float *up, float *out, long rows, long cols, int kind) {
     K()->gated(gate, up, out, rows, cols, kind);
 }
-void chk_softmax_rows(float *p, long rows, long cols, long ld) { K()->softmax(p, rows, cols, ld, NULL); }
-void chk_exp_rows(float *p, long rows, long cols, long ld, float *sums) { K()->softmax(p, rows, cols, ld, sums); }
+void chk_softmax_rows(float *p, long rows, long cols, long ld) { K()->softmax(p, rows, cols, ld, NULL, NULL); }
+void chk_exp_rows(float *p, long rows, long cols, long ld, float *sums, float *maxes) {
+    K()->softmax(p, rows, cols, ld, sums, maxes);
+}
 void chk_layernorm_rows(const float *x, float *out, long rows, long n, const float *w, const float *b, float eps) {
     K()->layernorm(x, out, rows, n, w, b, eps);
 }

@@ -95,14 +95,16 @@ ATTR static void F(gated_rows)(const float *gate, const float *up, float *out, l
     }
 }
 
-ATTR static void F(softmax_rows)(float *p, long rows, long cols, long ld, float *sums) {
+ATTR static void F(softmax_rows)(float *p, long rows, long cols, long ld, float *sums, float *maxes) {
     for (long r = 0; r < rows; r++) {
         float *row = p + r * ld;
         long i = 0;
         V m = VSET(-INFINITY);
         for (; i + W <= cols; i += W) m = VMAX(m, VLOAD(row + i));
         if (i < cols) m = VMAX(m, VLOADN(row + i, cols - i, -INFINITY));
-        V mx = VSET(VHMAX(m)), s = VSET(0);
+        float top = VHMAX(m);
+        if (maxes) maxes[r] = top;
+        V mx = VSET(top), s = VSET(0);
         for (i = 0; i + W <= cols; i += W) {
             V e = F(exp)(VSUB(VLOAD(row + i), mx));
             VSTORE(row + i, e); s = VADD(s, e);

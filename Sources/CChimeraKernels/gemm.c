@@ -30,9 +30,10 @@ enum { MR = 12, NR = 32, KC = 512, NB = 128 };
 // MARK: - Thread-local scratch (grow-only; products run on many threads in tests)
 
 // Slots: 0 a slice of packed X, 1 packed weights (each thread), 2-6 attention's K panels, scores,
-// packed probabilities, packed queries and V panels (each thread).
-static _Thread_local float *tls_buffer[7];
-static _Thread_local long tls_capacity[7];
+// packed probabilities, packed queries and V panels (each thread), 7 decode attention's partial
+// results (the calling thread's, shared with the workers for one call).
+static _Thread_local float *tls_buffer[8];
+static _Thread_local long tls_capacity[8];
 
 // Grows to at least twice the old size, so that decode, whose key count grows by one per token,
 // reallocates a handful of times in a whole generation rather than every 32 tokens.
@@ -324,7 +325,7 @@ typedef struct {
     const float *q; long ldq, qHeadStride;  // query t of head h at q + t·ldq + h·qHeadStride
     kv_view kv;
     long tokens, keyCount, heads, kvHeads, headDim;
-    long blockRows, chunks;  // queries per block (≤ MR); each head's blocks in `chunks` work items
+    long chunks;  // each head's blocks of MR queries in `chunks` work items
     float scale; long causalOffset;
     float *out; long ldo, oHeadStride;  // laid out as q
     _Atomic int failed;  // a thread could not allocate its scratch: the caller falls back
@@ -333,8 +334,8 @@ typedef struct {
 // Reads `floats` floats with plain loads, as fast as they come, so that they are in this core's L2
 // for what follows. Measured on decode attention over the cache (640 keys): the micro-kernel,
 // whose loads are spread among its FMAs, reads memory at half the rate of such a loop, so reading
-// a head's keys and values this way first and then computing from L2 is faster (77 against 100 µs
-// a TinyLlama layer) although the two do not overlap.
+// the keys and values this way first and then computing from L2 is faster (77 against 100 µs a
+// TinyLlama layer) although the two do not overlap.
 AVX512 static void stage_in_l2(const float *p, long floats) {
     __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
     long i = 0;
@@ -347,6 +348,25 @@ AVX512 static void stage_in_l2(const float *p, long floats) {
     (void)sink;
 }
 
+// Queries r0 ..< r0 + rows (ldq apart, hd wide) into qp[hd][MR] (other rows zero), times scale.
+AVX512 static void pack_queries(const float *q, long ldq, long r0, long rows, long hd, float scale, float *qp) {
+    pack_x_rows(q, ldq, r0 + rows, hd, r0, qp);
+    __m512 f = _mm512_set1_ps(scale);
+    for (long i = 0; i < hd * MR; i += 16) {
+        __mmask16 m = hd * MR - i >= 16 ? 0xFFFF : (__mmask16)((1u << (hd * MR - i)) - 1);
+        _mm512_mask_storeu_ps(qp + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, qp + i), f));
+    }
+}
+
+// row[0 ..< n] *= f.
+AVX512 static void scale_row(float *row, long n, float f) {
+    __m512 v = _mm512_set1_ps(f);
+    for (long c = 0; c < n; c += 16) {
+        __mmask16 m = n - c >= 16 ? 0xFFFF : (__mmask16)((1u << (n - c)) - 1);
+        _mm512_mask_storeu_ps(row + c, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, row + c), v));
+    }
+}
+
 // Work item = (head, chunk of query blocks): gets K_h as panels (packing it once when it is given
 // as rows), then per block of queries computes the scores against the visible keys, their softmax,
 // and P · V_h, all with the micro-kernel.
@@ -354,7 +374,7 @@ AVX512 static void attention_task(void *context, long i0, long i1) {
     attention_job *j = context;
     const kv_view *kv = &j->kv;
     long hd = j->headDim, keyPanels = (j->keyCount + NR - 1) / NR, ldS = keyPanels * NR;
-    long blocks = (j->tokens + j->blockRows - 1) / j->blockRows, perChunk = (blocks + j->chunks - 1) / j->chunks;
+    long blocks = (j->tokens + MR - 1) / MR, perChunk = (blocks + j->chunks - 1) / j->chunks;
     // V_h is read once per block of queries. Read more than once (several blocks, or heads sharing
     // it) with rows a kilobyte or more apart (a whole sequence's heads side by side), it is packed
     // as panels of NR columns, k-major: the micro-kernel would read such rows through a few cache
@@ -372,12 +392,6 @@ AVX512 static void attention_task(void *context, long i0, long i1) {
         if (kvHead != currentHead) {
             const float *k = kv->keys + kvHead * kv->keyHeadStride, *v = kv->values + kvHead * kv->valueHeadStride;
             keyHead = kv->keyPanels ? k : kp;
-            // The cache's keys and values of this head, when they fit in half of L2 (2 × 512 KiB
-            // is 2048 positions of a 64-wide head), are read once in a fast loop first.
-            if (kv->keyPanels && kv->ldv == hd && (keyPanels * NR + j->keyCount) * hd <= (1L << 18)) {
-                stage_in_l2(k, keyPanels * NR * hd);
-                stage_in_l2(v, j->keyCount * hd);
-            }
             if (!kv->keyPanels) pack_weights(CHK_F32, k, NULL, j->keyCount, kv->ldk, 0, j->keyCount, 0, hd, kp);
             valueHead = packValues ? vp : v;
             for (long c = 0; packValues && c < valuePanels; c++) {
@@ -394,15 +408,10 @@ AVX512 static void attention_task(void *context, long i0, long i1) {
             currentHead = kvHead;
         }
         for (long b = chunk * perChunk; b < (chunk + 1) * perChunk && b < blocks; b++) {
-            long r0 = b * j->blockRows, rows = j->tokens - r0 < j->blockRows ? j->tokens - r0 : j->blockRows;
+            long r0 = b * MR, rows = j->tokens - r0 < MR ? j->tokens - r0 : MR;
             long visible = j->keyCount;
             if (j->causalOffset >= 0 && j->causalOffset + r0 + rows < visible) visible = j->causalOffset + r0 + rows;
-            pack_x_rows(j->q + h * j->qHeadStride, j->ldq, r0 + rows, hd, r0, qp);
-            __m512 scale = _mm512_set1_ps(j->scale);
-            for (long i = 0; i < hd * MR; i += 16) {
-                __mmask16 m = hd * MR - i >= 16 ? 0xFFFF : (__mmask16)((1u << (hd * MR - i)) - 1);
-                _mm512_mask_storeu_ps(qp + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, qp + i), scale));
-            }
+            pack_queries(j->q + h * j->qHeadStride, j->ldq, r0, rows, hd, j->scale, qp);
             kernel_fn scoresKernel = small_kernel(rows, NR);
             for (long p = 0; p * NR < visible; p++)
                 scoresKernel(hd, qp, keyHead + p * hd * NR, NR, NULL, scores + p * NR, ldS, 0, rows,
@@ -411,19 +420,13 @@ AVX512 static void attention_task(void *context, long i0, long i1) {
                 for (long i = 0; i < rows; i++)
                     for (long c = j->causalOffset + r0 + i + 1; c < visible; c++) scores[i * ldS + c] = -INFINITY;
             float sums[MR];
-            chk_exp_rows(scores, rows, visible, ldS, sums);
+            chk_exp_rows(scores, rows, visible, ldS, sums, NULL);
             pack_x_rows(scores, ldS, rows, visible, 0, pp);
             float *o = j->out + r0 * j->ldo + h * j->oHeadStride;
             for (long c = 0; c < hd; c += NR)
                 small_kernel(rows, hd - c)(visible, pp, packValues ? vp + c * j->keyCount : valueHead + c, packValues ? NR : kv->ldv,
                                            NULL, o + c, j->ldo, 0, rows, hd - c < NR ? hd - c : NR);
-            for (long i = 0; i < rows; i++) {  // the softmax's division, on hd outputs instead of `visible` probabilities
-                __m512 inv = _mm512_set1_ps(1 / sums[i]);
-                for (long c = 0; c < hd; c += 16) {
-                    __mmask16 m = hd - c >= 16 ? 0xFFFF : (__mmask16)((1u << (hd - c)) - 1);
-                    _mm512_mask_storeu_ps(o + i * j->ldo + c, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, o + i * j->ldo + c), inv));
-                }
-            }
+            for (long i = 0; i < rows; i++) scale_row(o + i * j->ldo, hd, 1 / sums[i]);  // the softmax's division, on hd outputs
         }
     }
 }
@@ -431,7 +434,7 @@ AVX512 static void attention_task(void *context, long i0, long i1) {
 // Runs the job's heads × chunks items on `threads` threads, chunks chosen so that every thread
 // can claim several items (a delayed thread then does not hold the rest up).
 static int run_attention(attention_job *job, int threads) {
-    long blocks = (job->tokens + job->blockRows - 1) / job->blockRows;
+    long blocks = (job->tokens + MR - 1) / MR;
     job->chunks = (4L * threads + job->heads - 1) / job->heads;
     if (job->chunks > blocks) job->chunks = blocks;
     chk_parallel_for(job->heads * job->chunks, 1, threads, attention_task, job);
@@ -444,7 +447,7 @@ int chk_attention(const float *q, long ldq, const float *keys, const float *valu
     if (!chk_gemm_available() || kvHeads <= 0 || heads % kvHeads) return 0;
     if (tokens <= 0) return 1;
     attention_job job = {q, ldq, headDim, {keys, ldkv, headDim, 0, values, ldkv, headDim}, tokens, keyCount, heads, kvHeads,
-                         headDim, MR, 1, scale, causalOffset, out, ldo, headDim, 0};
+                         headDim, 1, scale, causalOffset, out, ldo, headDim, 0};
     return run_attention(&job, threads);
 }
 
@@ -476,6 +479,82 @@ void chk_kv_rows(const float *keyPanels, const float *values, long keyCount, lon
         }
 }
 
+// Decode over the cache: work item = (KV head, span of keys). An item computes, for the query
+// heads of its KV head (rows of blocks of up to MR), the scores against its span's keys, their
+// exp against the span's max, and P·V unnormalized; with one span it divides and writes the
+// output, otherwise it leaves the span's output, maxes and sums in `partials` and the item that
+// completes a head's spans last combines them (the softmax over all keys: each span's terms
+// rescaled by exp(its max − the overall max)). Spans let every thread take part whatever the
+// number of KV heads (Qwen2-0.5B has 2, Gemma-2B 1) and keep the threads' work even.
+typedef struct {
+    const float *q, *keyPanels, *values; long headStride;  // the cache's layout (chk_kv_append)
+    long keyCount, kvHeads, group, headDim, spans, spanKeys; float scale;
+    float *out;
+    float *partials;          // per (head, span): group × headDim outputs, group maxes, group sums
+    _Atomic long *spansDone;  // per head
+    _Atomic int failed;
+} decode_job;
+
+AVX512 static void decode_combine(const decode_job *j, long g) {
+    long hd = j->headDim, G = j->group, stride = G * (hd + 2);
+    const float *first = j->partials + g * j->spans * stride;
+    for (long i = 0; i < G; i++) {
+        float top = -INFINITY, total = 0;
+        for (long s = 0; s < j->spans; s++) top = fmaxf(top, first[s * stride + G * hd + i]);
+        float *o = j->out + (g * G + i) * hd;
+        memset(o, 0, sizeof(float) * (size_t)hd);
+        for (long s = 0; s < j->spans; s++) {
+            const float *part = first + s * stride;
+            float w = expf(part[G * hd + i] - top);
+            total += w * part[G * hd + G + i];
+            __m512 vw = _mm512_set1_ps(w);
+            for (long c = 0; c < hd; c += 16) {
+                __mmask16 m = hd - c >= 16 ? 0xFFFF : (__mmask16)((1u << (hd - c)) - 1);
+                _mm512_mask_storeu_ps(o + c, m, _mm512_fmadd_ps(vw, _mm512_maskz_loadu_ps(m, part + i * hd + c), _mm512_maskz_loadu_ps(m, o + c)));
+            }
+        }
+        scale_row(o, hd, 1 / total);
+    }
+}
+
+AVX512 static void decode_task(void *context, long i0, long i1) {
+    decode_job *j = context;
+    long hd = j->headDim, G = j->group, ldS = (j->spanKeys + NR - 1) / NR * NR;
+    float *scores = scratch(3, MR * ldS), *pp = scratch(4, ldS * MR), *qp = scratch(5, hd * MR);
+    if (!scores || !pp || !qp) atomic_store(&j->failed, 1);  // still counts its spans, so a head is combined once
+    for (long item = i0; item < i1; item++) {
+        long g = item / j->spans, s = item % j->spans, k0 = s * j->spanKeys;
+        long n = j->keyCount - k0 < j->spanKeys ? j->keyCount - k0 : j->spanKeys;
+        const float *keys = j->keyPanels + g * j->headStride + k0 / NR * hd * NR, *values = j->values + g * j->headStride + k0 * hd;
+        float *part = j->partials + (g * j->spans + s) * G * (hd + 2);
+        if (scores && pp && qp) {
+            stage_in_l2(keys, (n + NR - 1) / NR * NR * hd);
+            stage_in_l2(values, n * hd);
+            for (long r0 = 0; r0 < G; r0 += MR) {
+                long rows = G - r0 < MR ? G - r0 : MR;
+                pack_queries(j->q + g * G * hd, hd, r0, rows, hd, j->scale, qp);
+                kernel_fn scoresKernel = small_kernel(rows, NR);
+                for (long p = 0; p * NR < n; p++)
+                    scoresKernel(hd, qp, keys + p * hd * NR, NR, NULL, scores + p * NR, ldS, 0, rows, n - p * NR < NR ? n - p * NR : NR);
+                float sums[MR], maxes[MR];
+                chk_exp_rows(scores, rows, n, ldS, sums, maxes);
+                pack_x_rows(scores, ldS, rows, n, 0, pp);
+                float *o = j->spans == 1 ? j->out + (g * G + r0) * hd : part + r0 * hd;
+                for (long c = 0; c < hd; c += NR)
+                    small_kernel(rows, hd - c)(n, pp, values + c, hd, NULL, o + c, hd, 0, rows, hd - c < NR ? hd - c : NR);
+                for (long i = 0; i < rows; i++) {
+                    if (j->spans == 1) { scale_row(o + i * hd, hd, 1 / sums[i]); continue; }
+                    part[G * hd + r0 + i] = maxes[i];
+                    part[G * hd + G + r0 + i] = sums[i];
+                }
+            }
+        }
+        if (j->spans > 1 && atomic_fetch_add_explicit(&j->spansDone[g], 1, memory_order_acq_rel) == j->spans - 1
+            && !atomic_load(&j->failed))
+            decode_combine(j, g);
+    }
+}
+
 int chk_attention_cached(const float *q, long ldq, long tokens, const float *keyPanels, const float *values, long capacity,
                          long keyCount, long heads, long kvHeads, long headDim, float scale, long causalOffset,
                          float *out, long ldo, int threads) {
@@ -483,16 +562,25 @@ int chk_attention_cached(const float *q, long ldq, long tokens, const float *key
     if (tokens <= 0) return 1;
     long headStride = capacity * headDim, group = heads / kvHeads;
     kv_view kv = {keyPanels, 0, headStride, 1, values, headDim, headStride};
-    if (tokens == 1 && (causalOffset < 0 || causalOffset + 1 >= keyCount)) {
-        // A decoded token: the query heads of each KV head are the rows of one block (their q and
-        // out are side by side), so each cached key and value is read once per group, not once
-        // per query head. With fewer KV heads than threads the rows are split among the threads.
-        long pieces = (threads + kvHeads - 1) / kvHeads, rows = (group + pieces - 1) / pieces;
-        attention_job job = {q, headDim, group * headDim, kv, group, keyCount, kvHeads, kvHeads, headDim,
-                             rows < MR ? rows : MR, 1, scale, -1, out, headDim, group * headDim, 0};
-        return run_attention(&job, threads);
+    if (tokens == 1 && keyCount > 0 && (causalOffset < 0 || causalOffset + 1 >= keyCount) && ldq == heads * headDim && ldo == ldq) {
+        // A decoded token: the query heads of a KV head are rows of one block (their q and out are
+        // side by side), so each cached key and value is read once per group, not once per query
+        // head; its keys are cut into spans of at least 128 so that there are about four items
+        // per thread, and each span is staged into L2 before it is computed with.
+        long spans = (4L * threads + kvHeads - 1) / kvHeads, most = keyCount / 128 > 1 ? keyCount / 128 : 1;
+        if (spans > most) spans = most;
+        long spanKeys = ((keyCount + spans - 1) / spans + NR - 1) / NR * NR;
+        spans = (keyCount + spanKeys - 1) / spanKeys;
+        float *partials = spans > 1 ? scratch(7, spans * kvHeads * group * (headDim + 2)) : NULL;
+        _Atomic long done[kvHeads];
+        for (long g = 0; g < kvHeads; g++) atomic_init(&done[g], 0);
+        if (spans > 1 && !partials) return 0;
+        decode_job job = {q, keyPanels, values, headStride, keyCount, kvHeads, group, headDim, spans, spanKeys, scale,
+                          out, partials, done, 0};
+        chk_parallel_for(kvHeads * spans, 1, threads, decode_task, &job);
+        return !atomic_load(&job.failed);
     }
-    attention_job job = {q, ldq, headDim, kv, tokens, keyCount, heads, kvHeads, headDim, MR, 1, scale, causalOffset,
+    attention_job job = {q, ldq, headDim, kv, tokens, keyCount, heads, kvHeads, headDim, 1, scale, causalOffset,
                          out, ldo, headDim, 0};
     return run_attention(&job, threads);
 }

@@ -129,11 +129,12 @@ import Testing
                 #expect(p[3] == 0 && p[ld + 44] == 0 && p[2 * ld] == 0, "\(variant): masked keys get weight \(p[3]), \(p[ld + 44]), \(p[2 * ld])")
                 // Without the division (attention divides its outputs): exp(x − max) and each row's sum.
                 var e = input
-                var sums = [Float](repeating: 0, count: rows)
-                chk_exp_rows(&e, rows, cols, ld, &sums)
+                var sums = [Float](repeating: 0, count: rows), maxes = sums
+                chk_exp_rows(&e, rows, cols, ld, &sums, &maxes)
                 for r in 0..<rows {
                     let row = (0..<cols).map { Double(input[r * ld + $0]) }
                     let m = row.max()!
+                    #expect(Double(maxes[r]) == m, "\(variant) row \(r) max \(maxes[r]), expected \(m)")
                     let sum = row.reduce(0) { $0 + exp($1 - m) }
                     #expect(abs(Double(sums[r]) - sum) < 1e-6 * sum, "\(variant) row \(r) sum \(sums[r]), expected \(sum)")
                     for c in 0..<cols {

@@ -78,6 +78,9 @@ extension KernelSelection {
                 // KV head), multi-head and multi-query heads (one pass per head).
                 (1, 40, 8, 2, 64, 39), (1, 300, 16, 2, 72, 299), (1, 17, 4, 4, 16, 16), (1, 30, 12, 1, 8, 29),
                 (1, 45, 28, 2, 64, 44),  // groups of 14 query heads: more rows than one block holds
+                // Through the cache, long enough to be cut into spans of keys that are combined:
+                // with 14-head groups and 80-wide heads, and with one KV head (multi-query).
+                (1, 700, 28, 2, 80, 699), (1, 530, 8, 1, 64, 529),
             ]
             for (tokens, keys, heads, kvHeads, d, offset) in cases {
                 let q = seededValues(tokens * heads * d, seed: 1), k = seededValues(keys * kvHeads * d, seed: 2)

@@ -32,8 +32,9 @@ void chk_gated_rows(const float *gate, const float *up, float *out, long rows, l
 /// -inf entries (masked keys) give exactly 0.
 void chk_softmax_rows(float *p, long rows, long cols, long ld);
 /// The same without the division: p[r, c] = exp(p[r, c] − max of row r), sums[r] = Σ_c p[r, c]
-/// (attention divides its few output columns instead of every probability).
-void chk_exp_rows(float *p, long rows, long cols, long ld, float *sums);
+/// (attention divides its few output columns instead of every probability), and the max of each
+/// row in maxes[r] unless maxes is NULL (decode attention combines spans of keys with them).
+void chk_exp_rows(float *p, long rows, long cols, long ld, float *sums, float *maxes);
 
 /// Index of the first largest of n floats (greedy decoding's token); 0 when n is 0 or no value
 /// compares larger than -inf.

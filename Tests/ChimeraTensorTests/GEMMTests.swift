@@ -81,6 +81,7 @@ extension KernelSelection {
                 // Through the cache, long enough to be cut into spans of keys that are combined:
                 // with 14-head groups and 80-wide heads, and with one KV head (multi-query).
                 (1, 700, 28, 2, 80, 699), (1, 530, 8, 1, 64, 529),
+                (1, 2100, 4, 4, 64, 2099),  // spans no longer than half of L2 holds (1024 positions here)
             ]
             for (tokens, keys, heads, kvHeads, d, offset) in cases {
                 let q = seededValues(tokens * heads * d, seed: 1), k = seededValues(keys * kvHeads * d, seed: 2)

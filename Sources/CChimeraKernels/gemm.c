@@ -53,7 +53,7 @@ AVX512 static inline float half_to_float_scalar(uint16_t h) { return _cvtsh_ss(h
 
 // Sixteen consecutive weights W[r, k ..< k+count] (count ≤ 16; the rest zero).
 AVX512 static inline __m512 load16(chk_format format, const void *w, const uint16_t *scales, long cols, long r, long k, int count) {
-    __mmask16 mask = count >= 16 ? 0xFFFF : (__mmask16)((1u << count) - 1);
+    __mmask16 mask = first_lanes(count);
     switch (format) {
     case CHK_F32: return f32x16_tail((const float *)w + r * cols + k, mask);
     case CHK_F16: return f16x16_tail((const uint16_t *)w + r * cols + k, mask);
@@ -129,7 +129,7 @@ AVX512 static void pack_weights(chk_format format, const void *w, const uint16_t
 AVX512 static void pack_x_rows(const float *x, long ldx, long m, long k, long r0, float *dst) {
     for (long c = 0; c < k; c += 16) {
         int count = k - c < 16 ? (int)(k - c) : 16;
-        __mmask16 mask = count >= 16 ? 0xFFFF : (__mmask16)((1u << count) - 1);
+        __mmask16 mask = first_lanes(count);
         __m512 v[16];
         for (int i = 0; i < 16; i++)
             v[i] = i < MR && r0 + i < m ? _mm512_maskz_loadu_ps(mask, x + (r0 + i) * ldx + c) : _mm512_setzero_ps();
@@ -159,8 +159,7 @@ AVX512 static void pack_x_rows(const float *x, long ldx, long m, long k, long r0
 // are read only in their first `cols` columns.
 AVX512 static inline __attribute__((always_inline)) void kernel_body(long kc, const float *xp, const float *wp, long ldw,
     const float *bias, float *c, long ldc, int accumulate, long rows, long cols, const int R, const int NV) {
-    __mmask16 m0 = cols >= 16 ? 0xFFFF : (__mmask16)((1u << cols) - 1);
-    __mmask16 m1 = cols >= 32 ? 0xFFFF : cols <= 16 ? 0 : (__mmask16)((1u << (cols - 16)) - 1);
+    __mmask16 m0 = first_lanes(cols), m1 = first_lanes(cols - 16);
     __m512 acc[MR][2];
     for (int i = 0; i < R; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
     if (cols >= 16 * NV) {
@@ -337,14 +336,7 @@ typedef struct {
 // the keys and values this way first and then computing from L2 is faster (77 against 100 µs a
 // TinyLlama layer) although the two do not overlap.
 AVX512 static void stage_in_l2(const float *p, long floats) {
-    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-    long i = 0;
-    for (; i + 64 <= floats; i += 64) {
-        s0 = _mm512_add_ps(s0, _mm512_loadu_ps(p + i)); s1 = _mm512_add_ps(s1, _mm512_loadu_ps(p + i + 16));
-        s2 = _mm512_add_ps(s2, _mm512_loadu_ps(p + i + 32)); s3 = _mm512_add_ps(s3, _mm512_loadu_ps(p + i + 48));
-    }
-    for (; i < floats; i += 16) s0 = _mm512_add_ps(s0, _mm512_maskz_loadu_ps(floats - i >= 16 ? 0xFFFF : (__mmask16)((1u << (floats - i)) - 1), p + i));
-    volatile float sink = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+    volatile float sink = sum_streamed(p, floats);
     (void)sink;
 }
 
@@ -353,7 +345,7 @@ AVX512 static void pack_queries(const float *q, long ldq, long r0, long rows, lo
     pack_x_rows(q, ldq, r0 + rows, hd, r0, qp);
     __m512 f = _mm512_set1_ps(scale);
     for (long i = 0; i < hd * MR; i += 16) {
-        __mmask16 m = hd * MR - i >= 16 ? 0xFFFF : (__mmask16)((1u << (hd * MR - i)) - 1);
+        __mmask16 m = first_lanes(hd * MR - i);
         _mm512_mask_storeu_ps(qp + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, qp + i), f));
     }
 }
@@ -362,7 +354,7 @@ AVX512 static void pack_queries(const float *q, long ldq, long r0, long rows, lo
 AVX512 static void scale_row(float *row, long n, float f) {
     __m512 v = _mm512_set1_ps(f);
     for (long c = 0; c < n; c += 16) {
-        __mmask16 m = n - c >= 16 ? 0xFFFF : (__mmask16)((1u << (n - c)) - 1);
+        __mmask16 m = first_lanes(n - c);
         _mm512_mask_storeu_ps(row + c, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, row + c), v));
     }
 }
@@ -396,8 +388,7 @@ AVX512 static void attention_task(void *context, long i0, long i1) {
             valueHead = packValues ? vp : v;
             for (long c = 0; packValues && c < valuePanels; c++) {
                 long cols = hd - c * NR < NR ? hd - c * NR : NR;
-                __mmask16 m0 = cols >= 16 ? 0xFFFF : (__mmask16)((1u << cols) - 1);
-                __mmask16 m1 = cols >= 32 ? 0xFFFF : cols <= 16 ? 0 : (__mmask16)((1u << (cols - 16)) - 1);
+                __mmask16 m0 = first_lanes(cols), m1 = first_lanes(cols - 16);
                 for (long t = 0; t < j->keyCount; t++) {
                     const float *src = v + t * kv->ldv + c * NR;
                     float *dst = vp + (c * j->keyCount + t) * NR;
@@ -509,7 +500,7 @@ AVX512 static void decode_combine(const decode_job *j, long g) {
             total += w * part[G * hd + G + i];
             __m512 vw = _mm512_set1_ps(w);
             for (long c = 0; c < hd; c += 16) {
-                __mmask16 m = hd - c >= 16 ? 0xFFFF : (__mmask16)((1u << (hd - c)) - 1);
+                __mmask16 m = first_lanes(hd - c);
                 _mm512_mask_storeu_ps(o + c, m, _mm512_fmadd_ps(vw, _mm512_maskz_loadu_ps(m, part + i * hd + c), _mm512_maskz_loadu_ps(m, o + c)));
             }
         }

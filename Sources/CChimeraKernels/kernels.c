@@ -873,14 +873,9 @@ void chk_attend(const float *q, const float *keys, const float *values, long key
 
 typedef struct { const float *p; long n; float sink[64]; } read_job;
 
-AVX512 static void read_task_avx512(void *context, long c0, long c1) {
+AVX512 static void read_task_avx512(void *context, long c0, long c1) {  // chunks of 64 floats
     read_job *j = context;
-    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-    for (const float *q = j->p + c0 * 64; q < j->p + c1 * 64; q += 64) {  // chunks of 64 floats
-        s0 = _mm512_add_ps(s0, _mm512_loadu_ps(q)); s1 = _mm512_add_ps(s1, _mm512_loadu_ps(q + 16));
-        s2 = _mm512_add_ps(s2, _mm512_loadu_ps(q + 32)); s3 = _mm512_add_ps(s3, _mm512_loadu_ps(q + 48));
-    }
-    j->sink[c0 % 64] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+    j->sink[c0 % 64] = sum_streamed(j->p + c0 * 64, (c1 - c0) * 64);
 }
 
 static void read_task_portable(void *context, long c0, long c1) {

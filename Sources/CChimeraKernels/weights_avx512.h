@@ -1,11 +1,27 @@
-// Sixteen stored weights widened to float32 with AVX-512, shared by the decode kernels (kernels.c)
-// and the GEMM's packing (gemm.c).
+// Sixteen stored weights widened to float32 with AVX-512, and two small helpers, shared by the
+// decode kernels (kernels.c) and the GEMM and attention (gemm.c).
 #ifndef CHIMERA_WEIGHTS_AVX512_H
 #define CHIMERA_WEIGHTS_AVX512_H
 #include <immintrin.h>
 #include <stdint.h>
 
 #define WEIGHTS_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,f16c")))
+
+// The first n of 16 lanes (none when n ≤ 0, all when n ≥ 16): the mask of a row's last vector.
+static inline __mmask16 first_lanes(long n) { return n >= 16 ? 0xFFFF : n <= 0 ? 0 : (__mmask16)((1u << n) - 1); }
+
+// The sum of n floats read with plain loads, four vectors at a time, as fast as the memory gives
+// them: the read-bandwidth measurement (kernels.c) and decode attention's staging into L2 (gemm.c).
+WEIGHTS_AVX512 static inline float sum_streamed(const float *p, long n) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    long i = 0;
+    for (; i + 64 <= n; i += 64) {
+        s0 = _mm512_add_ps(s0, _mm512_loadu_ps(p + i)); s1 = _mm512_add_ps(s1, _mm512_loadu_ps(p + i + 16));
+        s2 = _mm512_add_ps(s2, _mm512_loadu_ps(p + i + 32)); s3 = _mm512_add_ps(s3, _mm512_loadu_ps(p + i + 48));
+    }
+    for (; i < n; i += 16) s0 = _mm512_add_ps(s0, _mm512_maskz_loadu_ps(first_lanes(n - i), p + i));
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+}
 
 WEIGHTS_AVX512 static inline __m512 bf16x16(const uint16_t *p) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));

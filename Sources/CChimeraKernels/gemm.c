@@ -446,15 +446,20 @@ int chk_attention(const float *q, long ldq, const float *keys, const float *valu
 
 _Static_assert(NR == CHK_KEY_PANEL, "the cache's key panels are the micro-kernel's");
 
+// Where position t of KV head g is in the cache: its key's first dimension (the next ones NR
+// floats apart) and its value row.
+static inline long key_at(long g, long t, long headDim, long capacity) { return g * capacity * headDim + t / NR * headDim * NR + t % NR; }
+static inline long value_at(long g, long t, long headDim, long capacity) { return (g * capacity + t) * headDim; }
+
 void chk_kv_append(const float *k, const float *v, long ld, long tokens, long position, long kvHeads, long headDim,
                    long capacity, float *keyPanels, float *values) {
     for (long t = 0; t < tokens; t++) {
         long at = position + t;
         for (long g = 0; g < kvHeads; g++) {
             const float *key = k + t * ld + g * headDim;
-            float *panel = keyPanels + g * capacity * headDim + at / NR * headDim * NR + at % NR;
+            float *panel = keyPanels + key_at(g, at, headDim, capacity);
             for (long d = 0; d < headDim; d++) panel[d * NR] = key[d];
-            memcpy(values + (g * capacity + at) * headDim, v + t * ld + g * headDim, sizeof(float) * (size_t)headDim);
+            memcpy(values + value_at(g, at, headDim, capacity), v + t * ld + g * headDim, sizeof(float) * (size_t)headDim);
         }
     }
 }
@@ -464,9 +469,9 @@ void chk_kv_rows(const float *keyPanels, const float *values, long keyCount, lon
     long width = kvHeads * headDim;
     for (long t = 0; t < keyCount; t++)
         for (long g = 0; g < kvHeads; g++) {
-            const float *panel = keyPanels + g * capacity * headDim + t / NR * headDim * NR + t % NR;
+            const float *panel = keyPanels + key_at(g, t, headDim, capacity);
             for (long d = 0; d < headDim; d++) keys[t * width + g * headDim + d] = panel[d * NR];
-            memcpy(valueRows + t * width + g * headDim, values + (g * capacity + t) * headDim, sizeof(float) * (size_t)headDim);
+            memcpy(valueRows + t * width + g * headDim, values + value_at(g, t, headDim, capacity), sizeof(float) * (size_t)headDim);
         }
 }
 
@@ -478,7 +483,7 @@ void chk_kv_rows(const float *keyPanels, const float *values, long keyCount, lon
 // rescaled by exp(its max − the overall max)). Spans let every thread take part whatever the
 // number of KV heads (Qwen2-0.5B has 2, Gemma-2B 1) and keep the threads' work even.
 typedef struct {
-    const float *q, *keyPanels, *values; long headStride;  // the cache's layout (chk_kv_append)
+    const float *q, *keyPanels, *values; long capacity;  // the cache's layout (key_at, value_at)
     long keyCount, kvHeads, group, headDim, spans, spanKeys; float scale;
     float *out;
     float *partials;          // per (head, span): group × headDim outputs, group maxes, group sums
@@ -516,8 +521,9 @@ AVX512 static void decode_task(void *context, long i0, long i1) {
     for (long item = i0; item < i1; item++) {
         long g = item / j->spans, s = item % j->spans, k0 = s * j->spanKeys;
         long n = j->keyCount - k0 < j->spanKeys ? j->keyCount - k0 : j->spanKeys;
-        const float *keys = j->keyPanels + g * j->headStride + k0 / NR * hd * NR, *values = j->values + g * j->headStride + k0 * hd;
-        float *part = j->partials + (g * j->spans + s) * G * (hd + 2);
+        // k0 is a whole number of panels: the span's keys are contiguous from its first.
+        const float *keys = j->keyPanels + key_at(g, k0, hd, j->capacity), *values = j->values + value_at(g, k0, hd, j->capacity);
+        float *part = j->spans > 1 ? j->partials + (g * j->spans + s) * G * (hd + 2) : NULL;
         if (scores && pp && qp) {
             stage_in_l2(keys, (n + NR - 1) / NR * NR * hd);
             stage_in_l2(values, n * hd);
@@ -551,8 +557,7 @@ int chk_attention_cached(const float *q, long ldq, long tokens, const float *key
                          float *out, long ldo, int threads) {
     if (!chk_gemm_available() || kvHeads <= 0 || heads % kvHeads || capacity % NR) return 0;
     if (tokens <= 0) return 1;
-    long headStride = capacity * headDim, group = heads / kvHeads;
-    kv_view kv = {keyPanels, 0, headStride, 1, values, headDim, headStride};
+    long group = heads / kvHeads;
     if (tokens == 1 && keyCount > 0 && (causalOffset < 0 || causalOffset + 1 >= keyCount) && ldq == heads * headDim && ldo == ldq) {
         // A decoded token: the query heads of a KV head are rows of one block (their q and out are
         // side by side), so each cached key and value is read once per group, not once per query
@@ -569,11 +574,13 @@ int chk_attention_cached(const float *q, long ldq, long tokens, const float *key
         _Atomic long done[kvHeads];
         for (long g = 0; g < kvHeads; g++) atomic_init(&done[g], 0);
         if (spans > 1 && !partials) return 0;
-        decode_job job = {q, keyPanels, values, headStride, keyCount, kvHeads, group, headDim, spans, spanKeys, scale,
+        decode_job job = {q, keyPanels, values, capacity, keyCount, kvHeads, group, headDim, spans, spanKeys, scale,
                           out, partials, done, 0};
         chk_parallel_for(kvHeads * spans, 1, threads, decode_task, &job);
         return !atomic_load(&job.failed);
     }
+    long headStride = capacity * headDim;
+    kv_view kv = {keyPanels, 0, headStride, 1, values, headDim, headStride};
     attention_job job = {q, ldq, headDim, kv, tokens, keyCount, heads, kvHeads, headDim, 1, scale, causalOffset,
                          out, ldo, headDim, 0};
     return run_attention(&job, threads);

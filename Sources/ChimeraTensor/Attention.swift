@@ -50,11 +50,10 @@ public final class LayerKVCache: @unchecked Sendable {
 
 /// Attention of queries [T, heads*headDim] at positions start ..< start + T over the first
 /// `cache.length` positions of a layer's cache (causal), into `out`. The kernels' attention reads
-/// the cache as it is; without AVX-512 its rows are copied out into `workspace` for the general
-/// path, which uses `scores` (T × cache.length floats).
+/// the cache as it is; without AVX-512 its rows are copied out into `workspace`, with the general
+/// path's scores, for the general path.
 public func cachedAttention(
-    queries: Tensor, cache: LayerKVCache, heads: Int, start: Int, scale: Float? = nil,
-    scores: UnsafeMutablePointer<Float>, workspace: Workspace, into out: Tensor
+    queries: Tensor, cache: LayerKVCache, heads: Int, start: Int, scale: Float? = nil, workspace: Workspace, into out: Tensor
 ) {
     let headDim = cache.headDim, queryWidth = heads * headDim
     precondition(queries.columns == queryWidth && out.shape == queries.shape, "attention: queries \(queries.shape), output \(out.shape)")
@@ -65,6 +64,7 @@ public func cachedAttention(
     // Sized for the whole cache, so that the same buffers serve every decoded token.
     let keys = workspace.scratch("cached keys", count: cache.capacity * cache.width)
     let values = workspace.scratch("cached values", count: cache.capacity * cache.width)
+    let scores = workspace.scratch("cached scores", count: queries.rows * cache.capacity)
     cache.rows(keys: keys, values: values)
     multiHeadAttention(queries: queries, keys: keys, values: values, keyCount: cache.length, heads: heads,
                        kvHeads: cache.kvHeads, headDim: headDim, causalOffset: start, scale: scale, scores: scores, into: out)

@@ -289,8 +289,6 @@ public final class DecoderTransformer: LanguageModel, @unchecked Sendable {
         let k = ws.tensor("k", rows: tokens, columns: kvWidth), v = ws.tensor("v", rows: tokens, columns: kvWidth)
         let gate = ws.tensor("gate", rows: tokens, columns: a.intermediateSize)
         let up = ws.tensor("up", rows: tokens, columns: a.intermediateSize)
-        // Sized for the whole cache so that its view stays the same from one decoded token to the next.
-        let scores = ws.scratch("scores", count: tokens * cache.capacity)
         for (i, layer) in layers.enumerated() {
             layer.inputNorm(hidden, into: x)
             LinearLayer.apply(x, (layer.q, q), (layer.k, k), (layer.v, v))  // one product for the three
@@ -302,7 +300,7 @@ public final class DecoderTransformer: LanguageModel, @unchecked Sendable {
             rotary.applyInPlace(k, heads: a.kvHeads, startPosition: start)
             let layerCache = cache.layers[i]
             layerCache.append(keys: k, values: v)
-            cachedAttention(queries: q, cache: layerCache, heads: a.heads, start: start, scores: scores, workspace: ws, into: attended)
+            cachedAttention(queries: q, cache: layerCache, heads: a.heads, start: start, workspace: ws, into: attended)
             layer.o(attended, into: projected)
             addInPlace(hidden, projected)
             // Parallel: the MLP reads the same normed input `x` as attention did.

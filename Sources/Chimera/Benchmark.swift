@@ -89,9 +89,14 @@ public struct BenchmarkReport: Codable, Sendable {
     public var decodeBytesPerToken: Int?
     /// The KV-cache part of decodeBytesPerToken.
     public var decodeKVBytesPerToken: Int?
-    /// This machine's measured main-memory read bandwidth on the same threads, and the share of it decode reaches.
+    /// This machine's main-memory read bandwidth on the same threads (the median of the probes),
+    /// and the share of it decode reaches: the median, over pairs of a probe and the token
+    /// decoded right after it, of the token's GB/s over the probe's.
     public var readBandwidthGBPerSecond: Double?
     public var decodeBandwidthFraction: Double?
+    /// Every probe's GB/s and every pair's share, in order (how steady the machine was).
+    public var readBandwidthProbesGBPerSecond: [Double]?
+    public var decodeBandwidthPairShares: [Double]?
     /// Whether the first decoded tokens were computed from finite logits (a sanity check).
     public var finiteLogits: Bool
 
@@ -108,6 +113,8 @@ public struct BenchmarkReport: Codable, Sendable {
         case decodeBytesPerToken = "decode_bytes_per_token", decodeKVBytesPerToken = "decode_kv_bytes_per_token"
         case readBandwidthGBPerSecond = "read_bandwidth_gb_per_s"
         case decodeBandwidthFraction = "decode_bandwidth_fraction"
+        case readBandwidthProbesGBPerSecond = "read_bandwidth_probes_gb_per_s"
+        case decodeBandwidthPairShares = "decode_bandwidth_pair_shares"
     }
 }
 
@@ -120,8 +127,10 @@ public struct Benchmark {
     public var promptTokens = 640
     /// Image encodes to time: the first apart, the median of the rest as `image_encode_s`.
     public var encodeRuns = 3
-    /// Measure the machine's read bandwidth after decoding (about a second, 1 GiB).
+    /// Compare decode with the machine's read bandwidth: `bandwidthPairs` more decoded tokens,
+    /// each right after a read of a 512 MiB buffer (about a second in all).
     public var measureBandwidth = true
+    public var bandwidthPairs = 8
     public var decodeTokens = 32
     public var progress: (String) -> Void = { _ in }
 
@@ -173,8 +182,7 @@ public struct Benchmark {
                 times.append(Date().timeIntervalSince(start))
             }
             report.imageEncodeFirstSeconds = times[0]
-            let warm = times.count > 1 ? times.dropFirst().sorted() : times
-            report.imageEncodeSeconds = warm[warm.count / 2]
+            report.imageEncodeSeconds = Self.median(times.count > 1 ? Array(times.dropFirst()) : times)
             report.imageEncodeRuns = times.count
             elapsed += times[0]
             report.finiteLogits = report.finiteLogits && features.toArray().allSatisfy(\.isFinite)
@@ -187,8 +195,12 @@ public struct Benchmark {
             report.weightBytes += llmBytes
             // A decoded token multiplies by every matrix once (a tied embedding table is one of them).
             let decodeBytes = loader.matrices.reduce(0) { $0 + $1.matrix.byteCount }
-            let cache = model.makeCache(capacity: promptTokens + decodeTokens)
+            let pairs = measureBandwidth && decodeTokens > 0 ? bandwidthPairs : 0
+            let cache = model.makeCache(capacity: promptTokens + decodeTokens + pairs)
             report.kvCacheBytes = cache.bytes
+            // A token at `position` reads the matrices and the cached keys and values of
+            // position + 1 positions (float32).
+            let kvBytesPerPosition = cache.layers.reduce(0) { $0 + 2 * $1.width * 4 }
             let prompt = try model.embed((0..<promptTokens).map { ($0 * 7919 + 1) % model.vocabularySize })
             progress("prefill of \(promptTokens) tokens")
             var start = Date()
@@ -200,36 +212,56 @@ public struct Benchmark {
             report.prefillTokensPerSecond = Double(promptTokens) / prefill
             report.timeToFirstTokenSeconds = elapsed + prefill
             report.finiteLogits = report.finiteLogits && logits.toArray().allSatisfy(\.isFinite)
-            progress("decoding \(decodeTokens) tokens")
             let row = Tensor(zeros: [1, model.hiddenSize])
-            start = Date()
-            for _ in 0..<decodeTokens {
+            func decodeOne() throws {
                 try model.embed(token: token, into: row)
                 logits = try model.forward(embeddings: row, cache: cache, lastOnly: true)
                 token = argmax(logits)
             }
+            progress("decoding \(decodeTokens) tokens")
+            start = Date()
+            for _ in 0..<decodeTokens { try decodeOne() }
             let decode = Date().timeIntervalSince(start)
             report.decodeTokens = decodeTokens
             if decodeTokens > 0 {
-                // Decoded token t attends over promptTokens + t + 1 cached positions (keys and values, float32).
                 let meanPositions = Double(promptTokens) + Double(decodeTokens + 1) / 2
-                let kvBytes = Int(Double(cache.layers.reduce(0) { $0 + 2 * $1.width * 4 }) * meanPositions)
+                let kvBytes = Int(Double(kvBytesPerPosition) * meanPositions)
                 report.decodeTokensPerSecond = Double(decodeTokens) / decode
                 report.decodeKVBytesPerToken = kvBytes
                 report.decodeBytesPerToken = decodeBytes + kvBytes
                 report.decodeBandwidthGBPerSecond = Double(decodeBytes + kvBytes) * report.decodeTokensPerSecond! / 1e9
             }
+            report.peakRSSBytes = Self.peakRSS()
+            // After the peak RSS is read: the probe's own buffer must not count. On a shared
+            // machine the bandwidth moves by tens of percent between moments, so one measurement
+            // after the decode can flatter or wrong it; instead each probe is followed at once by
+            // one more decoded token, and the share is the median of these pairs' ratios. The
+            // probe also evicts the caches, so the token reads its weights from memory.
+            if pairs > 0, let probe = ReadBandwidthProbe() {
+                progress("pairing \(pairs) decoded tokens with memory read-bandwidth probes")
+                var rates: [Double] = [], shares: [Double] = []
+                for pair in 0..<pairs {
+                    let rate = probe.measure()
+                    start = Date()
+                    try decodeOne()
+                    let seconds = Date().timeIntervalSince(start)
+                    let bytes = decodeBytes + kvBytesPerPosition * (promptTokens + decodeTokens + pair + 1)
+                    rates.append(rate)
+                    shares.append(Double(bytes) / seconds / 1e9 / rate)
+                }
+                report.readBandwidthGBPerSecond = Self.median(rates)
+                report.decodeBandwidthFraction = Self.median(shares)
+                report.readBandwidthProbesGBPerSecond = rates
+                report.decodeBandwidthPairShares = shares
+            }
         }
-        report.peakRSSBytes = Self.peakRSS()
+        if llmManifest == nil { report.peakRSSBytes = Self.peakRSS() }
         report.peakRSSRatio = Double(report.peakRSSBytes) / Double(max(1, report.weightBytes + report.kvCacheBytes))
-        // After the peak RSS is read: the measurement's own 1 GiB buffer must not count.
-        if measureBandwidth, let decode = report.decodeBandwidthGBPerSecond {
-            progress("measuring memory read bandwidth")
-            report.readBandwidthGBPerSecond = ComputeThreads.measureReadBandwidth()
-            report.decodeBandwidthFraction = report.readBandwidthGBPerSecond.map { decode / $0 }
-        }
         return report
     }
+
+    /// The middle value (the upper one of an even count).
+    static func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
 
     func argmax(_ logits: Tensor) -> Int { ChimeraTensor.argmax(logits.data, count: logits.count) }
 

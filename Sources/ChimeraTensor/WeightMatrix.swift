@@ -254,12 +254,6 @@ extension ComputeThreads {
     /// The CPU features the kernels use on this machine, and the kernel variant chosen.
     public static var cpuFeatures: String { String(cString: chk_cpu_features()) }
     public static var kernelVariant: String { String(cString: chk_kernel_variant()) }
-    /// Main-memory read bandwidth in GB/s on `threads` threads (best of three reads of a fresh 1 GiB
-    /// buffer): the bound a bandwidth-bound decode is compared with. nil when it could not be measured.
-    public static func measureReadBandwidth(threads: Int = current, bytes: Int = 1 << 30) -> Double? {
-        let rate = chk_read_bandwidth(bytes, Int32(threads))
-        return rate > 0 ? rate : nil
-    }
     /// The kernel set OpenBLAS chose for this CPU ("SkylakeX", "Haswell", ...).
     public static var blasCore: String { openblas_get_corename().map { String(cString: $0) } ?? "unknown" }
 
@@ -304,3 +298,29 @@ public enum ParallelRows {
         }
     }
 }
+
+/// Measures main memory's read bandwidth with plain loads over a buffer much larger than the
+/// caches: the bound a bandwidth-bound decode is compared with. On a shared machine the figure
+/// moves from one moment to the next, so each `measure()` is one short pass (about 20 ms) meant
+/// to be paired with the work it is compared with.
+public final class ReadBandwidthProbe {
+    private let buffer: UnsafeMutablePointer<Float>
+    private let count: Int
+    public let threads: Int
+
+    /// nil when `bytes` cannot be allocated.
+    public init?(bytes: Int = 512 << 20, threads: Int = ComputeThreads.current) {
+        count = max(64, bytes / 4)
+        guard let memory = malloc(count * 4) else { return nil }
+        buffer = memory.bindMemory(to: Float.self, capacity: count)
+        // Non-zero: pages never written would all read one shared zero page.
+        buffer.initialize(repeating: 1, count: count)
+        self.threads = threads
+    }
+
+    deinit { free(buffer) }
+
+    /// One read of the whole buffer: GB/s.
+    public func measure() -> Double { chk_read_pass(buffer, count, Int32(threads)) }
+}
+

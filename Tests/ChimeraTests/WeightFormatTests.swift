@@ -168,12 +168,15 @@ import Testing
             var bench = Benchmark(families: BuiltinFamilies.registry(), format: format)
             bench.promptTokens = 20
             bench.decodeTokens = 3
+            bench.measureBandwidth = format == .q4_0  // a 512 MiB probe: once is enough here
             let report = try bench.run(name: "tiny", encoder: encoder, languageModel: llm)
+            #expect(((report.decodeBandwidthFraction ?? 0) > 0) == bench.measureBandwidth)
+            #expect(((report.readBandwidthGBPerSecond ?? 0) > 0) == bench.measureBandwidth)
             #expect(report.finiteLogits)
             #expect(report.imageEncodeSeconds != nil && report.decodeTokensPerSecond != nil)
             #expect(report.weightBytes > 0 && report.kvCacheBytes > 0)
-            // Decoded tokens read 21, 22 and 23 cached positions of the 23 the cache holds (stored as
-            // one key panel of 32 positions): 22 on average.
+            // Decoded tokens read 21, 22 and 23 cached positions of the 23 (31 with the probes' 8
+            // pairs) the cache holds, stored as one key panel of 32 positions: 22 on average.
             #expect(report.decodeKVBytesPerToken == report.kvCacheBytes / 32 * 22)
             #expect(report.decodeBytesPerToken! > report.decodeKVBytesPerToken!)
         }

@@ -91,9 +91,10 @@ void chk_attend_one(const float *q, const float *keys, const float *values, long
 void chk_attend(const float *q, const float *keys, const float *values, long keyCount, long heads, long kvHeads,
                 long headDim, float scale, float *out, int threads);
 
-/// Read bandwidth of main memory in GB/s: the best of three reads of a fresh `bytes`-long buffer
-/// (much larger than the caches) on `threads` threads. 0 when the buffer cannot be allocated.
-double chk_read_bandwidth(long bytes, int threads);
+/// Reads p[0 ..< floats] once on `threads` threads with plain loads, as fast as they come, and
+/// returns the rate in GB/s: main memory's read bandwidth when the buffer is much larger than the
+/// caches and was not read just before.
+double chk_read_pass(const float *p, long floats, int threads);
 
 /// Whether chk_gemm_nt runs on this CPU (AVX-512).
 int chk_gemm_available(void);

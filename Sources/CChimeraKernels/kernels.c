@@ -318,10 +318,12 @@ AVX512 static inline __attribute__((always_inline)) void rows_q8_avx512(
             }
         }
     }
-    for (; b + 2 <= blocks; b += 2) {  // remaining pairs
+    for (; b + 2 <= blocks; b += 2) {  // remaining pairs (their lines prefetched too: Qwen2's 896 columns end in two)
         const long pair = b / 2;
         __m512i xk = _mm512_loadu_si512(qx->xq + pair * 64), ck = _mm512_loadu_si512(qx->c8 + pair * 16);
         for (int j = 0; j < NR; j++) {
+            PREFETCH_NEAR_FAR(row[j] + pair * 64 + NR * cols, farBytes);
+            PREFETCH_NEAR_FAR(sc[j] + b + NR * blocks, farScales);
             __m256 s2 = _mm256_set_ps(0, 0, 0, 0, 0, 0, _cvtsh_ss(sc[j][b + 1]) * qx->xs[b + 1], _cvtsh_ss(sc[j][b]) * qx->xs[b]);
             __m512i d = _mm512_dpbusd_epi32(ck, q8_unsigned64(row[j] + pair * 64), xk);
             acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_permutexvar_ps(l0, _mm512_castps256_ps512(s2)), acc[j]);
@@ -369,10 +371,12 @@ AVX512 static inline __attribute__((always_inline)) void rows_q4_avx512(
             }
         }
     }
-    if (b + 4 <= blocks) {  // a last four
+    if (b + 4 <= blocks) {  // a last four (its line prefetched too: Qwen2's 896 columns end in one)
         const long four = b / 4;
         __m128 xs4 = _mm_loadu_ps(qx->xs + b);
         for (int j = 0; j < NR; j++) {
+            PREFETCH_NEAR_FAR(row[j] + b * 16 + NR * rowBytes, farBytes);
+            PREFETCH_NEAR_FAR(sc[j] + b + NR * blocks, farScales);
             __m512 s = _mm512_castps128_ps512(_mm_mul_ps(_mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(sc[j] + b))), xs4));
             __m512i d = q4_four_dot(row[j] + four * 64, qx, four);
             acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_permutexvar_ps(l0, s), acc[j]);

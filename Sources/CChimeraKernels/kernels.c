@@ -120,6 +120,30 @@ static void rows_f16_portable(const uint16_t *w, long cols, long row0, long row1
     for (long i = 0, n = (row1 - row0) * cols; i < n; i++) out[i] = half_to_float(w[row0 * cols + i]);
 }
 
+// MARK: - Prefetching the weights of decode products
+
+// Decode reads every weight once per token, and the hardware streamer alone reaches about half the
+// read bandwidth with the kernels' interleaved rows, so each cache line of a row is prefetched
+// twice. The near prefetch (the same columns of the next group of rows) fetches into L1; by
+// itself it holds one of L1's few fill buffers for a line's whole trip from memory, which capped
+// the products at 80–85 % of a plain read's rate. The far one, FAR_BYTES (weights_avx512.h) or more
+// ahead, fetches into L2, whose queue is deeper, so the near one then completes from L2: 93–100 %
+// (q4_0, 5632 × 2048, medians of builds alternated with a plain read of the same size between
+// products).
+
+// Groups of rows (groupBytes each) to prefetch ahead into L2: at least FAR_BYTES, at least two.
+static inline long far_groups(long groupBytes) {
+    long groups = (FAR_BYTES + groupBytes - 1) / groupBytes;
+    return groups < 2 ? 2 : groups;
+}
+
+// The near and far prefetches of one line: `near` is the same line in the next group of rows.
+#define PREFETCH_NEAR_FAR(near, farOffset)                          \
+    do {                                                           \
+        _mm_prefetch((const char *)(near), _MM_HINT_T0);           \
+        _mm_prefetch((const char *)(near) + (farOffset), _MM_HINT_T1); \
+    } while (0)
+
 // MARK: - AVX2 (+FMA, F16C)
 
 AVX2 static inline float hsum256(__m256 v) {
@@ -138,15 +162,16 @@ AVX2 static inline __m256 f32x8(const float *p) { return _mm256_loadu_ps(p); }
 AVX2 static inline __m256 f16x8(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
 
 // One row at a time, two accumulators; LOAD8 widens 8 stored values to floats, SCALAR one. The
-// same span of the next row is prefetched (the hardware streamer stops at 4 KiB pages).
+// same span of the next row is prefetched (the "group" is one row; see above).
 #define GEMV_AVX2(NAME, T, LOAD8, SCALAR)                                                              \
     AVX2 static void NAME(const T *w, const float *x, float *y, long cols, long row0, long row1) {     \
+        const long far = (far_groups(cols * (long)sizeof(T)) - 1) * cols * (long)sizeof(T);           \
         for (long r = row0; r < row1; r++) {                                                           \
             const T *row = w + r * cols;                                                               \
             __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();                                 \
             long i = 0;                                                                                \
             for (; i + 16 <= cols; i += 16) {                                                          \
-                _mm_prefetch((const char *)(row + cols + i), _MM_HINT_T0); /* the next row, as below */  \
+                if (i % (64 / sizeof(T)) == 0) PREFETCH_NEAR_FAR(row + cols + i, far);                 \
                 a0 = _mm256_fmadd_ps(LOAD8(row + i), _mm256_loadu_ps(x + i), a0);                      \
                 a1 = _mm256_fmadd_ps(LOAD8(row + i + 8), _mm256_loadu_ps(x + i + 8), a1);              \
             }                                                                                          \
@@ -175,12 +200,13 @@ AVX2 static inline __m256i q4_unpack(const uint8_t *p) {
 }
 
 AVX2 static void gemv_q8_avx2(const int8_t *q, const uint16_t *scales, const chk_qx *x, float *y, long cols, long row0, long row1) {
-    long blocks = cols / CHK_BLOCK;
+    long blocks = cols / CHK_BLOCK, far = (far_groups(cols + blocks * 2) - 1);
     for (long r = row0; r < row1; r++) {
         __m256 acc = _mm256_setzero_ps();
         const int8_t *row = q + r * cols; const uint16_t *sc = scales + r * blocks;
         for (long b = 0; b < blocks; b++) {
-            if (b % 2 == 0) _mm_prefetch((const char *)(row + cols + b * 32), _MM_HINT_T0);
+            if (b % 2 == 0) PREFETCH_NEAR_FAR(row + cols + b * 32, far * cols);
+            if (b % 32 == 0) PREFETCH_NEAR_FAR(sc + blocks + b, far * blocks * 2);
             __m256i d = dot32_avx2(_mm256_loadu_si256((const __m256i *)(row + b * 32)), _mm256_loadu_si256((const __m256i *)(x->xq + b * 32)));
             acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_set1_ps(h2f(sc[b]) * x->xs[b]), acc);
         }
@@ -189,12 +215,13 @@ AVX2 static void gemv_q8_avx2(const int8_t *q, const uint16_t *scales, const chk
 }
 
 AVX2 static void gemv_q4_avx2(const uint8_t *q, const uint16_t *scales, const chk_qx *x, float *y, long cols, long row0, long row1) {
-    long blocks = cols / CHK_BLOCK;
+    long blocks = cols / CHK_BLOCK, far = (far_groups(cols / 2 + blocks * 2) - 1);
     for (long r = row0; r < row1; r++) {
         __m256 acc = _mm256_setzero_ps();
         const uint8_t *row = q + r * cols / 2; const uint16_t *sc = scales + r * blocks;
         for (long b = 0; b < blocks; b++) {
-            if (b % 4 == 0) _mm_prefetch((const char *)(row + cols / 2 + b * 16), _MM_HINT_T0);
+            if (b % 4 == 0) PREFETCH_NEAR_FAR(row + cols / 2 + b * 16, far * cols / 2);
+            if (b % 32 == 0) PREFETCH_NEAR_FAR(sc + blocks + b, far * blocks * 2);
             __m256i d = dot32_avx2(q4_unpack(row + b * 16), _mm256_loadu_si256((const __m256i *)(x->xq + b * 32)));
             acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_set1_ps(h2f(sc[b]) * x->xs[b]), acc);
         }
@@ -210,29 +237,8 @@ AVX2 static void rows_f16_avx2(const uint16_t *w, long cols, long row0, long row
 
 // MARK: - AVX-512 (F, BW, VL, VNNI)
 
-// Decode reads every weight once per token, so these kernels are built around memory traffic:
-// four rows per pass (each activation load feeds four rows), independent accumulators, and two
-// software prefetches per line of each row (the hardware streamer alone reaches half the rate
-// here). The near one fetches the same columns of the next group of rows into L1; by itself it
-// holds one of L1's few fill buffers for a line's whole trip from memory, which capped the products
-// at 80–85 % of a plain read's rate. The far one, FAR_BYTES or more ahead, fetches into L2, whose
-// queue is deeper, so the near one then completes from L2: 93–100 % (q4_0, 5632 × 2048, medians of
-// builds alternated with a read of the same size between products).
-enum { FAR_BYTES = 16384 };
-
-// Groups of rows (groupBytes each) to prefetch ahead into L2: at least FAR_BYTES, at least two.
-static inline long far_groups(long groupBytes) {
-    long groups = (FAR_BYTES + groupBytes - 1) / groupBytes;
-    return groups < 2 ? 2 : groups;
-}
-
-// The near and far prefetches of one line: `near` is the same line in the next group of rows.
-#define PREFETCH_NEAR_FAR(near, farOffset)                          \
-    do {                                                           \
-        _mm_prefetch((const char *)(near), _MM_HINT_T0);           \
-        _mm_prefetch((const char *)(near) + (farOffset), _MM_HINT_T1); \
-    } while (0)
-
+// Decode products: four rows per pass (each activation load feeds four rows), independent
+// accumulators, and the two prefetches above per line.
 
 // NR (1..4, a constant after inlining) rows from `row0`, 32 columns per step with two accumulators per row.
 #define GEMV_ROWS_AVX512(NAME, T, LOAD16, TAIL16)                                                      \

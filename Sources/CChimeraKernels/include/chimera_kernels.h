@@ -91,9 +91,9 @@ void chk_attend_one(const float *q, const float *keys, const float *values, long
 void chk_attend(const float *q, const float *keys, const float *values, long keyCount, long heads, long kvHeads,
                 long headDim, float scale, float *out, int threads);
 
-/// Reads p[0 ..< floats] once on `threads` threads with plain loads, as fast as they come, and
-/// returns the rate in GB/s: main memory's read bandwidth when the buffer is much larger than the
-/// caches and was not read just before.
+/// Reads p[0 ..< floats] once on `threads` threads as fast as they come (plain loads, prefetched
+/// ahead into L2) and returns the rate in GB/s: main memory's read bandwidth when the buffer is
+/// much larger than the caches and was not read just before.
 double chk_read_pass(const float *p, long floats, int threads);
 
 /// Whether chk_gemm_nt runs on this CPU (AVX-512).

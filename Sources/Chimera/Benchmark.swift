@@ -128,7 +128,7 @@ public struct Benchmark {
     /// Image encodes to time: the first apart, the median of the rest as `image_encode_s`.
     public var encodeRuns = 3
     /// Compare decode with the machine's read bandwidth: `bandwidthPairs` more decoded tokens,
-    /// each right after a read of a 512 MiB buffer (about a second in all).
+    /// each right after a read of a 512 MiB buffer (a second or two in all).
     public var measureBandwidth = true
     public var bandwidthPairs = 8
     public var decodeTokens = 32

@@ -310,19 +310,9 @@ int chk_gemm_nt(chk_format format, const void *w, const uint16_t *scales, long n
 
 // MARK: - Attention (prefill, decode, encoders)
 
-// Where each KV head's keys and values are. Keys either as rows (element (t, d) of head g at
-// keys + g·keyHeadStride + t·ldk + d) or, in the KV cache, as panels of NR positions,
-// dimension-major (panel p of head g at keys + g·keyHeadStride + p·headDim·NR, element (t, d) at
-// + d·NR + t % NR): the layout the micro-kernel reads, so attention over the cache packs no keys.
-// Values as rows: (t, d) of head g at values + g·valueHeadStride + t·ldv + d.
-typedef struct {
-    const float *keys; long ldk, keyHeadStride; int keyPanels;
-    const float *values; long ldv, valueHeadStride;
-} kv_view;
-
 typedef struct {
     const float *q; long ldq, qHeadStride;  // query t of head h at q + t·ldq + h·qHeadStride
-    kv_view kv;
+    chk_kv_view kv;
     long tokens, keyCount, heads, kvHeads, headDim;
     long chunks;  // each head's blocks of MR queries in `chunks` work items
     float scale; long causalOffset;
@@ -364,7 +354,7 @@ AVX512 static void scale_row(float *row, long n, float f) {
 // and P · V_h, all with the micro-kernel.
 AVX512 static void attention_task(void *context, long i0, long i1) {
     attention_job *j = context;
-    const kv_view *kv = &j->kv;
+    const chk_kv_view *kv = &j->kv;
     long hd = j->headDim, keyPanels = (j->keyCount + NR - 1) / NR, ldS = keyPanels * NR;
     long blocks = (j->tokens + MR - 1) / MR, perChunk = (blocks + j->chunks - 1) / j->chunks;
     // V_h is read once per block of queries. Read more than once (several blocks, or heads sharing
@@ -555,10 +545,20 @@ AVX512 static void decode_task(void *context, long i0, long i1) {
 int chk_attention_cached(const float *q, long ldq, long tokens, const float *keyPanels, const float *values, long capacity,
                          long keyCount, long heads, long kvHeads, long headDim, float scale, long causalOffset,
                          float *out, long ldo, int threads) {
-    if (!chk_gemm_available() || kvHeads <= 0 || heads % kvHeads || capacity % NR) return 0;
+    if (kvHeads <= 0 || heads % kvHeads || capacity % NR) return 0;
     if (tokens <= 0) return 1;
-    long group = heads / kvHeads;
-    if (tokens == 1 && keyCount > 0 && (causalOffset < 0 || causalOffset + 1 >= keyCount) && ldq == heads * headDim && ldo == ldq) {
+    long group = heads / kvHeads, headStride = capacity * headDim;
+    chk_kv_view kv = {keyPanels, 0, headStride, 1, values, headDim, headStride};
+    int decode = tokens == 1 && keyCount > 0 && (causalOffset < 0 || causalOffset + 1 >= keyCount) && ldq == heads * headDim && ldo == ldq;
+    if (!chk_gemm_available()) {
+        // Without AVX-512 a decoded token reads the panels in place (one query head at a time, on
+        // the portable or AVX2 kernels); a prompt is left to the caller, which copies the cache
+        // into rows once for the whole prompt.
+        if (!decode) return 0;
+        chk_attend_view(q, &kv, keyCount, heads, kvHeads, headDim, scale, out, threads);
+        return 1;
+    }
+    if (decode) {
         // A decoded token: the query heads of a KV head are rows of one block (their q and out are
         // side by side), so each cached key and value is read once per group, not once per query
         // head; its keys are cut into spans of at least 128 so that there are about four items
@@ -579,8 +579,6 @@ int chk_attention_cached(const float *q, long ldq, long tokens, const float *key
         chk_parallel_for(kvHeads * spans, 1, threads, decode_task, &job);
         return !atomic_load(&job.failed);
     }
-    long headStride = capacity * headDim;
-    kv_view kv = {keyPanels, 0, headStride, 1, values, headDim, headStride};
     attention_job job = {q, ldq, headDim, kv, tokens, keyCount, heads, kvHeads, headDim, 1, scale, causalOffset,
                          out, ldo, headDim, 0};
     return run_attention(&job, threads);

@@ -449,7 +449,7 @@ typedef void (*prepare_fn)(const float *, long, int8_t *, float *);
 typedef void (*rows16_fn)(const uint16_t *, long, long, long, float *);
 
 static struct {
-    int chosen, avx512; const char *variant;
+    int chosen, avx512, avx2; const char *variant;
     gemv32_fn f32; gemv16_fn f16, bf16; gemvq8_fn q8; gemvq4_fn q4; rows16_fn rows_f16; prepare_fn quantize_x;
 } K;
 static int forced_portable, forced_avx2;
@@ -463,6 +463,7 @@ static void pick(void) {
     if (forced_portable) { avx2 = 0; avx512 = 0; }
     if (forced_avx2) avx512 = 0;
     K.avx512 = avx512;
+    K.avx2 = avx2 && !avx512;
     if (avx512) {
         K.variant = "avx512"; K.f32 = gemv_f32_avx512; K.f16 = gemv_f16_avx512; K.bf16 = gemv_bf16_avx512; K.q8 = gemv_q8_avx512; K.q4 = gemv_q4_avx512;
         K.rows_f16 = rows_f16_avx512; K.quantize_x = quantize_x_avx512;
@@ -623,40 +624,62 @@ void chk_quantize_q4_0(const float *x, long rows, long cols, uint8_t *q, uint16_
 
 // MARK: - Decode attention
 
-// One query row per head over the cached keys (decode). Scores are scaled dot products, turned
-// into probabilities by chk_softmax_rows (its SIMD exp: libm's expf per key was a third of a
-// decoded token's time at 640 positions), then summed over the values. The body is compiled for
-// AVX-512 and for the baseline, so that the dot products and sums vectorize on either.
+// One query row per head over its keys (decode), rows or the cache's panels (chk_kv_view). Scores
+// are scaled dot products (over a panel, 32 positions at once along a dimension), turned into
+// probabilities by chk_softmax_rows (its SIMD exp: libm's expf per key was a third of a decoded
+// token's time at 640 positions), then summed over the values. The body is compiled for AVX-512,
+// AVX2 and the baseline, so that the dot products and sums vectorize on each.
 #define ATTEND_ONE_BODY                                                                              \
-    long group = heads / kvHeads, kvWidth = kvHeads * headDim;                                       \
+    long group = heads / kvHeads;                                                                    \
     for (long h = head0; h < head1; h++) {                                                           \
         const float *qh = q + h * headDim; const long kvh = h / group;                               \
-        for (long j = 0; j < keyCount; j++) {                                                        \
-            const float *k = keys + j * kvWidth + kvh * headDim; float d = 0;                        \
-            for (long i = 0; i < headDim; i++) d += qh[i] * k[i];                                    \
-            scores[j] = d * scale;                                                                   \
+        const float *kh = kv->keys + kvh * kv->keyHeadStride, *vh = kv->values + kvh * kv->valueHeadStride; \
+        if (kv->keyPanels) {                                                                         \
+            for (long j0 = 0; j0 < keyCount; j0 += CHK_KEY_PANEL) {                                  \
+                const float *panel = kh + j0 * headDim;                                              \
+                float s[CHK_KEY_PANEL] = {0}; /* a local: stays in registers */                      \
+                for (long i = 0; i < headDim; i++)                                                   \
+                    for (int t = 0; t < CHK_KEY_PANEL; t++) s[t] += qh[i] * panel[i * CHK_KEY_PANEL + t]; \
+                for (int t = 0; t < CHK_KEY_PANEL; t++) scores[j0 + t] = s[t] * scale;               \
+            }                                                                                        \
+        } else {                                                                                     \
+            for (long j = 0; j < keyCount; j++) {                                                    \
+                const float *k = kh + j * kv->ldk; float d = 0;                                      \
+                for (long i = 0; i < headDim; i++) d += qh[i] * k[i];                                \
+                scores[j] = d * scale;                                                               \
+            }                                                                                        \
         }                                                                                            \
         chk_softmax_rows(scores, 1, keyCount, keyCount);                                             \
         float *o = out + h * headDim;                                                                \
         for (long i = 0; i < headDim; i++) o[i] = 0;                                                 \
         for (long j = 0; j < keyCount; j++) {                                                        \
-            const float *v = values + j * kvWidth + kvh * headDim; float p = scores[j];              \
+            const float *v = vh + j * kv->ldv; float p = scores[j];                                  \
             for (long i = 0; i < headDim; i++) o[i] += p * v[i];                                     \
         }                                                                                            \
     }
 
-AVX512 static void attend_one_avx512(const float *q, const float *keys, const float *values, long keyCount, long heads,
-                                     long kvHeads, long headDim, float scale, float *scores, float *out, long head0, long head1) {
+AVX512 static void attend_one_avx512(const float *q, const chk_kv_view *kv, long keyCount, long heads, long kvHeads,
+                                     long headDim, float scale, float *scores, float *out, long head0, long head1) {
 #pragma clang fp reassociate(on)  // lets the dot products vectorize
     ATTEND_ONE_BODY
 }
 
-void chk_attend_one(const float *q, const float *keys, const float *values, long keyCount, long heads,
-                    long kvHeads, long headDim, float scale, float *scores, float *out, long head0, long head1) {
+AVX2 static void attend_one_avx2(const float *q, const chk_kv_view *kv, long keyCount, long heads, long kvHeads,
+                                 long headDim, float scale, float *scores, float *out, long head0, long head1) {
+#pragma clang fp reassociate(on)
+    ATTEND_ONE_BODY
+}
+
+void chk_attend_one(const float *q, const chk_kv_view *kv, long keyCount, long heads, long kvHeads, long headDim,
+                    float scale, float *scores, float *out, long head0, long head1) {
 #pragma clang fp reassociate(on)
     pick();
     if (K.avx512) {
-        attend_one_avx512(q, keys, values, keyCount, heads, kvHeads, headDim, scale, scores, out, head0, head1);
+        attend_one_avx512(q, kv, keyCount, heads, kvHeads, headDim, scale, scores, out, head0, head1);
+        return;
+    }
+    if (K.avx2) {
+        attend_one_avx2(q, kv, keyCount, heads, kvHeads, headDim, scale, scores, out, head0, head1);
         return;
     }
     ATTEND_ONE_BODY
@@ -860,43 +883,53 @@ void chk_matvec(chk_format format, const void *w, const uint16_t *scales, const 
 // MARK: - Threaded decode attention
 
 typedef struct {
-    const float *q, *keys, *values; long keyCount, heads, kvHeads, headDim; float scale; float *out;
+    const float *q; chk_kv_view kv; long keyCount, heads, kvHeads, headDim; float scale; float *out;
 } attend_job;
 
 static void attend_task(void *context, long h0, long h1) {
     const attend_job *j = context;
-    // Scores of one head at a time, on this thread's stack (heap only for very long caches).
-    int heap = j->keyCount > 16384;
-    float stack[heap ? 1 : j->keyCount];
-    float *scores = heap ? malloc(sizeof(float) * (size_t)j->keyCount) : stack;
-    chk_attend_one(j->q, j->keys, j->values, j->keyCount, j->heads, j->kvHeads, j->headDim, j->scale, scores, j->out, h0, h1);
+    // Scores of one head at a time (rounded up to whole key panels), on this thread's stack (heap
+    // only for very long caches).
+    long count = (j->keyCount + CHK_KEY_PANEL - 1) / CHK_KEY_PANEL * CHK_KEY_PANEL;
+    int heap = count > 16384;
+    float stack[heap ? 1 : count];
+    float *scores = heap ? malloc(sizeof(float) * (size_t)count) : stack;
+    chk_attend_one(j->q, &j->kv, j->keyCount, j->heads, j->kvHeads, j->headDim, j->scale, scores, j->out, h0, h1);
     if (heap) free(scores);
 }
 
-// Grouped-query heads: the query heads of one KV head are rows of one small attention over the
-// same keys (chk_attention with one head), so each cached key is read once per group, not once per
-// query head, and the products run on the GEMM micro-kernel.
+// Grouped-query heads over rows: the query heads of one KV head are rows of one small attention
+// over the same keys (chk_attention with one head), so each cached key is read once per group, not
+// once per query head, and the products run on the GEMM micro-kernel.
 static void attend_group_task(void *context, long g0, long g1) {
     const attend_job *j = context;
-    long group = j->heads / j->kvHeads, hd = j->headDim, kvWidth = j->kvHeads * hd;
+    long group = j->heads / j->kvHeads, hd = j->headDim;
     for (long g = g0; g < g1; g++) {
-        if (!chk_attention(j->q + g * group * hd, hd, j->keys + g * hd, j->values + g * hd, kvWidth, group, j->keyCount,
+        if (!chk_attention(j->q + g * group * hd, hd, j->kv.keys + g * hd, j->kv.values + g * hd, j->kv.ldk, group, j->keyCount,
                            1, 1, hd, j->scale, -1, j->out + g * group * hd, hd, 1))
             attend_task(context, g * group, (g + 1) * group);
     }
 }
 
+void chk_attend_view(const float *q, const chk_kv_view *kv, long keyCount, long heads, long kvHeads, long headDim,
+                     float scale, float *out, int threads) {
+    attend_job job = {q, *kv, keyCount, heads, kvHeads, headDim, scale, out};
+    long chunk = (heads + 4L * threads - 1) / (4L * threads);
+    chk_parallel_for(heads, chunk < 1 ? 1 : chunk, threads, attend_task, &job);
+}
+
 void chk_attend(const float *q, const float *keys, const float *values, long keyCount, long heads, long kvHeads,
                 long headDim, float scale, float *out, int threads) {
-    attend_job job = {q, keys, values, keyCount, heads, kvHeads, headDim, scale, out};
+    long kvWidth = kvHeads * headDim;
+    chk_kv_view kv = {keys, kvWidth, headDim, 0, values, kvWidth, headDim};
     // Groups of four or more query heads fill enough of the micro-kernel's 12 rows to pay; there
     // must also be a group for every thread.
     if (heads / kvHeads >= 4 && kvHeads >= threads && chk_gemm_available()) {
+        attend_job job = {q, kv, keyCount, heads, kvHeads, headDim, scale, out};
         chk_parallel_for(kvHeads, 1, threads, attend_group_task, &job);
         return;
     }
-    long chunk = (heads + 4L * threads - 1) / (4L * threads);
-    chk_parallel_for(heads, chunk < 1 ? 1 : chunk, threads, attend_task, &job);
+    chk_attend_view(q, &kv, keyCount, heads, kvHeads, headDim, scale, out, threads);
 }
 
 // MARK: - Memory read bandwidth (what decode is bound by)

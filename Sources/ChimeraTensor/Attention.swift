@@ -50,8 +50,9 @@ public final class LayerKVCache: @unchecked Sendable {
 
 /// Attention of queries [T, heads*headDim] at positions start ..< start + T over the first
 /// `cache.length` positions of a layer's cache (causal), into `out`. The kernels' attention reads
-/// the cache as it is; without AVX-512 its rows are copied out into `workspace`, with the general
-/// path's scores, for the general path.
+/// the cache as it is (a decoded token on every CPU, a prompt with AVX-512); for a prompt without
+/// AVX-512 its rows are copied out into `workspace`, with the general path's scores, for the
+/// general path.
 public func cachedAttention(
     queries: Tensor, cache: LayerKVCache, heads: Int, start: Int, scale: Float? = nil, workspace: Workspace, into out: Tensor
 ) {
@@ -61,7 +62,8 @@ public func cachedAttention(
     if chk_attention_cached(queries.data, queryWidth, queries.rows, cache.keyPanels.data, cache.valueRows.data, cache.storedPositions,
                             cache.length, heads, cache.kvHeads, headDim, scale, start, out.data, queryWidth,
                             Int32(ComputeThreads.current)) != 0 { return }
-    // Sized for the whole cache, so that the same buffers serve every decoded token.
+    // Without AVX-512 a prompt (a decoded token reads the panels in place, in the kernels): the
+    // cache as rows, in buffers sized for the whole cache so that they serve every call.
     let keys = workspace.scratch("cached keys", count: cache.capacity * cache.width)
     let values = workspace.scratch("cached values", count: cache.capacity * cache.width)
     let scores = workspace.scratch("cached scores", count: queries.rows * cache.capacity)

@@ -67,9 +67,16 @@ extension KernelSelection {
             return out
         }
 
-        func checkAttention(portable: Bool) {
-            if portable { chk_force_portable(1) }
-            defer { if portable { chk_force_portable(0) } }
+        /// `variant`: "avx512" (the kernels as chosen), "avx2" or "portable" (forced: the callers'
+        /// BLAS fallbacks for sequences, and one-query attention — the cache read in place — on
+        /// those kernels).
+        func checkAttention(variant: String) throws {
+            if variant == "portable" { chk_force_portable(1) }
+            if variant == "avx2" { try #require(chk_force_avx2(1) != 0, "this CPU has no AVX2") }
+            defer {
+                if variant == "portable" { chk_force_portable(0) }
+                if variant == "avx2" { _ = chk_force_avx2(0) }
+            }
             // (tokens, keys, heads, kvHeads, headDim, causal offset)
             let cases: [(Int, Int, Int, Int, Int, Int?)] = [
                 (37, 37, 4, 4, 64, nil), (29, 29, 3, 3, 72, nil), (13, 13, 4, 2, 16, 0), (20, 50, 4, 1, 8, 30),
@@ -91,7 +98,7 @@ extension KernelSelection {
                 let expected = Self.referenceAttention(q: q, k: k, v: v, tokens: tokens, keys: keys, heads: heads, kvHeads: kvHeads,
                                                        headDim: d, offset: offset)
                 let worst = zip(out.toArray(), expected).map { abs($0 - $1) }.max() ?? 0
-                #expect(worst < 1e-5, "attention \(tokens)×\(keys) heads \(heads)/\(kvHeads) dim \(d) offset \(String(describing: offset)) portable \(portable): \(worst)")
+                #expect(worst < 1e-5, "attention \(tokens)×\(keys) heads \(heads)/\(kvHeads) dim \(d) offset \(String(describing: offset)) \(variant): \(worst)")
                 // The same keys and values through a KV cache (its own layout; filled in two appends,
                 // capacity not a whole number of key panels), queries at positions offset ..< offset + tokens.
                 guard let offset, offset + tokens == keys else { continue }
@@ -108,12 +115,13 @@ extension KernelSelection {
                 cachedAttention(queries: Tensor(shape: [tokens, heads * d], values: q), cache: cache, heads: heads, start: offset,
                                 workspace: Workspace(), into: cached)
                 let worstCached = zip(cached.toArray(), expected).map { abs($0 - $1) }.max() ?? 0
-                #expect(worstCached < 1e-5, "cached attention \(tokens)×\(keys) heads \(heads)/\(kvHeads) dim \(d) portable \(portable): \(worstCached)")
+                #expect(worstCached < 1e-5, "cached attention \(tokens)×\(keys) heads \(heads)/\(kvHeads) dim \(d) \(variant): \(worstCached)")
             }
         }
 
-        @Test func sequenceAttentionMatchesReference() { checkAttention(portable: false) }
-        @Test func blasAttentionFallbackMatchesReference() { checkAttention(portable: true) }
+        @Test func sequenceAttentionMatchesReference() throws { try checkAttention(variant: "avx512") }
+        @Test func blasAttentionFallbackMatchesReference() throws { try checkAttention(variant: "portable") }
+        @Test func avx2AttentionMatchesReference() throws { try checkAttention(variant: "avx2") }
 
         /// Several matrices of mixed formats over one input (q/k/v, gate/up) equal one product each.
         @Test func productsOfOneInputTogetherEqualEachAlone() throws {

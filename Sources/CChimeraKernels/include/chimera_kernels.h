@@ -83,13 +83,29 @@ typedef struct chk_matvec_part { chk_format format; const void *w; const uint16_
 /// threaded pass over all their rows (more than CHK_MATVEC_PARTS: one chk_matvec each).
 void chk_matvec_parts(const chk_matvec_part *parts, int count, const float *x, long cols, int threads);
 
-/// Attention of one query row per head over `keys` cached rows (decode): out[h] = softmax(scale q_h·K)·V.
-/// keys/values are [keyCount, kvHeads*headDim]; scores is scratch of keyCount floats, reused for heads [head0, head1).
-void chk_attend_one(const float *q, const float *keys, const float *values, long keyCount, long heads,
-                    long kvHeads, long headDim, float scale, float *scores, float *out, long head0, long head1);
-/// The same for every head, threaded over heads on `threads` threads, with scratch on each thread's stack.
+/// Where each KV head's keys and values are. Keys either as rows (element (t, d) of head g at
+/// keys + g·keyHeadStride + t·ldk + d) or, in the KV cache, as panels of CHK_KEY_PANEL positions,
+/// dimension-major (panel p of head g at keys + g·keyHeadStride + p·headDim·CHK_KEY_PANEL, element
+/// (t, d) at + d·CHK_KEY_PANEL + t % CHK_KEY_PANEL): the layout the GEMM's micro-kernel reads, so
+/// attention over the cache packs no keys. Values as rows: (t, d) of head g at
+/// values + g·valueHeadStride + t·ldv + d.
+typedef struct chk_kv_view {
+    const float *keys; long ldk, keyHeadStride; int keyPanels;
+    const float *values; long ldv, valueHeadStride;
+} chk_kv_view;
+
+/// Attention of one query row per head over keyCount keys and values (decode):
+/// out[h] = softmax(scale q_h·K)·V, for heads [head0, head1); scores is scratch of keyCount floats
+/// (a key panel's worth more when the keys are panels).
+void chk_attend_one(const float *q, const chk_kv_view *kv, long keyCount, long heads, long kvHeads, long headDim,
+                    float scale, float *scores, float *out, long head0, long head1);
+/// The same for every head, threaded over heads on `threads` threads, with scratch on each thread's
+/// stack; keys and values are [keyCount, kvHeads*headDim] rows.
 void chk_attend(const float *q, const float *keys, const float *values, long keyCount, long heads, long kvHeads,
                 long headDim, float scale, float *out, int threads);
+/// The same over any view (the KV cache's panels without AVX-512), one query head at a time.
+void chk_attend_view(const float *q, const chk_kv_view *kv, long keyCount, long heads, long kvHeads, long headDim,
+                     float scale, float *out, int threads);
 
 /// Reads p[0 ..< floats] once on `threads` threads as fast as they come (plain loads, prefetched
 /// ahead into L2) and returns the rate in GB/s: main memory's read bandwidth when the buffer is

@@ -624,30 +624,20 @@ void chk_quantize_q4_0(const float *x, long rows, long cols, uint8_t *q, uint16_
 
 // MARK: - Decode attention
 
-// One query row per head over its keys (decode), rows or the cache's panels (chk_kv_view). Scores
-// are scaled dot products (over a panel, 32 positions at once along a dimension), turned into
-// probabilities by chk_softmax_rows (its SIMD exp: libm's expf per key was a third of a decoded
-// token's time at 640 positions), then summed over the values. The body is compiled for AVX-512,
-// AVX2 and the baseline, so that the dot products and sums vectorize on each.
+// One query row per head over its keys as rows (decode; chk_kv_view with keyPanels 0). Scores are
+// scaled dot products, turned into probabilities by chk_softmax_rows (its SIMD exp: libm's expf
+// per key was a third of a decoded token's time at 640 positions), then summed over the values.
+// The body is compiled for AVX-512, AVX2 and the baseline, so that the dot products and sums
+// vectorize on each.
 #define ATTEND_ONE_BODY                                                                              \
     long group = heads / kvHeads;                                                                    \
     for (long h = head0; h < head1; h++) {                                                           \
         const float *qh = q + h * headDim; const long kvh = h / group;                               \
         const float *kh = kv->keys + kvh * kv->keyHeadStride, *vh = kv->values + kvh * kv->valueHeadStride; \
-        if (kv->keyPanels) {                                                                         \
-            for (long j0 = 0; j0 < keyCount; j0 += CHK_KEY_PANEL) {                                  \
-                const float *panel = kh + j0 * headDim;                                              \
-                float s[CHK_KEY_PANEL] = {0}; /* a local: stays in registers */                      \
-                for (long i = 0; i < headDim; i++)                                                   \
-                    for (int t = 0; t < CHK_KEY_PANEL; t++) s[t] += qh[i] * panel[i * CHK_KEY_PANEL + t]; \
-                for (int t = 0; t < CHK_KEY_PANEL; t++) scores[j0 + t] = s[t] * scale;               \
-            }                                                                                        \
-        } else {                                                                                     \
-            for (long j = 0; j < keyCount; j++) {                                                    \
-                const float *k = kh + j * kv->ldk; float d = 0;                                      \
-                for (long i = 0; i < headDim; i++) d += qh[i] * k[i];                                \
-                scores[j] = d * scale;                                                               \
-            }                                                                                        \
+        for (long j = 0; j < keyCount; j++) {                                                        \
+            const float *k = kh + j * kv->ldk; float d = 0;                                          \
+            for (long i = 0; i < headDim; i++) d += qh[i] * k[i];                                    \
+            scores[j] = d * scale;                                                                   \
         }                                                                                            \
         chk_softmax_rows(scores, 1, keyCount, keyCount);                                             \
         float *o = out + h * headDim;                                                                \
@@ -683,6 +673,62 @@ void chk_attend_one(const float *q, const chk_kv_view *kv, long keyCount, long h
         return;
     }
     ATTEND_ONE_BODY
+}
+
+// Query rows [r0, r1) of KV head g's group over the cache's key panels (decode without AVX-512):
+// the rows share each panel and value row as it is read, three at a time, with their sums in
+// locals of one panel's (or 32 dimensions') width, which the compiler keeps in vector registers.
+// scores holds (r1 − r0) rows of ldS ≥ keyCount rounded up to whole panels.
+#define ATTEND_GROUP_BODY                                                                            \
+    const long P = CHK_KEY_PANEL, group = heads / kvHeads;                                          \
+    const float *kh = kv->keys + g * kv->keyHeadStride, *vh = kv->values + g * kv->valueHeadStride; \
+    const float *qg = q + g * group * headDim;                                                       \
+    for (long j0 = 0; j0 < keyCount; j0 += P) {                                                     \
+        const float *panel = kh + j0 * headDim;                                                      \
+        long r = r0;                                                                                 \
+        for (; r < r1; r += 3) {                                                                     \
+            long n = r1 - r < 3 ? r1 - r : 3;                                                        \
+            const float *q0 = qg + r * headDim, *q1 = n > 1 ? q0 + headDim : q0, *q2 = n > 2 ? q0 + 2 * headDim : q0; \
+            float a[3][CHK_KEY_PANEL] = {{0}};                                                       \
+            for (long i = 0; i < headDim; i++) {                                                     \
+                const float *k = panel + i * P; float x0 = q0[i], x1 = q1[i], x2 = q2[i];           \
+                for (int t = 0; t < CHK_KEY_PANEL; t++) { a[0][t] += x0 * k[t]; a[1][t] += x1 * k[t]; a[2][t] += x2 * k[t]; } \
+            }                                                                                        \
+            for (long i = 0; i < n; i++)                                                             \
+                for (int t = 0; t < CHK_KEY_PANEL; t++) scores[(r - r0 + i) * ldS + j0 + t] = a[i][t] * scale; \
+        }                                                                                            \
+    }                                                                                                \
+    chk_softmax_rows(scores, r1 - r0, keyCount, ldS);                                                \
+    for (long c = 0; c < headDim; c += 32) {                                                         \
+        long w = headDim - c < 32 ? headDim - c : 32;                                                \
+        for (long r = r0; r < r1; r += 3) {                                                          \
+            long n = r1 - r < 3 ? r1 - r : 3;                                                        \
+            const float *p0 = scores + (r - r0) * ldS, *p1 = n > 1 ? p0 + ldS : p0, *p2 = n > 2 ? p0 + 2 * ldS : p0; \
+            float o[3][32] = {{0}};                                                                  \
+            if (w == 32) {                                                                           \
+                for (long j = 0; j < keyCount; j++) {                                                \
+                    const float *v = vh + j * kv->ldv + c; float x0 = p0[j], x1 = p1[j], x2 = p2[j]; \
+                    for (int t = 0; t < 32; t++) { o[0][t] += x0 * v[t]; o[1][t] += x1 * v[t]; o[2][t] += x2 * v[t]; } \
+                }                                                                                    \
+            } else {                                                                                 \
+                for (long j = 0; j < keyCount; j++) {                                                \
+                    const float *v = vh + j * kv->ldv + c; float x0 = p0[j], x1 = p1[j], x2 = p2[j]; \
+                    for (long t = 0; t < w; t++) { o[0][t] += x0 * v[t]; o[1][t] += x1 * v[t]; o[2][t] += x2 * v[t]; } \
+                }                                                                                    \
+            }                                                                                        \
+            for (long i = 0; i < n; i++)                                                             \
+                for (long t = 0; t < w; t++) out[(g * group + r + i) * headDim + c + t] = o[i][t];   \
+        }                                                                                            \
+    }
+
+AVX2 static void attend_group_avx2(const float *q, const chk_kv_view *kv, long keyCount, long heads, long kvHeads,
+                                   long headDim, float scale, long g, long r0, long r1, float *scores, long ldS, float *out) {
+    ATTEND_GROUP_BODY
+}
+
+static void attend_group_portable(const float *q, const chk_kv_view *kv, long keyCount, long heads, long kvHeads,
+                                  long headDim, float scale, long g, long r0, long r1, float *scores, long ldS, float *out) {
+    ATTEND_GROUP_BODY
 }
 
 // MARK: - Thread pool
@@ -888,12 +934,10 @@ typedef struct {
 
 static void attend_task(void *context, long h0, long h1) {
     const attend_job *j = context;
-    // Scores of one head at a time (rounded up to whole key panels), on this thread's stack (heap
-    // only for very long caches).
-    long count = (j->keyCount + CHK_KEY_PANEL - 1) / CHK_KEY_PANEL * CHK_KEY_PANEL;
-    int heap = count > 16384;
-    float stack[heap ? 1 : count];
-    float *scores = heap ? malloc(sizeof(float) * (size_t)count) : stack;
+    // Scores of one head at a time, on this thread's stack (heap only for very long caches).
+    int heap = j->keyCount > 16384;
+    float stack[heap ? 1 : j->keyCount];
+    float *scores = heap ? malloc(sizeof(float) * (size_t)j->keyCount) : stack;
     chk_attend_one(j->q, &j->kv, j->keyCount, j->heads, j->kvHeads, j->headDim, j->scale, scores, j->out, h0, h1);
     if (heap) free(scores);
 }
@@ -911,9 +955,43 @@ static void attend_group_task(void *context, long g0, long g1) {
     }
 }
 
+typedef struct {
+    attend_job attend;
+    long blocks, rowsPerBlock;  // each KV head's query rows in `blocks` blocks (work items)
+} attend_panels_job;
+
+static void attend_panels_task(void *context, long i0, long i1) {
+    const attend_panels_job *pj = context;
+    const attend_job *j = &pj->attend;
+    long group = j->heads / j->kvHeads, ldS = (j->keyCount + CHK_KEY_PANEL - 1) / CHK_KEY_PANEL * CHK_KEY_PANEL;
+    long count = pj->rowsPerBlock * ldS;
+    int heap = count > 16384;
+    float stack[heap ? 1 : count];
+    float *scores = heap ? malloc(sizeof(float) * (size_t)count) : stack;
+    for (long item = i0; item < i1; item++) {
+        long g = item / pj->blocks, r0 = item % pj->blocks * pj->rowsPerBlock;
+        long r1 = r0 + pj->rowsPerBlock < group ? r0 + pj->rowsPerBlock : group;
+        if (r0 >= r1) continue;
+        if (K.avx2) attend_group_avx2(j->q, &j->kv, j->keyCount, j->heads, j->kvHeads, j->headDim, j->scale, g, r0, r1, scores, ldS, j->out);
+        else attend_group_portable(j->q, &j->kv, j->keyCount, j->heads, j->kvHeads, j->headDim, j->scale, g, r0, r1, scores, ldS, j->out);
+    }
+    if (heap) free(scores);
+}
+
 void chk_attend_view(const float *q, const chk_kv_view *kv, long keyCount, long heads, long kvHeads, long headDim,
                      float scale, float *out, int threads) {
+    pick();
     attend_job job = {q, *kv, keyCount, heads, kvHeads, headDim, scale, out};
+    if (kv->keyPanels) {
+        // A KV head's query rows together (each key and value read once for them), split into
+        // blocks of whole threes only when there are fewer KV heads than two per thread.
+        long group = heads / kvHeads, blocks = (2L * threads + kvHeads - 1) / kvHeads, maxBlocks = (group + 2) / 3;
+        if (blocks > maxBlocks) blocks = maxBlocks;
+        long rows = ((group + blocks - 1) / blocks + 2) / 3 * 3;
+        attend_panels_job pj = {job, (group + rows - 1) / rows, rows};
+        chk_parallel_for(kvHeads * pj.blocks, 1, threads, attend_panels_task, &pj);
+        return;
+    }
     long chunk = (heads + 4L * threads - 1) / (4L * threads);
     chk_parallel_for(heads, chunk < 1 ? 1 : chunk, threads, attend_task, &job);
 }

@@ -94,16 +94,16 @@ typedef struct chk_kv_view {
     const float *values; long ldv, valueHeadStride;
 } chk_kv_view;
 
-/// Attention of one query row per head over keyCount keys and values (decode):
-/// out[h] = softmax(scale q_h·K)·V, for heads [head0, head1); scores is scratch of keyCount floats
-/// (a key panel's worth more when the keys are panels).
+/// Attention of one query row per head over keyCount keys and values given as rows (decode):
+/// out[h] = softmax(scale q_h·K)·V, for heads [head0, head1); scores is scratch of keyCount floats.
 void chk_attend_one(const float *q, const chk_kv_view *kv, long keyCount, long heads, long kvHeads, long headDim,
                     float scale, float *scores, float *out, long head0, long head1);
 /// The same for every head, threaded over heads on `threads` threads, with scratch on each thread's
 /// stack; keys and values are [keyCount, kvHeads*headDim] rows.
 void chk_attend(const float *q, const float *keys, const float *values, long keyCount, long heads, long kvHeads,
                 long headDim, float scale, float *out, int threads);
-/// The same over any view (the KV cache's panels without AVX-512), one query head at a time.
+/// The same over any view: rows one query head at a time; the KV cache's panels (decode without
+/// AVX-512) with a KV head's query heads together.
 void chk_attend_view(const float *q, const chk_kv_view *kv, long keyCount, long heads, long kvHeads, long headDim,
                      float scale, float *out, int threads);
 

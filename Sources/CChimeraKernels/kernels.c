@@ -677,16 +677,17 @@ void chk_attend_one(const float *q, const chk_kv_view *kv, long keyCount, long h
 
 // Query rows [r0, r1) of KV head g's group over the cache's key panels (decode without AVX-512):
 // the rows share each panel and value row as it is read, three at a time, with their sums in
-// locals of one panel's (or 32 dimensions') width, which the compiler keeps in vector registers.
-// scores holds (r1 − r0) rows of ldS ≥ keyCount rounded up to whole panels.
+// locals of one panel's (or 32 dimensions') width, which the compiler keeps in vector registers
+// (with fewer than three rows left, the missing ones repeat the first and are not stored). The
+// full 32-dimension chunks of P·V have a loop of their own, whose constant trip count vectorizes
+// without a remainder. scores holds (r1 − r0) rows of ldS ≥ keyCount rounded up to whole panels.
 #define ATTEND_GROUP_BODY                                                                            \
     const long P = CHK_KEY_PANEL, group = heads / kvHeads;                                          \
     const float *kh = kv->keys + g * kv->keyHeadStride, *vh = kv->values + g * kv->valueHeadStride; \
     const float *qg = q + g * group * headDim;                                                       \
     for (long j0 = 0; j0 < keyCount; j0 += P) {                                                     \
         const float *panel = kh + j0 * headDim;                                                      \
-        long r = r0;                                                                                 \
-        for (; r < r1; r += 3) {                                                                     \
+        for (long r = r0; r < r1; r += 3) {                                                          \
             long n = r1 - r < 3 ? r1 - r : 3;                                                        \
             const float *q0 = qg + r * headDim, *q1 = n > 1 ? q0 + headDim : q0, *q2 = n > 2 ? q0 + 2 * headDim : q0; \
             float a[3][CHK_KEY_PANEL] = {{0}};                                                       \

@@ -551,9 +551,9 @@ int chk_attention_cached(const float *q, long ldq, long tokens, const float *key
     chk_kv_view kv = {keyPanels, 0, headStride, 1, values, headDim, headStride};
     int decode = tokens == 1 && keyCount > 0 && (causalOffset < 0 || causalOffset + 1 >= keyCount) && ldq == heads * headDim && ldo == ldq;
     if (!chk_gemm_available()) {
-        // Without AVX-512 a decoded token reads the panels in place (one query head at a time, on
-        // the portable or AVX2 kernels); a prompt is left to the caller, which copies the cache
-        // into rows once for the whole prompt.
+        // Without AVX-512 a decoded token reads the panels in place (a KV head's query heads
+        // together, on the AVX2 or portable kernels); a prompt is left to the caller, which copies
+        // the cache into rows once for the whole prompt.
         if (!decode) return 0;
         chk_attend_view(q, &kv, keyCount, heads, kvHeads, headDim, scale, out, threads);
         return 1;

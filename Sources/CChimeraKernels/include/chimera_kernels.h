@@ -152,7 +152,8 @@ void chk_kv_rows(const float *keyPanels, const float *values, long keyCount, lon
                  float *keys, float *valueRows);
 /// chk_attention over the KV cache: `tokens` query rows (ldq apart) over its first keyCount
 /// positions. A single query row that sees every key (a decoded token) takes each group of query
-/// heads as rows of one block, reading the group's keys and values once. Returns 0 as chk_attention.
+/// heads as rows of one block, reading the group's keys and values once, with or without AVX-512.
+/// Returns 0 as chk_attention (for several query rows without AVX-512: the caller falls back).
 int chk_attention_cached(const float *q, long ldq, long tokens, const float *keyPanels, const float *values, long capacity,
                          long keyCount, long heads, long kvHeads, long headDim, float scale, long causalOffset,
                          float *out, long ldo, int threads);

@@ -95,14 +95,20 @@ ATTR static void F(gated_rows)(const float *gate, const float *up, float *out, l
     }
 }
 
+// The largest of n floats (-inf when none is larger): softmax's shift and argmax's span maxima.
+ATTR static inline float F(max_of)(const float *x, long n) {
+    long i = 0;
+    V m = VSET(-INFINITY);
+    for (; i + W <= n; i += W) m = VMAX(m, VLOAD(x + i));
+    if (i < n) m = VMAX(m, VLOADN(x + i, n - i, -INFINITY));
+    return VHMAX(m);
+}
+
 ATTR static void F(softmax_rows)(float *p, long rows, long cols, long ld, float *sums, float *maxes) {
     for (long r = 0; r < rows; r++) {
         float *row = p + r * ld;
-        long i = 0;
-        V m = VSET(-INFINITY);
-        for (; i + W <= cols; i += W) m = VMAX(m, VLOAD(row + i));
-        if (i < cols) m = VMAX(m, VLOADN(row + i, cols - i, -INFINITY));
-        float top = VHMAX(m);
+        long i;
+        float top = F(max_of)(row, cols);
         if (maxes) maxes[r] = top;
         V mx = VSET(top), s = VSET(0);
         for (i = 0; i + W <= cols; i += W) {
@@ -127,11 +133,7 @@ ATTR static long F(argmax)(const float *x, long n) {
     long bestSpan = 0;
     float best = -INFINITY;
     for (long s = 0; s < n; s += SPAN) {
-        long end = s + SPAN < n ? s + SPAN : n, i = s;
-        V m = VSET(-INFINITY);
-        for (; i + W <= end; i += W) m = VMAX(m, VLOAD(x + i));
-        if (i < end) m = VMAX(m, VLOADN(x + i, end - i, -INFINITY));
-        float top = VHMAX(m);
+        float top = F(max_of)(x + s, s + SPAN < n ? SPAN : n - s);
         if (top > best) { best = top; bestSpan = s; }
     }
     for (long i = bestSpan; i < n; i++)

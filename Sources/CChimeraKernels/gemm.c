@@ -101,7 +101,7 @@ AVX512 static inline void transpose16_store(__m512 v[16], float *dst, long strid
     if (stride >= 16) {
         for (int c = 0; c < count; c++) _mm512_storeu_ps(dst + c * stride, t[c]);
     } else {  // MR-wide rows of packed X: only the first `stride` lanes
-        __mmask16 lanes = (__mmask16)((1u << stride) - 1);
+        __mmask16 lanes = first_lanes(stride);
         for (int c = 0; c < count; c++) _mm512_mask_storeu_ps(dst + c * stride, lanes, t[c]);
     }
 }

@@ -259,7 +259,7 @@ AVX2 static void rows_f16_avx2(const uint16_t *w, long cols, long row0, long row
             }                                                                                          \
         }                                                                                              \
         for (; i < cols; i += 16) {                                                                    \
-            __mmask16 m = cols - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (cols - i)) - 1);    \
+            __mmask16 m = first_lanes(cols - i);                                                       \
             __m512 x0 = _mm512_maskz_loadu_ps(m, x + i);                                               \
             for (int j = 0; j < NR; j++) a[j][0] = _mm512_fmadd_ps(TAIL16(row[j] + i, m), x0, a[j][0]); \
         }                                                                                              \

@@ -80,7 +80,7 @@ public final class ParameterLoader: @unchecked Sendable {
         case .shapesOnly: t = Tensor(shape: shape, storage: ZeroPages.storage(count: shape.reduce(1, *)))
         case let .random(_, scale):
             t = Tensor(zeros: shape)
-            for i in 0..<t.count { t.data[i] = record.generator.uniform(scale) }
+            record.generator.fillUniform(t.data, count: t.count, bound: scale)
         }
         record.loaded.append((stored, t))
         return t
@@ -108,7 +108,7 @@ public final class ParameterLoader: @unchecked Sendable {
         case let .random(_, scale):
             let record = self.record
             m = try WeightMatrix.building(matrixFormat ?? .f32, rows: shape[0], columns: shape[1], name: stored) { _, count, out in
-                for i in 0..<count * shape[1] { out[i] = record.generator.uniform(scale) }
+                record.generator.fillUniform(out, count: count * shape[1], bound: scale)
             }
         }
         if let t = m.tensor { record.loaded.append((stored, t)) }

@@ -94,14 +94,18 @@ public final class WeightMatrix: @unchecked Sendable {
         while r < rows {
             let n = min(chunk, rows - r)
             fill(r, n, scratch)
-            switch format {
-            case .f32: break
-            case .f16: chk_to_f16(scratch, n * columns, buffer.pointer.assumingMemoryBound(to: UInt16.self) + r * columns)
-            case .bf16: chk_to_bf16(scratch, n * columns, buffer.pointer.assumingMemoryBound(to: UInt16.self) + r * columns)
-            case .q8_0:
-                chk_quantize_q8_0(scratch, n, columns, buffer.pointer.assumingMemoryBound(to: Int8.self) + r * columns, scales! + r * columns / 32)
-            case .q4_0:
-                chk_quantize_q4_0(scratch, n, columns, buffer.pointer.assumingMemoryBound(to: UInt8.self) + r * columns / 2, scales! + r * columns / 32)
+            // The chunk's rows converted on every compute thread (rows are independent).
+            ParallelRows.run(n, minimumPerThread: 8) { c0, c1 in
+                let row = r + c0, count = c1 - c0, source = scratch + c0 * columns
+                switch format {
+                case .f32: break
+                case .f16: chk_to_f16(source, count * columns, buffer.pointer.assumingMemoryBound(to: UInt16.self) + row * columns)
+                case .bf16: chk_to_bf16(source, count * columns, buffer.pointer.assumingMemoryBound(to: UInt16.self) + row * columns)
+                case .q8_0:
+                    chk_quantize_q8_0(source, count, columns, buffer.pointer.assumingMemoryBound(to: Int8.self) + row * columns, scales! + row * columns / 32)
+                case .q4_0:
+                    chk_quantize_q4_0(source, count, columns, buffer.pointer.assumingMemoryBound(to: UInt8.self) + row * columns / 2, scales! + row * columns / 32)
+                }
             }
             r += n
         }

@@ -52,6 +52,64 @@ extension KernelSelection {
             #expect(bf == [0x3F80, 0x3F82, 0xC020])
         }
 
+        /// The stored blocks against their definition, computed here: Q8_0 scale amax/127 and values
+        /// round(x / scale) within ±127; Q4_0 scale (value of largest magnitude, the first of equals)/−8
+        /// and values round(x / scale) + 8 within 0 ... 15, element j in byte j's low nibble and j + 16
+        /// in its high one; scales are float16 and values are rounded (ties to even) against the
+        /// stored scale. Blocks: random, exact ties, all zeros (signed), tiny (subnormal scale),
+        /// a NaN, an infinity, and magnitudes tied across signs. 40 rows: split over the threads.
+        @Test(arguments: [WeightFormat.q8_0, .q4_0]) func quantizedBlocksMatchTheirDefinition(format: WeightFormat) throws {
+            let rows = 40, columns = 96
+            var values = seededValues(rows * columns, seed: 21, scale: 1)
+            for block in 0..<(rows * columns / 32) {
+                let at = block * 32
+                switch block % 8 {
+                case 1:  // halfway between two steps (the last value sets the scale to 1/16, 1/2)
+                    for i in 0..<31 { values[at + i] = format == .q8_0 ? (Float(i % 17) - 8.5) / 16 : (Float(i % 15) - 7) / 2 + 0.25 }
+                    values[at + 31] = format == .q8_0 ? 127.0 / 16 : -4
+                case 2: for i in 0..<32 { values[at + i] = block % 16 == 2 ? -0.0 : 0 }
+                case 3: for i in 0..<32 { values[at + i] *= 1e-6 }
+                case 4: values[at + 5] = .nan
+                case 5: values[at + 7] = -.infinity
+                case 6: values[at + 3] = -2; values[at + 9] = 2
+                default: break
+                }
+            }
+            let m = try WeightMatrix.converting(Tensor(shape: [rows, columns], values: values), to: format)
+            let scales = try #require(m.scales)
+            func nearest(_ v: Float, _ lo: Float, _ hi: Float) -> Int { v.isNaN ? Int(lo) : Int(min(max(v, lo), hi).rounded(.toNearestOrEven)) }
+            for block in 0..<(rows * columns / 32) {
+                let x = Array(values[block * 32 ..< block * 32 + 32])
+                let amax = x.filter { !$0.isNaN }.map(abs).max() ?? 0
+                if format == .q8_0 {
+                    let h = Float16(amax / 127), d = Float(h), id = d > 0 ? 1 / d : 0
+                    #expect(scales[block] == h.bitPattern, "block \(block) scale")
+                    let stored = m.data.assumingMemoryBound(to: Int8.self) + block * 32
+                    for i in 0..<32 { #expect(Int(stored[i]) == nearest(x[i] * id, -127, 127), "block \(block) value \(i)") }
+                } else {
+                    let extreme = amax > 0 ? x.first { abs($0) == amax }! : 0
+                    let h = Float16(extreme / -8), d = Float(h), id = d != 0 ? 1 / d : 0
+                    #expect(scales[block] == h.bitPattern, "block \(block) scale")
+                    let stored = m.data.assumingMemoryBound(to: UInt8.self) + block * 16
+                    for j in 0..<16 {
+                        let expected = (nearest(x[j] * id, -8, 7) + 8) | (nearest(x[j + 16] * id, -8, 7) + 8) << 4
+                        #expect(Int(stored[j]) == expected, "block \(block) byte \(j)")
+                    }
+                }
+            }
+        }
+
+        @Test func randomFillOnThreadsEqualsSequentialDraws() {
+            var threaded = SplitMix64(seed: 5), sequential = SplitMix64(seed: 5)
+            for count in [3, 200_001] {  // one thread; split
+                var out = [Float](repeating: 0, count: count)
+                threaded.fillUniform(&out, count: count, bound: 0.5)
+                let expected = (0..<count).map { _ in sequential.uniform(0.5) }
+                #expect(out == expected, "\(count) values")
+            }
+            #expect(threaded.next() == sequential.next())  // both went on past the values
+        }
+
         @Test(arguments: [WeightFormat.q8_0, .q4_0]) func quantizedProductsMatchTheirDequantizedWeights(format: WeightFormat) throws {
             let w = Self.random([67, 160], seed: 3), b = Self.random([67], seed: 4)
             let m = try WeightMatrix.converting(w, to: format)

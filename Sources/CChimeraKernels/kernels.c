@@ -55,7 +55,7 @@ static inline uint16_t float_to_bf16(float f) {
     return (uint16_t)((x + 0x7fff + ((x >> 16) & 1)) >> 16);
 }
 
-void chk_to_f16(const float *x, long n, uint16_t *out) { for (long i = 0; i < n; i++) out[i] = float_to_half(x[i]); }
+// chk_to_f16 is defined after the dispatch (it has an AVX-512 path).
 void chk_to_bf16(const float *x, long n, uint16_t *out) { for (long i = 0; i < n; i++) out[i] = float_to_bf16(x[i]); }
 
 // MARK: - Portable kernels
@@ -439,6 +439,19 @@ AVX512 static void quantize_x_avx512(const float *x, long n, int8_t *q, float *s
     }
 }
 
+// float32 → float16 sixteen at a time (vcvtps2ph rounds to nearest even, subnormals included, as
+// float_to_half does); NaNs are written as float_to_half writes them: quiet, without payload.
+AVX512 static void to_f16_avx512(const float *x, long n, uint16_t *out) {
+    for (long i = 0; i < n; i += 16) {
+        __mmask16 m = first_lanes(n - i);
+        __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+        __m256i h = _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m256i sign = _mm256_and_si256(_mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(v), 16)), _mm256_set1_epi16((short)0x8000));
+        h = _mm256_mask_blend_epi16(_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), h, _mm256_or_si256(sign, _mm256_set1_epi16(0x7e00)));
+        _mm256_mask_storeu_epi16(out + i, m, h);
+    }
+}
+
 // MARK: - Dispatch
 
 typedef void (*gemv16_fn)(const uint16_t *, const float *, float *, long, long, long);
@@ -507,6 +520,12 @@ const char *chk_cpu_features(void) {
         if (has) { if (buffer[0]) strcat(buffer, " "); strcat(buffer, names[i]); }
     }
     return buffer;
+}
+
+void chk_to_f16(const float *x, long n, uint16_t *out) {
+    pick();
+    if (K.avx512) { to_f16_avx512(x, n, out); return; }
+    for (long i = 0; i < n; i++) out[i] = float_to_half(x[i]);
 }
 
 void chk_gemv_f32(const float *w, const float *x, float *y, long cols, long row0, long row1) { pick(); K.f32(w, x, y, cols, row0, row1); }

@@ -42,11 +42,19 @@ extension KernelSelection {
             for i in 0..<w.count { #expect(abs(widened.data[i] - w.data[i]) <= relative * abs(w.data[i]) + 1e-7) }
         }
 
-        @Test func float16ConversionMatchesSwift() {
+        /// On the AVX-512 path (when the CPU has it) and the portable one; 17 values: a whole
+        /// vector and a tail. NaNs become quiet NaNs without payload, keeping their sign.
+        @Test(arguments: ["chosen", "portable"]) func float16ConversionMatchesSwift(variant: String) {
+            if variant == "portable" { chk_force_portable(1) }
+            defer { if variant == "portable" { chk_force_portable(0) } }
             let values: [Float] = [0, -0, 1, -1, 65504, 65520, 1e-8, 6e-8, 5.9604645e-08, 3e-5, 6.1e-5, 0.1, 1.0009765625, 1.00048828125, .infinity, -.infinity, 1e10]
             var out = [UInt16](repeating: 0, count: values.count)
             chk_to_f16(values, values.count, &out)
             for (v, h) in zip(values, out) { #expect(h == Float16(v).bitPattern, "\(v)") }
+            let nans = [Float(bitPattern: 0x7F80_0001), Float(bitPattern: 0xFFC1_2345), .nan]
+            var nanOut = [UInt16](repeating: 0, count: 3)
+            chk_to_f16(nans, 3, &nanOut)
+            #expect(nanOut == [0x7E00, 0xFE00, 0x7E00])
             var bf = [UInt16](repeating: 0, count: 3)
             chk_to_bf16([1.00390625, 1.01171875, -2.5], 3, &bf)  // ties to even: down, up; exact
             #expect(bf == [0x3F80, 0x3F82, 0xC020])

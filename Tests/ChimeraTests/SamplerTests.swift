@@ -1,0 +1,68 @@
+import ChimeraTensor
+import Foundation
+import Testing
+@testable import Chimera
+
+/// Sampling against the distribution it is defined to draw from: softmax(logits / temperature),
+/// cut to the top k, then to the fewest most probable tokens whose probabilities reach top-p
+/// (renormalized after each cut). Seeded, so each check sees the same draws every run.
+@Suite struct SamplerTests {
+    // Six token ids; the last row of the logits is the one sampled (the first is noise).
+    static let logits: [Float] = [2, 1, 0.5, 0, -1, 3]
+
+    /// The expected probabilities, computed here in double precision.
+    static func expected(temperature: Double, topK: Int? = nil, topP: Double? = nil) -> [Double] {
+        let order = logits.indices.sorted { logits[$0] > logits[$1] }
+        var kept = Array(order.prefix(topK ?? order.count))
+        var weights = [Double](repeating: 0, count: logits.count)
+        for i in kept { weights[i] = exp(Double(logits[i]) / temperature) }
+        if let p = topP {
+            let total = kept.reduce(0) { $0 + weights[$1] }
+            var reached = 0.0, count = 0
+            for i in kept { count += 1; reached += weights[i] / total; if reached >= p { break } }
+            kept = Array(kept.prefix(count))
+        }
+        let total = kept.reduce(0) { $0 + weights[$1] }
+        return logits.indices.map { kept.contains($0) ? weights[$0] / total : 0 }
+    }
+
+    static func frequencies(_ options: GenerationOptions, draws: Int = 40_000) -> [Double] {
+        let tensor = Tensor(shape: [2, logits.count], values: [9, 9, 9, 9, 9, -9] + logits)
+        var sampler = Sampler(options: options)
+        var counts = [Int](repeating: 0, count: logits.count)
+        for _ in 0..<draws { counts[sampler.sample(tensor)] += 1 }
+        return counts.map { Double($0) / Double(draws) }
+    }
+
+    // Top-p 0.8 keeps two ids (0.605 + 0.2225 crosses 0.8); top-k 4 then top-p 0.9 keeps three.
+    @Test(arguments: [(0.7, nil, nil), (1.0, 3, nil), (1.0, nil, 0.8), (1.3, 4, 0.9), (1.0, 6, 0.999)] as [(Double, Int?, Double?)])
+    func drawsFollowTheDistribution(temperature: Double, topK: Int?, topP: Double?) {
+        let options = GenerationOptions(temperature: Float(temperature), topK: topK, topP: topP.map { Float($0) }, seed: 11)
+        let seen = Self.frequencies(options), want = Self.expected(temperature: temperature, topK: topK, topP: topP)
+        for i in want.indices {
+            // 40,000 draws: a standard deviation of at most 0.0025.
+            if want[i] == 0 { #expect(seen[i] == 0, "token \(i) is outside the kept set") }
+            else { #expect(abs(seen[i] - want[i]) < 0.01, "token \(i): drawn \(seen[i]), expected \(want[i])") }
+        }
+    }
+
+    @Test func sameSeedSameDrawsAndAVocabularyOfQwen2sSize() {
+        // 151,936 logits: ids drawn with top-p 0.5 are among the fewest most probable reaching it.
+        var g = SplitMix64(seed: 4)
+        let values = (0..<151_936).map { _ in g.uniform(8) }
+        let tensor = Tensor(shape: [1, values.count], values: values)
+        let options = GenerationOptions(temperature: 0.5, topP: 0.5, seed: 2)
+        var a = Sampler(options: options), b = Sampler(options: options)
+        let drawsA = (0..<50).map { _ in a.sample(tensor) }, drawsB = (0..<50).map { _ in b.sample(tensor) }
+        #expect(drawsA == drawsB)
+        let weights = values.map { exp(Double($0) / 0.5) }, total = weights.reduce(0, +)
+        var reached = 0.0, nucleus = Set<Int>()
+        for i in values.indices.sorted(by: { values[$0] > values[$1] }) {
+            nucleus.insert(i); reached += weights[i] / total
+            if reached >= 0.5 { break }
+        }
+        #expect(nucleus.count > 1)
+        #expect(drawsA.allSatisfy { nucleus.contains($0) })
+        #expect(Set(drawsA).count > 1)
+    }
+}

@@ -99,7 +99,7 @@ public final class ParameterLoader: @unchecked Sendable {
         case let .store(store):
             m = try store.matrix(stored, shape: shape)
             if let target = matrixFormat, target != m.format {
-                m = try WeightMatrix.converting(m.widened(), to: target, name: stored)
+                m = try m.converted(to: target, name: stored)
             } else if !keepStoredFormats, m.format != .f32 {
                 m = WeightMatrix(m.widened())
             }

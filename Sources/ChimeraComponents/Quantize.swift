@@ -102,7 +102,7 @@ public struct Quantizer {
                 kept.append(name)
             } else {
                 // Embeddings reach `matrices` only when tied to the lm_head (see above).
-                chosen = try WeightMatrix.converting(matrix.widened(), to: format.forMatrix(named: name), name: name)
+                chosen = try matrix.converted(to: format.forMatrix(named: name), name: name)
             }
             matrices.append(chosen)
             let dtype: WeightDType

@@ -72,6 +72,16 @@ public final class WeightMatrix: @unchecked Sendable {
         }
     }
 
+    /// This matrix in `format`, widened and converted a chunk of rows at a time (no whole float32
+    /// copy of a stored f16/bf16/quantized matrix); itself when already in `format`.
+    public func converted(to format: WeightFormat, name: String = "") throws -> WeightMatrix {
+        if format == self.format { return self }
+        if format == .f32 { return WeightMatrix(widened()) }
+        return try Self.building(format, rows: rows, columns: columns, name: name) { row0, count, out in
+            widenRows(row0, row0 + count, into: out)
+        }
+    }
+
     /// Builds a matrix in `format` from float32 rows that `fill(row0, count, out)` writes a chunk
     /// at a time, so that no full float32 copy exists (random benchmark weights, conversion).
     public static func building(_ format: WeightFormat, rows: Int, columns: Int, name: String = "",

@@ -39,7 +39,7 @@ struct Bench: ParsableCommand {
             guard promptTokens > 0, decodeTokens >= 0, encodeRuns > 0 else {
                 throw ValidationError("--prompt-tokens and --encode-runs must be positive and --decode-tokens non-negative")
             }
-            var bench = Benchmark(families: try catalogOptions.families(), format: format)
+            var bench = Benchmark(families: catalogOptions.families(), format: format)
             bench.promptTokens = promptTokens
             bench.encodeRuns = encodeRuns
             bench.measureBandwidth = !noBandwidth
@@ -94,7 +94,7 @@ struct Quantize: ParsableCommand {
                 throw ValidationError("--to '\(to)' is not one of q8_0, q4_0")
             }
             let (catalog, manifest) = try resolveAssembly(assembly, catalogOptions: catalogOptions)
-            var quantizer = Quantizer(catalog: catalog, families: try catalogOptions.families())
+            var quantizer = Quantizer(catalog: catalog, families: catalogOptions.families())
             quantizer.includeEncoder = includeEncoder
             quantizer.keep = keep
             quantizer.progress = progress

@@ -71,7 +71,7 @@ struct Generate: ParsableCommand {
             let options = GenerationOptions(maxTokens: maxTokens ?? defaults.maxTokens ?? 64,
                                             temperature: temperature ?? defaults.temperature ?? 0,
                                             topK: topK ?? defaults.topK, topP: topP ?? defaults.topP, seed: seed, stop: stop)
-            var assembler = Assembler(catalog: catalog, families: try catalogOptions.families(), progress: progress)
+            var assembler = Assembler(catalog: catalog, families: catalogOptions.families(), progress: progress)
             assembler.keepStoredFormats = true  // f16/bf16/quantized weights straight from the mapped files
             let model = try assembler.build(manifest)
             let result = try model.generate(prompt: text, inputs: files, options: options) { piece in

@@ -107,6 +107,18 @@ extension KernelSelection {
             }
         }
 
+        /// Converting a stored matrix chunk by chunk gives the bytes converting its widened copy gives.
+        @Test(arguments: [WeightFormat.bf16, .q8_0, .q4_0]) func storedMatricesConvertAsTheirWidenedCopies(source: WeightFormat) throws {
+            let stored = try WeightMatrix.converting(Self.random([300, 96], seed: 31), to: source)  // rows split over the threads
+            for target in WeightFormat.allCases where target != source {
+                let direct = try stored.converted(to: target), viaCopy = try WeightMatrix.converting(stored.widened(), to: target)
+                #expect(direct.format == target)
+                #expect(direct.widened().toArray() == viaCopy.widened().toArray(), "\(source) → \(target)")
+                if target.isQuantized { #expect(memcmp(direct.data, viaCopy.data, direct.byteCount) == 0, "\(source) → \(target) bytes") }
+            }
+            #expect(try stored.converted(to: source) === stored)
+        }
+
         @Test func randomFillOnThreadsEqualsSequentialDraws() {
             var threaded = SplitMix64(seed: 5), sequential = SplitMix64(seed: 5)
             for count in [3, 200_001] {  // one thread; split

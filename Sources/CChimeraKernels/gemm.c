@@ -330,6 +330,22 @@ AVX512 static void stage_in_l2(const float *p, long floats) {
     (void)sink;
 }
 
+// n float16 values as float32 into out: a float16 cache's span read once from memory (prefetched
+// ahead into L2 as stage_in_l2 reads) into this core's cache, where attention then reads it.
+AVX512 static void widen_f16(const uint16_t *p, long n, float *out) {
+    const long far = FAR_BYTES / 2;
+    long i = 0;
+    for (; i + 32 <= n; i += 32) {  // a cache line of halves
+        if (i + far + 32 <= n) _mm_prefetch((const char *)(p + i + far), _MM_HINT_T1);
+        _mm512_storeu_ps(out + i, f16x16(p + i));
+        _mm512_storeu_ps(out + i + 16, f16x16(p + i + 16));
+    }
+    for (; i < n; i += 16) {
+        __mmask16 m = first_lanes(n - i);
+        _mm512_mask_storeu_ps(out + i, m, f16x16_tail(p + i, m));
+    }
+}
+
 // Queries r0 ..< r0 + rows (ldq apart, hd wide) into qp[hd][MR] (other rows zero), times scale.
 AVX512 static void pack_queries(const float *q, long ldq, long r0, long rows, long hd, float scale, float *qp) {
     pack_x_rows(q, ldq, r0 + rows, hd, r0, qp);
@@ -442,15 +458,32 @@ static inline long key_at(long g, long t, long headDim, long capacity) { return 
 static inline long value_at(long g, long t, long headDim, long capacity) { return (g * capacity + t) * headDim; }
 
 void chk_kv_append(const float *k, const float *v, long ld, long tokens, long position, long kvHeads, long headDim,
-                   long capacity, float *keyPanels, float *values) {
+                   long capacity, int half, void *keyPanels, void *values) {
     for (long t = 0; t < tokens; t++) {
         long at = position + t;
         for (long g = 0; g < kvHeads; g++) {
-            const float *key = k + t * ld + g * headDim;
-            float *panel = keyPanels + key_at(g, at, headDim, capacity);
-            for (long d = 0; d < headDim; d++) panel[d * NR] = key[d];
-            memcpy(values + value_at(g, at, headDim, capacity), v + t * ld + g * headDim, sizeof(float) * (size_t)headDim);
+            const float *key = k + t * ld + g * headDim, *value = v + t * ld + g * headDim;
+            long keyAt = key_at(g, at, headDim, capacity), valueAt = value_at(g, at, headDim, capacity);
+            if (half) {
+                uint16_t *panel = (uint16_t *)keyPanels + keyAt, keyHalves[headDim];
+                chk_to_f16(key, headDim, keyHalves);
+                for (long d = 0; d < headDim; d++) panel[d * NR] = keyHalves[d];
+                chk_to_f16(value, headDim, (uint16_t *)values + valueAt);
+            } else {
+                float *panel = (float *)keyPanels + keyAt;
+                for (long d = 0; d < headDim; d++) panel[d * NR] = key[d];
+                memcpy((float *)values + valueAt, value, sizeof(float) * (size_t)headDim);
+            }
         }
+    }
+}
+
+void chk_kv_widen(const uint16_t *keyPanels, const uint16_t *values, long keyCount, long kvHeads, long headDim,
+                  long capacity, float *keysOut, float *valuesOut) {
+    long keys = (keyCount + NR - 1) / NR * NR;  // whole panels
+    for (long g = 0; g < kvHeads; g++) {
+        chk_rows_f16(keyPanels + key_at(g, 0, headDim, capacity), headDim, 0, keys, keysOut + key_at(g, 0, headDim, capacity));
+        chk_rows_f16(values + value_at(g, 0, headDim, capacity), headDim, 0, keyCount, valuesOut + value_at(g, 0, headDim, capacity));
     }
 }
 
@@ -473,7 +506,8 @@ void chk_kv_rows(const float *keyPanels, const float *values, long keyCount, lon
 // rescaled by exp(its max − the overall max)). Spans let every thread take part whatever the
 // number of KV heads (Qwen2-0.5B has 2, Gemma-2B 1) and keep the threads' work even.
 typedef struct {
-    const float *q, *keyPanels, *values; long capacity;  // the cache's layout (key_at, value_at)
+    const float *q; const void *keyPanels, *values; long capacity;  // the cache's layout (key_at, value_at)
+    int half;                 // the cache holds float16: each span is widened into scratch, not staged
     long keyCount, kvHeads, group, headDim, spans, spanKeys; float scale;
     float *out;
     float *partials;          // per (head, span): group × headDim outputs, group maxes, group sums
@@ -507,16 +541,26 @@ AVX512 static void decode_task(void *context, long i0, long i1) {
     decode_job *j = context;
     long hd = j->headDim, G = j->group, ldS = (j->spanKeys + NR - 1) / NR * NR;
     float *scores = scratch(3, MR * ldS), *pp = scratch(4, ldS * MR), *qp = scratch(5, hd * MR);
-    if (!scores || !pp || !qp) atomic_store(&j->failed, 1);  // still counts its spans, so a head is combined once
+    float *wideKeys = j->half ? scratch(2, ldS * hd) : NULL, *wideValues = j->half ? scratch(6, j->spanKeys * hd) : NULL;
+    int ready = scores && pp && qp && (!j->half || (wideKeys && wideValues));
+    if (!ready) atomic_store(&j->failed, 1);  // still counts its spans, so a head is combined once
     for (long item = i0; item < i1; item++) {
         long g = item / j->spans, s = item % j->spans, k0 = s * j->spanKeys;
         long n = j->keyCount - k0 < j->spanKeys ? j->keyCount - k0 : j->spanKeys;
         // k0 is a whole number of panels: the span's keys are contiguous from its first.
-        const float *keys = j->keyPanels + key_at(g, k0, hd, j->capacity), *values = j->values + value_at(g, k0, hd, j->capacity);
+        long keyAt = key_at(g, k0, hd, j->capacity), valueAt = value_at(g, k0, hd, j->capacity), keyFloats = (n + NR - 1) / NR * NR * hd;
+        const float *keys, *values;
         float *part = j->spans > 1 ? j->partials + (g * j->spans + s) * G * (hd + 2) : NULL;
-        if (scores && pp && qp) {
-            stage_in_l2(keys, (n + NR - 1) / NR * NR * hd);
-            stage_in_l2(values, n * hd);
+        if (ready) {
+            if (j->half) {  // widening reads the span as staging does, at half the bytes
+                widen_f16((const uint16_t *)j->keyPanels + keyAt, keyFloats, wideKeys);
+                widen_f16((const uint16_t *)j->values + valueAt, n * hd, wideValues);
+                keys = wideKeys; values = wideValues;
+            } else {
+                keys = (const float *)j->keyPanels + keyAt; values = (const float *)j->values + valueAt;
+                stage_in_l2(keys, keyFloats);
+                stage_in_l2(values, n * hd);
+            }
             for (long r0 = 0; r0 < G; r0 += MR) {
                 long rows = G - r0 < MR ? G - r0 : MR;
                 pack_queries(j->q + g * G * hd, hd, r0, rows, hd, j->scale, qp);
@@ -542,7 +586,7 @@ AVX512 static void decode_task(void *context, long i0, long i1) {
     }
 }
 
-int chk_attention_cached(const float *q, long ldq, long tokens, const float *keyPanels, const float *values, long capacity,
+int chk_attention_cached(const float *q, long ldq, long tokens, int half, const void *keyPanels, const void *values, long capacity,
                          long keyCount, long heads, long kvHeads, long headDim, float scale, long causalOffset,
                          float *out, long ldo, int threads) {
     if (kvHeads <= 0 || heads % kvHeads || capacity % NR) return 0;
@@ -550,6 +594,9 @@ int chk_attention_cached(const float *q, long ldq, long tokens, const float *key
     long group = heads / kvHeads, headStride = capacity * headDim;
     chk_kv_view kv = {keyPanels, 0, headStride, 1, values, headDim, headStride};
     int decode = tokens == 1 && keyCount > 0 && (causalOffset < 0 || causalOffset + 1 >= keyCount) && ldq == heads * headDim && ldo == ldq;
+    // A float16 cache is read here only by a decoded token with AVX-512 (each span widened as it is
+    // staged); otherwise the caller widens the cache into a float32 one (chk_kv_widen) and calls again.
+    if (half && !(decode && chk_gemm_available())) return 0;
     if (!chk_gemm_available()) {
         // Without AVX-512 a decoded token reads the panels in place (a KV head's query heads
         // together, on the AVX2 or portable kernels); a prompt is left to the caller, which copies
@@ -577,7 +624,7 @@ int chk_attention_cached(const float *q, long ldq, long tokens, const float *key
         _Atomic long done[kvHeads];
         for (long g = 0; g < kvHeads; g++) atomic_init(&done[g], 0);
         if (spans > 1 && !partials) return 0;
-        decode_job job = {q, keyPanels, values, capacity, keyCount, kvHeads, group, headDim, spans, spanKeys, scale,
+        decode_job job = {q, keyPanels, values, capacity, half, keyCount, kvHeads, group, headDim, spans, spanKeys, scale,
                           out, partials, done, 0};
         chk_parallel_for(kvHeads * spans, 1, threads, decode_task, &job);
         return !atomic_load(&job.failed);

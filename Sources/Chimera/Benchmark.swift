@@ -69,6 +69,8 @@ public struct BenchmarkReport: Codable, Sendable {
     public var blasCore: String
     public var weightBytes: Int
     public var kvCacheBytes: Int
+    /// The KV cache's precision (f32 or f16), when a language model ran.
+    public var kvCache: String?
     /// Median of the encodes after the first (the only one when a single run was asked for).
     public var imageEncodeSeconds: Double?
     public var imageEncodeFirstSeconds: Double?
@@ -104,7 +106,7 @@ public struct BenchmarkReport: Codable, Sendable {
         case model, threads, kernels
         case blasCore = "blas_core"
         case weightDType = "weight_dtype", cpuFeatures = "cpu_features", weightBytes = "weight_bytes"
-        case kvCacheBytes = "kv_cache_bytes", imageEncodeSeconds = "image_encode_s", promptTokens = "prompt_tokens"
+        case kvCacheBytes = "kv_cache_bytes", kvCache = "kv_cache", imageEncodeSeconds = "image_encode_s", promptTokens = "prompt_tokens"
         case prefillSeconds = "prefill_s", prefillTokensPerSecond = "prefill_tokens_per_s"
         case timeToFirstTokenSeconds = "time_to_first_token_s", decodeTokens = "decode_tokens"
         case decodeTokensPerSecond = "decode_tokens_per_s", peakRSSBytes = "peak_rss_bytes", peakRSSRatio = "peak_rss_ratio"
@@ -132,6 +134,7 @@ public struct Benchmark {
     public var measureBandwidth = true
     public var bandwidthPairs = 8
     public var decodeTokens = 32
+    public var kvCache = KVPrecision.f32
     public var progress: (String) -> Void = { _ in }
 
     public init(families: FamilyRegistry, format: WeightFormat?) {
@@ -196,11 +199,12 @@ public struct Benchmark {
             // A decoded token multiplies by every matrix once (a tied embedding table is one of them).
             let decodeBytes = loader.matrices.reduce(0) { $0 + $1.matrix.byteCount }
             let pairs = measureBandwidth && decodeTokens > 0 ? bandwidthPairs : 0
-            let cache = model.makeCache(capacity: promptTokens + decodeTokens + pairs)
+            let cache = model.makeCache(capacity: promptTokens + decodeTokens + pairs, precision: kvCache)
+            report.kvCache = kvCache.rawValue
             report.kvCacheBytes = cache.bytes
             // A token at `position` reads the matrices and the cached keys and values of
             // position + 1 positions (float32).
-            let kvBytesPerPosition = cache.layers.reduce(0) { $0 + 2 * $1.width * 4 }
+            let kvBytesPerPosition = cache.layers.reduce(0) { $0 + 2 * $1.width * $1.precision.bytes }
             let prompt = try model.embed((0..<promptTokens).map { ($0 * 7919 + 1) % model.vocabularySize })
             progress("prefill of \(promptTokens) tokens")
             var start = Date()

@@ -85,10 +85,11 @@ public final class KVCache: @unchecked Sendable {
     public let capacity: Int
     /// Scratch reused by every forward pass over this cache (no allocation per decoded token).
     public let workspace = Workspace()
-    public init(layers: Int, capacity: Int, kvHeads: Int, headDim: Int) {
+    public init(layers: Int, capacity: Int, kvHeads: Int, headDim: Int, precision: KVPrecision = .f32) {
         self.capacity = capacity
-        self.layers = (0..<layers).map { _ in LayerKVCache(capacity: capacity, kvHeads: kvHeads, headDim: headDim) }
+        self.layers = (0..<layers).map { _ in LayerKVCache(capacity: capacity, kvHeads: kvHeads, headDim: headDim, precision: precision) }
     }
+    public var precision: KVPrecision { layers.first?.precision ?? .f32 }
     /// Bytes of keys and values held by every layer.
     public var bytes: Int { layers.reduce(0) { $0 + $1.bytes } }
     public var length: Int { layers.first?.length ?? 0 }
@@ -102,11 +103,17 @@ public protocol LanguageModel: Component {
     /// Raw token embeddings [T, hiddenSize]; any input scaling happens in `forward`, so that
     /// spliced features are scaled the same way (Gemma).
     func embed(_ tokens: [Int]) throws -> Tensor
-    func makeCache(capacity: Int) -> KVCache
+    /// A cache for `capacity` positions (at most the context length), keys and values kept in `precision`.
+    func makeCache(capacity: Int, precision: KVPrecision) -> KVCache
     /// Writes the embedding of one token into `row` ([1, hiddenSize]) without allocating.
     func embed(token: Int, into row: Tensor) throws
     /// Runs embeddings [T, hiddenSize] at positions cache.length..., appends to the cache and returns
     /// logits [T, vocab] (or [1, vocab] for the last position when `lastOnly`). The logits live in the
     /// cache's workspace: they are valid until the next forward pass over that cache.
     func forward(embeddings: Tensor, cache: KVCache, lastOnly: Bool) throws -> Tensor
+}
+
+extension LanguageModel {
+    /// A float32 cache (the precision the reference implementation keeps).
+    public func makeCache(capacity: Int) -> KVCache { makeCache(capacity: capacity, precision: .f32) }
 }

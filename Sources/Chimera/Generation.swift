@@ -12,9 +12,12 @@ public struct GenerationOptions: Sendable {
     /// Strings that end the answer (a chat template's stop strings): a special token of the
     /// tokenizer stops on its id; any other text stops once the answer holds it, and is cut off.
     public var stop: [String]
-    public init(maxTokens: Int = 64, temperature: Float = 0, topK: Int? = nil, topP: Float? = nil, seed: UInt64 = 0, stop: [String] = []) {
+    /// The KV cache's precision (float16 halves its memory; see KVPrecision).
+    public var kvCache: KVPrecision
+    public init(maxTokens: Int = 64, temperature: Float = 0, topK: Int? = nil, topP: Float? = nil, seed: UInt64 = 0, stop: [String] = [],
+                kvCache: KVPrecision = .f32) {
         self.maxTokens = maxTokens; self.temperature = temperature; self.topK = topK; self.topP = topP; self.seed = seed
-        self.stop = stop
+        self.stop = stop; self.kvCache = kvCache
     }
 }
 
@@ -177,7 +180,7 @@ extension AssembledModel {
         guard promptLength + options.maxTokens <= context else {
             throw PromptError.tooLong(tokens: promptLength, maxTokens: options.maxTokens, context: context)
         }
-        let cache = languageModel.makeCache(capacity: promptLength + options.maxTokens)
+        let cache = languageModel.makeCache(capacity: promptLength + options.maxTokens, precision: options.kvCache)
         var sampler = Sampler(options: options)
         var detokenizer = StreamingDetokenizer(tokenizer: tokenizer)
         var generated: [Int] = []

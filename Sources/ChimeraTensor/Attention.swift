@@ -2,6 +2,14 @@ import CChimeraKernels
 import COpenBLAS
 import Foundation
 
+/// The precision a KV cache keeps keys and values in. float16 halves its memory and what a decoded
+/// token reads; attention still computes in float32 (the keys and values widened as they are read),
+/// so the only change is the rounding of each stored key and value to float16 (llama.cpp's default).
+public enum KVPrecision: String, CaseIterable, Sendable {
+    case f32, f16
+    public var bytes: Int { self == .f32 ? 4 : 2 }
+}
+
 /// Preallocated keys and values of one attention layer for `capacity` positions, in the layout the
 /// kernels' attention reads as it is (chimera_kernels.h, CHK_KEY_PANEL): per KV head, keys as panels
 /// of 32 positions, dimension-major, and values as rows of headDim. The cache is owned by the caller
@@ -10,39 +18,59 @@ public final class LayerKVCache: @unchecked Sendable {
     public let capacity: Int
     public let kvHeads: Int
     public let headDim: Int
+    public let precision: KVPrecision
     /// Positions stored: the capacity rounded up to whole key panels.
     public let storedPositions: Int
-    let keyPanels: Tensor
-    let valueRows: Tensor
+    // Zeroed float storage holding `precision` elements (float16 ones two to a float).
+    private let keyStorage: TensorStorage
+    private let valueStorage: TensorStorage
     public private(set) var length = 0
 
-    public init(capacity: Int, kvHeads: Int, headDim: Int) {
+    public init(capacity: Int, kvHeads: Int, headDim: Int, precision: KVPrecision = .f32) {
         let panel = Int(CHK_KEY_PANEL)
         self.capacity = capacity
         self.kvHeads = kvHeads
         self.headDim = headDim
+        self.precision = precision
         storedPositions = (capacity + panel - 1) / panel * panel
-        keyPanels = Tensor(zeros: [kvHeads * storedPositions, headDim])
-        valueRows = Tensor(zeros: [kvHeads * storedPositions, headDim])
+        let elements = kvHeads * storedPositions * headDim
+        keyStorage = TensorStorage(count: (elements * precision.bytes + 3) / 4)
+        valueStorage = TensorStorage(count: (elements * precision.bytes + 3) / 4)
     }
 
     /// Width of a position's keys (and values): kvHeads × headDim.
     public var width: Int { kvHeads * headDim }
     /// Bytes of keys and values held.
-    public var bytes: Int { 2 * kvHeads * storedPositions * headDim * MemoryLayout<Float>.size }
+    public var bytes: Int { 2 * kvHeads * storedPositions * headDim * precision.bytes }
+    var keyPanels: UnsafeMutableRawPointer { UnsafeMutableRawPointer(keyStorage.base) }
+    var valueRows: UnsafeMutableRawPointer { UnsafeMutableRawPointer(valueStorage.base) }
+    var isHalf: Int32 { precision == .f16 ? 1 : 0 }
 
     /// Appends [tokens, width] keys and values.
     public func append(keys newKeys: Tensor, values newValues: Tensor) {
         let tokens = newKeys.rows
         precondition(length + tokens <= capacity, "KV cache overflow: \(length) + \(tokens) > \(capacity)")
         precondition(newKeys.columns == width && newValues.shape == newKeys.shape, "KV cache: keys \(newKeys.shape), values \(newValues.shape), width \(width)")
-        chk_kv_append(newKeys.data, newValues.data, width, tokens, length, kvHeads, headDim, storedPositions, keyPanels.data, valueRows.data)
+        chk_kv_append(newKeys.data, newValues.data, width, tokens, length, kvHeads, headDim, storedPositions, isHalf, keyPanels, valueRows)
         length += tokens
     }
 
-    /// The first `length` positions as rows [length, width] of keys and of values.
-    public func rows(keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>) {
-        chk_kv_rows(keyPanels.data, valueRows.data, length, kvHeads, headDim, storedPositions, keys, values)
+    /// The cache in float32, in its own layout: itself, or (float16) its first `length` positions
+    /// widened into `workspace`'s buffers (sized for the whole cache, so they serve every call).
+    func float32Panels(_ workspace: Workspace) -> (keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>) {
+        if precision == .f32 { return (keyStorage.base, valueStorage.base) }
+        let count = kvHeads * storedPositions * headDim
+        let keys = workspace.scratch("widened cache keys", count: count), values = workspace.scratch("widened cache values", count: count)
+        chk_kv_widen(keyPanels.assumingMemoryBound(to: UInt16.self), valueRows.assumingMemoryBound(to: UInt16.self), length,
+                     kvHeads, headDim, storedPositions, keys, values)
+        return (keys, values)
+    }
+
+    /// The first `length` positions as rows [length, width] of keys and of values (a float16 cache
+    /// widened into `workspace` first).
+    public func rows(keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>, workspace: Workspace = Workspace()) {
+        let panels = float32Panels(workspace)
+        chk_kv_rows(panels.keys, panels.values, length, kvHeads, headDim, storedPositions, keys, values)
     }
 
     public func reset() { length = 0 }
@@ -50,24 +78,31 @@ public final class LayerKVCache: @unchecked Sendable {
 
 /// Attention of queries [T, heads*headDim] at positions start ..< start + T over the first
 /// `cache.length` positions of a layer's cache (causal), into `out`. The kernels' attention reads
-/// the cache as it is (a decoded token on every CPU, a prompt with AVX-512); for a prompt without
-/// AVX-512 its rows are copied out into `workspace`, with the general path's scores, for the
-/// general path.
+/// the cache as it is (a decoded token on every CPU, a prompt with AVX-512; a float16 cache only
+/// for a decoded token with AVX-512, otherwise widened first into `workspace`); for a prompt
+/// without AVX-512 its rows are copied out into `workspace`, with the general path's scores, for
+/// the general path.
 public func cachedAttention(
     queries: Tensor, cache: LayerKVCache, heads: Int, start: Int, scale: Float? = nil, workspace: Workspace, into out: Tensor
 ) {
     let headDim = cache.headDim, queryWidth = heads * headDim
     precondition(queries.columns == queryWidth && out.shape == queries.shape, "attention: queries \(queries.shape), output \(out.shape)")
     let scale = scale ?? 1 / Float(headDim).squareRoot()
-    if chk_attention_cached(queries.data, queryWidth, queries.rows, cache.keyPanels.data, cache.valueRows.data, cache.storedPositions,
-                            cache.length, heads, cache.kvHeads, headDim, scale, start, out.data, queryWidth,
-                            Int32(ComputeThreads.current)) != 0 { return }
+    func kernels(half: Int32, keys: UnsafeRawPointer, values: UnsafeRawPointer) -> Bool {
+        chk_attention_cached(queries.data, queryWidth, queries.rows, half, keys, values, cache.storedPositions, cache.length, heads,
+                             cache.kvHeads, headDim, scale, start, out.data, queryWidth, Int32(ComputeThreads.current)) != 0
+    }
+    if kernels(half: cache.isHalf, keys: cache.keyPanels, values: cache.valueRows) { return }
+    if cache.precision == .f16 {
+        let panels = cache.float32Panels(workspace)
+        if kernels(half: 0, keys: panels.keys, values: panels.values) { return }
+    }
     // Without AVX-512 a prompt (a decoded token reads the panels in place, in the kernels): the
     // cache as rows, in buffers sized for the whole cache so that they serve every call.
     let keys = workspace.scratch("cached keys", count: cache.capacity * cache.width)
     let values = workspace.scratch("cached values", count: cache.capacity * cache.width)
     let scores = workspace.scratch("cached scores", count: queries.rows * cache.capacity)
-    cache.rows(keys: keys, values: values)
+    cache.rows(keys: keys, values: values, workspace: workspace)  // (a float16 cache is widened again: only here)
     multiHeadAttention(queries: queries, keys: keys, values: values, keyCount: cache.length, heads: heads,
                        kvHeads: cache.kvHeads, headDim: headDim, causalOffset: start, scale: scale, scores: scores, into: out)
 }

@@ -24,6 +24,7 @@ struct Bench: ParsableCommand {
     @Flag(help: "Only the language model (skip the encoder)") var noEncoder = false
     @Flag(help: "Only the encoder (skip the language model)") var noLlm = false
     @Flag(help: "Skip measuring the memory read bandwidth that decode is compared with") var noBandwidth = false
+    @Option(help: "KV cache precision: f32, or f16 (half the memory; keys and values rounded to float16)") var kvCache = KVPrecision.f32
 
     func run() throws {
         do {
@@ -44,6 +45,7 @@ struct Bench: ParsableCommand {
             bench.encodeRuns = encodeRuns
             bench.measureBandwidth = !noBandwidth
             bench.decodeTokens = decodeTokens
+            bench.kvCache = kvCache
             bench.progress = progress
             var name: String, encoder: ComponentManifest?, llm: ComponentManifest?
             if let synthetic {

@@ -1,7 +1,10 @@
 import ArgumentParser
 import Chimera
 import ChimeraComponents
+import ChimeraTensor
 import Foundation
+
+extension KVPrecision: ExpressibleByArgument {}
 
 /// The embedded default: a tiny CLIP + MLP + Llama assembly that ships with its weights.
 let defaultAssemblyID = "chimera-tiny-default"
@@ -44,6 +47,7 @@ struct Generate: ParsableCommand {
     @Option(help: "Sample among the K most likely tokens") var topK: Int?
     @Option(help: "Nucleus sampling mass") var topP: Float?
     @Option(help: "Sampling seed") var seed: UInt64 = 0
+    @Option(help: "KV cache precision: f32, or f16 (half the memory; keys and values rounded to float16)") var kvCache = KVPrecision.f32
     @Flag(help: "Wrap the prompt (or --conversation) in the assembly's chat template") var chat = false
     @Option(help: "Chat template to use instead of the assembly's (implies --chat)") var template: String?
     @Option(help: "JSON list of {role, content} turns (system, user, assistant) to continue (implies --chat)") var conversation: String?
@@ -70,7 +74,8 @@ struct Generate: ParsableCommand {
             let defaults = manifest.generation ?? GenerationDefaults()
             let options = GenerationOptions(maxTokens: maxTokens ?? defaults.maxTokens ?? 64,
                                             temperature: temperature ?? defaults.temperature ?? 0,
-                                            topK: topK ?? defaults.topK, topP: topP ?? defaults.topP, seed: seed, stop: stop)
+                                            topK: topK ?? defaults.topK, topP: topP ?? defaults.topP, seed: seed, stop: stop,
+                                            kvCache: kvCache)
             var assembler = Assembler(catalog: catalog, families: catalogOptions.families(), progress: progress)
             assembler.keepStoredFormats = true  // f16/bf16/quantized weights straight from the mapped files
             let model = try assembler.build(manifest)

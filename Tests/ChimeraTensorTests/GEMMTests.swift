@@ -102,20 +102,26 @@ extension KernelSelection {
                 // The same keys and values through a KV cache (its own layout; filled in two appends,
                 // capacity not a whole number of key panels), queries at positions offset ..< offset + tokens.
                 guard let offset, offset + tokens == keys else { continue }
-                let cache = LayerKVCache(capacity: keys + 3, kvHeads: kvHeads, headDim: d)
-                let width = kvHeads * d, first = keys / 2
-                cache.append(keys: Tensor(shape: [first, width], values: Array(k[..<(first * width)])),
-                             values: Tensor(shape: [first, width], values: Array(v[..<(first * width)])))
-                cache.append(keys: Tensor(shape: [keys - first, width], values: Array(k[(first * width)...])),
-                             values: Tensor(shape: [keys - first, width], values: Array(v[(first * width)...])))
-                var keyRows = [Float](repeating: 0, count: keys * width), valueRows = keyRows
-                cache.rows(keys: &keyRows, values: &valueRows)
-                #expect(keyRows == k && valueRows == v, "the cache gives back the rows it was given")
-                let cached = Tensor(zeros: [tokens, heads * d])
-                cachedAttention(queries: Tensor(shape: [tokens, heads * d], values: q), cache: cache, heads: heads, start: offset,
-                                workspace: Workspace(), into: cached)
-                let worstCached = zip(cached.toArray(), expected).map { abs($0 - $1) }.max() ?? 0
-                #expect(worstCached < 1e-5, "cached attention \(tokens)×\(keys) heads \(heads)/\(kvHeads) dim \(d) \(variant): \(worstCached)")
+                // A float16 cache: attention as over keys and values rounded to float16.
+                for precision in KVPrecision.allCases {
+                    let cache = LayerKVCache(capacity: keys + 3, kvHeads: kvHeads, headDim: d, precision: precision)
+                    let width = kvHeads * d, first = keys / 2
+                    cache.append(keys: Tensor(shape: [first, width], values: Array(k[..<(first * width)])),
+                                 values: Tensor(shape: [first, width], values: Array(v[..<(first * width)])))
+                    cache.append(keys: Tensor(shape: [keys - first, width], values: Array(k[(first * width)...])),
+                                 values: Tensor(shape: [keys - first, width], values: Array(v[(first * width)...])))
+                    let stored = { (x: [Float]) in precision == .f16 ? x.map { Float(Float16($0)) } : x }
+                    var keyRows = [Float](repeating: 0, count: keys * width), valueRows = keyRows
+                    cache.rows(keys: &keyRows, values: &valueRows)
+                    #expect(keyRows == stored(k) && valueRows == stored(v), "the \(precision) cache gives back the rows it was given")
+                    let want = precision == .f32 ? expected : Self.referenceAttention(
+                        q: q, k: stored(k), v: stored(v), tokens: tokens, keys: keys, heads: heads, kvHeads: kvHeads, headDim: d, offset: offset)
+                    let cached = Tensor(zeros: [tokens, heads * d])
+                    cachedAttention(queries: Tensor(shape: [tokens, heads * d], values: q), cache: cache, heads: heads, start: offset,
+                                    workspace: Workspace(), into: cached)
+                    let worstCached = zip(cached.toArray(), want).map { abs($0 - $1) }.max() ?? 0
+                    #expect(worstCached < 1e-5, "\(precision) cached attention \(tokens)×\(keys) heads \(heads)/\(kvHeads) dim \(d) \(variant): \(worstCached)")
+                }
             }
         }
 

@@ -14,7 +14,8 @@ import Testing
             #expect(assembly.hasSuffix("chimera-tiny-default-\(format).assembly.json"))
             let manifest = try String(contentsOfFile: "\(folder)/chimera-tiny-default-llm-\(format).component.json", encoding: .utf8)
             #expect(manifest.contains("\"quantization\"") && manifest.contains("\"block_size\" : 32"))
-            let g = try CLI.run(["generate", "--assembly", assembly, "--max-tokens", "4", "--json"])
+            // The q4_0 run keeps its KV cache in float16.
+            let g = try CLI.run(["generate", "--assembly", assembly, "--max-tokens", "4", "--json"] + (format == "q4_0" ? ["--kv-cache", "f16"] : []))
             #expect(g.status == 0, "\(g.all)")
             let json = try JSONSerialization.jsonObject(with: Data(g.stdout.utf8)) as? [String: Any]
             #expect((json?["tokens"] as? [Int])?.isEmpty == false)
@@ -25,15 +26,17 @@ import Testing
 
     @Test func benchReportsJSON() throws {
         let r = try CLI.run(["bench", "--synthetic", "tiny", "--dtype", "q8_0", "--prompt-tokens", "16", "--decode-tokens", "2",
-                             "--encode-runs", "2"])
+                             "--encode-runs", "2", "--kv-cache", "f16"])
         #expect(r.status == 0, "\(r.all)")
         let json = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
         for key in ["image_encode_s", "prefill_tokens_per_s", "decode_tokens_per_s", "time_to_first_token_s", "peak_rss_bytes",
                     "weight_dtype", "threads", "cpu_features"] {
             #expect(json[key] != nil, "\(key)")
         }
-        #expect(json["weight_dtype"] as? String == "q8_0")
+        #expect(json["weight_dtype"] as? String == "q8_0" && json["kv_cache"] as? String == "f16")
         #expect(json["image_encode_runs"] as? Int == 2 && json["image_encode_first_s"] is Double)
+        let badCache = try CLI.run(["bench", "--synthetic", "tiny", "--kv-cache", "f8"])
+        #expect(badCache.status != 0 && badCache.stderr.contains("'f8' is invalid for '--kv-cache") && badCache.stderr.contains("'f16'"))
         let unknown = try CLI.run(["bench", "--synthetic", "nope"])
         #expect(unknown.status != 0 && unknown.stderr.contains("tinyllama-1.1b"))
     }

@@ -164,12 +164,16 @@ import Testing
     @Test func benchmarkRunsATinySyntheticModelAndNamesMissingFamilies() throws {
         let catalog = try Catalog.standard()
         let (encoder, llm) = try SyntheticPreset.named("tiny").manifests(catalog)
+        var kvBytes: [WeightFormat: Int] = [:]
         for format in WeightFormat.allCases {
             var bench = Benchmark(families: BuiltinFamilies.registry(), format: format)
             bench.promptTokens = 20
             bench.decodeTokens = 3
             bench.measureBandwidth = format == .q4_0  // a 512 MiB probe: once is enough here
+            bench.kvCache = format == .bf16 ? .f16 : .f32
             let report = try bench.run(name: "tiny", encoder: encoder, languageModel: llm)
+            kvBytes[format] = report.kvCacheBytes
+            #expect(report.kvCache == bench.kvCache.rawValue)
             #expect(((report.decodeBandwidthFraction ?? 0) > 0) == bench.measureBandwidth)
             #expect(((report.readBandwidthGBPerSecond ?? 0) > 0) == bench.measureBandwidth)
             #expect(report.finiteLogits)
@@ -180,6 +184,7 @@ import Testing
             #expect(report.decodeKVBytesPerToken == report.kvCacheBytes / 32 * 22)
             #expect(report.decodeBytesPerToken! > report.decodeKVBytesPerToken!)
         }
+        #expect(kvBytes[.bf16]! * 2 == kvBytes[.f32]!)  // the float16 cache
         // Every preset names components the catalog has, of families this build registers.
         let registry = BuiltinFamilies.registry()
         for preset in SyntheticPreset.all {

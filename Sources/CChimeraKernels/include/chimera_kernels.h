@@ -143,18 +143,24 @@ int chk_attention(const float *q, long ldq, const float *keys, const float *valu
 /// the layout attention's micro-kernel reads without packing — and values as rows, (t, d) at
 /// (g·capacity + t)·headDim + d.
 #define CHK_KEY_PANEL 32
+/// A cache may hold float16 instead of float32 (`half`), in the same layout (elements of 2 bytes).
 /// Stores `tokens` rows of keys and values (ld floats apart, kvHeads × headDim wide) at positions
-/// position ..< position + tokens.
+/// position ..< position + tokens, rounded to float16 when `half`.
 void chk_kv_append(const float *k, const float *v, long ld, long tokens, long position, long kvHeads, long headDim,
-                   long capacity, float *keyPanels, float *values);
+                   long capacity, int half, void *keyPanels, void *values);
+/// The first keyCount positions of a float16 cache (keys in whole panels) as float32 in the same
+/// layout, into keysOut and valuesOut (each kvHeads × capacity × headDim floats).
+void chk_kv_widen(const uint16_t *keyPanels, const uint16_t *values, long keyCount, long kvHeads, long headDim,
+                  long capacity, float *keysOut, float *valuesOut);
 /// The first keyCount positions as rows [keyCount, kvHeads × headDim] (for the fallbacks).
 void chk_kv_rows(const float *keyPanels, const float *values, long keyCount, long kvHeads, long headDim, long capacity,
                  float *keys, float *valueRows);
 /// chk_attention over the KV cache: `tokens` query rows (ldq apart) over its first keyCount
 /// positions. A single query row that sees every key (a decoded token) takes each group of query
 /// heads as rows of one block, reading the group's keys and values once, with or without AVX-512.
-/// Returns 0 as chk_attention (for several query rows without AVX-512: the caller falls back).
-int chk_attention_cached(const float *q, long ldq, long tokens, const float *keyPanels, const float *values, long capacity,
+/// Returns 0 as chk_attention (for several query rows without AVX-512: the caller falls back), and
+/// for a float16 cache (`half`) unless it is a decoded token with AVX-512 (the caller widens it).
+int chk_attention_cached(const float *q, long ldq, long tokens, int half, const void *keyPanels, const void *values, long capacity,
                          long keyCount, long heads, long kvHeads, long headDim, float scale, long causalOffset,
                          float *out, long ldo, int threads);
 #endif

@@ -238,8 +238,9 @@ public final class DecoderTransformer: LanguageModel, @unchecked Sendable {
         return out
     }
 
-    public func makeCache(capacity: Int) -> KVCache {
-        KVCache(layers: architecture.layers, capacity: min(capacity, contextLength), kvHeads: architecture.kvHeads, headDim: architecture.headDim)
+    public func makeCache(capacity: Int, precision: KVPrecision) -> KVCache {
+        KVCache(layers: architecture.layers, capacity: min(capacity, contextLength), kvHeads: architecture.kvHeads,
+                headDim: architecture.headDim, precision: precision)
     }
 
     public func embed(token: Int, into row: Tensor) throws {

@@ -465,8 +465,8 @@ void chk_kv_append(const float *k, const float *v, long ld, long tokens, long po
             const float *key = k + t * ld + g * headDim, *value = v + t * ld + g * headDim;
             long keyAt = key_at(g, at, headDim, capacity), valueAt = value_at(g, at, headDim, capacity);
             if (half) {
-                uint16_t *panel = (uint16_t *)keyPanels + keyAt, keyHalves[headDim];
-                chk_to_f16(key, headDim, keyHalves);
+                uint16_t keyHalves[headDim], *panel = (uint16_t *)keyPanels + keyAt;
+                chk_to_f16(key, headDim, keyHalves);  // then spread down the panel, as below
                 for (long d = 0; d < headDim; d++) panel[d * NR] = keyHalves[d];
                 chk_to_f16(value, headDim, (uint16_t *)values + valueAt);
             } else {

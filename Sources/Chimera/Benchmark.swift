@@ -46,6 +46,7 @@ public enum BenchmarkError: LocalizedError {
     case familyNotAvailable(part: String, family: String, available: [String])
     case nothingToRun
     case wrongComponent(id: String, expected: String)
+    case beyondContext(model: String, prompt: Int, decode: Int, pairs: Int, context: Int)
 
     public var errorDescription: String? {
         switch self {
@@ -55,6 +56,9 @@ public enum BenchmarkError: LocalizedError {
             return "\(part) needs the '\(family)' family, which is not available in this build (available: \(available.joined(separator: ", ")))"
         case .nothingToRun: return "nothing to benchmark: no encoder and no language model"
         case let .wrongComponent(id, expected): return "component '\(id)' is not \(expected)"
+        case let .beyondContext(model, prompt, decode, pairs, context):
+            return "\(prompt) prompt tokens + \(decode) decoded" + (pairs > 0 ? " + \(pairs) paired with the bandwidth probes" : "")
+                + " = \(prompt + decode + pairs) positions, more than \(model)'s context of \(context)"
         }
     }
 }
@@ -199,11 +203,15 @@ public struct Benchmark {
             // A decoded token multiplies by every matrix once (a tied embedding table is one of them).
             let decodeBytes = loader.matrices.reduce(0) { $0 + $1.matrix.byteCount }
             let pairs = measureBandwidth && decodeTokens > 0 ? bandwidthPairs : 0
+            guard promptTokens + decodeTokens + pairs <= model.contextLength else {  // before the prefill, not after
+                throw BenchmarkError.beyondContext(model: manifest.id, prompt: promptTokens, decode: decodeTokens, pairs: pairs,
+                                                   context: model.contextLength)
+            }
             let cache = model.makeCache(capacity: promptTokens + decodeTokens + pairs, precision: kvCache)
             report.kvCache = kvCache.rawValue
             report.kvCacheBytes = cache.bytes
             // A token at `position` reads the matrices and the cached keys and values of
-            // position + 1 positions (float32).
+            // position + 1 positions (in the cache's precision).
             let kvBytesPerPosition = cache.layers.reduce(0) { $0 + 2 * $1.width * $1.precision.bytes }
             let prompt = try model.embed((0..<promptTokens).map { ($0 * 7919 + 1) % model.vocabularySize })
             progress("prefill of \(promptTokens) tokens")

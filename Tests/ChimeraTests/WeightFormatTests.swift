@@ -195,5 +195,13 @@ import Testing
         let empty = FamilyRegistry()
         #expect(throws: BenchmarkError.self) { try Benchmark(families: empty, format: nil).run(name: "tiny", encoder: nil, languageModel: llm) }
         #expect(throws: BenchmarkError.self) { try SyntheticPreset.named("gpt-5") }
+        // A run longer than the context is refused before its prefill, naming the parts of the count.
+        var long = Benchmark(families: registry, format: .q8_0)
+        long.promptTokens = 480  // + 32 + 8 past the tiny model's 512
+        #expect {
+            try long.run(name: "tiny", encoder: nil, languageModel: llm)
+        } throws: { error in
+            (error as? LocalizedError)?.errorDescription?.contains("480 prompt tokens + 32 decoded + 8 paired with the bandwidth probes = 520 positions, more than") == true
+        }
     }
 }

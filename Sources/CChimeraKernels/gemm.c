@@ -478,13 +478,27 @@ void chk_kv_append(const float *k, const float *v, long ld, long tokens, long po
     }
 }
 
-void chk_kv_widen(const uint16_t *keyPanels, const uint16_t *values, long keyCount, long kvHeads, long headDim,
-                  long capacity, float *keysOut, float *valuesOut) {
-    long keys = (keyCount + NR - 1) / NR * NR;  // whole panels
-    for (long g = 0; g < kvHeads; g++) {
-        chk_rows_f16(keyPanels + key_at(g, 0, headDim, capacity), headDim, 0, keys, keysOut + key_at(g, 0, headDim, capacity));
-        chk_rows_f16(values + value_at(g, 0, headDim, capacity), headDim, 0, keyCount, valuesOut + value_at(g, 0, headDim, capacity));
+typedef struct {
+    const uint16_t *keyPanels, *values; long keyCount, headDim, capacity; float *keysOut, *valuesOut;
+} widen_job;
+
+// Items: the keys (in whole panels) of KV head item / 2, or its values.
+static void widen_task(void *context, long i0, long i1) {
+    const widen_job *j = context;
+    for (long item = i0; item < i1; item++) {
+        long g = item / 2, keys = (j->keyCount + NR - 1) / NR * NR;
+        if (item % 2 == 0)
+            chk_rows_f16(j->keyPanels + key_at(g, 0, j->headDim, j->capacity), j->headDim, 0, keys, j->keysOut + key_at(g, 0, j->headDim, j->capacity));
+        else
+            chk_rows_f16(j->values + value_at(g, 0, j->headDim, j->capacity), j->headDim, 0, j->keyCount,
+                         j->valuesOut + value_at(g, 0, j->headDim, j->capacity));
     }
+}
+
+void chk_kv_widen(const uint16_t *keyPanels, const uint16_t *values, long keyCount, long kvHeads, long headDim,
+                  long capacity, float *keysOut, float *valuesOut, int threads) {
+    widen_job job = {keyPanels, values, keyCount, headDim, capacity, keysOut, valuesOut};
+    chk_parallel_for(2 * kvHeads, 1, threads, widen_task, &job);
 }
 
 void chk_kv_rows(const float *keyPanels, const float *values, long keyCount, long kvHeads, long headDim, long capacity,

@@ -62,7 +62,7 @@ public final class LayerKVCache: @unchecked Sendable {
         let count = kvHeads * storedPositions * headDim
         let keys = workspace.scratch("widened cache keys", count: count), values = workspace.scratch("widened cache values", count: count)
         chk_kv_widen(keyPanels.assumingMemoryBound(to: UInt16.self), valueRows.assumingMemoryBound(to: UInt16.self), length,
-                     kvHeads, headDim, storedPositions, keys, values)
+                     kvHeads, headDim, storedPositions, keys, values, Int32(ComputeThreads.current))
         return (keys, values)
     }
 

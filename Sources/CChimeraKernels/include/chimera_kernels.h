@@ -149,9 +149,9 @@ int chk_attention(const float *q, long ldq, const float *keys, const float *valu
 void chk_kv_append(const float *k, const float *v, long ld, long tokens, long position, long kvHeads, long headDim,
                    long capacity, int half, void *keyPanels, void *values);
 /// The first keyCount positions of a float16 cache (keys in whole panels) as float32 in the same
-/// layout, into keysOut and valuesOut (each kvHeads × capacity × headDim floats).
+/// layout, into keysOut and valuesOut (each kvHeads × capacity × headDim floats), on `threads` threads.
 void chk_kv_widen(const uint16_t *keyPanels, const uint16_t *values, long keyCount, long kvHeads, long headDim,
-                  long capacity, float *keysOut, float *valuesOut);
+                  long capacity, float *keysOut, float *valuesOut, int threads);
 /// The first keyCount positions as rows [keyCount, kvHeads × headDim] (for the fallbacks).
 void chk_kv_rows(const float *keyPanels, const float *values, long keyCount, long kvHeads, long headDim, long capacity,
                  float *keys, float *valueRows);

@@ -5,7 +5,7 @@ same shapes with random weights. Dev-time only: none of these packages is a depe
 
     swift build -c release --product chimera
     python3 Scripts/bench_compare.py [--threads 2] [--prompt 640] [--decode 32] [--only chimera,torch,llamacpp]
-        [--dtypes f16,q8_0,q4_0] [--no-vision | --no-llm]
+        [--dtypes f16,q8_0,q4_0] [--no-vision | --no-llm] [--kv-cache f32|f16]
 
 Prints one JSON line per measurement on stderr and a Markdown table (with the machine) on stdout.
 Missing engines (llama_cpp not installed, a Chimera family not yet available) are reported as such.
@@ -58,7 +58,7 @@ def machine():
 def chimera(preset, dtype, args):
     cmd = [CHIMERA, "bench", "--synthetic", preset, "--dtype", dtype, "--threads", str(args.threads),
            "--prompt-tokens", str(args.prompt), "--decode-tokens", str(args.decode),
-           "--encode-runs", str(args.encode_runs)]
+           "--encode-runs", str(args.encode_runs), "--kv-cache", args.kv_cache]
     run = subprocess.run(cmd, capture_output=True, text=True)
     if run.returncode != 0:
         return {"error": run.stderr.strip().splitlines()[-1] if run.stderr.strip() else f"exit {run.returncode}"}
@@ -197,6 +197,8 @@ def main():
     parser.add_argument("--llm", default="tinyllama-1.1b", help=f"comma-separated: {', '.join(sorted(LLMS))}")
     parser.add_argument("--dtypes", default="f32,f16,bf16,q8_0,q4_0", help="language-model weight formats to run")
     parser.add_argument("--no-vision", action="store_true", help="skip the vision encoders")
+    parser.add_argument("--kv-cache", default="f32", choices=["f32", "f16"],
+                        help="Chimera's KV cache precision (llama.cpp keeps its cache in f16, PyTorch in the model's dtype)")
     parser.add_argument("--no-llm", action="store_true", help="only the vision encoders")
     args = parser.parse_args()
     engines = set(args.only.split(","))
@@ -221,7 +223,8 @@ def main():
             record("pytorch", preset, "f32", torch_vision(preset, args))
 
     fmt = lambda v, unit="": "—" if v is None else f"{v:.2f}{unit}"
-    print(f"Machine: {machine()}; {args.threads} threads; prompt {args.prompt} tokens, decode {args.decode} tokens; random weights.\n")
+    print(f"Machine: {machine()}; {args.threads} threads; prompt {args.prompt} tokens, decode {args.decode} tokens; "
+          f"random weights; Chimera's KV cache {args.kv_cache}.\n")
     print("| engine | model | weights | prefill tok/s | decode tok/s | decode GB/s | share of read bandwidth (probe GB/s) | image encode s | peak RSS ÷ (weights + KV) | note |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for engine, model, dtype, r in rows:

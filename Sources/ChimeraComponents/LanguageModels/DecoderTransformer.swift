@@ -224,13 +224,14 @@ public final class DecoderTransformer: LanguageModel, @unchecked Sendable {
             : try LinearLayer(w, "lm_head", input: h, output: a.vocabSize, bias: a.lmHeadBias)
         rotary = RotaryEmbedding(headDim: hd, rotaryDim: a.rotaryDim, theta: a.ropeTheta)
         parameters = w.loaded
-        // Float32 activations a prefill keeps per position (the MLP's three [tokens, intermediate]
-        // and the attention's rows), against the weights' bytes: see `prefillChunk`.
-        let activationBytes = 4 * (3 * ffn + qWidth + 2 * kvWidth + 4 * h)
+        // Float32 activations a pass keeps per position (forwardPass's workspace rows: hidden, x,
+        // projected; q, attended; k, v; the MLP's gate and up), against the weights' bytes: see
+        // `prefillChunk`. (TinyLlama: 88 KB a position, as its peak RSS grows with the chunk.)
+        let activationBytes = 4 * (3 * h + 2 * qWidth + 2 * kvWidth + 2 * ffn)
         let weightBytes = embeddings.byteCount + lmHead.matrix.byteCount + layers.reduce(0) { bytes, l in
             bytes + ([l.q, l.k, l.v, l.o, l.up, l.down] + (l.gate.map { [$0] } ?? [])).reduce(0) { $0 + $1.matrix.byteCount }
         } - (a.tiedEmbeddings ? embeddings.byteCount : 0)
-        prefillChunk = max(256, weightBytes / 16 / activationBytes)
+        prefillChunk = max(256, weightBytes / 20 / activationBytes)
     }
 
     public var hiddenSize: Int { architecture.hiddenSize }
@@ -256,10 +257,10 @@ public final class DecoderTransformer: LanguageModel, @unchecked Sendable {
     }
 
     /// Longest run of positions one pass takes: a longer prompt is fed in chunks of equal length
-    /// (each appending to the cache), so that the activations of a prefill ([tokens, intermediate]
-    /// × 3 and the attention's rows) stay within about 6 % of the weights' bytes (at least 256
-    /// positions a chunk) — on Qwen2-0.5B at q4_0 a 640-token prompt in one pass adds 12 % to the
-    /// peak RSS. Fewer chunks are faster: each converts and packs every weight matrix once (TinyLlama
+    /// (each appending to the cache), so that the activations of a prefill (the MLP's two
+    /// [tokens, intermediate] and the attention's rows) stay within about 5 % of the weights' bytes
+    /// (at least 256 positions a chunk) — on Qwen2-0.5B at q4_0 a 640-token prompt in one pass adds
+    /// 12 % to the peak RSS. Fewer chunks are faster: each converts and packs every weight matrix once (TinyLlama
     /// q4_0, 640 tokens: 98–100 tokens/s in three chunks, 112–126 in one). The logits are the same:
     /// every position sees the same keys either way.
     public var prefillChunk: Int

@@ -89,7 +89,6 @@ public final class KVCache: @unchecked Sendable {
         self.capacity = capacity
         self.layers = (0..<layers).map { _ in LayerKVCache(capacity: capacity, kvHeads: kvHeads, headDim: headDim, precision: precision) }
     }
-    public var precision: KVPrecision { layers.first?.precision ?? .f32 }
     /// Bytes of keys and values held by every layer.
     public var bytes: Int { layers.reduce(0) { $0 + $1.bytes } }
     public var length: Int { layers.first?.length ?? 0 }

@@ -93,16 +93,14 @@ public func cachedAttention(
                              cache.kvHeads, headDim, scale, start, out.data, queryWidth, Int32(ComputeThreads.current)) != 0
     }
     if kernels(half: cache.isHalf, keys: cache.keyPanels, values: cache.valueRows) { return }
-    if cache.precision == .f16 {
-        let panels = cache.float32Panels(workspace)
-        if kernels(half: 0, keys: panels.keys, values: panels.values) { return }
-    }
+    let panels = cache.float32Panels(workspace)  // the cache itself when float32
+    if cache.precision == .f16, kernels(half: 0, keys: panels.keys, values: panels.values) { return }
     // Without AVX-512 a prompt (a decoded token reads the panels in place, in the kernels): the
     // cache as rows, in buffers sized for the whole cache so that they serve every call.
     let keys = workspace.scratch("cached keys", count: cache.capacity * cache.width)
     let values = workspace.scratch("cached values", count: cache.capacity * cache.width)
     let scores = workspace.scratch("cached scores", count: queries.rows * cache.capacity)
-    cache.rows(keys: keys, values: values, workspace: workspace)  // (a float16 cache is widened again: only here)
+    chk_kv_rows(panels.keys, panels.values, cache.length, cache.kvHeads, headDim, cache.storedPositions, keys, values)
     multiHeadAttention(queries: queries, keys: keys, values: values, keyCount: cache.length, heads: heads,
                        kvHeads: cache.kvHeads, headDim: headDim, causalOffset: start, scale: scale, scores: scores, into: out)
 }

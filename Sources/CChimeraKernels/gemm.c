@@ -143,7 +143,7 @@ AVX512 static void pack_x_rows(const float *x, long ldx, long m, long k, long r0
 // takes a slot on the ports the FMAs use, about 15 % here, so full panels take plain loads). The
 // first step multiplies, the others multiply-add: zeroing the accumulators first was compiled as a
 // call to memset for every micro-kernel call (1 % of a CLIP encode's samples; paired GEMM runs
-// on ViT shapes +1–1.6 % median, within their noise). kc ≥ 1.
+// on ViT shapes +1–1.6 % median, within their noise).
 #define KERNEL_STEP(R, NV, LOAD0, LOAD1, OP)                              \
     do {                                                                  \
         __m512 b0 = LOAD0, b1 = NV > 1 ? LOAD1 : b0;                      \
@@ -168,7 +168,9 @@ AVX512 static inline __attribute__((always_inline)) void kernel_body(long kc, co
     const float *bias, float *c, long ldc, int accumulate, long rows, long cols, const int R, const int NV) {
     __mmask16 m0 = first_lanes(cols), m1 = first_lanes(cols - 16);
     __m512 acc[MR][2];  // set by the first step
-    if (cols >= 16 * NV) {
+    if (kc < 1) {  // an empty product: C = bias (or C unchanged with accumulate)
+        for (int i = 0; i < R; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    } else if (cols >= 16 * NV) {
         KERNEL_LOOP(R, NV, _mm512_loadu_ps(wp), _mm512_loadu_ps(wp + 16))
     } else {
         KERNEL_LOOP(R, NV, _mm512_maskz_loadu_ps(m0, wp), _mm512_maskz_loadu_ps(m1, wp + 16))

@@ -156,12 +156,6 @@ public struct Benchmark {
         return (try family.create(manifest, ComponentBuildContext(weights: loader)), loader)
     }
 
-    static func weightBytes(_ loader: ParameterLoader) -> Int {
-        let matrixNames = Set(loader.matrices.map(\.name))
-        return loader.matrices.reduce(0) { $0 + $1.matrix.byteCount }
-            + loader.loaded.filter { !matrixNames.contains($0.name) }.reduce(0) { $0 + $1.tensor.count * 4 }
-    }
-
     public func run(name: String, encoder encoderManifest: ComponentManifest?, languageModel llmManifest: ComponentManifest?) throws -> BenchmarkReport {
         guard encoderManifest != nil || llmManifest != nil else { throw BenchmarkError.nothingToRun }
         var report = BenchmarkReport(
@@ -173,7 +167,7 @@ public struct Benchmark {
             progress("loading encoder \(manifest.id) (\(manifest.family))")
             let (component, loader) = try load(manifest, part: "encoder '\(manifest.id)'")
             guard let encoder = component as? any ModalityEncoder else { throw BenchmarkError.wrongComponent(id: manifest.id, expected: "an encoder") }
-            report.weightBytes += Self.weightBytes(loader)
+            report.weightBytes += loader.weightBytes
             guard let preprocess = manifest.preprocess else { throw BenchmarkError.wrongComponent(id: manifest.id, expected: "an image encoder") }
             let size = preprocess.cropSize ?? preprocess.size
             var generator = SplitMix64(seed: 7)
@@ -198,7 +192,7 @@ public struct Benchmark {
             progress("loading language model \(manifest.id) (\(manifest.family))")
             let (component, loader) = try load(manifest, part: "language model '\(manifest.id)'")
             guard let model = component as? any LanguageModel else { throw BenchmarkError.wrongComponent(id: manifest.id, expected: "a language model") }
-            let llmBytes = Self.weightBytes(loader)
+            let llmBytes = loader.weightBytes
             report.weightBytes += llmBytes
             // A decoded token multiplies by every matrix once (a tied embedding table is one of them).
             let decodeBytes = loader.matrices.reduce(0) { $0 + $1.matrix.byteCount }

@@ -124,6 +124,14 @@ public final class ParameterLoader: @unchecked Sendable {
     }
 
     public var loaded: [(name: String, tensor: Tensor)] { record.loaded }
+
+    /// Bytes of every weight handed out so far: the matrices in their formats, the other tensors
+    /// (norms, biases, an untied embedding table) as float32.
+    public var weightBytes: Int {
+        let matrixNames = Set(matrices.map(\.name))
+        return matrices.reduce(0) { $0 + $1.matrix.byteCount }
+            + loaded.filter { !matrixNames.contains($0.name) }.reduce(0) { $0 + $1.tensor.count * 4 }
+    }
 }
 
 extension WeightFormat {

@@ -228,10 +228,7 @@ public final class DecoderTransformer: LanguageModel, @unchecked Sendable {
         // projected; q, attended; k, v; the MLP's gate and up), against the weights' bytes: see
         // `prefillChunk`. (TinyLlama: 88 KB a position, as its peak RSS grows with the chunk.)
         let activationBytes = 4 * (3 * h + 2 * qWidth + 2 * kvWidth + 2 * ffn)
-        let weightBytes = embeddings.byteCount + lmHead.matrix.byteCount + layers.reduce(0) { bytes, l in
-            bytes + ([l.q, l.k, l.v, l.o, l.up, l.down] + (l.gate.map { [$0] } ?? [])).reduce(0) { $0 + $1.matrix.byteCount }
-        } - (a.tiedEmbeddings ? embeddings.byteCount : 0)
-        prefillChunk = max(256, weightBytes / 20 / activationBytes)
+        prefillChunk = max(256, w.weightBytes / 20 / activationBytes)
     }
 
     public var hiddenSize: Int { architecture.hiddenSize }

@@ -338,22 +338,6 @@ AVX512 static void stage_in_l2(const float *p, long floats) {
     (void)sink;
 }
 
-// n float16 values as float32 into out: a float16 cache's span read once from memory (prefetched
-// ahead into L2 as stage_in_l2 reads) into this core's cache, where attention then reads it.
-AVX512 static void widen_f16(const uint16_t *p, long n, float *out) {
-    const long far = FAR_BYTES / 2;
-    long i = 0;
-    for (; i + 32 <= n; i += 32) {  // a cache line of halves
-        if (i + far + 32 <= n) _mm_prefetch((const char *)(p + i + far), _MM_HINT_T1);
-        _mm512_storeu_ps(out + i, f16x16(p + i));
-        _mm512_storeu_ps(out + i + 16, f16x16(p + i + 16));
-    }
-    for (; i < n; i += 16) {
-        __mmask16 m = first_lanes(n - i);
-        _mm512_mask_storeu_ps(out + i, m, f16x16_tail(p + i, m));
-    }
-}
-
 // Queries r0 ..< r0 + rows (ldq apart, hd wide) into qp[hd][MR] (other rows zero), times scale.
 AVX512 static void pack_queries(const float *q, long ldq, long r0, long rows, long hd, float scale, float *qp) {
     pack_x_rows(q, ldq, r0 + rows, hd, r0, qp);
@@ -575,8 +559,8 @@ AVX512 static void decode_task(void *context, long i0, long i1) {
         float *part = j->spans > 1 ? j->partials + (g * j->spans + s) * G * (hd + 2) : NULL;
         if (ready) {
             if (j->half) {  // widening reads the span as staging does, at half the bytes
-                widen_f16((const uint16_t *)j->keyPanels + keyAt, keyFloats, wideKeys);
-                widen_f16((const uint16_t *)j->values + valueAt, n * hd, wideValues);
+                chk_rows_f16((const uint16_t *)j->keyPanels + keyAt, keyFloats, 0, 1, wideKeys);
+                chk_rows_f16((const uint16_t *)j->values + valueAt, n * hd, 0, 1, wideValues);
                 keys = wideKeys; values = wideValues;
             } else {
                 keys = (const float *)j->keyPanels + keyAt; values = (const float *)j->values + valueAt;

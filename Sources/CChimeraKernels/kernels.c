@@ -408,10 +408,21 @@ AVX512 static void gemv_q4_avx512(const uint8_t *q, const uint16_t *scales, cons
     for (; r < row1; r++) rows_q4_avx512(q, scales, qx, y, cols, r, 1);
 }
 
+// A cache line of halves a step, the line FAR_BYTES ahead prefetched into L2: widened matrices and
+// float16 KV caches are read from memory (decode attention widens each span of the cache this way
+// where it stages a float32 one).
 AVX512 static void rows_f16_avx512(const uint16_t *w, long cols, long row0, long row1, float *out) {
     long n = (row1 - row0) * cols, i = 0; const uint16_t *src = w + row0 * cols;
-    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(out + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(src + i))));
-    for (; i < n; i++) out[i] = half_to_float(src[i]);
+    const long far = FAR_BYTES / 2;
+    for (; i + 32 <= n; i += 32) {
+        if (i + far + 32 <= n) _mm_prefetch((const char *)(src + i + far), _MM_HINT_T1);
+        _mm512_storeu_ps(out + i, f16x16(src + i));
+        _mm512_storeu_ps(out + i + 16, f16x16(src + i + 16));
+    }
+    for (; i < n; i += 16) {
+        __mmask16 m = first_lanes(n - i);
+        _mm512_mask_storeu_ps(out + i, m, f16x16_tail(src + i, m));
+    }
 }
 
 // MARK: - Activation quantization

@@ -68,9 +68,12 @@ void chk_to_bf16(const float *x, long n, uint16_t *out);
 /// (another thread, or from inside a task) runs serially on the calling thread.
 typedef void (*chk_task)(void *context, long begin, long end);
 void chk_parallel_for(long n, long chunk, int threads, chk_task task, void *context);
-/// The same with claims that shrink with what is left (a share of it per claim, in whole chunks,
-/// at least one): few claims, and the threads finish close together.
-void chk_parallel_for_guided(long n, long chunk, int threads, chk_task task, void *context);
+/// The same with each thread's own contiguous share of the chunks: it claims a quarter of what is
+/// left of it at a time (at least one chunk), then takes half of what is left of the fullest other
+/// share, from its back. A thread's claims continue one stream of rows (a product's prefetches run
+/// on into them) and touch only its own cache line until the shares run out; the threads still
+/// finish close together. At most 64 threads (more are not started).
+void chk_parallel_for_ranges(long n, long chunk, int threads, chk_task task, void *context);
 
 typedef enum chk_format { CHK_F32, CHK_F16, CHK_BF16, CHK_Q8_0, CHK_Q4_0 } chk_format;
 /// y = W x for all `rows` of W in `format` (scales for q8_0/q4_0), on `threads` threads: the decode product.

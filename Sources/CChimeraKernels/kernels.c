@@ -895,6 +895,7 @@ static void pool_signal(void) {
 
 // Called with `busy` held: brings the pool to `count` workers.
 static void pool_resize(int count) {
+    if (count > POOL_THREADS - 1) count = POOL_THREADS - 1;  // compared after the cap, or every job would restart them
     if (count == pool.workers) return;
     if (pool.workers > 0) {
         atomic_store(&pool.quit, 1);
@@ -904,7 +905,6 @@ static void pool_resize(int count) {
         free(pool_threads); pool_threads = NULL; pool.workers = 0;
     }
     if (count <= 0) return;
-    if (count > POOL_THREADS - 1) count = POOL_THREADS - 1;
     atomic_store(&pool.joined, 0);
     pool_threads = malloc(sizeof(pthread_t) * (size_t)count);
     for (int i = 0; i < count && pool_threads; i++) {

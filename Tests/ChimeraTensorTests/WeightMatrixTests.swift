@@ -241,17 +241,17 @@ extension KernelSelection {
             #expect((0..<rows * callers).allSatisfy { counts[$0] == 1 })
         }
 
-        @Test func rangeClaimsCoverEveryRowOnceInWholeChunksFromEachThreadsShare() {
-            for threads in [2, 3] {
+        @Test func rangeClaimsCoverEveryRowOnceInWholeChunksWithinOneShare() {
+            for threads in [2, 3, 100] {  // 100: above the pool's cap of 64
                 for (rows, chunk) in [(1000, 16), (203, 16), (17, 16), (11264, 16), (5, 4), (3, 16)] {
                     var seen = [Int32](repeating: 0, count: rows)
-                    var claims: [(thread: pthread_t, begin: Int, end: Int)] = []
+                    var claims: [(begin: Int, end: Int)] = []
                     let lock = NSLock()
                     seen.withUnsafeMutableBufferPointer { counts in
                         nonisolated(unsafe) let shared = counts
                         var body: (Int, Int) -> Void = { begin, end in
                             for r in begin..<end { shared[r] += 1 }
-                            lock.lock(); claims.append((pthread_self(), begin, end)); lock.unlock()
+                            lock.lock(); claims.append((begin, end)); lock.unlock()
                         }
                         withUnsafeMutablePointer(to: &body) { pointer in
                             chk_parallel_for_ranges(rows, chunk, Int32(threads), { context, begin, end in
@@ -262,13 +262,18 @@ extension KernelSelection {
                     #expect(seen.allSatisfy { $0 == 1 }, "\(rows) rows, \(threads) threads")
                     // Every claim but the one that ends the rows is whole chunks.
                     #expect(claims.allSatisfy { $0.end == rows || ($0.end - $0.begin) % chunk == 0 }, "\(rows) rows: \(claims)")
-                    // A thread starts at the front of its own share (t·chunks/threads for some t).
+                    // Each claim lies within one thread's share (shares start at t·chunks/threads).
                     let chunks = (rows + chunk - 1) / chunk
-                    let shareStarts = Set((0..<threads).map { $0 * chunks / threads * chunk })
-                    var first: [pthread_t: Int] = [:]
-                    for claim in claims where first[claim.thread] == nil { first[claim.thread] = claim.begin }
-                    #expect(first.values.allSatisfy { shareStarts.contains($0) }, "\(rows) rows: \(claims)")
-                    if rows >= 4 * 2 * chunk { #expect(claims.count > 2 && claims.count < rows / chunk, "\(rows) rows: \(claims.count) claims") }
+                    let participants = min(threads, 64)  // the pool's cap
+                    let shareStarts = (0...participants).map { $0 * chunks / participants }
+                    #expect(claims.allSatisfy { claim in
+                        let first = claim.begin / chunk, last = (claim.end - 1) / chunk
+                        return shareStarts.contains { $0 > first } && shareStarts.first { $0 > first }! > last
+                    }, "\(rows) rows: \(claims)")
+                    // Shares are claimed in pieces (a quarter of what is left), neither whole nor chunk by chunk.
+                    if chunks >= 16 * threads {
+                        #expect(claims.count > 2 * threads && claims.count < chunks * 3 / 4, "\(rows) rows: \(claims.count) claims")
+                    }
                 }
             }
         }

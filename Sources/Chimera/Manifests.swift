@@ -18,7 +18,11 @@ public enum ManifestError: LocalizedError {
         case let .wrongSchema(file, expected, found): return "\(file): schema: expected \"\(expected)\", found \"\(found)\""
         case let .duplicateID(id, first, second): return "duplicate id '\(id)': defined in \(first) and in \(second)"
         case let .unknownID(id, kind, known):
-            let list = known.isEmpty ? "none are registered" : "known: \(known.joined(separator: ", "))"
+            // An empty catalogue is most often a binary run away from its source tree: say where manifests come from.
+            let list = known.isEmpty
+                ? "none are registered: no manifests were found; the built-in ones are looked for in CHIMERA_HOME/manifests, "
+                    + "in a `manifests` folder above the executable and in ./manifests, others come from --manifests or CHIMERA_MANIFESTS"
+                : "known: \(known.joined(separator: ", "))"
             return "unknown \(kind) id '\(id)' (\(list))"
         }
     }

@@ -270,6 +270,17 @@ extension ManifestTests {
             #expect(catalog.components.count == count)
         }
 
+        @Test func anEmptyCatalogueSaysWhereManifestsComeFrom() throws {
+            do {
+                _ = try Catalog().assembly("chimera-tiny-default")
+                Issue.record("an empty catalogue found an assembly")
+            } catch {
+                let message = F.message(error)
+                #expect(message.contains("unknown assembly id 'chimera-tiny-default'") && message.contains("none are registered"))
+                for place in ["CHIMERA_HOME", "--manifests", "CHIMERA_MANIFESTS"] { #expect(message.contains(place), "names \(place)") }
+            }
+        }
+
         @Test func unknownIDListsTheKnownOnes() throws {
             let catalog = try F.catalog()
             do {

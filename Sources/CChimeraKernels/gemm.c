@@ -598,11 +598,12 @@ int chk_attention_cached(const float *q, long ldq, long tokens, int half, const 
     if (kvHeads <= 0 || heads % kvHeads || capacity % NR) return 0;
     if (tokens <= 0) return 1;
     long group = heads / kvHeads, headStride = capacity * headDim;
-    chk_kv_view kv = {keyPanels, 0, headStride, 1, values, headDim, headStride};
+    chk_kv_view kv = {keyPanels, 0, headStride, 1, values, headDim, headStride, half};
     int decode = tokens == 1 && keyCount > 0 && (causalOffset < 0 || causalOffset + 1 >= keyCount) && ldq == heads * headDim && ldo == ldq;
-    // A float16 cache is read here only by a decoded token with AVX-512 (each span widened as it is
-    // staged); otherwise the caller widens the cache into a float32 one (chk_kv_widen) and calls again.
-    if (half && !(decode && chk_gemm_available())) return 0;
+    // A float16 cache is read here only by a decoded token (with AVX-512 each span is widened as it
+    // is staged; without, each panel line and value row just before use); for a prompt the caller
+    // widens the cache into a float32 one (chk_kv_widen) and calls again.
+    if (half && !decode) return 0;
     if (!chk_gemm_available()) {
         // Without AVX-512 a decoded token reads the panels in place (a KV head's query heads
         // together, on the AVX2 or portable kernels); a prompt is left to the caller, which copies

@@ -734,18 +734,25 @@ void chk_attend_one(const float *q, const chk_kv_view *kv, long keyCount, long h
 // (with fewer than three rows left, the missing ones repeat the first and are not stored). The
 // full 32-dimension chunks of P·V have a loop of their own, whose constant trip count vectorizes
 // without a remainder. scores holds (r1 − r0) rows of ldS ≥ keyCount rounded up to whole panels.
+// A float16 cache (kv->half) is read in place: each panel line of keys and each value row is
+// widened into a small local buffer just before use (WIDEN_HALVES, defined per instruction set).
+#define KV_FLOATS(base, at, buffer, n)                                                               \
+    (kv->half ? (WIDEN_HALVES((const uint16_t *)(base) + (at), buffer, n), (const float *)(buffer)) \
+              : (const float *)(base) + (at))
 #define ATTEND_GROUP_BODY                                                                            \
-    const long P = CHK_KEY_PANEL, group = heads / kvHeads;                                          \
-    const float *kh = kv->keys + g * kv->keyHeadStride, *vh = kv->values + g * kv->valueHeadStride; \
+    const long P = CHK_KEY_PANEL, group = heads / kvHeads, es = kv->half ? 2 : 4;                   \
+    const char *kh = (const char *)kv->keys + g * kv->keyHeadStride * es;                           \
+    const char *vh = (const char *)kv->values + g * kv->valueHeadStride * es;                       \
     const float *qg = q + g * group * headDim;                                                       \
+    float wide[CHK_KEY_PANEL > 32 ? CHK_KEY_PANEL : 32];                                             \
     for (long j0 = 0; j0 < keyCount; j0 += P) {                                                     \
-        const float *panel = kh + j0 * headDim;                                                      \
         for (long r = r0; r < r1; r += 3) {                                                          \
             long n = r1 - r < 3 ? r1 - r : 3;                                                        \
             const float *q0 = qg + r * headDim, *q1 = n > 1 ? q0 + headDim : q0, *q2 = n > 2 ? q0 + 2 * headDim : q0; \
             float a[3][CHK_KEY_PANEL] = {{0}};                                                       \
             for (long i = 0; i < headDim; i++) {                                                     \
-                const float *k = panel + i * P; float x0 = q0[i], x1 = q1[i], x2 = q2[i];           \
+                const float *k = KV_FLOATS(kh, j0 * headDim + i * P, wide, P);                      \
+                float x0 = q0[i], x1 = q1[i], x2 = q2[i];                                            \
                 for (int t = 0; t < CHK_KEY_PANEL; t++) { a[0][t] += x0 * k[t]; a[1][t] += x1 * k[t]; a[2][t] += x2 * k[t]; } \
             }                                                                                        \
             for (long i = 0; i < n; i++)                                                             \
@@ -761,12 +768,14 @@ void chk_attend_one(const float *q, const chk_kv_view *kv, long keyCount, long h
             float o[3][32] = {{0}};                                                                  \
             if (w == 32) {                                                                           \
                 for (long j = 0; j < keyCount; j++) {                                                \
-                    const float *v = vh + j * kv->ldv + c; float x0 = p0[j], x1 = p1[j], x2 = p2[j]; \
+                    const float *v = KV_FLOATS(vh, j * kv->ldv + c, wide, 32);                      \
+                    float x0 = p0[j], x1 = p1[j], x2 = p2[j];                                        \
                     for (int t = 0; t < 32; t++) { o[0][t] += x0 * v[t]; o[1][t] += x1 * v[t]; o[2][t] += x2 * v[t]; } \
                 }                                                                                    \
             } else {                                                                                 \
                 for (long j = 0; j < keyCount; j++) {                                                \
-                    const float *v = vh + j * kv->ldv + c; float x0 = p0[j], x1 = p1[j], x2 = p2[j]; \
+                    const float *v = KV_FLOATS(vh, j * kv->ldv + c, wide, w);                       \
+                    float x0 = p0[j], x1 = p1[j], x2 = p2[j];                                        \
                     for (long t = 0; t < w; t++) { o[0][t] += x0 * v[t]; o[1][t] += x1 * v[t]; o[2][t] += x2 * v[t]; } \
                 }                                                                                    \
             }                                                                                        \
@@ -775,15 +784,29 @@ void chk_attend_one(const float *q, const chk_kv_view *kv, long keyCount, long h
         }                                                                                            \
     }
 
+AVX2 static void widen_halves_avx2(const uint16_t *h, float *out, long n) {
+    long i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))));
+    for (; i < n; i++) out[i] = half_to_float(h[i]);
+}
+
+static void widen_halves_portable(const uint16_t *h, float *out, long n) {
+    for (long i = 0; i < n; i++) out[i] = half_to_float(h[i]);
+}
+
+#define WIDEN_HALVES widen_halves_avx2
 AVX2 static void attend_group_avx2(const float *q, const chk_kv_view *kv, long keyCount, long heads, long kvHeads,
                                    long headDim, float scale, long g, long r0, long r1, float *scores, long ldS, float *out) {
     ATTEND_GROUP_BODY
 }
+#undef WIDEN_HALVES
 
+#define WIDEN_HALVES widen_halves_portable
 static void attend_group_portable(const float *q, const chk_kv_view *kv, long keyCount, long heads, long kvHeads,
                                   long headDim, float scale, long g, long r0, long r1, float *scores, long ldS, float *out) {
     ATTEND_GROUP_BODY
 }
+#undef WIDEN_HALVES
 
 // MARK: - Thread pool
 

@@ -79,7 +79,7 @@ public final class LayerKVCache: @unchecked Sendable {
 /// Attention of queries [T, heads*headDim] at positions start ..< start + T over the first
 /// `cache.length` positions of a layer's cache (causal), into `out`. The kernels' attention reads
 /// the cache as it is (a decoded token on every CPU, a prompt with AVX-512; a float16 cache only
-/// for a decoded token with AVX-512, otherwise widened first into `workspace`); for a prompt
+/// for a decoded token, for a prompt widened first into `workspace`); for a prompt
 /// without AVX-512 its rows are copied out into `workspace`, with the general path's scores, for
 /// the general path.
 public func cachedAttention(

@@ -92,9 +92,11 @@ void chk_matvec_parts(const chk_matvec_part *parts, int count, const float *x, l
 /// (t, d) at + d·CHK_KEY_PANEL + t % CHK_KEY_PANEL): the layout the GEMM's micro-kernel reads, so
 /// attention over the cache packs no keys. Values as rows: (t, d) of head g at
 /// values + g·valueHeadStride + t·ldv + d.
+/// `half`: keys and values hold float16 (strides in elements), for the cache's panels only.
 typedef struct chk_kv_view {
     const float *keys; long ldk, keyHeadStride; int keyPanels;
     const float *values; long ldv, valueHeadStride;
+    int half;
 } chk_kv_view;
 
 /// Attention of one query row per head over keyCount keys and values given as rows (decode):
@@ -162,7 +164,7 @@ void chk_kv_rows(const float *keyPanels, const float *values, long keyCount, lon
 /// positions. A single query row that sees every key (a decoded token) takes each group of query
 /// heads as rows of one block, reading the group's keys and values once, with or without AVX-512.
 /// Returns 0 as chk_attention (for several query rows without AVX-512: the caller falls back), and
-/// for a float16 cache (`half`) unless it is a decoded token with AVX-512 (the caller widens it).
+/// for a float16 cache (`half`) unless it is a decoded token (the caller widens it for a prompt).
 int chk_attention_cached(const float *q, long ldq, long tokens, int half, const void *keyPanels, const void *values, long capacity,
                          long keyCount, long heads, long kvHeads, long headDim, float scale, long causalOffset,
                          float *out, long ldo, int threads);

@@ -84,7 +84,7 @@ public func hiddenStateIndex(_ layer: Int, count: Int, component: String) throws
 extension ComponentFamily {
     /// An encoder family whose config decides its output: `validate` decodes the config and checks
     /// the manifest's declared `output` against it; `create` requires weights.
-    public static func encoder<Config: Decodable>(
+    public static func encoder<Config: Decodable & Sendable>(
         name: String, summary: String, config: Config.Type, output: @escaping @Sendable (Config) -> TokenContract,
         create: @escaping @Sendable (ComponentManifest, ParameterLoader) throws -> any ModalityEncoder
     ) -> ComponentFamily {

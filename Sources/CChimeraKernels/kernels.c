@@ -784,24 +784,14 @@ void chk_attend_one(const float *q, const chk_kv_view *kv, long keyCount, long h
         }                                                                                            \
     }
 
-AVX2 static void widen_halves_avx2(const uint16_t *h, float *out, long n) {
-    long i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))));
-    for (; i < n; i++) out[i] = half_to_float(h[i]);
-}
-
-static void widen_halves_portable(const uint16_t *h, float *out, long n) {
-    for (long i = 0; i < n; i++) out[i] = half_to_float(h[i]);
-}
-
-#define WIDEN_HALVES widen_halves_avx2
+#define WIDEN_HALVES(h, out, n) rows_f16_avx2(h, n, 0, 1, out)
 AVX2 static void attend_group_avx2(const float *q, const chk_kv_view *kv, long keyCount, long heads, long kvHeads,
                                    long headDim, float scale, long g, long r0, long r1, float *scores, long ldS, float *out) {
     ATTEND_GROUP_BODY
 }
 #undef WIDEN_HALVES
 
-#define WIDEN_HALVES widen_halves_portable
+#define WIDEN_HALVES(h, out, n) rows_f16_portable(h, n, 0, 1, out)
 static void attend_group_portable(const float *q, const chk_kv_view *kv, long keyCount, long heads, long kvHeads,
                                   long headDim, float scale, long g, long r0, long r1, float *scores, long ldS, float *out) {
     ATTEND_GROUP_BODY

@@ -1,0 +1,160 @@
+// Paired A/B timing of the decode kernels (dev-time only; built and run by kernel-ab.sh).
+// A is this tree's CChimeraKernels, B another revision's, compiled with every chk_* function renamed
+// B_chk_* (so both live in one process). Each repetition runs A and B in alternating order, each
+// right after a read-bandwidth probe that also evicts the caches, and reports B's time against A's
+// per pair: on a machine whose bandwidth moves by tens of percent from one second to the next,
+// only such pairs resolve differences of a few percent.
+//
+//   pairs sequence tinyllama|qwen2 f16|q8_0|q4_0 [reps]   one decoded token's products
+//   pairs matrix ROWS COLS f16|q8_0|q4_0 [reps]           many copies of one matrix (600 MB)
+//   pairs attention HEADS KV_HEADS KEYS LAYERS [reps]      decode attention over an f32 cache
+#include "chimera_kernels.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+void B_chk_matvec_parts(const chk_matvec_part *parts, int count, const float *x, long cols, int threads);
+int B_chk_attention_cached(const float *q, long ldq, long tokens, int half, const void *keyPanels, const void *values, long capacity,
+                           long keyCount, long heads, long kvHeads, long headDim, float scale, long causalOffset, float *out, long ldo,
+                           int threads);
+
+static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec; }
+static int ascending(const void *a, const void *b) { double x = *(const double *)a, y = *(const double *)b; return x < y ? -1 : x > y; }
+
+static chk_format format_named(const char *name) {
+    if (!strcmp(name, "f16")) return CHK_F16;
+    if (!strcmp(name, "q8_0")) return CHK_Q8_0;
+    if (!strcmp(name, "q4_0")) return CHK_Q4_0;
+    fprintf(stderr, "format: expected f16, q8_0 or q4_0, found %s\n", name);
+    exit(2);
+}
+
+static long total_bytes;
+// A matrix of arbitrary but valid bytes (f16 values finite) with scales of 2^-7.
+static chk_matvec_part matrix(long rows, long cols, chk_format f, float *y) {
+    long n = rows * cols, bytes = f == CHK_Q4_0 ? n / 2 : f == CHK_F16 ? 2 * n : n;
+    chk_matvec_part p = {f, malloc((size_t)bytes), malloc((size_t)(n / 32 * 2)), rows, y};
+    unsigned char *w = (unsigned char *)p.w;
+    for (long i = 0; i < bytes; i++) w[i] = (unsigned char)(i * 2654435761u >> 13);
+    if (f == CHK_F16) for (long i = 1; i < bytes; i += 2) w[i] &= 0x3b;
+    for (long i = 0; i < n / 32; i++) ((uint16_t *)p.scales)[i] = 0x2000;
+    total_bytes += bytes + (f == CHK_F16 ? 0 : n / 16);
+    return p;
+}
+
+typedef struct { double a, b; } pair_times;
+
+static float *probe; static long probeFloats;
+// reps pairs of A and B (in alternating order), each run right after a probe; times divided by `per`.
+static pair_times *measure(int reps, void (*run)(int useB, void *context), void *context, double per) {
+    pair_times *t = malloc(sizeof(pair_times) * reps);
+    for (int r = 0; r < reps; r++)
+        for (int k = 0; k < 2; k++) {
+            int useB = (r & 1) ? 1 - k : k;
+            chk_read_pass(probe, probeFloats, 2);
+            double t0 = now();
+            run(useB, context);
+            double seconds = (now() - t0) / per;
+            if (useB) t[r].b = seconds; else t[r].a = seconds;
+        }
+    return t;
+}
+static void report(const char *what, pair_times *t, int reps, double bytes) {
+    double *a = malloc(sizeof(double) * reps), *b = malloc(sizeof(double) * reps), *r = malloc(sizeof(double) * reps);
+    for (int i = 0; i < reps; i++) { a[i] = t[i].a; b[i] = t[i].b; r[i] = t[i].a / t[i].b; }
+    qsort(a, reps, 8, ascending); qsort(b, reps, 8, ascending); qsort(r, reps, 8, ascending);
+    printf("%s: A %.1f us, B %.1f us (medians)", what, a[reps / 2] * 1e6, b[reps / 2] * 1e6);
+    if (bytes > 0) printf(", A %.1f GB/s, B %.1f GB/s", bytes / a[reps / 2] / 1e9, bytes / b[reps / 2] / 1e9);
+    printf("; B's speed over A's per pair: median %.3f (quartiles %.3f-%.3f)\n", r[reps / 2], r[reps / 4], r[3 * reps / 4]);
+}
+
+typedef void (*product_fn)(const chk_matvec_part *, int, const float *, long, int);
+static product_fn product(int useB) { return useB ? B_chk_matvec_parts : chk_matvec_parts; }
+
+typedef struct { chk_matvec_part (*layer)[7]; int layers; chk_matvec_part head; const float *x; long h, ffn; } sequence_job;
+static void run_sequence(int useB, void *context) {
+    const sequence_job *j = context;
+    for (int l = 0; l < j->layers; l++) {
+        product(useB)(&j->layer[l][0], 3, j->x, j->h, 2); product(useB)(&j->layer[l][3], 1, j->x, j->h, 2);
+        product(useB)(&j->layer[l][4], 2, j->x, j->h, 2); product(useB)(&j->layer[l][6], 1, j->x, j->ffn, 2);
+    }
+    product(useB)(&j->head, 1, j->x, j->h, 2);
+}
+
+typedef struct { chk_matvec_part *copies; int count; const float *x; long cols; } matrix_job;
+static void run_matrix(int useB, void *context) {
+    const matrix_job *j = context;
+    for (int i = 0; i < j->count; i++) product(useB)(&j->copies[i], 1, j->x, j->cols, 2);
+}
+
+typedef struct { const float *q; void **keys, **values; long heads, kvHeads, keyCount, capacity, hd; int layers; float *out; } attention_job;
+static void run_attention(int useB, void *context) {
+    const attention_job *j = context;
+    for (int l = 0; l < j->layers; l++)
+        (useB ? B_chk_attention_cached : chk_attention_cached)(j->q, j->heads * j->hd, 1, 0, j->keys[l], j->values[l], j->capacity,
+                                                              j->keyCount, j->heads, j->kvHeads, j->hd, 0.125f, j->keyCount - 1,
+                                                              j->out, j->heads * j->hd, 2);
+}
+
+static float *activation(long n) {
+    float *x = malloc(sizeof(float) * n);
+    for (long i = 0; i < n; i++) x[i] = (float)(i % 11) * 0.1f - 0.5f;
+    return x;
+}
+
+int main(int argc, char **argv) {
+    probeFloats = 128L << 20;
+    probe = malloc(sizeof(float) * (size_t)probeFloats);
+    for (long i = 0; i < probeFloats; i++) probe[i] = 1;
+    char what[160];
+    if (argc >= 4 && !strcmp(argv[1], "sequence")) {
+        int qwen = !strcmp(argv[2], "qwen2"), reps = argc > 4 ? atoi(argv[4]) : 30;
+        chk_format f = format_named(argv[3]);
+        long h = qwen ? 896 : 2048, ffn = qwen ? 4864 : 5632, kv = qwen ? 128 : 256, vocab = qwen ? 151936 : 32000;
+        sequence_job j = {NULL, qwen ? 24 : 22, {0}, activation(ffn), h, ffn};
+        float *y = malloc(sizeof(float) * vocab);
+        j.layer = malloc(sizeof(chk_matvec_part) * 7 * j.layers);
+        for (int l = 0; l < j.layers; l++) {
+            j.layer[l][0] = matrix(h, h, f, y); j.layer[l][1] = matrix(kv, h, f, y + h); j.layer[l][2] = matrix(kv, h, f, y + h + kv);
+            j.layer[l][3] = matrix(h, h, f, y); j.layer[l][4] = matrix(ffn, h, f, y); j.layer[l][5] = matrix(ffn, h, f, y + ffn);
+            j.layer[l][6] = matrix(h, ffn, f, y);
+        }
+        j.head = matrix(vocab, h, f, y);
+        snprintf(what, sizeof what, "%s %s token's products (%.0f MB)", argv[2], argv[3], total_bytes / 1e6);
+        report(what, measure(reps, run_sequence, &j, 1), reps, (double)total_bytes);
+        return 0;
+    }
+    if (argc >= 5 && !strcmp(argv[1], "matrix")) {
+        long rows = atol(argv[2]), cols = atol(argv[3]);
+        chk_format f = format_named(argv[4]);
+        int reps = argc > 5 ? atoi(argv[5]) : 30;
+        float *y = malloc(sizeof(float) * rows);
+        matrix_job j = {NULL, (int)(600000000L / (rows * cols * (f == CHK_F16 ? 2 : 1))) + 1, activation(cols), cols};
+        j.copies = malloc(sizeof(chk_matvec_part) * j.count);
+        for (int i = 0; i < j.count; i++) j.copies[i] = matrix(rows, cols, f, y);
+        snprintf(what, sizeof what, "%ld x %ld %s (one of %d copies)", rows, cols, argv[4], j.count);
+        report(what, measure(reps, run_matrix, &j, j.count), reps, (double)total_bytes / j.count);
+        return 0;
+    }
+    if (argc >= 6 && !strcmp(argv[1], "attention")) {
+        attention_job j = {NULL, NULL, NULL, atol(argv[2]), atol(argv[3]), atol(argv[4]), 0, 64, atoi(argv[5]), NULL};
+        int reps = argc > 6 ? atoi(argv[6]) : 30;
+        long width = j.kvHeads * j.hd;
+        j.capacity = (j.keyCount + 31) / 32 * 32;
+        float *q = malloc(sizeof(float) * j.heads * j.hd), *k = malloc(sizeof(float) * j.keyCount * width), *v = malloc(sizeof(float) * j.keyCount * width);
+        for (long i = 0; i < j.keyCount * width; i++) { k[i] = (float)(i % 7) * 0.01f; v[i] = (float)(i % 5) * 0.1f; }
+        for (long i = 0; i < j.heads * j.hd; i++) q[i] = (float)(i % 13) * 0.01f;
+        j.q = q; j.out = malloc(sizeof(float) * j.heads * j.hd);
+        j.keys = malloc(sizeof(void *) * j.layers); j.values = malloc(sizeof(void *) * j.layers);
+        for (int l = 0; l < j.layers; l++) {
+            j.keys[l] = calloc((size_t)(j.capacity * width), 4); j.values[l] = calloc((size_t)(j.capacity * width), 4);
+            chk_kv_append(k, v, width, j.keyCount, 0, j.kvHeads, j.hd, j.capacity, 0, j.keys[l], j.values[l]);
+        }
+        snprintf(what, sizeof what, "decode attention, %ld heads over %ld KV heads, %ld keys (a layer)", j.heads, j.kvHeads, j.keyCount);
+        report(what, measure(reps, run_attention, &j, j.layers), reps, (double)(j.keyCount * width * 8));
+        return 0;
+    }
+    fprintf(stderr, "usage: see the comment at the top of pairs.c\n");
+    return 2;
+}

@@ -14,11 +14,10 @@ work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/B"
 git -C "$root" archive "$revision" Sources/CChimeraKernels | tar -x -C "$work/B"
 B="$work/B/Sources/CChimeraKernels" A="$root/Sources/CChimeraKernels"
-# Every function the public headers declare, renamed in B's objects.
-grep -ho '[a-z_]*chk_[a-z0-9_]*(' "$B"/include/*.h | tr -d '(' | grep '^chk_' | sort -u | awk '{print "#define " $1 " B_" $1}' > "$work/rename.h"
-for f in kernels elementwise gemm; do
-    clang -O3 -march=native -include "$work/rename.h" -I "$B/include" -I "$B" -c "$B/$f.c" -o "$work/B_$f.o"
-done
+# B's objects with every global symbol they define renamed B_* (references between them follow).
+for f in kernels elementwise gemm; do clang -O3 -march=native -I "$B/include" -I "$B" -c "$B/$f.c" -o "$work/B_$f.o"; done
+nm --defined-only -g "$work"/B_*.o | awk 'NF == 3 {print $3 " B_" $3}' | sort -u > "$work/rename"
+for f in kernels elementwise gemm; do objcopy --redefine-syms="$work/rename" "$work/B_$f.o"; done
 clang -O3 -march=native -I "$A/include" -I "$A" "$here/pairs.c" "$A"/kernels.c "$A"/elementwise.c "$A"/gemm.c "$work"/B_*.o \
     -lm -lpthread -o "$work/pairs"
 "$work/pairs" "$@"

@@ -20,6 +20,7 @@
 #include <sched.h>
 #include "elementwise.h"
 #include "weights_avx512.h"
+#include "scratch.h"
 
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c,avx2")))
 
@@ -27,17 +28,15 @@
 // KC × NB: a block of packed weights (256 KiB) and a KC slice of packed X stay in a core's 2 MiB L2.
 enum { MR = 12, NR = 32, KC = 512, NB = 128 };
 
-// MARK: - Thread-local scratch (grow-only; products run on many threads in tests)
+// MARK: - Thread-local scratch (scratch.h)
 
 // Slots: 0 a slice of packed X, 1 packed weights (each thread), 2-6 attention's K panels, scores,
 // packed probabilities, packed queries and V panels (each thread), 7 decode attention's partial
 // results (the calling thread's, shared with the workers for one call).
-static _Thread_local float *tls_buffer[8];
-static _Thread_local long tls_capacity[8];
+static _Thread_local float *tls_buffer[CHK_SCRATCH_SLOTS];
+static _Thread_local long tls_capacity[CHK_SCRATCH_SLOTS];
 
-// Grows to at least twice the old size, so that decode, whose key count grows by one per token,
-// reallocates a handful of times in a whole generation rather than every 32 tokens.
-static float *scratch(int slot, long floats) {
+float *chk_scratch(int slot, long floats) {
     if (tls_capacity[slot] < floats) {
         if (floats < 2 * tls_capacity[slot]) floats = 2 * tls_capacity[slot];
         free(tls_buffer[slot]);
@@ -46,7 +45,6 @@ static float *scratch(int slot, long floats) {
     }
     return tls_buffer[slot];
 }
-
 // MARK: - Loading 16 weights of one row as float32
 
 AVX512 static inline float half_to_float_scalar(uint16_t h) { return _cvtsh_ss(h); }
@@ -233,7 +231,7 @@ AVX512 static void gemm_thread_task(void *context, long t0, long t1) {
     (void)t0; (void)t1;
     gemm_job *j = context;
     long blocks = j->firstBlock[j->count], xPanels = (j->m + MR - 1) / MR;
-    float *wp = scratch(1, (long)NB * KC), *xp = scratch(0, xPanels * MR * j->kc);
+    float *wp = chk_scratch(1, (long)NB * KC), *xp = chk_scratch(0, xPanels * MR * j->kc);
     if (!wp || !xp) atomic_store(&j->failed, 1);  // still goes through its claims, so no one waits forever
     for (long s = 0; s < j->slices; s++) {
         long k0 = s * j->kc, kc = j->k - k0 < j->kc ? j->k - k0 : j->kc;
@@ -372,8 +370,8 @@ AVX512 static void attention_task(void *context, long i0, long i1) {
     // it once) it is read in place.
     int packValues = (blocks > 1 || j->heads > j->kvHeads) && kv->ldv >= 256;
     long valuePanels = (hd + NR - 1) / NR;
-    float *kp = kv->keyPanels ? NULL : scratch(2, keyPanels * hd * NR), *scores = scratch(3, MR * ldS);
-    float *pp = scratch(4, ldS * MR), *qp = scratch(5, hd * MR), *vp = packValues ? scratch(6, valuePanels * j->keyCount * NR) : NULL;
+    float *kp = kv->keyPanels ? NULL : chk_scratch(2, keyPanels * hd * NR), *scores = chk_scratch(3, MR * ldS);
+    float *pp = chk_scratch(4, ldS * MR), *qp = chk_scratch(5, hd * MR), *vp = packValues ? chk_scratch(6, valuePanels * j->keyCount * NR) : NULL;
     if ((!kv->keyPanels && !kp) || !scores || !pp || !qp || (packValues && !vp)) { atomic_store(&j->failed, 1); return; }
     long currentHead = -1;
     const float *keyHead = NULL, *valueHead = NULL;
@@ -546,8 +544,8 @@ AVX512 static void decode_combine(const decode_job *j, long g) {
 AVX512 static void decode_task(void *context, long i0, long i1) {
     decode_job *j = context;
     long hd = j->headDim, G = j->group, ldS = (j->spanKeys + NR - 1) / NR * NR;
-    float *scores = scratch(3, MR * ldS), *pp = scratch(4, ldS * MR), *qp = scratch(5, hd * MR);
-    float *wideKeys = j->half ? scratch(2, ldS * hd) : NULL, *wideValues = j->half ? scratch(6, j->spanKeys * hd) : NULL;
+    float *scores = chk_scratch(3, MR * ldS), *pp = chk_scratch(4, ldS * MR), *qp = chk_scratch(5, hd * MR);
+    float *wideKeys = j->half ? chk_scratch(2, ldS * hd) : NULL, *wideValues = j->half ? chk_scratch(6, j->spanKeys * hd) : NULL;
     int ready = scores && pp && qp && (!j->half || (wideKeys && wideValues));
     if (!ready) atomic_store(&j->failed, 1);  // still counts its spans, so a head is combined once
     for (long item = i0; item < i1; item++) {
@@ -627,7 +625,7 @@ int chk_attention_cached(const float *q, long ldq, long tokens, int half, const 
         if (spans < fewest) spans = fewest;
         long spanKeys = ((keyCount + spans - 1) / spans + NR - 1) / NR * NR;
         spans = (keyCount + spanKeys - 1) / spanKeys;
-        float *partials = spans > 1 ? scratch(7, spans * kvHeads * group * (headDim + 2)) : NULL;
+        float *partials = spans > 1 ? chk_scratch(7, spans * kvHeads * group * (headDim + 2)) : NULL;
         _Atomic long done[kvHeads];
         for (long g = 0; g < kvHeads; g++) atomic_init(&done[g], 0);
         if (spans > 1 && !partials) return 0;

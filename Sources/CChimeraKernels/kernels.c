@@ -4,12 +4,14 @@
 #include "chimera_kernels.h"
 #include "elementwise.h"
 #include "weights_avx512.h"
+#include "scratch.h"
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -964,6 +966,17 @@ void chk_parallel_for_ranges(long n, long chunk, int threads, chk_task task, voi
 
 // MARK: - Threaded matrix-vector product
 
+// Scratch a kernel cannot do without (tens of kilobytes; scratch.h): out of memory here leaves
+// nothing sensible to return, so it stops with a message rather than write through NULL.
+static void *needed_scratch(int slot, long bytes) {
+    float *p = chk_scratch(slot, (bytes + 3) / 4);
+    if (!p) {
+        fprintf(stderr, "chimera kernels: out of memory for %ld bytes of scratch\n", bytes);
+        abort();
+    }
+    return p;
+}
+
 typedef struct {
     chk_format format; const void *w; const uint16_t *scales; const float *x; const chk_qx *qx; float *y; long cols;
 } matvec_job;
@@ -1015,17 +1028,12 @@ void chk_matvec_parts(const chk_matvec_part *parts, int count, const float *x, l
     // rows, the kernels' step), and then helps with what is left of the others' (chk_parallel_for_ranges):
     // with claims from one shared counter, the threads' claims alternated, each starting a cold
     // stream and moving the counter's line between the cores — paired runs: Qwen2's 896 × 896
-    // products +8–12 %, a whole Qwen2 q8_0 token's products +6 %. The quantized activation lives
-    // on this stack (heap when large) for the duration of the product.
+    // products +8–12 %, a whole Qwen2 q8_0 token's products +6 %. The quantized activation is in
+    // this thread's scratch for the duration of the product.
     long rows = job.firstRow[count], chunk = 16;
-    long bytes = quantized ? chk_qx_bytes(cols) : 0;
-    int heap = bytes > (1L << 16);  // 64 KiB: safe on small (dispatch) thread stacks
-    char stack[heap || !bytes ? 1 : bytes];
-    void *buffer = heap ? malloc((size_t)bytes) : stack;
     chk_qx qx;
-    if (quantized) { qx = chk_prepare_qx(x, cols, buffer); job.qx = &qx; }
+    if (quantized) { qx = chk_prepare_qx(x, cols, needed_scratch(CHK_SCRATCH_QX, chk_qx_bytes(cols))); job.qx = &qx; }
     chk_parallel_for_ranges(rows, chunk, threads, matvec_parts_task, &job);
-    if (heap) free(buffer);
 }
 
 void chk_matvec(chk_format format, const void *w, const uint16_t *scales, const float *x, float *y, long rows, long cols, int threads) {
@@ -1041,12 +1049,8 @@ typedef struct {
 
 static void attend_task(void *context, long h0, long h1) {
     const attend_job *j = context;
-    // Scores of one head at a time, on this thread's stack (heap only for very long caches).
-    int heap = j->keyCount > 16384;
-    float stack[heap ? 1 : j->keyCount];
-    float *scores = heap ? malloc(sizeof(float) * (size_t)j->keyCount) : stack;
+    float *scores = needed_scratch(CHK_SCRATCH_SCORES, sizeof(float) * j->keyCount);  // one head's at a time
     chk_attend_one(j->q, &j->kv, j->keyCount, j->heads, j->kvHeads, j->headDim, j->scale, scores, j->out, h0, h1);
-    if (heap) free(scores);
 }
 
 // Grouped-query heads over rows: the query heads of one KV head are rows of one small attention
@@ -1071,10 +1075,7 @@ static void attend_panels_task(void *context, long i0, long i1) {
     const attend_panels_job *pj = context;
     const attend_job *j = &pj->attend;
     long group = j->heads / j->kvHeads, ldS = (j->keyCount + CHK_KEY_PANEL - 1) / CHK_KEY_PANEL * CHK_KEY_PANEL;
-    long count = pj->rowsPerBlock * ldS;
-    int heap = count > 16384;
-    float stack[heap ? 1 : count];
-    float *scores = heap ? malloc(sizeof(float) * (size_t)count) : stack;
+    float *scores = needed_scratch(CHK_SCRATCH_SCORES, sizeof(float) * pj->rowsPerBlock * ldS);
     for (long item = i0; item < i1; item++) {
         long g = item / pj->blocks, r0 = item % pj->blocks * pj->rowsPerBlock;
         long r1 = r0 + pj->rowsPerBlock < group ? r0 + pj->rowsPerBlock : group;
@@ -1082,7 +1083,6 @@ static void attend_panels_task(void *context, long i0, long i1) {
         if (K.avx2) attend_group_avx2(j->q, &j->kv, j->keyCount, j->heads, j->kvHeads, j->headDim, j->scale, g, r0, r1, scores, ldS, j->out);
         else attend_group_portable(j->q, &j->kv, j->keyCount, j->heads, j->kvHeads, j->headDim, j->scale, g, r0, r1, scores, ldS, j->out);
     }
-    if (heap) free(scores);
 }
 
 void chk_attend_view(const float *q, const chk_kv_view *kv, long keyCount, long heads, long kvHeads, long headDim,

@@ -45,6 +45,7 @@ float *chk_scratch(int slot, long floats) {
     }
     return tls_buffer[slot];
 }
+
 // MARK: - Loading 16 weights of one row as float32
 
 AVX512 static inline float half_to_float_scalar(uint16_t h) { return _cvtsh_ss(h); }

@@ -126,19 +126,20 @@ static void rows_f16_portable(const uint16_t *w, long cols, long row0, long row1
 
 // Decode reads every weight once per token, and the hardware streamer alone reaches about half the
 // read bandwidth with the kernels' interleaved rows, so each cache line of a row is prefetched
-// twice. The near prefetch (the same columns of the next group of rows) fetches into L1; by
-// itself it holds one of L1's few fill buffers for a line's whole trip from memory, which capped
-// the products at 80–85 % of a plain read's rate. The far one, FAR_BYTES (weights_avx512.h) or more
-// ahead, fetches into L2, whose queue is deeper, so the near one then completes from L2: 93–100 %
-// (q4_0, 5632 × 2048, medians of builds alternated with a plain read of the same size between
-// products).
+// twice. The near prefetch (a short way ahead, below) fetches into L1; by itself it holds one of
+// L1's few fill buffers for a line's whole trip from memory, which capped the products at 80–85 %
+// of a plain read's rate. The far one, FAR_BYTES (weights_avx512.h) or more ahead, fetches into
+// L2, whose queue is deeper, so the near one then completes from L2: 93–100 % (q4_0, 5632 × 2048,
+// medians of builds alternated with a plain read of the same size between products).
 //
-// The AVX-512 kernels read four rows side by side, so the near prefetch follows each row's own
-// stream, NEAR_AHEAD bytes ahead and on into the same row of the next group: the same columns of
-// the next group (as before) put a whole group more into L1 at once, and with long rows (a down
-// projection: four rows of 5632 halves are 45 KB) that evicted lines before they were read —
-// paired runs on TinyLlama's f16 down projection +10 % (IQR +7–14 %), Qwen2's q8_0 +7 %, the
-// other shapes unchanged within ±2 %.
+// How far the near one reaches: the AVX2 kernels read one row per pass and prefetch the same
+// columns of the next row (PREFETCH_NEAR_FAR). The AVX-512 kernels read four rows side by side, so
+// their near prefetch follows each row's own stream, NEAR_AHEAD bytes ahead and on into the same
+// row of the next group (PREFETCH_STREAM): the same columns of the next group, as they first did,
+// put a whole group more into L1 at once, and with long rows (a down projection: four rows of
+// 5632 halves are 45 KB) that evicted lines before they were read — paired runs on TinyLlama's
+// f16 down projection +10 % (IQR +7–14 %), Qwen2's q8_0 +7 %, the other shapes unchanged within
+// ±2 %. Scales (a few bytes a row) are still prefetched in the next group (PREFETCH_NEAR_FAR).
 enum { NEAR_AHEAD = 1024 };
 
 // Groups of rows (groupBytes each) to prefetch ahead into L2: at least FAR_BYTES, at least two.

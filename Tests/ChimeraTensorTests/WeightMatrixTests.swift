@@ -266,9 +266,9 @@ extension KernelSelection {
                     let chunks = (rows + chunk - 1) / chunk
                     let participants = min(threads, 64)  // the pool's cap
                     let shareStarts = (0...participants).map { $0 * chunks / participants }
-                    #expect(claims.allSatisfy { claim in
-                        let first = claim.begin / chunk, last = (claim.end - 1) / chunk
-                        return shareStarts.contains { $0 > first } && shareStarts.first { $0 > first }! > last
+                    #expect(claims.allSatisfy { claim in  // the share holding its first chunk ends after its last
+                        let shareEnd = shareStarts.first { $0 > claim.begin / chunk }
+                        return shareEnd.map { $0 > (claim.end - 1) / chunk } ?? false
                     }, "\(rows) rows: \(claims)")
                     // Shares are claimed in pieces (a quarter of what is left), neither whole nor chunk by chunk.
                     if chunks >= 16 * threads {

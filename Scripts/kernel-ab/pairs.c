@@ -8,6 +8,7 @@
 //   pairs sequence tinyllama|qwen2 f16|q8_0|q4_0 [reps]   one decoded token's products
 //   pairs matrix ROWS COLS f16|q8_0|q4_0 [reps]           many copies of one matrix (600 MB)
 //   pairs attention HEADS KV_HEADS KEYS LAYERS [reps]      decode attention over an f32 cache
+//   pairs gemm M N K [reps] [threads]                       one f32 GEMM (prefill, vision encoders)
 #include "chimera_kernels.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,9 @@ void B_chk_matvec_parts(const chk_matvec_part *parts, int count, const float *x,
 int B_chk_attention_cached(const float *q, long ldq, long tokens, int half, const void *keyPanels, const void *values, long capacity,
                            long keyCount, long heads, long kvHeads, long headDim, float scale, long causalOffset, float *out, long ldo,
                            int threads);
+
+int B_chk_gemm_nt(chk_format format, const void *w, const uint16_t *scales, long n, long k, const float *bias,
+                  const float *x, long ldx, long m, float *c, long ldc, int accumulate, int threads);
 
 static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec; }
 static int ascending(const void *a, const void *b) { double x = *(const double *)a, y = *(const double *)b; return x < y ? -1 : x > y; }
@@ -97,6 +101,12 @@ static void run_attention(int useB, void *context) {
                                                               j->out, j->heads * j->hd, 2);
 }
 
+typedef struct { const float *w, *x, *bias; float *c; long m, n, k; int threads; } gemm_job;
+static void run_gemm(int useB, void *context) {
+    const gemm_job *j = context;
+    (useB ? B_chk_gemm_nt : chk_gemm_nt)(CHK_F32, j->w, NULL, j->n, j->k, j->bias, j->x, j->k, j->m, j->c, j->n, 0, j->threads);
+}
+
 static float *activation(long n) {
     float *x = malloc(sizeof(float) * n);
     for (long i = 0; i < n; i++) x[i] = (float)(i % 11) * 0.1f - 0.5f;
@@ -153,6 +163,21 @@ int main(int argc, char **argv) {
         }
         snprintf(what, sizeof what, "decode attention, %ld heads over %ld KV heads, %ld keys (a layer)", j.heads, j.kvHeads, j.keyCount);
         report(what, measure(reps, run_attention, &j, j.layers), reps, (double)(j.keyCount * width * 8));
+        return 0;
+    }
+    if (argc >= 5 && !strcmp(argv[1], "gemm")) {
+        gemm_job j = {NULL, NULL, NULL, NULL, atol(argv[2]), atol(argv[3]), atol(argv[4]), argc > 6 ? atoi(argv[6]) : 2};
+        int reps = argc > 5 ? atoi(argv[5]) : 30;
+        float *w = activation(j.n * j.k);
+        for (long i = 0; i < j.n * j.k; i++) w[i] *= (float)(i % 17) * 0.01f;
+        j.w = w; j.x = activation(j.m * j.k); j.bias = activation(j.n); j.c = malloc(sizeof(float) * j.m * j.n);
+        snprintf(what, sizeof what, "f32 GEMM %ld x %ld x %ld, %d threads", j.m, j.n, j.k, j.threads);
+        pair_times *t = measure(reps, run_gemm, &j, 1);
+        report(what, t, reps, 0);
+        double *a = malloc(sizeof(double) * reps);
+        for (int i = 0; i < reps; i++) a[i] = t[i].a;
+        qsort(a, reps, 8, ascending);
+        printf("A: %.0f GFLOP/s (median)\n", 2.0 * j.m * j.n * j.k / a[reps / 2] / 1e9);
         return 0;
     }
     fprintf(stderr, "usage: see the comment at the top of pairs.c\n");

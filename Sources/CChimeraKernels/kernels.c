@@ -363,70 +363,27 @@ AVX512 static inline __attribute__((always_inline)) void rows_q8_avx512(
     }
 }
 
-// Four q4_0 blocks (64 bytes) against the prepared activation's `four`-th four: lane l holds the
-// integer dot product of block l/4's bytes 4(l%4)..+3, low and high nibbles, correction included.
-AVX512 static inline __m512i q4_four_dot(const uint8_t *w, const chk_qx *qx, long four) {
-    const __m512i nibble = _mm512_set1_epi8(15);
-    __m512i v = _mm512_loadu_si512(w);
-    __m512i lo = _mm512_and_si512(v, nibble), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), nibble);
-    __m512i d = _mm512_dpbusd_epi32(_mm512_loadu_si512(qx->c4 + four * 16), lo, _mm512_loadu_si512(qx->x4 + four * 128));
-    return _mm512_dpbusd_epi32(d, hi, _mm512_loadu_si512(qx->x4 + four * 128 + 64));
-}
-
-// NR rows (1..4) × cols of q4_0 against the prepared activation (x4 and c4 per four blocks).
-AVX512 static inline __attribute__((always_inline)) void rows_q4_avx512(
-    const uint8_t *q, const uint16_t *scales, const chk_qx *qx, float *y, long cols, long r, const int NR) {
-    const long blocks = cols / CHK_BLOCK, rowBytes = cols / 2;
-    const uint8_t *row[4]; const uint16_t *sc[4];
-    __m512 acc[4];
-    for (int j = 0; j < NR; j++) { row[j] = q + (r + j) * rowBytes; sc[j] = scales + (r + j) * blocks; acc[j] = _mm512_setzero_ps(); }
-    // Lane → block of four (lanes 4i..4i+3 hold block i); + 4 for the second four of eight.
-    const __m512i l0 = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0), l1 = _mm512_add_epi32(l0, _mm512_set1_epi32(4));
-    const long far = (far_groups(NR * (rowBytes + blocks * 2)) - 1) * NR, farBytes = (far + NR) * rowBytes, farScales = far * blocks * 2;
-    long b = 0;
-    for (; b + 8 <= blocks; b += 8) {  // eight blocks: two fours
-        __m256 xs8 = _mm256_loadu_ps(qx->xs + b);
-        for (int j = 0; j < NR; j++) {
-            PREFETCH_STREAM(row[j], b * 16, rowBytes, (NR - 1) * rowBytes, farBytes);
-            PREFETCH_STREAM(row[j], b * 16 + 64, rowBytes, (NR - 1) * rowBytes, farBytes);
-            PREFETCH_NEAR_FAR(sc[j] + b + NR * blocks, farScales);
-            __m512 s = _mm512_castps256_ps512(_mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sc[j] + b))), xs8));
-            for (int k = 0; k < 2; k++) {
-                const long four = b / 4 + k;
-                __m512i d = q4_four_dot(row[j] + four * 64, qx, four);
-                acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_permutexvar_ps(k ? l1 : l0, s), acc[j]);
-            }
-        }
-    }
-    if (b + 4 <= blocks) {  // a last four (its line prefetched too: Qwen2's 896 columns end in one)
-        const long four = b / 4;
-        __m128 xs4 = _mm_loadu_ps(qx->xs + b);
-        for (int j = 0; j < NR; j++) {
-            PREFETCH_STREAM(row[j], b * 16, rowBytes, (NR - 1) * rowBytes, farBytes);
-            PREFETCH_NEAR_FAR(sc[j] + b + NR * blocks, farScales);
-            __m512 s = _mm512_castps128_ps512(_mm_mul_ps(_mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(sc[j] + b))), xs4));
-            __m512i d = q4_four_dot(row[j] + four * 64, qx, four);
-            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_permutexvar_ps(l0, s), acc[j]);
-        }
-        b += 4;
-    }
-    for (int j = 0; j < NR; j++) {
-        float s = _mm512_reduce_add_ps(acc[j]);
-        for (long t = b; t < blocks; t++) s += block_q4(row[j] + t * 16, qx->xq + t * 32) * _cvtsh_ss(sc[j][t]) * qx->xs[t];
-        y[r + j] = s;
-    }
-}
+// q4_0 unpacks each byte into its low and high nibble; the high one takes a shift and a mask,
+// both on the vector port the dot products use, or with GFNI one affine op (a bit matrix that
+// moves bits 4-7 to 0-3): from cache, one core's q4_0 product runs 8-11 % faster with it
+// (Qwen2's 896 columns 35.7 → 38.4 GB/s, 5632 columns 41.3 → 45.9).
+#define AVX512_GFNI __attribute__((target("gfni,avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,fma,f16c,avx2")))
+#define Q4_NAME(x) x
+#define Q4_TARGET AVX512
+#define Q4_HIGH_NIBBLES(v) _mm512_and_si512(_mm512_srli_epi16(v, 4), nibble)
+#include "q4_avx512.h"
+#undef Q4_NAME
+#undef Q4_TARGET
+#undef Q4_HIGH_NIBBLES
+#define Q4_NAME(x) x##_gfni
+#define Q4_TARGET AVX512_GFNI
+#define Q4_HIGH_NIBBLES(v) _mm512_gf2p8affine_epi64_epi8(v, _mm512_set1_epi64(0x1020408000000000LL), 0)
+#include "q4_avx512.h"
 
 AVX512 static void gemv_q8_avx512(const int8_t *q, const uint16_t *scales, const chk_qx *qx, float *y, long cols, long row0, long row1) {
     long r = row0;
     for (; r + 4 <= row1; r += 4) rows_q8_avx512(q, scales, qx, y, cols, r, 4);
     for (; r < row1; r++) rows_q8_avx512(q, scales, qx, y, cols, r, 1);
-}
-
-AVX512 static void gemv_q4_avx512(const uint8_t *q, const uint16_t *scales, const chk_qx *qx, float *y, long cols, long row0, long row1) {
-    long r = row0;
-    for (; r + 4 <= row1; r += 4) rows_q4_avx512(q, scales, qx, y, cols, r, 4);
-    for (; r < row1; r++) rows_q4_avx512(q, scales, qx, y, cols, r, 1);
 }
 
 // A cache line of halves a step, the line FAR_BYTES ahead prefetched into L2: widened matrices and
@@ -497,7 +454,7 @@ static struct {
     int chosen, avx512, avx2; const char *variant;
     gemv32_fn f32; gemv16_fn f16, bf16; gemvq8_fn q8; gemvq4_fn q4; rows16_fn rows_f16; prepare_fn quantize_x;
 } K;
-static int forced_portable, forced_avx2;
+static int forced_portable, forced_avx2, forced_no_gfni;
 
 static void pick(void) {
     if (K.chosen) return;
@@ -512,6 +469,7 @@ static void pick(void) {
     if (avx512) {
         K.variant = "avx512"; K.f32 = gemv_f32_avx512; K.f16 = gemv_f16_avx512; K.bf16 = gemv_bf16_avx512; K.q8 = gemv_q8_avx512; K.q4 = gemv_q4_avx512;
         K.rows_f16 = rows_f16_avx512; K.quantize_x = quantize_x_avx512;
+        if (__builtin_cpu_supports("gfni") && !forced_no_gfni) K.q4 = gemv_q4_avx512_gfni;
     } else if (avx2) {
         K.variant = "avx2"; K.f32 = gemv_f32_avx2; K.f16 = gemv_f16_avx2; K.bf16 = gemv_bf16_avx2; K.q8 = gemv_q8_avx2; K.q4 = gemv_q4_avx2;
         K.rows_f16 = rows_f16_avx2; K.quantize_x = quantize_x_portable;
@@ -529,6 +487,11 @@ int chk_force_avx2(int on) {
     forced_avx2 = on && has; forced_portable = 0; K.chosen = 0; pick();
     return !on || has;
 }
+int chk_force_no_gfni(int on) {
+    __builtin_cpu_init();
+    forced_no_gfni = on; K.chosen = 0; pick();
+    return __builtin_cpu_supports("gfni") && K.avx512;
+}
 int chk_avx512_allowed(void) { return !forced_portable && !forced_avx2; }
 const char *chk_kernel_variant(void) { pick(); return K.variant; }
 
@@ -536,7 +499,7 @@ const char *chk_cpu_features(void) {
     static char buffer[256];
     __builtin_cpu_init();
     buffer[0] = 0;
-    const char *names[] = {"avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512vnni", "avx512bf16"};
+    const char *names[] = {"avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512vnni", "avx512bf16", "gfni"};
     for (unsigned i = 0; i < sizeof names / sizeof *names; i++) {
         int has = 0;
         switch (i) {
@@ -548,6 +511,7 @@ const char *chk_cpu_features(void) {
         case 5: has = __builtin_cpu_supports("avx512vl"); break;
         case 6: has = __builtin_cpu_supports("avx512vnni"); break;
         case 7: has = __builtin_cpu_supports("avx512bf16"); break;
+        case 8: has = __builtin_cpu_supports("gfni"); break;
         }
         if (has) { if (buffer[0]) strcat(buffer, " "); strcat(buffer, names[i]); }
     }

@@ -187,8 +187,9 @@ extension KernelSelection {
         // counts that leave whole groups of eight, a leftover four (q4_0), leftover pairs (q8_0) and
         // odd blocks (1, 3, 7, 10, 19, 28 blocks);
         // float formats also get a width that is not a multiple of 16 (masked loads).
-        // The AVX2 kernels run too (forced), as on a CPU without AVX-512.
-        @Test(arguments: WeightFormat.allCases, ["chosen", "avx2"])
+        // The AVX2 kernels run too (forced), as on a CPU without AVX-512, and the AVX-512 q4_0 kernel
+        // without GFNI (forced off; where this CPU has no GFNI the chosen kernels already are that).
+        @Test(arguments: WeightFormat.allCases, ["chosen", "avx2", "no-gfni"])
         func simdKernelsAgreeWithPortableOnEveryTail(format: WeightFormat, variant: String) throws {
             let widths = format.isQuantized ? [32, 96, 224, 320, 608, 896] : [47, 96, 320, 608]
             for columns in widths {
@@ -200,8 +201,10 @@ extension KernelSelection {
                         try #require(chk_force_avx2(1) != 0, "this CPU has no AVX2")
                         #expect(String(cString: chk_kernel_variant()) == "avx2")
                     }
+                    if variant == "no-gfni" { _ = chk_force_no_gfni(1) }
                     m.apply(x, bias: nil, into: simd)
                     if variant == "avx2" { _ = chk_force_avx2(0) }
+                    if variant == "no-gfni" { _ = chk_force_no_gfni(0) }
                     chk_force_portable(1)
                     m.apply(x, bias: nil, into: portable)
                     chk_force_portable(0)

@@ -22,6 +22,10 @@ void chk_force_portable(int on);
 /// Forces the AVX2 kernels (and no AVX-512 anywhere), as on a CPU without AVX-512, so tests can run
 /// them here; returns 0 when this CPU has no AVX2. 0 restores the choice.
 int chk_force_avx2(int on);
+/// Makes the AVX-512 q4_0 kernel unpack nibbles without GFNI (as on a CPU without it), so tests can
+/// run both ways; 0 restores the choice. Returns whether the GFNI kernel runs when not forced off
+/// (AVX-512 chosen and GFNI present).
+int chk_force_no_gfni(int on);
 /// Whether AVX-512 kernels may run (neither of the above is in force).
 int chk_avx512_allowed(void);
 

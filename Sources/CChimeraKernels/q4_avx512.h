@@ -1,0 +1,65 @@
+// The q4_0 decode kernel with AVX-512 and VNNI (see kernels.c's "Quantized rows with VNNI"),
+// included by kernels.c once per way of unpacking the high nibbles: Q4_NAME(x) names this copy's
+// functions, Q4_TARGET is their target attribute and Q4_HIGH_NIBBLES(v) the high nibble of each
+// byte of v. Nothing else differs between the copies; a header rather than a macro keeps the
+// kernel readable.
+
+// Four q4_0 blocks (64 bytes) against the prepared activation's `four`-th four: lane l holds the
+// integer dot product of block l/4's bytes 4(l%4)..+3, low and high nibbles, correction included.
+Q4_TARGET static inline __m512i Q4_NAME(q4_four_dot)(const uint8_t *w, const chk_qx *qx, long four) {
+    const __m512i nibble = _mm512_set1_epi8(15);
+    __m512i v = _mm512_loadu_si512(w);
+    __m512i lo = _mm512_and_si512(v, nibble), hi = Q4_HIGH_NIBBLES(v);
+    __m512i d = _mm512_dpbusd_epi32(_mm512_loadu_si512(qx->c4 + four * 16), lo, _mm512_loadu_si512(qx->x4 + four * 128));
+    return _mm512_dpbusd_epi32(d, hi, _mm512_loadu_si512(qx->x4 + four * 128 + 64));
+}
+
+// NR rows (1..4) × cols of q4_0 against the prepared activation (x4 and c4 per four blocks).
+Q4_TARGET static inline __attribute__((always_inline)) void Q4_NAME(rows_q4_avx512)(
+    const uint8_t *q, const uint16_t *scales, const chk_qx *qx, float *y, long cols, long r, const int NR) {
+    const long blocks = cols / CHK_BLOCK, rowBytes = cols / 2;
+    const uint8_t *row[4]; const uint16_t *sc[4];
+    __m512 acc[4];
+    for (int j = 0; j < NR; j++) { row[j] = q + (r + j) * rowBytes; sc[j] = scales + (r + j) * blocks; acc[j] = _mm512_setzero_ps(); }
+    // Lane → block of four (lanes 4i..4i+3 hold block i); + 4 for the second four of eight.
+    const __m512i l0 = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0), l1 = _mm512_add_epi32(l0, _mm512_set1_epi32(4));
+    const long far = (far_groups(NR * (rowBytes + blocks * 2)) - 1) * NR, farBytes = (far + NR) * rowBytes, farScales = far * blocks * 2;
+    long b = 0;
+    for (; b + 8 <= blocks; b += 8) {  // eight blocks: two fours
+        __m256 xs8 = _mm256_loadu_ps(qx->xs + b);
+        for (int j = 0; j < NR; j++) {
+            PREFETCH_STREAM(row[j], b * 16, rowBytes, (NR - 1) * rowBytes, farBytes);
+            PREFETCH_STREAM(row[j], b * 16 + 64, rowBytes, (NR - 1) * rowBytes, farBytes);
+            PREFETCH_NEAR_FAR(sc[j] + b + NR * blocks, farScales);
+            __m512 s = _mm512_castps256_ps512(_mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sc[j] + b))), xs8));
+            for (int k = 0; k < 2; k++) {
+                const long four = b / 4 + k;
+                __m512i d = Q4_NAME(q4_four_dot)(row[j] + four * 64, qx, four);
+                acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_permutexvar_ps(k ? l1 : l0, s), acc[j]);
+            }
+        }
+    }
+    if (b + 4 <= blocks) {  // a last four (its line prefetched too: Qwen2's 896 columns end in one)
+        const long four = b / 4;
+        __m128 xs4 = _mm_loadu_ps(qx->xs + b);
+        for (int j = 0; j < NR; j++) {
+            PREFETCH_STREAM(row[j], b * 16, rowBytes, (NR - 1) * rowBytes, farBytes);
+            PREFETCH_NEAR_FAR(sc[j] + b + NR * blocks, farScales);
+            __m512 s = _mm512_castps128_ps512(_mm_mul_ps(_mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(sc[j] + b))), xs4));
+            __m512i d = Q4_NAME(q4_four_dot)(row[j] + four * 64, qx, four);
+            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_permutexvar_ps(l0, s), acc[j]);
+        }
+        b += 4;
+    }
+    for (int j = 0; j < NR; j++) {
+        float s = _mm512_reduce_add_ps(acc[j]);
+        for (long t = b; t < blocks; t++) s += block_q4(row[j] + t * 16, qx->xq + t * 32) * _cvtsh_ss(sc[j][t]) * qx->xs[t];
+        y[r + j] = s;
+    }
+}
+
+Q4_TARGET static void Q4_NAME(gemv_q4_avx512)(const uint8_t *q, const uint16_t *scales, const chk_qx *qx, float *y, long cols, long row0, long row1) {
+    long r = row0;
+    for (; r + 4 <= row1; r += 4) Q4_NAME(rows_q4_avx512)(q, scales, qx, y, cols, r, 4);
+    for (; r < row1; r++) Q4_NAME(rows_q4_avx512)(q, scales, qx, y, cols, r, 1);
+}

@@ -1,6 +1,12 @@
 // swift-tools-version:6.0
 import PackageDescription
 
+// The modules a decoded token runs through are optimized in debug builds too: the tests then run
+// them as shipped — unoptimized Swift allocates its temporaries on the heap, hundreds a token, which
+// a test of "no allocation per token" would see — and several times faster. -O keeps bounds and
+// overflow checks (and these modules use preconditions, not asserts).
+let optimizedEvenInDebug: [SwiftSetting] = [.unsafeFlags(["-O"])]
+
 let package = Package(
     name: "Chimera",
     platforms: [.macOS(.v14)],
@@ -29,14 +35,14 @@ let package = Package(
 
         // Weight-format kernels (f16/bf16/q8_0/q4_0) with run-time CPU dispatch.
         .target(name: "CChimeraKernels", cSettings: [.unsafeFlags(["-O3"])]),
-        .target(name: "ChimeraTensor", dependencies: ["COpenBLAS", "CChimeraKernels"]),
+        .target(name: "ChimeraTensor", dependencies: ["COpenBLAS", "CChimeraKernels"], swiftSettings: optimizedEvenInDebug),
         .target(name: "ChimeraIO", dependencies: ["ChimeraTensor", "CImageCodecs"]),
         .target(name: "ChimeraTokenizers"),
         // The plugin ABI: one C header, shared by the host and every plugin.
         .target(name: "CChimeraPlugin"),
         .target(name: "Chimera", dependencies: ["ChimeraTensor", "ChimeraIO", "ChimeraTokenizers", "CChimeraPlugin"]),
         .target(name: "ChimeraPluginKit", dependencies: ["Chimera", "ChimeraTensor", "CChimeraPlugin"]),
-        .target(name: "ChimeraComponents", dependencies: ["Chimera", "ChimeraTensor", "ChimeraIO"]),
+        .target(name: "ChimeraComponents", dependencies: ["Chimera", "ChimeraTensor", "ChimeraIO"], swiftSettings: optimizedEvenInDebug),
         .executableTarget(
             name: "chimera",
             dependencies: [
@@ -54,6 +60,8 @@ let package = Package(
         .testTarget(name: "ChimeraTensorTests", dependencies: ["ChimeraTensor", "CChimeraKernels"]),
         .testTarget(name: "ChimeraIOTests", dependencies: ["ChimeraIO"], resources: [.copy("Fixtures")]),
         .testTarget(name: "ChimeraTokenizersTests", dependencies: ["ChimeraTokenizers"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "ChimeraTests", dependencies: ["Chimera", "ChimeraComponents"], resources: [.copy("Fixtures")]),
+        // Test-only: counts each thread's heap allocations (replaces malloc in the test executable).
+        .target(name: "CAllocationCounter", path: "Tests/CAllocationCounter"),
+        .testTarget(name: "ChimeraTests", dependencies: ["Chimera", "ChimeraComponents", "CAllocationCounter"], resources: [.copy("Fixtures")]),
     ]
 )

@@ -91,7 +91,8 @@ public final class KVCache: @unchecked Sendable {
     }
     /// Bytes of keys and values held by every layer.
     public var bytes: Int { layers.reduce(0) { $0 + $1.bytes } }
-    public var length: Int { layers.first?.length ?? 0 }
+    // Indexing rather than `first`: read every decoded token, and unoptimized builds allocate for `first`.
+    public var length: Int { layers.isEmpty ? 0 : layers[0].length }
     public func reset() { layers.forEach { $0.reset() } }
 }
 

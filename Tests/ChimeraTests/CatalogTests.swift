@@ -231,11 +231,11 @@ enum BuiltinCatalog {
         let w = folder.appendingPathComponent("w")
         try FileManager.default.createDirectory(at: w, withIntermediateDirectories: true)
         for name in ["model-00002-of-00002.safetensors", "model-00001-of-00002.safetensors", "tokenizer.json"] {
-            FileManager.default.createFile(atPath: w.appendingPathComponent(name).path, contents: Data())
+            try #require(FileManager.default.createFile(atPath: w.appendingPathComponent(name).path, contents: Data()))
         }
         #expect(try m.weightFiles().map(\.lastPathComponent) == ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"])
         #expect(m.missingFiles.isEmpty)
-        FileManager.default.createFile(atPath: w.appendingPathComponent("model.safetensors.index.json").path, contents: Data())
+        try #require(FileManager.default.createFile(atPath: w.appendingPathComponent("model.safetensors.index.json").path, contents: Data()))
         #expect(try m.weightFiles().map(\.lastPathComponent) == ["model.safetensors.index.json"])
     }
 }

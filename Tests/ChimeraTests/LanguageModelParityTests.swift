@@ -277,7 +277,7 @@ func greedyContinuation(_ model: any LanguageModel, prompt: [Int], maxNewTokens:
             config["sliding_window"] = 16
         }
         let out = temporaryDirectory()
-        let result = try CheckpointImporter(checkpoint: folder, outputDirectory: out).run()
+        _ = try CheckpointImporter(checkpoint: folder, outputDirectory: out).run()
         var catalog = Catalog()
         try catalog.load(directory: out)
         #expect(throws: ManifestError.self) {

@@ -18,7 +18,7 @@ enum TestPlugins {
         process.arguments = arguments
         process.currentDirectoryURL = packageRoot
         let log = temporaryDirectory().appendingPathComponent("log")
-        FileManager.default.createFile(atPath: log.path, contents: nil)
+        try #require(FileManager.default.createFile(atPath: log.path, contents: nil))
         let handle = try FileHandle(forWritingTo: log)
         process.standardOutput = handle
         process.standardError = handle

@@ -116,7 +116,7 @@ import Testing
         let last = expected.rows((expected.rows - 1)..<expected.rows)
         let (stepTop1, stepWorst) = Self.agreement(step, last)
         let rms = Self.relativeRMS(logits, expected), stepRMS = Self.relativeRMS(step, last)
-        print("\(name) \(format.rawValue): top-1 agreement \(top1), max logit error \(worst), relative RMS \(rms); decode step RMS \(stepRMS), top-1 \(stepTop1)")
+        print("\(name) \(format.rawValue): top-1 agreement \(top1), max logit error \(worst), relative RMS \(rms); decode step RMS \(stepRMS), top-1 \(stepTop1), max error \(stepWorst)")
         // These tiny random models have nearly flat logits (top-2 margins of a fraction of their
         // spread), so the bounds are looser than on a trained model; a wrong block layout, scale or
         // kernel gives a relative RMS near 1 and chance-level agreement. A tied lm_head is quantized

@@ -1,10 +1,10 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// The modules a decoded token runs through are optimized in debug builds too: the tests then run
-// them as shipped — unoptimized Swift allocates its temporaries on the heap, hundreds a token, which
-// a test of "no allocation per token" would see — and several times faster. -O keeps bounds and
-// overflow checks (and these modules use preconditions, not asserts).
+// The modules a decoded token runs through are optimized in debug builds too, so that the tests run
+// them as shipped: unoptimized Swift puts temporaries on the heap, hundreds a token, which the test
+// that decoding allocates nothing per token would see. -O keeps bounds and overflow checks (and
+// these modules use preconditions, not asserts).
 let optimizedEvenInDebug: [SwiftSetting] = [.unsafeFlags(["-O"])]
 
 let package = Package(

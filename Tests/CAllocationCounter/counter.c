@@ -19,7 +19,7 @@ void *realloc(void *p, size_t n) { allocations++; return __libc_realloc(p, n); }
 void *aligned_alloc(size_t alignment, size_t n) { allocations++; return __libc_memalign(alignment, n); }
 void *memalign(size_t alignment, size_t n) { allocations++; return __libc_memalign(alignment, n); }
 int posix_memalign(void **out, size_t alignment, size_t n) {
-    if (alignment % sizeof(void *) || (alignment & (alignment - 1))) return EINVAL;
+    if (alignment == 0 || alignment % sizeof(void *) || (alignment & (alignment - 1))) return EINVAL;
     allocations++;
     void *p = __libc_memalign(alignment, n);
     if (!p && n) return ENOMEM;

@@ -5,7 +5,7 @@ import Testing
 @testable import Chimera
 
 /// Decoding allocates nothing per token: the KV cache is made once, the layers' activations live in
-/// the model's workspace, the kernels' scratch is per thread and only grows. Counted on the test's
+/// the workspace kept with it, the kernels' scratch is per thread and only grows. Counted on the test's
 /// thread (the caller of every product, attention and sampling step) with the test executable's
 /// counting malloc (Tests/CAllocationCounter).
 @Suite struct DecodeAllocationTests {

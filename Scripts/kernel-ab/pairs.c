@@ -47,7 +47,7 @@ static chk_matvec_part matrix(long rows, long cols, chk_format f, float *y) {
     return p;
 }
 
-typedef struct { double a, b; } pair_times;
+typedef struct { double a, b, probeA; } pair_times;  // probeA: the GB/s of the probe before A
 
 static float *probe; static long probeFloats;
 // reps pairs of A and B (in alternating order), each run right after a probe; times divided by `per`.
@@ -56,7 +56,8 @@ static pair_times *measure(int reps, void (*run)(int useB, void *context), void 
     for (int r = 0; r < reps; r++)
         for (int k = 0; k < 2; k++) {
             int useB = (r & 1) ? 1 - k : k;
-            chk_read_pass(probe, probeFloats, 2);
+            double rate = chk_read_pass(probe, probeFloats, 2);
+            if (!useB) t[r].probeA = rate;
             double t0 = now();
             run(useB, context);
             double seconds = (now() - t0) / per;
@@ -66,11 +67,13 @@ static pair_times *measure(int reps, void (*run)(int useB, void *context), void 
 }
 static void report(const char *what, pair_times *t, int reps, double bytes) {
     double *a = malloc(sizeof(double) * reps), *b = malloc(sizeof(double) * reps), *r = malloc(sizeof(double) * reps);
-    for (int i = 0; i < reps; i++) { a[i] = t[i].a; b[i] = t[i].b; r[i] = t[i].a / t[i].b; }
-    qsort(a, reps, 8, ascending); qsort(b, reps, 8, ascending); qsort(r, reps, 8, ascending);
+    double *share = malloc(sizeof(double) * reps);
+    for (int i = 0; i < reps; i++) { a[i] = t[i].a; b[i] = t[i].b; r[i] = t[i].a / t[i].b; share[i] = bytes / t[i].a / 1e9 / t[i].probeA; }
+    qsort(a, reps, 8, ascending); qsort(b, reps, 8, ascending); qsort(r, reps, 8, ascending); qsort(share, reps, 8, ascending);
     printf("%s: A %.1f us, B %.1f us (medians)", what, a[reps / 2] * 1e6, b[reps / 2] * 1e6);
     if (bytes > 0) printf(", A %.1f GB/s, B %.1f GB/s", bytes / a[reps / 2] / 1e9, bytes / b[reps / 2] / 1e9);
     printf("; B's speed over A's per pair: median %.3f (quartiles %.3f-%.3f)\n", r[reps / 2], r[reps / 4], r[3 * reps / 4]);
+    if (bytes > 0) printf("A's GB/s over its probe's: median %.2f (quartiles %.2f-%.2f)\n", share[reps / 2], share[reps / 4], share[3 * reps / 4]);
 }
 
 typedef void (*product_fn)(const chk_matvec_part *, int, const float *, long, int);

@@ -26,8 +26,6 @@
 
 // MR × NR: 24 accumulators of 16 floats plus two W vectors and a broadcast fit the 32 registers.
 // KC × NB: a block of packed weights (256 KiB) and a KC slice of packed X stay in a core's 2 MiB L2.
-
-
 enum { MR = 12, NR = 32, KC = 512, NB = 128 };
 
 // MARK: - Thread-local scratch (scratch.h)
@@ -342,7 +340,6 @@ typedef struct {
     _Atomic int failed;  // a thread could not allocate its scratch: the caller falls back
 } attention_job;
 
-
 // Queries r0 ..< r0 + rows (ldq apart, hd wide) into qp[hd][MR] (other rows zero), times scale.
 AVX512 static void pack_queries(const float *q, long ldq, long r0, long rows, long hd, float scale, float *qp) {
     pack_x_rows(q, ldq, r0 + rows, hd, r0, qp);
@@ -525,7 +522,7 @@ void chk_kv_rows(const float *keyPanels, const float *values, long keyCount, lon
 // Qwen2 layer +11–20 % at 840 positions, +5 % at 200, +8 % at 2000; TinyLlama +10 % at 840).
 typedef struct {
     const float *q; const void *keyPanels, *values; long capacity;  // the cache's layout (key_at, value_at)
-    int half;                 // the cache holds float16: each span is widened into scratch, not staged
+    int half;                 // the cache holds float16: each span is widened into scratch first
     long keyCount, kvHeads, group, headDim, spans, spanKeys; float scale;
     float *out;
     float *partials;          // per (head, span): group × headDim outputs, group maxes, group sums
@@ -613,8 +610,8 @@ int chk_attention_cached(const float *q, long ldq, long tokens, int half, const 
     long group = heads / kvHeads, headStride = capacity * headDim;
     chk_kv_view kv = {keyPanels, 0, headStride, 1, values, headDim, headStride, half};
     int decode = tokens == 1 && keyCount > 0 && (causalOffset < 0 || causalOffset + 1 >= keyCount) && ldq == heads * headDim && ldo == ldq;
-    // A float16 cache is read here only by a decoded token (with AVX-512 each span is widened as it
-    // is staged; without, each panel line and value row just before use); for a prompt the caller
+    // A float16 cache is read here only by a decoded token (with AVX-512 each span is widened into
+    // scratch; without, each panel line and value row just before use); for a prompt the caller
     // widens the cache into a float32 one (chk_kv_widen) and calls again.
     if (half && !decode) return 0;
     if (!chk_gemm_available()) {
@@ -632,8 +629,9 @@ int chk_attention_cached(const float *q, long ldq, long tokens, int half, const 
         // per thread (with four, the thread that started later — by a few microseconds — often
         // finished a whole item after the other: the caller waited 12 µs a call on average in
         // TinyLlama decode, 4 µs with eight), and of at most what stays in half of a 2 MiB L2
-        // (keys and values of 1024 positions of a 64-wide head), since each span is staged into
-        // L2 before it is computed with.
+        // (keys and values of 1024 positions of a 64-wide head), since a span's values are read
+        // once per 32 columns (and its keys once per 12 query heads of a group): the later reads
+        // find them in L2.
         long spans = (8L * threads + kvHeads - 1) / kvHeads, most = keyCount / 64 > 1 ? keyCount / 64 : 1;
         long largest = (1L << 16) / headDim / NR * NR, fewest = (keyCount + largest - 1) / (largest > NR ? largest : NR);
         if (spans > most) spans = most;

@@ -387,8 +387,8 @@ AVX512 static void gemv_q8_avx512(const int8_t *q, const uint16_t *scales, const
 }
 
 // A cache line of halves a step, the line FAR_BYTES ahead prefetched into L2: widened matrices and
-// float16 KV caches are read from memory (decode attention widens each span of the cache this way
-// where it stages a float32 one).
+// float16 KV caches are read from memory (decode attention widens each span of a float16 cache
+// this way).
 AVX512 static void rows_f16_avx512(const uint16_t *w, long cols, long row0, long row1, float *out) {
     long n = (row1 - row0) * cols, i = 0; const uint16_t *src = w + row0 * cols;
     const long far = FAR_BYTES / 2;

@@ -17,7 +17,7 @@ enum { FAR_BYTES = 16384 };
 
 // The sum of n floats read four vectors at a time with plain loads, and prefetched FAR_BYTES
 // ahead into L2 (within the n floats), as fast as the memory gives them: the read-bandwidth
-// measurement (kernels.c) and decode attention's staging into L2 (gemm.c).
+// measurement (kernels.c), kept here beside FAR_BYTES, whose figures it gave.
 WEIGHTS_AVX512 static inline float sum_streamed(const float *p, long n) {
     __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
     const long far = FAR_BYTES / 4;

@@ -5,12 +5,13 @@
 #   Scripts/kernel-ab/kernel-ab.sh REVISION sequence qwen2 q8_0 [reps]
 #   Scripts/kernel-ab/kernel-ab.sh REVISION matrix 2048 5632 f16 [reps]
 #   Scripts/kernel-ab/kernel-ab.sh REVISION attention 14 2 840 24 [reps]
-#   Scripts/kernel-ab/kernel-ab.sh REVISION gemm 729 4304 1152 [reps]
+#   Scripts/kernel-ab/kernel-ab.sh REVISION gemm 729 4304 1152 [reps] [threads]
+#   Scripts/kernel-ab/kernel-ab.sh REVISION sequence-attention 577 16 64 [reps]
 #
 # B/A above 1 means B is faster. Needs clang and a CPU with AVX-512 for the AVX-512 kernels.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd); root=$(cd "$here/../.." && pwd)
-revision=${1:?usage: kernel-ab.sh REVISION sequence|matrix|attention|gemm ...}; shift
+revision=${1:?usage: kernel-ab.sh REVISION sequence|matrix|attention|gemm|sequence-attention ...}; shift
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/B"
 git -C "$root" archive "$revision" Sources/CChimeraKernels | tar -x -C "$work/B"

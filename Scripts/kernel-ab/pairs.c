@@ -8,6 +8,7 @@
 //   pairs sequence tinyllama|qwen2 f16|q8_0|q4_0 [reps]   one decoded token's products
 //   pairs matrix ROWS COLS f16|q8_0|q4_0 [reps]           many copies of one matrix (600 MB)
 //   pairs attention HEADS KV_HEADS KEYS LAYERS [reps]      decode attention over an f32 cache
+//   pairs sequence-attention TOKENS HEADS HEAD_DIM [reps]   an encoder's attention over its own tokens
 //   pairs gemm M N K [reps] [threads]                       one f32 GEMM (prefill, vision encoders)
 #include "chimera_kernels.h"
 #include <stdio.h>
@@ -20,6 +21,8 @@ int B_chk_attention_cached(const float *q, long ldq, long tokens, int half, cons
                            long keyCount, long heads, long kvHeads, long headDim, float scale, long causalOffset, float *out, long ldo,
                            int threads);
 
+int B_chk_attention(const float *q, long ldq, const float *keys, const float *values, long ldkv, long tokens, long keyCount,
+                    long heads, long kvHeads, long headDim, float scale, long causalOffset, float *out, long ldo, int threads);
 int B_chk_gemm_nt(chk_format format, const void *w, const uint16_t *scales, long n, long k, const float *bias,
                   const float *x, long ldx, long m, float *c, long ldc, int accumulate, int threads);
 
@@ -110,6 +113,14 @@ static void run_gemm(int useB, void *context) {
     (useB ? B_chk_gemm_nt : chk_gemm_nt)(CHK_F32, j->w, NULL, j->n, j->k, j->bias, j->x, j->k, j->m, j->c, j->n, 0, j->threads);
 }
 
+typedef struct { const float *qkv; float *out; long tokens, heads, hd; } sequence_attention_job;
+static void run_sequence_attention(int useB, void *context) {
+    const sequence_attention_job *j = context;
+    long width = j->heads * j->hd;  // q, k and v side by side in each row, as a fused q/k/v product leaves them
+    (useB ? B_chk_attention : chk_attention)(j->qkv, 3 * width, j->qkv + width, j->qkv + 2 * width, 3 * width, j->tokens, j->tokens,
+                                             j->heads, j->heads, j->hd, 0.125f, -1, j->out, width, 2);
+}
+
 static float *activation(long n) {
     float *x = malloc(sizeof(float) * n);
     for (long i = 0; i < n; i++) x[i] = (float)(i % 11) * 0.1f - 0.5f;
@@ -166,6 +177,14 @@ int main(int argc, char **argv) {
         }
         snprintf(what, sizeof what, "decode attention, %ld heads over %ld KV heads, %ld keys (a layer)", j.heads, j.kvHeads, j.keyCount);
         report(what, measure(reps, run_attention, &j, j.layers), reps, (double)(j.keyCount * width * 8));
+        return 0;
+    }
+    if (argc >= 5 && !strcmp(argv[1], "sequence-attention")) {
+        sequence_attention_job j = {NULL, NULL, atol(argv[2]), atol(argv[3]), atol(argv[4])};
+        int reps = argc > 5 ? atoi(argv[5]) : 30;
+        j.qkv = activation(j.tokens * 3 * j.heads * j.hd); j.out = malloc(sizeof(float) * j.tokens * j.heads * j.hd);
+        snprintf(what, sizeof what, "attention of %ld tokens, %ld heads of %ld", j.tokens, j.heads, j.hd);
+        report(what, measure(reps, run_sequence_attention, &j, 1), reps, 0);
         return 0;
     }
     if (argc >= 5 && !strcmp(argv[1], "gemm")) {

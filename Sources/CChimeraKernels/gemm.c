@@ -271,11 +271,13 @@ AVX512 static void gemm_thread_task(void *context, long t0, long t1) {
                 for (long p = 0; p < xPanels; p++) {
                     const float *xpanel = xp + p * kc * MR;
                     long mrows = j->m - p * MR < MR ? j->m - p * MR : MR;
+                    // The last panel of X may be short (CLIP's 577 rows end in one): a kernel of fewer rows.
+                    kernel_fn kernel = mrows == MR ? kernel_12x32 : small_kernel(mrows, NR);
                     for (long q = 0; q * NR < rows; q++) {
                         long ncols = rows - q * NR < NR ? rows - q * NR : NR;
                         const float *bias = k0 == 0 && part->bias ? part->bias + n0 + q * NR : NULL;
-                        kernel_12x32(kc, xpanel, wp + q * kc * NR, NR, bias, part->c + p * MR * part->ldc + n0 + q * NR, part->ldc,
-                                     k0 > 0 || part->accumulate, mrows, ncols, 0, 0);
+                        kernel(kc, xpanel, wp + q * kc * NR, NR, bias, part->c + p * MR * part->ldc + n0 + q * NR, part->ldc,
+                               k0 > 0 || part->accumulate, mrows, ncols, 0, 0);
                     }
                 }
             }

@@ -143,14 +143,14 @@ AVX512 static void pack_x_rows(const float *x, long ldx, long m, long k, long r0
 // first step multiplies, the others multiply-add: zeroing the accumulators first was compiled as a
 // call to memset for every micro-kernel call (1 % of a CLIP encode's samples; paired GEMM runs
 // on ViT shapes +1–1.6 % median, within their noise). Each step prefetches W's row 8 steps ahead
-// into L1 and, when `farLines` > 0, that many lines `far` bytes ahead into L2: decode attention
+// into L1 and, when `farLines` > 0, that many lines FAR_BYTES ahead into L2: decode attention
 // streams the cache's keys and values from memory through the kernel this way (below).
 #define KERNEL_STEP(R, NV, LOAD0, LOAD1, OP)                              \
     do {                                                                  \
         __m512 b0 = LOAD0, b1 = NV > 1 ? LOAD1 : b0;                      \
         _mm_prefetch((const char *)(wp + 8 * ldw), _MM_HINT_T0);          \
         for (int f = 0; f < farLines; f++)                                \
-            _mm_prefetch((const char *)wp + far + 64 * f, _MM_HINT_T1);   \
+            _mm_prefetch((const char *)wp + FAR_BYTES + 64 * f, _MM_HINT_T1); \
         for (int i = 0; i < R; i++) {                                     \
             __m512 a = _mm512_set1_ps(xp[i]);                             \
             acc[i][0] = OP(a, b0, acc[i][0]);                             \
@@ -168,7 +168,7 @@ AVX512 static void pack_x_rows(const float *x, long ldx, long m, long k, long r0
 // weights and key panels). Only the first `rows` (≤ R) × `cols` of C are touched, and W and bias
 // are read only in their first `cols` columns.
 AVX512 static inline __attribute__((always_inline)) void kernel_body(long kc, const float *xp, const float *wp, long ldw,
-    const float *bias, float *c, long ldc, int accumulate, long rows, long cols, long far, int farLines, const int R, const int NV) {
+    const float *bias, float *c, long ldc, int accumulate, long rows, long cols, int farLines, const int R, const int NV) {
     __mmask16 m0 = first_lanes(cols), m1 = first_lanes(cols - 16);
     __m512 acc[MR][2];  // set by the first step
     // C's tile is read (accumulate) and written only after the k loop; in a large product it is
@@ -203,11 +203,11 @@ AVX512 static inline __attribute__((always_inline)) void kernel_body(long kc, co
 }
 
 typedef void (*kernel_fn)(long kc, const float *xp, const float *wp, long ldw, const float *bias, float *c, long ldc,
-                          int accumulate, long rows, long cols, long far, int farLines);
+                          int accumulate, long rows, long cols, int farLines);
 #define KERNEL(R, COLS, NV)                                                                                      \
     AVX512 static void kernel_##R##x##COLS(long kc, const float *xp, const float *wp, long ldw, const float *bias, \
-                                         float *c, long ldc, int accumulate, long rows, long cols, long far, int farLines) { \
-        kernel_body(kc, xp, wp, ldw, bias, c, ldc, accumulate, rows, cols, far, farLines, R, NV);                \
+                                         float *c, long ldc, int accumulate, long rows, long cols, int farLines) { \
+        kernel_body(kc, xp, wp, ldw, bias, c, ldc, accumulate, rows, cols, farLines, R, NV);                     \
     }
 KERNEL(12, 32, 2) KERNEL(12, 16, 1) KERNEL(8, 32, 2) KERNEL(8, 16, 1) KERNEL(7, 32, 2) KERNEL(7, 16, 1) KERNEL(4, 32, 2) KERNEL(4, 16, 1)
 KERNEL(1, 32, 2) KERNEL(1, 16, 1)
@@ -277,7 +277,7 @@ AVX512 static void gemm_thread_task(void *context, long t0, long t1) {
                         long ncols = rows - q * NR < NR ? rows - q * NR : NR;
                         const float *bias = k0 == 0 && part->bias ? part->bias + n0 + q * NR : NULL;
                         kernel(kc, xpanel, wp + q * kc * NR, NR, bias, part->c + p * MR * part->ldc + n0 + q * NR, part->ldc,
-                               k0 > 0 || part->accumulate, mrows, ncols, 0, 0);
+                               k0 > 0 || part->accumulate, mrows, ncols, 0);
                     }
                 }
             }
@@ -412,7 +412,7 @@ AVX512 static void attention_task(void *context, long i0, long i1) {
             kernel_fn scoresKernel = small_kernel(rows, NR);
             for (long p = 0; p * NR < visible; p++)
                 scoresKernel(hd, qp, keyHead + p * hd * NR, NR, NULL, scores + p * NR, ldS, 0, rows,
-                             visible - p * NR < NR ? visible - p * NR : NR, 0, 0);
+                             visible - p * NR < NR ? visible - p * NR : NR, 0);
             if (j->causalOffset >= 0)
                 for (long i = 0; i < rows; i++)
                     for (long c = j->causalOffset + r0 + i + 1; c < visible; c++) scores[i * ldS + c] = -INFINITY;
@@ -422,7 +422,7 @@ AVX512 static void attention_task(void *context, long i0, long i1) {
             float *o = j->out + r0 * j->ldo + h * j->oHeadStride;
             for (long c = 0; c < hd; c += NR)
                 small_kernel(rows, hd - c)(visible, pp, packValues ? vp + c * j->keyCount : valueHead + c, packValues ? NR : kv->ldv,
-                                           NULL, o + c, j->ldo, 0, rows, hd - c < NR ? hd - c : NR, 0, 0);
+                                           NULL, o + c, j->ldo, 0, rows, hd - c < NR ? hd - c : NR, 0);
             for (long i = 0; i < rows; i++) scale_row(o + i * j->ldo, hd, 1 / sums[i]);  // the softmax's division, on hd outputs
         }
     }
@@ -565,6 +565,9 @@ AVX512 static void decode_task(void *context, long i0, long i1) {
     float *wideKeys = j->half ? chk_scratch(2, ldS * hd) : NULL, *wideValues = j->half ? chk_scratch(6, j->spanKeys * hd) : NULL;
     int ready = scores && pp && qp && (!j->half || (wideKeys && wideValues));
     if (!ready) atomic_store(&j->failed, 1);  // still counts its spans, so a head is combined once
+    // Lines of a key panel row and of a value row the kernel prefetches ahead per step; none for a
+    // float16 span, which is widened into scratch first and so is in cache.
+    const int keyLines = j->half ? 0 : NR * 4 / 64, valueLines = j->half ? 0 : (int)((hd * 4 + 63) / 64);
     for (long item = i0; item < i1; item++) {
         long g = item / j->spans, s = item % j->spans, k0 = s * j->spanKeys;
         long n = j->keyCount - k0 < j->spanKeys ? j->keyCount - k0 : j->spanKeys;
@@ -572,7 +575,6 @@ AVX512 static void decode_task(void *context, long i0, long i1) {
         long keyAt = key_at(g, k0, hd, j->capacity), valueAt = value_at(g, k0, hd, j->capacity), keyFloats = (n + NR - 1) / NR * NR * hd;
         const float *keys, *values;
         float *part = j->spans > 1 ? j->partials + (g * j->spans + s) * G * (hd + 2) : NULL;
-        int stream = !j->half;  // a float16 span is widened into scratch first, so it is in cache
         if (ready) {
             if (j->half) {  // widening reads the span with a plain streaming loop, at half the bytes
                 chk_rows_f16((const uint16_t *)j->keyPanels + keyAt, keyFloats, 0, 1, wideKeys);
@@ -587,14 +589,14 @@ AVX512 static void decode_task(void *context, long i0, long i1) {
                 kernel_fn scoresKernel = small_kernel(rows, NR);
                 for (long p = 0; p * NR < n; p++)
                     scoresKernel(hd, qp, keys + p * hd * NR, NR, NULL, scores + p * NR, ldS, 0, rows, n - p * NR < NR ? n - p * NR : NR,
-                                 stream ? FAR_BYTES : 0, stream ? NR * 4 / 64 : 0);
+                                 keyLines);
                 float sums[MR], maxes[MR];
                 chk_exp_rows(scores, rows, n, ldS, sums, maxes);
                 pack_x_rows(scores, ldS, rows, n, 0, pp);
                 float *o = j->spans == 1 ? j->out + (g * G + r0) * hd : part + r0 * hd;
                 for (long c = 0; c < hd; c += NR)
                     small_kernel(rows, hd - c)(n, pp, values + c, hd, NULL, o + c, hd, 0, rows, hd - c < NR ? hd - c : NR,
-                                               stream && c == 0 ? FAR_BYTES : 0, stream && c == 0 ? (int)((hd * 4 + 63) / 64) : 0);
+                                               c == 0 ? valueLines : 0);  // the first column block fetches whole rows
                 for (long i = 0; i < rows; i++) {
                     if (j->spans == 1) { scale_row(o + i * hd, hd, 1 / sums[i]); continue; }
                     part[G * hd + r0 + i] = maxes[i];

@@ -1,5 +1,5 @@
-// Sixteen stored weights widened to float32 with AVX-512, and two small helpers, shared by the
-// decode kernels (kernels.c) and the GEMM and attention (gemm.c).
+// Sixteen stored weights widened to float32 with AVX-512, a mask helper and the L2 prefetch
+// distance, shared by the decode kernels (kernels.c) and the GEMM and attention (gemm.c).
 #ifndef CHIMERA_WEIGHTS_AVX512_H
 #define CHIMERA_WEIGHTS_AVX512_H
 #include <immintrin.h>
@@ -14,23 +14,6 @@ static inline __mmask16 first_lanes(long n) { return n >= 16 ? 0xFFFF : n <= 0 ?
 // fill buffers, so lines requested this far ahead arrive sooner than the hardware streamer
 // alone brings them: a plain read of a large buffer gains 7–10 %, decode products 10–15 %.
 enum { FAR_BYTES = 16384 };
-
-// The sum of n floats read four vectors at a time with plain loads, and prefetched FAR_BYTES
-// ahead into L2 (within the n floats), as fast as the memory gives them: the read-bandwidth
-// measurement (kernels.c), kept here beside FAR_BYTES, whose figures it gave.
-WEIGHTS_AVX512 static inline float sum_streamed(const float *p, long n) {
-    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-    const long far = FAR_BYTES / 4;
-    long i = 0;
-    for (; i + 64 <= n; i += 64) {
-        if (i + far + 64 <= n)
-            for (int line = 0; line < 256; line += 64) _mm_prefetch((const char *)(p + i + far) + line, _MM_HINT_T1);
-        s0 = _mm512_add_ps(s0, _mm512_loadu_ps(p + i)); s1 = _mm512_add_ps(s1, _mm512_loadu_ps(p + i + 16));
-        s2 = _mm512_add_ps(s2, _mm512_loadu_ps(p + i + 32)); s3 = _mm512_add_ps(s3, _mm512_loadu_ps(p + i + 48));
-    }
-    for (; i < n; i += 16) s0 = _mm512_add_ps(s0, _mm512_maskz_loadu_ps(first_lanes(n - i), p + i));
-    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
-}
 
 WEIGHTS_AVX512 static inline __m512 bf16x16(const uint16_t *p) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));

@@ -5,10 +5,16 @@ same shapes with random weights. Dev-time only: none of these packages is a depe
 
     swift build -c release --product chimera
     python3 Scripts/bench_compare.py [--threads 2] [--prompt 640] [--decode 32] [--only chimera,torch,llamacpp]
-        [--dtypes f16,q8_0,q4_0] [--no-vision | --no-llm] [--kv-cache f32|f16]
+        [--dtypes f16,q8_0,q4_0] [--no-vision | --no-llm] [--kv-cache f32|f16] [--rounds 3]
 
 Prints one JSON line per measurement on stderr and a Markdown table (with the machine) on stdout.
 Missing engines (llama_cpp not installed, a Chimera family not yet available) are reported as such.
+
+With --rounds N every measurement is repeated N times, the engines of a row group back to back and
+in alternating order (Chimera first in odd rounds, last in even ones), since on a shared machine the
+bandwidth and the compute available move by tens of percent from minute to minute: the table gives
+each figure's median over the rounds, and the note column how many rounds Chimera was ahead in
+(each round's engines ran within a minute of each other) and the range of its decode share.
 """
 import argparse, json, os, platform, subprocess, sys, tempfile, time
 
@@ -200,41 +206,85 @@ def main():
     parser.add_argument("--kv-cache", default="f32", choices=["f32", "f16"],
                         help="Chimera's KV cache precision (llama.cpp keeps its cache in f16, PyTorch in the model's dtype)")
     parser.add_argument("--no-llm", action="store_true", help="only the vision encoders")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat every measurement, engines alternating; medians reported")
     args = parser.parse_args()
     engines = set(args.only.split(","))
-    rows = []
+    results = {}  # (engine, model, dtype) -> one result per round, in table order
 
-    def record(engine, model, dtype, result):
-        log({"engine": engine, "model": model, "dtype": dtype, **result})
-        rows.append((engine, model, dtype, result))
+    def record(engine, model, dtype, result, rnd):
+        log({"round": rnd + 1, "engine": engine, "model": model, "dtype": dtype, **result})
+        results.setdefault((engine, model, dtype), []).append(result)
 
-    for llm in [] if args.no_llm else args.llm.split(","):
-        for dtype in args.dtypes.split(","):
-            if "chimera" in engines:
-                record("chimera", llm, dtype, chimera(llm, dtype, args))
-            if "llamacpp" in engines and dtype in ("f16", "q8_0", "q4_0"):
-                record("llama.cpp", llm, dtype, llamacpp(llm, dtype, args))
-            if "torch" in engines and dtype in ("f32", "bf16"):
-                record("pytorch", llm, dtype, torch_llm(llm, dtype, args))
-    for preset in ([] if args.no_vision else VISION):
-        if "chimera" in engines:
-            record("chimera", preset, "f32", chimera(preset, "f32", args))
-        if "torch" in engines:
-            record("pytorch", preset, "f32", torch_vision(preset, args))
+    def group(rnd, model, dtype, others):
+        """Chimera and the engines it is compared with on one shape, Chimera first in odd rounds."""
+        runs = [("chimera", lambda: chimera(model, dtype, args))] if "chimera" in engines else []
+        runs += [(name, run) for name, run in others]
+        for name, run in (runs if rnd % 2 == 0 else runs[::-1]):
+            record(name, model, dtype, run(), rnd)
+
+    for rnd in range(args.rounds):
+        for llm in [] if args.no_llm else args.llm.split(","):
+            for dtype in args.dtypes.split(","):
+                others = []
+                if "llamacpp" in engines and dtype in ("f16", "q8_0", "q4_0"):
+                    others.append(("llama.cpp", lambda llm=llm, dtype=dtype: llamacpp(llm, dtype, args)))
+                if "torch" in engines and dtype in ("f32", "bf16"):
+                    others.append(("pytorch", lambda llm=llm, dtype=dtype: torch_llm(llm, dtype, args)))
+                group(rnd, llm, dtype, others)
+        for preset in ([] if args.no_vision else VISION):
+            group(rnd, preset, "f32", [("pytorch", lambda preset=preset: torch_vision(preset, args))] if "torch" in engines else [])
+
+    def median(values):
+        values = sorted(v for v in values if v is not None)
+        if not values:
+            return None
+        mid = len(values) // 2
+        return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+    def combined(runs):
+        keys = {k for r in runs for k in r if k != "error"}
+        out = {k: median([r.get(k) for r in runs]) for k in keys}
+        errors = sorted({r["error"] for r in runs if "error" in r})
+        if errors:
+            out["error"] = "; ".join(errors)
+        return out
+
+    def rounds_note(engine, model, dtype):
+        """For Chimera's rows over several rounds: in how many rounds it was ahead, and its share's range."""
+        if engine != "chimera" or args.rounds < 2:
+            return ""
+        mine, notes = results[(engine, model, dtype)], []
+        for (other, m, d), theirs in results.items():
+            if other == engine or (m, d) != (model, dtype):
+                continue
+            wins = []
+            for key, label, better in (("prefill", "prefill", 1), ("decode", "decode", 1), ("encode_s", "encode", -1)):
+                pairs = [(a.get(key), b.get(key)) for a, b in zip(mine, theirs) if a.get(key) and b.get(key)]
+                if pairs:
+                    wins.append(f"{label} {sum(1 for a, b in pairs if (a - b) * better > 0)}/{len(pairs)}")
+            if wins:
+                notes.append(f"ahead of {other} in rounds: " + ", ".join(wins))
+        shares = [r["share"] for r in mine if r.get("share")]
+        if shares:
+            notes.append(f"share {100 * min(shares):.0f}–{100 * max(shares):.0f} %")
+        return "; ".join(notes)
 
     fmt = lambda v, unit="": "—" if v is None else f"{v:.2f}{unit}"
+    rounds = f"; the median of {args.rounds} rounds, engines alternating" if args.rounds > 1 else ""
     print(f"Machine: {machine()}; {args.threads} threads; prompt {args.prompt} tokens, decode {args.decode} tokens; "
-          f"random weights; Chimera's KV cache {args.kv_cache}.\n")
+          f"random weights; Chimera's KV cache {args.kv_cache}{rounds}.\n")
     print("| engine | model | weights | prefill tok/s | decode tok/s | decode GB/s | share of read bandwidth (probe GB/s) | image encode s | peak RSS ÷ (weights + KV) | note |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for engine, model, dtype, r in rows:
+    for (engine, model, dtype), runs in results.items():
+        r = combined(runs)
         # The share is Chimera's paired measurement (each probe of the read bandwidth followed by
         # one decoded token; the median of the pairs), not decode GB/s over the median probe.
         share = "—"
         if r.get("share") and r.get("read_gbps"):
             share = f"{100 * r['share']:.0f} % ({r['read_gbps']:.1f})"
+        note = "; ".join(n for n in (r.get("error", ""), rounds_note(engine, model, dtype)) if n)
         print(f"| {engine} | {model} | {dtype} | {fmt(r.get('prefill'))} | {fmt(r.get('decode'))} | {fmt(r.get('decode_gbps'))} | {share} "
-              f"| {fmt(r.get('encode_s'))} | {fmt(r.get('rss_ratio'))} | {r.get('error', '')} |")
+              f"| {fmt(r.get('encode_s'))} | {fmt(r.get('rss_ratio'))} | {note} |")
 
 
 if __name__ == "__main__":

@@ -65,6 +65,16 @@ static void layernorm_rows_portable(const float *x, float *out, long rows, long 
     for (long r = 0; r < rows; r++) normalize_row_portable(x + r * n, out + r * n, n, w, b, eps);
 }
 
+static void rmsnorm_rows_portable(const float *x, float *out, long rows, long n, const float *w, float offset, float eps) {
+    for (long r = 0; r < rows; r++) {
+        const float *row = x + r * n;
+        float squares = 0;
+        for (long i = 0; i < n; i++) squares += row[i] * row[i];
+        float inv = 1 / sqrtf(squares / (float)n + eps);
+        for (long i = 0; i < n; i++) out[r * n + i] = row[i] * inv * (offset + w[i]);
+    }
+}
+
 static void residual_layernorm_rows_portable(float *h, const float *delta, const float *bias, long rows, long n,
                                              const float *w, const float *nb, float eps, float *out) {
     for (long r = 0; r < rows; r++) {
@@ -191,14 +201,15 @@ typedef struct {
     void (*gated)(const float *, const float *, float *, long, long, int);
     void (*softmax)(float *, long, long, long, float *, float *);
     void (*layernorm)(const float *, float *, long, long, const float *, const float *, float);
+    void (*rmsnorm)(const float *, float *, long, long, const float *, float, float);
     void (*residual)(float *, const float *, const float *, long, long, const float *, const float *, float, float *);
     long (*argmax)(const float *, long);
 } table;
 
 static const table tables[3] = {
-    {"portable", activate_rows_portable, gated_rows_portable, softmax_rows_portable, layernorm_rows_portable, residual_layernorm_rows_portable, argmax_portable},
-    {"avx2", activate_rows_avx2, gated_rows_avx2, softmax_rows_avx2, layernorm_rows_avx2, residual_layernorm_rows_avx2, argmax_avx2},
-    {"avx512", activate_rows_avx512, gated_rows_avx512, softmax_rows_avx512, layernorm_rows_avx512, residual_layernorm_rows_avx512, argmax_avx512},
+    {"portable", activate_rows_portable, gated_rows_portable, softmax_rows_portable, layernorm_rows_portable, rmsnorm_rows_portable, residual_layernorm_rows_portable, argmax_portable},
+    {"avx2", activate_rows_avx2, gated_rows_avx2, softmax_rows_avx2, layernorm_rows_avx2, rmsnorm_rows_avx2, residual_layernorm_rows_avx2, argmax_avx2},
+    {"avx512", activate_rows_avx512, gated_rows_avx512, softmax_rows_avx512, layernorm_rows_avx512, rmsnorm_rows_avx512, residual_layernorm_rows_avx512, argmax_avx512},
 };
 
 static int supports(int level) {  // 2 = AVX-512, 1 = AVX2, 0 = portable
@@ -244,6 +255,9 @@ void chk_exp_rows(float *p, long rows, long cols, long ld, float *sums, float *m
 }
 void chk_layernorm_rows(const float *x, float *out, long rows, long n, const float *w, const float *b, float eps) {
     K()->layernorm(x, out, rows, n, w, b, eps);
+}
+void chk_rmsnorm_rows(const float *x, float *out, long rows, long n, const float *w, float offset, float eps) {
+    K()->rmsnorm(x, out, rows, n, w, offset, eps);
 }
 void chk_residual_layernorm_rows(float *h, const float *delta, const float *bias, long rows, long n,
                                  const float *w, const float *nb, float eps, float *out) {

@@ -173,6 +173,21 @@ ATTR static void F(layernorm_rows)(const float *x, float *out, long rows, long n
     }
 }
 
+// RMSNorm: out = x / sqrt(mean(x²) + eps) · (offset + w); out may be x.
+ATTR static void F(rmsnorm_rows)(const float *x, float *out, long rows, long n, const float *w, float offset, float eps) {
+    for (long r = 0; r < rows; r++) {
+        const float *row = x + r * n;
+        float *o = out + r * n;
+        V q = VSET(0);
+        long i = 0;
+        for (; i + W <= n; i += W) { V v = VLOAD(row + i); q = VFMA(v, v, q); }
+        if (i < n) { V v = VLOADN(row + i, n - i, 0); q = VFMA(v, v, q); }
+        V inv = VSET(1.0f / sqrtf(VHSUM(q) / (float)n + eps)), off = VSET(offset);
+        for (i = 0; i + W <= n; i += W) VSTORE(o + i, VMUL(VMUL(VLOAD(row + i), inv), VADD(off, VLOAD(w + i))));
+        if (i < n) VSTOREN(o + i, VMUL(VMUL(VLOADN(row + i, n - i, 0), inv), VADD(off, VLOADN(w + i, n - i, 0))), n - i);
+    }
+}
+
 ATTR static void F(residual_layernorm_rows)(float *h, const float *delta, const float *bias, long rows, long n,
                                             const float *w, const float *nb, float eps, float *out) {
     for (long r = 0; r < rows; r++) {

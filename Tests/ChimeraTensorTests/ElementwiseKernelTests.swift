@@ -188,6 +188,31 @@ import Testing
         }
     }
 
+    @Test func rmsNormMatchesTheReference() {
+        let rows = 3, n = 53  // three full vectors and a ragged tail with AVX-512
+        let x = seededValues(rows * n, seed: 16, scale: 4).map { $0 + 1 }
+        let weight = seededValues(n, seed: 17, scale: 2)
+        for variant in Self.variants {
+            withVariant(variant) {
+                for offset: Float in [0, 1] {  // 1: Gemma's stored (w - 1)
+                    var out = [Float](repeating: .nan, count: rows * n)
+                    chk_rmsnorm_rows(x, &out, rows, n, weight, offset, 1e-6)
+                    var inPlace = x
+                    inPlace.withUnsafeMutableBufferPointer { chk_rmsnorm_rows($0.baseAddress, $0.baseAddress, rows, n, weight, offset, 1e-6) }
+                    for r in 0..<rows {
+                        let row = x[(r * n)..<(r * n + n)].map(Double.init)
+                        let inv = 1 / (row.reduce(0) { $0 + $1 * $1 } / Double(n) + 1e-6).squareRoot()
+                        for c in 0..<n {
+                            let expected = row[c] * inv * (Double(offset) + Double(weight[c]))
+                            #expect(abs(Double(out[r * n + c]) - expected) < 1e-5, "\(variant) offset \(offset) [\(r), \(c)]")
+                            #expect(inPlace[r * n + c] == out[r * n + c], "\(variant) in place [\(r), \(c)]")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     @Test func threadedWrappersAgreeWithTheKernels() {
         // Enough rows that the wrappers split them over threads.
         let rows = 64, n = 1024
@@ -205,6 +230,11 @@ import Testing
         var hDirect = x.toArray(), nDirect = [Float](repeating: 0, count: rows * n)
         chk_residual_layernorm_rows(&hDirect, delta.data, bias.data, rows, n, weight.data, nil, 1e-5, &nDirect)
         #expect(h.toArray() == hDirect && normalized.toArray() == nDirect)
+        let rms = Tensor(zeros: [rows, n])
+        rmsNorm(x, weight: weight, eps: 1e-6, weightOffset: 1, into: rms)
+        var rmsDirect = [Float](repeating: 0, count: rows * n)
+        chk_rmsnorm_rows(x.data, &rmsDirect, rows, n, weight.data, 1, 1e-6)
+        #expect(rms.toArray() == rmsDirect)
     }
 
     @Test(arguments: [nil, 0] as [Int?]) func threadedAttentionMatchesTheReference(_ causalOffset: Int?) {

@@ -44,6 +44,10 @@ long chk_argmax(const float *x, long n);
 /// out may be x.
 void chk_layernorm_rows(const float *x, float *out, long rows, long n, const float *weight, const float *bias, float eps);
 
+/// out[r] = x[r] / sqrt(mean(x[r]²) + eps) · (offset + weight) over `n` floats (RMSNorm; offset 1
+/// for Gemma, whose weights are stored as w − 1); out may be x.
+void chk_rmsnorm_rows(const float *x, float *out, long rows, long n, const float *weight, float offset, float eps);
+
 /// The residual step of a pre-norm layer: h[r] += delta[r] + bias (bias may be NULL), then, when
 /// out is not NULL, out[r] = LayerNorm(h[r]) · weight + norm_bias (norm_bias may be NULL).
 void chk_residual_layernorm_rows(float *h, const float *delta, const float *bias, long rows, long n,

@@ -21,20 +21,29 @@ public struct RotaryEmbedding: Sendable {
         }
     }
 
-    /// Rotates x, laid out as [tokens, heads, headDim], for absolute positions start..<start+tokens.
-    public func applyInPlace(_ x: Tensor, heads: Int, startPosition: Int) {
-        let tokens = x.count / (heads * headDim)
+    /// The cosine and sine of each rotated frequency at positions start ..< start + tokens, as rows
+    /// [cosines | sines] of `table` ([tokens, rotaryDim]): computed once per pass and used by every
+    /// layer's queries and keys (per layer and tensor, the sines and cosines cost about as much as
+    /// the rotation itself).
+    public func angles(startPosition: Int, into table: Tensor) {
         let half = rotaryDim / 2
-        // Stack scratch: no heap allocation per call.
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * half) { scratch in
-        let cosines = scratch.baseAddress!, sines = scratch.baseAddress! + half
-        for t in 0..<tokens {
-            let position = Float(startPosition + t)
+        precondition(table.columns == rotaryDim, "rotary table: \(table.shape), expected \(rotaryDim) columns")
+        for t in 0..<table.rows {
+            let position = Float(startPosition + t), row = table.data + t * rotaryDim
             for i in 0..<half {
                 let angle = position * inverseFrequencies[i]
-                cosines[i] = cosf(angle)
-                sines[i] = sinf(angle)
+                row[i] = cosf(angle)
+                row[half + i] = sinf(angle)
             }
+        }
+    }
+
+    /// Rotates x, laid out as [tokens, heads, headDim], by the angles of its positions (`angles`).
+    public func applyInPlace(_ x: Tensor, heads: Int, angles table: Tensor) {
+        let tokens = x.count / (heads * headDim), half = rotaryDim / 2
+        precondition(table.rows == tokens && table.columns == rotaryDim, "rotary table: \(table.shape) for \(tokens) positions")
+        for t in 0..<tokens {
+            let cosines = table.data + t * rotaryDim, sines = cosines + half
             for h in 0..<heads {
                 let v = x.data + (t * heads + h) * headDim
                 for i in 0..<half {
@@ -44,6 +53,12 @@ public struct RotaryEmbedding: Sendable {
                 }
             }
         }
-        }
+    }
+
+    /// Rotates x, laid out as [tokens, heads, headDim], for absolute positions start..<start+tokens.
+    public func applyInPlace(_ x: Tensor, heads: Int, startPosition: Int) {
+        let table = Tensor(zeros: [x.count / (heads * headDim), rotaryDim])
+        angles(startPosition: startPosition, into: table)
+        applyInPlace(x, heads: heads, angles: table)
     }
 }

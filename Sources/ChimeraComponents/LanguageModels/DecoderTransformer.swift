@@ -298,6 +298,8 @@ public final class DecoderTransformer: LanguageModel, @unchecked Sendable {
         let k = ws.tensor("k", rows: tokens, columns: kvWidth), v = ws.tensor("v", rows: tokens, columns: kvWidth)
         let gate = ws.tensor("gate", rows: tokens, columns: a.intermediateSize)
         let up = ws.tensor("up", rows: tokens, columns: a.intermediateSize)
+        let angles = ws.tensor("rotary angles", rows: tokens, columns: rotary.rotaryDim)
+        rotary.angles(startPosition: start, into: angles)
         for (i, layer) in layers.enumerated() {
             layer.inputNorm(hidden, into: x)
             LinearLayer.apply(x, (layer.q, q), (layer.k, k), (layer.v, v))  // one product for the three
@@ -305,8 +307,8 @@ public final class DecoderTransformer: LanguageModel, @unchecked Sendable {
                 normalizeHeads(q, layer.qNorms)
                 normalizeHeads(k, layer.kNorms)
             }
-            rotary.applyInPlace(q, heads: a.heads, startPosition: start)
-            rotary.applyInPlace(k, heads: a.kvHeads, startPosition: start)
+            rotary.applyInPlace(q, heads: a.heads, angles: angles)
+            rotary.applyInPlace(k, heads: a.kvHeads, angles: angles)
             let layerCache = cache.layers[i]
             layerCache.append(keys: k, values: v)
             cachedAttention(queries: q, cache: layerCache, heads: a.heads, start: start, workspace: ws, into: attended)

@@ -7,7 +7,9 @@
 //
 //   pairs sequence tinyllama|qwen2 f16|q8_0|q4_0 [reps]   one decoded token's products
 //   pairs matrix ROWS COLS f16|q8_0|q4_0 [reps]           many copies of one matrix (600 MB)
-//   pairs attention HEADS KV_HEADS KEYS LAYERS [reps]      decode attention over an f32 cache
+//   pairs attention HEADS KV_HEADS KEYS LAYERS [reps]      decode attention over an f32 cache (with CACHED=1
+//                                                          in the environment every layer reads layer 0's
+//                                                          cache: from cache after the first, the compute alone)
 //   pairs sequence-attention TOKENS HEADS HEAD_DIM [reps]   an encoder's attention over its own tokens
 //   pairs gemm M N K [reps] [threads]                       one f32 GEMM (prefill, vision encoders)
 #include "chimera_kernels.h"
@@ -23,6 +25,7 @@ int B_chk_attention_cached(const float *q, long ldq, long tokens, int half, cons
 
 int B_chk_attention(const float *q, long ldq, const float *keys, const float *values, long ldkv, long tokens, long keyCount,
                     long heads, long kvHeads, long headDim, float scale, long causalOffset, float *out, long ldo, int threads);
+double B_chk_read_pass(const float *p, long floats, int threads);
 int B_chk_gemm_nt(chk_format format, const void *w, const uint16_t *scales, long n, long k, const float *bias,
                   const float *x, long ldx, long m, float *c, long ldc, int accumulate, int threads);
 
@@ -59,7 +62,10 @@ static pair_times *measure(int reps, void (*run)(int useB, void *context), void 
     for (int r = 0; r < reps; r++)
         for (int k = 0; k < 2; k++) {
             int useB = (r & 1) ? 1 - k : k;
-            double rate = chk_read_pass(probe, probeFloats, 2);
+            // Each side's own probe: the two builds have a thread pool each, and the one that just
+            // ran has its worker spinning, ready, while the other's sleeps (waking it, and sharing
+            // the cores with the spinning one, cost B up to 2.5 × in sub-millisecond modes).
+            double rate = (useB ? B_chk_read_pass : chk_read_pass)(probe, probeFloats, 2);
             if (!useB) t[r].probeA = rate;
             double t0 = now();
             run(useB, context);
@@ -98,11 +104,11 @@ static void run_matrix(int useB, void *context) {
     for (int i = 0; i < j->count; i++) product(useB)(&j->copies[i], 1, j->x, j->cols, 2);
 }
 
-typedef struct { const float *q; void **keys, **values; long heads, kvHeads, keyCount, capacity, hd; int layers; float *out; } attention_job;
+typedef struct { const float *q; void **keys, **values; long heads, kvHeads, keyCount, capacity, hd; int layers; float *out; int cached; } attention_job;
 static void run_attention(int useB, void *context) {
     const attention_job *j = context;
     for (int l = 0; l < j->layers; l++)
-        (useB ? B_chk_attention_cached : chk_attention_cached)(j->q, j->heads * j->hd, 1, 0, j->keys[l], j->values[l], j->capacity,
+        (useB ? B_chk_attention_cached : chk_attention_cached)(j->q, j->heads * j->hd, 1, 0, j->keys[j->cached ? 0 : l], j->values[j->cached ? 0 : l], j->capacity,
                                                               j->keyCount, j->heads, j->kvHeads, j->hd, 0.125f, j->keyCount - 1,
                                                               j->out, j->heads * j->hd, 2);
 }
@@ -162,7 +168,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (argc >= 6 && !strcmp(argv[1], "attention")) {
-        attention_job j = {NULL, NULL, NULL, atol(argv[2]), atol(argv[3]), atol(argv[4]), 0, 64, atoi(argv[5]), NULL};
+        attention_job j = {NULL, NULL, NULL, atol(argv[2]), atol(argv[3]), atol(argv[4]), 0, 64, atoi(argv[5]), NULL, getenv("CACHED") != NULL};
         int reps = argc > 6 ? atoi(argv[6]) : 30;
         long width = j.kvHeads * j.hd;
         j.capacity = (j.keyCount + 31) / 32 * 32;

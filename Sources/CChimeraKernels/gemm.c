@@ -145,11 +145,11 @@ AVX512 static void pack_x_rows(const float *x, long ldx, long m, long k, long r0
 // on ViT shapes +1–1.6 % median, within their noise). Each step prefetches W's row 8 steps ahead
 // into L1 and, when `farLines` > 0, that many lines FAR_BYTES ahead into L2: decode attention
 // streams the cache's keys and values from memory through the kernel this way (below).
-#define KERNEL_STEP(R, NV, LOAD0, LOAD1, OP)                              \
+#define KERNEL_STEP(R, NV, LOAD0, LOAD1, OP, FAR)                         \
     do {                                                                  \
         __m512 b0 = LOAD0, b1 = NV > 1 ? LOAD1 : b0;                      \
         _mm_prefetch((const char *)(wp + 8 * ldw), _MM_HINT_T0);          \
-        for (int f = 0; f < farLines; f++)                                \
+        for (int f = 0; f < (FAR); f++)                                   \
             _mm_prefetch((const char *)wp + FAR_BYTES + 64 * f, _MM_HINT_T1); \
         for (int i = 0; i < R; i++) {                                     \
             __m512 a = _mm512_set1_ps(xp[i]);                             \
@@ -159,9 +159,18 @@ AVX512 static void pack_x_rows(const float *x, long ldx, long m, long k, long r0
         xp += MR; wp += ldw;                                              \
     } while (0)
 #define FIRST_PRODUCT(a, b, c) _mm512_mul_ps(a, b)
+#define KERNEL_LOOP_FAR(R, NV, LOAD0, LOAD1, FAR)                         \
+    KERNEL_STEP(R, NV, LOAD0, LOAD1, FIRST_PRODUCT, FAR);                 \
+    for (long k = 1; k < kc; k++) KERNEL_STEP(R, NV, LOAD0, LOAD1, _mm512_fmadd_ps, FAR);
+// The far prefetch's line count as a constant where it is common (none for the GEMM, a key panel
+// row's 2 and a 64-wide value row's 4 in decode attention), so those loops carry no count loop.
 #define KERNEL_LOOP(R, NV, LOAD0, LOAD1)                                  \
-    KERNEL_STEP(R, NV, LOAD0, LOAD1, FIRST_PRODUCT);                      \
-    for (long k = 1; k < kc; k++) KERNEL_STEP(R, NV, LOAD0, LOAD1, _mm512_fmadd_ps);
+    switch (farLines) {                                                   \
+    case 0: KERNEL_LOOP_FAR(R, NV, LOAD0, LOAD1, 0) break;                \
+    case 2: KERNEL_LOOP_FAR(R, NV, LOAD0, LOAD1, 2) break;                \
+    case 4: KERNEL_LOOP_FAR(R, NV, LOAD0, LOAD1, 4) break;                \
+    default: KERNEL_LOOP_FAR(R, NV, LOAD0, LOAD1, farLines) break;        \
+    }
 
 // C[R, 16·NV] (+)= xp[kc][MR] · W[kc][16·NV] (+ bias[16·NV] on every row when bias is not NULL),
 // for the first R ≤ MR rows of each packed X row. W's k-th row starts at wp + k·ldw (NR for packed

@@ -55,7 +55,8 @@ public struct RotaryEmbedding: Sendable {
         }
     }
 
-    /// Rotates x, laid out as [tokens, heads, headDim], for absolute positions start..<start+tokens.
+    /// Rotates x, laid out as [tokens, heads, headDim], for absolute positions start..<start+tokens
+    /// (with a table of its own: a pass over many layers computes one with `angles` and reuses it).
     public func applyInPlace(_ x: Tensor, heads: Int, startPosition: Int) {
         let table = Tensor(zeros: [x.count / (heads * headDim), rotaryDim])
         angles(startPosition: startPosition, into: table)

@@ -31,8 +31,8 @@ enum { MR = 12, NR = 32, KC = 512, NB = 128 };
 // MARK: - Thread-local scratch (scratch.h)
 
 // Slots: 0 a slice of packed X, 1 packed weights (each thread), 2-6 attention's K panels, scores,
-// packed probabilities, packed queries and V panels (each thread), 7 decode attention's partial
-// results (the calling thread's, shared with the workers for one call).
+// packed probabilities, packed queries and V panels (each thread), 7 and 10 decode attention's
+// partial results and scaled queries (the calling thread's, shared with the workers for one call).
 static _Thread_local float *tls_buffer[CHK_SCRATCH_SLOTS];
 static _Thread_local long tls_capacity[CHK_SCRATCH_SLOTS];
 
@@ -152,11 +152,11 @@ AVX512 static void pack_x_rows(const float *x, long ldx, long m, long k, long r0
         for (int f = 0; f < (FAR); f++)                                   \
             _mm_prefetch((const char *)wp + FAR_BYTES + 64 * f, _MM_HINT_T1); \
         for (int i = 0; i < R; i++) {                                     \
-            __m512 a = _mm512_set1_ps(xp[i]);                             \
+            __m512 a = _mm512_set1_ps(ROWWISE ? xp[i * ldx] : xp[i]);     \
             acc[i][0] = OP(a, b0, acc[i][0]);                             \
             if (NV > 1) acc[i][1] = OP(a, b1, acc[i][1]);                 \
         }                                                                 \
-        xp += MR; wp += ldw;                                              \
+        xp += ROWWISE ? 1 : MR; wp += ldw;                                \
     } while (0)
 #define FIRST_PRODUCT(a, b, c) _mm512_mul_ps(a, b)
 #define KERNEL_LOOP_FAR(R, NV, LOAD0, LOAD1, FAR)                         \
@@ -177,7 +177,8 @@ AVX512 static void pack_x_rows(const float *x, long ldx, long m, long k, long r0
 // weights and key panels). Only the first `rows` (≤ R) × `cols` of C are touched, and W and bias
 // are read only in their first `cols` columns.
 AVX512 static inline __attribute__((always_inline)) void kernel_body(long kc, const float *xp, const float *wp, long ldw,
-    const float *bias, float *c, long ldc, int accumulate, long rows, long cols, int farLines, const int R, const int NV) {
+    const float *bias, float *c, long ldc, int accumulate, long rows, long cols, int farLines, const int R, const int NV,
+    const int ROWWISE, long ldx) {
     __mmask16 m0 = first_lanes(cols), m1 = first_lanes(cols - 16);
     __m512 acc[MR][2];  // set by the first step
     // C's tile is read (accumulate) and written only after the k loop; in a large product it is
@@ -216,24 +217,42 @@ typedef void (*kernel_fn)(long kc, const float *xp, const float *wp, long ldw, c
 #define KERNEL(R, COLS, NV)                                                                                      \
     AVX512 static void kernel_##R##x##COLS(long kc, const float *xp, const float *wp, long ldw, const float *bias, \
                                          float *c, long ldc, int accumulate, long rows, long cols, int farLines) { \
-        kernel_body(kc, xp, wp, ldw, bias, c, ldc, accumulate, rows, cols, farLines, R, NV);                     \
+        kernel_body(kc, xp, wp, ldw, bias, c, ldc, accumulate, rows, cols, farLines, R, NV, 0, 0);               \
     }
 KERNEL(12, 32, 2) KERNEL(12, 16, 1) KERNEL(8, 32, 2) KERNEL(8, 16, 1) KERNEL(7, 32, 2) KERNEL(7, 16, 1) KERNEL(4, 32, 2) KERNEL(4, 16, 1)
 KERNEL(1, 32, 2) KERNEL(1, 16, 1)
+
+// The same with X read in place, by rows `ldx` apart (x[i][k] = x[i·ldx + k]), for decode
+// attention's probabilities: packing them into panels first took a transpose per 16 keys. The
+// rows past `rows` up to the kernel's R are read too (their results are not stored), so they must
+// be readable, and finite (the caller zeroes them).
+typedef void (*rows_kernel_fn)(long kc, const float *x, long ldx, const float *wp, long ldw, float *c, long ldc, long rows, long cols,
+                               int farLines);
+#define ROWS_KERNEL(R, COLS, NV)                                                                                       \
+    AVX512 static void rows_kernel_##R##x##COLS(long kc, const float *x, long ldx, const float *wp, long ldw, float *c, \
+                                              long ldc, long rows, long cols, int farLines) {                         \
+        kernel_body(kc, x, wp, ldw, NULL, c, ldc, 0, rows, cols, farLines, R, NV, 1, ldx);                             \
+    }
+ROWS_KERNEL(12, 32, 2) ROWS_KERNEL(12, 16, 1) ROWS_KERNEL(8, 32, 2) ROWS_KERNEL(8, 16, 1) ROWS_KERNEL(7, 32, 2) ROWS_KERNEL(7, 16, 1)
+ROWS_KERNEL(4, 32, 2) ROWS_KERNEL(4, 16, 1) ROWS_KERNEL(1, 32, 2) ROWS_KERNEL(1, 16, 1)
 
 // The kernel for a block of `rows` X rows and `cols` columns of C: attention's blocks are often
 // short (a decoded token's 7 or 8 query heads of a group, one head without grouping) and the last
 // value panel of heads 72 or 80 wide is ≤ 16 columns: fewer rows and vectors, less work. Seven
 // rows (Qwen2-0.5B's groups) have their own kernel rather than eight with one wasted: a decoded
-// Qwen2 layer's attention +5 % (paired, 840 positions).
-static kernel_fn small_kernel(long rows, long cols) {
-    int narrow = cols <= 16;
-    if (rows <= 1) return narrow ? kernel_1x16 : kernel_1x32;
-    if (rows <= 4) return narrow ? kernel_4x16 : kernel_4x32;
-    if (rows == 7) return narrow ? kernel_7x16 : kernel_7x32;
-    if (rows <= 8) return narrow ? kernel_8x16 : kernel_8x32;
-    return narrow ? kernel_12x16 : kernel_12x32;
-}
+// Qwen2 layer's attention +5 % (paired, 840 positions). The kernels' heights (R), in the tables'
+// order; the rows of the kernel chosen for `rows` are kernel_height(rows).
+static const long kernel_heights[] = {1, 4, 7, 8, MR};
+static int height_index(long rows) { return rows <= 1 ? 0 : rows <= 4 ? 1 : rows == 7 ? 2 : rows <= 8 ? 3 : 4; }
+static long kernel_height(long rows) { return kernel_heights[height_index(rows)]; }
+static const kernel_fn packed_kernels[][2] = {  // [height][narrow]
+    {kernel_1x32, kernel_1x16}, {kernel_4x32, kernel_4x16}, {kernel_7x32, kernel_7x16}, {kernel_8x32, kernel_8x16},
+    {kernel_12x32, kernel_12x16}};
+static const rows_kernel_fn by_rows_kernels[][2] = {
+    {rows_kernel_1x32, rows_kernel_1x16}, {rows_kernel_4x32, rows_kernel_4x16}, {rows_kernel_7x32, rows_kernel_7x16},
+    {rows_kernel_8x32, rows_kernel_8x16}, {rows_kernel_12x32, rows_kernel_12x16}};
+static kernel_fn small_kernel(long rows, long cols) { return packed_kernels[height_index(rows)][cols <= 16]; }
+static rows_kernel_fn small_rows_kernel(long rows, long cols) { return by_rows_kernels[height_index(rows)][cols <= 16]; }
 
 // MARK: - Threaded product
 
@@ -536,9 +555,10 @@ void chk_kv_rows(const float *keyPanels, const float *values, long keyCount, lon
 // than the kernel's own loads, but reading and computing did not overlap (paired, in one process: a
 // Qwen2 layer +11–20 % at 840 positions, +5 % at 200, +8 % at 2000; TinyLlama +10 % at 840).
 typedef struct {
-    const float *q; const void *keyPanels, *values; long capacity;  // the cache's layout (key_at, value_at)
+    const float *q;           // the queries times the scale, then MR rows of zeros
+    const void *keyPanels, *values; long capacity;  // the cache's layout (key_at, value_at)
     int half;                 // the cache holds float16: each span is widened into scratch first
-    long keyCount, kvHeads, group, headDim, spans, spanKeys; float scale;
+    long keyCount, kvHeads, group, headDim, spans, spanKeys;
     float *out;
     float *partials;          // per (head, span): group × headDim outputs, group maxes, group sums
     _Atomic long *spansDone;  // per head
@@ -570,9 +590,9 @@ AVX512 static void decode_combine(const decode_job *j, long g) {
 AVX512 static void decode_task(void *context, long i0, long i1) {
     decode_job *j = context;
     long hd = j->headDim, G = j->group, ldS = (j->spanKeys + NR - 1) / NR * NR;
-    float *scores = chk_scratch(3, MR * ldS), *pp = chk_scratch(4, ldS * MR), *qp = chk_scratch(5, hd * MR);
+    float *scores = chk_scratch(3, MR * ldS);
     float *wideKeys = j->half ? chk_scratch(2, ldS * hd) : NULL, *wideValues = j->half ? chk_scratch(6, j->spanKeys * hd) : NULL;
-    int ready = scores && pp && qp && (!j->half || (wideKeys && wideValues));
+    int ready = scores && (!j->half || (wideKeys && wideValues));
     if (!ready) atomic_store(&j->failed, 1);  // still counts its spans, so a head is combined once
     // Lines of a key panel row and of a value row the kernel prefetches ahead per step; none for a
     // float16 span, which is widened into scratch first and so is in cache.
@@ -594,18 +614,17 @@ AVX512 static void decode_task(void *context, long i0, long i1) {
             }
             for (long r0 = 0; r0 < G; r0 += MR) {
                 long rows = G - r0 < MR ? G - r0 : MR;
-                pack_queries(j->q + g * G * hd, hd, r0, rows, hd, j->scale, qp);
-                kernel_fn scoresKernel = small_kernel(rows, NR);
+                rows_kernel_fn scoresKernel = small_rows_kernel(rows, NR);  // the scaled queries read in place, by rows
                 for (long p = 0; p * NR < n; p++)
-                    scoresKernel(hd, qp, keys + p * hd * NR, NR, NULL, scores + p * NR, ldS, 0, rows, n - p * NR < NR ? n - p * NR : NR,
-                                 keyLines);
+                    scoresKernel(hd, j->q + (g * G + r0) * hd, hd, keys + p * hd * NR, NR, scores + p * NR, ldS, rows,
+                                 n - p * NR < NR ? n - p * NR : NR, keyLines);
                 float sums[MR], maxes[MR];
                 chk_exp_rows(scores, rows, n, ldS, sums, maxes);
-                pack_x_rows(scores, ldS, rows, n, 0, pp);
+                for (long i = rows; i < kernel_height(rows); i++) memset(scores + i * ldS, 0, sizeof(float) * (size_t)n);
                 float *o = j->spans == 1 ? j->out + (g * G + r0) * hd : part + r0 * hd;
-                for (long c = 0; c < hd; c += NR)
-                    small_kernel(rows, hd - c)(n, pp, values + c, hd, NULL, o + c, hd, 0, rows, hd - c < NR ? hd - c : NR,
-                                               c == 0 ? valueLines : 0);  // the first column block fetches whole rows
+                for (long c = 0; c < hd; c += NR)  // P · V with P read in place, by rows
+                    small_rows_kernel(rows, hd - c)(n, scores, ldS, values + c, hd, o + c, hd, rows, hd - c < NR ? hd - c : NR,
+                                                    c == 0 ? valueLines : 0);  // the first column block fetches whole rows
                 for (long i = 0; i < rows; i++) {
                     if (j->spans == 1) { scale_row(o + i * hd, hd, 1 / sums[i]); continue; }
                     part[G * hd + r0 + i] = maxes[i];
@@ -659,7 +678,13 @@ int chk_attention_cached(const float *q, long ldq, long tokens, int half, const 
         _Atomic long done[kvHeads];
         for (long g = 0; g < kvHeads; g++) atomic_init(&done[g], 0);
         if (spans > 1 && !partials) return 0;
-        decode_job job = {q, keyPanels, values, capacity, half, keyCount, kvHeads, group, headDim, spans, spanKeys, scale,
+        // The queries times the scale, once (each span used to pack and scale its group's), and
+        // MR rows of zeros after them: the kernels also read the rows past a short last block.
+        float *scaled = chk_scratch(10, (heads + MR) * headDim);
+        if (!scaled) return 0;
+        for (long i = 0; i < heads * headDim; i++) scaled[i] = q[i] * scale;
+        memset(scaled + heads * headDim, 0, sizeof(float) * (size_t)(MR * headDim));
+        decode_job job = {scaled, keyPanels, values, capacity, half, keyCount, kvHeads, group, headDim, spans, spanKeys,
                           out, partials, done, 0};
         // Each thread its own run of items (a head's consecutive spans), the rest stolen: paired
         // runs +3-5 % a layer at 840 positions, +9 % at 200, the same at 2000 (Scripts/kernel-ab).

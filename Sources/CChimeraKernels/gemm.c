@@ -223,7 +223,7 @@ KERNEL(12, 32, 2) KERNEL(12, 16, 1) KERNEL(8, 32, 2) KERNEL(8, 16, 1) KERNEL(7, 
 KERNEL(1, 32, 2) KERNEL(1, 16, 1)
 
 // The same with X read in place, by rows `ldx` apart (x[i][k] = x[i·ldx + k]), for decode
-// attention's probabilities: packing them into panels first took a transpose per 16 keys. The
+// attention's queries and probabilities: packing them into panels took a transpose per 16. The
 // rows past `rows` up to the kernel's R are read too (their results are not stored), so they must
 // be readable, and finite (the caller zeroes them).
 typedef void (*rows_kernel_fn)(long kc, const float *x, long ldx, const float *wp, long ldw, float *c, long ldc, long rows, long cols,
@@ -240,7 +240,8 @@ ROWS_KERNEL(4, 32, 2) ROWS_KERNEL(4, 16, 1) ROWS_KERNEL(1, 32, 2) ROWS_KERNEL(1,
 // value row is used whole in one step (4 vectors, 4·R accumulators; with 7 or 8 rows a few of them
 // live on the stack), prefetched ahead into L2 when `far` (a float32 cache read from memory). With
 // two 32-column passes, the second read every row again from cache while memory idled (paired: a
-// Qwen2 layer +8 % from memory and level from cache, TinyLlama's +9 % and +4 %).
+// Qwen2 layer from memory +5–10 % at 840 positions and +9 % at 2000, level from cache; TinyLlama's
+// +6–9 %).
 AVX512 static inline __attribute__((always_inline)) void wide_rows_body(long kc, const float *x, long ldx, const float *wp, long ldw,
                                                                        float *c, long ldc, long rows, int far, const int R) {
     __m512 acc[8][4];
@@ -631,9 +632,10 @@ AVX512 static void decode_task(void *context, long i0, long i1) {
     float *wideKeys = j->half ? chk_scratch(2, ldS * hd) : NULL, *wideValues = j->half ? chk_scratch(6, j->spanKeys * hd) : NULL;
     int ready = scores && (!j->half || (wideKeys && wideValues));
     if (!ready) atomic_store(&j->failed, 1);  // still counts its spans, so a head is combined once
-    // Lines of a key panel row and of a value row the kernel prefetches ahead per step; none for a
-    // float16 span, which is widened into scratch first and so is in cache.
-    const int keyLines = j->half ? 0 : NR * 4 / 64, valueLines = j->half ? 0 : (int)((hd * 4 + 63) / 64);
+    // A float32 cache is streamed from memory by the kernels, which prefetch the lines they will
+    // read ahead (a key panel row's per step for the scores, the value rows' for P · V); a float16
+    // span is widened into scratch first and so is in cache.
+    const int stream = !j->half, keyLines = stream ? NR * 4 / 64 : 0;
     for (long item = i0; item < i1; item++) {
         long g = item / j->spans, s = item % j->spans, k0 = s * j->spanKeys;
         long n = j->keyCount - k0 < j->spanKeys ? j->keyCount - k0 : j->spanKeys;
@@ -663,10 +665,10 @@ AVX512 static void decode_task(void *context, long i0, long i1) {
                 // the rows, then blocks of 32 (the first block of each row fetches the rest of it).
                 long c = 0;
                 wide_rows_kernel_fn wide = wide_rows_kernel(rows);
-                for (; wide && c + 64 <= hd; c += 64) wide(n, scores, ldS, values + c, hd, o + c, hd, rows, valueLines > 0);
+                for (; wide && c + 64 <= hd; c += 64) wide(n, scores, ldS, values + c, hd, o + c, hd, rows, stream);
                 for (long c0 = c; c < hd; c += NR)
                     small_rows_kernel(rows, hd - c)(n, scores, ldS, values + c, hd, o + c, hd, rows, hd - c < NR ? hd - c : NR,
-                                                    c == c0 ? (int)((hd - c0) * 4 + 63) / 64 * (valueLines > 0) : 0);
+                                                    c == c0 && stream ? (int)(((hd - c0) * 4 + 63) / 64) : 0);
                 for (long i = 0; i < rows; i++) {
                     if (j->spans == 1) { scale_row(o + i * hd, hd, 1 / sums[i]); continue; }
                     part[G * hd + r0 + i] = maxes[i];

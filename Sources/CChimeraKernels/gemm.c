@@ -586,8 +586,9 @@ void chk_kv_rows(const float *keyPanels, const float *values, long keyCount, lon
 // rescaled by exp(its max − the overall max)). Spans let every thread take part whatever the
 // number of KV heads (Qwen2-0.5B has 2, Gemma-2B 1) and keep the threads' work even.
 //
-// A float32 cache is read from memory by the micro-kernel itself, which prefetches each panel
-// line (scores) and value row (P·V, in its first column block) FAR_BYTES ahead into L2 as it goes;
+// A float32 cache is read from memory by the micro-kernels themselves, which prefetch each panel
+// line (scores) and value row (P·V: by the 64-column kernel, or the first 32-column block of the
+// rest of the row) FAR_BYTES ahead into L2 as they go;
 // a thread's items are consecutive spans, so the prefetch runs on into its next span. Before, each
 // span was first read into L2 by a plain loop and then computed from there — at the time faster
 // than the kernel's own loads, but reading and computing did not overlap (paired, in one process: a
@@ -710,8 +711,8 @@ int chk_attention_cached(const float *q, long ldq, long tokens, int half, const 
         // finished a whole item after the other: the caller waited 12 µs a call on average in
         // TinyLlama decode, 4 µs with eight), and of at most what stays in half of a 2 MiB L2
         // (keys and values of 1024 positions of a 64-wide head), since a span's values are read
-        // once per 32 columns (and its keys once per 12 query heads of a group): the later reads
-        // find them in L2.
+        // once per 64 or 32 columns (and its keys once per 12 query heads of a group): the later
+        // reads find them in L2.
         long spans = (8L * threads + kvHeads - 1) / kvHeads, most = keyCount / 64 > 1 ? keyCount / 64 : 1;
         long largest = (1L << 16) / headDim / NR * NR, fewest = (keyCount + largest - 1) / (largest > NR ? largest : NR);
         if (spans > most) spans = most;

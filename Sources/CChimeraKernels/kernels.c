@@ -441,6 +441,48 @@ AVX512 static void to_f16_avx512(const float *x, long n, uint16_t *out) {
     }
 }
 
+// The other forms of a quantized activation (chk_qx) from its bytes xq, from element `from` (a
+// multiple of 128) on: c8 covers whole pairs of blocks, x4 and c4 whole fours (the kernels do
+// trailing blocks with xq).
+static void qx_layouts_portable(const int8_t *xq, long n, long from, int8_t *x4, int32_t *c8, int32_t *c4) {
+    for (long lane = from / 4; lane < n / 64 * 16; lane++) {
+        int32_t sum = 0;
+        for (int i = 0; i < 4; i++) sum += xq[lane * 4 + i];
+        c8[lane] = -128 * sum;
+    }
+    for (long four = from / 128; four < n / 128; four++) {
+        const int8_t *src = xq + four * 128; int8_t *dst = x4 + four * 128;
+        for (int block = 0; block < 4; block++) {
+            memcpy(dst + block * 16, src + block * 32, 16);
+            memcpy(dst + 64 + block * 16, src + block * 32 + 16, 16);
+        }
+        for (int lane = 0; lane < 16; lane++) {  // lane l's bytes: 4l..4l+3 of both halves
+            int32_t sum = 0;
+            for (int i = 0; i < 4; i++) sum += dst[lane * 4 + i] + dst[64 + lane * 4 + i];
+            c4[four * 16 + lane] = -8 * sum;
+        }
+    }
+}
+
+// Four blocks at a time: the lanes' byte sums by vpdpbusd against ones, the halves of x4 as
+// 128-bit lanes picked from the two registers (the scalar loops above were two thirds of preparing
+// a 4864-wide activation: 2.9 µs).
+AVX512 static void qx_layouts_avx512(const int8_t *xq, long n, long from, int8_t *x4, int32_t *c8, int32_t *c4) {
+    const __m512i ones = _mm512_set1_epi8(1), zero = _mm512_setzero_si512();
+    long i = from;
+    for (; i + 128 <= n; i += 128) {
+        __m512i a = _mm512_loadu_si512(xq + i), b = _mm512_loadu_si512(xq + i + 64);
+        _mm512_storeu_si512(c8 + i / 4, _mm512_sub_epi32(zero, _mm512_slli_epi32(_mm512_dpbusd_epi32(zero, ones, a), 7)));
+        _mm512_storeu_si512(c8 + i / 4 + 16, _mm512_sub_epi32(zero, _mm512_slli_epi32(_mm512_dpbusd_epi32(zero, ones, b), 7)));
+        __m512i low = _mm512_shuffle_i64x2(a, b, _MM_SHUFFLE(2, 0, 2, 0)), high = _mm512_shuffle_i64x2(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+        _mm512_storeu_si512(x4 + i, low);
+        _mm512_storeu_si512(x4 + i + 64, high);
+        __m512i sums = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, ones, low), ones, high);
+        _mm512_storeu_si512(c4 + i / 8, _mm512_sub_epi32(zero, _mm512_slli_epi32(sums, 3)));
+    }
+    qx_layouts_portable(xq, n, i, x4, c8, c4);
+}
+
 // MARK: - Dispatch
 
 typedef void (*gemv16_fn)(const uint16_t *, const float *, float *, long, long, long);
@@ -448,11 +490,12 @@ typedef void (*gemv32_fn)(const float *, const float *, float *, long, long, lon
 typedef void (*gemvq8_fn)(const int8_t *, const uint16_t *, const chk_qx *, float *, long, long, long);
 typedef void (*gemvq4_fn)(const uint8_t *, const uint16_t *, const chk_qx *, float *, long, long, long);
 typedef void (*prepare_fn)(const float *, long, int8_t *, float *);
+typedef void (*layouts_fn)(const int8_t *, long, long, int8_t *, int32_t *, int32_t *);
 typedef void (*rows16_fn)(const uint16_t *, long, long, long, float *);
 
 static struct {
     int chosen, avx512, avx2; const char *variant;
-    gemv32_fn f32; gemv16_fn f16, bf16; gemvq8_fn q8; gemvq4_fn q4; rows16_fn rows_f16; prepare_fn quantize_x;
+    gemv32_fn f32; gemv16_fn f16, bf16; gemvq8_fn q8; gemvq4_fn q4; rows16_fn rows_f16; prepare_fn quantize_x; layouts_fn qx_layouts;
 } K;
 static int forced_portable, forced_avx2, forced_no_gfni;
 
@@ -468,14 +511,15 @@ static void pick(void) {
     K.avx2 = avx2 && !avx512;
     if (avx512) {
         K.variant = "avx512"; K.f32 = gemv_f32_avx512; K.f16 = gemv_f16_avx512; K.bf16 = gemv_bf16_avx512; K.q8 = gemv_q8_avx512; K.q4 = gemv_q4_avx512;
-        K.rows_f16 = rows_f16_avx512; K.quantize_x = quantize_x_avx512;
+        K.rows_f16 = rows_f16_avx512; K.quantize_x = quantize_x_avx512; K.qx_layouts = qx_layouts_avx512;
         if (__builtin_cpu_supports("gfni") && !forced_no_gfni) K.q4 = gemv_q4_avx512_gfni;
     } else if (avx2) {
         K.variant = "avx2"; K.f32 = gemv_f32_avx2; K.f16 = gemv_f16_avx2; K.bf16 = gemv_bf16_avx2; K.q8 = gemv_q8_avx2; K.q4 = gemv_q4_avx2;
-        K.rows_f16 = rows_f16_avx2; K.quantize_x = quantize_x_portable;
+        K.rows_f16 = rows_f16_avx2; K.quantize_x = quantize_x_portable; K.qx_layouts = qx_layouts_portable;
     } else {
         K.variant = "portable"; K.f32 = gemv_f32_portable; K.f16 = gemv_f16_portable; K.bf16 = gemv_bf16_portable; K.q8 = gemv_q8_portable;
         K.q4 = gemv_q4_portable; K.rows_f16 = rows_f16_portable; K.quantize_x = quantize_x_portable;
+        K.qx_layouts = qx_layouts_portable;
     }
     K.chosen = 1;
 }
@@ -578,24 +622,7 @@ chk_qx chk_prepare_qx(const float *x, long n, void *buffer) {
     int32_t *c8 = (int32_t *)(base + 2 * qx_part(n)), *c4 = (int32_t *)(base + 3 * qx_part(n));
     float *xs = (float *)(base + 4 * qx_part(n));
     K.quantize_x(x, n, xq, xs);
-    // c8 covers whole pairs of blocks, x4 and c4 whole fours: the kernels do trailing blocks with xq.
-    for (long lane = 0; lane < n / 64 * 16; lane++) {
-        int32_t sum = 0;
-        for (int i = 0; i < 4; i++) sum += xq[lane * 4 + i];
-        c8[lane] = -128 * sum;
-    }
-    for (long four = 0; four < n / 128; four++) {
-        const int8_t *src = xq + four * 128; int8_t *dst = x4 + four * 128;
-        for (int block = 0; block < 4; block++) {
-            memcpy(dst + block * 16, src + block * 32, 16);
-            memcpy(dst + 64 + block * 16, src + block * 32 + 16, 16);
-        }
-        for (int lane = 0; lane < 16; lane++) {  // lane l's bytes: 4l..4l+3 of both halves
-            int32_t sum = 0;
-            for (int i = 0; i < 4; i++) sum += dst[lane * 4 + i] + dst[64 + lane * 4 + i];
-            c4[four * 16 + lane] = -8 * sum;
-        }
-    }
+    K.qx_layouts(xq, n, 0, x4, c8, c4);
     return (chk_qx){xq, x4, c8, c4, xs};
 }
 

@@ -51,6 +51,26 @@ final class MappedFile: @unchecked Sendable {
     }
 
     deinit { munmap(base, size) }
+
+    /// Copies `count` bytes at `source` (inside the mapping) to `destination` a few MiB at a time,
+    /// releasing the mapping's pages behind the copy (MADV_DONTNEED: they are read again from the
+    /// file if used again), so that a copied model is not resident twice.
+    func move(from source: UnsafeRawPointer, count: Int, to destination: UnsafeMutableRawPointer) {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE))), chunk = 4 << 20
+        let start = Int(bitPattern: source)
+        var released = (start + page - 1) / page * page  // pages shared with the neighbours stay
+        var copied = 0
+        while copied < count {
+            let n = min(chunk, count - copied)
+            memcpy(destination + copied, source + copied, n)
+            copied += n
+            let end = (start + copied) / page * page
+            if end > released {
+                _ = madvise(UnsafeMutableRawPointer(bitPattern: released), end - released, MADV_DONTNEED)
+                released = end
+            }
+        }
+    }
 }
 
 public enum WeightDType: String, Sendable {
@@ -179,6 +199,22 @@ public final class SafeTensorsFile: @unchecked Sendable {
         }
     }
 
+    /// A stored f16/bf16/quantized matrix copied out of the mapping into weight memory (huge pages,
+    /// see WeightMemory) for decode to stream; float32 ones stay borrowed from the mapping.
+    public func residentMatrix(_ name: String, shape: [Int]) throws -> WeightMatrix {
+        let m = try matrix(name, shape: shape)
+        let mapped = UnsafeRawPointer(mapping.base)..<UnsafeRawPointer(mapping.base + mapping.size)
+        guard m.format != .f32, mapped.contains(m.data) else { return m }
+        let valueBytes = WeightMatrix.valueBytes(m.format, rows: m.rows, columns: m.columns)
+        let scaleBytes = m.scales == nil ? 0 : m.rows * m.columns / 32 * 2
+        let (pointer, owner) = WeightMemory.allocate(valueBytes + scaleBytes)
+        mapping.move(from: m.data, count: valueBytes, to: pointer)
+        if let scales = m.scales { mapping.move(from: scales, count: scaleBytes, to: pointer + valueBytes) }
+        return WeightMatrix(format: m.format, rows: m.rows, columns: m.columns, data: pointer,
+                            scales: m.scales == nil ? nil : UnsafePointer((pointer + valueBytes).assumingMemoryBound(to: UInt16.self)),
+                            owner: owner)
+    }
+
     /// Suffix of the float16 block scales stored next to a quantized matrix.
     public static let scalesSuffix = ".scales"
 
@@ -276,6 +312,14 @@ public final class WeightStore: @unchecked Sendable {
             throw WeightError.missingTensor(tensor: name, searched: files.map(\.path).joined(separator: ", "))
         }
         return try file.matrix(name, shape: shape)
+    }
+
+    /// A stored matrix copied into weight memory (see SafeTensorsFile.residentMatrix).
+    public func residentMatrix(_ name: String, shape: [Int]) throws -> WeightMatrix {
+        guard let file = owner[name] else {
+            throw WeightError.missingTensor(tensor: name, searched: files.map(\.path).joined(separator: ", "))
+        }
+        return try file.residentMatrix(name, shape: shape)
     }
 
     /// Loads a tensor and checks its shape.

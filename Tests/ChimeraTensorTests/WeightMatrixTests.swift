@@ -119,6 +119,23 @@ extension KernelSelection {
             #expect(try stored.converted(to: source) === stored)
         }
 
+        /// Pieces of weight memory are aligned, do not overlap, and a piece larger than a region
+        /// gets one of its own.
+        @Test func weightMemoryPiecesAreAlignedAndDisjoint() {
+            let sizes = [1, 100, 4096, 3 << 20, WeightMemory.regionSize + 5, 64, 7 << 20]
+            let pieces = sizes.map { WeightMemory.allocate($0) }
+            for (i, (piece, size)) in zip(pieces, sizes).enumerated() {
+                #expect(Int(bitPattern: piece.pointer) % 64 == 0, "piece \(i)")
+                memset(piece.pointer, Int32(i + 1), size)
+            }
+            for (i, (piece, size)) in zip(pieces, sizes).enumerated() {
+                let bytes = UnsafeRawBufferPointer(start: piece.pointer, count: size)
+                #expect(bytes.allSatisfy { $0 == UInt8(i + 1) }, "piece \(i) was overwritten")
+            }
+            // The big piece has a region of its own.
+            #expect(pieces[4].owner !== pieces[3].owner && pieces[4].owner !== pieces[5].owner)
+        }
+
         @Test func randomFillOnThreadsEqualsSequentialDraws() {
             var threaded = SplitMix64(seed: 5), sequential = SplitMix64(seed: 5)
             for count in [3, 200_001] {  // one thread; split

@@ -161,6 +161,39 @@ import Testing
         }
     }
 
+    /// Stored f16/quantized matrices are copied out of the mapping (into huge pages) unchanged, the
+    /// mapping's pages behind the copy are released without losing the file's contents, and float32
+    /// ones stay borrowed.
+    @Test func residentMatricesAreExactCopiesOutOfTheMapping() throws {
+        var generator = SplitMix64(seed: 7)
+        let rows = 40, columns = 96 * 1024  // several MiB: the copy goes by chunks and releases pages
+        let weights = Tensor(shape: [rows, columns], values: (0..<(rows * columns)).map { _ in generator.uniform(1) })
+        let dir = temporaryDirectory(), path = dir.appendingPathComponent("w.safetensors").path
+        let q4 = try WeightMatrix.converting(weights, to: .q4_0), half = try WeightMatrix.converting(weights, to: .f16)
+        let valueBytes = WeightMatrix.valueBytes(.q4_0, rows: rows, columns: columns), scaleBytes = rows * columns / 32 * 2
+        try SafeTensorsWriter.write([
+            .init(name: "q", dtype: .u8, shape: [rows, columns / 2], bytes: UnsafeRawBufferPointer(start: q4.data, count: valueBytes)),
+            .init(name: "q.scales", dtype: .f16, shape: [rows, columns / 32], bytes: UnsafeRawBufferPointer(start: q4.scales, count: scaleBytes)),
+            .init(name: "h", dtype: .f16, shape: [rows, columns], bytes: UnsafeRawBufferPointer(start: half.data, count: rows * columns * 2)),
+            .init(name: "f", dtype: .f32, shape: [rows, columns], bytes: UnsafeRawBufferPointer(start: weights.data, count: rows * columns * 4)),
+        ], to: URL(fileURLWithPath: path))
+        let store = try WeightStore(files: [path])
+        let x = Tensor(shape: [1, columns], values: (0..<columns).map { _ in generator.uniform(1) })
+        for name in ["q", "h"] {
+            let resident = try store.residentMatrix(name, shape: [rows, columns])
+            let borrowed = try store.matrix(name, shape: [rows, columns])  // read again after the release
+            #expect(resident.data != borrowed.data && resident.format == borrowed.format, "\(name)")
+            let bytes = WeightMatrix.valueBytes(resident.format, rows: rows, columns: columns)
+            #expect(memcmp(resident.data, borrowed.data, bytes) == 0, "\(name): values")
+            if let a = resident.scales, let b = borrowed.scales { #expect(memcmp(a, b, scaleBytes) == 0, "\(name): scales") }
+            let ours = Tensor(zeros: [1, rows]), theirs = Tensor(zeros: [1, rows])
+            resident.apply(x, bias: nil, into: ours); borrowed.apply(x, bias: nil, into: theirs)
+            #expect(ours.toArray() == theirs.toArray(), "\(name): products")
+        }
+        let float = try store.residentMatrix("f", shape: [rows, columns])
+        #expect(float.data == (try store.matrix("f", shape: [rows, columns])).data)
+    }
+
     @Test func benchmarkRunsATinySyntheticModelAndNamesMissingFamilies() throws {
         let catalog = try Catalog.standard()
         let (encoder, llm) = try SyntheticPreset.named("tiny").manifests(catalog)

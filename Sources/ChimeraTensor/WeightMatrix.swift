@@ -95,7 +95,7 @@ public final class WeightMatrix: @unchecked Sendable {
             while r < rows { let n = min(chunk, rows - r); fill(r, n, t.data + r * columns); r += n }
             return WeightMatrix(t)
         }
-        let valueBytes = format == .q8_0 ? rows * columns : format == .q4_0 ? rows * columns / 2 : rows * columns * 2
+        let valueBytes = Self.valueBytes(format, rows: rows, columns: columns)
         let (pointer, owner) = WeightMemory.allocate(valueBytes + (format.isQuantized ? rows * columns / 32 * 2 : 0))
         let scales = format.isQuantized ? (pointer + valueBytes).assumingMemoryBound(to: UInt16.self) : nil
         let scratch = UnsafeMutablePointer<Float>.allocate(capacity: chunk * columns)
@@ -296,7 +296,6 @@ extension ComputeThreads {
     }
 }
 
-/// Heap bytes owned by a weight matrix converted in memory.
 /// Memory for the weights that decode streams: regions aligned to 2 MiB and advised into
 /// transparent huge pages, handed out in 64-byte-aligned pieces. Reading a matrix then needs one
 /// TLB entry per 2 MiB instead of one per 4 KiB page (and no page walk every 4 KiB of a stream):
@@ -342,6 +341,7 @@ public enum WeightMemory {
     }
 }
 
+/// Heap bytes (WeightMemory's fallback when a region cannot be had).
 final class OwnedBytes: @unchecked Sendable {
     let pointer: UnsafeMutableRawPointer
     init(count: Int) { pointer = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1), alignment: 64) }

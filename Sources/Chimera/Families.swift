@@ -86,9 +86,8 @@ public final class ParameterLoader: @unchecked Sendable {
         return t
     }
 
-    /// A weight matrix [rows, columns] as stored (f16/bf16/quantized copied, unconverted, out of
-    /// the mapped file into huge pages: SafeTensorsFile.residentMatrix), or converted to
-    /// `matrixFormat` when one is set. Float32 matrices are also
+    /// A weight matrix [rows, columns] as stored (copied, unconverted, out of the mapped file into
+    /// huge pages: SafeTensorsFile.residentMatrix), or converted to `matrixFormat` when one is set. Float32 matrices are also
     /// recorded in `loaded`; every matrix is recorded in `matrices`.
     public func matrix(_ name: String, shape: [Int]) throws -> WeightMatrix {
         precondition(shape.count == 2, "matrix \(name) needs a 2-D shape, found \(shape)")
@@ -103,7 +102,7 @@ public final class ParameterLoader: @unchecked Sendable {
                 m = try m.converted(to: target, name: stored)
             } else if !keepStoredFormats, m.format != .f32 {
                 m = WeightMatrix(m.widened())
-            } else if m.format != .f32 {
+            } else {
                 m = try store.residentMatrix(stored, shape: shape)  // kept as stored: out of the mapping into huge pages
             }
         case .shapesOnly:

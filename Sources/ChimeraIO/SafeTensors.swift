@@ -199,12 +199,17 @@ public final class SafeTensorsFile: @unchecked Sendable {
         }
     }
 
-    /// A stored f16/bf16/quantized matrix copied out of the mapping into weight memory (huge pages,
-    /// see WeightMemory) for decode to stream; float32 ones stay borrowed from the mapping.
+    /// A stored matrix copied, unconverted, out of the mapping into weight memory (huge pages, see
+    /// WeightMemory) for decode to stream.
     public func residentMatrix(_ name: String, shape: [Int]) throws -> WeightMatrix {
         let m = try matrix(name, shape: shape)
         let mapped = UnsafeRawPointer(mapping.base)..<UnsafeRawPointer(mapping.base + mapping.size)
-        guard m.format != .f32, mapped.contains(m.data) else { return m }
+        guard mapped.contains(m.data) else { return m }
+        if m.format == .f32 {
+            let t = WeightMemory.tensor(rows: m.rows, columns: m.columns)
+            mapping.move(from: m.data, count: m.rows * m.columns * 4, to: UnsafeMutableRawPointer(t.data))
+            return WeightMatrix(t)
+        }
         let valueBytes = WeightMatrix.valueBytes(m.format, rows: m.rows, columns: m.columns)
         let scaleBytes = m.scales == nil ? 0 : m.rows * m.columns / 32 * 2
         let (pointer, owner) = WeightMemory.allocate(valueBytes + scaleBytes)

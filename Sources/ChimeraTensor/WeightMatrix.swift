@@ -90,7 +90,7 @@ public final class WeightMatrix: @unchecked Sendable {
         // 1 MiB of float32 rows at a time: the scratch is freed, but a process's peak RSS keeps it.
         let chunk = max(1, min(rows, (1 << 18) / max(columns, 1)))
         if format == .f32 {
-            let t = Tensor(zeros: [rows, columns])
+            let t = WeightMemory.tensor(rows: rows, columns: columns)
             var r = 0
             while r < rows { let n = min(chunk, rows - r); fill(r, n, t.data + r * columns); r += n }
             return WeightMatrix(t)
@@ -320,6 +320,13 @@ public enum WeightMemory {
     static let regionSize = 64 << 20
     private static let lock = NSLock()
     nonisolated(unsafe) private static weak var current: Region?
+
+    /// A float32 [rows, columns] tensor in weight memory (its values undefined until written).
+    public static func tensor(rows: Int, columns: Int) -> Tensor {
+        let (pointer, owner) = allocate(rows * columns * 4)
+        let storage = TensorStorage(borrowing: pointer.bindMemory(to: Float.self, capacity: rows * columns), count: rows * columns, owner: owner)
+        return Tensor(shape: [rows, columns], storage: storage)
+    }
 
     /// `bytes` of weight memory (64-byte aligned) and the object that keeps it allocated.
     public static func allocate(_ bytes: Int) -> (pointer: UnsafeMutableRawPointer, owner: AnyObject) {

@@ -87,8 +87,8 @@ public final class ParameterLoader: @unchecked Sendable {
     }
 
     /// A weight matrix [rows, columns] as stored (copied, unconverted, out of the mapped file into
-    /// huge pages: SafeTensorsFile.residentMatrix), or converted to `matrixFormat` when one is set. Float32 matrices are also
-    /// recorded in `loaded`; every matrix is recorded in `matrices`.
+    /// huge pages: SafeTensorsFile.residentMatrix), or converted to `matrixFormat` when one is set.
+    /// Float32 matrices are also recorded in `loaded`; every matrix is recorded in `matrices`.
     public func matrix(_ name: String, shape: [Int]) throws -> WeightMatrix {
         precondition(shape.count == 2, "matrix \(name) needs a 2-D shape, found \(shape)")
         let stored = storedName(name)

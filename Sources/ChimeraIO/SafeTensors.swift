@@ -52,11 +52,12 @@ final class MappedFile: @unchecked Sendable {
 
     deinit { munmap(base, size) }
 
-    /// Copies `count` bytes at `source` (inside the mapping) to `destination` a few MiB at a time,
-    /// releasing the mapping's pages behind the copy (MADV_DONTNEED: they are read again from the
-    /// file if used again), so that a copied model is not resident twice.
-    func move(from source: UnsafeRawPointer, count: Int, to destination: UnsafeMutableRawPointer) {
-        let page = Int(sysconf(Int32(_SC_PAGESIZE))), chunk = 4 << 20
+    /// Copies `bytes` (inside the mapping) to `destination` a few MiB at a time, releasing the
+    /// mapping's pages behind the copy (MADV_DONTNEED: they are read again from the file if used
+    /// again), so that a copied model is not resident twice.
+    func move(_ bytes: UnsafeRawBufferPointer, to destination: UnsafeMutableRawPointer) {
+        guard let source = bytes.baseAddress else { return }
+        let count = bytes.count, page = Int(sysconf(Int32(_SC_PAGESIZE))), chunk = 4 << 20
         let start = Int(bitPattern: source)
         var released = (start + page - 1) / page * page  // pages shared with the neighbours stay
         var copied = 0
@@ -207,16 +208,15 @@ public final class SafeTensorsFile: @unchecked Sendable {
         guard mapped.contains(m.data) else { return m }
         if m.format == .f32 {
             let t = WeightMemory.tensor(rows: m.rows, columns: m.columns)
-            mapping.move(from: m.data, count: m.rows * m.columns * 4, to: UnsafeMutableRawPointer(t.data))
+            mapping.move(m.valueBytes, to: UnsafeMutableRawPointer(t.data))
             return WeightMatrix(t)
         }
-        let valueBytes = WeightMatrix.valueBytes(m.format, rows: m.rows, columns: m.columns)
-        let scaleBytes = m.scales == nil ? 0 : m.rows * m.columns / 32 * 2
-        let (pointer, owner) = WeightMemory.allocate(valueBytes + scaleBytes)
-        mapping.move(from: m.data, count: valueBytes, to: pointer)
-        if let scales = m.scales { mapping.move(from: scales, count: scaleBytes, to: pointer + valueBytes) }
+        let values = m.valueBytes, scales = m.scaleBytes
+        let (pointer, owner) = WeightMemory.allocate(values.count + (scales?.count ?? 0))
+        mapping.move(values, to: pointer)
+        if let scales { mapping.move(scales, to: pointer + values.count) }
         return WeightMatrix(format: m.format, rows: m.rows, columns: m.columns, data: pointer,
-                            scales: m.scales == nil ? nil : UnsafePointer((pointer + valueBytes).assumingMemoryBound(to: UInt16.self)),
+                            scales: scales == nil ? nil : UnsafePointer((pointer + values.count).assumingMemoryBound(to: UInt16.self)),
                             owner: owner)
     }
 

@@ -266,8 +266,7 @@ public final class WeightMatrix: @unchecked Sendable {
 extension WeightMatrix {
     /// Bytes of the stored values (without scales) and of the float16 scales, for writing files.
     public var valueBytes: UnsafeRawBufferPointer {
-        let count = format == .f32 ? rows * columns * 4 : format == .q4_0 ? rows * columns / 2 : format == .q8_0 ? rows * columns : rows * columns * 2
-        return UnsafeRawBufferPointer(start: data, count: count)
+        UnsafeRawBufferPointer(start: data, count: Self.valueBytes(format, rows: rows, columns: columns))
     }
     public var scaleBytes: UnsafeRawBufferPointer? {
         scales.map { UnsafeRawBufferPointer(start: $0, count: rows * columns / 32 * 2) }
@@ -306,7 +305,9 @@ public enum WeightMemory {
     final class Region: @unchecked Sendable {
         let base: UnsafeMutableRawPointer, size: Int
         var used = 0
-        init?(size: Int) {
+        /// At least `bytes`, rounded up to whole huge pages.
+        init?(bytes: Int) {
+            let size = (max(bytes, 1) + hugePage - 1) / hugePage * hugePage
             var p: UnsafeMutableRawPointer?
             guard posix_memalign(&p, hugePage, size) == 0, let p else { return nil }
             base = p; self.size = size
@@ -336,14 +337,13 @@ public enum WeightMemory {
             defer { region.used += size }
             return (region.base + region.used, region)
         }
-        let capacity = max(regionSize, (size + hugePage - 1) / hugePage * hugePage)
-        guard let region = Region(size: capacity) else {
+        guard let region = Region(bytes: max(regionSize, size)) else {
             let fallback = OwnedBytes(count: size)
             return (fallback.pointer, fallback)
         }
         region.used = size
         // A piece larger than a region gets one of its own; the current region keeps its room.
-        if capacity == regionSize || current == nil { current = region }
+        if region.size == regionSize || current == nil { current = region }
         return (region.base, region)
     }
 }
@@ -391,7 +391,7 @@ public final class ReadBandwidthProbe {
         count = max(64, bytes / 4)
         // In huge pages like the weights (WeightMemory), so that decode is compared with a read of
         // the same kind of memory.
-        guard let region = WeightMemory.Region(size: (count * 4 + WeightMemory.hugePage - 1) / WeightMemory.hugePage * WeightMemory.hugePage) else { return nil }
+        guard let region = WeightMemory.Region(bytes: count * 4) else { return nil }
         self.region = region
         buffer = region.base.bindMemory(to: Float.self, capacity: count)
         // Non-zero: pages never written would all read one shared zero page.

@@ -53,9 +53,9 @@ public struct Assembler: Sendable {
     public let families: FamilyRegistry
     /// Progress lines ("loading phi-2 ...") for stderr.
     public var progress: @Sendable (String) -> Void = { _ in }
-    /// Use f16/bf16/quantized weight matrices in place (inference); off, they are widened to
-    /// float32 and every weight is listed in the components' `parameters`.
-    public var keepStoredFormats = false
+    /// What becomes of stored weight matrices: `.widened` (the default) lists every weight as float32
+    /// in the components' `parameters`; inference keeps them as stored (`.resident` or `.mapped`).
+    public var storedMatrices = StoredMatrices.widened
 
     public init(catalog: Catalog, families: FamilyRegistry, progress: @escaping @Sendable (String) -> Void = { _ in }) {
         self.catalog = catalog; self.families = families; self.progress = progress
@@ -76,7 +76,7 @@ public struct Assembler: Sendable {
 
         let lmManifest = try catalog.component(assembly.languageModel, kind: .languageModel)
         progress("loading language model \(lmManifest.id)")
-        guard let languageModel = try families.build(lmManifest, keepStoredFormats: keepStoredFormats) as? any LanguageModel else {
+        guard let languageModel = try families.build(lmManifest, storedMatrices: storedMatrices) as? any LanguageModel else {
             throw AssemblyError.incompatible(assembly: assembly.id, problems: ["'\(lmManifest.id)' did not build a language model"])
         }
         let tokenizerReference = lmManifest.tokenizer!
@@ -93,14 +93,14 @@ public struct Assembler: Sendable {
         for binding in assembly.inputs {
             let encoderManifest = try catalog.component(binding.encoder, kind: .encoder)
             progress("loading encoder \(encoderManifest.id)")
-            guard let encoder = try families.build(encoderManifest, keepStoredFormats: keepStoredFormats) as? any ModalityEncoder else {
+            guard let encoder = try families.build(encoderManifest, storedMatrices: storedMatrices) as? any ModalityEncoder else {
                 throw AssemblyError.incompatible(assembly: assembly.id, problems: ["'\(encoderManifest.id)' did not build an encoder"])
             }
             let connectorManifest = try catalog.component(binding.connector, kind: .connector)
             progress("loading connector \(connectorManifest.id)")
             // "auto" widths are settled by the parts around the connector.
             let built = try families.build(connectorManifest, inputWidth: encoder.output.width, outputWidth: languageModel.hiddenSize,
-                                            keepStoredFormats: keepStoredFormats)
+                                            storedMatrices: storedMatrices)
             guard let connector = built as? any Connector else {
                 throw AssemblyError.incompatible(assembly: assembly.id, problems: ["'\(connectorManifest.id)' did not build a connector"])
             }

@@ -67,6 +67,9 @@ public enum BenchmarkError: LocalizedError {
 public struct BenchmarkReport: Codable, Sendable {
     public var model: String
     public var weightDType: String
+    /// Where stored matrices that are not converted live while they run (StoredMatrices: "resident"
+    /// or "mapped"); nil for random weights.
+    public var storedMatrices: String?
     public var threads: Int
     public var cpuFeatures: String
     public var kernels: String
@@ -109,7 +112,7 @@ public struct BenchmarkReport: Codable, Sendable {
     enum CodingKeys: String, CodingKey {
         case model, threads, kernels
         case blasCore = "blas_core"
-        case weightDType = "weight_dtype", cpuFeatures = "cpu_features", weightBytes = "weight_bytes"
+        case weightDType = "weight_dtype", storedMatrices = "stored_matrices", cpuFeatures = "cpu_features", weightBytes = "weight_bytes"
         case kvCacheBytes = "kv_cache_bytes", kvCache = "kv_cache", imageEncodeSeconds = "image_encode_s", promptTokens = "prompt_tokens"
         case prefillSeconds = "prefill_s", prefillTokensPerSecond = "prefill_tokens_per_s"
         case timeToFirstTokenSeconds = "time_to_first_token_s", decodeTokens = "decode_tokens"
@@ -139,6 +142,8 @@ public struct Benchmark {
     public var bandwidthPairs = 8
     public var decodeTokens = 32
     public var kvCache = KVPrecision.f32
+    /// What becomes of matrices a `store` holds and `format` does not convert.
+    public var storedMatrices = StoredMatrices.resident
     public var progress: (String) -> Void = { _ in }
 
     public init(families: FamilyRegistry, format: WeightFormat?) {
@@ -152,7 +157,7 @@ public struct Benchmark {
         }
         let source = try store?(manifest) ?? .random(seed: 1, scale: 0.02)
         let loader = ParameterLoader(source: source, reference: manifest.weights ?? WeightsReference(files: ["(none)"]),
-                                     matrixFormat: format, keepStoredFormats: true)
+                                     matrixFormat: format, storedMatrices: storedMatrices)
         return (try family.create(manifest, ComponentBuildContext(weights: loader)), loader)
     }
 
@@ -162,6 +167,7 @@ public struct Benchmark {
             model: name, weightDType: format?.rawValue ?? "as stored", threads: ComputeThreads.current,
             cpuFeatures: ComputeThreads.cpuFeatures, kernels: ComputeThreads.kernelVariant, blasCore: ComputeThreads.blasCore,
             weightBytes: 0, kvCacheBytes: 0, peakRSSBytes: 0, peakRSSRatio: 0, finiteLogits: true)
+        if store != nil { report.storedMatrices = storedMatrices.rawValue }
         var elapsed = 0.0
         if let manifest = encoderManifest {
             progress("loading encoder \(manifest.id) (\(manifest.family))")

@@ -16,6 +16,19 @@ public enum WeightSource: Sendable {
     case random(seed: UInt64, scale: Float)
 }
 
+/// What a loader does with a stored weight matrix (f32, f16, bf16, q8_0, q4_0) that it does not convert.
+public enum StoredMatrices: String, Sendable, CaseIterable {
+    /// Widened to float32 on load, so that `loaded` names and holds every weight (training, parity).
+    case widened
+    /// Kept as stored and copied out of the file mapping into huge pages at load
+    /// (SafeTensorsFile.residentMatrix): decode streams them faster (WeightMemory), for one memcpy
+    /// of the weights at load. Listed in `matrices`; only float32 ones also in `loaded`.
+    case resident
+    /// Kept as stored and read in place from the memory-mapped file: nothing copied at load, the
+    /// pages shared with the page cache (and other processes mapping the file), 4 KiB pages.
+    case mapped
+}
+
 /// Hands out a component's weights by name, checks shapes, and records every tensor it hands
 /// out under its full name (the component's `parameters`).
 public final class ParameterLoader: @unchecked Sendable {
@@ -23,12 +36,10 @@ public final class ParameterLoader: @unchecked Sendable {
     public let reference: WeightsReference
     /// Scope inside the component ("encoder.layers.3.").
     public let scope: String
-    /// Format weight matrices are converted to on load (nil: see `keepStoredFormats`; random: f32).
+    /// Format weight matrices are converted to on load (nil: see `storedMatrices`; random: f32).
     public let matrixFormat: WeightFormat?
-    /// Inference: use f16/bf16/q8_0/q4_0 matrices in place from the mapped file. Such matrices are
-    /// listed in `matrices` but not in `loaded` (which holds float32 tensors). Off, every matrix is
-    /// widened to float32 on load, so that `loaded` names and holds every weight (training, parity).
-    public let keepStoredFormats: Bool
+    /// What becomes of a stored matrix that no `matrixFormat` converts.
+    public let storedMatrices: StoredMatrices
     private let record: Record
 
     final class Record: @unchecked Sendable {
@@ -38,11 +49,12 @@ public final class ParameterLoader: @unchecked Sendable {
     }
 
     public init(source: WeightSource, reference: WeightsReference = WeightsReference(files: ["(none)"]),
-                matrixFormat: WeightFormat? = nil, keepStoredFormats: Bool = false) {
+                matrixFormat: WeightFormat? = nil, storedMatrices: StoredMatrices = .widened) {
         self.source = source
         self.reference = reference
         self.matrixFormat = matrixFormat
-        self.keepStoredFormats = keepStoredFormats || matrixFormat != nil
+        // Converted matrices are in their new format: widening the others would mix the two.
+        self.storedMatrices = storedMatrices == .widened && matrixFormat != nil ? .resident : storedMatrices
         scope = ""
         record = Record()
         if case let .random(seed, _) = source { record.generator = SplitMix64(seed: seed) }
@@ -52,15 +64,15 @@ public final class ParameterLoader: @unchecked Sendable {
         self.init(source: .store(store), reference: reference)
     }
 
-    private init(source: WeightSource, reference: WeightsReference, matrixFormat: WeightFormat?, keepStoredFormats: Bool,
+    private init(source: WeightSource, reference: WeightsReference, matrixFormat: WeightFormat?, storedMatrices: StoredMatrices,
                  scope: String, record: Record) {
         self.source = source; self.reference = reference; self.matrixFormat = matrixFormat
-        self.keepStoredFormats = keepStoredFormats; self.scope = scope; self.record = record
+        self.storedMatrices = storedMatrices; self.scope = scope; self.record = record
     }
 
     /// A loader for a sub-module ("encoder.layers.3.") sharing this loader's record.
     public func scoped(_ name: String) -> ParameterLoader {
-        ParameterLoader(source: source, reference: reference, matrixFormat: matrixFormat, keepStoredFormats: keepStoredFormats,
+        ParameterLoader(source: source, reference: reference, matrixFormat: matrixFormat, storedMatrices: storedMatrices,
                         scope: scope + name, record: record)
     }
 
@@ -86,9 +98,9 @@ public final class ParameterLoader: @unchecked Sendable {
         return t
     }
 
-    /// A weight matrix [rows, columns] as stored (copied, unconverted, out of the mapped file into
-    /// huge pages: SafeTensorsFile.residentMatrix), or converted to `matrixFormat` when one is set.
-    /// Float32 matrices are also recorded in `loaded`; every matrix is recorded in `matrices`.
+    /// A weight matrix [rows, columns]: converted to `matrixFormat` when one is set, otherwise as
+    /// `storedMatrices` says. Float32 matrices are also recorded in `loaded`; every matrix is
+    /// recorded in `matrices`.
     public func matrix(_ name: String, shape: [Int]) throws -> WeightMatrix {
         precondition(shape.count == 2, "matrix \(name) needs a 2-D shape, found \(shape)")
         let stored = storedName(name)
@@ -100,10 +112,12 @@ public final class ParameterLoader: @unchecked Sendable {
             m = try store.matrix(stored, shape: shape)
             if let target = matrixFormat, target != m.format {
                 m = try m.converted(to: target, name: stored)
-            } else if !keepStoredFormats, m.format != .f32 {
-                m = WeightMatrix(m.widened())
             } else {
-                m = try store.residentMatrix(stored, shape: shape)  // kept as stored: out of the mapping into huge pages
+                switch storedMatrices {
+                case .widened: if m.format != .f32 { m = WeightMatrix(m.widened()) }
+                case .resident: m = try store.residentMatrix(stored, shape: shape)
+                case .mapped: break  // `store.matrix` reads the mapping in place
+                }
             }
         case .shapesOnly:
             m = WeightMatrix(Tensor(shape: shape, storage: ZeroPages.storage(count: shape[0] * shape[1])))
@@ -237,19 +251,19 @@ public final class FamilyRegistry: @unchecked Sendable {
 
     /// Opens the manifest's weights (or stands in `substitute` for them) and builds the component.
     /// `matrixFormat` converts every weight matrix on load (benchmarks of one precision);
-    /// `keepStoredFormats` uses f16/bf16/quantized matrices in place (see ParameterLoader).
+    /// `storedMatrices` says what becomes of the other matrices (see ParameterLoader).
     public func build(_ manifest: ComponentManifest, inputWidth: Int? = nil, outputWidth: Int? = nil,
                       substitute: WeightSource? = nil, matrixFormat: WeightFormat? = nil,
-                      keepStoredFormats: Bool = false) throws -> any Component {
+                      storedMatrices: StoredMatrices = .widened) throws -> any Component {
         let family = try family(for: manifest)
         var loader: ParameterLoader?
         if let substitute {
             loader = ParameterLoader(source: substitute, reference: manifest.weights ?? WeightsReference(files: ["(none)"]),
-                                     matrixFormat: matrixFormat, keepStoredFormats: keepStoredFormats)
+                                     matrixFormat: matrixFormat, storedMatrices: storedMatrices)
         } else if let weights = manifest.weights {
             let store = try WeightStore(files: try manifest.weightFiles().map(\.path))
             loader = ParameterLoader(source: .store(store), reference: weights, matrixFormat: matrixFormat,
-                                     keepStoredFormats: keepStoredFormats)
+                                     storedMatrices: storedMatrices)
         }
         return try family.create(manifest, ComponentBuildContext(weights: loader, inputWidth: inputWidth, outputWidth: outputWidth))
     }

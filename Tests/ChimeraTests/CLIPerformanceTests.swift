@@ -19,6 +19,11 @@ import Testing
             #expect(g.status == 0, "\(g.all)")
             let json = try JSONSerialization.jsonObject(with: Data(g.stdout.utf8)) as? [String: Any]
             #expect((json?["tokens"] as? [Int])?.isEmpty == false)
+            // The same weights read in place from the mapped files: the same tokens.
+            let mapped = try CLI.run(["generate", "--assembly", assembly, "--max-tokens", "4", "--json", "--mapped-weights"]
+                                     + (format == "q4_0" ? ["--kv-cache", "f16"] : []))
+            let mappedJSON = try JSONSerialization.jsonObject(with: Data(mapped.stdout.utf8)) as? [String: Any]
+            #expect(mapped.status == 0 && mappedJSON?["tokens"] as? [Int] == json?["tokens"] as? [Int], "\(mapped.all)")
         }
         let bad = try CLI.run(["quantize", "chimera-tiny-default", "--to", "q3_k"])
         #expect(bad.status != 0 && bad.stderr.contains("q8_0, q4_0"))
@@ -37,6 +42,12 @@ import Testing
         #expect(json["image_encode_runs"] as? Int == 2 && json["image_encode_first_s"] is Double)
         let badCache = try CLI.run(["bench", "--synthetic", "tiny", "--kv-cache", "f8"])
         #expect(badCache.status != 0 && badCache.stderr.contains("'f8' is invalid for '--kv-cache") && badCache.stderr.contains("'f16'"))
+        let mapped = try CLI.run(["bench", "--assembly", "chimera-tiny-default", "--no-encoder", "--no-bandwidth", "--prompt-tokens", "8",
+                                  "--decode-tokens", "2", "--mapped-weights"])
+        let mappedJSON = try JSONSerialization.jsonObject(with: Data(mapped.stdout.utf8)) as? [String: Any]
+        #expect(mapped.status == 0 && mappedJSON?["stored_matrices"] as? String == "mapped", "\(mapped.all)")
+        let synthetic = try CLI.run(["bench", "--synthetic", "tiny", "--mapped-weights"])
+        #expect(synthetic.status != 0 && synthetic.stderr.contains("--mapped-weights needs --assembly"))
         let unknown = try CLI.run(["bench", "--synthetic", "nope"])
         #expect(unknown.status != 0 && unknown.stderr.contains("tinyllama-1.1b"))
     }

@@ -28,28 +28,34 @@ import Testing
         return out
     }
 
-    static func build(checkpoint: URL) throws -> AssembledModel {
+    static func build(checkpoint: URL, storedMatrices: StoredMatrices = .resident) throws -> AssembledModel {
         let out = temporaryDirectory()
         let result = try CheckpointImporter(checkpoint: checkpoint, outputDirectory: out).run()
         var catalog = Catalog()
         try catalog.load(directory: out)
         var assembler = Assembler(catalog: catalog, families: BuiltinFamilies.registry())
-        assembler.keepStoredFormats = true
+        assembler.storedMatrices = storedMatrices
         return try assembler.build(try #require(result.assembly))
     }
 
     @Test(arguments: LLaVAParityTests.fixtures, [WeightFormat.f16, .bf16])
     func halfPrecisionCheckpointsKeepGreedyContinuations(name: String, format: WeightFormat) throws {
         let fixture = try LLaVAFixture(name)
-        let model = try Self.build(checkpoint: try Self.halfCheckpoint(fixture, format))
-        // The language model's matrices are used in place, in their stored format.
+        let checkpoint = try Self.halfCheckpoint(fixture, format)
+        let model = try Self.build(checkpoint: checkpoint)
+        // The language model's matrices are used in their stored format.
         let llm = try #require(model.languageModel as? DecoderTransformer)
         #expect(llm.layers[0].q.matrix.format == format)
-        let prepared = try model.prepare(prompt: fixture.prompt, inputs: [model.inputs[0].binding.placeholder: [fixture.image]])
-        let logits = try model.languageModel.forward(embeddings: prepared.embeddings,
-                                                     cache: model.languageModel.makeCache(capacity: prepared.embeddings.rows), lastOnly: false)
-        let rms = Self.relativeRMS(logits, try fixture.reference.tensor("logits"))
+        func logits(_ model: AssembledModel) throws -> Tensor {
+            let prepared = try model.prepare(prompt: fixture.prompt, inputs: [model.inputs[0].binding.placeholder: [fixture.image]])
+            return try model.languageModel.forward(embeddings: prepared.embeddings,
+                                                   cache: model.languageModel.makeCache(capacity: prepared.embeddings.rows), lastOnly: false)
+        }
+        let ours = try logits(model)
+        let rms = Self.relativeRMS(ours, try fixture.reference.tensor("logits"))
         #expect(rms < (format == .f16 ? 0.002 : 0.02), "relative RMS \(rms)")
+        // Read in place from the mapped files instead of copied: the same bytes, the same logits.
+        #expect(try logits(try Self.build(checkpoint: checkpoint, storedMatrices: .mapped)).toArray() == ours.toArray())
         let result = try model.generate(prompt: fixture.prompt, inputs: [model.inputs[0].binding.placeholder: [fixture.image]],
                                         options: GenerationOptions(maxTokens: fixture.maxNewTokens))
         // bf16 keeps 8 bits of mantissa: on llava-qwen2, whose random logits have near-ties, its
@@ -75,7 +81,7 @@ import Testing
         var quantizedCatalog = Catalog()
         try quantizedCatalog.load(directory: out)
         var assembler = Assembler(catalog: quantizedCatalog, families: BuiltinFamilies.registry())
-        assembler.keepStoredFormats = true
+        assembler.storedMatrices = .resident
         let model = try assembler.build(try quantizedCatalog.assembly(assembly.id + "-" + format.rawValue))
         let prepared = try model.prepare(prompt: fixture.prompt, inputs: [model.inputs[0].binding.placeholder: [fixture.image]])
         let n = prepared.embeddings.rows
@@ -191,6 +197,33 @@ import Testing
             resident.apply(x, bias: nil, into: ours); borrowed.apply(x, bias: nil, into: theirs)
             #expect(ours.toArray() == theirs.toArray(), "\(name): products")
         }
+    }
+
+    @Test func storedMatricesSayWhereAMatrixLives() throws {
+        var generator = SplitMix64(seed: 11)
+        let rows = 8, columns = 64
+        let weights = Tensor(zeros: [rows, columns])
+        generator.fillUniform(weights.data, count: weights.count, bound: 1)
+        let half = try WeightMatrix.converting(weights, to: .f16)
+        let dir = temporaryDirectory(), path = dir.appendingPathComponent("w.safetensors").path
+        try SafeTensorsWriter.write([
+            .init(name: "h", dtype: .f16, shape: [rows, columns], bytes: UnsafeRawBufferPointer(start: half.data, count: rows * columns * 2)),
+        ], to: URL(fileURLWithPath: path))
+        let store = try WeightStore(files: [path])
+        let inMapping = try store.matrix("h", shape: [rows, columns]).data
+        func load(_ placement: StoredMatrices) throws -> WeightMatrix {
+            try ParameterLoader(source: .store(store), reference: WeightsReference(files: [path]), storedMatrices: placement)
+                .matrix("h", shape: [rows, columns])
+        }
+        let mapped = try load(.mapped), resident = try load(.resident), widened = try load(.widened)
+        #expect(mapped.format == .f16 && mapped.data == inMapping)
+        #expect(resident.format == .f16 && resident.data != inMapping)
+        #expect(memcmp(resident.data, inMapping, rows * columns * 2) == 0)
+        #expect(widened.format == .f32 && widened.widened().toArray() == half.widened().toArray())
+        // A conversion makes its own matrix whatever the placement.
+        let converted = try ParameterLoader(source: .store(store), reference: WeightsReference(files: [path]), matrixFormat: .q8_0,
+                                            storedMatrices: .mapped).matrix("h", shape: [rows, columns])
+        #expect(converted.format == .q8_0)
     }
 
     @Test func benchmarkRunsATinySyntheticModelAndNamesMissingFamilies() throws {

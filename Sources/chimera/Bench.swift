@@ -25,8 +25,7 @@ struct Bench: ParsableCommand {
     @Flag(help: "Only the encoder (skip the language model)") var noLlm = false
     @Flag(help: "Skip measuring the memory read bandwidth that decode is compared with") var noBandwidth = false
     @Option(help: "KV cache precision: f32, or f16 (half the memory; keys and values rounded to float16)") var kvCache = KVPrecision.f32
-    @Flag(help: "With --assembly: read weight matrices in place from the memory-mapped files instead of copying them into huge pages")
-    var mappedWeights = false
+    @OptionGroup var placement: WeightPlacementOptions
 
     func run() throws {
         do {
@@ -39,7 +38,7 @@ struct Bench: ParsableCommand {
                 format = f
             }
             guard (assembly == nil) != (synthetic == nil) else { throw ValidationError("give exactly one of --assembly and --synthetic") }
-            guard !mappedWeights || assembly != nil else {
+            guard !placement.mappedWeights || assembly != nil else {
                 throw ValidationError("--mapped-weights needs --assembly: synthetic weights are generated in memory, not read from files")
             }
             guard promptTokens > 0, decodeTokens >= 0, encodeRuns > 0 else {
@@ -51,7 +50,7 @@ struct Bench: ParsableCommand {
             bench.measureBandwidth = !noBandwidth
             bench.decodeTokens = decodeTokens
             bench.kvCache = kvCache
-            bench.storedMatrices = mappedWeights ? .mapped : .resident
+            bench.storedMatrices = placement.storedMatrices
             bench.progress = progress
             var name: String, encoder: ComponentManifest?, llm: ComponentManifest?
             if let synthetic {

@@ -24,6 +24,15 @@ struct ChimeraCommand: ParsableCommand {
 }
 
 /// Options every command that reads manifests shares.
+/// Where stored weight matrices live while a model runs (`generate`, `bench --assembly`).
+struct WeightPlacementOptions: ParsableArguments {
+    @Flag(help: "Read weight matrices in place from the memory-mapped files instead of copying them into huge pages at load (no copy at load; decode slower)")
+    var mappedWeights = false
+
+    /// Kept as stored either way (f16/bf16/quantized are never widened for inference).
+    var storedMatrices: StoredMatrices { mappedWeights ? .mapped : .resident }
+}
+
 struct CatalogOptions: ParsableArguments {
     @Option(name: .customLong("manifests"), help: ArgumentHelp("Extra folder of manifests (repeatable); also CHIMERA_MANIFESTS.", valueName: "dir"))
     var directories: [String] = []

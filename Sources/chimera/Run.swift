@@ -52,8 +52,7 @@ struct Generate: ParsableCommand {
     @Option(help: "Chat template to use instead of the assembly's (implies --chat)") var template: String?
     @Option(help: "JSON list of {role, content} turns (system, user, assistant) to continue (implies --chat)") var conversation: String?
     @Flag(help: "Print one JSON object (tokens, text, timings) instead of streaming text") var json = false
-    @Flag(help: "Read weight matrices in place from the memory-mapped files instead of copying them into huge pages at load (no copy; decode slower)")
-    var mappedWeights = false
+    @OptionGroup var placement: WeightPlacementOptions
 
     func run() throws {
         do {
@@ -79,7 +78,7 @@ struct Generate: ParsableCommand {
                                             topK: topK ?? defaults.topK, topP: topP ?? defaults.topP, seed: seed, stop: stop,
                                             kvCache: kvCache)
             var assembler = Assembler(catalog: catalog, families: catalogOptions.families(), progress: progress)
-            assembler.storedMatrices = mappedWeights ? .mapped : .resident  // f16/bf16/quantized kept as stored
+            assembler.storedMatrices = placement.storedMatrices
             let model = try assembler.build(manifest)
             let result = try model.generate(prompt: text, inputs: files, options: options) { piece in
                 if !json, !piece.isEmpty {

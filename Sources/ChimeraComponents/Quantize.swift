@@ -89,7 +89,9 @@ public struct Quantizer {
     func quantizeWeights(_ manifest: ComponentManifest, weights: WeightsReference, format: WeightFormat,
                          to url: URL) throws -> (Int, [String]) {
         let store = try WeightStore(files: weights.files.map { manifest.resolve($0).path })
-        let loader = ParameterLoader(source: .store(store), reference: weights)
+        // Matrices in place from the mapping, in their stored format: quantized straight from f16/bf16
+        // (not widened to a float32 copy of the whole model first), and kept ones written as they are.
+        let loader = ParameterLoader(source: .store(store), reference: weights, storedMatrices: .mapped)
         let component = try families.family(for: manifest).create(manifest, ComponentBuildContext(weights: loader))
         var matrices: [WeightMatrix] = []  // kept alive until written
         var entries: [SafeTensorsWriter.Entry] = []

@@ -199,6 +199,28 @@ import Testing
         }
     }
 
+    @Test func quantizingAHalfCheckpointKeepsKeptMatricesAsStored() throws {
+        let fixture = try LLaVAFixture("llava-qwen2")
+        let checkpoint = try Self.halfCheckpoint(fixture, .f16)
+        let imported = temporaryDirectory()
+        let result = try CheckpointImporter(checkpoint: checkpoint, outputDirectory: imported).run()
+        var catalog = Catalog()
+        try catalog.load(directory: imported)
+        let names = try WeightStore(files: [checkpoint.appendingPathComponent("model.safetensors").path]).tensorNames
+        let keptName = try #require(names.first { $0.hasSuffix("layers.0.self_attn.q_proj.weight") })
+        let quantizedName = try #require(names.first { $0.hasSuffix("layers.0.mlp.down_proj.weight") })
+        var quantizer = Quantizer(catalog: catalog, families: BuiltinFamilies.registry())
+        quantizer.keep = [keptName]
+        let out = temporaryDirectory()
+        let written = try quantizer.quantize(try #require(result.assembly), to: .q8_0, output: out)
+        #expect(written.keptMatrices.contains(keptName))
+        let files = try FileManager.default.contentsOfDirectory(atPath: out.path).filter { $0.hasSuffix(".safetensors") }
+        let store = try WeightStore(files: files.map { out.appendingPathComponent($0).path })
+        // "As they are": the kept matrix is still float16, not widened on the way.
+        #expect(store.info(keptName)?.dtype == .f16)
+        #expect(store.info(quantizedName)?.dtype == .i8)
+    }
+
     @Test func storedMatricesSayWhereAMatrixLives() throws {
         var generator = SplitMix64(seed: 11)
         let rows = 8, columns = 64

@@ -75,6 +75,9 @@ public struct BenchmarkReport: Codable, Sendable {
     public var kernels: String
     public var blasCore: String
     public var weightBytes: Int
+    /// Seconds spent building the parts: reading the weights (and copying or converting them), or
+    /// generating random ones for a synthetic model.
+    public var loadSeconds: Double = 0
     public var kvCacheBytes: Int
     /// The KV cache's precision (f32 or f16), when a language model ran.
     public var kvCache: String?
@@ -113,6 +116,7 @@ public struct BenchmarkReport: Codable, Sendable {
         case model, threads, kernels
         case blasCore = "blas_core"
         case weightDType = "weight_dtype", storedMatrices = "stored_matrices", cpuFeatures = "cpu_features", weightBytes = "weight_bytes"
+        case loadSeconds = "load_s"
         case kvCacheBytes = "kv_cache_bytes", kvCache = "kv_cache", imageEncodeSeconds = "image_encode_s", promptTokens = "prompt_tokens"
         case prefillSeconds = "prefill_s", prefillTokensPerSecond = "prefill_tokens_per_s"
         case timeToFirstTokenSeconds = "time_to_first_token_s", decodeTokens = "decode_tokens"
@@ -150,7 +154,11 @@ public struct Benchmark {
         self.families = families; self.format = format
     }
 
-    func load(_ manifest: ComponentManifest, part: String) throws -> (any Component, ParameterLoader) {
+    /// Builds a part; its weight bytes and the seconds its loading took (reading, copying or
+    /// generating and converting the weights) go into the report.
+    func load(_ manifest: ComponentManifest, part: String, report: inout BenchmarkReport) throws -> (any Component, ParameterLoader) {
+        let start = Date()
+        defer { report.loadSeconds += Date().timeIntervalSince(start) }
         guard let family = families.families[manifest.family] else {
             throw BenchmarkError.familyNotAvailable(part: part, family: manifest.family,
                                                    available: families.families.keys.sorted())
@@ -158,7 +166,9 @@ public struct Benchmark {
         let source = try store?(manifest) ?? .random(seed: 1, scale: 0.02)
         let loader = ParameterLoader(source: source, reference: manifest.weights ?? WeightsReference(files: ["(none)"]),
                                      matrixFormat: format, storedMatrices: storedMatrices)
-        return (try family.create(manifest, ComponentBuildContext(weights: loader)), loader)
+        let component = try family.create(manifest, ComponentBuildContext(weights: loader))
+        report.weightBytes += loader.weightBytes
+        return (component, loader)
     }
 
     public func run(name: String, encoder encoderManifest: ComponentManifest?, languageModel llmManifest: ComponentManifest?) throws -> BenchmarkReport {
@@ -171,9 +181,8 @@ public struct Benchmark {
         var elapsed = 0.0
         if let manifest = encoderManifest {
             progress("loading encoder \(manifest.id) (\(manifest.family))")
-            let (component, loader) = try load(manifest, part: "encoder '\(manifest.id)'")
+            let (component, _) = try load(manifest, part: "encoder '\(manifest.id)'", report: &report)
             guard let encoder = component as? any ModalityEncoder else { throw BenchmarkError.wrongComponent(id: manifest.id, expected: "an encoder") }
-            report.weightBytes += loader.weightBytes
             guard let preprocess = manifest.preprocess else { throw BenchmarkError.wrongComponent(id: manifest.id, expected: "an image encoder") }
             let size = preprocess.cropSize ?? preprocess.size
             var generator = SplitMix64(seed: 7)
@@ -196,10 +205,8 @@ public struct Benchmark {
         }
         if let manifest = llmManifest {
             progress("loading language model \(manifest.id) (\(manifest.family))")
-            let (component, loader) = try load(manifest, part: "language model '\(manifest.id)'")
+            let (component, loader) = try load(manifest, part: "language model '\(manifest.id)'", report: &report)
             guard let model = component as? any LanguageModel else { throw BenchmarkError.wrongComponent(id: manifest.id, expected: "a language model") }
-            let llmBytes = loader.weightBytes
-            report.weightBytes += llmBytes
             // A decoded token multiplies by every matrix once (a tied embedding table is one of them).
             let decodeBytes = loader.matrices.reduce(0) { $0 + $1.matrix.byteCount }
             let pairs = measureBandwidth && decodeTokens > 0 ? bandwidthPairs : 0

@@ -35,7 +35,7 @@ import Testing
         #expect(r.status == 0, "\(r.all)")
         let json = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
         for key in ["image_encode_s", "prefill_tokens_per_s", "decode_tokens_per_s", "time_to_first_token_s", "peak_rss_bytes",
-                    "weight_dtype", "threads", "cpu_features"] {
+                    "weight_dtype", "threads", "cpu_features", "load_s"] {
             #expect(json[key] != nil, "\(key)")
         }
         #expect(json["weight_dtype"] as? String == "q8_0" && json["kv_cache"] as? String == "f16")
@@ -46,6 +46,7 @@ import Testing
                                   "--decode-tokens", "2", "--mapped-weights"])
         let mappedJSON = try JSONSerialization.jsonObject(with: Data(mapped.stdout.utf8)) as? [String: Any]
         #expect(mapped.status == 0 && mappedJSON?["stored_matrices"] as? String == "mapped", "\(mapped.all)")
+        #expect((mappedJSON?["load_s"] as? Double ?? 0) > 0)
         let synthetic = try CLI.run(["bench", "--synthetic", "tiny", "--mapped-weights"])
         #expect(synthetic.status != 0 && synthetic.stderr.contains("--mapped-weights needs --assembly"))
         let unknown = try CLI.run(["bench", "--synthetic", "nope"])

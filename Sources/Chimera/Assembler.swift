@@ -76,7 +76,7 @@ public struct Assembler: Sendable {
 
         let lmManifest = try catalog.component(assembly.languageModel, kind: .languageModel)
         progress("loading language model \(lmManifest.id)")
-        guard let languageModel = try families.build(lmManifest, storedMatrices: storedMatrices) as? any LanguageModel else {
+        guard let languageModel = try families.build(lmManifest, storedMatrices: storedMatrices, progress: progress) as? any LanguageModel else {
             throw AssemblyError.incompatible(assembly: assembly.id, problems: ["'\(lmManifest.id)' did not build a language model"])
         }
         let tokenizerReference = lmManifest.tokenizer!
@@ -93,14 +93,14 @@ public struct Assembler: Sendable {
         for binding in assembly.inputs {
             let encoderManifest = try catalog.component(binding.encoder, kind: .encoder)
             progress("loading encoder \(encoderManifest.id)")
-            guard let encoder = try families.build(encoderManifest, storedMatrices: storedMatrices) as? any ModalityEncoder else {
+            guard let encoder = try families.build(encoderManifest, storedMatrices: storedMatrices, progress: progress) as? any ModalityEncoder else {
                 throw AssemblyError.incompatible(assembly: assembly.id, problems: ["'\(encoderManifest.id)' did not build an encoder"])
             }
             let connectorManifest = try catalog.component(binding.connector, kind: .connector)
             progress("loading connector \(connectorManifest.id)")
             // "auto" widths are settled by the parts around the connector.
             let built = try families.build(connectorManifest, inputWidth: encoder.output.width, outputWidth: languageModel.hiddenSize,
-                                            storedMatrices: storedMatrices)
+                                            storedMatrices: storedMatrices, progress: progress)
             guard let connector = built as? any Connector else {
                 throw AssemblyError.incompatible(assembly: assembly.id, problems: ["'\(connectorManifest.id)' did not build a connector"])
             }

@@ -46,6 +46,22 @@ public final class ParameterLoader: @unchecked Sendable {
         var loaded: [(name: String, tensor: Tensor)] = []
         var matrices: [(name: String, matrix: WeightMatrix)] = []
         var generator = SplitMix64(seed: 0)
+        var storedBytesRead = 0
+        var onProgress: ((_ read: Int, _ total: Int) -> Void)?
+    }
+
+    /// Called after each stored tensor is handed out, with the stored bytes read so far (scales of
+    /// quantized matrices included) and the store's total: for progress lines while large
+    /// weights load. Shared with the scoped loaders.
+    public var onProgress: ((_ read: Int, _ total: Int) -> Void)? {
+        get { record.onProgress }
+        set { record.onProgress = newValue }
+    }
+
+    /// Counts a stored tensor (and its scales) as read and reports progress.
+    private func countRead(_ stored: String, in store: WeightStore) {
+        record.storedBytesRead += (store.info(stored)?.byteCount ?? 0) + (store.info(stored + SafeTensorsFile.scalesSuffix)?.byteCount ?? 0)
+        record.onProgress?(record.storedBytesRead, store.byteCount)
     }
 
     public init(source: WeightSource, reference: WeightsReference = WeightsReference(files: ["(none)"]),
@@ -88,7 +104,9 @@ public final class ParameterLoader: @unchecked Sendable {
         let stored = storedName(name)
         let t: Tensor
         switch source {
-        case let .store(store): t = try store.tensor(stored, shape: shape)
+        case let .store(store):
+            t = try store.tensor(stored, shape: shape)
+            countRead(stored, in: store)
         case .shapesOnly: t = Tensor(shape: shape, storage: ZeroPages.storage(count: shape.reduce(1, *)))
         case let .random(_, scale):
             t = Tensor(zeros: shape)
@@ -119,6 +137,7 @@ public final class ParameterLoader: @unchecked Sendable {
                 case .mapped: break  // `store.matrix` reads the mapping in place
                 }
             }
+            countRead(stored, in: store)
         case .shapesOnly:
             m = WeightMatrix(Tensor(shape: shape, storage: ZeroPages.storage(count: shape[0] * shape[1])))
         case let .random(_, scale):
@@ -147,6 +166,24 @@ public final class ParameterLoader: @unchecked Sendable {
         let matrixNames = Set(matrices.map(\.name))
         return matrices.reduce(0) { $0 + $1.matrix.byteCount }
             + loaded.filter { !matrixNames.contains($0.name) }.reduce(0) { $0 + $1.tensor.count * 4 }
+    }
+}
+
+/// Progress lines of long work over bytes, "loading ID: 420 of 988 MB": at most one a second and
+/// the first after a second, so that small models load (and quantize) without any.
+public final class ByteProgress {
+    let label: String, report: (String) -> Void, interval: TimeInterval
+    private var last = Date()
+
+    public init(_ label: String, report: @escaping (String) -> Void, interval: TimeInterval = 1) {
+        self.label = label; self.report = report; self.interval = interval
+    }
+
+    public func callAsFunction(done: Int, total: Int) {
+        let now = Date()
+        guard now.timeIntervalSince(last) >= interval else { return }
+        last = now
+        report("\(label): \(done / 1_000_000) of \(total / 1_000_000) MB")
     }
 }
 
@@ -251,10 +288,11 @@ public final class FamilyRegistry: @unchecked Sendable {
 
     /// Opens the manifest's weights (or stands in `substitute` for them) and builds the component.
     /// `matrixFormat` converts every weight matrix on load (benchmarks of one precision);
-    /// `storedMatrices` says what becomes of the other matrices (see ParameterLoader).
+    /// `storedMatrices` says what becomes of the other matrices (see ParameterLoader). `progress`
+    /// gets a line now and then while large weights load (ByteProgress).
     public func build(_ manifest: ComponentManifest, inputWidth: Int? = nil, outputWidth: Int? = nil,
                       substitute: WeightSource? = nil, matrixFormat: WeightFormat? = nil,
-                      storedMatrices: StoredMatrices = .widened) throws -> any Component {
+                      storedMatrices: StoredMatrices = .widened, progress: ((String) -> Void)? = nil) throws -> any Component {
         let family = try family(for: manifest)
         var loader: ParameterLoader?
         if let substitute {
@@ -265,6 +303,7 @@ public final class FamilyRegistry: @unchecked Sendable {
             loader = ParameterLoader(source: .store(store), reference: weights, matrixFormat: matrixFormat,
                                      storedMatrices: storedMatrices)
         }
+        if let progress { loader?.onProgress = ByteProgress("loading \(manifest.id)", report: progress).callAsFunction }
         return try family.create(manifest, ComponentBuildContext(weights: loader, inputWidth: inputWidth, outputWidth: outputWidth))
     }
 }

@@ -96,8 +96,13 @@ public struct Quantizer {
         var matrices: [WeightMatrix] = []  // kept alive until written
         var entries: [SafeTensorsWriter.Entry] = []
         var names = Set<String>(), kept: [String] = []
+        let report = ByteProgress("quantizing \(manifest.id)", report: progress)
+        let totalBytes = Dictionary(loader.matrices.map { ($0.name, $0.matrix.byteCount) }, uniquingKeysWith: { a, _ in a }).values.reduce(0, +)
+        var doneBytes = 0
         for (name, matrix) in loader.matrices where !names.contains(name) {
             names.insert(name)
+            doneBytes += matrix.byteCount
+            report(done: doneBytes, total: totalBytes)
             let chosen: WeightMatrix
             if keep.contains(where: { name.hasPrefix($0) }) || matrix.columns % 32 != 0 {
                 chosen = matrix

@@ -92,7 +92,7 @@ public struct TensorInfo: Sendable {
     public let dtype: WeightDType
     public let shape: [Int]
     let byteOffset: Int  // from the start of the file
-    let byteCount: Int
+    public let byteCount: Int
 }
 
 /// One memory-mapped .safetensors file. F32 tensors are used in place (no copy) when aligned;
@@ -286,6 +286,7 @@ public final class WeightStore: @unchecked Sendable {
         for file in files { for name in file.tensors.keys { owner[name] = file } }
         self.files = files
         self.owner = owner
+        byteCount = files.reduce(0) { $0 + $1.tensors.values.reduce(0) { $0 + $1.byteCount } }
     }
 
     private static func openIndex(_ path: String) throws -> [SafeTensorsFile] {
@@ -301,6 +302,8 @@ public final class WeightStore: @unchecked Sendable {
     }
 
     public var tensorNames: [String] { owner.keys.sorted() }
+    /// Bytes of every tensor the files hold (what loading all of them reads).
+    public let byteCount: Int
     public func contains(_ name: String) -> Bool { owner[name] != nil }
     public func info(_ name: String) -> TensorInfo? { owner[name]?.tensors[name] }
 

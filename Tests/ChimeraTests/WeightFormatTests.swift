@@ -221,6 +221,34 @@ import Testing
         #expect(store.info(quantizedName)?.dtype == .i8)
     }
 
+    @Test func loadingReportsStoredBytesAsTheyAreRead() throws {
+        var generator = SplitMix64(seed: 5)
+        let weights = Tensor(zeros: [4, 64])
+        generator.fillUniform(weights.data, count: weights.count, bound: 1)
+        let q8 = try WeightMatrix.converting(weights, to: .q8_0)
+        let dir = temporaryDirectory(), path = dir.appendingPathComponent("w.safetensors").path
+        try SafeTensorsWriter.write([
+            .init(name: "norm", dtype: .f32, shape: [64], bytes: UnsafeRawBufferPointer(start: weights.data, count: 64 * 4)),
+            .init(name: "m", dtype: .i8, shape: [4, 64], bytes: q8.valueBytes),
+            .init(name: "m.scales", dtype: .f16, shape: [4, 2], bytes: try #require(q8.scaleBytes)),
+        ], to: URL(fileURLWithPath: path))
+        let store = try WeightStore(files: [path])
+        #expect(store.byteCount == 64 * 4 + 4 * 64 + 8 * 2)
+        let loader = ParameterLoader(source: .store(store), reference: WeightsReference(files: [path]), storedMatrices: .resident)
+        var reports: [(Int, Int)] = []
+        loader.onProgress = { reports.append(($0, $1)) }
+        _ = try loader.scoped("").tensor("norm", shape: [64])  // a scoped loader reports to the same callback
+        _ = try loader.matrix("m", shape: [4, 64])
+        #expect(reports.map(\.0) == [256, 256 + 256 + 16] && reports.allSatisfy { $0.1 == store.byteCount })
+        // The lines: none within the interval, then the label and megabytes.
+        var lines: [String] = []
+        let quiet = ByteProgress("loading x", report: { lines.append($0) }, interval: 3600)
+        quiet(done: 1, total: 2)
+        let every = ByteProgress("loading x", report: { lines.append($0) }, interval: 0)
+        every(done: 420_000_000, total: 988_000_000)
+        #expect(lines == ["loading x: 420 of 988 MB"])
+    }
+
     @Test func storedMatricesSayWhereAMatrixLives() throws {
         var generator = SplitMix64(seed: 11)
         let rows = 8, columns = 64

@@ -23,7 +23,6 @@ struct ChimeraCommand: ParsableCommand {
                       Bench.self, Quantize.self, PluginCommand.self])
 }
 
-/// Options every command that reads manifests shares.
 /// Where stored weight matrices live while a model runs (`generate`, `bench --assembly`).
 struct WeightPlacementOptions: ParsableArguments {
     @Flag(help: "Read weight matrices in place from the memory-mapped files instead of copying them into huge pages at load (no copy at load; decode slower)")
@@ -33,6 +32,7 @@ struct WeightPlacementOptions: ParsableArguments {
     var storedMatrices: StoredMatrices { mappedWeights ? .mapped : .resident }
 }
 
+/// Options every command that reads manifests shares.
 struct CatalogOptions: ParsableArguments {
     @Option(name: .customLong("manifests"), help: ArgumentHelp("Extra folder of manifests (repeatable); also CHIMERA_MANIFESTS.", valueName: "dir"))
     var directories: [String] = []

@@ -166,7 +166,7 @@ public struct Benchmark {
         let source = try store?(manifest) ?? .random(seed: 1, scale: 0.02)
         let loader = ParameterLoader(source: source, reference: manifest.weights ?? WeightsReference(files: ["(none)"]),
                                      matrixFormat: format, storedMatrices: storedMatrices)
-        loader.onProgress = ByteProgress("loading \(manifest.id)", report: progress).callAsFunction
+        loader.reportLoading(manifest.id, to: progress)
         let component = try family.create(manifest, ComponentBuildContext(weights: loader))
         report.weightBytes += loader.weightBytes
         return (component, loader)

@@ -58,6 +58,11 @@ public final class ParameterLoader: @unchecked Sendable {
         set { record.onProgress = newValue }
     }
 
+    /// Progress lines "loading ID: N of M MB" to `report` while this loader's weights load (ByteProgress).
+    public func reportLoading(_ id: String, to report: @escaping (String) -> Void) {
+        onProgress = ByteProgress("loading \(id)", report: report).callAsFunction
+    }
+
     /// Counts a stored tensor (and its scales) as read and reports progress.
     private func countRead(_ stored: String, in store: WeightStore) {
         record.storedBytesRead += (store.info(stored)?.byteCount ?? 0) + (store.info(stored + SafeTensorsFile.scalesSuffix)?.byteCount ?? 0)
@@ -303,7 +308,7 @@ public final class FamilyRegistry: @unchecked Sendable {
             loader = ParameterLoader(source: .store(store), reference: weights, matrixFormat: matrixFormat,
                                      storedMatrices: storedMatrices)
         }
-        if let progress { loader?.onProgress = ByteProgress("loading \(manifest.id)", report: progress).callAsFunction }
+        if let progress { loader?.reportLoading(manifest.id, to: progress) }
         return try family.create(manifest, ComponentBuildContext(weights: loader, inputWidth: inputWidth, outputWidth: outputWidth))
     }
 }

@@ -96,7 +96,7 @@ public final class WeightMatrix: @unchecked Sendable {
             return WeightMatrix(t)
         }
         let valueBytes = Self.valueBytes(format, rows: rows, columns: columns)
-        let (pointer, owner) = WeightMemory.allocate(valueBytes + (format.isQuantized ? rows * columns / 32 * 2 : 0))
+        let (pointer, owner) = WeightMemory.allocate(valueBytes + Self.scaleBytes(format, rows: rows, columns: columns))
         let scales = format.isQuantized ? (pointer + valueBytes).assumingMemoryBound(to: UInt16.self) : nil
         let scratch = UnsafeMutablePointer<Float>.allocate(capacity: chunk * columns)
         defer { scratch.deallocate() }
@@ -120,6 +120,12 @@ public final class WeightMatrix: @unchecked Sendable {
             r += n
         }
         return WeightMatrix(format: format, rows: rows, columns: columns, data: pointer, scales: scales.map { UnsafePointer($0) }, owner: owner)
+    }
+
+    /// Bytes of the float16 block scales (one per 32 weights) of a [rows, columns] matrix in
+    /// `format`: none unless quantized.
+    public static func scaleBytes(_ format: WeightFormat, rows: Int, columns: Int) -> Int {
+        format.isQuantized ? rows * columns / 32 * 2 : 0
     }
 
     /// Bytes of the stored values (scales not included) of a [rows, columns] matrix in `format`.
@@ -269,7 +275,7 @@ extension WeightMatrix {
         UnsafeRawBufferPointer(start: data, count: Self.valueBytes(format, rows: rows, columns: columns))
     }
     public var scaleBytes: UnsafeRawBufferPointer? {
-        scales.map { UnsafeRawBufferPointer(start: $0, count: rows * columns / 32 * 2) }
+        scales.map { UnsafeRawBufferPointer(start: $0, count: Self.scaleBytes(format, rows: rows, columns: columns)) }
     }
 }
 

@@ -182,72 +182,154 @@ static inline float f32_to_float(float v) { return v; }
 AVX2 static inline __m256 f32x8(const float *p) { return _mm256_loadu_ps(p); }
 AVX2 static inline __m256 f16x8(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
 
-// One row at a time, two accumulators; LOAD8 widens 8 stored values to floats, SCALAR one. The
-// same span of the next row is prefetched (the "group" is one row; see above).
-#define GEMV_AVX2(NAME, T, LOAD8, SCALAR)                                                              \
-    AVX2 static void NAME(const T *w, const float *x, float *y, long cols, long row0, long row1) {     \
-        const long far = (far_groups(cols * (long)sizeof(T)) - 1) * cols * (long)sizeof(T);           \
-        for (long r = row0; r < row1; r++) {                                                           \
-            const T *row = w + r * cols;                                                               \
-            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();                                 \
-            long i = 0;                                                                                \
-            for (; i + 16 <= cols; i += 16) {                                                          \
-                if (i % (64 / sizeof(T)) == 0) PREFETCH_NEAR_FAR(row + cols + i, far);                 \
-                a0 = _mm256_fmadd_ps(LOAD8(row + i), _mm256_loadu_ps(x + i), a0);                      \
-                a1 = _mm256_fmadd_ps(LOAD8(row + i + 8), _mm256_loadu_ps(x + i + 8), a1);              \
+// Decode products on AVX2 are built like the AVX-512 ones below: four rows per pass (each
+// activation load and scale conversion feeds four rows), independent accumulators (one per row
+// left the products waiting on the FMA's latency: a block every four cycles), and the near and far
+// prefetch of each line along the row's stream.
+
+// NR (1..4, a constant after inlining) rows from `r`, 16 columns per step with two accumulators per row.
+#define GEMV_ROWS_AVX2(NAME, T, LOAD8, SCALAR)                                                         \
+    AVX2 static inline __attribute__((always_inline)) void NAME(const T *w, const float *x, float *y,  \
+                                                               long cols, long r, const int NR) {      \
+        const T *row[4];                                                                               \
+        __m256 a[4][2];                                                                                \
+        for (int j = 0; j < NR; j++) { row[j] = w + (r + j) * cols; a[j][0] = a[j][1] = _mm256_setzero_ps(); } \
+        const long rowBytes = cols * (long)sizeof(T), far = far_groups(NR * rowBytes) * NR * rowBytes; \
+        long i = 0;                                                                                    \
+        for (; i + 16 <= cols; i += 16) {                                                              \
+            __m256 x0 = _mm256_loadu_ps(x + i), x1 = _mm256_loadu_ps(x + i + 8);                       \
+            for (int j = 0; j < NR; j++) {                                                             \
+                if ((i * (long)sizeof(T)) % 64 == 0)                                                   \
+                    PREFETCH_STREAM(row[j], i * (long)sizeof(T), rowBytes, (NR - 1) * rowBytes, far);  \
+                a[j][0] = _mm256_fmadd_ps(LOAD8(row[j] + i), x0, a[j][0]);                             \
+                a[j][1] = _mm256_fmadd_ps(LOAD8(row[j] + i + 8), x1, a[j][1]);                         \
             }                                                                                          \
-            float s = hsum256(_mm256_add_ps(a0, a1));                                                  \
-            for (; i < cols; i++) s += SCALAR(row[i]) * x[i];                                          \
-            y[r] = s;                                                                                  \
+        }                                                                                              \
+        for (int j = 0; j < NR; j++) {                                                                 \
+            float s = hsum256(_mm256_add_ps(a[j][0], a[j][1]));                                        \
+            for (long c = i; c < cols; c++) s += SCALAR(row[j][c]) * x[c];                             \
+            y[r + j] = s;                                                                              \
         }                                                                                              \
     }
-GEMV_AVX2(gemv_f32_avx2, float, f32x8, f32_to_float)
-GEMV_AVX2(gemv_f16_avx2, uint16_t, f16x8, half_to_float)
-GEMV_AVX2(gemv_bf16_avx2, uint16_t, bf16x8, bf16_to_float)
+GEMV_ROWS_AVX2(rows4_f32_avx2, float, f32x8, f32_to_float)
+GEMV_ROWS_AVX2(rows4_f16_avx2, uint16_t, f16x8, half_to_float)
+GEMV_ROWS_AVX2(rows4_bf16_avx2, uint16_t, bf16x8, bf16_to_float)
+
+#define GEMV_AVX2(NAME, T, ROWS)                                                                       \
+    AVX2 static void NAME(const T *w, const float *x, float *y, long cols, long row0, long row1) {     \
+        long r = row0;                                                                                 \
+        for (; r + 4 <= row1; r += 4) ROWS(w, x, y, cols, r, 4);                                       \
+        for (; r < row1; r++) ROWS(w, x, y, cols, r, 1);                                               \
+    }
+GEMV_AVX2(gemv_f32_avx2, float, rows4_f32_avx2)
+GEMV_AVX2(gemv_f16_avx2, uint16_t, rows4_f16_avx2)
+GEMV_AVX2(gemv_bf16_avx2, uint16_t, rows4_bf16_avx2)
 
 // One float16 scale with the F16C instruction (the portable converter branches).
 AVX2 static inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
 
-// Signed int8 dot of 32 pairs into 8 int32 lanes: |w| (unsigned) times x with w's sign.
+// Eight lanes of the float scales s spread over the int32 lanes of a pair of blocks: lanes 0-3
+// block 2k's scale, 4-7 block 2k+1's.
+AVX2 static inline __m256 pair_scales(__m256 s, int k) {
+    return _mm256_permutevar8x32_ps(s, _mm256_set_epi32(2 * k + 1, 2 * k + 1, 2 * k + 1, 2 * k + 1, 2 * k, 2 * k, 2 * k, 2 * k));
+}
+
+// Signed int8 dot of 32 pairs into 8 int32 lanes: |w| (unsigned) times x with w's sign (q8_0's
+// bytes cover −127...127, so |w|·x pairs stay within vpmaddubsw's int16).
 AVX2 static inline __m256i dot32_avx2(__m256i w, __m256i x) {
     __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
     return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
 }
 
-AVX2 static inline __m256i q4_unpack(const uint8_t *p) {
-    __m128i b = _mm_loadu_si128((const __m128i *)p);
-    __m256i v = _mm256_set_m128i(_mm_srli_epi16(b, 4), b);
-    return _mm256_sub_epi8(_mm256_and_si256(v, _mm256_set1_epi8(15)), _mm256_set1_epi8(8));
+// NR rows (1..4) × cols of q8_0: a block a step, eight blocks' scales converted at once.
+AVX2 static inline __attribute__((always_inline)) void rows_q8_avx2(
+    const int8_t *q, const uint16_t *scales, const chk_qx *qx, float *y, long cols, long r, const int NR) {
+    const long blocks = cols / CHK_BLOCK;
+    const int8_t *row[4]; const uint16_t *sc[4];
+    __m256 acc[4];
+    for (int j = 0; j < NR; j++) { row[j] = q + (r + j) * cols; sc[j] = scales + (r + j) * blocks; acc[j] = _mm256_setzero_ps(); }
+    const long far = (far_groups(NR * (cols + blocks * 2)) - 1) * NR, farBytes = (far + NR) * cols, farScales = far * blocks * 2;
+    long b = 0;
+    for (; b + 8 <= blocks; b += 8) {
+        __m256 xs8 = _mm256_loadu_ps(qx->xs + b);
+        float s[4][8];  // the scales, stored so that each is broadcast by a load (a permute per block cost more)
+        for (int j = 0; j < NR; j++) {
+            for (long line = 0; line < 256; line += 64) PREFETCH_STREAM(row[j], b * 32 + line, cols, (NR - 1) * cols, farBytes);
+            PREFETCH_NEAR_FAR(sc[j] + b + NR * blocks, farScales);
+            _mm256_storeu_ps(s[j], _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sc[j] + b))), xs8));
+        }
+        for (int k = 0; k < 8; k++) {  // the rows' chains interleaved: each FMA waits on its own row's last
+            __m256i xk = _mm256_loadu_si256((const __m256i *)(qx->xq + (b + k) * 32));
+            for (int j = 0; j < NR; j++) {
+                __m256i d = dot32_avx2(_mm256_loadu_si256((const __m256i *)(row[j] + (b + k) * 32)), xk);
+                acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_broadcast_ss(&s[j][k]), acc[j]);
+            }
+        }
+    }
+    for (int j = 0; j < NR; j++) {
+        float s = hsum256(acc[j]);
+        for (long t = b; t < blocks; t++) s += block_q8(row[j] + t * 32, qx->xq + t * 32) * h2f(sc[j][t]) * qx->xs[t];
+        y[r + j] = s;
+    }
+}
+
+// q4_0 with the raw nibbles n = w + 8 as vpmaddubsw's unsigned operand (no sign moves; n·x pairs
+// stay within int16) against the activation's x4 order, each lane starting from the c4 correction
+// (−8·Σx over its bytes), as the VNNI kernel does (see "Quantized rows with VNNI"): 32 weight
+// bytes are two blocks, their low nibbles (elements 0-15) and high (16-31) two registers whose
+// products add into the same lanes (lanes 0-3 the first block, 4-7 the second).
+AVX2 static inline __m256i q4_pair_dot(const uint8_t *w, const chk_qx *qx, long pair) {
+    const __m256i nibble = _mm256_set1_epi8(15);
+    const long four = pair / 2, half = pair % 2;
+    __m256i v = _mm256_loadu_si256((const __m256i *)w);
+    __m256i lo = _mm256_and_si256(v, nibble), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble);
+    __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(qx->x4 + four * 128 + half * 32))),
+                                 _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(qx->x4 + four * 128 + 64 + half * 32))));
+    return _mm256_add_epi32(_mm256_madd_epi16(p, _mm256_set1_epi16(1)), _mm256_loadu_si256((const __m256i *)(qx->c4 + pair * 8)));
+}
+
+// NR rows (1..4) × cols of q4_0: two blocks a step; x4 covers whole fours, the rest is scalar.
+AVX2 static inline __attribute__((always_inline)) void rows_q4_avx2(
+    const uint8_t *q, const uint16_t *scales, const chk_qx *qx, float *y, long cols, long r, const int NR) {
+    const long blocks = cols / CHK_BLOCK, rowBytes = cols / 2;
+    const uint8_t *row[4]; const uint16_t *sc[4];
+    __m256 acc[4];
+    for (int j = 0; j < NR; j++) { row[j] = q + (r + j) * rowBytes; sc[j] = scales + (r + j) * blocks; acc[j] = _mm256_setzero_ps(); }
+    const long far = (far_groups(NR * (rowBytes + blocks * 2)) - 1) * NR, farBytes = (far + NR) * rowBytes, farScales = far * blocks * 2;
+    long b = 0;
+    for (; b + 4 <= blocks; b += 8) {  // eight blocks (four pairs), or a last four (two pairs)
+        const int pairs = b + 8 <= blocks ? 4 : 2;
+        __m256 xs = pairs == 4 ? _mm256_loadu_ps(qx->xs + b) : _mm256_castps128_ps256(_mm_loadu_ps(qx->xs + b));
+        for (int j = 0; j < NR; j++) {
+            PREFETCH_STREAM(row[j], b * 16, rowBytes, (NR - 1) * rowBytes, farBytes);
+            if (pairs == 4) PREFETCH_STREAM(row[j], b * 16 + 64, rowBytes, (NR - 1) * rowBytes, farBytes);
+            PREFETCH_NEAR_FAR(sc[j] + b + NR * blocks, farScales);
+            __m128i h = pairs == 4 ? _mm_loadu_si128((const __m128i *)(sc[j] + b)) : _mm_loadl_epi64((const __m128i *)(sc[j] + b));
+            __m256 s = _mm256_mul_ps(_mm256_cvtph_ps(h), xs);
+            for (int k = 0; k < pairs; k++) {
+                __m256i d = q4_pair_dot(row[j] + (b + 2 * k) * 16, qx, b / 2 + k);
+                acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), pair_scales(s, k), acc[j]);
+            }
+        }
+        if (pairs == 2) { b += 4; break; }
+    }
+    for (int j = 0; j < NR; j++) {
+        float s = hsum256(acc[j]);
+        for (long t = b; t < blocks; t++) s += block_q4(row[j] + t * 16, qx->xq + t * 32) * h2f(sc[j][t]) * qx->xs[t];
+        y[r + j] = s;
+    }
 }
 
 AVX2 static void gemv_q8_avx2(const int8_t *q, const uint16_t *scales, const chk_qx *x, float *y, long cols, long row0, long row1) {
-    long blocks = cols / CHK_BLOCK, far = (far_groups(cols + blocks * 2) - 1);
-    for (long r = row0; r < row1; r++) {
-        __m256 acc = _mm256_setzero_ps();
-        const int8_t *row = q + r * cols; const uint16_t *sc = scales + r * blocks;
-        for (long b = 0; b < blocks; b++) {
-            if (b % 2 == 0) PREFETCH_NEAR_FAR(row + cols + b * 32, far * cols);
-            if (b % 32 == 0) PREFETCH_NEAR_FAR(sc + blocks + b, far * blocks * 2);
-            __m256i d = dot32_avx2(_mm256_loadu_si256((const __m256i *)(row + b * 32)), _mm256_loadu_si256((const __m256i *)(x->xq + b * 32)));
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_set1_ps(h2f(sc[b]) * x->xs[b]), acc);
-        }
-        y[r] = hsum256(acc);
-    }
+    long r = row0;
+    for (; r + 4 <= row1; r += 4) rows_q8_avx2(q, scales, x, y, cols, r, 4);
+    for (; r < row1; r++) rows_q8_avx2(q, scales, x, y, cols, r, 1);
 }
 
 AVX2 static void gemv_q4_avx2(const uint8_t *q, const uint16_t *scales, const chk_qx *x, float *y, long cols, long row0, long row1) {
-    long blocks = cols / CHK_BLOCK, far = (far_groups(cols / 2 + blocks * 2) - 1);
-    for (long r = row0; r < row1; r++) {
-        __m256 acc = _mm256_setzero_ps();
-        const uint8_t *row = q + r * cols / 2; const uint16_t *sc = scales + r * blocks;
-        for (long b = 0; b < blocks; b++) {
-            if (b % 4 == 0) PREFETCH_NEAR_FAR(row + cols / 2 + b * 16, far * cols / 2);
-            if (b % 32 == 0) PREFETCH_NEAR_FAR(sc + blocks + b, far * blocks * 2);
-            __m256i d = dot32_avx2(q4_unpack(row + b * 16), _mm256_loadu_si256((const __m256i *)(x->xq + b * 32)));
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_set1_ps(h2f(sc[b]) * x->xs[b]), acc);
-        }
-        y[r] = hsum256(acc);
-    }
+    long r = row0;
+    for (; r + 4 <= row1; r += 4) rows_q4_avx2(q, scales, x, y, cols, r, 4);
+    for (; r < row1; r++) rows_q4_avx2(q, scales, x, y, cols, r, 1);
 }
 
 AVX2 static void rows_f16_avx2(const uint16_t *w, long cols, long row0, long row1, float *out) {

@@ -10,7 +10,8 @@
 //   - the threads claim blocks of NB weight rows, convert and transpose the block's slice into
 //     panels of NR rows, k-major: wp[panel][k][NR] (fits in L2), and run the MR × NR
 //     micro-kernel over every X panel, which broadcasts X and loads W a vector at a time.
-// AVX-512 only: chk_gemm_nt returns 0 without it and the caller falls back to sgemm.
+// AVX-512, or AVX2 (below, with smaller panels): without either chk_gemm_nt returns 0 and the
+// caller falls back to sgemm.
 #include "chimera_kernels.h"
 #include <immintrin.h>
 #include <stdlib.h>
@@ -292,9 +293,153 @@ static wide_rows_kernel_fn wide_rows_kernel(long rows) {
     return kernels[height_index(rows)];
 }
 
+// MARK: - AVX2 (+FMA, F16C): the same product with a 6 × 16 micro-kernel
+
+// Where AVX-512 is missing (AMD Zen 2/3, older Intel), the product runs as above with the sizes of
+// 16 vector registers of 8 floats: 6 × 16 (12 accumulators, two W vectors and a broadcast). Its
+// packing converts the stored format as the AVX-512 one does, so f16/bf16/q8_0/q4_0 weights need no
+// widened copy and no second pass (the fallback widened 4 MiB tiles and ran sgemm on each).
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+enum { MR2 = 6, NR2 = 16 };
+
+// Eight consecutive weights W[r, k ..< k+count] (count ≤ 8; the rest zero) as float32.
+AVX2 static inline __m256 load8(chk_format format, const void *w, const uint16_t *scales, long cols, long r, long k, int count) {
+    switch (format) {
+    case CHK_F32: {
+        const float *p = (const float *)w + r * cols + k;
+        if (count == 8) return _mm256_loadu_ps(p);
+        float t[8] = {0};
+        memcpy(t, p, sizeof(float) * (size_t)count);
+        return _mm256_loadu_ps(t);
+    }
+    case CHK_F16: case CHK_BF16: {
+        const uint16_t *p = (const uint16_t *)w + r * cols + k;
+        uint16_t t[8] = {0};
+        __m128i h = count == 8 ? _mm_loadu_si128((const __m128i *)p) : (memcpy(t, p, 2 * (size_t)count), _mm_loadu_si128((const __m128i *)t));
+        return format == CHK_F16 ? _mm256_cvtph_ps(h) : _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    }
+    case CHK_Q8_0: {  // columns are a multiple of 32, so count is 8 and k a multiple of 8
+        __m128i q = _mm_loadl_epi64((const __m128i *)((const int8_t *)w + r * cols + k));
+        float d = _cvtsh_ss(scales[r * (cols / CHK_BLOCK) + k / CHK_BLOCK]);
+        return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), _mm256_set1_ps(d));
+    }
+    case CHK_Q4_0: {  // elements j and j+16 of a block share byte j: low nibble, high nibble
+        long block = k / CHK_BLOCK, at = k % CHK_BLOCK;
+        __m128i bytes = _mm_loadl_epi64((const __m128i *)((const uint8_t *)w + (r * cols + block * CHK_BLOCK) / 2 + at % 16));
+        if (at >= 16) bytes = _mm_srli_epi16(bytes, 4);
+        __m256i nibbles = _mm256_and_si256(_mm256_cvtepu8_epi32(bytes), _mm256_set1_epi32(15));
+        float d = _cvtsh_ss(scales[r * (cols / CHK_BLOCK) + block]);
+        return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(nibbles, _mm256_set1_epi32(8))), _mm256_set1_ps(d));
+    }
+    }
+    return _mm256_setzero_ps();
+}
+
+// Weight rows [n0, n0 + rows) (beyond `n` zero), columns [k0, k0 + kc), into panels wp[panel][k][NR2]:
+// 8 rows × 8 columns loaded, transposed and stored as 8 half-rows of a panel at a time.
+AVX2 static void pack_weights_avx2(chk_format format, const void *w, const uint16_t *scales, long n, long cols,
+                                   long n0, long rows, long k0, long kc, float *wp) {
+    for (long p = 0; p < (rows + NR2 - 1) / NR2; p++) {
+        float *panel = wp + p * kc * NR2;
+        for (int half = 0; half < 2; half++) {
+            long r0 = n0 + p * NR2 + half * 8;
+            for (long k = 0; k < kc; k += 8) {
+                int count = kc - k < 8 ? (int)(kc - k) : 8;
+                __m256 v[8], t[8], u[8];
+                for (int i = 0; i < 8; i++) v[i] = r0 + i < n ? load8(format, w, scales, cols, r0 + i, k0 + k, count) : _mm256_setzero_ps();
+                for (int i = 0; i < 4; i++) {
+                    t[2 * i] = _mm256_unpacklo_ps(v[2 * i], v[2 * i + 1]);
+                    t[2 * i + 1] = _mm256_unpackhi_ps(v[2 * i], v[2 * i + 1]);
+                }
+                for (int i = 0; i < 2; i++) {
+                    u[4 * i + 0] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+                    u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+                    u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+                    u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+                }
+                // u[j] (rows 0-3) and u[4 + j] (rows 4-7) hold columns j and j + 4 in their two 128-bit halves.
+                for (int j = 0; j < 4; j++) {
+                    __m256 lo = _mm256_permute2f128_ps(u[j], u[4 + j], 0x20), hi = _mm256_permute2f128_ps(u[j], u[4 + j], 0x31);
+                    if (j < count) _mm256_storeu_ps(panel + (k + j) * NR2 + half * 8, lo);
+                    if (j + 4 < count) _mm256_storeu_ps(panel + (k + j + 4) * NR2 + half * 8, hi);
+                }
+            }
+        }
+    }
+}
+
+// X rows [r0, r0 + MR2) (beyond m zero), columns [0, k), into dst[k][MR2].
+AVX2 static void pack_x_rows_avx2(const float *x, long ldx, long m, long k, long r0, float *dst) {
+    for (int i = 0; i < MR2; i++) {
+        if (r0 + i < m) {
+            const float *row = x + (r0 + i) * ldx;
+            for (long c = 0; c < k; c++) dst[c * MR2 + i] = row[c];
+        } else {
+            for (long c = 0; c < k; c++) dst[c * MR2 + i] = 0;
+        }
+    }
+}
+
+// C[rows, cols] (+)= xp[kc][MR2] · wp[kc][NR2] (+ bias), rows ≤ MR2 and cols ≤ NR2 stored.
+AVX2 static void kernel_6x16_avx2(long kc, const float *xp, const float *wp, const float *bias, float *c, long ldc,
+                                  int accumulate, long rows, long cols) {
+    __m256 acc[MR2][2];
+    for (int i = 0; i < MR2; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+    for (long k = 0; k < kc; k++, xp += MR2, wp += NR2) {
+        __m256 b0 = _mm256_loadu_ps(wp), b1 = _mm256_loadu_ps(wp + 8);
+        _mm_prefetch((const char *)(wp + 8 * NR2), _MM_HINT_T0);
+        for (int i = 0; i < MR2; i++) {
+            __m256 a = _mm256_broadcast_ss(xp + i);
+            acc[i][0] = _mm256_fmadd_ps(a, b0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(a, b1, acc[i][1]);
+        }
+    }
+    float edge[NR2];
+    for (int i = 0; i < MR2 && i < rows; i++) {
+        float *row = c + i * ldc;
+        if (bias) {
+            float b[NR2] = {0};
+            memcpy(b, bias, sizeof(float) * (size_t)cols);
+            acc[i][0] = _mm256_add_ps(acc[i][0], _mm256_loadu_ps(b));
+            acc[i][1] = _mm256_add_ps(acc[i][1], _mm256_loadu_ps(b + 8));
+        }
+        if (cols == NR2) {
+            if (accumulate) {
+                acc[i][0] = _mm256_add_ps(acc[i][0], _mm256_loadu_ps(row));
+                acc[i][1] = _mm256_add_ps(acc[i][1], _mm256_loadu_ps(row + 8));
+            }
+            _mm256_storeu_ps(row, acc[i][0]);
+            _mm256_storeu_ps(row + 8, acc[i][1]);
+        } else {  // a ragged last panel: only its first `cols` columns exist
+            _mm256_storeu_ps(edge, acc[i][0]);
+            _mm256_storeu_ps(edge + 8, acc[i][1]);
+            for (long j = 0; j < cols; j++) row[j] = accumulate ? row[j] + edge[j] : edge[j];
+        }
+    }
+}
+
 // MARK: - Threaded product
 
+// One instruction set's packing and micro-kernel (their panel sizes mr × nr), for the threaded product.
 typedef struct {
+    long mr, nr;
+    void (*pack_x)(const float *x, long ldx, long m, long k, long r0, float *dst);
+    void (*pack_w)(chk_format format, const void *w, const uint16_t *scales, long n, long cols, long n0, long rows, long k0, long kc,
+                   float *wp);
+    // C[rows, cols] (+)= an X panel times a W panel, rows ≤ mr and cols ≤ nr stored.
+    void (*kernel)(long kc, const float *xp, const float *wp, const float *bias, float *c, long ldc, int accumulate, long rows, long cols);
+} gemm_isa;
+
+AVX512 static void panel_kernel_avx512(long kc, const float *xp, const float *wp, const float *bias, float *c, long ldc, int accumulate,
+                                       long rows, long cols) {
+    // The last panel of X may be short (CLIP's 577 rows end in one): a kernel of fewer rows.
+    (rows == MR ? kernel_12x32 : small_kernel(rows, NR))(kc, xp, wp, NR, bias, c, ldc, accumulate, rows, cols, 0);
+}
+static const gemm_isa gemm_avx512 = {MR, NR, pack_x_rows, pack_weights, panel_kernel_avx512};
+static const gemm_isa gemm_avx2 = {MR2, NR2, pack_x_rows_avx2, pack_weights_avx2, kernel_6x16_avx2};
+
+typedef struct {
+    const gemm_isa *isa;
     const chk_gemm_part *parts; int count;
     long firstBlock[CHK_GEMM_PARTS + 1];  // block b belongs to part i when firstBlock[i] <= b < firstBlock[i + 1]
     const float *x; long ldx;
@@ -311,11 +456,13 @@ typedef struct {
 // The first slice stores C (with the bias), later ones add to it, so a block waits (rarely: it
 // was claimed a whole slice earlier) until its previous slice is done. No barrier between slices:
 // a thread that finishes a slice early goes on to the next.
-AVX512 static void gemm_thread_task(void *context, long t0, long t1) {
+static void gemm_thread_task(void *context, long t0, long t1) {
     (void)t0; (void)t1;
     gemm_job *j = context;
-    long blocks = j->firstBlock[j->count], xPanels = (j->m + MR - 1) / MR;
-    float *wp = chk_scratch(1, (long)NB * KC), *xp = chk_scratch(0, xPanels * MR * j->kc);
+    const gemm_isa *isa = j->isa;
+    const long mr = isa->mr, nr = isa->nr;
+    long blocks = j->firstBlock[j->count], xPanels = (j->m + mr - 1) / mr;
+    float *wp = chk_scratch(1, (long)NB * KC), *xp = chk_scratch(0, xPanels * mr * j->kc);
     if (!wp || !xp) atomic_store(&j->failed, 1);  // still goes through its claims, so no one waits forever
     for (long s = 0; s < j->slices; s++) {
         long k0 = s * j->kc, kc = j->k - k0 < j->kc ? j->k - k0 : j->kc;
@@ -326,24 +473,22 @@ AVX512 static void gemm_thread_task(void *context, long t0, long t1) {
             }
             if (wp && xp) {
                 if (!packedX) {
-                    for (long p = 0; p < xPanels; p++) pack_x_rows(j->x + k0, j->ldx, j->m, kc, p * MR, xp + p * kc * MR);
+                    for (long p = 0; p < xPanels; p++) isa->pack_x(j->x + k0, j->ldx, j->m, kc, p * mr, xp + p * kc * mr);
                     packedX = 1;
                 }
                 int i = 0;
                 while (b >= j->firstBlock[i + 1]) i++;
                 const chk_gemm_part *part = &j->parts[i];
                 long n0 = (b - j->firstBlock[i]) * j->nb, rows = part->n - n0 < j->nb ? part->n - n0 : j->nb;
-                pack_weights(part->format, part->w, part->scales, part->n, j->k, n0, rows, k0, kc, wp);
+                isa->pack_w(part->format, part->w, part->scales, part->n, j->k, n0, rows, k0, kc, wp);
                 for (long p = 0; p < xPanels; p++) {
-                    const float *xpanel = xp + p * kc * MR;
-                    long mrows = j->m - p * MR < MR ? j->m - p * MR : MR;
-                    // The last panel of X may be short (CLIP's 577 rows end in one): a kernel of fewer rows.
-                    kernel_fn kernel = mrows == MR ? kernel_12x32 : small_kernel(mrows, NR);
-                    for (long q = 0; q * NR < rows; q++) {
-                        long ncols = rows - q * NR < NR ? rows - q * NR : NR;
-                        const float *bias = k0 == 0 && part->bias ? part->bias + n0 + q * NR : NULL;
-                        kernel(kc, xpanel, wp + q * kc * NR, NR, bias, part->c + p * MR * part->ldc + n0 + q * NR, part->ldc,
-                               k0 > 0 || part->accumulate, mrows, ncols, 0);
+                    const float *xpanel = xp + p * kc * mr;
+                    long mrows = j->m - p * mr < mr ? j->m - p * mr : mr;
+                    for (long q = 0; q * nr < rows; q++) {
+                        long ncols = rows - q * nr < nr ? rows - q * nr : nr;
+                        const float *bias = k0 == 0 && part->bias ? part->bias + n0 + q * nr : NULL;
+                        isa->kernel(kc, xpanel, wp + q * kc * nr, bias, part->c + p * mr * part->ldc + n0 + q * nr, part->ldc,
+                                    k0 > 0 || part->accumulate, mrows, ncols);
                     }
                 }
             }
@@ -352,11 +497,21 @@ AVX512 static void gemm_thread_task(void *context, long t0, long t1) {
     }
 }
 
-int chk_gemm_available(void) {
+int chk_attention_available(void) {
     __builtin_cpu_init();
     return chk_avx512_allowed() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
         && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
 }
+
+// The product's instruction set on this CPU (as the kernels allow it), or NULL.
+static const gemm_isa *gemm_isa_here(void) {
+    if (chk_attention_available()) return &gemm_avx512;
+    __builtin_cpu_init();
+    int avx2 = chk_avx2_allowed() && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    return avx2 ? &gemm_avx2 : NULL;
+}
+
+int chk_gemm_available(void) { return gemm_isa_here() != NULL; }
 
 // Weight rows per block: NB, or fewer when that shares the blocks out more evenly. The threads
 // finish together only if the block count divides well: SigLIP's 1152 rows are 9 blocks of 128
@@ -374,13 +529,14 @@ static long balanced_block_rows(const chk_gemm_part *parts, int count, int threa
 }
 
 int chk_gemm_nt_parts(const chk_gemm_part *parts, int count, long k, const float *x, long ldx, long m, int threads) {
-    if (count < 1 || count > CHK_GEMM_PARTS || !chk_gemm_available()) return 0;
+    const gemm_isa *isa = gemm_isa_here();
+    if (count < 1 || count > CHK_GEMM_PARTS || !isa) return 0;
     if (m <= 0) return 1;
     // Slices of K as even as whole blocks of 32 allow (SigLIP's 1152 = 3 × 384, not 512 + 512 + 128:
     // a short last slice would cost a pass over C for little work).
     long slices = (k + KC - 1) / KC, kc = ((k + slices - 1) / slices + 31) / 32 * 32;
     if (kc > KC) kc = KC;
-    gemm_job job = {parts, count, {0}, x, ldx, m, k, balanced_block_rows(parts, count, threads), kc, (k + kc - 1) / kc, NULL, NULL, 0};
+    gemm_job job = {isa, parts, count, {0}, x, ldx, m, k, balanced_block_rows(parts, count, threads), kc, (k + kc - 1) / kc, NULL, NULL, 0};
     for (int i = 0; i < count; i++) {
         if ((parts[i].format == CHK_Q8_0 || parts[i].format == CHK_Q4_0) && k % CHK_BLOCK) return 0;
         job.firstBlock[i + 1] = job.firstBlock[i] + (parts[i].n + job.nb - 1) / job.nb;
@@ -507,7 +663,7 @@ static int run_attention(attention_job *job, int threads) {
 int chk_attention(const float *q, long ldq, const float *keys, const float *values, long ldkv, long tokens,
                   long keyCount, long heads, long kvHeads, long headDim, float scale, long causalOffset,
                   float *out, long ldo, int threads) {
-    if (!chk_gemm_available() || kvHeads <= 0 || heads % kvHeads) return 0;
+    if (!chk_attention_available() || kvHeads <= 0 || heads % kvHeads) return 0;
     if (tokens <= 0) return 1;
     attention_job job = {q, ldq, headDim, {keys, ldkv, headDim, 0, values, ldkv, headDim}, tokens, keyCount, heads, kvHeads,
                          headDim, 1, scale, causalOffset, out, ldo, headDim, 0};
@@ -695,7 +851,7 @@ int chk_attention_cached(const float *q, long ldq, long tokens, int half, const 
     // scratch; without, each panel line and value row just before use); for a prompt the caller
     // widens the cache into a float32 one (chk_kv_widen) and calls again.
     if (half && !decode) return 0;
-    if (!chk_gemm_available()) {
+    if (!chk_attention_available()) {
         // Without AVX-512 a decoded token reads the panels in place (a KV head's query heads
         // together, on the AVX2 or portable kernels); a prompt is left to the caller, which copies
         // the cache into rows once for the whole prompt.

@@ -619,6 +619,7 @@ int chk_force_no_gfni(int on) {
     return __builtin_cpu_supports("gfni") && K.avx512;
 }
 int chk_avx512_allowed(void) { return !forced_portable && !forced_avx2; }
+int chk_avx2_allowed(void) { return !forced_portable; }
 const char *chk_kernel_variant(void) { pick(); return K.variant; }
 
 const char *chk_cpu_features(void) {
@@ -1183,7 +1184,7 @@ void chk_attend(const float *q, const float *keys, const float *values, long key
     chk_kv_view kv = {keys, kvWidth, headDim, 0, values, kvWidth, headDim};
     // Groups of four or more query heads fill enough of the micro-kernel's 12 rows to pay; there
     // must also be a group for every thread.
-    if (heads / kvHeads >= 4 && kvHeads >= threads && chk_gemm_available()) {
+    if (heads / kvHeads >= 4 && kvHeads >= threads && chk_attention_available()) {
         attend_job job = {q, kv, keyCount, heads, kvHeads, headDim, scale, out};
         chk_parallel_for(kvHeads, 1, threads, attend_group_task, &job);
         return;

@@ -47,7 +47,7 @@ public func linear(_ x: Tensor, weight: Tensor, bias: Tensor?, into out: Tensor)
     precondition(out.rows == rows && out.columns == outFeatures, "linear: output \(out.shape) for \(rows)×\(outFeatures)")
     if let bias { precondition(bias.count == outFeatures, "linear: bias \(bias.shape) for \(outFeatures) outputs") }
     guard rows > 0 else { return }
-    // Batches go to the kernels' GEMM (AVX-512; the bias goes in with the product); a row or two,
+    // Batches go to the kernels' GEMM (AVX-512 or AVX2; the bias goes in with the product); a row or two,
     // and CPUs without it, to BLAS, accumulating onto rows filled with the bias.
     if rows > 2, chk_gemm_nt(CHK_F32, weight.data, nil, outFeatures, inFeatures, bias?.data, x.data, inFeatures, rows,
                              out.data, outFeatures, 0, Int32(ComputeThreads.current)) != 0 { return }

@@ -164,7 +164,7 @@ public final class WeightMatrix: @unchecked Sendable {
         precondition(out.rows == tokens && out.columns == rows, "linear: output \(out.shape) for \(tokens)×\(rows)")
         if let bias { precondition(bias.count == rows, "linear: bias \(bias.shape) for \(rows) outputs") }
         guard tokens > 0 else { return }
-        // Batches: the kernels' GEMM converts the stored format while packing (AVX-512); without it,
+        // Batches: the kernels' GEMM converts the stored format while packing (AVX-512 or AVX2); without,
         // float32 goes to sgemm (`linear` tries the GEMM first) and other formats are widened a tile
         // at a time.
         if tokens > 2 {

@@ -5,17 +5,20 @@ import Testing
 
 extension KernelSelection {
     /// The kernels' GEMM and sequence attention against double-precision references, on shapes that
-    /// exercise every edge: ragged row panels (12) and column panels (32), several weight blocks (128, or 96 when
+    /// exercise every edge: ragged row panels (12, or 6 with AVX2) and column panels (32, or 16), several weight blocks (128, or 96 when
     /// that shares 300 rows out more evenly over two threads),
     /// several K slices (512), strided rows, accumulation and biases, grouped-query heads, causal offsets and head
     /// widths that are not a multiple of 16. With the portable kernels forced, the callers' BLAS
     /// fallbacks must give the same answers.
     @Suite struct GEMMTests {
-        /// Only where the kernels' GEMM runs (AVX-512); elsewhere `chk_gemm_nt` declines and the
-        /// callers' fallbacks, checked by the portable and AVX2 cases below, do the work.
-        @Test(.enabled(if: chk_gemm_available() != 0, "this CPU has no AVX-512: chk_gemm_nt declines here"),
-              arguments: WeightFormat.allCases)
-        func gemmMatchesReferenceOnRaggedShapes(format: WeightFormat) throws {
+        /// Where the kernels' GEMM runs (AVX-512 or AVX2), as chosen and with AVX2 forced (its 6 × 16
+        /// panels: on an AVX-512 CPU the same as on one without); elsewhere `chk_gemm_nt` declines and
+        /// the callers' fallbacks, checked by the portable cases below, do the work.
+        @Test(.enabled(if: chk_gemm_available() != 0, "this CPU has neither AVX-512 nor AVX2: chk_gemm_nt declines here"),
+              arguments: WeightFormat.allCases, ["chosen", "avx2"])
+        func gemmMatchesReferenceOnRaggedShapes(format: WeightFormat, variant: String) throws {
+            if variant == "avx2" { try #require(chk_force_avx2(1) != 0, "this CPU has no AVX2") }
+            defer { if variant == "avx2" { _ = chk_force_avx2(0) } }
             for (m, n, k) in [(3, 1, 32), (13, 33, 64), (25, 300, 608), (12, 128, 1056), (40, 97, 96)] {
                 let w = try WeightMatrix.converting(Tensor(shape: [n, k], values: seededValues(n * k, seed: UInt64(n + k))), to: format)
                 let widened = w.widened()
@@ -42,7 +45,7 @@ extension KernelSelection {
                             worst = max(worst, abs(Float(s) - c[i * ldc + j]))
                         }
                     }
-                    #expect(worst < 1e-4, "\(format) \(m)×\(n)×\(k) accumulate \(accumulate) bias \(withBias): worst error \(worst)")
+                    #expect(worst < 1e-4, "\(format) \(variant) \(m)×\(n)×\(k) accumulate \(accumulate) bias \(withBias): worst error \(worst)")
                 }
             }
         }

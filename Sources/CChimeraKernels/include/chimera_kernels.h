@@ -28,6 +28,8 @@ int chk_force_avx2(int on);
 int chk_force_no_gfni(int on);
 /// Whether AVX-512 kernels may run (neither of the above is in force).
 int chk_avx512_allowed(void);
+/// Whether AVX2 kernels may run (the portable ones are not forced).
+int chk_avx2_allowed(void);
 
 /// y[r] = dot(W[r, :], x) for r in [row0, row1).
 void chk_gemv_f32(const float *w, const float *x, float *y, long cols, long row0, long row1);
@@ -121,11 +123,14 @@ void chk_attend_view(const float *q, const chk_kv_view *kv, long keyCount, long 
 /// much larger than the caches and was not read just before.
 double chk_read_pass(const float *p, long floats, int threads);
 
-/// Whether chk_gemm_nt runs on this CPU (AVX-512).
+/// Whether chk_gemm_nt runs on this CPU (AVX-512, or AVX2 with FMA and F16C).
 int chk_gemm_available(void);
+/// Whether the kernels' attention (chk_attention, and chk_attention_cached for a prompt) runs on
+/// this CPU (AVX-512).
+int chk_attention_available(void);
 /// C[m, n] = X[m, k] · W[n, k]ᵀ + bias (C += … when `accumulate`) with W in `format` (scales for
 /// q8_0/q4_0), bias (n floats, added to every row) NULL or float32, and X, C float32 with row strides
-/// ldx, ldc, on `threads` threads. Returns 0 (nothing guaranteed about c) without AVX-512 or scratch memory.
+/// ldx, ldc, on `threads` threads. Returns 0 (nothing guaranteed about c) without AVX-512 or AVX2, or scratch memory.
 int chk_gemm_nt(chk_format format, const void *w, const uint16_t *scales, long n, long k, const float *bias,
                 const float *x, long ldx, long m, float *c, long ldc, int accumulate, int threads);
 /// One weight matrix of chk_gemm_nt_parts (with its bias or NULL) and where its product goes.

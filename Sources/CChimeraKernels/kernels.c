@@ -165,6 +165,21 @@ static inline long far_groups(long groupBytes) {
         _mm_prefetch((const char *)(row) + (at) + (far), _MM_HINT_T1);                                   \
     } while (0)
 
+// A product by groups of four rows (ROWS inlined with NR = 4), then the rows left one at a time:
+// the decode kernels of every instruction set, float (GEMV_BY_FOURS) and quantized (GEMVQ_BY_FOURS).
+#define GEMV_BY_FOURS(TARGET, NAME, T, ROWS)                                                           \
+    TARGET static void NAME(const T *w, const float *x, float *y, long cols, long row0, long row1) {   \
+        long r = row0;                                                                                 \
+        for (; r + 4 <= row1; r += 4) ROWS(w, x, y, cols, r, 4);                                       \
+        for (; r < row1; r++) ROWS(w, x, y, cols, r, 1);                                               \
+    }
+#define GEMVQ_BY_FOURS(TARGET, NAME, T, ROWS)                                                          \
+    TARGET static void NAME(const T *q, const uint16_t *scales, const chk_qx *x, float *y, long cols, long row0, long row1) { \
+        long r = row0;                                                                                 \
+        for (; r + 4 <= row1; r += 4) ROWS(q, scales, x, y, cols, r, 4);                               \
+        for (; r < row1; r++) ROWS(q, scales, x, y, cols, r, 1);                                       \
+    }
+
 // MARK: - AVX2 (+FMA, F16C)
 
 AVX2 static inline float hsum256(__m256 v) {
@@ -215,15 +230,9 @@ GEMV_ROWS_AVX2(rows4_f32_avx2, float, f32x8, f32_to_float)
 GEMV_ROWS_AVX2(rows4_f16_avx2, uint16_t, f16x8, half_to_float)
 GEMV_ROWS_AVX2(rows4_bf16_avx2, uint16_t, bf16x8, bf16_to_float)
 
-#define GEMV_AVX2(NAME, T, ROWS)                                                                       \
-    AVX2 static void NAME(const T *w, const float *x, float *y, long cols, long row0, long row1) {     \
-        long r = row0;                                                                                 \
-        for (; r + 4 <= row1; r += 4) ROWS(w, x, y, cols, r, 4);                                       \
-        for (; r < row1; r++) ROWS(w, x, y, cols, r, 1);                                               \
-    }
-GEMV_AVX2(gemv_f32_avx2, float, rows4_f32_avx2)
-GEMV_AVX2(gemv_f16_avx2, uint16_t, rows4_f16_avx2)
-GEMV_AVX2(gemv_bf16_avx2, uint16_t, rows4_bf16_avx2)
+GEMV_BY_FOURS(AVX2, gemv_f32_avx2, float, rows4_f32_avx2)
+GEMV_BY_FOURS(AVX2, gemv_f16_avx2, uint16_t, rows4_f16_avx2)
+GEMV_BY_FOURS(AVX2, gemv_bf16_avx2, uint16_t, rows4_bf16_avx2)
 
 // One float16 scale with the F16C instruction (the portable converter branches).
 AVX2 static inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
@@ -320,17 +329,8 @@ AVX2 static inline __attribute__((always_inline)) void rows_q4_avx2(
     }
 }
 
-AVX2 static void gemv_q8_avx2(const int8_t *q, const uint16_t *scales, const chk_qx *x, float *y, long cols, long row0, long row1) {
-    long r = row0;
-    for (; r + 4 <= row1; r += 4) rows_q8_avx2(q, scales, x, y, cols, r, 4);
-    for (; r < row1; r++) rows_q8_avx2(q, scales, x, y, cols, r, 1);
-}
-
-AVX2 static void gemv_q4_avx2(const uint8_t *q, const uint16_t *scales, const chk_qx *x, float *y, long cols, long row0, long row1) {
-    long r = row0;
-    for (; r + 4 <= row1; r += 4) rows_q4_avx2(q, scales, x, y, cols, r, 4);
-    for (; r < row1; r++) rows_q4_avx2(q, scales, x, y, cols, r, 1);
-}
+GEMVQ_BY_FOURS(AVX2, gemv_q8_avx2, int8_t, rows_q8_avx2)
+GEMVQ_BY_FOURS(AVX2, gemv_q4_avx2, uint8_t, rows_q4_avx2)
 
 AVX2 static void rows_f16_avx2(const uint16_t *w, long cols, long row0, long row1, float *out) {
     long n = (row1 - row0) * cols, i = 0; const uint16_t *src = w + row0 * cols;
@@ -372,15 +372,9 @@ GEMV_ROWS_AVX512(rows4_f32_avx512, float, f32x16, f32x16_tail)
 GEMV_ROWS_AVX512(rows4_f16_avx512, uint16_t, f16x16, f16x16_tail)
 GEMV_ROWS_AVX512(rows4_bf16_avx512, uint16_t, bf16x16, bf16x16_tail)
 
-#define GEMV_AVX512(NAME, T, ROWS)                                                                     \
-    AVX512 static void NAME(const T *w, const float *x, float *y, long cols, long row0, long row1) {   \
-        long r = row0;                                                                                 \
-        for (; r + 4 <= row1; r += 4) ROWS(w, x, y, cols, r, 4);                                       \
-        for (; r < row1; r++) ROWS(w, x, y, cols, r, 1);                                               \
-    }
-GEMV_AVX512(gemv_f32_avx512, float, rows4_f32_avx512)
-GEMV_AVX512(gemv_f16_avx512, uint16_t, rows4_f16_avx512)
-GEMV_AVX512(gemv_bf16_avx512, uint16_t, rows4_bf16_avx512)
+GEMV_BY_FOURS(AVX512, gemv_f32_avx512, float, rows4_f32_avx512)
+GEMV_BY_FOURS(AVX512, gemv_f16_avx512, uint16_t, rows4_f16_avx512)
+GEMV_BY_FOURS(AVX512, gemv_bf16_avx512, uint16_t, rows4_bf16_avx512)
 
 // Quantized rows with VNNI. vpdpbusd multiplies unsigned by signed bytes, so instead of moving
 // signs around per row, the weights are made unsigned — q8_0 as w + 128 (one xor), q4_0 as its raw
@@ -462,11 +456,7 @@ AVX512 static inline __attribute__((always_inline)) void rows_q8_avx512(
 #define Q4_HIGH_NIBBLES(v) _mm512_gf2p8affine_epi64_epi8(v, _mm512_set1_epi64(0x1020408000000000LL), 0)
 #include "q4_avx512.h"
 
-AVX512 static void gemv_q8_avx512(const int8_t *q, const uint16_t *scales, const chk_qx *qx, float *y, long cols, long row0, long row1) {
-    long r = row0;
-    for (; r + 4 <= row1; r += 4) rows_q8_avx512(q, scales, qx, y, cols, r, 4);
-    for (; r < row1; r++) rows_q8_avx512(q, scales, qx, y, cols, r, 1);
-}
+GEMVQ_BY_FOURS(AVX512, gemv_q8_avx512, int8_t, rows_q8_avx512)
 
 // A cache line of halves a step, the line FAR_BYTES ahead prefetched into L2: widened matrices and
 // float16 KV caches are read from memory (decode attention widens each span of a float16 cache

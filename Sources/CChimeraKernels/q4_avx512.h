@@ -58,8 +58,4 @@ Q4_TARGET static inline __attribute__((always_inline)) void Q4_NAME(rows_q4_avx5
     }
 }
 
-Q4_TARGET static void Q4_NAME(gemv_q4_avx512)(const uint8_t *q, const uint16_t *scales, const chk_qx *qx, float *y, long cols, long row0, long row1) {
-    long r = row0;
-    for (; r + 4 <= row1; r += 4) Q4_NAME(rows_q4_avx512)(q, scales, qx, y, cols, r, 4);
-    for (; r < row1; r++) Q4_NAME(rows_q4_avx512)(q, scales, qx, y, cols, r, 1);
-}
+GEMVQ_BY_FOURS(Q4_TARGET, Q4_NAME(gemv_q4_avx512), uint8_t, Q4_NAME(rows_q4_avx512))

@@ -166,7 +166,7 @@ static inline long far_groups(long groupBytes) {
     } while (0)
 
 // A product by groups of four rows (ROWS inlined with NR = 4), then the rows left one at a time:
-// the decode kernels of every instruction set, float (GEMV_BY_FOURS) and quantized (GEMVQ_BY_FOURS).
+// the AVX-512 decode kernels, float (GEMV_BY_FOURS) and quantized (GEMVQ_BY_FOURS).
 #define GEMV_BY_FOURS(TARGET, NAME, T, ROWS)                                                           \
     TARGET static void NAME(const T *w, const float *x, float *y, long cols, long row0, long row1) {   \
         long r = row0;                                                                                 \
@@ -197,42 +197,36 @@ static inline float f32_to_float(float v) { return v; }
 AVX2 static inline __m256 f32x8(const float *p) { return _mm256_loadu_ps(p); }
 AVX2 static inline __m256 f16x8(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
 
-// Decode products on AVX2 are built like the AVX-512 ones below: four rows per pass (each
-// activation load and scale conversion feeds four rows), independent accumulators (one per row
-// left the products waiting on the FMA's latency: a block every four cycles), and the near and far
-// prefetch of each line along the row's stream.
+// Decode products on AVX2 read one row per pass: on a Zen 3 (this machine kind since 2026-11-30)
+// four rows side by side, as the AVX-512 kernels read them, streamed from memory 14–42 % slower
+// (paired, a Qwen2 token's products: q8_0 1.42–1.55×, f16 1.16× in favour of one row; q4_0 0.83
+// against 0.94 of the probe), though from cache they were level or faster. Each line of a row is
+// prefetched NEAR_AHEAD bytes further along the stream (on into the next row) and FAR_BYTES or
+// more ahead into L2 (PREFETCH_STREAM with one row a group); without prefetches a q4_0 token's
+// products ran at 0.40 of the probe.
 
-// NR (1..4, a constant after inlining) rows from `r`, 16 columns per step with two accumulators per row.
-#define GEMV_ROWS_AVX2(NAME, T, LOAD8, SCALAR)                                                         \
-    AVX2 static inline __attribute__((always_inline)) void NAME(const T *w, const float *x, float *y,  \
-                                                               long cols, long r, const int NR) {      \
-        const T *row[4];                                                                               \
-        __m256 a[4][2];                                                                                \
-        for (int j = 0; j < NR; j++) { row[j] = w + (r + j) * cols; a[j][0] = a[j][1] = _mm256_setzero_ps(); } \
-        const long rowBytes = cols * (long)sizeof(T), far = far_groups(NR * rowBytes) * NR * rowBytes; \
-        long i = 0;                                                                                    \
-        for (; i + 16 <= cols; i += 16) {                                                              \
-            __m256 x0 = _mm256_loadu_ps(x + i), x1 = _mm256_loadu_ps(x + i + 8);                       \
-            for (int j = 0; j < NR; j++) {                                                             \
-                if ((i * (long)sizeof(T)) % 64 == 0)                                                   \
-                    PREFETCH_STREAM(row[j], i * (long)sizeof(T), rowBytes, (NR - 1) * rowBytes, far);  \
-                a[j][0] = _mm256_fmadd_ps(LOAD8(row[j] + i), x0, a[j][0]);                             \
-                a[j][1] = _mm256_fmadd_ps(LOAD8(row[j] + i + 8), x1, a[j][1]);                         \
+// One row at a time, 16 columns per step with two accumulators; LOAD8 widens 8 stored values to
+// floats, SCALAR one.
+#define GEMV_AVX2(NAME, T, LOAD8, SCALAR)                                                              \
+    AVX2 static void NAME(const T *w, const float *x, float *y, long cols, long row0, long row1) {     \
+        const long rowBytes = cols * (long)sizeof(T), far = far_groups(rowBytes) * rowBytes;           \
+        for (long r = row0; r < row1; r++) {                                                           \
+            const T *row = w + r * cols;                                                               \
+            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();                                 \
+            long i = 0;                                                                                \
+            for (; i + 16 <= cols; i += 16) {                                                          \
+                if ((i * (long)sizeof(T)) % 64 == 0) PREFETCH_STREAM(row, i * (long)sizeof(T), rowBytes, 0, far); \
+                a0 = _mm256_fmadd_ps(LOAD8(row + i), _mm256_loadu_ps(x + i), a0);                      \
+                a1 = _mm256_fmadd_ps(LOAD8(row + i + 8), _mm256_loadu_ps(x + i + 8), a1);              \
             }                                                                                          \
-        }                                                                                              \
-        for (int j = 0; j < NR; j++) {                                                                 \
-            float s = hsum256(_mm256_add_ps(a[j][0], a[j][1]));                                        \
-            for (long c = i; c < cols; c++) s += SCALAR(row[j][c]) * x[c];                             \
-            y[r + j] = s;                                                                              \
+            float s = hsum256(_mm256_add_ps(a0, a1));                                                  \
+            for (; i < cols; i++) s += SCALAR(row[i]) * x[i];                                          \
+            y[r] = s;                                                                                  \
         }                                                                                              \
     }
-GEMV_ROWS_AVX2(rows4_f32_avx2, float, f32x8, f32_to_float)
-GEMV_ROWS_AVX2(rows4_f16_avx2, uint16_t, f16x8, half_to_float)
-GEMV_ROWS_AVX2(rows4_bf16_avx2, uint16_t, bf16x8, bf16_to_float)
-
-GEMV_BY_FOURS(AVX2, gemv_f32_avx2, float, rows4_f32_avx2)
-GEMV_BY_FOURS(AVX2, gemv_f16_avx2, uint16_t, rows4_f16_avx2)
-GEMV_BY_FOURS(AVX2, gemv_bf16_avx2, uint16_t, rows4_bf16_avx2)
+GEMV_AVX2(gemv_f32_avx2, float, f32x8, f32_to_float)
+GEMV_AVX2(gemv_f16_avx2, uint16_t, f16x8, half_to_float)
+GEMV_AVX2(gemv_bf16_avx2, uint16_t, bf16x8, bf16_to_float)
 
 // One float16 scale with the F16C instruction (the portable converter branches).
 AVX2 static inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
@@ -250,35 +244,28 @@ AVX2 static inline __m256i dot32_avx2(__m256i w, __m256i x) {
     return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
 }
 
-// NR rows (1..4) × cols of q8_0: a block a step, eight blocks' scales converted at once.
-AVX2 static inline __attribute__((always_inline)) void rows_q8_avx2(
-    const int8_t *q, const uint16_t *scales, const chk_qx *qx, float *y, long cols, long r, const int NR) {
+// q8_0 a row at a time, a block a step, eight blocks' scales converted at once.
+AVX2 static void gemv_q8_avx2(const int8_t *q, const uint16_t *scales, const chk_qx *qx, float *y, long cols, long row0, long row1) {
     const long blocks = cols / CHK_BLOCK;
-    const int8_t *row[4]; const uint16_t *sc[4];
-    __m256 acc[4];
-    for (int j = 0; j < NR; j++) { row[j] = q + (r + j) * cols; sc[j] = scales + (r + j) * blocks; acc[j] = _mm256_setzero_ps(); }
-    const long far = (far_groups(NR * (cols + blocks * 2)) - 1) * NR, farBytes = (far + NR) * cols, farScales = far * blocks * 2;
-    long b = 0;
-    for (; b + 8 <= blocks; b += 8) {
-        __m256 xs8 = _mm256_loadu_ps(qx->xs + b);
-        float s[4][8];  // the scales, stored so that each is broadcast by a load (a permute per block cost more)
-        for (int j = 0; j < NR; j++) {
-            for (long line = 0; line < 256; line += 64) PREFETCH_STREAM(row[j], b * 32 + line, cols, (NR - 1) * cols, farBytes);
-            PREFETCH_NEAR_FAR(sc[j] + b + NR * blocks, farScales);
-            _mm256_storeu_ps(s[j], _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sc[j] + b))), xs8));
-        }
-        for (int k = 0; k < 8; k++) {  // the rows' chains interleaved: each FMA waits on its own row's last
-            __m256i xk = _mm256_loadu_si256((const __m256i *)(qx->xq + (b + k) * 32));
-            for (int j = 0; j < NR; j++) {
-                __m256i d = dot32_avx2(_mm256_loadu_si256((const __m256i *)(row[j] + (b + k) * 32)), xk);
-                acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_broadcast_ss(&s[j][k]), acc[j]);
+    const long far = far_groups(cols + blocks * 2) - 1, farBytes = (far + 1) * cols, farScales = far * blocks * 2;
+    for (long r = row0; r < row1; r++) {
+        const int8_t *row = q + r * cols; const uint16_t *sc = scales + r * blocks;
+        __m256 acc = _mm256_setzero_ps();
+        long b = 0;
+        for (; b + 8 <= blocks; b += 8) {
+            for (long line = 0; line < 256; line += 64) PREFETCH_STREAM(row, b * 32 + line, cols, 0, farBytes);
+            PREFETCH_NEAR_FAR(sc + b + blocks, farScales);
+            float s[8];  // the scales, stored so that each is broadcast by a load (a permute per block cost more)
+            _mm256_storeu_ps(s, _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sc + b))), _mm256_loadu_ps(qx->xs + b)));
+            for (int k = 0; k < 8; k++) {
+                __m256i d = dot32_avx2(_mm256_loadu_si256((const __m256i *)(row + (b + k) * 32)),
+                                       _mm256_loadu_si256((const __m256i *)(qx->xq + (b + k) * 32)));
+                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_broadcast_ss(&s[k]), acc);
             }
         }
-    }
-    for (int j = 0; j < NR; j++) {
-        float s = hsum256(acc[j]);
-        for (long t = b; t < blocks; t++) s += block_q8(row[j] + t * 32, qx->xq + t * 32) * h2f(sc[j][t]) * qx->xs[t];
-        y[r + j] = s;
+        float s = hsum256(acc);
+        for (; b < blocks; b++) s += block_q8(row + b * 32, qx->xq + b * 32) * h2f(sc[b]) * qx->xs[b];
+        y[r] = s;
     }
 }
 
@@ -286,7 +273,8 @@ AVX2 static inline __attribute__((always_inline)) void rows_q8_avx2(
 // stay within int16) against the activation's x4 order, each lane starting from the c4 correction
 // (−8·Σx over its bytes), as the VNNI kernel does (see "Quantized rows with VNNI"): 32 weight
 // bytes are two blocks, their low nibbles (elements 0-15) and high (16-31) two registers whose
-// products add into the same lanes (lanes 0-3 the first block, 4-7 the second).
+// products add into the same lanes (lanes 0-3 the first block, 4-7 the second). From cache, one
+// thread: 9.5 → 15–20 GB/s against the sign-moving kernel with a block a step.
 AVX2 static inline __m256i q4_pair_dot(const uint8_t *w, const chk_qx *qx, long pair) {
     const __m256i nibble = _mm256_set1_epi8(15);
     const long four = pair / 2, half = pair % 2;
@@ -297,40 +285,31 @@ AVX2 static inline __m256i q4_pair_dot(const uint8_t *w, const chk_qx *qx, long 
     return _mm256_add_epi32(_mm256_madd_epi16(p, _mm256_set1_epi16(1)), _mm256_loadu_si256((const __m256i *)(qx->c4 + pair * 8)));
 }
 
-// NR rows (1..4) × cols of q4_0: two blocks a step; x4 covers whole fours, the rest is scalar.
-AVX2 static inline __attribute__((always_inline)) void rows_q4_avx2(
-    const uint8_t *q, const uint16_t *scales, const chk_qx *qx, float *y, long cols, long r, const int NR) {
+// q4_0 a row at a time, two blocks a step; x4 covers whole fours, the rest is scalar.
+AVX2 static void gemv_q4_avx2(const uint8_t *q, const uint16_t *scales, const chk_qx *qx, float *y, long cols, long row0, long row1) {
     const long blocks = cols / CHK_BLOCK, rowBytes = cols / 2;
-    const uint8_t *row[4]; const uint16_t *sc[4];
-    __m256 acc[4];
-    for (int j = 0; j < NR; j++) { row[j] = q + (r + j) * rowBytes; sc[j] = scales + (r + j) * blocks; acc[j] = _mm256_setzero_ps(); }
-    const long far = (far_groups(NR * (rowBytes + blocks * 2)) - 1) * NR, farBytes = (far + NR) * rowBytes, farScales = far * blocks * 2;
-    long b = 0;
-    for (; b + 4 <= blocks; b += 8) {  // eight blocks (four pairs), or a last four (two pairs)
-        const int pairs = b + 8 <= blocks ? 4 : 2;
-        __m256 xs = pairs == 4 ? _mm256_loadu_ps(qx->xs + b) : _mm256_castps128_ps256(_mm_loadu_ps(qx->xs + b));
-        for (int j = 0; j < NR; j++) {
-            PREFETCH_STREAM(row[j], b * 16, rowBytes, (NR - 1) * rowBytes, farBytes);
-            if (pairs == 4) PREFETCH_STREAM(row[j], b * 16 + 64, rowBytes, (NR - 1) * rowBytes, farBytes);
-            PREFETCH_NEAR_FAR(sc[j] + b + NR * blocks, farScales);
-            __m128i h = pairs == 4 ? _mm_loadu_si128((const __m128i *)(sc[j] + b)) : _mm_loadl_epi64((const __m128i *)(sc[j] + b));
+    const long far = far_groups(rowBytes + blocks * 2) - 1, farBytes = (far + 1) * rowBytes, farScales = far * blocks * 2;
+    for (long r = row0; r < row1; r++) {
+        const uint8_t *row = q + r * rowBytes; const uint16_t *sc = scales + r * blocks;
+        __m256 acc = _mm256_setzero_ps();
+        long b = 0;
+        for (; b + 4 <= blocks; b += 8) {  // eight blocks (four pairs), or a last four (two pairs)
+            const int pairs = b + 8 <= blocks ? 4 : 2;
+            PREFETCH_STREAM(row, b * 16, rowBytes, 0, farBytes);
+            if (pairs == 4) PREFETCH_STREAM(row, b * 16 + 64, rowBytes, 0, farBytes);
+            PREFETCH_NEAR_FAR(sc + b + blocks, farScales);
+            __m128i h = pairs == 4 ? _mm_loadu_si128((const __m128i *)(sc + b)) : _mm_loadl_epi64((const __m128i *)(sc + b));
+            __m256 xs = pairs == 4 ? _mm256_loadu_ps(qx->xs + b) : _mm256_castps128_ps256(_mm_loadu_ps(qx->xs + b));
             __m256 s = _mm256_mul_ps(_mm256_cvtph_ps(h), xs);
-            for (int k = 0; k < pairs; k++) {
-                __m256i d = q4_pair_dot(row[j] + (b + 2 * k) * 16, qx, b / 2 + k);
-                acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), pair_scales(s, k), acc[j]);
-            }
+            for (int k = 0; k < pairs; k++)
+                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q4_pair_dot(row + (b + 2 * k) * 16, qx, b / 2 + k)), pair_scales(s, k), acc);
+            if (pairs == 2) { b += 4; break; }
         }
-        if (pairs == 2) { b += 4; break; }
-    }
-    for (int j = 0; j < NR; j++) {
-        float s = hsum256(acc[j]);
-        for (long t = b; t < blocks; t++) s += block_q4(row[j] + t * 16, qx->xq + t * 32) * h2f(sc[j][t]) * qx->xs[t];
-        y[r + j] = s;
+        float s = hsum256(acc);
+        for (; b < blocks; b++) s += block_q4(row + b * 16, qx->xq + b * 32) * h2f(sc[b]) * qx->xs[b];
+        y[r] = s;
     }
 }
-
-GEMVQ_BY_FOURS(AVX2, gemv_q8_avx2, int8_t, rows_q8_avx2)
-GEMVQ_BY_FOURS(AVX2, gemv_q4_avx2, uint8_t, rows_q4_avx2)
 
 AVX2 static void rows_f16_avx2(const uint16_t *w, long cols, long row0, long row1, float *out) {
     long n = (row1 - row0) * cols, i = 0; const uint16_t *src = w + row0 * cols;

@@ -506,9 +506,7 @@ int chk_attention_available(void) {
 // The product's instruction set on this CPU (as the kernels allow it), or NULL.
 static const gemm_isa *gemm_isa_here(void) {
     if (chk_attention_available()) return &gemm_avx512;
-    __builtin_cpu_init();
-    int avx2 = chk_avx2_allowed() && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-    return avx2 ? &gemm_avx2 : NULL;
+    return chk_avx2_allowed() ? &gemm_avx2 : NULL;
 }
 
 int chk_gemm_available(void) { return gemm_isa_here() != NULL; }

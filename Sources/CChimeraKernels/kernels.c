@@ -578,9 +578,13 @@ static void pick(void) {
 }
 
 void chk_force_portable(int on) { forced_portable = on; forced_avx2 = 0; K.chosen = 0; pick(); }
-int chk_force_avx2(int on) {
+// What the AVX2 kernels use (the decode products' F16C conversions, the GEMM's FMA).
+static int cpu_has_avx2(void) {
     __builtin_cpu_init();
-    int has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+}
+int chk_force_avx2(int on) {
+    int has = cpu_has_avx2();
     forced_avx2 = on && has; forced_portable = 0; K.chosen = 0; pick();
     return !on || has;
 }
@@ -590,7 +594,7 @@ int chk_force_no_gfni(int on) {
     return __builtin_cpu_supports("gfni") && K.avx512;
 }
 int chk_avx512_allowed(void) { return !forced_portable && !forced_avx2; }
-int chk_avx2_allowed(void) { return !forced_portable; }
+int chk_avx2_allowed(void) { return !forced_portable && cpu_has_avx2(); }
 const char *chk_kernel_variant(void) { pick(); return K.variant; }
 
 const char *chk_cpu_features(void) {

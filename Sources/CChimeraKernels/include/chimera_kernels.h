@@ -28,7 +28,7 @@ int chk_force_avx2(int on);
 int chk_force_no_gfni(int on);
 /// Whether AVX-512 kernels may run (neither of the above is in force).
 int chk_avx512_allowed(void);
-/// Whether AVX2 kernels may run (the portable ones are not forced).
+/// Whether AVX2 kernels may run: this CPU has AVX2, FMA and F16C and the portable ones are not forced.
 int chk_avx2_allowed(void);
 
 /// y[r] = dot(W[r, :], x) for r in [row0, row1).
@@ -125,8 +125,8 @@ double chk_read_pass(const float *p, long floats, int threads);
 
 /// Whether chk_gemm_nt runs on this CPU (AVX-512, or AVX2 with FMA and F16C).
 int chk_gemm_available(void);
-/// Whether the kernels' attention (chk_attention, and chk_attention_cached for a prompt) runs on
-/// this CPU (AVX-512).
+/// Whether the kernels' AVX-512 attention runs on this CPU (chk_attention, chk_attention_cached,
+/// chk_attend's grouped heads); without it they decline or take their AVX2/portable paths.
 int chk_attention_available(void);
 /// C[m, n] = X[m, k] · W[n, k]ᵀ + bias (C += … when `accumulate`) with W in `format` (scales for
 /// q8_0/q4_0), bias (n floats, added to every row) NULL or float32, and X, C float32 with row strides

@@ -552,10 +552,16 @@ static struct {
 } K;
 static int forced_portable, forced_avx2, forced_no_gfni;
 
+// What the AVX2 kernels use (the decode products' F16C conversions, the GEMM's FMA).
+static int cpu_has_avx2(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+}
+
 static void pick(void) {
     if (K.chosen) return;
     __builtin_cpu_init();
-    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    int avx2 = cpu_has_avx2();
     int avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
         && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512dq");
     if (forced_portable) { avx2 = 0; avx512 = 0; }
@@ -578,11 +584,6 @@ static void pick(void) {
 }
 
 void chk_force_portable(int on) { forced_portable = on; forced_avx2 = 0; K.chosen = 0; pick(); }
-// What the AVX2 kernels use (the decode products' F16C conversions, the GEMM's FMA).
-static int cpu_has_avx2(void) {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-}
 int chk_force_avx2(int on) {
     int has = cpu_has_avx2();
     forced_avx2 = on && has; forced_portable = 0; K.chosen = 0; pick();

@@ -88,6 +88,7 @@ extension KernelSelection {
                 (37, 37, 4, 4, 64, nil), (29, 29, 3, 3, 72, nil), (13, 13, 4, 2, 16, 0), (20, 50, 4, 1, 8, 30),
                 (5, 5, 2, 2, 80, 0), (40, 40, 6, 2, 12, nil), (2, 9, 2, 1, 32, 7),
                 (19, 19, 2, 1, 64, nil),  // a last block of 7 queries: the 7-row kernel
+                (100, 130, 4, 2, 16, 30),  // causal blocks of queries over a prefix (BLAS: only the keys each block sees)
                 // Decode (one query over the cache): query-head groups of 4+ (one small attention per
                 // KV head), multi-head and multi-query heads (one pass per head).
                 (1, 40, 8, 2, 64, 39), (1, 300, 16, 2, 72, 299), (1, 17, 4, 4, 16, 16), (1, 30, 12, 1, 8, 29),

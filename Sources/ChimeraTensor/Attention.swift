@@ -149,9 +149,12 @@ public func multiHeadAttention(
     // its own rows of `scores`; BLAS runs single-threaded inside so that the two levels of threads
     // do not oversubscribe the cores. A causal block computes scores only for the keys its last row
     // sees (a 640-token prompt in blocks of 80: 56 % of the full matrix), and the blocks are
-    // claimed from the last (the most keys) so that the threads finish together.
+    // claimed from the last (the most keys) so that the threads finish together. Without a causal
+    // mask, two blocks a thread (not four): each block packs every head's keys and values again
+    // (CLIP's attention 6 % faster by perf's share).
     let q = queries.data, o = out.data
-    ComputeThreads.splitRows(tokens, minimumPerThread: 32) { claimed0, claimed1 in
+    let blockRows = causalOffset == nil ? max(32, tokens / (2 * ComputeThreads.current)) : 32
+    ComputeThreads.splitRows(tokens, minimumPerThread: blockRows) { claimed0, claimed1 in
         let r0 = tokens - claimed1, r1 = tokens - claimed0, m = r1 - r0, s = scores + r0 * keyCount
         let seen = causalOffset.map { min(keyCount, $0 + r1) } ?? keyCount
         for h in 0..<heads {

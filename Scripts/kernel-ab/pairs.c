@@ -5,8 +5,8 @@
 // per pair: on a machine whose bandwidth moves by tens of percent from one second to the next,
 // only such pairs resolve differences of a few percent.
 //
-//   pairs sequence tinyllama|qwen2 f16|q8_0|q4_0 [reps]   one decoded token's products
-//   pairs matrix ROWS COLS f16|q8_0|q4_0 [reps]           many copies of one matrix (600 MB)
+//   pairs sequence tinyllama|qwen2 f32|f16|bf16|q8_0|q4_0 [reps]   one decoded token's products
+//   pairs matrix ROWS COLS f32|f16|bf16|q8_0|q4_0 [reps]  many copies of one matrix (600 MB)
 //   pairs attention HEADS KV_HEADS KEYS LAYERS [reps]      decode attention over an f32 cache (with CACHED=1
 //                                                          in the environment every layer reads layer 0's
 //                                                          cache: from cache after the first, the compute alone)
@@ -33,23 +33,28 @@ static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t);
 static int ascending(const void *a, const void *b) { double x = *(const double *)a, y = *(const double *)b; return x < y ? -1 : x > y; }
 
 static chk_format format_named(const char *name) {
+    if (!strcmp(name, "f32")) return CHK_F32;
     if (!strcmp(name, "f16")) return CHK_F16;
+    if (!strcmp(name, "bf16")) return CHK_BF16;
     if (!strcmp(name, "q8_0")) return CHK_Q8_0;
     if (!strcmp(name, "q4_0")) return CHK_Q4_0;
-    fprintf(stderr, "format: expected f16, q8_0 or q4_0, found %s\n", name);
+    fprintf(stderr, "format: expected f32, f16, bf16, q8_0 or q4_0, found %s\n", name);
     exit(2);
 }
 
 static long total_bytes;
-// A matrix of arbitrary but valid bytes (f16 values finite) with scales of 2^-7.
+// Bytes of a float element (0 for the quantized formats).
+static long float_bytes(chk_format f) { return f == CHK_F32 ? 4 : f == CHK_F16 || f == CHK_BF16 ? 2 : 0; }
+
+// A matrix of arbitrary but valid bytes (float values finite) with scales of 2^-7.
 static chk_matvec_part matrix(long rows, long cols, chk_format f, float *y) {
-    long n = rows * cols, bytes = f == CHK_Q4_0 ? n / 2 : f == CHK_F16 ? 2 * n : n;
+    long n = rows * cols, es = float_bytes(f), bytes = f == CHK_Q4_0 ? n / 2 : es ? es * n : n;
     chk_matvec_part p = {f, malloc((size_t)bytes), malloc((size_t)(n / 32 * 2)), rows, y};
     unsigned char *w = (unsigned char *)p.w;
     for (long i = 0; i < bytes; i++) w[i] = (unsigned char)(i * 2654435761u >> 13);
-    if (f == CHK_F16) for (long i = 1; i < bytes; i += 2) w[i] &= 0x3b;
+    if (es) for (long i = es - 1; i < bytes; i += es) w[i] &= 0x3b;  // each element's top byte: a small exponent
     for (long i = 0; i < n / 32; i++) ((uint16_t *)p.scales)[i] = 0x2000;
-    total_bytes += bytes + (f == CHK_F16 ? 0 : n / 16);
+    total_bytes += bytes + (es ? 0 : n / 16);
     return p;
 }
 
@@ -160,7 +165,7 @@ int main(int argc, char **argv) {
         chk_format f = format_named(argv[4]);
         int reps = argc > 5 ? atoi(argv[5]) : 30;
         float *y = malloc(sizeof(float) * rows);
-        matrix_job j = {NULL, (int)(600000000L / (rows * cols * (f == CHK_F16 ? 2 : 1))) + 1, activation(cols), cols};
+        matrix_job j = {NULL, (int)(600000000L / (rows * cols * (float_bytes(f) ? float_bytes(f) : 1))) + 1, activation(cols), cols};
         j.copies = malloc(sizeof(chk_matvec_part) * j.count);
         for (int i = 0; i < j.count; i++) j.copies[i] = matrix(rows, cols, f, y);
         snprintf(what, sizeof what, "%ld x %ld %s (one of %d copies)", rows, cols, argv[4], j.count);

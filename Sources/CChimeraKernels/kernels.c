@@ -132,8 +132,13 @@ static void rows_f16_portable(const uint16_t *w, long cols, long row0, long row1
 // L2, whose queue is deeper, so the near one then completes from L2: 93–100 % (q4_0, 5632 × 2048,
 // medians of builds alternated with a plain read of the same size between products).
 //
-// How far the near one reaches: the AVX2 kernels read one row per pass and prefetch the same
-// columns of the next row (PREFETCH_NEAR_FAR). The AVX-512 kernels read four rows side by side, so
+// On AVX2 (a Zen 3) the float and q8_0 kernels prefetch only the near line (PREFETCH_NEAR): with the
+// far one as well a token's f16 products were 8–14 % slower (paired, Qwen2 and TinyLlama: the read
+// probe itself lost 3–12 % to such prefetches there); q8_0 level to 6 % faster without it. q4_0,
+// which computes more per byte, keeps both (near alone was 1–5 % slower).
+//
+// How far the near one reaches: the AVX2 kernels read one row per pass, so NEAR_AHEAD bytes
+// further along the row's stream, on into the next row. The AVX-512 kernels read four rows side by side, so
 // their near prefetch follows each row's own stream, NEAR_AHEAD bytes ahead and on into the same
 // row of the next group (PREFETCH_STREAM): the same columns of the next group, as they first did,
 // put a whole group more into L1 at once, and with long rows (a down projection: four rows of
@@ -147,6 +152,9 @@ static inline long far_groups(long groupBytes) {
     long groups = (FAR_BYTES + groupBytes - 1) / groupBytes;
     return groups < 2 ? 2 : groups;
 }
+
+// The near prefetch alone: NEAR_AHEAD bytes beyond `p`.
+#define PREFETCH_NEAR(p) _mm_prefetch((const char *)(p) + NEAR_AHEAD, _MM_HINT_T0)
 
 // The near and far prefetches of one line: `near` is the same line in the next group of rows.
 #define PREFETCH_NEAR_FAR(near, farOffset)                          \
@@ -201,21 +209,20 @@ AVX2 static inline __m256 f16x8(const uint16_t *p) { return _mm256_cvtph_ps(_mm_
 // four rows side by side, as the AVX-512 kernels read them, streamed from memory 14–42 % slower
 // (paired, a Qwen2 token's products: q8_0 1.42–1.55×, f16 1.16× in favour of one row; q4_0 0.83
 // against 0.94 of the probe), though from cache they were level or faster. Each line of a row is
-// prefetched NEAR_AHEAD bytes further along the stream (on into the next row) and FAR_BYTES or
-// more ahead into L2 (PREFETCH_STREAM with one row a group); without prefetches a q4_0 token's
-// products ran at 0.40 of the probe.
+// prefetched NEAR_AHEAD bytes further along the stream (on into the next row), and for q4_0 also
+// FAR_BYTES or more ahead into L2 (PREFETCH_STREAM with one row a group; see above); without
+// prefetches a q4_0 token's products ran at 0.40 of the probe.
 
 // One row at a time, 16 columns per step with two accumulators; LOAD8 widens 8 stored values to
 // floats, SCALAR one.
 #define GEMV_AVX2(NAME, T, LOAD8, SCALAR)                                                              \
     AVX2 static void NAME(const T *w, const float *x, float *y, long cols, long row0, long row1) {     \
-        const long rowBytes = cols * (long)sizeof(T), far = far_groups(rowBytes) * rowBytes;           \
         for (long r = row0; r < row1; r++) {                                                           \
             const T *row = w + r * cols;                                                               \
             __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();                                 \
             long i = 0;                                                                                \
             for (; i + 16 <= cols; i += 16) {                                                          \
-                if ((i * (long)sizeof(T)) % 64 == 0) PREFETCH_STREAM(row, i * (long)sizeof(T), rowBytes, 0, far); \
+                if ((i * (long)sizeof(T)) % 64 == 0) PREFETCH_NEAR(row + i);                           \
                 a0 = _mm256_fmadd_ps(LOAD8(row + i), _mm256_loadu_ps(x + i), a0);                      \
                 a1 = _mm256_fmadd_ps(LOAD8(row + i + 8), _mm256_loadu_ps(x + i + 8), a1);              \
             }                                                                                          \
@@ -247,14 +254,13 @@ AVX2 static inline __m256i dot32_avx2(__m256i w, __m256i x) {
 // q8_0 a row at a time, a block a step, eight blocks' scales converted at once (a last few one by one).
 AVX2 static void gemv_q8_avx2(const int8_t *q, const uint16_t *scales, const chk_qx *qx, float *y, long cols, long row0, long row1) {
     const long blocks = cols / CHK_BLOCK;
-    const long far = far_groups(cols + blocks * 2) - 1, farBytes = (far + 1) * cols, farScales = far * blocks * 2;
     for (long r = row0; r < row1; r++) {
         const int8_t *row = q + r * cols; const uint16_t *sc = scales + r * blocks;
         __m256 acc = _mm256_setzero_ps();
         long b = 0;
         for (; b + 8 <= blocks; b += 8) {
-            for (long line = 0; line < 256; line += 64) PREFETCH_STREAM(row, b * 32 + line, cols, 0, farBytes);
-            PREFETCH_NEAR_FAR(sc + b + blocks, farScales);
+            for (long line = 0; line < 256; line += 64) PREFETCH_NEAR(row + b * 32 + line);
+            _mm_prefetch((const char *)(sc + b + blocks), _MM_HINT_T0);  // the next row's scales
             float s[8];  // the scales, stored so that each is broadcast by a load (a permute per block cost more)
             _mm256_storeu_ps(s, _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sc + b))), _mm256_loadu_ps(qx->xs + b)));
             for (int k = 0; k < 8; k++) {
@@ -1193,6 +1199,19 @@ AVX512 static void read_task_avx512(void *context, long c0, long c1) {  // chunk
     j->sink[c0 % 64] = sum_streamed(j->p + c0 * 64, (c1 - c0) * 64);
 }
 
+// On AVX2 plain loads without software prefetches: on a Zen 3 a prefetch 4–32 KiB ahead into L2
+// made the read 3–12 % slower, and touching one float a line (the portable loop) read 1.5–8 %
+// less (alternated passes over 512 MiB, 2 threads).
+AVX2 static void read_task_avx2(void *context, long c0, long c1) {  // chunks of 64 floats
+    read_job *j = context;
+    __m256 s[8];
+    for (int k = 0; k < 8; k++) s[k] = _mm256_setzero_ps();
+    for (const float *p = j->p + c0 * 64, *end = j->p + c1 * 64; p < end; p += 64)
+        for (int k = 0; k < 8; k++) s[k] = _mm256_add_ps(s[k], _mm256_loadu_ps(p + 8 * k));
+    for (int k = 1; k < 8; k++) s[0] = _mm256_add_ps(s[0], s[k]);
+    j->sink[c0 % 64] = hsum256(s[0]);
+}
+
 static void read_task_portable(void *context, long c0, long c1) {
     read_job *j = context;
     float s = 0;
@@ -1205,7 +1224,7 @@ double chk_read_pass(const float *p, long floats, int threads) {
     long n = floats / 64 * 64;  // whole chunks of 64 floats
     if (n <= 0) return 0;
     read_job job = {p, n};
-    chk_task task = K.avx512 ? read_task_avx512 : read_task_portable;
+    chk_task task = K.avx512 ? read_task_avx512 : K.avx2 ? read_task_avx2 : read_task_portable;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     chk_parallel_for(n / 64, n / 64 / (8L * threads) + 1, threads, task, &job);

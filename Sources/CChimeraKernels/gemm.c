@@ -396,7 +396,6 @@ AVX2 static void kernel_6x16_avx2(long kc, const float *xp, const float *wp, con
                                   int accumulate, long rows, long cols) {
     __m256 acc[MR2][2];
     for (int i = 0; i < MR2; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
-#pragma clang loop unroll_count(4)  // (left alone clang did not unroll it: 2–6 % slower, paired)
     for (long k = 0; k < kc; k++, xp += MR2, wp += NR2) {
         __m256 b0 = _mm256_loadu_ps(wp), b1 = _mm256_loadu_ps(wp + 8);
         _mm_prefetch((const char *)(wp + 8 * NR2), _MM_HINT_T0);

@@ -335,26 +335,6 @@ AVX2 static inline __m256 load8(chk_format format, const void *w, const uint16_t
     return _mm256_setzero_ps();
 }
 
-// Transposes 8 rows × 8 columns: column j of v[0..7] into col[j].
-AVX2 static inline void transpose8x8(const __m256 v[8], __m256 col[8]) {
-    __m256 t[8], u[8];
-    for (int i = 0; i < 4; i++) {
-        t[2 * i] = _mm256_unpacklo_ps(v[2 * i], v[2 * i + 1]);
-        t[2 * i + 1] = _mm256_unpackhi_ps(v[2 * i], v[2 * i + 1]);
-    }
-    for (int i = 0; i < 2; i++) {
-        u[4 * i + 0] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
-        u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
-        u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
-        u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
-    }
-    // u[j] (rows 0-3) and u[4 + j] (rows 4-7) hold columns j and j + 4 in their two 128-bit halves.
-    for (int j = 0; j < 4; j++) {
-        col[j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x20);
-        col[j + 4] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x31);
-    }
-}
-
 // Weight rows [n0, n0 + rows) (beyond `n` zero), columns [k0, k0 + kc), into panels wp[panel][k][NR2]:
 // 8 rows × 8 columns loaded, transposed and stored as 8 half-rows of a panel at a time.
 AVX2 static void pack_weights_avx2(chk_format format, const void *w, const uint16_t *scales, long n, long cols,
@@ -365,30 +345,39 @@ AVX2 static void pack_weights_avx2(chk_format format, const void *w, const uint1
             long r0 = n0 + p * NR2 + half * 8;
             for (long k = 0; k < kc; k += 8) {
                 int count = kc - k < 8 ? (int)(kc - k) : 8;
-                __m256 v[8], col[8];
+                __m256 v[8], t[8], u[8];
                 for (int i = 0; i < 8; i++) v[i] = r0 + i < n ? load8(format, w, scales, cols, r0 + i, k0 + k, count) : _mm256_setzero_ps();
-                transpose8x8(v, col);
-                for (int j = 0; j < count; j++) _mm256_storeu_ps(panel + (k + j) * NR2 + half * 8, col[j]);
+                for (int i = 0; i < 4; i++) {
+                    t[2 * i] = _mm256_unpacklo_ps(v[2 * i], v[2 * i + 1]);
+                    t[2 * i + 1] = _mm256_unpackhi_ps(v[2 * i], v[2 * i + 1]);
+                }
+                for (int i = 0; i < 2; i++) {
+                    u[4 * i + 0] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+                    u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+                    u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+                    u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+                }
+                // u[j] (rows 0-3) and u[4 + j] (rows 4-7) hold columns j and j + 4 in their two 128-bit halves.
+                for (int j = 0; j < 4; j++) {
+                    __m256 lo = _mm256_permute2f128_ps(u[j], u[4 + j], 0x20), hi = _mm256_permute2f128_ps(u[j], u[4 + j], 0x31);
+                    if (j < count) _mm256_storeu_ps(panel + (k + j) * NR2 + half * 8, lo);
+                    if (j + 4 < count) _mm256_storeu_ps(panel + (k + j + 4) * NR2 + half * 8, hi);
+                }
             }
         }
     }
 }
 
-// X rows [r0, r0 + MR2) (beyond m zero), columns [0, k), into dst[k][MR2]: 8 columns at a time
-// transposed in registers (the scalar scatter was 4 % of a Qwen2 prefill), the last few one by one.
+// X rows [r0, r0 + MR2) (beyond m zero), columns [0, k), into dst[k][MR2].
 AVX2 static void pack_x_rows_avx2(const float *x, long ldx, long m, long k, long r0, float *dst) {
-    long c = 0;
-    for (; c + 8 <= k; c += 8) {
-        __m256 v[8], col[8];
-        for (int i = 0; i < 8; i++) v[i] = i < MR2 && r0 + i < m ? _mm256_loadu_ps(x + (r0 + i) * ldx + c) : _mm256_setzero_ps();
-        transpose8x8(v, col);
-        // Each column's 8 lanes in order (its two zero lanes overwritten by the next), the last one's 6.
-        for (int j = 0; j < 7; j++) _mm256_storeu_ps(dst + (c + j) * MR2, col[j]);
-        _mm_storeu_ps(dst + (c + 7) * MR2, _mm256_castps256_ps128(col[7]));
-        _mm_storel_pi((__m64 *)(dst + (c + 7) * MR2 + 4), _mm256_extractf128_ps(col[7], 1));
+    for (int i = 0; i < MR2; i++) {
+        if (r0 + i < m) {
+            const float *row = x + (r0 + i) * ldx;
+            for (long c = 0; c < k; c++) dst[c * MR2 + i] = row[c];
+        } else {
+            for (long c = 0; c < k; c++) dst[c * MR2 + i] = 0;
+        }
     }
-    for (; c < k; c++)
-        for (int i = 0; i < MR2; i++) dst[c * MR2 + i] = r0 + i < m ? x[(r0 + i) * ldx + c] : 0;
 }
 
 // C[rows, cols] (+)= xp[kc][MR2] · wp[kc][NR2] (+ bias), rows ≤ MR2 and cols ≤ NR2 stored.

@@ -868,12 +868,13 @@ static inline void prefetch_lines(const void *p, long bytes) {
 AVX2 static inline __attribute__((always_inline)) void panel_scores(const int R, const int half, const float *qT, long headDim,
                                                                      const char *panel, const char *next, float *scores, long ldS, long j0) {
     const long rowBytes = CHK_KEY_PANEL * (half ? 2 : 4);
-    if (next) for (long d = 0; d < headDim; d++) prefetch_lines(next + d * rowBytes, rowBytes);
     for (int c = 0; c < CHK_KEY_PANEL; c += 8) {
         __m256 acc[ATTEND_ROWS_MAX];
         for (int i = 0; i < R; i++) acc[i] = _mm256_setzero_ps();
         const float *qd = qT;
         for (long d = 0; d < headDim; d++, qd += R) {
+            // spread over the first pass: all at once, the prefetches stalled on L1's fill buffers
+            if (c == 0 && next) prefetch_lines(next + d * rowBytes, rowBytes);
             __m256 k = kv8(panel, d * CHK_KEY_PANEL + c, half);
             for (int i = 0; i < R; i++) acc[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(qd + i), k, acc[i]);
         }
@@ -883,16 +884,19 @@ AVX2 static inline __attribute__((always_inline)) void panel_scores(const int R,
 
 // o_i[c ..< c + w] += Σ_j p_i[j] · value(j)[c ..< c + w] (w ≤ 8) over keys [j0, j1), R rows of
 // probabilities stored key-major (pT[j][R], as the queries above) and of o headDim apart.
+// The value rows from `next` on (as many as [j0, j1) holds, if next) are prefetched, one a key.
 AVX2 static inline __attribute__((always_inline)) void values_sum(const int R, const int half, const float *pT,
                                                                    const char *vh, long ldv, long j0, long j1, long c, int w,
-                                                                   float *o, long headDim) {
+                                                                   const char *next, float *o, long headDim) {
     __m256 acc[ATTEND_ROWS_MAX];
     float lanes[8] = {0};
     for (int i = 0; i < R; i++) {
         if (w == 8) acc[i] = _mm256_loadu_ps(o + i * headDim + c);
         else { memcpy(lanes, o + i * headDim + c, sizeof(float) * (size_t)w); acc[i] = _mm256_loadu_ps(lanes); }
     }
+    const long es = half ? 2 : 4;
     for (long j = j0; j < j1; j++) {
+        if (next) prefetch_lines(next + (j - j0) * ldv * es, headDim * es);
         __m256 v;
         if (w == 8) v = kv8(vh, j * ldv + c, half);
         else {  // a head width that is not a multiple of 8: its last few dimensions through a buffer
@@ -930,9 +934,11 @@ AVX2 static inline __attribute__((always_inline)) void attend_rows_avx2(const in
     for (int i = 0; i < R; i++) memset(o + i * headDim, 0, sizeof(float) * (size_t)headDim);
     for (long j0 = 0; j0 < keyCount; j0 += CHK_KEY_PANEL) {
         long j1 = j0 + CHK_KEY_PANEL < keyCount ? j0 + CHK_KEY_PANEL : keyCount;
-        for (long j = j1; j < j1 + CHK_KEY_PANEL && j < keyCount; j++) prefetch_lines(vh + j * ldv * es, headDim * es);
+        // the next block's rows during the first pass (a block's last rows may prefetch past the
+        // cache's used positions: within its capacity, or harmlessly beyond)
+        const char *next = j1 + CHK_KEY_PANEL <= keyCount ? vh + j1 * ldv * es : NULL;
         for (long c = 0; c < headDim; c += 8)
-            values_sum(R, half, pT, vh, ldv, j0, j1, c, headDim - c < 8 ? (int)(headDim - c) : 8, o, headDim);
+            values_sum(R, half, pT, vh, ldv, j0, j1, c, headDim - c < 8 ? (int)(headDim - c) : 8, c == 0 ? next : NULL, o, headDim);
     }
 }
 

@@ -787,14 +787,14 @@ void chk_attend_one(const float *q, const chk_kv_view *kv, long keyCount, long h
     ATTEND_ONE_BODY
 }
 
-// Query rows [r0, r1) of KV head g's group over the cache's key panels (decode without AVX-512):
-// the rows share each panel and value row as it is read, three at a time, with their sums in
+// Query rows [r0, r1) of KV head g's group over the cache's key panels (decode on the portable
+// kernels; AVX2 has its own below): the rows share each panel and value row as it is read, three at a time, with their sums in
 // locals of one panel's (or 32 dimensions') width, which the compiler keeps in vector registers
 // (with fewer than three rows left, the missing ones repeat the first and are not stored). The
 // full 32-dimension chunks of P·V have a loop of their own, whose constant trip count vectorizes
 // without a remainder. scores holds (r1 − r0) rows of ldS ≥ keyCount rounded up to whole panels.
 // A float16 cache (kv->half) is read in place: each panel line of keys and each value row is
-// widened into a small local buffer just before use (WIDEN_HALVES, defined per instruction set).
+// widened into a small local buffer just before use (WIDEN_HALVES).
 #define KV_FLOATS(base, at, buffer, n)                                                               \
     (kv->half ? (WIDEN_HALVES((const uint16_t *)(base) + (at), buffer, n), (const float *)(buffer)) \
               : (const float *)(base) + (at))
@@ -934,8 +934,7 @@ AVX2 static inline __attribute__((always_inline)) void attend_rows_avx2(const in
     for (int i = 0; i < R; i++) memset(o + i * headDim, 0, sizeof(float) * (size_t)headDim);
     for (long j0 = 0; j0 < keyCount; j0 += CHK_KEY_PANEL) {
         long j1 = j0 + CHK_KEY_PANEL < keyCount ? j0 + CHK_KEY_PANEL : keyCount;
-        // the next block's rows during the first pass (a block's last rows may prefetch past the
-        // cache's used positions: within its capacity, or harmlessly beyond)
+        // the next block's rows, when it is a whole block, during the first pass
         const char *next = j1 + CHK_KEY_PANEL <= keyCount ? vh + j1 * ldv * es : NULL;
         for (long c = 0; c < headDim; c += 8)
             values_sum(R, half, pT, vh, ldv, j0, j1, c, headDim - c < 8 ? (int)(headDim - c) : 8, c == 0 ? next : NULL, o, headDim);

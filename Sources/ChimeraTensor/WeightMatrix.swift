@@ -382,8 +382,8 @@ public enum ParallelRows {
 }
 
 /// Measures main memory's read bandwidth over a buffer much larger than the caches, with the
-/// fastest read loop found for the CPU (chk_read_pass: plain loads, prefetched ahead only with AVX-512): the bound a
-/// bandwidth-bound decode is compared with. On a shared machine the figure
+/// fastest read loop found for the CPU (chk_read_pass: plain loads, prefetched ahead only with
+/// AVX-512): the bound a bandwidth-bound decode is compared with. On a shared machine the figure
 /// moves from one moment to the next, so each `measure()` is one short pass (about 20 ms) meant
 /// to be paired with the work it is compared with.
 public final class ReadBandwidthProbe {

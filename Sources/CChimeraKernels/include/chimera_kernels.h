@@ -119,8 +119,9 @@ void chk_attend_view(const float *q, const chk_kv_view *kv, long keyCount, long 
                      float scale, float *out, int threads);
 
 /// Reads p[0 ..< floats] once on `threads` threads as fast as they come (plain loads; with AVX-512
-/// also prefetched ahead into L2, which on AVX2's Zen 3 only slowed it) and returns the rate in GB/s: main memory's read bandwidth when the buffer is
-/// much larger than the caches and was not read just before.
+/// also prefetched ahead into L2, which on AVX2's Zen 3 only slowed it) and returns the rate in
+/// GB/s: main memory's read bandwidth when the buffer is much larger than the caches and was not
+/// read just before.
 double chk_read_pass(const float *p, long floats, int threads);
 
 /// Whether chk_gemm_nt runs on this CPU (AVX-512, or AVX2 with FMA and F16C).

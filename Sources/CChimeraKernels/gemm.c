@@ -21,6 +21,7 @@
 #include <sched.h>
 #include "elementwise.h"
 #include "weights_avx512.h"
+#include "weights_avx2.h"
 #include "scratch.h"
 
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c,avx2")))
@@ -307,16 +308,16 @@ AVX2 static inline __m256 load8(chk_format format, const void *w, const uint16_t
     switch (format) {
     case CHK_F32: {
         const float *p = (const float *)w + r * cols + k;
-        if (count == 8) return _mm256_loadu_ps(p);
+        if (count == 8) return f32x8(p);
         float t[8] = {0};
         memcpy(t, p, sizeof(float) * (size_t)count);
-        return _mm256_loadu_ps(t);
+        return f32x8(t);
     }
     case CHK_F16: case CHK_BF16: {
         const uint16_t *p = (const uint16_t *)w + r * cols + k;
         uint16_t t[8] = {0};
-        __m128i h = count == 8 ? _mm_loadu_si128((const __m128i *)p) : (memcpy(t, p, 2 * (size_t)count), _mm_loadu_si128((const __m128i *)t));
-        return format == CHK_F16 ? _mm256_cvtph_ps(h) : _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+        if (count < 8) p = memcpy(t, p, 2 * (size_t)count);
+        return format == CHK_F16 ? f16x8(p) : bf16x8(p);
     }
     case CHK_Q8_0: {  // columns are a multiple of 32, so count is 8 and k a multiple of 8
         __m128i q = _mm_loadl_epi64((const __m128i *)((const int8_t *)w + r * cols + k));

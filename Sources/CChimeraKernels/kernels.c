@@ -4,6 +4,7 @@
 #include "chimera_kernels.h"
 #include "elementwise.h"
 #include "weights_avx512.h"
+#include "weights_avx2.h"
 #include "scratch.h"
 #include <immintrin.h>
 #include <math.h>
@@ -197,13 +198,7 @@ AVX2 static inline float hsum256(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-AVX2 static inline __m256 bf16x8(const uint16_t *p) {
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
-}
-
 static inline float f32_to_float(float v) { return v; }
-AVX2 static inline __m256 f32x8(const float *p) { return _mm256_loadu_ps(p); }
-AVX2 static inline __m256 f16x8(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
 
 // Decode products on AVX2 read one row per pass: on a Zen 3 (this machine kind since 2026-11-30)
 // four rows side by side, as the AVX-512 kernels read them, streamed from memory 14–42 % slower
@@ -321,7 +316,7 @@ AVX2 static void gemv_q4_avx2(const uint8_t *q, const uint16_t *scales, const ch
 
 AVX2 static void rows_f16_avx2(const uint16_t *w, long cols, long row0, long row1, float *out) {
     long n = (row1 - row0) * cols, i = 0; const uint16_t *src = w + row0 * cols;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, f16x8(src + i));
     for (; i < n; i++) out[i] = half_to_float(src[i]);
 }
 
@@ -853,7 +848,7 @@ void chk_attend_one(const float *q, const chk_kv_view *kv, long keyCount, long h
 
 // Eight floats of a float32 or (half) float16 row at p.
 AVX2 static inline __m256 kv8(const void *p, long at, const int half) {
-    return half ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)p + at))) : _mm256_loadu_ps((const float *)p + at);
+    return half ? f16x8((const uint16_t *)p + at) : f32x8((const float *)p + at);
 }
 
 // Prefetches into L1 the `bytes` at p, a line at a time.

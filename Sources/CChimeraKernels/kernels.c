@@ -783,65 +783,69 @@ void chk_attend_one(const float *q, const chk_kv_view *kv, long keyCount, long h
 }
 
 // Query rows [r0, r1) of KV head g's group over the cache's key panels (decode on the portable
-// kernels; AVX2 has its own below): the rows share each panel and value row as it is read, three at a time, with their sums in
-// locals of one panel's (or 32 dimensions') width, which the compiler keeps in vector registers
+// kernels; AVX2 has its own below): the rows share each panel and value row as it is read, three
+// at a time, with their sums in locals of one panel's (or 32 dimensions') width, which the compiler keeps in vector registers
 // (with fewer than three rows left, the missing ones repeat the first and are not stored). The
 // full 32-dimension chunks of P·V have a loop of their own, whose constant trip count vectorizes
 // without a remainder. scores holds (r1 − r0) rows of ldS ≥ keyCount rounded up to whole panels.
 // A float16 cache (kv->half) is read in place: each panel line of keys and each value row is
-// widened into a small local buffer just before use (WIDEN_HALVES).
+// widened into a small local buffer just before use (KV_FLOATS: keys or values at base + at as
+// floats, in place or widened into `buffer`).
 #define KV_FLOATS(base, at, buffer, n)                                                               \
-    (kv->half ? (WIDEN_HALVES((const uint16_t *)(base) + (at), buffer, n), (const float *)(buffer)) \
+    (kv->half ? (rows_f16_portable((const uint16_t *)(base) + (at), n, 0, 1, buffer), (const float *)(buffer)) \
               : (const float *)(base) + (at))
-#define ATTEND_GROUP_BODY                                                                            \
-    const long P = CHK_KEY_PANEL, group = heads / kvHeads, es = kv->half ? 2 : 4;                   \
-    const char *kh = (const char *)kv->keys + g * kv->keyHeadStride * es;                           \
-    const char *vh = (const char *)kv->values + g * kv->valueHeadStride * es;                       \
-    const float *qg = q + g * group * headDim;                                                       \
-    float wide[CHK_KEY_PANEL > 32 ? CHK_KEY_PANEL : 32];                                             \
-    for (long j0 = 0; j0 < keyCount; j0 += P) {                                                     \
-        for (long r = r0; r < r1; r += 3) {                                                          \
-            long n = r1 - r < 3 ? r1 - r : 3;                                                        \
-            const float *q0 = qg + r * headDim, *q1 = n > 1 ? q0 + headDim : q0, *q2 = n > 2 ? q0 + 2 * headDim : q0; \
-            float a[3][CHK_KEY_PANEL] = {{0}};                                                       \
-            for (long i = 0; i < headDim; i++) {                                                     \
-                const float *k = KV_FLOATS(kh, j0 * headDim + i * P, wide, P);                      \
-                float x0 = q0[i], x1 = q1[i], x2 = q2[i];                                            \
-                for (int t = 0; t < CHK_KEY_PANEL; t++) { a[0][t] += x0 * k[t]; a[1][t] += x1 * k[t]; a[2][t] += x2 * k[t]; } \
-            }                                                                                        \
-            for (long i = 0; i < n; i++)                                                             \
-                for (int t = 0; t < CHK_KEY_PANEL; t++) scores[(r - r0 + i) * ldS + j0 + t] = a[i][t] * scale; \
-        }                                                                                            \
-    }                                                                                                \
-    chk_softmax_rows(scores, r1 - r0, keyCount, ldS);                                                \
-    for (long c = 0; c < headDim; c += 32) {                                                         \
-        long w = headDim - c < 32 ? headDim - c : 32;                                                \
-        for (long r = r0; r < r1; r += 3) {                                                          \
-            long n = r1 - r < 3 ? r1 - r : 3;                                                        \
-            const float *p0 = scores + (r - r0) * ldS, *p1 = n > 1 ? p0 + ldS : p0, *p2 = n > 2 ? p0 + 2 * ldS : p0; \
-            float o[3][32] = {{0}};                                                                  \
-            if (w == 32) {                                                                           \
-                for (long j = 0; j < keyCount; j++) {                                                \
-                    const float *v = KV_FLOATS(vh, j * kv->ldv + c, wide, 32);                      \
-                    float x0 = p0[j], x1 = p1[j], x2 = p2[j];                                        \
-                    for (int t = 0; t < 32; t++) { o[0][t] += x0 * v[t]; o[1][t] += x1 * v[t]; o[2][t] += x2 * v[t]; } \
-                }                                                                                    \
-            } else {                                                                                 \
-                for (long j = 0; j < keyCount; j++) {                                                \
-                    const float *v = KV_FLOATS(vh, j * kv->ldv + c, wide, w);                       \
-                    float x0 = p0[j], x1 = p1[j], x2 = p2[j];                                        \
-                    for (long t = 0; t < w; t++) { o[0][t] += x0 * v[t]; o[1][t] += x1 * v[t]; o[2][t] += x2 * v[t]; } \
-                }                                                                                    \
-            }                                                                                        \
-            for (long i = 0; i < n; i++)                                                             \
-                for (long t = 0; t < w; t++) out[(g * group + r + i) * headDim + c + t] = o[i][t];   \
-        }                                                                                            \
+static void attend_group_portable(const float *q, const chk_kv_view *kv, long keyCount, long heads, long kvHeads,
+                                  long headDim, float scale, long g, long r0, long r1, float *scores, long ldS, float *out) {
+    const long P = CHK_KEY_PANEL, group = heads / kvHeads, es = kv->half ? 2 : 4;
+    const char *kh = (const char *)kv->keys + g * kv->keyHeadStride * es;
+    const char *vh = (const char *)kv->values + g * kv->valueHeadStride * es;
+    const float *qg = q + g * group * headDim;
+    float wide[CHK_KEY_PANEL > 32 ? CHK_KEY_PANEL : 32];
+    for (long j0 = 0; j0 < keyCount; j0 += P) {
+        for (long r = r0; r < r1; r += 3) {
+            long n = r1 - r < 3 ? r1 - r : 3;
+            const float *q0 = qg + r * headDim, *q1 = n > 1 ? q0 + headDim : q0, *q2 = n > 2 ? q0 + 2 * headDim : q0;
+            float a[3][CHK_KEY_PANEL] = {{0}};
+            for (long i = 0; i < headDim; i++) {
+                const float *k = KV_FLOATS(kh, j0 * headDim + i * P, wide, P);
+                float x0 = q0[i], x1 = q1[i], x2 = q2[i];
+                for (int t = 0; t < CHK_KEY_PANEL; t++) { a[0][t] += x0 * k[t]; a[1][t] += x1 * k[t]; a[2][t] += x2 * k[t]; }
+            }
+            for (long i = 0; i < n; i++)
+                for (int t = 0; t < CHK_KEY_PANEL; t++) scores[(r - r0 + i) * ldS + j0 + t] = a[i][t] * scale;
+        }
     }
+    chk_softmax_rows(scores, r1 - r0, keyCount, ldS);
+    for (long c = 0; c < headDim; c += 32) {
+        long w = headDim - c < 32 ? headDim - c : 32;
+        for (long r = r0; r < r1; r += 3) {
+            long n = r1 - r < 3 ? r1 - r : 3;
+            const float *p0 = scores + (r - r0) * ldS, *p1 = n > 1 ? p0 + ldS : p0, *p2 = n > 2 ? p0 + 2 * ldS : p0;
+            float o[3][32] = {{0}};
+            if (w == 32) {
+                for (long j = 0; j < keyCount; j++) {
+                    const float *v = KV_FLOATS(vh, j * kv->ldv + c, wide, 32);
+                    float x0 = p0[j], x1 = p1[j], x2 = p2[j];
+                    for (int t = 0; t < 32; t++) { o[0][t] += x0 * v[t]; o[1][t] += x1 * v[t]; o[2][t] += x2 * v[t]; }
+                }
+            } else {
+                for (long j = 0; j < keyCount; j++) {
+                    const float *v = KV_FLOATS(vh, j * kv->ldv + c, wide, w);
+                    float x0 = p0[j], x1 = p1[j], x2 = p2[j];
+                    for (long t = 0; t < w; t++) { o[0][t] += x0 * v[t]; o[1][t] += x1 * v[t]; o[2][t] += x2 * v[t]; }
+                }
+            }
+            for (long i = 0; i < n; i++)
+                for (long t = 0; t < w; t++) out[(g * group + r + i) * headDim + c + t] = o[i][t];
+        }
+    }
+}
+#undef KV_FLOATS
 
 // The AVX2 version reads each key and value once for up to eight query rows, all of whose sums stay
 // in registers: eight positions (scores) or eight dimensions (P·V) a pass, one accumulator a row,
-// so a group of 7 (Qwen2) or 8 (TinyLlama) is one pass over its KV head. The macro body above,
-// compiled for AVX2, took three rows a pass and spilled P·V's 12 accumulators to the stack: a
+// so a group of 7 (Qwen2) or 8 (TinyLlama) is one pass over its KV head. The portable body above,
+// compiled for AVX2 until now, took three rows a pass and spilled P·V's 12 accumulators to the stack: a
 // Qwen2-0.5B layer at 672 positions 165 µs (81 from cache) on a Zen 3, 6 % of an f16 token and
 // more of a q4_0 one.
 #define ATTEND_ROWS_MAX 8
@@ -954,13 +958,6 @@ AVX2 static void attend_group_avx2(const float *q, const chk_kv_view *kv, long k
         }
     }
 }
-
-#define WIDEN_HALVES(h, out, n) rows_f16_portable(h, n, 0, 1, out)
-static void attend_group_portable(const float *q, const chk_kv_view *kv, long keyCount, long heads, long kvHeads,
-                                  long headDim, float scale, long g, long r0, long r1, float *scores, long ldS, float *out) {
-    ATTEND_GROUP_BODY
-}
-#undef WIDEN_HALVES
 
 // MARK: - Thread pool
 

@@ -860,94 +860,110 @@ static inline void prefetch_lines(const void *p, long bytes) {
     for (long at = 0; at < bytes; at += 64) _mm_prefetch((const char *)p + at, _MM_HINT_T0);
 }
 
-// scores[i][j0 + t] = qT_i · key(j0 + t), t < CHK_KEY_PANEL, for R rows (a constant after
-// inlining) of scaled queries stored dimension-major (qT[d][R]: one pointer reaches every row's
-// element, where R row pointers spilled) over the key panel at `panel`; the next panel, if `next`,
-// is prefetched meanwhile, a row of it per dimension.
-AVX2 static inline __attribute__((always_inline)) void panel_scores(const int R, const int half, const float *qT, long headDim,
+// R rows of x (`ld` apart), elements [e0, e0 + n), each times `scale` and spread over a vector:
+// spread[e·R + i] = eight lanes of x_i[e0 + e]. The loops below then read each as a plain vector
+// load; a broadcast in the loop costs a shuffle beside every FMA, and on a Zen 3 the shuffles bound
+// them (a step of 7 rows over 8 keys 7.1 cycles with broadcasts, 5.2 with spread queries).
+AVX2 static inline __attribute__((always_inline)) void spread_rows(const int R, const float *x, long ld, long e0, long n,
+                                                                    float scale, __m256 *spread) {
+    for (long e = 0; e < n; e++)
+        for (int i = 0; i < R; i++) spread[e * R + i] = _mm256_set1_ps(x[i * ld + e0 + e] * scale);
+}
+
+// scores[i][j0 + t] = q_i · key(j0 + t), t < CHK_KEY_PANEL, for R rows (a constant after
+// inlining) of scaled queries spread by spread_rows over the key panel at `panel`; the next panel,
+// if `next`, is prefetched meanwhile, a row of it per dimension.
+AVX2 static inline __attribute__((always_inline)) void panel_scores(const int R, const int half, const __m256 *qs, long headDim,
                                                                      const char *panel, const char *next, float *scores, long ldS, long j0) {
     const long rowBytes = CHK_KEY_PANEL * (half ? 2 : 4);
     for (int c = 0; c < CHK_KEY_PANEL; c += 8) {
         __m256 acc[ATTEND_ROWS_MAX];
         for (int i = 0; i < R; i++) acc[i] = _mm256_setzero_ps();
-        const float *qd = qT;
+        const __m256 *qd = qs;
         for (long d = 0; d < headDim; d++, qd += R) {
             // spread over the first pass: all at once, the prefetches stalled on L1's fill buffers
             if (c == 0 && next) prefetch_lines(next + d * rowBytes, rowBytes);
             __m256 k = kv8(panel, d * CHK_KEY_PANEL + c, half);
-            for (int i = 0; i < R; i++) acc[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(qd + i), k, acc[i]);
+            for (int i = 0; i < R; i++) acc[i] = _mm256_fmadd_ps(qd[i], k, acc[i]);
         }
         for (int i = 0; i < R; i++) _mm256_storeu_ps(scores + i * ldS + j0 + c, acc[i]);
     }
 }
 
 // o_i[c ..< c + w] += Σ_j p_i[j] · value(j)[c ..< c + w] (w ≤ 8) over keys [j0, j1), R rows of
-// probabilities stored key-major (pT[j][R], as the queries above) and of o headDim apart.
-// The value rows from `next` on (as many as [j0, j1) holds, if next) are prefetched, one a key.
-AVX2 static inline __attribute__((always_inline)) void values_sum(const int R, const int half, const float *pT,
+// probabilities spread by spread_rows (from j0) and of o headDim apart.
+AVX2 static inline __attribute__((always_inline)) void values_sum(const int R, const int half, const __m256 *ps,
                                                                    const char *vh, long ldv, long j0, long j1, long c, int w,
-                                                                   const char *next, float *o, long headDim) {
+                                                                   float *o, long headDim) {
     __m256 acc[ATTEND_ROWS_MAX];
     float lanes[8] = {0};
     for (int i = 0; i < R; i++) {
         if (w == 8) acc[i] = _mm256_loadu_ps(o + i * headDim + c);
         else { memcpy(lanes, o + i * headDim + c, sizeof(float) * (size_t)w); acc[i] = _mm256_loadu_ps(lanes); }
     }
-    const long es = half ? 2 : 4;
-    for (long j = j0; j < j1; j++) {
-        if (next) prefetch_lines(next + (j - j0) * ldv * es, headDim * es);
-        __m256 v;
-        if (w == 8) v = kv8(vh, j * ldv + c, half);
-        else {  // a head width that is not a multiple of 8: its last few dimensions through a buffer
+    const __m256 *pj = ps;
+    if (w == 8)  // (the loop apart from the other: with both in one, its counters spilled to the stack)
+        for (long j = j0; j < j1; j++, pj += R) {
+            __m256 v = kv8(vh, j * ldv + c, half);
+            for (int i = 0; i < R; i++) acc[i] = _mm256_fmadd_ps(pj[i], v, acc[i]);
+        }
+    else  // a head width that is not a multiple of 8: its last few dimensions through a buffer
+        for (long j = j0; j < j1; j++, pj += R) {
             if (half) rows_f16_avx2((const uint16_t *)vh + j * ldv + c, w, 0, 1, lanes);
             else memcpy(lanes, (const float *)vh + j * ldv + c, sizeof(float) * (size_t)w);
-            v = _mm256_loadu_ps(lanes);
+            __m256 v = _mm256_loadu_ps(lanes);
+            for (int i = 0; i < R; i++) acc[i] = _mm256_fmadd_ps(pj[i], v, acc[i]);
         }
-        for (int i = 0; i < R; i++) acc[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(pT + j * R + i), v, acc[i]);
-    }
     for (int i = 0; i < R; i++) {
         if (w == 8) _mm256_storeu_ps(o + i * headDim + c, acc[i]);
         else { _mm256_storeu_ps(lanes, acc[i]); memcpy(o + i * headDim + c, lanes, sizeof(float) * (size_t)w); }
     }
 }
 
+// Vectors of scratch attend_rows_avx2 spreads its rows into (queries, then a block's probabilities).
+static inline long attend_spread_vectors(long headDim) {
+    return (headDim > CHK_KEY_PANEL ? headDim : CHK_KEY_PANEL) * ATTEND_ROWS_MAX;
+}
+
 // One pass of R query rows (from row r of KV head g's group): scores a key panel at a time, softmax,
 // then P·V a block of CHK_KEY_PANEL value rows at a time (in L1 for all of a row's dimensions, the
 // next block prefetched meanwhile), summed into o. So memory is read as two sequential streams.
-// `scores` holds 2·R rows of ldS: the scores, then the probabilities transposed (pT).
+// `spread` holds attend_spread_vectors(headDim) vectors.
 AVX2 static inline __attribute__((always_inline)) void attend_rows_avx2(const int R, const int half, const float *qr,
                                                                          const chk_kv_view *kv, long keyCount, long headDim,
-                                                                         float scale, long g, float *scores, long ldS, float *o) {
+                                                                         float scale, long g, float *scores, long ldS,
+                                                                         __m256 *spread, float *o) {
     const long es = half ? 2 : 4, panelBytes = headDim * CHK_KEY_PANEL * es, ldv = kv->ldv;
     const char *kh = (const char *)kv->keys + g * kv->keyHeadStride * es, *vh = (const char *)kv->values + g * kv->valueHeadStride * es;
-    float *pT = scores + R * ldS, *qT = o;  // o (R rows of headDim, not q's) holds the scaled queries until P·V
-    for (long d = 0; d < headDim; d++)
-        for (int i = 0; i < R; i++) qT[d * R + i] = qr[i * headDim + d] * scale;
+    spread_rows(R, qr, headDim, 0, headDim, scale, spread);
     for (long j0 = 0; j0 < keyCount; j0 += CHK_KEY_PANEL) {
         const char *panel = kh + j0 * headDim * es;
-        panel_scores(R, half, qT, headDim, panel, j0 + CHK_KEY_PANEL < keyCount ? panel + panelBytes : NULL, scores, ldS, j0);
+        panel_scores(R, half, spread, headDim, panel, j0 + CHK_KEY_PANEL < keyCount ? panel + panelBytes : NULL, scores, ldS, j0);
     }
     chk_softmax_rows(scores, R, keyCount, ldS);
-    for (long j = 0; j < keyCount; j++)
-        for (int i = 0; i < R; i++) pT[j * R + i] = scores[i * ldS + j];
     for (int i = 0; i < R; i++) memset(o + i * headDim, 0, sizeof(float) * (size_t)headDim);
     for (long j0 = 0; j0 < keyCount; j0 += CHK_KEY_PANEL) {
         long j1 = j0 + CHK_KEY_PANEL < keyCount ? j0 + CHK_KEY_PANEL : keyCount;
-        // the next block's rows, when it is a whole block, during the first pass
+        // the next block's rows, when it is a whole block, a few rows before each pass over this one
         const char *next = j1 + CHK_KEY_PANEL <= keyCount ? vh + j1 * ldv * es : NULL;
-        for (long c = 0; c < headDim; c += 8)
-            values_sum(R, half, pT, vh, ldv, j0, j1, c, headDim - c < 8 ? (int)(headDim - c) : 8, c == 0 ? next : NULL, o, headDim);
+        const long passes = (headDim + 7) / 8, rowsAhead = (CHK_KEY_PANEL + passes - 1) / passes;
+        spread_rows(R, scores, ldS, j0, j1 - j0, 1, spread);
+        for (long c = 0, ahead = 0; c < headDim; c += 8, ahead += rowsAhead) {
+            for (long j = ahead; next && j < ahead + rowsAhead && j < CHK_KEY_PANEL; j++) prefetch_lines(next + j * ldv * es, headDim * es);
+            values_sum(R, half, spread, vh, ldv, j0, j1, c, headDim - c < 8 ? (int)(headDim - c) : 8, o, headDim);
+        }
     }
 }
 
 #define ATTEND_ROWS_CASE(R)                                                                                           \
     case R:                                                                                                           \
-        if (kv->half) attend_rows_avx2(R, 1, qr, kv, keyCount, headDim, scale, g, scores, ldS, o);                   \
-        else attend_rows_avx2(R, 0, qr, kv, keyCount, headDim, scale, g, scores, ldS, o);                            \
+        if (kv->half) attend_rows_avx2(R, 1, qr, kv, keyCount, headDim, scale, g, scores, ldS, spread, o);           \
+        else attend_rows_avx2(R, 0, qr, kv, keyCount, headDim, scale, g, scores, ldS, spread, o);                    \
         break;
 
 AVX2 static void attend_group_avx2(const float *q, const chk_kv_view *kv, long keyCount, long heads, long kvHeads,
-                                   long headDim, float scale, long g, long r0, long r1, float *scores, long ldS, float *out) {
+                                   long headDim, float scale, long g, long r0, long r1, float *scores, long ldS, __m256 *spread,
+                                   float *out) {
     const long group = heads / kvHeads;
     for (long r = r0; r < r1; r += ATTEND_ROWS_MAX) {
         const float *qr = q + (g * group + r) * headDim;
@@ -1234,13 +1250,16 @@ static void attend_panels_task(void *context, long i0, long i1) {
     const attend_panels_job *pj = context;
     const attend_job *j = &pj->attend;
     long group = j->heads / j->kvHeads, ldS = (j->keyCount + CHK_KEY_PANEL - 1) / CHK_KEY_PANEL * CHK_KEY_PANEL;
-    // (the AVX2 body keeps the probabilities transposed beside the scores: twice the rows)
-    float *scores = needed_scratch(CHK_SCRATCH_SCORES, sizeof(float) * 2 * pj->rowsPerBlock * ldS);
+    // (the AVX2 body's spread rows after the scores; ldS, a multiple of the panel, keeps them aligned)
+    long scoreFloats = pj->rowsPerBlock * ldS, spreadFloats = K.avx2 ? 8 * attend_spread_vectors(j->headDim) : 0;
+    float *scores = needed_scratch(CHK_SCRATCH_SCORES, sizeof(float) * (scoreFloats + spreadFloats));
     for (long item = i0; item < i1; item++) {
         long g = item / pj->blocks, r0 = item % pj->blocks * pj->rowsPerBlock;
         long r1 = r0 + pj->rowsPerBlock < group ? r0 + pj->rowsPerBlock : group;
         if (r0 >= r1) continue;
-        if (K.avx2) attend_group_avx2(j->q, &j->kv, j->keyCount, j->heads, j->kvHeads, j->headDim, j->scale, g, r0, r1, scores, ldS, j->out);
+        if (K.avx2)
+            attend_group_avx2(j->q, &j->kv, j->keyCount, j->heads, j->kvHeads, j->headDim, j->scale, g, r0, r1, scores, ldS,
+                              (__m256 *)(scores + scoreFloats), j->out);
         else attend_group_portable(j->q, &j->kv, j->keyCount, j->heads, j->kvHeads, j->headDim, j->scale, g, r0, r1, scores, ldS, j->out);
     }
 }

@@ -94,6 +94,7 @@ extension KernelSelection {
                 (1, 40, 8, 2, 64, 39), (1, 300, 16, 2, 72, 299), (1, 17, 4, 4, 16, 16), (1, 30, 12, 1, 8, 29),
                 (1, 45, 28, 2, 64, 44),  // groups of 14 query heads: more rows than one block holds
                 (1, 300, 14, 2, 64, 299),  // Qwen2-0.5B's groups of 7 (the 7-row kernel), in spans
+                (1, 70, 6, 2, 12, 69),  // heads 12 wide: P·V's last 4 dimensions through a buffer (AVX2)
                 // Through the cache, long enough to be cut into spans of keys that are combined:
                 // with 14-head groups and 80-wide heads, and with one KV head (multi-query).
                 (1, 700, 28, 2, 80, 699), (1, 530, 8, 1, 64, 529),

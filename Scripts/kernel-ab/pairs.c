@@ -6,7 +6,7 @@
 // only such pairs resolve differences of a few percent.
 //
 //   pairs sequence tinyllama|qwen2 f32|f16|bf16|q8_0|q4_0 [reps]   one decoded token's products
-//   pairs matrix ROWS COLS f32|f16|bf16|q8_0|q4_0 [reps]  many copies of one matrix (600 MB)
+//   pairs matrix ROWS COLS f32|f16|bf16|q8_0|q4_0|q6_0 [reps]  many copies of one matrix (600 MB)
 //   pairs attention HEADS KV_HEADS KEYS LAYERS [reps]      decode attention over an f32 cache (with CACHED=1
 //                                                          in the environment every layer reads layer 0's
 //                                                          cache: from cache after the first, the compute alone)
@@ -38,7 +38,8 @@ static chk_format format_named(const char *name) {
     if (!strcmp(name, "bf16")) return CHK_BF16;
     if (!strcmp(name, "q8_0")) return CHK_Q8_0;
     if (!strcmp(name, "q4_0")) return CHK_Q4_0;
-    fprintf(stderr, "format: expected f32, f16, bf16, q8_0 or q4_0, found %s\n", name);
+    if (!strcmp(name, "q6_0")) return CHK_Q6_0;  // (a B revision before q6_0 computes nothing: read A's share only)
+    fprintf(stderr, "format: expected f32, f16, bf16, q8_0, q4_0 or q6_0, found %s\n", name);
     exit(2);
 }
 
@@ -48,7 +49,7 @@ static long float_bytes(chk_format f) { return f == CHK_F32 ? 4 : f == CHK_F16 |
 
 // A matrix of arbitrary but valid bytes (float values finite) with scales of 2^-7.
 static chk_matvec_part matrix(long rows, long cols, chk_format f, float *y) {
-    long n = rows * cols, es = float_bytes(f), bytes = f == CHK_Q4_0 ? n / 2 : es ? es * n : n;
+    long n = rows * cols, es = float_bytes(f), bytes = f == CHK_Q4_0 ? n / 2 : f == CHK_Q6_0 ? n / 4 * 3 : es ? es * n : n;
     chk_matvec_part p = {f, malloc((size_t)bytes), malloc((size_t)(n / 32 * 2)), rows, y};
     unsigned char *w = (unsigned char *)p.w;
     for (long i = 0; i < bytes; i++) w[i] = (unsigned char)(i * 2654435761u >> 13);

@@ -23,6 +23,7 @@
 #include "weights_avx512.h"
 #include "weights_avx2.h"
 #include "scratch.h"
+#include "q6_blocks.h"
 
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c,avx2")))
 
@@ -72,6 +73,7 @@ AVX512 static inline __m512 load16(chk_format format, const void *w, const uint1
         float d = half_to_float_scalar(scales[r * (cols / CHK_BLOCK) + block]);
         return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(nibbles, _mm512_set1_epi32(8))), _mm512_set1_ps(d));
     }
+    case CHK_Q6_0: break;  // declined with AVX-512 by chk_gemm_nt_parts (the callers' widened tiles serve it)
     }
     return _mm512_setzero_ps();
 }
@@ -332,6 +334,14 @@ AVX2 static inline __m256 load8(chk_format format, const void *w, const uint16_t
         float d = _cvtsh_ss(scales[r * (cols / CHK_BLOCK) + block]);
         return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(nibbles, _mm256_set1_epi32(8))), _mm256_set1_ps(d));
     }
+    case CHK_Q6_0: {  // eight codes (k a multiple of 8) one by one: packing is a small part of a GEMM
+        long blocks = cols / CHK_BLOCK, block = k / CHK_BLOCK;
+        const uint8_t *row = (const uint8_t *)w + r * blocks * Q6_BLOCK_BYTES;
+        int32_t codes[8];
+        for (int i = 0; i < 8; i++) codes[i] = q6_code(row, blocks, block, (int)(k % CHK_BLOCK) + i) - 32;
+        float d = _cvtsh_ss(scales[r * blocks + block]);
+        return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)codes)), _mm256_set1_ps(d));
+    }
     }
     return _mm256_setzero_ps();
 }
@@ -537,7 +547,10 @@ int chk_gemm_nt_parts(const chk_gemm_part *parts, int count, long k, const float
     if (kc > KC) kc = KC;
     gemm_job job = {isa, parts, count, {0}, x, ldx, m, k, balanced_block_rows(parts, count, threads), kc, (k + kc - 1) / kc, NULL, NULL, 0};
     for (int i = 0; i < count; i++) {
-        if ((parts[i].format == CHK_Q8_0 || parts[i].format == CHK_Q4_0) && k % CHK_BLOCK) return 0;
+        if ((parts[i].format == CHK_Q8_0 || parts[i].format == CHK_Q4_0 || parts[i].format == CHK_Q6_0) && k % CHK_BLOCK) return 0;
+        // No q6_0 packing with AVX-512: it could not be tested on an AVX-512 machine when written,
+        // and q6_0 is only a tied lm_head by default, which prefill multiplies for one row.
+        if (parts[i].format == CHK_Q6_0 && isa == &gemm_avx512) return 0;
         job.firstBlock[i + 1] = job.firstBlock[i] + (parts[i].n + job.nb - 1) / job.nb;
     }
     long blocks = job.firstBlock[count];

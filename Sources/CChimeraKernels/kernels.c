@@ -6,6 +6,7 @@
 #include "weights_avx512.h"
 #include "weights_avx2.h"
 #include "scratch.h"
+#include "q6_blocks.h"
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
@@ -99,6 +100,12 @@ static inline int32_t block_q4(const uint8_t *w, const int8_t *x) {
     return acc;
 }
 
+static inline int32_t block_q6(const uint8_t *row, long blocks, long b, const int8_t *x) {
+    int32_t acc = 0;
+    for (int e = 0; e < CHK_BLOCK; e++) acc += (q6_code(row, blocks, b, e) - 32) * x[e];
+    return acc;
+}
+
 static void gemv_q8_portable(const int8_t *q, const uint16_t *scales, const chk_qx *x, float *y, long cols, long row0, long row1) {
     long blocks = cols / CHK_BLOCK;
     for (long r = row0; r < row1; r++) {
@@ -115,6 +122,16 @@ static void gemv_q4_portable(const uint8_t *q, const uint16_t *scales, const chk
         float s = 0;
         for (long b = 0; b < blocks; b++)
             s += (float)block_q4(q + (r * cols + b * CHK_BLOCK) / 2, x->xq + b * CHK_BLOCK) * half_to_float(scales[r * blocks + b]) * x->xs[b];
+        y[r] = s;
+    }
+}
+
+static void gemv_q6_portable(const uint8_t *q, const uint16_t *scales, const chk_qx *x, float *y, long cols, long row0, long row1) {
+    long blocks = cols / CHK_BLOCK;
+    for (long r = row0; r < row1; r++) {
+        float s = 0;
+        for (long b = 0; b < blocks; b++)
+            s += (float)block_q6(q + r * blocks * Q6_BLOCK_BYTES, blocks, b, x->xq + b * CHK_BLOCK) * half_to_float(scales[r * blocks + b]) * x->xs[b];
         y[r] = s;
     }
 }
@@ -310,6 +327,53 @@ AVX2 static void gemv_q4_avx2(const uint8_t *q, const uint16_t *scales, const ch
         }
         float s = hsum256(acc);
         for (; b < blocks; b++) s += block_q4(row + b * 16, qx->xq + b * 32) * h2f(sc[b]) * qx->xs[b];
+        y[r] = s;
+    }
+}
+
+// A pair of q6_0 blocks (48 bytes, see q6_blocks.h) as q4_pair_dot takes two q4_0 blocks: the
+// codes (0...63) as vpmaddubsw's unsigned operand against x4, each lane starting from −32·Σx (4·c4).
+// The top two bits of each element, from the 16 bytes after the nibbles (in both halves of a
+// register), are moved to bits 4-5 by one shift per register whose count is per 64-bit lane:
+// A_j's bits 0-1 and B_j's 2-3 left by 4 and 2 for elements 0-15, A_{j+16}'s 4-5 and B_{j+16}'s 6-7
+// right by 0 and 2 for 16-31 (bits shifted in from neighbouring bytes are masked off). Codes ≤ 63:
+// the two halves' pair sums add within int16 (2 · 2 · 63 · 127 < 32768).
+AVX2 static inline __m256i q6_pair_dot(const uint8_t *w, const chk_qx *qx, long pair) {
+    const __m256i nibble = _mm256_set1_epi8(15), topBits = _mm256_set1_epi8(0x30);
+    const long four = pair / 2, half = pair % 2;
+    __m256i v = _mm256_loadu_si256((const __m256i *)w);
+    __m256i top = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(w + 32)));
+    __m256i lo = _mm256_or_si256(_mm256_and_si256(v, nibble), _mm256_and_si256(_mm256_sllv_epi64(top, _mm256_set_epi64x(2, 2, 4, 4)), topBits));
+    __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), nibble),
+                                 _mm256_and_si256(_mm256_srlv_epi64(top, _mm256_set_epi64x(2, 2, 0, 0)), topBits));
+    __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(qx->x4 + four * 128 + half * 32))),
+                                 _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(qx->x4 + four * 128 + 64 + half * 32))));
+    __m256i correction = _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(qx->c4 + pair * 8)), 2);
+    return _mm256_add_epi32(_mm256_madd_epi16(p, _mm256_set1_epi16(1)), correction);
+}
+
+// q6_0 a row at a time, eight blocks (four pairs) a step as q4_0's kernel; blocks past the last
+// whole four (x4 covers those only) scalar. (Also the AVX-512 machines' q6_0 kernel: by default only
+// the tied lm_head of a q4_0 model is q6_0.)
+AVX2 static void gemv_q6_avx2(const uint8_t *q, const uint16_t *scales, const chk_qx *qx, float *y, long cols, long row0, long row1) {
+    const long blocks = cols / CHK_BLOCK, rowBytes = blocks * Q6_BLOCK_BYTES;
+    for (long r = row0; r < row1; r++) {
+        const uint8_t *row = q + r * rowBytes; const uint16_t *sc = scales + r * blocks;
+        __m256 acc = _mm256_setzero_ps();
+        long b = 0;
+        for (; b + 4 <= blocks; b += 8) {  // eight blocks (four pairs), or a last four (two pairs)
+            const int pairs = b + 8 <= blocks ? 4 : 2;
+            for (long line = 0; line < pairs * 2 * Q6_BLOCK_BYTES; line += 64) PREFETCH_NEAR(row + b * Q6_BLOCK_BYTES + line);
+            _mm_prefetch((const char *)(sc + b + blocks), _MM_HINT_T0);  // the next row's scales
+            __m128i h = pairs == 4 ? _mm_loadu_si128((const __m128i *)(sc + b)) : _mm_loadl_epi64((const __m128i *)(sc + b));
+            __m256 xs = pairs == 4 ? _mm256_loadu_ps(qx->xs + b) : _mm256_castps128_ps256(_mm_loadu_ps(qx->xs + b));
+            __m256 s = _mm256_mul_ps(_mm256_cvtph_ps(h), xs);
+            for (int k = 0; k < pairs; k++)
+                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q6_pair_dot(row + (b + 2 * k) * Q6_BLOCK_BYTES, qx, b / 2 + k)), pair_scales(s, k), acc);
+            if (pairs == 2) { b += 4; break; }
+        }
+        float s = hsum256(acc);
+        for (; b < blocks; b++) s += (float)block_q6(row, blocks, b, qx->xq + b * 32) * h2f(sc[b]) * qx->xs[b];
         y[r] = s;
     }
 }
@@ -549,7 +613,7 @@ typedef void (*rows16_fn)(const uint16_t *, long, long, long, float *);
 
 static struct {
     int chosen, avx512, avx2; const char *variant;
-    gemv32_fn f32; gemv16_fn f16, bf16; gemvq8_fn q8; gemvq4_fn q4; rows16_fn rows_f16; prepare_fn quantize_x; layouts_fn qx_layouts;
+    gemv32_fn f32; gemv16_fn f16, bf16; gemvq8_fn q8; gemvq4_fn q4, q6; rows16_fn rows_f16; prepare_fn quantize_x; layouts_fn qx_layouts;
 } K;
 static int forced_portable, forced_avx2, forced_no_gfni;
 
@@ -570,15 +634,15 @@ static void pick(void) {
     K.avx512 = avx512;
     K.avx2 = avx2 && !avx512;
     if (avx512) {
-        K.variant = "avx512"; K.f32 = gemv_f32_avx512; K.f16 = gemv_f16_avx512; K.bf16 = gemv_bf16_avx512; K.q8 = gemv_q8_avx512; K.q4 = gemv_q4_avx512;
+        K.variant = "avx512"; K.f32 = gemv_f32_avx512; K.f16 = gemv_f16_avx512; K.bf16 = gemv_bf16_avx512; K.q8 = gemv_q8_avx512; K.q4 = gemv_q4_avx512; K.q6 = gemv_q6_avx2;
         K.rows_f16 = rows_f16_avx512; K.quantize_x = quantize_x_avx512; K.qx_layouts = qx_layouts_avx512;
         if (__builtin_cpu_supports("gfni") && !forced_no_gfni) K.q4 = gemv_q4_avx512_gfni;
     } else if (avx2) {
-        K.variant = "avx2"; K.f32 = gemv_f32_avx2; K.f16 = gemv_f16_avx2; K.bf16 = gemv_bf16_avx2; K.q8 = gemv_q8_avx2; K.q4 = gemv_q4_avx2;
+        K.variant = "avx2"; K.f32 = gemv_f32_avx2; K.f16 = gemv_f16_avx2; K.bf16 = gemv_bf16_avx2; K.q8 = gemv_q8_avx2; K.q4 = gemv_q4_avx2; K.q6 = gemv_q6_avx2;
         K.rows_f16 = rows_f16_avx2; K.quantize_x = quantize_x_portable; K.qx_layouts = qx_layouts_portable;
     } else {
         K.variant = "portable"; K.f32 = gemv_f32_portable; K.f16 = gemv_f16_portable; K.bf16 = gemv_bf16_portable; K.q8 = gemv_q8_portable;
-        K.q4 = gemv_q4_portable; K.rows_f16 = rows_f16_portable; K.quantize_x = quantize_x_portable;
+        K.q4 = gemv_q4_portable; K.q6 = gemv_q6_portable; K.rows_f16 = rows_f16_portable; K.quantize_x = quantize_x_portable;
         K.qx_layouts = qx_layouts_portable;
     }
     K.chosen = 1;
@@ -637,6 +701,9 @@ void chk_gemv_q8_0(const int8_t *q, const uint16_t *s, const chk_qx *x, float *y
 void chk_gemv_q4_0(const uint8_t *q, const uint16_t *s, const chk_qx *x, float *y, long cols, long r0, long r1) {
     pick(); K.q4(q, s, x, y, cols, r0, r1);
 }
+void chk_gemv_q6_0(const uint8_t *q, const uint16_t *s, const chk_qx *x, float *y, long cols, long r0, long r1) {
+    pick(); K.q6(q, s, x, y, cols, r0, r1);
+}
 void chk_rows_f16(const uint16_t *w, long cols, long row0, long row1, float *out) { pick(); K.rows_f16(w, cols, row0, row1, out); }
 
 // The loops below are simple enough for the compiler to vectorize at -O2 and above.
@@ -666,6 +733,17 @@ void chk_rows_q4_0(const uint8_t *q, const uint16_t *scales, long cols, long row
                 dst[j] = (float)((int)(src[j] & 15) - 8) * d;
                 dst[j + 16] = (float)((int)(src[j] >> 4) - 8) * d;
             }
+        }
+    }
+}
+
+void chk_rows_q6_0(const uint8_t *q, const uint16_t *scales, long cols, long row0, long row1, float *out) {
+    long blocks = cols / CHK_BLOCK;
+    for (long r = row0; r < row1; r++) {
+        for (long b = 0; b < blocks; b++) {
+            float d = half_to_float(scales[r * blocks + b]);
+            const uint8_t *src = q + r * blocks * Q6_BLOCK_BYTES; float *dst = out + (r - row0) * cols + b * 32;
+            for (int e = 0; e < 32; e++) dst[e] = (float)(q6_code(src, blocks, b, e) - 32) * d;
         }
     }
 }
@@ -725,6 +803,24 @@ void chk_quantize_q4_0(const float *x, long rows, long cols, uint8_t *q, uint16_
             uint8_t *dst = q + (r * cols + b * 32) / 2;
             for (int j = 0; j < 16; j++)
                 dst[j] = (uint8_t)((nearest_in(src[j] * id, -8, 7) + 8) | (nearest_in(src[j + 16] * id, -8, 7) + 8) << 4);
+        }
+    }
+}
+
+void chk_quantize_q6_0(const float *x, long rows, long cols, uint8_t *q, uint16_t *scales) {
+    long blocks = cols / CHK_BLOCK;
+    memset(q, 0, (size_t)(rows * blocks * Q6_BLOCK_BYTES));
+    for (long r = 0; r < rows; r++) {
+        for (long b = 0; b < blocks; b++) {
+            const float *src = x + r * cols + b * 32;
+            // As q4_0: the value of largest magnitude maps to -32 exactly (all 64 levels used).
+            float amax = 0, extreme = 0;
+            for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(src[i]));
+            for (int i = 0; i < 32 && amax > 0; i++) if (fabsf(src[i]) == amax) { extreme = src[i]; break; }
+            uint16_t h = float_to_half(extreme / -32);
+            float d = half_to_float(h), id = d != 0 ? 1 / d : 0;
+            scales[r * blocks + b] = h;
+            for (int e = 0; e < 32; e++) q6_store(q + r * blocks * Q6_BLOCK_BYTES, blocks, b, e, nearest_in(src[e] * id, -32, 31) + 32);
         }
     }
 }
@@ -1164,6 +1260,7 @@ static void matvec_task(void *context, long r0, long r1) {
     case CHK_BF16: K.bf16(j->w, j->x, j->y, j->cols, r0, r1); break;
     case CHK_Q8_0: K.q8(j->w, j->scales, j->qx, j->y, j->cols, r0, r1); break;
     case CHK_Q4_0: K.q4(j->w, j->scales, j->qx, j->y, j->cols, r0, r1); break;
+    case CHK_Q6_0: K.q6(j->w, j->scales, j->qx, j->y, j->cols, r0, r1); break;
     }
 }
 
@@ -1197,7 +1294,7 @@ void chk_matvec_parts(const chk_matvec_part *parts, int count, const float *x, l
     int quantized = 0;
     for (int i = 0; i < count; i++) {
         job.firstRow[i + 1] = job.firstRow[i] + parts[i].rows;
-        quantized |= parts[i].format == CHK_Q8_0 || parts[i].format == CHK_Q4_0;
+        quantized |= parts[i].format == CHK_Q8_0 || parts[i].format == CHK_Q4_0 || parts[i].format == CHK_Q6_0;
     }
     // Each thread streams its own share of the rows, in claims down to 16 (whole groups of four
     // rows, the kernels' step), and then helps with what is left of the others' (chk_parallel_for_ranges):

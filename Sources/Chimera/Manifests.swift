@@ -111,9 +111,9 @@ public struct WeightQuantization: Codable, Sendable, Equatable {
         blockSize = try c.decode(Int.self, forKey: .blockSize)
         layout = try c.decode(String.self, forKey: .layout)
         higherPrecision = try c.decodeIfPresent([String].self, forKey: .higherPrecision) ?? []
-        guard ["q8_0", "q4_0"].contains(format) else {
+        guard ["q8_0", "q6_0", "q4_0"].contains(format) else {
             throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath + [CodingKeys.format],
-                                                   debugDescription: "unknown quantization '\(format)' (known: q8_0, q4_0)"))
+                                                   debugDescription: "unknown quantization '\(format)' (known: q8_0, q6_0, q4_0)"))
         }
         guard blockSize == 32 else {
             throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath + [CodingKeys.blockSize],

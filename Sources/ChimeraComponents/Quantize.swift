@@ -10,8 +10,8 @@ import Foundation
 /// - token embeddings, norms, biases, position and class embeddings: looked up or added, never
 ///   multiplied as a matrix, so quantizing them saves no bandwidth in decode. Embeddings tied to
 ///   the lm_head are the exception: every token multiplies by them (in float32 they were a quarter
-///   of Qwen2-0.5B's decode traffic), so they are quantized — to q8_0 when the rest goes to q4_0
-///   (`WeightFormat.forMatrix(named:)`);
+///   of Qwen2-0.5B's decode traffic), so they are quantized — to q6_0 when the rest goes to q4_0
+///   (`WeightFormat.forMatrix(named:)`), and named in the manifest's `higherPrecision`;
 /// - the vision encoder (opt in with `includeEncoder`): runs once per image, compute-bound, and
 ///   its features feed every generated token;
 /// - connectors: small, and every image token goes through them;
@@ -56,16 +56,16 @@ public struct Quantizer {
                 if quantize {
                     progress("quantizing \(id) to \(format.rawValue)")
                     let file = "\(manifest.id).safetensors"
-                    let (count, notQuantized) = try quantizeWeights(original, weights: weights, format: format, to: output.appendingPathComponent(file))
+                    let (count, notQuantized, otherFormats) = try quantizeWeights(original, weights: weights, format: format,
+                                                                                  to: output.appendingPathComponent(file))
                     quantizedCount += count
                     kept += notQuantized
                     manifest.weights = WeightsReference(
                         files: [file], prefix: weights.prefix, rename: weights.rename,
                         quantization: WeightQuantization(
-                            format: format.rawValue, layout: format == .q8_0
-                                ? "I8 [rows, columns] values and F16 '<name>.scales' [rows, columns/32]; w = q * scale"
-                                : "U8 [rows, columns/2]: in each block of 32, byte j holds element j (low nibble) and j+16 (high nibble); F16 '<name>.scales' [rows, columns/32]; w = (nibble - 8) * scale",
-                            higherPrecision: ["embeddings, norms and biases (float32)"] + notQuantized))
+                            format: format.rawValue, layout: Self.layout(format),
+                            higherPrecision: ["embeddings, norms and biases (float32)"] + notQuantized
+                                + otherFormats.map { "\($0.name): \($0.format.rawValue) (\(Self.layout($0.format)))" }))
                 } else {
                     manifest.weights?.files = weights.files.map { original.resolve($0).path }
                 }
@@ -85,9 +85,25 @@ public struct Quantizer {
         return Result(assemblyPath: files.mainPath, componentPaths: files.componentPaths, quantizedMatrices: quantizedCount, keptMatrices: kept)
     }
 
+    /// How `format`'s blocks are stored (the manifest's `layout`; chimera_kernels.h has the same).
+    static func layout(_ format: WeightFormat) -> String {
+        switch format {
+        case .q8_0: return "I8 [rows, columns] values and F16 '<name>.scales' [rows, columns/32]; w = q * scale"
+        case .q6_0:
+            return "U8 [rows, columns*3/4]: each block of 32 in 24 bytes, bytes 0-15 the low 4 bits of its codes as q4_0's nibbles, "
+                + "byte 16+k the top 2 bits of elements k, k+8, k+16, k+24 (bits 0-1, 2-3, 4-5, 6-7); F16 '<name>.scales' [rows, columns/32]; "
+                + "w = (code - 32) * scale"
+        default:
+            return "U8 [rows, columns/2]: in each block of 32, byte j holds element j (low nibble) and j+16 (high nibble); "
+                + "F16 '<name>.scales' [rows, columns/32]; w = (nibble - 8) * scale"
+        }
+    }
+
     /// Builds the component to learn which tensors it uses and which are matrices, then writes them.
+    /// Returns how many matrices were quantized, the names of those kept as stored, and those
+    /// quantized to another format than `format` (a tied lm_head; see forMatrix(named:)).
     func quantizeWeights(_ manifest: ComponentManifest, weights: WeightsReference, format: WeightFormat,
-                         to url: URL) throws -> (Int, [String]) {
+                         to url: URL) throws -> (Int, [String], [(name: String, format: WeightFormat)]) {
         let store = try WeightStore(files: weights.files.map { manifest.resolve($0).path })
         // Matrices in place from the mapping, in their stored format: quantized straight from f16/bf16
         // (not widened to a float32 copy of the whole model first), and kept ones written as they are.
@@ -95,7 +111,7 @@ public struct Quantizer {
         let component = try families.family(for: manifest).create(manifest, ComponentBuildContext(weights: loader))
         var matrices: [WeightMatrix] = []  // kept alive until written
         var entries: [SafeTensorsWriter.Entry] = []
-        var names = Set<String>(), kept: [String] = []
+        var names = Set<String>(), kept: [String] = [], otherFormats: [(name: String, format: WeightFormat)] = []
         let report = ByteProgress("quantizing \(manifest.id)", report: progress)
         let totalBytes = Dictionary(loader.matrices.map { ($0.name, $0.matrix.byteCount) }, uniquingKeysWith: { a, _ in a }).values.reduce(0, +)
         var doneBytes = 0
@@ -110,6 +126,7 @@ public struct Quantizer {
             } else {
                 // Embeddings reach `matrices` only when tied to the lm_head (see above).
                 chosen = try matrix.converted(to: format.forMatrix(named: name), name: name)
+                if chosen.format != format { otherFormats.append((name, chosen.format)) }
             }
             matrices.append(chosen)
             let dtype: WeightDType
@@ -118,9 +135,10 @@ public struct Quantizer {
             case .f16: dtype = .f16
             case .bf16: dtype = .bf16
             case .q8_0: dtype = .i8
-            case .q4_0: dtype = .u8
+            case .q6_0, .q4_0: dtype = .u8
             }
-            let shape = chosen.format == .q4_0 ? [chosen.rows, chosen.columns / 2] : [chosen.rows, chosen.columns]
+            let shape = chosen.format.isQuantized
+                ? [chosen.rows, WeightMatrix.valueBytes(chosen.format, rows: 1, columns: chosen.columns)] : [chosen.rows, chosen.columns]
             entries.append(.init(name: name, dtype: dtype, shape: shape, bytes: chosen.valueBytes))
             if let scales = chosen.scaleBytes {
                 entries.append(.init(name: name + SafeTensorsFile.scalesSuffix, dtype: .f16, shape: [chosen.rows, chosen.columns / 32], bytes: scales))
@@ -133,6 +151,6 @@ public struct Quantizer {
         }
         try SafeTensorsWriter.write(entries, metadata: ["format": "pt", "chimera.quantization": format.rawValue], to: url)
         withExtendedLifetime((matrices, component, loader)) {}
-        return (matrices.count - kept.count, kept)
+        return (matrices.count - kept.count, kept, otherFormats)
     }
 }

@@ -224,7 +224,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
     public static let scalesSuffix = ".scales"
 
     /// A 2-D weight matrix in its stored format, used in place: F32/F16/BF16 as stored, I8 with
-    /// "<name>.scales" as q8_0, U8 with "<name>.scales" as q4_0 (layouts in chimera_kernels.h).
+    /// "<name>.scales" as q8_0, U8 with "<name>.scales" as q4_0 or q6_0 (told apart by their width:
+    /// columns/2 or columns·3/4 bytes a row; layouts in chimera_kernels.h).
     /// `shape` is the logical [rows, columns].
     public func matrix(_ name: String, shape: [Int]) throws -> WeightMatrix {
         guard let info = tensors[name] else { throw WeightError.missingTensor(tensor: name, searched: path) }
@@ -243,8 +244,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
             return WeightMatrix(format: info.dtype == .f16 ? .f16 : .bf16, rows: rows, columns: columns,
                                 data: source, scales: nil, owner: mapping)
         case .i8, .u8:
-            let format: WeightFormat = info.dtype == .i8 ? .q8_0 : .q4_0
-            let stored = [rows, format == .q8_0 ? columns : columns / 2]
+            let format: WeightFormat = info.dtype == .i8 ? .q8_0 : info.shape.last == columns / 4 * 3 ? .q6_0 : .q4_0
+            let stored = [rows, WeightMatrix.valueBytes(format, rows: 1, columns: columns)]
             guard columns % 32 == 0, info.shape == stored else {
                 throw WeightError.badTensorEntry(file: path, tensor: name, reason:
                     "\(format.rawValue) blocks of shape \(info.shape) do not hold a [\(rows), \(columns)] matrix (expected \(stored))")

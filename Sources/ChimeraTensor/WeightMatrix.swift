@@ -3,10 +3,10 @@ import COpenBLAS
 import Foundation
 
 /// How a weight matrix is stored. f16/bf16 are used in place from the memory-mapped file;
-/// q8_0 and q4_0 are blocks of 32 weights sharing a float16 scale (see chimera_kernels.h).
+/// q8_0, q6_0 and q4_0 are blocks of 32 weights sharing a float16 scale (see chimera_kernels.h).
 public enum WeightFormat: String, Sendable, CaseIterable, Codable {
     case f32, f16, bf16
-    case q8_0, q4_0
+    case q8_0, q6_0, q4_0
 
     /// Bytes per weight, scales included.
     public var bytesPerWeight: Double {
@@ -14,10 +14,11 @@ public enum WeightFormat: String, Sendable, CaseIterable, Codable {
         case .f32: return 4
         case .f16, .bf16: return 2
         case .q8_0: return 34.0 / 32
+        case .q6_0: return 26.0 / 32
         case .q4_0: return 18.0 / 32
         }
     }
-    public var isQuantized: Bool { self == .q8_0 || self == .q4_0 }
+    public var isQuantized: Bool { self == .q8_0 || self == .q6_0 || self == .q4_0 }
 }
 
 public enum WeightMatrixError: LocalizedError, Equatable {
@@ -113,6 +114,8 @@ public final class WeightMatrix: @unchecked Sendable {
                 case .bf16: chk_to_bf16(source, count * columns, pointer.assumingMemoryBound(to: UInt16.self) + row * columns)
                 case .q8_0:
                     chk_quantize_q8_0(source, count, columns, pointer.assumingMemoryBound(to: Int8.self) + row * columns, scales! + row * columns / 32)
+                case .q6_0:
+                    chk_quantize_q6_0(source, count, columns, pointer.assumingMemoryBound(to: UInt8.self) + row * columns / 4 * 3, scales! + row * columns / 32)
                 case .q4_0:
                     chk_quantize_q4_0(source, count, columns, pointer.assumingMemoryBound(to: UInt8.self) + row * columns / 2, scales! + row * columns / 32)
                 }
@@ -134,6 +137,7 @@ public final class WeightMatrix: @unchecked Sendable {
         case .f32: return rows * columns * 4
         case .f16, .bf16: return rows * columns * 2
         case .q8_0: return rows * columns
+        case .q6_0: return rows * columns / 4 * 3
         case .q4_0: return rows * columns / 2
         }
     }
@@ -145,6 +149,7 @@ public final class WeightMatrix: @unchecked Sendable {
         case .f16: chk_rows_f16(data.assumingMemoryBound(to: UInt16.self), columns, row0, row1, out)
         case .bf16: chk_rows_bf16(data.assumingMemoryBound(to: UInt16.self), columns, row0, row1, out)
         case .q8_0: chk_rows_q8_0(data.assumingMemoryBound(to: Int8.self), scales!, columns, row0, row1, out)
+        case .q6_0: chk_rows_q6_0(data.assumingMemoryBound(to: UInt8.self), scales!, columns, row0, row1, out)
         case .q4_0: chk_rows_q4_0(data.assumingMemoryBound(to: UInt8.self), scales!, columns, row0, row1, out)
         }
     }
@@ -246,6 +251,7 @@ public final class WeightMatrix: @unchecked Sendable {
         case .f16: return CHK_F16
         case .bf16: return CHK_BF16
         case .q8_0: return CHK_Q8_0
+        case .q6_0: return CHK_Q6_0
         case .q4_0: return CHK_Q4_0
         }
     }

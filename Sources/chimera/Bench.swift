@@ -15,7 +15,7 @@ struct Bench: ParsableCommand {
     @OptionGroup var catalogOptions: CatalogOptions
     @Option(help: "Assembly manifest file or id (its first encoder and its language model)") var assembly: String?
     @Option(help: "Synthetic preset name") var synthetic: String?
-    @Option(help: "Weight format of every matrix: f32, f16, bf16, q8_0, q4_0 (default: as stored; f32 for synthetic)")
+    @Option(help: "Weight format of every matrix: f32, f16, bf16, q8_0, q6_0, q4_0 (default: as stored; f32 for synthetic; with q4_0 an lm_head tied to the embeddings is q6_0)")
     var dtype: String?
     @Option(help: "Prompt length for prefill") var promptTokens = 640
     @Option(help: "Image encodes: the first is reported apart, the median of the others as image_encode_s") var encodeRuns = 3
@@ -82,15 +82,16 @@ struct Bench: ParsableCommand {
 
 struct Quantize: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Write an assembly's language-model matrices as q8_0 or q4_0 blocks, with manifests that point at them.",
+        abstract: "Write an assembly's language-model matrices as q8_0, q6_0 or q4_0 blocks, with manifests that point at them.",
         discussion: """
-        Embeddings, norms and biases stay float32; the vision encoder and connectors stay as stored \
+        Embeddings, norms and biases stay float32 (embeddings tied to the lm_head are quantized, to q6_0 \
+        when the rest goes to q4_0); the vision encoder and connectors stay as stored \
         (--include-encoder quantizes the encoder too); --keep PREFIX keeps matching tensors (stored names) \
         as they are. The new assembly is <id>-<format> in the output folder.
         """)
     @OptionGroup var catalogOptions: CatalogOptions
     @Argument(help: "Assembly manifest file or id") var assembly: String
-    @Option(help: "q8_0 or q4_0") var to: String
+    @Option(help: "q8_0, q6_0 or q4_0") var to: String
     @Option(name: .shortAndLong, help: "Output folder (default: ./<assembly id>-<format>)") var output: String?
     @Flag(help: "Quantize the vision encoder's matrices too") var includeEncoder = false
     @Option(help: "Keep tensors whose stored name starts with this (repeatable), e.g. lm_head.") var keep: [String] = []
@@ -98,7 +99,7 @@ struct Quantize: ParsableCommand {
     func run() throws {
         do {
             guard let format = WeightFormat(rawValue: to), format.isQuantized else {
-                throw ValidationError("--to '\(to)' is not one of q8_0, q4_0")
+                throw ValidationError("--to '\(to)' is not one of q8_0, q6_0, q4_0")
             }
             let (catalog, manifest) = try resolveAssembly(assembly, catalogOptions: catalogOptions)
             var quantizer = Quantizer(catalog: catalog, families: catalogOptions.families())

@@ -63,10 +63,14 @@ extension KernelSelection {
         /// The stored blocks against their definition, computed here: Q8_0 scale amax/127 and values
         /// round(x / scale) within ±127; Q4_0 scale (value of largest magnitude, the first of equals)/−8
         /// and values round(x / scale) + 8 within 0 ... 15, element j in byte j's low nibble and j + 16
-        /// in its high one; scales are float16 and values are rounded (ties to even) against the
+        /// in its high one; Q6_0 as Q4_0 with −32 and 0 ... 63, by pairs of blocks A, B: A's low four bits
+        /// as Q4_0's nibbles, then B's, then byte 32+j with the top two bits of A_j, B_j, A_{j+16}, B_{j+16}
+        /// (bits 0-1, 2-3, 4-5, 6-7), and an odd last block (96 columns: the third) as its nibbles and
+        /// the top two bits of elements k, k+8, k+16, k+24 in byte 16+k;
+        /// scales are float16 and values are rounded (ties to even) against the
         /// stored scale. Blocks: random, exact ties, all zeros (signed), tiny (subnormal scale),
         /// a NaN, an infinity, and magnitudes tied across signs. 40 rows: split over the threads.
-        @Test(arguments: [WeightFormat.q8_0, .q4_0]) func quantizedBlocksMatchTheirDefinition(format: WeightFormat) throws {
+        @Test(arguments: [WeightFormat.q8_0, .q4_0, .q6_0]) func quantizedBlocksMatchTheirDefinition(format: WeightFormat) throws {
             let rows = 40, columns = 96
             var values = seededValues(rows * columns, seed: 21, scale: 1)
             for block in 0..<(rows * columns / 32) {
@@ -74,7 +78,7 @@ extension KernelSelection {
                 switch block % 8 {
                 case 1:  // halfway between two steps (the last value sets the scale to 1/16, 1/2)
                     for i in 0..<31 { values[at + i] = format == .q8_0 ? (Float(i % 17) - 8.5) / 16 : (Float(i % 15) - 7) / 2 + 0.25 }
-                    values[at + 31] = format == .q8_0 ? 127.0 / 16 : -4
+                    values[at + 31] = format == .q8_0 ? 127.0 / 16 : format == .q4_0 ? -4 : -16
                 case 2: for i in 0..<32 { values[at + i] = block % 16 == 2 ? -0.0 : 0 }
                 case 3: for i in 0..<32 { values[at + i] *= 1e-6 }
                 case 4: values[at + 5] = .nan
@@ -94,6 +98,19 @@ extension KernelSelection {
                     #expect(scales[block] == h.bitPattern, "block \(block) scale")
                     let stored = m.data.assumingMemoryBound(to: Int8.self) + block * 32
                     for i in 0..<32 { #expect(Int(stored[i]) == nearest(x[i] * id, -127, 127), "block \(block) value \(i)") }
+                } else if format == .q6_0 {
+                    let extreme = amax > 0 ? x.first { abs($0) == amax }! : 0
+                    let h = Float16(extreme / -32), d = Float(h), id = d != 0 ? 1 / d : 0
+                    #expect(scales[block] == h.bitPattern, "block \(block) scale")
+                    let perRow = columns / 32, b = block % perRow
+                    let stored = m.data.assumingMemoryBound(to: UInt8.self) + block / perRow * perRow * 24 + b / 2 * 48
+                    let paired = b / 2 * 2 + 1 < perRow, which = b % 2
+                    for e in 0..<32 {
+                        let nibbles = paired ? stored + 16 * which : stored
+                        let low = e < 16 ? Int(nibbles[e]) & 15 : Int(nibbles[e - 16]) >> 4
+                        let top = paired ? Int(stored[32 + e % 16]) >> (2 * which + 4 * (e / 16)) & 3 : Int(stored[16 + e % 8]) >> (2 * (e / 8)) & 3
+                        #expect(low | top << 4 == nearest(x[e] * id, -32, 31) + 32, "block \(block) value \(e)")
+                    }
                 } else {
                     let extreme = amax > 0 ? x.first { abs($0) == amax }! : 0
                     let h = Float16(extreme / -8), d = Float(h), id = d != 0 ? 1 / d : 0
@@ -108,7 +125,7 @@ extension KernelSelection {
         }
 
         /// Converting a stored matrix chunk by chunk gives the bytes converting its widened copy gives.
-        @Test(arguments: [WeightFormat.bf16, .q8_0, .q4_0]) func storedMatricesConvertAsTheirWidenedCopies(source: WeightFormat) throws {
+        @Test(arguments: [WeightFormat.bf16, .q8_0, .q4_0, .q6_0]) func storedMatricesConvertAsTheirWidenedCopies(source: WeightFormat) throws {
             let stored = try WeightMatrix.converting(Self.random([300, 96], seed: 31), to: source)  // rows split over the threads
             for target in WeightFormat.allCases where target != source {
                 let direct = try stored.converted(to: target), viaCopy = try WeightMatrix.converting(stored.widened(), to: target)
@@ -147,13 +164,13 @@ extension KernelSelection {
             #expect(threaded.next() == sequential.next())  // both went on past the values
         }
 
-        @Test(arguments: [WeightFormat.q8_0, .q4_0]) func quantizedProductsMatchTheirDequantizedWeights(format: WeightFormat) throws {
+        @Test(arguments: [WeightFormat.q8_0, .q6_0, .q4_0]) func quantizedProductsMatchTheirDequantizedWeights(format: WeightFormat) throws {
             let w = Self.random([67, 160], seed: 3), b = Self.random([67], seed: 4)
             let m = try WeightMatrix.converting(w, to: format)
             let dequantized = m.widened()
             // Quantization error of the weights themselves: half a step of the block scale (|w| ≤ 1), and
-            // for q4_0 a whole step on the side opposite the extreme value (its 16th level is not used there).
-            let bound: Float = format == .q8_0 ? 0.5 / 127 : 1.0 / 8
+            // for q4_0 and q6_0 a whole step on the side opposite the extreme value (their last level is not used there).
+            let bound: Float = format == .q8_0 ? 0.5 / 127 : format == .q6_0 ? 1.0 / 32 : 1.0 / 8
             for i in 0..<w.count { #expect(abs(dequantized.data[i] - w.data[i]) <= bound * 1.01 + 1e-6) }
             for tokens in [1, 5] {
                 let x = Self.random([tokens, 160], seed: 10 + UInt64(tokens))
@@ -237,7 +254,7 @@ extension KernelSelection {
             let m = try WeightMatrix.converting(Self.random([rows, columns], seed: 21), to: format)
             let x = Self.random([1, columns], seed: 22)
             var one = [Float](repeating: 0, count: rows), three = one
-            let kind: chk_format = [.f32: CHK_F32, .f16: CHK_F16, .bf16: CHK_BF16, .q8_0: CHK_Q8_0, .q4_0: CHK_Q4_0][format]!
+            let kind: chk_format = [.f32: CHK_F32, .f16: CHK_F16, .bf16: CHK_BF16, .q8_0: CHK_Q8_0, .q6_0: CHK_Q6_0, .q4_0: CHK_Q4_0][format]!
             chk_matvec(kind, m.data, m.scales, x.data, &one, rows, columns, 1)
             chk_matvec(kind, m.data, m.scales, x.data, &three, rows, columns, 3)
             // Chunks start at multiples of four rows, so every row is computed by the same code either way.

@@ -8,6 +8,9 @@
 //   q8_0: int8 [rows, cols] + float16 scales [rows, cols/32]; w = q * scale.
 //   q4_0: uint8 [rows, cols/2] + float16 scales [rows, cols/32]; in each block of 32, byte j holds
 //         element j in its low nibble and element j+16 in its high nibble; w = (nibble - 8) * scale.
+//   q6_0: uint8 [rows, cols*3/4] + float16 scales [rows, cols/32]; six-bit codes, w = (code - 32) * scale,
+//         24 bytes a block, stored by pairs of blocks: 32 bytes of both blocks' low four bits as
+//         q4_0's nibbles, then 16 of their top two bits (layout in q6_blocks.h).
 #include <stdint.h>
 
 #define CHK_BLOCK 32
@@ -53,16 +56,19 @@ chk_qx chk_prepare_qx(const float *x, long n, void *buffer);
 /// Quantized weights against an activation prepared by chk_prepare_qx.
 void chk_gemv_q8_0(const int8_t *q, const uint16_t *scales, const chk_qx *x, float *y, long cols, long row0, long row1);
 void chk_gemv_q4_0(const uint8_t *q, const uint16_t *scales, const chk_qx *x, float *y, long cols, long row0, long row1);
+void chk_gemv_q6_0(const uint8_t *q, const uint16_t *scales, const chk_qx *x, float *y, long cols, long row0, long row1);
 
 /// Weight quantization of `rows` rows of `cols` (a multiple of 32) floats.
 void chk_quantize_q8_0(const float *x, long rows, long cols, int8_t *q, uint16_t *scales);
 void chk_quantize_q4_0(const float *x, long rows, long cols, uint8_t *q, uint16_t *scales);
+void chk_quantize_q6_0(const float *x, long rows, long cols, uint8_t *q, uint16_t *scales);
 
 /// Rows [row0, row1) widened to float32 into out (row-major, `cols` per row, starting at out[0]).
 void chk_rows_f16(const uint16_t *w, long cols, long row0, long row1, float *out);
 void chk_rows_bf16(const uint16_t *w, long cols, long row0, long row1, float *out);
 void chk_rows_q8_0(const int8_t *q, const uint16_t *scales, long cols, long row0, long row1, float *out);
 void chk_rows_q4_0(const uint8_t *q, const uint16_t *scales, long cols, long row0, long row1, float *out);
+void chk_rows_q6_0(const uint8_t *q, const uint16_t *scales, long cols, long row0, long row1, float *out);
 
 /// float32 → float16 / bfloat16 (round to nearest even), n values.
 void chk_to_f16(const float *x, long n, uint16_t *out);
@@ -81,8 +87,8 @@ void chk_parallel_for(long n, long chunk, int threads, chk_task task, void *cont
 /// finish close together. At most 64 threads (more are not started).
 void chk_parallel_for_ranges(long n, long chunk, int threads, chk_task task, void *context);
 
-typedef enum chk_format { CHK_F32, CHK_F16, CHK_BF16, CHK_Q8_0, CHK_Q4_0 } chk_format;
-/// y = W x for all `rows` of W in `format` (scales for q8_0/q4_0), on `threads` threads: the decode product.
+typedef enum chk_format { CHK_F32, CHK_F16, CHK_BF16, CHK_Q8_0, CHK_Q4_0, CHK_Q6_0 } chk_format;
+/// y = W x for all `rows` of W in `format` (scales for q8_0/q4_0/q6_0), on `threads` threads: the decode product.
 void chk_matvec(chk_format format, const void *w, const uint16_t *scales, const float *x, float *y, long rows, long cols, int threads);
 
 /// One matrix of chk_matvec_parts: `rows` rows in `format`, its product into y.
@@ -130,8 +136,9 @@ int chk_gemm_available(void);
 /// chk_attend's grouped heads); without it they decline or take their AVX2/portable paths.
 int chk_attention_available(void);
 /// C[m, n] = X[m, k] · W[n, k]ᵀ + bias (C += … when `accumulate`) with W in `format` (scales for
-/// q8_0/q4_0), bias (n floats, added to every row) NULL or float32, and X, C float32 with row strides
-/// ldx, ldc, on `threads` threads. Returns 0 (nothing guaranteed about c) without AVX-512 or AVX2, or scratch memory.
+/// q8_0/q4_0/q6_0), bias (n floats, added to every row) NULL or float32, and X, C float32 with row strides
+/// ldx, ldc, on `threads` threads. Returns 0 (nothing guaranteed about c) without AVX-512 or AVX2, or scratch memory,
+/// and for q6_0 weights with AVX-512 (not packed there: the caller's widened tiles serve them).
 int chk_gemm_nt(chk_format format, const void *w, const uint16_t *scales, long n, long k, const float *bias,
                 const float *x, long ldx, long m, float *c, long ldc, int accumulate, int threads);
 /// One weight matrix of chk_gemm_nt_parts (with its bias or NULL) and where its product goes.

@@ -17,11 +17,14 @@ import Foundation
 /// - connectors: small, and every image token goes through them;
 /// - matrices whose width is not a multiple of the 32-weight block, and any tensor whose stored
 ///   name starts with one of `keep` (e.g. "lm_head.").
+/// `formats` overrides the format of matrices by stored-name prefix (the last match wins), e.g. a
+/// tied lm_head at q8_0 under q4_0: ("model.embed_tokens.", .q8_0).
 public struct Quantizer {
     public var catalog: Catalog
     public var families: FamilyRegistry
     public var includeEncoder = false
     public var keep: [String] = []
+    public var formats: [(prefix: String, format: WeightFormat)] = []
     public var progress: (String) -> Void = { _ in }
 
     public init(catalog: Catalog, families: FamilyRegistry) { self.catalog = catalog; self.families = families }
@@ -120,12 +123,13 @@ public struct Quantizer {
             doneBytes += matrix.byteCount
             report(done: doneBytes, total: totalBytes)
             let chosen: WeightMatrix
-            if keep.contains(where: { name.hasPrefix($0) }) || matrix.columns % 32 != 0 {
+            // Embeddings reach `matrices` only when tied to the lm_head (see above).
+            let target = formats.last { name.hasPrefix($0.prefix) }?.format ?? format.forMatrix(named: name)
+            if keep.contains(where: { name.hasPrefix($0) }) || (target.isQuantized && matrix.columns % 32 != 0) {
                 chosen = matrix
                 kept.append(name)
             } else {
-                // Embeddings reach `matrices` only when tied to the lm_head (see above).
-                chosen = try matrix.converted(to: format.forMatrix(named: name), name: name)
+                chosen = try matrix.converted(to: target, name: name)
                 if chosen.format != format { otherFormats.append((name, chosen.format)) }
             }
             matrices.append(chosen)

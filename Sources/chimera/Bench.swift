@@ -87,7 +87,7 @@ struct Quantize: ParsableCommand {
         Embeddings, norms and biases stay float32 (embeddings tied to the lm_head are quantized, to q6_0 \
         when the rest goes to q4_0); the vision encoder and connectors stay as stored \
         (--include-encoder quantizes the encoder too); --keep PREFIX keeps matching tensors (stored names) \
-        as they are. The new assembly is <id>-<format> in the output folder.
+        as they are, --matrix-format PREFIX=FORMAT gives matching matrices another format. The new assembly is <id>-<format> in the output folder.
         """)
     @OptionGroup var catalogOptions: CatalogOptions
     @Argument(help: "Assembly manifest file or id") var assembly: String
@@ -95,6 +95,8 @@ struct Quantize: ParsableCommand {
     @Option(name: .shortAndLong, help: "Output folder (default: ./<assembly id>-<format>)") var output: String?
     @Flag(help: "Quantize the vision encoder's matrices too") var includeEncoder = false
     @Option(help: "Keep tensors whose stored name starts with this (repeatable), e.g. lm_head.") var keep: [String] = []
+    @Option(help: ArgumentHelp("Give matrices whose stored name starts with PREFIX another format (repeatable; the last match wins), e.g. model.embed_tokens.=q8_0",
+                               valueName: "PREFIX=FORMAT")) var matrixFormat: [String] = []
 
     func run() throws {
         do {
@@ -105,6 +107,14 @@ struct Quantize: ParsableCommand {
             var quantizer = Quantizer(catalog: catalog, families: catalogOptions.families())
             quantizer.includeEncoder = includeEncoder
             quantizer.keep = keep
+            quantizer.formats = try matrixFormat.map { spec in
+                let parts = spec.split(separator: "=", maxSplits: 1).map(String.init)
+                guard parts.count == 2, !parts[0].isEmpty, let format = WeightFormat(rawValue: parts[1]) else {
+                    let known = WeightFormat.allCases.map(\.rawValue).joined(separator: ", ")
+                    throw ValidationError("--matrix-format '\(spec)': expected PREFIX=FORMAT with FORMAT one of \(known)")
+                }
+                return (parts[0], format)
+            }
             quantizer.progress = progress
             let out = URL(fileURLWithPath: output ?? "\(manifest.id)-\(format.rawValue)")
             let result = try quantizer.quantize(manifest, to: format, output: out)

@@ -27,6 +27,8 @@ import Testing
         }
         let bad = try CLI.run(["quantize", "chimera-tiny-default", "--to", "q3_k"])
         #expect(bad.status != 0 && bad.stderr.contains("q8_0, q6_0, q4_0"))
+        let badFormat = try CLI.run(["quantize", "chimera-tiny-default", "--to", "q4_0", "--matrix-format", "lm_head.=q3_k"])
+        #expect(badFormat.status != 0 && badFormat.stderr.contains("expected PREFIX=FORMAT"), "\(badFormat.all)")
     }
 
     @Test func benchReportsJSON() throws {

@@ -68,13 +68,15 @@ import Testing
     /// Logits over the fixture prompt of an assembly quantized by `chimera quantize`'s code path.
     /// Returns the prefill logits of every position, the logits of the last position computed as a
     /// decode step (one row: the int8 matrix-vector kernels), and the assembly file.
-    static func quantizedLogits(_ fixture: LLaVAFixture, _ format: WeightFormat, includeEncoder: Bool) throws -> (Tensor, Tensor, URL) {
+    static func quantizedLogits(_ fixture: LLaVAFixture, _ format: WeightFormat, includeEncoder: Bool,
+                                formats: [(prefix: String, format: WeightFormat)] = []) throws -> (Tensor, Tensor, URL) {
         let imported = temporaryDirectory()
         let result = try CheckpointImporter(checkpoint: fixture.directory, outputDirectory: imported).run()
         var catalog = Catalog()
         try catalog.load(directory: imported)
         var quantizer = Quantizer(catalog: catalog, families: BuiltinFamilies.registry())
         quantizer.includeEncoder = includeEncoder
+        quantizer.formats = formats
         let out = temporaryDirectory()
         let assembly = try #require(result.assembly)
         let written = try quantizer.quantize(assembly, to: format, output: out)
@@ -159,6 +161,27 @@ import Testing
             let manifest = try String(contentsOf: folder.appendingPathComponent(manifestFile), encoding: .utf8)
             #expect(manifest.contains("embed_tokens.weight: q6_0") == (headFormat == .q6_0 && format != .q6_0), "\(manifestFile): \(manifest)")
         }
+    }
+
+    /// Formats by stored-name prefix override the default choice (the last match wins): here the tied
+    /// lm_head at q8_0 under q4_0 and one layer's q_proj at f16; the model still runs close to float32.
+    @Test func matrixFormatsOverrideTheDefaultByPrefix() throws {
+        let fixture = try LLaVAFixture("llava-qwen2")
+        // Stored names: the checkpoint's (the imported manifests point at its file).
+        let embeddings = "model.language_model.embed_tokens.", qProj = "model.language_model.layers.1.self_attn.q_proj."
+        let (logits, _, assemblyPath) = try Self.quantizedLogits(fixture, .q4_0, includeEncoder: false,
+                                                                  formats: [(qProj, .q8_0), (embeddings, .q8_0), (qProj, .f16)])
+        let folder = assemblyPath.deletingLastPathComponent()
+        let llm = try #require(FileManager.default.contentsOfDirectory(atPath: folder.path).first { $0.hasSuffix("q4_0.safetensors") })
+        let store = try WeightStore(files: [folder.appendingPathComponent(llm).path])
+        func stored(_ prefix: String) -> WeightDType? { store.tensorNames.first { $0.hasSuffix(prefix + "weight") }.flatMap { store.info($0)?.dtype } }
+        #expect(stored(embeddings) == .i8)
+        #expect(stored(qProj) == .f16)
+        #expect(stored("layers.0.self_attn.q_proj.") == .u8)
+        let manifest = try String(contentsOf: folder.appendingPathComponent(llm.replacingOccurrences(of: ".safetensors", with: ".component.json")),
+                                  encoding: .utf8)
+        #expect(manifest.contains("embed_tokens.weight: q8_0") && manifest.contains("q_proj.weight: f16"))
+        #expect(Self.relativeRMS(logits, try fixture.reference.tensor("logits")) < 0.5)
     }
 
     @Test func quantizedBlocksWithoutScalesAreRefusedByName() throws {

@@ -305,32 +305,6 @@ AVX2 static inline __m256i q4_pair_dot(const uint8_t *w, const chk_qx *qx, long 
     return _mm256_add_epi32(_mm256_madd_epi16(p, _mm256_set1_epi16(1)), _mm256_loadu_si256((const __m256i *)(qx->c4 + pair * 8)));
 }
 
-// q4_0 a row at a time, two blocks a step; x4 covers whole fours, the rest is scalar.
-AVX2 static void gemv_q4_avx2(const uint8_t *q, const uint16_t *scales, const chk_qx *qx, float *y, long cols, long row0, long row1) {
-    const long blocks = cols / CHK_BLOCK, rowBytes = cols / 2;
-    const long far = far_groups(rowBytes + blocks * 2) - 1, farBytes = (far + 1) * rowBytes, farScales = far * blocks * 2;
-    for (long r = row0; r < row1; r++) {
-        const uint8_t *row = q + r * rowBytes; const uint16_t *sc = scales + r * blocks;
-        __m256 acc = _mm256_setzero_ps();
-        long b = 0;
-        for (; b + 4 <= blocks; b += 8) {  // eight blocks (four pairs), or a last four (two pairs)
-            const int pairs = b + 8 <= blocks ? 4 : 2;
-            PREFETCH_STREAM(row, b * 16, rowBytes, 0, farBytes);
-            if (pairs == 4) PREFETCH_STREAM(row, b * 16 + 64, rowBytes, 0, farBytes);
-            PREFETCH_NEAR_FAR(sc + b + blocks, farScales);
-            __m128i h = pairs == 4 ? _mm_loadu_si128((const __m128i *)(sc + b)) : _mm_loadl_epi64((const __m128i *)(sc + b));
-            __m256 xs = pairs == 4 ? _mm256_loadu_ps(qx->xs + b) : _mm256_castps128_ps256(_mm_loadu_ps(qx->xs + b));
-            __m256 s = _mm256_mul_ps(_mm256_cvtph_ps(h), xs);
-            for (int k = 0; k < pairs; k++)
-                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q4_pair_dot(row + (b + 2 * k) * 16, qx, b / 2 + k)), pair_scales(s, k), acc);
-            if (pairs == 2) { b += 4; break; }
-        }
-        float s = hsum256(acc);
-        for (; b < blocks; b++) s += block_q4(row + b * 16, qx->xq + b * 32) * h2f(sc[b]) * qx->xs[b];
-        y[r] = s;
-    }
-}
-
 // A pair of q6_0 blocks (48 bytes, see q6_blocks.h) as q4_pair_dot takes two q4_0 blocks: the
 // codes (0...63) as vpmaddubsw's unsigned operand against x4, each lane starting from −32·Σx (4·c4).
 // The top two bits of each element, from the 16 bytes after the nibbles (in both halves of a
@@ -352,30 +326,46 @@ AVX2 static inline __m256i q6_pair_dot(const uint8_t *w, const chk_qx *qx, long 
     return _mm256_add_epi32(_mm256_madd_epi16(p, _mm256_set1_epi16(1)), correction);
 }
 
-// q6_0 a row at a time, eight blocks (four pairs) a step as q4_0's kernel; blocks past the last
-// whole four (x4 covers those only) scalar. (Also the AVX-512 machines' q6_0 kernel: by default only
-// the tied lm_head of a q4_0 model is q6_0.)
-AVX2 static void gemv_q6_avx2(const uint8_t *q, const uint16_t *scales, const chk_qx *qx, float *y, long cols, long row0, long row1) {
-    const long blocks = cols / CHK_BLOCK, rowBytes = blocks * Q6_BLOCK_BYTES;
+// q4_0 or q6_0 (`six`, a constant after inlining) a row at a time, eight blocks (four pairs) a
+// step, or a last four; x4 covers whole fours, the blocks past them are scalar. The q6_0 kernel is
+// also the AVX-512 machines' (by default only the tied lm_head of a q4_0 model is q6_0).
+AVX2 static inline __attribute__((always_inline)) void gemv_pairs_avx2(const int six, const uint8_t *q, const uint16_t *scales,
+                                                                        const chk_qx *qx, float *y, long cols, long row0, long row1) {
+    const long blocks = cols / CHK_BLOCK, blockBytes = six ? Q6_BLOCK_BYTES : 16, rowBytes = blocks * blockBytes;
+    const long far = far_groups(rowBytes + blocks * 2) - 1, farBytes = (far + 1) * rowBytes, farScales = far * blocks * 2;
     for (long r = row0; r < row1; r++) {
         const uint8_t *row = q + r * rowBytes; const uint16_t *sc = scales + r * blocks;
         __m256 acc = _mm256_setzero_ps();
         long b = 0;
-        for (; b + 4 <= blocks; b += 8) {  // eight blocks (four pairs), or a last four (two pairs)
+        for (; b + 4 <= blocks; b += 8) {
             const int pairs = b + 8 <= blocks ? 4 : 2;
-            for (long line = 0; line < pairs * 2 * Q6_BLOCK_BYTES; line += 64) PREFETCH_NEAR(row + b * Q6_BLOCK_BYTES + line);
-            _mm_prefetch((const char *)(sc + b + blocks), _MM_HINT_T0);  // the next row's scales
+            // the step's lines: q4_0 128 or 64 bytes, q6_0 192 or 96 (written out: a loop cost q4_0 2-4 %)
+            PREFETCH_STREAM(row, b * blockBytes, rowBytes, 0, farBytes);
+            if (pairs == 4 || six) PREFETCH_STREAM(row, b * blockBytes + 64, rowBytes, 0, farBytes);
+            if (pairs == 4 && six) PREFETCH_STREAM(row, b * blockBytes + 128, rowBytes, 0, farBytes);
+            PREFETCH_NEAR_FAR(sc + b + blocks, farScales);
             __m128i h = pairs == 4 ? _mm_loadu_si128((const __m128i *)(sc + b)) : _mm_loadl_epi64((const __m128i *)(sc + b));
             __m256 xs = pairs == 4 ? _mm256_loadu_ps(qx->xs + b) : _mm256_castps128_ps256(_mm_loadu_ps(qx->xs + b));
             __m256 s = _mm256_mul_ps(_mm256_cvtph_ps(h), xs);
-            for (int k = 0; k < pairs; k++)
-                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q6_pair_dot(row + (b + 2 * k) * Q6_BLOCK_BYTES, qx, b / 2 + k)), pair_scales(s, k), acc);
+            for (int k = 0; k < pairs; k++) {
+                const uint8_t *pair = row + (b + 2 * k) * blockBytes;
+                __m256i d = six ? q6_pair_dot(pair, qx, b / 2 + k) : q4_pair_dot(pair, qx, b / 2 + k);
+                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), pair_scales(s, k), acc);
+            }
             if (pairs == 2) { b += 4; break; }
         }
         float s = hsum256(acc);
-        for (; b < blocks; b++) s += (float)block_q6(row, blocks, b, qx->xq + b * 32) * h2f(sc[b]) * qx->xs[b];
+        for (; b < blocks; b++)
+            s += (float)(six ? block_q6(row, blocks, b, qx->xq + b * 32) : block_q4(row + b * 16, qx->xq + b * 32)) * h2f(sc[b]) * qx->xs[b];
         y[r] = s;
     }
+}
+
+AVX2 static void gemv_q4_avx2(const uint8_t *q, const uint16_t *scales, const chk_qx *qx, float *y, long cols, long row0, long row1) {
+    gemv_pairs_avx2(0, q, scales, qx, y, cols, row0, row1);
+}
+AVX2 static void gemv_q6_avx2(const uint8_t *q, const uint16_t *scales, const chk_qx *qx, float *y, long cols, long row0, long row1) {
+    gemv_pairs_avx2(1, q, scales, qx, y, cols, row0, row1);
 }
 
 AVX2 static void rows_f16_avx2(const uint16_t *w, long cols, long row0, long row1, float *out) {

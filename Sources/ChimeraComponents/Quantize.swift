@@ -88,17 +88,20 @@ public struct Quantizer {
         return Result(assemblyPath: files.mainPath, componentPaths: files.componentPaths, quantizedMatrices: quantizedCount, keptMatrices: kept)
     }
 
-    /// How `format`'s blocks are stored (the manifest's `layout`; chimera_kernels.h has the same).
+    /// How `format`'s matrices are stored (the manifest's `layout`; chimera_kernels.h and
+    /// q6_blocks.h have the same).
     static func layout(_ format: WeightFormat) -> String {
+        let scales = "F16 '<name>.scales' [rows, columns/32]"
         switch format {
-        case .q8_0: return "I8 [rows, columns] values and F16 '<name>.scales' [rows, columns/32]; w = q * scale"
+        case .f32, .f16, .bf16: return "\(format.rawValue.uppercased()) [rows, columns]"
+        case .q8_0: return "I8 [rows, columns] values and \(scales); w = q * scale"
         case .q6_0:
-            return "U8 [rows, columns*3/4]: each block of 32 in 24 bytes, bytes 0-15 the low 4 bits of its codes as q4_0's nibbles, "
-                + "byte 16+k the top 2 bits of elements k, k+8, k+16, k+24 (bits 0-1, 2-3, 4-5, 6-7); F16 '<name>.scales' [rows, columns/32]; "
-                + "w = (code - 32) * scale"
-        default:
+            return "U8 [rows, columns*3/4], six-bit codes by pairs of blocks of 32 (A, B): 16 bytes of A's low 4 bits as q4_0's nibbles, "
+                + "16 of B's, then byte j the top 2 bits of A_j, B_j, A_j+16, B_j+16 (bits 0-1, 2-3, 4-5, 6-7); an odd last block: "
+                + "its 16 nibble bytes, then byte k the top 2 bits of elements k, k+8, k+16, k+24; \(scales); w = (code - 32) * scale"
+        case .q4_0:
             return "U8 [rows, columns/2]: in each block of 32, byte j holds element j (low nibble) and j+16 (high nibble); "
-                + "F16 '<name>.scales' [rows, columns/32]; w = (nibble - 8) * scale"
+                + "\(scales); w = (nibble - 8) * scale"
         }
     }
 

@@ -75,6 +75,9 @@ public struct BenchmarkReport: Codable, Sendable {
     public var kernels: String
     public var blasCore: String
     public var weightBytes: Int
+    /// How many weight matrices each format holds (with `--dtype q4_0` a tied lm_head is q6_0, and
+    /// matrices whose width is not a multiple of 32 stay as stored).
+    public var matrixFormats: [String: Int] = [:]
     /// Seconds spent building the parts: reading the weights (and copying or converting them), or
     /// generating random ones for a synthetic model.
     public var loadSeconds: Double = 0
@@ -116,6 +119,7 @@ public struct BenchmarkReport: Codable, Sendable {
         case model, threads, kernels
         case blasCore = "blas_core"
         case weightDType = "weight_dtype", storedMatrices = "stored_matrices", cpuFeatures = "cpu_features", weightBytes = "weight_bytes"
+        case matrixFormats = "matrix_formats"
         case loadSeconds = "load_s"
         case kvCacheBytes = "kv_cache_bytes", kvCache = "kv_cache", imageEncodeSeconds = "image_encode_s", promptTokens = "prompt_tokens"
         case prefillSeconds = "prefill_s", prefillTokensPerSecond = "prefill_tokens_per_s"
@@ -169,6 +173,8 @@ public struct Benchmark {
         loader.reportLoading(manifest.id, to: progress)
         let component = try family.create(manifest, ComponentBuildContext(weights: loader))
         report.weightBytes += loader.weightBytes
+        var seen = Set<String>()
+        for (name, matrix) in loader.matrices where seen.insert(name).inserted { report.matrixFormats[matrix.format.rawValue, default: 0] += 1 }
         return (component, loader)
     }
 

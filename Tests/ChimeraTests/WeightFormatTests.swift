@@ -331,6 +331,9 @@ import Testing
             // pairs) the cache holds, stored as one key panel of 32 positions: 22 on average.
             #expect(report.decodeKVBytesPerToken == report.kvCacheBytes / 32 * 22)
             #expect(report.decodeBytesPerToken! > report.decodeKVBytesPerToken!)
+            // Every matrix in the asked format, or kept as stored (f32) where its width is not whole blocks.
+            #expect((report.matrixFormats[format.rawValue] ?? 0) > 0 && Set(report.matrixFormats.keys).isSubset(of: [format.rawValue, "f32"]),
+                    "\(report.matrixFormats)")
         }
         #expect(kvBytes[.bf16]! * 2 == kvBytes[.f32]!)  // the float16 cache
         // Every preset names components the catalog has, of families this build registers.

@@ -524,6 +524,26 @@ static void quantize_x_portable(const float *x, long n, int8_t *q, float *scales
     }
 }
 
+// The same with AVX2: four vectors a block, packed to bytes (the packs interleave 128-bit lanes,
+// so a permute puts the four-byte groups back in order).
+AVX2 static void quantize_x_avx2(const float *x, long n, int8_t *q, float *scales) {
+    const __m256 magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    for (long b = 0; b < n / CHK_BLOCK; b++) {
+        __m256 v[4], m = _mm256_setzero_ps();
+        for (int k = 0; k < 4; k++) { v[k] = _mm256_loadu_ps(x + b * 32 + 8 * k); m = _mm256_max_ps(m, _mm256_and_ps(v[k], magnitude)); }
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        float amax = _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h)));
+        float d = amax / 127, id = d > 0 ? 1 / d : 0;
+        scales[b] = d;
+        __m256 vid = _mm256_set1_ps(id);
+        __m256i i[4];
+        for (int k = 0; k < 4; k++) i[k] = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], vid));
+        __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]), _mm256_packs_epi32(i[2], i[3]));
+        _mm256_storeu_si256((__m256i *)(q + b * 32), _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+    }
+}
+
 AVX512 static void quantize_x_avx512(const float *x, long n, int8_t *q, float *scales) {
     for (long b = 0; b < n / CHK_BLOCK; b++) {
         __m512 v0 = _mm512_loadu_ps(x + b * 32), v1 = _mm512_loadu_ps(x + b * 32 + 16);
@@ -568,6 +588,29 @@ static void qx_layouts_portable(const int8_t *xq, long n, long from, int8_t *x4,
             int32_t sum = 0;
             for (int i = 0; i < 4; i++) sum += dst[lane * 4 + i] + dst[64 + lane * 4 + i];
             c4[four * 16 + lane] = -8 * sum;
+        }
+    }
+}
+
+// The same with AVX2: byte sums of four by vpmaddubsw against ones and vpmaddwd (the scalar sums
+// and the lrintf calls of quantize_x_portable took 19–22 µs to prepare a 4864-wide activation on
+// the Zen 3, 4 % of a Qwen2-0.5B q4_0 token; with these and quantize_x_avx2 about 2 µs).
+AVX2 static void qx_layouts_avx2(const int8_t *xq, long n, long from, int8_t *x4, int32_t *c8, int32_t *c4) {
+    const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1), zero = _mm256_setzero_si256();
+    for (long lane = from / 4; lane < n / 64 * 16; lane += 8) {  // eights: both ends are multiples of 16 lanes
+        __m256i sums = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, _mm256_loadu_si256((const __m256i *)(xq + lane * 4))), ones16);
+        _mm256_storeu_si256((__m256i *)(c8 + lane), _mm256_sub_epi32(zero, _mm256_slli_epi32(sums, 7)));
+    }
+    for (long four = from / 128; four < n / 128; four++) {
+        const int8_t *src = xq + four * 128; int8_t *dst = x4 + four * 128;
+        for (int block = 0; block < 4; block++) {
+            memcpy(dst + block * 16, src + block * 32, 16);
+            memcpy(dst + 64 + block * 16, src + block * 32 + 16, 16);
+        }
+        for (int h = 0; h < 2; h++) {  // lanes 8h ... 8h+7: bytes 32h ... 32h+31 of both halves
+            __m256i pairs = _mm256_add_epi16(_mm256_maddubs_epi16(ones8, _mm256_loadu_si256((const __m256i *)(dst + 32 * h))),
+                                             _mm256_maddubs_epi16(ones8, _mm256_loadu_si256((const __m256i *)(dst + 64 + 32 * h))));
+            _mm256_storeu_si256((__m256i *)(c4 + four * 16 + 8 * h), _mm256_sub_epi32(zero, _mm256_slli_epi32(_mm256_madd_epi16(pairs, ones16), 3)));
         }
     }
 }
@@ -629,7 +672,7 @@ static void pick(void) {
         if (__builtin_cpu_supports("gfni") && !forced_no_gfni) K.q4 = gemv_q4_avx512_gfni;
     } else if (avx2) {
         K.variant = "avx2"; K.f32 = gemv_f32_avx2; K.f16 = gemv_f16_avx2; K.bf16 = gemv_bf16_avx2; K.q8 = gemv_q8_avx2; K.q4 = gemv_q4_avx2; K.q6 = gemv_q6_avx2;
-        K.rows_f16 = rows_f16_avx2; K.quantize_x = quantize_x_portable; K.qx_layouts = qx_layouts_portable;
+        K.rows_f16 = rows_f16_avx2; K.quantize_x = quantize_x_avx2; K.qx_layouts = qx_layouts_avx2;
     } else {
         K.variant = "portable"; K.f32 = gemv_f32_portable; K.f16 = gemv_f16_portable; K.bf16 = gemv_bf16_portable; K.q8 = gemv_q8_portable;
         K.q4 = gemv_q4_portable; K.q6 = gemv_q6_portable; K.rows_f16 = rows_f16_portable; K.quantize_x = quantize_x_portable;

@@ -249,6 +249,35 @@ extension KernelSelection {
             }
         }
 
+        /// The quantized activation (int8 blocks, their scales and the kernels' other forms) is the same on every kernel
+        /// variant: a random row, a block of halfway ties (amax 127: scale 1), zeros, and a width with
+        /// a block past the last whole four.
+        @Test func activationQuantizationIsTheSameOnEveryVariant() throws {
+            let n = 896 + 32
+            var x = Self.random([1, n], seed: 41).toArray()
+            for i in 0..<31 { x[i] = Float(i - 15) + 0.5 }
+            x[31] = 127
+            for i in 64..<96 { x[i] = 0 }
+            func prepare() -> [Float] {
+                var buffer = [UInt8](repeating: 0, count: chk_qx_bytes(n))
+                return buffer.withUnsafeMutableBytes { raw in
+                    let qx = x.withUnsafeBufferPointer { chk_prepare_qx($0.baseAddress, n, raw.baseAddress) }
+                    // xq and its scales, then the VNNI/AVX2 forms: x4 (whole fours), c8 (whole pairs), c4
+                    return (0..<n).map { Float(qx.xq[$0]) } + (0..<(n / 32)).map { qx.xs[$0] } + (0..<(n / 128 * 128)).map { Float(qx.x4[$0]) }
+                        + (0..<(n / 64 * 16)).map { Float(qx.c8[$0]) } + (0..<(n / 128 * 16)).map { Float(qx.c4[$0]) }
+                }
+            }
+            chk_force_portable(1)
+            let portable = prepare()
+            chk_force_portable(0)
+            try #require(chk_force_avx2(1) != 0, "this CPU has no AVX2")
+            let avx2 = prepare()
+            _ = chk_force_avx2(0)
+            #expect(avx2 == portable)
+            #expect(prepare() == portable)
+            #expect(portable[0] == -14 && portable[1] == -14 && portable[2] == -12)  // −14.5, −13.5, −12.5 to even
+        }
+
         @Test(arguments: WeightFormat.allCases) func threadedProductEqualsOneThread(format: WeightFormat) throws {
             let rows = 203, columns = 256
             let m = try WeightMatrix.converting(Self.random([rows, columns], seed: 21), to: format)

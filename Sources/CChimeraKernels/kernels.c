@@ -530,7 +530,8 @@ AVX2 static void quantize_x_avx2(const float *x, long n, int8_t *q, float *scale
     const __m256 magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     for (long b = 0; b < n / CHK_BLOCK; b++) {
         __m256 v[4], m = _mm256_setzero_ps();
-        for (int k = 0; k < 4; k++) { v[k] = _mm256_loadu_ps(x + b * 32 + 8 * k); m = _mm256_max_ps(m, _mm256_and_ps(v[k], magnitude)); }
+        // (|v| first: vmaxps returns its second operand when one is NaN, so NaNs are skipped as fmaxf skips them)
+        for (int k = 0; k < 4; k++) { v[k] = _mm256_loadu_ps(x + b * 32 + 8 * k); m = _mm256_max_ps(_mm256_and_ps(v[k], magnitude), m); }
         __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
         h = _mm_max_ps(h, _mm_movehl_ps(h, h));
         float amax = _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h)));

@@ -547,7 +547,7 @@ int chk_gemm_nt_parts(const chk_gemm_part *parts, int count, long k, const float
     if (kc > KC) kc = KC;
     gemm_job job = {isa, parts, count, {0}, x, ldx, m, k, balanced_block_rows(parts, count, threads), kc, (k + kc - 1) / kc, NULL, NULL, 0};
     for (int i = 0; i < count; i++) {
-        if ((parts[i].format == CHK_Q8_0 || parts[i].format == CHK_Q4_0 || parts[i].format == CHK_Q6_0) && k % CHK_BLOCK) return 0;
+        if (chk_format_is_blocked(parts[i].format) && k % CHK_BLOCK) return 0;
         // No q6_0 packing with AVX-512: it could not be tested on an AVX-512 machine when written,
         // and q6_0 is only a tied lm_head by default, which prefill multiplies for one row.
         if (parts[i].format == CHK_Q6_0 && isa == &gemm_avx512) return 0;

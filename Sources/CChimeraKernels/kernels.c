@@ -774,10 +774,10 @@ void chk_rows_q4_0(const uint8_t *q, const uint16_t *scales, long cols, long row
 void chk_rows_q6_0(const uint8_t *q, const uint16_t *scales, long cols, long row0, long row1, float *out) {
     long blocks = cols / CHK_BLOCK;
     for (long r = row0; r < row1; r++) {
+        const uint8_t *row = q + r * blocks * Q6_BLOCK_BYTES;
         for (long b = 0; b < blocks; b++) {
-            float d = half_to_float(scales[r * blocks + b]);
-            const uint8_t *src = q + r * blocks * Q6_BLOCK_BYTES; float *dst = out + (r - row0) * cols + b * 32;
-            for (int e = 0; e < 32; e++) dst[e] = (float)(q6_code(src, blocks, b, e) - 32) * d;
+            float d = half_to_float(scales[r * blocks + b]), *dst = out + (r - row0) * cols + b * 32;
+            for (int e = 0; e < 32; e++) dst[e] = (float)(q6_code(row, blocks, b, e) - 32) * d;
         }
     }
 }
@@ -1328,7 +1328,7 @@ void chk_matvec_parts(const chk_matvec_part *parts, int count, const float *x, l
     int quantized = 0;
     for (int i = 0; i < count; i++) {
         job.firstRow[i + 1] = job.firstRow[i] + parts[i].rows;
-        quantized |= parts[i].format == CHK_Q8_0 || parts[i].format == CHK_Q4_0 || parts[i].format == CHK_Q6_0;
+        quantized |= chk_format_is_blocked(parts[i].format);
     }
     // Each thread streams its own share of the rows, in claims down to 16 (whole groups of four
     // rows, the kernels' step), and then helps with what is left of the others' (chk_parallel_for_ranges):

@@ -16,7 +16,7 @@ public enum WeightSource: Sendable {
     case random(seed: UInt64, scale: Float)
 }
 
-/// What a loader does with a stored weight matrix (f32, f16, bf16, q8_0, q4_0) that it does not convert.
+/// What a loader does with a stored weight matrix (f32, f16, bf16, q8_0, q6_0, q4_0) that it does not convert.
 public enum StoredMatrices: String, Sendable, CaseIterable {
     /// Widened to float32 on load, so that `loaded` names and holds every weight (training, parity).
     case widened

@@ -1,4 +1,5 @@
 import ChimeraIO
+import ChimeraTensor
 import Foundation
 
 // The manifest kinds (components, assemblies, and chat templates in Templates.swift), as Codable types that refuse unknown fields. Their JSON Schemas live in
@@ -111,9 +112,9 @@ public struct WeightQuantization: Codable, Sendable, Equatable {
         blockSize = try c.decode(Int.self, forKey: .blockSize)
         layout = try c.decode(String.self, forKey: .layout)
         higherPrecision = try c.decodeIfPresent([String].self, forKey: .higherPrecision) ?? []
-        guard ["q8_0", "q6_0", "q4_0"].contains(format) else {
+        guard WeightFormat(rawValue: format)?.isQuantized == true else {
             throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath + [CodingKeys.format],
-                                                   debugDescription: "unknown quantization '\(format)' (known: q8_0, q6_0, q4_0)"))
+                                                   debugDescription: "unknown quantization '\(format)' (known: \(WeightFormat.quantizedNames))"))
         }
         guard blockSize == 32 else {
             throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath + [CodingKeys.blockSize],

@@ -38,7 +38,7 @@ public struct Quantizer {
 
     public func quantize(_ assembly: AssemblyManifest, to format: WeightFormat, output: URL) throws -> Result {
         guard format.isQuantized else {
-            throw ManifestError.invalid(file: "--to", detail: "'\(format.rawValue)' is not a quantized format (q8_0, q4_0)")
+            throw ManifestError.invalid(file: "--to", detail: "'\(format.rawValue)' is not a quantized format (\(WeightFormat.quantizedNames))")
         }
         let fm = FileManager.default
         try fm.createDirectory(at: output, withIntermediateDirectories: true)

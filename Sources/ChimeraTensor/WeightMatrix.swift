@@ -19,6 +19,8 @@ public enum WeightFormat: String, Sendable, CaseIterable, Codable {
         }
     }
     public var isQuantized: Bool { self == .q8_0 || self == .q6_0 || self == .q4_0 }
+    /// The quantized formats' names, for messages ("q8_0, q6_0, q4_0").
+    public static var quantizedNames: String { allCases.filter(\.isQuantized).map(\.rawValue).joined(separator: ", ") }
 }
 
 public enum WeightMatrixError: LocalizedError, Equatable {
@@ -108,16 +110,14 @@ public final class WeightMatrix: @unchecked Sendable {
             // The chunk's rows converted on every compute thread (rows are independent).
             ParallelRows.run(n, minimumPerThread: 8) { c0, c1 in
                 let row = r + c0, count = c1 - c0, source = scratch + c0 * columns
+                let values = pointer + Self.valueBytes(format, rows: row, columns: columns), rowScales = scales.map { $0 + row * columns / 32 }
                 switch format {
                 case .f32: break
-                case .f16: chk_to_f16(source, count * columns, pointer.assumingMemoryBound(to: UInt16.self) + row * columns)
-                case .bf16: chk_to_bf16(source, count * columns, pointer.assumingMemoryBound(to: UInt16.self) + row * columns)
-                case .q8_0:
-                    chk_quantize_q8_0(source, count, columns, pointer.assumingMemoryBound(to: Int8.self) + row * columns, scales! + row * columns / 32)
-                case .q6_0:
-                    chk_quantize_q6_0(source, count, columns, pointer.assumingMemoryBound(to: UInt8.self) + row * columns / 4 * 3, scales! + row * columns / 32)
-                case .q4_0:
-                    chk_quantize_q4_0(source, count, columns, pointer.assumingMemoryBound(to: UInt8.self) + row * columns / 2, scales! + row * columns / 32)
+                case .f16: chk_to_f16(source, count * columns, values.assumingMemoryBound(to: UInt16.self))
+                case .bf16: chk_to_bf16(source, count * columns, values.assumingMemoryBound(to: UInt16.self))
+                case .q8_0: chk_quantize_q8_0(source, count, columns, values.assumingMemoryBound(to: Int8.self), rowScales!)
+                case .q6_0: chk_quantize_q6_0(source, count, columns, values.assumingMemoryBound(to: UInt8.self), rowScales!)
+                case .q4_0: chk_quantize_q4_0(source, count, columns, values.assumingMemoryBound(to: UInt8.self), rowScales!)
                 }
             }
             r += n

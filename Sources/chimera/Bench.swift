@@ -101,7 +101,7 @@ struct Quantize: ParsableCommand {
     func run() throws {
         do {
             guard let format = WeightFormat(rawValue: to), format.isQuantized else {
-                throw ValidationError("--to '\(to)' is not one of q8_0, q6_0, q4_0")
+                throw ValidationError("--to '\(to)' is not one of \(WeightFormat.quantizedNames)")
             }
             let (catalog, manifest) = try resolveAssembly(assembly, catalogOptions: catalogOptions)
             var quantizer = Quantizer(catalog: catalog, families: catalogOptions.families())

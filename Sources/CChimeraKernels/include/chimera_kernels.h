@@ -88,6 +88,8 @@ void chk_parallel_for(long n, long chunk, int threads, chk_task task, void *cont
 void chk_parallel_for_ranges(long n, long chunk, int threads, chk_task task, void *context);
 
 typedef enum chk_format { CHK_F32, CHK_F16, CHK_BF16, CHK_Q8_0, CHK_Q4_0, CHK_Q6_0 } chk_format;
+/// Whether `format` is one of the blocks of 32 with scales, read against a quantized activation.
+static inline int chk_format_is_blocked(chk_format format) { return format == CHK_Q8_0 || format == CHK_Q4_0 || format == CHK_Q6_0; }
 /// y = W x for all `rows` of W in `format` (scales for q8_0/q4_0/q6_0), on `threads` threads: the decode product.
 void chk_matvec(chk_format format, const void *w, const uint16_t *scales, const float *x, float *y, long rows, long cols, int threads);
 

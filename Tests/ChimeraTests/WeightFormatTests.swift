@@ -151,11 +151,12 @@ import Testing
         // when the rest is q4_0, named in the manifest).
         let embeddings = try #require(store.tensorNames.first { $0.hasSuffix("embed_tokens.weight") })
         let tied = !store.tensorNames.contains { $0.hasSuffix("lm_head.weight") }
-        let wholeBlocks = store.info(embeddings + ".scales") != nil
+        let embeddingScales = store.info(embeddings + ".scales"), quantized = embeddingScales != nil
+        let columns = try #require(embeddingScales.map { $0.shape.last! * 32 } ?? store.info(embeddings)?.shape.last)
         let headFormat = format.forMatrix(named: embeddings)
-        #expect(wholeBlocks || store.info(embeddings)?.dtype == .f32, "\(embeddings), tied: \(tied)")
-        #expect(!wholeBlocks || tied, "\(embeddings) quantized but not tied")
-        if tied && wholeBlocks {
+        #expect(quantized == (tied && columns % 32 == 0), "\(embeddings), tied: \(tied)")
+        #expect(quantized || store.info(embeddings)?.dtype == .f32, "\(embeddings), tied: \(tied)")
+        if quantized {
             #expect(store.info(embeddings)?.dtype == (headFormat == .q8_0 ? .i8 : .u8))
             let manifestFile = try #require(llm).replacingOccurrences(of: ".safetensors", with: ".component.json")
             let manifest = try String(contentsOf: folder.appendingPathComponent(manifestFile), encoding: .utf8)

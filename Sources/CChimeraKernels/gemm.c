@@ -491,7 +491,7 @@ static void gemm_thread_task(void *context, long t0, long t1) {
                 while (b >= j->firstBlock[i + 1]) i++;
                 const chk_gemm_part *part = &j->parts[i];
                 long n0 = (b - j->firstBlock[i]) * j->nb, rows = part->n - n0 < j->nb ? part->n - n0 : j->nb;
-                isa->pack_w(part->format, part->w, part->scales, part->n, j->k, n0, rows, k0, kc, wp);
+                isa->pack_w(part->format, part->w, part->scales, part->n, part->wcols ? part->wcols : j->k, n0, rows, part->wk0 + k0, kc, wp);
                 for (long p = 0; p < xPanels; p++) {
                     const float *xpanel = xp + p * kc * mr;
                     long mrows = j->m - p * mr < mr ? j->m - p * mr : mr;
@@ -547,7 +547,9 @@ int chk_gemm_nt_parts(const chk_gemm_part *parts, int count, long k, const float
     if (kc > KC) kc = KC;
     gemm_job job = {isa, parts, count, {0}, x, ldx, m, k, balanced_block_rows(parts, count, threads), kc, (k + kc - 1) / kc, NULL, NULL, 0};
     for (int i = 0; i < count; i++) {
-        if (chk_format_is_blocked(parts[i].format) && k % CHK_BLOCK) return 0;
+        long wcols = parts[i].wcols ? parts[i].wcols : k;
+        if (parts[i].wk0 < 0 || parts[i].wk0 + k > wcols) return 0;
+        if (chk_format_is_blocked(parts[i].format) && (wcols % CHK_BLOCK || parts[i].wk0 % CHK_BLOCK || k % CHK_BLOCK)) return 0;
         // No q6_0 packing with AVX-512: it could not be tested on an AVX-512 machine when written,
         // and q6_0 is only a tied lm_head by default, which prefill multiplies for one row.
         if (parts[i].format == CHK_Q6_0 && isa == &gemm_avx512) return 0;
@@ -564,7 +566,7 @@ int chk_gemm_nt_parts(const chk_gemm_part *parts, int count, long k, const float
 
 int chk_gemm_nt(chk_format format, const void *w, const uint16_t *scales, long n, long k, const float *bias,
                 const float *x, long ldx, long m, float *c, long ldc, int accumulate, int threads) {
-    chk_gemm_part part = {format, w, scales, n, bias, c, ldc, accumulate};
+    chk_gemm_part part = {format, w, scales, n, bias, c, ldc, accumulate, 0, 0};
     return chk_gemm_nt_parts(&part, 1, k, x, ldx, m, threads);
 }
 

@@ -41,6 +41,10 @@ struct LinearLayer: Sendable {
     }
     var inputWidth: Int { matrix.columns }
     var outputWidth: Int { matrix.rows }
+    /// Outputs `range` only: the matrix's rows and the bias's elements, in place (no copy).
+    func outputs(_ range: Range<Int>) -> LinearLayer {
+        LinearLayer(matrix: matrix.rows(range), bias: bias?.elements(range))
+    }
 }
 
 /// A LayerNorm with weight and optional bias.

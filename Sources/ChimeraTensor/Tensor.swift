@@ -76,6 +76,12 @@ public struct Tensor: @unchecked Sendable, CustomStringConvertible {
         return out
     }
 
+    /// Elements `range`, as a 1-D tensor sharing this one's memory (no copy): a slice of a bias.
+    public func elements(_ range: Range<Int>) -> Tensor {
+        precondition(range.lowerBound >= 0 && range.upperBound <= count, "elements \(range) of a tensor of \(count)")
+        return Tensor(shape: [range.count], storage: TensorStorage(borrowing: data + range.lowerBound, count: range.count, owner: storage))
+    }
+
     /// Rows `range` of the tensor seen as a matrix, copied.
     public func rows(_ range: Range<Int>) -> Tensor {
         var newShape = [range.count, columns]

@@ -187,6 +187,41 @@ public final class WeightMatrix: @unchecked Sendable {
         if let bias { addToRows(out.data, rows: tokens, bias) }
     }
 
+    /// out = x · W[:, range]ᵀ (+ bias), or out += … when `accumulate`: the product with a range of W's
+    /// columns (whole blocks of 32 when quantized), x as wide as the range. A gated MLP's down
+    /// projection goes a slice of the intermediate at a time this way, so that prefill never holds
+    /// the whole [tokens, intermediate] activations (DecoderTransformer.mlpSliceWidth).
+    public func apply(_ x: Tensor, columns range: Range<Int>, bias: Tensor?, accumulate: Bool, into out: Tensor) {
+        let tokens = x.rows
+        precondition(range.lowerBound >= 0 && range.upperBound <= columns && x.columns == range.count,
+                     "linear: input width \(x.columns) for columns \(range) of weight [\(rows), \(columns)]")
+        precondition(out.rows == tokens && out.columns == rows, "linear: output \(out.shape) for \(tokens)×\(rows)")
+        if let bias { precondition(bias.count == rows, "linear: bias \(bias.shape) for \(rows) outputs") }
+        if range == 0..<columns && !accumulate { return apply(x, bias: bias, into: out) }
+        guard tokens > 0 else { return }
+        if tokens > 2 {
+            var part = chk_gemm_part(format: kernelFormat, w: data, scales: scales, n: rows, bias: bias?.data, c: out.data, ldc: rows,
+                                     accumulate: accumulate ? 1 : 0, wcols: columns, wk0: range.lowerBound)
+            if chk_gemm_nt_parts(&part, 1, range.count, x.data, x.columns, tokens, Int32(ComputeThreads.current)) != 0 { return }
+        }
+        tiledProduct(x, out, columns: range, accumulate: accumulate)
+        if let bias { addToRows(out.data, rows: tokens, bias) }
+    }
+
+    /// Rows `range` of this matrix, in place (no copy; it keeps this matrix's memory alive): a slice
+    /// of an MLP's gate and up projections.
+    public func rows(_ range: Range<Int>) -> WeightMatrix {
+        precondition(range.lowerBound >= 0 && range.upperBound <= rows, "rows \(range) of weight [\(rows), \(columns)]")
+        if range == 0..<rows { return self }
+        if let tensor {
+            let storage = TensorStorage(borrowing: tensor.data + range.lowerBound * columns, count: range.count * columns, owner: tensor.storage)
+            return WeightMatrix(Tensor(shape: [range.count, columns], storage: storage))
+        }
+        return WeightMatrix(format: format, rows: range.count, columns: columns,
+                            data: data + Self.valueBytes(format, rows: range.lowerBound, columns: columns),
+                            scales: scales.map { $0 + range.lowerBound * columns / 32 }, owner: self)
+    }
+
     /// One product of a group over the same input: the matrix, its optional bias, where it goes.
     public typealias Product = (matrix: WeightMatrix, bias: Tensor?, out: Tensor)
 
@@ -204,7 +239,7 @@ public final class WeightMatrix: @unchecked Sendable {
         if tokens > 2, products.count <= Int(CHK_GEMM_PARTS), products.allSatisfy({ fits($0, x) }) {
             var parts: [chk_gemm_part] = products.map { p in
                 chk_gemm_part(format: p.matrix.kernelFormat, w: p.matrix.data, scales: p.matrix.scales, n: p.matrix.rows,
-                              bias: p.bias?.data, c: p.out.data, ldc: p.matrix.rows, accumulate: 0)
+                              bias: p.bias?.data, c: p.out.data, ldc: p.matrix.rows, accumulate: 0, wcols: 0, wk0: 0)
             }
             if chk_gemm_nt_parts(&parts, Int32(parts.count), x.columns, x.data, x.columns, tokens, Int32(ComputeThreads.current)) != 0 {
                 return
@@ -256,9 +291,15 @@ public final class WeightMatrix: @unchecked Sendable {
         }
     }
 
-    /// Prefill: widen `tile` rows of W at a time (in parallel) and sgemm them against all of x.
-    func tiledProduct(_ x: Tensor, _ out: Tensor) {
-        let tokens = x.rows
+    /// Prefill: widen `tile` rows of W at a time (in parallel) and sgemm them (their columns `range`)
+    /// against all of x.
+    func tiledProduct(_ x: Tensor, _ out: Tensor, columns range: Range<Int>? = nil, accumulate: Bool = false) {
+        let tokens = x.rows, range = range ?? 0..<columns
+        if let tensor {  // float32 needs no widening
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(tokens), Int32(rows), Int32(range.count), 1, x.data,
+                        Int32(x.columns), tensor.data + range.lowerBound, Int32(columns), accumulate ? 1 : 0, out.data, Int32(rows))
+            return
+        }
         let tile = min(rows, max(64, (1 << 20) / max(columns, 1) / 16 * 16))  // about 4 MiB of float32 per tile
         let scratch = UnsafeMutablePointer<Float>.allocate(capacity: tile * columns)
         defer { scratch.deallocate() }
@@ -268,8 +309,8 @@ public final class WeightMatrix: @unchecked Sendable {
             ParallelRows.run(n, minimumPerThread: 8) { a, b in
                 self.widenRows(row0 + a, row0 + b, into: scratch + a * self.columns)
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(tokens), Int32(n), Int32(columns),
-                        1, x.data, Int32(columns), scratch, Int32(columns), 0, out.data + row0, Int32(rows))
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(tokens), Int32(n), Int32(range.count), 1, x.data,
+                        Int32(x.columns), scratch + range.lowerBound, Int32(columns), accumulate ? 1 : 0, out.data + row0, Int32(rows))
             row0 = row1
         }
     }

@@ -180,6 +180,52 @@ extension KernelSelection {
             }
         }
 
+        /// A range of W's columns (an MLP's down projection a slice at a time), stored, accumulated
+        /// or with a bias, on the GEMM, the decode rows and the fallback, against double-precision
+        /// sums over the widened weights; and a view of W's rows against the whole product. Seven
+        /// blocks a row: q6_0's pairs and its odd last block, ranges that start inside a pair.
+        @Test(arguments: WeightFormat.allCases) func columnRangesAndRowViewsMatchTheWidenedWeights(format: WeightFormat) throws {
+            let n = 70, k = 224
+            let w = try WeightMatrix.converting(Tensor(shape: [n, k], values: seededValues(n * k, seed: 14)), to: format)
+            let widened = w.widened()
+            let bias = Tensor(shape: [n], values: seededValues(n, seed: 15))
+            for variant in ["chosen", "portable"] {
+                if variant == "portable" { chk_force_portable(1) }
+                defer { chk_force_portable(0) }
+                for tokens in [17, 2] {
+                    for range in [32..<160, 96..<224, 0..<64, 0..<224] {
+                        let x = Tensor(shape: [tokens, range.count], values: seededValues(tokens * range.count, seed: UInt64(range.lowerBound + tokens)))
+                        for (accumulate, withBias) in [(false, false), (true, false), (false, true), (true, true)] {
+                            let out = Tensor(shape: [tokens, n], values: [Float](repeating: 0.5, count: tokens * n))
+                            w.apply(x, columns: range, bias: withBias ? bias : nil, accumulate: accumulate, into: out)
+                            if range == 0..<k && !accumulate {  // the ordinary product (decode rows quantize x)
+                                let plain = Tensor(zeros: [tokens, n])
+                                w.apply(x, bias: withBias ? bias : nil, into: plain)
+                                #expect(maxAbsDifference(out, plain) == 0, "\(format) \(variant) \(tokens) tokens, all columns")
+                                continue
+                            }
+                            var worst: Float = 0
+                            for t in 0..<tokens {
+                                for j in 0..<n {
+                                    var sum = (accumulate ? 0.5 : 0.0) + (withBias ? Double(bias.data[j]) : 0)
+                                    for c in 0..<range.count { sum += Double(x.data[t * range.count + c]) * Double(widened.data[j * k + range.lowerBound + c]) }
+                                    worst = max(worst, abs(Float(sum) - out.data[t * n + j]))
+                                }
+                            }
+                            #expect(worst < 1e-4, "\(format) \(variant) \(tokens) tokens, columns \(range), accumulate \(accumulate), bias \(withBias): \(worst)")
+                        }
+                    }
+                    let x = Tensor(shape: [tokens, k], values: seededValues(tokens * k, seed: 16))
+                    let whole = Tensor(zeros: [tokens, n]), part = Tensor(zeros: [tokens, 33])
+                    w.apply(x, bias: bias, into: whole)
+                    w.rows(21..<54).apply(x, bias: bias.elements(21..<54), into: part)
+                    let expected = (0..<tokens).flatMap { t in (21..<54).map { whole.data[t * n + $0] } }
+                    let worst = zip(part.toArray(), expected).map { abs($0 - $1) }.max() ?? 0
+                    #expect(worst < 1e-5, "\(format) \(variant) \(tokens) tokens, rows 21..<54: \(worst)")
+                }
+            }
+        }
+
         @Test(arguments: WeightFormat.allCases) func productsWithoutTheGEMMMatchIt(format: WeightFormat) throws {
             let w = try WeightMatrix.converting(Tensor(shape: [70, 96], values: seededValues(70 * 96, seed: 9)), to: format)
             let bias = Tensor(shape: [70], values: seededValues(70, seed: 10))

@@ -129,6 +129,23 @@ func greedyContinuation(_ model: any LanguageModel, prompt: [Int], maxNewTokens:
         #expect(fixture.inputIDs.count > 3 && cache.length == fixture.inputIDs.count)
     }
 
+    /// A prompt's MLP a slice of the intermediate at a time (the default for these fixtures: 64 in
+    /// two slices of 32) gives the logits of the whole intermediate at once, and transformers'.
+    @Test(arguments: fixtures) func slicedMLPMatchesTheWholeIntermediate(name: String, family: String) throws {
+        let fixture = try LanguageModelFixture(name)
+        let model = try #require(fixture.importAndBuild().model as? DecoderTransformer)
+        #expect(model.mlpSliceWidth == 32 && model.architecture.intermediateSize == 64)
+        func logits() throws -> Tensor {
+            try model.forward(embeddings: try model.embed(fixture.inputIDs), cache: model.makeCache(capacity: fixture.inputIDs.count),
+                              lastOnly: false)
+        }
+        let sliced = try logits()
+        model.mlpSliceWidth = 64
+        let whole = try logits()
+        #expect(maxAbsDifference(sliced, whole) < 1e-5)
+        #expect(maxAbsDifference(sliced, fixture.logits) < 1e-4)
+    }
+
     @Test(arguments: fixtures) func greedyContinuationIsTransformers(name: String, family: String) throws {
         let fixture = try LanguageModelFixture(name)
         let (_, manifest, model) = try fixture.importAndBuild()

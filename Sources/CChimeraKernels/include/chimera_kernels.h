@@ -143,10 +143,13 @@ int chk_attention_available(void);
 /// and for q6_0 weights with AVX-512 (not packed there: the caller's widened tiles serve them).
 int chk_gemm_nt(chk_format format, const void *w, const uint16_t *scales, long n, long k, const float *bias,
                 const float *x, long ldx, long m, float *c, long ldc, int accumulate, int threads);
-/// One weight matrix of chk_gemm_nt_parts (with its bias or NULL) and where its product goes.
+/// One weight matrix of chk_gemm_nt_parts (with its bias or NULL) and where its product goes. The
+/// product reads W's columns [wk0, wk0 + k) of rows `wcols` wide (0: k wide, wk0 0): a range of
+/// columns (whole blocks of 32 when blocked) multiplies an X as wide as the range (an MLP's down
+/// projection, a slice of its intermediate at a time).
 typedef struct chk_gemm_part {
     chk_format format; const void *w; const uint16_t *scales; long n; const float *bias;
-    float *c; long ldc; int accumulate;
+    float *c; long ldc; int accumulate; long wcols; long wk0;
 } chk_gemm_part;
 #define CHK_GEMM_PARTS 8
 /// Several products of the same X (k columns, up to CHK_GEMM_PARTS parts: q/k/v, gate/up), with the

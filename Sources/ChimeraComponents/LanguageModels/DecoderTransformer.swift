@@ -224,11 +224,43 @@ public final class DecoderTransformer: LanguageModel, @unchecked Sendable {
             : try LinearLayer(w, "lm_head", input: h, output: a.vocabSize, bias: a.lmHeadBias)
         rotary = RotaryEmbedding(headDim: hd, rotaryDim: a.rotaryDim, theta: a.ropeTheta)
         parameters = w.loaded
+        let sliceWidth = min(ffn, (h + 31) / 32 * 32)
+        mlpSliceWidth = sliceWidth
+        mlpSlices = layers.map { Self.slices(of: $0, width: sliceWidth) }
         // Float32 activations a pass keeps per position (forwardPass's workspace rows: hidden, x,
-        // projected; q, attended; k, v; the MLP's gate and up), against the weights' bytes: see
-        // `prefillChunk`. (TinyLlama: 88 KB a position, as its peak RSS grows with the chunk.)
-        let activationBytes = 4 * (3 * h + 2 * qWidth + 2 * kvWidth + 2 * ffn)
+        // projected; q, attended; k, v; a slice of the MLP's gate and up), against the weights'
+        // bytes: see `prefillChunk`. (TinyLlama: 55 KB a position, 88 KB with the whole intermediate.)
+        let activationBytes = 4 * (3 * h + 2 * qWidth + 2 * kvWidth + 2 * (mlpSlices.first?.first?.columns.count ?? ffn))
         prefillChunk = max(256, w.weightBytes / 20 / activationBytes)
+    }
+
+    /// Widest slice of the MLP's intermediate that a prompt's pass computes at once (rounded to
+    /// whole blocks of 32, the slices equal): the gate and up projections of the slice, their
+    /// activation, and the slice's share of the down projection (a range of its columns), then the
+    /// next slice. The pass then holds [tokens, slice] activations, not two [tokens, intermediate]
+    /// ones, and still converts each weight once (Qwen2-0.5B: 4864 in 6 slices of 832, so a
+    /// 640-token prompt at q4_0 fits in 2 chunks instead of 3). Decoded tokens take the whole
+    /// intermediate at once. Default: the hidden size.
+    public var mlpSliceWidth: Int {
+        didSet { mlpSlices = layers.map { Self.slices(of: $0, width: mlpSliceWidth) } }
+    }
+    private var mlpSlices: [[MLPSlice]] = []
+
+    /// The first MLP products (gate and up, or fc1) of a range of the intermediate, in place.
+    struct MLPSlice {
+        let gate: LinearLayer?
+        let up: LinearLayer
+        let columns: Range<Int>
+    }
+
+    static func slices(of layer: Layer, width: Int) -> [MLPSlice] {
+        let intermediate = layer.up.outputWidth
+        let count = (intermediate + max(1, width) - 1) / max(1, width)
+        let sliceWidth = min(intermediate, ((intermediate + count - 1) / count + 31) / 32 * 32)
+        return stride(from: 0, to: intermediate, by: sliceWidth).map { j0 in
+            let columns = j0..<min(intermediate, j0 + sliceWidth)
+            return MLPSlice(gate: layer.gate?.outputs(columns), up: layer.up.outputs(columns), columns: columns)
+        }
     }
 
     public var hiddenSize: Int { architecture.hiddenSize }
@@ -296,8 +328,20 @@ public final class DecoderTransformer: LanguageModel, @unchecked Sendable {
         let x = ws.tensor("x", rows: tokens, columns: h), projected = ws.tensor("projected", rows: tokens, columns: h)
         let q = ws.tensor("q", rows: tokens, columns: qWidth), attended = ws.tensor("attended", rows: tokens, columns: qWidth)
         let k = ws.tensor("k", rows: tokens, columns: kvWidth), v = ws.tensor("v", rows: tokens, columns: kvWidth)
-        let gate = ws.tensor("gate", rows: tokens, columns: a.intermediateSize)
-        let up = ws.tensor("up", rows: tokens, columns: a.intermediateSize)
+        // The MLP's first products (whole, or a slice) and their activation, into "gate".
+        func activatedMLP(_ gateLayer: LinearLayer?, _ upLayer: LinearLayer) -> Tensor {
+            let gate = ws.tensor("gate", rows: tokens, columns: upLayer.outputWidth)
+            switch a.mlp {
+            case let .gated(activation):
+                let up = ws.tensor("up", rows: tokens, columns: upLayer.outputWidth)
+                LinearLayer.apply(x, (gateLayer!, gate), (upLayer, up))
+                gatedActivation(gate: gate, up: up, activation, into: gate)
+            case let .plain(activation):
+                upLayer(x, into: gate)
+                activateInPlace(gate, activation)
+            }
+            return gate
+        }
         let angles = ws.tensor("rotary angles", rows: tokens, columns: rotary.rotaryDim)
         rotary.angles(startPosition: start, into: angles)
         for (i, layer) in layers.enumerated() {
@@ -316,15 +360,14 @@ public final class DecoderTransformer: LanguageModel, @unchecked Sendable {
             addInPlace(hidden, projected)
             // Parallel: the MLP reads the same normed input `x` as attention did.
             if let postAttentionNorm = layer.postAttentionNorm { postAttentionNorm(hidden, into: x) }
-            switch a.mlp {
-            case let .gated(activation):
-                LinearLayer.apply(x, (layer.gate!, gate), (layer.up, up))
-                gatedActivation(gate: gate, up: up, activation, into: gate)
-            case let .plain(activation):
-                layer.up(x, into: gate)
-                activateInPlace(gate, activation)
+            if tokens > 2 && mlpSlices[i].count > 1 {  // see mlpSliceWidth
+                for (s, slice) in mlpSlices[i].enumerated() {
+                    layer.down.matrix.apply(activatedMLP(slice.gate, slice.up), columns: slice.columns,
+                                            bias: s == 0 ? layer.down.bias : nil, accumulate: s > 0, into: projected)
+                }
+            } else {
+                layer.down(activatedMLP(layer.gate, layer.up), into: projected)
             }
-            layer.down(gate, into: projected)
             addInPlace(hidden, projected)
         }
         guard wanted else { return nil }

@@ -229,7 +229,7 @@ public final class DecoderTransformer: LanguageModel, @unchecked Sendable {
         mlpSlices = layers.map { Self.slices(of: $0, width: sliceWidth) }
         // Float32 activations a pass keeps per position (forwardPass's workspace rows: hidden, x,
         // projected; q, attended; k, v; a slice of the MLP's gate and up), against the weights'
-        // bytes: see `prefillChunk`. (TinyLlama: 55 KB a position, 88 KB with the whole intermediate.)
+        // bytes: see `prefillChunk`. (TinyLlama: 58 KB a position, 88 KB with the whole intermediate.)
         let activationBytes = 4 * (3 * h + 2 * qWidth + 2 * kvWidth + 2 * (mlpSlices.first?.first?.columns.count ?? ffn))
         prefillChunk = max(256, w.weightBytes / 20 / activationBytes)
     }
@@ -286,10 +286,10 @@ public final class DecoderTransformer: LanguageModel, @unchecked Sendable {
     }
 
     /// Longest run of positions one pass takes: a longer prompt is fed in chunks of equal length
-    /// (each appending to the cache), so that the activations of a prefill (the MLP's two
-    /// [tokens, intermediate] and the attention's rows) stay within about 5 % of the weights' bytes
-    /// (at least 256 positions a chunk) — on Qwen2-0.5B at q4_0 a 640-token prompt in one pass adds
-    /// 12 % to the peak RSS. Fewer chunks are faster: each converts and packs every weight matrix once (TinyLlama
+    /// (each appending to the cache), so that the activations of a prefill (the attention's rows and
+    /// a slice of the MLP's, see `mlpSliceWidth`) stay within about 5 % of the weights' bytes (at
+    /// least 256 positions a chunk) — on Qwen2-0.5B at q4_0 a 640-token prompt in one pass would hold
+    /// 8 MB more than in two, 2.5 % of its weights and cache. Fewer chunks are faster: each converts and packs every weight matrix once (TinyLlama
     /// q4_0, 640 tokens: 98–100 tokens/s in three chunks, 112–126 in one). The logits are the same:
     /// every position sees the same keys either way.
     public var prefillChunk: Int

@@ -1001,18 +1001,20 @@ AVX2 static inline __attribute__((always_inline)) void spread_rows(const int R, 
 }
 
 // scores[i][j0 + t] = q_i · key(j0 + t), t < CHK_KEY_PANEL, for R rows (a constant after
-// inlining) of scaled queries spread by spread_rows over the key panel at `panel`; the next panel,
-// if `next`, is prefetched meanwhile, a row of it per dimension.
+// inlining) of scaled queries spread by spread_rows over the key panel at `panel`. The next panel,
+// if `next`, is prefetched meanwhile into L2 (not L1, which holds the queries and this panel), its
+// lines spread evenly over the panel's steps: from memory (caches flushed between layers), a
+// Qwen2-0.5B layer at 672 positions 75–77 → 67–71 µs, one thread's scores alone 35 → 28 µs, against
+// the next panel into L1 during the first pass.
 AVX2 static inline __attribute__((always_inline)) void panel_scores(const int R, const int half, const __m256 *qs, long headDim,
                                                                      const char *panel, const char *next, float *scores, long ldS, long j0) {
-    const long rowBytes = CHK_KEY_PANEL * (half ? 2 : 4);
+    const long period = half ? 4 : 2;  // steps (a dimension of 8 keys) per cache line of the panel
     for (int c = 0; c < CHK_KEY_PANEL; c += 8) {
         __m256 acc[ATTEND_ROWS_MAX];
         for (int i = 0; i < R; i++) acc[i] = _mm256_setzero_ps();
         const __m256 *qd = qs;
-        for (long d = 0; d < headDim; d++, qd += R) {
-            // spread over the first pass: all at once, the prefetches stalled on L1's fill buffers
-            if (c == 0 && next) prefetch_lines(next + d * rowBytes, rowBytes);
+        for (long d = 0, step = c / 8 * headDim; d < headDim; d++, step++, qd += R) {
+            if (next && step % period == 0) _mm_prefetch(next + step / period * 64, _MM_HINT_T2);
             __m256 k = kv8(panel, d * CHK_KEY_PANEL + c, half);
             for (int i = 0; i < R; i++) acc[i] = _mm256_fmadd_ps(qd[i], k, acc[i]);
         }

@@ -460,6 +460,9 @@ typedef struct {
     _Atomic int failed;        // a thread could not allocate its scratch: the caller falls back
 } gemm_job;
 
+// The row length of a part's W (wcols, or k when 0: the whole rows).
+static inline long part_row_length(const chk_gemm_part *part, long k) { return part->wcols ? part->wcols : k; }
+
 // One per thread. Slice by slice, the thread claims blocks of weight rows; for the first block it
 // gets in a slice it packs that slice of X for itself (m × kc floats, in its own L2 for the slice:
 // a second copy of X costs less than making the threads meet after packing a shared one), then per
@@ -491,7 +494,7 @@ static void gemm_thread_task(void *context, long t0, long t1) {
                 while (b >= j->firstBlock[i + 1]) i++;
                 const chk_gemm_part *part = &j->parts[i];
                 long n0 = (b - j->firstBlock[i]) * j->nb, rows = part->n - n0 < j->nb ? part->n - n0 : j->nb;
-                isa->pack_w(part->format, part->w, part->scales, part->n, part->wcols ? part->wcols : j->k, n0, rows, part->wk0 + k0, kc, wp);
+                isa->pack_w(part->format, part->w, part->scales, part->n, part_row_length(part, j->k), n0, rows, part->wk0 + k0, kc, wp);
                 for (long p = 0; p < xPanels; p++) {
                     const float *xpanel = xp + p * kc * mr;
                     long mrows = j->m - p * mr < mr ? j->m - p * mr : mr;
@@ -547,7 +550,7 @@ int chk_gemm_nt_parts(const chk_gemm_part *parts, int count, long k, const float
     if (kc > KC) kc = KC;
     gemm_job job = {isa, parts, count, {0}, x, ldx, m, k, balanced_block_rows(parts, count, threads), kc, (k + kc - 1) / kc, NULL, NULL, 0};
     for (int i = 0; i < count; i++) {
-        long wcols = parts[i].wcols ? parts[i].wcols : k;
+        long wcols = part_row_length(&parts[i], k);
         if (parts[i].wk0 < 0 || parts[i].wk0 + k > wcols) return 0;
         if (chk_format_is_blocked(parts[i].format) && (wcols % CHK_BLOCK || parts[i].wk0 % CHK_BLOCK || k % CHK_BLOCK)) return 0;
         // No q6_0 packing with AVX-512: it could not be tested on an AVX-512 machine when written,

@@ -822,14 +822,17 @@ void chk_quantize_q8_0(const float *x, long rows, long cols, int8_t *q, uint16_t
     }
 }
 
-// The float16 scale of a block of 32 whose codes run from -levels to levels - 1: the value of
-// largest magnitude (the first of equals, NaNs ignored) maps to -levels exactly, so every level is
-// used (ggml's Q4_0 choice), for q4_0 (8) and q6_0 (32).
-static uint16_t extreme_scale(const float *src, float levels) {
+// Stores the float16 scale of a block of 32 whose codes run from -levels to levels - 1 and returns
+// its inverse (0 for a zero scale), against which the values are rounded: the value of largest
+// magnitude (the first of equals, NaNs ignored) maps to -levels exactly, so every level is used
+// (ggml's Q4_0 choice), for q4_0 (8) and q6_0 (32).
+static float store_extreme_scale(const float *src, float levels, uint16_t *scale) {
     float amax = 0, extreme = 0;
     for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(src[i]));
     for (int i = 0; i < 32 && amax > 0; i++) if (fabsf(src[i]) == amax) { extreme = src[i]; break; }
-    return float_to_half(extreme / -levels);
+    *scale = float_to_half(extreme / -levels);
+    float d = half_to_float(*scale);
+    return d != 0 ? 1 / d : 0;
 }
 
 void chk_quantize_q4_0(const float *x, long rows, long cols, uint8_t *q, uint16_t *scales) {
@@ -837,9 +840,7 @@ void chk_quantize_q4_0(const float *x, long rows, long cols, uint8_t *q, uint16_
     for (long r = 0; r < rows; r++) {
         for (long b = 0; b < blocks; b++) {
             const float *src = x + r * cols + b * 32;
-            uint16_t h = extreme_scale(src, 8);
-            float d = half_to_float(h), id = d != 0 ? 1 / d : 0;
-            scales[r * blocks + b] = h;
+            float id = store_extreme_scale(src, 8, scales + r * blocks + b);
             uint8_t *dst = q + (r * cols + b * 32) / 2;
             for (int j = 0; j < 16; j++)
                 dst[j] = (uint8_t)((nearest_in(src[j] * id, -8, 7) + 8) | (nearest_in(src[j + 16] * id, -8, 7) + 8) << 4);
@@ -853,9 +854,7 @@ void chk_quantize_q6_0(const float *x, long rows, long cols, uint8_t *q, uint16_
     for (long r = 0; r < rows; r++) {
         for (long b = 0; b < blocks; b++) {
             const float *src = x + r * cols + b * 32;
-            uint16_t h = extreme_scale(src, 32);
-            float d = half_to_float(h), id = d != 0 ? 1 / d : 0;
-            scales[r * blocks + b] = h;
+            float id = store_extreme_scale(src, 32, scales + r * blocks + b);
             for (int e = 0; e < 32; e++) q6_store(q + r * blocks * Q6_BLOCK_BYTES, blocks, b, e, nearest_in(src[e] * id, -32, 31) + 32);
         }
     }

@@ -11,7 +11,7 @@
 //                                                          in the environment every layer reads layer 0's
 //                                                          cache: from cache after the first, the compute alone)
 //   pairs sequence-attention TOKENS HEADS HEAD_DIM [reps]   an encoder's attention over its own tokens
-//   pairs gemm M N K [reps] [threads]                       one f32 GEMM (prefill, vision encoders)
+//   pairs gemm M N K [reps] [threads] [format]              one GEMM, weights f32 (default) or another format
 #include "chimera_kernels.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -119,10 +119,10 @@ static void run_attention(int useB, void *context) {
                                                               j->out, j->heads * j->hd, 2);
 }
 
-typedef struct { const float *w, *x, *bias; float *c; long m, n, k; int threads; } gemm_job;
+typedef struct { chk_matvec_part w; const float *x, *bias; float *c; long m, n, k; int threads; } gemm_job;
 static void run_gemm(int useB, void *context) {
     const gemm_job *j = context;
-    (useB ? B_chk_gemm_nt : chk_gemm_nt)(CHK_F32, j->w, NULL, j->n, j->k, j->bias, j->x, j->k, j->m, j->c, j->n, 0, j->threads);
+    (useB ? B_chk_gemm_nt : chk_gemm_nt)(j->w.format, j->w.w, j->w.scales, j->n, j->k, j->bias, j->x, j->k, j->m, j->c, j->n, 0, j->threads);
 }
 
 typedef struct { const float *qkv; float *out; long tokens, heads, hd; } sequence_attention_job;
@@ -200,12 +200,16 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (argc >= 5 && !strcmp(argv[1], "gemm")) {
-        gemm_job j = {NULL, NULL, NULL, NULL, atol(argv[2]), atol(argv[3]), atol(argv[4]), argc > 6 ? atoi(argv[6]) : 2};
+        gemm_job j = {{0}, NULL, NULL, NULL, atol(argv[2]), atol(argv[3]), atol(argv[4]), argc > 6 ? atoi(argv[6]) : 2};
         int reps = argc > 5 ? atoi(argv[5]) : 30;
-        float *w = activation(j.n * j.k);
-        for (long i = 0; i < j.n * j.k; i++) w[i] *= (float)(i % 17) * 0.01f;
-        j.w = w; j.x = activation(j.m * j.k); j.bias = activation(j.n); j.c = malloc(sizeof(float) * j.m * j.n);
-        snprintf(what, sizeof what, "f32 GEMM %ld x %ld x %ld, %d threads", j.m, j.n, j.k, j.threads);
+        const char *name = argc > 7 ? argv[7] : "f32";
+        j.w = matrix(j.n, j.k, format_named(name), NULL);
+        if (j.w.format == CHK_F32) {  // smaller values than matrix()'s bytes, so sums stay finite
+            float *w = (float *)j.w.w;
+            for (long i = 0; i < j.n * j.k; i++) w[i] = ((float)(i % 11) * 0.1f - 0.5f) * (float)(i % 17) * 0.01f;
+        }
+        j.x = activation(j.m * j.k); j.bias = activation(j.n); j.c = malloc(sizeof(float) * j.m * j.n);
+        snprintf(what, sizeof what, "%s GEMM %ld x %ld x %ld, %d threads", name, j.m, j.n, j.k, j.threads);
         pair_times *t = measure(reps, run_gemm, &j, 1);
         report(what, t, reps, 0);
         double *a = malloc(sizeof(double) * reps);

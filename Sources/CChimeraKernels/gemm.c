@@ -306,7 +306,7 @@ static wide_rows_kernel_fn wide_rows_kernel(long rows) {
 enum { MR2 = 6, NR2 = 16 };
 
 // Eight consecutive weights W[r, k ..< k+count] (count ≤ 8; the rest zero) as float32.
-AVX2 static inline __m256 load8(chk_format format, const void *w, const uint16_t *scales, long cols, long r, long k, int count) {
+AVX2 static inline __attribute__((always_inline)) __m256 load8(chk_format format, const void *w, const uint16_t *scales, long cols, long r, long k, int count) {
     switch (format) {
     case CHK_F32: {
         const float *p = (const float *)w + r * cols + k;
@@ -346,6 +346,36 @@ AVX2 static inline __m256 load8(chk_format format, const void *w, const uint16_t
     return _mm256_setzero_ps();
 }
 
+// Transposes 8 rows × 8 columns held in v[0..7] and stores column c as dst[c * stride ..< +8] for the
+// first `count` columns; with stride MR2 (6) only each column's first six lanes are kept: a column's
+// last two lanes are written over by the next column, and the last column is stored in two parts.
+AVX2 static inline void transpose8_store(const __m256 v[8], float *dst, long stride, int count) {
+    __m256 t[8], u[8], column[8];
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_ps(v[2 * i], v[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(v[2 * i], v[2 * i + 1]);
+    }
+    for (int i = 0; i < 2; i++) {
+        u[4 * i + 0] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+        u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+    // u[j] (rows 0-3) and u[4 + j] (rows 4-7) hold columns j and j + 4 in their two 128-bit halves.
+    for (int j = 0; j < 4; j++) {
+        column[j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x20);
+        column[j + 4] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x31);
+    }
+    if (stride >= 8) {
+        for (int c = 0; c < count; c++) _mm256_storeu_ps(dst + c * stride, column[c]);
+        return;
+    }
+    for (int c = 0; c + 1 < count; c++) _mm256_storeu_ps(dst + c * stride, column[c]);
+    float *last = dst + (count - 1) * stride;
+    _mm_storeu_ps(last, _mm256_castps256_ps128(column[count - 1]));
+    _mm_storel_pi((__m64 *)(last + 4), _mm256_extractf128_ps(column[count - 1], 1));
+}
+
 // Weight rows [n0, n0 + rows) (beyond `n` zero), columns [k0, k0 + kc), into panels wp[panel][k][NR2]:
 // 8 rows × 8 columns loaded, transposed and stored as 8 half-rows of a panel at a time.
 AVX2 static void pack_weights_avx2(chk_format format, const void *w, const uint16_t *scales, long n, long cols,
@@ -356,38 +386,22 @@ AVX2 static void pack_weights_avx2(chk_format format, const void *w, const uint1
             long r0 = n0 + p * NR2 + half * 8;
             for (long k = 0; k < kc; k += 8) {
                 int count = kc - k < 8 ? (int)(kc - k) : 8;
-                __m256 v[8], t[8], u[8];
+                __m256 v[8];
                 for (int i = 0; i < 8; i++) v[i] = r0 + i < n ? load8(format, w, scales, cols, r0 + i, k0 + k, count) : _mm256_setzero_ps();
-                for (int i = 0; i < 4; i++) {
-                    t[2 * i] = _mm256_unpacklo_ps(v[2 * i], v[2 * i + 1]);
-                    t[2 * i + 1] = _mm256_unpackhi_ps(v[2 * i], v[2 * i + 1]);
-                }
-                for (int i = 0; i < 2; i++) {
-                    u[4 * i + 0] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
-                    u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
-                    u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
-                    u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
-                }
-                // u[j] (rows 0-3) and u[4 + j] (rows 4-7) hold columns j and j + 4 in their two 128-bit halves.
-                for (int j = 0; j < 4; j++) {
-                    __m256 lo = _mm256_permute2f128_ps(u[j], u[4 + j], 0x20), hi = _mm256_permute2f128_ps(u[j], u[4 + j], 0x31);
-                    if (j < count) _mm256_storeu_ps(panel + (k + j) * NR2 + half * 8, lo);
-                    if (j + 4 < count) _mm256_storeu_ps(panel + (k + j + 4) * NR2 + half * 8, hi);
-                }
+                transpose8_store(v, panel + k * NR2 + half * 8, NR2, count);
             }
         }
     }
 }
 
-// X rows [r0, r0 + MR2) (beyond m zero), columns [0, k), into dst[k][MR2].
+// X rows [r0, r0 + MR2) (beyond m zero), columns [0, k), into dst[k][MR2]: an 8 × 8 transpose at a time.
 AVX2 static void pack_x_rows_avx2(const float *x, long ldx, long m, long k, long r0, float *dst) {
-    for (int i = 0; i < MR2; i++) {
-        if (r0 + i < m) {
-            const float *row = x + (r0 + i) * ldx;
-            for (long c = 0; c < k; c++) dst[c * MR2 + i] = row[c];
-        } else {
-            for (long c = 0; c < k; c++) dst[c * MR2 + i] = 0;
-        }
+    _Static_assert(MR2 == 6, "transpose8_store keeps six lanes of a column when its stride is below 8");
+    for (long c = 0; c < k; c += 8) {
+        int count = k - c < 8 ? (int)(k - c) : 8;
+        __m256 v[8];
+        for (int i = 0; i < 8; i++) v[i] = i < MR2 && r0 + i < m ? load8(CHK_F32, x, NULL, ldx, r0 + i, c, count) : _mm256_setzero_ps();
+        transpose8_store(v, dst + c * MR2, MR2, count);
     }
 }
 

@@ -1321,6 +1321,29 @@ static void matvec_parts_task(void *context, long r0, long r1) {
     }
 }
 
+// Bytes of one stored row of `cols` weights (with its scales).
+static long row_bytes(chk_format format, long cols) {
+    switch (format) {
+    case CHK_F32: return 4 * cols;
+    case CHK_F16: case CHK_BF16: return 2 * cols;
+    case CHK_Q8_0: return cols + cols / CHK_BLOCK * 2;
+    case CHK_Q4_0: return cols / 2 + cols / CHK_BLOCK * 2;
+    case CHK_Q6_0: return cols / CHK_BLOCK * (Q6_BLOCK_BYTES + 2);
+    }
+    return 4 * cols;
+}
+
+// Rows a claim takes at the least: about 16 KB of weights, in whole groups of four rows (the
+// kernels' step), at most 16. A thread that has run out of rows waits for the other's last claim,
+// so claims of 16 rows were long where rows are: TinyLlama's f16 down projection 180 KB (~18 µs
+// at a thread's share of the bandwidth), Qwen2's q4_0 one 44 KB.
+static long matvec_chunk_rows(const chk_matvec_part *parts, int count, long cols) {
+    long widest = 0;
+    for (int i = 0; i < count; i++) if (row_bytes(parts[i].format, cols) > widest) widest = row_bytes(parts[i].format, cols);
+    long rows = (16L << 10) / (widest > 0 ? widest : 1) / 4 * 4;
+    return rows < 4 ? 4 : rows > 16 ? 16 : rows;
+}
+
 void chk_matvec_parts(const chk_matvec_part *parts, int count, const float *x, long cols, int threads) {
     pick();
     if (count > CHK_MATVEC_PARTS) {  // more than one job holds: in turn
@@ -1333,13 +1356,13 @@ void chk_matvec_parts(const chk_matvec_part *parts, int count, const float *x, l
         job.firstRow[i + 1] = job.firstRow[i] + parts[i].rows;
         quantized |= chk_format_is_blocked(parts[i].format);
     }
-    // Each thread streams its own share of the rows, in claims down to 16 (whole groups of four
-    // rows, the kernels' step), and then helps with what is left of the others' (chk_parallel_for_ranges):
-    // with claims from one shared counter, the threads' claims alternated, each starting a cold
-    // stream and moving the counter's line between the cores — paired runs: Qwen2's 896 × 896
-    // products +8–12 %, a whole Qwen2 q8_0 token's products +6 %. The quantized activation is in
-    // this thread's scratch for the duration of the product.
-    long rows = job.firstRow[count], chunk = 16;
+    // Each thread streams its own share of the rows, in claims down to one chunk, and then helps
+    // with what is left of the others' (chk_parallel_for_ranges): with claims from one shared
+    // counter, the threads' claims alternated, each starting a cold stream and moving the
+    // counter's line between the cores — paired runs: Qwen2's 896 × 896 products +8–12 %, a whole
+    // Qwen2 q8_0 token's products +6 %. The quantized activation is in this thread's scratch for
+    // the duration of the product.
+    long rows = job.firstRow[count], chunk = matvec_chunk_rows(parts, count, cols);
     chk_qx qx;
     if (quantized) { qx = chk_prepare_qx(x, cols, needed_scratch(CHK_SCRATCH_QX, chk_qx_bytes(cols))); job.qx = &qx; }
     chk_parallel_for_ranges(rows, chunk, threads, matvec_parts_task, &job);

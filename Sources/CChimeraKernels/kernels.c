@@ -974,8 +974,8 @@ static void attend_group_portable(const float *q, const chk_kv_view *kv, long ke
 #undef KV_FLOATS
 
 // The AVX2 version reads each key and value once for up to eight query rows, all of whose sums stay
-// in registers: sixteen positions (scores, up to seven rows; eight positions for eight rows) or
-// eight dimensions (P·V) a pass, so a group of 7 (Qwen2) or 8 (TinyLlama) is one pass over its KV head. The portable body above,
+// in registers: sixteen positions (scores) or eight dimensions (P·V) a pass, so a group of 7 (Qwen2)
+// or 8 (TinyLlama) is one pass over its KV head. The portable body above,
 // compiled for AVX2 until now, took three rows a pass and spilled P·V's 12 accumulators to the stack: a
 // Qwen2-0.5B layer at 672 positions 165 µs (81 from cache) on a Zen 3, 6 % of an f16 token and
 // more of a q4_0 one.
@@ -1001,49 +1001,47 @@ AVX2 static inline __attribute__((always_inline)) void spread_rows(const int R, 
         for (int i = 0; i < R; i++) spread[e * R + i] = _mm256_set1_ps(x[i * ld + e0 + e] * scale);
 }
 
+// Scores of keys [c, c + 16) of a key panel for `rows` query rows from row r0 of the R spread ones
+// (2·rows accumulators and two key vectors: at most seven rows fit the 16 registers); with `next`,
+// that panel's share of lines for this stripe is prefetched into L2 meanwhile.
+AVX2 static inline __attribute__((always_inline)) void stripe_scores(const int rows, const int R, const int r0, const int half,
+                                                                      const __m256 *qs, long headDim, const char *panel,
+                                                                      const char *next, float *scores, long ldS, long j0, int c) {
+    const long period = half ? 4 : 2;  // steps (a dimension of 8 keys) per cache line of the panel
+    __m256 acc[14];
+    for (int i = 0; i < 2 * rows; i++) acc[i] = _mm256_setzero_ps();
+    const __m256 *qd = qs + r0;
+    for (long d = 0, step = c / 8 * headDim; d < headDim; d++, step += 2, qd += R) {
+        if (next && step % period == 0) _mm_prefetch(next + step / period * 64, _MM_HINT_T2);
+        __m256 k0 = kv8(panel, d * CHK_KEY_PANEL + c, half), k1 = kv8(panel, d * CHK_KEY_PANEL + c + 8, half);
+        for (int i = 0; i < rows; i++) {
+            acc[2 * i] = _mm256_fmadd_ps(qd[i], k0, acc[2 * i]);
+            acc[2 * i + 1] = _mm256_fmadd_ps(qd[i], k1, acc[2 * i + 1]);
+        }
+    }
+    for (int i = 0; i < rows; i++) {
+        _mm256_storeu_ps(scores + (r0 + i) * ldS + j0 + c, acc[2 * i]);
+        _mm256_storeu_ps(scores + (r0 + i) * ldS + j0 + c + 8, acc[2 * i + 1]);
+    }
+}
+
 // scores[i][j0 + t] = q_i · key(j0 + t), t < CHK_KEY_PANEL, for R rows (a constant after
-// inlining) of scaled queries spread by spread_rows over the key panel at `panel`. The next panel,
-// if `next`, is prefetched meanwhile into L2 (not L1, which holds the queries and this panel), its
-// lines spread evenly over the panel's steps: from memory (caches flushed between layers), a
-// Qwen2-0.5B layer at 672 positions 75–77 → 67–71 µs, one thread's scores alone 35 → 28 µs, against
-// the next panel into L1 during the first pass.
+// inlining) of scaled queries spread by spread_rows over the key panel at `panel`, 16 keys a pass:
+// each query vector loaded feeds two FMAs and each panel line is read whole in one pass (eight
+// rows in two halves of four, the stripe from L1 the second time). The next panel, if `next`, is
+// prefetched meanwhile into L2 (not L1, which holds the queries and this panel), its lines spread
+// evenly over the panel's steps: from memory (caches flushed between layers), a Qwen2-0.5B layer
+// at 672 positions 75–77 → 67–71 µs against the next panel into L1 during the first pass; then 16
+// keys a pass instead of 8, B/A 0.885–0.94 (200 positions 0.953, 2000 0.970). The same for P·V
+// (16 dimensions a pass) was 5–8 % slower from memory than 8: not done.
 AVX2 static inline __attribute__((always_inline)) void panel_scores(const int R, const int half, const __m256 *qs, long headDim,
                                                                      const char *panel, const char *next, float *scores, long ldS, long j0) {
-    const long period = half ? 4 : 2;  // steps (a dimension of 8 keys) per cache line of the panel
-    // Up to seven rows take 16 keys a pass: 2R accumulators and two key vectors fill the 16 registers,
-    // each query vector loaded is used twice and each panel line read whole in one pass. A Qwen2-0.5B
-    // layer (kernel-ab, from memory): 672 positions B/A 0.885–0.94, 200 0.953, 2000 0.970. The same
-    // for P·V (16 dimensions a pass) was 5–8 % slower from memory than 8: not done.
-    if (R <= 7) {
-        for (int c = 0; c < CHK_KEY_PANEL; c += 16) {
-            __m256 acc[2 * ATTEND_ROWS_MAX];
-            for (int i = 0; i < 2 * R; i++) acc[i] = _mm256_setzero_ps();
-            const __m256 *qd = qs;
-            for (long d = 0, step = c / 8 * headDim; d < headDim; d++, step += 2, qd += R) {
-                if (next && step % period == 0) _mm_prefetch(next + step / period * 64, _MM_HINT_T2);
-                __m256 k0 = kv8(panel, d * CHK_KEY_PANEL + c, half), k1 = kv8(panel, d * CHK_KEY_PANEL + c + 8, half);
-                for (int i = 0; i < R; i++) {
-                    acc[2 * i] = _mm256_fmadd_ps(qd[i], k0, acc[2 * i]);
-                    acc[2 * i + 1] = _mm256_fmadd_ps(qd[i], k1, acc[2 * i + 1]);
-                }
-            }
-            for (int i = 0; i < R; i++) {
-                _mm256_storeu_ps(scores + i * ldS + j0 + c, acc[2 * i]);
-                _mm256_storeu_ps(scores + i * ldS + j0 + c + 8, acc[2 * i + 1]);
-            }
+    for (int c = 0; c < CHK_KEY_PANEL; c += 16) {
+        if (R <= 7) stripe_scores(R, R, 0, half, qs, headDim, panel, next, scores, ldS, j0, c);
+        else {
+            stripe_scores(4, R, 0, half, qs, headDim, panel, next, scores, ldS, j0, c);
+            stripe_scores(R - 4, R, 4, half, qs, headDim, panel, NULL, scores, ldS, j0, c);
         }
-        return;
-    }
-    for (int c = 0; c < CHK_KEY_PANEL; c += 8) {
-        __m256 acc[ATTEND_ROWS_MAX];
-        for (int i = 0; i < R; i++) acc[i] = _mm256_setzero_ps();
-        const __m256 *qd = qs;
-        for (long d = 0, step = c / 8 * headDim; d < headDim; d++, step++, qd += R) {
-            if (next && step % period == 0) _mm_prefetch(next + step / period * 64, _MM_HINT_T2);
-            __m256 k = kv8(panel, d * CHK_KEY_PANEL + c, half);
-            for (int i = 0; i < R; i++) acc[i] = _mm256_fmadd_ps(qd[i], k, acc[i]);
-        }
-        for (int i = 0; i < R; i++) _mm256_storeu_ps(scores + i * ldS + j0 + c, acc[i]);
     }
 }
 

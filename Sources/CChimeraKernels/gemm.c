@@ -326,14 +326,7 @@ AVX2 static inline __attribute__((always_inline)) __m256 load8(chk_format format
         float d = _cvtsh_ss(scales[r * (cols / CHK_BLOCK) + k / CHK_BLOCK]);
         return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), _mm256_set1_ps(d));
     }
-    case CHK_Q4_0: {  // elements j and j+16 of a block share byte j: low nibble, high nibble
-        long block = k / CHK_BLOCK, at = k % CHK_BLOCK;
-        __m128i bytes = _mm_loadl_epi64((const __m128i *)((const uint8_t *)w + (r * cols + block * CHK_BLOCK) / 2 + at % 16));
-        if (at >= 16) bytes = _mm_srli_epi16(bytes, 4);
-        __m256i nibbles = _mm256_and_si256(_mm256_cvtepu8_epi32(bytes), _mm256_set1_epi32(15));
-        float d = _cvtsh_ss(scales[r * (cols / CHK_BLOCK) + block]);
-        return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(nibbles, _mm256_set1_epi32(8))), _mm256_set1_ps(d));
-    }
+    case CHK_Q4_0: break;  // a whole block at a time: q4_block8x4
     case CHK_Q6_0: {  // eight codes (k a multiple of 8) one by one: packing is a small part of a GEMM
         long blocks = cols / CHK_BLOCK, block = k / CHK_BLOCK;
         const uint8_t *row = (const uint8_t *)w + r * blocks * Q6_BLOCK_BYTES;
@@ -376,14 +369,40 @@ AVX2 static inline void transpose8_store(const __m256 v[8], float *dst, long str
     _mm_storel_pi((__m64 *)(last + 4), _mm256_extractf128_ps(column[count - 1], 1));
 }
 
+// The 32 weights of q4_0 block `block` of row r as four vectors of eight: the block's 16 bytes
+// read once (byte j holds elements j and j + 16), (code − 8)·d as code·d − 8d in one FMA (the
+// same rounding: −8d is exact).
+AVX2 static inline __attribute__((always_inline)) void q4_block8x4(const uint8_t *w, const uint16_t *scales, long cols, long r,
+                                                                  long block, __m256 out[4]) {
+    __m128i bytes = _mm_loadu_si128((const __m128i *)(w + (r * cols + block * CHK_BLOCK) / 2)), low = _mm_set1_epi8(15);
+    __m128i lo = _mm_and_si128(bytes, low), hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), low);
+    __m256 d = _mm256_set1_ps(_cvtsh_ss(scales[r * (cols / CHK_BLOCK) + block])), offset = _mm256_mul_ps(d, _mm256_set1_ps(-8));
+    __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+    for (int i = 0; i < 4; i++) out[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(parts[i])), d, offset);
+}
+
 // Weight rows [n0, n0 + rows) (beyond `n` zero), columns [k0, k0 + kc), into panels wp[panel][k][NR2]:
-// 8 rows × 8 columns loaded, transposed and stored as 8 half-rows of a panel at a time.
+// 8 rows × 8 columns loaded, transposed and stored as 8 half-rows of a panel at a time (q4_0: 8
+// rows × a block of 32, each row's block unpacked at once, then four transposes).
 AVX2 static void pack_weights_avx2(chk_format format, const void *w, const uint16_t *scales, long n, long cols,
                                    long n0, long rows, long k0, long kc, float *wp) {
     for (long p = 0; p < (rows + NR2 - 1) / NR2; p++) {
         float *panel = wp + p * kc * NR2;
         for (int half = 0; half < 2; half++) {
             long r0 = n0 + p * NR2 + half * 8;
+            if (format == CHK_Q4_0) {  // k0 and kc are whole blocks (chk_gemm_nt_parts checks)
+                for (long k = 0; k < kc; k += CHK_BLOCK) {
+                    __m256 tiles[4][8];  // [columns / 8][row]
+                    for (int i = 0; i < 8; i++) {
+                        __m256 v[4];
+                        if (r0 + i < n) q4_block8x4(w, scales, cols, r0 + i, (k0 + k) / CHK_BLOCK, v);
+                        else v[0] = v[1] = v[2] = v[3] = _mm256_setzero_ps();
+                        for (int q = 0; q < 4; q++) tiles[q][i] = v[q];
+                    }
+                    for (int q = 0; q < 4; q++) transpose8_store(tiles[q], panel + (k + 8 * q) * NR2 + half * 8, NR2, 8);
+                }
+                continue;
+            }
             for (long k = 0; k < kc; k += 8) {
                 int count = kc - k < 8 ? (int)(kc - k) : 8;
                 __m256 v[8];

@@ -321,12 +321,7 @@ AVX2 static inline __attribute__((always_inline)) __m256 load8(chk_format format
         if (count < 8) p = memcpy(t, p, 2 * (size_t)count);
         return format == CHK_F16 ? f16x8(p) : bf16x8(p);
     }
-    case CHK_Q8_0: {  // columns are a multiple of 32, so count is 8 and k a multiple of 8
-        __m128i q = _mm_loadl_epi64((const __m128i *)((const int8_t *)w + r * cols + k));
-        float d = _cvtsh_ss(scales[r * (cols / CHK_BLOCK) + k / CHK_BLOCK]);
-        return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), _mm256_set1_ps(d));
-    }
-    case CHK_Q4_0: break;  // a whole block at a time: q4_block8x4
+    case CHK_Q8_0: case CHK_Q4_0: break;  // a whole block at a time: q8_block8x4, q4_block8x4
     case CHK_Q6_0: {  // eight codes (k a multiple of 8) one by one: packing is a small part of a GEMM
         long blocks = cols / CHK_BLOCK, block = k / CHK_BLOCK;
         const uint8_t *row = (const uint8_t *)w + r * blocks * Q6_BLOCK_BYTES;
@@ -381,22 +376,32 @@ AVX2 static inline __attribute__((always_inline)) void q4_block8x4(const uint8_t
     for (int i = 0; i < 4; i++) out[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(parts[i])), d, offset);
 }
 
+// The 32 weights of q8_0 block `block` of row r as four vectors of eight (its scale converted once).
+AVX2 static inline __attribute__((always_inline)) void q8_block8x4(const int8_t *w, const uint16_t *scales, long cols, long r,
+                                                                  long block, __m256 out[4]) {
+    const int8_t *codes = w + r * cols + block * CHK_BLOCK;
+    __m256 d = _mm256_set1_ps(_cvtsh_ss(scales[r * (cols / CHK_BLOCK) + block]));
+    for (int i = 0; i < 4; i++)
+        out[i] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(codes + 8 * i)))), d);
+}
+
 // Weight rows [n0, n0 + rows) (beyond `n` zero), columns [k0, k0 + kc), into panels wp[panel][k][NR2]:
-// 8 rows × 8 columns loaded, transposed and stored as 8 half-rows of a panel at a time (q4_0: 8
-// rows × a block of 32, each row's block unpacked at once, then four transposes).
+// 8 rows × 8 columns loaded, transposed and stored as 8 half-rows of a panel at a time (q4_0 and
+// q8_0: 8 rows × a block of 32, each row's block unpacked at once, then four transposes).
 AVX2 static void pack_weights_avx2(chk_format format, const void *w, const uint16_t *scales, long n, long cols,
                                    long n0, long rows, long k0, long kc, float *wp) {
     for (long p = 0; p < (rows + NR2 - 1) / NR2; p++) {
         float *panel = wp + p * kc * NR2;
         for (int half = 0; half < 2; half++) {
             long r0 = n0 + p * NR2 + half * 8;
-            if (format == CHK_Q4_0) {  // k0 and kc are whole blocks (chk_gemm_nt_parts checks)
+            if (format == CHK_Q4_0 || format == CHK_Q8_0) {  // k0 and kc are whole blocks (chk_gemm_nt_parts checks)
                 for (long k = 0; k < kc; k += CHK_BLOCK) {
                     __m256 tiles[4][8];  // [columns / 8][row]
                     for (int i = 0; i < 8; i++) {
                         __m256 v[4];
-                        if (r0 + i < n) q4_block8x4(w, scales, cols, r0 + i, (k0 + k) / CHK_BLOCK, v);
-                        else v[0] = v[1] = v[2] = v[3] = _mm256_setzero_ps();
+                        if (r0 + i >= n) v[0] = v[1] = v[2] = v[3] = _mm256_setzero_ps();
+                        else if (format == CHK_Q4_0) q4_block8x4(w, scales, cols, r0 + i, (k0 + k) / CHK_BLOCK, v);
+                        else q8_block8x4(w, scales, cols, r0 + i, (k0 + k) / CHK_BLOCK, v);
                         for (int q = 0; q < 4; q++) tiles[q][i] = v[q];
                     }
                     for (int q = 0; q < 4; q++) transpose8_store(tiles[q], panel + (k + 8 * q) * NR2 + half * 8, NR2, 8);

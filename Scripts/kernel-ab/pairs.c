@@ -9,7 +9,8 @@
 //   pairs matrix ROWS COLS f32|f16|bf16|q8_0|q4_0|q6_0 [reps]  many copies of one matrix (600 MB)
 //   pairs attention HEADS KV_HEADS KEYS LAYERS [reps]      decode attention over an f32 cache (with CACHED=1
 //                                                          in the environment every layer reads layer 0's
-//                                                          cache: from cache after the first, the compute alone)
+//                                                          cache: from cache after the first, the compute alone;
+//                                                          with HALF=1 a float16 cache)
 //   pairs sequence-attention TOKENS HEADS HEAD_DIM [reps]   an encoder's attention over its own tokens
 //   pairs gemm M N K [reps] [threads] [format]              one GEMM, weights f32 (default) or another format
 #include "chimera_kernels.h"
@@ -110,11 +111,11 @@ static void run_matrix(int useB, void *context) {
     for (int i = 0; i < j->count; i++) product(useB)(&j->copies[i], 1, j->x, j->cols, 2);
 }
 
-typedef struct { const float *q; void **keys, **values; long heads, kvHeads, keyCount, capacity, hd; int layers; float *out; int cached; } attention_job;
+typedef struct { const float *q; void **keys, **values; long heads, kvHeads, keyCount, capacity, hd; int layers; float *out; int cached, half; } attention_job;
 static void run_attention(int useB, void *context) {
     const attention_job *j = context;
     for (int l = 0; l < j->layers; l++)
-        (useB ? B_chk_attention_cached : chk_attention_cached)(j->q, j->heads * j->hd, 1, 0, j->keys[j->cached ? 0 : l], j->values[j->cached ? 0 : l], j->capacity,
+        (useB ? B_chk_attention_cached : chk_attention_cached)(j->q, j->heads * j->hd, 1, j->half, j->keys[j->cached ? 0 : l], j->values[j->cached ? 0 : l], j->capacity,
                                                               j->keyCount, j->heads, j->kvHeads, j->hd, 0.125f, j->keyCount - 1,
                                                               j->out, j->heads * j->hd, 2);
 }
@@ -174,7 +175,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (argc >= 6 && !strcmp(argv[1], "attention")) {
-        attention_job j = {NULL, NULL, NULL, atol(argv[2]), atol(argv[3]), atol(argv[4]), 0, 64, atoi(argv[5]), NULL, getenv("CACHED") != NULL};
+        attention_job j = {NULL, NULL, NULL, atol(argv[2]), atol(argv[3]), atol(argv[4]), 0, 64, atoi(argv[5]), NULL, getenv("CACHED") != NULL, getenv("HALF") != NULL};
         int reps = argc > 6 ? atoi(argv[6]) : 30;
         long width = j.kvHeads * j.hd;
         j.capacity = (j.keyCount + 31) / 32 * 32;
@@ -185,10 +186,10 @@ int main(int argc, char **argv) {
         j.keys = malloc(sizeof(void *) * j.layers); j.values = malloc(sizeof(void *) * j.layers);
         for (int l = 0; l < j.layers; l++) {
             j.keys[l] = calloc((size_t)(j.capacity * width), 4); j.values[l] = calloc((size_t)(j.capacity * width), 4);
-            chk_kv_append(k, v, width, j.keyCount, 0, j.kvHeads, j.hd, j.capacity, 0, j.keys[l], j.values[l]);
+            chk_kv_append(k, v, width, j.keyCount, 0, j.kvHeads, j.hd, j.capacity, j.half, j.keys[l], j.values[l]);
         }
         snprintf(what, sizeof what, "decode attention, %ld heads over %ld KV heads, %ld keys (a layer)", j.heads, j.kvHeads, j.keyCount);
-        report(what, measure(reps, run_attention, &j, j.layers), reps, (double)(j.keyCount * width * 8));
+        report(what, measure(reps, run_attention, &j, j.layers), reps, (double)(j.keyCount * width * (j.half ? 4 : 8)));
         return 0;
     }
     if (argc >= 5 && !strcmp(argv[1], "sequence-attention")) {

@@ -974,8 +974,8 @@ static void attend_group_portable(const float *q, const chk_kv_view *kv, long ke
 #undef KV_FLOATS
 
 // The AVX2 version reads each key and value once for up to eight query rows, all of whose sums stay
-// in registers: sixteen positions (scores) or eight dimensions (P·V) a pass, so a group of 7 (Qwen2)
-// or 8 (TinyLlama) is one pass over its KV head. The portable body above,
+// in registers: sixteen positions (scores) or sixteen dimensions (P·V) a pass, so a group of 7
+// (Qwen2) or 8 (TinyLlama, in halves of four) is one pass over its KV head. The portable body above,
 // compiled for AVX2 until now, took three rows a pass and spilled P·V's 12 accumulators to the stack: a
 // Qwen2-0.5B layer at 672 positions 165 µs (81 from cache) on a Zen 3, 6 % of an f16 token and
 // more of a q4_0 one.
@@ -1032,8 +1032,7 @@ AVX2 static inline __attribute__((always_inline)) void stripe_scores(const int r
 // prefetched meanwhile into L2 (not L1, which holds the queries and this panel), its lines spread
 // evenly over the panel's steps: from memory (caches flushed between layers), a Qwen2-0.5B layer
 // at 672 positions 75–77 → 67–71 µs against the next panel into L1 during the first pass; then 16
-// keys a pass instead of 8, B/A 0.885–0.94 (200 positions 0.953, 2000 0.970). The same for P·V
-// (16 dimensions a pass) was 5–8 % slower from memory than 8: not done.
+// keys a pass instead of 8, B/A 0.885–0.94 (200 positions 0.953, 2000 0.970).
 AVX2 static inline __attribute__((always_inline)) void panel_scores(const int R, const int half, const __m256 *qs, long headDim,
                                                                      const char *panel, const char *next, float *scores, long ldS, long j0) {
     for (int c = 0; c < CHK_KEY_PANEL; c += 16) {
@@ -1075,6 +1074,38 @@ AVX2 static inline __attribute__((always_inline)) void values_sum(const int R, c
     }
 }
 
+// values_sum for sixteen dimensions [c, c + 16) and `rows` rows from row r0 of the R spread ones
+// (at most seven: 2·rows accumulators and two value vectors fill the 16 registers): each value
+// row's line is read whole in one pass, and each probability loaded feeds two FMAs. With `next`,
+// its lines are prefetched one every `period` steps, counting steps from `step`. Spread evenly so:
+// with a pass's lines in one burst before it, 16 dimensions a pass measured 5–8 % slower from
+// memory than 8; spread, a Qwen2-0.5B layer at 672 positions B/A 0.91–0.95 (2000: 0.93, 200:
+// level; float16 cache 0.925), a TinyLlama layer 0.93–0.99.
+AVX2 static inline __attribute__((always_inline)) void values_sum16(const int rows, const int R, const int r0, const int half,
+                                                                     const __m256 *ps, const char *vh, long ldv, long j0, long j1,
+                                                                     long c, float *o, long headDim, const char *next, long step,
+                                                                     const long period) {
+    __m256 acc[14];
+    float *or = o + r0 * headDim + c;
+    for (int i = 0; i < rows; i++) {
+        acc[2 * i] = _mm256_loadu_ps(or + i * headDim);
+        acc[2 * i + 1] = _mm256_loadu_ps(or + i * headDim + 8);
+    }
+    const __m256 *pj = ps + r0;
+    for (long j = j0; j < j1; j++, pj += R, step++) {
+        if (next && step % period == 0) _mm_prefetch(next + step / period * 64, _MM_HINT_T0);
+        __m256 v0 = kv8(vh, j * ldv + c, half), v1 = kv8(vh, j * ldv + c + 8, half);
+        for (int i = 0; i < rows; i++) {
+            acc[2 * i] = _mm256_fmadd_ps(pj[i], v0, acc[2 * i]);
+            acc[2 * i + 1] = _mm256_fmadd_ps(pj[i], v1, acc[2 * i + 1]);
+        }
+    }
+    for (int i = 0; i < rows; i++) {
+        _mm256_storeu_ps(or + i * headDim, acc[2 * i]);
+        _mm256_storeu_ps(or + i * headDim + 8, acc[2 * i + 1]);
+    }
+}
+
 // Vectors of scratch attend_rows_avx2 spreads its rows into (queries, then a block's probabilities).
 static inline long attend_spread_vectors(long headDim) {
     return (headDim > CHK_KEY_PANEL ? headDim : CHK_KEY_PANEL) * ATTEND_ROWS_MAX;
@@ -1101,8 +1132,22 @@ AVX2 static inline __attribute__((always_inline)) void attend_rows_avx2(const in
         long j1 = j0 + CHK_KEY_PANEL < keyCount ? j0 + CHK_KEY_PANEL : keyCount;
         // the next block's rows, when it is a whole block, a few rows before each pass over this one
         const char *next = j1 + CHK_KEY_PANEL <= keyCount ? vh + j1 * ldv * es : NULL;
-        const long passes = (headDim + 7) / 8, rowsAhead = (CHK_KEY_PANEL + passes - 1) / passes;
         spread_rows(R, scores, ldS, j0, j1 - j0, 1, spread);
+        if (ldv == headDim && headDim % 16 == 0 && (headDim * es) % 64 == 0 && j1 - j0 == CHK_KEY_PANEL) {
+            // Whole blocks of rows 16 dimensions a pass (eight rows in two halves of four, the stripe
+            // from L1 the second time); the next block's (headDim·es/64)·CHK_KEY_PANEL lines spread
+            // over the headDim/16 passes of CHK_KEY_PANEL steps: one every 4/es steps.
+            for (long c = 0; c < headDim; c += 16) {
+                long step = c / 16 * CHK_KEY_PANEL;
+                if (R <= 7) values_sum16(R, R, 0, half, spread, vh, ldv, j0, j1, c, o, headDim, next, step, 4 / es);
+                else {
+                    values_sum16(4, R, 0, half, spread, vh, ldv, j0, j1, c, o, headDim, next, step, 4 / es);
+                    values_sum16(R - 4, R, 4, half, spread, vh, ldv, j0, j1, c, o, headDim, NULL, 0, 1);
+                }
+            }
+            continue;
+        }
+        const long passes = (headDim + 7) / 8, rowsAhead = (CHK_KEY_PANEL + passes - 1) / passes;
         for (long c = 0, ahead = 0; c < headDim; c += 8, ahead += rowsAhead) {
             for (long j = ahead; next && j < ahead + rowsAhead && j < CHK_KEY_PANEL; j++) prefetch_lines(next + j * ldv * es, headDim * es);
             values_sum(R, half, spread, vh, ldv, j0, j1, c, headDim - c < 8 ? (int)(headDim - c) : 8, o, headDim);

@@ -1001,27 +1001,37 @@ AVX2 static inline __attribute__((always_inline)) void spread_rows(const int R, 
         for (int i = 0; i < R; i++) spread[e * R + i] = _mm256_set1_ps(x[i * ld + e0 + e] * scale);
 }
 
-// Scores of keys [c, c + 16) of a key panel for `rows` query rows from row r0 of the R spread ones
-// (2·rows accumulators and two key vectors: at most seven rows fit the 16 registers); with `next`,
-// that panel's share of lines for this stripe is prefetched into L2 meanwhile.
-AVX2 static inline __attribute__((always_inline)) void stripe_scores(const int rows, const int R, const int r0, const int half,
-                                                                      const __m256 *qs, long headDim, const char *panel,
-                                                                      const char *next, float *scores, long ldS, long j0, int c) {
-    const long period = half ? 4 : 2;  // steps (a dimension of 8 keys) per cache line of the panel
+// out_i[0 ..< 16] (+)= Σ_t a_t,i · b_t[0 ..< 16] over t < n, for `rows` rows (at most seven: 2·rows
+// accumulators and two vectors of b_t fill the 16 registers): a_t,i = a[t·R + i] (spread rows), b_t
+// the 16 float32 or float16 elements at element b0 + t·ldb of b, out_i at out + i·ldo. Both halves
+// of decode attention are this: the scores (a the spread queries, b_t a dimension of 16 keys in a
+// key panel) and P·V (a the spread probabilities, b_t 16 dimensions of a value row). Each a loaded
+// feeds two FMAs and each line of b is read whole in one pass. With `next`, its lines are prefetched
+// one every 1 (float32) or 2 (float16) steps, counting steps from `step`, into L2 or L1.
+AVX2 static inline __attribute__((always_inline)) void rows_by_two_vectors(const int rows, const int R, const int half,
+                                                                            const int accumulate, const __m256 *a, const char *b,
+                                                                            long b0, long ldb, long n, float *out, long ldo,
+                                                                            const char *next, const int intoL2, long step) {
+    const long period = half ? 2 : 1;
     __m256 acc[14];
-    for (int i = 0; i < 2 * rows; i++) acc[i] = _mm256_setzero_ps();
-    const __m256 *qd = qs + r0;
-    for (long d = 0, step = c / 8 * headDim; d < headDim; d++, step += 2, qd += R) {
-        if (next && step % period == 0) _mm_prefetch(next + step / period * 64, _MM_HINT_T2);
-        __m256 k0 = kv8(panel, d * CHK_KEY_PANEL + c, half), k1 = kv8(panel, d * CHK_KEY_PANEL + c + 8, half);
+    for (int i = 0; i < rows; i++) {
+        acc[2 * i] = accumulate ? _mm256_loadu_ps(out + i * ldo) : _mm256_setzero_ps();
+        acc[2 * i + 1] = accumulate ? _mm256_loadu_ps(out + i * ldo + 8) : _mm256_setzero_ps();
+    }
+    for (long t = 0; t < n; t++, a += R, step++) {
+        if (next && step % period == 0) {
+            if (intoL2) _mm_prefetch(next + step / period * 64, _MM_HINT_T2);
+            else _mm_prefetch(next + step / period * 64, _MM_HINT_T0);
+        }
+        __m256 v0 = kv8(b, b0 + t * ldb, half), v1 = kv8(b, b0 + t * ldb + 8, half);
         for (int i = 0; i < rows; i++) {
-            acc[2 * i] = _mm256_fmadd_ps(qd[i], k0, acc[2 * i]);
-            acc[2 * i + 1] = _mm256_fmadd_ps(qd[i], k1, acc[2 * i + 1]);
+            acc[2 * i] = _mm256_fmadd_ps(a[i], v0, acc[2 * i]);
+            acc[2 * i + 1] = _mm256_fmadd_ps(a[i], v1, acc[2 * i + 1]);
         }
     }
     for (int i = 0; i < rows; i++) {
-        _mm256_storeu_ps(scores + (r0 + i) * ldS + j0 + c, acc[2 * i]);
-        _mm256_storeu_ps(scores + (r0 + i) * ldS + j0 + c + 8, acc[2 * i + 1]);
+        _mm256_storeu_ps(out + i * ldo, acc[2 * i]);
+        _mm256_storeu_ps(out + i * ldo + 8, acc[2 * i + 1]);
     }
 }
 
@@ -1035,11 +1045,13 @@ AVX2 static inline __attribute__((always_inline)) void stripe_scores(const int r
 // keys a pass instead of 8, B/A 0.885–0.94 (200 positions 0.953, 2000 0.970).
 AVX2 static inline __attribute__((always_inline)) void panel_scores(const int R, const int half, const __m256 *qs, long headDim,
                                                                      const char *panel, const char *next, float *scores, long ldS, long j0) {
+    // (the next panel's lines: one a step over the panel's CHK_KEY_PANEL / 16 passes of headDim steps)
     for (int c = 0; c < CHK_KEY_PANEL; c += 16) {
-        if (R <= 7) stripe_scores(R, R, 0, half, qs, headDim, panel, next, scores, ldS, j0, c);
+        float *out = scores + j0 + c;
+        if (R <= 7) rows_by_two_vectors(R, R, half, 0, qs, panel, c, CHK_KEY_PANEL, headDim, out, ldS, next, 1, c / 16 * headDim);
         else {
-            stripe_scores(4, R, 0, half, qs, headDim, panel, next, scores, ldS, j0, c);
-            stripe_scores(R - 4, R, 4, half, qs, headDim, panel, NULL, scores, ldS, j0, c);
+            rows_by_two_vectors(4, R, half, 0, qs, panel, c, CHK_KEY_PANEL, headDim, out, ldS, next, 1, c / 16 * headDim);
+            rows_by_two_vectors(R - 4, R, half, 0, qs + 4, panel, c, CHK_KEY_PANEL, headDim, out + 4 * ldS, ldS, NULL, 1, 0);
         }
     }
 }
@@ -1074,38 +1086,6 @@ AVX2 static inline __attribute__((always_inline)) void values_sum(const int R, c
     }
 }
 
-// values_sum for sixteen dimensions [c, c + 16) and `rows` rows from row r0 of the R spread ones
-// (at most seven: 2·rows accumulators and two value vectors fill the 16 registers): each value
-// row's line is read whole in one pass, and each probability loaded feeds two FMAs. With `next`,
-// its lines are prefetched one every `period` steps, counting steps from `step`. Spread evenly so:
-// with a pass's lines in one burst before it, 16 dimensions a pass measured 5–8 % slower from
-// memory than 8; spread, a Qwen2-0.5B layer at 672 positions B/A 0.91–0.95 (2000: 0.93, 200:
-// level; float16 cache 0.925), a TinyLlama layer 0.93–0.99.
-AVX2 static inline __attribute__((always_inline)) void values_sum16(const int rows, const int R, const int r0, const int half,
-                                                                     const __m256 *ps, const char *vh, long ldv, long j0, long j1,
-                                                                     long c, float *o, long headDim, const char *next, long step,
-                                                                     const long period) {
-    __m256 acc[14];
-    float *or = o + r0 * headDim + c;
-    for (int i = 0; i < rows; i++) {
-        acc[2 * i] = _mm256_loadu_ps(or + i * headDim);
-        acc[2 * i + 1] = _mm256_loadu_ps(or + i * headDim + 8);
-    }
-    const __m256 *pj = ps + r0;
-    for (long j = j0; j < j1; j++, pj += R, step++) {
-        if (next && step % period == 0) _mm_prefetch(next + step / period * 64, _MM_HINT_T0);
-        __m256 v0 = kv8(vh, j * ldv + c, half), v1 = kv8(vh, j * ldv + c + 8, half);
-        for (int i = 0; i < rows; i++) {
-            acc[2 * i] = _mm256_fmadd_ps(pj[i], v0, acc[2 * i]);
-            acc[2 * i + 1] = _mm256_fmadd_ps(pj[i], v1, acc[2 * i + 1]);
-        }
-    }
-    for (int i = 0; i < rows; i++) {
-        _mm256_storeu_ps(or + i * headDim, acc[2 * i]);
-        _mm256_storeu_ps(or + i * headDim + 8, acc[2 * i + 1]);
-    }
-}
-
 // Vectors of scratch attend_rows_avx2 spreads its rows into (queries, then a block's probabilities).
 static inline long attend_spread_vectors(long headDim) {
     return (headDim > CHK_KEY_PANEL ? headDim : CHK_KEY_PANEL) * ATTEND_ROWS_MAX;
@@ -1136,13 +1116,16 @@ AVX2 static inline __attribute__((always_inline)) void attend_rows_avx2(const in
         if (ldv == headDim && headDim % 16 == 0 && (headDim * es) % 64 == 0 && j1 - j0 == CHK_KEY_PANEL) {
             // Whole blocks of rows 16 dimensions a pass (eight rows in two halves of four, the stripe
             // from L1 the second time); the next block's (headDim·es/64)·CHK_KEY_PANEL lines spread
-            // over the headDim/16 passes of CHK_KEY_PANEL steps: one every 4/es steps.
+            // over the headDim/16 passes of CHK_KEY_PANEL steps. With a pass's lines in one burst
+            // before it, 16 dimensions a pass measured 5–8 % slower from memory than 8; spread, a
+            // Qwen2-0.5B layer at 672 positions B/A 0.91–0.95 (2000: 0.93, 200: level; float16 cache
+            // 0.925), a TinyLlama layer 0.93–0.99 (kernel-ab).
             for (long c = 0; c < headDim; c += 16) {
-                long step = c / 16 * CHK_KEY_PANEL;
-                if (R <= 7) values_sum16(R, R, 0, half, spread, vh, ldv, j0, j1, c, o, headDim, next, step, 4 / es);
+                long b0 = j0 * ldv + c, step = c / 16 * CHK_KEY_PANEL;
+                if (R <= 7) rows_by_two_vectors(R, R, half, 1, spread, vh, b0, ldv, j1 - j0, o + c, headDim, next, 0, step);
                 else {
-                    values_sum16(4, R, 0, half, spread, vh, ldv, j0, j1, c, o, headDim, next, step, 4 / es);
-                    values_sum16(R - 4, R, 4, half, spread, vh, ldv, j0, j1, c, o, headDim, NULL, 0, 1);
+                    rows_by_two_vectors(4, R, half, 1, spread, vh, b0, ldv, j1 - j0, o + c, headDim, next, 0, step);
+                    rows_by_two_vectors(R - 4, R, half, 1, spread + 4, vh, b0, ldv, j1 - j0, o + 4 * headDim + c, headDim, NULL, 0, 0);
                 }
             }
             continue;

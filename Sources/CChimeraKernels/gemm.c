@@ -302,7 +302,6 @@ static wide_rows_kernel_fn wide_rows_kernel(long rows) {
 // 16 vector registers of 8 floats: 6 × 16 (12 accumulators, two W vectors and a broadcast). Its
 // packing converts the stored format as the AVX-512 one does, so f16/bf16/q8_0/q4_0 weights need no
 // widened copy and no second pass (the fallback widened 4 MiB tiles and ran sgemm on each).
-#define AVX2 __attribute__((target("avx2,fma,f16c")))
 enum { MR2 = 6, NR2 = 16 };
 
 // Eight consecutive weights W[r, k ..< k+count] (count ≤ 8; the rest zero) as float32.

@@ -18,7 +18,6 @@
 #include <time.h>
 
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,fma,f16c,avx2")))
-#define AVX2 __attribute__((target("avx2,fma,f16c")))
 
 // MARK: - Scalar conversions
 

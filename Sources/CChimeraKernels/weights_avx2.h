@@ -5,11 +5,12 @@
 #include <immintrin.h>
 #include <stdint.h>
 
-#define WEIGHTS_AVX2 __attribute__((target("avx2,fma,f16c")))
+// The target of every AVX2 kernel (kernels.c and gemm.c define none of their own).
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
 
-WEIGHTS_AVX2 static inline __m256 f32x8(const float *p) { return _mm256_loadu_ps(p); }
-WEIGHTS_AVX2 static inline __m256 f16x8(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
-WEIGHTS_AVX2 static inline __m256 bf16x8(const uint16_t *p) {
+AVX2 static inline __m256 f32x8(const float *p) { return _mm256_loadu_ps(p); }
+AVX2 static inline __m256 f16x8(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
+AVX2 static inline __m256 bf16x8(const uint16_t *p) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
 }
 #endif

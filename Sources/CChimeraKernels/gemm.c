@@ -304,6 +304,27 @@ static wide_rows_kernel_fn wide_rows_kernel(long rows) {
 // widened copy and no second pass (the fallback widened 4 MiB tiles and ran sgemm on each).
 enum { MR2 = 6, NR2 = 16 };
 
+// The 32 weights of q4_0 block `block` of row r as four vectors of eight: the block's 16 bytes
+// read once (byte j holds elements j and j + 16), (code − 8)·d as code·d − 8d in one FMA (the
+// same rounding: −8d is exact).
+AVX2 static inline __attribute__((always_inline)) void q4_block8x4(const uint8_t *w, const uint16_t *scales, long cols, long r,
+                                                                  long block, __m256 out[4]) {
+    __m128i bytes = _mm_loadu_si128((const __m128i *)(w + (r * cols + block * CHK_BLOCK) / 2)), low = _mm_set1_epi8(15);
+    __m128i lo = _mm_and_si128(bytes, low), hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), low);
+    __m256 d = _mm256_set1_ps(_cvtsh_ss(scales[r * (cols / CHK_BLOCK) + block])), offset = _mm256_mul_ps(d, _mm256_set1_ps(-8));
+    __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+    for (int i = 0; i < 4; i++) out[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(parts[i])), d, offset);
+}
+
+// The 32 weights of q8_0 block `block` of row r as four vectors of eight (its scale converted once).
+AVX2 static inline __attribute__((always_inline)) void q8_block8x4(const int8_t *w, const uint16_t *scales, long cols, long r,
+                                                                  long block, __m256 out[4]) {
+    const int8_t *codes = w + r * cols + block * CHK_BLOCK;
+    __m256 d = _mm256_set1_ps(_cvtsh_ss(scales[r * (cols / CHK_BLOCK) + block]));
+    for (int i = 0; i < 4; i++)
+        out[i] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(codes + 8 * i)))), d);
+}
+
 // Eight consecutive weights W[r, k ..< k+count] (count ≤ 8; the rest zero) as float32.
 AVX2 static inline __attribute__((always_inline)) __m256 load8(chk_format format, const void *w, const uint16_t *scales, long cols, long r, long k, int count) {
     switch (format) {
@@ -320,7 +341,12 @@ AVX2 static inline __attribute__((always_inline)) __m256 load8(chk_format format
         if (count < 8) p = memcpy(t, p, 2 * (size_t)count);
         return format == CHK_F16 ? f16x8(p) : bf16x8(p);
     }
-    case CHK_Q8_0: case CHK_Q4_0: break;  // a whole block at a time: q8_block8x4, q4_block8x4
+    case CHK_Q8_0: case CHK_Q4_0: {  // (the packing unpacks these a whole block at a time; k a multiple of 8)
+        __m256 v[4];
+        if (format == CHK_Q4_0) q4_block8x4(w, scales, cols, r, k / CHK_BLOCK, v);
+        else q8_block8x4(w, scales, cols, r, k / CHK_BLOCK, v);
+        return v[k % CHK_BLOCK / 8];
+    }
     case CHK_Q6_0: {  // eight codes (k a multiple of 8) one by one: packing is a small part of a GEMM
         long blocks = cols / CHK_BLOCK, block = k / CHK_BLOCK;
         const uint8_t *row = (const uint8_t *)w + r * blocks * Q6_BLOCK_BYTES;
@@ -361,27 +387,6 @@ AVX2 static inline void transpose8_store(const __m256 v[8], float *dst, long str
     float *last = dst + (count - 1) * stride;
     _mm_storeu_ps(last, _mm256_castps256_ps128(column[count - 1]));
     _mm_storel_pi((__m64 *)(last + 4), _mm256_extractf128_ps(column[count - 1], 1));
-}
-
-// The 32 weights of q4_0 block `block` of row r as four vectors of eight: the block's 16 bytes
-// read once (byte j holds elements j and j + 16), (code − 8)·d as code·d − 8d in one FMA (the
-// same rounding: −8d is exact).
-AVX2 static inline __attribute__((always_inline)) void q4_block8x4(const uint8_t *w, const uint16_t *scales, long cols, long r,
-                                                                  long block, __m256 out[4]) {
-    __m128i bytes = _mm_loadu_si128((const __m128i *)(w + (r * cols + block * CHK_BLOCK) / 2)), low = _mm_set1_epi8(15);
-    __m128i lo = _mm_and_si128(bytes, low), hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), low);
-    __m256 d = _mm256_set1_ps(_cvtsh_ss(scales[r * (cols / CHK_BLOCK) + block])), offset = _mm256_mul_ps(d, _mm256_set1_ps(-8));
-    __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
-    for (int i = 0; i < 4; i++) out[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(parts[i])), d, offset);
-}
-
-// The 32 weights of q8_0 block `block` of row r as four vectors of eight (its scale converted once).
-AVX2 static inline __attribute__((always_inline)) void q8_block8x4(const int8_t *w, const uint16_t *scales, long cols, long r,
-                                                                  long block, __m256 out[4]) {
-    const int8_t *codes = w + r * cols + block * CHK_BLOCK;
-    __m256 d = _mm256_set1_ps(_cvtsh_ss(scales[r * (cols / CHK_BLOCK) + block]));
-    for (int i = 0; i < 4; i++)
-        out[i] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(codes + 8 * i)))), d);
 }
 
 // Weight rows [n0, n0 + rows) (beyond `n` zero), columns [k0, k0 + kc), into panels wp[panel][k][NR2]:

@@ -325,6 +325,13 @@ AVX2 static inline __attribute__((always_inline)) void q8_block8x4(const int8_t 
         out[i] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(codes + 8 * i)))), d);
 }
 
+// The 32 weights of q4_0 or q8_0 block `block` of row r as four vectors of eight.
+AVX2 static inline __attribute__((always_inline)) void quantized_block8x4(chk_format format, const void *w, const uint16_t *scales,
+                                                                         long cols, long r, long block, __m256 out[4]) {
+    if (format == CHK_Q4_0) q4_block8x4(w, scales, cols, r, block, out);
+    else q8_block8x4(w, scales, cols, r, block, out);
+}
+
 // Eight consecutive weights W[r, k ..< k+count] (count ≤ 8; the rest zero) as float32.
 AVX2 static inline __attribute__((always_inline)) __m256 load8(chk_format format, const void *w, const uint16_t *scales, long cols, long r, long k, int count) {
     switch (format) {
@@ -343,8 +350,7 @@ AVX2 static inline __attribute__((always_inline)) __m256 load8(chk_format format
     }
     case CHK_Q8_0: case CHK_Q4_0: {  // (the packing unpacks these a whole block at a time; k a multiple of 8)
         __m256 v[4];
-        if (format == CHK_Q4_0) q4_block8x4(w, scales, cols, r, k / CHK_BLOCK, v);
-        else q8_block8x4(w, scales, cols, r, k / CHK_BLOCK, v);
+        quantized_block8x4(format, w, scales, cols, r, k / CHK_BLOCK, v);
         return v[k % CHK_BLOCK / 8];
     }
     case CHK_Q6_0: {  // eight codes (k a multiple of 8) one by one: packing is a small part of a GEMM
@@ -403,9 +409,8 @@ AVX2 static void pack_weights_avx2(chk_format format, const void *w, const uint1
                     __m256 tiles[4][8];  // [columns / 8][row]
                     for (int i = 0; i < 8; i++) {
                         __m256 v[4];
-                        if (r0 + i >= n) v[0] = v[1] = v[2] = v[3] = _mm256_setzero_ps();
-                        else if (format == CHK_Q4_0) q4_block8x4(w, scales, cols, r0 + i, (k0 + k) / CHK_BLOCK, v);
-                        else q8_block8x4(w, scales, cols, r0 + i, (k0 + k) / CHK_BLOCK, v);
+                        if (r0 + i < n) quantized_block8x4(format, w, scales, cols, r0 + i, (k0 + k) / CHK_BLOCK, v);
+                        else v[0] = v[1] = v[2] = v[3] = _mm256_setzero_ps();
                         for (int q = 0; q < 4; q++) tiles[q][i] = v[q];
                     }
                     for (int q = 0; q < 4; q++) transpose8_store(tiles[q], panel + (k + 8 * q) * NR2 + half * 8, NR2, 8);

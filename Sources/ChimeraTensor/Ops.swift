@@ -49,7 +49,7 @@ public func linear(_ x: Tensor, weight: Tensor, bias: Tensor?, into out: Tensor)
     guard rows > 0 else { return }
     // Batches go to the kernels' GEMM (AVX-512 or AVX2; the bias goes in with the product); a row or two,
     // and CPUs without it, to BLAS, accumulating onto rows filled with the bias.
-    if rows > 2, chk_gemm_nt(CHK_F32, weight.data, nil, outFeatures, inFeatures, bias?.data, x.data, inFeatures, rows,
+    if rows > WeightMatrix.rowByRowLimit, chk_gemm_nt(CHK_F32, weight.data, nil, outFeatures, inFeatures, bias?.data, x.data, inFeatures, rows,
                              out.data, outFeatures, 0, Int32(ComputeThreads.current)) != 0 { return }
     if let bias { fillRows(out.data, rows: rows, with: bias) }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(outFeatures), Int32(inFeatures),

@@ -38,6 +38,10 @@ public enum WeightMatrixError: LocalizedError, Equatable {
 /// SIMD matrix-vector kernel threaded over rows; longer batches by sgemm over float32 tiles
 /// converted a block of rows at a time, so no full-size float32 copy is ever made.
 public final class WeightMatrix: @unchecked Sendable {
+    /// Products of at most this many rows (decoded tokens) go a row at a time through the
+    /// matrix-vector kernels, which read the weights at memory speed; more rows take the GEMM.
+    public static let rowByRowLimit = 2
+
     public let format: WeightFormat
     public let rows: Int
     public let columns: Int
@@ -172,14 +176,14 @@ public final class WeightMatrix: @unchecked Sendable {
         // Batches: the kernels' GEMM converts the stored format while packing (AVX-512 or AVX2); without,
         // float32 goes to sgemm (`linear` tries the GEMM first) and other formats are widened a tile
         // at a time.
-        if tokens > 2 {
+        if tokens > Self.rowByRowLimit {
             if let tensor { return linear(x, weight: tensor, bias: bias, into: out) }
             if chk_gemm_nt(kernelFormat, data, scales, rows, columns, bias?.data, x.data, columns, tokens, out.data, rows,
                            0, Int32(ComputeThreads.current)) != 0 { return }
         }
         // A few rows: the matrix-vector kernel per row reads the weights at memory speed (BLAS's
         // sgemm with one row does not), which for such small batches costs less than a GEMM.
-        if tokens <= 2 {
+        if tokens <= Self.rowByRowLimit {
             for t in 0..<tokens { gemv(x.data + t * columns, out.data + t * rows) }
         } else {
             tiledProduct(x, out)
@@ -199,7 +203,7 @@ public final class WeightMatrix: @unchecked Sendable {
         if let bias { precondition(bias.count == rows, "linear: bias \(bias.shape) for \(rows) outputs") }
         if range == 0..<columns && !accumulate { return apply(x, bias: bias, into: out) }
         guard tokens > 0 else { return }
-        if tokens > 2 {
+        if tokens > Self.rowByRowLimit {
             var part = chk_gemm_part(format: kernelFormat, w: data, scales: scales, n: rows, bias: bias?.data, c: out.data, ldc: rows,
                                      accumulate: accumulate ? 1 : 0, wcols: columns, wk0: range.lowerBound)
             if chk_gemm_nt_parts(&part, 1, range.count, x.data, x.columns, tokens, Int32(ComputeThreads.current)) != 0 { return }
@@ -236,7 +240,7 @@ public final class WeightMatrix: @unchecked Sendable {
     /// balanced than one product after another); otherwise one `apply` each.
     public static func apply(_ x: Tensor, _ products: [Product]) {
         let tokens = x.rows
-        if tokens > 2, products.count <= Int(CHK_GEMM_PARTS), products.allSatisfy({ fits($0, x) }) {
+        if tokens > Self.rowByRowLimit, products.count <= Int(CHK_GEMM_PARTS), products.allSatisfy({ fits($0, x) }) {
             var parts: [chk_gemm_part] = products.map { p in
                 chk_gemm_part(format: p.matrix.kernelFormat, w: p.matrix.data, scales: p.matrix.scales, n: p.matrix.rows,
                               bias: p.bias?.data, c: p.out.data, ldc: p.matrix.rows, accumulate: 0, wcols: 0, wk0: 0)
@@ -253,7 +257,7 @@ public final class WeightMatrix: @unchecked Sendable {
     /// (chk_matvec_parts), without allocating: decode calls this for every layer of every token.
     public static func apply(_ x: Tensor, _ a: Product, _ b: Product, _ c: Product? = nil) {
         let tokens = x.rows
-        guard tokens <= 2 else { return apply(x, c.map { [a, b, $0] } ?? [a, b]) }
+        guard tokens <= Self.rowByRowLimit else { return apply(x, c.map { [a, b, $0] } ?? [a, b]) }
         func check(_ p: Product) {
             precondition(fits(p, x), "linear: input \(x.shape), weight [\(p.matrix.rows), \(p.matrix.columns)], output \(p.out.shape)")
         }

@@ -360,7 +360,7 @@ public final class DecoderTransformer: LanguageModel, @unchecked Sendable {
             addInPlace(hidden, projected)
             // Parallel: the MLP reads the same normed input `x` as attention did.
             if let postAttentionNorm = layer.postAttentionNorm { postAttentionNorm(hidden, into: x) }
-            if tokens > 2 && mlpSlices[i].count > 1 {  // see mlpSliceWidth
+            if tokens > WeightMatrix.rowByRowLimit && mlpSlices[i].count > 1 {  // see mlpSliceWidth
                 for (s, slice) in mlpSlices[i].enumerated() {
                     layer.down.matrix.apply(activatedMLP(slice.gate, slice.up), columns: slice.columns,
                                             bias: s == 0 ? layer.down.bias : nil, accumulate: s > 0, into: projected)

@@ -38,14 +38,19 @@ public func linear(_ x: Tensor, weight: Tensor, bias: Tensor? = nil) -> Tensor {
     return out
 }
 
+/// What every linear product checks of where it writes: `out` is [rows, outputs], `bias` outputs long.
+func checkLinearOutput(_ out: Tensor, rows: Int, outputs: Int, bias: Tensor?) {
+    precondition(out.rows == rows && out.columns == outputs, "linear: output \(out.shape) for \(rows)×\(outputs)")
+    if let bias { precondition(bias.count == outputs, "linear: bias \(bias.shape) for \(outputs) outputs") }
+}
+
 /// y = x · Wᵀ + b written into `out` ([rows of x, out features]); one sgemm for all rows.
 public func linear(_ x: Tensor, weight: Tensor, bias: Tensor?, into out: Tensor) {
     let inFeatures = x.columns, rows = x.rows
     precondition(weight.rank == 2 && weight.shape[1] == inFeatures,
                  "linear: input width \(inFeatures) does not match weight \(weight.shape)")
     let outFeatures = weight.shape[0]
-    precondition(out.rows == rows && out.columns == outFeatures, "linear: output \(out.shape) for \(rows)×\(outFeatures)")
-    if let bias { precondition(bias.count == outFeatures, "linear: bias \(bias.shape) for \(outFeatures) outputs") }
+    checkLinearOutput(out, rows: rows, outputs: outFeatures, bias: bias)
     guard rows > 0 else { return }
     // Batches go to the kernels' GEMM (AVX-512 or AVX2; the bias goes in with the product); a row or two,
     // and CPUs without it, to BLAS, accumulating onto rows filled with the bias.

@@ -170,8 +170,7 @@ public final class WeightMatrix: @unchecked Sendable {
     public func apply(_ x: Tensor, bias: Tensor?, into out: Tensor) {
         let tokens = x.rows
         precondition(x.columns == columns, "linear: input width \(x.columns) does not match weight [\(rows), \(columns)]")
-        precondition(out.rows == tokens && out.columns == rows, "linear: output \(out.shape) for \(tokens)×\(rows)")
-        if let bias { precondition(bias.count == rows, "linear: bias \(bias.shape) for \(rows) outputs") }
+        checkLinearOutput(out, rows: tokens, outputs: rows, bias: bias)
         guard tokens > 0 else { return }
         // Batches: the kernels' GEMM converts the stored format while packing (AVX-512 or AVX2); without,
         // float32 goes to sgemm (`linear` tries the GEMM first) and other formats are widened a tile
@@ -199,8 +198,7 @@ public final class WeightMatrix: @unchecked Sendable {
         let tokens = x.rows
         precondition(range.lowerBound >= 0 && range.upperBound <= columns && x.columns == range.count,
                      "linear: input width \(x.columns) for columns \(range) of weight [\(rows), \(columns)]")
-        precondition(out.rows == tokens && out.columns == rows, "linear: output \(out.shape) for \(tokens)×\(rows)")
-        if let bias { precondition(bias.count == rows, "linear: bias \(bias.shape) for \(rows) outputs") }
+        checkLinearOutput(out, rows: tokens, outputs: rows, bias: bias)
         if range == 0..<columns && !accumulate { return apply(x, bias: bias, into: out) }
         guard tokens > 0 else { return }
         if tokens > Self.rowByRowLimit {

@@ -1388,7 +1388,10 @@ static long row_bytes(chk_format format, long cols) {
 // at a thread's share of the bandwidth), Qwen2's q4_0 one 44 KB.
 static long matvec_chunk_rows(const chk_matvec_part *parts, int count, long cols) {
     long widest = 0;
-    for (int i = 0; i < count; i++) if (row_bytes(parts[i].format, cols) > widest) widest = row_bytes(parts[i].format, cols);
+    for (int i = 0; i < count; i++) {
+        long bytes = row_bytes(parts[i].format, cols);
+        if (bytes > widest) widest = bytes;
+    }
     long rows = (16L << 10) / (widest > 0 ? widest : 1) / 4 * 4;
     return rows < 4 ? 4 : rows > 16 ? 16 : rows;
 }

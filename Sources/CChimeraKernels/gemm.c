@@ -73,7 +73,14 @@ AVX512 static inline __m512 load16(chk_format format, const void *w, const uint1
         float d = half_to_float_scalar(scales[r * (cols / CHK_BLOCK) + block]);
         return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(nibbles, _mm512_set1_epi32(8))), _mm512_set1_ps(d));
     }
-    case CHK_Q6_0: break;  // declined with AVX-512 by chk_gemm_nt_parts (the callers' widened tiles serve it)
+    case CHK_Q6_0: {  // sixteen codes (k a multiple of 16) one by one: packing is a small part of a GEMM
+        long blocks = cols / CHK_BLOCK, block = k / CHK_BLOCK;
+        const uint8_t *row = (const uint8_t *)w + r * blocks * Q6_BLOCK_BYTES;
+        int32_t codes[16];
+        for (int i = 0; i < 16; i++) codes[i] = q6_code(row, blocks, block, (int)(k % CHK_BLOCK) + i) - 32;
+        float d = half_to_float_scalar(scales[r * blocks + block]);
+        return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_loadu_si512(codes)), _mm512_set1_ps(d));
+    }
     }
     return _mm512_setzero_ps();
 }
@@ -600,9 +607,6 @@ int chk_gemm_nt_parts(const chk_gemm_part *parts, int count, long k, const float
         long wcols = part_row_length(&parts[i], k);
         if (parts[i].wk0 < 0 || parts[i].wk0 + k > wcols) return 0;
         if (chk_format_is_blocked(parts[i].format) && (wcols % CHK_BLOCK || parts[i].wk0 % CHK_BLOCK || k % CHK_BLOCK)) return 0;
-        // No q6_0 packing with AVX-512: it could not be tested on an AVX-512 machine when written,
-        // and q6_0 is only a tied lm_head by default, which prefill multiplies for one row.
-        if (parts[i].format == CHK_Q6_0 && isa == &gemm_avx512) return 0;
         job.firstBlock[i + 1] = job.firstBlock[i] + (parts[i].n + job.nb - 1) / job.nb;
     }
     long blocks = job.firstBlock[count];

@@ -326,8 +326,7 @@ AVX2 static inline __m256i q6_pair_dot(const uint8_t *w, const chk_qx *qx, long 
 }
 
 // q4_0 or q6_0 (`six`, a constant after inlining) a row at a time, eight blocks (four pairs) a
-// step, or a last four; x4 covers whole fours, the blocks past them are scalar. The q6_0 kernel is
-// also the AVX-512 machines' (by default only the tied lm_head of a q4_0 model is q6_0).
+// step, or a last four; x4 covers whole fours, the blocks past them are scalar.
 AVX2 static inline __attribute__((always_inline)) void gemv_pairs_avx2(const int six, const uint8_t *q, const uint16_t *scales,
                                                                         const chk_qx *qx, float *y, long cols, long row0, long row1) {
     const long blocks = cols / CHK_BLOCK, blockBytes = six ? Q6_BLOCK_BYTES : 16, rowBytes = blocks * blockBytes;
@@ -667,9 +666,9 @@ static void pick(void) {
     K.avx512 = avx512;
     K.avx2 = avx2 && !avx512;
     if (avx512) {
-        K.variant = "avx512"; K.f32 = gemv_f32_avx512; K.f16 = gemv_f16_avx512; K.bf16 = gemv_bf16_avx512; K.q8 = gemv_q8_avx512; K.q4 = gemv_q4_avx512; K.q6 = gemv_q6_avx2;
+        K.variant = "avx512"; K.f32 = gemv_f32_avx512; K.f16 = gemv_f16_avx512; K.bf16 = gemv_bf16_avx512; K.q8 = gemv_q8_avx512; K.q4 = gemv_q4_avx512; K.q6 = gemv_q6_avx512;
         K.rows_f16 = rows_f16_avx512; K.quantize_x = quantize_x_avx512; K.qx_layouts = qx_layouts_avx512;
-        if (__builtin_cpu_supports("gfni") && !forced_no_gfni) K.q4 = gemv_q4_avx512_gfni;
+        if (__builtin_cpu_supports("gfni") && !forced_no_gfni) { K.q4 = gemv_q4_avx512_gfni; K.q6 = gemv_q6_avx512_gfni; }
     } else if (avx2) {
         K.variant = "avx2"; K.f32 = gemv_f32_avx2; K.f16 = gemv_f16_avx2; K.bf16 = gemv_bf16_avx2; K.q8 = gemv_q8_avx2; K.q4 = gemv_q4_avx2; K.q6 = gemv_q6_avx2;
         K.rows_f16 = rows_f16_avx2; K.quantize_x = quantize_x_avx2; K.qx_layouts = qx_layouts_avx2;

@@ -221,7 +221,7 @@ extension KernelSelection {
         // counts that leave whole groups of eight, a leftover four (q4_0), leftover pairs (q8_0) and
         // odd blocks (1, 3, 7, 10, 19, 28 blocks);
         // float formats also get a width that is not a multiple of 16 (masked loads).
-        // The AVX2 kernels run too (forced), as on a CPU without AVX-512, and the AVX-512 q4_0 kernel
+        // The AVX2 kernels run too (forced), as on a CPU without AVX-512, and the AVX-512 q4_0 and q6_0 kernels
         // without GFNI (forced off; where this CPU has no GFNI the chosen kernels already are that).
         @Test(arguments: WeightFormat.allCases, ["chosen", "avx2", "no-gfni"])
         func simdKernelsAgreeWithPortableOnEveryTail(format: WeightFormat, variant: String) throws {

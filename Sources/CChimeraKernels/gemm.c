@@ -53,6 +53,24 @@ float *chk_scratch(int slot, long floats) {
 
 AVX512 static inline float half_to_float_scalar(uint16_t h) { return _cvtsh_ss(h); }
 
+// The 32 weights of q4_0 or q8_0 block `block` of row r as two vectors of sixteen (elements 0-15,
+// 16-31), the block's bytes and scale read once; q4_0's (code − 8)·d as code·d − 8d in one FMA
+// (the same rounding: −8d is exact).
+AVX512 static inline __attribute__((always_inline)) void quantized_block16x2(chk_format format, const void *w, const uint16_t *scales,
+                                                                             long cols, long r, long block, __m512 out[2]) {
+    __m512 d = _mm512_set1_ps(half_to_float_scalar(scales[r * (cols / CHK_BLOCK) + block]));
+    if (format == CHK_Q4_0) {  // byte j holds elements j (low nibble) and j + 16 (high)
+        __m128i bytes = _mm_loadu_si128((const __m128i *)((const uint8_t *)w + (r * cols + block * CHK_BLOCK) / 2)), low = _mm_set1_epi8(15);
+        __m128i codes[2] = {_mm_and_si128(bytes, low), _mm_and_si128(_mm_srli_epi16(bytes, 4), low)};
+        __m512 offset = _mm512_mul_ps(d, _mm512_set1_ps(-8));
+        for (int i = 0; i < 2; i++) out[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(codes[i])), d, offset);
+    } else {
+        const int8_t *codes = (const int8_t *)w + r * cols + block * CHK_BLOCK;
+        for (int i = 0; i < 2; i++)
+            out[i] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(codes + 16 * i)))), d);
+    }
+}
+
 // Sixteen consecutive weights W[r, k ..< k+count] (count ≤ 16; the rest zero).
 AVX512 static inline __m512 load16(chk_format format, const void *w, const uint16_t *scales, long cols, long r, long k, int count) {
     __mmask16 mask = first_lanes(count);
@@ -60,18 +78,10 @@ AVX512 static inline __m512 load16(chk_format format, const void *w, const uint1
     case CHK_F32: return f32x16_tail((const float *)w + r * cols + k, mask);
     case CHK_F16: return f16x16_tail((const uint16_t *)w + r * cols + k, mask);
     case CHK_BF16: return bf16x16_tail((const uint16_t *)w + r * cols + k, mask);
-    case CHK_Q8_0: {  // columns are a multiple of 32, so count is 16 and k a multiple of 16
-        __m128i q = _mm_loadu_si128((const __m128i *)((const int8_t *)w + r * cols + k));
-        float d = half_to_float_scalar(scales[r * (cols / CHK_BLOCK) + k / CHK_BLOCK]);
-        return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)), _mm512_set1_ps(d));
-    }
-    case CHK_Q4_0: {  // elements j and j+16 of a block share byte j: low nibble, high nibble
-        long block = k / CHK_BLOCK;
-        __m128i bytes = _mm_loadu_si128((const __m128i *)((const uint8_t *)w + (r * cols + block * CHK_BLOCK) / 2));
-        if (k % CHK_BLOCK) bytes = _mm_srli_epi16(bytes, 4);
-        __m512i nibbles = _mm512_and_si512(_mm512_cvtepu8_epi32(bytes), _mm512_set1_epi32(15));
-        float d = half_to_float_scalar(scales[r * (cols / CHK_BLOCK) + block]);
-        return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(nibbles, _mm512_set1_epi32(8))), _mm512_set1_ps(d));
+    case CHK_Q8_0: case CHK_Q4_0: {  // (the packing unpacks these a whole block at a time; k a multiple of 16)
+        __m512 v[2];
+        quantized_block16x2(format, w, scales, cols, r, k / CHK_BLOCK, v);
+        return v[k % CHK_BLOCK / 16];
     }
     case CHK_Q6_0: {  // sixteen codes (k a multiple of 16) one by one: packing is a small part of a GEMM
         long blocks = cols / CHK_BLOCK, block = k / CHK_BLOCK;
@@ -117,13 +127,26 @@ AVX512 static inline void transpose16_store(__m512 v[16], float *dst, long strid
 }
 
 // Weight rows [n0, n0 + rows) (rows ≤ NB; beyond `n` zero), columns [k0, k0 + kc), into
-// panels wp[panel][k][NR].
+// panels wp[panel][k][NR]: 16 rows × 16 columns loaded, transposed and stored as 16 half-rows of a
+// panel at a time (q4_0 and q8_0: 16 rows × a block of 32, each row's block unpacked at once).
 AVX512 static void pack_weights(chk_format format, const void *w, const uint16_t *scales, long n, long cols,
                                 long n0, long rows, long k0, long kc, float *wp) {
     for (long p = 0; p < (rows + NR - 1) / NR; p++) {
         float *panel = wp + p * kc * NR;
         for (int half = 0; half < NR / 16; half++) {
             long r0 = n0 + p * NR + half * 16;
+            if (format == CHK_Q4_0 || format == CHK_Q8_0) {  // k0 and kc are whole blocks (chk_gemm_nt_parts checks)
+                for (long k = 0; k < kc; k += CHK_BLOCK) {
+                    __m512 tiles[2][16];  // [columns / 16][row]
+                    for (int i = 0; i < 16; i++) {
+                        __m512 v[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+                        if (r0 + i < n) quantized_block16x2(format, w, scales, cols, r0 + i, (k0 + k) / CHK_BLOCK, v);
+                        tiles[0][i] = v[0]; tiles[1][i] = v[1];
+                    }
+                    for (int q = 0; q < 2; q++) transpose16_store(tiles[q], panel + (k + 16 * q) * NR + half * 16, NR, 16);
+                }
+                continue;
+            }
             for (long k = 0; k < kc; k += 16) {
                 int count = kc - k < 16 ? (int)(kc - k) : 16;
                 __m512 v[16];

@@ -83,12 +83,9 @@ AVX512 static inline __m512 load16(chk_format format, const void *w, const uint1
         quantized_block16x2(format, w, scales, cols, r, k / CHK_BLOCK, v);
         return v[k % CHK_BLOCK / 16];
     }
-    case CHK_Q6_0: {  // sixteen codes (k a multiple of 16) one by one: packing is a small part of a GEMM
-        long blocks = cols / CHK_BLOCK, block = k / CHK_BLOCK;
-        const uint8_t *row = (const uint8_t *)w + r * blocks * Q6_BLOCK_BYTES;
+    case CHK_Q6_0: {  // sixteen codes (k a multiple of 16)
         int32_t codes[16];
-        for (int i = 0; i < 16; i++) codes[i] = q6_code(row, blocks, block, (int)(k % CHK_BLOCK) + i) - 32;
-        float d = half_to_float_scalar(scales[r * blocks + block]);
+        float d = half_to_float_scalar(scales[q6_centred_codes(w, cols, r, k, 16, codes)]);
         return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_loadu_si512(codes)), _mm512_set1_ps(d));
     }
     }
@@ -383,12 +380,9 @@ AVX2 static inline __attribute__((always_inline)) __m256 load8(chk_format format
         quantized_block8x4(format, w, scales, cols, r, k / CHK_BLOCK, v);
         return v[k % CHK_BLOCK / 8];
     }
-    case CHK_Q6_0: {  // eight codes (k a multiple of 8) one by one: packing is a small part of a GEMM
-        long blocks = cols / CHK_BLOCK, block = k / CHK_BLOCK;
-        const uint8_t *row = (const uint8_t *)w + r * blocks * Q6_BLOCK_BYTES;
+    case CHK_Q6_0: {  // eight codes (k a multiple of 8)
         int32_t codes[8];
-        for (int i = 0; i < 8; i++) codes[i] = q6_code(row, blocks, block, (int)(k % CHK_BLOCK) + i) - 32;
-        float d = _cvtsh_ss(scales[r * blocks + block]);
+        float d = _cvtsh_ss(scales[q6_centred_codes(w, cols, r, k, 8, codes)]);
         return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)codes)), _mm256_set1_ps(d));
     }
     }

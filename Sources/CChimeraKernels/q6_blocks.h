@@ -29,6 +29,16 @@ static inline int q6_code(const uint8_t *row, long blocks, long b, int e) {
     return (row[at.low] >> at.lowShift & 15) | (row[at.top] >> at.topShift & 3) << 4;
 }
 
+// Elements k ..< k + count (within one block) of row r of a q6_0 matrix `cols` wide, as codes − 32,
+// a code at a time — the GEMMs' packing (only a tied lm_head is q6_0 by default, and prefill
+// multiplies it for one row) — and the index of their block's scale.
+static inline long q6_centred_codes(const uint8_t *w, long cols, long r, long k, int count, int32_t *out) {
+    long blocks = cols / 32, block = k / 32;
+    const uint8_t *row = w + r * blocks * Q6_BLOCK_BYTES;
+    for (int i = 0; i < count; i++) out[i] = q6_code(row, blocks, block, (int)(k % 32) + i) - 32;
+    return r * blocks + block;
+}
+
 // Stores `code` as element e of block b of `row` (whose bytes start zeroed).
 static inline void q6_store(uint8_t *row, long blocks, long b, int e, int code) {
     q6_place at = q6_where(blocks, b, e);

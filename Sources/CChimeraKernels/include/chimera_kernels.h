@@ -139,8 +139,7 @@ int chk_gemm_available(void);
 int chk_attention_available(void);
 /// C[m, n] = X[m, k] · W[n, k]ᵀ + bias (C += … when `accumulate`) with W in `format` (scales for
 /// q8_0/q4_0/q6_0), bias (n floats, added to every row) NULL or float32, and X, C float32 with row strides
-/// ldx, ldc, on `threads` threads. Returns 0 (nothing guaranteed about c) without AVX-512 or AVX2, or scratch memory,
-/// and for q6_0 weights with AVX-512 (not packed there: the caller's widened tiles serve them).
+/// ldx, ldc, on `threads` threads. Returns 0 (nothing guaranteed about c) without AVX-512 or AVX2, or scratch memory.
 int chk_gemm_nt(chk_format format, const void *w, const uint16_t *scales, long n, long k, const float *bias,
                 const float *x, long ldx, long m, float *c, long ldc, int accumulate, int threads);
 /// One weight matrix of chk_gemm_nt_parts (with its bias or NULL) and where its product goes. The

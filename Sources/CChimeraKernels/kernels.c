@@ -1033,6 +1033,20 @@ AVX2 static inline __attribute__((always_inline)) void rows_by_two_vectors(const
     }
 }
 
+// rows_by_two_vectors for the R rows of a group (R ≤ 8): up to seven in one pass, eight in two
+// halves of four, the second reading b's stripe from L1 and prefetching nothing.
+AVX2 static inline __attribute__((always_inline)) void group_by_two_vectors(const int R, const int half, const int accumulate,
+                                                                             const __m256 *a, const char *b, long b0, long ldb, long n,
+                                                                             float *out, long ldo, const char *next, const int intoL2,
+                                                                             long step) {
+    if (R <= 7) {
+        rows_by_two_vectors(R, R, half, accumulate, a, b, b0, ldb, n, out, ldo, next, intoL2, step);
+        return;
+    }
+    rows_by_two_vectors(4, R, half, accumulate, a, b, b0, ldb, n, out, ldo, next, intoL2, step);
+    rows_by_two_vectors(R - 4, R, half, accumulate, a + 4, b, b0, ldb, n, out + 4 * ldo, ldo, NULL, intoL2, 0);
+}
+
 // scores[i][j0 + t] = q_i · key(j0 + t), t < CHK_KEY_PANEL, for R rows (a constant after
 // inlining) of scaled queries spread by spread_rows over the key panel at `panel`, 16 keys a pass:
 // each query vector loaded feeds two FMAs and each panel line is read whole in one pass (eight
@@ -1044,14 +1058,8 @@ AVX2 static inline __attribute__((always_inline)) void rows_by_two_vectors(const
 AVX2 static inline __attribute__((always_inline)) void panel_scores(const int R, const int half, const __m256 *qs, long headDim,
                                                                      const char *panel, const char *next, float *scores, long ldS, long j0) {
     // (the next panel's lines: one a step over the panel's CHK_KEY_PANEL / 16 passes of headDim steps)
-    for (int c = 0; c < CHK_KEY_PANEL; c += 16) {
-        float *out = scores + j0 + c;
-        if (R <= 7) rows_by_two_vectors(R, R, half, 0, qs, panel, c, CHK_KEY_PANEL, headDim, out, ldS, next, 1, c / 16 * headDim);
-        else {
-            rows_by_two_vectors(4, R, half, 0, qs, panel, c, CHK_KEY_PANEL, headDim, out, ldS, next, 1, c / 16 * headDim);
-            rows_by_two_vectors(R - 4, R, half, 0, qs + 4, panel, c, CHK_KEY_PANEL, headDim, out + 4 * ldS, ldS, NULL, 1, 0);
-        }
-    }
+    for (int c = 0; c < CHK_KEY_PANEL; c += 16)
+        group_by_two_vectors(R, half, 0, qs, panel, c, CHK_KEY_PANEL, headDim, scores + j0 + c, ldS, next, 1, c / 16 * headDim);
 }
 
 // o_i[c ..< c + w] += Σ_j p_i[j] · value(j)[c ..< c + w] (w ≤ 8) over keys [j0, j1), R rows of
@@ -1118,14 +1126,8 @@ AVX2 static inline __attribute__((always_inline)) void attend_rows_avx2(const in
             // before it, 16 dimensions a pass measured 5–8 % slower from memory than 8; spread, a
             // Qwen2-0.5B layer at 672 positions B/A 0.91–0.95 (2000: 0.93, 200: level; float16 cache
             // 0.925), a TinyLlama layer 0.93–0.99 (kernel-ab).
-            for (long c = 0; c < headDim; c += 16) {
-                long b0 = j0 * ldv + c, step = c / 16 * CHK_KEY_PANEL;
-                if (R <= 7) rows_by_two_vectors(R, R, half, 1, spread, vh, b0, ldv, j1 - j0, o + c, headDim, next, 0, step);
-                else {
-                    rows_by_two_vectors(4, R, half, 1, spread, vh, b0, ldv, j1 - j0, o + c, headDim, next, 0, step);
-                    rows_by_two_vectors(R - 4, R, half, 1, spread + 4, vh, b0, ldv, j1 - j0, o + 4 * headDim + c, headDim, NULL, 0, 0);
-                }
-            }
+            for (long c = 0; c < headDim; c += 16)
+                group_by_two_vectors(R, half, 1, spread, vh, j0 * ldv + c, ldv, j1 - j0, o + c, headDim, next, 0, c / 16 * CHK_KEY_PANEL);
             continue;
         }
         const long passes = (headDim + 7) / 8, rowsAhead = (CHK_KEY_PANEL + passes - 1) / passes;

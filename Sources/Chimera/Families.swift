@@ -21,7 +21,7 @@ public enum StoredMatrices: String, Sendable, CaseIterable {
     /// Widened to float32 on load, so that `loaded` names and holds every weight (training, parity).
     case widened
     /// Kept as stored and copied out of the file mapping into huge pages at load
-    /// (SafeTensorsFile.residentMatrix): decode streams them faster (WeightMemory), for one memcpy
+    /// (SafeTensorsFile.resident): decode streams them faster (WeightMemory), for one memcpy
     /// of the weights at load. Listed in `matrices`; only float32 ones also in `loaded`.
     case resident
     /// Kept as stored and read in place from the memory-mapped file: nothing copied at load, the
@@ -138,7 +138,7 @@ public final class ParameterLoader: @unchecked Sendable {
             } else {
                 switch storedMatrices {
                 case .widened: if m.format != .f32 { m = WeightMatrix(m.widened()) }
-                case .resident: m = try store.residentMatrix(stored, shape: shape)
+                case .resident: m = try store.resident(m, named: stored)
                 case .mapped: break  // `store.matrix` reads the mapping in place
                 }
             }

@@ -200,10 +200,10 @@ public final class SafeTensorsFile: @unchecked Sendable {
         }
     }
 
-    /// A stored matrix copied, unconverted, out of the mapping into weight memory (huge pages, see
-    /// WeightMemory) for decode to stream.
-    public func residentMatrix(_ name: String, shape: [Int]) throws -> WeightMatrix {
-        let m = try matrix(name, shape: shape)
+    /// `m` (a matrix this file handed out) copied, unconverted, out of the mapping into weight
+    /// memory (huge pages, see WeightMemory) for decode to stream; `m` itself when it is not in
+    /// the mapping.
+    public func resident(_ m: WeightMatrix) -> WeightMatrix {
         let mapped = UnsafeRawPointer(mapping.base)..<UnsafeRawPointer(mapping.base + mapping.size)
         guard mapped.contains(m.data) else { return m }
         if m.format == .f32 {
@@ -308,34 +308,26 @@ public final class WeightStore: @unchecked Sendable {
     public func contains(_ name: String) -> Bool { owner[name] != nil }
     public func info(_ name: String) -> TensorInfo? { owner[name]?.tensors[name] }
 
-    public func tensor(_ name: String) throws -> Tensor {
+    /// The file that holds `name`.
+    private func file(holding name: String) throws -> SafeTensorsFile {
         guard let file = owner[name] else {
             throw WeightError.missingTensor(tensor: name, searched: files.map(\.path).joined(separator: ", "))
         }
-        return try file.tensor(name)
+        return file
     }
+
+    public func tensor(_ name: String) throws -> Tensor { try file(holding: name).tensor(name) }
 
     /// A weight matrix in its stored format (see SafeTensorsFile.matrix).
-    public func matrix(_ name: String, shape: [Int]) throws -> WeightMatrix {
-        guard let file = owner[name] else {
-            throw WeightError.missingTensor(tensor: name, searched: files.map(\.path).joined(separator: ", "))
-        }
-        return try file.matrix(name, shape: shape)
-    }
+    public func matrix(_ name: String, shape: [Int]) throws -> WeightMatrix { try file(holding: name).matrix(name, shape: shape) }
 
-    /// A stored matrix copied into weight memory (see SafeTensorsFile.residentMatrix).
-    public func residentMatrix(_ name: String, shape: [Int]) throws -> WeightMatrix {
-        guard let file = owner[name] else {
-            throw WeightError.missingTensor(tensor: name, searched: files.map(\.path).joined(separator: ", "))
-        }
-        return try file.residentMatrix(name, shape: shape)
-    }
+    /// The stored matrix `name` (as `matrix` read it) copied into weight memory (see
+    /// SafeTensorsFile.resident).
+    public func resident(_ m: WeightMatrix, named name: String) throws -> WeightMatrix { try file(holding: name).resident(m) }
 
     /// Loads a tensor and checks its shape.
     public func tensor(_ name: String, shape: [Int]) throws -> Tensor {
-        guard let file = owner[name], let info = file.tensors[name] else {
-            throw WeightError.missingTensor(tensor: name, searched: files.map(\.path).joined(separator: ", "))
-        }
+        let file = try file(holding: name), info = file.tensors[name]!  // the owner map lists a file's own tensors
         guard info.shape == shape else {
             throw WeightError.wrongShape(file: file.path, tensor: name, expected: shape, found: info.shape)
         }

@@ -221,7 +221,7 @@ import Testing
         let x = Tensor(zeros: [1, columns])
         generator.fillUniform(x.data, count: columns, bound: 1)
         for name in ["q", "h", "f"] {
-            let resident = try store.residentMatrix(name, shape: [rows, columns])
+            let resident = try store.resident(store.matrix(name, shape: [rows, columns]), named: name)
             let borrowed = try store.matrix(name, shape: [rows, columns])  // read again after the release
             #expect(resident.data != borrowed.data && resident.format == borrowed.format, "\(name)")
             let bytes = WeightMatrix.valueBytes(resident.format, rows: rows, columns: columns)

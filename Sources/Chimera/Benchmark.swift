@@ -58,7 +58,7 @@ public enum BenchmarkError: LocalizedError {
         case let .wrongComponent(id, expected): return "component '\(id)' is not \(expected)"
         case let .beyondContext(model, prompt, decode, pairs, context):
             return "\(prompt) prompt tokens + \(decode) decoded" + (pairs > 0 ? " + \(pairs) paired with the bandwidth probes" : "")
-                + " = \(prompt + decode + pairs) positions, more than \(model)'s context of \(context)"
+                + " need more positions than \(model)'s context of \(context)"
         }
     }
 }
@@ -217,7 +217,8 @@ public struct Benchmark {
             // A decoded token multiplies by every matrix once (a tied embedding table is one of them).
             let decodeBytes = loader.matrices.reduce(0) { $0 + $1.matrix.byteCount }
             let pairs = measureBandwidth && decodeTokens > 0 ? bandwidthPairs : 0
-            guard promptTokens + decodeTokens + pairs <= model.contextLength else {  // before the prefill, not after
+            // Before the prefill, not after; not as a sum, which a huge --decode-tokens would overflow.
+            guard promptTokens <= model.contextLength - pairs, decodeTokens <= model.contextLength - pairs - promptTokens else {
                 throw BenchmarkError.beyondContext(model: manifest.id, prompt: promptTokens, decode: decodeTokens, pairs: pairs,
                                                    context: model.contextLength)
             }

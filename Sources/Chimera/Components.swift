@@ -13,6 +13,15 @@ public enum ComponentKind: String, Codable, Sendable, CaseIterable {
 }
 
 /// What a part produces: `tokens` rows of `width` features; `grid` when the rows are a 2-D patch grid.
+/// Bounds on the sizes manifests declare, far above any small model's: a garbage size is refused
+/// where it is read instead of overflowing a product of sizes or asking for terabytes later.
+public enum SizeLimits {
+    /// A token's width (hidden_size, connector widths).
+    public static let width = 1 << 16
+    /// Tokens of a sequence (context_length, an encoder's or connector's output tokens).
+    public static let tokens = 1 << 24
+}
+
 public struct TokenContract: Codable, Sendable, Equatable {
     public var width: Int
     public var tokens: Int
@@ -35,8 +44,9 @@ public struct TokenContract: Codable, Sendable, Equatable {
         tokens = try c.decode(Int.self, forKey: .tokens)
         grid = try c.decodeIfPresent([Int].self, forKey: .grid)
         classToken = try c.decodeIfPresent(Bool.self, forKey: .classToken)
-        for (value, key) in [(width, CodingKeys.width), (tokens, .tokens)] where value <= 0 {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath + [key], debugDescription: "must be positive, found \(value)"))
+        for (value, key, most) in [(width, CodingKeys.width, SizeLimits.width), (tokens, .tokens, SizeLimits.tokens)] where !(1...most).contains(value) {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath + [key],
+                                                    debugDescription: "must be positive and at most \(most), found \(value)"))
         }
     }
 }

@@ -112,8 +112,9 @@ public final class ParameterLoader: @unchecked Sendable {
         case let .store(store):
             t = try store.tensor(stored, shape: shape)
             countRead(stored, in: store)
-        case .shapesOnly: t = Tensor(shape: shape, storage: ZeroPages.storage(count: shape.reduce(1, *)))
+        case .shapesOnly: t = Tensor(shape: shape, storage: ZeroPages.storage(count: try syntheticCount(stored, shape)))
         case let .random(_, scale):
+            _ = try syntheticCount(stored, shape)
             t = Tensor(zeros: shape)
             record.generator.fillUniform(t.data, count: t.count, bound: scale)
         }
@@ -144,8 +145,9 @@ public final class ParameterLoader: @unchecked Sendable {
             }
             countRead(stored, in: store)
         case .shapesOnly:
-            m = WeightMatrix(Tensor(shape: shape, storage: ZeroPages.storage(count: shape[0] * shape[1])))
+            m = WeightMatrix(Tensor(shape: shape, storage: ZeroPages.storage(count: try syntheticCount(stored, shape))))
         case let .random(_, scale):
+            _ = try syntheticCount(stored, shape)
             let record = self.record
             m = try WeightMatrix.building(matrixFormat ?? .f32, rows: shape[0], columns: shape[1], name: stored) { _, count, out in
                 record.generator.fillUniform(out, count: count * shape[1], bound: scale)
@@ -154,6 +156,25 @@ public final class ParameterLoader: @unchecked Sendable {
         if let t = m.tensor { record.loaded.append((stored, t)) }
         record.matrices.append((stored, m))
         return m
+    }
+
+    /// Elements of a tensor no file holds (shapes only, or random): its shape comes from the
+    /// manifest's config, and a garbage size there must be an error, not an overflow or an
+    /// allocation the machine cannot make.
+    private func syntheticCount(_ stored: String, _ shape: [Int]) throws -> Int {
+        let limit: Int, what: String
+        if case .random = source {
+            limit = Int(ProcessInfo.processInfo.physicalMemory / 4); what = "float32 values than this machine's memory holds"
+        } else {
+            limit = ZeroPages.capacity; what = "elements than planning reserves (\(ZeroPages.capacity))"
+        }
+        var count = 1
+        for d in shape {
+            let (product, overflow) = count.multipliedReportingOverflow(by: d)
+            guard d >= 0, !overflow, product <= limit else { throw WeightError.tooLarge(tensor: stored, shape: shape, reason: "more \(what)") }
+            count = product
+        }
+        return count
     }
 
     /// Every weight matrix handed out, by stored name, in its format.

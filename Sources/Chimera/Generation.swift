@@ -49,6 +49,8 @@ public enum PromptError: LocalizedError {
     case inputCountMismatch(placeholder: String, inPrompt: Int, given: Int)
     case unknownPlaceholder(name: String, known: [String])
     case tooLong(tokens: Int, maxTokens: Int, context: Int)
+    case emptyPrompt
+    case extraPlaceholderTokens(placeholder: String, id: Int, placeholders: Int)
     case badOption(String)
 
     public var errorDescription: String? {
@@ -59,7 +61,13 @@ public enum PromptError: LocalizedError {
         case let .unknownPlaceholder(name, known):
             return "this assembly has no input '\(name)' (its placeholders: \(known.joined(separator: ", ")))"
         case let .tooLong(tokens, maxTokens, context):
-            return "the prompt is \(tokens) tokens; with \(maxTokens) new tokens it needs \(tokens + maxTokens) positions, over the context length of \(context)"
+            return "the prompt is \(tokens) tokens; with \(maxTokens) new tokens it needs more positions than the context length of \(context)"
+                + " (at most \(max(0, context - tokens)) new tokens fit)"
+        case .emptyPrompt:
+            return "the prompt is empty: it tokenizes to no tokens (and the tokenizer adds no BOS)"
+        case let .extraPlaceholderTokens(placeholder, id, placeholders):
+            return "the tokenized prompt holds more \(placeholder) tokens (id \(id)) than its \(placeholders) placeholder\(placeholders == 1 ? "" : "s"):"
+                + " the tokenizer gives other text, or a special token it adds, the placeholder's id"
         case let .badOption(message): return message
         }
     }
@@ -130,6 +138,10 @@ extension AssembledModel {
             }
             for id in ids {
                 if placeholderIDs.contains(id) {
+                    guard featureIndex < features.count else {
+                        let placeholder = inputs.first { tokenizer.tokenID($0.binding.placeholder) == id }!.binding.placeholder
+                        throw PromptError.extraPlaceholderTokens(placeholder: placeholder, id: id, placeholders: features.count)
+                    }
                     try flushText()
                     let f = features[featureIndex]; featureIndex += 1
                     rows.append(f)
@@ -156,6 +168,7 @@ extension AssembledModel {
         guard featureIndex == features.count else {
             throw PromptError.badOption("the tokenizer split a placeholder token; \(features.count - featureIndex) input(s) were not placed")
         }
+        guard !tokens.isEmpty else { throw PromptError.emptyPrompt }
         return PreparedPrompt(tokens: tokens, embeddings: concatRows(rows), encodeSeconds: encodeSeconds)
     }
 
@@ -177,7 +190,7 @@ extension AssembledModel {
         let prepared = try prepare(prompt: prompt, inputs: files)
         let promptLength = prepared.embeddings.rows
         let context = languageModel.contextLength
-        guard promptLength + options.maxTokens <= context else {
+        guard options.maxTokens <= context - promptLength else {  // not a sum: --max-tokens may be near Int.max
             throw PromptError.tooLong(tokens: promptLength, maxTokens: options.maxTokens, context: context)
         }
         let cache = languageModel.makeCache(capacity: promptLength + options.maxTokens, precision: options.kvCache)

@@ -36,7 +36,9 @@ public enum JSONValue: Codable, Sendable, Equatable {
         if case let .object(o) = self { return o[key] }
         return nil
     }
-    public var intValue: Int? { if case let .number(n) = self, n == n.rounded() { return Int(n) }; return nil }
+    /// The number as an Int: nil for fractions and for numbers outside Int's range (1e20 is a whole
+    /// number, but no Int).
+    public var intValue: Int? { if case let .number(n) = self { return Int(exactly: n) }; return nil }
     public var doubleValue: Double? { if case let .number(n) = self { return n }; return nil }
     public var stringValue: String? { if case let .string(s) = self { return s }; return nil }
 }

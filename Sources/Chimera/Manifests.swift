@@ -36,10 +36,10 @@ public enum Width: Codable, Sendable, Equatable, CustomStringConvertible {
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.singleValueContainer()
-        if let n = try? c.decode(Int.self), n > 0 { self = .fixed(n); return }
+        if let n = try? c.decode(Int.self), (1...SizeLimits.width).contains(n) { self = .fixed(n); return }
         if let s = try? c.decode(String.self), s == "auto" { self = .auto; return }
         throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
-                                                debugDescription: "expected a positive integer or \"auto\""))
+                                                debugDescription: "expected a positive integer or \"auto\" (integers up to \(SizeLimits.width))"))
     }
     public func encode(to encoder: Encoder) throws {
         var c = encoder.singleValueContainer()
@@ -202,8 +202,9 @@ public struct ComponentManifest: Codable, Sendable, Equatable {
         seed = try c.decodeIfPresent(UInt64.self, forKey: .seed)
         source = try c.decodeIfPresent(String.self, forKey: .source)
         try checkManifestID(id, key: CodingKeys.id)
-        if let contextLength, contextLength < 1 {
-            throw DecodingError.dataCorrupted(.init(codingPath: [CodingKeys.contextLength], debugDescription: "must be positive, found \(contextLength)"))
+        if let contextLength, !(1...SizeLimits.tokens).contains(contextLength) {
+            throw DecodingError.dataCorrupted(.init(codingPath: [CodingKeys.contextLength],
+                                                    debugDescription: "must be positive and at most \(SizeLimits.tokens), found \(contextLength)"))
         }
         if case .object = config {} else {
             throw DecodingError.dataCorrupted(.init(codingPath: [CodingKeys.config], debugDescription: "expected an object"))

@@ -83,11 +83,14 @@ public struct MemoryPlan: Codable, Sendable {
 public enum PlanError: LocalizedError {
     case unsettledWidth(connector: String)
     case badContext(Int)
+    case contextBeyondModel(context: Int, model: String, limit: Int)
     public var errorDescription: String? {
         switch self {
         case let .unsettledWidth(connector):
             return "connector '\(connector)' has width \"auto\": plan an assembly that uses it, which settles its widths"
         case let .badContext(n): return "--context must be positive, found \(n)"
+        case let .contextBeyondModel(context, model, limit):
+            return "--context \(context) is longer than language model '\(model)' can attend over (its context length is \(limit))"
         }
     }
 }
@@ -144,6 +147,9 @@ public struct Planner: Sendable {
     func plan(subject: String, built: [any Component], languageModel lm: (any LanguageModel)?,
               extraActivations: [Int], context: Int?) throws -> MemoryPlan {
         if let context, context < 1 { throw PlanError.badContext(context) }
+        if let context, let lm, context > lm.contextLength {
+            throw PlanError.contextBeyondModel(context: context, model: lm.id, limit: lm.contextLength)
+        }
         let parts = built.map {
             MemoryPlan.Part(id: $0.id, kind: $0.manifest.kind.rawValue, family: $0.manifest.family, parameters: $0.parameterCount)
         }

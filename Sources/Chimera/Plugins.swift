@@ -195,7 +195,13 @@ final class PluginInstance: @unchecked Sendable {
             throw PluginError.badOutput(plugin: library.name, family: familyName, call: "describe", detail: "no JSON object")
         }
         contract = object
-        let count = object["parameters"]?.intValue ?? 0
+        // A count the ABI's int64 index can reach and a plugin could plausibly hold.
+        let count = object["parameters"].map { $0.intValue ?? -1 } ?? 0
+        guard (0...(1 << 20)).contains(count) else {
+            family.destroy(handle)
+            throw PluginError.badOutput(plugin: library.name, family: familyName, call: "describe",
+                                        detail: "\"parameters\" must be a count of 0...\(1 << 20) tensors (found \(object["parameters"]!))")
+        }
         if count > 0, let parameter = family.parameter {
             for i in 0..<count {
                 var name: UnsafePointer<CChar>?
@@ -212,10 +218,11 @@ final class PluginInstance: @unchecked Sendable {
 
     deinit { family.destroy(handle) }
 
+    /// A positive count from the description, at most Int32.max (the ABI passes layer indices as int32).
     func integer(_ key: String) throws -> Int {
-        guard let n = contract[key]?.intValue, n > 0 else {
+        guard let n = contract[key]?.intValue, n > 0, n <= Int(Int32.max) else {
             throw PluginError.badOutput(plugin: library.name, family: familyName, call: "describe",
-                                        detail: "no positive integer \"\(key)\" (found \(contract[key].map { "\($0)" } ?? "nothing"))")
+                                        detail: "no positive integer \"\(key)\" up to \(Int32.max) (found \(contract[key].map { "\($0)" } ?? "nothing"))")
         }
         return n
     }
@@ -291,8 +298,9 @@ final class PluginEncoder: ModalityEncoder, @unchecked Sendable {
         self.instance = instance
         hiddenStateCount = try instance.integer("hidden_states")
         guard case let .object(o)? = instance.contract["output"], let width = o["width"]?.intValue, let tokens = o["tokens"]?.intValue,
-              width > 0, tokens > 0 else {
-            throw PluginError.badOutput(plugin: instance.library.name, family: instance.familyName, call: "describe", detail: "no \"output\": {width, tokens}")
+              (1...SizeLimits.width).contains(width), (1...SizeLimits.tokens).contains(tokens) else {
+            throw PluginError.badOutput(plugin: instance.library.name, family: instance.familyName, call: "describe",
+                                        detail: "no \"output\": {width up to \(SizeLimits.width), tokens up to \(SizeLimits.tokens)}")
         }
         output = TokenContract(width: width, tokens: tokens)
         if let declared = instance.manifest.output, declared.width != width || declared.tokens != tokens {

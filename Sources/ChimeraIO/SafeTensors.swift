@@ -13,6 +13,7 @@ public enum WeightError: LocalizedError, Equatable {
     case wrongShape(file: String, tensor: String, expected: [Int], found: [Int])
     case unsupportedDType(file: String, tensor: String, dtype: String)
     case badIndex(file: String, reason: String)
+    case tooLarge(tensor: String, shape: [Int], reason: String)
 
     public var errorDescription: String? {
         switch self {
@@ -25,6 +26,7 @@ public enum WeightError: LocalizedError, Equatable {
         case let .unsupportedDType(file, tensor, dtype):
             return "\(file): tensor '\(tensor)' has dtype \(dtype); supported: F32, F16, BF16 (and I8/U8 quantized blocks)"
         case let .badIndex(file, reason): return "\(file): bad safetensors index: \(reason)"
+        case let .tooLarge(tensor, shape, reason): return "tensor '\(tensor)' of shape \(shape) is too large: \(reason)"
         }
     }
 }
@@ -110,10 +112,12 @@ public final class SafeTensorsFile: @unchecked Sendable {
         guard mapping.size >= 8 else {
             throw WeightError.badHeader(file: path, reason: "file is \(mapping.size) bytes, shorter than the 8-byte header length")
         }
-        let headerLength = Int(UInt64(littleEndian: mapping.base.loadUnaligned(as: UInt64.self)))
-        guard headerLength > 0, headerLength <= mapping.size - 8 else {
-            throw WeightError.badHeader(file: path, reason: "header length \(headerLength) exceeds the file size \(mapping.size)")
+        // Compared as read (a garbage length need not fit in an Int).
+        let storedLength = UInt64(littleEndian: mapping.base.loadUnaligned(as: UInt64.self))
+        guard storedLength > 0, storedLength <= UInt64(mapping.size - 8) else {
+            throw WeightError.badHeader(file: path, reason: "header length \(storedLength) exceeds the file size \(mapping.size)")
         }
+        let headerLength = Int(storedLength)
         let headerData = Data(bytes: mapping.base + 8, count: headerLength)
         guard let json = try? JSONSerialization.jsonObject(with: headerData), let header = json as? [String: Any] else {
             throw WeightError.badHeader(file: path, reason: "the \(headerLength)-byte header is not a JSON object")
@@ -133,12 +137,11 @@ public final class SafeTensorsFile: @unchecked Sendable {
             guard let dtypeName = entry["dtype"] as? String else {
                 throw WeightError.badTensorEntry(file: path, tensor: name, reason: "missing 'dtype'")
             }
-            guard let shape = (entry["shape"] as? [Any])?.compactMap({ ($0 as? NSNumber)?.intValue }),
+            guard let shape = (entry["shape"] as? [Any])?.compactMap(Self.integer),
                   shape.count == (entry["shape"] as? [Any])?.count, shape.allSatisfy({ $0 >= 0 }) else {
                 throw WeightError.badTensorEntry(file: path, tensor: name, reason: "'shape' is not a list of non-negative integers")
             }
-            guard let offsets = (entry["data_offsets"] as? [Any])?.compactMap({ ($0 as? NSNumber)?.intValue }),
-                  offsets.count == 2 else {
+            guard let offsets = (entry["data_offsets"] as? [Any])?.compactMap(Self.integer), offsets.count == 2 else {
                 throw WeightError.badTensorEntry(file: path, tensor: name, reason: "'data_offsets' is not a pair of integers")
             }
             let (begin, end) = (offsets[0], offsets[1])
@@ -153,11 +156,14 @@ public final class SafeTensorsFile: @unchecked Sendable {
                 unsupported[name] = dtypeName
                 continue
             }
-            let expectedBytes = shape.reduce(1, *) * dtype.byteSize
-            guard end - begin == expectedBytes else {
+            // Checked: a garbage shape must not overflow (and no data section holds more than Int.max bytes).
+            let expectedBytes = shape.reduce(dtype.byteSize as Int?) { bytes, d in
+                bytes.flatMap { b in let (p, overflow) = b.multipliedReportingOverflow(by: d); return overflow ? nil : p }
+            }
+            guard let expectedBytes, end - begin == expectedBytes else {
                 throw WeightError.badTensorEntry(
                     file: path, tensor: name,
-                    reason: "\(end - begin) bytes of data for shape \(shape) in \(dtypeName), expected \(expectedBytes)")
+                    reason: "\(end - begin) bytes of data for shape \(shape) in \(dtypeName), expected \(expectedBytes.map(String.init) ?? "more than any file holds")")
             }
             tensors[name] = TensorInfo(name: name, dtype: dtype, shape: shape, byteOffset: dataStart + begin, byteCount: expectedBytes)
         }
@@ -166,6 +172,14 @@ public final class SafeTensorsFile: @unchecked Sendable {
     }
 
     private var unsupported: [String: String] = [:]
+
+    /// A header integer: nil for fractions and for numbers outside Int's range, which
+    /// NSNumber.intValue would truncate or clamp (1.5 read as 1, 1e30 as Int.min).
+    private static func integer(_ value: Any) -> Int? {
+        guard let number = value as? NSNumber else { return nil }
+        if let exact = Int(exactly: number.int64Value), Double(exact) == number.doubleValue { return exact }
+        return Int(exactly: number.doubleValue)
+    }
 
     /// Loads a tensor as float32.
     public func tensor(_ name: String) throws -> Tensor {

@@ -9,10 +9,12 @@ import Foundation
 /// Sets the BLAS thread count once, from CHIMERA_THREADS or the core count.
 public enum ComputeThreads {
     nonisolated(unsafe) private static var configured = false
+    public static let most = 1024
     public static func configure(_ count: Int? = nil) {
         if configured && count == nil { return }
         let env = ProcessInfo.processInfo.environment["CHIMERA_THREADS"].flatMap(Int.init)
-        let n = max(1, count ?? env ?? ProcessInfo.processInfo.activeProcessorCount)
+        // At most `most` (BLAS and the kernels' pool take an int32, and no machine here has more cores).
+        let n = min(most, max(1, count ?? env ?? ProcessInfo.processInfo.activeProcessorCount))
         openblas_set_num_threads(Int32(n))
         configured = true
     }

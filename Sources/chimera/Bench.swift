@@ -29,6 +29,9 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         do {
+            if let threads, !(1...ComputeThreads.most).contains(threads) {
+                throw ValidationError("--threads must be 1...\(ComputeThreads.most), found \(threads)")
+            }
             ComputeThreads.configure(threads)
             var format: WeightFormat?
             if let dtype {

@@ -45,6 +45,15 @@ enum ManifestFixtures {
         return m
     }
 
+    /// `relocatable(id)` with its config changed by `change`.
+    static func relocatable(_ id: String, config change: (inout [String: Any]) throws -> Void) throws -> [String: Any] {
+        var m = try relocatable(id)
+        var config = try #require(m["config"] as? [String: Any])
+        try change(&config)
+        m["config"] = config
+        return m
+    }
+
     @discardableResult
     static func write(_ object: [String: Any], to folder: URL, name: String) throws -> URL {
         let url = folder.appendingPathComponent(name)
@@ -460,12 +469,7 @@ extension ManifestTests {
             ("patch_size", 80, "config.patch_size: image_size 64 is smaller than patch_size 80"),
         ])
         func clipConfigErrors(field: String, value: Int, expected: String) throws {
-            let folder = try F.temporaryFolder()
-            var m = try F.relocatable(F.encoderID)
-            var config = try #require(m["config"] as? [String: Any])
-            config[field] = value
-            m["config"] = config
-            let manifest = try F.component(m, in: folder)
+            let manifest = try F.component(try F.relocatable(F.encoderID) { $0[field] = value }, in: try F.temporaryFolder())
             let text = try makeChecker().problems(of: manifest).map(\.description).joined()
             #expect(text.contains(expected), "\(text)")
         }

@@ -353,7 +353,7 @@ import Testing
         #expect {
             try long.run(name: "tiny", encoder: nil, languageModel: llm)
         } throws: { error in
-            (error as? LocalizedError)?.errorDescription?.contains("480 prompt tokens + 32 decoded + 8 paired with the bandwidth probes = 520 positions, more than") == true
+            (error as? LocalizedError)?.errorDescription?.contains("480 prompt tokens + 32 decoded + 8 paired with the bandwidth probes need more positions than") == true
         }
     }
 }

@@ -17,7 +17,8 @@ public struct LDPv2Config: Codable, Sendable, ConnectorTokenMapping {
         try rejectUnknown(decoder, CodingKeys.self)
         let c = try decoder.container(keyedBy: CodingKeys.self)
         grid = try c.decodeIfPresent([Int].self, forKey: .grid) ?? [12, 12]
-        try require(grid.count == 2 && grid.allSatisfy { $0 > 0 }, CodingKeys.grid, "must be two positive sizes [rows, columns], found \(grid)")
+        try require(grid.count == 2 && grid.allSatisfy { $0 > 0 } && grid.reduce(1) { $0 * min($1, SizeLimits.tokens) } <= SizeLimits.tokens,
+                    CodingKeys.grid, "must be two positive sizes [rows, columns] of at most \(SizeLimits.tokens) tokens, found \(grid)")
     }
 
     /// Any square grid can be pooled (adaptive pooling also widens a smaller one).

@@ -24,7 +24,7 @@ public struct MLPConnectorConfig: Codable, Sendable {
         layerNames = try c.decodeIfPresent([String].self, forKey: .layerNames)
         depth = try c.decodeIfPresent(Int.self, forKey: .depth) ?? layerNames?.count ?? 2
         activation = try c.decodeIfPresent(String.self, forKey: .activation) ?? "gelu"
-        try require(depth >= 1, CodingKeys.depth, "depth must be at least 1, found \(depth)")
+        try require(depth >= 1 && depth <= 64, CodingKeys.depth, "depth must be 1...64, found \(depth)")
         try require(Activation(configName: activation) != nil, CodingKeys.activation, "unsupported activation '\(activation)'")
         try require(layerNames == nil || layerNames!.count == depth, CodingKeys.layerNames,
                     "\(layerNames?.count ?? 0) names for \(depth) layers")

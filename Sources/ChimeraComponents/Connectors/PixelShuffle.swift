@@ -17,7 +17,8 @@ public struct PixelShuffleConfig: Codable, Sendable, ConnectorTokenMapping {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         factor = try c.decode(Int.self, forKey: .factor)
         bias = try c.decodeIfPresent(Bool.self, forKey: .bias) ?? false
-        try require(factor > 0, CodingKeys.factor, "must be positive, found \(factor)")
+        // factor² tokens become one: more than 64 × 64 would leave nothing of any encoder's grid.
+        try require(factor > 0 && factor <= 64, CodingKeys.factor, "must be positive and at most 64, found \(factor)")
     }
 
     /// Why `tokens` cannot be shuffled, nil when they can.

@@ -31,8 +31,10 @@ public struct ResamplerConfig: Codable, Sendable, ConnectorTokenMapping {
         dimHead = try c.decodeIfPresent(Int.self, forKey: .dimHead) ?? 64
         ffMult = try c.decodeIfPresent(Int.self, forKey: .ffMult) ?? 4
         layerNormEps = try c.decodeIfPresent(Float.self, forKey: .layerNormEps) ?? 1e-5
-        for (value, key) in [(numQueries, CodingKeys.numQueries), (layers, .layers), (heads, .heads), (dimHead, .dimHead), (ffMult, .ffMult)] {
-            try require(value > 0, key, "must be positive, found \(value)")
+        // Bounded so that heads × dim_head and ff_mult × width stay sizes a machine can hold.
+        for (value, key, most) in [(numQueries, CodingKeys.numQueries, SizeLimits.tokens), (layers, .layers, 1 << 10), (heads, .heads, 1 << 10),
+                                   (dimHead, .dimHead, 1 << 12), (ffMult, .ffMult, 64)] {
+            try require(value > 0 && value <= most, key, "must be positive and at most \(most), found \(value)")
         }
     }
 

@@ -99,9 +99,13 @@ public struct DecoderShape: Decodable, Sendable {
         vocabSize = try c.decode(Int.self, forKey: .vocabSize)
         ropeTheta = try c.decodeIfPresent(Float.self, forKey: .ropeTheta) ?? 10000
         tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings) ?? defaultTied
-        for (value, key) in [(hiddenSize, CodingKeys.hiddenSize), (intermediateSize, .intermediateSize), (layers, .layers),
-                             (heads, .heads), (kvHeads, .kvHeads), (headDim ?? 1, .headDim), (vocabSize, .vocabSize)] {
+        // Bounds far above any small model's, so that a garbage size is refused here rather than
+        // overflowing a product of sizes or asking for terabytes later.
+        for (value, key, most) in [(hiddenSize, CodingKeys.hiddenSize, SizeLimits.width), (intermediateSize, .intermediateSize, 1 << 18),
+                                   (layers, .layers, 1 << 10), (heads, .heads, 1 << 10), (kvHeads, .kvHeads, 1 << 10),
+                                   (headDim ?? 1, .headDim, 1 << 12), (vocabSize, .vocabSize, 1 << 22)] {
             try require(value > 0, key, "must be positive, found \(value)")
+            try require(value <= most, key, "must be at most \(most), found \(value)")
         }
         try require(ropeTheta > 0, CodingKeys.ropeTheta, "must be positive, found \(ropeTheta)")
         try require(heads % kvHeads == 0, CodingKeys.kvHeads, "heads \(heads) must be a multiple of kv_heads \(kvHeads)")
@@ -122,8 +126,11 @@ public struct DecoderShape: Decodable, Sendable {
 
     /// The architecture fields that follow from the shape alone; the family sets the rest.
     func architecture(norm: DecoderArchitecture.Norm, normEps: Float, mlp: DecoderArchitecture.MLP,
-                      residual: DecoderArchitecture.Residual = .sequential, rotaryDim: Int? = nil) -> DecoderArchitecture {
-        DecoderArchitecture(
+                      residual: DecoderArchitecture.Residual = .sequential, rotaryDim: Int? = nil) throws -> DecoderArchitecture {
+        // Rotary embeddings turn pairs of dimensions: a whole head rotates unless the family rotates part of it.
+        try require(rotaryDim != nil || resolvedHeadDim % 2 == 0, headDim == nil ? CodingKeys.heads : .headDim,
+                    "gives heads of \(resolvedHeadDim) dimensions; rotary embeddings need an even number")
+        return DecoderArchitecture(
             hiddenSize: hiddenSize, intermediateSize: intermediateSize, layers: layers, heads: heads, kvHeads: kvHeads,
             headDim: resolvedHeadDim, vocabSize: vocabSize, norm: norm, normEps: normEps, qkvBias: false, outputBias: false,
             qkNorm: false, residual: residual, mlp: mlp, mlpBias: false, rotaryDim: rotaryDim ?? resolvedHeadDim,

@@ -31,7 +31,7 @@ public struct GemmaConfig: DecoderFamilyConfig {
     }
 
     public func architecture(for manifest: ComponentManifest) throws -> DecoderArchitecture {
-        var a = shape.architecture(norm: .rms(weightOffset: 1), normEps: rmsNormEps, mlp: .gated(try activation(hiddenAct, CodingKeys.hiddenAct)))
+        var a = try shape.architecture(norm: .rms(weightOffset: 1), normEps: rmsNormEps, mlp: .gated(try activation(hiddenAct, CodingKeys.hiddenAct)))
         a.qkvBias = attentionBias
         a.outputBias = attentionBias
         // transformers makes the normalizer a tensor of the hidden states' dtype: float32 here.

@@ -26,7 +26,7 @@ public struct LlamaConfig: DecoderFamilyConfig {
     }
 
     public func architecture(for manifest: ComponentManifest) throws -> DecoderArchitecture {
-        var a = shape.architecture(norm: .rms(weightOffset: 0), normEps: rmsNormEps, mlp: .gated(try activation(hiddenAct, CodingKeys.hiddenAct)))
+        var a = try shape.architecture(norm: .rms(weightOffset: 0), normEps: rmsNormEps, mlp: .gated(try activation(hiddenAct, CodingKeys.hiddenAct)))
         a.qkvBias = attentionBias
         a.outputBias = attentionBias
         a.mlpBias = mlpBias

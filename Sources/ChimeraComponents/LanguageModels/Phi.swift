@@ -33,7 +33,7 @@ public struct PhiConfig: DecoderFamilyConfig {
     }
 
     public func architecture(for manifest: ComponentManifest) throws -> DecoderArchitecture {
-        var a = shape.architecture(norm: .layer, normEps: layerNormEps, mlp: .plain(try activation(hiddenAct, CodingKeys.hiddenAct)),
+        var a = try shape.architecture(norm: .layer, normEps: layerNormEps, mlp: .plain(try activation(hiddenAct, CodingKeys.hiddenAct)),
                                    residual: .parallel,
                                    rotaryDim: try shape.rotaryDim(factor: partialRotaryFactor, key: CodingKeys.partialRotaryFactor))
         a.qkvBias = true

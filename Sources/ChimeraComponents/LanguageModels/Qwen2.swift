@@ -32,7 +32,7 @@ public struct Qwen2Config: DecoderFamilyConfig {
             throw ManifestError.invalid(file: manifest.origin, detail:
                 "config.sliding_window: sliding-window attention (window \(window) < context_length \(context)) is not implemented; set context_length to at most \(window)")
         }
-        var a = shape.architecture(norm: .rms(weightOffset: 0), normEps: rmsNormEps, mlp: .gated(try activation(hiddenAct, CodingKeys.hiddenAct)))
+        var a = try shape.architecture(norm: .rms(weightOffset: 0), normEps: rmsNormEps, mlp: .gated(try activation(hiddenAct, CodingKeys.hiddenAct)))
         a.qkvBias = true
         return a
     }

@@ -36,7 +36,7 @@ public struct StableLMConfig: DecoderFamilyConfig {
     }
 
     public func architecture(for manifest: ComponentManifest) throws -> DecoderArchitecture {
-        var a = shape.architecture(norm: .layer, normEps: layerNormEps, mlp: .gated(try activation(hiddenAct, CodingKeys.hiddenAct)),
+        var a = try shape.architecture(norm: .layer, normEps: layerNormEps, mlp: .gated(try activation(hiddenAct, CodingKeys.hiddenAct)),
                                    residual: useParallelResidual ? .parallel : .sequential,
                                    rotaryDim: try shape.rotaryDim(factor: partialRotaryFactor, key: CodingKeys.partialRotaryFactor))
         a.qkvBias = useQKVBias

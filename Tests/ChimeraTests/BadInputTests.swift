@@ -1,0 +1,192 @@
+@testable import ChimeraComponents
+import ChimeraIO
+import Foundation
+import Testing
+@testable import Chimera
+
+private typealias F = ManifestFixtures
+
+/// Sizes and counts from files, plugins and options that are out of any sensible range: each must be
+/// a clear error, not an integer overflow, an out-of-range index or an allocation that kills the
+/// process (every case here trapped before).
+@Suite struct BadInputTests {
+    static func message(_ body: () throws -> Void) -> String {
+        do { try body(); Issue.record("accepted"); return "" } catch { return F.message(error) }
+    }
+
+    @Test func jsonIntegersOutsideIntAreNotIntegers() {
+        #expect(JSONValue.number(1e20).intValue == nil)
+        #expect(JSONValue.number(-1e300).intValue == nil)
+        #expect(JSONValue.number(2.5).intValue == nil)
+        #expect(JSONValue.number(4096).intValue == 4096)
+    }
+
+    @Test func listingAManifestWithAGarbageWidthStillLists() throws {
+        // `list` and `compat` read a language model's width loosely, through intValue.
+        let folder = try F.temporaryFolder()
+        var m = try F.relocatable(F.llmID) { $0["hidden_size"] = 1e20 }
+        m["id"] = "garbage-width-llm"
+        try F.write(m, to: folder, name: "garbage.component.json")
+        let r = try CLI.run(["list", "--kind", "language_model", "--manifests", folder.path])
+        #expect(r.status == 0 && r.stdout.contains("garbage-width-llm"), "\(r.all)")
+    }
+
+    // MARK: safetensors headers
+
+    /// A file of an 8-byte header length, `header` and `data`.
+    static func safetensors(length: UInt64? = nil, header: String, data: Int = 16) throws -> String {
+        var bytes = Data()
+        withUnsafeBytes(of: (length ?? UInt64(header.utf8.count)).littleEndian) { bytes.append(contentsOf: $0) }
+        bytes.append(contentsOf: Array(header.utf8))
+        bytes.append(Data(count: data))
+        let path = temporaryDirectory().appendingPathComponent("w.safetensors").path
+        try bytes.write(to: URL(fileURLWithPath: path))
+        return path
+    }
+
+    @Test func aHeaderLengthBeyondIntIsACorruptHeader() throws {
+        let path = try Self.safetensors(length: 0xFFFF_FFFF_FFFF_FFF0, header: "{}")
+        let message = Self.message { _ = try SafeTensorsFile(path: path) }
+        #expect(message.contains("corrupt safetensors header") && message.contains("header length 18446744073709551600"), "\(message)")
+    }
+
+    @Test(arguments: [
+        (#"{"w": {"dtype": "F32", "shape": [1099511627776, 1099511627776], "data_offsets": [0, 16]}}"#, "expected more than any file holds"),
+        (#"{"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 1e30]}}"#, "'data_offsets' is not a pair of integers"),
+        (#"{"w": {"dtype": "F32", "shape": [1.5], "data_offsets": [0, 4]}}"#, "'shape' is not a list of non-negative integers"),
+    ])
+    func garbageTensorEntriesAreNamed(header: String, expected: String) throws {
+        let path = try Self.safetensors(header: header)
+        let message = Self.message { _ = try SafeTensorsFile(path: path) }
+        #expect(message.contains("tensor 'w'") && message.contains(expected), "\(message)")
+    }
+
+    // MARK: manifests' sizes
+
+    /// The error building the default language model (shapes only) with its config changed by `change`.
+    static func languageModelRefusal(_ change: (inout [String: Any]) -> Void) throws -> String {
+        let manifest = try F.component(try F.relocatable(F.llmID, config: change), in: try F.temporaryFolder())
+        return message { _ = try BuiltinFamilies.registry().build(manifest, substitute: .shapesOnly) }
+    }
+
+    @Test(arguments: [
+        ("hidden_size", 100_000_000, "config.hidden_size: must be at most 65536"),
+        ("vocab_size", 1e15, "config.vocab_size: must be at most 4194304"),
+        ("layers", 1_099_511_627_776, "config.layers: must be at most 1024"),
+    ])
+    func languageModelSizesAreBounded(field: String, value: Double, expected: String) throws {
+        let message = try Self.languageModelRefusal { $0[field] = value }
+        #expect(message.contains(expected), "\(message)")
+    }
+
+    @Test func anOddHeadDimensionCannotRotate() throws {
+        let message = try Self.languageModelRefusal { $0["head_dim"] = 15 }
+        #expect(message.contains("head_dim") && message.contains("heads of 15 dimensions; rotary embeddings need an even number"), "\(message)")
+    }
+
+    @Test func aSyntheticTensorTooLargeToPlanIsNamed() throws {
+        // Within every bound on its own, the embedding table is 2^16 × 2^22 elements.
+        let message = try Self.languageModelRefusal { config in
+            config["hidden_size"] = 1 << 16; config["vocab_size"] = 1 << 22; config["head_dim"] = 64
+        }
+        #expect(message.contains("tensor 'model.language_model.embed_tokens.weight' of shape [4194304, 65536] is too large"), "\(message)")
+    }
+
+    @Test func contextLengthIsBounded() throws {
+        let message = try F.refusal(of: F.llmID) { $0["context_length"] = 1 << 40 }
+        #expect(message.contains("context_length: must be positive and at most 16777216"), "\(message)")
+    }
+
+    @Test func encoderOutputTokensAreBounded() throws {
+        let message = try F.refusal(of: F.encoderID) { m in
+            var output = try #require(m["output"] as? [String: Any])
+            output["tokens"] = 5_000_000_000_000_000_000 as Int
+            m["output"] = output
+        }
+        #expect(message.contains("output.tokens: must be positive and at most 16777216"), "\(message)")
+    }
+
+    @Test func connectorWidthsAreBounded() throws {
+        let message = try F.refusal(of: F.connectorID) { $0["input_width"] = 1 << 40 }
+        #expect(message.contains("input_width: expected a positive integer or \"auto\" (integers up to 65536)"), "\(message)")
+    }
+
+    @Test(arguments: [
+        ("ldpv2", #"{"grid": [4294967296, 4294967296]}"#, "grid: must be two positive sizes"),
+        ("pixel-shuffle", #"{"factor": 4294967296}"#, "factor: must be positive and at most 64"),
+        ("resampler", #"{"num_queries": 64, "layers": 1000000000}"#, "layers: must be positive and at most 1024"),
+        ("mlp", #"{"depth": 1099511627776}"#, "depth must be 1...64"),
+    ])
+    func connectorConfigsAreBounded(family: String, config: String, expected: String) throws {
+        let folder = try F.temporaryFolder()
+        var m = try F.shipped(F.connectorID)
+        m["family"] = family
+        m["config"] = try JSONSerialization.jsonObject(with: Data(config.utf8))
+        m["weights"] = nil
+        let manifest = try F.component(m, in: folder)
+        let message = Self.message {
+            _ = try BuiltinFamilies.registry().build(manifest, inputWidth: 64, outputWidth: 128, substitute: .shapesOnly)
+        }
+        #expect(message.contains(expected), "\(message)")
+    }
+
+    // MARK: options
+
+    @Test func planningBeyondTheModelsContextIsRefused() throws {
+        let message = Self.message { _ = try PlannerTests.planner().plan("tinyllama-1.1b-chat", context: 9_999_999_999) }
+        #expect(message.contains("--context 9999999999 is longer than language model 'tinyllama-1.1b-chat' can attend over (its context length is 2048)"),
+                "\(message)")
+    }
+
+    @Test func aHugeMaxTokensIsTooLongNotAnOverflow() throws {
+        let r = try CLI.run(["generate", "--prompt", "hi", "--max-tokens", "9223372036854775807"])
+        #expect(r.status != 0 && r.stderr.contains("new tokens it needs more positions than the context length of 512 (at most"), "\(r.all)")
+    }
+
+    @Test(arguments: [["--threads", "3000000000"], ["--threads", "0"]])
+    func benchThreadsAreBounded(arguments: [String]) throws {
+        let r = try CLI.run(["bench", "--synthetic", "tiny", "--no-bandwidth"] + arguments)
+        #expect(r.status != 0 && r.stderr.contains("--threads must be 1...1024"), "\(r.all)")
+    }
+
+    @Test func aHugeDecodeCountIsBeyondTheContext() throws {
+        let r = try CLI.run(["bench", "--synthetic", "tiny", "--no-encoder", "--decode-tokens", "9223372036854775807"])
+        #expect(r.status != 0 && r.stderr.contains("decoded + 8 paired with the bandwidth probes need more positions than"), "\(r.all)")
+    }
+
+    // MARK: tokenizers that disagree with the prompt
+
+    /// A copy of the default model (its ids renamed, the built-in ones stay) whose tokenizer is
+    /// changed by `change`.
+    static func defaultModel(tokenizer change: (inout [String: Any]) -> Void) throws -> URL {
+        let folder = try F.temporaryFolder().appendingPathComponent("default")
+        try FileManager.default.copyItem(at: F.defaults, to: folder)
+        for name in try FileManager.default.contentsOfDirectory(atPath: folder.path) where name.hasSuffix(".json") {
+            let url = folder.appendingPathComponent(name)
+            try String(contentsOf: url, encoding: .utf8).replacingOccurrences(of: F.assemblyID, with: "retokenized")
+                .write(to: url, atomically: true, encoding: .utf8)
+        }
+        let url = folder.appendingPathComponent("checkpoint/tokenizer.json")
+        var tokenizer = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
+        change(&tokenizer)
+        try JSONSerialization.data(withJSONObject: tokenizer).write(to: url)
+        return folder.appendingPathComponent("\(F.assemblyID).assembly.json")
+    }
+
+    @Test func aBOSWithThePlaceholdersIDIsRefused() throws {
+        let assembly = try Self.defaultModel { t in
+            t["post_processor"] = ["type": "TemplateProcessing", "single": [["SpecialToken": ["id": "<s>", "type_id": 0]], ["Sequence": ["id": "A", "type_id": 0]]],
+                                   "pair": [["Sequence": ["id": "A", "type_id": 0]]],
+                                   "special_tokens": ["<s>": ["id": "<s>", "ids": [613], "tokens": ["<image>"]]]]
+        }
+        let image = F.defaults.appendingPathComponent("checkpoint/sample.png").path
+        let r = try CLI.run(["generate", "--assembly", assembly.path, "--image", image, "--prompt", "USER: <image> hi"])
+        #expect(r.status != 0 && r.stderr.contains("the tokenized prompt holds more <image> tokens (id 613) than its 1 placeholder"), "\(r.all)")
+    }
+
+    @Test func anEmptyPromptWithoutBOSIsRefused() throws {
+        let assembly = try Self.defaultModel { $0["post_processor"] = NSNull() }
+        let r = try CLI.run(["generate", "--assembly", assembly.path, "--prompt", ""])
+        #expect(r.status != 0 && r.stderr.contains("the prompt is empty"), "\(r.all)")
+    }
+}

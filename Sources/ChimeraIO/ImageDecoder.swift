@@ -82,6 +82,8 @@ public enum ImageError: LocalizedError, Equatable {
     case corrupt(file: String, format: String, message: String)
     /// A well-formed image in a mode we do not handle (e.g. CMYK JPEG) or too large.
     case unsupportedMode(file: String, format: String, message: String)
+    /// A decoded image whose preprocessing (padding, resizing) would build an absurdly large image.
+    case tooLargeToPreprocess(file: String, width: Int, height: Int, reason: String)
 
     public var errorDescription: String? {
         switch self {
@@ -95,6 +97,8 @@ public enum ImageError: LocalizedError, Equatable {
             return "Image file '\(file)' is a truncated or corrupt \(format): \(message)"
         case let .unsupportedMode(file, format, message):
             return "Image file '\(file)' is an unsupported \(format): \(message)"
+        case let .tooLargeToPreprocess(file, width, height, reason):
+            return "Image file '\(file)' (\(width)x\(height)) cannot be preprocessed: \(reason)"
         }
     }
 
@@ -102,7 +106,7 @@ public enum ImageError: LocalizedError, Equatable {
     public var file: String {
         switch self {
         case let .unreadableFile(file, _), let .emptyFile(file), let .unknownFormat(file, _),
-             let .corrupt(file, _, _), let .unsupportedMode(file, _, _):
+             let .corrupt(file, _, _), let .unsupportedMode(file, _, _), let .tooLargeToPreprocess(file, _, _, _):
             return file
         }
     }

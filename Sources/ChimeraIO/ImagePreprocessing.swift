@@ -94,9 +94,16 @@ public struct ImagePreprocessing: Codable, Sendable, Equatable {
         try c.encode(padToSquare, forKey: .padToSquare)
     }
 
-    private func validate(_ makeError: (String) -> Error) throws {
-        if size <= 0 { throw makeError("size must be positive, got \(size)") }
-        if let cropSize, cropSize <= 0 { throw makeError("crop_size must be positive, got \(cropSize)") }
+    /// The largest `size` / `crop_size` (and a ViT's image_size): far above any real encoder, small
+    /// enough that sizes multiplied together cannot overflow.
+    public static let maxSide = 8192
+
+    func validate(_ makeError: (String) -> Error) throws {
+        for (name, value) in [("size", size as Int?), ("crop_size", cropSize)] {
+            if let value, !(1...Self.maxSide).contains(value) {
+                throw makeError("\(name) must be between 1 and \(Self.maxSide), got \(value)")
+            }
+        }
         if mean.count != 3 { throw makeError("mean must have 3 values, got \(mean.count)") }
         if std.count != 3 { throw makeError("std must have 3 values, got \(std.count)") }
         if std.contains(where: { $0 == 0 || !$0.isFinite }) { throw makeError("std values must be finite and non-zero") }
@@ -125,6 +132,33 @@ public struct ImagePreprocessing: Codable, Sendable, Equatable {
         let r = resizedSize(width: w, height: h)
         if let cropSize { return [3, cropSize, cropSize] }
         return [3, r.height, r.width]
+    }
+
+    /// The side of the square every image comes out as, nil when the output follows the image's
+    /// aspect ratio (shortest_edge resize with neither crop nor padding).
+    public var squareSide: Int? { cropSize ?? (resize == .exact || padToSquare ? size : nil) }
+
+    /// The most pixels a padded or resized image may hold: as many as ImageDecoder accepts
+    /// (CIC_MAX_PIXELS in codecs.c).
+    public static let maxIntermediatePixels = 1 << 28
+
+    /// Refuses an image whose padded square or resized form would exceed `maxIntermediatePixels`:
+    /// the whole resized image is built before the crop, so a 1 x 65535 strip with shortest edge
+    /// 336 would need 336 x 22 million pixels (22 GB).
+    public func checkIntermediateSize(width: Int, height: Int, file: String) throws {
+        func refuse(_ step: String, _ w: Int, _ h: Int) -> ImageError {
+            .tooLargeToPreprocess(file: file, width: width, height: height,
+                                  reason: "\(step) gives \(w)x\(h), more than the \(Self.maxIntermediatePixels) pixels supported")
+        }
+        var (w, h) = (width, height)
+        if padToSquare {
+            w = max(w, h); h = w
+            if Double(w) * Double(h) > Double(Self.maxIntermediatePixels) { throw refuse("padding to a square", w, h) }
+        }
+        let r = resizedSize(width: w, height: h)
+        if Double(r.width) * Double(r.height) > Double(Self.maxIntermediatePixels) {
+            throw refuse("resizing to \(resize.rawValue) \(size)", r.width, r.height)
+        }
     }
 
     // MARK: Pipeline

@@ -128,7 +128,6 @@ extension ImagePreprocessing {
         } else {
             throw invalid("'size' must be an integer or an object")
         }
-        guard size > 0 else { throw invalid("'size' must be positive") }
 
         // Crop.
         var cropSize: Int? = nil
@@ -145,7 +144,6 @@ extension ImagePreprocessing {
             } else {
                 throw invalid("'crop_size' must be an integer or {\"height\": H, \"width\": W}")
             }
-            guard cropSize! > 0 else { throw invalid("'crop_size' must be positive") }
         }
 
         // Rescale / normalize.
@@ -166,5 +164,6 @@ extension ImagePreprocessing {
         }
         self.init(resize: resize, size: size, cropSize: cropSize, mean: mean, std: std,
                   rescaleFactor: rescale, padToSquare: false)
+        try validate(invalid)  // the manifest form's checks, size bounds included
     }
 }

@@ -71,6 +71,7 @@ private func message(_ body: () throws -> Any) -> String {
         var so400m = manifest
         so400m.config = try config(["hidden_size": 1152, "layers": 27, "heads": 16, "intermediate_size": 4304,
                                  "image_size": 384, "patch_size": 14])
+        so400m.preprocess?.size = 384  // preprocess must give image_size pixels
         so400m.output = TokenContract(width: 1152, tokens: 729, grid: [27, 27], classToken: false)
         #expect(throws: Never.self) { try families.family(for: so400m).validate(so400m) }
         #expect(CompatibilityChecker.selectedTokens(so400m, select: .patch) == 728)
@@ -248,6 +249,7 @@ private func message(_ body: () throws -> Any) -> String {
         var clip = try base.component(imported.inputs[0].encoder)
         clip.id = "clip-336"; clip.family = "clip-vision"
         clip.config = try config(["hidden_size": 32, "layers": 1, "heads": 4, "intermediate_size": 64, "image_size": 336, "patch_size": 14])
+        clip.preprocess?.size = 336  // preprocess must give image_size pixels
         clip.output = TokenContract(width: 32, tokens: 577, grid: [24, 24])
         var lm = try base.component(imported.languageModel)
         lm.id = "short-llm"; lm.contextLength = 200

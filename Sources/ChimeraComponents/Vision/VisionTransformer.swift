@@ -62,6 +62,9 @@ public struct VisionTransformerConfig<Variant: VisionTransformerVariant>: Codabl
         try require(hiddenSize % heads == 0, CodingKeys.heads, "hidden_size \(hiddenSize) is not divisible by heads \(heads)")
         // Like the stride-patch Conv2d, a remainder of pixels is dropped (SigLIP so400m: 384 / 14 → 27 × 27).
         try require(imageSize >= patchSize, CodingKeys.patchSize, "image_size \(imageSize) is smaller than patch_size \(patchSize)")
+        // Bounded so the token count (gridSide²) and the pixel buffers cannot overflow.
+        try require(imageSize <= ImagePreprocessing.maxSide, CodingKeys.imageSize,
+                    "must be at most \(ImagePreprocessing.maxSide), found \(imageSize)")
         try require(Activation(configName: hiddenAct) != nil, CodingKeys.hiddenAct, "unsupported activation '\(hiddenAct)'")
     }
 
@@ -72,9 +75,11 @@ public struct VisionTransformerConfig<Variant: VisionTransformerVariant>: Codabl
         TokenContract(width: hiddenSize, tokens: tokens, grid: [gridSide, gridSide], classToken: Variant.classToken)
     }
 
-    /// The family's `validate`: the config decodes and the manifest's `output` agrees with it.
+    /// The family's `validate`: the config decodes, the manifest's `output` and `preprocess` agree with it.
     static func validate(_ manifest: ComponentManifest) throws {
-        let expected = try manifest.decodeConfig(Self.self).output
+        let config = try manifest.decodeConfig(Self.self)
+        _ = try config.preprocessing(of: manifest)
+        let expected = config.output
         if let output = manifest.output, output.width != expected.width || output.tokens != expected.tokens {
             throw ManifestError.invalid(file: manifest.origin, detail:
                 "output: {width \(output.width), tokens \(output.tokens)} disagrees with config, which gives {width \(expected.width), tokens \(expected.tokens)}")
@@ -83,6 +88,20 @@ public struct VisionTransformerConfig<Variant: VisionTransformerVariant>: Codabl
             throw ManifestError.invalid(file: manifest.origin, detail:
                 "output.class_token: \(classToken) disagrees with family '\(manifest.family)', which has \(Variant.classToken ? "a" : "no") class token")
         }
+    }
+
+    /// The manifest's preprocess, which must give the image_size x image_size pixels the patch
+    /// embedding takes (else an image would be resized, perhaps to gigabytes, only to be refused).
+    func preprocessing(of manifest: ComponentManifest) throws -> ImagePreprocessing {
+        guard let preprocessing = manifest.preprocess else {
+            throw ManifestError.invalid(file: manifest.origin, detail: "preprocess: required for image encoders")
+        }
+        guard let side = preprocessing.squareSide, side == imageSize else {
+            let found = preprocessing.squareSide.map { "\($0) x \($0)" } ?? "images of any aspect ratio (shortest_edge with neither crop_size nor pad_to_square)"
+            throw ManifestError.invalid(file: manifest.origin, detail:
+                "preprocess: must give \(imageSize) x \(imageSize) pixels (config.image_size), gives \(found)")
+        }
+        return preprocessing
     }
 }
 
@@ -169,10 +188,7 @@ public final class VisionTransformerEncoder<Variant: VisionTransformerVariant>: 
         self.manifest = manifest
         let config = try manifest.decodeConfig(VisionTransformerConfig<Variant>.self)
         self.config = config
-        guard let preprocessing = manifest.preprocess else {
-            throw ManifestError.invalid(file: manifest.origin, detail: "preprocess: required for image encoders")
-        }
-        self.preprocessing = preprocessing
+        self.preprocessing = try config.preprocessing(of: manifest)
         activation = Activation(configName: config.hiddenAct)!
         let h = config.hiddenSize
         patchEmbedding = try PatchEmbedding(w, hidden: h, channels: config.channels, patch: config.patchSize, bias: Variant.patchBias)
@@ -191,6 +207,7 @@ public final class VisionTransformerEncoder<Variant: VisionTransformerVariant>: 
     public func prepareInput(contentsOf url: URL) throws -> Tensor {
         // transformers' convert_to_rgb composites transparent images onto white.
         let image = try ImageDecoder.decode(contentsOf: url)
+        try preprocessing.checkIntermediateSize(width: image.width, height: image.height, file: url.path)
         return preprocessing.pixelValues(image.hasAlpha ? image.compositedOnWhite() : image)
     }
 

@@ -1,0 +1,105 @@
+import ChimeraComponents
+import ChimeraIO
+import Foundation
+import Testing
+@testable import Chimera
+
+private typealias F = ManifestFixtures
+
+/// Image encoder configs, preprocessing and images that once overflowed, divided by zero or asked
+/// for gigabytes: each is refused with a message naming the file, the field, what was expected and what was found.
+@Suite struct BadImageEncoderInputTests {
+    /// The shipped tiny CLIP encoder (image_size 64, patch 16, shortest edge 64 + crop 64), changed.
+    func encoder(_ change: (inout [String: Any]) throws -> Void) throws -> ComponentManifest {
+        var m = try F.relocatable(F.encoderID)
+        try change(&m)
+        return try F.component(m, in: try F.temporaryFolder())
+    }
+
+    func config(_ m: inout [String: Any], _ values: [String: Any]) throws {
+        var config = try #require(m["config"] as? [String: Any])
+        config.merge(values) { $1 }
+        m["config"] = config
+    }
+
+    func preprocess(_ m: inout [String: Any], _ values: [String: Any?]) throws {
+        var preprocess = try #require(m["preprocess"] as? [String: Any])
+        for (key, value) in values { preprocess[key] = value }
+        m["preprocess"] = preprocess
+    }
+
+    /// What `chimera validate` reports and what building the encoder throws.
+    func refusals(_ manifest: ComponentManifest) -> (validate: [String], build: String) {
+        let problems = CompatibilityChecker(catalog: Catalog(), families: BuiltinFamilies.registry()).problems(of: manifest)
+        return (problems.map(\.description), message { _ = try BuiltinFamilies.registry().build(manifest) })
+    }
+
+    @Test func imageSizeAboveTheBoundIsRefusedNotOverflowed() throws {
+        let manifest = try encoder { try config(&$0, ["image_size": 4_294_967_296, "patch_size": 1]) }
+        let (validate, build) = refusals(manifest)
+        for text in validate + [build] {
+            #expect(text.contains(manifest.origin) && text.contains("config.image_size") && text.contains("8192")
+                    && text.contains("4294967296"), "\(text)")
+        }
+        #expect(validate.count == 1)
+    }
+
+    @Test(arguments: [("size", 4_611_686_018_427_387_904), ("crop_size", 3_000_000_000), ("size", 0)])
+    func preprocessSizesAreBoundedWhenDecoded(field: String, value: Int) throws {
+        let text = try F.refusal(of: F.encoderID) { try preprocess(&$0, [field: value]) }
+        #expect(text.contains("preprocess") && text.contains("\(field) must be between 1 and 8192, got \(value)"), "\(text)")
+    }
+
+    @Test func exactResizeToAnotherSizeThanImageSizeIsRefused() throws {
+        let manifest = try encoder { try preprocess(&$0, ["resize": "exact", "size": 3000, "crop_size": nil]) }
+        let (validate, build) = refusals(manifest)
+        for text in validate + [build] {
+            #expect(text.contains(manifest.origin) && text.contains("preprocess: must give 64 x 64 pixels (config.image_size), gives 3000 x 3000"),
+                    "\(text)")
+        }
+        #expect(validate.count == 1)
+    }
+
+    @Test func shortestEdgeWithoutCropIsRefused() throws {
+        let manifest = try encoder { try preprocess(&$0, ["crop_size": nil]) }
+        let (validate, build) = refusals(manifest)
+        for text in validate + [build] {
+            #expect(text.contains("preprocess: must give 64 x 64 pixels") && text.contains("any aspect ratio"), "\(text)")
+        }
+    }
+
+    /// A 1 x 65535 PNG (it decodes: both sides are within the decoder's limits).
+    static let tallPNG = Data(base64Encoded: "iVBORw0KGgoAAAANSUhEUgAAAAEAAP//CAIAAAAt2WGHAAABF0lEQVR4nO3DQQ0AAAwDoUo/6ftMBiSsmqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqrqP0xWFQHnLO5eAAAAAElFTkSuQmCC")!
+
+    /// Shortest edge 336 then a 64 crop: the whole resized strip (336 x 22 million) would be built
+    /// before the crop. Refused before any resizing, naming the image and its size.
+    @Test func anImageWhoseResizeIsAbsurdIsRefused() throws {
+        let manifest = try encoder { try preprocess(&$0, ["size": 336]) }
+        let encoder = try #require(try BuiltinFamilies.registry().build(manifest) as? any ModalityEncoder)
+        let image = try F.temporaryFolder().appendingPathComponent("tall.png")
+        try Self.tallPNG.write(to: image)
+        let text = message { _ = try encoder.prepareInput(contentsOf: image) }
+        #expect(text.contains(image.path) && text.contains("1x65535") && text.contains("shortest_edge 336")
+                && text.contains("336x22019760") && text.contains("268435456 pixels"), "\(text)")
+        // Padding it to a square first would need 65535 x 65535.
+        let padded = try self.encoder { try preprocess(&$0, ["pad_to_square": true]) }
+        let paddedEncoder = try #require(try BuiltinFamilies.registry().build(padded) as? any ModalityEncoder)
+        let paddedText = message { _ = try paddedEncoder.prepareInput(contentsOf: image) }
+        #expect(paddedText.contains(image.path) && paddedText.contains("padding to a square gives 65535x65535"), "\(paddedText)")
+    }
+
+    @Test(arguments: [#"{"shortest_edge": 1000000}"#, #"{"height": 99999999, "width": 99999999}"#])
+    func huggingFaceSizesAreBounded(size: String) {
+        let text = message {
+            _ = try ImagePreprocessing(huggingFaceConfigData: Data(#"{"image_processor_type": "CLIPImageProcessor", "size": \#(size)}"#.utf8),
+                                       name: "x/preprocessor_config.json")
+        }
+        #expect(text.contains("x/preprocessor_config.json") && text.contains("size must be between 1 and 8192, got"), "\(text)")
+    }
+
+    @Test func huggingFaceCropSizeIsBounded() {
+        let json = #"{"image_processor_type": "CLIPImageProcessor", "crop_size": {"height": 500000000, "width": 500000000}}"#
+        let text = message { _ = try ImagePreprocessing(huggingFaceConfigData: Data(json.utf8), name: "x/preprocessor_config.json") }
+        #expect(text.contains("x/preprocessor_config.json") && text.contains("crop_size must be between 1 and 8192, got 500000000"), "\(text)")
+    }
+}

@@ -53,9 +53,12 @@ extension ImagePreprocessing {
         }
         // transformers 5 processor_config.json nests the image processor under "image_processor".
         let json: [String: Any]
-        if top["image_processor_type"] == nil, top["feature_extractor_type"] == nil,
-           let nested = top["image_processor"] as? [String: Any] {
-            json = nested
+        if top["image_processor_type"] == nil, top["feature_extractor_type"] == nil, let nested = top["image_processor"] {
+            guard let object = nested as? [String: Any] else {
+                let found = nested is NSNull ? "null" : nested is String ? "a string" : nested is [Any] ? "a list" : "a number"
+                throw ImagePreprocessingError.invalidConfig(file: name, reason: "'image_processor' must be an object, found \(found)")
+            }
+            json = object
         } else {
             json = top
         }

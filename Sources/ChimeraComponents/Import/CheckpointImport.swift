@@ -213,12 +213,10 @@ public struct CheckpointImporter {
         let direct = file("preprocessor_config.json")
         if FileManager.default.fileExists(atPath: direct.path) { return try ImagePreprocessing(huggingFaceConfig: direct) }
         let processor = file("processor_config.json")
-        if FileManager.default.fileExists(atPath: processor.path) {
-            let object = try readJSON("processor_config.json")
-            if let nested = object["image_processor"] {
-                let data = try JSONSerialization.data(withJSONObject: nested)
-                return try ImagePreprocessing(huggingFaceConfigData: data, name: processor.path + " (image_processor)")
-            }
+        // The whole file is read: ImagePreprocessing takes its nested "image_processor" and
+        // refuses one that is not an object (null, a number...).
+        if FileManager.default.fileExists(atPath: processor.path), try readJSON("processor_config.json")["image_processor"] != nil {
+            return try ImagePreprocessing(huggingFaceConfig: processor)
         }
         throw ImportError.missing(file: direct.path, field: "preprocessor_config.json",
                                   why: "the image preprocessing (size, crop, mean, std) comes from it or from processor_config.json's image_processor")
@@ -240,6 +238,16 @@ public struct CheckpointImporter {
     func int(_ object: [String: Any], _ key: String, _ file: String, _ section: String) throws -> Int {
         guard let value = object[key] as? Int else {
             throw ImportError.missing(file: file, field: "\(section).\(key)", why: "expected an integer")
+        }
+        return value
+    }
+
+    /// An integer field that must lie in `range`.
+    func int(_ object: [String: Any], _ key: String, _ file: String, _ section: String, in range: ClosedRange<Int>) throws -> Int {
+        let value = try int(object, key, file, section)
+        guard range.contains(value) else {
+            throw ImportError.unsupported(file: file, field: "\(section).\(key)", found: "\(value)",
+                                          supported: "\(range.lowerBound)...\(range.upperBound)")
         }
         return value
     }

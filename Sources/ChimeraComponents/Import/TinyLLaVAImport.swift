@@ -8,6 +8,9 @@ import Foundation
 extension CheckpointImporter {
     /// TinyLLaVA's conversation template per language-model family (tinyllava/data/template).
     static let tinyLLaVATemplates = ["llama": "llama", "phi": "phi", "gemma": "gemma", "qwen2": "qwen2_base", "stablelm": "phi"]
+    /// Deepest "mlp{N}x_gelu" imported (TinyLLaVA ships 2 and 3): a bound, so a typo'd N cannot
+    /// allocate N layer names.
+    static let maxConnectorDepth = 16
 
     func runTinyLLaVA(config: [String: Any], configPath: String) throws -> ImportResult {
         let (vision, text) = try visionAndTextConfigs(config, configPath: configPath, model: "TinyLLaVA saves the config of")
@@ -56,7 +59,8 @@ extension CheckpointImporter {
         if type == "linear" {
             family = "linear"
             object = ["depth": .number(1), "layer_names": .array([.string("")])]
-        } else if type.hasPrefix("mlp"), type.hasSuffix("x_gelu"), let depth = Int(type.dropFirst(3).dropLast(6)), depth >= 1 {
+        } else if type.hasPrefix("mlp"), type.hasSuffix("x_gelu"), let depth = Int(type.dropFirst(3).dropLast(6)),
+                  (1...Self.maxConnectorDepth).contains(depth) {
             family = "mlp"
             object = ["depth": .number(Double(depth)), "activation": .string("gelu"),
                       "layer_names": .array((0..<depth).map { .string(String($0 * 2)) })]
@@ -66,7 +70,7 @@ extension CheckpointImporter {
                       "layers": .number(Double(try int(config, "num_resampler_layers", configPath, "")))]
         } else {
             throw ImportError.unsupported(file: configPath, field: "connector_type", found: "\"\(type)\"",
-                                          supported: "\"linear\", \"mlp{N}x_gelu\", \"resampler\"")
+                                          supported: "\"linear\", \"mlp{N}x_gelu\" (N from 1 to \(Self.maxConnectorDepth)), \"resampler\"")
         }
         guard store.tensorNames.contains(where: { $0.hasPrefix("connector._connector.") }) else {
             throw ImportError.missingTensors(directory: checkpoint.path, what: "connector (no connector._connector.* tensors)")

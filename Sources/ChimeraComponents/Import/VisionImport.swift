@@ -48,8 +48,9 @@ extension CheckpointImporter {
             throw ImportError.missingTensors(directory: checkpoint.path, what: "vision tower (no *embeddings.patch_embedding.weight)")
         }
         let hidden = try int(vision, "hidden_size", configPath, section)
-        let imageSize = try int(vision, "image_size", configPath, section)
-        let patchSize = try int(vision, "patch_size", configPath, section)
+        // Bounded as the encoder config is, so the grid below cannot divide by zero or overflow.
+        let imageSize = try int(vision, "image_size", configPath, section, in: 1...ImagePreprocessing.maxSide)
+        let patchSize = try int(vision, "patch_size", configPath, section, in: 1...imageSize)
         let side = imageSize / patchSize
         var encoder = ComponentManifest(id: id, kind: .encoder, family: family.family, config: .object([
             "hidden_size": .number(Double(hidden)),

@@ -70,7 +70,8 @@ public struct Quantizer {
                             higherPrecision: ["embeddings, norms and biases (float32)"] + notQuantized
                                 + otherFormats.map { "\($0.name): \($0.format.rawValue) (\(Self.layout($0.format)))" }))
                 } else {
-                    manifest.weights?.files = weights.files.map { original.resolve($0).path }
+                    // Absolute, and a folder entry still a folder (its trailing "/", see weightFiles).
+                    manifest.weights?.files = weights.files.map { original.resolve($0).path + ($0.hasSuffix("/") ? "/" : "") }
                 }
             }
             written.append(manifest)
@@ -110,7 +111,7 @@ public struct Quantizer {
     /// quantized to another format than `format` (a tied lm_head; see forMatrix(named:)).
     func quantizeWeights(_ manifest: ComponentManifest, weights: WeightsReference, format: WeightFormat,
                          to url: URL) throws -> (Int, [String], [(name: String, format: WeightFormat)]) {
-        let store = try WeightStore(files: weights.files.map { manifest.resolve($0).path })
+        let store = try WeightStore(files: try manifest.weightFiles().map(\.path))  // folder entries expanded
         // Matrices in place from the mapping, in their stored format: quantized straight from f16/bf16
         // (not widened to a float32 copy of the whole model first), and kept ones written as they are.
         let loader = ParameterLoader(source: .store(store), reference: weights, storedMatrices: .mapped)

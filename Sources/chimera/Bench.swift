@@ -66,10 +66,10 @@ struct Bench: ParsableCommand {
                 llm = try catalog.component(manifest.languageModel)
                 encoder = try manifest.inputs.first.map { try catalog.component($0.encoder) }
                 bench.store = { component in
-                    guard let weights = component.weights else {
+                    guard component.weights != nil else {
                         throw ManifestError.invalid(file: component.origin, detail: "weights: required to benchmark '\(component.id)'")
                     }
-                    return .store(try WeightStore(files: weights.files.map { component.resolve($0).path }))
+                    return .store(try WeightStore(files: try component.weightFiles().map(\.path)))  // folder entries expanded
                 }
             }
             if noEncoder { encoder = nil }

@@ -13,6 +13,11 @@ let defaultAssemblyID = "chimera-tiny-default"
 func resolveAssembly(_ reference: String?, catalogOptions: CatalogOptions) throws -> (Catalog, AssemblyManifest) {
     let reference = reference ?? defaultAssemblyID
     let url = URL(fileURLWithPath: reference)
+    var isFolder: ObjCBool = false
+    if FileManager.default.fileExists(atPath: url.path, isDirectory: &isFolder), isFolder.boolValue {
+        // Before loading its parent as a catalogue: "/usr" would read the whole disk.
+        throw ManifestError.invalid(file: url.path, detail: "--assembly is a folder; give an assembly manifest file or an id")
+    }
     if reference.hasSuffix(".json") || FileManager.default.fileExists(atPath: url.path) {
         var catalog = try catalogOptions.catalog(including: url)
         switch try AnyManifest.load(contentsOf: url) {

@@ -92,6 +92,14 @@ private typealias F = ManifestFixtures
         #expect(message.contains("tensor 'model.language_model.embed_tokens.weight' of shape [4194304, 65536] is too large"), "\(message)")
     }
 
+    @Test(arguments: [("channels", 0, "config.channels: must be 3 (images are preprocessed to RGB), found 0"),
+                      ("hidden_size", 1 << 20, "config.hidden_size: must be at most 65536, found 1048576")])
+    func visionEncoderSizesAreBounded(field: String, value: Int, expected: String) throws {
+        let manifest = try F.component(try F.relocatable(F.encoderID) { $0[field] = value }, in: try F.temporaryFolder())
+        let message = Self.message { _ = try BuiltinFamilies.registry().build(manifest, substitute: .shapesOnly) }
+        #expect(message.contains(expected), "\(message)")
+    }
+
     @Test func contextLengthIsBounded() throws {
         let message = try F.refusal(of: F.llmID) { $0["context_length"] = 1 << 40 }
         #expect(message.contains("context_length: must be positive and at most 16777216"), "\(message)")
@@ -156,21 +164,15 @@ private typealias F = ManifestFixtures
 
     // MARK: tokenizers that disagree with the prompt
 
-    /// A copy of the default model (its ids renamed, the built-in ones stay) whose tokenizer is
-    /// changed by `change`.
+    /// A copy of the default model whose tokenizer is changed by `change`.
     static func defaultModel(tokenizer change: (inout [String: Any]) -> Void) throws -> URL {
-        let folder = try F.temporaryFolder().appendingPathComponent("default")
-        try FileManager.default.copyItem(at: F.defaults, to: folder)
-        for name in try FileManager.default.contentsOfDirectory(atPath: folder.path) where name.hasSuffix(".json") {
-            let url = folder.appendingPathComponent(name)
-            try String(contentsOf: url, encoding: .utf8).replacingOccurrences(of: F.assemblyID, with: "retokenized")
-                .write(to: url, atomically: true, encoding: .utf8)
-        }
+        let assembly = try F.copyOfDefaults(renamedTo: "retokenized")
+        let folder = assembly.deletingLastPathComponent()
         let url = folder.appendingPathComponent("checkpoint/tokenizer.json")
         var tokenizer = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
         change(&tokenizer)
         try JSONSerialization.data(withJSONObject: tokenizer).write(to: url)
-        return folder.appendingPathComponent("\(F.assemblyID).assembly.json")
+        return assembly
     }
 
     @Test func aBOSWithThePlaceholdersIDIsRefused() throws {

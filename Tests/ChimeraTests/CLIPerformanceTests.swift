@@ -31,6 +31,37 @@ import Testing
         #expect(badFormat.status != 0 && badFormat.stderr.contains("expected PREFIX=FORMAT"), "\(badFormat.all)")
     }
 
+    /// Weights named as a folder ("weights/": its *.safetensors, as the catalogue's manifests name
+    /// downloads) are found by bench and quantize too, and a quantized assembly's untouched
+    /// components still name the folder.
+    @Test func weightFoldersServeBenchAndQuantize() throws {
+        let assembly = try ManifestFixtures.copyOfDefaults(renamedTo: "foldered")
+        let folder = assembly.deletingLastPathComponent(), weights = folder.appendingPathComponent("weights")
+        try FileManager.default.createDirectory(at: weights, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(at: folder.appendingPathComponent("checkpoint/model.safetensors"),
+                                         to: weights.appendingPathComponent("model.safetensors"))
+        for name in try FileManager.default.contentsOfDirectory(atPath: folder.path) where name.hasSuffix(".component.json") {
+            let url = folder.appendingPathComponent(name)
+            var m = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
+            var reference = try #require(m["weights"] as? [String: Any])
+            reference["files"] = ["weights/"]
+            m["weights"] = reference
+            try JSONSerialization.data(withJSONObject: m).write(to: url)
+        }
+        let bench = try CLI.run(["bench", "--assembly", assembly.path, "--no-bandwidth", "--encode-runs", "1", "--prompt-tokens", "8",
+                                 "--decode-tokens", "2"])
+        #expect(bench.status == 0, "\(bench.all)")
+        let out = try CLI.temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: out) }
+        let q = try CLI.run(["quantize", assembly.path, "--to", "q8_0", "-o", out.path])
+        #expect(q.status == 0, "\(q.all)")
+        let encoder = try String(contentsOf: out.appendingPathComponent("foldered-vision-q8_0.component.json"), encoding: .utf8)
+        #expect(encoder.contains(weights.path + "/"), "\(encoder)")
+        let g = try CLI.run(["generate", "--assembly", q.stdout.trimmingCharacters(in: .whitespacesAndNewlines), "--max-tokens", "2",
+                             "--image", folder.appendingPathComponent("checkpoint/sample.png").path, "--prompt", "USER: <image> hi"])
+        #expect(g.status == 0, "\(g.all)")
+    }
+
     @Test func benchReportsJSON() throws {
         let r = try CLI.run(["bench", "--synthetic", "tiny", "--dtype", "q8_0", "--prompt-tokens", "16", "--decode-tokens", "2",
                              "--encode-runs", "2", "--kv-cache", "f16"])
@@ -51,6 +82,8 @@ import Testing
         #expect((mappedJSON?["load_s"] as? Double ?? 0) > 0)
         let synthetic = try CLI.run(["bench", "--synthetic", "tiny", "--mapped-weights"])
         #expect(synthetic.status != 0 && synthetic.stderr.contains("--mapped-weights needs --assembly"))
+        let folder = try CLI.run(["bench", "--assembly", "/usr", "--no-bandwidth"])
+        #expect(folder.status != 0 && folder.stderr.contains("/usr: --assembly is a folder"), "\(folder.all)")
         let unknown = try CLI.run(["bench", "--synthetic", "nope"])
         #expect(unknown.status != 0 && unknown.stderr.contains("tinyllama-1.1b"))
     }

@@ -45,6 +45,19 @@ enum ManifestFixtures {
         return m
     }
 
+    /// A copy of the default model's folder with every id renamed (`id` for chimera-tiny-default,
+    /// so that the copy and the built-in one can be loaded together); returns its assembly file.
+    static func copyOfDefaults(renamedTo id: String) throws -> URL {
+        let folder = try temporaryFolder().appendingPathComponent(id)
+        try FileManager.default.copyItem(at: defaults, to: folder)
+        for name in try FileManager.default.contentsOfDirectory(atPath: folder.path) where name.hasSuffix(".json") {
+            let url = folder.appendingPathComponent(name)
+            try String(contentsOf: url, encoding: .utf8).replacingOccurrences(of: assemblyID, with: id)
+                .write(to: url, atomically: true, encoding: .utf8)
+        }
+        return folder.appendingPathComponent("\(assemblyID).assembly.json")
+    }
+
     /// `relocatable(id)` with its config changed by `change`.
     static func relocatable(_ id: String, config change: (inout [String: Any]) throws -> Void) throws -> [String: Any] {
         var m = try relocatable(id)

@@ -55,16 +55,17 @@ public struct VisionTransformerConfig<Variant: VisionTransformerVariant>: Codabl
         layerNormEps = try c.decodeIfPresent(Float.self, forKey: .layerNormEps) ?? Variant.defaultLayerNormEps
         hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? Variant.defaultActivation
         channels = try c.decodeIfPresent(Int.self, forKey: .channels) ?? 3
-        for (value, key) in [(hiddenSize, CodingKeys.hiddenSize), (layers, .layers), (heads, .heads),
-                             (intermediateSize, .intermediateSize), (imageSize, .imageSize), (patchSize, .patchSize)] {
+        // Bounded so that the token count (grid side²) and the pixel buffers cannot overflow.
+        for (value, key, most) in [(hiddenSize, CodingKeys.hiddenSize, SizeLimits.width), (layers, .layers, 1 << 10), (heads, .heads, 1 << 10),
+                                   (intermediateSize, .intermediateSize, 1 << 18), (imageSize, .imageSize, ImagePreprocessing.maxSide),
+                                   (patchSize, .patchSize, ImagePreprocessing.maxSide)] {
             try require(value > 0, key, "must be positive, found \(value)")
+            try require(value <= most, key, "must be at most \(most), found \(value)")
         }
+        try require(channels == 3, CodingKeys.channels, "must be 3 (images are preprocessed to RGB), found \(channels)")
         try require(hiddenSize % heads == 0, CodingKeys.heads, "hidden_size \(hiddenSize) is not divisible by heads \(heads)")
         // Like the stride-patch Conv2d, a remainder of pixels is dropped (SigLIP so400m: 384 / 14 → 27 × 27).
         try require(imageSize >= patchSize, CodingKeys.patchSize, "image_size \(imageSize) is smaller than patch_size \(patchSize)")
-        // Bounded so the token count (gridSide²) and the pixel buffers cannot overflow.
-        try require(imageSize <= ImagePreprocessing.maxSide, CodingKeys.imageSize,
-                    "must be at most \(ImagePreprocessing.maxSide), found \(imageSize)")
         try require(Activation(configName: hiddenAct) != nil, CodingKeys.hiddenAct, "unsupported activation '\(hiddenAct)'")
     }
 

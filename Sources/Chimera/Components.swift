@@ -115,6 +115,9 @@ public protocol LanguageModel: Component {
     func embed(_ tokens: [Int]) throws -> Tensor
     /// A cache for `capacity` positions (at most the context length), keys and values kept in `precision`.
     func makeCache(capacity: Int, precision: KVPrecision) -> KVCache
+    /// The cache's layers and the width of each layer's keys (and of its values): what a position
+    /// adds, for planning without allocating a cache.
+    var cacheShape: (layers: Int, width: Int) { get }
     /// Writes the embedding of one token into `row` ([1, hiddenSize]) without allocating.
     func embed(token: Int, into row: Tensor) throws
     /// Runs embeddings [T, hiddenSize] at positions cache.length..., appends to the cache and returns
@@ -126,4 +129,9 @@ public protocol LanguageModel: Component {
 extension LanguageModel {
     /// A float32 cache (the precision the reference implementation keeps).
     public func makeCache(capacity: Int) -> KVCache { makeCache(capacity: capacity, precision: .f32) }
+    /// From a cache of one position (a model whose cache is small, or whose sizes are not known otherwise).
+    public var cacheShape: (layers: Int, width: Int) {
+        let cache = makeCache(capacity: 1)
+        return (cache.layers.count, cache.layers.first?.width ?? 0)
+    }
 }

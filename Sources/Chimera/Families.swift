@@ -112,7 +112,7 @@ public final class ParameterLoader: @unchecked Sendable {
         case let .store(store):
             t = try store.tensor(stored, shape: shape)
             countRead(stored, in: store)
-        case .shapesOnly: t = Tensor(shape: shape, storage: ZeroPages.storage(count: try syntheticCount(stored, shape)))
+        case .shapesOnly: t = Tensor(shape: shape, storage: try ZeroPages.storage(count: try syntheticCount(stored, shape), tensor: stored))
         case let .random(_, scale):
             _ = try syntheticCount(stored, shape)
             t = Tensor(zeros: shape)
@@ -145,7 +145,7 @@ public final class ParameterLoader: @unchecked Sendable {
             }
             countRead(stored, in: store)
         case .shapesOnly:
-            m = WeightMatrix(Tensor(shape: shape, storage: ZeroPages.storage(count: try syntheticCount(stored, shape))))
+            m = WeightMatrix(Tensor(shape: shape, storage: try ZeroPages.storage(count: try syntheticCount(stored, shape), tensor: stored)))
         case let .random(_, scale):
             _ = try syntheticCount(stored, shape)
             let record = self.record
@@ -226,16 +226,20 @@ extension WeightFormat {
 /// One large reserved, never-written anonymous mapping: every shapes-only tensor points at it.
 enum ZeroPages {
     static let capacity = 1 << 36  // 64 Gi floats of address space; untouched pages cost nothing
-    nonisolated(unsafe) static let base: UnsafeMutablePointer<Float> = {
+    /// nil where the address space is limited (`ulimit -v`): planning then says so.
+    nonisolated(unsafe) static let base: UnsafeMutablePointer<Float>? = {
         let p = mmap(nil, capacity * 4, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
-        precondition(p != MAP_FAILED, "could not reserve address space for shapes-only tensors")
-        return p!.assumingMemoryBound(to: Float.self)
+        return p == MAP_FAILED ? nil : p?.assumingMemoryBound(to: Float.self)
     }()
     final class Owner: @unchecked Sendable {}
     static let owner = Owner()
 
-    static func storage(count: Int) -> TensorStorage {
-        precondition(count <= capacity, "shapes-only tensor of \(count) elements is too large")
+    /// `count` (at most `capacity`, see ParameterLoader.syntheticCount) zeros.
+    static func storage(count: Int, tensor: String) throws -> TensorStorage {
+        guard let base else {
+            throw WeightError.tooLarge(tensor: tensor, shape: [count], reason: "could not reserve \(capacity * 4 >> 30) GiB of address space "
+                                       + "for shapes-only tensors (is it limited, `ulimit -v`?)")
+        }
         return TensorStorage(borrowing: base, count: count, owner: owner)
     }
 }

@@ -104,3 +104,12 @@ private func readableType(_ type: Any.Type) -> String {
         return name
     }
 }
+
+/// As JSON text: what messages quote from a manifest or a plugin's description.
+extension JSONValue: CustomStringConvertible {
+    public var description: String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return (try? encoder.encode(self)).map { String(decoding: $0, as: UTF8.self) } ?? "?"
+    }
+}

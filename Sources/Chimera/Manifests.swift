@@ -396,11 +396,19 @@ func checkManifestID(_ id: String, key: some CodingKey) throws {
     }
 }
 
+/// The user's folders: HOME (NSHomeDirectory ignores it on Linux), and Chimera's own under it.
+public enum UserFolders {
+    public static var home: URL { URL(fileURLWithPath: ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()) }
+    /// CHIMERA_USER_HOME, else ~/.chimera: installed plugins (plugins/) and imported manifests (manifests/).
+    public static var chimera: URL {
+        ProcessInfo.processInfo.environment["CHIMERA_USER_HOME"].map { URL(fileURLWithPath: $0) } ?? home.appendingPathComponent(".chimera")
+    }
+}
+
 /// A manifest's path: absolute, "~/..." under the home folder (HOME), or relative to the manifest.
 func resolveManifestPath(_ path: String, in directory: URL) -> URL {
     if path == "~" || path.hasPrefix("~/") {
-        let home = ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()
-        return URL(fileURLWithPath: home).appendingPathComponent(String(path.dropFirst(path == "~" ? 1 : 2)))
+        return UserFolders.home.appendingPathComponent(String(path.dropFirst(path == "~" ? 1 : 2)))
     }
     return path.hasPrefix("/") ? URL(fileURLWithPath: path) : directory.appendingPathComponent(path)
 }

@@ -155,9 +155,8 @@ public struct Planner: Sendable {
         }
         let total = parts.reduce(0) { $0 + $1.parameters }
         let tokens = context ?? lm.map { min($0.contextLength, Self.defaultContextCap) } ?? 0
-        // Cached elements per token: layers × (keys + values) × cache width, from the model's own cache.
-        let cache = lm?.makeCache(capacity: 1)
-        let kvPerToken = cache.map { $0.layers.count * 2 * ($0.layers.first?.width ?? 0) } ?? 0
+        // Cached elements per token: layers × (keys + values) × cache width, as the model's cache keeps them.
+        let kvPerToken = lm.map { 2 * $0.cacheShape.layers * $0.cacheShape.width } ?? 0
         let activations = max(extraActivations.max() ?? 0, lm.map { Self.prefillActivations($0, tokens: tokens) } ?? 0)
         var weightBytes: [String: Int] = [:], kvPer1k: [String: Int] = [:], peak: [String: Int] = [:]
         for p in Precision.allCases {
@@ -180,7 +179,7 @@ public struct Planner: Sendable {
     static func prefillActivations(_ lm: any LanguageModel, tokens: Int) -> Int {
         let h = lm.hiddenSize
         let ffn = lm.manifest.config["intermediate_size"]?.intValue ?? 4 * h
-        let kvWidth = lm.makeCache(capacity: 1).layers.first?.width ?? h
+        let kvWidth = lm.cacheShape.width
         return 4 * (tokens * (5 * h + 2 * kvWidth + 2 * ffn) + tokens * tokens + lm.vocabularySize)
     }
 

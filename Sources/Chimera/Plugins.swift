@@ -71,6 +71,10 @@ public final class PluginLibrary: @unchecked Sendable {
                                        expected: CHIMERA_PLUGIN_ABI_VERSION, found: abi)
         }
         guard let name = reportedName, !name.isEmpty else { throw PluginError.malformed(library: path, detail: "the plugin table has no name") }
+        // The name becomes a folder (`plugin install`): letters, digits, ".", "_", "-", not starting with ".".
+        guard name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) }), !name.hasPrefix(".") else {
+            throw PluginError.malformed(library: path, detail: "plugin name '\(name)' is not a folder name (letters, digits, '.', '_', '-'; no leading '.')")
+        }
         self.table = table
         self.name = name
         version = table.pointee.version.map { String(cString: $0) } ?? "?"
@@ -195,10 +199,10 @@ final class PluginInstance: @unchecked Sendable {
             throw PluginError.badOutput(plugin: library.name, family: familyName, call: "describe", detail: "no JSON object")
         }
         contract = object
+        // From here on the instance is whole: a throw runs deinit, which destroys the handle (once).
         // A count the ABI's int64 index can reach and a plugin could plausibly hold.
         let count = object["parameters"].map { $0.intValue ?? -1 } ?? 0
         guard (0...(1 << 20)).contains(count) else {
-            family.destroy(handle)
             throw PluginError.badOutput(plugin: library.name, family: familyName, call: "describe",
                                         detail: "\"parameters\" must be a count of 0...\(1 << 20) tensors (found \(object["parameters"]!))")
         }
@@ -208,7 +212,6 @@ final class PluginInstance: @unchecked Sendable {
                 var view = chimera_tensor()
                 guard parameter(handle, Int64(i), &name, &view) == 0, let name, let data = view.data,
                       let shape = Self.shape(view) else {
-                    family.destroy(handle)
                     throw PluginError.badOutput(plugin: library.name, family: familyName, call: "parameter(\(i))", detail: "no valid tensor view")
                 }
                 parameters.append((String(cString: name), Tensor(shape: shape, storage: TensorStorage(borrowing: data, count: shape.reduce(1, *), owner: self))))
@@ -364,12 +367,7 @@ public enum PluginDiscovery {
     public static let environmentVariable = "CHIMERA_PLUGINS"
 
     /// ~/.chimera/plugins (or CHIMERA_USER_HOME/plugins): where `chimera plugin install` copies.
-    public static var userDirectory: URL {
-        let env = ProcessInfo.processInfo.environment
-        let base = env["CHIMERA_USER_HOME"].map { URL(fileURLWithPath: $0) }
-            ?? URL(fileURLWithPath: NSHomeDirectory()).appendingPathComponent(".chimera")
-        return base.appendingPathComponent("plugins")
-    }
+    public static var userDirectory: URL { UserFolders.chimera.appendingPathComponent("plugins") }
 
     /// --plugins folders, then CHIMERA_PLUGINS (colon-separated), then the user's folder.
     public static func searchDirectories(explicit: [URL]) -> [URL] {

@@ -124,6 +124,7 @@ public enum ImageError: LocalizedError, Equatable {
 public enum ImageDecoder {
     public static func decode(contentsOf url: URL) throws -> RGBImage {
         let name = url.isFileURL ? url.path : url.absoluteString
+        if url.isFileURL, let reason = notARegularFile(url.path) { throw ImageError.unreadableFile(file: name, reason: reason) }
         let data: Data
         do {
             data = try Data(contentsOf: url)

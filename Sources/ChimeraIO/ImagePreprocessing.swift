@@ -107,6 +107,9 @@ public struct ImagePreprocessing: Codable, Sendable, Equatable {
         if mean.count != 3 { throw makeError("mean must have 3 values, got \(mean.count)") }
         if std.count != 3 { throw makeError("std must have 3 values, got \(std.count)") }
         if std.contains(where: { $0 == 0 || !$0.isFinite }) { throw makeError("std values must be finite and non-zero") }
+        // Means are of rescaled pixels (0...1, or 0...255 without rescaling): a huge one is garbage,
+        // and the padding colour (mean · 255) must fit an integer.
+        if mean.contains(where: { !$0.isFinite || abs($0) > 1e4 }) { throw makeError("mean values must be finite and within ±10000, got \(mean)") }
     }
 
     // MARK: Output geometry

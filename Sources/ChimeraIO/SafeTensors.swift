@@ -31,12 +31,25 @@ public enum WeightError: LocalizedError, Equatable {
     }
 }
 
+/// Why `path` is no file to read (opening a FIFO would wait for a writer forever; a folder or a
+/// device fails later, less clearly), or nil: a regular file, or nothing there (opening says so).
+func notARegularFile(_ path: String) -> String? {
+    var info = stat()
+    guard stat(path, &info) == 0 else { return nil }
+    switch info.st_mode & S_IFMT {
+    case S_IFREG: return nil
+    case S_IFDIR: return "it is a folder, not a file"
+    default: return "it is not a regular file (a FIFO, socket or device)"
+    }
+}
+
 /// A read-only memory mapping of a whole file, unmapped when the last user goes away.
 final class MappedFile: @unchecked Sendable {
     let base: UnsafeMutableRawPointer
     let size: Int
 
     init(path: String) throws {
+        if let reason = notARegularFile(path) { throw WeightError.unreadable(file: path, reason: reason) }
         let fd = open(path, O_RDONLY)
         guard fd >= 0 else { throw WeightError.unreadable(file: path, reason: String(cString: strerror(errno))) }
         defer { close(fd) }

@@ -88,12 +88,8 @@ func progress(_ line: String) {
 }
 
 extension Catalog {
-    /// ~/.chimera/manifests (or CHIMERA_HOME/manifests): where `chimera import` writes by default.
-    static var userDirectory: URL? {
-        let env = ProcessInfo.processInfo.environment
-        let base = env["CHIMERA_USER_HOME"].map { URL(fileURLWithPath: $0) }
-            ?? URL(fileURLWithPath: NSHomeDirectory()).appendingPathComponent(".chimera")
-        let dir = base.appendingPathComponent("manifests")
-        return FileManager.default.fileExists(atPath: dir.path) ? dir : nil
-    }
+    /// ~/.chimera/manifests (or CHIMERA_USER_HOME/manifests): where `chimera import` writes by default.
+    static var importDirectory: URL { UserFolders.chimera.appendingPathComponent("manifests") }
+    /// The import folder when there is one.
+    static var userDirectory: URL? { FileManager.default.fileExists(atPath: importDirectory.path) ? importDirectory : nil }
 }

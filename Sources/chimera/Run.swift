@@ -151,15 +151,18 @@ struct Import: ParsableCommand {
             the component manifest's path).
             """)
     @Argument(help: "Checkpoint folder (config.json, *.safetensors, tokenizer.json, preprocessor_config.json)") var checkpoint: String
-    @Option(help: "Output folder (default: ~/.chimera/manifests/<name>)") var out: String?
+    @Option(help: "Output folder (default: ~/.chimera/manifests/<name>, or CHIMERA_USER_HOME/manifests/<name>)") var out: String?
     @Option(help: "Id of the assembly, or of the language model when importing one alone (default: the folder's name)") var name: String?
 
     func run() throws {
         do {
             let source = URL(fileURLWithPath: checkpoint)
             let id = name ?? source.standardizedFileURL.lastPathComponent
-            let output = out.map { URL(fileURLWithPath: $0) } ?? URL(fileURLWithPath: NSHomeDirectory())
-                .appendingPathComponent(".chimera/manifests").appendingPathComponent(id)
+            // The id names the default output folder: no path in it ("../x" would write elsewhere).
+            guard !id.isEmpty, !id.contains("/"), !id.hasPrefix(".") else {
+                throw ValidationError("--name '\(id)' cannot be an id: no '/', no leading '.'")
+            }
+            let output = out.map { URL(fileURLWithPath: $0) } ?? Catalog.importDirectory.appendingPathComponent(id)
             progress("importing \(source.path)")
             let result = try CheckpointImporter(checkpoint: source, outputDirectory: output, name: id).run()
             for path in result.componentPaths { progress("wrote \(path.path)") }

@@ -61,6 +61,15 @@ private typealias F = ManifestFixtures
         #expect(message.contains("tensor 'w'") && message.contains(expected), "\(message)")
     }
 
+    @Test func aFIFOOrAFolderIsNoWeightsOrImageFile() throws {
+        let folder = temporaryDirectory(), fifo = folder.appendingPathComponent("model.safetensors")
+        #expect(mkfifo(fifo.path, 0o600) == 0)
+        // Opening the FIFO used to wait for a writer forever.
+        #expect(Self.message { _ = try SafeTensorsFile(path: fifo.path) }.contains("it is not a regular file"))
+        #expect(Self.message { _ = try ImageDecoder.decode(contentsOf: fifo) }.contains("it is not a regular file"))
+        #expect(Self.message { _ = try SafeTensorsFile(path: folder.path) }.contains("it is a folder, not a file"))
+    }
+
     // MARK: manifests' sizes
 
     /// The error building the default language model (shapes only) with its config changed by `change`.
@@ -77,6 +86,27 @@ private typealias F = ManifestFixtures
     func languageModelSizesAreBounded(field: String, value: Double, expected: String) throws {
         let message = try Self.languageModelRefusal { $0[field] = value }
         #expect(message.contains(expected), "\(message)")
+    }
+
+    @Test func cacheWidthsAreBounded() throws {
+        // Every size within its bound, but keys and values 4 M floats wide a layer: planning allocated a terabyte.
+        let message = try Self.languageModelRefusal { config in
+            for (key, value) in [("hidden_size", 64), ("intermediate_size", 64), ("layers", 1024), ("heads", 1024), ("kv_heads", 1024), ("head_dim", 4096)] {
+                config[key] = value
+            }
+        }
+        #expect(message.contains("config.heads: 1024 heads of 4096 dimensions are 4194304 wide, more than 65536"), "\(message)")
+    }
+
+    @Test func aGarbageMeanIsRefusedWhereItIsRead() throws {
+        // Padding to a square paints the mean colour: mean · 255 trapped converting to an integer.
+        let message = try F.refusal(of: F.encoderID) { m in
+            var preprocess = try #require(m["preprocess"] as? [String: Any])
+            preprocess["mean"] = [1e20, 0.5, 0.5]
+            preprocess["pad_to_square"] = true
+            m["preprocess"] = preprocess
+        }
+        #expect(message.contains("mean values must be finite and within ±10000"), "\(message)")
     }
 
     @Test func anOddHeadDimensionCannotRotate() throws {

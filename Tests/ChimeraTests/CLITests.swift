@@ -298,6 +298,20 @@ enum CLI {
         #expect(validated.status == 0, "\(validated.all)")
     }
 
+    /// Without --out an import goes under CHIMERA_USER_HOME (or ~/.chimera), where the catalogue
+    /// looks; a --name that is a path is refused.
+    @Test func importsGoWhereTheCatalogueLooks() throws {
+        let home = try CLI.temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: home) }
+        let fixture = CLI.packageRoot.appendingPathComponent("Tests/ChimeraTests/Fixtures/lm-stablelm-a")
+        let imported = try CLI.run(["import", fixture.path], environment: ["CHIMERA_USER_HOME": home.path])
+        #expect(imported.status == 0 && imported.stdout.hasPrefix(home.appendingPathComponent("manifests/lm-stablelm-a/").path), "\(imported.all)")
+        let listed = try CLI.run(["list", "--kind", "language_model"], environment: ["CHIMERA_USER_HOME": home.path])
+        #expect(listed.stdout.contains("lm-stablelm-a"), "\(listed.all)")
+        let escaping = try CLI.run(["import", fixture.path, "--name", "../../x"], environment: ["CHIMERA_USER_HOME": home.path])
+        #expect(escaping.status != 0 && escaping.stderr.contains("--name '../../x' cannot be an id"), "\(escaping.all)")
+    }
+
     @Test func importOfAnUnsupportedCheckpointFailsClearly() throws {
         let r = try CLI.run(["import", CLI.packageRoot.appendingPathComponent("Tests/ChimeraTests").path, "--out", try CLI.temporaryFolder().path])
         #expect(r.status != 0)

@@ -8,7 +8,7 @@ import Testing
 /// two Swift plugin packages under Plugins/ (each built once per test run, in its own .build).
 enum TestPlugins {
     static let fixtures = packageRoot.appendingPathComponent("Tests/ChimeraTests/Fixtures/plugins")
-    static let modes = ["GOOD", "WRONG_ABI", "NO_ENTRY", "NULL_TABLE", "CREATE_FAILS", "WRONG_SHAPE", "NON_FINITE", "NO_FORWARD", "FORWARD_FAILS"]
+    static let modes = ["GOOD", "WRONG_ABI", "NO_ENTRY", "NULL_TABLE", "CREATE_FAILS", "WRONG_SHAPE", "NON_FINITE", "NO_FORWARD", "FORWARD_FAILS", "HUGE_PARAMETERS", "DOT_NAME"]
 
     struct CommandFailed: Error, CustomStringConvertible { let description: String }
 
@@ -148,6 +148,14 @@ func maxDifference(_ t: Tensor, _ expected: [Float]) -> Float {
         let failing = try connector("FORWARD_FAILS")
         #expect(message { _ = try failing.forward(x) } == "plugin 'c-test', family 'c-scale': forward failed: forward is unhappy")
         #expect(message { _ = try failing.forward(Tensor(zeros: [2, 5])) }.contains("features have width 5, expected 8"))
+        // Refused after the instance is whole: its handle is destroyed once (twice was a double free).
+        #expect(message { _ = try connector("HUGE_PARAMETERS") }.contains("\"parameters\" must be a count of 0...1048576 tensors (found 1e+300)"))
+    }
+
+    @Test func aPluginNameThatIsNoFolderNameIsRefused() throws {
+        // `plugin install` makes the name a folder: ".." would replace the plugins folder's parent.
+        let set = PluginSet.load(directories: [try TestPlugins.cPlugin("DOT_NAME").deletingLastPathComponent()])
+        #expect(set.libraries.isEmpty && set.refused.count == 1 && set.refused[0].error.contains("plugin name '..'"), "\(set.refused)")
     }
 
     @Test func aBrokenLibraryDoesNotStopTheOthers() throws {

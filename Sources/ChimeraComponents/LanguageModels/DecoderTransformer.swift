@@ -111,6 +111,11 @@ public struct DecoderShape: Decodable, Sendable {
         try require(heads % kvHeads == 0, CodingKeys.kvHeads, "heads \(heads) must be a multiple of kv_heads \(kvHeads)")
         try require(headDim != nil || hiddenSize % heads == 0, CodingKeys.heads,
                     "hidden_size \(hiddenSize) is not divisible by heads \(heads) (give head_dim)")
+        // Each within the bound, their products are the widths of q and of the cached keys and values.
+        for (count, key) in [(heads, CodingKeys.heads), (kvHeads, .kvHeads)] {
+            try require(count * resolvedHeadDim <= SizeLimits.width, key,
+                        "\(count) heads of \(resolvedHeadDim) dimensions are \(count * resolvedHeadDim) wide, more than \(SizeLimits.width)")
+        }
     }
 
     var resolvedHeadDim: Int { headDim ?? hiddenSize / heads }
@@ -281,6 +286,8 @@ public final class DecoderTransformer: LanguageModel, @unchecked Sendable {
         if let scale = embedScale { scaleInPlace(out, scale) }
         return out
     }
+
+    public var cacheShape: (layers: Int, width: Int) { (architecture.layers, architecture.kvHeads * architecture.headDim) }
 
     public func makeCache(capacity: Int, precision: KVPrecision) -> KVCache {
         KVCache(layers: architecture.layers, capacity: min(capacity, contextLength), kvHeads: architecture.kvHeads,

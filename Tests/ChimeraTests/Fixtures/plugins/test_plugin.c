@@ -17,6 +17,8 @@
 #define NON_FINITE 6
 #define NO_FORWARD 7
 #define FORWARD_FAILS 8
+#define HUGE_PARAMETERS 9
+#define DOT_NAME 10
 #ifndef MODE
 #define MODE GOOD
 #endif
@@ -41,7 +43,8 @@ static int32_t create(const char *manifest, const char *dir, void **handle, char
 static char *describe(void *handle) {
     char buffer[128];
     int64_t w = ((scale_t *)handle)->width;
-    snprintf(buffer, sizeof buffer, "{\"input_width\": %lld, \"output_width\": %lld, \"parameters\": 0}", (long long)w, (long long)w);
+    snprintf(buffer, sizeof buffer, "{\"input_width\": %lld, \"output_width\": %lld, \"parameters\": %s}", (long long)w, (long long)w,
+             MODE == HUGE_PARAMETERS ? "1e300" : "0");
     return strdup(buffer);
 }
 
@@ -70,7 +73,7 @@ static const chimera_family families[] = {{
 
 static const chimera_plugin table = {
     .abi_version = MODE == WRONG_ABI ? CHIMERA_PLUGIN_ABI_VERSION + 41 : CHIMERA_PLUGIN_ABI_VERSION,
-    .name = "c-test", .version = "1", .family_count = 1, .families = families, .free = release,
+    .name = MODE == DOT_NAME ? ".." : "c-test", .version = "1", .family_count = 1, .families = families, .free = release,
 };
 
 #if MODE != NO_ENTRY

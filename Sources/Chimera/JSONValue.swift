@@ -40,6 +40,21 @@ public enum JSONValue: Codable, Sendable, Equatable {
     /// number, but no Int).
     public var intValue: Int? { if case let .number(n) = self { return Int(exactly: n) }; return nil }
     public var doubleValue: Double? { if case let .number(n) = self { return n }; return nil }
+
+    /// The JSON path ("layers", "grid[1]") of the first value, depth first in key order, that
+    /// `matches`, and that value.
+    func first(where matches: (JSONValue) -> Bool) -> (path: String, value: JSONValue)? {
+        if matches(self) { return ("", self) }
+        func joined(_ head: String, _ tail: String) -> String { tail.isEmpty ? head : tail.hasPrefix("[") ? head + tail : head + "." + tail }
+        switch self {
+        case let .array(items):
+            for (i, item) in items.enumerated() { if let hit = item.first(where: matches) { return (joined("[\(i)]", hit.path), hit.value) } }
+        case let .object(fields):
+            for key in fields.keys.sorted() { if let hit = fields[key]!.first(where: matches) { return (joined(key, hit.path), hit.value) } }
+        default: break
+        }
+        return nil
+    }
     public var stringValue: String? { if case let .string(s) = self { return s }; return nil }
 }
 

@@ -109,6 +109,11 @@ private typealias F = ManifestFixtures
         #expect(message.contains("mean values must be finite and within ±10000"), "\(message)")
     }
 
+    @Test func anIntegerBeyondIntIsNamed() throws {
+        let message = try Self.languageModelRefusal { $0["hidden_size"] = 1e20 }
+        #expect(message.contains("config.hidden_size: 1e+20 is beyond any integer size"), "\(message)")
+    }
+
     @Test func anOddHeadDimensionCannotRotate() throws {
         let message = try Self.languageModelRefusal { $0["head_dim"] = 15 }
         #expect(message.contains("head_dim") && message.contains("heads of 15 dimensions; rotary embeddings need an even number"), "\(message)")

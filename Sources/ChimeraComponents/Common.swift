@@ -99,6 +99,13 @@ func require<K: CodingKey>(_ condition: Bool, _ key: K, _ message: String) throw
     if !condition { throw DecodingError.dataCorrupted(.init(codingPath: [key], debugDescription: message)) }
 }
 
+/// A size field: positive, and at most `most` (far above any small model's, see SizeLimits), so
+/// that products of sizes cannot overflow.
+func requireSize<K: CodingKey>(_ value: Int, _ key: K, most: Int) throws {
+    try require(value > 0, key, "must be positive, found \(value)")
+    try require(value <= most, key, "must be at most \(most), found \(value)")
+}
+
 /// Cuts `planes` planes of `height` rows × `width` floats into blocks of `blockHeight` × `blockWidth`
 /// (a remainder is dropped, as by a stride-block convolution) and lays each block out as one row
 /// (plane, block row, block column), blocks in row-major order. A ViT's patches are the blocks of the

@@ -34,7 +34,7 @@ public struct ResamplerConfig: Codable, Sendable, ConnectorTokenMapping {
         // Bounded so that heads × dim_head and ff_mult × width stay sizes a machine can hold.
         for (value, key, most) in [(numQueries, CodingKeys.numQueries, SizeLimits.tokens), (layers, .layers, 1 << 10), (heads, .heads, 1 << 10),
                                    (dimHead, .dimHead, 1 << 12), (ffMult, .ffMult, 64)] {
-            try require(value > 0 && value <= most, key, "must be positive and at most \(most), found \(value)")
+            try requireSize(value, key, most: most)
         }
     }
 

@@ -104,8 +104,7 @@ public struct DecoderShape: Decodable, Sendable {
         for (value, key, most) in [(hiddenSize, CodingKeys.hiddenSize, SizeLimits.width), (intermediateSize, .intermediateSize, 1 << 18),
                                    (layers, .layers, 1 << 10), (heads, .heads, 1 << 10), (kvHeads, .kvHeads, 1 << 10),
                                    (headDim ?? 1, .headDim, 1 << 12), (vocabSize, .vocabSize, 1 << 22)] {
-            try require(value > 0, key, "must be positive, found \(value)")
-            try require(value <= most, key, "must be at most \(most), found \(value)")
+            try requireSize(value, key, most: most)
         }
         try require(ropeTheta > 0, CodingKeys.ropeTheta, "must be positive, found \(ropeTheta)")
         try require(heads % kvHeads == 0, CodingKeys.kvHeads, "heads \(heads) must be a multiple of kv_heads \(kvHeads)")

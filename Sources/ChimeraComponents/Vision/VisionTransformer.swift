@@ -59,8 +59,7 @@ public struct VisionTransformerConfig<Variant: VisionTransformerVariant>: Codabl
         for (value, key, most) in [(hiddenSize, CodingKeys.hiddenSize, SizeLimits.width), (layers, .layers, 1 << 10), (heads, .heads, 1 << 10),
                                    (intermediateSize, .intermediateSize, 1 << 18), (imageSize, .imageSize, ImagePreprocessing.maxSide),
                                    (patchSize, .patchSize, ImagePreprocessing.maxSide)] {
-            try require(value > 0, key, "must be positive, found \(value)")
-            try require(value <= most, key, "must be at most \(most), found \(value)")
+            try requireSize(value, key, most: most)
         }
         try require(channels == 3, CodingKeys.channels, "must be 3 (images are preprocessed to RGB), found \(channels)")
         try require(hiddenSize % heads == 0, CodingKeys.heads, "hidden_size \(hiddenSize) is not divisible by heads \(heads)")

@@ -253,6 +253,7 @@ final class PluginInstance: @unchecked Sendable {
         guard let data = out.data, let shape = Self.shape(out) else {
             throw PluginError.badOutput(plugin: library.name, family: familyName, call: call, detail: "no tensor (rank \(out.rank))")
         }
+        try checkCopyable(shape, call: call)
         let rows = shape.count == 1 ? 1 : shape.dropLast().reduce(1, *), columns = shape.last!
         guard columns == expectedColumns, expectedRows == nil || rows == expectedRows else {
             throw PluginError.badOutput(plugin: library.name, family: familyName, call: call,
@@ -264,6 +265,16 @@ final class PluginInstance: @unchecked Sendable {
                 detail: "a non-finite value (\(tensor.data[bad]) at row \(bad / columns), column \(bad % columns))")
         }
         return tensor
+    }
+
+    /// A tensor the host copies must fit in half of this machine's memory (a garbage shape of a
+    /// trillion floats passes `shape`'s overflow check, which borrowed parameters need).
+    func checkCopyable(_ shape: [Int], call: String) throws {
+        let count = shape.reduce(1, *), most = Int(ProcessInfo.processInfo.physicalMemory / 8)
+        guard count <= most else {
+            throw PluginError.badOutput(plugin: library.name, family: familyName, call: call,
+                                        detail: "a tensor of shape \(shape): \(count) floats, more than half of this machine's memory")
+        }
     }
 
     func forward(_ input: Tensor, layer: Int32, call: String, expectedColumns: Int, expectedRows: Int?) throws -> Tensor {
@@ -320,6 +331,7 @@ final class PluginEncoder: ModalityEncoder, @unchecked Sendable {
         guard let data = out.data, let shape = PluginInstance.shape(out) else {
             throw PluginError.badOutput(plugin: instance.library.name, family: instance.familyName, call: "prepare", detail: "no tensor")
         }
+        try instance.checkCopyable(shape, call: "prepare")
         return Tensor(shape: shape, values: Array(UnsafeBufferPointer(start: data, count: shape.reduce(1, *))))
     }
 

@@ -44,8 +44,8 @@ struct Bench: ParsableCommand {
             guard !placement.mappedWeights || assembly != nil else {
                 throw ValidationError("--mapped-weights needs --assembly: synthetic weights are generated in memory, not read from files")
             }
-            guard promptTokens > 0, decodeTokens >= 0, encodeRuns > 0 else {
-                throw ValidationError("--prompt-tokens and --encode-runs must be positive and --decode-tokens non-negative")
+            guard promptTokens > 0, decodeTokens >= 0, (1...1000).contains(encodeRuns) else {
+                throw ValidationError("--prompt-tokens must be positive, --encode-runs 1...1000 and --decode-tokens non-negative")
             }
             var bench = Benchmark(families: catalogOptions.families(), format: format)
             bench.promptTokens = promptTokens

@@ -192,6 +192,11 @@ private typealias F = ManifestFixtures
         #expect(r.status != 0 && r.stderr.contains("--threads must be 1...1024"), "\(r.all)")
     }
 
+    @Test func benchEncodeRunsAreBounded() throws {
+        let r = try CLI.run(["bench", "--synthetic", "tiny", "--no-llm", "--encode-runs", "9223372036854775807"])
+        #expect(r.status != 0 && r.stderr.contains("--encode-runs 1...1000"), "\(r.all)")
+    }
+
     @Test func aHugeDecodeCountIsBeyondTheContext() throws {
         let r = try CLI.run(["bench", "--synthetic", "tiny", "--no-encoder", "--decode-tokens", "9223372036854775807"])
         #expect(r.status != 0 && r.stderr.contains("decoded + 8 paired with the bandwidth probes need more positions than"), "\(r.all)")

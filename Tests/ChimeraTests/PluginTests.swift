@@ -8,7 +8,7 @@ import Testing
 /// two Swift plugin packages under Plugins/ (each built once per test run, in its own .build).
 enum TestPlugins {
     static let fixtures = packageRoot.appendingPathComponent("Tests/ChimeraTests/Fixtures/plugins")
-    static let modes = ["GOOD", "WRONG_ABI", "NO_ENTRY", "NULL_TABLE", "CREATE_FAILS", "WRONG_SHAPE", "NON_FINITE", "NO_FORWARD", "FORWARD_FAILS", "HUGE_PARAMETERS", "DOT_NAME"]
+    static let modes = ["GOOD", "WRONG_ABI", "NO_ENTRY", "NULL_TABLE", "CREATE_FAILS", "WRONG_SHAPE", "NON_FINITE", "NO_FORWARD", "FORWARD_FAILS", "HUGE_PARAMETERS", "DOT_NAME", "HUGE_OUTPUT"]
 
     struct CommandFailed: Error, CustomStringConvertible { let description: String }
 
@@ -150,6 +150,8 @@ func maxDifference(_ t: Tensor, _ expected: [Float]) -> Float {
         #expect(message { _ = try failing.forward(Tensor(zeros: [2, 5])) }.contains("features have width 5, expected 8"))
         // Refused after the instance is whole: its handle is destroyed once (twice was a double free).
         #expect(message { _ = try connector("HUGE_PARAMETERS") }.contains("\"parameters\" must be a count of 0...1048576 tensors (found 1e+300)"))
+        // A shape of 2^39 floats was copied from a buffer of 24.
+        #expect(message { _ = try connector("HUGE_OUTPUT").forward(x) }.contains("forward returned a tensor of shape [68719476736, 8]: 549755813888 floats, more than half of this machine's memory"))
     }
 
     @Test func aPluginNameThatIsNoFolderNameIsRefused() throws {

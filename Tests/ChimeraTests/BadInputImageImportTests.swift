@@ -16,12 +16,6 @@ private typealias F = ManifestFixtures
         return try F.component(m, in: try F.temporaryFolder())
     }
 
-    func config(_ m: inout [String: Any], _ values: [String: Any]) throws {
-        var config = try #require(m["config"] as? [String: Any])
-        config.merge(values) { $1 }
-        m["config"] = config
-    }
-
     func preprocess(_ m: inout [String: Any], _ values: [String: Any?]) throws {
         var preprocess = try #require(m["preprocess"] as? [String: Any])
         for (key, value) in values { preprocess[key] = value }
@@ -35,7 +29,8 @@ private typealias F = ManifestFixtures
     }
 
     @Test func imageSizeAboveTheBoundIsRefusedNotOverflowed() throws {
-        let manifest = try encoder { try config(&$0, ["image_size": 4_294_967_296, "patch_size": 1]) }
+        let manifest = try F.component(try F.relocatable(F.encoderID) { $0["image_size"] = 4_294_967_296; $0["patch_size"] = 1 },
+                                       in: try F.temporaryFolder())
         let (validate, build) = refusals(manifest)
         for text in validate + [build] {
             #expect(text.contains(manifest.origin) && text.contains("config.image_size") && text.contains("8192")

@@ -10,10 +10,6 @@ private typealias F = ManifestFixtures
 /// a clear error, not an integer overflow, an out-of-range index or an allocation that kills the
 /// process (every case here trapped before).
 @Suite struct BadInputTests {
-    static func message(_ body: () throws -> Void) -> String {
-        do { try body(); Issue.record("accepted"); return "" } catch { return F.message(error) }
-    }
-
     @Test func jsonIntegersOutsideIntAreNotIntegers() {
         #expect(JSONValue.number(1e20).intValue == nil)
         #expect(JSONValue.number(-1e300).intValue == nil)
@@ -46,7 +42,7 @@ private typealias F = ManifestFixtures
 
     @Test func aHeaderLengthBeyondIntIsACorruptHeader() throws {
         let path = try Self.safetensors(length: 0xFFFF_FFFF_FFFF_FFF0, header: "{}")
-        let message = Self.message { _ = try SafeTensorsFile(path: path) }
+        let message = message { _ = try SafeTensorsFile(path: path) }
         #expect(message.contains("corrupt safetensors header") && message.contains("header length 18446744073709551600"), "\(message)")
     }
 
@@ -57,7 +53,7 @@ private typealias F = ManifestFixtures
     ])
     func garbageTensorEntriesAreNamed(header: String, expected: String) throws {
         let path = try Self.safetensors(header: header)
-        let message = Self.message { _ = try SafeTensorsFile(path: path) }
+        let message = message { _ = try SafeTensorsFile(path: path) }
         #expect(message.contains("tensor 'w'") && message.contains(expected), "\(message)")
     }
 
@@ -65,9 +61,9 @@ private typealias F = ManifestFixtures
         let folder = temporaryDirectory(), fifo = folder.appendingPathComponent("model.safetensors")
         #expect(mkfifo(fifo.path, 0o600) == 0)
         // Opening the FIFO used to wait for a writer forever.
-        #expect(Self.message { _ = try SafeTensorsFile(path: fifo.path) }.contains("it is not a regular file"))
-        #expect(Self.message { _ = try ImageDecoder.decode(contentsOf: fifo) }.contains("it is not a regular file"))
-        #expect(Self.message { _ = try SafeTensorsFile(path: folder.path) }.contains("it is a folder, not a file"))
+        #expect(message { _ = try SafeTensorsFile(path: fifo.path) }.contains("it is not a regular file"))
+        #expect(message { _ = try ImageDecoder.decode(contentsOf: fifo) }.contains("it is not a regular file"))
+        #expect(message { _ = try SafeTensorsFile(path: folder.path) }.contains("it is a folder, not a file"))
     }
 
     // MARK: manifests' sizes
@@ -131,7 +127,7 @@ private typealias F = ManifestFixtures
                       ("hidden_size", 1 << 20, "config.hidden_size: must be at most 65536, found 1048576")])
     func visionEncoderSizesAreBounded(field: String, value: Int, expected: String) throws {
         let manifest = try F.component(try F.relocatable(F.encoderID) { $0[field] = value }, in: try F.temporaryFolder())
-        let message = Self.message { _ = try BuiltinFamilies.registry().build(manifest, substitute: .shapesOnly) }
+        let message = message { _ = try BuiltinFamilies.registry().build(manifest, substitute: .shapesOnly) }
         #expect(message.contains(expected), "\(message)")
     }
 
@@ -167,7 +163,7 @@ private typealias F = ManifestFixtures
         m["config"] = try JSONSerialization.jsonObject(with: Data(config.utf8))
         m["weights"] = nil
         let manifest = try F.component(m, in: folder)
-        let message = Self.message {
+        let message = message {
             _ = try BuiltinFamilies.registry().build(manifest, inputWidth: 64, outputWidth: 128, substitute: .shapesOnly)
         }
         #expect(message.contains(expected), "\(message)")
@@ -176,7 +172,7 @@ private typealias F = ManifestFixtures
     // MARK: options
 
     @Test func planningBeyondTheModelsContextIsRefused() throws {
-        let message = Self.message { _ = try PlannerTests.planner().plan("tinyllama-1.1b-chat", context: 9_999_999_999) }
+        let message = message { _ = try PlannerTests.planner().plan("tinyllama-1.1b-chat", context: 9_999_999_999) }
         #expect(message.contains("--context 9999999999 is longer than language model 'tinyllama-1.1b-chat' can attend over (its context length is 2048)"),
                 "\(message)")
     }

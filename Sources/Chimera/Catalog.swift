@@ -1,3 +1,4 @@
+import ChimeraIO
 import Foundation
 
 /// Every manifest Chimera knows: the built-in folder, user folders (`--manifests DIR`,
@@ -96,7 +97,7 @@ public struct Catalog: Sendable {
     }
 
     private func isChimeraManifest(_ url: URL) -> Bool {
-        guard let data = FileManager.default.contents(atPath: url.path), data.count < 4_000_000 else { return false }
+        guard notARegularFile(url.path) == nil, let data = FileManager.default.contents(atPath: url.path), data.count < 4_000_000 else { return false }
         guard let parsed = try? JSONSerialization.jsonObject(with: data) else {
             // Unparseable JSON that claims to be a manifest must still be reported.
             let text = String(decoding: data.prefix(4096), as: UTF8.self)

@@ -438,6 +438,7 @@ public enum AnyManifest: Sendable {
     /// Reads and checks a manifest file; errors name the file and the JSON path.
     public static func load(contentsOf url: URL) throws -> AnyManifest {
         let file = url.path
+        if let reason = notARegularFile(file) { throw ManifestError.unreadable(file: file, reason: reason) }
         guard let data = FileManager.default.contents(atPath: file) else {
             throw ManifestError.unreadable(file: file, reason: "no such file or not readable")
         }

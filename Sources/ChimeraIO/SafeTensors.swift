@@ -33,7 +33,7 @@ public enum WeightError: LocalizedError, Equatable {
 
 /// Why `path` is no file to read (opening a FIFO would wait for a writer forever; a folder or a
 /// device fails later, less clearly), or nil: a regular file, or nothing there (opening says so).
-func notARegularFile(_ path: String) -> String? {
+public func notARegularFile(_ path: String) -> String? {
     var info = stat()
     guard stat(path, &info) == 0 else { return nil }
     switch info.st_mode & S_IFMT {

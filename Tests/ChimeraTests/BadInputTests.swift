@@ -64,6 +64,13 @@ private typealias F = ManifestFixtures
         #expect(message { _ = try SafeTensorsFile(path: fifo.path) }.contains("it is not a regular file"))
         #expect(message { _ = try ImageDecoder.decode(contentsOf: fifo) }.contains("it is not a regular file"))
         #expect(message { _ = try SafeTensorsFile(path: folder.path) }.contains("it is a folder, not a file"))
+        // A manifest that is a FIFO: refused when named, skipped when a catalogue folder is read.
+        let manifest = folder.appendingPathComponent("pipe.component.json")
+        #expect(mkfifo(manifest.path, 0o600) == 0)
+        #expect(message { _ = try AnyManifest.load(contentsOf: manifest) }.contains("it is not a regular file"))
+        var catalog = Catalog()
+        try catalog.load(directory: folder)
+        #expect(catalog.components.isEmpty)
     }
 
     // MARK: manifests' sizes

@@ -20,6 +20,14 @@ public enum SizeLimits {
     public static let width = 1 << 16
     /// Tokens of a sequence (context_length, an encoder's or connector's output tokens).
     public static let tokens = 1 << 24
+    /// An MLP's intermediate width.
+    public static let intermediate = 1 << 18
+    /// Layers, or attention heads.
+    public static let count = 1 << 10
+    /// An attention head's dimensions.
+    public static let headDim = 1 << 12
+    /// A vocabulary.
+    public static let vocabulary = 1 << 22
 }
 
 public struct TokenContract: Codable, Sendable, Equatable {

@@ -32,8 +32,8 @@ public struct ResamplerConfig: Codable, Sendable, ConnectorTokenMapping {
         ffMult = try c.decodeIfPresent(Int.self, forKey: .ffMult) ?? 4
         layerNormEps = try c.decodeIfPresent(Float.self, forKey: .layerNormEps) ?? 1e-5
         // Bounded so that heads × dim_head and ff_mult × width stay sizes a machine can hold.
-        for (value, key, most) in [(numQueries, CodingKeys.numQueries, SizeLimits.tokens), (layers, .layers, 1 << 10), (heads, .heads, 1 << 10),
-                                   (dimHead, .dimHead, 1 << 12), (ffMult, .ffMult, 64)] {
+        for (value, key, most) in [(numQueries, CodingKeys.numQueries, SizeLimits.tokens), (layers, .layers, SizeLimits.count), (heads, .heads, SizeLimits.count),
+                                   (dimHead, .dimHead, SizeLimits.headDim), (ffMult, .ffMult, 64)] {
             try requireSize(value, key, most: most)
         }
     }

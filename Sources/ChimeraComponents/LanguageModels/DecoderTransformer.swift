@@ -101,9 +101,9 @@ public struct DecoderShape: Decodable, Sendable {
         tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings) ?? defaultTied
         // Bounds far above any small model's, so that a garbage size is refused here rather than
         // overflowing a product of sizes or asking for terabytes later.
-        for (value, key, most) in [(hiddenSize, CodingKeys.hiddenSize, SizeLimits.width), (intermediateSize, .intermediateSize, 1 << 18),
-                                   (layers, .layers, 1 << 10), (heads, .heads, 1 << 10), (kvHeads, .kvHeads, 1 << 10),
-                                   (headDim ?? 1, .headDim, 1 << 12), (vocabSize, .vocabSize, 1 << 22)] {
+        for (value, key, most) in [(hiddenSize, CodingKeys.hiddenSize, SizeLimits.width), (intermediateSize, .intermediateSize, SizeLimits.intermediate),
+                                   (layers, .layers, SizeLimits.count), (heads, .heads, SizeLimits.count), (kvHeads, .kvHeads, SizeLimits.count),
+                                   (headDim ?? 1, .headDim, SizeLimits.headDim), (vocabSize, .vocabSize, SizeLimits.vocabulary)] {
             try requireSize(value, key, most: most)
         }
         try require(ropeTheta > 0, CodingKeys.ropeTheta, "must be positive, found \(ropeTheta)")

@@ -56,8 +56,8 @@ public struct VisionTransformerConfig<Variant: VisionTransformerVariant>: Codabl
         hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? Variant.defaultActivation
         channels = try c.decodeIfPresent(Int.self, forKey: .channels) ?? 3
         // Bounded so that the token count (grid side²) and the pixel buffers cannot overflow.
-        for (value, key, most) in [(hiddenSize, CodingKeys.hiddenSize, SizeLimits.width), (layers, .layers, 1 << 10), (heads, .heads, 1 << 10),
-                                   (intermediateSize, .intermediateSize, 1 << 18), (imageSize, .imageSize, ImagePreprocessing.maxSide),
+        for (value, key, most) in [(hiddenSize, CodingKeys.hiddenSize, SizeLimits.width), (layers, .layers, SizeLimits.count), (heads, .heads, SizeLimits.count),
+                                   (intermediateSize, .intermediateSize, SizeLimits.intermediate), (imageSize, .imageSize, ImagePreprocessing.maxSide),
                                    (patchSize, .patchSize, ImagePreprocessing.maxSide)] {
             try requireSize(value, key, most: most)
         }

@@ -6,6 +6,7 @@ import Foundation
 public enum ImportError: LocalizedError {
     case unreadable(file: String, reason: String)
     case unsupported(file: String, field: String, found: String, supported: String)
+    case outOfRange(file: String, field: String, found: Int, range: ClosedRange<Int>)
     case missing(file: String, field: String, why: String)
     case noWeights(directory: String)
     case missingTensors(directory: String, what: String)
@@ -15,6 +16,8 @@ public enum ImportError: LocalizedError {
         case let .unreadable(file, reason): return "\(file): \(reason)"
         case let .unsupported(file, field, found, supported):
             return "\(file): \(field) is \(found), which Chimera does not support yet (supported: \(supported))"
+        case let .outOfRange(file, field, found, range):
+            return "\(file): \(field) must be \(range.lowerBound)...\(range.upperBound), found \(found)"
         case let .missing(file, field, why): return "\(file): \(field) is missing: \(why)"
         case let .noWeights(directory): return "\(directory): no *.safetensors files or model.safetensors.index.json (PyTorch .bin checkpoints are not supported; convert them to safetensors)"
         case let .missingTensors(directory, what): return "\(directory): the weights hold no \(what)"
@@ -246,8 +249,7 @@ public struct CheckpointImporter {
     func int(_ object: [String: Any], _ key: String, _ file: String, _ section: String, in range: ClosedRange<Int>) throws -> Int {
         let value = try int(object, key, file, section)
         guard range.contains(value) else {
-            throw ImportError.unsupported(file: file, field: "\(section).\(key)", found: "\(value)",
-                                          supported: "\(range.lowerBound)...\(range.upperBound)")
+            throw ImportError.outOfRange(file: file, field: "\(section).\(key)", found: value, range: range)
         }
         return value
     }

@@ -156,8 +156,13 @@ public struct Planner: Sendable {
         let total = parts.reduce(0) { $0 + $1.parameters }
         let tokens = context ?? lm.map { min($0.contextLength, Self.defaultContextCap) } ?? 0
         // Cached elements per token: layers × (keys + values) × cache width, as the model's cache keeps them.
-        let kvPerToken = lm.map { 2 * $0.cacheShape.layers * $0.cacheShape.width } ?? 0
-        let activations = max(extraActivations.max() ?? 0, lm.map { Self.prefillActivations($0, tokens: tokens) } ?? 0)
+        var kvPerToken = 0, prefill = 0
+        if let lm {
+            let cache = lm.cacheShape  // once: a model without its own builds a cache for it
+            kvPerToken = 2 * cache.layers * cache.width
+            prefill = Self.prefillActivations(lm, kvWidth: cache.width, tokens: tokens)
+        }
+        let activations = max(extraActivations.max() ?? 0, prefill)
         var weightBytes: [String: Int] = [:], kvPer1k: [String: Int] = [:], peak: [String: Int] = [:]
         for p in Precision.allCases {
             weightBytes[p.rawValue] = Int((Double(total) * p.bytesPerParameter).rounded(.up))
@@ -176,10 +181,9 @@ public struct Planner: Sendable {
     /// f32 working set of one prefill over `tokens`: residual, normed and projected rows, queries and
     /// attention output, keys and values, two MLP rows, one head's scores over the whole sequence,
     /// and the last position's logits (Llama-style families; intermediate_size from the config).
-    static func prefillActivations(_ lm: any LanguageModel, tokens: Int) -> Int {
+    static func prefillActivations(_ lm: any LanguageModel, kvWidth: Int, tokens: Int) -> Int {
         let h = lm.hiddenSize
         let ffn = lm.manifest.config["intermediate_size"]?.intValue ?? 4 * h
-        let kvWidth = lm.cacheShape.width
         return 4 * (tokens * (5 * h + 2 * kvWidth + 2 * ffn) + tokens * tokens + lm.vocabularySize)
     }
 

@@ -14,11 +14,12 @@ func resolveAssembly(_ reference: String?, catalogOptions: CatalogOptions) throw
     let reference = reference ?? defaultAssemblyID
     let url = URL(fileURLWithPath: reference)
     var isFolder: ObjCBool = false
-    if FileManager.default.fileExists(atPath: url.path, isDirectory: &isFolder), isFolder.boolValue {
+    let exists = FileManager.default.fileExists(atPath: url.path, isDirectory: &isFolder)
+    if exists && isFolder.boolValue {
         // Before loading its parent as a catalogue: "/usr" would read the whole disk.
         throw ManifestError.invalid(file: url.path, detail: "--assembly is a folder; give an assembly manifest file or an id")
     }
-    if reference.hasSuffix(".json") || FileManager.default.fileExists(atPath: url.path) {
+    if reference.hasSuffix(".json") || exists {
         var catalog = try catalogOptions.catalog(including: url)
         switch try AnyManifest.load(contentsOf: url) {
         case let .assembly(assembly):

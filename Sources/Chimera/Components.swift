@@ -12,7 +12,6 @@ public enum ComponentKind: String, Codable, Sendable, CaseIterable {
     case languageModel = "language_model"
 }
 
-/// What a part produces: `tokens` rows of `width` features; `grid` when the rows are a 2-D patch grid.
 /// Bounds on the sizes manifests declare, far above any small model's: a garbage size is refused
 /// where it is read instead of overflowing a product of sizes or asking for terabytes later.
 public enum SizeLimits {
@@ -30,6 +29,7 @@ public enum SizeLimits {
     public static let vocabulary = 1 << 22
 }
 
+/// What a part produces: `tokens` rows of `width` features; `grid` when the rows are a 2-D patch grid.
 public struct TokenContract: Codable, Sendable, Equatable {
     public var width: Int
     public var tokens: Int

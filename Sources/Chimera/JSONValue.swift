@@ -40,6 +40,7 @@ public enum JSONValue: Codable, Sendable, Equatable {
     /// number, but no Int).
     public var intValue: Int? { if case let .number(n) = self { return Int(exactly: n) }; return nil }
     public var doubleValue: Double? { if case let .number(n) = self { return n }; return nil }
+    public var stringValue: String? { if case let .string(s) = self { return s }; return nil }
 
     /// The JSON path ("layers", "grid[1]") of the first value, depth first in key order, that
     /// `matches`, and that value.
@@ -55,7 +56,6 @@ public enum JSONValue: Codable, Sendable, Equatable {
         }
         return nil
     }
-    public var stringValue: String? { if case let .string(s) = self { return s }; return nil }
 }
 
 /// Coding key for any string, used to find keys that a type does not know.

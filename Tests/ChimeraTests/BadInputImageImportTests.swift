@@ -100,22 +100,7 @@ private typealias F = ManifestFixtures
 }
 
 /// `chimera import` of checkpoints whose configs would have crashed the importer.
-@Suite struct BadCheckpointImportTests {
-    /// A copy of a fixture checkpoint with config.json (and optionally other files) changed.
-    func checkpoint(_ fixture: String, config change: (inout [String: Any]) throws -> Void) throws -> URL {
-        let dir = temporaryDirectory().appendingPathComponent(fixture)
-        try FileManager.default.copyItem(at: packageRoot.appendingPathComponent("Tests/ChimeraTests/Fixtures/\(fixture)"), to: dir)
-        let url = dir.appendingPathComponent("config.json")
-        var config = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
-        try change(&config)
-        try JSONSerialization.data(withJSONObject: config).write(to: url)
-        return dir
-    }
-
-    func importError(_ dir: URL) -> String {
-        message { _ = try CheckpointImporter(checkpoint: dir, outputDirectory: temporaryDirectory()).run() }
-    }
-
+extension ImportErrorTests {
     func vision(_ config: inout [String: Any], _ values: [String: Any]) throws {
         var vision = try #require(config["vision_config"] as? [String: Any])
         vision.merge(values) { $1 }
@@ -124,7 +109,7 @@ private typealias F = ManifestFixtures
 
     @Test(arguments: ["null", "5", #""x""#, "[1, 2]"])
     func processorConfigWhoseImageProcessorIsNotAnObject(value: String) throws {
-        let dir = try checkpoint("llava-a") { _ in }
+        let dir = try copyFixture("llava-a")
         let processor = dir.appendingPathComponent("processor_config.json")
         try Data(#"{"image_processor": \#(value), "processor_class": "LlavaProcessor"}"#.utf8).write(to: processor)
         let text = importError(dir)
@@ -138,14 +123,16 @@ private typealias F = ManifestFixtures
         (["image_size": -32], "vision_config.image_size must be 1...8192, found -32"),
     ] as [([String: Int], String)])
     func visionSizesAreBounded(values: [String: Int], expected: String) throws {
-        let dir = try checkpoint("llava-a") { try vision(&$0, values) }
+        let dir = try copyFixture("llava-a")
+        try editConfig(dir) { try vision(&$0, values) }
         let text = importError(dir)
         #expect(text.contains(dir.appendingPathComponent("config.json").path) && text.contains(expected), "\(text)")
     }
 
     @Test(arguments: ["mlp9223372036854775807x_gelu", "mlp17x_gelu", "mlp0x_gelu"])
     func tinyLLaVAConnectorDepthIsBounded(type: String) throws {
-        let dir = try checkpoint("tinyllava-phi-siglip") { $0["connector_type"] = type }
+        let dir = try copyFixture("tinyllava-phi-siglip")
+        try editConfig(dir) { $0["connector_type"] = type }
         let text = importError(dir)
         #expect(text.contains("config.json") && text.contains("connector_type is \"\(type)\"")
                 && text.contains("\"mlp{N}x_gelu\" (N from 1 to 16)"), "\(text)")

@@ -203,10 +203,10 @@ func slice(_ t: Tensor, _ index: Int) -> Tensor {
         return dir
     }
 
-    func editConfig(_ dir: URL, _ edit: (inout [String: Any]) -> Void) throws {
+    func editConfig(_ dir: URL, _ edit: (inout [String: Any]) throws -> Void) throws {
         let url = dir.appendingPathComponent("config.json")
         var config = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
-        edit(&config)
+        try edit(&config)
         try JSONSerialization.data(withJSONObject: config).write(to: url)
     }
 

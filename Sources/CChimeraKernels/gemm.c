@@ -23,6 +23,7 @@
 #include "weights_avx512.h"
 #include "weights_avx2.h"
 #include "scratch.h"
+#include "pool.h"
 #include "q6_blocks.h"
 
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c,avx2")))
@@ -924,6 +925,42 @@ AVX512 static void decode_task(void *context, long i0, long i1) {
     }
 }
 
+// Keys of each span of a decoded token's attention (chk_attention_cached): see there.
+static long decode_span_keys(long keyCount, long kvHeads, long headDim, int threads) {
+    long spans = (8L * threads + kvHeads - 1) / kvHeads, most = keyCount / 64 > 1 ? keyCount / 64 : 1;
+    long largest = (1L << 16) / headDim / NR * NR, fewest = (keyCount + largest - 1) / (largest > NR ? largest : NR);
+    if (spans > most) spans = most;
+    if (spans < fewest) spans = fewest;
+    return ((keyCount + spans - 1) / spans + NR - 1) / NR * NR;
+}
+
+int chk_attention_hint(const void *keyPanels, const void *values, long capacity, long keyCount, long kvHeads, long headDim,
+                       int half, int threads, int t, long most, chk_byte_span *spans) {
+    if (keyCount <= 0 || kvHeads <= 0 || capacity % NR || t < 1 || t >= threads) return 0;
+    long spanKeys = decode_span_keys(keyCount, kvHeads, headDim, threads), perHead = (keyCount + spanKeys - 1) / spanKeys;
+    long items = kvHeads * perHead, element = half ? 2 : 4;
+    int n = 0;
+    // Worker t's own items start at t·items/threads (chk_parallel_for_ranges, chunks of one item).
+    for (long item = t * items / threads, budget = most; item < (t + 1) * items / threads && budget > 0 && n + 2 <= CHK_HINT_SPANS; item++) {
+        long g = item / perHead, k0 = item % perHead * spanKeys, keys = keyCount - k0 < spanKeys ? keyCount - k0 : spanKeys;
+        long keyBytes = (keys + NR - 1) / NR * NR * headDim * element, valueBytes = keys * headDim * element;
+        spans[n++] = (chk_byte_span){(const char *)keyPanels + key_at(g, k0, headDim, capacity) * element, keyBytes};
+        spans[n++] = (chk_byte_span){(const char *)values + value_at(g, k0, headDim, capacity) * element, valueBytes};
+        budget -= keyBytes + valueBytes;
+    }
+    return n;
+}
+
+void chk_prefetch_attention(const void *keyPanels, const void *values, long capacity, long keyCount, long kvHeads,
+                            long headDim, int half, int threads, long most) {
+    int T = pool_hint_threads(threads);
+    for (int t = 1; t < T; t++) {
+        chk_byte_span spans[CHK_HINT_SPANS];
+        pool_hint(t, spans, chk_attention_hint(keyPanels, values, capacity, keyCount, kvHeads, headDim, half, T, t, most, spans));
+    }
+    if (T > 1) pool_hint_post();
+}
+
 int chk_attention_cached(const float *q, long ldq, long tokens, int half, const void *keyPanels, const void *values, long capacity,
                          long keyCount, long heads, long kvHeads, long headDim, float scale, long causalOffset,
                          float *out, long ldo, int threads) {
@@ -954,12 +991,7 @@ int chk_attention_cached(const float *q, long ldq, long tokens, int half, const 
         // (keys and values of 1024 positions of a 64-wide head), since a span's values are read
         // once per 64 or 32 columns (and its keys once per 12 query heads of a group): the later
         // reads find them in L2.
-        long spans = (8L * threads + kvHeads - 1) / kvHeads, most = keyCount / 64 > 1 ? keyCount / 64 : 1;
-        long largest = (1L << 16) / headDim / NR * NR, fewest = (keyCount + largest - 1) / (largest > NR ? largest : NR);
-        if (spans > most) spans = most;
-        if (spans < fewest) spans = fewest;
-        long spanKeys = ((keyCount + spans - 1) / spans + NR - 1) / NR * NR;
-        spans = (keyCount + spanKeys - 1) / spanKeys;
+        long spanKeys = decode_span_keys(keyCount, kvHeads, headDim, threads), spans = (keyCount + spanKeys - 1) / spanKeys;
         float *partials = spans > 1 ? chk_scratch(7, spans * kvHeads * group * (headDim + 2)) : NULL;
         _Atomic long done[kvHeads];
         for (long g = 0; g < kvHeads; g++) atomic_init(&done[g], 0);

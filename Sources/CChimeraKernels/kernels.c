@@ -6,6 +6,7 @@
 #include "weights_avx512.h"
 #include "weights_avx2.h"
 #include "scratch.h"
+#include "pool.h"
 #include "q6_blocks.h"
 #include <immintrin.h>
 #include <math.h>
@@ -1230,6 +1231,43 @@ static void pool_work(void) {
     }
 }
 
+// What a waiting worker prefetches (pool.h): per worker, spans of bytes that the next job will
+// have it read first. Relaxed atomics: a span read while the caller rewrites it can only make a
+// worker prefetch the wrong lines, and prefetches do not fault.
+static struct {
+    _Alignas(64) _Atomic unsigned long posted;
+    struct { _Atomic(const char *) start; _Atomic long bytes; } spans[POOL_THREADS][CHK_HINT_SPANS];
+} hints;
+
+// Read without the `busy` lock: a count changed meanwhile by another caller's job only sends the
+// hints to workers that will not use them (they stay within POOL_THREADS).
+int pool_hint_threads(int threads) {
+    int workers = pool.workers;
+    return threads - 1 < workers ? threads : workers + 1;
+}
+
+void pool_hint(int worker, const chk_byte_span *spans, int count) {
+    for (int i = 0; i < CHK_HINT_SPANS; i++) {
+        atomic_store_explicit(&hints.spans[worker][i].start, i < count ? spans[i].start : NULL, memory_order_relaxed);
+        atomic_store_explicit(&hints.spans[worker][i].bytes, i < count ? spans[i].bytes : 0, memory_order_relaxed);
+    }
+}
+
+void pool_hint_post(void) { atomic_fetch_add_explicit(&hints.posted, 1, memory_order_release); }
+
+// Prefetches into L2 the spans posted for worker `t`, until the generation moves on from `seen`
+// (a job came: the prefetching stops within a kilobyte).
+static void prefetch_hinted(int t, unsigned long seen) {
+    for (int i = 0; i < CHK_HINT_SPANS; i++) {
+        const char *p = atomic_load_explicit(&hints.spans[t][i].start, memory_order_relaxed);
+        long bytes = atomic_load_explicit(&hints.spans[t][i].bytes, memory_order_relaxed);
+        for (long b = 0; p && b < bytes; b += 64) {
+            _mm_prefetch(p + b, _MM_HINT_T1);
+            if ((b & 1023) == 1023 - 63 && atomic_load_explicit(&pool.generation, memory_order_relaxed) != seen) return;
+        }
+    }
+}
+
 // `start` is the generation when the worker was created: a job signalled before the thread first
 // runs is then still seen as new.
 static void *pool_worker(void *start) {
@@ -1237,10 +1275,13 @@ static void *pool_worker(void *start) {
     pool_index = 1 + atomic_fetch_add(&pool.joined, 1);
     unsigned long seen = (unsigned long)(uintptr_t)start;
     for (;;) {
-        unsigned long g = seen;
+        unsigned long g = seen, hinted = atomic_load_explicit(&hints.posted, memory_order_acquire);
         for (unsigned long long t0 = __rdtsc();
-             (g = atomic_load_explicit(&pool.generation, memory_order_acquire)) == seen && __rdtsc() - t0 < SPIN_CYCLES;)
+             (g = atomic_load_explicit(&pool.generation, memory_order_acquire)) == seen && __rdtsc() - t0 < SPIN_CYCLES;) {
+            unsigned long h = atomic_load_explicit(&hints.posted, memory_order_acquire);
+            if (h != hinted) { hinted = h; prefetch_hinted(pool_index, seen); continue; }
             _mm_pause();
+        }
         if (g == seen) {
             pthread_mutex_lock(&pool.lock);
             atomic_fetch_add(&pool.sleepers, 1);
@@ -1424,6 +1465,35 @@ void chk_matvec_parts(const chk_matvec_part *parts, int count, const float *x, l
 void chk_matvec(chk_format format, const void *w, const uint16_t *scales, const float *x, float *y, long rows, long cols, int threads) {
     chk_matvec_part part = {format, w, scales, rows, y};
     chk_matvec_parts(&part, 1, x, cols, threads);
+}
+
+int chk_product_hint(const chk_matvec_part *parts, int count, long cols, int threads, int t, long most, chk_byte_span *spans) {
+    if (count > CHK_MATVEC_PARTS || count < 1 || t < 1 || t >= threads) return 0;
+    long rows = 0;
+    for (int i = 0; i < count; i++) rows += parts[i].rows;
+    // Worker t's own share of chk_matvec_parts's chunks starts at chunk t·chunks/threads (parallel_for).
+    long chunk = matvec_chunk_rows(parts, count, cols), chunks = (rows + chunk - 1) / chunk;
+    long r0 = t * chunks / threads * chunk, r1 = (t + 1) * chunks / threads * chunk, first = 0, budget = most;
+    int n = 0;
+    for (int i = 0; i < count && budget > 0; first += parts[i++].rows) {
+        long a = r0 > first ? r0 - first : 0, b = r1 - first < parts[i].rows ? r1 - first : parts[i].rows;
+        if (b <= a) continue;
+        long rowBytes = row_bytes(parts[i].format, cols), scaleBytes = chk_format_is_blocked(parts[i].format) ? cols / CHK_BLOCK * 2 : 0;
+        if ((b - a) * rowBytes > budget) b = a + (budget + rowBytes - 1) / rowBytes;
+        budget -= (b - a) * rowBytes;
+        spans[n++] = (chk_byte_span){(const char *)parts[i].w + a * (rowBytes - scaleBytes), (b - a) * (rowBytes - scaleBytes)};
+        if (scaleBytes) spans[n++] = (chk_byte_span){(const char *)parts[i].scales + a * scaleBytes, (b - a) * scaleBytes};
+    }
+    return n;
+}
+
+void chk_prefetch_product(const chk_matvec_part *parts, int count, long cols, int threads, long most) {
+    int T = pool_hint_threads(threads);
+    for (int t = 1; t < T; t++) {
+        chk_byte_span spans[CHK_HINT_SPANS];
+        pool_hint(t, spans, chk_product_hint(parts, count, cols, T, t, most, spans));
+    }
+    if (T > 1) pool_hint_post();
 }
 
 // MARK: - Threaded decode attention

@@ -73,6 +73,13 @@ public final class LayerKVCache: @unchecked Sendable {
         chk_kv_rows(panels.keys, panels.values, length, kvHeads, headDim, storedPositions, keys, values)
     }
 
+    /// Lets the thread pool's waiting workers prefetch the keys and values each starts a decoded
+    /// token's attention over `positions` positions with, while the caller works alone before it.
+    public func prefetchDecodeAttention(positions: Int) {
+        chk_prefetch_attention(keyPanels, valueRows, storedPositions, positions, kvHeads, headDim, isHalf,
+                               Int32(ComputeThreads.current), 256 << 10)
+    }
+
     public func reset() { length = 0 }
 }
 

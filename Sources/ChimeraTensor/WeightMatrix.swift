@@ -276,6 +276,28 @@ public final class WeightMatrix: @unchecked Sendable {
         addBias(a); addBias(b); addBias(c)
     }
 
+    /// Lets the thread pool's waiting workers prefetch the rows each starts the decode product of
+    /// these matrices with (`apply(_:_:_:_:)` of one or two rows, or `apply(_:bias:into:)`), while
+    /// the caller works alone before it (norms, rotary, the KV append): memory would otherwise
+    /// idle then. Nothing else changes: a product not run next only cost the prefetches.
+    /// Without allocating (decode calls it for every product of every token), as `apply(_:_:_:_:)`.
+    public static func prefetchDecodeProduct(_ a: WeightMatrix, _ b: WeightMatrix? = nil, _ c: WeightMatrix? = nil) {
+        guard b.map({ $0.columns == a.columns }) ?? true, c.map({ $0.columns == a.columns }) ?? true else { return }
+        func part(_ m: WeightMatrix) -> chk_matvec_part {
+            chk_matvec_part(format: m.kernelFormat, w: m.data, scales: m.scales, rows: m.rows, y: nil)
+        }
+        withUnsafeTemporaryAllocation(of: chk_matvec_part.self, capacity: 3) { parts in
+            var count = 0
+            for m in [a, b, c] where m != nil {  // (a literal of optionals the optimizer keeps off the heap)
+                parts[count] = part(m!); count += 1
+            }
+            chk_prefetch_product(parts.baseAddress, Int32(count), a.columns, Int32(ComputeThreads.current), prefetchBytes)
+        }
+    }
+
+    /// At most this much of a product's rows a waiting worker prefetches (an eighth of a 2 MiB L2).
+    static let prefetchBytes = 256 << 10
+
     /// out[r] = W[r] · x, threaded over rows (one C call: the activation is quantized once and the
     /// rows are shared out by the kernels' thread pool).
     func gemv(_ x: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>) {

@@ -202,6 +202,60 @@ extension KernelSelection {
             }
         }
 
+        /// The spans a waiting worker prefetches for the next product are the front of the share it
+        /// claims first (rows t·chunks/threads·chunk on, see rangeClaims… below), in each part's
+        /// values and scales, within the byte budget.
+        @Test func productHintsAreTheFrontOfTheWorkersShare() throws {
+            let columns = 896  // q4_0: 448 bytes of values and 56 of scales a row; claims of 16 rows
+            let matrices = try [896, 128, 128].enumerated().map { i, rows in
+                try WeightMatrix.converting(Self.random([rows, columns], seed: UInt64(30 + i)), to: .q4_0)
+            }
+            let parts = matrices.map { chk_matvec_part(format: CHK_Q4_0, w: $0.data, scales: $0.scales, rows: $0.rows, y: nil) }
+            func hint(threads: Int32, worker: Int32, most: Int) -> [(start: UnsafeRawPointer?, bytes: Int)] {
+                var spans = [chk_byte_span](repeating: chk_byte_span(), count: Int(CHK_HINT_SPANS))
+                let n = chk_product_hint(parts, Int32(parts.count), columns, threads, worker, most, &spans)
+                return spans[0..<Int(n)].map { ($0.start, $0.bytes) }
+            }
+            func at(_ m: WeightMatrix, row: Int) -> (values: UnsafeRawPointer, scales: UnsafeRawPointer) {
+                (UnsafeRawPointer(m.data + row * columns / 2), UnsafeRawPointer(m.scales! + row * columns / 32))
+            }
+            // 1152 rows in 72 claims of 16: worker 1 of 2 owns claims 36..<72, rows 576..<1152, which
+            // are q's rows 576..<896 and all of k's and v's.
+            let whole = hint(threads: 2, worker: 1, most: 1 << 20)
+            let starts: [UnsafeRawPointer] = [at(matrices[0], row: 576).values, at(matrices[0], row: 576).scales,
+                                              at(matrices[1], row: 0).values, at(matrices[1], row: 0).scales,
+                                              at(matrices[2], row: 0).values, at(matrices[2], row: 0).scales]
+            #expect(whole.map { $0.start! } == starts)
+            #expect(whole.map(\.bytes) == [320 * 448, 320 * 56, 128 * 448, 128 * 56, 128 * 448, 128 * 56])
+            // A budget of 100 KiB: ⌈102400 / 504⌉ = 204 rows of q.
+            #expect(hint(threads: 2, worker: 1, most: 100 << 10).map(\.bytes) == [204 * 448, 204 * 56])
+            // Of three threads, worker 2 owns claims 48..<72: rows 768 on.
+            #expect(hint(threads: 3, worker: 2, most: 1 << 20).first?.start == at(matrices[0], row: 768).values)
+            // No worker 0 (the caller), none past the threads, no hint on one thread.
+            #expect(hint(threads: 2, worker: 0, most: 1 << 20).isEmpty && hint(threads: 2, worker: 2, most: 1 << 20).isEmpty)
+            #expect(hint(threads: 1, worker: 1, most: 1 << 20).isEmpty)
+        }
+
+        /// For a decoded token's attention: the keys and values of the first spans the worker owns.
+        @Test func attentionHintsAreTheWorkersFirstSpans() {
+            // 940 keys, 2 KV heads of 64, 2 threads: 8 spans of 128 keys a head; worker 1 owns head 1.
+            let capacity = 1024, headDim = 64, kvHeads = 2
+            let keys = UnsafeMutableRawPointer.allocate(byteCount: 4 * kvHeads * capacity * headDim, alignment: 64)
+            let values = UnsafeMutableRawPointer.allocate(byteCount: 4 * kvHeads * capacity * headDim, alignment: 64)
+            defer { keys.deallocate(); values.deallocate() }
+            var spans = [chk_byte_span](repeating: chk_byte_span(), count: Int(CHK_HINT_SPANS))
+            let n = Int(chk_attention_hint(keys, values, capacity, 940, kvHeads, headDim, 0, 2, 1, 256 << 10, &spans))
+            let span = 4 * 128 * headDim, head = 4 * capacity * headDim  // bytes of a span's keys (or values), of a head's
+            var expected: [UnsafeRawPointer] = []
+            for s in 0..<4 { expected += [UnsafeRawPointer(keys + head + s * span), UnsafeRawPointer(values + head + s * span)] }
+            #expect(spans[0..<n].map { UnsafeRawPointer($0.start!) } == expected)
+            #expect(spans[0..<n].allSatisfy { $0.bytes == span })
+            // A float16 cache: half the bytes, twice the spans within the budget (up to CHK_HINT_SPANS).
+            let halves = Int(chk_attention_hint(keys, values, capacity, 940, kvHeads, headDim, 1, 2, 1, 256 << 10, &spans))
+            let thirdKeys = UnsafeRawPointer(keys + head / 2 + span / 2)
+            #expect(halves == 16 && spans[0].bytes == span / 2 && UnsafeRawPointer(spans[2].start!) == thirdKeys)
+        }
+
         @Test func decodeAttentionEqualsTheGeneralPath() {
             // One query over 37 cached keys, grouped-query (8 heads over 2 KV heads).
             let heads = 8, kvHeads = 2, headDim = 16, keys = 37

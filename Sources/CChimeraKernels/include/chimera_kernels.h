@@ -100,6 +100,19 @@ typedef struct chk_matvec_part { chk_format format; const void *w; const uint16_
 /// threaded pass over all their rows (more than CHK_MATVEC_PARTS: one chk_matvec each).
 void chk_matvec_parts(const chk_matvec_part *parts, int count, const float *x, long cols, int threads);
 
+/// Lets the pool's waiting workers prefetch into their L2 the rows each will start the next
+/// chk_matvec_parts of these parts with, at most `most` bytes each, while the caller works alone
+/// before it (between two products of a decoded token memory would otherwise idle). Each worker
+/// prefetches the spans chk_product_hint gives it, until its next job comes.
+void chk_prefetch_product(const chk_matvec_part *parts, int count, long cols, int threads, long most);
+/// Bytes from `start` on (a prefetch hint's piece).
+typedef struct { const void *start; long bytes; } chk_byte_span;
+#define CHK_HINT_SPANS (2 * CHK_MATVEC_PARTS)
+/// Where worker t (1 ..< threads) of a chk_matvec_parts on `threads` threads starts: the rows of
+/// its own share's front, at most `most` bytes (rounded up to a whole row) as spans of values and
+/// of scales, into spans[0 ..< CHK_HINT_SPANS]; returns how many.
+int chk_product_hint(const chk_matvec_part *parts, int count, long cols, int threads, int t, long most, chk_byte_span *spans);
+
 /// Where each KV head's keys and values are. Keys either as rows (element (t, d) of head g at
 /// keys + g·keyHeadStride + t·ldk + d) or, in the KV cache, as panels of CHK_KEY_PANEL positions,
 /// dimension-major (panel p of head g at keys + g·keyHeadStride + p·headDim·CHK_KEY_PANEL, element
@@ -189,4 +202,13 @@ void chk_kv_rows(const float *keyPanels, const float *values, long keyCount, lon
 int chk_attention_cached(const float *q, long ldq, long tokens, int half, const void *keyPanels, const void *values, long capacity,
                          long keyCount, long heads, long kvHeads, long headDim, float scale, long causalOffset,
                          float *out, long ldo, int threads);
+/// As chk_prefetch_product, for a decoded token's chk_attention_cached over keyCount positions:
+/// each waiting worker prefetches the keys and values of the spans it will start with.
+void chk_prefetch_attention(const void *keyPanels, const void *values, long capacity, long keyCount, long kvHeads,
+                            long headDim, int half, int threads, long most);
+/// The keys and values of the spans of keys worker t starts such an attention with (its own
+/// share's first items; spans of keys then of values, alternately, while `most` bytes last).
+int chk_attention_hint(const void *keyPanels, const void *values, long capacity, long keyCount, long kvHeads, long headDim,
+                       int half, int threads, int t, long most, chk_byte_span *spans);
+
 #endif

@@ -341,6 +341,9 @@ public final class DecoderTransformer: LanguageModel, @unchecked Sendable {
         let x = ws.tensor("x", rows: tokens, columns: h), projected = ws.tensor("projected", rows: tokens, columns: h)
         let q = ws.tensor("q", rows: tokens, columns: qWidth), attended = ws.tensor("attended", rows: tokens, columns: qWidth)
         let k = ws.tensor("k", rows: tokens, columns: kvWidth), v = ws.tensor("v", rows: tokens, columns: kvWidth)
+        // A decoded token (a row or two): its products are matrix-vector ones, during which waiting
+        // workers can prefetch (WeightMatrix.prefetchDecodeProduct).
+        let decoding = tokens <= WeightMatrix.rowByRowLimit
         // The MLP's first products (whole, or a slice) and their activation, into "gate".
         func activatedMLP(_ gateLayer: LinearLayer?, _ upLayer: LinearLayer) -> Tensor {
             let gate = ws.tensor("gate", rows: tokens, columns: upLayer.outputWidth)
@@ -360,16 +363,21 @@ public final class DecoderTransformer: LanguageModel, @unchecked Sendable {
         for (i, layer) in layers.enumerated() {
             layer.inputNorm(hidden, into: x)
             LinearLayer.apply(x, (layer.q, q), (layer.k, k), (layer.v, v))  // one product for the three
+            let layerCache = cache.layers[i]
+            if decoding { layerCache.prefetchDecodeAttention(positions: start + tokens) }
             if a.qkNorm {
                 normalizeHeads(q, layer.qNorms)
                 normalizeHeads(k, layer.kNorms)
             }
             rotary.applyInPlace(q, heads: a.heads, angles: angles)
             rotary.applyInPlace(k, heads: a.kvHeads, angles: angles)
-            let layerCache = cache.layers[i]
             layerCache.append(keys: k, values: v)
             cachedAttention(queries: q, cache: layerCache, heads: a.heads, start: start, workspace: ws, into: attended)
             layer.o(attended, into: projected)
+            if decoding {
+                if let gate = layer.gate { WeightMatrix.prefetchDecodeProduct(gate.matrix, layer.up.matrix) }
+                else { WeightMatrix.prefetchDecodeProduct(layer.up.matrix) }
+            }
             addInPlace(hidden, projected)
             // Parallel: the MLP reads the same normed input `x` as attention did.
             if let postAttentionNorm = layer.postAttentionNorm { postAttentionNorm(hidden, into: x) }
@@ -379,7 +387,15 @@ public final class DecoderTransformer: LanguageModel, @unchecked Sendable {
                                             bias: s == 0 ? layer.down.bias : nil, accumulate: s > 0, into: projected)
                 }
             } else {
-                layer.down(activatedMLP(layer.gate, layer.up), into: projected)
+                let activated = activatedMLP(layer.gate, layer.up)
+                if decoding { WeightMatrix.prefetchDecodeProduct(layer.down.matrix) }
+                layer.down(activated, into: projected)
+            }
+            if decoding {
+                if i + 1 < layers.count {
+                    let next = layers[i + 1]
+                    WeightMatrix.prefetchDecodeProduct(next.q.matrix, next.k.matrix, next.v.matrix)
+                } else { WeightMatrix.prefetchDecodeProduct(lmHead.matrix) }
             }
             addInPlace(hidden, projected)
         }

@@ -1,3 +1,4 @@
+import ChimeraIO
 import Foundation
 
 // Chat templates as data (manifest kind "chimera.template/v1", files under manifests/templates/).
@@ -22,6 +23,7 @@ public struct ChatTurn: Codable, Sendable, Equatable {
 
     /// Reads a conversation file: a JSON list of {role, content}.
     public static func conversation(contentsOf url: URL) throws -> [ChatTurn] {
+        if let reason = notARegularFile(url.path) { throw ManifestError.unreadable(file: url.path, reason: reason) }
         guard let data = FileManager.default.contents(atPath: url.path) else {
             throw ManifestError.unreadable(file: url.path, reason: "no such file or not readable")
         }

@@ -30,6 +30,7 @@ extension ImagePreprocessing {
     /// `"image_processor"` object). `padToSquare` is always false here (it is a
     /// model-level setting in LLaVA/TinyLLaVA, `image_aspect_ratio == "pad"`); set it afterwards.
     public init(huggingFaceConfig url: URL) throws {
+        if let reason = notARegularFile(url.path) { throw ImagePreprocessingError.unreadableConfig(file: url.path, reason: reason) }
         let data: Data
         do {
             data = try Data(contentsOf: url)

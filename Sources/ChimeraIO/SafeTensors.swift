@@ -318,6 +318,7 @@ public final class WeightStore: @unchecked Sendable {
     }
 
     private static func openIndex(_ path: String) throws -> [SafeTensorsFile] {
+        if let reason = notARegularFile(path) { throw WeightError.unreadable(file: path, reason: reason) }
         guard let data = FileManager.default.contents(atPath: path) else {
             throw WeightError.unreadable(file: path, reason: "no such file")
         }

@@ -28,6 +28,12 @@ public final class Tokenizer: @unchecked Sendable {
     private let normalizedSplitter: AddedTokenSplitter
 
     public convenience init(url: URL) throws {
+        // Opening a FIFO would wait for a writer forever (ChimeraIO's notARegularFile, which this
+        // module, depending on nothing, cannot see: the same question asked of Foundation).
+        if let type = try? FileManager.default.attributesOfItem(atPath: url.path)[.type] as? FileAttributeType, type != .typeRegular {
+            throw TokenizerError.fileNotReadable(
+                file: url.path, reason: type == .typeDirectory ? "it is a folder, not a file" : "it is not a regular file (a FIFO, socket or device)")
+        }
         let data: Data
         do {
             data = try Data(contentsOf: url)

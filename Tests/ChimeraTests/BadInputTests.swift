@@ -1,5 +1,6 @@
 @testable import ChimeraComponents
 import ChimeraIO
+import ChimeraTokenizers
 import Foundation
 import Testing
 @testable import Chimera
@@ -71,6 +72,26 @@ private typealias F = ManifestFixtures
         var catalog = Catalog()
         try catalog.load(directory: folder)
         #expect(catalog.components.isEmpty)
+    }
+
+    @Test func aFIFOIsNoTokenizerConversationConfigOrIndex() throws {
+        let folder = temporaryDirectory()
+        func fifo(_ name: String) -> URL {
+            let url = folder.appendingPathComponent(name)
+            #expect(mkfifo(url.path, 0o600) == 0)
+            return url
+        }
+        // Each of these opened the FIFO and waited for a writer forever.
+        let expected = "it is not a regular file"
+        #expect(message { _ = try Tokenizer(url: fifo("tokenizer.json")) }.contains(expected))
+        #expect(message { _ = try Tokenizer(url: folder) }.contains("it is a folder, not a file"))
+        #expect(message { _ = try ChatTurn.conversation(contentsOf: fifo("chat.json")) }.contains(expected))
+        #expect(message { _ = try ImagePreprocessing(huggingFaceConfig: fifo("preprocessor_config.json")) }.contains(expected))
+        #expect(message { _ = try WeightStore(files: [fifo("model.safetensors.index.json").path]) }.contains(expected))
+        let checkpoint = temporaryDirectory()
+        #expect(mkfifo(checkpoint.appendingPathComponent("config.json").path, 0o600) == 0)
+        let imported = message { _ = try CheckpointImporter(checkpoint: checkpoint, outputDirectory: temporaryDirectory()).run() }
+        #expect(imported.contains("config.json") && imported.contains(expected), "\(imported)")
     }
 
     // MARK: manifests' sizes

@@ -55,6 +55,7 @@ public struct CheckpointImporter {
 
     func readJSON(_ name: String) throws -> [String: Any] {
         let url = file(name)
+        if let reason = notARegularFile(url.path) { throw ImportError.unreadable(file: url.path, reason: reason) }
         guard let data = FileManager.default.contents(atPath: url.path) else {
             throw ImportError.unreadable(file: url.path, reason: "no such file")
         }

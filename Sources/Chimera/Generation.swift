@@ -130,7 +130,7 @@ extension AssembledModel {
         var featureIndex = 0
         let wholePrompt = inputs.allSatisfy { tokenizer.tokenID($0.binding.placeholder) != nil }
         if wholePrompt {
-            let ids = tokenizer.encode(prompt, addSpecialTokens: true)
+            let ids = try tokenizer.encode(prompt, addSpecialTokens: true)
             let placeholderIDs = Set(inputs.compactMap { tokenizer.tokenID($0.binding.placeholder) })
             var textRun: [Int] = []
             func flushText() throws {
@@ -159,7 +159,7 @@ extension AssembledModel {
                     rows.append(f)
                     tokens += Array(repeating: -1, count: f.rows)
                 } else {
-                    let ids = tokenizer.encode(piece.text, addSpecialTokens: first)
+                    let ids = try tokenizer.encode(piece.text, addSpecialTokens: first)
                     first = false
                     if !ids.isEmpty { rows.append(try languageModel.embed(ids)); tokens += ids }
                 }
@@ -215,20 +215,20 @@ extension AssembledModel {
             if eosTokenIDs.contains(next) { stopReason = "eos"; break }
             if stopIDs.contains(next) { stopReason = "stop"; break }
             generated.append(next)
-            onText(stopFilter.append(detokenizer.append(next)))
+            onText(stopFilter.append(try detokenizer.append(next)))
             if stopFilter.stopped { stopReason = "stop"; break }
             if generated.count == options.maxTokens { break }
             try languageModel.embed(token: next, into: nextEmbedding)
             logits = try languageModel.forward(embeddings: nextEmbedding, cache: cache, lastOnly: true)
         }
-        onText(stopFilter.append(detokenizer.finish()) + stopFilter.finish())
+        onText(stopFilter.append(try detokenizer.finish()) + stopFilter.finish())
         let decodeSeconds = Date().timeIntervalSince(decodeStart)
         let timings = GenerationTimings(
             encodeSeconds: prepared.encodeSeconds, prefillSeconds: prefillSeconds,
             prefillTokensPerSecond: Double(promptLength) / max(prefillSeconds, 1e-9),
             decodeSeconds: decodeSeconds,
             decodeTokensPerSecond: generated.count > 1 ? Double(generated.count - 1) / max(decodeSeconds, 1e-9) : 0)
-        return GenerationResult(tokens: generated, text: StopStringFilter.cut(tokenizer.decode(generated, skipSpecialTokens: true), at: textStops),
+        return GenerationResult(tokens: generated, text: StopStringFilter.cut(try tokenizer.decode(generated, skipSpecialTokens: true), at: textStops),
                                 promptTokens: promptLength, stopReason: stopReason, timings: timings)
     }
 }

@@ -4,7 +4,7 @@ import Foundation
 /// `decode_chain`, each step maps a list of token strings to a new list; the
 /// results are concatenated at the end.
 protocol Decoder: Sendable {
-    func decodeChain(_ tokens: [String]) -> [String]
+    func decodeChain(_ tokens: [String]) throws(TokenizerError) -> [String]
 }
 
 enum Decoders {
@@ -42,13 +42,19 @@ extension Unicode.Scalar {
 
 struct SequenceDecoder: Decoder {
     let steps: [any Decoder]
-    func decodeChain(_ tokens: [String]) -> [String] { steps.reduce(tokens) { $1.decodeChain($0) } }
+    func decodeChain(_ tokens: [String]) throws(TokenizerError) -> [String] {
+        var tokens = tokens
+        for step in steps { tokens = try step.decodeChain(tokens) }
+        return tokens
+    }
 }
 
 struct ReplaceDecoder: Decoder {
     let pattern: SplitPattern
     let content: String
-    func decodeChain(_ tokens: [String]) -> [String] { tokens.map { pattern.replacingMatches(in: $0, with: content) } }
+    func decodeChain(_ tokens: [String]) throws(TokenizerError) -> [String] {
+        try tokens.map { token throws(TokenizerError) in try pattern.replacingMatches(in: token, with: content) }
+    }
 }
 
 /// Runs of <0xNN> tokens become the UTF-8 text they spell; an invalid run becomes

@@ -3,7 +3,7 @@ import Foundation
 /// The `normalizer` section: rewrites text before pre-tokenization. Applied to each
 /// stretch of text between added tokens (and to normalized added tokens' contents).
 protocol Normalizer: Sendable {
-    func normalize(_ text: String) -> String
+    func normalize(_ text: String) throws(TokenizerError) -> String
 }
 
 enum Normalizers {
@@ -32,7 +32,11 @@ enum Normalizers {
 
 struct SequenceNormalizer: Normalizer {
     let steps: [any Normalizer]
-    func normalize(_ text: String) -> String { steps.reduce(text) { $1.normalize($0) } }
+    func normalize(_ text: String) throws(TokenizerError) -> String {
+        var text = text
+        for step in steps { text = try step.normalize(text) }
+        return text
+    }
 }
 
 /// Legacy SentencePiece layout: prepend "▁" (only to non-empty text, like the Rust code).
@@ -44,7 +48,7 @@ struct PrependNormalizer: Normalizer {
 struct ReplaceNormalizer: Normalizer {
     let pattern: SplitPattern
     let content: String
-    func normalize(_ text: String) -> String { pattern.replacingMatches(in: text, with: content) }
+    func normalize(_ text: String) throws(TokenizerError) -> String { try pattern.replacingMatches(in: text, with: content) }
 }
 
 struct UnicodeNormalizer: Normalizer {

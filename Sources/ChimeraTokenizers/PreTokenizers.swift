@@ -9,11 +9,15 @@ struct PreToken {
 
 /// The `pre_tokenizer` section: cuts text into words; the model never merges across words.
 protocol PreTokenizer: Sendable {
-    func split(_ piece: PreToken) -> [PreToken]
+    func split(_ piece: PreToken) throws(TokenizerError) -> [PreToken]
 }
 
 extension PreTokenizer {
-    func callAsFunction(_ pieces: [PreToken]) -> [PreToken] { pieces.flatMap(split) }
+    func callAsFunction(_ pieces: [PreToken]) throws(TokenizerError) -> [PreToken] {
+        var out: [PreToken] = []
+        for piece in pieces { out += try split(piece) }
+        return out
+    }
 }
 
 enum PreTokenizers {
@@ -50,7 +54,11 @@ enum PreTokenizers {
 
 struct SequencePreTokenizer: PreTokenizer {
     let steps: [any PreTokenizer]
-    func split(_ piece: PreToken) -> [PreToken] { steps.reduce([piece]) { $1($0) } }
+    func split(_ piece: PreToken) throws(TokenizerError) -> [PreToken] {
+        var pieces = [piece]
+        for step in steps { pieces = try step(pieces) }
+        return pieces
+    }
 }
 
 /// How a Split keeps the delimiters it finds (mirrors `SplitDelimiterBehavior`).
@@ -110,8 +118,8 @@ struct SplitPreTokenizer: PreTokenizer {
     let behavior: SplitBehavior
     let invert: Bool
 
-    func split(_ piece: PreToken) -> [PreToken] {
-        var parts = pattern.parts(of: piece.text)
+    func split(_ piece: PreToken) throws(TokenizerError) -> [PreToken] {
+        var parts = try pattern.parts(of: piece.text)
         if invert { parts = parts.map { ($0.text, !$0.isMatch) } }
         return piece.replaced(by: behavior.apply(parts))
     }
@@ -123,10 +131,10 @@ struct ByteLevelPreTokenizer: PreTokenizer {
     let addPrefixSpace: Bool
     let useRegex: Bool
 
-    func split(_ piece: PreToken) -> [PreToken] {
+    func split(_ piece: PreToken) throws(TokenizerError) -> [PreToken] {
         var text = piece.text
         if addPrefixSpace, !text.hasExactPrefix(" ") { text = " " + text }
-        let words = useRegex ? SplitBehavior.isolated.apply(PreTokenizers.gpt2Regex.parts(of: text)) : [text]
+        let words = useRegex ? SplitBehavior.isolated.apply(try PreTokenizers.gpt2Regex.parts(of: text)) : [text]
         return piece.replaced(by: words.map(ByteLevelTable.encode))
     }
 }

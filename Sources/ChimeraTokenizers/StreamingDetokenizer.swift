@@ -29,22 +29,22 @@ public struct StreamingDetokenizer {
     }
 
     /// Adds one token; returns the text it completes (often "", never a broken character).
-    public mutating func append(_ id: Int) -> String {
+    public mutating func append(_ id: Int) throws(TokenizerError) -> String {
         ids.append(id)
-        let text = tokenizer.decode(ids[prefixStart...], skipSpecialTokens: skipSpecialTokens)
+        let text = try tokenizer.decode(ids[prefixStart...], skipSpecialTokens: skipSpecialTokens)
         let held = ids.count - readEnd
         if text.unicodeScalars.last == "\u{FFFD}", held < Self.maxHeldTokens { return "" }
-        return advance(to: text)
+        return try advance(to: text)
     }
 
     /// Returns whatever is still held back (call once generation ends).
-    public mutating func finish() -> String {
-        advance(to: tokenizer.decode(ids[prefixStart...], skipSpecialTokens: skipSpecialTokens))
+    public mutating func finish() throws(TokenizerError) -> String {
+        try advance(to: tokenizer.decode(ids[prefixStart...], skipSpecialTokens: skipSpecialTokens))
     }
 
     /// Emits the part of `text` (decoded from prefixStart to the end) beyond the prefix,
     /// then slides the window so the next step only decodes recent tokens.
-    private mutating func advance(to text: String) -> String {
+    private mutating func advance(to text: String) throws(TokenizerError) -> String {
         let old = prefixText.unicodeScalars
         let new = text.unicodeScalars
         guard new.count > old.count || !new.elementsEqual(old) else { return "" }
@@ -53,7 +53,7 @@ public struct StreamingDetokenizer {
         let delta = String(scalars: new.dropFirst(common))
         prefixStart = readEnd
         readEnd = ids.count
-        prefixText = tokenizer.decode(ids[prefixStart..<readEnd], skipSpecialTokens: skipSpecialTokens)
+        prefixText = try tokenizer.decode(ids[prefixStart..<readEnd], skipSpecialTokens: skipSpecialTokens)
         return delta
     }
 }

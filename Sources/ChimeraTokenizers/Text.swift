@@ -77,24 +77,28 @@ struct SplitPattern: @unchecked Sendable {
     let regex: NSRegularExpression
     /// Set for `{"String": ...}` patterns: replacing those skips ICU (decoders run per token).
     let literal: String?
+    /// Where the pattern was given (a file and its field), for errors.
+    let source: (file: String, field: String)
 
-    init(regex pattern: String) throws {
+    init(regex pattern: String, source: (file: String, field: String)? = nil) throws {
         regex = try NSRegularExpression(pattern: pattern)
         literal = nil
+        self.source = source ?? ("the built-in pattern", pattern)
     }
 
-    init(literal: String) throws {
+    init(literal: String, source: (file: String, field: String)) throws {
         regex = try NSRegularExpression(pattern: NSRegularExpression.escapedPattern(for: literal))
         self.literal = literal
+        self.source = source
     }
 
     /// Parses `{"String": "..."}` or `{"Regex": "..."}`.
     init(node: ConfigNode) throws(TokenizerError) {
         do {
             if let literal = try node["String"]?.asString() {
-                try self.init(literal: literal)
+                try self.init(literal: literal, source: (node.file, node.path + ".String"))
             } else if let pattern = try node["Regex"]?.asString() {
-                try self.init(regex: pattern)
+                try self.init(regex: pattern, source: (node.file, node.path + ".Regex"))
             } else {
                 throw node.invalid("an object with \"String\" or \"Regex\"")
             }
@@ -105,14 +109,32 @@ struct SplitPattern: @unchecked Sendable {
         }
     }
 
+    /// Longest the matches over a text of `characters` UTF-16 units may take: ICU backtracks
+    /// without bound, and a pattern such as `(a+)+$` takes exponential time on some texts (30
+    /// characters: minutes). Tokenizers' own patterns take microseconds a character.
+    static func timeLimit(characters: Int) -> Double { 2 + 20e-6 * Double(characters) }
+
+    /// The ranges of the matches in `text` (`ns` the same as an NSString), in order.
+    func matchRanges(in text: String, _ ns: NSString) throws(TokenizerError) -> [NSRange] {
+        var ranges: [NSRange] = []
+        let start = Date(), limit = Self.timeLimit(characters: ns.length)
+        var late = false
+        // With .reportProgress ICU also calls the block now and then during a long match.
+        regex.enumerateMatches(in: text, options: .reportProgress, range: NSRange(location: 0, length: ns.length)) { match, _, stop in
+            if let match { ranges.append(match.range) }
+            if Date().timeIntervalSince(start) > limit { late = true; stop.pointee = true }
+        }
+        if late { throw .patternTooSlow(file: source.file, field: source.field, characters: ns.length, seconds: limit) }
+        return ranges
+    }
+
     /// The whole text cut into consecutive (piece, isMatch) parts, as the Rust
     /// `Pattern::find_matches` does. Empty matches yield empty parts (callers drop them).
-    func parts(of text: String) -> [(text: String, isMatch: Bool)] {
+    func parts(of text: String) throws(TokenizerError) -> [(text: String, isMatch: Bool)] {
         let ns = text as NSString
         var result: [(String, Bool)] = []
         var previous = 0
-        for match in regex.matches(in: text, range: NSRange(location: 0, length: ns.length)) {
-            let r = match.range
+        for r in try matchRanges(in: text, ns) {
             if r.location > previous {
                 result.append((ns.substring(with: NSRange(location: previous, length: r.location - previous)), false))
             }
@@ -125,11 +147,9 @@ struct SplitPattern: @unchecked Sendable {
         return result
     }
 
-    func replacingMatches(in text: String, with content: String) -> String {
+    func replacingMatches(in text: String, with content: String) throws(TokenizerError) -> String {
         if let literal { return text.replacingExactly(literal, with: content) }
-        return regex.stringByReplacingMatches(
-            in: text, range: NSRange(location: 0, length: (text as NSString).length),
-            withTemplate: NSRegularExpression.escapedTemplate(for: content))
+        return try parts(of: text).map { $0.isMatch ? content : $0.text }.joined()
     }
 }
 

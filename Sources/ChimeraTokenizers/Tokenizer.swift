@@ -67,7 +67,9 @@ public final class Tokenizer: @unchecked Sendable {
         specialIDs = Set(addedTokens.filter(\.special).map(\.id))
         // Normalized tokens are searched for (and decoded) by their normalized form.
         let normalizer = self.normalizer
-        let searchTexts = addedTokens.map { $0.normalized ? normalizer?.normalize($0.content) ?? $0.content : $0.content }
+        let searchTexts = try addedTokens.map { token throws(TokenizerError) in
+            try token.normalized ? normalizer?.normalize(token.content) ?? token.content : token.content
+        }
         addedDecodeText = Dictionary(zip(addedTokens.map(\.id), searchTexts), uniquingKeysWith: { _, last in last })
         rawSplitter = AddedTokenSplitter(zip(searchTexts, addedTokens).filter { !$1.normalized }.map { ($0, $1) })
         normalizedSplitter = AddedTokenSplitter(zip(searchTexts, addedTokens).filter { $1.normalized }.map { ($0, $1) })
@@ -75,21 +77,23 @@ public final class Tokenizer: @unchecked Sendable {
 
     // MARK: Encoding
 
-    public func encode(_ text: String, addSpecialTokens: Bool = true) -> [Int] {
+    /// The ids of `text`. Throws only when one of the tokenizer's patterns takes too long over
+    /// it (SplitPattern.timeLimit).
+    public func encode(_ text: String, addSpecialTokens: Bool = true) throws(TokenizerError) -> [Int] {
         var ids: [Int] = []
         for part in rawSplitter.split(text) {
             guard case .text(let raw, let rawStart) = part else {
                 if case .token(let id) = part { ids.append(id) }
                 continue
             }
-            let normalized = normalizer?.normalize(raw) ?? raw
+            let normalized = try normalizer?.normalize(raw) ?? raw
             for inner in normalizedSplitter.split(normalized) {
                 switch inner {
                 case .token(let id):
                     ids.append(id)
                 case .text(let piece, let start):
                     let word = PreToken(text: piece, atStart: rawStart == 0 && start == 0)
-                    for pre in preTokenizer?([word]) ?? [word] {
+                    for pre in try preTokenizer?([word]) ?? [word] {
                         ids.append(contentsOf: model.tokenize(pre.text))
                     }
                 }
@@ -101,11 +105,12 @@ public final class Tokenizer: @unchecked Sendable {
 
     // MARK: Decoding
 
-    public func decode(_ ids: [Int], skipSpecialTokens: Bool = false) -> String {
-        decode(ids[...], skipSpecialTokens: skipSpecialTokens)
+    /// The text of `ids`. Throws only when a decoder's pattern takes too long (as `encode`).
+    public func decode(_ ids: [Int], skipSpecialTokens: Bool = false) throws(TokenizerError) -> String {
+        try decode(ids[...], skipSpecialTokens: skipSpecialTokens)
     }
 
-    func decode(_ ids: ArraySlice<Int>, skipSpecialTokens: Bool) -> String {
+    func decode(_ ids: ArraySlice<Int>, skipSpecialTokens: Bool) throws(TokenizerError) -> String {
         let tokens = ids.compactMap { id -> String? in
             if skipSpecialTokens, specialIDs.contains(id) { return nil }
             if let added = addedDecodeText[id] { return added }
@@ -114,7 +119,7 @@ public final class Tokenizer: @unchecked Sendable {
             return text
         }
         guard let decoder else { return tokens.joined(separator: " ") }
-        return decoder.decodeChain(tokens).joined()
+        return try decoder.decodeChain(tokens).joined()
     }
 
     // MARK: Vocabulary

@@ -8,6 +8,8 @@ public enum TokenizerError: LocalizedError, Equatable, Sendable {
     case missingField(file: String, field: String)
     case invalidField(file: String, field: String, detail: String)
     case unsupported(file: String, field: String, value: String)
+    /// A pattern took longer than `seconds` over a text (ICU backtracks without bound).
+    case patternTooSlow(file: String, field: String, characters: Int, seconds: Double)
 
     public var errorDescription: String? {
         switch self {
@@ -21,6 +23,9 @@ public enum TokenizerError: LocalizedError, Equatable, Sendable {
             "\(file): invalid value for field \"\(field)\": \(detail)"
         case .unsupported(let file, let field, let value):
             "\(file): unsupported \(value) in field \"\(field)\""
+        case .patternTooSlow(let file, let field, let characters, let seconds):
+            "\(file): the pattern in field \"\(field)\" took more than \(Int(seconds)) s over a text of \(characters) characters "
+                + "(a pattern that backtracks without bound?); the text was not tokenized"
         }
     }
 }

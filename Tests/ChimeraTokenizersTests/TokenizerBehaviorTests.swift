@@ -23,15 +23,16 @@ struct TokenizerBehaviorTests {
         let tokenizer = try Fixtures.tokenizer("qwen2_style")
         #expect(tokenizer.bosTokenID == nil)
         #expect(tokenizer.specialTokenIDs == [0, 1, 2])
-        #expect(tokenizer.encode("hi") == tokenizer.encode("hi", addSpecialTokens: false))
+        let withSpecial = try tokenizer.encode("hi")
+        #expect(try withSpecial == tokenizer.encode("hi", addSpecialTokens: false))
     }
 
     @Test func byteFallbackEmojiIsHeldUntilComplete() throws {
         let tokenizer = try Fixtures.tokenizer("llama_style")
-        let ids = tokenizer.encode("☃", addSpecialTokens: false)
+        let ids = try tokenizer.encode("☃", addSpecialTokens: false)
         // "▁" then three <0xNN> byte tokens for the snowman.
         #expect(ids.count >= 4)
-        let chunks = stream(tokenizer, ids, skipSpecialTokens: true)
+        let chunks = try stream(tokenizer, ids, skipSpecialTokens: true)
         #expect(chunks.joined() == "☃")
         #expect(chunks.filter { !$0.isEmpty } == ["☃"])
     }
@@ -39,44 +40,59 @@ struct TokenizerBehaviorTests {
     @Test func byteLevelTokenEndingMidCharacter() throws {
         let tokenizer = try Fixtures.tokenizer("gpt2_style")
         let text = "Ꙭ🙂 ok"  // rare characters: split into byte-level pieces
-        let ids = tokenizer.encode(text)
-        let chunks = stream(tokenizer, ids, skipSpecialTokens: true)
+        let ids = try tokenizer.encode(text)
+        let chunks = try stream(tokenizer, ids, skipSpecialTokens: true)
         #expect(chunks.joined() == text)
         #expect(chunks.allSatisfy { !$0.contains("\u{FFFD}") })
     }
 
     @Test func leadingSpaceOnlyStrippedForFirstToken() throws {
         let tokenizer = try Fixtures.tokenizer("llama_style")
-        let ids = tokenizer.encode("one two three", addSpecialTokens: true)
-        let chunks = stream(tokenizer, ids, skipSpecialTokens: true)
+        let ids = try tokenizer.encode("one two three", addSpecialTokens: true)
+        let chunks = try stream(tokenizer, ids, skipSpecialTokens: true)
         #expect(chunks.joined() == "one two three")
-        #expect(tokenizer.decode(Array(ids.dropFirst(2)), skipSpecialTokens: true).first != " ")
+        #expect(try tokenizer.decode(Array(ids.dropFirst(2)), skipSpecialTokens: true).first != " ")
     }
 
     @Test func streamingWindowStaysSmall() throws {
         // A long stream must still equal the one-shot decode.
         let tokenizer = try Fixtures.tokenizer("qwen2_style")
         let text = String(repeating: "Le café 你好 🙂 12345\n", count: 60)
-        let ids = tokenizer.encode(text)
-        #expect(stream(tokenizer, ids, skipSpecialTokens: true).joined() == text)
+        let ids = try tokenizer.encode(text)
+        #expect(try stream(tokenizer, ids, skipSpecialTokens: true).joined() == text)
     }
 
     @Test func canonicallyEquivalentTokensStayDistinct() throws {
         // "é" precomposed and decomposed are different vocab entries.
         let json = #"{"model": {"type": "BPE", "vocab": {"\u00e9": 0, "e": 1, "\u0301": 2, "e\u0301": 3}, "merges": [["e", "\u0301"]]}}"#
         let tokenizer = try Tokenizer(data: Data(json.utf8), name: "inline.json")
-        #expect(tokenizer.encode("\u{e9}") == [0])
-        #expect(tokenizer.encode("e\u{301}") == [3])
+        #expect(try tokenizer.encode("\u{e9}") == [0])
+        #expect(try tokenizer.encode("e\u{301}") == [3])
         #expect(tokenizer.vocabularySize == 4)
+    }
+
+    @Test func aPatternThatBacktracksWithoutBoundIsAnErrorNotAHang() throws {
+        // ICU takes exponential time over "aaa…a!" with this pattern (40 a's: days).
+        let json = #"{"model": {"type": "BPE", "vocab": {"a": 0, "!": 1}, "merges": []},"#
+            + #" "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "(a+)+$"}, "behavior": "Isolated"}}"#
+        let tokenizer = try Tokenizer(data: Data(json.utf8), name: "slow.json")
+        #expect(try tokenizer.encode("aaa!") == [0, 0, 0, 1])
+        let text = String(repeating: "a", count: 40) + "!"
+        let started = Date()
+        #expect(throws: TokenizerError.patternTooSlow(file: "slow.json", field: "pre_tokenizer.pattern.Regex", characters: 41,
+                                                      seconds: 2 + 20e-6 * 41)) {
+            _ = try tokenizer.encode(text)
+        }
+        #expect(Date().timeIntervalSince(started) < 30)
     }
 
     @Test func concurrentEncodesAgree() async throws {
         let tokenizer = try Fixtures.tokenizer("gpt2_style")
         let text = "The quick brown fox jumps over the lazy dog. 12345 café"
-        let expected = tokenizer.encode(text)
-        let results = await withTaskGroup(of: [Int].self) { group in
-            for _ in 0..<8 { group.addTask { tokenizer.encode(text) } }
-            return await group.reduce(into: []) { $0.append($1) }
+        let expected = try tokenizer.encode(text)
+        let results = try await withThrowingTaskGroup(of: [Int].self) { group in
+            for _ in 0..<8 { group.addTask { try tokenizer.encode(text) } }
+            return try await group.reduce(into: []) { $0.append($1) }
         }
         #expect(results.allSatisfy { $0 == expected })
     }

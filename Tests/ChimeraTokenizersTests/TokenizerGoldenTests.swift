@@ -28,9 +28,11 @@ enum Fixtures {
 }
 
 /// Feeds ids one at a time and returns every chunk (including "") plus the final flush.
-func stream(_ tokenizer: Tokenizer, _ ids: [Int], skipSpecialTokens: Bool) -> [String] {
+func stream(_ tokenizer: Tokenizer, _ ids: [Int], skipSpecialTokens: Bool) throws -> [String] {
     var detokenizer = StreamingDetokenizer(tokenizer: tokenizer, skipSpecialTokens: skipSpecialTokens)
-    return ids.map { detokenizer.append($0) } + [detokenizer.finish()]
+    var chunks: [String] = []
+    for id in ids { chunks.append(try detokenizer.append(id)) }
+    return chunks + [try detokenizer.finish()]
 }
 
 @Suite("Golden fixtures from Hugging Face tokenizers")
@@ -41,8 +43,8 @@ struct TokenizerGoldenTests {
         let cases = try Fixtures.cases(name)
         #expect(cases.count >= 25)
         for c in cases {
-            #expect(tokenizer.encode(c.text) == c.ids, "\(name) encode \(c.text.debugDescription)")
-            #expect(tokenizer.encode(c.text, addSpecialTokens: false) == c.ids_no_special,
+            #expect(try tokenizer.encode(c.text) == c.ids, "\(name) encode \(c.text.debugDescription)")
+            #expect(try tokenizer.encode(c.text, addSpecialTokens: false) == c.ids_no_special,
                     "\(name) encode(no special) \(c.text.debugDescription)")
         }
     }
@@ -51,8 +53,8 @@ struct TokenizerGoldenTests {
     func decodeMatchesReference(name: String) throws {
         let tokenizer = try Fixtures.tokenizer(name)
         for c in try Fixtures.cases(name) {
-            #expect(tokenizer.decode(c.ids) == c.decoded, "\(name) decode \(c.text.debugDescription)")
-            #expect(tokenizer.decode(c.ids, skipSpecialTokens: true) == c.decoded_skip,
+            #expect(try tokenizer.decode(c.ids) == c.decoded, "\(name) decode \(c.text.debugDescription)")
+            #expect(try tokenizer.decode(c.ids, skipSpecialTokens: true) == c.decoded_skip,
                     "\(name) decode(skip) \(c.text.debugDescription)")
         }
     }
@@ -61,7 +63,7 @@ struct TokenizerGoldenTests {
     func streamingMatchesDecode(name: String) throws {
         let tokenizer = try Fixtures.tokenizer(name)
         for c in try Fixtures.cases(name) {
-            let chunks = stream(tokenizer, c.ids, skipSpecialTokens: true)
+            let chunks = try stream(tokenizer, c.ids, skipSpecialTokens: true)
             #expect(chunks.joined() == c.decoded_skip, "\(name) stream \(c.text.debugDescription)")
             if !c.decoded_skip.contains("\u{FFFD}") {
                 for chunk in chunks {
@@ -69,7 +71,7 @@ struct TokenizerGoldenTests {
                     #expect(String(strictUTF8: Array(chunk.utf8)) != nil)
                 }
             }
-            let withSpecials = stream(tokenizer, c.ids, skipSpecialTokens: false)
+            let withSpecials = try stream(tokenizer, c.ids, skipSpecialTokens: false)
             #expect(withSpecials.joined() == c.decoded, "\(name) stream(specials) \(c.text.debugDescription)")
         }
     }

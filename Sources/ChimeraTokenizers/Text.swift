@@ -110,8 +110,9 @@ struct SplitPattern: @unchecked Sendable {
     }
 
     /// Longest the matches over a text of `characters` UTF-16 units may take: ICU backtracks
-    /// without bound, and a pattern such as `(a+)+$` takes exponential time on some texts (30
-    /// characters: minutes). Tokenizers' own patterns take microseconds a character.
+    /// without bound, and a pattern such as `(a+)+$` takes exponential time on some texts (24
+    /// characters: over a second; each one more doubles it). Tokenizers' own patterns take
+    /// microseconds a character.
     static func timeLimit(characters: Int) -> Double { 2 + 20e-6 * Double(characters) }
 
     /// The ranges of the matches in `text` (`ns` the same as an NSString), in order.

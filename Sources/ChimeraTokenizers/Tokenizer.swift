@@ -28,8 +28,8 @@ public final class Tokenizer: @unchecked Sendable {
     private let normalizedSplitter: AddedTokenSplitter
 
     public convenience init(url: URL) throws {
-        // Opening a FIFO would wait for a writer forever (ChimeraIO's notARegularFile, which this
-        // module, depending on nothing, cannot see: the same question asked of Foundation).
+        // Foundation declines a FIFO or a folder with "Permission denied" or the like: say what it
+        // is (as ChimeraIO's notARegularFile does; this module depends on nothing, so it asks Foundation).
         if let type = try? FileManager.default.attributesOfItem(atPath: url.path)[.type] as? FileAttributeType, type != .typeRegular {
             throw TokenizerError.fileNotReadable(
                 file: url.path, reason: type == .typeDirectory ? "it is a folder, not a file" : "it is not a regular file (a FIFO, socket or device)")

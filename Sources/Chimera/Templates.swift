@@ -23,9 +23,9 @@ public struct ChatTurn: Codable, Sendable, Equatable {
 
     /// Reads a conversation file: a JSON list of {role, content}.
     public static func conversation(contentsOf url: URL) throws -> [ChatTurn] {
-        if let reason = notARegularFile(url.path) { throw ManifestError.unreadable(file: url.path, reason: reason) }
+        if let reason = notARegularFile(url.path) { throw ChatTemplateError.unreadableConversation(file: url.path, reason: reason) }
         guard let data = FileManager.default.contents(atPath: url.path) else {
-            throw ManifestError.unreadable(file: url.path, reason: "no such file or not readable")
+            throw ChatTemplateError.unreadableConversation(file: url.path, reason: "no such file or not readable")
         }
         do { return try JSONDecoder().decode([ChatTurn].self, from: data) } catch let error as DecodingError {
             throw ManifestError.invalid(file: url.path, detail: "expected a JSON list of {\"role\", \"content\"}: " + describe(error))
@@ -35,8 +35,12 @@ public struct ChatTurn: Codable, Sendable, Equatable {
 
 public enum ChatTemplateError: LocalizedError, Equatable {
     case badConversation(String)
+    case unreadableConversation(file: String, reason: String)
     public var errorDescription: String? {
-        switch self { case let .badConversation(reason): return "conversation: \(reason)" }
+        switch self {
+        case let .badConversation(reason): return "conversation: \(reason)"
+        case let .unreadableConversation(file, reason): return "\(file): cannot read the conversation: \(reason)"
+        }
     }
 }
 

@@ -85,7 +85,8 @@ private typealias F = ManifestFixtures
         let expected = "it is not a regular file"
         #expect(message { _ = try Tokenizer(url: fifo("tokenizer.json")) }.contains(expected))
         #expect(message { _ = try Tokenizer(url: folder) }.contains("it is a folder, not a file"))
-        #expect(message { _ = try ChatTurn.conversation(contentsOf: fifo("chat.json")) }.contains(expected))
+        let conversation = message { _ = try ChatTurn.conversation(contentsOf: fifo("chat.json")) }
+        #expect(conversation.contains("chat.json: cannot read the conversation: " + expected), "\(conversation)")
         #expect(message { _ = try ImagePreprocessing(huggingFaceConfig: fifo("preprocessor_config.json")) }.contains(expected))
         #expect(message { _ = try WeightStore(files: [fifo("model.safetensors.index.json").path]) }.contains(expected))
         let checkpoint = temporaryDirectory()

@@ -53,7 +53,10 @@ public struct CheckpointImporter {
 
     func file(_ name: String) -> URL { checkpoint.appendingPathComponent(name) }
 
-    func readJSON(_ name: String) throws -> [String: Any] {
+    func readJSON(_ name: String) throws -> [String: Any] { try readJSONFile(name).object }
+
+    /// A JSON object file of the checkpoint, parsed, with its bytes (for readers that parse it their own way).
+    func readJSONFile(_ name: String) throws -> (object: [String: Any], data: Data) {
         let url = file(name)
         if let reason = notARegularFile(url.path) { throw ImportError.unreadable(file: url.path, reason: reason) }
         guard let data = FileManager.default.contents(atPath: url.path) else {
@@ -62,7 +65,7 @@ public struct CheckpointImporter {
         guard let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
             throw ImportError.unreadable(file: url.path, reason: "not a JSON object")
         }
-        return object
+        return (object, data)
     }
 
     public func run() throws -> ImportResult {
@@ -217,10 +220,11 @@ public struct CheckpointImporter {
         let direct = file("preprocessor_config.json")
         if FileManager.default.fileExists(atPath: direct.path) { return try ImagePreprocessing(huggingFaceConfig: direct) }
         let processor = file("processor_config.json")
-        // The whole file is read: ImagePreprocessing takes its nested "image_processor" and
+        // The whole file goes to ImagePreprocessing: it takes the nested "image_processor" and
         // refuses one that is not an object (null, a number...).
-        if FileManager.default.fileExists(atPath: processor.path), try readJSON("processor_config.json")["image_processor"] != nil {
-            return try ImagePreprocessing(huggingFaceConfig: processor)
+        if FileManager.default.fileExists(atPath: processor.path) {
+            let config = try readJSONFile("processor_config.json")
+            if config.object["image_processor"] != nil { return try ImagePreprocessing(huggingFaceConfigData: config.data, name: processor.path) }
         }
         throw ImportError.missing(file: direct.path, field: "preprocessor_config.json",
                                   why: "the image preprocessing (size, crop, mean, std) comes from it or from processor_config.json's image_processor")

@@ -953,7 +953,8 @@ int chk_attention_hint(const void *keyPanels, const void *values, long capacity,
 
 void chk_prefetch_attention(const void *keyPanels, const void *values, long capacity, long keyCount, long kvHeads,
                             long headDim, int half, int threads, long most) {
-    int T = pool_hint_threads(threads);
+    // The spans are those of the AVX-512 decode path; without it heads are shared out otherwise.
+    int T = chk_attention_available() ? pool_hint_threads(threads) : 1;
     for (int t = 1; t < T; t++) {
         chk_byte_span spans[CHK_HINT_SPANS];
         pool_hint(t, spans, chk_attention_hint(keyPanels, values, capacity, keyCount, kvHeads, headDim, half, T, t, most, spans));

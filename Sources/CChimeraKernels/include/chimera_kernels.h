@@ -203,7 +203,8 @@ int chk_attention_cached(const float *q, long ldq, long tokens, int half, const 
                          long keyCount, long heads, long kvHeads, long headDim, float scale, long causalOffset,
                          float *out, long ldo, int threads);
 /// As chk_prefetch_product, for a decoded token's chk_attention_cached over keyCount positions:
-/// each waiting worker prefetches the keys and values of the spans it will start with.
+/// each waiting worker prefetches the keys and values of the spans it will start with (with the
+/// AVX-512 kernels; otherwise nothing).
 void chk_prefetch_attention(const void *keyPanels, const void *values, long capacity, long keyCount, long kvHeads,
                             long headDim, int half, int threads, long most);
 /// The keys and values of the spans of keys worker t starts such an attention with (its own

@@ -152,16 +152,17 @@ struct Import: ParsableCommand {
             the component manifest's path).
             """)
     @Argument(help: "Checkpoint folder (config.json, *.safetensors, tokenizer.json, preprocessor_config.json)") var checkpoint: String
-    @Option(help: "Output folder (default: ~/.chimera/manifests/<name>, or CHIMERA_USER_HOME/manifests/<name>)") var out: String?
-    @Option(help: "Id of the assembly, or of the language model when importing one alone (default: the folder's name)") var name: String?
+    @Option(help: "Output folder (default: ~/.chimera/manifests/<id>, or CHIMERA_USER_HOME/manifests/<id>)") var out: String?
+    @Option(help: "Name of the assembly, or of the language model when importing one alone (default: the folder's name); its id is the name lowercased, other characters than letters, digits, '-', '.' and '_' as '-'") var name: String?
 
     func run() throws {
         do {
             let source = URL(fileURLWithPath: checkpoint)
-            let id = name ?? source.standardizedFileURL.lastPathComponent
+            let given = name ?? source.standardizedFileURL.lastPathComponent
             // The id names the default output folder: no path in it ("../x" would write elsewhere).
-            guard !id.isEmpty, !id.contains("/"), !id.hasPrefix(".") else {
-                throw ValidationError("--name '\(id)' cannot be an id: no '/', no leading '.'")
+            let id = CheckpointImporter.id(from: given)
+            guard !id.isEmpty, !id.hasPrefix(".") else {
+                throw ValidationError("--name '\(given)' cannot be an id: it would be '\(id)', which names no folder of its own")
             }
             let output = out.map { URL(fileURLWithPath: $0) } ?? Catalog.importDirectory.appendingPathComponent(id)
             progress("importing \(source.path)")

@@ -46,8 +46,13 @@ public struct CheckpointImporter {
     public init(checkpoint: URL, outputDirectory: URL, name: String? = nil) {
         self.checkpoint = checkpoint.standardizedFileURL
         self.outputDirectory = outputDirectory.standardizedFileURL
-        let base = name ?? self.checkpoint.lastPathComponent
-        self.name = base.lowercased().map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "." || $0 == "_" ? $0 : "-" }
+        self.name = Self.id(from: name ?? self.checkpoint.lastPathComponent)
+    }
+
+    /// The manifests' id for a name: lowercased, every character but letters, digits, '-', '.' and
+    /// '_' a '-' ("My Model" → "my-model").
+    public static func id(from name: String) -> String {
+        name.lowercased().map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "." || $0 == "_" ? $0 : "-" }
             .reduce(into: "") { $0.append($1) }
     }
 

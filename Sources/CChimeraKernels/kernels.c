@@ -106,34 +106,35 @@ static inline int32_t block_q6(const uint8_t *row, long blocks, long b, const in
     return acc;
 }
 
+// Row by row, block by block: the block's integer dot with the activation's, times both scales.
+// `dot(row, blocks, b, x)` is the integer dot of block b of a row of `blocks` blocks starting at `row`.
+typedef int32_t (*block_dot)(const uint8_t *row, long blocks, long b, const int8_t *x);
+static void gemv_blocks_portable(const uint8_t *q, long rowBytes, block_dot dot, const uint16_t *scales, const chk_qx *x, float *y,
+                                 long cols, long row0, long row1) {
+    long blocks = cols / CHK_BLOCK;
+    for (long r = row0; r < row1; r++) {
+        float s = 0;
+        for (long b = 0; b < blocks; b++)
+            s += (float)dot(q + r * rowBytes, blocks, b, x->xq + b * CHK_BLOCK) * half_to_float(scales[r * blocks + b]) * x->xs[b];
+        y[r] = s;
+    }
+}
+static int32_t row_block_q8(const uint8_t *row, long blocks, long b, const int8_t *x) {
+    (void)blocks;
+    return block_q8((const int8_t *)row + b * CHK_BLOCK, x);
+}
+static int32_t row_block_q4(const uint8_t *row, long blocks, long b, const int8_t *x) {
+    (void)blocks;
+    return block_q4(row + b * CHK_BLOCK / 2, x);
+}
 static void gemv_q8_portable(const int8_t *q, const uint16_t *scales, const chk_qx *x, float *y, long cols, long row0, long row1) {
-    long blocks = cols / CHK_BLOCK;
-    for (long r = row0; r < row1; r++) {
-        float s = 0;
-        for (long b = 0; b < blocks; b++)
-            s += (float)block_q8(q + r * cols + b * CHK_BLOCK, x->xq + b * CHK_BLOCK) * half_to_float(scales[r * blocks + b]) * x->xs[b];
-        y[r] = s;
-    }
+    gemv_blocks_portable((const uint8_t *)q, cols, row_block_q8, scales, x, y, cols, row0, row1);
 }
-
 static void gemv_q4_portable(const uint8_t *q, const uint16_t *scales, const chk_qx *x, float *y, long cols, long row0, long row1) {
-    long blocks = cols / CHK_BLOCK;
-    for (long r = row0; r < row1; r++) {
-        float s = 0;
-        for (long b = 0; b < blocks; b++)
-            s += (float)block_q4(q + (r * cols + b * CHK_BLOCK) / 2, x->xq + b * CHK_BLOCK) * half_to_float(scales[r * blocks + b]) * x->xs[b];
-        y[r] = s;
-    }
+    gemv_blocks_portable(q, cols / 2, row_block_q4, scales, x, y, cols, row0, row1);
 }
-
 static void gemv_q6_portable(const uint8_t *q, const uint16_t *scales, const chk_qx *x, float *y, long cols, long row0, long row1) {
-    long blocks = cols / CHK_BLOCK;
-    for (long r = row0; r < row1; r++) {
-        float s = 0;
-        for (long b = 0; b < blocks; b++)
-            s += (float)block_q6(q + r * blocks * Q6_BLOCK_BYTES, blocks, b, x->xq + b * CHK_BLOCK) * half_to_float(scales[r * blocks + b]) * x->xs[b];
-        y[r] = s;
-    }
+    gemv_blocks_portable(q, cols / CHK_BLOCK * Q6_BLOCK_BYTES, block_q6, scales, x, y, cols, row0, row1);
 }
 
 static void rows_f16_portable(const uint16_t *w, long cols, long row0, long row1, float *out) {

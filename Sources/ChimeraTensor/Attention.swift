@@ -77,7 +77,7 @@ public final class LayerKVCache: @unchecked Sendable {
     /// token's attention over `positions` positions with, while the caller works alone before it.
     public func prefetchDecodeAttention(positions: Int) {
         chk_prefetch_attention(keyPanels, valueRows, storedPositions, positions, kvHeads, headDim, isHalf,
-                               Int32(ComputeThreads.current), 256 << 10)
+                               Int32(ComputeThreads.current), WeightMatrix.prefetchBytes)
     }
 
     public func reset() { length = 0 }

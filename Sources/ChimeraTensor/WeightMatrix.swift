@@ -295,7 +295,8 @@ public final class WeightMatrix: @unchecked Sendable {
         }
     }
 
-    /// At most this much of a product's rows a waiting worker prefetches (an eighth of a 2 MiB L2).
+    /// At most this much of a product's rows (or of an attention's keys and values) a waiting worker
+    /// prefetches (an eighth of a 2 MiB L2).
     static let prefetchBytes = 256 << 10
 
     /// out[r] = W[r] · x, threaded over rows (one C call: the activation is quantized once and the

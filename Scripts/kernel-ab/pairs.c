@@ -13,6 +13,8 @@
 //                                                          with HALF=1 a float16 cache)
 //   pairs sequence-attention TOKENS HEADS HEAD_DIM [reps]   an encoder's attention over its own tokens
 //   pairs gemm M N K [reps] [threads] [format]              one GEMM, weights f32 (default) or another format
+//
+// With AVX2=1 in the environment both sides run their AVX2 kernels (as on a CPU without AVX-512).
 #include "chimera_kernels.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +28,7 @@ int B_chk_attention_cached(const float *q, long ldq, long tokens, int half, cons
 
 int B_chk_attention(const float *q, long ldq, const float *keys, const float *values, long ldkv, long tokens, long keyCount,
                     long heads, long kvHeads, long headDim, float scale, long causalOffset, float *out, long ldo, int threads);
+int B_chk_force_avx2(int on);
 double B_chk_read_pass(const float *p, long floats, int threads);
 int B_chk_gemm_nt(chk_format format, const void *w, const uint16_t *scales, long n, long k, const float *bias,
                   const float *x, long ldx, long m, float *c, long ldc, int accumulate, int threads);
@@ -147,6 +150,10 @@ int main(int argc, char **argv) {
     probe = malloc(sizeof(float) * (size_t)probeFloats);
     for (long i = 0; i < probeFloats; i++) probe[i] = 1;
     char what[160];
+    if (getenv("AVX2") && !(chk_force_avx2(1) && B_chk_force_avx2(1))) {
+        fprintf(stderr, "AVX2=1: this CPU has no AVX2\n");
+        return 2;
+    }
     if (argc >= 4 && !strcmp(argv[1], "sequence")) {
         int qwen = !strcmp(argv[2], "qwen2"), reps = argc > 4 ? atoi(argv[4]) : 30;
         chk_format f = format_named(argv[3]);

@@ -73,6 +73,12 @@ public final class LayerKVCache: @unchecked Sendable {
         chk_kv_rows(panels.keys, panels.values, length, kvHeads, headDim, storedPositions, keys, values)
     }
 
+    /// Fetches for writing what appending the token at `position` will write (decode: before the
+    /// token's q/k/v product, during which the lines arrive).
+    public func prefetchAppend(position: Int) {
+        chk_kv_prefetch_append(position, kvHeads, headDim, storedPositions, isHalf, keyPanels, valueRows)
+    }
+
     /// Lets the thread pool's waiting workers prefetch the keys and values each starts a decoded
     /// token's attention over `positions` positions with, while the caller works alone before it.
     public func prefetchDecodeAttention(positions: Int) {

@@ -187,6 +187,9 @@ int chk_attention(const float *q, long ldq, const float *keys, const float *valu
 /// position ..< position + tokens, rounded to float16 when `half`.
 void chk_kv_append(const float *k, const float *v, long ld, long tokens, long position, long kvHeads, long headDim,
                    long capacity, int half, void *keyPanels, void *values);
+/// Prefetches the lines chk_kv_append of one token at `position` will write (a key is spread over
+/// headDim lines of its panel), so that the append, later, does not wait for them.
+void chk_kv_prefetch_append(long position, long kvHeads, long headDim, long capacity, int half, void *keyPanels, void *values);
 /// The first keyCount positions of a float16 cache (keys in whole panels) as float32 in the same
 /// layout, into keysOut and valuesOut (each kvHeads × capacity × headDim floats), on `threads` threads.
 void chk_kv_widen(const uint16_t *keyPanels, const uint16_t *values, long keyCount, long kvHeads, long headDim,

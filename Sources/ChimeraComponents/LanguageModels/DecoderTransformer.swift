@@ -362,8 +362,9 @@ public final class DecoderTransformer: LanguageModel, @unchecked Sendable {
         rotary.angles(startPosition: start, into: angles)
         for (i, layer) in layers.enumerated() {
             layer.inputNorm(hidden, into: x)
-            LinearLayer.apply(x, (layer.q, q), (layer.k, k), (layer.v, v))  // one product for the three
             let layerCache = cache.layers[i]
+            if decoding && tokens == 1 { layerCache.prefetchAppend(position: start) }
+            LinearLayer.apply(x, (layer.q, q), (layer.k, k), (layer.v, v))  // one product for the three
             if decoding { layerCache.prefetchDecodeAttention(positions: start + tokens) }
             if a.qkNorm {
                 normalizeHeads(q, layer.qNorms)

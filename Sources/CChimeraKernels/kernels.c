@@ -1237,7 +1237,8 @@ static void pool_work(void) {
 // worker prefetch the wrong lines, and prefetches do not fault.
 static struct {
     _Alignas(64) _Atomic unsigned long posted;
-    struct { _Atomic(const char *) start; _Atomic long bytes; } spans[POOL_THREADS][CHK_HINT_SPANS];
+    // Each worker's on lines of its own: the caller writes only the lines of the spans it posts.
+    struct { _Alignas(64) _Atomic int count; struct { _Atomic(const char *) start; _Atomic long bytes; } spans[CHK_HINT_SPANS]; } workers[POOL_THREADS];
 } hints;
 
 // Read without the `busy` lock: a count changed meanwhile by another caller's job only sends the
@@ -1248,10 +1249,12 @@ int pool_hint_threads(int threads) {
 }
 
 void pool_hint(int worker, const chk_byte_span *spans, int count) {
-    for (int i = 0; i < CHK_HINT_SPANS; i++) {
-        atomic_store_explicit(&hints.spans[worker][i].start, i < count ? spans[i].start : NULL, memory_order_relaxed);
-        atomic_store_explicit(&hints.spans[worker][i].bytes, i < count ? spans[i].bytes : 0, memory_order_relaxed);
+    count = count < CHK_HINT_SPANS ? count : CHK_HINT_SPANS;
+    for (int i = 0; i < count; i++) {
+        atomic_store_explicit(&hints.workers[worker].spans[i].start, spans[i].start, memory_order_relaxed);
+        atomic_store_explicit(&hints.workers[worker].spans[i].bytes, spans[i].bytes, memory_order_relaxed);
     }
+    atomic_store_explicit(&hints.workers[worker].count, count, memory_order_relaxed);
 }
 
 void pool_hint_post(void) { atomic_fetch_add_explicit(&hints.posted, 1, memory_order_release); }
@@ -1259,9 +1262,10 @@ void pool_hint_post(void) { atomic_fetch_add_explicit(&hints.posted, 1, memory_o
 // Prefetches into L2 the spans posted for worker `t`, until the generation moves on from `seen`
 // (a job came: the prefetching stops within a kilobyte).
 static void prefetch_hinted(int t, unsigned long seen) {
-    for (int i = 0; i < CHK_HINT_SPANS; i++) {
-        const char *p = atomic_load_explicit(&hints.spans[t][i].start, memory_order_relaxed);
-        long bytes = atomic_load_explicit(&hints.spans[t][i].bytes, memory_order_relaxed);
+    int count = atomic_load_explicit(&hints.workers[t].count, memory_order_relaxed);
+    for (int i = 0; i < count && i < CHK_HINT_SPANS; i++) {
+        const char *p = atomic_load_explicit(&hints.workers[t].spans[i].start, memory_order_relaxed);
+        long bytes = atomic_load_explicit(&hints.workers[t].spans[i].bytes, memory_order_relaxed);
         for (long b = 0; p && b < bytes; b += 64) {
             _mm_prefetch(p + b, _MM_HINT_T1);
             if ((b & 1023) == 1023 - 63 && atomic_load_explicit(&pool.generation, memory_order_relaxed) != seen) return;

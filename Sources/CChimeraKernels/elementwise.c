@@ -45,6 +45,22 @@ static void softmax_rows_portable(float *p, long rows, long cols, long ld, float
     }
 }
 
+static void rope_rows_portable(float *x, long tokens, long heads, long headDim, long rotaryDim, const float *angles) {
+    #pragma clang fp contract(off)  // each product rounded, as the SIMD versions (and Swift) do
+    long half = rotaryDim / 2;
+    for (long t = 0; t < tokens; t++) {
+        const float *cosines = angles + t * rotaryDim, *sines = cosines + half;
+        for (long h = 0; h < heads; h++) {
+            float *v = x + (t * heads + h) * headDim;
+            for (long i = 0; i < half; i++) {
+                float a = v[i], b = v[i + half];
+                v[i] = a * cosines[i] - b * sines[i];
+                v[i + half] = b * cosines[i] + a * sines[i];
+            }
+        }
+    }
+}
+
 static long argmax_portable(const float *x, long n) {
     long best = 0;
     for (long i = 1; i < n; i++)
@@ -204,12 +220,13 @@ typedef struct {
     void (*rmsnorm)(const float *, float *, long, long, const float *, float, float);
     void (*residual)(float *, const float *, const float *, long, long, const float *, const float *, float, float *);
     long (*argmax)(const float *, long);
+    void (*rope)(float *, long, long, long, long, const float *);
 } table;
 
 static const table tables[3] = {
-    {"portable", activate_rows_portable, gated_rows_portable, softmax_rows_portable, layernorm_rows_portable, rmsnorm_rows_portable, residual_layernorm_rows_portable, argmax_portable},
-    {"avx2", activate_rows_avx2, gated_rows_avx2, softmax_rows_avx2, layernorm_rows_avx2, rmsnorm_rows_avx2, residual_layernorm_rows_avx2, argmax_avx2},
-    {"avx512", activate_rows_avx512, gated_rows_avx512, softmax_rows_avx512, layernorm_rows_avx512, rmsnorm_rows_avx512, residual_layernorm_rows_avx512, argmax_avx512},
+    {"portable", activate_rows_portable, gated_rows_portable, softmax_rows_portable, layernorm_rows_portable, rmsnorm_rows_portable, residual_layernorm_rows_portable, argmax_portable, rope_rows_portable},
+    {"avx2", activate_rows_avx2, gated_rows_avx2, softmax_rows_avx2, layernorm_rows_avx2, rmsnorm_rows_avx2, residual_layernorm_rows_avx2, argmax_avx2, rope_rows_avx2},
+    {"avx512", activate_rows_avx512, gated_rows_avx512, softmax_rows_avx512, layernorm_rows_avx512, rmsnorm_rows_avx512, residual_layernorm_rows_avx512, argmax_avx512, rope_rows_avx512},
 };
 
 static int supports(int level) {  // 2 = AVX-512, 1 = AVX2, 0 = portable
@@ -264,3 +281,6 @@ void chk_residual_layernorm_rows(float *h, const float *delta, const float *bias
     K()->residual(h, delta, bias, rows, n, w, nb, eps, out);
 }
 long chk_argmax(const float *x, long n) { return n > 0 ? K()->argmax(x, n) : 0; }
+void chk_rope_rows(float *x, long tokens, long heads, long headDim, long rotaryDim, const float *angles) {
+    K()->rope(x, tokens, heads, headDim, rotaryDim, angles);
+}

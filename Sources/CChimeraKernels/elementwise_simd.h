@@ -95,6 +95,25 @@ ATTR static void F(gated_rows)(const float *gate, const float *up, float *out, l
     }
 }
 
+// Rotary embedding of every head of every token, products and sums unfused as in the portable one.
+ATTR static void F(rope_rows)(float *x, long tokens, long heads, long headDim, long rotaryDim, const float *angles) {
+    long half = rotaryDim / 2;
+    for (long t = 0; t < tokens; t++) {
+        const float *cosines = angles + t * rotaryDim, *sines = cosines + half;
+        for (long h = 0; h < heads; h++) {
+            float *v = x + (t * heads + h) * headDim;
+            for (long i = 0; i < half; i += W) {
+                long n = half - i < W ? half - i : W;
+                V a = n == W ? VLOAD(v + i) : VLOADN(v + i, n, 0), b = n == W ? VLOAD(v + half + i) : VLOADN(v + half + i, n, 0);
+                V c = n == W ? VLOAD(cosines + i) : VLOADN(cosines + i, n, 0), s = n == W ? VLOAD(sines + i) : VLOADN(sines + i, n, 0);
+                V first = VSUB(VMUL(a, c), VMUL(b, s)), second = VADD(VMUL(b, c), VMUL(a, s));
+                if (n == W) { VSTORE(v + i, first); VSTORE(v + half + i, second); }
+                else { VSTOREN(v + i, first, n); VSTOREN(v + half + i, second, n); }
+            }
+        }
+    }
+}
+
 // The largest of n floats (-inf when none is larger): softmax's shift and argmax's span maxima.
 ATTR static inline float F(max_of)(const float *x, long n) {
     long i = 0;

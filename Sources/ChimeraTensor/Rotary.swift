@@ -1,3 +1,4 @@
+import CChimeraKernels
 import Foundation
 
 /// Rotary position embedding in the rotate-half layout used by Llama, Phi, StableLM, Qwen2 and
@@ -40,19 +41,9 @@ public struct RotaryEmbedding: Sendable {
 
     /// Rotates x, laid out as [tokens, heads, headDim], by the angles of its positions (`angles`).
     public func applyInPlace(_ x: Tensor, heads: Int, angles table: Tensor) {
-        let tokens = x.count / (heads * headDim), half = rotaryDim / 2
+        let tokens = x.count / (heads * headDim)
         precondition(table.rows == tokens && table.columns == rotaryDim, "rotary table: \(table.shape) for \(tokens) positions")
-        for t in 0..<tokens {
-            let cosines = table.data + t * rotaryDim, sines = cosines + half
-            for h in 0..<heads {
-                let v = x.data + (t * heads + h) * headDim
-                for i in 0..<half {
-                    let a = v[i], b = v[i + half]
-                    v[i] = a * cosines[i] - b * sines[i]
-                    v[i + half] = b * cosines[i] + a * sines[i]
-                }
-            }
-        }
+        chk_rope_rows(x.data, tokens, heads, headDim, rotaryDim, table.data)  // SIMD, and each product rounded as here before
     }
 
     /// Rotates x, laid out as [tokens, heads, headDim], for absolute positions start..<start+tokens

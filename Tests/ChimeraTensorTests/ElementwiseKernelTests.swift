@@ -106,6 +106,35 @@ import Testing
         }
     }
 
+    /// Each variant rounds every product and sum as unfused float math does, so that all give the
+    /// same bits: head dims whose rotated half is whole vectors, a ragged tail (10 of 16 lanes) and
+    /// partial rotary (the tail of each head untouched).
+    @Test(arguments: [(64, 64), (80, 20), (16, 16), (24, 16)]) func rotaryMatchesTheUnfusedFormulaInEveryVariant(_ dims: (Int, Int)) {
+        let (headDim, rotaryDim) = dims, tokens = 3, heads = 5, half = rotaryDim / 2
+        let input = seededValues(tokens * heads * headDim, seed: 21, scale: 4)
+        let angles = seededValues(tokens * rotaryDim, seed: 22, scale: 1)
+        var expected = input
+        for t in 0..<tokens {
+            for h in 0..<heads {
+                let base = (t * heads + h) * headDim
+                for i in 0..<half {
+                    let a = input[base + i], b = input[base + i + half]
+                    let c = angles[t * rotaryDim + i], s = angles[t * rotaryDim + half + i]
+                    let ac = a * c, bs = b * s, bc = b * c, as_ = a * s  // each rounded
+                    expected[base + i] = ac - bs
+                    expected[base + i + half] = bc + as_
+                }
+            }
+        }
+        for variant in Self.variants {
+            withVariant(variant) {
+                var x = input
+                chk_rope_rows(&x, tokens, heads, headDim, rotaryDim, angles)
+                #expect(x == expected, "\(variant), head dim \(headDim), rotary \(rotaryDim)")
+            }
+        }
+    }
+
     @Test func softmaxRowsMatchTheReferenceAndMaskExactly() {
         // Rows of 45 values 48 apart; -inf marks masked keys, whose weight must be exactly 0.
         let rows = 4, cols = 45, ld = 48

@@ -36,6 +36,12 @@ void chk_softmax_rows(float *p, long rows, long cols, long ld);
 /// row in maxes[r] unless maxes is NULL (decode attention combines spans of keys with them).
 void chk_exp_rows(float *p, long rows, long cols, long ld, float *sums, float *maxes);
 
+/// Rotary position embedding, rotate-half layout, in place: x holds `tokens` rows of `heads` heads
+/// of headDim floats; in each head the first rotaryDim dimensions rotate, pair (i, i + rotaryDim/2)
+/// by token t's angle i, whose cosine and sine are angles[t·rotaryDim + i] and
+/// angles[t·rotaryDim + rotaryDim/2 + i] (products then sums, rounded each as unfused float math).
+void chk_rope_rows(float *x, long tokens, long heads, long headDim, long rotaryDim, const float *angles);
+
 /// Index of the first largest of n floats (greedy decoding's token); 0 when n is 0 or no value
 /// compares larger than -inf.
 long chk_argmax(const float *x, long n);

@@ -1237,7 +1237,8 @@ static void pool_work(void) {
 // worker prefetch the wrong lines, and prefetches do not fault.
 static struct {
     _Alignas(64) _Atomic unsigned long posted;
-    // Each worker's on lines of its own: the caller writes only the lines of the spans it posts.
+    // Each worker's spans and their count on lines of their own: the caller writes only the lines of
+    // the spans it posts (it wrote all 16, the first on the line of `posted`, which workers spin on).
     struct { _Alignas(64) _Atomic int count; struct { _Atomic(const char *) start; _Atomic long bytes; } spans[CHK_HINT_SPANS]; } workers[POOL_THREADS];
 } hints;
 

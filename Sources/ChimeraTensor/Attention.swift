@@ -73,8 +73,8 @@ public final class LayerKVCache: @unchecked Sendable {
         chk_kv_rows(panels.keys, panels.values, length, kvHeads, headDim, storedPositions, keys, values)
     }
 
-    /// Fetches for writing what appending the token at `position` will write (decode: before the
-    /// token's q/k/v product, during which the lines arrive).
+    /// Prefetches the lines appending the token at `position` will write (decode calls it before the
+    /// token's q/k/v product, during which they arrive).
     public func prefetchAppend(position: Int) {
         chk_kv_prefetch_append(position, kvHeads, headDim, storedPositions, isHalf, keyPanels, valueRows)
     }

@@ -43,7 +43,7 @@ public struct RotaryEmbedding: Sendable {
     public func applyInPlace(_ x: Tensor, heads: Int, angles table: Tensor) {
         let tokens = x.count / (heads * headDim)
         precondition(table.rows == tokens && table.columns == rotaryDim, "rotary table: \(table.shape) for \(tokens) positions")
-        chk_rope_rows(x.data, tokens, heads, headDim, rotaryDim, table.data)  // SIMD, and each product rounded as here before
+        chk_rope_rows(x.data, tokens, heads, headDim, rotaryDim, table.data)  // products and sums rounded unfused, in every variant
     }
 
     /// Rotates x, laid out as [tokens, heads, headDim], for absolute positions start..<start+tokens

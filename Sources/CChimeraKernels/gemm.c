@@ -147,17 +147,17 @@ AVX512 static inline void transpose16_store(__m512 v[16], float *dst, long strid
     }
 }
 
-// Sixteen weight rows [r0, r0 + 16) (beyond `n` zero), columns [k0, k0 + kc), of a float format
-// into 16 columns of a panel of NR, 16 × 16 at a time. Inlined with `format` a constant (a jump
-// per load cost f32 GEMMs 7 %).
-AVX512 static inline __attribute__((always_inline)) void pack_float_rows16(chk_format format, const void *w, long n, long cols,
-                                                                          long r0, long k0, long kc, float *dst) {
+// Sixteen weight rows [r0, r0 + 16) (beyond `n` zero), columns [k0, k0 + kc), of a float format or
+// q6_0 into 16 columns of a panel of NR, 16 × 16 at a time. Inlined with `format` a constant for the
+// float formats (a jump per load cost f32 GEMMs 7 %), which are prefetched.
+AVX512 static inline __attribute__((always_inline)) void pack_rows16(chk_format format, const void *w, const uint16_t *scales, long n,
+                                                                    long cols, long r0, long k0, long kc, float *dst) {
     long rows = n - r0 < 16 ? n - r0 : 16;
     for (long k = 0; k < kc; k += 16) {
         int count = kc - k < 16 ? (int)(kc - k) : 16;
-        prefetch_packing(format, w, cols, r0, rows, k0, kc, k);
+        if (format != CHK_Q6_0) prefetch_packing(format, w, cols, r0, rows, k0, kc, k);
         __m512 v[16];
-        for (int i = 0; i < 16; i++) v[i] = i < rows ? load16(format, w, NULL, cols, r0 + i, k0 + k, count) : _mm512_setzero_ps();
+        for (int i = 0; i < 16; i++) v[i] = i < rows ? load16(format, w, scales, cols, r0 + i, k0 + k, count) : _mm512_setzero_ps();
         transpose16_store(v, dst + k * NR, NR, count);
     }
 }
@@ -185,16 +185,10 @@ AVX512 static void pack_weights(chk_format format, const void *w, const uint16_t
             }
             float *dst = panel + half * 16;
             switch (format) {
-            case CHK_F32: pack_float_rows16(CHK_F32, w, n, cols, r0, k0, kc, dst); break;
-            case CHK_F16: pack_float_rows16(CHK_F16, w, n, cols, r0, k0, kc, dst); break;
-            case CHK_BF16: pack_float_rows16(CHK_BF16, w, n, cols, r0, k0, kc, dst); break;
-            default:  // q6_0: sixteen codes at a time (kc a multiple of 32)
-                for (long k = 0; k < kc; k += 16) {
-                    __m512 v[16];
-                    for (int i = 0; i < 16; i++)
-                        v[i] = r0 + i < n ? load16(format, w, scales, cols, r0 + i, k0 + k, 16) : _mm512_setzero_ps();
-                    transpose16_store(v, dst + k * NR, NR, 16);
-                }
+            case CHK_F32: pack_rows16(CHK_F32, w, scales, n, cols, r0, k0, kc, dst); break;
+            case CHK_F16: pack_rows16(CHK_F16, w, scales, n, cols, r0, k0, kc, dst); break;
+            case CHK_BF16: pack_rows16(CHK_BF16, w, scales, n, cols, r0, k0, kc, dst); break;
+            default: pack_rows16(format, w, scales, n, cols, r0, k0, kc, dst); break;  // q6_0 (kc a multiple of 32)
             }
         }
     }
@@ -465,17 +459,17 @@ AVX2 static inline void transpose8_store(const __m256 v[8], float *dst, long str
     _mm_storel_pi((__m64 *)(last + 4), _mm256_extractf128_ps(column[count - 1], 1));
 }
 
-// Eight weight rows [r0, r0 + 8) (beyond `n` zero), columns [k0, k0 + kc), of a float format into
-// 8 columns of a panel of NR2, 8 × 8 at a time (inlined with `format` a constant, as above; with
-// AVX2's half-speed kernel the memory was already hidden: paired f32/f16 GEMMs level to +1 %).
-AVX2 static inline __attribute__((always_inline)) void pack_float_rows8(chk_format format, const void *w, long n, long cols,
-                                                                      long r0, long k0, long kc, float *dst) {
+// Eight weight rows [r0, r0 + 8) (beyond `n` zero), columns [k0, k0 + kc), of a float format or
+// q6_0 into 8 columns of a panel of NR2, 8 × 8 at a time (as above; with AVX2's half-speed kernel
+// the memory was already hidden: paired f32/f16 GEMMs level to +1 %).
+AVX2 static inline __attribute__((always_inline)) void pack_rows8(chk_format format, const void *w, const uint16_t *scales, long n,
+                                                                 long cols, long r0, long k0, long kc, float *dst) {
     long rows = n - r0 < 8 ? n - r0 : 8;
     for (long k = 0; k < kc; k += 8) {
         int count = kc - k < 8 ? (int)(kc - k) : 8;
-        prefetch_packing(format, w, cols, r0, rows, k0, kc, k);
+        if (format != CHK_Q6_0) prefetch_packing(format, w, cols, r0, rows, k0, kc, k);
         __m256 v[8];
-        for (int i = 0; i < 8; i++) v[i] = i < rows ? load8(format, w, NULL, cols, r0 + i, k0 + k, count) : _mm256_setzero_ps();
+        for (int i = 0; i < 8; i++) v[i] = i < rows ? load8(format, w, scales, cols, r0 + i, k0 + k, count) : _mm256_setzero_ps();
         transpose8_store(v, dst + k * NR2, NR2, count);
     }
 }
@@ -504,15 +498,10 @@ AVX2 static void pack_weights_avx2(chk_format format, const void *w, const uint1
             }
             float *dst = panel + half * 8;
             switch (format) {
-            case CHK_F32: pack_float_rows8(CHK_F32, w, n, cols, r0, k0, kc, dst); break;
-            case CHK_F16: pack_float_rows8(CHK_F16, w, n, cols, r0, k0, kc, dst); break;
-            case CHK_BF16: pack_float_rows8(CHK_BF16, w, n, cols, r0, k0, kc, dst); break;
-            default:  // q6_0: eight codes at a time (kc a multiple of 32)
-                for (long k = 0; k < kc; k += 8) {
-                    __m256 v[8];
-                    for (int i = 0; i < 8; i++) v[i] = r0 + i < n ? load8(format, w, scales, cols, r0 + i, k0 + k, 8) : _mm256_setzero_ps();
-                    transpose8_store(v, dst + k * NR2, NR2, 8);
-                }
+            case CHK_F32: pack_rows8(CHK_F32, w, scales, n, cols, r0, k0, kc, dst); break;
+            case CHK_F16: pack_rows8(CHK_F16, w, scales, n, cols, r0, k0, kc, dst); break;
+            case CHK_BF16: pack_rows8(CHK_BF16, w, scales, n, cols, r0, k0, kc, dst); break;
+            default: pack_rows8(format, w, scales, n, cols, r0, k0, kc, dst); break;  // q6_0 (kc a multiple of 32)
             }
         }
     }

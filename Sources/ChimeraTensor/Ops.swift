@@ -260,9 +260,10 @@ public func scaleInPlace(_ a: Tensor, _ factor: Float) {
     for i in 0..<a.count { a.data[i] *= factor }
 }
 
-/// Index of the first largest of `count` floats (SIMD; greedy decoding over a whole vocabulary).
+/// Index of the first largest of `count` floats (SIMD; greedy decoding over a whole vocabulary,
+/// threaded when it is large).
 public func argmax(_ p: UnsafePointer<Float>, count: Int) -> Int {
-    chk_argmax(p, count)
+    chk_argmax_threaded(p, count, Int32(ComputeThreads.current))
 }
 
 /// Softmax of each row in place, max-subtracted for stability.

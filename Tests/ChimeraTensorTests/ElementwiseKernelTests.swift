@@ -44,11 +44,35 @@ import Testing
                 y[at] = 100
                 if at + 300 < n { y[at + 300] = 100 }
                 for variant in Self.variants {
-                    withVariant(variant) { #expect(argmax(y, count: n) == at, "\(variant) n \(n) at \(at)") }
+                    withVariant(variant) { #expect(chk_argmax(y, n) == at, "\(variant) n \(n) at \(at)") }
                 }
             }
             x = [Float](repeating: -.infinity, count: n)
-            for variant in Self.variants { withVariant(variant) { #expect(argmax(x, count: n) == 0, "\(variant): all -inf") } }
+            for variant in Self.variants { withVariant(variant) { #expect(chk_argmax(x, n) == 0, "\(variant): all -inf") } }
+        }
+    }
+
+    @Test func threadedArgmaxFindsTheSameIndexAsOneThread() {
+        // (The workers run the default variant: the kernel itself is checked per variant above.)
+        // Vocabulary-sized inputs split into 2-4 shares: the largest in each share, on both sides of
+        // a share's boundary, tied across shares (the first one counts), and everything -inf.
+        for n in [65_536, 151_936, 200_003] {
+            let x = seededValues(n, seed: UInt64(n), scale: 5)
+            for threads in [1, 2, 3, 4] {
+                let parts = min(threads, n / 32768)
+                var places = Set([0, n - 1])
+                for p in stride(from: 1, to: parts, by: 1) { places.formUnion([p * n / parts - 1, p * n / parts]) }
+                for at in places.sorted() {
+                    var y = x
+                    y[at] = 100
+                    #expect(chk_argmax_threaded(y, n, Int32(threads)) == at, "n \(n) threads \(threads) at \(at)")
+                    y[n - 1 - (n - 1 - at) / 2] = 100  // a tie at or after it: the first still counts
+                    #expect(chk_argmax_threaded(y, n, Int32(threads)) == at, "n \(n) threads \(threads) tie after \(at)")
+                }
+                #expect(chk_argmax_threaded(x, n, Int32(threads)) == chk_argmax(x, n))
+                let infinite = [Float](repeating: -.infinity, count: n)
+                #expect(chk_argmax_threaded(infinite, n, Int32(threads)) == 0, "all -inf")
+            }
         }
     }
 

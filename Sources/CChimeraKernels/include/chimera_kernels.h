@@ -100,6 +100,10 @@ typedef struct chk_matvec_part { chk_format format; const void *w; const uint16_
 /// threaded pass over all their rows (more than CHK_MATVEC_PARTS: one chk_matvec each).
 void chk_matvec_parts(const chk_matvec_part *parts, int count, const float *x, long cols, int threads);
 
+/// chk_argmax (elementwise.h) on up to `threads` threads, each over a contiguous share (n of at
+/// least 65,536: a vocabulary): the same index for any input without NaN.
+long chk_argmax_threaded(const float *x, long n, int threads);
+
 /// Lets the pool's waiting workers prefetch into their L2 the rows each will start the next
 /// chk_matvec_parts of these parts with, at most `most` bytes each, while the caller works alone
 /// before it (between two products of a decoded token memory would otherwise idle). Each worker

@@ -9,6 +9,8 @@
 #   Scripts/kernel-ab/kernel-ab.sh REVISION sequence-attention 577 16 64 [reps]
 #
 # B/A above 1 means B is faster. Needs clang and a CPU with AVX-512 for the AVX-512 kernels.
+# Both sides are handed the same chk_matvec_part arrays: `sequence` and `matrix` need a B from the
+# commit that gave the struct its `bias` (2026-12-01) or later.
 # Both sides are compiled as the package compiles them (-O3, no -march=native: the kernels carry
 # their own target attributes, and -march=native changed clang's register allocation — a micro-kernel
 # unrolled here ran faster, and spilled accumulators in the package's build).

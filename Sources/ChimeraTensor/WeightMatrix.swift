@@ -183,11 +183,11 @@ public final class WeightMatrix: @unchecked Sendable {
         // A few rows: the matrix-vector kernel per row reads the weights at memory speed (BLAS's
         // sgemm with one row does not), which for such small batches costs less than a GEMM.
         if tokens <= Self.rowByRowLimit {
-            for t in 0..<tokens { gemv(x.data + t * columns, out.data + t * rows) }
+            for t in 0..<tokens { gemv(x.data + t * columns, out.data + t * rows, bias: bias?.data) }
         } else {
             tiledProduct(x, out)
+            if let bias { addToRows(out.data, rows: tokens, bias) }
         }
-        if let bias { addToRows(out.data, rows: tokens, bias) }
     }
 
     /// out = x · W[:, range]ᵀ (+ bias), or out += … when `accumulate`: the product with a range of W's
@@ -261,7 +261,7 @@ public final class WeightMatrix: @unchecked Sendable {
         }
         func part(_ p: Product, row t: Int) -> chk_matvec_part {
             chk_matvec_part(format: p.matrix.kernelFormat, w: p.matrix.data, scales: p.matrix.scales, rows: p.matrix.rows,
-                            y: p.out.data + t * p.matrix.rows)
+                            y: p.out.data + t * p.matrix.rows, bias: p.bias?.data)
         }
         check(a); check(b); if let c { check(c) }
         withUnsafeTemporaryAllocation(of: chk_matvec_part.self, capacity: 3) { parts in
@@ -272,8 +272,6 @@ public final class WeightMatrix: @unchecked Sendable {
                 chk_matvec_parts(parts.baseAddress, c == nil ? 2 : 3, x.data + t * x.columns, x.columns, Int32(ComputeThreads.current))
             }
         }
-        func addBias(_ p: Product?) { if let p, let bias = p.bias { addToRows(p.out.data, rows: tokens, bias) } }
-        addBias(a); addBias(b); addBias(c)
     }
 
     /// Lets the thread pool's waiting workers prefetch the rows each starts the decode product of
@@ -284,7 +282,7 @@ public final class WeightMatrix: @unchecked Sendable {
     public static func prefetchDecodeProduct(_ a: WeightMatrix, _ b: WeightMatrix? = nil, _ c: WeightMatrix? = nil) {
         guard b.map({ $0.columns == a.columns }) ?? true, c.map({ $0.columns == a.columns }) ?? true else { return }
         func part(_ m: WeightMatrix) -> chk_matvec_part {
-            chk_matvec_part(format: m.kernelFormat, w: m.data, scales: m.scales, rows: m.rows, y: nil)
+            chk_matvec_part(format: m.kernelFormat, w: m.data, scales: m.scales, rows: m.rows, y: nil, bias: nil)
         }
         withUnsafeTemporaryAllocation(of: chk_matvec_part.self, capacity: 3) { parts in
             var count = 0
@@ -299,10 +297,11 @@ public final class WeightMatrix: @unchecked Sendable {
     /// prefetches (an eighth of a 2 MiB L2).
     static let prefetchBytes = 256 << 10
 
-    /// out[r] = W[r] · x, threaded over rows (one C call: the activation is quantized once and the
-    /// rows are shared out by the kernels' thread pool).
-    func gemv(_ x: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>) {
-        chk_matvec(kernelFormat, data, scales, x, y, rows, columns, Int32(ComputeThreads.current))
+    /// out[r] = W[r] · x (+ bias[r]), threaded over rows (one C call: the activation is quantized
+    /// once and the rows are shared out by the kernels' thread pool).
+    func gemv(_ x: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>? = nil) {
+        var part = chk_matvec_part(format: kernelFormat, w: data, scales: scales, rows: rows, y: y, bias: bias)
+        chk_matvec_parts(&part, 1, x, columns, Int32(ComputeThreads.current))
     }
 
     var kernelFormat: chk_format {

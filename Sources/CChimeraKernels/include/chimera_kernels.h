@@ -93,8 +93,9 @@ static inline int chk_format_is_blocked(chk_format format) { return format == CH
 /// y = W x for all `rows` of W in `format` (scales for q8_0/q4_0/q6_0), on `threads` threads: the decode product.
 void chk_matvec(chk_format format, const void *w, const uint16_t *scales, const float *x, float *y, long rows, long cols, int threads);
 
-/// One matrix of chk_matvec_parts: `rows` rows in `format`, its product into y.
-typedef struct chk_matvec_part { chk_format format; const void *w; const uint16_t *scales; long rows; float *y; } chk_matvec_part;
+/// One matrix of chk_matvec_parts: `rows` rows in `format`, its product into y, plus `bias` (rows
+/// floats) unless it is NULL.
+typedef struct chk_matvec_part { chk_format format; const void *w; const uint16_t *scales; long rows; float *y; const float *bias; } chk_matvec_part;
 #define CHK_MATVEC_PARTS 8
 /// y_i = W_i x for several matrices of `cols` columns and the same x (q/k/v, gate/up) in one
 /// threaded pass over all their rows (more than CHK_MATVEC_PARTS: one chk_matvec each).

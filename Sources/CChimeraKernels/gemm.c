@@ -222,7 +222,7 @@ AVX512 static void pack_x_rows(const float *x, long ldx, long m, long k, long r0
     do {                                                                  \
         __m512 b0 = LOAD0, b1 = NV > 1 ? LOAD1 : b0;                      \
         _mm_prefetch((const char *)(wp + 8 * ldw), _MM_HINT_T0);          \
-        if ((FAR) > 0 && NV > 1) _mm_prefetch((const char *)(wp + 8 * ldw + 16), _MM_HINT_T0); \
+        if ((FAR) > 0 && NV > 1 && !HALF) _mm_prefetch((const char *)(wp + 8 * ldw + 16), _MM_HINT_T0); \
         for (int f = 0; f < (FAR); f++)                                   \
             _mm_prefetch((const char *)wp + FAR_BYTES + 64 * f, _MM_HINT_T1); \
         for (int i = 0; i < R; i++) {                                     \
@@ -237,10 +237,12 @@ AVX512 static void pack_x_rows(const float *x, long ldx, long m, long k, long r0
     KERNEL_STEP(R, NV, LOAD0, LOAD1, FIRST_PRODUCT, FAR);                 \
     for (long k = 1; k < kc; k++) KERNEL_STEP(R, NV, LOAD0, LOAD1, _mm512_fmadd_ps, FAR);
 // The far prefetch's line count as a constant where it is common (none for the GEMM, a key panel
-// row's 2 and a 64-wide value row's 4 in decode attention), so those loops carry no count loop.
+// row's 2 — 1 in float16 — and a 64-wide value row's 4 in decode attention), so those loops carry
+// no count loop.
 #define KERNEL_LOOP(R, NV, LOAD0, LOAD1)                                  \
     switch (farLines) {                                                   \
     case 0: KERNEL_LOOP_FAR(R, NV, LOAD0, LOAD1, 0) break;                \
+    case 1: KERNEL_LOOP_FAR(R, NV, LOAD0, LOAD1, 1) break;                \
     case 2: KERNEL_LOOP_FAR(R, NV, LOAD0, LOAD1, 2) break;                \
     case 4: KERNEL_LOOP_FAR(R, NV, LOAD0, LOAD1, 4) break;                \
     default: KERNEL_LOOP_FAR(R, NV, LOAD0, LOAD1, farLines) break;        \
@@ -252,7 +254,7 @@ AVX512 static void pack_x_rows(const float *x, long ldx, long m, long k, long r0
 // are read only in their first `cols` columns.
 AVX512 static inline __attribute__((always_inline)) void kernel_body(long kc, const float *xp, const float *wp, long ldw,
     const float *bias, float *c, long ldc, int accumulate, long rows, long cols, int farLines, const int R, const int NV,
-    const int ROWWISE, long ldx) {
+    const int ROWWISE, long ldx, const int HALF) {
     __mmask16 m0 = first_lanes(cols), m1 = first_lanes(cols - 16);
     __m512 acc[MR][2];  // set by the first step
     // C's tile is read (accumulate) and written only after the k loop; in a large product it is
@@ -267,6 +269,10 @@ AVX512 static inline __attribute__((always_inline)) void kernel_body(long kc, co
     }
     if (kc < 1) {  // an empty product: C = bias (or C unchanged with accumulate)
         for (int i = 0; i < R; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    } else if (HALF && cols >= 16 * NV) {
+        KERNEL_LOOP(R, NV, f16x16((const uint16_t *)wp), f16x16((const uint16_t *)wp + 16))
+    } else if (HALF) {
+        KERNEL_LOOP(R, NV, f16x16_tail((const uint16_t *)wp, m0), f16x16_tail((const uint16_t *)wp + 16, m1))
     } else if (cols >= 16 * NV) {
         KERNEL_LOOP(R, NV, _mm512_loadu_ps(wp), _mm512_loadu_ps(wp + 16))
     } else {
@@ -292,7 +298,7 @@ typedef void (*kernel_fn)(long kc, const float *xp, const float *wp, long ldw, c
 #define KERNEL(R, COLS, NV)                                                                                      \
     AVX512 static void kernel_##R##x##COLS(long kc, const float *xp, const float *wp, long ldw, const float *bias, \
                                          float *c, long ldc, int accumulate, long rows, long cols, int farLines) { \
-        kernel_body(kc, xp, wp, ldw, bias, c, ldc, accumulate, rows, cols, farLines, R, NV, 0, 0);               \
+        kernel_body(kc, xp, wp, ldw, bias, c, ldc, accumulate, rows, cols, farLines, R, NV, 0, 0, 0);            \
     }
 KERNEL(12, 32, 2) KERNEL(12, 16, 1) KERNEL(8, 32, 2) KERNEL(8, 16, 1) KERNEL(7, 32, 2) KERNEL(7, 16, 1) KERNEL(4, 32, 2) KERNEL(4, 16, 1)
 KERNEL(1, 32, 2) KERNEL(1, 16, 1)
@@ -303,13 +309,19 @@ KERNEL(1, 32, 2) KERNEL(1, 16, 1)
 // be readable, and finite (the caller zeroes them).
 typedef void (*rows_kernel_fn)(long kc, const float *x, long ldx, const float *wp, long ldw, float *c, long ldc, long rows, long cols,
                                int farLines);
-#define ROWS_KERNEL(R, COLS, NV)                                                                                       \
-    AVX512 static void rows_kernel_##R##x##COLS(long kc, const float *x, long ldx, const float *wp, long ldw, float *c, \
-                                              long ldc, long rows, long cols, int farLines) {                         \
-        kernel_body(kc, x, wp, ldw, NULL, c, ldc, 0, rows, cols, farLines, R, NV, 1, ldx);                             \
+// W may also hold float16 (HALF: a float16 KV cache's key panels and value rows, read in place and
+// widened as loaded; `wp` then points at the halves and `ldw` counts floats, half the halves).
+#define ROWS_KERNEL(R, COLS, NV, HALF, NAME)                                                                            \
+    AVX512 static void NAME##_##R##x##COLS(long kc, const float *x, long ldx, const float *wp, long ldw, float *c,      \
+                                          long ldc, long rows, long cols, int farLines) {                             \
+        kernel_body(kc, x, wp, ldw, NULL, c, ldc, 0, rows, cols, farLines, R, NV, 1, ldx, HALF);                      \
     }
-ROWS_KERNEL(12, 32, 2) ROWS_KERNEL(12, 16, 1) ROWS_KERNEL(8, 32, 2) ROWS_KERNEL(8, 16, 1) ROWS_KERNEL(7, 32, 2) ROWS_KERNEL(7, 16, 1)
-ROWS_KERNEL(4, 32, 2) ROWS_KERNEL(4, 16, 1) ROWS_KERNEL(1, 32, 2) ROWS_KERNEL(1, 16, 1)
+#define ROWS_KERNELS(HALF, NAME)                                                                                        \
+    ROWS_KERNEL(12, 32, 2, HALF, NAME) ROWS_KERNEL(12, 16, 1, HALF, NAME) ROWS_KERNEL(8, 32, 2, HALF, NAME)             \
+    ROWS_KERNEL(8, 16, 1, HALF, NAME) ROWS_KERNEL(7, 32, 2, HALF, NAME) ROWS_KERNEL(7, 16, 1, HALF, NAME)              \
+    ROWS_KERNEL(4, 32, 2, HALF, NAME) ROWS_KERNEL(4, 16, 1, HALF, NAME) ROWS_KERNEL(1, 32, 2, HALF, NAME)              \
+    ROWS_KERNEL(1, 16, 1, HALF, NAME)
+ROWS_KERNELS(0, rows_kernel) ROWS_KERNELS(1, half_rows_kernel)
 
 // Decode attention's P · V over 64 value columns at once, the probabilities read by rows: each
 // value row is used whole in one step (4 vectors, 4·R accumulators; with 7 or 8 rows a few of them
@@ -318,16 +330,20 @@ ROWS_KERNEL(4, 32, 2) ROWS_KERNEL(4, 16, 1) ROWS_KERNEL(1, 32, 2) ROWS_KERNEL(1,
 // Qwen2 layer from memory +5–10 % at 840 positions and +9 % at 2000, level from cache; TinyLlama's
 // +6–9 %).
 AVX512 static inline __attribute__((always_inline)) void wide_rows_body(long kc, const float *x, long ldx, const float *wp, long ldw,
-                                                                       float *c, long ldc, long rows, int far, const int R) {
+                                                                       float *c, long ldc, long rows, int far, const int R,
+                                                                       const int HALF) {
     __m512 acc[8][4];
+    const int lines = HALF ? 2 : 4;  // a row of 64 values
     for (int i = 0; i < R; i++)
         for (int v = 0; v < 4; v++) acc[i][v] = _mm512_setzero_ps();
     for (long k = 0; k < kc; k++, x++, wp += ldw) {
-        __m512 b0 = _mm512_loadu_ps(wp), b1 = _mm512_loadu_ps(wp + 16), b2 = _mm512_loadu_ps(wp + 32), b3 = _mm512_loadu_ps(wp + 48);
+        const uint16_t *h = (const uint16_t *)wp;
+        __m512 b0 = HALF ? f16x16(h) : _mm512_loadu_ps(wp), b1 = HALF ? f16x16(h + 16) : _mm512_loadu_ps(wp + 16);
+        __m512 b2 = HALF ? f16x16(h + 32) : _mm512_loadu_ps(wp + 32), b3 = HALF ? f16x16(h + 48) : _mm512_loadu_ps(wp + 48);
         _mm_prefetch((const char *)(wp + 8 * ldw), _MM_HINT_T0);
         if (far) {  // the row's other lines near too, as kernel_body's (see there)
-            for (int l = 1; l < 4; l++) _mm_prefetch((const char *)(wp + 8 * ldw + 16 * l), _MM_HINT_T0);
-            for (int f = 0; f < 4; f++) _mm_prefetch((const char *)wp + FAR_BYTES + 64 * f, _MM_HINT_T1);
+            for (int l = 1; l < lines; l++) _mm_prefetch((const char *)(wp + 8 * ldw) + 64 * l, _MM_HINT_T0);
+            for (int f = 0; f < lines; f++) _mm_prefetch((const char *)wp + FAR_BYTES + 64 * f, _MM_HINT_T1);
         }
         for (int i = 0; i < R; i++) {
             __m512 a = _mm512_set1_ps(x[i * ldx]);
@@ -339,12 +355,14 @@ AVX512 static inline __attribute__((always_inline)) void wide_rows_body(long kc,
         for (int v = 0; v < 4; v++) _mm512_storeu_ps(c + i * ldc + 16 * v, acc[i][v]);
 }
 typedef void (*wide_rows_kernel_fn)(long kc, const float *x, long ldx, const float *wp, long ldw, float *c, long ldc, long rows, int far);
-#define WIDE_ROWS_KERNEL(R)                                                                                              \
-    AVX512 static void wide_rows_kernel_##R(long kc, const float *x, long ldx, const float *wp, long ldw, float *c, long ldc, \
-                                            long rows, int far) {                                                        \
-        wide_rows_body(kc, x, ldx, wp, ldw, c, ldc, rows, far, R);                                                       \
+#define WIDE_ROWS_KERNEL(R, HALF, NAME)                                                                                  \
+    AVX512 static void NAME##_##R(long kc, const float *x, long ldx, const float *wp, long ldw, float *c, long ldc,       \
+                                  long rows, int far) {                                                                  \
+        wide_rows_body(kc, x, ldx, wp, ldw, c, ldc, rows, far, R, HALF);                                                 \
     }
-WIDE_ROWS_KERNEL(1) WIDE_ROWS_KERNEL(4) WIDE_ROWS_KERNEL(7) WIDE_ROWS_KERNEL(8)
+WIDE_ROWS_KERNEL(1, 0, wide_rows_kernel) WIDE_ROWS_KERNEL(4, 0, wide_rows_kernel) WIDE_ROWS_KERNEL(7, 0, wide_rows_kernel)
+WIDE_ROWS_KERNEL(8, 0, wide_rows_kernel) WIDE_ROWS_KERNEL(1, 1, half_wide_rows_kernel) WIDE_ROWS_KERNEL(4, 1, half_wide_rows_kernel)
+WIDE_ROWS_KERNEL(7, 1, half_wide_rows_kernel) WIDE_ROWS_KERNEL(8, 1, half_wide_rows_kernel)
 
 // The kernel for a block of `rows` X rows and `cols` columns of C: attention's blocks are often
 // short (a decoded token's 7 or 8 query heads of a group, one head without grouping) and the last
@@ -358,15 +376,20 @@ static long kernel_height(long rows) { return kernel_heights[height_index(rows)]
 static const kernel_fn packed_kernels[][2] = {  // [height][narrow]
     {kernel_1x32, kernel_1x16}, {kernel_4x32, kernel_4x16}, {kernel_7x32, kernel_7x16}, {kernel_8x32, kernel_8x16},
     {kernel_12x32, kernel_12x16}};
-static const rows_kernel_fn by_rows_kernels[][2] = {
-    {rows_kernel_1x32, rows_kernel_1x16}, {rows_kernel_4x32, rows_kernel_4x16}, {rows_kernel_7x32, rows_kernel_7x16},
-    {rows_kernel_8x32, rows_kernel_8x16}, {rows_kernel_12x32, rows_kernel_12x16}};
+static const rows_kernel_fn by_rows_kernels[2][5][2] = {  // [half][height][narrow]
+    {{rows_kernel_1x32, rows_kernel_1x16}, {rows_kernel_4x32, rows_kernel_4x16}, {rows_kernel_7x32, rows_kernel_7x16},
+     {rows_kernel_8x32, rows_kernel_8x16}, {rows_kernel_12x32, rows_kernel_12x16}},
+    {{half_rows_kernel_1x32, half_rows_kernel_1x16}, {half_rows_kernel_4x32, half_rows_kernel_4x16},
+     {half_rows_kernel_7x32, half_rows_kernel_7x16}, {half_rows_kernel_8x32, half_rows_kernel_8x16},
+     {half_rows_kernel_12x32, half_rows_kernel_12x16}}};
 static kernel_fn small_kernel(long rows, long cols) { return packed_kernels[height_index(rows)][cols <= 16]; }
-static rows_kernel_fn small_rows_kernel(long rows, long cols) { return by_rows_kernels[height_index(rows)][cols <= 16]; }
+static rows_kernel_fn small_rows_kernel(long rows, long cols, int half) { return by_rows_kernels[half != 0][height_index(rows)][cols <= 16]; }
 // The 64-column one for `rows`, or NULL (more than 8 rows).
-static wide_rows_kernel_fn wide_rows_kernel(long rows) {
-    static const wide_rows_kernel_fn kernels[] = {wide_rows_kernel_1, wide_rows_kernel_4, wide_rows_kernel_7, wide_rows_kernel_8, NULL};
-    return kernels[height_index(rows)];
+static wide_rows_kernel_fn wide_rows_kernel(long rows, int half) {
+    static const wide_rows_kernel_fn kernels[2][5] = {
+        {wide_rows_kernel_1, wide_rows_kernel_4, wide_rows_kernel_7, wide_rows_kernel_8, NULL},
+        {half_wide_rows_kernel_1, half_wide_rows_kernel_4, half_wide_rows_kernel_7, half_wide_rows_kernel_8, NULL}};
+    return kernels[half != 0][height_index(rows)];
 }
 
 // MARK: - AVX2 (+FMA, F16C): the same product with a 6 × 16 micro-kernel
@@ -913,7 +936,7 @@ void chk_kv_rows(const float *keyPanels, const float *values, long keyCount, lon
 typedef struct {
     const float *q;           // the queries times the scale, then MR rows of zeros
     const void *keyPanels, *values; long capacity;  // the cache's layout (key_at, value_at)
-    int half;                 // the cache holds float16: each span is widened into scratch first
+    int half;                 // the cache holds float16 (read by the kernels' float16 variants)
     long keyCount, kvHeads, group, headDim, spans, spanKeys;
     float *out;
     float *partials;          // per (head, span): group × headDim outputs, group maxes, group sums
@@ -947,34 +970,31 @@ AVX512 static void decode_task(void *context, long i0, long i1) {
     decode_job *j = context;
     long hd = j->headDim, G = j->group, ldS = (j->spanKeys + NR - 1) / NR * NR;
     float *scores = chk_scratch(3, MR * ldS);
-    float *wideKeys = j->half ? chk_scratch(2, ldS * hd) : NULL, *wideValues = j->half ? chk_scratch(6, j->spanKeys * hd) : NULL;
-    int ready = scores && (!j->half || (wideKeys && wideValues));
-    if (!ready) atomic_store(&j->failed, 1);  // still counts its spans, so a head is combined once
-    // A float32 cache is streamed from memory by the kernels, which prefetch the lines they will
-    // read ahead (a key panel row's per step for the scores, the value rows' for P · V); a float16
-    // span is widened into scratch first and so is in cache.
-    const int stream = !j->half, keyLines = stream ? NR * 4 / 64 : 0;
+    if (!scores) atomic_store(&j->failed, 1);  // still counts its spans, so a head is combined once
+    // The cache is streamed from memory by the kernels, which prefetch the lines they will read
+    // ahead (a key panel row's per step for the scores, the value rows' for P · V). A float16 cache
+    // is read in place by the kernels' float16 variants, each vector widened as it is loaded (its
+    // spans used to be widened into scratch first: a pass that read and computed nothing, so
+    // memory and compute never overlapped, and float16 attention was slower than float32's).
+    // Pointers into a float16 cache are typed float * for the kernels, with strides in floats
+    // (half the halves): see ROWS_KERNEL.
+    const int half = j->half, element = half ? 2 : 4;
+    const int keyLines = (int)(NR * element / 64);
     for (long item = i0; item < i1; item++) {
         long g = item / j->spans, s = item % j->spans, k0 = s * j->spanKeys;
         long n = j->keyCount - k0 < j->spanKeys ? j->keyCount - k0 : j->spanKeys;
         // k0 is a whole number of panels: the span's keys are contiguous from its first.
-        long keyAt = key_at(g, k0, hd, j->capacity), valueAt = value_at(g, k0, hd, j->capacity), keyFloats = (n + NR - 1) / NR * NR * hd;
-        const float *keys, *values;
+        const char *keys = (const char *)j->keyPanels + key_at(g, k0, hd, j->capacity) * element;
+        const char *values = (const char *)j->values + value_at(g, k0, hd, j->capacity) * element;
+        long panelStep = hd * NR * element, ldk = NR * element / 4, ldv = hd * element / 4;  // bytes; floats
         float *part = j->spans > 1 ? j->partials + (g * j->spans + s) * G * (hd + 2) : NULL;
-        if (ready) {
-            if (j->half) {  // widening reads the span with a plain streaming loop, at half the bytes
-                chk_rows_f16((const uint16_t *)j->keyPanels + keyAt, keyFloats, 0, 1, wideKeys);
-                chk_rows_f16((const uint16_t *)j->values + valueAt, n * hd, 0, 1, wideValues);
-                keys = wideKeys; values = wideValues;
-            } else {
-                keys = (const float *)j->keyPanels + keyAt; values = (const float *)j->values + valueAt;
-            }
+        if (scores) {
             for (long r0 = 0; r0 < G; r0 += MR) {
                 long rows = G - r0 < MR ? G - r0 : MR;
-                rows_kernel_fn scoresKernel = small_rows_kernel(rows, NR);  // the scaled queries read in place, by rows
+                rows_kernel_fn scoresKernel = small_rows_kernel(rows, NR, half);  // the scaled queries read in place, by rows
                 for (long p = 0; p * NR < n; p++)
-                    scoresKernel(hd, j->q + (g * G + r0) * hd, hd, keys + p * hd * NR, NR, scores + p * NR, ldS, rows,
-                                 n - p * NR < NR ? n - p * NR : NR, keyLines);
+                    scoresKernel(hd, j->q + (g * G + r0) * hd, hd, (const float *)(keys + p * panelStep), ldk, scores + p * NR, ldS,
+                                 rows, n - p * NR < NR ? n - p * NR : NR, keyLines);
                 float sums[MR], maxes[MR];
                 chk_exp_rows(scores, rows, n, ldS, sums, maxes);
                 for (long i = rows; i < kernel_height(rows); i++) memset(scores + i * ldS, 0, sizeof(float) * (size_t)n);
@@ -982,11 +1002,11 @@ AVX512 static void decode_task(void *context, long i0, long i1) {
                 // P · V with P read in place, by rows: 64 value columns at a time where a kernel has
                 // the rows, then blocks of 32 (the first block of each row fetches the rest of it).
                 long c = 0;
-                wide_rows_kernel_fn wide = wide_rows_kernel(rows);
-                for (; wide && c + 64 <= hd; c += 64) wide(n, scores, ldS, values + c, hd, o + c, hd, rows, stream);
+                wide_rows_kernel_fn wide = wide_rows_kernel(rows, half);
+                for (; wide && c + 64 <= hd; c += 64) wide(n, scores, ldS, (const float *)(values + c * element), ldv, o + c, hd, rows, 1);
                 for (long c0 = c; c < hd; c += NR)
-                    small_rows_kernel(rows, hd - c)(n, scores, ldS, values + c, hd, o + c, hd, rows, hd - c < NR ? hd - c : NR,
-                                                    c == c0 && stream ? (int)(((hd - c0) * 4 + 63) / 64) : 0);
+                    small_rows_kernel(rows, hd - c, half)(n, scores, ldS, (const float *)(values + c * element), ldv, o + c, hd, rows,
+                                                          hd - c < NR ? hd - c : NR, c == c0 ? (int)(((hd - c0) * element + 63) / 64) : 0);
                 for (long i = 0; i < rows; i++) {
                     if (j->spans == 1) { scale_row(o + i * hd, hd, 1 / sums[i]); continue; }
                     part[G * hd + r0 + i] = maxes[i];
@@ -1045,10 +1065,10 @@ int chk_attention_cached(const float *q, long ldq, long tokens, int half, const 
     long group = heads / kvHeads, headStride = capacity * headDim;
     chk_kv_view kv = {keyPanels, 0, headStride, 1, values, headDim, headStride, half};
     int decode = tokens == 1 && keyCount > 0 && (causalOffset < 0 || causalOffset + 1 >= keyCount) && ldq == heads * headDim && ldo == ldq;
-    // A float16 cache is read here only by a decoded token (with AVX-512 each span is widened into
-    // scratch; without, each panel line and value row just before use); for a prompt the caller
-    // widens the cache into a float32 one (chk_kv_widen) and calls again.
-    if (half && !decode) return 0;
+    // A float16 cache is read here only by a decoded token (with AVX-512 by the kernels' float16
+    // variants; without, each panel line and value row widened just before use); for a prompt the
+    // caller widens the cache into a float32 one (chk_kv_widen) and calls again.
+    if (half && (!decode || headDim % 2)) return 0;  // (the float16 kernels' strides count floats: an even headDim)
     if (!chk_attention_available()) {
         // Without AVX-512 a decoded token reads the panels in place (a KV head's query heads
         // together, on the AVX2 or portable kernels); a prompt is left to the caller, which copies

@@ -256,6 +256,30 @@ extension KernelSelection {
             #expect(halves == 16 && spans[0].bytes == span / 2 && UnsafeRawPointer(spans[2].start!) == thirdKeys)
         }
 
+        /// A decoded token's attention over a float16 cache (read in place by the kernels' float16
+        /// variants) gives the same bits as over a float32 cache holding the same rounded keys and
+        /// values: widening is exact, and the arithmetic is the same. Shapes: Qwen2's groups of 7
+        /// with 64-wide heads, TinyLlama's of 8, 80-wide heads (64 columns, then a block of 16),
+        /// a last key panel cut short, one span and several.
+        @Test(arguments: [(14, 2, 64, 200), (32, 4, 64, 75), (8, 2, 80, 130), (4, 1, 64, 33), (7, 1, 64, 1000)])
+        func float16CacheAttentionEqualsFloat32OfTheSameValues(heads: Int, kvHeads: Int, headDim: Int, keys: Int) {
+            let width = kvHeads * headDim
+            let k = Self.random([keys + 1, width], seed: 21), v = Self.random([keys + 1, width], seed: 22)
+            for t in [k, v] { for i in 0..<t.count { t.data[i] = Float(Float16(t.data[i])) } }  // already float16 values
+            let q = Self.random([1, heads * headDim], seed: 23)
+            var outputs: [[Float]] = []
+            for precision in [KVPrecision.f16, .f32] {
+                let cache = LayerKVCache(capacity: keys + 1, kvHeads: kvHeads, headDim: headDim, precision: precision)
+                cache.append(keys: k.rows(0..<keys), values: v.rows(0..<keys))
+                cache.append(keys: k.rows(keys..<(keys + 1)), values: v.rows(keys..<(keys + 1)))
+                let out = Tensor(zeros: [1, heads * headDim])
+                cachedAttention(queries: q, cache: cache, heads: heads, start: keys, workspace: Workspace(), into: out)
+                outputs.append(out.toArray())
+            }
+            #expect(outputs[0] == outputs[1], "\(heads)/\(kvHeads) heads of \(headDim) over \(keys + 1) keys")
+            #expect(outputs[0].allSatisfy(\.isFinite) && outputs[0].contains { $0 != 0 })
+        }
+
         @Test func decodeAttentionEqualsTheGeneralPath() {
             // One query over 37 cached keys, grouped-query (8 heads over 2 KV heads).
             let heads = 8, kvHeads = 2, headDim = 16, keys = 37

@@ -495,10 +495,10 @@ AVX512 static inline __attribute__((always_inline)) void rows_q8_avx512(
 GEMVQ_BY_FOURS(AVX512, gemv_q8_avx512, int8_t, rows_q8_avx512)
 
 // A cache line of halves a step, the line FAR_BYTES ahead prefetched into L2: widened matrices and
-// float16 KV caches are read from memory (decode attention widens each span of a float16 cache
-// this way). The prefetch runs on past the range's end (a prefetch never faults): a span of keys
-// or values is shorter than FAR_BYTES, so bounded to the range it never prefetched at all, and the
-// next span follows in memory — paired in kernel-ab, float16 decode attention +8–11 %.
+// float16 KV caches are read from memory. The prefetch runs on past the range's end (a prefetch
+// never faults): callers widen ranges shorter than FAR_BYTES one after the next (a matrix's
+// tiles), which bounded to the range were never prefetched at all (when decode attention still
+// widened each float16 span this way, paired in kernel-ab: +8–11 %).
 AVX512 static void rows_f16_avx512(const uint16_t *w, long cols, long row0, long row1, float *out) {
     long n = (row1 - row0) * cols, i = 0; const uint16_t *src = w + row0 * cols;
     const long far = FAR_BYTES / 2;

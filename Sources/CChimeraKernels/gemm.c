@@ -1068,7 +1068,7 @@ int chk_attention_cached(const float *q, long ldq, long tokens, int half, const 
     // A float16 cache is read here only by a decoded token (with AVX-512 by the kernels' float16
     // variants; without, each panel line and value row widened just before use); for a prompt the
     // caller widens the cache into a float32 one (chk_kv_widen) and calls again.
-    if (half && (!decode || headDim % 2)) return 0;  // (the float16 kernels' strides count floats: an even headDim)
+    if (half && !decode) return 0;
     if (!chk_attention_available()) {
         // Without AVX-512 a decoded token reads the panels in place (a KV head's query heads
         // together, on the AVX2 or portable kernels); a prompt is left to the caller, which copies
@@ -1077,6 +1077,7 @@ int chk_attention_cached(const float *q, long ldq, long tokens, int half, const 
         chk_attend_view(q, &kv, keyCount, heads, kvHeads, headDim, scale, out, threads);
         return 1;
     }
+    if (half && headDim % 2) return 0;  // the AVX-512 float16 kernels' strides count floats: an even headDim
     if (decode) {
         // A decoded token: the query heads of a KV head are rows of one block (their q and out are
         // side by side), so each cached key and value is read once per group, not once per query

@@ -1515,7 +1515,7 @@ void chk_prefetch_product(const chk_matvec_part *parts, int count, long cols, in
 // on one thread, 16–20 on two. The pool's worker, idle that long between tokens, mostly outlasted
 // its spin and slept, and then took 35–50 µs to wake for the next token's first product (which the
 // caller meanwhile ran alone): paired decode of Qwen2-0.5B q4_0 +0.5–0.9 % in 3 runs.
-typedef struct { const float *x; long n, parts; float value[64]; long index[64]; } argmax_job;
+typedef struct { const float *x; long n, parts; float value[POOL_THREADS]; long index[POOL_THREADS]; } argmax_job;
 
 static void argmax_task(void *context, long p0, long p1) {
     argmax_job *j = context;
@@ -1529,7 +1529,7 @@ static void argmax_task(void *context, long p0, long p1) {
 long chk_argmax_threaded(const float *x, long n, int threads) {
     enum { PER_THREAD = 32768 };  // below, a thread's hand-over costs more than it saves
     long parts = n / PER_THREAD < threads ? n / PER_THREAD : threads;
-    if (parts > 64) parts = 64;
+    if (parts > POOL_THREADS) parts = POOL_THREADS;
     if (parts < 2) return chk_argmax(x, n);
     argmax_job job = {x, n, parts};
     chk_parallel_for_ranges(parts, 1, (int)parts, argmax_task, &job);

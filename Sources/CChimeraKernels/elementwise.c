@@ -45,6 +45,77 @@ static void softmax_rows_portable(float *p, long rows, long cols, long ld, float
     }
 }
 
+static float exp_shifted_portable(const float *x, long n, float shift, float scale, float *out) {
+    float sum = 0;
+    for (long i = 0; i < n; i++) { out[i] = expf((x[i] - shift) * scale); sum += out[i]; }
+    return sum;
+}
+
+static float tally_at_least_portable(const float *x, long n, float floor, long *count) {
+    float mass = 0;
+    long c = 0;
+    for (long i = 0; i < n; i++)
+        if (x[i] >= floor) { mass += x[i]; c++; }
+    *count = c;
+    return mass;
+}
+
+// The values in [lo, hi) in order (and their indices when ids is not NULL).
+static long gather_range_portable(const float *x, long n, float lo, float hi, float *values, int32_t *ids) {
+    long m = 0;
+    for (long i = 0; i < n; i++)
+        if (x[i] >= lo && x[i] < hi) {
+            values[m] = x[i];
+            if (ids) ids[m] = (int32_t)i;
+            m++;
+        }
+    return m;
+}
+
+// The k-th largest of buf[0 ..< n] (1 ≤ k ≤ n), reordering buf: quickselect, Hoare partitions
+// around a middle value.
+static float kth_largest(float *buf, long n, long k) {
+    long lo = 0, hi = n - 1, target = k - 1;  // the answer is at `target` once buf is sorted descending
+    while (lo < hi) {
+        float pivot = buf[lo + (hi - lo) / 2];
+        long i = lo, j = hi;
+        while (i <= j) {
+            while (buf[i] > pivot) i++;
+            while (buf[j] < pivot) j--;
+            if (i <= j) { float t = buf[i]; buf[i] = buf[j]; buf[j] = t; i++; j--; }
+        }
+        if (target <= j) hi = j;
+        else if (target >= i) lo = i;
+        else return buf[target];
+    }
+    return buf[target];
+}
+
+// Top-k's floor in one pass: `buffer` keeps every value above a floor that at least k of the
+// values seen so far reach (-inf at first); when it holds `room` of them, the floor rises to their
+// k-th largest and the buffer keeps only those above it (fewer than k). Values that pass are
+// appended by `append` (a vector at a time with AVX-512).
+#define TOP_K_FLOOR_BODY(APPEND_ALL)                                                                  \
+    long room = 4 * k > 1024 ? 4 * k : 1024, held = 0;                                               \
+    float floor = -INFINITY;                                                                          \
+    APPEND_ALL                                                                                        \
+    if (held >= k) floor = kth_largest(buffer, held, k);                                              \
+    return floor;
+#define TOP_K_RAISE                                                                                   \
+    if (held >= room) {                                                                               \
+        floor = kth_largest(buffer, held, k);                                                         \
+        long kept = 0;                                                                                \
+        for (long b = 0; b < held; b++) if (buffer[b] > floor) buffer[kept++] = buffer[b];           \
+        held = kept;                                                                                  \
+    }
+
+static float top_k_floor_portable(const float *x, long n, long k, float *buffer) {
+    TOP_K_FLOOR_BODY(for (long i = 0; i < n; i++) {
+        if (x[i] > floor) buffer[held++] = x[i];
+        TOP_K_RAISE
+    })
+}
+
 static void rope_rows_portable(float *x, long tokens, long heads, long headDim, long rotaryDim, const float *angles) {
     #pragma clang fp contract(off)  // each product rounded, as the SIMD versions (and Swift) do
     long half = rotaryDim / 2;
@@ -158,6 +229,39 @@ static void residual_layernorm_rows_portable(float *h, const float *delta, const
 #undef VPOW2MUL
 #undef VZERO_BELOW
 
+// A vector's values in [lo, hi) packed to the front (vcompressps), four vectors a step: a
+// sampler's gathers take a few candidates from a whole vocabulary, or most of a flat one.
+AVX512_ATTR static long gather_range_avx512(const float *x, long n, float lo, float hi, float *values, int32_t *ids) {
+    const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
+    const __m512i step = _mm512_set1_epi32(16);
+    __m512i index = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    long m = 0, i = 0;
+    for (; i < n; i += 16, index = _mm512_add_epi32(index, step)) {
+        __mmask16 valid = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        __m512 v = _mm512_maskz_loadu_ps(valid, x + i);
+        __mmask16 in = _mm512_mask_cmp_ps_mask(_mm512_mask_cmp_ps_mask(valid, v, vlo, _CMP_GE_OQ), v, vhi, _CMP_LT_OQ);
+        if (!in) continue;
+        int k = __builtin_popcount(in);
+        _mm512_mask_storeu_ps(values + m, (__mmask16)((1u << k) - 1), _mm512_maskz_compress_ps(in, v));
+        if (ids) _mm512_mask_storeu_epi32(ids + m, (__mmask16)((1u << k) - 1), _mm512_maskz_compress_epi32(in, index));
+        m += k;
+    }
+    return m;
+}
+
+AVX512_ATTR static float top_k_floor_avx512(const float *x, long n, long k, float *buffer) {
+    TOP_K_FLOOR_BODY(for (long i = 0; i < n; i += 16) {
+        __mmask16 valid = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        __m512 v = _mm512_maskz_loadu_ps(valid, x + i);
+        __mmask16 in = _mm512_mask_cmp_ps_mask(valid, v, _mm512_set1_ps(floor), _CMP_GT_OQ);
+        if (!in) continue;
+        int m = __builtin_popcount(in);
+        _mm512_mask_storeu_ps(buffer + held, (__mmask16)((1u << m) - 1), _mm512_maskz_compress_ps(in, v));
+        held += m;
+        TOP_K_RAISE
+    })
+}
+
 // MARK: - AVX2
 
 // 2^k is built in the exponent field, so k must stay in [-126, 127]: inputs below -87.3 give 0
@@ -221,12 +325,19 @@ typedef struct {
     void (*residual)(float *, const float *, const float *, long, long, const float *, const float *, float, float *);
     long (*argmax)(const float *, long);
     void (*rope)(float *, long, long, long, long, const float *);
+    float (*expShifted)(const float *, long, float, float, float *);
+    float (*tally)(const float *, long, float, long *);
+    long (*gather)(const float *, long, float, float, float *, int32_t *);
+    float (*topKFloor)(const float *, long, long, float *);
 } table;
 
 static const table tables[3] = {
-    {"portable", activate_rows_portable, gated_rows_portable, softmax_rows_portable, layernorm_rows_portable, rmsnorm_rows_portable, residual_layernorm_rows_portable, argmax_portable, rope_rows_portable},
-    {"avx2", activate_rows_avx2, gated_rows_avx2, softmax_rows_avx2, layernorm_rows_avx2, rmsnorm_rows_avx2, residual_layernorm_rows_avx2, argmax_avx2, rope_rows_avx2},
-    {"avx512", activate_rows_avx512, gated_rows_avx512, softmax_rows_avx512, layernorm_rows_avx512, rmsnorm_rows_avx512, residual_layernorm_rows_avx512, argmax_avx512, rope_rows_avx512},
+    {"portable", activate_rows_portable, gated_rows_portable, softmax_rows_portable, layernorm_rows_portable, rmsnorm_rows_portable, residual_layernorm_rows_portable, argmax_portable, rope_rows_portable,
+     exp_shifted_portable, tally_at_least_portable, gather_range_portable, top_k_floor_portable},
+    {"avx2", activate_rows_avx2, gated_rows_avx2, softmax_rows_avx2, layernorm_rows_avx2, rmsnorm_rows_avx2, residual_layernorm_rows_avx2, argmax_avx2, rope_rows_avx2,
+     exp_shifted_avx2, tally_at_least_avx2, gather_range_portable, top_k_floor_portable},
+    {"avx512", activate_rows_avx512, gated_rows_avx512, softmax_rows_avx512, layernorm_rows_avx512, rmsnorm_rows_avx512, residual_layernorm_rows_avx512, argmax_avx512, rope_rows_avx512,
+     exp_shifted_avx512, tally_at_least_avx512, gather_range_avx512, top_k_floor_avx512},
 };
 
 static int supports(int level) {  // 2 = AVX-512, 1 = AVX2, 0 = portable
@@ -283,4 +394,19 @@ void chk_residual_layernorm_rows(float *h, const float *delta, const float *bias
 long chk_argmax(const float *x, long n) { return n > 0 ? K()->argmax(x, n) : 0; }
 void chk_rope_rows(float *x, long tokens, long heads, long headDim, long rotaryDim, const float *angles) {
     K()->rope(x, tokens, heads, headDim, rotaryDim, angles);
+}
+float chk_sampling_weights(const float *logits, long n, float scale, float *weights) {
+    if (n <= 0) return 0;
+    return K()->expShifted(logits, n, logits[K()->argmax(logits, n)], scale, weights);
+}
+float chk_tally_at_least(const float *x, long n, float floor, long *count) {
+    if (n <= 0) { *count = 0; return 0; }
+    return K()->tally(x, n, floor, count);
+}
+long chk_gather_range(const float *x, long n, float lo, float hi, float *values, int32_t *ids) {
+    return n > 0 ? K()->gather(x, n, lo, hi, values, ids) : 0;
+}
+float chk_top_k_floor(const float *x, long n, long k, float *buffer) {
+    if (k <= 0) return INFINITY;
+    return K()->topKFloor(x, n, k, buffer);
 }

@@ -224,3 +224,38 @@ ATTR static void F(residual_layernorm_rows)(float *h, const float *delta, const 
         if (out) F(normalize_row)(row, out + r * n, n, sum, w, nb, eps);
     }
 }
+
+// out = exp((x − shift)·scale), returning the sum (chk_sampling_weights, shift the largest x).
+ATTR static float F(exp_shifted)(const float *x, long n, float shift, float scale, float *out) {
+    V mx = VSET(shift), sc = VSET(scale), s = VSET(0);
+    long i = 0;
+    for (; i + W <= n; i += W) {
+        V e = F(exp)(VMUL(VSUB(VLOAD(x + i), mx), sc));
+        VSTORE(out + i, e); s = VADD(s, e);
+    }
+    if (i < n) {
+        V e = F(exp)(VMUL(VSUB(VLOADN(x + i, n - i, -INFINITY), mx), sc));
+        VSTOREN(out + i, e, n - i); s = VADD(s, e);
+    }
+    return VHSUM(s);
+}
+
+// How many of n floats are at least `floor`, and their sum (chk_tally_at_least); counts are kept
+// as floats per lane (exact below 2^24 a lane). Four vectors a step into four pairs of sums: with
+// one pair, each step waited on the previous one's additions (a third of the speed).
+ATTR static float F(tally_at_least)(const float *x, long n, float floor, long *count) {
+    V c[4], m[4], one = VSET(1);
+    for (int k = 0; k < 4; k++) c[k] = m[k] = VSET(0);
+    long i = 0;
+    for (; i + 4 * W <= n; i += 4 * W)
+        for (int k = 0; k < 4; k++) {
+            V v = VLOAD(x + i + k * W);
+            m[k] = VADD(m[k], VZERO_BELOW(v, floor, v)); c[k] = VADD(c[k], VZERO_BELOW(v, floor, one));
+        }
+    for (; i < n; i += W) {
+        V v = n - i >= W ? VLOAD(x + i) : VLOADN(x + i, n - i, -INFINITY);
+        m[0] = VADD(m[0], VZERO_BELOW(v, floor, v)); c[0] = VADD(c[0], VZERO_BELOW(v, floor, one));
+    }
+    *count = (long)VHSUM(VADD(VADD(c[0], c[1]), VADD(c[2], c[3])));
+    return VHSUM(VADD(VADD(m[0], m[1]), VADD(m[2], m[3])));
+}

@@ -84,6 +84,10 @@ public struct BenchmarkReport: Codable, Sendable {
     public var kvCacheBytes: Int
     /// The KV cache's precision (f32 or f16), when a language model ran.
     public var kvCache: String?
+    /// How decoded tokens were chosen ("greedy", or the sampling options), when a language model ran.
+    public var sampling: String?
+    /// Mean time of choosing a decoded token from its logits (argmax or the sampler), in seconds.
+    public var decodeSamplingSeconds: Double?
     /// Median of the encodes after the first (the only one when a single run was asked for).
     public var imageEncodeSeconds: Double?
     public var imageEncodeFirstSeconds: Double?
@@ -121,7 +125,7 @@ public struct BenchmarkReport: Codable, Sendable {
         case weightDType = "weight_dtype", storedMatrices = "stored_matrices", cpuFeatures = "cpu_features", weightBytes = "weight_bytes"
         case matrixFormats = "matrix_formats"
         case loadSeconds = "load_s"
-        case kvCacheBytes = "kv_cache_bytes", kvCache = "kv_cache", imageEncodeSeconds = "image_encode_s", promptTokens = "prompt_tokens"
+        case kvCacheBytes = "kv_cache_bytes", kvCache = "kv_cache", sampling, decodeSamplingSeconds = "decode_sampling_s", imageEncodeSeconds = "image_encode_s", promptTokens = "prompt_tokens"
         case prefillSeconds = "prefill_s", prefillTokensPerSecond = "prefill_tokens_per_s"
         case timeToFirstTokenSeconds = "time_to_first_token_s", decodeTokens = "decode_tokens"
         case decodeTokensPerSecond = "decode_tokens_per_s", peakRSSBytes = "peak_rss_bytes", peakRSSRatio = "peak_rss_ratio"
@@ -150,6 +154,8 @@ public struct Benchmark {
     public var bandwidthPairs = 8
     public var decodeTokens = 32
     public var kvCache = KVPrecision.f32
+    /// How decoded tokens are chosen (greedy by default; a sampled decode includes the sampler's time).
+    public var sampling = GenerationOptions()
     /// What becomes of matrices a `store` holds and `format` does not convert.
     public var storedMatrices = StoredMatrices.resident
     public var progress: (String) -> Void = { _ in }
@@ -180,6 +186,7 @@ public struct Benchmark {
 
     public func run(name: String, encoder encoderManifest: ComponentManifest?, languageModel llmManifest: ComponentManifest?) throws -> BenchmarkReport {
         guard encoderManifest != nil || llmManifest != nil else { throw BenchmarkError.nothingToRun }
+        try sampling.validate()
         var report = BenchmarkReport(
             model: name, weightDType: format?.rawValue ?? "as stored", threads: ComputeThreads.current,
             cpuFeatures: ComputeThreads.cpuFeatures, kernels: ComputeThreads.kernelVariant, blasCore: ComputeThreads.blasCore,
@@ -230,9 +237,11 @@ public struct Benchmark {
             let kvBytesPerPosition = cache.layers.reduce(0) { $0 + 2 * $1.width * $1.precision.bytes }
             let prompt = try model.embed((0..<promptTokens).map { ($0 * 7919 + 1) % model.vocabularySize })
             progress("prefill of \(promptTokens) tokens")
+            var sampler = Sampler(options: sampling)
+            report.sampling = sampling.samplingDescription
             var start = Date()
             var logits = try model.forward(embeddings: prompt, cache: cache, lastOnly: true)
-            var token = argmax(logits)
+            var token = sampler.sample(logits)
             let prefill = Date().timeIntervalSince(start)
             report.promptTokens = promptTokens
             report.prefillSeconds = prefill
@@ -240,10 +249,13 @@ public struct Benchmark {
             report.timeToFirstTokenSeconds = elapsed + prefill
             report.finiteLogits = report.finiteLogits && logits.toArray().allSatisfy(\.isFinite)
             let row = Tensor(zeros: [1, model.hiddenSize])
+            var samplingSeconds = 0.0
             func decodeOne() throws {
                 try model.embed(token: token, into: row)
                 logits = try model.forward(embeddings: row, cache: cache, lastOnly: true)
-                token = argmax(logits)
+                let chosen = Date()
+                token = sampler.sample(logits)
+                samplingSeconds += Date().timeIntervalSince(chosen)
             }
             progress("decoding \(decodeTokens) tokens")
             start = Date()
@@ -254,6 +266,7 @@ public struct Benchmark {
                 let meanPositions = Double(promptTokens) + Double(decodeTokens + 1) / 2
                 let kvBytes = Int(Double(kvBytesPerPosition) * meanPositions)
                 report.decodeTokensPerSecond = Double(decodeTokens) / decode
+                report.decodeSamplingSeconds = samplingSeconds / Double(decodeTokens)
                 report.decodeKVBytesPerToken = kvBytes
                 report.decodeBytesPerToken = decodeBytes + kvBytes
                 report.decodeBandwidthGBPerSecond = Double(decodeBytes + kvBytes) * report.decodeTokensPerSecond! / 1e9
@@ -289,8 +302,6 @@ public struct Benchmark {
 
     /// The middle value (the upper one of an even count).
     static func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
-
-    func argmax(_ logits: Tensor) -> Int { ChimeraTensor.argmax(logits.data, count: logits.count) }
 
     /// Peak resident set size of this process, in bytes: VmHWM, which starts afresh at exec
     /// (getrusage's ru_maxrss carries the parent's size over a fork, e.g. a Python driver's).

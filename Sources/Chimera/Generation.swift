@@ -19,6 +19,22 @@ public struct GenerationOptions: Sendable {
         self.maxTokens = maxTokens; self.temperature = temperature; self.topK = topK; self.topP = topP; self.seed = seed
         self.stop = stop; self.kvCache = kvCache
     }
+
+    /// Throws PromptError.badOption for a negative token count or temperature, a top-k below 1 or a
+    /// top-p outside (0, 1].
+    public func validate() throws {
+        guard maxTokens >= 0 else { throw PromptError.badOption("--max-tokens must be >= 0, found \(maxTokens)") }
+        guard temperature >= 0 else { throw PromptError.badOption("--temperature must be >= 0, found \(temperature)") }
+        if let k = topK, k < 1 { throw PromptError.badOption("--top-k must be >= 1, found \(k)") }
+        if let p = topP, !(p > 0 && p <= 1) { throw PromptError.badOption("--top-p must be in (0, 1], found \(p)") }
+    }
+
+    /// How tokens are chosen, for reports: "greedy", or the temperature and the cuts that apply.
+    public var samplingDescription: String {
+        guard temperature > 0 else { return "greedy" }
+        return (["temperature \(temperature)"] + [topK.map { "top-k \($0)" }, topP.map { "top-p \($0)" }].compactMap { $0 })
+            .joined(separator: ", ") + ", seed \(seed)"
+    }
 }
 
 public struct GenerationTimings: Codable, Sendable {
@@ -183,10 +199,7 @@ extension AssembledModel {
     /// Runs the prompt and decodes until EOS or `maxTokens`, streaming text to `onText`.
     public func generate(prompt: String, inputs files: [String: [URL]] = [:], options: GenerationOptions,
                          onText: (String) -> Void = { _ in }) throws -> GenerationResult {
-        guard options.maxTokens >= 0 else { throw PromptError.badOption("--max-tokens must be >= 0, found \(options.maxTokens)") }
-        guard options.temperature >= 0 else { throw PromptError.badOption("--temperature must be >= 0, found \(options.temperature)") }
-        if let k = options.topK, k < 1 { throw PromptError.badOption("--top-k must be >= 1, found \(k)") }
-        if let p = options.topP, !(p > 0 && p <= 1) { throw PromptError.badOption("--top-p must be in (0, 1], found \(p)") }
+        try options.validate()
         let prepared = try prepare(prompt: prompt, inputs: files)
         let promptLength = prepared.embeddings.rows
         let context = languageModel.contextLength
@@ -273,19 +286,24 @@ struct StopStringFilter {
 }
 
 /// Greedy or temperature / top-k / top-p sampling with a seeded generator, as transformers'
-/// logits warpers order them (temperature, then top-k, then top-p: the fewest most probable
-/// tokens whose probabilities reach p, the one that crosses p included).
+/// logits warpers order them: temperature, then top-k (every token whose probability is at least
+/// the k-th largest's, ties included), then top-p (the fewest most probable tokens whose
+/// probabilities reach p, the one that crosses p included; ties at that boundary are taken in id
+/// order).
 ///
 /// Nothing is sorted (sorting a 151,936-token vocabulary took 15 ms a token, about as long as
-/// decoding it with Qwen2-0.5B): the top k and the top-p nucleus are selected in linear time
-/// (`selectLargest`), and the draw walks the kept tokens in whatever order they lie (any fixed
-/// order gives the same distribution). Buffers are sized on the first token and reused, so
-/// sampling allocates nothing per token.
+/// decoding it with Qwen2-0.5B), nor selected one token at a time: top-k's floor, weights, cuts and
+/// the draw are vector passes over the vocabulary (ChimeraTensor's `topKFloor`, `samplingWeights`,
+/// `largestCut`, `drawIndex`); after a top-k only the tokens it keeps get weights. The draw walks
+/// the kept tokens in id order. Buffers are sized on the first token and reused, so sampling
+/// allocates nothing per token.
 public struct Sampler {
     let options: GenerationOptions
     var generator: SplitMix64
-    private var weights: [Float] = []  // per token id: logit / temperature, then its weight
-    private var ids: [Int32] = []      // the candidates' ids, the kept ones at the end
+    private var weights: [Float] = []     // per token id: exp((logit − max) / temperature)
+    private var scratch: [Float] = []     // the band largestCut selects in, top-k's buffer
+    private var candidates: [Float] = []  // after top-k: the kept tokens' logits, then weights, in id order
+    private var candidateIDs: [Int32] = []
 
     public init(options: GenerationOptions) {
         self.options = options
@@ -296,65 +314,38 @@ public struct Sampler {
         let n = logits.columns
         let row = logits.data + (logits.rows - 1) * n
         if options.temperature == 0 { return argmax(row, count: n) }
-        if weights.count != n { weights = [Float](repeating: 0, count: n); ids = [Int32](repeating: 0, count: n) }
+        if weights.count != n {
+            weights = [Float](repeating: 0, count: n); candidates = weights
+            candidateIDs = [Int32](repeating: 0, count: n)
+        }
+        let scratchCount = max(n, options.topK.map { topKBufferCount($0) } ?? 0)
+        if scratch.count < scratchCount { scratch = [Float](repeating: 0, count: scratchCount) }
         let draw = Float(generator.unit())
-        let temperature = options.temperature, topK = options.topK, topP = options.topP
-        return weights.withUnsafeMutableBufferPointer { weights in
-            ids.withUnsafeMutableBufferPointer { ids in
-                let w = weights.baseAddress!, id = ids.baseAddress!
-                for i in 0..<n { w[i] = row[i] / temperature; id[i] = Int32(i) }
-                var first = 0, total: Float = 1  // the candidates: id[first ..< n], their weights' sum
-                if let k = topK, k < n {
-                    first = selectLargest(id, count: n, key: w) { taken, _ in taken >= k }.first
-                    var top = -Float.infinity
-                    for c in first..<n { top = max(top, w[Int(id[c])]) }
-                    total = 0
-                    for c in first..<n { let i = Int(id[c]); w[i] = expf(w[i] - top); total += w[i] }
-                } else {
-                    softmaxRowsInPlace(w, rows: 1, columns: n)  // the kernels' vector exp; weights sum to 1
+        let options = options
+        let drawn: Int? = weights.withUnsafeMutableBufferPointer { weights in
+            scratch.withUnsafeMutableBufferPointer { scratch in
+                candidates.withUnsafeMutableBufferPointer { candidates in
+                    candidateIDs.withUnsafeMutableBufferPointer { ids in
+                        let scratch = scratch.baseAddress!
+                        var values = UnsafePointer(weights.baseAddress!), count = n, kept: UnsafePointer<Int32>?, total: Float
+                        if let k = options.topK, k < n {
+                            // Top-k on the logits (one pass), then weights for the few it keeps only.
+                            let floor = topKFloor(row, count: n, k: k, buffer: scratch)
+                            count = gather(row, count: n, from: floor, below: .infinity, into: candidates.baseAddress!, ids: ids.baseAddress!)
+                            total = samplingWeights(candidates.baseAddress!, count: count, temperature: options.temperature, into: candidates.baseAddress!)
+                            values = UnsafePointer(candidates.baseAddress!); kept = UnsafePointer(ids.baseAddress!)
+                        } else {
+                            total = samplingWeights(row, count: n, temperature: options.temperature, into: weights.baseAddress!)
+                        }
+                        var cut = WeightCut.all
+                        if let p = options.topP, p < 1 {  // (no weight exceeds 1: the largest logit's is exp(0))
+                            cut = largestCut(values, count: count, largest: 1, scratch: scratch, need: .sum(p * total))
+                        }
+                        return drawIndex(values, count: count, cut: cut, draw: draw).map { i in kept.map { Int($0[i]) } ?? i }
+                    }
                 }
-                if let p = topP, p < 1 {
-                    let target = p * total
-                    let nucleus = selectLargest(id + first, count: n - first, key: w) { _, sum in sum >= target }
-                    first += nucleus.first
-                    total = nucleus.sum
-                }
-                var left = draw * total
-                for c in first..<n {
-                    left -= w[Int(id[c])]
-                    if left < 0 { return Int(id[c]) }
-                }
-                return Int(id[n - 1])  // rounding left a sliver past the last
             }
         }
+        return drawn ?? argmax(row, count: n)  // weights that sum to zero or NaN: the most likely token
     }
-}
-
-/// Moves the fewest largest-keyed of id[0 ..< count] that are `enough(how many, their keys' sum)`
-/// to the end, id[first ..< count], and returns first and that sum (all of them when none are
-/// enough). Quickselect: three-way partitions around a middle element's key, linear on average;
-/// keys equal to the boundary's are taken one at a time, in whatever order they lie.
-private func selectLargest(_ id: UnsafeMutablePointer<Int32>, count: Int, key: UnsafePointer<Float>,
-                           enough: (_ taken: Int, _ sum: Float) -> Bool) -> (first: Int, sum: Float) {
-    var lo = 0, hi = count, sum: Float = 0  // undecided: id[lo ..< hi]; taken: id[hi ..< count]
-    while lo < hi {
-        let pivot = key[Int(id[lo + (hi - lo) / 2])]
-        // Into id[lo ..< less] (below the pivot), id[less ..< greater] (equal), id[greater ..< hi] (above).
-        var less = lo, i = lo, greater = hi
-        while i < greater {
-            let k = key[Int(id[i])]
-            if k < pivot { (id[less], id[i]) = (id[i], id[less]); less += 1; i += 1 }
-            else if k > pivot { greater -= 1; (id[i], id[greater]) = (id[greater], id[i]) }
-            else { i += 1 }
-        }
-        var above: Float = 0
-        for j in greater..<hi { above += key[Int(id[j])] }
-        if enough(count - greater, sum + above) { lo = greater; continue }  // the boundary is above the pivot
-        sum += above; hi = greater
-        while hi > less {
-            hi -= 1; sum += pivot
-            if enough(count - hi, sum) { return (hi, sum) }
-        }
-    }
-    return (lo, sum)
 }

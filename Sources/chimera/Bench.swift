@@ -25,6 +25,7 @@ struct Bench: ParsableCommand {
     @Flag(help: "Only the encoder (skip the language model)") var noLlm = false
     @Flag(help: "Skip measuring the memory read bandwidth that decode is compared with") var noBandwidth = false
     @Option(help: "KV cache precision: f32, or f16 (half the memory; keys and values rounded to float16)") var kvCache = KVPrecision.f32
+    @OptionGroup var sampling: SamplingOptions
     @OptionGroup var placement: WeightPlacementOptions
 
     func run() throws {
@@ -53,6 +54,8 @@ struct Bench: ParsableCommand {
             bench.measureBandwidth = !noBandwidth
             bench.decodeTokens = decodeTokens
             bench.kvCache = kvCache
+            bench.sampling = GenerationOptions(temperature: sampling.temperature ?? 0, topK: sampling.topK, topP: sampling.topP,
+                                               seed: sampling.seed)
             bench.storedMatrices = placement.storedMatrices
             bench.progress = progress
             var name: String, encoder: ComponentManifest?, llm: ComponentManifest?

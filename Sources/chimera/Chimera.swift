@@ -32,6 +32,14 @@ struct WeightPlacementOptions: ParsableArguments {
     var storedMatrices: StoredMatrices { mappedWeights ? .mapped : .resident }
 }
 
+/// How `generate` and `bench` choose tokens (greedy unless a temperature above 0 is given).
+struct SamplingOptions: ParsableArguments {
+    @Option(help: "0 = greedy") var temperature: Float?
+    @Option(help: "Sample among the K most likely tokens") var topK: Int?
+    @Option(help: "Nucleus sampling mass") var topP: Float?
+    @Option(help: "Sampling seed") var seed: UInt64 = 0
+}
+
 /// Options every command that reads manifests shares.
 struct CatalogOptions: ParsableArguments {
     @Option(name: .customLong("manifests"), help: ArgumentHelp("Extra folder of manifests (repeatable); also CHIMERA_MANIFESTS.", valueName: "dir"))

@@ -49,10 +49,7 @@ struct Generate: ParsableCommand {
     @Option(help: "Input for any placeholder, NAME=FILE (repeatable)") var input: [String] = []
     @Option(help: "The prompt; <image> marks where the image goes (default: a request to describe the image)") var prompt: String?
     @Option(help: "Maximum new tokens") var maxTokens: Int?
-    @Option(help: "0 = greedy") var temperature: Float?
-    @Option(help: "Sample among the K most likely tokens") var topK: Int?
-    @Option(help: "Nucleus sampling mass") var topP: Float?
-    @Option(help: "Sampling seed") var seed: UInt64 = 0
+    @OptionGroup var sampling: SamplingOptions
     @Option(help: "KV cache precision: f32, or f16 (half the memory; keys and values rounded to float16)") var kvCache = KVPrecision.f32
     @Flag(help: "Wrap the prompt (or --conversation) in the assembly's chat template") var chat = false
     @Option(help: "Chat template to use instead of the assembly's (implies --chat)") var template: String?
@@ -80,8 +77,9 @@ struct Generate: ParsableCommand {
             }
             let defaults = manifest.generation ?? GenerationDefaults()
             let options = GenerationOptions(maxTokens: maxTokens ?? defaults.maxTokens ?? 64,
-                                            temperature: temperature ?? defaults.temperature ?? 0,
-                                            topK: topK ?? defaults.topK, topP: topP ?? defaults.topP, seed: seed, stop: stop,
+                                            temperature: sampling.temperature ?? defaults.temperature ?? 0,
+                                            topK: sampling.topK ?? defaults.topK, topP: sampling.topP ?? defaults.topP,
+                                            seed: sampling.seed, stop: stop,
                                             kvCache: kvCache)
             var assembler = Assembler(catalog: catalog, families: catalogOptions.families(), progress: progress)
             assembler.storedMatrices = placement.storedMatrices

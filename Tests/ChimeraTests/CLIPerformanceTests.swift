@@ -73,6 +73,15 @@ import Testing
         }
         #expect(json["weight_dtype"] as? String == "q8_0" && json["kv_cache"] as? String == "f16")
         #expect(json["image_encode_runs"] as? Int == 2 && json["image_encode_first_s"] is Double)
+        #expect(json["sampling"] as? String == "greedy" && json["decode_sampling_s"] is Double)
+        // A sampled decode: the sampler's options in the report, its time per token apart.
+        let sampled = try CLI.run(["bench", "--synthetic", "tiny", "--no-encoder", "--no-bandwidth", "--prompt-tokens", "8",
+                                   "--decode-tokens", "3", "--temperature", "0.7", "--top-k", "5", "--top-p", "0.9", "--seed", "3"])
+        let sampledJSON = try JSONSerialization.jsonObject(with: Data(sampled.stdout.utf8)) as? [String: Any]
+        #expect(sampled.status == 0 && sampledJSON?["sampling"] as? String == "temperature 0.7, top-k 5, top-p 0.9, seed 3", "\(sampled.all)")
+        #expect((sampledJSON?["decode_sampling_s"] as? Double ?? 0) > 0)
+        let badTopP = try CLI.run(["bench", "--synthetic", "tiny", "--no-encoder", "--no-bandwidth", "--temperature", "1", "--top-p", "1.5"])
+        #expect(badTopP.status != 0 && badTopP.stderr.contains("--top-p must be in (0, 1], found 1.5"), "\(badTopP.all)")
         let badCache = try CLI.run(["bench", "--synthetic", "tiny", "--kv-cache", "f8"])
         #expect(badCache.status != 0 && badCache.stderr.contains("'f8' is invalid for '--kv-cache") && badCache.stderr.contains("'f16'"))
         let mapped = try CLI.run(["bench", "--assembly", "chimera-tiny-default", "--no-encoder", "--no-bandwidth", "--prompt-tokens", "8",

@@ -65,4 +65,33 @@ import Testing
         #expect(drawsA.allSatisfy { nucleus.contains($0) })
         #expect(Set(drawsA).count > 1)
     }
+
+    @Test func topKKeepsEveryTokenTiedWithTheKth() {
+        // transformers' top-k keeps every token at least as likely as the k-th: three share the top.
+        let tensor = Tensor(shape: [1, 5], values: [2, 2, 0, 2, -1])
+        var sampler = Sampler(options: GenerationOptions(temperature: 1, topK: 1, seed: 5))
+        var counts = [Int](repeating: 0, count: 5)
+        for _ in 0..<3000 { counts[sampler.sample(tensor)] += 1 }
+        #expect(counts[2] == 0 && counts[4] == 0)
+        for i in [0, 1, 3] { #expect(abs(Double(counts[i]) / 3000 - 1.0 / 3) < 0.04, "token \(i): \(counts[i]) of 3000") }
+    }
+
+    @Test func aPeakedVocabularyKeepsItsFewLikelyTokens() {
+        // 151,936 logits as a trained model gives them: a few likely tokens, a long tail. Top-k 3
+        // and top-p 0.9 both keep only the likely ones, in their proportions.
+        var g = SplitMix64(seed: 9)
+        var values = (0..<151_936).map { _ in g.uniform(3) - 12 }  // the tail: 0.4 % of the mass
+        values[70_000] = 6; values[12] = 5; values[151_935] = 5; values[3] = 1
+        let tensor = Tensor(shape: [1, values.count], values: values)
+        let e = [6.0, 5, 5].map { exp($0) }, top3 = e.reduce(0, +)
+        for options in [GenerationOptions(temperature: 1, topK: 3, seed: 1), GenerationOptions(temperature: 1, topP: 0.9, seed: 1)] {
+            var sampler = Sampler(options: options)
+            var counts: [Int: Int] = [:]
+            for _ in 0..<4000 { counts[sampler.sample(tensor), default: 0] += 1 }
+            #expect(Set(counts.keys).isSubset(of: [70_000, 12, 151_935]), "\(options.samplingDescription): drew \(counts.keys.sorted())")
+            for (id, weight) in zip([70_000, 12, 151_935], e) {
+                #expect(abs(Double(counts[id] ?? 0) / 4000 - weight / top3) < 0.03, "\(options.samplingDescription): token \(id)")
+            }
+        }
+    }
 }

@@ -1,5 +1,6 @@
 #ifndef CHIMERA_ELEMENTWISE_H
 #define CHIMERA_ELEMENTWISE_H
+#include <stdint.h>
 // Element-wise kernels of the transformer layers (activations, softmax, layer norm, residual adds),
 // with AVX-512, AVX2 and portable versions chosen once at run time, as the weight-format kernels are.
 // Every kernel works on a range of rows, so callers thread them by splitting rows.
@@ -58,4 +59,20 @@ void chk_rmsnorm_rows(const float *x, float *out, long rows, long n, const float
 /// out is not NULL, out[r] = LayerNorm(h[r]) · weight + norm_bias (norm_bias may be NULL).
 void chk_residual_layernorm_rows(float *h, const float *delta, const float *bias, long rows, long n,
                                  const float *weight, const float *norm_bias, float eps, float *out);
+/// A sampler's weights: weights[i] = exp((logits[i] − max)·scale) (scale = 1 / temperature, max
+/// the largest logit, whose weight is exactly 1) over n floats; returns their sum. NaN logits give
+/// NaN weights, which the tally and gather below skip. (One thread: threaded over Qwen2's 151,936
+/// logits it was no faster inside decode, where writing the weights is mostly waiting for memory,
+/// and a job that found the pool's worker asleep waited 35–50 µs for it to wake.)
+float chk_sampling_weights(const float *logits, long n, float scale, float *weights);
+
+/// How many of the n floats at x are ≥ floor (in *count; exact below 2^24), and their sum (returned).
+float chk_tally_at_least(const float *x, long n, float floor, long *count);
+
+/// Copies the floats at x that lie in [lo, hi), in order, to values (and their indices to ids
+/// unless it is NULL); returns how many. values and ids hold n.
+long chk_gather_range(const float *x, long n, float lo, float hi, float *values, int32_t *ids);
+/// The k-th largest of the n floats at x (NaN skipped; -inf when fewer than k are larger than
+/// -inf; +inf when k ≤ 0): top-k's floor, found in one pass. `buffer` holds max(4k, 1024) + 16 floats.
+float chk_top_k_floor(const float *x, long n, long k, float *buffer);
 #endif

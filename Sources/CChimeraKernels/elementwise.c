@@ -93,8 +93,9 @@ static float kth_largest(float *buf, long n, long k) {
 
 // Top-k's floor in one pass: `buffer` keeps every value above a floor that at least k of the
 // values seen so far reach (-inf at first); when it holds `room` of them, the floor rises to their
-// k-th largest and the buffer keeps only those above it (fewer than k). Values that pass are
-// appended by `append` (a vector at a time with AVX-512).
+// k-th largest and the buffer keeps only those above it (fewer than k). APPEND_ALL is the loop
+// that appends the values above the floor (a vector at a time with AVX-512) and ends each step
+// with TOP_K_RAISE.
 #define TOP_K_FLOOR_BODY(APPEND_ALL)                                                                  \
     long room = 4 * k > 1024 ? 4 * k : 1024, held = 0;                                               \
     float floor = -INFINITY;                                                                          \
@@ -229,8 +230,9 @@ static void residual_layernorm_rows_portable(float *h, const float *delta, const
 #undef VPOW2MUL
 #undef VZERO_BELOW
 
-// A vector's values in [lo, hi) packed to the front (vcompressps), four vectors a step: a
-// sampler's gathers take a few candidates from a whole vocabulary, or most of a flat one.
+// Each vector's values in [lo, hi) packed to the front (vcompressps) and stored at the end of
+// those gathered so far: a sampler's gathers take a few candidates from a whole vocabulary, or
+// most of a flat one, and neither pays a branch a value.
 AVX512_ATTR static long gather_range_avx512(const float *x, long n, float lo, float hi, float *values, int32_t *ids) {
     const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
     const __m512i step = _mm512_set1_epi32(16);

@@ -1176,7 +1176,8 @@ AVX2 static void attend_group_avx2(const float *q, const chk_kv_view *kv, long k
 // descheduled), and a job that finds the worker asleep waits 50–230 µs for it to wake: in
 // Qwen2-0.5B q4_0 decode the worker slept 0.2–1.5 times a greedy token and 1.3–2.3 times a
 // sampled one (temperature 0.8); adapting, almost never (17–54 sleeps in 300 tokens, load and
-// prefill included). Decode +0–7.7 % greedy (3 alternations), +3.7–6.6 % sampled (2).
+// prefill included). Decode tokens/s, alternating runs: greedy +0–7.7 % (3) and paired shares
+// level (4, a heavy phase); sampled +3.7–6.6 % (2, temperature 0.8) and +2.6–10 % (3, top-p 0.9).
 #define SPIN_CYCLES 100000ULL
 #define SPIN_MAX_CYCLES (16 * SPIN_CYCLES)
 

@@ -1,11 +1,11 @@
 import CChimeraKernels
 
-// The numeric half of sampling (Chimera's Sampler holds the options and the generator): weights
-// from logits, the cut that keeps the fewest largest weights meeting a condition (top-k, top-p),
+// The numeric half of sampling (Chimera's Sampler holds the options and the generator): top-k's
+// floor, weights from logits, the cut that keeps the fewest largest weights meeting a need (top-p),
 // and a weighted draw among the kept ones. Each is a few vector passes over the vocabulary
-// (chk_sampling_weights, chk_tally_at_least, chk_gather_range); only a band of at most
-// `WeightCut.band` values near the boundary, and one block of the draw, are handled one by one.
-// Nothing is sorted.
+// (chk_top_k_floor, chk_sampling_weights, chk_tally_at_least, chk_gather_range); only a band of at
+// most `WeightCut.band` values near a cut's boundary, and one block of the draw, are handled one by
+// one. Nothing is sorted.
 
 /// Which of a row of non-negative weights a sampler keeps: every weight above `threshold`, and of
 /// those equal to it the first `ties` in index order (all of them when `ties` is `Int.max`).
@@ -73,7 +73,7 @@ public enum CutNeed: Sendable {
 }
 
 /// The cut that keeps the fewest largest of `count` non-negative values that `need` asks for;
-/// every value when all of them are not enough. Ties at the boundary are taken in index order,
+/// every value when even all of them fall short. Ties at the boundary are taken in index order,
 /// one at a time. No value exceeds `largest`.
 ///
 /// The boundary is bracketed by floors falling from the top, 1/2, 1/4, 1/16, 1/256 ... of

@@ -1,6 +1,7 @@
 // Weight-format kernels with run-time CPU dispatch. Functions named *_avx512 / *_avx2 are compiled
 // for those instruction sets through target attributes, so the rest of the package needs no
 // special flags; `pick()` decides once which set this CPU runs.
+#define _GNU_SOURCE  // sched_getaffinity, CPU_COUNT (the pool's core count)
 #include "chimera_kernels.h"
 #include "elementwise.h"
 #include "weights_avx512.h"
@@ -1285,6 +1286,18 @@ static void prefetch_hinted(int t, unsigned long seen) {
     }
 }
 
+// The cores this process may run on (its affinity mask), counted once.
+static int pool_cores(void) {
+    static _Atomic int cores;
+    int n = atomic_load_explicit(&cores, memory_order_relaxed);
+    if (!n) {
+        cpu_set_t set;
+        n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+        atomic_store_explicit(&cores, n > 0 ? n : 1, memory_order_relaxed);
+    }
+    return n > 0 ? n : 1;
+}
+
 // `start` is the generation when the worker was created: a job signalled before the thread first
 // runs is then still seen as new.
 static void *pool_worker(void *start) {
@@ -1307,8 +1320,11 @@ static void *pool_worker(void *start) {
             while ((g = atomic_load(&pool.generation)) == seen) pthread_cond_wait(&pool.wake, &pool.lock);
             atomic_fetch_sub(&pool.sleepers, 1);
             pthread_mutex_unlock(&pool.lock);
+            // (not when the threads outnumber the cores: a longer spin would hold a core whose
+            // other thread has work)
             unsigned long long slept = __rdtsc() - asleep;
-            spin = slept < SPIN_MAX_CYCLES ? (2 * spin < SPIN_MAX_CYCLES ? 2 * spin : SPIN_MAX_CYCLES) : SPIN_CYCLES;
+            int adapt = slept < SPIN_MAX_CYCLES && pool.workers + 1 <= pool_cores();
+            spin = adapt ? (2 * spin < SPIN_MAX_CYCLES ? 2 * spin : SPIN_MAX_CYCLES) : SPIN_CYCLES;
         }
         seen = g;
         if (atomic_load(&pool.quit)) return NULL;

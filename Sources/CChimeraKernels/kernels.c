@@ -1481,8 +1481,8 @@ static long matvec_chunk_rows(const chk_matvec_part *parts, int count, long cols
 
 void chk_matvec_parts(const chk_matvec_part *parts, int count, const float *x, long cols, int threads) {
     pick();
-    if (count > CHK_MATVEC_PARTS) {  // more than one job holds: in turn
-        for (int i = 0; i < count; i++) chk_matvec(parts[i].format, parts[i].w, parts[i].scales, x, parts[i].y, parts[i].rows, cols, threads);
+    if (count > CHK_MATVEC_PARTS) {  // more than one job holds: in turn (each with its bias)
+        for (int i = 0; i < count; i++) chk_matvec_parts(&parts[i], 1, x, cols, threads);
         return;
     }
     matvec_parts_job job = {parts, count, {0}, x, NULL, cols};

@@ -183,6 +183,28 @@ extension KernelSelection {
             }
         }
 
+        /// More matrices than one pass takes (CHK_MATVEC_PARTS) are computed in turn, each with its
+        /// bias, as each alone.
+        @Test func moreDecodeProductsThanOnePassTakesKeepTheirBiases() throws {
+            let count = Int(CHK_MATVEC_PARTS) + 1, columns = 64
+            let x = Tensor(shape: [1, columns], values: seededValues(columns, seed: 60))
+            let matrices = try (0..<count).map { i in
+                try WeightMatrix.converting(Tensor(shape: [20 + i, columns], values: seededValues((20 + i) * columns, seed: UInt64(61 + i))), to: .q8_0)
+            }
+            let biases = (0..<count).map { i in Tensor(shape: [20 + i], values: seededValues(20 + i, seed: UInt64(80 + i))) }
+            let outs = matrices.map { Tensor(zeros: [1, $0.rows]) }
+            let parts = (0..<count).map { i in
+                chk_matvec_part(format: CHK_Q8_0, w: matrices[i].data, scales: matrices[i].scales, rows: matrices[i].rows,
+                                y: outs[i].data, bias: biases[i].data)
+            }
+            chk_matvec_parts(parts, Int32(count), x.data, columns, 2)
+            for i in 0..<count {
+                let alone = Tensor(zeros: outs[i].shape)
+                matrices[i].apply(x, bias: biases[i], into: alone)
+                #expect(maxAbsDifference(outs[i], alone) == 0, "matrix \(i)")
+            }
+        }
+
         /// A range of W's columns (an MLP's down projection a slice at a time), stored, accumulated
         /// or with a bias, on the GEMM, the decode rows and the fallback, against double-precision
         /// sums over the widened weights; and a view of W's rows against the whole product. Seven

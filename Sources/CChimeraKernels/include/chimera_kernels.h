@@ -98,7 +98,7 @@ void chk_matvec(chk_format format, const void *w, const uint16_t *scales, const 
 typedef struct chk_matvec_part { chk_format format; const void *w; const uint16_t *scales; long rows; float *y; const float *bias; } chk_matvec_part;
 #define CHK_MATVEC_PARTS 8
 /// y_i = W_i x for several matrices of `cols` columns and the same x (q/k/v, gate/up) in one
-/// threaded pass over all their rows (more than CHK_MATVEC_PARTS: one chk_matvec each).
+/// threaded pass over all their rows (more than CHK_MATVEC_PARTS: one pass each).
 void chk_matvec_parts(const chk_matvec_part *parts, int count, const float *x, long cols, int threads);
 
 /// chk_argmax (elementwise.h) on up to `threads` threads, each over a contiguous share (n of at

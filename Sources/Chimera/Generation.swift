@@ -339,7 +339,8 @@ public struct Sampler {
                         }
                         var cut = WeightCut.all
                         if let p = options.topP, p < 1 {  // (no weight exceeds 1: the largest logit's is exp(0))
-                            cut = largestCut(values, count: count, largest: 1, scratch: scratch, need: .sum(p * total))
+                            cut = largestCut(values, count: count, largest: 1, total: total.isFinite ? total : nil, scratch: scratch,
+                                             need: .sum(p * total))
                         }
                         return drawIndex(values, count: count, cut: cut, draw: draw).map { i in kept.map { Int($0[i]) } ?? i }
                     }

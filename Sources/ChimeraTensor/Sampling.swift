@@ -84,11 +84,12 @@ public enum CutNeed: Sendable {
 /// vocabulary's tail is smooth) and the middle of the threshold's bit patterns (monotone for
 /// non-negative floats), which bounds the steps whatever the spread. Whenever the band holds a
 /// quarter or less of the values being tallied, it is gathered into `scratch` (room for `count`)
-/// and the steps go on over it alone, the values above it counted apart.
-public func largestCut(_ values: UnsafePointer<Float>, count: Int, largest: Float = .infinity,
+/// and the steps go on over it alone, the values above it counted apart. `total`, when the caller
+/// has it (the values' sum, none of them NaN), spares the first tally.
+public func largestCut(_ values: UnsafePointer<Float>, count: Int, largest: Float = .infinity, total: Float? = nil,
                        scratch: UnsafeMutablePointer<Float>, need: CutNeed) -> WeightCut {
     var lo: Float = 0, hi = largest.nextUp
-    var below = tally(values, count: count, atLeast: lo)  // at or above lo: enough
+    var below = total.map { (count: count, sum: $0) } ?? tally(values, count: count, atLeast: lo)  // at or above lo: enough
     guard need.met(below.count, below.sum) else { return .all }
     var above = (count: 0, sum: Float(0))  // at or above hi: not enough
     var tallied = values, talliedCount = count, outside = (count: 0, sum: Float(0))  // outside: above what is tallied

@@ -44,23 +44,28 @@ import Testing
             let total = values.reduce(0.0) { $0 + Double($1) }
             let needs: [CutNeed] = [1, 40, count / 3, count].filter { $0 >= 1 }.map { .count($0) }
                 + [0.001, 0.5, 0.9, 0.999].map { .sum(Float(total * $0)) }
+            // Each need with the values' sum tallied by the cut, and given by the caller.
             for need in needs {
-                let cut = values.withUnsafeBufferPointer { v in
-                    scratch.withUnsafeMutableBufferPointer { largestCut(v.baseAddress!, count: count, largest: 1, scratch: $0.baseAddress!, need: need) }
-                }
-                let got = Self.kept(values, cut)
-                // The kept ones are the first of the order (the largest, ties in index order) ...
-                #expect(got == Set(order.prefix(got.count)), "shape \(shape), \(count) values, \(need): not the largest")
-                // ... as few as meet the need: exactly for a count; for a sum, up to the rounding of
-                // float sums over the vocabulary (the cut sums in float, in its own order).
-                switch need {
-                case .count(let k): #expect(got.count == min(k, count), "shape \(shape), \(count) values, top \(k): kept \(got.count)")
-                case .sum(let target):
-                    let tolerance = 1e-4 * total
-                    let sum = order.prefix(got.count).reduce(0.0) { $0 + Double(values[$1]) }
-                    let lessOne = sum - Double(values[order[max(got.count - 1, 0)]])
-                    #expect(sum >= Double(target) - tolerance, "shape \(shape), \(count) values, sum \(target): kept \(sum)")
-                    #expect(lessOne < Double(target) + tolerance, "shape \(shape), \(count) values, sum \(target): one fewer already \(lessOne)")
+                for given in [nil, Float(total)] {
+                    let cut = values.withUnsafeBufferPointer { v in
+                        scratch.withUnsafeMutableBufferPointer {
+                            largestCut(v.baseAddress!, count: count, largest: 1, total: given, scratch: $0.baseAddress!, need: need)
+                        }
+                    }
+                    let got = Self.kept(values, cut)
+                    // The kept ones are the first of the order (the largest, ties in index order) ...
+                    #expect(got == Set(order.prefix(got.count)), "shape \(shape), \(count) values, \(need): not the largest")
+                    // ... as few as meet the need: exactly for a count; for a sum, up to the rounding of
+                    // float sums over the vocabulary (the cut sums in float, in its own order).
+                    switch need {
+                    case .count(let k): #expect(got.count == min(k, count), "shape \(shape), \(count) values, top \(k): kept \(got.count)")
+                    case .sum(let target):
+                        let tolerance = 1e-4 * total
+                        let sum = order.prefix(got.count).reduce(0.0) { $0 + Double(values[$1]) }
+                        let lessOne = sum - Double(values[order[max(got.count - 1, 0)]])
+                        #expect(sum >= Double(target) - tolerance, "shape \(shape), \(count) values, sum \(target): kept \(sum)")
+                        #expect(lessOne < Double(target) + tolerance, "shape \(shape), \(count) values, sum \(target): one fewer already \(lessOne)")
+                    }
                 }
             }
         }

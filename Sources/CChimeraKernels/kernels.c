@@ -801,6 +801,31 @@ chk_qx chk_prepare_qx(const float *x, long n, void *buffer) {
     return (chk_qx){xq, x4, c8, c4, xs};
 }
 
+void chk_quantize_blocks(const float *x, long n, int8_t *q, float *scales) {
+    pick();
+    K.quantize_x(x, n, q, scales);
+}
+
+typedef struct { const float *x; long ldx, k; float *out; long ldo; } roundtrip_job;
+
+static void roundtrip_task(void *context, long r0, long r1) {
+    const roundtrip_job *j = context;
+    enum { CHUNK = 1024 };  // blocks are independent: a row a chunk at a time, on the stack
+    int8_t q[CHUNK]; float scales[CHUNK / CHK_BLOCK];
+    for (long r = r0; r < r1; r++)
+        for (long c = 0; c < j->k; c += CHUNK) {
+            long n = j->k - c < CHUNK ? j->k - c : CHUNK;
+            K.quantize_x(j->x + r * j->ldx + c, n, q, scales);
+            for (long i = 0; i < n; i++) j->out[r * j->ldo + c + i] = (float)q[i] * scales[i / CHK_BLOCK];
+        }
+}
+
+void chk_quantize_roundtrip(const float *x, long ldx, long m, long k, float *out, long ldo, int threads) {
+    pick();
+    roundtrip_job job = {x, ldx, k, out, ldo};
+    chk_parallel_for(m, 16, threads, roundtrip_task, &job);
+}
+
 // v rounded to the nearest integer (ties to even, as lrintf) and clamped to [lo, hi] (Q8_0's ±127,
 // Q4_0's −8 ... 7). Clamping first keeps the float → int conversion in range (NaN becomes lo, as
 // lrintf's out-of-range result clamped did); adding and subtracting 1.5 × 2²³ rounds in the FPU's

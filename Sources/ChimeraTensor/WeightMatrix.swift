@@ -316,13 +316,20 @@ public final class WeightMatrix: @unchecked Sendable {
     }
 
     /// Prefill: widen `tile` rows of W at a time (in parallel) and sgemm them (their columns `range`)
-    /// against all of x.
+    /// against all of x — quantized weights against x rounded through decode's int8 blocks, as the
+    /// kernels' GEMM multiplies them (chk_quantize_roundtrip).
     func tiledProduct(_ x: Tensor, _ out: Tensor, columns range: Range<Int>? = nil, accumulate: Bool = false) {
         let tokens = x.rows, range = range ?? 0..<columns
         if let tensor {  // float32 needs no widening
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(tokens), Int32(rows), Int32(range.count), 1, x.data,
                         Int32(x.columns), tensor.data + range.lowerBound, Int32(columns), accumulate ? 1 : 0, out.data, Int32(rows))
             return
+        }
+        var x = x
+        if format.isQuantized {
+            let rounded = Tensor(zeros: [tokens, x.columns])
+            chk_quantize_roundtrip(x.data, x.columns, tokens, x.columns, rounded.data, x.columns, Int32(ComputeThreads.current))
+            x = rounded
         }
         let tile = min(rows, max(64, (1 << 20) / max(columns, 1) / 16 * 16))  // about 4 MiB of float32 per tile
         let scratch = UnsafeMutablePointer<Float>.allocate(capacity: tile * columns)

@@ -11,14 +11,20 @@ extension KernelSelection {
     /// widths that are not a multiple of 16. With the portable kernels forced, the callers' BLAS
     /// fallbacks must give the same answers.
     @Suite struct GEMMTests {
-        /// Where the kernels' GEMM runs (AVX-512 or AVX2), as chosen and with AVX2 forced (its 6 × 16
-        /// panels: on an AVX-512 CPU the same as on one without); elsewhere `chk_gemm_nt` declines and
-        /// the callers' fallbacks, checked by the portable cases below, do the work.
+        /// Where the kernels' GEMM runs (AVX-512 or AVX2), as chosen, with AVX2 forced (its 6 × 16
+        /// panels: on an AVX-512 CPU the same as on one without) and with the float micro-kernel forced
+        /// for quantized weights (as without VNNI; chosen, they take the int8 product); elsewhere
+        /// `chk_gemm_nt` declines and the callers' fallbacks, checked by the portable cases below, do
+        /// the work. Quantized weights multiply X rounded through int8 blocks, on every variant.
         @Test(.enabled(if: chk_gemm_available() != 0, "this CPU has neither AVX-512 nor AVX2: chk_gemm_nt declines here"),
-              arguments: WeightFormat.allCases, ["chosen", "avx2"])
+              arguments: WeightFormat.allCases, ["chosen", "avx2", "float"])
         func gemmMatchesReferenceOnRaggedShapes(format: WeightFormat, variant: String) throws {
             if variant == "avx2" { try #require(chk_force_avx2(1) != 0, "this CPU has no AVX2") }
-            defer { if variant == "avx2" { _ = chk_force_avx2(0) } }
+            if variant == "float" { _ = chk_force_float_gemm(1) }
+            defer {
+                if variant == "avx2" { _ = chk_force_avx2(0) }
+                if variant == "float" { _ = chk_force_float_gemm(0) }
+            }
             // Float formats also take a K that is not a multiple of 8 (CLIP's patch embedding: 588), so the
             // last columns of a slice are a partial transpose when X and W are packed.
             let floatOnly = format.isQuantized ? [] : [(7, 20, 588)]
@@ -27,6 +33,7 @@ extension KernelSelection {
                 let widened = w.widened()
                 let ldx = k + 5, ldc = n + 3  // strided rows: the product must not touch the gaps
                 let x = seededValues(m * ldx, seed: UInt64(m))
+                let multiplied = format.isQuantized ? roundedThroughInt8Blocks(x, rows: m, columns: k, ld: ldx) : x
                 let bias = seededValues(n, seed: UInt64(7 * n))
                 for (accumulate, withBias) in [(0, false), (1, false), (0, true), (1, true)] {
                     var c = [Float](repeating: 0.5, count: m * ldc)
@@ -44,7 +51,7 @@ extension KernelSelection {
                         for j in 0..<ldc {
                             guard j < n else { #expect(c[i * ldc + j] == 0.5, "gap column \(j) was written"); continue }
                             var s = (accumulate == 1 ? 0.5 : 0.0) + (withBias ? Double(bias[j]) : 0)
-                            for t in 0..<k { s += Double(x[i * ldx + t]) * Double(widened.data[j * k + t]) }
+                            for t in 0..<k { s += Double(multiplied[i * ldx + t]) * Double(widened.data[j * k + t]) }
                             worst = max(worst, abs(Float(s) - c[i * ldc + j]))
                         }
                     }
@@ -207,7 +214,8 @@ extension KernelSelection {
 
         /// A range of W's columns (an MLP's down projection a slice at a time), stored, accumulated
         /// or with a bias, on the GEMM, the decode rows and the fallback, against double-precision
-        /// sums over the widened weights; and a view of W's rows against the whole product. Seven
+        /// sums over the widened weights (and, quantized, x rounded through int8 blocks); and a view
+        /// of W's rows against the whole product. Seven
         /// blocks a row: q6_0's pairs and its odd last block, ranges that start inside a pair.
         @Test(arguments: WeightFormat.allCases) func columnRangesAndRowViewsMatchTheWidenedWeights(format: WeightFormat) throws {
             let n = 70, k = 224
@@ -223,17 +231,19 @@ extension KernelSelection {
                         for (accumulate, withBias) in [(false, false), (true, false), (false, true), (true, true)] {
                             let out = Tensor(shape: [tokens, n], values: [Float](repeating: 0.5, count: tokens * n))
                             w.apply(x, columns: range, bias: withBias ? bias : nil, accumulate: accumulate, into: out)
-                            if range == 0..<k && !accumulate {  // the ordinary product (decode rows quantize x)
+                            if range == 0..<k && !accumulate {  // the ordinary product, whichever path it takes
                                 let plain = Tensor(zeros: [tokens, n])
                                 w.apply(x, bias: withBias ? bias : nil, into: plain)
                                 #expect(maxAbsDifference(out, plain) == 0, "\(format) \(variant) \(tokens) tokens, all columns")
                                 continue
                             }
                             var worst: Float = 0
+                            let multiplied = format.isQuantized
+                                ? roundedThroughInt8Blocks(x.toArray(), rows: tokens, columns: range.count, ld: range.count) : x.toArray()
                             for t in 0..<tokens {
                                 for j in 0..<n {
                                     var sum = (accumulate ? 0.5 : 0.0) + (withBias ? Double(bias.data[j]) : 0)
-                                    for c in 0..<range.count { sum += Double(x.data[t * range.count + c]) * Double(widened.data[j * k + range.lowerBound + c]) }
+                                    for c in 0..<range.count { sum += Double(multiplied[t * range.count + c]) * Double(widened.data[j * k + range.lowerBound + c]) }
                                     worst = max(worst, abs(Float(sum) - out.data[t * n + j]))
                                 }
                             }
@@ -249,6 +259,32 @@ extension KernelSelection {
                     #expect(worst < 1e-5, "\(format) \(variant) \(tokens) tokens, rows 21..<54: \(worst)")
                 }
             }
+        }
+
+        /// Quantized weights: a batch's rows (the GEMM: int8 with VNNI, floats when forced) equal each
+        /// row decoded alone (the matrix-vector kernels), within float rounding — both multiply x
+        /// rounded through the same int8 blocks. Rows past one panel (6 with VNNI, 12 or 6 in floats),
+        /// a ragged last column panel, K over one slice of the int8 product (1024) and a bias.
+        @Test(arguments: [WeightFormat.q8_0, .q4_0, .q6_0], ["chosen", "float"])
+        func batchRowsOfQuantizedWeightsEqualDecodedRows(format: WeightFormat, variant: String) throws {
+            if variant == "float" { _ = chk_force_float_gemm(1) }
+            defer { if variant == "float" { _ = chk_force_float_gemm(0) } }
+            let n = 83, k = 1344, tokens = 17
+            let w = try WeightMatrix.converting(Tensor(shape: [n, k], values: seededValues(n * k, seed: 90)), to: format)
+            let bias = Tensor(shape: [n], values: seededValues(n, seed: 91))
+            let x = Tensor(shape: [tokens, k], values: seededValues(tokens * k, seed: 92, scale: 3))
+            let batch = Tensor(zeros: [tokens, n])
+            w.apply(x, bias: bias, into: batch)
+            var worst: Float = 0, largest: Float = 0
+            for t in 0..<tokens {
+                let row = Tensor(shape: [1, k], values: Array(x.toArray()[t * k..<(t + 1) * k])), decoded = Tensor(zeros: [1, n])
+                w.apply(row, bias: bias, into: decoded)
+                for j in 0..<n {
+                    worst = max(worst, abs(decoded.data[j] - batch.data[t * n + j]))
+                    largest = max(largest, abs(decoded.data[j]))
+                }
+            }
+            #expect(worst <= 2e-6 * largest, "\(format) \(variant): rows differ by \(worst) (largest \(largest))")
         }
 
         @Test(arguments: WeightFormat.allCases) func productsWithoutTheGEMMMatchIt(format: WeightFormat) throws {

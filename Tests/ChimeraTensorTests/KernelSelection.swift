@@ -11,3 +11,20 @@ func seededValues(_ count: Int, seed: UInt64, scale: Float = 1) -> [Float] {
     var g = SplitMix64(seed: seed)
     return (0..<count).map { _ in g.uniform(scale) }
 }
+
+/// Rows of x (`columns` of each, rows `ld` apart; columns a multiple of 32) as products of quantized
+/// weights multiply them, on every path: rounded through int8 blocks of 32 — d = max|x| / 127,
+/// q = x · (1/d) rounded to nearest (ties to even), x ≈ q · d. Written out here, apart from the
+/// kernels, as the reference they must match. The gaps between rows are kept as they are.
+func roundedThroughInt8Blocks(_ x: [Float], rows: Int, columns: Int, ld: Int) -> [Float] {
+    precondition(columns % 32 == 0)
+    var out = x
+    for r in 0..<rows {
+        for start in stride(from: r * ld, to: r * ld + columns, by: 32) {
+            let block = x[start..<start + 32]
+            let d = block.map { abs($0) }.max()! / 127, id: Float = d > 0 ? 1 / d : 0
+            for i in start..<start + 32 { out[i] = min(max((x[i] * id).rounded(.toNearestOrEven), -128), 127) * d }
+        }
+    }
+    return out
+}

@@ -127,10 +127,12 @@ import Testing
         print("\(name) \(format.rawValue): top-1 agreement \(top1), max logit error \(worst), relative RMS \(rms); decode step RMS \(stepRMS), top-1 \(stepTop1), max error \(stepWorst)")
         // These tiny random models have nearly flat logits (top-2 margins of a fraction of their
         // spread), so the bounds are looser than on a trained model; a wrong block layout, scale or
-        // kernel gives a relative RMS near 1 and chance-level agreement. A tied lm_head is quantized
-        // too (q8_0), which takes llava-gemma's q8_0 decode step to about 0.052.
-        #expect(rms < (format == .q8_0 ? 0.06 : format == .q6_0 ? 0.2 : 0.5))
-        #expect(stepRMS < (format == .q8_0 ? 0.06 : format == .q6_0 ? 0.2 : 0.5))
+        // kernel gives a relative RMS near 1 and chance-level agreement. Prefill and decode both
+        // multiply activations rounded through int8 blocks of 32 (as llama.cpp does), and a tied
+        // lm_head is quantized too (q8_0): llava-gemma's q8_0 comes to about 0.063 (prefill) and
+        // 0.054 (its decode step).
+        #expect(rms < (format == .q8_0 ? 0.07 : format == .q6_0 ? 0.2 : 0.5))
+        #expect(stepRMS < (format == .q8_0 ? 0.07 : format == .q6_0 ? 0.2 : 0.5))
         #expect(top1 >= (format == .q8_0 ? 0.85 : format == .q6_0 ? 0.6 : 0.4))
         // The manifest documents the layout; the files hold blocks, not floats.
         let folder = assemblyPath.deletingLastPathComponent()

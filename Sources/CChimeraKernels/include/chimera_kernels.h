@@ -53,6 +53,14 @@ long chk_qx_bytes(long n);
 /// Quantizes n (a multiple of 32) floats into `buffer` (chk_qx_bytes(n) bytes) and describes them.
 chk_qx chk_prepare_qx(const float *x, long n, void *buffer);
 
+/// n floats (a multiple of 32) as int8 blocks of 32 and their scales, as chk_prepare_qx makes `xq`
+/// and `xs`: per block d = max|x| / 127, q = x · (1/d) rounded to nearest (ties to even).
+void chk_quantize_blocks(const float *x, long n, int8_t *q, float *scales);
+/// Rows [0, m) of x (k columns, a multiple of 32; rows ldx apart) rounded through that quantization:
+/// out = q · d (rows ldo apart; out may be x), on up to `threads` threads. What a product of
+/// quantized weights multiplies on every path, decode and prefill, with or without VNNI.
+void chk_quantize_roundtrip(const float *x, long ldx, long m, long k, float *out, long ldo, int threads);
+
 /// Quantized weights against an activation prepared by chk_prepare_qx.
 void chk_gemv_q8_0(const int8_t *q, const uint16_t *scales, const chk_qx *x, float *y, long cols, long row0, long row1);
 void chk_gemv_q4_0(const uint8_t *q, const uint16_t *scales, const chk_qx *x, float *y, long cols, long row0, long row1);
@@ -158,6 +166,8 @@ int chk_attention_available(void);
 /// C[m, n] = X[m, k] · W[n, k]ᵀ + bias (C += … when `accumulate`) with W in `format` (scales for
 /// q8_0/q4_0/q6_0), bias (n floats, added to every row) NULL or float32, and X, C float32 with row strides
 /// ldx, ldc, on `threads` threads. Returns 0 (nothing guaranteed about c) without AVX-512 or AVX2, or scratch memory.
+/// Quantized W (q8_0/q4_0/q6_0) multiplies X quantized in blocks of 32 as decode's products quantize
+/// it (chk_quantize_roundtrip): with VNNI as int8 dot products, otherwise as floats.
 int chk_gemm_nt(chk_format format, const void *w, const uint16_t *scales, long n, long k, const float *bias,
                 const float *x, long ldx, long m, float *c, long ldc, int accumulate, int threads);
 /// One weight matrix of chk_gemm_nt_parts (with its bias or NULL) and where its product goes. The
@@ -172,6 +182,10 @@ typedef struct chk_gemm_part {
 /// Several products of the same X (k columns, up to CHK_GEMM_PARTS parts: q/k/v, gate/up), with the
 /// weight blocks of all parts shared out among the threads together. Returns 0 as chk_gemm_nt.
 int chk_gemm_nt_parts(const chk_gemm_part *parts, int count, long k, const float *x, long ldx, long m, int threads);
+/// Makes quantized weights' GEMMs run the float micro-kernel on the rounded activation (as on a CPU
+/// without VNNI) instead of the int8 one, so tests can compare both; 0 restores the choice. Returns
+/// whether the int8 product runs when not forced off.
+int chk_force_float_gemm(int on);
 /// Multi-head attention of `tokens` query rows (q rows ldq apart, heads × headDim wide) over
 /// `keyCount` keys and values (rows ldkv apart, kvHeads × headDim wide; grouped-query when
 /// kvHeads < heads): out[t, h] = softmax(scale · q_h k_hᵀ) v_h, where with causalOffset = p ≥ 0 query

@@ -613,25 +613,31 @@ enum { I8_W_CODES = 8 * I8_NR * 4, I8_W_BLOCK = I8_W_CODES + I8_NR * 4 };
 static long int8_x_panel_bytes(long kc) { return kc / CHK_BLOCK * I8_X_BLOCK; }
 static long int8_w_panel_bytes(long kc) { return kc / CHK_BLOCK * I8_W_BLOCK; }
 
-// X rows [r0, r0 + I8_MR) (beyond m zero), columns [0, k) (whole blocks), quantized into a panel.
-static void pack_x_int8(const float *x, long ldx, long m, long k, long r0, void *out) {
-    uint8_t *dst = out;
+// A chunk of at most I8_KC columns of pack_x_int8.
+static void pack_x_int8_chunk(const float *x, long ldx, long m, long k, long r0, uint8_t *dst) {
     int8_t q[I8_KC]; float scales[I8_KC / CHK_BLOCK];
     for (int i = 0; i < I8_MR; i++) {
         int real = r0 + i < m;
         if (real) chk_quantize_blocks(x + (r0 + i) * ldx, k, q, scales);
+        else memset(q, 0, (size_t)k);
         for (long b = 0; b < k / CHK_BLOCK; b++) {
             uint8_t *block = dst + b * I8_X_BLOCK;
             float *xs = (float *)(block + I8_X_CODES);
             int32_t *surplus = (int32_t *)(xs + I8_MR), sum = 0;
-            for (int quad = 0; quad < 8; quad++) {
-                if (real) memcpy(block + (quad * I8_MR + i) * 4, q + b * CHK_BLOCK + quad * 4, 4);
-                else memset(block + (quad * I8_MR + i) * 4, 0, 4);
-            }
-            for (int e = 0; real && e < CHK_BLOCK; e++) sum += q[b * CHK_BLOCK + e];
+            for (int quad = 0; quad < 8; quad++) memcpy(block + (quad * I8_MR + i) * 4, q + b * CHK_BLOCK + quad * 4, 4);
+            for (int e = 0; e < CHK_BLOCK; e++) sum += q[b * CHK_BLOCK + e];
             xs[i] = real ? scales[b] : 0;
             surplus[i] = -8 * sum; surplus[I8_MR + i] = -32 * sum; surplus[2 * I8_MR + i] = -128 * sum;
         }
+    }
+}
+
+// X rows [r0, r0 + I8_MR) (beyond m zero), columns [0, k) (whole blocks), quantized into a panel
+// (I8_KC columns at a time).
+static void pack_x_int8(const float *x, long ldx, long m, long k, long r0, void *out) {
+    for (long c0 = 0; c0 < k; c0 += I8_KC) {
+        long kc = k - c0 < I8_KC ? k - c0 : I8_KC;
+        pack_x_int8_chunk(x + c0, ldx, m, kc, r0, (uint8_t *)out + int8_x_panel_bytes(c0));
     }
 }
 
@@ -739,7 +745,10 @@ AVX512VNNI static void kernel_int8(long kc, const void *xp, const void *wp, chk_
 // kcMax), for the threaded product.
 typedef struct {
     long mr, nr, kcMax;
-    long (*x_panel_bytes)(long kc), (*w_panel_bytes)(long kc);  // a packed panel of a slice kc deep
+    // X packed once for all K, its panels shared out over the threads, before the product (int8:
+    // quantizing is worth sharing), or by each thread for itself a slice at a time (floats).
+    int packXOnce;
+    long (*x_panel_bytes)(long kc), (*w_panel_bytes)(long kc);  // a packed panel of a slice kc deep (linear in kc)
     void (*pack_x)(const float *x, long ldx, long m, long k, long r0, void *dst);
     void (*pack_w)(chk_format format, const void *w, const uint16_t *scales, long n, long cols, long n0, long rows, long k0, long kc,
                    void *wp);
@@ -758,16 +767,17 @@ static long f32_x_panel_bytes(long kc) { return kc * MR * 4; }
 static long f32_w_panel_bytes(long kc) { return kc * NR * 4; }
 static long avx2_x_panel_bytes(long kc) { return kc * MR2 * 4; }
 static long avx2_w_panel_bytes(long kc) { return kc * NR2 * 4; }
-static const gemm_isa gemm_avx512 = {MR, NR, KC, f32_x_panel_bytes, f32_w_panel_bytes, pack_x_rows, pack_weights, panel_kernel_avx512};
-static const gemm_isa gemm_avx2 = {MR2, NR2, KC, avx2_x_panel_bytes, avx2_w_panel_bytes, pack_x_rows_avx2, pack_weights_avx2,
+static const gemm_isa gemm_avx512 = {MR, NR, KC, 0, f32_x_panel_bytes, f32_w_panel_bytes, pack_x_rows, pack_weights, panel_kernel_avx512};
+static const gemm_isa gemm_avx2 = {MR2, NR2, KC, 0, avx2_x_panel_bytes, avx2_w_panel_bytes, pack_x_rows_avx2, pack_weights_avx2,
                                    kernel_6x16_avx2};
-static const gemm_isa gemm_int8 = {I8_MR, I8_NR, I8_KC, int8_x_panel_bytes, int8_w_panel_bytes, pack_x_int8, pack_w_int8, kernel_int8};
+static const gemm_isa gemm_int8 = {I8_MR, I8_NR, I8_KC, 1, int8_x_panel_bytes, int8_w_panel_bytes, pack_x_int8, pack_w_int8, kernel_int8};
 
 typedef struct {
     const gemm_isa *isa;
     const chk_gemm_part *parts; int count;
     long firstBlock[CHK_GEMM_PARTS + 1];  // block b belongs to part i when firstBlock[i] <= b < firstBlock[i + 1]
     const float *x; long ldx;
+    const char *xPacked;  // packXOnce: X's panels for all K, x_panel_bytes(k) apart
     long m, k, nb, kc, slices;  // nb: weight rows per block (≤ NB); K in `slices` slices of kc (the last shorter)
     _Atomic long *nextBlock;   // per slice: the next block to claim
     _Atomic long *slicesDone;  // per block: how many of its slices are in C
@@ -791,16 +801,17 @@ static void gemm_thread_task(void *context, long t0, long t1) {
     const long mr = isa->mr, nr = isa->nr;
     long blocks = j->firstBlock[j->count], xPanels = (j->m + mr - 1) / mr;
     long xBytes = isa->x_panel_bytes(j->kc), wBytes = isa->w_panel_bytes(j->kc);  // a whole slice's panels (a last one is shorter)
-    char *wp = (char *)chk_scratch(1, ((NB + nr - 1) / nr * wBytes + 3) / 4), *xp = (char *)chk_scratch(0, (xPanels * xBytes + 3) / 4);
-    if (!wp || !xp) atomic_store(&j->failed, 1);  // still goes through its claims, so no one waits forever
+    char *wp = (char *)chk_scratch(1, ((NB + nr - 1) / nr * wBytes + 3) / 4);
+    char *xp = j->xPacked ? NULL : (char *)chk_scratch(0, (xPanels * xBytes + 3) / 4);
+    if (!wp || !(xp || j->xPacked)) atomic_store(&j->failed, 1);  // still goes through its claims, so no one waits forever
     for (long s = 0; s < j->slices; s++) {
         long k0 = s * j->kc, kc = j->k - k0 < j->kc ? j->k - k0 : j->kc;
-        int packedX = 0;
+        int packedX = j->xPacked != NULL;
         for (long b; (b = atomic_fetch_add(&j->nextBlock[s], 1)) < blocks;) {
             for (unsigned spins = 0; atomic_load_explicit(&j->slicesDone[b], memory_order_acquire) < s; spins++) {
                 if (spins < 4096) _mm_pause(); else sched_yield();
             }
-            if (wp && xp) {
+            if (wp && (xp || j->xPacked)) {
                 if (!packedX) {
                     for (long p = 0; p < xPanels; p++) isa->pack_x(j->x + k0, j->ldx, j->m, kc, p * mr, xp + p * isa->x_panel_bytes(kc));
                     packedX = 1;
@@ -811,7 +822,8 @@ static void gemm_thread_task(void *context, long t0, long t1) {
                 long n0 = (b - j->firstBlock[i]) * j->nb, rows = part->n - n0 < j->nb ? part->n - n0 : j->nb;
                 isa->pack_w(part->format, part->w, part->scales, part->n, part_row_length(part, j->k), n0, rows, part->wk0 + k0, kc, wp);
                 for (long p = 0; p < xPanels; p++) {
-                    const char *xpanel = xp + p * isa->x_panel_bytes(kc);
+                    const char *xpanel = j->xPacked ? j->xPacked + p * isa->x_panel_bytes(j->k) + isa->x_panel_bytes(k0)
+                                                    : xp + p * isa->x_panel_bytes(kc);
                     long mrows = j->m - p * mr < mr ? j->m - p * mr : mr;
                     for (long q = 0; q * nr < rows; q++) {
                         long ncols = rows - q * nr < nr ? rows - q * nr : nr;
@@ -855,14 +867,28 @@ static long balanced_block_rows(const chk_gemm_part *parts, int count, int threa
     return best;
 }
 
+// X panels [p0, p1) of a packXOnce product, for all K.
+static void pack_x_task(void *context, long p0, long p1) {
+    const gemm_job *j = context;
+    for (long p = p0; p < p1; p++)
+        j->isa->pack_x(j->x, j->ldx, j->m, j->k, p * j->isa->mr, (char *)j->xPacked + p * j->isa->x_panel_bytes(j->k));
+}
+
 // One product on `isa`, its parts' rows shared out as blocks (the parts already checked).
 static int run_gemm(const gemm_isa *isa, const chk_gemm_part *parts, int count, long k, const float *x, long ldx, long m, int threads) {
     // Slices of K as even as whole blocks of 32 allow (SigLIP's 1152 = 3 × 384, not 512 + 512 + 128:
     // a short last slice would cost a pass over C for little work).
     long slices = (k + isa->kcMax - 1) / isa->kcMax, kc = ((k + slices - 1) / slices + 31) / 32 * 32;
     if (kc > isa->kcMax) kc = isa->kcMax;
-    gemm_job job = {isa, parts, count, {0}, x, ldx, m, k, balanced_block_rows(parts, count, threads), kc, (k + kc - 1) / kc, NULL, NULL, 0};
+    gemm_job job = {isa, parts, count, {0}, x, ldx, NULL, m, k, balanced_block_rows(parts, count, threads), kc, (k + kc - 1) / kc,
+                    NULL, NULL, 0};
     for (int i = 0; i < count; i++) job.firstBlock[i + 1] = job.firstBlock[i] + (parts[i].n + job.nb - 1) / job.nb;
+    if (isa->packXOnce) {  // in the calling thread's scratch, which its share of the product then leaves alone
+        char *packed = (char *)chk_scratch(0, ((m + isa->mr - 1) / isa->mr * isa->x_panel_bytes(k) + 3) / 4);
+        if (!packed) return 0;
+        job.xPacked = packed;
+        chk_parallel_for((m + isa->mr - 1) / isa->mr, 1, threads, pack_x_task, &job);
+    }
     long blocks = job.firstBlock[count];
     _Atomic long *counters = calloc((size_t)(job.slices + blocks), sizeof(_Atomic long));
     if (!counters) return 0;

@@ -602,7 +602,7 @@ AVX2 static void kernel_6x16_avx2(long kc, const void *xpanel, const void *wpane
 // The block's sum is then scaled by both scales into float accumulators: 6 rows × 32 columns keep
 // 12 integer and 12 float accumulators, two weight vectors and a broadcast in the 32 registers.
 #define AVX512VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c,avx2")))
-enum { I8_MR = 6, I8_NR = 32, I8_KC = 1024 };
+enum { I8_MR = 6, I8_NR = 32, I8_KC = 2048 };
 // A block of 32 columns of a packed X panel: codes [8 quads][I8_MR rows][4 bytes], then per row
 // the scale (float) and the surplus for each weight offset (int32 [3][I8_MR]: 8, 32 and 128).
 enum { I8_X_CODES = 8 * I8_MR * 4, I8_X_BLOCK = I8_X_CODES + I8_MR * 4 + 3 * I8_MR * 4 };

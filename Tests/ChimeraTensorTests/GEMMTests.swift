@@ -264,12 +264,12 @@ extension KernelSelection {
         /// Quantized weights: a batch's rows (the GEMM: int8 with VNNI, floats when forced) equal each
         /// row decoded alone (the matrix-vector kernels), within float rounding — both multiply x
         /// rounded through the same int8 blocks. Rows past one panel (6 with VNNI, 12 or 6 in floats),
-        /// a ragged last column panel, K over one slice of the int8 product (1024) and a bias.
+        /// a ragged last column panel, K over one slice of the int8 product (2048) and a bias.
         @Test(arguments: [WeightFormat.q8_0, .q4_0, .q6_0], ["chosen", "float"])
         func batchRowsOfQuantizedWeightsEqualDecodedRows(format: WeightFormat, variant: String) throws {
             if variant == "float" { _ = chk_force_float_gemm(1) }
             defer { if variant == "float" { _ = chk_force_float_gemm(0) } }
-            let n = 83, k = 1344, tokens = 17
+            let n = 83, k = 2336, tokens = 17
             let w = try WeightMatrix.converting(Tensor(shape: [n, k], values: seededValues(n * k, seed: 90)), to: format)
             let bias = Tensor(shape: [n], values: seededValues(n, seed: 91))
             let x = Tensor(shape: [tokens, k], values: seededValues(tokens * k, seed: 92, scale: 3))

@@ -11,7 +11,8 @@
 //     panels of NR rows, k-major: wp[panel][k][NR] (fits in L2), and run the MR × NR
 //     micro-kernel over every X panel, which broadcasts X and loads W a vector at a time.
 // AVX-512, or AVX2 (below, with smaller panels): without either chk_gemm_nt returns 0 and the
-// caller falls back to sgemm.
+// caller falls back to sgemm. Quantized weights with AVX-512 VNNI take an int8 product instead (the
+// same threading, its own packing and micro-kernel: "int8 products" below).
 #include "chimera_kernels.h"
 #include <immintrin.h>
 #include <stdlib.h>
@@ -593,7 +594,7 @@ AVX2 static void kernel_6x16_avx2(long kc, const void *xpanel, const void *wpane
 
 // MARK: - int8 products of quantized weights (AVX-512 VNNI)
 
-// q8_0 and q4_0 weights against activations quantized as decode quantizes them (int8 blocks of 32
+// q8_0, q4_0 and q6_0 weights against activations quantized as decode quantizes them (int8 blocks of 32
 // with a float scale, chk_quantize_blocks): vpdpbusd does 64 byte products per instruction, two
 // per cycle, where the float micro-kernel does 16 FMAs (measured here: 250 GMAC/s a core in the
 // micro-kernel against 82 for float32 FMAs). As in decode the weights are made unsigned — q8_0 as

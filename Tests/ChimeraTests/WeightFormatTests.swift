@@ -166,6 +166,25 @@ import Testing
         }
     }
 
+    /// `--include-encoder` at q8_0: the vision encoder's block-aligned matrices are quantized too, and
+    /// its products (prefill-sized batches of patches: the int8 GEMM with VNNI) keep the logits as
+    /// close to float32 as the language model's own q8_0 error allows.
+    @Test(arguments: LLaVAParityTests.fixtures) func quantizedEncoderStaysCloseToFloat32(name: String) throws {
+        let fixture = try LLaVAFixture(name)
+        let expected = try fixture.reference.tensor("logits")
+        let (logits, _, assemblyPath) = try Self.quantizedLogits(fixture, .q8_0, includeEncoder: true)
+        let folder = assemblyPath.deletingLastPathComponent()
+        var quantizedEncoderMatrices = 0
+        for file in try FileManager.default.contentsOfDirectory(atPath: folder.path) where file.hasSuffix(".safetensors") {
+            let store = try WeightStore(files: [folder.appendingPathComponent(file).path])
+            quantizedEncoderMatrices += store.tensorNames.filter { $0.contains("vision") && $0.hasSuffix(".weight.scales") }.count
+        }
+        print("\(name) q8_0 with its encoder: \(quantizedEncoderMatrices) encoder matrices quantized, relative RMS \(Self.relativeRMS(logits, expected))")
+        #expect(quantizedEncoderMatrices > 0)
+        #expect(Self.relativeRMS(logits, expected) < 0.07)
+        #expect(Self.agreement(logits, expected).top1 >= 0.85)
+    }
+
     /// Formats by stored-name prefix override the default choice (the last match wins): here the tied
     /// lm_head at q8_0 under q4_0 and one layer's q_proj at f16; the model still runs close to float32.
     @Test func matrixFormatsOverrideTheDefaultByPrefix() throws {

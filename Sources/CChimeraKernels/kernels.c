@@ -517,13 +517,17 @@ AVX512 static void rows_f16_avx512(const uint16_t *w, long cols, long row0, long
 // MARK: - Activation quantization
 
 // Per block of 32: scale amax/127, values rounded to nearest even (lrintf and vcvtps2dq agree).
+// A block holding a NaN or an infinity gets a NaN scale (its codes then count for nothing; here
+// zeros, since converting a NaN to an integer is undefined in C), so every product it enters is NaN,
+// as in float32 arithmetic — not a code standing in for the value (vmaxps and fmaxf skip NaNs, and
+// vcvtps2dq turns one into −128 after saturation).
 static void quantize_x_portable(const float *x, long n, int8_t *q, float *scales) {
     for (long b = 0; b < n / CHK_BLOCK; b++) {
-        const float *src = x + b * 32; float amax = 0;
-        for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(src[i]));
-        float d = amax / 127, id = d > 0 ? 1 / d : 0;
+        const float *src = x + b * 32; float amax = 0; int finite = 1;
+        for (int i = 0; i < 32; i++) { amax = fmaxf(amax, fabsf(src[i])); finite &= isfinite(src[i]) != 0; }
+        float d = finite ? amax / 127 : NAN, id = d > 0 ? 1 / d : 0;
         scales[b] = d;
-        for (int i = 0; i < 32; i++) q[b * 32 + i] = (int8_t)lrintf(src[i] * id);
+        for (int i = 0; i < 32; i++) q[b * 32 + i] = finite ? (int8_t)lrintf(src[i] * id) : 0;
     }
 }
 
@@ -533,12 +537,17 @@ AVX2 static void quantize_x_avx2(const float *x, long n, int8_t *q, float *scale
     const __m256 magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     for (long b = 0; b < n / CHK_BLOCK; b++) {
         __m256 v[4], m = _mm256_setzero_ps();
-        // (|v| first: vmaxps returns its second operand when one is NaN, so NaNs are skipped as fmaxf skips them)
-        for (int k = 0; k < 4; k++) { v[k] = _mm256_loadu_ps(x + b * 32 + 8 * k); m = _mm256_max_ps(_mm256_and_ps(v[k], magnitude), m); }
+        int nonFinite = 0;
+        for (int k = 0; k < 4; k++) {
+            v[k] = _mm256_loadu_ps(x + b * 32 + 8 * k);
+            __m256 a = _mm256_and_ps(v[k], magnitude);
+            nonFinite |= _mm256_movemask_ps(_mm256_cmp_ps(a, _mm256_set1_ps(INFINITY), _CMP_NLT_UQ));
+            m = _mm256_max_ps(a, m);
+        }
         __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
         h = _mm_max_ps(h, _mm_movehl_ps(h, h));
         float amax = _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h)));
-        float d = amax / 127, id = d > 0 ? 1 / d : 0;
+        float d = nonFinite ? NAN : amax / 127, id = d > 0 ? 1 / d : 0;  // (a NaN or infinity: see quantize_x_portable)
         scales[b] = d;
         __m256 vid = _mm256_set1_ps(id);
         __m256i i[4];
@@ -550,9 +559,11 @@ AVX2 static void quantize_x_avx2(const float *x, long n, int8_t *q, float *scale
 
 AVX512 static void quantize_x_avx512(const float *x, long n, int8_t *q, float *scales) {
     for (long b = 0; b < n / CHK_BLOCK; b++) {
-        __m512 v0 = _mm512_loadu_ps(x + b * 32), v1 = _mm512_loadu_ps(x + b * 32 + 16);
-        float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
-        float d = amax / 127, id = d > 0 ? 1 / d : 0;
+        __m512 v0 = _mm512_loadu_ps(x + b * 32), v1 = _mm512_loadu_ps(x + b * 32 + 16), a0 = _mm512_abs_ps(v0), a1 = _mm512_abs_ps(v1);
+        __m512 inf = _mm512_set1_ps(INFINITY);
+        int nonFinite = (_mm512_cmp_ps_mask(a0, inf, _CMP_NLT_UQ) | _mm512_cmp_ps_mask(a1, inf, _CMP_NLT_UQ)) != 0;
+        float amax = _mm512_reduce_max_ps(_mm512_max_ps(a0, a1));
+        float d = nonFinite ? NAN : amax / 127, id = d > 0 ? 1 / d : 0;  // (a NaN or infinity: see quantize_x_portable)
         scales[b] = d;
         __m512 vid = _mm512_set1_ps(id);
         _mm_storeu_si128((__m128i *)(q + b * 32), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v0, vid))));

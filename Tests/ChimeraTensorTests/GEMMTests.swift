@@ -287,6 +287,39 @@ extension KernelSelection {
             #expect(worst <= 2e-6 * largest, "\(format) \(variant): rows differ by \(worst) (largest \(largest))")
         }
 
+        /// A non-finite activation (NaN, infinity) spoils only its own row of a batch and a decoded row
+        /// — its block of the quantized activation takes a NaN scale — on every path: the int8 GEMM,
+        /// the float one, AVX2, and the portable kernels with the BLAS fallback. (The quantizers
+        /// used to skip a NaN when taking the block's largest magnitude and then store a code for it:
+        /// a finite, wrong product.)
+        @Test(arguments: [WeightFormat.q8_0, .q4_0], ["chosen", "float", "avx2", "portable"])
+        func aNonFiniteActivationSpoilsOnlyItsRow(format: WeightFormat, variant: String) throws {
+            switch variant {
+            case "float": _ = chk_force_float_gemm(1)
+            case "avx2": try #require(chk_force_avx2(1) != 0, "this CPU has no AVX2")
+            case "portable": chk_force_portable(1)
+            default: break
+            }
+            defer { _ = chk_force_float_gemm(0); _ = chk_force_avx2(0); chk_force_portable(0) }
+            let n = 40, k = 96, tokens = 9
+            let w = try WeightMatrix.converting(Tensor(shape: [n, k], values: seededValues(n * k, seed: 93)), to: format)
+            for bad in [Float.nan, .infinity] {
+                var values = seededValues(tokens * k, seed: 94)
+                let clean = Tensor(zeros: [tokens, n]), spoiled = Tensor(zeros: [tokens, n])
+                w.apply(Tensor(shape: [tokens, k], values: values), bias: nil, into: clean)
+                values[4 * k + 50] = bad
+                w.apply(Tensor(shape: [tokens, k], values: values), bias: nil, into: spoiled)
+                for t in 0..<tokens {
+                    let row = (0..<n).map { spoiled.data[t * n + $0] }, before = (0..<n).map { clean.data[t * n + $0] }
+                    if t == 4 { #expect(row.allSatisfy { $0.isNaN }, "\(format) \(variant) \(bad): row 4 \(row)") }
+                    else { #expect(row == before, "\(format) \(variant) \(bad): row \(t) changed") }
+                }
+                let decoded = Tensor(zeros: [1, n])
+                w.apply(Tensor(shape: [1, k], values: Array(values[4 * k..<5 * k])), bias: nil, into: decoded)
+                #expect(decoded.toArray().allSatisfy { $0.isNaN }, "\(format) \(variant) \(bad): decoded row \(decoded.toArray())")
+            }
+        }
+
         @Test(arguments: WeightFormat.allCases) func productsWithoutTheGEMMMatchIt(format: WeightFormat) throws {
             let w = try WeightMatrix.converting(Tensor(shape: [70, 96], values: seededValues(70 * 96, seed: 9)), to: format)
             let bias = Tensor(shape: [70], values: seededValues(70, seed: 10))

@@ -61,6 +61,19 @@ public struct GenerationResult: Codable, Sendable {
     }
 }
 
+/// What went wrong while decoding, once the prompt was accepted.
+public enum GenerationError: LocalizedError {
+    case nonFiniteLogits(model: String, step: Int)
+
+    public var errorDescription: String? {
+        switch self {
+        case let .nonFiniteLogits(model, step):
+            return "language model '\(model)' gave non-finite logits (NaN or infinity) for generated token \(step + 1): its weights or"
+                + " activations hold a NaN or overflow (a damaged checkpoint, or float16 weights out of range); nothing was sampled from them"
+        }
+    }
+}
+
 public enum PromptError: LocalizedError {
     case inputCountMismatch(placeholder: String, inPrompt: Int, given: Int)
     case unknownPlaceholder(name: String, known: [String])
@@ -225,6 +238,11 @@ extension AssembledModel {
         generated.reserveCapacity(options.maxTokens)
         while generated.count < options.maxTokens {
             let next = sampler.sample(logits)
+            // A NaN in the hidden state makes every logit NaN; whatever index the sampler returns
+            // then carries one (and a NaN or infinite chosen logit is never a real choice).
+            guard logits.data[next].isFinite else {
+                throw GenerationError.nonFiniteLogits(model: languageModel.id, step: generated.count)
+            }
             if eosTokenIDs.contains(next) { stopReason = "eos"; break }
             if stopIDs.contains(next) { stopReason = "stop"; break }
             generated.append(next)

@@ -251,6 +251,24 @@ private typealias F = ManifestFixtures
         #expect(r.status != 0 && r.stderr.contains("the tokenized prompt holds more <image> tokens (id 613) than its 1 placeholder"), "\(r.all)")
     }
 
+    /// A NaN in the language model's final norm makes every logit NaN: `generate` stops with an
+    /// error naming the model and the token, instead of emitting whatever index the sampler returns.
+    @Test(arguments: [[], ["--temperature", "0.8", "--top-p", "0.9"]])
+    func nonFiniteLogitsStopGeneration(sampling: [String]) throws {
+        let assembly = try F.copyOfDefaults(renamedTo: "poisoned")
+        let url = assembly.deletingLastPathComponent().appendingPathComponent("checkpoint/model.safetensors")
+        var bytes = try Data(contentsOf: url)
+        let headerLength = Int(bytes.prefix(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
+        let header = try #require(try JSONSerialization.jsonObject(with: bytes.subdata(in: 8..<8 + headerLength)) as? [String: Any])
+        let norm = try #require(header["model.language_model.norm.weight"] as? [String: Any])
+        #expect(norm["dtype"] as? String == "F16")
+        let start = 8 + headerLength + (try #require((norm["data_offsets"] as? [Int])?.first))
+        bytes[start] = 0x00; bytes[start + 1] = 0x7e  // float16 NaN
+        try bytes.write(to: url)
+        let r = try CLI.run(["generate", "--assembly", assembly.path, "--prompt", "hello", "--max-tokens", "4"] + sampling)
+        #expect(r.status != 0 && r.stderr.contains("gave non-finite logits (NaN or infinity) for generated token 1"), "\(r.all)")
+    }
+
     @Test func anEmptyPromptWithoutBOSIsRefused() throws {
         let assembly = try Self.defaultModel { $0["post_processor"] = NSNull() }
         let r = try CLI.run(["generate", "--assembly", assembly.path, "--prompt", ""])

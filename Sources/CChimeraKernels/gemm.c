@@ -920,7 +920,7 @@ int chk_force_float_gemm(int on) {
 // quantization (chk_quantize_roundtrip). Float-format parts multiply X itself, in their own pass.
 int chk_gemm_nt_parts(const chk_gemm_part *parts, int count, long k, const float *x, long ldx, long m, int threads) {
     const gemm_isa *isa = gemm_isa_here();
-    if (count < 1 || count > CHK_GEMM_PARTS || !isa) return 0;
+    if (count < 1 || count > CHK_GEMM_PARTS || !isa || k < 1) return 0;  // (k = 0: no slices to cut; the callers' sgemm takes it)
     if (m <= 0) return 1;
     chk_gemm_part floats[CHK_GEMM_PARTS], quantized[CHK_GEMM_PARTS];
     int floatCount = 0, quantizedCount = 0;

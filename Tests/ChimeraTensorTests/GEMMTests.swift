@@ -60,6 +60,15 @@ extension KernelSelection {
             }
         }
 
+        /// A product over no columns (k = 0) is declined, for the callers' fallback, rather than cut
+        /// into slices of nothing (it divided by zero).
+        @Test(.enabled(if: chk_gemm_available() != 0, "chk_gemm_nt declines everything here"))
+        func anEmptyProductIsDeclined() {
+            var c = [Float](repeating: 0.5, count: 12), x = [Float](repeating: 1, count: 4), w = [Float](repeating: 1, count: 4)
+            #expect(chk_gemm_nt(CHK_F32, &w, nil, 4, 0, nil, &x, 1, 3, &c, 4, 0, 2) == 0)
+            #expect(c.allSatisfy { $0 == 0.5 })
+        }
+
         /// out[t, h] = softmax(scale q_h k_hᵀ, causal from `offset`) v_h, in double precision.
         static func referenceAttention(q: [Float], k: [Float], v: [Float], tokens: Int, keys: Int, heads: Int, kvHeads: Int,
                                        headDim d: Int, offset: Int?) -> [Float] {

@@ -40,7 +40,20 @@ public enum WeightMatrixError: LocalizedError, Equatable {
 public final class WeightMatrix: @unchecked Sendable {
     /// Products of at most this many rows (decoded tokens) go a row at a time through the
     /// matrix-vector kernels, which read the weights at memory speed; more rows take the GEMM.
+    /// The float formats' limit; quantized matrices have their own (`rowByRowLimit`).
     public static let rowByRowLimit = 2
+
+    /// This matrix's limit: a GEMM converts and packs every weight once, which for quantized
+    /// weights costs as much as reading them several times. Prompts by the GEMM against row by row:
+    /// TinyLlama q4_0 3 / 4 / 5 tokens 111–178 / 111 / 143 ms against 67 / 86 / ~107; Qwen2-0.5B
+    /// q4_0 3 / 6 tokens 75 / 48 ms against 23 / ~45; TinyLlama q8_0 3 tokens 148–156 against 85.
+    public var rowByRowLimit: Int {
+        switch format {
+        case .q4_0: return 5
+        case .q8_0, .q6_0: return 3
+        default: return Self.rowByRowLimit
+        }
+    }
 
     public let format: WeightFormat
     public let rows: Int
@@ -175,14 +188,14 @@ public final class WeightMatrix: @unchecked Sendable {
         // Batches: the kernels' GEMM converts the stored format while packing (AVX-512 or AVX2); without,
         // float32 goes to sgemm (`linear` tries the GEMM first) and other formats are widened a tile
         // at a time.
-        if tokens > Self.rowByRowLimit {
+        if tokens > rowByRowLimit {
             if let tensor { return linear(x, weight: tensor, bias: bias, into: out) }
             if chk_gemm_nt(kernelFormat, data, scales, rows, columns, bias?.data, x.data, columns, tokens, out.data, rows,
                            0, Int32(ComputeThreads.current)) != 0 { return }
         }
         // A few rows: the matrix-vector kernel per row reads the weights at memory speed (BLAS's
         // sgemm with one row does not), which for such small batches costs less than a GEMM.
-        if tokens <= Self.rowByRowLimit {
+        if tokens <= rowByRowLimit {
             for t in 0..<tokens { gemv(x.data + t * columns, out.data + t * rows, bias: bias?.data) }
         } else {
             tiledProduct(x, out)
@@ -201,7 +214,7 @@ public final class WeightMatrix: @unchecked Sendable {
         checkLinearOutput(out, rows: tokens, outputs: rows, bias: bias)
         if range == 0..<columns && !accumulate { return apply(x, bias: bias, into: out) }
         guard tokens > 0 else { return }
-        if tokens > Self.rowByRowLimit {
+        if tokens > rowByRowLimit {
             var part = chk_gemm_part(format: kernelFormat, w: data, scales: scales, n: rows, bias: bias?.data, c: out.data, ldc: rows,
                                      accumulate: accumulate ? 1 : 0, wcols: columns, wk0: range.lowerBound)
             if chk_gemm_nt_parts(&part, 1, range.count, x.data, x.columns, tokens, Int32(ComputeThreads.current)) != 0 { return }
@@ -238,7 +251,7 @@ public final class WeightMatrix: @unchecked Sendable {
     /// balanced than one product after another); otherwise one `apply` each.
     public static func apply(_ x: Tensor, _ products: [Product]) {
         let tokens = x.rows
-        if tokens > Self.rowByRowLimit, products.count <= Int(CHK_GEMM_PARTS), products.allSatisfy({ fits($0, x) }) {
+        if products.allSatisfy({ tokens > $0.matrix.rowByRowLimit && fits($0, x) }), products.count <= Int(CHK_GEMM_PARTS) {
             var parts: [chk_gemm_part] = products.map { p in
                 chk_gemm_part(format: p.matrix.kernelFormat, w: p.matrix.data, scales: p.matrix.scales, n: p.matrix.rows,
                               bias: p.bias?.data, c: p.out.data, ldc: p.matrix.rows, accumulate: 0, wcols: 0, wk0: 0)
@@ -255,7 +268,9 @@ public final class WeightMatrix: @unchecked Sendable {
     /// (chk_matvec_parts), without allocating: decode calls this for every layer of every token.
     public static func apply(_ x: Tensor, _ a: Product, _ b: Product, _ c: Product? = nil) {
         let tokens = x.rows
-        guard tokens <= Self.rowByRowLimit else { return apply(x, c.map { [a, b, $0] } ?? [a, b]) }
+        guard tokens <= min(a.matrix.rowByRowLimit, b.matrix.rowByRowLimit, c?.matrix.rowByRowLimit ?? .max) else {
+            return apply(x, c.map { [a, b, $0] } ?? [a, b])
+        }
         func check(_ p: Product) {
             precondition(fits(p, x), "linear: input \(x.shape), weight [\(p.matrix.rows), \(p.matrix.columns)], output \(p.out.shape)")
         }

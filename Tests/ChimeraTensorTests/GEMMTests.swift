@@ -296,6 +296,23 @@ extension KernelSelection {
             #expect(worst <= 2e-6 * largest, "\(format) \(variant): rows differ by \(worst) (largest \(largest))")
         }
 
+        /// Up to a matrix's `rowByRowLimit` (5 for q4_0, 3 for q8_0 and q6_0, 2 for the float
+        /// formats: where packing every weight for a GEMM costs more than reading them once a row)
+        /// a batch goes row by row through the decode kernels: its rows equal each row alone exactly.
+        @Test(arguments: WeightFormat.allCases) func shortBatchesGoRowByRow(format: WeightFormat) throws {
+            let n = 40, k = 96
+            let w = try WeightMatrix.converting(Tensor(shape: [n, k], values: seededValues(n * k, seed: 95)), to: format)
+            #expect(w.rowByRowLimit == (format == .q4_0 ? 5 : format.isQuantized ? 3 : 2))
+            let tokens = w.rowByRowLimit
+            let x = Tensor(shape: [tokens, k], values: seededValues(tokens * k, seed: 96)), batch = Tensor(zeros: [tokens, n])
+            w.apply(x, bias: nil, into: batch)
+            for t in 0..<tokens {
+                let decoded = Tensor(zeros: [1, n])
+                w.apply(Tensor(shape: [1, k], values: Array(x.toArray()[t * k..<(t + 1) * k])), bias: nil, into: decoded)
+                #expect(decoded.toArray() == Array(batch.toArray()[t * n..<(t + 1) * n]), "\(format): row \(t) of \(tokens)")
+            }
+        }
+
         /// A non-finite activation (NaN, infinity) spoils only its own row of a batch and a decoded row
         /// — its block of the quantized activation takes a NaN scale — on every path: the int8 GEMM,
         /// the float one, AVX2, and the portable kernels with the BLAS fallback. (The quantizers

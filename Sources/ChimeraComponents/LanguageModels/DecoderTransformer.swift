@@ -341,9 +341,10 @@ public final class DecoderTransformer: LanguageModel, @unchecked Sendable {
         let x = ws.tensor("x", rows: tokens, columns: h), projected = ws.tensor("projected", rows: tokens, columns: h)
         let q = ws.tensor("q", rows: tokens, columns: qWidth), attended = ws.tensor("attended", rows: tokens, columns: qWidth)
         let k = ws.tensor("k", rows: tokens, columns: kvWidth), v = ws.tensor("v", rows: tokens, columns: kvWidth)
-        // A decoded token (a row or two): its products are matrix-vector ones, during which waiting
-        // workers can prefetch (WeightMatrix.prefetchDecodeProduct).
-        let decoding = tokens <= WeightMatrix.rowByRowLimit
+        // A decoded token (or a few rows, as many as the layers' matrices take row by row): its
+        // products are matrix-vector ones, during which waiting workers can prefetch
+        // (WeightMatrix.prefetchDecodeProduct).
+        let decoding = tokens <= (layers.first?.q.matrix.rowByRowLimit ?? WeightMatrix.rowByRowLimit)
         // The MLP's first products (whole, or a slice) and their activation, into "gate".
         func activatedMLP(_ gateLayer: LinearLayer?, _ upLayer: LinearLayer) -> Tensor {
             let gate = ws.tensor("gate", rows: tokens, columns: upLayer.outputWidth)
@@ -382,7 +383,7 @@ public final class DecoderTransformer: LanguageModel, @unchecked Sendable {
             addInPlace(hidden, projected)
             // Parallel: the MLP reads the same normed input `x` as attention did.
             if let postAttentionNorm = layer.postAttentionNorm { postAttentionNorm(hidden, into: x) }
-            if tokens > WeightMatrix.rowByRowLimit && mlpSlices[i].count > 1 {  // see mlpSliceWidth
+            if !decoding && mlpSlices[i].count > 1 {  // see mlpSliceWidth
                 for (s, slice) in mlpSlices[i].enumerated() {
                     layer.down.matrix.apply(activatedMLP(slice.gate, slice.up), columns: slice.columns,
                                             bias: s == 0 ? layer.down.bias : nil, accumulate: s > 0, into: projected)

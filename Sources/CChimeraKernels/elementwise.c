@@ -2,6 +2,7 @@
 // live once in elementwise_simd.h and are compiled here for AVX-512 and AVX2 through target
 // attributes; the portable versions below are plain C over libm.
 #include "elementwise.h"
+#include "weights_avx512.h"  // first_lanes
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
@@ -197,8 +198,8 @@ static void residual_layernorm_rows_portable(float *h, const float *delta, const
 #define VNEG(x) _mm512_sub_ps(_mm512_setzero_ps(), x)
 #define VLOAD _mm512_loadu_ps
 #define VSTORE _mm512_storeu_ps
-#define VLOADN(p, n, fill) _mm512_mask_loadu_ps(_mm512_set1_ps(fill), (__mmask16)((1u << (n)) - 1), p)
-#define VSTOREN(p, v, n) _mm512_mask_storeu_ps(p, (__mmask16)((1u << (n)) - 1), v)
+#define VLOADN(p, n, fill) _mm512_mask_loadu_ps(_mm512_set1_ps(fill), first_lanes(n), p)
+#define VSTOREN(p, v, n) _mm512_mask_storeu_ps(p, first_lanes(n), v)
 #define VHSUM _mm512_reduce_add_ps
 #define VHMAX _mm512_reduce_max_ps
 #define VSELECT_NEG(x, a, b) _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ), b, a)
@@ -239,13 +240,13 @@ AVX512_ATTR static long gather_range_avx512(const float *x, long n, float lo, fl
     __m512i index = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     long m = 0, i = 0;
     for (; i < n; i += 16, index = _mm512_add_epi32(index, step)) {
-        __mmask16 valid = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        __mmask16 valid = first_lanes(n - i);
         __m512 v = _mm512_maskz_loadu_ps(valid, x + i);
         __mmask16 in = _mm512_mask_cmp_ps_mask(_mm512_mask_cmp_ps_mask(valid, v, vlo, _CMP_GE_OQ), v, vhi, _CMP_LT_OQ);
         if (!in) continue;
         int k = __builtin_popcount(in);
-        _mm512_mask_storeu_ps(values + m, (__mmask16)((1u << k) - 1), _mm512_maskz_compress_ps(in, v));
-        if (ids) _mm512_mask_storeu_epi32(ids + m, (__mmask16)((1u << k) - 1), _mm512_maskz_compress_epi32(in, index));
+        _mm512_mask_storeu_ps(values + m, first_lanes(k), _mm512_maskz_compress_ps(in, v));
+        if (ids) _mm512_mask_storeu_epi32(ids + m, first_lanes(k), _mm512_maskz_compress_epi32(in, index));
         m += k;
     }
     return m;
@@ -253,12 +254,12 @@ AVX512_ATTR static long gather_range_avx512(const float *x, long n, float lo, fl
 
 AVX512_ATTR static float top_k_floor_avx512(const float *x, long n, long k, float *buffer) {
     TOP_K_FLOOR_BODY(for (long i = 0; i < n; i += 16) {
-        __mmask16 valid = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        __mmask16 valid = first_lanes(n - i);
         __m512 v = _mm512_maskz_loadu_ps(valid, x + i);
         __mmask16 in = _mm512_mask_cmp_ps_mask(valid, v, _mm512_set1_ps(floor), _CMP_GT_OQ);
         if (!in) continue;
         int m = __builtin_popcount(in);
-        _mm512_mask_storeu_ps(buffer + held, (__mmask16)((1u << m) - 1), _mm512_maskz_compress_ps(in, v));
+        _mm512_mask_storeu_ps(buffer + held, first_lanes(m), _mm512_maskz_compress_ps(in, v));
         held += m;
         TOP_K_RAISE
     })

@@ -1,5 +1,6 @@
 // Sixteen stored weights widened to float32 with AVX-512, a mask helper and the L2 prefetch
-// distance, shared by the decode kernels (kernels.c) and the GEMM and attention (gemm.c).
+// distance, shared by the decode kernels (kernels.c) and the GEMM and attention (gemm.c); the
+// element-wise kernels (elementwise.c) use its mask helper.
 #ifndef CHIMERA_WEIGHTS_AVX512_H
 #define CHIMERA_WEIGHTS_AVX512_H
 #include <immintrin.h>

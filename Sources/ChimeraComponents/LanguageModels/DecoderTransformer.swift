@@ -383,7 +383,8 @@ public final class DecoderTransformer: LanguageModel, @unchecked Sendable {
             addInPlace(hidden, projected)
             // Parallel: the MLP reads the same normed input `x` as attention did.
             if let postAttentionNorm = layer.postAttentionNorm { postAttentionNorm(hidden, into: x) }
-            if !decoding && mlpSlices[i].count > 1 {  // see mlpSliceWidth
+            // (by the down projection's own limit: below it, a column range would take the widened-tile fallback)
+            if tokens > layer.down.matrix.rowByRowLimit && mlpSlices[i].count > 1 {  // see mlpSliceWidth
                 for (s, slice) in mlpSlices[i].enumerated() {
                     layer.down.matrix.apply(activatedMLP(slice.gate, slice.up), columns: slice.columns,
                                             bias: s == 0 ? layer.down.bias : nil, accumulate: s > 0, into: projected)

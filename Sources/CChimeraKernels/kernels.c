@@ -10,6 +10,7 @@
 #include "pool.h"
 #include "q6_blocks.h"
 #include <immintrin.h>
+#include <limits.h>
 #include <math.h>
 #include <string.h>
 #include <pthread.h>
@@ -1468,8 +1469,13 @@ static void matvec_task(void *context, long r0, long r1) {
 // Several matrices of the same input (q/k/v, gate/up) as one product over their rows laid end to
 // end: one dispatch and one activation quantization instead of one each, and the threads stream
 // from one matrix straight into the next instead of meeting at a barrier after each.
+//
+// Several activation rows (a short prompt's tokens) take one pass over the weights: each piece of
+// `block` rows is multiplied by every token in turn, so that only the first token reads it from
+// memory and the others from L1. Each token's results are exactly its single-row product's.
 typedef struct {
-    const chk_matvec_part *parts; int count; long firstRow[CHK_MATVEC_PARTS + 1]; const float *x; const chk_qx *qx; long cols;
+    const chk_matvec_part *parts; int count; long firstRow[CHK_MATVEC_PARTS + 1];
+    const float *x; long ldx, tokens, block; const chk_qx *qx; long cols;
 } matvec_parts_job;
 
 static void matvec_parts_task(void *context, long r0, long r1) {
@@ -1479,12 +1485,18 @@ static void matvec_parts_task(void *context, long r0, long r1) {
         if (r0 >= end) continue;
         long a = r0 - begin, b = (r1 < end ? r1 : end) - begin;
         const chk_matvec_part *p = &j->parts[i];
-        matvec_job one = {p->format, p->w, p->scales, j->x, j->qx, p->y, j->cols};
-        matvec_task(&one, a, b);
-        // The bias on the thread that computed the rows, while they are in its L1 (a Qwen2 layer's
-        // q/k/v biases took the caller alone 1.5 µs afterwards).
-        if (p->bias)
-            for (long r = a; r < b; r++) p->y[r] += p->bias[r];
+        for (long s = a, e; s < b; s = e) {
+            e = b - s < j->block ? b : s + j->block;
+            for (long t = 0; t < j->tokens; t++) {
+                float *y = p->y + t * p->rows;
+                matvec_job one = {p->format, p->w, p->scales, j->x + t * j->ldx, j->qx ? &j->qx[t] : NULL, y, j->cols};
+                matvec_task(&one, s, e);
+                // The bias on the thread that computed the rows, while they are in its L1 (a Qwen2
+                // layer's q/k/v biases took the caller alone 1.5 µs afterwards).
+                if (p->bias)
+                    for (long r = s; r < e; r++) y[r] += p->bias[r];
+            }
+        }
         r0 = begin + b;
     }
 }
@@ -1515,13 +1527,23 @@ static long matvec_chunk_rows(const chk_matvec_part *parts, int count, long cols
     return rows < 4 ? 4 : rows > 16 ? 16 : rows;
 }
 
-void chk_matvec_parts(const chk_matvec_part *parts, int count, const float *x, long cols, int threads) {
+void chk_matvec_rows(const chk_matvec_part *parts, int count, const float *x, long ldx, long tokens, long cols, int threads) {
     pick();
     if (count > CHK_MATVEC_PARTS) {  // more than one job holds: in turn (each with its bias)
-        for (int i = 0; i < count; i++) chk_matvec_parts(&parts[i], 1, x, cols, threads);
+        for (int i = 0; i < count; i++) chk_matvec_rows(&parts[i], 1, x, ldx, tokens, cols, threads);
         return;
     }
-    matvec_parts_job job = {parts, count, {0}, x, NULL, cols};
+    if (tokens > CHK_MATVEC_TOKENS) {  // in groups that fit one job
+        for (long t0 = 0; t0 < tokens; t0 += CHK_MATVEC_TOKENS) {
+            chk_matvec_part shifted[CHK_MATVEC_PARTS];
+            for (int i = 0; i < count; i++) { shifted[i] = parts[i]; shifted[i].y += t0 * parts[i].rows; }
+            chk_matvec_rows(shifted, count, x + t0 * ldx, ldx, tokens - t0 < CHK_MATVEC_TOKENS ? tokens - t0 : CHK_MATVEC_TOKENS, cols, threads);
+        }
+        return;
+    }
+    if (tokens < 1) return;
+    long chunk = matvec_chunk_rows(parts, count, cols);
+    matvec_parts_job job = {parts, count, {0}, x, ldx, tokens, tokens > 1 ? chunk : LONG_MAX, NULL, cols};
     int quantized = 0;
     for (int i = 0; i < count; i++) {
         job.firstRow[i + 1] = job.firstRow[i] + parts[i].rows;
@@ -1531,12 +1553,19 @@ void chk_matvec_parts(const chk_matvec_part *parts, int count, const float *x, l
     // with what is left of the others' (chk_parallel_for_ranges): with claims from one shared
     // counter, the threads' claims alternated, each starting a cold stream and moving the
     // counter's line between the cores — paired runs: Qwen2's 896 × 896 products +8–12 %, a whole
-    // Qwen2 q8_0 token's products +6 %. The quantized activation is in this thread's scratch for
+    // Qwen2 q8_0 token's products +6 %. The quantized activations are in this thread's scratch for
     // the duration of the product.
-    long rows = job.firstRow[count], chunk = matvec_chunk_rows(parts, count, cols);
-    chk_qx qx;
-    if (quantized) { qx = chk_prepare_qx(x, cols, needed_scratch(CHK_SCRATCH_QX, chk_qx_bytes(cols))); job.qx = &qx; }
-    chk_parallel_for_ranges(rows, chunk, threads, matvec_parts_task, &job);
+    chk_qx qx[CHK_MATVEC_TOKENS];
+    if (quantized) {
+        char *buffer = needed_scratch(CHK_SCRATCH_QX, tokens * chk_qx_bytes(cols));
+        for (long t = 0; t < tokens; t++) qx[t] = chk_prepare_qx(x + t * ldx, cols, buffer + t * chk_qx_bytes(cols));
+        job.qx = qx;
+    }
+    chk_parallel_for_ranges(job.firstRow[count], chunk, threads, matvec_parts_task, &job);
+}
+
+void chk_matvec_parts(const chk_matvec_part *parts, int count, const float *x, long cols, int threads) {
+    chk_matvec_rows(parts, count, x, cols, 1, cols, threads);
 }
 
 void chk_matvec(chk_format format, const void *w, const uint16_t *scales, const float *x, float *y, long rows, long cols, int threads) {

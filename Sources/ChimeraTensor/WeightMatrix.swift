@@ -38,20 +38,22 @@ public enum WeightMatrixError: LocalizedError, Equatable {
 /// SIMD matrix-vector kernel threaded over rows; longer batches by sgemm over float32 tiles
 /// converted a block of rows at a time, so no full-size float32 copy is ever made.
 public final class WeightMatrix: @unchecked Sendable {
-    /// Products of at most this many rows (decoded tokens) go a row at a time through the
-    /// matrix-vector kernels, which read the weights at memory speed; more rows take the GEMM.
-    /// The float formats' limit; quantized matrices have their own (`rowByRowLimit`).
+    /// Products of at most this many rows (decoded tokens, short prompts) go through the
+    /// matrix-vector kernels, every row in one pass over the weights (chk_matvec_rows); more rows
+    /// take the GEMM. This is the limit of float32 tensors without a WeightMatrix (`linear`).
     public static let rowByRowLimit = 2
 
-    /// This matrix's limit: a GEMM converts and packs every weight once, which for quantized
-    /// weights costs as much as reading them several times. Prompts by the GEMM against row by row:
-    /// TinyLlama q4_0 3 / 4 / 5 tokens 111–178 / 111 / 143 ms against 67 / 86 / ~107; Qwen2-0.5B
-    /// q4_0 3 / 6 tokens 75 / 48 ms against 23 / ~45; TinyLlama q8_0 3 tokens 148–156 against 85.
+    /// This matrix's limit. A GEMM converts and packs every weight once, which for a few rows costs
+    /// several passes over them, while each row after the first costs the matrix-vector kernels
+    /// about 0.15–0.5 of a pass (it reads the weights from L1). Where the two cross, measured on
+    /// 2 threads, single matrices (TinyLlama's 5632 × 2048, Qwen2's 4864 × 896): q4_0 12–20 rows,
+    /// q6_0 12–16, q8_0 8–12, bf16 8, f16 6–8, f32 5–8; whole prompts: TinyLlama f16 5 tokens
+    /// 254 ms against the GEMM's 240, so the float formats stop at 4.
     public var rowByRowLimit: Int {
         switch format {
-        case .q4_0: return 5
-        case .q8_0, .q6_0: return 3
-        default: return Self.rowByRowLimit
+        case .q4_0, .q6_0: return 12
+        case .q8_0: return 8
+        case .f16, .bf16, .f32: return 4
         }
     }
 
@@ -193,10 +195,11 @@ public final class WeightMatrix: @unchecked Sendable {
             if chk_gemm_nt(kernelFormat, data, scales, rows, columns, bias?.data, x.data, columns, tokens, out.data, rows,
                            0, Int32(ComputeThreads.current)) != 0 { return }
         }
-        // A few rows: the matrix-vector kernel per row reads the weights at memory speed (BLAS's
-        // sgemm with one row does not), which for such small batches costs less than a GEMM.
+        // A few rows: the matrix-vector kernels read the weights at memory speed (BLAS's sgemm with
+        // one row does not), every row in one pass, which for such small batches costs less than a GEMM.
         if tokens <= rowByRowLimit {
-            for t in 0..<tokens { gemv(x.data + t * columns, out.data + t * rows, bias: bias?.data) }
+            var part = chk_matvec_part(format: kernelFormat, w: data, scales: scales, rows: rows, y: out.data, bias: bias?.data)
+            chk_matvec_rows(&part, 1, x.data, columns, tokens, columns, Int32(ComputeThreads.current))
         } else {
             tiledProduct(x, out)
             if let bias { addToRows(out.data, rows: tokens, bias) }
@@ -264,8 +267,9 @@ public final class WeightMatrix: @unchecked Sendable {
     }
 
     /// Two or three products of the same input (q/k/v, gate/up). Batches go to `apply(_:_:)`;
-    /// decoded rows (one or two) take one threaded pass over all the matrices' rows per input row
-    /// (chk_matvec_parts), without allocating: decode calls this for every layer of every token.
+    /// decoded rows (up to the matrices' row-by-row limit) take one threaded pass over all the
+    /// matrices' rows (chk_matvec_rows), without allocating: decode calls this for every layer of
+    /// every token.
     public static func apply(_ x: Tensor, _ a: Product, _ b: Product, _ c: Product? = nil) {
         let tokens = x.rows
         guard tokens <= min(a.matrix.rowByRowLimit, b.matrix.rowByRowLimit, c?.matrix.rowByRowLimit ?? .max) else {
@@ -274,18 +278,16 @@ public final class WeightMatrix: @unchecked Sendable {
         func check(_ p: Product) {
             precondition(fits(p, x), "linear: input \(x.shape), weight [\(p.matrix.rows), \(p.matrix.columns)], output \(p.out.shape)")
         }
-        func part(_ p: Product, row t: Int) -> chk_matvec_part {
+        func part(_ p: Product) -> chk_matvec_part {
             chk_matvec_part(format: p.matrix.kernelFormat, w: p.matrix.data, scales: p.matrix.scales, rows: p.matrix.rows,
-                            y: p.out.data + t * p.matrix.rows, bias: p.bias?.data)
+                            y: p.out.data, bias: p.bias?.data)
         }
         check(a); check(b); if let c { check(c) }
         withUnsafeTemporaryAllocation(of: chk_matvec_part.self, capacity: 3) { parts in
-            for t in 0..<tokens {
-                parts[0] = part(a, row: t)
-                parts[1] = part(b, row: t)
-                if let c { parts[2] = part(c, row: t) }
-                chk_matvec_parts(parts.baseAddress, c == nil ? 2 : 3, x.data + t * x.columns, x.columns, Int32(ComputeThreads.current))
-            }
+            parts[0] = part(a)
+            parts[1] = part(b)
+            if let c { parts[2] = part(c) }
+            chk_matvec_rows(parts.baseAddress, c == nil ? 2 : 3, x.data, x.columns, tokens, x.columns, Int32(ComputeThreads.current))
         }
     }
 
@@ -311,13 +313,6 @@ public final class WeightMatrix: @unchecked Sendable {
     /// At most this much of a product's rows (or of an attention's keys and values) a waiting worker
     /// prefetches (an eighth of a 2 MiB L2).
     static let prefetchBytes = 256 << 10
-
-    /// out[r] = W[r] · x (+ bias[r]), threaded over rows (one C call: the activation is quantized
-    /// once and the rows are shared out by the kernels' thread pool).
-    func gemv(_ x: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>? = nil) {
-        var part = chk_matvec_part(format: kernelFormat, w: data, scales: scales, rows: rows, y: y, bias: bias)
-        chk_matvec_parts(&part, 1, x, columns, Int32(ComputeThreads.current))
-    }
 
     var kernelFormat: chk_format {
         switch format {

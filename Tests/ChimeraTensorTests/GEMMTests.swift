@@ -221,6 +221,38 @@ extension KernelSelection {
             }
         }
 
+        /// Several activation rows in one pass over the weights (chk_matvec_rows: each piece of rows
+        /// multiplied by every token in turn; more than CHK_MATVEC_TOKENS rows in groups; rows of x
+        /// further apart than its width) equal each row's own product exactly, biases included, for
+        /// three matrices of different formats whose row counts split the pieces and groups of four.
+        @Test func matrixVectorRowsEqualEachRowAlone() throws {
+            let columns = 96, ldx = 100
+            let formats: [(WeightFormat, Int)] = [(.q4_0, 130), (.f16, 33), (.q6_0, 75)]
+            let matrices = try formats.enumerated().map { i, f in
+                try WeightMatrix.converting(Tensor(shape: [f.1, columns], values: seededValues(f.1 * columns, seed: UInt64(70 + i))), to: f.0)
+            }
+            let biases = matrices.enumerated().map { i, m in i == 1 ? nil : Tensor(shape: [m.rows], values: seededValues(m.rows, seed: UInt64(75 + i))) }
+            for tokens in [2, 5, Int(CHK_MATVEC_TOKENS) + 3] {
+                let x = Tensor(shape: [tokens, ldx], values: seededValues(tokens * ldx, seed: UInt64(tokens)))
+                let outs = matrices.map { Tensor(zeros: [tokens, $0.rows]) }
+                let parts = (0..<matrices.count).map { i in
+                    chk_matvec_part(format: matrices[i].kernelFormat, w: matrices[i].data, scales: matrices[i].scales, rows: matrices[i].rows,
+                                    y: outs[i].data, bias: biases[i].map { UnsafePointer($0.data) })
+                }
+                chk_matvec_rows(parts, Int32(parts.count), x.data, ldx, tokens, columns, 2)
+                for t in 0..<tokens {
+                    for i in 0..<matrices.count {
+                        let alone = Tensor(zeros: [1, matrices[i].rows])
+                        var part = parts[i]
+                        part.y = alone.data
+                        chk_matvec_parts(&part, 1, x.data + t * ldx, columns, 2)
+                        #expect(Array(outs[i].toArray()[t * matrices[i].rows..<(t + 1) * matrices[i].rows]) == alone.toArray(),
+                                "\(matrices[i].format), token \(t) of \(tokens)")
+                    }
+                }
+            }
+        }
+
         /// A range of W's columns (an MLP's down projection a slice at a time), stored, accumulated
         /// or with a bias, on the GEMM, the decode rows and the fallback, against double-precision
         /// sums over the widened weights (and, quantized, x rounded through int8 blocks); and a view
@@ -296,13 +328,15 @@ extension KernelSelection {
             #expect(worst <= 2e-6 * largest, "\(format) \(variant): rows differ by \(worst) (largest \(largest))")
         }
 
-        /// Up to a matrix's `rowByRowLimit` (5 for q4_0, 3 for q8_0 and q6_0, 2 for the float
-        /// formats: where packing every weight for a GEMM costs more than reading them once a row)
-        /// a batch goes row by row through the decode kernels: its rows equal each row alone exactly.
+        /// Up to a matrix's `rowByRowLimit` (12 for q4_0 and q6_0, 8 for q8_0, 4 for the float
+        /// formats: where packing every weight for a GEMM costs more than the matrix-vector
+        /// kernels' pass) a batch goes through the decode kernels: its rows equal each row alone
+        /// exactly.
         @Test(arguments: WeightFormat.allCases) func shortBatchesGoRowByRow(format: WeightFormat) throws {
             let n = 40, k = 96
             let w = try WeightMatrix.converting(Tensor(shape: [n, k], values: seededValues(n * k, seed: 95)), to: format)
-            #expect(w.rowByRowLimit == (format == .q4_0 ? 5 : format.isQuantized ? 3 : 2))
+            let limits: [WeightFormat: Int] = [.q4_0: 12, .q6_0: 12, .q8_0: 8, .f16: 4, .bf16: 4, .f32: 4]
+            #expect(w.rowByRowLimit == limits[format])
             let tokens = w.rowByRowLimit
             let x = Tensor(shape: [tokens, k], values: seededValues(tokens * k, seed: 96)), batch = Tensor(zeros: [tokens, n])
             w.apply(x, bias: nil, into: batch)
@@ -327,9 +361,9 @@ extension KernelSelection {
             default: break
             }
             defer { _ = chk_force_float_gemm(0); _ = chk_force_avx2(0); chk_force_portable(0) }
-            let n = 40, k = 96, tokens = 9
+            let n = 40, k = 96
             let w = try WeightMatrix.converting(Tensor(shape: [n, k], values: seededValues(n * k, seed: 93)), to: format)
-            for bad in [Float.nan, .infinity] {
+            for tokens in [w.rowByRowLimit + 1, w.rowByRowLimit] { for bad in [Float.nan, .infinity] {  // the GEMM, the matrix-vector rows
                 var values = seededValues(tokens * k, seed: 94)
                 let clean = Tensor(zeros: [tokens, n]), spoiled = Tensor(zeros: [tokens, n])
                 w.apply(Tensor(shape: [tokens, k], values: values), bias: nil, into: clean)
@@ -337,13 +371,13 @@ extension KernelSelection {
                 w.apply(Tensor(shape: [tokens, k], values: values), bias: nil, into: spoiled)
                 for t in 0..<tokens {
                     let row = (0..<n).map { spoiled.data[t * n + $0] }, before = (0..<n).map { clean.data[t * n + $0] }
-                    if t == 4 { #expect(row.allSatisfy { $0.isNaN }, "\(format) \(variant) \(bad): row 4 \(row)") }
-                    else { #expect(row == before, "\(format) \(variant) \(bad): row \(t) changed") }
+                    if t == 4 { #expect(row.allSatisfy { $0.isNaN }, "\(format) \(variant) \(bad), \(tokens) tokens: row 4 \(row)") }
+                    else { #expect(row == before, "\(format) \(variant) \(bad), \(tokens) tokens: row \(t) changed") }
                 }
                 let decoded = Tensor(zeros: [1, n])
                 w.apply(Tensor(shape: [1, k], values: Array(values[4 * k..<5 * k])), bias: nil, into: decoded)
                 #expect(decoded.toArray().allSatisfy { $0.isNaN }, "\(format) \(variant) \(bad): decoded row \(decoded.toArray())")
-            }
+            } }
         }
 
         @Test(arguments: WeightFormat.allCases) func productsWithoutTheGEMMMatchIt(format: WeightFormat) throws {

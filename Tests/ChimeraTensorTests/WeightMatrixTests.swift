@@ -31,7 +31,7 @@ extension KernelSelection {
             let w = Self.random([67, 160], seed: 1), b = Self.random([67], seed: 2)
             let m = try WeightMatrix.converting(w, to: format)
             let widened = m.widened()
-            for tokens in [1, 2, 5] {  // gemv, gemv per row, tiles + sgemm
+            for tokens in [1, 2, m.rowByRowLimit, m.rowByRowLimit + 1] {  // matrix-vector rows, then the GEMM
                 let x = Self.random([tokens, 160], seed: UInt64(tokens))
                 let out = Tensor(zeros: [tokens, 67])
                 m.apply(x, bias: b, into: out)
@@ -172,7 +172,7 @@ extension KernelSelection {
             // for q4_0 and q6_0 a whole step on the side opposite the extreme value (their last level is not used there).
             let bound: Float = format == .q8_0 ? 0.5 / 127 : format == .q6_0 ? 1.0 / 32 : 1.0 / 8
             for i in 0..<w.count { #expect(abs(dequantized.data[i] - w.data[i]) <= bound * 1.01 + 1e-6) }
-            for tokens in [1, 5] {
+            for tokens in [1, 5, m.rowByRowLimit, m.rowByRowLimit + 1] {  // matrix-vector rows, then the GEMM
                 let x = Self.random([tokens, 160], seed: 10 + UInt64(tokens))
                 let out = Tensor(zeros: [tokens, 67])
                 m.apply(x, bias: b, into: out)

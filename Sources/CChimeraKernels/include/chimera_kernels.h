@@ -108,6 +108,11 @@ typedef struct chk_matvec_part { chk_format format; const void *w; const uint16_
 /// y_i = W_i x for several matrices of `cols` columns and the same x (q/k/v, gate/up) in one
 /// threaded pass over all their rows (more than CHK_MATVEC_PARTS: one pass each).
 void chk_matvec_parts(const chk_matvec_part *parts, int count, const float *x, long cols, int threads);
+/// chk_matvec_parts for `tokens` activation rows (row t at x + t·ldx), its output row t at
+/// y + t·rows of each part, in one pass over the weights: each token's results are exactly those
+/// of chk_matvec_parts on its row alone. Up to CHK_MATVEC_TOKENS rows a pass (more: several).
+void chk_matvec_rows(const chk_matvec_part *parts, int count, const float *x, long ldx, long tokens, long cols, int threads);
+#define CHK_MATVEC_TOKENS 16
 
 /// chk_argmax (elementwise.h) on up to `threads` threads, each over a contiguous share (n of at
 /// least 65,536: a vocabulary): the same index for any input without NaN.

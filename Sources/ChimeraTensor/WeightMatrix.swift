@@ -45,14 +45,15 @@ public final class WeightMatrix: @unchecked Sendable {
 
     /// This matrix's limit. A GEMM converts and packs every weight once, which for a few rows costs
     /// several passes over them, while each row after the first costs the matrix-vector kernels
-    /// about 0.15–0.5 of a pass (it reads the weights from L1). Where the two cross, measured on
-    /// 2 threads, single matrices (TinyLlama's 5632 × 2048, Qwen2's 4864 × 896): q4_0 12–20 rows,
-    /// q6_0 12–16, q8_0 8–12, bf16 8, f16 6–8, f32 5–8; whole prompts: TinyLlama f16 5 tokens
-    /// 254 ms against the GEMM's 240, so the float formats stop at 4.
+    /// about 0.1–0.35 of a pass (quantized weights are unpacked once for four tokens; floats are
+    /// read again from L1 for each). Where the two cross, measured on 2 threads on single matrices
+    /// (TinyLlama's 5632 × 2048, Qwen2's 4864 × 896): q4_0 about 24 rows, q6_0 20–24, q8_0 16,
+    /// bf16 8, f16 6–8, f32 5–8; on whole prompts TinyLlama f16 took 254 ms for 5 tokens against
+    /// the GEMM's 240, so the float formats stop at 4.
     public var rowByRowLimit: Int {
         switch format {
-        case .q4_0, .q6_0: return 12
-        case .q8_0: return 8
+        case .q4_0, .q6_0: return 16
+        case .q8_0: return 12
         case .f16, .bf16, .f32: return 4
         }
     }

@@ -222,17 +222,21 @@ extension KernelSelection {
         }
 
         /// Several activation rows in one pass over the weights (chk_matvec_rows: each piece of rows
-        /// multiplied by every token in turn; more than CHK_MATVEC_TOKENS rows in groups; rows of x
-        /// further apart than its width) equal each row's own product exactly, biases included, for
-        /// three matrices of different formats whose row counts split the pieces and groups of four.
-        @Test func matrixVectorRowsEqualEachRowAlone() throws {
-            let columns = 96, ldx = 100
-            let formats: [(WeightFormat, Int)] = [(.q4_0, 130), (.f16, 33), (.q6_0, 75)]
+        /// multiplied by every token before the next — quantized weights on AVX-512 by the kernels for
+        /// several tokens, four at a time, the others one token after another; more than
+        /// CHK_MATVEC_TOKENS rows in groups; rows of x further apart than its width) equal each row's
+        /// own product exactly, biases included, for four matrices of different formats whose row
+        /// counts split the pieces and groups of four, on every kernel variant.
+        @Test(arguments: ["chosen", "no-gfni", "avx2", "portable"]) func matrixVectorRowsEqualEachRowAlone(variant: String) throws {
+            defer { releaseKernels() }
+            try forceKernels(variant)
+            let columns = 416, ldx = 420  // 13 blocks: eight, a last four and a tail block
+            let formats: [(WeightFormat, Int)] = [(.q4_0, 130), (.f16, 33), (.q6_0, 75), (.q8_0, 41)]
             let matrices = try formats.enumerated().map { i, f in
                 try WeightMatrix.converting(Tensor(shape: [f.1, columns], values: seededValues(f.1 * columns, seed: UInt64(70 + i))), to: f.0)
             }
             let biases = matrices.enumerated().map { i, m in i == 1 ? nil : Tensor(shape: [m.rows], values: seededValues(m.rows, seed: UInt64(75 + i))) }
-            for tokens in [2, 5, Int(CHK_MATVEC_TOKENS) + 3] {
+            for tokens in [2, 3, 5, Int(CHK_MATVEC_TOKENS) + 3] {
                 let x = Tensor(shape: [tokens, ldx], values: seededValues(tokens * ldx, seed: UInt64(tokens)))
                 let outs = matrices.map { Tensor(zeros: [tokens, $0.rows]) }
                 let parts = (0..<matrices.count).map { i in
@@ -247,7 +251,7 @@ extension KernelSelection {
                         part.y = alone.data
                         chk_matvec_parts(&part, 1, x.data + t * ldx, columns, 2)
                         #expect(Array(outs[i].toArray()[t * matrices[i].rows..<(t + 1) * matrices[i].rows]) == alone.toArray(),
-                                "\(matrices[i].format), token \(t) of \(tokens)")
+                                "\(variant) \(matrices[i].format), token \(t) of \(tokens)")
                     }
                 }
             }
@@ -328,14 +332,14 @@ extension KernelSelection {
             #expect(worst <= 2e-6 * largest, "\(format) \(variant): rows differ by \(worst) (largest \(largest))")
         }
 
-        /// Up to a matrix's `rowByRowLimit` (12 for q4_0 and q6_0, 8 for q8_0, 4 for the float
+        /// Up to a matrix's `rowByRowLimit` (16 for q4_0 and q6_0, 12 for q8_0, 4 for the float
         /// formats: where packing every weight for a GEMM costs more than the matrix-vector
         /// kernels' pass) a batch goes through the decode kernels: its rows equal each row alone
         /// exactly.
         @Test(arguments: WeightFormat.allCases) func shortBatchesGoRowByRow(format: WeightFormat) throws {
             let n = 40, k = 96
             let w = try WeightMatrix.converting(Tensor(shape: [n, k], values: seededValues(n * k, seed: 95)), to: format)
-            let limits: [WeightFormat: Int] = [.q4_0: 12, .q6_0: 12, .q8_0: 8, .f16: 4, .bf16: 4, .f32: 4]
+            let limits: [WeightFormat: Int] = [.q4_0: 16, .q6_0: 16, .q8_0: 12, .f16: 4, .bf16: 4, .f32: 4]
             #expect(w.rowByRowLimit == limits[format])
             let tokens = w.rowByRowLimit
             let x = Tensor(shape: [tokens, k], values: seededValues(tokens * k, seed: 96)), batch = Tensor(zeros: [tokens, n])
@@ -354,13 +358,8 @@ extension KernelSelection {
         /// a finite, wrong product.)
         @Test(arguments: [WeightFormat.q8_0, .q4_0], ["chosen", "float", "avx2", "portable"])
         func aNonFiniteActivationSpoilsOnlyItsRow(format: WeightFormat, variant: String) throws {
-            switch variant {
-            case "float": _ = chk_force_float_gemm(1)
-            case "avx2": try #require(chk_force_avx2(1) != 0, "this CPU has no AVX2")
-            case "portable": chk_force_portable(1)
-            default: break
-            }
-            defer { _ = chk_force_float_gemm(0); _ = chk_force_avx2(0); chk_force_portable(0) }
+            defer { releaseKernels() }
+            try forceKernels(variant)
             let n = 40, k = 96
             let w = try WeightMatrix.converting(Tensor(shape: [n, k], values: seededValues(n * k, seed: 93)), to: format)
             for tokens in [w.rowByRowLimit + 1, w.rowByRowLimit] { for bad in [Float.nan, .infinity] {  // the GEMM, the matrix-vector rows

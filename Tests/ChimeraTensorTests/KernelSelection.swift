@@ -1,3 +1,4 @@
+import CChimeraKernels
 import ChimeraTensor
 import Testing
 
@@ -5,6 +6,22 @@ import Testing
 /// switches) or check which variant ran. Nested here, they run one test at a time, so one suite's
 /// forcing never lands in the middle of another's check.
 @Suite(.serialized) enum KernelSelection {}
+
+/// Forces the kernels a test of these suites runs on: "chosen" (as this CPU allows), "float" (the
+/// float GEMM for quantized weights), "no-gfni", "avx2" or "portable". `releaseKernels` undoes it.
+func forceKernels(_ variant: String) throws {
+    switch variant {
+    case "float": _ = chk_force_float_gemm(1)
+    case "no-gfni": _ = chk_force_no_gfni(1)
+    case "avx2": try #require(chk_force_avx2(1) != 0, "this CPU has no AVX2")
+    case "portable": chk_force_portable(1)
+    default: break
+    }
+}
+
+func releaseKernels() {
+    _ = chk_force_float_gemm(0); _ = chk_force_no_gfni(0); _ = chk_force_avx2(0); chk_force_portable(0)
+}
 
 /// Seeded values in [-scale, scale): the inputs and weights of the kernel tests.
 func seededValues(_ count: Int, seed: UInt64, scale: Float = 1) -> [Float] {

@@ -199,8 +199,8 @@ static inline long far_groups(long groupBytes) {
 #define GEMV_BY_FOURS(TARGET, NAME, T, ROWS)                                                           \
     TARGET static void NAME(const T *w, const float *x, float *y, long cols, long row0, long row1) {   \
         long r = row0;                                                                                 \
-        for (; r + 4 <= row1; r += 4) ROWS(w, x, y, cols, r, 4);                                       \
-        for (; r < row1; r++) ROWS(w, x, y, cols, r, 1);                                               \
+        for (; r + 4 <= row1; r += 4) ROWS(w, x, 0, y, 0, cols, r, 4, 1);                              \
+        for (; r < row1; r++) ROWS(w, x, 0, y, 0, cols, r, 1, 1);                                      \
     }
 #define GEMVQ_BY_FOURS(TARGET, NAME, T, ROWS)                                                          \
     TARGET static void NAME(const T *q, const uint16_t *scales, const chk_qx *x, float *y, long cols, long row0, long row1) { \
@@ -219,6 +219,23 @@ static inline long far_groups(long groupBytes) {
         case 3: ROWS(q, scales, x_, y_, ldy, cols, r, NR, 3); break;                                   \
         default: ROWS(q, scales, x_, y_, ldy, cols, r, NR, 4); break;                                  \
         }                                                                                              \
+    }
+// Float weights: two tokens at a time (four rows × two tokens × two accumulators fill half the
+// registers), x's row t at x + t·ldx.
+#define GEMV_TOKENS(TARGET, NAME, T, ROWS)                                                             \
+    TARGET static void NAME(const T *w, const float *x, long ldx, long tokens, float *y, long ldy, long cols, long row0, \
+                            long row1) {                                                               \
+        long r = row0;                                                                                 \
+        for (; r + 4 <= row1; r += 4)                                                                  \
+            for (long t0 = 0; t0 < tokens; t0 += 2) {                                                  \
+                if (tokens - t0 == 1) ROWS(w, x + t0 * ldx, ldx, y + t0 * ldy, ldy, cols, r, 4, 1);    \
+                else ROWS(w, x + t0 * ldx, ldx, y + t0 * ldy, ldy, cols, r, 4, 2);                     \
+            }                                                                                          \
+        for (; r < row1; r++)                                                                          \
+            for (long t0 = 0; t0 < tokens; t0 += 2) {                                                  \
+                if (tokens - t0 == 1) ROWS(w, x + t0 * ldx, ldx, y + t0 * ldy, ldy, cols, r, 1, 1);    \
+                else ROWS(w, x + t0 * ldx, ldx, y + t0 * ldy, ldy, cols, r, 1, 2);                     \
+            }                                                                                          \
     }
 #define GEMVQ_TOKENS(TARGET, NAME, T, ROWS)                                                            \
     TARGET static void NAME(const T *q, const uint16_t *scales, const chk_qx *x, long tokens, float *y, long ldy, long cols, \
@@ -400,30 +417,43 @@ AVX2 static void rows_f16_avx2(const uint16_t *w, long cols, long row0, long row
 // Decode products: four rows per pass (each activation load feeds four rows), independent
 // accumulators, and the two prefetches above per line.
 
-// NR (1..4, a constant after inlining) rows from `row0`, 32 columns per step with two accumulators per row.
+// NR (1..4) rows from `r` against NT (1..2) tokens (both constants after inlining; token t's x at
+// x + t·ldx, its results at y + t·ldy), 32 columns per step with two accumulators per row and
+// token. Each step's weights are loaded (and widened) once for the tokens; each token's sums take
+// the same steps whatever NT is.
 #define GEMV_ROWS_AVX512(NAME, T, LOAD16, TAIL16)                                                      \
-    AVX512 static inline __attribute__((always_inline)) void NAME(const T *w, const float *x, float *y, \
-                                                                 long cols, long r, const int NR) {     \
+    AVX512 static inline __attribute__((always_inline)) void NAME(const T *w, const float *x, long ldx, float *y, long ldy, \
+                                                                 long cols, long r, const int NR, const int NT) { \
         const T *row[4];                                                                               \
-        __m512 a[4][2];                                                                                \
-        for (int j = 0; j < NR; j++) { row[j] = w + (r + j) * cols; a[j][0] = a[j][1] = _mm512_setzero_ps(); } \
+        __m512 a[4][2][2];                                                                             \
+        for (int j = 0; j < NR; j++) {                                                                 \
+            row[j] = w + (r + j) * cols;                                                               \
+            for (int t = 0; t < NT; t++) a[j][t][0] = a[j][t][1] = _mm512_setzero_ps();               \
+        }                                                                                              \
         const long rowBytes = cols * (long)sizeof(T), far = far_groups(NR * rowBytes) * NR * rowBytes; \
         long i = 0;                                                                                    \
         for (; i + 32 <= cols; i += 32) {                                                              \
-            __m512 x0 = _mm512_loadu_ps(x + i), x1 = _mm512_loadu_ps(x + i + 16);                      \
+            __m512 x0[2], x1[2];                                                                       \
+            for (int t = 0; t < NT; t++) { x0[t] = _mm512_loadu_ps(x + t * ldx + i); x1[t] = _mm512_loadu_ps(x + t * ldx + i + 16); } \
             for (int j = 0; j < NR; j++) {                                                             \
                 for (long line = 0; line < 32 * (long)sizeof(T); line += 64)                          \
                     PREFETCH_STREAM(row[j], i * (long)sizeof(T) + line, rowBytes, (NR - 1) * rowBytes, far); \
-                a[j][0] = _mm512_fmadd_ps(LOAD16(row[j] + i), x0, a[j][0]);                            \
-                a[j][1] = _mm512_fmadd_ps(LOAD16(row[j] + i + 16), x1, a[j][1]);                       \
+                __m512 w0 = LOAD16(row[j] + i), w1 = LOAD16(row[j] + i + 16);                          \
+                for (int t = 0; t < NT; t++) {                                                         \
+                    a[j][t][0] = _mm512_fmadd_ps(w0, x0[t], a[j][t][0]);                               \
+                    a[j][t][1] = _mm512_fmadd_ps(w1, x1[t], a[j][t][1]);                               \
+                }                                                                                      \
             }                                                                                          \
         }                                                                                              \
         for (; i < cols; i += 16) {                                                                    \
             __mmask16 m = first_lanes(cols - i);                                                       \
-            __m512 x0 = _mm512_maskz_loadu_ps(m, x + i);                                               \
-            for (int j = 0; j < NR; j++) a[j][0] = _mm512_fmadd_ps(TAIL16(row[j] + i, m), x0, a[j][0]); \
+            for (int j = 0; j < NR; j++) {                                                             \
+                __m512 w0 = TAIL16(row[j] + i, m);                                                     \
+                for (int t = 0; t < NT; t++) a[j][t][0] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(m, x + t * ldx + i), a[j][t][0]); \
+            }                                                                                          \
         }                                                                                              \
-        for (int j = 0; j < NR; j++) y[r + j] = _mm512_reduce_add_ps(_mm512_add_ps(a[j][0], a[j][1])); \
+        for (int j = 0; j < NR; j++)                                                                   \
+            for (int t = 0; t < NT; t++) y[t * ldy + r + j] = _mm512_reduce_add_ps(_mm512_add_ps(a[j][t][0], a[j][t][1])); \
     }
 GEMV_ROWS_AVX512(rows4_f32_avx512, float, f32x16, f32x16_tail)
 GEMV_ROWS_AVX512(rows4_f16_avx512, uint16_t, f16x16, f16x16_tail)
@@ -432,6 +462,9 @@ GEMV_ROWS_AVX512(rows4_bf16_avx512, uint16_t, bf16x16, bf16x16_tail)
 GEMV_BY_FOURS(AVX512, gemv_f32_avx512, float, rows4_f32_avx512)
 GEMV_BY_FOURS(AVX512, gemv_f16_avx512, uint16_t, rows4_f16_avx512)
 GEMV_BY_FOURS(AVX512, gemv_bf16_avx512, uint16_t, rows4_bf16_avx512)
+GEMV_TOKENS(AVX512, gemv_f32_tokens_avx512, float, rows4_f32_avx512)
+GEMV_TOKENS(AVX512, gemv_f16_tokens_avx512, uint16_t, rows4_f16_avx512)
+GEMV_TOKENS(AVX512, gemv_bf16_tokens_avx512, uint16_t, rows4_bf16_avx512)
 
 // Quantized rows with VNNI. vpdpbusd multiplies unsigned by signed bytes, so instead of moving
 // signs around per row, the weights are made unsigned — q8_0 as w + 128 (one xor), q4_0 as its raw
@@ -686,6 +719,8 @@ typedef void (*gemv16_fn)(const uint16_t *, const float *, float *, long, long, 
 typedef void (*gemv32_fn)(const float *, const float *, float *, long, long, long);
 typedef void (*gemvq8_fn)(const int8_t *, const uint16_t *, const chk_qx *, float *, long, long, long);
 typedef void (*gemvq4_fn)(const uint8_t *, const uint16_t *, const chk_qx *, float *, long, long, long);
+typedef void (*tokens16_fn)(const uint16_t *, const float *, long, long, float *, long, long, long, long);
+typedef void (*tokens32_fn)(const float *, const float *, long, long, float *, long, long, long, long);
 typedef void (*tokensq8_fn)(const int8_t *, const uint16_t *, const chk_qx *, long, float *, long, long, long, long);
 typedef void (*tokensq4_fn)(const uint8_t *, const uint16_t *, const chk_qx *, long, float *, long, long, long, long);
 typedef void (*prepare_fn)(const float *, long, int8_t *, float *);
@@ -695,7 +730,8 @@ typedef void (*rows16_fn)(const uint16_t *, long, long, long, float *);
 static struct {
     int chosen, avx512, avx2; const char *variant;
     gemv32_fn f32; gemv16_fn f16, bf16; gemvq8_fn q8; gemvq4_fn q4, q6; rows16_fn rows_f16; prepare_fn quantize_x; layouts_fn qx_layouts;
-    tokensq8_fn q8_tokens; tokensq4_fn q4_tokens, q6_tokens;  // several tokens at once (AVX-512 only; else NULL)
+    // several tokens at once (AVX-512 only; else NULL)
+    tokens32_fn f32_tokens; tokens16_fn f16_tokens, bf16_tokens; tokensq8_fn q8_tokens; tokensq4_fn q4_tokens, q6_tokens;
 } K;
 static int forced_portable, forced_avx2, forced_no_gfni;
 
@@ -718,16 +754,17 @@ static void pick(void) {
     if (avx512) {
         K.variant = "avx512"; K.f32 = gemv_f32_avx512; K.f16 = gemv_f16_avx512; K.bf16 = gemv_bf16_avx512; K.q8 = gemv_q8_avx512; K.q4 = gemv_q4_avx512; K.q6 = gemv_q6_avx512;
         K.rows_f16 = rows_f16_avx512; K.quantize_x = quantize_x_avx512; K.qx_layouts = qx_layouts_avx512;
+        K.f32_tokens = gemv_f32_tokens_avx512; K.f16_tokens = gemv_f16_tokens_avx512; K.bf16_tokens = gemv_bf16_tokens_avx512;
         K.q8_tokens = gemv_q8_tokens_avx512; K.q4_tokens = gemv_q4_tokens_avx512; K.q6_tokens = gemv_q6_tokens_avx512;
         if (__builtin_cpu_supports("gfni") && !forced_no_gfni) {
             K.q4 = gemv_q4_avx512_gfni; K.q6 = gemv_q6_avx512_gfni; K.q4_tokens = gemv_q4_tokens_avx512_gfni; K.q6_tokens = gemv_q6_tokens_avx512_gfni;
         }
     } else if (avx2) {
-        K.q8_tokens = NULL; K.q4_tokens = NULL; K.q6_tokens = NULL;
+        K.f32_tokens = NULL; K.f16_tokens = NULL; K.bf16_tokens = NULL; K.q8_tokens = NULL; K.q4_tokens = NULL; K.q6_tokens = NULL;
         K.variant = "avx2"; K.f32 = gemv_f32_avx2; K.f16 = gemv_f16_avx2; K.bf16 = gemv_bf16_avx2; K.q8 = gemv_q8_avx2; K.q4 = gemv_q4_avx2; K.q6 = gemv_q6_avx2;
         K.rows_f16 = rows_f16_avx2; K.quantize_x = quantize_x_avx2; K.qx_layouts = qx_layouts_avx2;
     } else {
-        K.q8_tokens = NULL; K.q4_tokens = NULL; K.q6_tokens = NULL;
+        K.f32_tokens = NULL; K.f16_tokens = NULL; K.bf16_tokens = NULL; K.q8_tokens = NULL; K.q4_tokens = NULL; K.q6_tokens = NULL;
         K.variant = "portable"; K.f32 = gemv_f32_portable; K.f16 = gemv_f16_portable; K.bf16 = gemv_bf16_portable; K.q8 = gemv_q8_portable;
         K.q4 = gemv_q4_portable; K.q6 = gemv_q6_portable; K.rows_f16 = rows_f16_portable; K.quantize_x = quantize_x_portable;
         K.qx_layouts = qx_layouts_portable;
@@ -1494,17 +1531,19 @@ typedef struct {
     float *y; long ldy; long cols;
 } matvec_job;
 
-// Rows [r0, r1) of one matrix for every token, token t's into y + t·ldy. Quantized weights on
-// AVX-512 take their kernels for several tokens (each group of rows unpacked once for four
-// tokens); the others take one token after another.
+// Rows [r0, r1) of one matrix for every token, token t's into y + t·ldy. On AVX-512 the kernels
+// for several tokens take them (each group of rows loaded and unpacked once for four quantized
+// tokens, or two float ones); AVX2 and portable kernels take one token after another.
 static void matvec_task(void *context, long r0, long r1) {
     const matvec_job *j = context;
     if (j->tokens > 1) {
         switch (j->format) {
+        case CHK_F32: if (K.f32_tokens) { K.f32_tokens(j->w, j->x, j->ldx, j->tokens, j->y, j->ldy, j->cols, r0, r1); return; } break;
+        case CHK_F16: if (K.f16_tokens) { K.f16_tokens(j->w, j->x, j->ldx, j->tokens, j->y, j->ldy, j->cols, r0, r1); return; } break;
+        case CHK_BF16: if (K.bf16_tokens) { K.bf16_tokens(j->w, j->x, j->ldx, j->tokens, j->y, j->ldy, j->cols, r0, r1); return; } break;
         case CHK_Q8_0: if (K.q8_tokens) { K.q8_tokens(j->w, j->scales, j->qx, j->tokens, j->y, j->ldy, j->cols, r0, r1); return; } break;
         case CHK_Q4_0: if (K.q4_tokens) { K.q4_tokens(j->w, j->scales, j->qx, j->tokens, j->y, j->ldy, j->cols, r0, r1); return; } break;
         case CHK_Q6_0: if (K.q6_tokens) { K.q6_tokens(j->w, j->scales, j->qx, j->tokens, j->y, j->ldy, j->cols, r0, r1); return; } break;
-        default: break;
         }
     }
     for (long t = 0; t < j->tokens; t++) {

@@ -45,16 +45,16 @@ public final class WeightMatrix: @unchecked Sendable {
 
     /// This matrix's limit. A GEMM converts and packs every weight once, which for a few rows costs
     /// several passes over them, while each row after the first costs the matrix-vector kernels
-    /// about 0.1–0.35 of a pass (quantized weights are unpacked once for four tokens; floats are
-    /// read again from L1 for each). Where the two cross, measured on 2 threads on single matrices
-    /// (TinyLlama's 5632 × 2048, Qwen2's 4864 × 896): q4_0 about 24 rows, q6_0 20–24, q8_0 16,
-    /// bf16 8, f16 6–8, f32 5–8; on whole prompts TinyLlama f16 took 254 ms for 5 tokens against
-    /// the GEMM's 240, so the float formats stop at 4.
+    /// about 0.1–0.35 of a pass (each step of weights is loaded and unpacked once for four
+    /// quantized or two float tokens). Where the two cross, measured on 2 threads on single
+    /// matrices (TinyLlama's 5632 × 2048, Qwen2's 4864 × 896): q4_0 about 24 rows, q6_0 20–24,
+    /// q8_0 16, f16 and bf16 12–16, f32 8; whole prompts of 8 tokens still gain (TinyLlama f16
+    /// 283 → 236 ms, bf16 322 → 200, Qwen2-0.5B f32 139 → 110).
     public var rowByRowLimit: Int {
         switch format {
         case .q4_0, .q6_0: return 16
         case .q8_0: return 12
-        case .f16, .bf16, .f32: return 4
+        case .f16, .bf16, .f32: return 8
         }
     }
 

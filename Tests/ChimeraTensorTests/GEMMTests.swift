@@ -222,36 +222,43 @@ extension KernelSelection {
         }
 
         /// Several activation rows in one pass over the weights (chk_matvec_rows: each piece of rows
-        /// multiplied by every token before the next — quantized weights on AVX-512 by the kernels for
-        /// several tokens, four at a time, the others one token after another; more than
+        /// multiplied by every token before the next — on AVX-512 by the kernels for several tokens,
+        /// four quantized or two float ones at a time, else one token after another; more than
         /// CHK_MATVEC_TOKENS rows in groups; rows of x further apart than its width) equal each row's
-        /// own product exactly, biases included, for four matrices of different formats whose row
-        /// counts split the pieces and groups of four, on every kernel variant.
+        /// own product exactly, biases included, for matrices of every format whose row counts split
+        /// the pieces and groups of four, on every kernel variant.
         @Test(arguments: ["chosen", "no-gfni", "avx2", "portable"]) func matrixVectorRowsEqualEachRowAlone(variant: String) throws {
             defer { releaseKernels() }
             try forceKernels(variant)
-            let columns = 416, ldx = 420  // 13 blocks: eight, a last four and a tail block
-            let formats: [(WeightFormat, Int)] = [(.q4_0, 130), (.f16, 33), (.q6_0, 75), (.q8_0, 41)]
-            let matrices = try formats.enumerated().map { i, f in
-                try WeightMatrix.converting(Tensor(shape: [f.1, columns], values: seededValues(f.1 * columns, seed: UInt64(70 + i))), to: f.0)
-            }
-            let biases = matrices.enumerated().map { i, m in i == 1 ? nil : Tensor(shape: [m.rows], values: seededValues(m.rows, seed: UInt64(75 + i))) }
-            for tokens in [2, 3, 5, Int(CHK_MATVEC_TOKENS) + 3] {
-                let x = Tensor(shape: [tokens, ldx], values: seededValues(tokens * ldx, seed: UInt64(tokens)))
-                let outs = matrices.map { Tensor(zeros: [tokens, $0.rows]) }
-                let parts = (0..<matrices.count).map { i in
-                    chk_matvec_part(format: matrices[i].kernelFormat, w: matrices[i].data, scales: matrices[i].scales, rows: matrices[i].rows,
-                                    y: outs[i].data, bias: biases[i].map { UnsafePointer($0.data) })
+            // 416 columns: 13 blocks (eights, a last four and a tail block); 100: floats' tail of 4.
+            let shapes: [(columns: Int, ldx: Int, formats: [(WeightFormat, Int)])] = [
+                (416, 420, [(.q4_0, 130), (.f16, 33), (.q6_0, 75), (.q8_0, 41), (.bf16, 18), (.f32, 7)]),
+                (100, 104, [(.f32, 9), (.bf16, 6), (.f16, 13)]),
+            ]
+            for (columns, ldx, formats) in shapes {
+                let matrices = try formats.enumerated().map { i, f in
+                    try WeightMatrix.converting(Tensor(shape: [f.1, columns], values: seededValues(f.1 * columns, seed: UInt64(70 + i))), to: f.0)
                 }
-                chk_matvec_rows(parts, Int32(parts.count), x.data, ldx, tokens, columns, 2)
-                for t in 0..<tokens {
-                    for i in 0..<matrices.count {
-                        let alone = Tensor(zeros: [1, matrices[i].rows])
-                        var part = parts[i]
-                        part.y = alone.data
-                        chk_matvec_parts(&part, 1, x.data + t * ldx, columns, 2)
-                        #expect(Array(outs[i].toArray()[t * matrices[i].rows..<(t + 1) * matrices[i].rows]) == alone.toArray(),
-                                "\(variant) \(matrices[i].format), token \(t) of \(tokens)")
+                let biases = matrices.enumerated().map { i, m in
+                    i == 1 ? nil : Tensor(shape: [m.rows], values: seededValues(m.rows, seed: UInt64(75 + i)))
+                }
+                for tokens in [2, 3, 5, Int(CHK_MATVEC_TOKENS) + 3] {
+                    let x = Tensor(shape: [tokens, ldx], values: seededValues(tokens * ldx, seed: UInt64(tokens)))
+                    let outs = matrices.map { Tensor(zeros: [tokens, $0.rows]) }
+                    let parts = (0..<matrices.count).map { i in
+                        chk_matvec_part(format: matrices[i].kernelFormat, w: matrices[i].data, scales: matrices[i].scales, rows: matrices[i].rows,
+                                        y: outs[i].data, bias: biases[i].map { UnsafePointer($0.data) })
+                    }
+                    chk_matvec_rows(parts, Int32(parts.count), x.data, ldx, tokens, columns, 2)
+                    for t in 0..<tokens {
+                        for i in 0..<matrices.count {
+                            let alone = Tensor(zeros: [1, matrices[i].rows])
+                            var part = parts[i]
+                            part.y = alone.data
+                            chk_matvec_parts(&part, 1, x.data + t * ldx, columns, 2)
+                            #expect(Array(outs[i].toArray()[t * matrices[i].rows..<(t + 1) * matrices[i].rows]) == alone.toArray(),
+                                    "\(variant) \(matrices[i].format) × \(columns), token \(t) of \(tokens)")
+                        }
                     }
                 }
             }
@@ -332,14 +339,14 @@ extension KernelSelection {
             #expect(worst <= 2e-6 * largest, "\(format) \(variant): rows differ by \(worst) (largest \(largest))")
         }
 
-        /// Up to a matrix's `rowByRowLimit` (16 for q4_0 and q6_0, 12 for q8_0, 4 for the float
+        /// Up to a matrix's `rowByRowLimit` (16 for q4_0 and q6_0, 12 for q8_0, 8 for the float
         /// formats: where packing every weight for a GEMM costs more than the matrix-vector
         /// kernels' pass) a batch goes through the decode kernels: its rows equal each row alone
         /// exactly.
         @Test(arguments: WeightFormat.allCases) func shortBatchesGoRowByRow(format: WeightFormat) throws {
             let n = 40, k = 96
             let w = try WeightMatrix.converting(Tensor(shape: [n, k], values: seededValues(n * k, seed: 95)), to: format)
-            let limits: [WeightFormat: Int] = [.q4_0: 16, .q6_0: 16, .q8_0: 12, .f16: 4, .bf16: 4, .f32: 4]
+            let limits: [WeightFormat: Int] = [.q4_0: 16, .q6_0: 16, .q8_0: 12, .f16: 8, .bf16: 8, .f32: 8]
             #expect(w.rowByRowLimit == limits[format])
             let tokens = w.rowByRowLimit
             let x = Tensor(shape: [tokens, k], values: seededValues(tokens * k, seed: 96)), batch = Tensor(zeros: [tokens, n])

@@ -751,6 +751,7 @@ static void pick(void) {
     if (forced_avx2) avx512 = 0;
     K.avx512 = avx512;
     K.avx2 = avx2 && !avx512;
+    K.f32_tokens = NULL; K.f16_tokens = NULL; K.bf16_tokens = NULL; K.q8_tokens = NULL; K.q4_tokens = NULL; K.q6_tokens = NULL;
     if (avx512) {
         K.variant = "avx512"; K.f32 = gemv_f32_avx512; K.f16 = gemv_f16_avx512; K.bf16 = gemv_bf16_avx512; K.q8 = gemv_q8_avx512; K.q4 = gemv_q4_avx512; K.q6 = gemv_q6_avx512;
         K.rows_f16 = rows_f16_avx512; K.quantize_x = quantize_x_avx512; K.qx_layouts = qx_layouts_avx512;
@@ -760,11 +761,9 @@ static void pick(void) {
             K.q4 = gemv_q4_avx512_gfni; K.q6 = gemv_q6_avx512_gfni; K.q4_tokens = gemv_q4_tokens_avx512_gfni; K.q6_tokens = gemv_q6_tokens_avx512_gfni;
         }
     } else if (avx2) {
-        K.f32_tokens = NULL; K.f16_tokens = NULL; K.bf16_tokens = NULL; K.q8_tokens = NULL; K.q4_tokens = NULL; K.q6_tokens = NULL;
         K.variant = "avx2"; K.f32 = gemv_f32_avx2; K.f16 = gemv_f16_avx2; K.bf16 = gemv_bf16_avx2; K.q8 = gemv_q8_avx2; K.q4 = gemv_q4_avx2; K.q6 = gemv_q6_avx2;
         K.rows_f16 = rows_f16_avx2; K.quantize_x = quantize_x_avx2; K.qx_layouts = qx_layouts_avx2;
     } else {
-        K.f32_tokens = NULL; K.f16_tokens = NULL; K.bf16_tokens = NULL; K.q8_tokens = NULL; K.q4_tokens = NULL; K.q6_tokens = NULL;
         K.variant = "portable"; K.f32 = gemv_f32_portable; K.f16 = gemv_f16_portable; K.bf16 = gemv_bf16_portable; K.q8 = gemv_q8_portable;
         K.q4 = gemv_q4_portable; K.q6 = gemv_q6_portable; K.rows_f16 = rows_f16_portable; K.quantize_x = quantize_x_portable;
         K.qx_layouts = qx_layouts_portable;

@@ -293,7 +293,7 @@ public final class WeightMatrix: @unchecked Sendable {
     }
 
     /// Lets the thread pool's waiting workers prefetch the rows each starts the decode product of
-    /// these matrices with (`apply(_:_:_:_:)` of one or two rows, or `apply(_:bias:into:)`), while
+    /// these matrices with (`apply(_:_:_:_:)` of rows up to their limit, or `apply(_:bias:into:)`), while
     /// the caller works alone before it (norms, rotary, the KV append): memory would otherwise
     /// idle then. Nothing else changes: a product not run next only cost the prefetches.
     /// Without allocating (decode calls it for every product of every token), as `apply(_:_:_:_:)`.

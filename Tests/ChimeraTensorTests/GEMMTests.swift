@@ -175,8 +175,9 @@ extension KernelSelection {
             }
         }
 
-        /// Decoded rows (one, two): two or three matrices in one pass over their rows (chk_matvec_parts,
-        /// row counts that split groups of four across matrices) equal one product each.
+        /// Decoded rows (one, two, seven: up to the matrices' row-by-row limits): two or three matrices
+        /// in one pass over their rows (chk_matvec_rows, row counts that split groups of four across
+        /// matrices) equal one product each.
         @Test func decodedRowsOfOneInputTogetherEqualEachAlone() throws {
             var products: [WeightMatrix.Product] = []
             for (i, (format, rows)) in [(WeightFormat.q4_0, 130), (.f16, 33), (.q8_0, 201)].enumerated() {
@@ -184,7 +185,7 @@ extension KernelSelection {
                 let bias = i != 1 ? Tensor(shape: [rows], values: seededValues(rows, seed: UInt64(50 + i))) : nil
                 products.append((w, bias, Tensor(zeros: [1, rows])))
             }
-            for tokens in [1, 2] {
+            for tokens in [1, 2, 7] {
                 let x = Tensor(shape: [tokens, 96], values: seededValues(tokens * 96, seed: UInt64(tokens)))
                 let outs = products.map { p in (p.matrix, p.bias, Tensor(zeros: [tokens, p.matrix.rows])) }
                 WeightMatrix.apply(x, outs[0], outs[1], outs[2])

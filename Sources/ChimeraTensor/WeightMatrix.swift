@@ -34,9 +34,11 @@ public enum WeightMatrixError: LocalizedError, Equatable {
 }
 
 /// A [rows, columns] weight matrix (PyTorch nn.Linear layout: one row per output) in any
-/// `WeightFormat`. Products are computed from the stored form: batch-1 products (decode) by a
-/// SIMD matrix-vector kernel threaded over rows; longer batches by sgemm over float32 tiles
-/// converted a block of rows at a time, so no full-size float32 copy is ever made.
+/// `WeightFormat`. Products are computed from the stored form: batches of up to `rowByRowLimit`
+/// rows (decode, short prompts) by SIMD matrix-vector kernels threaded over rows, all the rows in
+/// one pass; longer batches by the kernels' GEMM, which converts the stored form while packing
+/// (or, where it declines, sgemm over float32 tiles converted a block of rows at a time), so no
+/// full-size float32 copy is ever made.
 public final class WeightMatrix: @unchecked Sendable {
     /// Products of at most this many rows (decoded tokens, short prompts) go through the
     /// matrix-vector kernels, every row in one pass over the weights (chk_matvec_rows); more rows

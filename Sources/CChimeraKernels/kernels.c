@@ -222,20 +222,17 @@ static inline long far_groups(long groupBytes) {
     }
 // Float weights: two tokens at a time (four rows × two tokens × two accumulators fill half the
 // registers), x's row t at x + t·ldx.
+#define GEMV_TOKEN_GROUPS(ROWS, w, x, ldx, tokens, y, ldy, cols, r, NR)                                \
+    for (long t0 = 0; t0 < (tokens); t0 += 2) {                                                       \
+        if ((tokens) - t0 == 1) ROWS(w, (x) + t0 * (ldx), ldx, (y) + t0 * (ldy), ldy, cols, r, NR, 1); \
+        else ROWS(w, (x) + t0 * (ldx), ldx, (y) + t0 * (ldy), ldy, cols, r, NR, 2);                   \
+    }
 #define GEMV_TOKENS(TARGET, NAME, T, ROWS)                                                             \
     TARGET static void NAME(const T *w, const float *x, long ldx, long tokens, float *y, long ldy, long cols, long row0, \
                             long row1) {                                                               \
         long r = row0;                                                                                 \
-        for (; r + 4 <= row1; r += 4)                                                                  \
-            for (long t0 = 0; t0 < tokens; t0 += 2) {                                                  \
-                if (tokens - t0 == 1) ROWS(w, x + t0 * ldx, ldx, y + t0 * ldy, ldy, cols, r, 4, 1);    \
-                else ROWS(w, x + t0 * ldx, ldx, y + t0 * ldy, ldy, cols, r, 4, 2);                     \
-            }                                                                                          \
-        for (; r < row1; r++)                                                                          \
-            for (long t0 = 0; t0 < tokens; t0 += 2) {                                                  \
-                if (tokens - t0 == 1) ROWS(w, x + t0 * ldx, ldx, y + t0 * ldy, ldy, cols, r, 1, 1);    \
-                else ROWS(w, x + t0 * ldx, ldx, y + t0 * ldy, ldy, cols, r, 1, 2);                     \
-            }                                                                                          \
+        for (; r + 4 <= row1; r += 4) GEMV_TOKEN_GROUPS(ROWS, w, x, ldx, tokens, y, ldy, cols, r, 4);  \
+        for (; r < row1; r++) GEMV_TOKEN_GROUPS(ROWS, w, x, ldx, tokens, y, ldy, cols, r, 1);          \
     }
 #define GEMVQ_TOKENS(TARGET, NAME, T, ROWS)                                                            \
     TARGET static void NAME(const T *q, const uint16_t *scales, const chk_qx *x, long tokens, float *y, long ldy, long cols, \

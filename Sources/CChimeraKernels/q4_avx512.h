@@ -31,6 +31,12 @@ Q4_TARGET static inline void Q4_NAME(q6_four_unpack)(const uint8_t *w, __m512i *
                           _mm512_and_si512(_mm512_srlv_epi64(top, _mm512_set_epi64(2, 2, 0, 0, 2, 2, 0, 0)), topBits));
 }
 
+// Four blocks of q4_0 or q6_0 (`six`) unpacked.
+Q4_TARGET static inline void Q4_NAME(nibbles_four_unpack)(const int six, const uint8_t *w, __m512i *lo, __m512i *hi) {
+    if (six) Q4_NAME(q6_four_unpack)(w, lo, hi);
+    else Q4_NAME(q4_four_unpack)(w, lo, hi);
+}
+
 // Unpacked q4_0 or q6_0 (`six`) blocks against the prepared activation's `four`-th four: lane l
 // holds the integer dot product of block l/4's bytes 4(l%4)..+3, low and high nibbles, the
 // correction included (q6_0's codes start from −32·Σx: 4·c4).
@@ -71,8 +77,7 @@ Q4_TARGET static inline __attribute__((always_inline)) void Q4_NAME(rows_nibbles
             for (int k = 0; k < 2; k++) {
                 const long four = b / 4 + k;
                 __m512i lo, hi;
-                if (six) Q4_NAME(q6_four_unpack)(row[j] + four * 4 * blockBytes, &lo, &hi);
-                else Q4_NAME(q4_four_unpack)(row[j] + four * 4 * blockBytes, &lo, &hi);
+                Q4_NAME(nibbles_four_unpack)(six, row[j] + four * 4 * blockBytes, &lo, &hi);
                 for (int t = 0; t < NT; t++) {
                     __m512i d = Q4_NAME(nibbles_four_dot)(six, lo, hi, &qx[t], four);
                     acc[j][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_permutexvar_ps(k ? l1 : l0, s[t]), acc[j][t]);
@@ -88,8 +93,7 @@ Q4_TARGET static inline __attribute__((always_inline)) void Q4_NAME(rows_nibbles
             PREFETCH_NEAR_FAR(sc[j] + b + NR * blocks, farScales);
             __m128 wscale = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(sc[j] + b)));
             __m512i lo, hi;
-            if (six) Q4_NAME(q6_four_unpack)(row[j] + four * 4 * blockBytes, &lo, &hi);
-            else Q4_NAME(q4_four_unpack)(row[j] + four * 4 * blockBytes, &lo, &hi);
+            Q4_NAME(nibbles_four_unpack)(six, row[j] + four * 4 * blockBytes, &lo, &hi);
             for (int t = 0; t < NT; t++) {
                 __m512 s = _mm512_castps128_ps512(_mm_mul_ps(wscale, _mm_loadu_ps(qx[t].xs + b)));
                 __m512i d = Q4_NAME(nibbles_four_dot)(six, lo, hi, &qx[t], four);

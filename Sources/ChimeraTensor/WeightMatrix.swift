@@ -40,9 +40,9 @@ public enum WeightMatrixError: LocalizedError, Equatable {
 /// (or, where it declines, sgemm over float32 tiles converted a block of rows at a time), so no
 /// full-size float32 copy is ever made.
 public final class WeightMatrix: @unchecked Sendable {
-    /// Products of at most this many rows (decoded tokens, short prompts) go through the
-    /// matrix-vector kernels, every row in one pass over the weights (chk_matvec_rows); more rows
-    /// take the GEMM. This is the limit of float32 tensors without a WeightMatrix (`linear`).
+    /// Products of float32 tensors without a WeightMatrix (`linear`) of at most this many rows go
+    /// to BLAS's sgemm, more to the kernels' GEMM. A WeightMatrix has its own limit per format
+    /// (`rowByRowLimit`), below which its products go through the matrix-vector kernels.
     public static let rowByRowLimit = 2
 
     /// This matrix's limit. A GEMM converts and packs every weight once, which for a few rows costs

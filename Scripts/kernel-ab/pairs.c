@@ -22,6 +22,7 @@
 #include <time.h>
 
 void B_chk_matvec_parts(const chk_matvec_part *parts, int count, const float *x, long cols, int threads);
+void B_chk_prefetch_product(const chk_matvec_part *parts, int count, long cols, int threads, long most);
 int B_chk_attention_cached(const float *q, long ldq, long tokens, int half, const void *keyPanels, const void *values, long capacity,
                            long keyCount, long heads, long kvHeads, long headDim, float scale, long causalOffset, float *out, long ldo,
                            int threads);
@@ -100,14 +101,25 @@ static void report(const char *what, pair_times *t, int reps, double bytes) {
 typedef void (*product_fn)(const chk_matvec_part *, int, const float *, long, int);
 static product_fn product(int useB) { return useB ? B_chk_matvec_parts : chk_matvec_parts; }
 
+// With GAP_US=g in the environment, each product is first announced (chk_prefetch_product, as decode
+// does) and then g microseconds pass, as the caller's serial work between two products takes them.
+static double gap_seconds;
+static void gap_then_product(int useB, const chk_matvec_part *parts, int count, const float *x, long cols) {
+    if (gap_seconds > 0) {
+        (useB ? B_chk_prefetch_product : chk_prefetch_product)(parts, count, cols, 2, 256L << 10);
+        for (double t0 = now(); now() - t0 < gap_seconds;) {}
+    }
+    product(useB)(parts, count, x, cols, 2);
+}
+
 typedef struct { chk_matvec_part (*layer)[7]; int layers; chk_matvec_part head; const float *x; long h, ffn; } sequence_job;
 static void run_sequence(int useB, void *context) {
     const sequence_job *j = context;
     for (int l = 0; l < j->layers; l++) {
-        product(useB)(&j->layer[l][0], 3, j->x, j->h, 2); product(useB)(&j->layer[l][3], 1, j->x, j->h, 2);
-        product(useB)(&j->layer[l][4], 2, j->x, j->h, 2); product(useB)(&j->layer[l][6], 1, j->x, j->ffn, 2);
+        gap_then_product(useB, &j->layer[l][0], 3, j->x, j->h); gap_then_product(useB, &j->layer[l][3], 1, j->x, j->h);
+        gap_then_product(useB, &j->layer[l][4], 2, j->x, j->h); gap_then_product(useB, &j->layer[l][6], 1, j->x, j->ffn);
     }
-    product(useB)(&j->head, 1, j->x, j->h, 2);
+    gap_then_product(useB, &j->head, 1, j->x, j->h);
 }
 
 typedef struct { chk_matvec_part *copies; int count; const float *x; long cols; } matrix_job;
@@ -146,6 +158,7 @@ static float *activation(long n) {
 }
 
 int main(int argc, char **argv) {
+    if (getenv("GAP_US")) gap_seconds = atof(getenv("GAP_US")) * 1e-6;
     probeFloats = 128L << 20;
     probe = malloc(sizeof(float) * (size_t)probeFloats);
     for (long i = 0; i < probeFloats; i++) probe[i] = 1;

@@ -2,7 +2,7 @@
 # Paired A/B of the decode kernels: this tree's Sources/CChimeraKernels (A) against another git
 # revision's (B), in one process (dev-time only; see pairs.c for the measurements).
 #
-#   Scripts/kernel-ab/kernel-ab.sh REVISION sequence qwen2 q8_0 [reps]
+#   Scripts/kernel-ab/kernel-ab.sh REVISION sequence qwen2 q8_0 [reps]   (GAP_US=g: g µs before each product)
 #   Scripts/kernel-ab/kernel-ab.sh REVISION matrix 2048 5632 f16 [reps]
 #   Scripts/kernel-ab/kernel-ab.sh REVISION attention 14 2 840 24 [reps]
 #   Scripts/kernel-ab/kernel-ab.sh REVISION gemm 729 4304 1152 [reps] [threads]

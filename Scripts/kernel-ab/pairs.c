@@ -14,7 +14,8 @@
 //   pairs sequence-attention TOKENS HEADS HEAD_DIM [reps]   an encoder's attention over its own tokens
 //   pairs gemm M N K [reps] [threads] [format]              one GEMM, weights f32 (default) or another format
 //
-// With AVX2=1 in the environment both sides run their AVX2 kernels (as on a CPU without AVX-512).
+// With AVX2=1 in the environment both sides run their AVX2 kernels (as on a CPU without AVX-512);
+// with GAP_US=g `sequence` leaves g microseconds before each product, as decode's serial work does.
 #include "chimera_kernels.h"
 #include <stdio.h>
 #include <stdlib.h>

@@ -201,7 +201,7 @@ public final class WeightMatrix: @unchecked Sendable {
         // A few rows: the matrix-vector kernels read the weights at memory speed (BLAS's sgemm with
         // one row does not), every row in one pass, which for such small batches costs less than a GEMM.
         if tokens <= rowByRowLimit {
-            var part = chk_matvec_part(format: kernelFormat, w: data, scales: scales, rows: rows, y: out.data, bias: bias?.data)
+            var part = matvecPart(into: out.data, bias: bias?.data)
             chk_matvec_rows(&part, 1, x.data, columns, tokens, columns, Int32(ComputeThreads.current))
         } else {
             tiledProduct(x, out)
@@ -281,10 +281,7 @@ public final class WeightMatrix: @unchecked Sendable {
         func check(_ p: Product) {
             precondition(fits(p, x), "linear: input \(x.shape), weight [\(p.matrix.rows), \(p.matrix.columns)], output \(p.out.shape)")
         }
-        func part(_ p: Product) -> chk_matvec_part {
-            chk_matvec_part(format: p.matrix.kernelFormat, w: p.matrix.data, scales: p.matrix.scales, rows: p.matrix.rows,
-                            y: p.out.data, bias: p.bias?.data)
-        }
+        func part(_ p: Product) -> chk_matvec_part { p.matrix.matvecPart(into: p.out.data, bias: p.bias?.data) }
         check(a); check(b); if let c { check(c) }
         withUnsafeTemporaryAllocation(of: chk_matvec_part.self, capacity: 3) { parts in
             parts[0] = part(a)
@@ -301,13 +298,10 @@ public final class WeightMatrix: @unchecked Sendable {
     /// Without allocating (decode calls it for every product of every token), as `apply(_:_:_:_:)`.
     public static func prefetchDecodeProduct(_ a: WeightMatrix, _ b: WeightMatrix? = nil, _ c: WeightMatrix? = nil) {
         guard b.map({ $0.columns == a.columns }) ?? true, c.map({ $0.columns == a.columns }) ?? true else { return }
-        func part(_ m: WeightMatrix) -> chk_matvec_part {
-            chk_matvec_part(format: m.kernelFormat, w: m.data, scales: m.scales, rows: m.rows, y: nil, bias: nil)
-        }
         withUnsafeTemporaryAllocation(of: chk_matvec_part.self, capacity: 3) { parts in
             var count = 0
             for m in [a, b, c] where m != nil {  // (a literal of optionals the optimizer keeps off the heap)
-                parts[count] = part(m!); count += 1
+                parts[count] = m!.matvecPart(into: nil, bias: nil); count += 1
             }
             chk_prefetch_product(parts.baseAddress, Int32(count), a.columns, Int32(ComputeThreads.current), prefetchBytes)
         }
@@ -316,6 +310,12 @@ public final class WeightMatrix: @unchecked Sendable {
     /// At most this much of a product's rows (or of an attention's keys and values) a waiting worker
     /// prefetches (an eighth of a 2 MiB L2).
     static let prefetchBytes = 256 << 10
+
+    /// This matrix as one part of a matrix-vector product (chk_matvec_rows), its results into `y`
+    /// (nil for a prefetch hint) plus `bias`.
+    func matvecPart(into y: UnsafeMutablePointer<Float>?, bias: UnsafePointer<Float>?) -> chk_matvec_part {
+        chk_matvec_part(format: kernelFormat, w: data, scales: scales, rows: rows, y: y, bias: bias)
+    }
 
     var kernelFormat: chk_format {
         switch format {

@@ -210,10 +210,7 @@ extension KernelSelection {
             }
             let biases = (0..<count).map { i in Tensor(shape: [20 + i], values: seededValues(20 + i, seed: UInt64(80 + i))) }
             let outs = matrices.map { Tensor(zeros: [1, $0.rows]) }
-            let parts = (0..<count).map { i in
-                chk_matvec_part(format: CHK_Q8_0, w: matrices[i].data, scales: matrices[i].scales, rows: matrices[i].rows,
-                                y: outs[i].data, bias: biases[i].data)
-            }
+            let parts = (0..<count).map { i in matrices[i].matvecPart(into: outs[i].data, bias: biases[i].data) }
             chk_matvec_parts(parts, Int32(count), x.data, columns, 2)
             for i in 0..<count {
                 let alone = Tensor(zeros: outs[i].shape)
@@ -246,10 +243,7 @@ extension KernelSelection {
                 for tokens in [2, 3, 5, Int(CHK_MATVEC_TOKENS) + 3] {
                     let x = Tensor(shape: [tokens, ldx], values: seededValues(tokens * ldx, seed: UInt64(tokens)))
                     let outs = matrices.map { Tensor(zeros: [tokens, $0.rows]) }
-                    let parts = (0..<matrices.count).map { i in
-                        chk_matvec_part(format: matrices[i].kernelFormat, w: matrices[i].data, scales: matrices[i].scales, rows: matrices[i].rows,
-                                        y: outs[i].data, bias: biases[i].map { UnsafePointer($0.data) })
-                    }
+                    let parts = (0..<matrices.count).map { i in matrices[i].matvecPart(into: outs[i].data, bias: biases[i]?.data) }
                     chk_matvec_rows(parts, Int32(parts.count), x.data, ldx, tokens, columns, 2)
                     for t in 0..<tokens {
                         for i in 0..<matrices.count {

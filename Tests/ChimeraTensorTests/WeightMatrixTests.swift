@@ -210,7 +210,7 @@ extension KernelSelection {
             let matrices = try [896, 128, 128].enumerated().map { i, rows in
                 try WeightMatrix.converting(Self.random([rows, columns], seed: UInt64(30 + i)), to: .q4_0)
             }
-            let parts = matrices.map { chk_matvec_part(format: CHK_Q4_0, w: $0.data, scales: $0.scales, rows: $0.rows, y: nil, bias: nil) }
+            let parts = matrices.map { $0.matvecPart(into: nil, bias: nil) }
             func hint(threads: Int32, worker: Int32, most: Int) -> [(start: UnsafeRawPointer?, bytes: Int)] {
                 var spans = [chk_byte_span](repeating: chk_byte_span(), count: Int(CHK_HINT_SPANS))
                 let n = chk_product_hint(parts, Int32(parts.count), columns, threads, worker, most, &spans)

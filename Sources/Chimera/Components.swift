@@ -105,7 +105,7 @@ public final class KVCache: @unchecked Sendable {
     public let workspace = Workspace()
     public init(layers: Int, capacity: Int, kvHeads: Int, headDim: Int, precision: KVPrecision = .f32) {
         self.capacity = capacity
-        self.layers = (0..<layers).map { _ in LayerKVCache(capacity: capacity, kvHeads: kvHeads, headDim: headDim, precision: precision) }
+        self.layers = LayerKVCache.layers(layers, capacity: capacity, kvHeads: kvHeads, headDim: headDim, precision: precision)
     }
     /// Bytes of keys and values held by every layer.
     public var bytes: Int { layers.reduce(0) { $0 + $1.bytes } }

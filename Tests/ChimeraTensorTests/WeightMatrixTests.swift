@@ -280,6 +280,44 @@ extension KernelSelection {
             #expect(outputs[0].allSatisfy(\.isFinite) && outputs[0].contains { $0 != 0 })
         }
 
+        /// Layer caches laid end to end in one block of huge pages hold and attend exactly as caches
+        /// of their own: each layer filled with its own keys and values (two appends, the last key
+        /// panel cut short) gives them back and the same attention bits, so no layer's storage
+        /// overlaps another's. Unasked, the block is taken from a huge page's worth of caches up.
+        @Test(arguments: KVPrecision.allCases)
+        func layerCachesInOneBlockEqualCachesOfTheirOwn(precision: KVPrecision) {
+            let layers = 3, heads = 14, kvHeads = 2, headDim = 64, keys = 70, width = kvHeads * headDim
+            let q = Self.random([1, heads * headDim], seed: 30)
+            var results: [[[Float]]] = []
+            for oneBlock in [true, false] {
+                let caches = LayerKVCache.layers(layers, capacity: keys, kvHeads: kvHeads, headDim: headDim, precision: precision,
+                                                 oneBlock: oneBlock)
+                let adjacent = caches[1].keyPanels == caches[0].valueRows + (caches[0].valueRows - caches[0].keyPanels)
+                #expect(adjacent == oneBlock, "layers side by side in one block: \(oneBlock)")
+                results.append(caches.enumerated().map { layer, cache in
+                    let k = Self.random([keys, width], seed: UInt64(31 + 2 * layer)), v = Self.random([keys, width], seed: UInt64(32 + 2 * layer))
+                    cache.append(keys: k.rows(0..<(keys - 5)), values: v.rows(0..<(keys - 5)))
+                    cache.append(keys: k.rows((keys - 5)..<keys), values: v.rows((keys - 5)..<keys))
+                    var keyRows = [Float](repeating: 0, count: keys * width), valueRows = keyRows
+                    cache.rows(keys: &keyRows, values: &valueRows)
+                    let stored = { (x: Tensor) in precision == .f16 ? x.toArray().map { Float(Float16($0)) } : x.toArray() }
+                    #expect(keyRows == stored(k) && valueRows == stored(v), "layer \(layer) gives back its own keys and values")
+                    let out = Tensor(zeros: [1, heads * headDim])
+                    cachedAttention(queries: q, cache: cache, heads: heads, start: keys - 1, workspace: Workspace(), into: out)
+                    return out.toArray()
+                })
+            }
+            let equal = results[0] == results[1]
+            #expect(equal, "every layer's attention the same in one block as in caches of their own")
+            func first(_ layers: Int, _ capacity: Int) -> (LayerKVCache, LayerKVCache) {
+                let caches = LayerKVCache.layers(layers, capacity: capacity, kvHeads: kvHeads, headDim: headDim, precision: precision)
+                return (caches[0], caches[1])
+            }
+            let (small0, small1) = first(2, 64), (large0, large1) = first(24, 1024)
+            #expect(small1.keyPanels != small0.valueRows + (small0.valueRows - small0.keyPanels), "a few KiB of caches: heap memory each")
+            #expect(large1.keyPanels == large0.valueRows + (large0.valueRows - large0.keyPanels), "24 layers of 1024 positions: one block")
+        }
+
         @Test func decodeAttentionEqualsTheGeneralPath() {
             // One query over 37 cached keys, grouped-query (8 heads over 2 KV heads).
             let heads = 8, kvHeads = 2, headDim = 16, keys = 37

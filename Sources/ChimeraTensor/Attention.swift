@@ -37,19 +37,20 @@ public final class LayerKVCache: @unchecked Sendable {
         self.kvHeads = kvHeads
         self.headDim = headDim
         self.precision = precision
-        storedPositions = Self.storedPositions(capacity)
+        storedPositions = Self.wholePanels(capacity)
         keyStorage = keys
         valueStorage = values
     }
 
-    private static func storedPositions(_ capacity: Int) -> Int {
+    /// `capacity` positions rounded up to whole key panels.
+    private static func wholePanels(_ capacity: Int) -> Int {
         let panel = Int(CHK_KEY_PANEL)
         return (capacity + panel - 1) / panel * panel
     }
 
     /// Floats of storage the keys (or the values) take, whole 64-byte lines.
     private static func storageFloats(capacity: Int, kvHeads: Int, headDim: Int, precision: KVPrecision) -> Int {
-        let bytes = kvHeads * storedPositions(capacity) * headDim * precision.bytes
+        let bytes = kvHeads * wholePanels(capacity) * headDim * precision.bytes
         return (bytes + 63) / 64 * 16
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import ChimeraTensor
 
 // Memory planning without weights: every component is built over shapes-only tensors (zero pages
 // that cost nothing), so parameter counts come from the families' own code, not from a formula
@@ -18,8 +19,6 @@ public enum Precision: String, Codable, Sendable, CaseIterable {
         }
     }
 
-    /// Bytes per cached key/value element: f32 with f32 weights, otherwise f16.
-    public var cacheBytes: Int { self == .f32 ? 4 : 2 }
 }
 
 /// A place a model may have to fit.
@@ -60,6 +59,8 @@ public struct MemoryPlan: Codable, Sendable {
     public var totalParameters: Int
     /// Tokens of context the KV cache and activations are planned for.
     public var contextTokens: Int
+    /// The KV cache's precision planned for (`run`'s and `bench`'s `--kv-cache`), whatever the weights'.
+    public var kvCache: KVPrecision
     public var weightBytes: [String: Int]
     /// Key/value cache per 1,024 tokens of context (0 without a language model).
     public var kvCacheBytesPer1kTokens: [String: Int]
@@ -75,7 +76,7 @@ public struct MemoryPlan: Codable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case subject, parts, fits
-        case totalParameters = "total_parameters", contextTokens = "context_tokens", weightBytes = "weight_bytes"
+        case totalParameters = "total_parameters", contextTokens = "context_tokens", weightBytes = "weight_bytes", kvCache = "kv_cache"
         case kvCacheBytesPer1kTokens = "kv_cache_bytes_per_1k_tokens", activationBytes = "activation_bytes", peakBytes = "peak_bytes"
     }
 }
@@ -109,12 +110,12 @@ public struct Planner: Sendable {
     }
 
     /// A plan for an assembly or for a single component, by id.
-    public func plan(_ id: String, context: Int? = nil) throws -> MemoryPlan {
-        if let assembly = catalog.assemblies[id] { return try plan(assembly: assembly, context: context) }
-        return try plan(component: try catalog.component(id), context: context)
+    public func plan(_ id: String, context: Int? = nil, kvCache: KVPrecision = .f32) throws -> MemoryPlan {
+        if let assembly = catalog.assemblies[id] { return try plan(assembly: assembly, context: context, kvCache: kvCache) }
+        return try plan(component: try catalog.component(id), context: context, kvCache: kvCache)
     }
 
-    public func plan(assembly: AssemblyManifest, context: Int? = nil) throws -> MemoryPlan {
+    public func plan(assembly: AssemblyManifest, context: Int? = nil, kvCache: KVPrecision = .f32) throws -> MemoryPlan {
         let lmManifest = try catalog.component(assembly.languageModel, kind: .languageModel)
         guard let lm = try families.build(lmManifest, substitute: .shapesOnly) as? any LanguageModel else {
             throw AssemblyError.incompatible(assembly: assembly.id, problems: ["'\(lmManifest.id)' did not build a language model"])
@@ -131,21 +132,22 @@ public struct Planner: Sendable {
             built += [encoder, connector]
             activations.append(Self.encoderActivations(encoder))
         }
-        return try plan(subject: assembly.id, built: built, languageModel: lm, extraActivations: activations, context: context)
+        return try plan(subject: assembly.id, built: built, languageModel: lm, extraActivations: activations, context: context,
+                        kvCache: kvCache)
     }
 
-    public func plan(component manifest: ComponentManifest, context: Int? = nil) throws -> MemoryPlan {
+    public func plan(component manifest: ComponentManifest, context: Int? = nil, kvCache: KVPrecision = .f32) throws -> MemoryPlan {
         if manifest.kind == .connector, manifest.inputWidth?.value == nil || manifest.outputWidth?.value == nil {
             throw PlanError.unsettledWidth(connector: manifest.id)
         }
         let component = try families.build(manifest, substitute: .shapesOnly)
         let encoderActivations = (component as? any ModalityEncoder).map { [Self.encoderActivations($0)] } ?? []
         return try plan(subject: manifest.id, built: [component], languageModel: component as? any LanguageModel,
-                        extraActivations: encoderActivations, context: context)
+                        extraActivations: encoderActivations, context: context, kvCache: kvCache)
     }
 
     func plan(subject: String, built: [any Component], languageModel lm: (any LanguageModel)?,
-              extraActivations: [Int], context: Int?) throws -> MemoryPlan {
+              extraActivations: [Int], context: Int?, kvCache: KVPrecision) throws -> MemoryPlan {
         if let context, context < 1 { throw PlanError.badContext(context) }
         if let context, let lm, context > lm.contextLength {
             throw PlanError.contextBeyondModel(context: context, model: lm.id, limit: lm.contextLength)
@@ -166,15 +168,15 @@ public struct Planner: Sendable {
         var weightBytes: [String: Int] = [:], kvPer1k: [String: Int] = [:], peak: [String: Int] = [:]
         for p in Precision.allCases {
             weightBytes[p.rawValue] = Int((Double(total) * p.bytesPerParameter).rounded(.up))
-            kvPer1k[p.rawValue] = kvPerToken * 1024 * p.cacheBytes
-            peak[p.rawValue] = weightBytes[p.rawValue]! + kvPerToken * tokens * p.cacheBytes + activations
+            kvPer1k[p.rawValue] = kvPerToken * 1024 * kvCache.bytes
+            peak[p.rawValue] = weightBytes[p.rawValue]! + kvPerToken * tokens * kvCache.bytes + activations
         }
         let fits = devices.map { device in
             MemoryPlan.Fit(device: device, fits: Dictionary(uniqueKeysWithValues: Precision.allCases.map {
                 ($0.rawValue, Double(peak[$0.rawValue]!) <= Double(device.memoryBytes) * MemoryPlan.usable)
             }))
         }
-        return MemoryPlan(subject: subject, parts: parts, totalParameters: total, contextTokens: tokens, weightBytes: weightBytes,
+        return MemoryPlan(subject: subject, parts: parts, totalParameters: total, contextTokens: tokens, kvCache: kvCache, weightBytes: weightBytes,
                           kvCacheBytesPer1kTokens: kvPer1k, activationBytes: activations, peakBytes: peak, fits: fits)
     }
 

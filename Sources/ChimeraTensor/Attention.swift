@@ -5,7 +5,7 @@ import Foundation
 /// The precision a KV cache keeps keys and values in. float16 halves its memory and what a decoded
 /// token reads; attention still computes in float32 (the keys and values widened as they are read),
 /// so the only change is the rounding of each stored key and value to float16 (llama.cpp's default).
-public enum KVPrecision: String, CaseIterable, Sendable {
+public enum KVPrecision: String, CaseIterable, Sendable, Codable {
     case f32, f16
     public var bytes: Int { self == .f32 ? 4 : 2 }
 }

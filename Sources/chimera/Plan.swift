@@ -1,5 +1,6 @@
 import ArgumentParser
 import Chimera
+import ChimeraTensor
 import ChimeraComponents
 import Foundation
 
@@ -8,13 +9,15 @@ struct Plan: ParsableCommand {
         abstract: "Parameters, weight bytes per precision, KV cache and peak memory of an assembly or component, and where it fits.",
         discussion: """
         Counts parameters by building every component over shapes-only tensors (no weights needed). \
-        int8/int4 include one f16 scale per 32 weights; the KV cache is f32 with f32 weights and f16 otherwise; \
+        int8/int4 include one f16 scale per 32 weights; the KV cache is planned in --kv-cache's precision \
+        (f32 by default, as run and bench keep it, whatever the weights'); \
         peak = weights + KV cache for the context + the largest f32 working set of one forward pass. \
         A device fits when the peak is at most 90% of its memory.
         """)
     @OptionGroup var catalogOptions: CatalogOptions
     @Argument(help: "An assembly (id or file) or a component id") var id: String
     @Option(help: "Tokens of context to plan for (default: the language model's, at most 2048)") var context: Int?
+    @Option(help: "KV cache precision to plan for: f32 (run's and bench's default), or f16 (their --kv-cache f16)") var kvCache = KVPrecision.f32
     @Flag(help: "Print JSON") var json = false
 
     func run() throws {
@@ -24,10 +27,10 @@ struct Plan: ParsableCommand {
             if id.hasSuffix(".json") || FileManager.default.fileExists(atPath: id) {
                 let (catalog, assembly) = try resolveAssembly(id, catalogOptions: catalogOptions)
                 planner = Planner(catalog: catalog, families: catalogOptions.families())
-                plan = try planner.plan(assembly: assembly, context: context)
+                plan = try planner.plan(assembly: assembly, context: context, kvCache: kvCache)
             } else {
                 planner = Planner(catalog: try catalogOptions.catalog(), families: catalogOptions.families())
-                plan = try planner.plan(id, context: context)
+                plan = try planner.plan(id, context: context, kvCache: kvCache)
             }
             if json { try printJSON(plan); return }
             print(render(plan))
@@ -50,7 +53,7 @@ struct Plan: ParsableCommand {
         lines.append(pad("total", idWidth) + "  " + pad("", 15) + pad(grouped(plan.totalParameters), 16, left: true))
         lines.append("")
         lines.append(pad("", 24) + precisions.map { pad($0, 11, left: true) }.joined())
-        for (label, values) in [("weights", plan.weightBytes), ("KV cache per 1k tokens", plan.kvCacheBytesPer1kTokens),
+        for (label, values) in [("weights", plan.weightBytes), ("KV cache (\(plan.kvCache.rawValue)) per 1k", plan.kvCacheBytesPer1kTokens),
                                 (plan.contextTokens > 0 ? "peak at \(plan.contextTokens) tokens" : "peak", plan.peakBytes)] {
             lines.append(pad(label, 24) + precisions.map { pad(bytes(values[$0] ?? 0), 11, left: true) }.joined())
         }

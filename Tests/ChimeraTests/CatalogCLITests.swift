@@ -20,9 +20,13 @@ import Testing
     @Test func planText() throws {
         let r = try CLI.run(["plan", "chimera-tiny-default"])
         #expect(r.status == 0, "\(r.all)")
-        for text in ["chimera-tiny-default-llm", "total", "KV cache per 1k tokens", "peak at 512 tokens", "RTX 2080 Ti (11.00 GiB)"] {
+        for text in ["chimera-tiny-default-llm", "total", "KV cache (f32) per 1k", "peak at 512 tokens", "RTX 2080 Ti (11.00 GiB)"] {
             #expect(r.stdout.contains(text), "\(text)")
         }
+        let half = try CLI.run(["plan", "chimera-tiny-default", "--kv-cache", "f16", "--json"])
+        #expect(half.status == 0, "\(half.all)")
+        let plan = try #require(try CLI.json(half.stdout) as? [String: Any])
+        #expect(plan["kv_cache"] as? String == "f16")
     }
 
     @Test func planOfAnAssemblyFile() throws {

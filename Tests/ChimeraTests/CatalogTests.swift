@@ -250,9 +250,12 @@ enum BuiltinCatalog {
         let plan = try Self.planner().plan("tinyllama-1.1b-chat")
         #expect(plan.totalParameters == 1_100_048_384)  // TinyLlama-1.1B-Chat-v1.0, transformers' num_parameters()
         #expect(plan.weightBytes["f32"] == 4 * 1_100_048_384 && plan.weightBytes["f16"] == 2 * 1_100_048_384)
-        // 22 layers × (keys + values) × 4 kv heads × 64 dims × 1,024 tokens.
-        #expect(plan.kvCacheBytesPer1kTokens["f32"] == 22 * 2 * 4 * 64 * 1024 * 4)
-        #expect(plan.kvCacheBytesPer1kTokens["f16"] == 22 * 2 * 4 * 64 * 1024 * 2)
+        // 22 layers × (keys + values) × 4 kv heads × 64 dims × 1,024 tokens, in f32 whatever the
+        // weights (as run and bench keep the cache unless told otherwise), or in f16 when asked.
+        #expect(plan.kvCache == .f32 && plan.kvCacheBytesPer1kTokens.values.allSatisfy { $0 == 22 * 2 * 4 * 64 * 1024 * 4 })
+        let halfCache = try Self.planner().plan("tinyllama-1.1b-chat", kvCache: .f16)
+        #expect(halfCache.kvCache == .f16 && halfCache.kvCacheBytesPer1kTokens.values.allSatisfy { $0 == 22 * 2 * 4 * 64 * 1024 * 2 })
+        #expect(halfCache.peakBytes["int4"]! == plan.peakBytes["int4"]! - 2 * 22 * 2 * 4 * 64 * 1024 * 2)
         #expect(plan.contextTokens == 2048)
         #expect(plan.peakBytes["f16"]! == plan.weightBytes["f16"]! + 2 * plan.kvCacheBytesPer1kTokens["f16"]! + plan.activationBytes)
         #expect(plan.fits.map { $0.fits["f32"] } == [true, false])

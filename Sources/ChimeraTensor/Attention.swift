@@ -63,11 +63,12 @@ public final class LayerKVCache: @unchecked Sendable {
     public static func layers(_ count: Int, capacity: Int, kvHeads: Int, headDim: Int, precision: KVPrecision = .f32,
                               oneBlock: Bool? = nil) -> [LayerKVCache] {
         let floats = storageFloats(capacity: capacity, kvHeads: kvHeads, headDim: headDim, precision: precision)
-        guard oneBlock ?? (2 * count * floats * 4 >= WeightMemory.hugePage), count > 0 else {
+        let blockFloats = 2 * count * floats  // keys and values of every layer
+        guard oneBlock ?? (blockFloats * 4 >= WeightMemory.hugePage), count > 0 else {
             return (0..<count).map { _ in LayerKVCache(capacity: capacity, kvHeads: kvHeads, headDim: headDim, precision: precision) }
         }
-        let (block, owner) = WeightMemory.dedicated(2 * count * floats * 4)
-        let base = block.bindMemory(to: Float.self, capacity: 2 * count * floats)
+        let (block, owner) = WeightMemory.dedicated(blockFloats * 4)
+        let base = block.bindMemory(to: Float.self, capacity: blockFloats)
         func piece(_ i: Int) -> TensorStorage { TensorStorage(borrowing: base + i * floats, count: floats, owner: owner) }
         return (0..<count).map { layer in
             LayerKVCache(capacity: capacity, kvHeads: kvHeads, headDim: headDim, precision: precision,

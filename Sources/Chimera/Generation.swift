@@ -90,8 +90,13 @@ public enum PromptError: LocalizedError {
         case let .unknownPlaceholder(name, known):
             return "this assembly has no input '\(name)' (its placeholders: \(known.joined(separator: ", ")))"
         case let .tooLong(tokens, maxTokens, context):
+            // "at most 0 new tokens fit" would send the user to --max-tokens, which cannot help.
+            if tokens >= context {
+                return "the prompt is \(tokens) tokens, more than the context length of \(context) leaves room for"
+                    + " (at least one new token must fit): shorten the prompt"
+            }
             return "the prompt is \(tokens) tokens; with \(maxTokens) new tokens it needs more positions than the context length of \(context)"
-                + " (at most \(max(0, context - tokens)) new tokens fit)"
+                + " (at most \(context - tokens) new tokens fit)"
         case .emptyPrompt:
             return "the prompt is empty: it tokenizes to no tokens (and the tokenizer adds no BOS)"
         case let .extraPlaceholderTokens(placeholder, id, placeholders):

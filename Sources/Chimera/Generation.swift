@@ -91,9 +91,9 @@ public enum PromptError: LocalizedError {
             return "this assembly has no input '\(name)' (its placeholders: \(known.joined(separator: ", ")))"
         case let .tooLong(tokens, maxTokens, context):
             // "at most 0 new tokens fit" would send the user to --max-tokens, which cannot help.
-            if tokens >= context {
-                return "the prompt is \(tokens) tokens, more than the context length of \(context) leaves room for"
-                    + " (at least one new token must fit): shorten the prompt"
+            if tokens > context { return "the prompt is \(tokens) tokens, longer than the context length of \(context): shorten the prompt" }
+            if tokens == context {
+                return "the prompt is \(tokens) tokens, the whole context length of \(context): no new token fits; shorten the prompt"
             }
             return "the prompt is \(tokens) tokens; with \(maxTokens) new tokens it needs more positions than the context length of \(context)"
                 + " (at most \(context - tokens) new tokens fit)"

@@ -147,7 +147,17 @@ func slice(_ t: Tensor, _ index: Int) -> Tensor {
             _ = try model.generate(prompt: long, options: GenerationOptions(maxTokens: 1))
             Issue.record("an over-long prompt was accepted")
         } catch let error as PromptError {
-            #expect(error.errorDescription!.contains("more than the context length of 128 leaves room for"), "\(error.errorDescription!)")
+            #expect(error.errorDescription!.contains("longer than the context length of 128: shorten the prompt"), "\(error.errorDescription!)")
+        }
+        // A prompt that fills the context exactly leaves no room for a new token (and says so,
+        // rather than "at most 0 new tokens fit").
+        let candidates = (1...200).lazy.flatMap { n in ["", ".", " a"].map { String(repeating: "fox ", count: n) + $0 } }
+        let filling = try #require(candidates.first { try! model.prepare(prompt: $0, inputs: [:]).embeddings.rows == 128 })
+        do {
+            _ = try model.generate(prompt: filling, options: GenerationOptions(maxTokens: 1))
+            Issue.record("a prompt filling the context was given a new token")
+        } catch let error as PromptError {
+            #expect(error.errorDescription!.contains("the whole context length of 128: no new token fits"), "\(error.errorDescription!)")
         }
     }
 

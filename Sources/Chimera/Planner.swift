@@ -18,7 +18,6 @@ public enum Precision: String, Codable, Sendable, CaseIterable {
         case .int4: return 0.5 + 2.0 / 32
         }
     }
-
 }
 
 /// A place a model may have to fit.

@@ -114,12 +114,13 @@ ATTR static void F(rope_rows)(float *x, long tokens, long heads, long headDim, l
     }
 }
 
-// The largest of n floats (-inf when none is larger): softmax's shift and argmax's span maxima.
+// The largest of n floats, NaN passed over (-inf when none is larger): softmax's and the sampling
+// weights' shift. (The max instructions return their second operand when either is NaN: m.)
 ATTR static inline float F(max_of)(const float *x, long n) {
     long i = 0;
     V m = VSET(-INFINITY);
-    for (; i + W <= n; i += W) m = VMAX(m, VLOAD(x + i));
-    if (i < n) m = VMAX(m, VLOADN(x + i, n - i, -INFINITY));
+    for (; i + W <= n; i += W) m = VMAX(VLOAD(x + i), m);
+    if (i < n) m = VMAX(VLOADN(x + i, n - i, -INFINITY), m);
     return VHMAX(m);
 }
 
@@ -145,19 +146,41 @@ ATTR static void F(softmax_rows)(float *p, long rows, long cols, long ld, float 
     }
 }
 
-// Index of the first largest of n floats: the largest of each span of 256 (vector maxima), the
-// first span that holds the overall largest, then the first index in it that equals it.
+// The first index of the largest value, a NaN counting as larger than any number (torch.argmax's
+// order): greedy decoding then picks a NaN logit and generation refuses it, where skipping it had
+// depended on which operand the instruction set's max returns. The largest of each span of 256
+// (vector maxima) with the span's sum beside it (not finite when a value is NaN or infinite: then
+// the span is searched for a NaN), the first span that holds the overall largest, the first index
+// equal to it. Two vectors a step, so that neither chain of maxima or sums waits on its latency.
 ATTR static long F(argmax)(const float *x, long n) {
     enum { SPAN = 256 };
     long bestSpan = 0;
     float best = -INFINITY;
     for (long s = 0; s < n; s += SPAN) {
-        float top = F(max_of)(x + s, s + SPAN < n ? SPAN : n - s);
+        long end = s + SPAN < n ? s + SPAN : n, i = s;
+        V m0 = VSET(-INFINITY), m1 = m0, sum0 = VSET(0), sum1 = sum0;
+        for (; i + 2 * W <= end; i += 2 * W) {
+            V a = VLOAD(x + i), b = VLOAD(x + i + W);
+            m0 = VMAX(m0, a); m1 = VMAX(m1, b);
+            sum0 = VADD(sum0, a); sum1 = VADD(sum1, b);
+        }
+        if (i + W <= end) {
+            V a = VLOAD(x + i);
+            m0 = VMAX(m0, a); sum0 = VADD(sum0, a);
+            i += W;
+        }
+        float top = VHMAX(VMAX(m0, m1)), sum = VHSUM(VADD(sum0, sum1));
+        for (; i < end; i++) {
+            sum += x[i];
+            if (x[i] > top) top = x[i];
+        }
+        for (long j = s; sum - sum != 0 && j < end; j++)  // (NaN − NaN and inf − inf are NaN)
+            if (x[j] != x[j]) return j;
         if (top > best) { best = top; bestSpan = s; }
     }
     for (long i = bestSpan; i < n; i++)
         if (x[i] == best) return i;
-    return 0;  // every value -inf or NaN
+    return 0;  // every value -inf
 }
 
 // LayerNorm of one row whose sum is already known: variance pass, then the scaled output.

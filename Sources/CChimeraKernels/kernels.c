@@ -1714,11 +1714,14 @@ long chk_argmax_threaded(const float *x, long n, int threads) {
     if (parts < 2) return chk_argmax(x, n);
     argmax_job job = {x, n, parts};
     chk_parallel_for_ranges(parts, 1, (int)parts, argmax_task, &job);
-    // The first part holding the largest value (NaN ignored): its first index is the first overall.
-    long best = -1;
-    for (long p = 0; p < parts; p++)
-        if (job.value[p] == job.value[p] && (best < 0 || job.value[p] > job.value[best])) best = p;
-    return best < 0 ? 0 : job.index[best];
+    // The first part holding the largest value: its first index is the first overall. A part's
+    // NaN (its first) comes before any number, as in chk_argmax.
+    long best = 0;
+    for (long p = 0; p < parts; p++) {
+        if (job.value[p] != job.value[p]) return job.index[p];
+        if (job.value[p] > job.value[best]) best = p;
+    }
+    return job.index[best];
 }
 
 // MARK: - Threaded decode attention

@@ -52,6 +52,34 @@ import Testing
         }
     }
 
+    @Test func argmaxPicksTheFirstNaNInEveryVariant() {
+        // A NaN counts as larger than any number (torch.argmax's order), wherever it falls in a
+        // span and whatever stands before it; an infinity without NaN is simply the largest.
+        for n in [1, 7, 16, 17, 255, 256, 257, 1000, 151_936] {
+            let x = seededValues(n, seed: UInt64(n) + 7, scale: 5)
+            for at in Set([0, 5 % n, n / 2, n - 1]) {
+                var y = x
+                y[0] = 100
+                y[at] = .nan
+                if at + 300 < n { y[at + 300] = .nan }
+                if at + 1 < n { y[at + 1] = .infinity }
+                for variant in Self.variants {
+                    withVariant(variant) { #expect(chk_argmax(y, n) == at, "\(variant) n \(n) NaN at \(at)") }
+                }
+                if n >= 65_536 {
+                    for threads in [2, 3] {
+                        #expect(chk_argmax_threaded(y, n, Int32(threads)) == at, "n \(n) threads \(threads) NaN at \(at)")
+                    }
+                }
+                y = x
+                y[at] = .infinity
+                for variant in Self.variants {
+                    withVariant(variant) { #expect(chk_argmax(y, n) == at, "\(variant) n \(n) infinity at \(at)") }
+                }
+            }
+        }
+    }
+
     @Test func threadedArgmaxFindsTheSameIndexAsOneThread() {
         // (The workers run the default variant: the kernel itself is checked per variant above.)
         // Vocabulary-sized inputs split into 2-4 shares: the largest in each share, on both sides of

@@ -251,20 +251,28 @@ private typealias F = ManifestFixtures
         #expect(r.status != 0 && r.stderr.contains("the tokenized prompt holds more <image> tokens (id 613) than its 1 placeholder"), "\(r.all)")
     }
 
-    /// A NaN in the language model's final norm makes every logit NaN: `generate` stops with an
-    /// error naming the model and the token, instead of emitting whatever index the sampler returns.
-    @Test(arguments: [[], ["--temperature", "0.8", "--top-p", "0.9"]])
-    func nonFiniteLogitsStopGeneration(sampling: [String]) throws {
+    /// A copy of the default model whose float16 tensor `name` holds a NaN at element `element`.
+    static func poisonedDefaults(tensor name: String, element: Int) throws -> URL {
         let assembly = try F.copyOfDefaults(renamedTo: "poisoned")
         let url = assembly.deletingLastPathComponent().appendingPathComponent("checkpoint/model.safetensors")
         var bytes = try Data(contentsOf: url)
         let headerLength = Int(bytes.prefix(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
         let header = try #require(try JSONSerialization.jsonObject(with: bytes.subdata(in: 8..<8 + headerLength)) as? [String: Any])
-        let norm = try #require(header["model.language_model.norm.weight"] as? [String: Any])
-        #expect(norm["dtype"] as? String == "F16")
-        let start = 8 + headerLength + (try #require((norm["data_offsets"] as? [Int])?.first))
+        let entry = try #require(header[name] as? [String: Any])
+        #expect(entry["dtype"] as? String == "F16")
+        let start = 8 + headerLength + (try #require((entry["data_offsets"] as? [Int])?.first)) + 2 * element
         bytes[start] = 0x00; bytes[start + 1] = 0x7e  // float16 NaN
         try bytes.write(to: url)
+        return assembly
+    }
+
+    /// A NaN in the language model's final norm makes every logit NaN, one in a row of its head only
+    /// that token's logit: either way `generate` stops with an error naming the model and the token,
+    /// instead of emitting whatever index the sampler returns or drawing among the other tokens.
+    @Test(arguments: [("model.language_model.norm.weight", 0), ("lm_head.weight", 300 * 128 + 5)],
+          [[], ["--temperature", "0.8", "--top-p", "0.9"], ["--temperature", "0.8", "--top-k", "5"]])
+    func nonFiniteLogitsStopGeneration(poison: (tensor: String, element: Int), sampling: [String]) throws {
+        let assembly = try Self.poisonedDefaults(tensor: poison.tensor, element: poison.element)
         let r = try CLI.run(["generate", "--assembly", assembly.path, "--prompt", "hello", "--max-tokens", "4"] + sampling)
         #expect(r.status != 0 && r.stderr.contains("gave non-finite logits (NaN or infinity) for generated token 1"), "\(r.all)")
     }

@@ -115,7 +115,7 @@ void chk_matvec_rows(const chk_matvec_part *parts, int count, const float *x, lo
 #define CHK_MATVEC_TOKENS 16
 
 /// chk_argmax (elementwise.h) on up to `threads` threads, each over a contiguous share (n of at
-/// least 65,536: a vocabulary): the same index for any input without NaN.
+/// least 65,536: a vocabulary): the same index for any input.
 long chk_argmax_threaded(const float *x, long n, int threads);
 
 /// Lets the pool's waiting workers prefetch into their L2 the rows each will start the next

@@ -43,8 +43,8 @@ void chk_exp_rows(float *p, long rows, long cols, long ld, float *sums, float *m
 /// angles[t·rotaryDim + rotaryDim/2 + i] (products then sums, rounded each as unfused float math).
 void chk_rope_rows(float *x, long tokens, long heads, long headDim, long rotaryDim, const float *angles);
 
-/// Index of the first largest of n floats (greedy decoding's token); 0 when n is 0 or no value
-/// compares larger than -inf.
+/// Index of the first largest of n floats (greedy decoding's token), a NaN counting as larger than
+/// any number (the first NaN when there is one, as torch.argmax); 0 when n is 0 or all are -inf.
 long chk_argmax(const float *x, long n);
 
 /// out[r] = LayerNorm(x[r]) · weight + bias over `n` floats (biased variance); bias may be NULL,
@@ -60,7 +60,7 @@ void chk_rmsnorm_rows(const float *x, float *out, long rows, long n, const float
 void chk_residual_layernorm_rows(float *h, const float *delta, const float *bias, long rows, long n,
                                  const float *weight, const float *norm_bias, float eps, float *out);
 /// A sampler's weights: weights[i] = exp((logits[i] − max)·scale) (scale = 1 / temperature, max
-/// the largest logit, whose weight is exactly 1) over n floats; returns their sum. NaN logits give
+/// the largest logit other than NaN, whose weight is exactly 1) over n floats; returns their sum. NaN logits give
 /// NaN weights, which the tally and gather below skip. (One thread: threaded over Qwen2's 151,936
 /// logits it was no faster inside decode, where writing the weights is mostly waiting for memory,
 /// and a job that found the pool's worker asleep waited 35–50 µs for it to wake.)

@@ -6,12 +6,61 @@ import Foundation
 public enum AssemblyError: LocalizedError {
     case incompatible(assembly: String, problems: [String])
     case badTokenizer(languageModel: String, reason: String)
+    /// Weight or tokenizer files the parts name are not on disk (the catalogue ships none).
+    case weightsMissing(assembly: String, parts: [MissingWeights])
 
     public var errorDescription: String? {
         switch self {
         case let .incompatible(assembly, problems):
             return "assembly '\(assembly)' does not fit together:\n  - " + problems.joined(separator: "\n  - ")
         case let .badTokenizer(lm, reason): return "language model '\(lm)': \(reason)"
+        case let .weightsMissing(assembly, parts):
+            let lines = parts.map { part in
+                "\(part.component): " + part.files.map { $0.hasSuffix("/") ? "\($0) (no *.safetensors in it)" : $0 }.joined(separator: ", ")
+            }
+            // One download per source and folder (a TinyLLaVA checkpoint holds all three parts).
+            var downloads: [String] = []
+            for part in parts {
+                guard let source = part.source else { continue }
+                for folder in part.folders {
+                    let line = "huggingface-cli download \(source) --local-dir \(folder)"
+                    if !downloads.contains(line) { downloads.append(line) }
+                }
+            }
+            return "assembly '\(assembly)' cannot run: files its parts need are not on disk (weights are not shipped):\n  - "
+                + lines.joined(separator: "\n  - ")
+                + (downloads.isEmpty ? "" : "\nDownload each part's source checkpoint as it is into its folder:\n  "
+                    + downloads.joined(separator: "\n  "))
+        }
+    }
+}
+
+/// A part of an assembly whose weight or tokenizer files are missing, and where they come from.
+public struct MissingWeights: Sendable, Equatable {
+    public let component: String
+    /// The manifest's "source" (a Hugging Face repository), when it names one.
+    public let source: String?
+    /// Missing paths; a weights folder (ending in "/") counts while it holds no safetensors.
+    public let files: [String]
+
+    /// The folders the missing files belong in (what a download fills).
+    var folders: [String] {
+        var out: [String] = []
+        for file in files {
+            let folder = file.hasSuffix("/") ? String(file.dropLast()) : URL(fileURLWithPath: file).deletingLastPathComponent().path
+            if !out.contains(folder) { out.append(folder) }
+        }
+        return out
+    }
+
+    /// The parts of `assembly` (those the catalogue knows) with missing files.
+    public static func of(_ assembly: AssemblyManifest, in catalog: Catalog) -> [MissingWeights] {
+        let ids = [assembly.languageModel] + assembly.inputs.flatMap { [$0.encoder, $0.connector] }
+        var seen: Set<String> = []
+        return ids.compactMap { id in
+            guard seen.insert(id).inserted, let manifest = catalog.components[id] else { return nil }
+            let files = manifest.missingFiles
+            return files.isEmpty ? nil : MissingWeights(component: id, source: manifest.source, files: files)
         }
     }
 }
@@ -71,8 +120,11 @@ public struct Assembler: Sendable {
     }
 
     public func build(_ assembly: AssemblyManifest) throws -> AssembledModel {
-        let problems = CompatibilityChecker(catalog: catalog, families: families).problems(assembly: assembly)
+        // Misfits first; then files not downloaded yet, with what to fetch.
+        let problems = CompatibilityChecker(catalog: catalog, families: families).problems(assembly: assembly, filesOnDisk: false)
         guard problems.isEmpty else { throw AssemblyError.incompatible(assembly: assembly.id, problems: problems) }
+        let missing = MissingWeights.of(assembly, in: catalog)
+        guard missing.isEmpty else { throw AssemblyError.weightsMissing(assembly: assembly.id, parts: missing) }
 
         let lmManifest = try catalog.component(assembly.languageModel, kind: .languageModel)
         progress("loading language model \(lmManifest.id)")

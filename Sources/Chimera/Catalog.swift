@@ -15,20 +15,26 @@ public struct Catalog: Sendable {
 
     public init() {}
 
-    /// Reads every *.json manifest under `directory` (recursively), skipping weight-side files
-    /// (config.json, tokenizer.json, ... — anything without a chimera "schema").
-    public mutating func load(directory: URL) throws {
+    /// Reads every *.json manifest under `directory` (in its subfolders too unless `recursive` is
+    /// false), skipping weight-side files (config.json, tokenizer.json, ... — anything without a
+    /// chimera "schema"). An assembly file's own folder is read without its subfolders: it may be
+    /// any folder (a home, /tmp), where a walk would be long and meet strangers' manifests.
+    public mutating func load(directory: URL, recursive: Bool = true) throws {
         let root = directory.standardizedFileURL.resolvingSymlinksInPath().path
-        guard !scanned.contains(root) else { return }
-        scanned.insert(root)
+        // A folder read whole covers a later read of its top; not the other way round.
+        guard !scanned.contains(root + "/**"), scanned.insert(recursive ? root + "/**" : root).inserted else { return }
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: root, isDirectory: &isDirectory), isDirectory.boolValue else {
             throw ManifestError.unreadable(file: root, reason: "not a directory")
         }
-        let enumerator = FileManager.default.enumerator(atPath: root)
         var files: [String] = []
-        while let relative = enumerator?.nextObject() as? String {
-            if relative.hasSuffix(".json") { files.append(relative) }
+        if recursive {
+            let enumerator = FileManager.default.enumerator(atPath: root)
+            while let relative = enumerator?.nextObject() as? String {
+                if relative.hasSuffix(".json") { files.append(relative) }
+            }
+        } else {
+            files = ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).filter { $0.hasSuffix(".json") }
         }
         for relative in files.sorted() {
             let url = URL(fileURLWithPath: root).appendingPathComponent(relative)

@@ -31,6 +31,12 @@ public enum CompatibilityProblem: Sendable, Equatable, CustomStringConvertible {
             return "'\(id)': \(reason)"
         }
     }
+
+    /// A file not (yet) on disk rather than a misfit of the parts.
+    public var isMissingFile: Bool {
+        if case .tokenizerMissing = self { return true }
+        return false
+    }
 }
 
 /// Checks from manifests alone (no weights read) whether encoder → connector → language model fit.
@@ -111,13 +117,14 @@ public struct CompatibilityChecker: Sendable {
     }
 
     /// Problems of a whole assembly.
-    public func problems(assembly: AssemblyManifest) -> [String] {
+    /// `filesOnDisk: false` leaves out files not yet downloaded (weights, tokenizers).
+    public func problems(assembly: AssemblyManifest, filesOnDisk: Bool = true) -> [String] {
         var out: [String] = []
         let lm: ComponentManifest
         do { lm = try catalog.component(assembly.languageModel, kind: .languageModel) } catch {
             return [(error as? LocalizedError)?.errorDescription ?? "\(error)"]
         }
-        if assembly.inputs.isEmpty { out += problems(of: lm).map(\.description) }
+        if assembly.inputs.isEmpty { out += problems(of: lm).filter { filesOnDisk || !$0.isMissingFile }.map(\.description) }
         var totalTokens = 0
         for (i, input) in assembly.inputs.enumerated() {
             if input.placeholder.isEmpty { out.append(CompatibilityProblem.missingPlaceholder(input: i).description) }
@@ -125,7 +132,7 @@ public struct CompatibilityChecker: Sendable {
                 let encoder = try catalog.component(input.encoder, kind: .encoder)
                 let connector = try catalog.component(input.connector, kind: .connector)
                 out += problems(encoder: encoder, connector: connector, languageModel: lm, select: input.select)
-                    .map { "inputs[\(i)]: \($0)" }
+                    .filter { filesOnDisk || !$0.isMissingFile }.map { "inputs[\(i)]: \($0)" }
                 totalTokens += connectorTokens(connector, input: Self.selectedTokens(encoder, select: input.select)) ?? 0
             } catch {
                 out.append("inputs[\(i)]: " + ((error as? LocalizedError)?.errorDescription ?? "\(error)"))
@@ -160,8 +167,7 @@ extension CompatibilityChecker {
             for c in connectors {
                 for l in languageModels {
                     let reasons = problems(encoder: e, connector: c, languageModel: l, select: select)
-                        .filter { if case .tokenizerMissing = $0 { return false }; return true }
-                        .map(\.description)
+                        .filter { !$0.isMissingFile }.map(\.description)
                     var seen = Set<String>()
                     let unique = reasons.filter { seen.insert($0).inserted }
                     cells.append(CompatibilityCell(encoder: e.id, connector: c.id, languageModel: l.id, fits: unique.isEmpty, reasons: unique))

@@ -111,7 +111,16 @@ struct Compat: ParsableCommand {
     @Flag(help: "The whole encoder × connector × language model table, with the reason in each cell that does not fit") var matrix = false
     @Flag(help: "Print JSON") var json = false
 
-    struct Verdict: Encodable { let id: String; let kind: String; let fits: Bool; let reasons: [String] }
+    struct Verdict: Encodable {
+        let id: String; let kind: String; let fits: Bool; let reasons: [String]
+        /// An assembly's parts whose weights are not on disk yet (fit is judged without them).
+        var weights_missing: [String]? = nil
+    }
+
+    /// What `compat` and `assemble` say about parts whose weights are still to download.
+    static func weightsNote(_ components: [String]) -> String {
+        "weights not on disk yet for \(components.joined(separator: ", ")): `chimera list` says how to provide them"
+    }
 
     func run() throws {
         do {
@@ -131,9 +140,15 @@ struct Compat: ParsableCommand {
             }
             guard let id else { throw ValidationError("give a component or assembly id, or --matrix") }
             if let assembly = catalog.assemblies[id] {
-                let problems = checker.problems(assembly: assembly)
-                if json { try printJSON(Verdict(id: id, kind: "assembly", fits: problems.isEmpty, reasons: problems)); return }
+                // Fit from the manifests, as --matrix judges it; downloads still to do are said apart.
+                let problems = checker.problems(assembly: assembly, filesOnDisk: false)
+                let missing = MissingWeights.of(assembly, in: catalog).map(\.component)
+                if json {
+                    try printJSON(Verdict(id: id, kind: "assembly", fits: problems.isEmpty, reasons: problems, weights_missing: missing))
+                    return
+                }
                 print(problems.isEmpty ? "\(id): all parts fit" : "\(id) does not fit:\n" + problems.map { "  - \($0)" }.joined(separator: "\n"))
+                if !missing.isEmpty { print(Self.weightsNote(missing)) }
                 if !problems.isEmpty { throw ExitCode.failure }
                 return
             }
@@ -239,12 +254,15 @@ struct Assemble: ParsableCommand {
                                               languageModel: llm, placeholder: placeholder, featureLayer: featureLayer, select: selection)
             let url = URL(fileURLWithPath: output)
             assembly.directory = url.deletingLastPathComponent()
-            let problems = CompatibilityChecker(catalog: catalog, families: catalogOptions.families()).problems(assembly: assembly)
+            // Parts that fit are assembled before their weights are downloaded; a note says what is missing.
+            let problems = CompatibilityChecker(catalog: catalog, families: catalogOptions.families()).problems(assembly: assembly, filesOnDisk: false)
             guard problems.isEmpty else { throw AssemblyError.incompatible(assembly: assembly.id, problems: problems) }
             let encoderJSON = JSONEncoder()
             encoderJSON.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
             try encoderJSON.encode(assembly).write(to: url)
             print(url.path)
+            let missing = MissingWeights.of(assembly, in: catalog).map(\.component)
+            if !missing.isEmpty { progress(Compat.weightsNote(missing)) }
         } catch let error as ValidationError { throw error } catch { throw fail(error) }
     }
 }
@@ -267,20 +285,13 @@ struct Validate: ParsableCommand {
                 let checker = CompatibilityChecker(catalog: catalog, families: families)
                 switch manifest {
                 case let .component(m):
-                    problems = checker.problems(of: m).filter { problem in
-                        if skipFileChecks, case .tokenizerMissing = problem { return false }
-                        return true
-                    }.map(\.description)
+                    problems = checker.problems(of: m).filter { !skipFileChecks || !$0.isMissingFile }.map(\.description)
                     for (i, file) in (m.weights?.files ?? []).enumerated() where !skipFileChecks && !FileManager.default.fileExists(atPath: m.resolve(file).path) {
                         problems.append("weights.files[\(i)]: \(m.resolve(file).path) does not exist")
                     }
                 case let .assembly(m):
-                    try catalog.load(directory: m.directory)
-                    problems = CompatibilityChecker(catalog: catalog, families: families).problems(assembly: m)
-                    if skipFileChecks, let lm = catalog.components[m.languageModel], let tokenizer = lm.tokenizer {
-                        let missing = CompatibilityProblem.tokenizerMissing(languageModel: lm.id, file: lm.resolve(tokenizer.file).path).description
-                        problems.removeAll { $0.hasSuffix(missing) }
-                    }
+                    try catalog.load(directory: m.directory, recursive: false)
+                    problems = CompatibilityChecker(catalog: catalog, families: families).problems(assembly: m, filesOnDisk: !skipFileChecks)
                     if let name = m.chatTemplate, catalog.templates[name] == nil {
                         problems.append("chat_template: no template named '\(name)' (known: \(catalog.templates.keys.sorted().joined(separator: ", ")))")
                     }

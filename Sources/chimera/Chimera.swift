@@ -50,7 +50,7 @@ struct CatalogOptions: ParsableArguments {
     func catalog(including file: URL? = nil) throws -> Catalog {
         var catalog = try Catalog.standard(extraDirectories: directories.map { URL(fileURLWithPath: $0) } + [Catalog.userDirectory].compactMap { $0 })
         try plugins().addManifests(to: &catalog)
-        if let file { try catalog.load(directory: file.deletingLastPathComponent()) }
+        if let file { try catalog.load(directory: file.deletingLastPathComponent(), recursive: false) }
         return catalog
     }
 

@@ -200,6 +200,22 @@ enum CLI {
         #expect(v.stdout.contains("ok"))
     }
 
+    /// An assembly file's folder is read for the manifests beside it, not walked: a broken
+    /// manifest in a subfolder (any folder can hold an assembly: a home, /tmp) is none of its business.
+    @Test func anAssemblysFolderIsReadWithoutItsSubfolders() throws {
+        let assembly = try ManifestFixtures.copyOfDefaults(renamedTo: "unwalked")
+        let sub = assembly.deletingLastPathComponent().appendingPathComponent("elsewhere")
+        try FileManager.default.createDirectory(at: sub, withIntermediateDirectories: true)
+        try Data(#"{"schema": "chimera.component/v1", "id": "stranger"}"#.utf8).write(to: sub.appendingPathComponent("stranger.component.json"))
+        let r = try CLI.run(["generate", "--assembly", assembly.path, "--prompt", "hi", "--max-tokens", "2"])
+        #expect(r.status == 0, "\(r.all)")
+        let v = try CLI.run(["validate", assembly.path])
+        #expect(v.status == 0 && v.stdout.contains("ok (unwalked)"), "\(v.all)")
+        // Given as a folder of manifests, it is walked, and the stranger is reported.
+        let walked = try CLI.run(["list", "--manifests", assembly.deletingLastPathComponent().path])
+        #expect(walked.status != 0 && walked.stderr.contains("stranger.component.json"), "\(walked.all)")
+    }
+
     @Test func assembleRefusesAMisfit() throws {
         let folder = try CLI.temporaryFolder()
         let file = folder.appendingPathComponent("bad.json")

@@ -47,6 +47,35 @@ import Testing
         #expect(plan["total_parameters"] as? Int == 3_202_176_624)
     }
 
+    /// The catalogue ships manifests without weights (the tests' HOME is empty): its parts are
+    /// judged and assembled before any download, and whatever would load them says what to fetch.
+    @Test func catalogueAssembliesBeforeTheDownload() throws {
+        let compat = try CLI.run(["compat", "tinyllava-qwen2-0.5b-siglip"])
+        #expect(compat.status == 0 && compat.stdout.contains("tinyllava-qwen2-0.5b-siglip: all parts fit"), "\(compat.all)")
+        #expect(compat.stdout.contains("weights not on disk yet for tinyllava-qwen2-0.5b-siglip-llm"), "\(compat.all)")
+        let json = try #require(try CLI.json(try CLI.run(["compat", "tinyllava-qwen2-0.5b-siglip", "--json"]).stdout) as? [String: Any])
+        #expect(json["fits"] as? Bool == true && (json["weights_missing"] as? [String])?.count == 3, "\(json)")
+
+        let file = try CLI.temporaryFolder().appendingPathComponent("mine.assembly.json")
+        let assemble = try CLI.run(["assemble", "--encoder", "clip-vit-large-patch14-336", "--connector", "mlp2x-gelu-fresh",
+                                    "--llm", "qwen2-0.5b", "-o", file.path])
+        #expect(assemble.status == 0 && FileManager.default.fileExists(atPath: file.path), "\(assemble.all)")
+        #expect(assemble.stderr.contains("weights not on disk yet for qwen2-0.5b, clip-vit-large-patch14-336"), "\(assemble.all)")
+
+        let download = "huggingface-cli download Zhang199/TinyLLaVA-Qwen2-0.5B-SigLIP --local-dir "
+        for command in [["generate", "--assembly", "tinyllava-qwen2-0.5b-siglip", "--prompt", "hi"],
+                        ["bench", "--assembly", "tinyllava-qwen2-0.5b-siglip", "--no-encoder"],
+                        ["quantize", "tinyllava-qwen2-0.5b-siglip", "--to", "q8_0", "-o", file.deletingLastPathComponent().appendingPathComponent("q").path]] {
+            let r = try CLI.run(command)
+            #expect(r.status != 0 && r.stderr.contains("assembly 'tinyllava-qwen2-0.5b-siglip' cannot run: files its parts need are not on disk"), "\(r.all)")
+            #expect(r.stderr.contains("tinyllava-qwen2-0.5b-siglip-llm: ") && r.stderr.contains("/.chimera/weights/tinyllava-qwen2-0.5b-siglip/tokenizer.json"), "\(r.all)")
+            #expect(r.stderr.components(separatedBy: download).count == 2, "one download for the three parts: \(r.all)")
+        }
+        let mine = try CLI.run(["generate", "--assembly", file.path, "--prompt", "hi"])
+        #expect(mine.status != 0 && mine.stderr.contains("huggingface-cli download Qwen/Qwen2-0.5B --local-dir ")
+                && mine.stderr.contains("huggingface-cli download openai/clip-vit-large-patch14-336 --local-dir "), "\(mine.all)")
+    }
+
     @Test func matrixJSON() throws {
         let r = try CLI.run(["compat", "--matrix", "--json"])
         #expect(r.status == 0, "\(r.all)")

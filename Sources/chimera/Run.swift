@@ -67,7 +67,6 @@ struct Generate: ParsableCommand {
     func run() throws {
         do {
             let (catalog, manifest) = try chosenAssembly()
-            let (text, stop) = try chatPrompt(catalog: catalog, manifest: manifest)
             var files: [String: [URL]] = [:]
             if !image.isEmpty { files["<image>"] = image.map { URL(fileURLWithPath: $0) } }
             for item in input {
@@ -78,6 +77,7 @@ struct Generate: ParsableCommand {
                 let placeholder = name.hasPrefix("<") ? name : "<\(name)>"
                 files[placeholder, default: []].append(URL(fileURLWithPath: path))
             }
+            let (text, stop) = try chatPrompt(catalog: catalog, manifest: manifest, given: files)
             // The bundled sample stands in when the prompt asks for an input and none is given.
             for (placeholder, sample) in manifest.samples ?? [:] where files[placeholder] == nil && text.contains(placeholder) {
                 files[placeholder] = [manifest.resolve(sample)]
@@ -117,7 +117,10 @@ struct Generate: ParsableCommand {
 extension Generate {
     /// The text to run and its stop strings: the prompt as given, or, with --chat (--template,
     /// --conversation), the prompt or conversation rendered by the chat template.
-    func chatPrompt(catalog: Catalog, manifest: AssemblyManifest) throws -> (String, [String]) {
+    /// The prompt (rendered by the chat template with --chat), and the template's stop strings.
+    /// With --chat, inputs given for a placeholder the question does not hold go in front of it,
+    /// a line each, as TinyLLaVA's run_tiny_llava puts the image before the query.
+    func chatPrompt(catalog: Catalog, manifest: AssemblyManifest, given files: [String: [URL]]) throws -> (String, [String]) {
         guard chat || template != nil || conversation != nil else {
             return (prompt ?? "USER: <image>\nDescribe the image. ASSISTANT:", [])
         }
@@ -129,7 +132,11 @@ extension Generate {
             guard prompt == nil else { throw ValidationError("give --prompt or --conversation, not both") }
             return (try chatTemplate.render(ChatTurn.conversation(contentsOf: URL(fileURLWithPath: conversation))), chatTemplate.stop)
         }
-        return (try chatTemplate.render(prompt: prompt ?? "<image>\nDescribe the image."), chatTemplate.stop)
+        var question = prompt ?? "<image>\nDescribe the image."
+        for (placeholder, urls) in files.sorted(by: { $0.key > $1.key }) where !question.contains(placeholder) {
+            question = String(repeating: placeholder + "\n", count: urls.count) + question
+        }
+        return (try chatTemplate.render(prompt: question), chatTemplate.stop)
     }
 
     /// --assembly, or an assembly made on the spot from --encoder/--connector/--llm.

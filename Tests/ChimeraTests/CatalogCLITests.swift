@@ -119,6 +119,15 @@ import Testing
         let a = try #require(try CLI.json(chat.stdout) as? [String: Any]), b = try #require(try CLI.json(plain.stdout) as? [String: Any])
         #expect(a["tokens"] as? [Int] == b["tokens"] as? [Int])
         #expect(a["prompt_tokens"] as? Int == b["prompt_tokens"] as? Int)
+        // An image given for a question without the placeholder goes in front of it (TinyLLaVA's
+        // run_tiny_llava), as a chat user expects; a raw prompt is used as given and refused.
+        let sample = CLI.packageRoot.appendingPathComponent("manifests/default/checkpoint/sample.png").path
+        let placed = try CLI.run(["generate", "--template", "llava", "--image", sample, "--prompt", "What is here?", "--json", "--max-tokens", "3"])
+        #expect(placed.status == 0, "\(placed.all)")
+        let c = try #require(try CLI.json(placed.stdout) as? [String: Any])
+        #expect(c["tokens"] as? [Int] == b["tokens"] as? [Int] && c["prompt_tokens"] as? Int == b["prompt_tokens"] as? Int, "\(c)")
+        let raw = try CLI.run(["generate", "--image", sample, "--prompt", "What is here?", "--max-tokens", "3"])
+        #expect(raw.status != 0 && raw.stderr.contains("the prompt holds 0 <image> placeholders but 1 input was given"), "\(raw.all)")
     }
 
     @Test func conversationFile() throws {

@@ -24,8 +24,39 @@ public enum ManifestError: LocalizedError {
                 ? "none are registered: no manifests were found; the built-in ones are looked for in CHIMERA_HOME/manifests, "
                     + "in a `manifests` folder above the executable and in ./manifests, others come from --manifests or CHIMERA_MANIFESTS"
                 : "known: \(known.joined(separator: ", "))"
-            return "unknown \(kind) id '\(id)' (\(list))"
+            let near = Self.nearest(to: id, in: known)
+            let guess = near.isEmpty ? "" : ": did you mean " + near.map { "'\($0)'" }.joined(separator: " or ") + "?"
+            return "unknown \(kind) id '\(id)'\(guess) (\(list))"
         }
+    }
+
+    /// Up to three known ids a mistyped one probably meant: the shortest of those it begins, else
+    /// the closest within a few edits (a fifth of its length, at least two).
+    static func nearest(to id: String, in known: [String]) -> [String] {
+        let typed = Array(id.lowercased())
+        guard !typed.isEmpty else { return [] }
+        let limit = max(2, typed.count / 5)
+        let scored: [(id: String, score: Int)] = known.compactMap { candidate in
+            let other = Array(candidate.lowercased())
+            if other.starts(with: typed) { return (candidate, 0) }
+            let distance = editDistance(typed, other)
+            return distance <= limit ? (candidate, distance) : nil
+        }
+        let best = scored.map(\.score).min()
+        return scored.filter { $0.score == best }.sorted { ($0.id.count, $0.id) < ($1.id.count, $1.id) }.prefix(3).map(\.id)
+    }
+
+    /// Levenshtein distance (insertions, deletions, substitutions), one row at a time.
+    static func editDistance(_ a: [Character], _ b: [Character]) -> Int {
+        var previous = Array(0...b.count)
+        for (i, x) in a.enumerated() {
+            var current = [i + 1] + [Int](repeating: 0, count: b.count)
+            for (j, y) in b.enumerated() {
+                current[j + 1] = Swift.min(previous[j + 1] + 1, current[j] + 1, previous[j] + (x == y ? 0 : 1))
+            }
+            previous = current
+        }
+        return previous[b.count]
     }
 }
 

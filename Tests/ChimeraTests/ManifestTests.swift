@@ -326,6 +326,23 @@ extension ManifestTests {
                 Issue.record("an unknown assembly was found")
             } catch {
                 #expect(F.message(error).contains(F.assemblyID))
+                #expect(!F.message(error).contains("did you mean"), "nothing near 'nope'")
+            }
+            // A typo or a shortened id gets the ids it probably meant, before the whole list.
+            for (typed, meant) in [("qwen2-05b", "'qwen2-0.5b'"), ("clip-vit-large", "'clip-vit-large-patch14-336'"),
+                                   ("TinyLlama-1.1B-chat", "'tinyllama-1.1b-chat'")] {
+                do {
+                    _ = try catalog.component(typed)
+                    Issue.record("'\(typed)' was found")
+                } catch {
+                    #expect(F.message(error).contains("unknown component id '\(typed)': did you mean \(meant)? (known: "), "\(F.message(error))")
+                }
+            }
+            do {
+                _ = try catalog.assembly("tinyllava-qwen2-05b-siglip")
+                Issue.record("a mistyped assembly was found")
+            } catch {
+                #expect(F.message(error).contains("did you mean 'tinyllava-qwen2-0.5b-siglip'?"), "\(F.message(error))")
             }
         }
 

@@ -54,7 +54,7 @@ struct Generate: ParsableCommand {
     @Option(help: "Language model id") var llm: String?
     @Option(help: "Image file for an <image> placeholder (repeatable, in prompt order)") var image: [String] = []
     @Option(help: "Input for any placeholder, NAME=FILE (repeatable)") var input: [String] = []
-    @Option(help: "The prompt; <image> marks where the image goes (default: a request to describe the image)") var prompt: String?
+    @Option(help: "The prompt; <image> marks where the image goes (with --chat, an image the prompt does not place goes in front of it; default: a request to describe the image)") var prompt: String?
     @Option(help: "Maximum new tokens") var maxTokens: Int?
     @OptionGroup var sampling: SamplingOptions
     @Option(help: "KV cache precision: f32, or f16 (half the memory; keys and values rounded to float16)") var kvCache = KVPrecision.f32

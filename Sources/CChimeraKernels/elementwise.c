@@ -34,16 +34,10 @@ static void gated_rows_portable(const float *gate, const float *up, float *out, 
     for (long i = 0, n = rows * cols; i < n; i++) out[i] = act_portable(gate[i], kind) * up[i];
 }
 
-// The largest of n floats, NaN passed over (-inf when none is larger).
-static float max_of_portable(const float *x, long n) {
-    float m = -INFINITY;
-    for (long i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
-    return m;
-}
-
 static void softmax_rows_portable(float *p, long rows, long cols, long ld, float *sums, float *maxes) {
     for (long r = 0; r < rows; r++) {
-        float *row = p + r * ld, m = max_of_portable(row, cols), sum = 0;
+        float *row = p + r * ld, m = -INFINITY, sum = 0;
+        for (long i = 0; i < cols; i++) m = row[i] > m ? row[i] : m;
         if (maxes) maxes[r] = m;
         for (long i = 0; i < cols; i++) { row[i] = expf(row[i] - m); sum += row[i]; }
         if (sums) { sums[r] = sum; continue; }
@@ -336,7 +330,6 @@ typedef struct {
     void (*rmsnorm)(const float *, float *, long, long, const float *, float, float);
     void (*residual)(float *, const float *, const float *, long, long, const float *, const float *, float, float *);
     long (*argmax)(const float *, long);
-    float (*maxOf)(const float *, long);
     void (*rope)(float *, long, long, long, long, const float *);
     float (*expShifted)(const float *, long, float, float, float *);
     float (*tally)(const float *, long, float, long *);
@@ -345,11 +338,11 @@ typedef struct {
 } table;
 
 static const table tables[3] = {
-    {"portable", activate_rows_portable, gated_rows_portable, softmax_rows_portable, layernorm_rows_portable, rmsnorm_rows_portable, residual_layernorm_rows_portable, argmax_portable, max_of_portable, rope_rows_portable,
+    {"portable", activate_rows_portable, gated_rows_portable, softmax_rows_portable, layernorm_rows_portable, rmsnorm_rows_portable, residual_layernorm_rows_portable, argmax_portable, rope_rows_portable,
      exp_shifted_portable, tally_at_least_portable, gather_range_portable, top_k_floor_portable},
-    {"avx2", activate_rows_avx2, gated_rows_avx2, softmax_rows_avx2, layernorm_rows_avx2, rmsnorm_rows_avx2, residual_layernorm_rows_avx2, argmax_avx2, max_of_avx2, rope_rows_avx2,
+    {"avx2", activate_rows_avx2, gated_rows_avx2, softmax_rows_avx2, layernorm_rows_avx2, rmsnorm_rows_avx2, residual_layernorm_rows_avx2, argmax_avx2, rope_rows_avx2,
      exp_shifted_avx2, tally_at_least_avx2, gather_range_portable, top_k_floor_portable},
-    {"avx512", activate_rows_avx512, gated_rows_avx512, softmax_rows_avx512, layernorm_rows_avx512, rmsnorm_rows_avx512, residual_layernorm_rows_avx512, argmax_avx512, max_of_avx512, rope_rows_avx512,
+    {"avx512", activate_rows_avx512, gated_rows_avx512, softmax_rows_avx512, layernorm_rows_avx512, rmsnorm_rows_avx512, residual_layernorm_rows_avx512, argmax_avx512, rope_rows_avx512,
      exp_shifted_avx512, tally_at_least_avx512, gather_range_avx512, top_k_floor_avx512},
 };
 
@@ -408,9 +401,9 @@ long chk_argmax(const float *x, long n) { return n > 0 ? K()->argmax(x, n) : 0; 
 void chk_rope_rows(float *x, long tokens, long heads, long headDim, long rotaryDim, const float *angles) {
     K()->rope(x, tokens, heads, headDim, rotaryDim, angles);
 }
-float chk_sampling_weights(const float *logits, long n, float scale, float *weights) {
+float chk_sampling_weights(const float *logits, long n, float max, float scale, float *weights) {
     if (n <= 0) return 0;
-    return K()->expShifted(logits, n, K()->maxOf(logits, n), scale, weights);
+    return K()->expShifted(logits, n, max, scale, weights);
 }
 float chk_tally_at_least(const float *x, long n, float floor, long *count) {
     if (n <= 0) { *count = 0; return 0; }

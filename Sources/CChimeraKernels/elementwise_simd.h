@@ -114,13 +114,12 @@ ATTR static void F(rope_rows)(float *x, long tokens, long heads, long headDim, l
     }
 }
 
-// The largest of n floats, NaN passed over (-inf when none is larger): softmax's and the sampling
-// weights' shift. (The max instructions return their second operand when either is NaN: m.)
+// The largest of n floats (-inf when none is larger): softmax's shift.
 ATTR static inline float F(max_of)(const float *x, long n) {
     long i = 0;
     V m = VSET(-INFINITY);
-    for (; i + W <= n; i += W) m = VMAX(VLOAD(x + i), m);
-    if (i < n) m = VMAX(VLOADN(x + i, n - i, -INFINITY), m);
+    for (; i + W <= n; i += W) m = VMAX(m, VLOAD(x + i));
+    if (i < n) m = VMAX(m, VLOADN(x + i, n - i, -INFINITY));
     return VHMAX(m);
 }
 

@@ -340,9 +340,10 @@ public struct Sampler {
         if options.temperature == 0 { return argmax(row, count: n) }
         // A NaN logit is a broken model (transformers' multinomial draw refuses one too): its index
         // goes back, for generation to refuse, rather than a draw among the other tokens (top-k's
-        // floor and the weights' tallies pass NaN over). One more pass, ~20 µs over 151,936 logits.
-        let top = argmax(row, count: n)
-        if row[top].isNaN { return top }
+        // floor and the weights' tallies pass NaN over). Otherwise this largest logit is the
+        // weights' shift (top-k keeps it among its candidates).
+        let top = argmax(row, count: n), largest = row[top]
+        if largest.isNaN { return top }
         if weights.count != n {
             weights = [Float](repeating: 0, count: n); candidates = weights
             candidateIDs = [Int32](repeating: 0, count: n)
@@ -361,10 +362,11 @@ public struct Sampler {
                             // Top-k on the logits (one pass), then weights for the few it keeps only.
                             let floor = topKFloor(row, count: n, k: k, buffer: scratch)
                             count = gather(row, count: n, from: floor, below: .infinity, into: candidates.baseAddress!, ids: ids.baseAddress!)
-                            total = samplingWeights(candidates.baseAddress!, count: count, temperature: options.temperature, into: candidates.baseAddress!)
+                            total = samplingWeights(candidates.baseAddress!, count: count, max: largest, temperature: options.temperature,
+                                                    into: candidates.baseAddress!)
                             values = UnsafePointer(candidates.baseAddress!); kept = UnsafePointer(ids.baseAddress!)
                         } else {
-                            total = samplingWeights(row, count: n, temperature: options.temperature, into: weights.baseAddress!)
+                            total = samplingWeights(row, count: n, max: largest, temperature: options.temperature, into: weights.baseAddress!)
                         }
                         var cut = WeightCut.all
                         if let p = options.topP, p < 1 {  // (no weight exceeds 1: the largest logit's is exp(0))

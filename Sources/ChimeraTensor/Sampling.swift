@@ -19,11 +19,11 @@ public struct WeightCut: Equatable, Sendable {
     static let band = 1024
 }
 
-/// weights[i] = exp((logits[i] − max) / temperature) over `count` logits (the largest weight is
-/// exactly 1); returns their sum.
-public func samplingWeights(_ logits: UnsafePointer<Float>, count: Int, temperature: Float,
+/// weights[i] = exp((logits[i] − max) / temperature) over `count` logits, `max` their largest (its
+/// weight is exactly 1); returns their sum.
+public func samplingWeights(_ logits: UnsafePointer<Float>, count: Int, max: Float, temperature: Float,
                             into weights: UnsafeMutablePointer<Float>) -> Float {
-    chk_sampling_weights(logits, count, 1 / temperature, weights)
+    chk_sampling_weights(logits, count, max, 1 / temperature, weights)
 }
 
 /// How many of `count` values are at least `floor`, and their sum.

@@ -60,11 +60,12 @@ void chk_rmsnorm_rows(const float *x, float *out, long rows, long n, const float
 void chk_residual_layernorm_rows(float *h, const float *delta, const float *bias, long rows, long n,
                                  const float *weight, const float *norm_bias, float eps, float *out);
 /// A sampler's weights: weights[i] = exp((logits[i] − max)·scale) (scale = 1 / temperature, max
-/// the largest logit other than NaN, whose weight is exactly 1) over n floats; returns their sum.
-/// NaN logits give NaN weights, which the tally and gather below skip. (One thread: threaded over Qwen2's 151,936
-/// logits it was no faster inside decode, where writing the weights is mostly waiting for memory,
-/// and a job that found the pool's worker asleep waited 35–50 µs for it to wake.)
-float chk_sampling_weights(const float *logits, long n, float scale, float *weights);
+/// the largest logit, which the caller has already found: its weight is exactly 1) over n floats;
+/// returns their sum. NaN logits give NaN weights, which the tally and gather below skip. (One
+/// thread: threaded over Qwen2's 151,936 logits it was no faster inside decode, where writing the
+/// weights is mostly waiting for memory, and a job that found the pool's worker asleep waited
+/// 35–50 µs for it to wake.)
+float chk_sampling_weights(const float *logits, long n, float max, float scale, float *weights);
 
 /// How many of the n floats at x are ≥ floor (in *count; exact below 2^24), and their sum (returned).
 float chk_tally_at_least(const float *x, long n, float floor, long *count);

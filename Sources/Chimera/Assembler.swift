@@ -63,6 +63,13 @@ public struct MissingWeights: Sendable, Equatable {
             return files.isEmpty ? nil : MissingWeights(component: id, source: manifest.source, files: files)
         }
     }
+
+    /// Refuses, before any loading, an assembly whose parts (those in `only`, when given) name
+    /// weight or tokenizer files that are not on disk, saying what to download.
+    public static func require(_ assembly: AssemblyManifest, in catalog: Catalog, only: Set<String>? = nil) throws {
+        let missing = of(assembly, in: catalog).filter { only?.contains($0.component) ?? true }
+        guard missing.isEmpty else { throw AssemblyError.weightsMissing(assembly: assembly.id, parts: missing) }
+    }
 }
 
 /// One placeholder of a built model: the encoder and connector behind it.
@@ -123,8 +130,7 @@ public struct Assembler: Sendable {
         // Misfits first; then files not downloaded yet, with what to fetch.
         let problems = CompatibilityChecker(catalog: catalog, families: families).problems(assembly: assembly, filesOnDisk: false)
         guard problems.isEmpty else { throw AssemblyError.incompatible(assembly: assembly.id, problems: problems) }
-        let missing = MissingWeights.of(assembly, in: catalog)
-        guard missing.isEmpty else { throw AssemblyError.weightsMissing(assembly: assembly.id, parts: missing) }
+        try MissingWeights.require(assembly, in: catalog)
 
         let lmManifest = try catalog.component(assembly.languageModel, kind: .languageModel)
         progress("loading language model \(lmManifest.id)")

@@ -68,7 +68,7 @@ struct Bench: ParsableCommand {
                 name = manifest.id
                 llm = try catalog.component(manifest.languageModel)
                 encoder = try manifest.inputs.first.map { try catalog.component($0.encoder) }
-                try requireWeights(of: manifest, in: catalog, only: Set([noLlm ? nil : llm?.id, noEncoder ? nil : encoder?.id].compactMap { $0 }))
+                try MissingWeights.require(manifest, in: catalog, only: Set([noLlm ? nil : llm?.id, noEncoder ? nil : encoder?.id].compactMap { $0 }))
                 bench.store = { component in
                     guard component.weights != nil else {
                         throw ManifestError.invalid(file: component.origin, detail: "weights: required to benchmark '\(component.id)'")
@@ -111,7 +111,7 @@ struct Quantize: ParsableCommand {
                 throw ValidationError("--to '\(to)' is not one of \(WeightFormat.quantizedNames)")
             }
             let (catalog, manifest) = try resolveAssembly(assembly, catalogOptions: catalogOptions)
-            try requireWeights(of: manifest, in: catalog)
+            try MissingWeights.require(manifest, in: catalog)
             var quantizer = Quantizer(catalog: catalog, families: catalogOptions.families())
             quantizer.includeEncoder = includeEncoder
             quantizer.keep = keep

@@ -36,13 +36,6 @@ func resolveAssembly(_ reference: String?, catalogOptions: CatalogOptions) throw
     return (catalog, try catalog.assembly(reference))
 }
 
-/// Refuses, before any loading, an assembly whose parts (those in `only`, when given) name
-/// weight or tokenizer files that are not on disk, saying what to download.
-func requireWeights(of manifest: AssemblyManifest, in catalog: Catalog, only: Set<String>? = nil) throws {
-    let missing = MissingWeights.of(manifest, in: catalog).filter { only?.contains($0.component) ?? true }
-    guard missing.isEmpty else { throw AssemblyError.weightsMissing(assembly: manifest.id, parts: missing) }
-}
-
 struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run an assembly on a prompt (and images) and stream the continuation.",

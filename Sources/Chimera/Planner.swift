@@ -58,7 +58,7 @@ public struct MemoryPlan: Codable, Sendable {
     public var totalParameters: Int
     /// Tokens of context the KV cache and activations are planned for.
     public var contextTokens: Int
-    /// The KV cache's precision planned for (`run`'s and `bench`'s `--kv-cache`), whatever the weights'.
+    /// The KV cache's precision planned for (`generate`'s and `bench`'s `--kv-cache`), whatever the weights'.
     public var kvCache: KVPrecision
     public var weightBytes: [String: Int]
     /// Key/value cache per 1,024 tokens of context (0 without a language model).

@@ -10,14 +10,14 @@ struct Plan: ParsableCommand {
         discussion: """
         Counts parameters by building every component over shapes-only tensors (no weights needed). \
         int8/int4 include one f16 scale per 32 weights; the KV cache is planned in --kv-cache's precision \
-        (f32 by default, as run and bench keep it, whatever the weights'); \
+        (f32 by default, as generate and bench keep it, whatever the weights'); \
         peak = weights + KV cache for the context + the largest f32 working set of one forward pass. \
         A device fits when the peak is at most 90% of its memory.
         """)
     @OptionGroup var catalogOptions: CatalogOptions
     @Argument(help: "An assembly (id or file) or a component id") var id: String
     @Option(help: "Tokens of context to plan for (default: the language model's, at most 2048)") var context: Int?
-    @Option(help: "KV cache precision to plan for: f32 (run's and bench's default), or f16 (their --kv-cache f16)") var kvCache = KVPrecision.f32
+    @Option(help: "KV cache precision to plan for: f32 (generate's and bench's default), or f16 (their --kv-cache f16)") var kvCache = KVPrecision.f32
     @Flag(help: "Print JSON") var json = false
 
     func run() throws {

@@ -251,7 +251,7 @@ enum BuiltinCatalog {
         #expect(plan.totalParameters == 1_100_048_384)  // TinyLlama-1.1B-Chat-v1.0, transformers' num_parameters()
         #expect(plan.weightBytes["f32"] == 4 * 1_100_048_384 && plan.weightBytes["f16"] == 2 * 1_100_048_384)
         // 22 layers × (keys + values) × 4 kv heads × 64 dims × 1,024 tokens, in f32 whatever the
-        // weights (as run and bench keep the cache unless told otherwise), or in f16 when asked.
+        // weights (as generate and bench keep the cache unless told otherwise), or in f16 when asked.
         #expect(plan.kvCache == .f32 && plan.kvCacheBytesPer1kTokens.values.allSatisfy { $0 == 22 * 2 * 4 * 64 * 1024 * 4 })
         let halfCache = try Self.planner().plan("tinyllama-1.1b-chat", kvCache: .f16)
         #expect(halfCache.kvCache == .f16 && halfCache.kvCacheBytesPer1kTokens.values.allSatisfy { $0 == 22 * 2 * 4 * 64 * 1024 * 2 })

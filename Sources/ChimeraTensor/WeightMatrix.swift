@@ -394,9 +394,9 @@ extension ComputeThreads {
 
 /// Memory for the weights that decode streams (and, `dedicated`, for KV caches): regions aligned to
 /// 2 MiB and advised into transparent huge pages, handed out in 64-byte-aligned pieces. Reading a
-/// matrix then needs one TLB entry per 2 MiB instead of one per 4 KiB page (and no page walk every 4 KiB of a stream):
-/// decode measured +5 % tokens/s (Qwen2-0.5B q4_0) to +13 % (TinyLlama f16) against 4 KiB pages,
-/// in alternating runs. Where the kernel gives no huge pages, it is plain memory.
+/// matrix then needs one TLB entry per 2 MiB instead of one per 4 KiB page (and no page walk every
+/// 4 KiB of a stream): decode measured +5 % tokens/s (Qwen2-0.5B q4_0) to +13 % (TinyLlama f16)
+/// against 4 KiB pages, in alternating runs. Where the kernel gives no huge pages, it is plain memory.
 public enum WeightMemory {
     /// One region; a piece's `owner` keeps it alive, and it is freed with its last piece.
     final class Region: @unchecked Sendable {

@@ -1,3 +1,4 @@
+import ChimeraIO
 import ChimeraTensor
 import ChimeraTokenizers
 import Foundation
@@ -74,6 +75,19 @@ public enum GenerationError: LocalizedError {
     }
 }
 
+/// Throws PromptError.unreadableInput for an input file that is not there, not readable, or not a
+/// regular file (a FIFO would wait for a writer forever): a check before a model loads, which can
+/// take a while, for what the encoders would refuse only after it.
+public func checkInputFiles(_ files: [String: [URL]]) throws {
+    for (placeholder, urls) in files.sorted(by: { $0.key < $1.key }) {
+        for url in urls {
+            if let reason = notARegularFile(url.path) ?? (FileManager.default.isReadableFile(atPath: url.path) ? nil : "no such file or not readable") {
+                throw PromptError.unreadableInput(placeholder: placeholder, file: url.path, reason: reason)
+            }
+        }
+    }
+}
+
 public enum PromptError: LocalizedError {
     case inputCountMismatch(placeholder: String, inPrompt: Int, given: Int)
     case unknownPlaceholder(name: String, known: [String])
@@ -81,6 +95,7 @@ public enum PromptError: LocalizedError {
     case emptyPrompt
     case extraPlaceholderTokens(placeholder: String, id: Int, placeholders: Int)
     case badOption(String)
+    case unreadableInput(placeholder: String, file: String, reason: String)
 
     public var errorDescription: String? {
         switch self {
@@ -103,6 +118,7 @@ public enum PromptError: LocalizedError {
             return "the tokenized prompt holds more \(placeholder) tokens (id \(id)) than its \(placeholders) placeholder\(placeholders == 1 ? "" : "s"):"
                 + " the tokenizer gives other text, or a special token it adds, the placeholder's id"
         case let .badOption(message): return message
+        case let .unreadableInput(placeholder, file, reason): return "cannot read the input for \(placeholder), '\(file)': \(reason)"
         }
     }
 }

@@ -83,6 +83,9 @@ struct Generate: ParsableCommand {
                                             kvCache: kvCache)
             var assembler = Assembler(catalog: catalog, families: catalogOptions.families(), progress: progress)
             assembler.storedMatrices = placement.storedMatrices
+            // Refused before loading, which can take a while: bad options and input files that are not there.
+            try options.validate()
+            try checkInputFiles(files)
             let model = try assembler.build(manifest)
             let result = try model.generate(prompt: text, inputs: files, options: options) { piece in
                 if !json, !piece.isEmpty {
@@ -110,9 +113,9 @@ struct Generate: ParsableCommand {
 extension Generate {
     /// The text to run and its stop strings: the prompt as given, or, with --chat (--template,
     /// --conversation), the prompt or conversation rendered by the chat template.
-    /// The prompt (rendered by the chat template with --chat), and the template's stop strings.
     /// With --chat, inputs given for a placeholder the question does not hold go in front of it,
-    /// a line each, as TinyLLaVA's run_tiny_llava puts the image before the query.
+    /// a line each, as TinyLLaVA's run_tiny_llava puts the image before the query (in a
+    /// conversation, in front of the first user turn, when no turn holds the placeholder).
     func chatPrompt(catalog: Catalog, manifest: AssemblyManifest, given files: [String: [URL]]) throws -> (String, [String]) {
         guard chat || template != nil || conversation != nil else {
             return (prompt ?? "USER: <image>\nDescribe the image. ASSISTANT:", [])
@@ -121,15 +124,25 @@ extension Generate {
             throw PromptError.badOption("--chat: assembly '\(manifest.id)' names no chat_template; give --template NAME (known: \(catalog.templates.keys.sorted().joined(separator: ", ")))")
         }
         let chatTemplate = try catalog.template(name)
+        // Inputs for a placeholder that no text holds go in front of `text`, a line each.
+        func inputsInFront(of text: String, unlessIn texts: [String]) -> String {
+            var text = text
+            for (placeholder, urls) in files.sorted(by: { $0.key > $1.key }) where !texts.contains(where: { $0.contains(placeholder) }) {
+                text = String(repeating: placeholder + "\n", count: urls.count) + text
+            }
+            return text
+        }
         if let conversation {
             guard prompt == nil else { throw ValidationError("give --prompt or --conversation, not both") }
-            return (try chatTemplate.render(ChatTurn.conversation(contentsOf: URL(fileURLWithPath: conversation))), chatTemplate.stop)
+            var turns = try ChatTurn.conversation(contentsOf: URL(fileURLWithPath: conversation))
+            // In a conversation, the first user turn (TinyLLaVA's training data holds the image there).
+            if let first = turns.firstIndex(where: { $0.role == "user" }) {
+                turns[first].content = inputsInFront(of: turns[first].content, unlessIn: turns.map(\.content))
+            }
+            return (try chatTemplate.render(turns), chatTemplate.stop)
         }
-        var question = prompt ?? "<image>\nDescribe the image."
-        for (placeholder, urls) in files.sorted(by: { $0.key > $1.key }) where !question.contains(placeholder) {
-            question = String(repeating: placeholder + "\n", count: urls.count) + question
-        }
-        return (try chatTemplate.render(prompt: question), chatTemplate.stop)
+        let question = prompt ?? "<image>\nDescribe the image."
+        return (try chatTemplate.render(prompt: inputsInFront(of: question, unlessIn: [question])), chatTemplate.stop)
     }
 
     /// --assembly, or an assembly made on the spot from --encoder/--connector/--llm.

@@ -144,6 +144,32 @@ import Testing
         #expect(a["tokens"] as? [Int] == b["tokens"] as? [Int])
         let both = try CLI.run(["generate", "--template", "llava", "--conversation", file.path, "--prompt", "x"])
         #expect(both.status != 0 && both.stderr.contains("not both"), "\(both.all)")
+        // An image given for a conversation that holds no placeholder goes in front of its first user
+        // turn, as a question's does.
+        let bare = folder.appendingPathComponent("bare.json")
+        try JSONSerialization.data(withJSONObject: [["role": "system", "content": ""]] + turns.map { turn in
+            turn.mapValues { $0.replacingOccurrences(of: "<image>\n", with: "") }
+        }).write(to: bare)
+        let sample = CLI.packageRoot.appendingPathComponent("manifests/default/checkpoint/sample.png").path
+        let placed = try CLI.run(["generate", "--template", "llava", "--conversation", bare.path, "--image", sample, "--json", "--max-tokens", "3"])
+        #expect(placed.status == 0, "\(placed.all)")
+        let c = try #require(try CLI.json(placed.stdout) as? [String: Any])
+        #expect(c["tokens"] as? [Int] == b["tokens"] as? [Int] && c["prompt_tokens"] as? Int == b["prompt_tokens"] as? Int, "\(c)")
+    }
+
+    /// Options and input files the run would refuse are refused before the model loads (seconds for
+    /// a real one), naming what is wrong.
+    @Test func badOptionsAndInputsRefusedBeforeLoading() throws {
+        let folder = try CLI.temporaryFolder()
+        let missing = folder.appendingPathComponent("cat.png").path
+        for (arguments, message) in [(["--top-p", "2"], "--top-p must be in (0, 1], found 2.0"),
+                                     (["--temperature=-1"], "--temperature must be >= 0, found -1.0"),
+                                     (["--image", missing, "--prompt", "<image> hi"], "cannot read the input for <image>, '\(missing)': no such file"),
+                                     (["--image", folder.path, "--prompt", "<image> hi"], "'\(folder.path)': it is a folder, not a file")] {
+            let r = try CLI.run(["generate", "--max-tokens", "2"] + arguments)
+            #expect(r.status != 0 && r.stderr.contains(message), "\(arguments): \(r.all)")
+            #expect(!r.stderr.contains("loading"), "\(arguments): \(r.all)")
+        }
     }
 
     @Test func chatErrors() throws {

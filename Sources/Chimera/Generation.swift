@@ -75,11 +75,13 @@ public enum GenerationError: LocalizedError {
     }
 }
 
-/// Throws PromptError.unreadableInput for an input file that is not there, not readable, or not a
-/// regular file (a FIFO would wait for a writer forever): a check before a model loads, which can
-/// take a while, for what the encoders would refuse only after it.
-public func checkInputFiles(_ files: [String: [URL]]) throws {
+/// Throws PromptError.unknownPlaceholder for an input given for a placeholder not among
+/// `placeholders`, and PromptError.unreadableInput for an input file that is not there, not readable,
+/// or not a regular file (a FIFO would wait for a writer forever). The CLI checks before a model
+/// loads (which can take a while) what would otherwise be refused only after it.
+public func checkInputs(_ files: [String: [URL]], placeholders: [String]) throws {
     for (placeholder, urls) in files.sorted(by: { $0.key < $1.key }) {
+        guard placeholders.contains(placeholder) else { throw PromptError.unknownPlaceholder(name: placeholder, known: placeholders) }
         for url in urls {
             if let reason = notARegularFile(url.path) ?? (FileManager.default.isReadableFile(atPath: url.path) ? nil : "no such file or not readable") {
                 throw PromptError.unreadableInput(placeholder: placeholder, file: url.path, reason: reason)
@@ -103,6 +105,7 @@ public enum PromptError: LocalizedError {
             return "the prompt holds \(inPrompt) \(placeholder) placeholder\(inPrompt == 1 ? "" : "s") but \(given) input\(given == 1 ? " was" : "s were") given"
                 + (inPrompt == 0 && given > 0 ? " (put \(placeholder) in the prompt where the input belongs)" : "")
         case let .unknownPlaceholder(name, known):
+            if known.isEmpty { return "this assembly takes no inputs (text only), but one was given for '\(name)'" }
             return "this assembly has no input '\(name)' (its placeholders: \(known.joined(separator: ", ")))"
         case let .tooLong(tokens, maxTokens, context):
             // "at most 0 new tokens fit" would send the user to --max-tokens, which cannot help.
@@ -134,9 +137,7 @@ extension AssembledModel {
     /// Tokenizes the prompt and splices each input's features where its placeholder stands.
     /// `inputs` maps a placeholder ("<image>") to its files, used in prompt order.
     public func prepare(prompt: String, inputs files: [String: [URL]]) throws -> PreparedPrompt {
-        for name in files.keys where !inputs.contains(where: { $0.binding.placeholder == name }) {
-            throw PromptError.unknownPlaceholder(name: name, known: inputs.map(\.binding.placeholder))
-        }
+        try checkInputs(files, placeholders: inputs.map(\.binding.placeholder))
         // Split the prompt into text and placeholder pieces.
         var pieces: [(text: String, input: BoundInput?)] = [(prompt, nil)]
         for input in inputs {

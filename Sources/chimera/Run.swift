@@ -83,9 +83,10 @@ struct Generate: ParsableCommand {
                                             kvCache: kvCache)
             var assembler = Assembler(catalog: catalog, families: catalogOptions.families(), progress: progress)
             assembler.storedMatrices = placement.storedMatrices
-            // Refused before loading, which can take a while: bad options and input files that are not there.
+            // Refused before loading, which can take a while: bad options, unknown placeholders, input files
+            // that are not there.
             try options.validate()
-            try checkInputFiles(files)
+            try checkInputs(files, placeholders: manifest.inputs.map(\.placeholder))
             let model = try assembler.build(manifest)
             let result = try model.generate(prompt: text, inputs: files, options: options) { piece in
                 if !json, !piece.isEmpty {

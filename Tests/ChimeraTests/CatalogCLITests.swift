@@ -165,7 +165,11 @@ import Testing
         for (arguments, message) in [(["--top-p", "2"], "--top-p must be in (0, 1], found 2.0"),
                                      (["--temperature=-1"], "--temperature must be >= 0, found -1.0"),
                                      (["--image", missing, "--prompt", "<image> hi"], "cannot read the input for <image>, '\(missing)': no such file"),
-                                     (["--image", folder.path, "--prompt", "<image> hi"], "'\(folder.path)': it is a folder, not a file")] {
+                                     (["--image", folder.path, "--prompt", "<image> hi"], "'\(folder.path)': it is a folder, not a file"),
+                                     (["--input", "audio=\(missing)", "--prompt", "<audio> hi"],
+                                      "this assembly has no input '<audio>' (its placeholders: <image>)"),
+                                     (["--llm", "chimera-tiny-default-llm", "--image", missing, "--prompt", "<image> hi"],
+                                      "this assembly takes no inputs (text only), but one was given for '<image>'")] {
             let r = try CLI.run(["generate", "--max-tokens", "2"] + arguments)
             #expect(r.status != 0 && r.stderr.contains(message), "\(arguments): \(r.all)")
             #expect(!r.stderr.contains("loading"), "\(arguments): \(r.all)")

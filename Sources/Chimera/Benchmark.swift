@@ -145,7 +145,11 @@ public struct Benchmark {
     public var format: WeightFormat?
     /// Weights of a part: nil uses random weights of the manifest's shapes.
     public var store: ((ComponentManifest) throws -> WeightSource)?
-    public var promptTokens = 640
+    /// Prefill length; nil: `defaultPromptTokens`, or as many as fit the context beside the decoded
+    /// (and bandwidth-paired) tokens, for a model with a short context such as the tiny default.
+    public var promptTokens: Int?
+    /// One CLIP-336 image (576 tokens) plus a question.
+    public static let defaultPromptTokens = 640
     /// Image encodes to time: the first apart, the median of the rest as `image_encode_s`.
     public var encodeRuns = 3
     /// Compare decode with the machine's read bandwidth: `bandwidthPairs` more decoded tokens,
@@ -224,6 +228,8 @@ public struct Benchmark {
             // A decoded token multiplies by every matrix once (a tied embedding table is one of them).
             let decodeBytes = loader.matrices.reduce(0) { $0 + $1.matrix.byteCount }
             let pairs = measureBandwidth && decodeTokens > 0 ? bandwidthPairs : 0
+            let promptTokens = self.promptTokens
+                ?? min(Self.defaultPromptTokens, max(1, model.contextLength - pairs - max(0, min(decodeTokens, model.contextLength))))
             // Before the prefill, not after; not as a sum, which a huge --decode-tokens would overflow.
             guard promptTokens <= model.contextLength - pairs, decodeTokens <= model.contextLength - pairs - promptTokens else {
                 throw BenchmarkError.beyondContext(model: manifest.id, prompt: promptTokens, decode: decodeTokens, pairs: pairs,

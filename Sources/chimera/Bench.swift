@@ -17,7 +17,8 @@ struct Bench: ParsableCommand {
     @Option(help: "Synthetic preset name") var synthetic: String?
     @Option(help: "Weight format of every matrix: f32, f16, bf16, q8_0, q6_0, q4_0 (default: as stored; f32 for synthetic; with q4_0 an lm_head tied to the embeddings is q6_0)")
     var dtype: String?
-    @Option(help: "Prompt length for prefill") var promptTokens = 640
+    @Option(help: "Prompt length for prefill (default: 640, or as many as fit the context beside the decoded tokens)")
+    var promptTokens: Int?
     @Option(help: "Image encodes: the first is reported apart, the median of the others as image_encode_s") var encodeRuns = 3
     @Option(help: "Tokens to decode") var decodeTokens = 32
     @Option(help: "Threads (default: CHIMERA_THREADS or every core)") var threads: Int?
@@ -45,7 +46,7 @@ struct Bench: ParsableCommand {
             guard !placement.mappedWeights || assembly != nil else {
                 throw ValidationError("--mapped-weights needs --assembly: synthetic weights are generated in memory, not read from files")
             }
-            guard promptTokens > 0, decodeTokens >= 0, (1...1000).contains(encodeRuns) else {
+            guard promptTokens ?? 1 > 0, decodeTokens >= 0, (1...1000).contains(encodeRuns) else {
                 throw ValidationError("--prompt-tokens must be positive, --encode-runs 1...1000 and --decode-tokens non-negative")
             }
             var bench = Benchmark(families: catalogOptions.families(), format: format)

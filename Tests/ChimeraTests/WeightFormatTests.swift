@@ -376,5 +376,10 @@ import Testing
         } throws: { error in
             (error as? LocalizedError)?.errorDescription?.contains("480 prompt tokens + 32 decoded + 8 paired with the bandwidth probes need more positions than") == true
         }
+        // Without a prompt length the default 640 shrinks to what fits beside the decoded tokens.
+        var fitted = Benchmark(families: registry, format: .q8_0)
+        fitted.measureBandwidth = false
+        fitted.decodeTokens = 2
+        #expect(try fitted.run(name: "tiny", encoder: nil, languageModel: llm).promptTokens == 510)
     }
 }

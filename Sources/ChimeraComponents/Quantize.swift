@@ -40,8 +40,7 @@ public struct Quantizer {
         guard format.isQuantized else {
             throw ManifestError.invalid(file: "--to", detail: "'\(format.rawValue)' is not a quantized format (\(WeightFormat.quantizedNames))")
         }
-        let fm = FileManager.default
-        try fm.createDirectory(at: output, withIntermediateDirectories: true)
+        try createOutputFolder(output)
         let suffix = "-" + format.rawValue
         var written: [ComponentManifest] = []
         var quantizedCount = 0, kept: [String] = []

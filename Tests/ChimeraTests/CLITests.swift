@@ -335,6 +335,19 @@ enum CLI {
         let r = try CLI.run(["import", CLI.packageRoot.appendingPathComponent("Tests/ChimeraTests").path, "--out", try CLI.temporaryFolder().path])
         #expect(r.status != 0)
         #expect(r.stderr.contains("config.json") && r.stderr.contains("no such file"))
+        // A path that is no folder, and an output folder that cannot be made, are named as such.
+        let readme = CLI.packageRoot.appendingPathComponent("README.md").path
+        let file = try CLI.run(["import", readme])
+        #expect(file.status != 0 && file.stderr.contains("\(readme): a file, not a checkpoint folder"), "\(file.all)")
+        let none = try CLI.run(["import", "/nonexistent-checkpoint"])
+        #expect(none.status != 0 && none.stderr.contains("/nonexistent-checkpoint: no such folder"), "\(none.all)")
+        let fixture = CLI.packageRoot.appendingPathComponent("Tests/ChimeraTests/Fixtures/lm-llama")
+        let blocked = try CLI.run(["import", fixture.path, "--out", readme + "/out"])
+        #expect(blocked.status != 0 && blocked.stderr.contains("\(readme)/out: cannot create the output folder: \(readme) is a file"),
+                "\(blocked.all)")
+        let quantized = try CLI.run(["quantize", "chimera-tiny-default", "--to", "q8_0", "-o", "/proc/chimera-out"])
+        #expect(quantized.status != 0 && quantized.stderr.contains("/proc/chimera-out: cannot create the output folder: No such file or directory"),
+                "\(quantized.all)")
     }
 }
 

@@ -10,6 +10,7 @@ public enum ImportError: LocalizedError {
     case missing(file: String, field: String, why: String)
     case noWeights(directory: String)
     case missingTensors(directory: String, what: String)
+    case cannotWrite(path: String, reason: String)
 
     public var errorDescription: String? {
         switch self {
@@ -21,6 +22,7 @@ public enum ImportError: LocalizedError {
         case let .missing(file, field, why): return "\(file): \(field) is missing: \(why)"
         case let .noWeights(directory): return "\(directory): no *.safetensors files or model.safetensors.index.json (PyTorch .bin checkpoints are not supported; convert them to safetensors)"
         case let .missingTensors(directory, what): return "\(directory): the weights hold no \(what)"
+        case let .cannotWrite(path, reason): return "\(path): \(reason)"
         }
     }
 }
@@ -74,6 +76,13 @@ public struct CheckpointImporter {
     }
 
     public func run() throws -> ImportResult {
+        var isFolder: ObjCBool = false
+        if !FileManager.default.fileExists(atPath: checkpoint.path, isDirectory: &isFolder) {
+            throw ImportError.unreadable(file: checkpoint.path, reason: "no such folder")
+        }
+        if !isFolder.boolValue {
+            throw ImportError.unreadable(file: checkpoint.path, reason: "a file, not a checkpoint folder (give the folder that holds config.json and the weights)")
+        }
         let configPath = file("config.json").path
         let config = try readJSON("config.json")
         let modelType = config["model_type"] as? String ?? "(none)"
@@ -277,19 +286,45 @@ public struct CheckpointImporter {
     }
 }
 
+/// Creates import's or quantize's output folder (and its parents), or says why it cannot, naming
+/// the path that stops it (Foundation's own error on Linux says neither plainly).
+func createOutputFolder(_ folder: URL) throws {
+    var missing: [String] = [], path = folder.standardizedFileURL.path
+    var isFolder: ObjCBool = false
+    while !FileManager.default.fileExists(atPath: path, isDirectory: &isFolder) {
+        missing.append(path)
+        path = (path as NSString).deletingLastPathComponent
+    }
+    if !isFolder.boolValue {
+        throw ImportError.cannotWrite(path: folder.path, reason: missing.isEmpty ? "the output folder is a file"
+                                          : "cannot create the output folder: \(path) is a file")
+    }
+    for path in missing.reversed() {
+        if mkdir(path, 0o755) != 0, errno != EEXIST {
+            let reason = String(cString: strerror(errno))
+            throw ImportError.cannotWrite(path: path, reason: "cannot create the output folder" + (missing.count > 1 ? " \(folder.path)" : "") + ": \(reason)")
+        }
+    }
+}
+
 /// Writes `<id>.component.json` files and `<id>.assembly.json` into a folder (import and quantize).
 func writeManifests(assembly: AssemblyManifest?, components: [ComponentManifest], to outputDirectory: URL) throws -> ImportResult {
-    try FileManager.default.createDirectory(at: outputDirectory, withIntermediateDirectories: true)
+    try createOutputFolder(outputDirectory)
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    func write(_ data: Data, to url: URL) throws {
+        guard FileManager.default.createFile(atPath: url.path, contents: data) else {
+            throw ImportError.cannotWrite(path: url.path, reason: "cannot write the manifest")
+        }
+    }
     var componentPaths: [URL] = []
     for component in components {
         let url = outputDirectory.appendingPathComponent("\(component.id).component.json")
-        try encoder.encode(component).write(to: url)
+        try write(try encoder.encode(component), to: url)
         componentPaths.append(url)
     }
     guard let assembly else { return ImportResult(assemblyPath: nil, componentPaths: componentPaths, assembly: nil) }
     let assemblyURL = outputDirectory.appendingPathComponent("\(assembly.id).assembly.json")
-    try encoder.encode(assembly).write(to: assemblyURL)
+    try write(try encoder.encode(assembly), to: assemblyURL)
     return ImportResult(assemblyPath: assemblyURL, componentPaths: componentPaths, assembly: assembly)
 }

@@ -389,9 +389,8 @@ public enum SafeTensorsWriter {
         }
         var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
         while (8 + json.count) % 8 != 0 { json.append(0x20) }
-        guard FileManager.default.createFile(atPath: url.path, contents: nil), let handle = FileHandle(forWritingAtPath: url.path) else {
-            throw WeightError.unreadable(file: url.path, reason: "cannot create the file")
-        }
+        try writeOutputFile(Data(), to: url)
+        guard let handle = FileHandle(forWritingAtPath: url.path) else { throw OutputError(path: url.path, reason: "cannot open the file for writing") }
         defer { try? handle.close() }
         var length = UInt64(json.count).littleEndian
         try handle.write(contentsOf: Data(bytes: &length, count: 8))

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Chimera
 import ChimeraComponents
+import ChimeraIO
 import Foundation
 
 struct List: ParsableCommand {
@@ -259,7 +260,7 @@ struct Assemble: ParsableCommand {
             guard problems.isEmpty else { throw AssemblyError.incompatible(assembly: assembly.id, problems: problems) }
             let encoderJSON = JSONEncoder()
             encoderJSON.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-            try encoderJSON.encode(assembly).write(to: url)
+            try writeOutputFile(try encoderJSON.encode(assembly), to: url)
             print(url.path)
             let missing = MissingWeights.of(assembly, in: catalog).map(\.component)
             if !missing.isEmpty { progress(Compat.weightsNote(missing)) }

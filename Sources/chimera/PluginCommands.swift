@@ -1,5 +1,6 @@
 import ArgumentParser
 import Chimera
+import ChimeraIO
 import Foundation
 
 /// `chimera plugin list|install|remove`: the plugins in the search folders and the user's folder.
@@ -62,7 +63,7 @@ struct PluginInstall: ParsableCommand {
                 let target = PluginDiscovery.userDirectory.appendingPathComponent(plugin.name)
                 let fm = FileManager.default
                 if fm.fileExists(atPath: target.path) { try fm.removeItem(at: target) }
-                try fm.createDirectory(at: target, withIntermediateDirectories: true)
+                try createOutputFolder(target)
                 try fm.copyItem(at: library, to: target.appendingPathComponent(library.lastPathComponent))
                 if let manifests { try fm.copyItem(at: manifests, to: target.appendingPathComponent("manifests")) }
                 print("installed \(plugin.name) \(plugin.version) (\(plugin.families.map(\.name).joined(separator: ", "))) in \(target.path)")

@@ -345,6 +345,12 @@ enum CLI {
         let blocked = try CLI.run(["import", fixture.path, "--out", readme + "/out"])
         #expect(blocked.status != 0 && blocked.stderr.contains("\(readme)/out: cannot create the output folder: \(readme) is a file"),
                 "\(blocked.all)")
+        let assembled = try CLI.run(["assemble", "--encoder", CLITests.encoderID, "--connector", CLITests.connectorID, "--llm", CLITests.llmID,
+                                     "-o", readme + "/a.json"])
+        #expect(assembled.status != 0 && assembled.stderr.contains("\(readme)/a.json: cannot write the file: \(readme): it is a file, not a folder"),
+                "\(assembled.all)")
+        let full = try CLI.run(["assemble", "--encoder", CLITests.encoderID, "--connector", CLITests.connectorID, "--llm", CLITests.llmID, "-o", "/dev/full"])
+        #expect(full.status != 0 && full.stderr.contains("/dev/full: cannot write the file: No space left on device"), "\(full.all)")
         let quantized = try CLI.run(["quantize", "chimera-tiny-default", "--to", "q8_0", "-o", "/proc/chimera-out"])
         #expect(quantized.status != 0 && quantized.stderr.contains("/proc/chimera-out: cannot create the output folder: No such file or directory"),
                 "\(quantized.all)")

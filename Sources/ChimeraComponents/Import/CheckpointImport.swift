@@ -10,7 +10,6 @@ public enum ImportError: LocalizedError {
     case missing(file: String, field: String, why: String)
     case noWeights(directory: String)
     case missingTensors(directory: String, what: String)
-    case cannotWrite(path: String, reason: String)
 
     public var errorDescription: String? {
         switch self {
@@ -22,7 +21,6 @@ public enum ImportError: LocalizedError {
         case let .missing(file, field, why): return "\(file): \(field) is missing: \(why)"
         case let .noWeights(directory): return "\(directory): no *.safetensors files or model.safetensors.index.json (PyTorch .bin checkpoints are not supported; convert them to safetensors)"
         case let .missingTensors(directory, what): return "\(directory): the weights hold no \(what)"
-        case let .cannotWrite(path, reason): return "\(path): \(reason)"
         }
     }
 }
@@ -286,45 +284,19 @@ public struct CheckpointImporter {
     }
 }
 
-/// Creates import's or quantize's output folder (and its parents), or says why it cannot, naming
-/// the path that stops it (Foundation's own error on Linux says neither plainly).
-func createOutputFolder(_ folder: URL) throws {
-    var missing: [String] = [], path = folder.standardizedFileURL.path
-    var isFolder: ObjCBool = false
-    while !FileManager.default.fileExists(atPath: path, isDirectory: &isFolder) {
-        missing.append(path)
-        path = (path as NSString).deletingLastPathComponent
-    }
-    if !isFolder.boolValue {
-        throw ImportError.cannotWrite(path: folder.path, reason: missing.isEmpty ? "the output folder is a file"
-                                          : "cannot create the output folder: \(path) is a file")
-    }
-    for path in missing.reversed() {
-        if mkdir(path, 0o755) != 0, errno != EEXIST {
-            let reason = String(cString: strerror(errno))
-            throw ImportError.cannotWrite(path: path, reason: "cannot create the output folder" + (missing.count > 1 ? " \(folder.path)" : "") + ": \(reason)")
-        }
-    }
-}
-
 /// Writes `<id>.component.json` files and `<id>.assembly.json` into a folder (import and quantize).
 func writeManifests(assembly: AssemblyManifest?, components: [ComponentManifest], to outputDirectory: URL) throws -> ImportResult {
     try createOutputFolder(outputDirectory)
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-    func write(_ data: Data, to url: URL) throws {
-        guard FileManager.default.createFile(atPath: url.path, contents: data) else {
-            throw ImportError.cannotWrite(path: url.path, reason: "cannot write the manifest")
-        }
-    }
     var componentPaths: [URL] = []
     for component in components {
         let url = outputDirectory.appendingPathComponent("\(component.id).component.json")
-        try write(try encoder.encode(component), to: url)
+        try writeOutputFile(try encoder.encode(component), to: url)
         componentPaths.append(url)
     }
     guard let assembly else { return ImportResult(assemblyPath: nil, componentPaths: componentPaths, assembly: nil) }
     let assemblyURL = outputDirectory.appendingPathComponent("\(assembly.id).assembly.json")
-    try write(try encoder.encode(assembly), to: assemblyURL)
+    try writeOutputFile(try encoder.encode(assembly), to: assemblyURL)
     return ImportResult(assemblyPath: assemblyURL, componentPaths: componentPaths, assembly: assembly)
 }

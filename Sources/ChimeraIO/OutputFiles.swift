@@ -1,0 +1,53 @@
+import Foundation
+
+/// Why a file or folder Chimera writes (import, quantize, assemble, plugin install) could not be
+/// made, naming the path: Foundation's own errors on Linux name neither plainly
+/// ("The operation could not be completed. (NSCocoaErrorDomain error 512.)").
+public struct OutputError: LocalizedError, Equatable {
+    public var path: String
+    public var reason: String
+    public var errorDescription: String? { "\(path): \(reason)" }
+}
+
+/// Creates `folder` and its missing parents, or throws OutputError naming what stops it (a file
+/// on the path, a read-only place).
+public func createOutputFolder(_ folder: URL) throws {
+    var missing: [String] = [], path = folder.standardizedFileURL.path
+    var isFolder: ObjCBool = false
+    while !FileManager.default.fileExists(atPath: path, isDirectory: &isFolder) {
+        missing.append(path)
+        path = (path as NSString).deletingLastPathComponent
+    }
+    if !isFolder.boolValue {
+        throw OutputError(path: folder.path, reason: missing.isEmpty ? "it is a file, not a folder" : "cannot create the output folder: \(path) is a file")
+    }
+    for path in missing.reversed() {
+        if mkdir(path, 0o755) != 0, errno != EEXIST {
+            let reason = String(cString: strerror(errno))
+            throw OutputError(path: path, reason: "cannot create the output folder" + (missing.count > 1 ? " \(folder.path)" : "") + ": \(reason)")
+        }
+    }
+}
+
+/// Writes `data` to `file` (its folder created as needed), or throws OutputError with the reason.
+public func writeOutputFile(_ data: Data, to file: URL) throws {
+    do { try createOutputFolder(file.deletingLastPathComponent()) } catch let error as OutputError {
+        throw OutputError(path: file.path, reason: "cannot write the file: \(error.path): \(error.reason)")
+    }
+    var isFolder: ObjCBool = false
+    if FileManager.default.fileExists(atPath: file.path, isDirectory: &isFolder), isFolder.boolValue {
+        throw OutputError(path: file.path, reason: "cannot write the file: a folder is there")
+    }
+    let descriptor = open(file.path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    guard descriptor >= 0 else { throw OutputError(path: file.path, reason: "cannot write the file: \(String(cString: strerror(errno)))") }
+    defer { close(descriptor) }
+    try data.withUnsafeBytes { (bytes: UnsafeRawBufferPointer) in
+        var done = 0
+        while done < bytes.count {
+            let n = write(descriptor, bytes.baseAddress! + done, bytes.count - done)
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw OutputError(path: file.path, reason: "cannot write the file: \(String(cString: strerror(errno)))") }
+            done += n
+        }
+    }
+}

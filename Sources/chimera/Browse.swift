@@ -48,6 +48,13 @@ struct List: ParsableCommand {
                         summary: ([$0.languageModel] + $0.inputs.map { "\($0.placeholder) \($0.encoder) → \($0.connector)" }).joined(separator: "; "))
                 }
             }
+            // An empty listing for a filter is a result, but a mistyped one should not look like one.
+            if rows.isEmpty, modality != nil || family != nil {
+                let all = catalog.list(kind: nil, modality: nil, family: nil)
+                let known = [modality.map { _ in "modalities: " + Set(all.compactMap(\.modality)).sorted().joined(separator: ", ") },
+                             family.map { _ in "families: " + Set(all.map(\.family)).sorted().joined(separator: ", ") }]
+                progress("no component matches (\(known.compactMap { $0 }.joined(separator: "; ")))")
+            }
             if json { try printJSON(rows); return }
             let idWidth = max(2, rows.map(\.id.count).max() ?? 0), kindWidth = 14
             print("ID".padding(toLength: idWidth, withPad: " ", startingAt: 0) + "  " + "KIND".padding(toLength: kindWidth, withPad: " ", startingAt: 0) + "  SUMMARY  [ORIGIN]")

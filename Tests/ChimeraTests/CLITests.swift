@@ -145,6 +145,13 @@ enum CLI {
         let r = try CLI.run(["list", "--kind", "decoder"])
         #expect(r.status != 0)
         #expect(r.stderr.contains("--kind") && r.stderr.contains("decoder"))
+        // A filter nothing matches lists nothing, and says which values there are.
+        let none = try CLI.run(["list", "--modality", "imgae"])
+        #expect(none.status == 0 && !none.stdout.contains("encoder") && none.stderr.contains("no component matches (modalities: image"), "\(none.all)")
+        let family = try CLI.run(["list", "--family", "lama", "--json"])
+        let listed = try CLI.json(family.stdout) as? [Any]
+        #expect(family.status == 0 && listed?.isEmpty == true, "\(family.all)")
+        #expect(family.stderr.contains("no component matches (families: ") && family.stderr.contains("llama"), "\(family.all)")
     }
 
     @Test func showPrintsTheManifest() throws {

@@ -1,11 +1,16 @@
 // swift-tools-version:6.0
 import PackageDescription
 
+// SwiftPM refuses unsafe flags in a package another one depends on by version: as such a dependency
+// (checked out under the other package's .build/checkouts, or Xcode's SourcePackages/checkouts),
+// Chimera builds with SwiftPM's own optimization settings.
+let builtAsDependency = ["/.build/checkouts/", "/SourcePackages/checkouts/"].contains { Context.packageDirectory.contains($0) }
+
 // The modules a decoded token runs through are optimized in debug builds too, so that the tests run
 // them as shipped: unoptimized Swift puts temporaries on the heap, hundreds a token, which the test
 // that decoding allocates nothing per token would see. -O keeps bounds and overflow checks (and
 // these modules use preconditions, not asserts).
-let optimizedEvenInDebug: [SwiftSetting] = [.unsafeFlags(["-O"])]
+let optimizedEvenInDebug: [SwiftSetting] = builtAsDependency ? [] : [.unsafeFlags(["-O"])]
 
 let package = Package(
     name: "Chimera",
@@ -34,7 +39,7 @@ let package = Package(
                 linkerSettings: [.linkedLibrary("png16"), .linkedLibrary("jpeg")]),
 
         // Weight-format kernels (f16/bf16/q8_0/q4_0) with run-time CPU dispatch.
-        .target(name: "CChimeraKernels", cSettings: [.unsafeFlags(["-O3"])]),
+        .target(name: "CChimeraKernels", cSettings: builtAsDependency ? [] : [.unsafeFlags(["-O3"])]),
         .target(name: "ChimeraTensor", dependencies: ["COpenBLAS", "CChimeraKernels"], swiftSettings: optimizedEvenInDebug),
         .target(name: "ChimeraIO", dependencies: ["ChimeraTensor", "CImageCodecs"]),
         .target(name: "ChimeraTokenizers"),

@@ -45,7 +45,9 @@ let package = Package(
         .target(name: "ChimeraTokenizers"),
         // The plugin ABI: one C header, shared by the host and every plugin.
         .target(name: "CChimeraPlugin"),
-        .target(name: "Chimera", dependencies: ["ChimeraTensor", "ChimeraIO", "ChimeraTokenizers", "CChimeraPlugin"]),
+        // The host's calls into plugins, with a plugin's crash caught (sigsetjmp: C, not Swift).
+        .target(name: "CPluginHost", dependencies: ["CChimeraPlugin"]),
+        .target(name: "Chimera", dependencies: ["ChimeraTensor", "ChimeraIO", "ChimeraTokenizers", "CChimeraPlugin", "CPluginHost"]),
         .target(name: "ChimeraPluginKit", dependencies: ["Chimera", "ChimeraTensor", "CChimeraPlugin"]),
         .target(name: "ChimeraComponents", dependencies: ["Chimera", "ChimeraTensor", "ChimeraIO"], swiftSettings: optimizedEvenInDebug),
         .executableTarget(

@@ -1,4 +1,5 @@
 import CChimeraPlugin
+import CPluginHost
 import ChimeraTensor
 import Foundation
 #if canImport(Glibc)
@@ -9,7 +10,9 @@ import Glibc
 // is wrapped into a ComponentFamily whose components are ModalityEncoder / Connector objects backed
 // by that table, so the registry, compat, the assembler and generate treat them like built-ins.
 // Everything a plugin hands back is checked (ABI version, missing functions, shapes, finiteness)
-// and refused with a message naming the plugin.
+// and refused with a message naming the plugin. Every call into a plugin runs through
+// chimera_run_guarded (chimera_plugin_host.h), which catches the plugin's crash; a plugin that
+// crashed is not called again.
 
 public enum PluginError: LocalizedError {
     case cannotOpen(library: String, reason: String)
@@ -20,6 +23,7 @@ public enum PluginError: LocalizedError {
     case badOutput(plugin: String, family: String, call: String, detail: String)
     case duplicateFamily(name: String, first: String, second: String)
     case notInstalled(name: String, directory: String, installed: [String])
+    case crashed(plugin: String, call: String, signal: String)
 
     public var errorDescription: String? {
         switch self {
@@ -34,6 +38,8 @@ public enum PluginError: LocalizedError {
         case let .duplicateFamily(name, first, second): return "component family '\(name)' is defined by \(first) and by \(second)"
         case let .notInstalled(name, directory, installed):
             return "no plugin '\(name)' is installed in \(directory) (installed: \(installed.isEmpty ? "none" : installed.joined(separator: ", ")))"
+        case let .crashed(plugin, call, signal):
+            return "plugin \(plugin) crashed in \(call): \(signal); it is not called again in this process (fix or remove the plugin)"
         }
     }
 }
@@ -60,7 +66,9 @@ public final class PluginLibrary: @unchecked Sendable {
             throw PluginError.missingEntry(library: path, reason: dlerror().map { String(cString: $0) } ?? "symbol not found")
         }
         let entry = unsafeBitCast(symbol, to: chimera_plugin_entry_fn.self)
-        guard let table = entry() else {
+        var returned: UnsafePointer<chimera_plugin>?
+        if let crash = Self.runGuarded(plugin: path, call: CHIMERA_PLUGIN_ENTRY_SYMBOL + "()", { returned = entry() }) { throw crash }
+        guard let table = returned else {
             throw PluginError.malformed(library: path, detail: "\(CHIMERA_PLUGIN_ENTRY_SYMBOL)() returned NULL")
         }
         // Only abi_version is read before the version is known to match.
@@ -124,16 +132,13 @@ public final class PluginLibrary: @unchecked Sendable {
                 }
                 guard let validate = entry.raw.validate else { return }
                 let json = try PluginLibrary.json(manifest)
-                var error: UnsafeMutablePointer<CChar>?
-                if validate(json, &error) != 0 {
+                var error: UnsafeMutablePointer<CChar>?, status: Int32 = 0
+                try library.guarded("validate of '\(manifest.id)'", family: familyName) { status = validate(json, &error) }
+                if status != 0 {
                     throw ManifestError.invalid(file: manifest.originFile, detail: library.take(error) ?? "refused by plugin '\(library.name)'")
                 }
             },
-            connectorTokens: { manifest, tokens in
-                guard let outputTokens = entry.raw.output_tokens, let json = try? PluginLibrary.json(manifest) else { return tokens }
-                let n = outputTokens(json, Int64(tokens))
-                return n > 0 ? Int(n) : nil
-            },
+            connectorTokens: { manifest, tokens in library.outputTokens(family: entry.raw, familyName: familyName, manifest: manifest, inputTokens: tokens) },
             create: { manifest, context in
                 let instance = try PluginInstance(library: library, family: entry.raw, familyName: familyName, manifest: manifest, context: context)
                 switch kind {
@@ -145,15 +150,48 @@ public final class PluginLibrary: @unchecked Sendable {
             })
     }
 
+    /// Set by the first call that crashed: the plugin's state is unknown from then on, so nothing of
+    /// it is called again (not even destroy or free: what it holds is left to the process's end).
+    private(set) var crash: PluginError?
+
+    /// Runs `body`, a call into the plugin, on the plugins' thread with a crash caught: the crash
+    /// becomes PluginError.crashed, thrown now and for every later call.
+    func guarded(_ call: String, family: String?, _ body: @escaping () -> Void) throws {
+        if let crash { throw crash }
+        let plugin = "'\(name)' (\(path))" + (family.map { ", family '\($0)'," } ?? "")
+        if let error = Self.runGuarded(plugin: plugin, call: call, body) {
+            crash = error
+            throw error
+        }
+    }
+
+    /// Runs `body` through chimera_run_guarded: nil, or the crash as an error. Escaping, since a
+    /// crash leaves the closure referenced from the plugins' retired thread (a leak, by design).
+    static func runGuarded(plugin: String, call: String, _ body: @escaping () -> Void) -> PluginError? {
+        var run = body
+        let signal = withUnsafeMutablePointer(to: &run) { chimera_run_guarded({ $0!.assumingMemoryBound(to: (() -> Void).self).pointee() }, $0) }
+        return signal == 0 ? nil : .crashed(plugin: plugin, call: call, signal: String(cString: chimera_signal_description(signal)))
+    }
+
+    /// Connectors: the plugin's token count for `inputTokens` (nil when it refuses them or crashed),
+    /// or `inputTokens` for a family that keeps the count.
+    func outputTokens(family: chimera_family, familyName: String, manifest: ComponentManifest, inputTokens: Int) -> Int? {
+        guard let outputTokens = family.output_tokens, let json = try? PluginLibrary.json(manifest) else { return inputTokens }
+        var n: Int64 = -1
+        try? guarded("output_tokens", family: familyName) { n = outputTokens(json, Int64(inputTokens)) }
+        return n > 0 ? Int(n) : nil
+    }
+
     /// Takes ownership of a string the plugin returned.
     func take(_ pointer: UnsafeMutablePointer<CChar>?) -> String? {
         guard let pointer else { return nil }
-        defer { table.pointee.free(pointer) }
+        defer { release(pointer) }
         return String(cString: pointer)
     }
 
     func release(_ pointer: UnsafeMutableRawPointer?) {
-        if let pointer { table.pointee.free(pointer) }
+        guard let pointer else { return }
+        try? guarded("free", family: nil) { [table] in table.pointee.free(pointer) }  // a crash here is refused from the next call on
     }
 
     static func json(_ manifest: ComponentManifest) throws -> String {
@@ -184,18 +222,25 @@ final class PluginInstance: @unchecked Sendable {
         if let w = context.outputWidth, settled.outputWidth == .auto { settled.outputWidth = .fixed(w) }
         let json = try PluginLibrary.json(settled)
         var handle: UnsafeMutableRawPointer?
-        var error: UnsafeMutablePointer<CChar>?
-        let status = family.create(json, manifest.directory.path, &handle, &error)
+        var error: UnsafeMutablePointer<CChar>?, status: Int32 = 0
+        try library.guarded("create of '\(manifest.id)'", family: familyName) {
+            status = family.create(json, manifest.directory.path, &handle, &error)
+        }
         let message = library.take(error)
         guard status == 0, let handle else {
-            if let handle { family.destroy(handle) }
+            if let handle { Self.destroy(handle, family: family, familyName: familyName, library: library) }
             throw PluginError.failed(plugin: library.name, family: familyName, call: "create of '\(manifest.id)'",
                                      message: message ?? (status == 0 ? "returned no handle" : "status \(status)"))
         }
         self.handle = handle
-        guard let text = library.take(family.describe(handle)),
+        var description: UnsafeMutablePointer<CChar>?
+        do { try library.guarded("describe", family: familyName) { description = family.describe(handle) } } catch {
+            Self.destroy(handle, family: family, familyName: familyName, library: library)
+            throw error
+        }
+        guard let text = library.take(description),
               let parsed = try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8)), case let .object(object) = parsed else {
-            family.destroy(handle)
+            Self.destroy(handle, family: family, familyName: familyName, library: library)
             throw PluginError.badOutput(plugin: library.name, family: familyName, call: "describe", detail: "no JSON object")
         }
         contract = object
@@ -210,7 +255,9 @@ final class PluginInstance: @unchecked Sendable {
             for i in 0..<count {
                 var name: UnsafePointer<CChar>?
                 var view = chimera_tensor()
-                guard parameter(handle, Int64(i), &name, &view) == 0, let name, let data = view.data,
+                var status: Int32 = 0
+                try library.guarded("parameter(\(i))", family: familyName) { status = parameter(handle, Int64(i), &name, &view) }
+                guard status == 0, let name, let data = view.data,
                       let shape = Self.shape(view) else {
                     throw PluginError.badOutput(plugin: library.name, family: familyName, call: "parameter(\(i))", detail: "no valid tensor view")
                 }
@@ -219,7 +266,13 @@ final class PluginInstance: @unchecked Sendable {
         }
     }
 
-    deinit { family.destroy(handle) }
+    deinit { Self.destroy(handle, family: family, familyName: familyName, library: library) }
+
+    /// Destroys a handle, unless the plugin crashed (its state is unknown). A crash in destroy
+    /// itself is refused from the next call on: deinit cannot throw.
+    static func destroy(_ handle: UnsafeMutableRawPointer, family: chimera_family, familyName: String, library: PluginLibrary) {
+        try? library.guarded("destroy", family: familyName) { family.destroy(handle) }
+    }
 
     /// A positive count from the description, at most Int32.max (the ABI passes layer indices as int32).
     func integer(_ key: String) throws -> Int {
@@ -285,15 +338,15 @@ final class PluginInstance: @unchecked Sendable {
             let dims = raw.bindMemory(to: Int64.self)
             for (i, d) in input.shape.prefix(Int(CHIMERA_TENSOR_MAX_RANK)).enumerated() { dims[i] = Int64(d) }
         }
-        let out = try invoke(call) { out, error in withUnsafePointer(to: view) { family.forward(handle, $0, 1, layer, &out, &error) } }
+        let out = try invoke(call) { [family, handle] out, error in withUnsafePointer(to: view) { family.forward(handle, $0, 1, layer, &out, &error) } }
         return try receive(out, call: call, expectedColumns: expectedColumns, expectedRows: expectedRows)
     }
 
-    /// Runs one tensor-returning call; a failure becomes an error naming the plugin and the call.
-    func invoke(_ call: String, _ body: (inout chimera_tensor, inout UnsafeMutablePointer<CChar>?) -> Int32) throws -> chimera_tensor {
+    /// Runs one tensor-returning call; a failure or a crash becomes an error naming the plugin and the call.
+    func invoke(_ call: String, _ body: @escaping (inout chimera_tensor, inout UnsafeMutablePointer<CChar>?) -> Int32) throws -> chimera_tensor {
         var out = chimera_tensor()
-        var error: UnsafeMutablePointer<CChar>?
-        let status = body(&out, &error)
+        var error: UnsafeMutablePointer<CChar>?, status: Int32 = 0
+        try library.guarded(call, family: familyName) { status = body(&out, &error) }
         let message = library.take(error)
         guard status == 0 else {
             library.release(out.data)
@@ -326,7 +379,7 @@ final class PluginEncoder: ModalityEncoder, @unchecked Sendable {
     var parameters: [(name: String, tensor: Tensor)] { instance.parameters }
 
     func prepareInput(contentsOf url: URL) throws -> Tensor {
-        let out = try instance.invoke("prepare of \(url.path)") { out, error in instance.family.prepare(instance.handle, url.path, &out, &error) }
+        let out = try instance.invoke("prepare of \(url.path)") { [instance] out, error in instance.family.prepare(instance.handle, url.path, &out, &error) }
         defer { instance.library.release(out.data) }
         guard let data = out.data, let shape = PluginInstance.shape(out) else {
             throw PluginError.badOutput(plugin: instance.library.name, family: instance.familyName, call: "prepare", detail: "no tensor")
@@ -358,9 +411,7 @@ final class PluginConnector: Connector, @unchecked Sendable {
     var parameters: [(name: String, tensor: Tensor)] { instance.parameters }
 
     func outputTokens(forInputTokens inputTokens: Int) -> Int? {
-        guard let f = instance.family.output_tokens, let json = try? PluginLibrary.json(manifest) else { return inputTokens }
-        let n = f(json, Int64(inputTokens))
-        return n > 0 ? Int(n) : nil
+        instance.library.outputTokens(family: instance.family, familyName: instance.familyName, manifest: manifest, inputTokens: inputTokens)
     }
 
     func forward(_ features: Tensor) throws -> Tensor {

@@ -8,7 +8,8 @@ import Testing
 /// two Swift plugin packages under Plugins/ (each built once per test run, in its own .build).
 enum TestPlugins {
     static let fixtures = packageRoot.appendingPathComponent("Tests/ChimeraTests/Fixtures/plugins")
-    static let modes = ["GOOD", "WRONG_ABI", "NO_ENTRY", "NULL_TABLE", "CREATE_FAILS", "WRONG_SHAPE", "NON_FINITE", "NO_FORWARD", "FORWARD_FAILS", "HUGE_PARAMETERS", "DOT_NAME", "HUGE_OUTPUT"]
+    static let modes = ["GOOD", "WRONG_ABI", "NO_ENTRY", "NULL_TABLE", "CREATE_FAILS", "WRONG_SHAPE", "NON_FINITE", "NO_FORWARD", "FORWARD_FAILS", "HUGE_PARAMETERS", "DOT_NAME", "HUGE_OUTPUT",
+                               "FORWARD_SEGFAULTS", "FORWARD_TRAPS", "CREATE_ABORTS", "ENTRY_SEGFAULTS", "FORWARD_OVERFLOWS_STACK"]
 
     struct CommandFailed: Error, CustomStringConvertible { let description: String }
 
@@ -152,6 +153,24 @@ func maxDifference(_ t: Tensor, _ expected: [Float]) -> Float {
         #expect(message { _ = try connector("HUGE_PARAMETERS") }.contains("\"parameters\" must be a count of 0...1048576 tensors (found 1e+300)"))
         // A shape of 2^39 floats was copied from a buffer of 24.
         #expect(message { _ = try connector("HUGE_OUTPUT").forward(x) }.contains("forward returned a tensor of shape [68719476736, 8]: 549755813888 floats, more than half of this machine's memory"))
+    }
+
+    /// A plugin that crashes (a bad pointer, a trap, abort, a stack overflow) is reported as such
+    /// and never called again; the host and the other plugins go on.
+    @Test func crashesAreCaughtNotFatal() throws {
+        let x = Tensor(shape: [3, 8], values: (0..<24).map(Float.init))
+        for (mode, signal) in [("FORWARD_SEGFAULTS", "SIGSEGV (invalid memory access)"), ("FORWARD_TRAPS", "SIGILL (illegal instruction"),
+                               ("FORWARD_OVERFLOWS_STACK", "SIGSEGV (invalid memory access)")] {
+            let crashing = try connector(mode)
+            let first = message { _ = try crashing.forward(x) }
+            #expect(first.hasPrefix("plugin 'c-test' (") && first.contains(", family 'c-scale', crashed in forward: \(signal)")
+                    && first.hasSuffix("it is not called again in this process (fix or remove the plugin)"), "\(mode): \(first)")
+            #expect(message { _ = try crashing.forward(x) } == first, "\(mode): refused, not called again")
+            #expect(try connector("GOOD").forward(x).toArray() == x.toArray().map { 2 * $0 }, "after \(mode)")
+        }
+        #expect(message { _ = try connector("CREATE_ABORTS") }.contains("family 'c-scale', crashed in create of 'c-scale-8': SIGABRT (abort)"))
+        let entry = message { _ = try PluginLibrary(path: try TestPlugins.cPlugin("ENTRY_SEGFAULTS").path) }
+        #expect(entry.contains("libentry_segfaults.so crashed in chimera_plugin_entry(): SIGSEGV"), "\(entry)")
     }
 
     @Test func aPluginNameThatIsNoFolderNameIsRefused() throws {

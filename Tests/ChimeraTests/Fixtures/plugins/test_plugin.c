@@ -20,6 +20,11 @@
 #define HUGE_PARAMETERS 9
 #define DOT_NAME 10
 #define HUGE_OUTPUT 11
+#define FORWARD_SEGFAULTS 12
+#define FORWARD_TRAPS 13
+#define CREATE_ABORTS 14
+#define ENTRY_SEGFAULTS 15
+#define FORWARD_OVERFLOWS_STACK 16
 #ifndef MODE
 #define MODE GOOD
 #endif
@@ -31,8 +36,17 @@ static int64_t width_of(const char *json) {
     return p ? strtoll(p + 14, NULL, 10) : 0;
 }
 
+/* Crashes, as a buggy plugin would. */
+static volatile int *nowhere;
+static int64_t recurse(int64_t depth) {
+    volatile char frame[512];
+    frame[depth % 512] = (char)depth;
+    return recurse(depth + 1) + frame[0];
+}
+
 static int32_t create(const char *manifest, const char *dir, void **handle, char **error) {
     (void)dir;
+    if (MODE == CREATE_ABORTS) abort();
     if (MODE == CREATE_FAILS) { *error = strdup("the weights are not where I expected them"); return 1; }
     scale_t *s = malloc(sizeof *s);
     s->width = width_of(manifest);
@@ -52,6 +66,9 @@ static char *describe(void *handle) {
 static int32_t forward(void *handle, const chimera_tensor *inputs, int32_t count, int32_t layer, chimera_tensor *out, char **error) {
     (void)handle; (void)layer;
     if (MODE == FORWARD_FAILS) { *error = strdup("forward is unhappy"); return 2; }
+    if (MODE == FORWARD_SEGFAULTS) *nowhere = 1;
+    if (MODE == FORWARD_TRAPS) __builtin_trap();  /* what a Swift plugin's failed precondition does */
+    if (MODE == FORWARD_OVERFLOWS_STACK) return (int32_t)recurse(0);
     if (count != 1) { *error = strdup("one input expected"); return 1; }
     int64_t n = 1;
     for (int i = 0; i < inputs[0].rank; i++) n *= inputs[0].shape[i];
@@ -79,7 +96,10 @@ static const chimera_plugin table = {
 };
 
 #if MODE != NO_ENTRY
-const chimera_plugin *chimera_plugin_entry(void) { return MODE == NULL_TABLE ? NULL : &table; }
+const chimera_plugin *chimera_plugin_entry(void) {
+    if (MODE == ENTRY_SEGFAULTS) *nowhere = 1;
+    return MODE == NULL_TABLE ? NULL : &table;
+}
 #else
 const chimera_plugin *some_other_symbol(void) { return &table; }
 #endif

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Chimera
 import ChimeraComponents
+import ChimeraIO
 import ChimeraTensor
 import Foundation
 
@@ -48,6 +49,9 @@ struct Generate: ParsableCommand {
     @Option(help: "Image file for an <image> placeholder (repeatable, in prompt order)") var image: [String] = []
     @Option(help: "Input for any placeholder, NAME=FILE (repeatable)") var input: [String] = []
     @Option(help: "The prompt; <image> marks where the image goes (with --chat, an image the prompt does not place goes in front of it; default: a request to describe the image)") var prompt: String?
+    @Option(help: "Read the prompt from this file (its text exactly; '-' reads stdin) instead of --prompt") var promptFile: String?
+    @Option(help: "System text for the chat template, replacing its own (implies --chat)") var system: String?
+    @Option(help: "Stop when the answer holds this text (repeatable; beside the chat template's stop strings)") var stop: [String] = []
     @Option(help: "Maximum new tokens") var maxTokens: Int?
     @OptionGroup var sampling: SamplingOptions
     @Option(help: "KV cache precision: f32, or f16 (half the memory; keys and values rounded to float16)") var kvCache = KVPrecision.f32
@@ -70,7 +74,7 @@ struct Generate: ParsableCommand {
                 let placeholder = name.hasPrefix("<") ? name : "<\(name)>"
                 files[placeholder, default: []].append(URL(fileURLWithPath: path))
             }
-            let (text, stop) = try chatPrompt(catalog: catalog, manifest: manifest, given: files)
+            let (text, stops) = try chatPrompt(catalog: catalog, manifest: manifest, given: files)
             // The bundled sample stands in when the prompt asks for an input and none is given.
             for (placeholder, sample) in manifest.samples ?? [:] where files[placeholder] == nil && text.contains(placeholder) {
                 files[placeholder] = [manifest.resolve(sample)]
@@ -79,7 +83,7 @@ struct Generate: ParsableCommand {
             let options = GenerationOptions(maxTokens: maxTokens ?? defaults.maxTokens ?? 64,
                                             temperature: sampling.temperature ?? defaults.temperature ?? 0,
                                             topK: sampling.topK ?? defaults.topK, topP: sampling.topP ?? defaults.topP,
-                                            seed: sampling.seed, stop: stop,
+                                            seed: sampling.seed, stop: stops + stop,
                                             kvCache: kvCache)
             var assembler = Assembler(catalog: catalog, families: catalogOptions.families(), progress: progress)
             assembler.storedMatrices = placement.storedMatrices
@@ -118,7 +122,8 @@ extension Generate {
     /// a line each, as TinyLLaVA's run_tiny_llava puts the image before the query (in a
     /// conversation, in front of the first user turn, when no turn holds the placeholder).
     func chatPrompt(catalog: Catalog, manifest: AssemblyManifest, given files: [String: [URL]]) throws -> (String, [String]) {
-        guard chat || template != nil || conversation != nil else {
+        let prompt = try promptText()
+        guard chat || template != nil || conversation != nil || system != nil else {
             return (prompt ?? "USER: <image>\nDescribe the image. ASSISTANT:", [])
         }
         guard let name = template ?? manifest.chatTemplate else {
@@ -134,8 +139,14 @@ extension Generate {
             return text
         }
         if let conversation {
-            guard prompt == nil else { throw ValidationError("give --prompt or --conversation, not both") }
+            guard prompt == nil else { throw ValidationError("give --prompt (or --prompt-file) or --conversation, not both") }
             var turns = try ChatTurn.conversation(contentsOf: URL(fileURLWithPath: conversation))
+            if let system {
+                guard turns.first?.role != "system" else {
+                    throw ValidationError("--system: the conversation \(conversation) has a system turn of its own; give one of them")
+                }
+                turns.insert(ChatTurn(role: "system", content: system), at: 0)
+            }
             // In a conversation, the first user turn (TinyLLaVA's training data holds the image there).
             if let first = turns.firstIndex(where: { $0.role == "user" }) {
                 turns[first].content = inputsInFront(of: turns[first].content, unlessIn: turns.map(\.content))
@@ -143,7 +154,22 @@ extension Generate {
             return (try chatTemplate.render(turns), chatTemplate.stop)
         }
         let question = prompt ?? "<image>\nDescribe the image."
-        return (try chatTemplate.render(prompt: inputsInFront(of: question, unlessIn: [question])), chatTemplate.stop)
+        let turns = (system.map { [ChatTurn(role: "system", content: $0)] } ?? [])
+            + [ChatTurn(role: "user", content: inputsInFront(of: question, unlessIn: [question]))]
+        return (try chatTemplate.render(turns), chatTemplate.stop)
+    }
+
+    /// --prompt, or the text of --prompt-file (stdin for "-"); nil when neither is given.
+    func promptText() throws -> String? {
+        guard let promptFile else { return prompt }
+        guard prompt == nil else { throw ValidationError("give --prompt or --prompt-file, not both") }
+        if promptFile == "-" { return String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self) }
+        if let reason = notARegularFile(promptFile) { throw ValidationError("--prompt-file \(promptFile): \(reason)") }
+        guard let data = FileManager.default.contents(atPath: promptFile) else {
+            throw ValidationError("--prompt-file \(promptFile): no such file or not readable")
+        }
+        guard let text = String(data: data, encoding: .utf8) else { throw ValidationError("--prompt-file \(promptFile): not UTF-8 text") }
+        return text
     }
 
     /// --assembly, or an assembly made on the spot from --encoder/--connector/--llm.

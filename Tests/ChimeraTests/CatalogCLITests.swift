@@ -157,6 +157,44 @@ import Testing
         #expect(c["tokens"] as? [Int] == b["tokens"] as? [Int] && c["prompt_tokens"] as? Int == b["prompt_tokens"] as? Int, "\(c)")
     }
 
+    /// --prompt-file (a file or stdin) stands for --prompt, --system for a conversation's system
+    /// turn, and --stop adds a stop string.
+    @Test func promptFileSystemAndStop() throws {
+        let folder = try CLI.temporaryFolder()
+        let prompt = "USER: <image>\nWhat is here? ASSISTANT:"
+        let file = folder.appendingPathComponent("prompt.txt")
+        try Data(prompt.utf8).write(to: file)
+        let given = try CLI.run(["generate", "--prompt", prompt, "--json", "--max-tokens", "12"])
+        let read = try CLI.run(["generate", "--prompt-file", file.path, "--json", "--max-tokens", "12"])
+        #expect(given.status == 0 && read.status == 0, "\(given.all)\(read.all)")
+        let a = try #require(try CLI.json(given.stdout) as? [String: Any]), b = try #require(try CLI.json(read.stdout) as? [String: Any])
+        #expect(a["tokens"] as? [Int] == b["tokens"] as? [Int] && a["prompt_tokens"] as? Int == b["prompt_tokens"] as? Int, "\(a)\n\(b)")
+        let both = try CLI.run(["generate", "--prompt-file", file.path, "--prompt", "x"])
+        #expect(both.status != 0 && both.stderr.contains("give --prompt or --prompt-file, not both"), "\(both.all)")
+        let missing = try CLI.run(["generate", "--prompt-file", folder.appendingPathComponent("none.txt").path])
+        #expect(missing.status != 0 && missing.stderr.contains("none.txt: no such file or not readable"), "\(missing.all)")
+
+        let conversation = folder.appendingPathComponent("conversation.json")
+        try JSONSerialization.data(withJSONObject: [["role": "system", "content": "Be brief."], ["role": "user", "content": "<image>\nWhat?"]])
+            .write(to: conversation)
+        let turns = try CLI.run(["generate", "--template", "llava", "--conversation", conversation.path, "--json", "--max-tokens", "3"])
+        let system = try CLI.run(["generate", "--template", "llava", "--system", "Be brief.", "--prompt", "<image>\nWhat?", "--json", "--max-tokens", "3"])
+        #expect(turns.status == 0 && system.status == 0, "\(turns.all)\(system.all)")
+        let c = try #require(try CLI.json(turns.stdout) as? [String: Any]), d = try #require(try CLI.json(system.stdout) as? [String: Any])
+        #expect(c["tokens"] as? [Int] == d["tokens"] as? [Int] && c["prompt_tokens"] as? Int == d["prompt_tokens"] as? Int, "\(c)\n\(d)")
+        let twice = try CLI.run(["generate", "--template", "llava", "--conversation", conversation.path, "--system", "x"])
+        #expect(twice.status != 0 && twice.stderr.contains("has a system turn of its own"), "\(twice.all)")
+
+        // A stop string taken from the middle of the answer ends it there.
+        let text = try #require(a["text"] as? String)
+        let cut = text.index(text.startIndex, offsetBy: text.count / 2)
+        let stop = String(text[cut...].prefix(2))
+        let stopped = try CLI.run(["generate", "--prompt", prompt, "--json", "--max-tokens", "12", "--stop", stop])
+        let e = try #require(try CLI.json(stopped.stdout) as? [String: Any])
+        #expect(e["stop_reason"] as? String == "stop", "\(e)")
+        #expect((e["text"] as? String).map { !$0.contains(stop) && text.hasPrefix($0) } == true, "\(stop): \(e)")
+    }
+
     /// Options and input files the run would refuse are refused before the model loads (seconds for
     /// a real one), naming what is wrong.
     @Test func badOptionsAndInputsRefusedBeforeLoading() throws {

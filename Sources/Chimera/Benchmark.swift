@@ -241,9 +241,11 @@ public struct Benchmark {
             // A token at `position` reads the matrices and the cached keys and values of
             // position + 1 positions (in the cache's precision).
             let kvBytesPerPosition = cache.layers.reduce(0) { $0 + 2 * $1.width * $1.precision.bytes }
-            let prompt = try model.embed((0..<promptTokens).map { ($0 * 7919 + 1) % model.vocabularySize })
+            let promptIDs = (0..<promptTokens).map { ($0 * 7919 + 1) % model.vocabularySize }
+            let prompt = try model.embed(promptIDs)
             progress("prefill of \(promptTokens) tokens")
             var sampler = Sampler(options: sampling)
+            sampler.saw(promptIDs)
             report.sampling = sampling.samplingDescription
             var start = Date()
             var logits = try model.forward(embeddings: prompt, cache: cache, lastOnly: true)

@@ -9,32 +9,39 @@ public struct GenerationOptions: Sendable {
     public var temperature: Float
     public var topK: Int?
     public var topP: Float?
+    /// transformers' repetition_penalty: before choosing, the logit of every token already in the
+    /// prompt or the answer is divided by it (multiplied when negative); nil or 1: none.
+    public var repetitionPenalty: Float?
     public var seed: UInt64
     /// Strings that end the answer (a chat template's stop strings): a special token of the
     /// tokenizer stops on its id; any other text stops once the answer holds it, and is cut off.
     public var stop: [String]
     /// The KV cache's precision (float16 halves its memory; see KVPrecision).
     public var kvCache: KVPrecision
-    public init(maxTokens: Int = 64, temperature: Float = 0, topK: Int? = nil, topP: Float? = nil, seed: UInt64 = 0, stop: [String] = [],
-                kvCache: KVPrecision = .f32) {
-        self.maxTokens = maxTokens; self.temperature = temperature; self.topK = topK; self.topP = topP; self.seed = seed
-        self.stop = stop; self.kvCache = kvCache
+    public init(maxTokens: Int = 64, temperature: Float = 0, topK: Int? = nil, topP: Float? = nil, repetitionPenalty: Float? = nil,
+                seed: UInt64 = 0, stop: [String] = [], kvCache: KVPrecision = .f32) {
+        self.maxTokens = maxTokens; self.temperature = temperature; self.topK = topK; self.topP = topP
+        self.repetitionPenalty = repetitionPenalty; self.seed = seed; self.stop = stop; self.kvCache = kvCache
     }
 
-    /// Throws PromptError.badOption for a negative token count or temperature, a top-k below 1 or a
-    /// top-p outside (0, 1].
+    /// Throws PromptError.badOption for a negative token count or temperature, a top-k below 1, a
+    /// top-p outside (0, 1] or a repetition penalty that is not positive and finite.
     public func validate() throws {
         guard maxTokens >= 0 else { throw PromptError.badOption("--max-tokens must be >= 0, found \(maxTokens)") }
         guard temperature >= 0 else { throw PromptError.badOption("--temperature must be >= 0, found \(temperature)") }
         if let k = topK, k < 1 { throw PromptError.badOption("--top-k must be >= 1, found \(k)") }
         if let p = topP, !(p > 0 && p <= 1) { throw PromptError.badOption("--top-p must be in (0, 1], found \(p)") }
+        if let r = repetitionPenalty, !(r > 0 && r.isFinite) {
+            throw PromptError.badOption("--repetition-penalty must be positive and finite, found \(r)")
+        }
     }
 
     /// How tokens are chosen, for reports: "greedy", or the temperature and the cuts that apply.
     public var samplingDescription: String {
-        guard temperature > 0 else { return "greedy" }
+        let penalty = repetitionPenalty.flatMap { $0 == 1 ? nil : ", repetition penalty \($0)" } ?? ""
+        guard temperature > 0 else { return "greedy" + penalty }
         return (["temperature \(temperature)"] + [topK.map { "top-k \($0)" }, topP.map { "top-p \($0)" }].compactMap { $0 })
-            .joined(separator: ", ") + ", seed \(seed)"
+            .joined(separator: ", ") + penalty + ", seed \(seed)"
     }
 }
 
@@ -243,6 +250,7 @@ extension AssembledModel {
         }
         let cache = languageModel.makeCache(capacity: promptLength + options.maxTokens, precision: options.kvCache)
         var sampler = Sampler(options: options)
+        sampler.saw(prepared.tokens)
         var detokenizer = StreamingDetokenizer(tokenizer: tokenizer)
         var generated: [Int] = []
         var stopReason = "max_tokens"
@@ -345,15 +353,46 @@ public struct Sampler {
     private var scratch: [Float] = []     // the band largestCut selects in, top-k's buffer
     private var candidates: [Float] = []  // after top-k: the kept tokens' logits, then weights, in id order
     private var candidateIDs: [Int32] = []
+    // With a repetition penalty: the token ids seen so far, once each (the prompt's and the answer's).
+    private var seen: [Int32] = []
+    private var isSeen: [Bool] = []
 
     public init(options: GenerationOptions) {
         self.options = options
         generator = SplitMix64(seed: options.seed)
     }
 
+    /// Tokens the repetition penalty counts as seen (the prompt's; negative ids, inputs' positions,
+    /// are skipped). What `sample` returns is counted by itself.
+    public mutating func saw(_ tokens: [Int]) {
+        for token in tokens { saw(token: token) }
+    }
+
+    private mutating func saw(token: Int) {
+        guard let penalty = options.repetitionPenalty, penalty != 1, token >= 0 else { return }
+        if token >= isSeen.count { isSeen += [Bool](repeating: false, count: token + 1 - isSeen.count) }
+        if !isSeen[token] { isSeen[token] = true; seen.append(Int32(token)) }
+    }
+
+    /// Chooses the next token from the last row of `logits`. With a repetition penalty, that row's
+    /// logits of seen tokens are penalized in place first (as transformers' processor does, before
+    /// temperature, top-k and top-p, and for greedy decoding too).
     public mutating func sample(_ logits: Tensor) -> Int {
         let n = logits.columns
         let row = logits.data + (logits.rows - 1) * n
+        if let penalty = options.repetitionPenalty, penalty != 1 {
+            if isSeen.count < n {  // once: no allocation per token after the first
+                isSeen += [Bool](repeating: false, count: n - isSeen.count)
+                seen.reserveCapacity(n)
+            }
+            seen.withUnsafeBufferPointer { applyRepetitionPenalty(row, count: n, seen: $0, penalty: penalty) }
+        }
+        let chosen = choose(row, count: n)
+        saw(token: chosen)
+        return chosen
+    }
+
+    private mutating func choose(_ row: UnsafeMutablePointer<Float>, count n: Int) -> Int {
         if options.temperature == 0 { return argmax(row, count: n) }
         // A NaN logit is a broken model (transformers' multinomial draw refuses one too): its index
         // goes back, for generation to refuse, rather than a draw among the other tokens (top-k's

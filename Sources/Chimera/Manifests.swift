@@ -365,11 +365,13 @@ public struct GenerationDefaults: Codable, Sendable, Equatable {
     public var temperature: Float?
     public var topK: Int?
     public var topP: Float?
-    public init(maxTokens: Int? = nil, temperature: Float? = nil, topK: Int? = nil, topP: Float? = nil) {
+    public var repetitionPenalty: Float?
+    public init(maxTokens: Int? = nil, temperature: Float? = nil, topK: Int? = nil, topP: Float? = nil, repetitionPenalty: Float? = nil) {
         self.maxTokens = maxTokens; self.temperature = temperature; self.topK = topK; self.topP = topP
+        self.repetitionPenalty = repetitionPenalty
     }
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case temperature, maxTokens = "max_tokens", topK = "top_k", topP = "top_p"
+        case temperature, maxTokens = "max_tokens", topK = "top_k", topP = "top_p", repetitionPenalty = "repetition_penalty"
     }
     public init(from decoder: Decoder) throws {
         try decoder.rejectUnknownKeys(CodingKeys.self)
@@ -378,6 +380,7 @@ public struct GenerationDefaults: Codable, Sendable, Equatable {
         temperature = try c.decodeIfPresent(Float.self, forKey: .temperature)
         topK = try c.decodeIfPresent(Int.self, forKey: .topK)
         topP = try c.decodeIfPresent(Float.self, forKey: .topP)
+        repetitionPenalty = try c.decodeIfPresent(Float.self, forKey: .repetitionPenalty)
     }
 }
 

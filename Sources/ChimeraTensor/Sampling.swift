@@ -19,6 +19,17 @@ public struct WeightCut: Equatable, Sendable {
     static let band = 1024
 }
 
+/// transformers' repetition penalty over a row of `count` logits: each of the `seen` token ids (each
+/// once, any at or past `count` skipped) has its logit divided by `penalty`, or multiplied when
+/// negative. (Here rather than in the Sampler: this module is optimized in debug builds too, whose
+/// per-token allocation test a Swift loop left unoptimized would fail.)
+public func applyRepetitionPenalty(_ logits: UnsafeMutablePointer<Float>, count: Int, seen: UnsafeBufferPointer<Int32>, penalty: Float) {
+    for token in seen where Int(token) < count {
+        let logit = logits[Int(token)]
+        logits[Int(token)] = logit < 0 ? logit * penalty : logit / penalty
+    }
+}
+
 /// weights[i] = exp((logits[i] − max) / temperature) over `count` logits, `max` their largest (its
 /// weight is exactly 1); returns their sum.
 public func samplingWeights(_ logits: UnsafePointer<Float>, count: Int, max: Float, temperature: Float,

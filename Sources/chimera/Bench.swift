@@ -56,7 +56,7 @@ struct Bench: ParsableCommand {
             bench.decodeTokens = decodeTokens
             bench.kvCache = kvCache
             bench.sampling = GenerationOptions(temperature: sampling.temperature ?? 0, topK: sampling.topK, topP: sampling.topP,
-                                               seed: sampling.seed)
+                                               repetitionPenalty: sampling.repetitionPenalty, seed: sampling.seed)
             bench.storedMatrices = placement.storedMatrices
             bench.progress = progress
             var name: String, encoder: ComponentManifest?, llm: ComponentManifest?

@@ -37,6 +37,8 @@ struct SamplingOptions: ParsableArguments {
     @Option(help: "0 = greedy") var temperature: Float?
     @Option(help: "Sample among the K most likely tokens") var topK: Int?
     @Option(help: "Nucleus sampling mass") var topP: Float?
+    @Option(help: "Divide the logits of tokens already in the prompt or answer by this (transformers' repetition_penalty; 1 = none)")
+    var repetitionPenalty: Float?
     @Option(help: "Sampling seed") var seed: UInt64 = 0
 }
 

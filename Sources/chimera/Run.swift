@@ -83,6 +83,7 @@ struct Generate: ParsableCommand {
             let options = GenerationOptions(maxTokens: maxTokens ?? defaults.maxTokens ?? 64,
                                             temperature: sampling.temperature ?? defaults.temperature ?? 0,
                                             topK: sampling.topK ?? defaults.topK, topP: sampling.topP ?? defaults.topP,
+                                            repetitionPenalty: sampling.repetitionPenalty ?? defaults.repetitionPenalty,
                                             seed: sampling.seed, stop: stops + stop,
                                             kvCache: kvCache)
             var assembler = Assembler(catalog: catalog, families: catalogOptions.families(), progress: progress)

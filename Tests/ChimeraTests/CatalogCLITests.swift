@@ -195,6 +195,27 @@ import Testing
         #expect((e["text"] as? String).map { !$0.contains(stop) && text.hasPrefix($0) } == true, "\(stop): \(e)")
     }
 
+    /// --repetition-penalty, or an assembly's generation.repetition_penalty, changes the tiny
+    /// default's repetitive greedy answer; the flag and the manifest give the same tokens.
+    @Test func repetitionPenaltyFromTheFlagOrTheManifest() throws {
+        let folder = try CLI.temporaryFolder()
+        let assembly = folder.appendingPathComponent("penalized.assembly.json")
+        try Data("""
+            { "schema": "chimera.assembly/v1", "id": "penalized", "language_model": "chimera-tiny-default-llm", "inputs": [],
+              "generation": { "max_tokens": 8, "repetition_penalty": 1.5 } }
+            """.utf8).write(to: assembly)
+        func tokens(_ arguments: [String]) throws -> [Int] {
+            let r = try CLI.run(["generate", "--prompt", "a b c", "--json"] + arguments)
+            #expect(r.status == 0, "\(r.all)")
+            return try #require((try CLI.json(r.stdout) as? [String: Any])?["tokens"] as? [Int])
+        }
+        let plain = try tokens(["--llm", "chimera-tiny-default-llm", "--max-tokens", "8"])
+        let flag = try tokens(["--llm", "chimera-tiny-default-llm", "--max-tokens", "8", "--repetition-penalty", "1.5"])
+        let manifest = try tokens(["--assembly", assembly.path])
+        #expect(flag == manifest && flag != plain, "plain \(plain), flag \(flag), manifest \(manifest)")
+        #expect(try tokens(["--assembly", assembly.path, "--repetition-penalty", "1"]) == plain)
+    }
+
     /// Options and input files the run would refuse are refused before the model loads (seconds for
     /// a real one), naming what is wrong.
     @Test func badOptionsAndInputsRefusedBeforeLoading() throws {
@@ -202,6 +223,7 @@ import Testing
         let missing = folder.appendingPathComponent("cat.png").path
         for (arguments, message) in [(["--top-p", "2"], "--top-p must be in (0, 1], found 2.0"),
                                      (["--temperature=-1"], "--temperature must be >= 0, found -1.0"),
+                                     (["--repetition-penalty", "0"], "--repetition-penalty must be positive and finite, found 0.0"),
                                      (["--image", missing, "--prompt", "<image> hi"], "cannot read the input for <image>, '\(missing)': no such file"),
                                      (["--image", folder.path, "--prompt", "<image> hi"], "'\(folder.path)': it is a folder, not a file"),
                                      (["--input", "audio=\(missing)", "--prompt", "<audio> hi"],

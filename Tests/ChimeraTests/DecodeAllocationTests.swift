@@ -22,8 +22,12 @@ import Testing
         let model = try #require(try family.create(manifest, ComponentBuildContext(weights: loader)) as? any LanguageModel)
         let warmUp = 8, measured = 48
         let cache = model.makeCache(capacity: 6 + warmUp + measured, precision: kvCache)
-        var logits = try model.forward(embeddings: try model.embed([1, 5, 9, 13, 17, 21]), cache: cache, lastOnly: true)
-        var sampler = Sampler(options: GenerationOptions(maxTokens: warmUp + measured, temperature: 0))
+        let prompt = [1, 5, 9, 13, 17, 21]
+        var logits = try model.forward(embeddings: try model.embed(prompt), cache: cache, lastOnly: true)
+        // One case with a repetition penalty: its list of seen tokens is sized on the first token.
+        var sampler = Sampler(options: GenerationOptions(maxTokens: warmUp + measured, temperature: 0,
+                                                         repetitionPenalty: fixture == "lm-phi" ? 1.3 : nil))
+        sampler.saw(prompt)
         let row = Tensor(zeros: [1, model.hiddenSize])
         var before = 0
         for step in 0..<(warmUp + measured) {

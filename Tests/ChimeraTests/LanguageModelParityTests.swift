@@ -34,10 +34,11 @@ struct LanguageModelFixture {
 /// Greedy decoding through the KV cache, token by token after the prompt, as transformers'
 /// generate(do_sample=False); stops after an EOS (kept, as transformers keeps it).
 func greedyContinuation(_ model: any LanguageModel, prompt: [Int], maxNewTokens: Int, eos: Set<Int>,
-                        kvCache: KVPrecision = .f32) throws -> [Int] {
+                        kvCache: KVPrecision = .f32, repetitionPenalty: Float? = nil) throws -> [Int] {
     let cache = model.makeCache(capacity: prompt.count + maxNewTokens, precision: kvCache)
     var logits = try model.forward(embeddings: try model.embed(prompt), cache: cache, lastOnly: true)
-    var sampler = Sampler(options: GenerationOptions(maxTokens: maxNewTokens, temperature: 0))
+    var sampler = Sampler(options: GenerationOptions(maxTokens: maxNewTokens, temperature: 0, repetitionPenalty: repetitionPenalty))
+    sampler.saw(prompt)
     let row = Tensor(zeros: [1, model.hiddenSize])
     var out: [Int] = []
     while out.count < maxNewTokens {
@@ -152,6 +153,20 @@ func greedyContinuation(_ model: any LanguageModel, prompt: [Int], maxNewTokens:
         let ours = try greedyContinuation(model, prompt: fixture.inputIDs, maxNewTokens: fixture.generated.count,
                                           eos: Set(manifest.tokenizer!.eosTokenIDs))
         #expect(ours == fixture.generated)
+    }
+
+    /// transformers' generate(do_sample=False, repetition_penalty=1.5), EOS not stopping it
+    /// (Scripts/make_repetition_fixtures.py); the penalty changes every fixture's answer.
+    @Test(arguments: fixtures) func repetitionPenaltyIsTransformers(name: String, family: String) throws {
+        let fixture = try LanguageModelFixture(name)
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: fixture.directory.appendingPathComponent("reference_repetition.json")))
+                                as? [String: Any])
+        let expected = try #require(json["generated"] as? [Int]), penalty = try #require(json["repetition_penalty"] as? Double)
+        let model = try fixture.importAndBuild().model
+        let ours = try greedyContinuation(model, prompt: try #require(json["input_ids"] as? [Int]), maxNewTokens: expected.count, eos: [],
+                                          repetitionPenalty: Float(penalty))
+        #expect(ours == expected)
+        #expect(expected != fixture.generated)
     }
 
     @Test func weightsKeepTheirCheckpointNames() throws {

@@ -66,6 +66,31 @@ import Testing
         #expect(Set(drawsA).count > 1)
     }
 
+    /// A seen token's logit is divided by the penalty (multiplied when negative) before anything is
+    /// chosen, greedy or sampled, and a token the sampler returned counts as seen from then on.
+    @Test func repetitionPenaltyLowersSeenTokens() throws {
+        // logits 2, 1, 0.5, 0, -1, 3; id 5 (3) and id 0 (2) seen, penalty 4: 0.5 and 0.75 — id 1 (1) wins.
+        var greedy = Sampler(options: GenerationOptions(temperature: 0, repetitionPenalty: 4))
+        greedy.saw([5, 0, -1])  // a placeholder position (-1) is no token
+        let tensor = { Tensor(shape: [1, Self.logits.count], values: Self.logits) }
+        #expect(greedy.sample(tensor()) == 1)
+        // Now 1 is seen too (0.25): 0.75 of id 5 wins, then 0.5 of ids 0 and 2 tie and the first wins.
+        #expect(greedy.sample(tensor()) == 5)
+        let penalized = tensor()
+        _ = greedy.sample(penalized)
+        #expect(Array(penalized.toArray()) == [0.5, 0.25, 0.5, 0, -1, 0.75])  // ids 5, 0 and 1 penalized in place
+        // Sampling draws from the penalized logits: at temperature 1 with top-k 1, always their argmax.
+        var sampled = Sampler(options: GenerationOptions(temperature: 1, topK: 1, repetitionPenalty: 4, seed: 3))
+        sampled.saw([5, 0])
+        #expect(sampled.sample(tensor()) == 1)
+        // Penalty 1 (or none) leaves the logits alone.
+        var none = Sampler(options: GenerationOptions(temperature: 0, repetitionPenalty: 1))
+        none.saw([5])
+        #expect(none.sample(tensor()) == 5)
+        #expect(throws: PromptError.self) { try GenerationOptions(repetitionPenalty: 0).validate() }
+        #expect(throws: PromptError.self) { try GenerationOptions(repetitionPenalty: .nan).validate() }
+    }
+
     @Test func topKKeepsEveryTokenTiedWithTheKth() {
         // transformers' top-k keeps every token at least as likely as the k-th: three share the top.
         let tensor = Tensor(shape: [1, 5], values: [2, 2, 0, 2, -1])

@@ -8,6 +8,8 @@ public enum AssemblyError: LocalizedError {
     case badTokenizer(languageModel: String, reason: String)
     /// Weight or tokenizer files the parts name are not on disk (the catalogue ships none).
     case weightsMissing(assembly: String, parts: [MissingWeights])
+    /// Its weights need more memory than the machine has available (MemoryCheck).
+    case outOfMemory(assembly: String, needed: Int, available: Int)
 
     public var errorDescription: String? {
         switch self {
@@ -31,6 +33,11 @@ public enum AssemblyError: LocalizedError {
                 + lines.joined(separator: "\n  - ")
                 + (downloads.isEmpty ? "" : "\nDownload each part's source checkpoint as it is into its folder:\n  "
                     + downloads.joined(separator: "\n  "))
+        case let .outOfMemory(assembly, needed, available):
+            func gib(_ bytes: Int) -> String { String(format: "%.2f GiB", Double(bytes) / Double(1 << 30)) }
+            return "assembly '\(assembly)' keeps \(gib(needed)) of weights in memory, more than this machine has available"
+                + " (\(gib(available)): MemAvailable + SwapFree): run it with --mapped-weights (read in place from the files),"
+                + " or quantize a copy first (chimera quantize \(assembly) --to q4_0)"
         }
     }
 }
@@ -69,6 +76,51 @@ public struct MissingWeights: Sendable, Equatable {
     public static func require(_ assembly: AssemblyManifest, in catalog: Catalog, only: Set<String>? = nil) throws {
         let missing = of(assembly, in: catalog).filter { only?.contains($0.component) ?? true }
         guard missing.isEmpty else { throw AssemblyError.weightsMissing(assembly: assembly.id, parts: missing) }
+    }
+}
+
+/// Whether the weights an assembly keeps in memory fit in what this machine has, checked before
+/// loading: one that does not would be killed by the kernel partway through its loading, with no
+/// message at all.
+public enum MemoryCheck {
+    /// Bytes the parts of `assembly` keep in memory once loaded `stored` (their tensors as stored, or
+    /// widened to float32; each tensor of a shared file counted once), from the files' headers.
+    public static func weightBytes(_ assembly: AssemblyManifest, in catalog: Catalog, stored: StoredMatrices) throws -> Int {
+        let ids = [assembly.languageModel] + assembly.inputs.flatMap { [$0.encoder, $0.connector] }
+        var counted: Set<String> = [], bytes = 0
+        for id in Set(ids) {
+            guard let manifest = catalog.components[id], let weights = manifest.weights else { continue }
+            let prefixes = [weights.prefix] + (weights.rename.map { Array($0.values) } ?? [])
+            for file in try WeightStore(files: try manifest.weightFiles().map(\.path)).files {
+                for tensor in file.tensors.values where prefixes.contains(where: tensor.name.hasPrefix) {
+                    guard counted.insert(file.path + "\u{0}" + tensor.name).inserted else { continue }
+                    bytes += stored == .widened ? tensor.shape.reduce(1, *) * 4 : tensor.byteCount
+                }
+            }
+        }
+        return bytes
+    }
+
+    /// What this machine can still give a process, MemAvailable + SwapFree from /proc/meminfo (nil
+    /// where there is none).
+    public static func availableBytes(meminfo: String? = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8)) -> Int? {
+        guard let meminfo else { return nil }
+        var kib: [String: Int] = [:]
+        for line in meminfo.split(separator: "\n") {
+            let fields = line.split(whereSeparator: { $0 == " " || $0 == ":" })
+            if fields.count >= 2, let value = Int(fields[1]) { kib[String(fields[0])] = value }
+        }
+        guard let available = kib["MemAvailable"] else { return nil }
+        return (available + (kib["SwapFree"] ?? 0)) * 1024
+    }
+
+    /// Refuses, before loading, an assembly whose weights (kept `stored`; mapped ones are the page
+    /// cache's to evict) need more memory than `available`.
+    public static func require(_ assembly: AssemblyManifest, in catalog: Catalog, stored: StoredMatrices,
+                               available: Int? = availableBytes()) throws {
+        guard stored != .mapped, let available else { return }
+        let needed = try weightBytes(assembly, in: catalog, stored: stored)
+        guard needed <= available else { throw AssemblyError.outOfMemory(assembly: assembly.id, needed: needed, available: available) }
     }
 }
 
@@ -131,6 +183,7 @@ public struct Assembler: Sendable {
         let problems = CompatibilityChecker(catalog: catalog, families: families).problems(assembly: assembly, filesOnDisk: false)
         guard problems.isEmpty else { throw AssemblyError.incompatible(assembly: assembly.id, problems: problems) }
         try MissingWeights.require(assembly, in: catalog)
+        try MemoryCheck.require(assembly, in: catalog, stored: storedMatrices)
 
         let lmManifest = try catalog.component(assembly.languageModel, kind: .languageModel)
         progress("loading language model \(lmManifest.id)")

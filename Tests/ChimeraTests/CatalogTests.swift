@@ -1,4 +1,5 @@
 import ChimeraComponents
+import ChimeraIO
 import Foundation
 import Testing
 @testable import Chimera
@@ -294,6 +295,33 @@ enum BuiltinCatalog {
         // The projector: 64 → 128 → 128 with biases.
         #expect(plan.parts[2].parameters == 64 * 128 + 128 + 128 * 128 + 128)
         #expect(plan.contextTokens == 100)
+    }
+
+    /// The weights an assembly keeps in memory, from its files' headers, are refused before loading
+    /// when the machine has less available.
+    @Test func memoryCheckRefusesWhatCannotFit() throws {
+        let catalog = try BuiltinCatalog.load()
+        let assembly = try catalog.assembly(ManifestFixtures.assemblyID)
+        let plan = try Self.planner().plan(ManifestFixtures.assemblyID)
+        // The tiny default's one file holds its three parts in float16 (and CLIP's unused post-layernorm,
+        // which a file-based count includes): every tensor of it as stored, twice that widened.
+        let file = try WeightStore(files: [packageRoot.appendingPathComponent("manifests/default/checkpoint/model.safetensors").path])
+        let needed = try MemoryCheck.weightBytes(assembly, in: catalog, stored: .resident)
+        #expect(needed == file.byteCount && needed >= plan.totalParameters * 2 && needed < plan.totalParameters * 2 + 1024)
+        #expect(try MemoryCheck.weightBytes(assembly, in: catalog, stored: .widened) == 2 * needed)
+        try MemoryCheck.require(assembly, in: catalog, stored: .resident, available: needed)
+        try MemoryCheck.require(assembly, in: catalog, stored: .mapped, available: 1)  // the page cache's to evict
+        #expect {
+            try MemoryCheck.require(assembly, in: catalog, stored: .resident, available: needed - 1)
+        } throws: { error in
+            (error as? LocalizedError)?.errorDescription?.contains("more than this machine has available") == true
+                && (error as? LocalizedError)?.errorDescription?.contains("--mapped-weights") == true
+        }
+        let meminfo = "MemTotal:       24000000 kB\nMemFree:  100 kB\nMemAvailable:    2000 kB\nSwapTotal: 0 kB\nSwapFree:        48 kB\n"
+        #expect(MemoryCheck.availableBytes(meminfo: meminfo) == 2048 * 1024)
+        #expect(MemoryCheck.availableBytes(meminfo: "MemTotal: 5 kB\n") == nil)
+        #expect(MemoryCheck.availableBytes(meminfo: nil) == nil)
+        #expect((MemoryCheck.availableBytes() ?? 0) > 0)
     }
 
     @Test func freshConnectorNeedsAnAssembly() throws {

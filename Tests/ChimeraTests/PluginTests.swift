@@ -190,6 +190,11 @@ func maxDifference(_ t: Tensor, _ expected: [Float]) -> Float {
         #expect(result.stdout.contains("✗") && result.stdout.contains("returned NULL"), "\(result.stdout)")
         let list = try CLI.run(["list", "--plugins", root.appendingPathComponent("WRONG_ABI").path])
         #expect(list.status == 0 && list.stderr.contains("warning: plugin 'libwrong_abi.so'"), "\(list.all)")
+        // A library that crashes as it is opened is a warning too; the command runs on.
+        let crashing = try CLI.run(["list", "--kind", "connector", "--plugins", root.appendingPathComponent("ENTRY_SEGFAULTS").path,
+                                    "--plugins", root.appendingPathComponent("GOOD").path])
+        #expect(crashing.status == 0 && crashing.stdout.contains("c-scale-8")
+                && crashing.stderr.contains("libentry_segfaults.so crashed in chimera_plugin_entry(): SIGSEGV"), "\(crashing.all)")
     }
 
     @Test func aFamilyNameTakenTwiceKeepsTheFirst() throws {

@@ -118,7 +118,7 @@ struct Generate: ParsableCommand {
 
 extension Generate {
     /// The text to run and its stop strings: the prompt as given, or, with --chat (--template,
-    /// --conversation), the prompt or conversation rendered by the chat template.
+    /// --system, --conversation), the prompt or conversation rendered by the chat template.
     /// With --chat, inputs given for a placeholder the question does not hold go in front of it,
     /// a line each, as TinyLLaVA's run_tiny_llava puts the image before the query (in a
     /// conversation, in front of the first user turn, when no turn holds the placeholder).
@@ -164,10 +164,13 @@ extension Generate {
     func promptText() throws -> String? {
         guard let promptFile else { return prompt }
         guard prompt == nil else { throw ValidationError("give --prompt or --prompt-file, not both") }
-        if promptFile == "-" { return String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self) }
-        if let reason = notARegularFile(promptFile) { throw ValidationError("--prompt-file \(promptFile): \(reason)") }
-        guard let data = FileManager.default.contents(atPath: promptFile) else {
-            throw ValidationError("--prompt-file \(promptFile): no such file or not readable")
+        let data: Data
+        if promptFile == "-" { data = FileHandle.standardInput.readDataToEndOfFile() } else {
+            if let reason = notARegularFile(promptFile) { throw ValidationError("--prompt-file \(promptFile): \(reason)") }
+            guard let contents = FileManager.default.contents(atPath: promptFile) else {
+                throw ValidationError("--prompt-file \(promptFile): no such file or not readable")
+            }
+            data = contents
         }
         guard let text = String(data: data, encoding: .utf8) else { throw ValidationError("--prompt-file \(promptFile): not UTF-8 text") }
         return text

@@ -228,8 +228,7 @@ public struct Benchmark {
             // A decoded token multiplies by every matrix once (a tied embedding table is one of them).
             let decodeBytes = loader.matrices.reduce(0) { $0 + $1.matrix.byteCount }
             let pairs = measureBandwidth && decodeTokens > 0 ? bandwidthPairs : 0
-            let promptTokens = self.promptTokens
-                ?? min(Self.defaultPromptTokens, max(1, model.contextLength - pairs - max(0, min(decodeTokens, model.contextLength))))
+            let promptTokens = self.promptTokens ?? max(1, min(Self.defaultPromptTokens, model.contextLength - pairs - decodeTokens))
             // Before the prefill, not after; not as a sum, which a huge --decode-tokens would overflow.
             guard promptTokens <= model.contextLength - pairs, decodeTokens <= model.contextLength - pairs - promptTokens else {
                 throw BenchmarkError.beyondContext(model: manifest.id, prompt: promptTokens, decode: decodeTokens, pairs: pairs,

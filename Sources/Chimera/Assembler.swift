@@ -62,10 +62,8 @@ public struct MissingWeights: Sendable, Equatable {
 
     /// The parts of `assembly` (those the catalogue knows) with missing files.
     public static func of(_ assembly: AssemblyManifest, in catalog: Catalog) -> [MissingWeights] {
-        let ids = [assembly.languageModel] + assembly.inputs.flatMap { [$0.encoder, $0.connector] }
-        var seen: Set<String> = []
-        return ids.compactMap { id in
-            guard seen.insert(id).inserted, let manifest = catalog.components[id] else { return nil }
+        assembly.componentIDs.compactMap { id in
+            guard let manifest = catalog.components[id] else { return nil }
             let files = manifest.missingFiles
             return files.isEmpty ? nil : MissingWeights(component: id, source: manifest.source, files: files)
         }
@@ -86,9 +84,8 @@ public enum MemoryCheck {
     /// Bytes the parts of `assembly` keep in memory once loaded `stored` (their tensors as stored, or
     /// widened to float32; each tensor of a shared file counted once), from the files' headers.
     public static func weightBytes(_ assembly: AssemblyManifest, in catalog: Catalog, stored: StoredMatrices) throws -> Int {
-        let ids = [assembly.languageModel] + assembly.inputs.flatMap { [$0.encoder, $0.connector] }
         var counted: Set<String> = [], bytes = 0
-        for id in Set(ids) {
+        for id in assembly.componentIDs {
             guard let manifest = catalog.components[id], let weights = manifest.weights else { continue }
             let prefixes = [weights.prefix] + (weights.rename.map { Array($0.values) } ?? [])
             for file in try WeightStore(files: try manifest.weightFiles().map(\.path)).files {

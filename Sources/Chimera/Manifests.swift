@@ -398,6 +398,12 @@ public struct AssemblyManifest: Codable, Sendable, Equatable {
     public var directory: URL = URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
     public var origin: String = "built-in"
 
+    /// Its parts' ids, each once: the language model, then each input's encoder and connector.
+    public var componentIDs: [String] {
+        var seen: Set<String> = []
+        return ([languageModel] + inputs.flatMap { [$0.encoder, $0.connector] }).filter { seen.insert($0).inserted }
+    }
+
     enum CodingKeys: String, CodingKey, CaseIterable {
         case schema, id, description, inputs, generation, samples
         case languageModel = "language_model", chatTemplate = "chat_template"

@@ -140,10 +140,19 @@ public struct PreparedPrompt {
     public let encodeSeconds: Double
 }
 
+/// Features already encoded, by placeholder and file, for a caller that runs one model on the same
+/// inputs again (a conversation's turns): passed in explicitly, so that a forward pass stays a
+/// function of what it is given.
+public final class EncodedFeatures: @unchecked Sendable {
+    var features: [String: Tensor] = [:]
+    public init() {}
+}
+
 extension AssembledModel {
     /// Tokenizes the prompt and splices each input's features where its placeholder stands.
-    /// `inputs` maps a placeholder ("<image>") to its files, used in prompt order.
-    public func prepare(prompt: String, inputs files: [String: [URL]]) throws -> PreparedPrompt {
+    /// `inputs` maps a placeholder ("<image>") to its files, used in prompt order; features found in
+    /// `cache` are not encoded again, and new ones are kept there.
+    public func prepare(prompt: String, inputs files: [String: [URL]], cache: EncodedFeatures? = nil) throws -> PreparedPrompt {
         try checkInputs(files, placeholders: inputs.map(\.binding.placeholder))
         // Split the prompt into text and placeholder pieces.
         var pieces: [(text: String, input: BoundInput?)] = [(prompt, nil)]
@@ -176,7 +185,11 @@ extension AssembledModel {
             let name = input.binding.placeholder
             let file = files[name]![used[name, default: 0]]
             used[name, default: 0] += 1
-            features.append(try encode(file, with: input))
+            let key = name + "\u{0}" + file.path
+            if let cached = cache?.features[key] { features.append(cached); continue }
+            let encoded = try encode(file, with: input)
+            cache?.features[key] = encoded
+            features.append(encoded)
         }
         let encodeSeconds = Date().timeIntervalSince(started)
 
@@ -239,10 +252,10 @@ extension AssembledModel {
     }
 
     /// Runs the prompt and decodes until EOS or `maxTokens`, streaming text to `onText`.
-    public func generate(prompt: String, inputs files: [String: [URL]] = [:], options: GenerationOptions,
+    public func generate(prompt: String, inputs files: [String: [URL]] = [:], options: GenerationOptions, features: EncodedFeatures? = nil,
                          onText: (String) -> Void = { _ in }) throws -> GenerationResult {
         try options.validate()
-        let prepared = try prepare(prompt: prompt, inputs: files)
+        let prepared = try prepare(prompt: prompt, inputs: files, cache: features)
         let promptLength = prepared.embeddings.rows
         let context = languageModel.contextLength
         guard options.maxTokens <= context - promptLength else {  // not a sum: --max-tokens may be near Int.max

@@ -58,7 +58,9 @@ struct Generate: ParsableCommand {
     @Flag(help: "Wrap the prompt (or --conversation) in the assembly's chat template") var chat = false
     @Option(help: "Chat template to use instead of the assembly's (implies --chat)") var template: String?
     @Option(help: "JSON list of {role, content} turns (system, user, assistant) to continue (implies --chat)") var conversation: String?
-    @Flag(help: "Print one JSON object (tokens, text, timings) instead of streaming text") var json = false
+    @Flag(help: "Chat turn by turn: each line of stdin is a user turn (an empty line or the end of input ends the chat; implies --chat)")
+    var interactive = false
+    @Flag(help: "Print one JSON object (tokens, text, timings) instead of streaming text (one line per answer with --interactive)") var json = false
     @OptionGroup var placement: WeightPlacementOptions
 
     func run() throws {
@@ -74,90 +76,142 @@ struct Generate: ParsableCommand {
                 let placeholder = name.hasPrefix("<") ? name : "<\(name)>"
                 files[placeholder, default: []].append(URL(fileURLWithPath: path))
             }
+            if interactive {
+                guard prompt == nil, promptFile == nil, conversation == nil else {
+                    throw ValidationError("--interactive reads the user's turns from stdin: give no --prompt, --prompt-file or --conversation")
+                }
+                let chatTemplate = try chatTemplateInUse(catalog: catalog, manifest: manifest)
+                try chatInteractively(try load(catalog: catalog, manifest: manifest, files: files, stops: chatTemplate.stop),
+                                      template: chatTemplate, given: files)
+                return
+            }
             let (text, stops) = try chatPrompt(catalog: catalog, manifest: manifest, given: files)
-            // The bundled sample stands in when the prompt asks for an input and none is given.
-            for (placeholder, sample) in manifest.samples ?? [:] where files[placeholder] == nil && text.contains(placeholder) {
-                files[placeholder] = [manifest.resolve(sample)]
-            }
-            let defaults = manifest.generation ?? GenerationDefaults()
-            let options = GenerationOptions(maxTokens: maxTokens ?? defaults.maxTokens ?? 64,
-                                            temperature: sampling.temperature ?? defaults.temperature ?? 0,
-                                            topK: sampling.topK ?? defaults.topK, topP: sampling.topP ?? defaults.topP,
-                                            repetitionPenalty: sampling.repetitionPenalty ?? defaults.repetitionPenalty,
-                                            seed: sampling.seed, stop: stops + stop,
-                                            kvCache: kvCache)
-            var assembler = Assembler(catalog: catalog, families: catalogOptions.families(), progress: progress)
-            assembler.storedMatrices = placement.storedMatrices
-            // Refused before loading, which can take a while: bad options, unknown placeholders, input files
-            // that are not there.
-            try options.validate()
-            try checkInputs(files, placeholders: manifest.inputs.map(\.placeholder))
-            let model = try assembler.build(manifest)
-            let result = try model.generate(prompt: text, inputs: files, options: options) { piece in
-                if !json, !piece.isEmpty {
-                    FileHandle.standardOutput.write(Data(piece.utf8))
-                }
-            }
-            if json {
-                struct Output: Encodable {
-                    let assembly: String; let tokens: [Int]; let text: String; let prompt_tokens: Int
-                    let stop_reason: String; let timings: GenerationTimings
-                }
-                try printJSON(Output(assembly: manifest.id, tokens: result.tokens, text: result.text, prompt_tokens: result.promptTokens,
-                                     stop_reason: result.stopReason, timings: result.timings))
-            } else {
-                FileHandle.standardOutput.write(Data("\n".utf8))  // unbuffered, like the streamed text
-                let t = result.timings
-                progress(String(format: "[%d prompt tokens, %d generated (%@); encode %.3f s, prefill %.1f tok/s, decode %.1f tok/s]",
-                                result.promptTokens, result.tokens.count, result.stopReason, t.encodeSeconds,
-                                t.prefillTokensPerSecond, t.decodeTokensPerSecond))
-            }
+            let loaded = try load(catalog: catalog, manifest: manifest, files: files, stops: stops)
+            let inputs = withSamples(files, for: text, of: manifest)
+            report(try loaded.model.generate(prompt: text, inputs: inputs, options: loaded.options, onText: stream), of: manifest)
         } catch let error as ValidationError { throw error } catch { throw fail(error) }
     }
 }
 
 extension Generate {
+    /// The bundled samples (the embedded default's image) for the placeholders `text` holds and no
+    /// file was given for.
+    func withSamples(_ files: [String: [URL]], for text: String, of manifest: AssemblyManifest) -> [String: [URL]] {
+        var files = files
+        for (placeholder, sample) in manifest.samples ?? [:] where files[placeholder] == nil && text.contains(placeholder) {
+            files[placeholder] = [manifest.resolve(sample)]
+        }
+        return files
+    }
+
+    /// The assembled model and the generation options (the flags over the assembly's defaults),
+    /// after refusing before loading, which can take a while, bad options, unknown placeholders and
+    /// input files that are not there.
+    func load(catalog: Catalog, manifest: AssemblyManifest, files: [String: [URL]], stops: [String]) throws
+        -> (model: AssembledModel, options: GenerationOptions) {
+        let defaults = manifest.generation ?? GenerationDefaults()
+        let options = GenerationOptions(maxTokens: maxTokens ?? defaults.maxTokens ?? 64,
+                                        temperature: sampling.temperature ?? defaults.temperature ?? 0,
+                                        topK: sampling.topK ?? defaults.topK, topP: sampling.topP ?? defaults.topP,
+                                        repetitionPenalty: sampling.repetitionPenalty ?? defaults.repetitionPenalty,
+                                        seed: sampling.seed, stop: stops + stop,
+                                        kvCache: kvCache)
+        try options.validate()
+        try checkInputs(files, placeholders: manifest.inputs.map(\.placeholder))
+        var assembler = Assembler(catalog: catalog, families: catalogOptions.families(), progress: progress)
+        assembler.storedMatrices = placement.storedMatrices
+        return (try assembler.build(manifest), options)
+    }
+
+    /// Streams answer text to stdout, unless --json.
+    func stream(_ piece: String) {
+        if !json, !piece.isEmpty { FileHandle.standardOutput.write(Data(piece.utf8)) }
+    }
+
+    /// After an answer: the JSON object (one line of it with --interactive), or the line that ends
+    /// the streamed text and the timings on stderr.
+    func report(_ result: GenerationResult, of manifest: AssemblyManifest) {
+        if json {
+            struct Output: Encodable {
+                let assembly: String; let tokens: [Int]; let text: String; let prompt_tokens: Int
+                let stop_reason: String; let timings: GenerationTimings
+            }
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = interactive ? [.sortedKeys, .withoutEscapingSlashes] : [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+            let output = Output(assembly: manifest.id, tokens: result.tokens, text: result.text, prompt_tokens: result.promptTokens,
+                                stop_reason: result.stopReason, timings: result.timings)
+            FileHandle.standardOutput.write((try? encoder.encode(output)).map { $0 + Data("\n".utf8) } ?? Data())
+        } else {
+            FileHandle.standardOutput.write(Data("\n".utf8))  // unbuffered, like the streamed text
+            let t = result.timings
+            progress(String(format: "[%d prompt tokens, %d generated (%@); encode %.3f s, prefill %.1f tok/s, decode %.1f tok/s]",
+                            result.promptTokens, result.tokens.count, result.stopReason, t.encodeSeconds,
+                            t.prefillTokensPerSecond, t.decodeTokensPerSecond))
+        }
+    }
+
+    /// --interactive: a user turn a line from stdin (an empty line or the end of input ends the
+    /// chat), each answered with the whole conversation so far rendered by the chat template; the
+    /// inputs go in front of the first user turn and are encoded once.
+    func chatInteractively(_ loaded: (model: AssembledModel, options: GenerationOptions), template: ChatTemplate,
+                           given files: [String: [URL]]) throws {
+        var turns: [ChatTurn] = []
+        let features = EncodedFeatures()
+        while true {
+            FileHandle.standardError.write(Data("> ".utf8))
+            guard let line = readLine(strippingNewline: true), !line.isEmpty else { break }
+            turns.append(ChatTurn(role: "user", content: line))
+            let text = try render(turns, with: template, given: files)
+            let result = try loaded.model.generate(prompt: text, inputs: withSamples(files, for: text, of: loaded.model.manifest),
+                                                   options: loaded.options, features: features, onText: stream)
+            report(result, of: loaded.model.manifest)
+            turns.append(ChatTurn(role: "assistant", content: result.text))
+        }
+    }
+
     /// The text to run and its stop strings: the prompt as given, or, with --chat (--template,
     /// --system, --conversation), the prompt or conversation rendered by the chat template.
-    /// With --chat, inputs given for a placeholder the question does not hold go in front of it,
-    /// a line each, as TinyLLaVA's run_tiny_llava puts the image before the query (in a
-    /// conversation, in front of the first user turn, when no turn holds the placeholder).
     func chatPrompt(catalog: Catalog, manifest: AssemblyManifest, given files: [String: [URL]]) throws -> (String, [String]) {
         let prompt = try promptText()
         guard chat || template != nil || conversation != nil || system != nil else {
             return (prompt ?? "USER: <image>\nDescribe the image. ASSISTANT:", [])
         }
+        let chatTemplate = try chatTemplateInUse(catalog: catalog, manifest: manifest)
+        let turns: [ChatTurn]
+        if let conversation {
+            guard prompt == nil else { throw ValidationError("give --prompt (or --prompt-file) or --conversation, not both") }
+            turns = try ChatTurn.conversation(contentsOf: URL(fileURLWithPath: conversation))
+        } else {
+            turns = [ChatTurn(role: "user", content: prompt ?? "<image>\nDescribe the image.")]
+        }
+        return (try render(turns, with: chatTemplate, given: files), chatTemplate.stop)
+    }
+
+    /// --template, or the assembly's chat template.
+    func chatTemplateInUse(catalog: Catalog, manifest: AssemblyManifest) throws -> ChatTemplate {
         guard let name = template ?? manifest.chatTemplate else {
             throw PromptError.badOption("--chat: assembly '\(manifest.id)' names no chat_template; give --template NAME (known: \(catalog.templates.keys.sorted().joined(separator: ", ")))")
         }
-        let chatTemplate = try catalog.template(name)
-        // Inputs for a placeholder that no text holds go in front of `text`, a line each.
-        func inputsInFront(of text: String, unlessIn texts: [String]) -> String {
-            var text = text
-            for (placeholder, urls) in files.sorted(by: { $0.key > $1.key }) where !texts.contains(where: { $0.contains(placeholder) }) {
-                text = String(repeating: placeholder + "\n", count: urls.count) + text
+        return try catalog.template(name)
+    }
+
+    /// A conversation rendered by the chat template, with --system as its system turn, and inputs
+    /// given for a placeholder no turn holds in front of the first user turn, a line each, as
+    /// TinyLLaVA's run_tiny_llava puts the image before the query.
+    func render(_ conversation: [ChatTurn], with template: ChatTemplate, given files: [String: [URL]]) throws -> String {
+        var turns = conversation
+        if let system {
+            guard turns.first?.role != "system" else {
+                throw ValidationError("--system: the conversation \(self.conversation ?? "") has a system turn of its own; give one of them")
             }
-            return text
+            turns.insert(ChatTurn(role: "system", content: system), at: 0)
         }
-        if let conversation {
-            guard prompt == nil else { throw ValidationError("give --prompt (or --prompt-file) or --conversation, not both") }
-            var turns = try ChatTurn.conversation(contentsOf: URL(fileURLWithPath: conversation))
-            if let system {
-                guard turns.first?.role != "system" else {
-                    throw ValidationError("--system: the conversation \(conversation) has a system turn of its own; give one of them")
-                }
-                turns.insert(ChatTurn(role: "system", content: system), at: 0)
+        if let first = turns.firstIndex(where: { $0.role == "user" }) {
+            for (placeholder, urls) in files.sorted(by: { $0.key > $1.key }) where !turns.contains(where: { $0.content.contains(placeholder) }) {
+                turns[first].content = String(repeating: placeholder + "\n", count: urls.count) + turns[first].content
             }
-            // In a conversation, the first user turn (TinyLLaVA's training data holds the image there).
-            if let first = turns.firstIndex(where: { $0.role == "user" }) {
-                turns[first].content = inputsInFront(of: turns[first].content, unlessIn: turns.map(\.content))
-            }
-            return (try chatTemplate.render(turns), chatTemplate.stop)
         }
-        let question = prompt ?? "<image>\nDescribe the image."
-        let turns = (system.map { [ChatTurn(role: "system", content: $0)] } ?? [])
-            + [ChatTurn(role: "user", content: inputsInFront(of: question, unlessIn: [question]))]
-        return (try chatTemplate.render(turns), chatTemplate.stop)
+        return try template.render(turns)
     }
 
     /// --prompt, or the text of --prompt-file (stdin for "-"); nil when neither is given.

@@ -40,7 +40,7 @@ enum CLI {
         return url
     }
 
-    static func run(_ arguments: [String], environment extra: [String: String] = [:]) throws -> Result {
+    static func run(_ arguments: [String], environment extra: [String: String] = [:], standardInput: String? = nil) throws -> Result {
         guard let executable else {
             Issue.record("the chimera executable was not found next to the test bundle (\(CommandLine.arguments.first ?? "?"), \(Bundle.main.bundleURL.path))")
             throw ExecutableNotFound()
@@ -62,7 +62,13 @@ enum CLI {
         environment["HOME"] = home.path
         environment.merge(extra) { _, new in new }
         process.environment = environment
-        process.standardInput = FileHandle.nullDevice
+        if let standardInput {
+            let file = scratch.appendingPathComponent("stdin")
+            try Data(standardInput.utf8).write(to: file)
+            process.standardInput = try FileHandle(forReadingFrom: file)
+        } else {
+            process.standardInput = FileHandle.nullDevice
+        }
         process.standardOutput = outHandle
         process.standardError = errHandle
         try process.run()

@@ -195,6 +195,33 @@ import Testing
         #expect((e["text"] as? String).map { !$0.contains(stop) && text.hasPrefix($0) } == true, "\(stop): \(e)")
     }
 
+    /// --interactive answers each line of stdin with the whole conversation so far: each answer is
+    /// the one a --conversation file of the same turns gets, and the image is encoded once.
+    @Test func interactiveChatIsTheConversationSoFar() throws {
+        let folder = try CLI.temporaryFolder()
+        let sample = CLI.packageRoot.appendingPathComponent("manifests/default/checkpoint/sample.png").path
+        let chat = try CLI.run(["generate", "--template", "llava", "--image", sample, "--interactive", "--json", "--max-tokens", "4"],
+                               standardInput: "What is here?\nAnd now?\n\nnot read\n")
+        #expect(chat.status == 0, "\(chat.all)")
+        let answers = try chat.stdout.split(separator: "\n").map { try #require(try CLI.json(String($0)) as? [String: Any]) }
+        try #require(answers.count == 2, "\(chat.all)")
+        var turns: [[String: String]] = []
+        for (answer, question) in zip(answers, ["What is here?", "And now?"]) {
+            turns.append(["role": "user", "content": question])
+            let file = folder.appendingPathComponent("turns\(turns.count).json")
+            try JSONSerialization.data(withJSONObject: turns).write(to: file)
+            let single = try CLI.run(["generate", "--template", "llava", "--image", sample, "--conversation", file.path, "--json", "--max-tokens", "4"])
+            let expected = try #require(try CLI.json(single.stdout) as? [String: Any])
+            #expect(answer["tokens"] as? [Int] == expected["tokens"] as? [Int]
+                    && answer["prompt_tokens"] as? Int == expected["prompt_tokens"] as? Int, "\(answer)\n\(expected)")
+            turns.append(["role": "assistant", "content": try #require(answer["text"] as? String)])
+        }
+        let timings = answers.compactMap { ($0["timings"] as? [String: Any])?["encode_s"] as? Double }
+        #expect(timings.count == 2 && timings[1] < timings[0] / 10, "the image encoded once: \(timings)")
+        let both = try CLI.run(["generate", "--template", "llava", "--interactive", "--prompt", "x"])
+        #expect(both.status != 0 && both.stderr.contains("--interactive reads the user's turns from stdin"), "\(both.all)")
+    }
+
     /// --repetition-penalty, or an assembly's generation.repetition_penalty, changes the tiny
     /// default's repetitive greedy answer; the flag and the manifest give the same tokens.
     @Test func repetitionPenaltyFromTheFlagOrTheManifest() throws {

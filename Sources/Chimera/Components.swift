@@ -112,6 +112,7 @@ public final class KVCache: @unchecked Sendable {
     // Indexing rather than `first`: read every decoded token, and unoptimized builds allocate for `first`.
     public var length: Int { layers.isEmpty ? 0 : layers[0].length }
     public func reset() { layers.forEach { $0.reset() } }
+    public func truncate(to positions: Int) { layers.forEach { $0.truncate(to: positions) } }
 }
 
 public protocol LanguageModel: Component {

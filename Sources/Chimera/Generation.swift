@@ -61,11 +61,33 @@ public struct GenerationResult: Codable, Sendable {
     public var tokens: [Int]
     public var text: String
     public var promptTokens: Int
+    /// Of `promptTokens`, how many a `GenerationSession`'s cache already held (not prefilled again).
+    public var cachedPromptTokens: Int = 0
     public var stopReason: String
     public var timings: GenerationTimings
     enum CodingKeys: String, CodingKey {
         case tokens, text, timings
-        case promptTokens = "prompt_tokens", stopReason = "stop_reason"
+        case promptTokens = "prompt_tokens", stopReason = "stop_reason", cachedPromptTokens = "cached_prompt_tokens"
+    }
+}
+
+/// A KV cache kept from one `generate` to the next (a conversation's turns), with a fingerprint of
+/// every position it holds: the next prompt's positions that match from the start are not
+/// prefilled again. Passed in explicitly, as EncodedFeatures is.
+public final class GenerationSession: @unchecked Sendable {
+    var cache: KVCache?
+    var rows: [UInt64] = []  // one per cached position: a hash of its embedding row
+    public init() {}
+
+    /// A 64-bit FNV-1a hash of each row's float bits.
+    static func fingerprints(_ embeddings: Tensor) -> [UInt64] {
+        (0..<embeddings.rows).map { fingerprint(embeddings.data + $0 * embeddings.columns, count: embeddings.columns) }
+    }
+
+    static func fingerprint(_ row: UnsafePointer<Float>, count: Int) -> UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for i in 0..<count { hash = (hash ^ UInt64(row[i].bitPattern)) &* 0x100_0000_01b3 }
+        return hash
     }
 }
 
@@ -253,7 +275,7 @@ extension AssembledModel {
 
     /// Runs the prompt and decodes until EOS or `maxTokens`, streaming text to `onText`.
     public func generate(prompt: String, inputs files: [String: [URL]] = [:], options: GenerationOptions, features: EncodedFeatures? = nil,
-                         onText: (String) -> Void = { _ in }) throws -> GenerationResult {
+                         session: GenerationSession? = nil, onText: (String) -> Void = { _ in }) throws -> GenerationResult {
         try options.validate()
         let prepared = try prepare(prompt: prompt, inputs: files, cache: features)
         let promptLength = prepared.embeddings.rows
@@ -261,7 +283,22 @@ extension AssembledModel {
         guard options.maxTokens <= context - promptLength else {  // not a sum: --max-tokens may be near Int.max
             throw PromptError.tooLong(tokens: promptLength, maxTokens: options.maxTokens, context: context)
         }
-        let cache = languageModel.makeCache(capacity: promptLength + options.maxTokens, precision: options.kvCache)
+        // A session's cache is kept while it has room and the same precision; the positions it holds
+        // that the prompt repeats from the start stay (the last prompt position is always run: its logits).
+        var cache: KVCache, cached = 0
+        let rows = session.map { _ in GenerationSession.fingerprints(prepared.embeddings) } ?? []
+        if let session, let kept = session.cache, kept.capacity >= promptLength + options.maxTokens,
+           kept.layers.first?.precision ?? options.kvCache == options.kvCache {
+            cache = kept
+            while cached < min(session.rows.count, promptLength - 1), session.rows[cached] == rows[cached] { cached += 1 }
+        } else {
+            // A session's cache is made with room for later turns too (up to the context length).
+            let wanted = promptLength + options.maxTokens
+            cache = languageModel.makeCache(capacity: session == nil ? wanted : min(context, max(2 * wanted, 1024)), precision: options.kvCache)
+            session?.cache = cache
+        }
+        cache.truncate(to: cached)
+        session?.rows = Array(rows.prefix(promptLength))
         var sampler = Sampler(options: options)
         sampler.saw(prepared.tokens)
         var detokenizer = StreamingDetokenizer(tokenizer: tokenizer)
@@ -274,7 +311,8 @@ extension AssembledModel {
         var stopFilter = StopStringFilter(stops: textStops)
 
         let prefillStart = Date()
-        var logits = try languageModel.forward(embeddings: prepared.embeddings, cache: cache, lastOnly: true)
+        var logits = try languageModel.forward(embeddings: cached == 0 ? prepared.embeddings : prepared.embeddings.rows(cached..<promptLength),
+                                               cache: cache, lastOnly: true)
         let prefillSeconds = Date().timeIntervalSince(prefillStart)
         let decodeStart = Date()
         let nextEmbedding = Tensor(zeros: [1, languageModel.hiddenSize])
@@ -294,17 +332,18 @@ extension AssembledModel {
             if stopFilter.stopped { stopReason = "stop"; break }
             if generated.count == options.maxTokens { break }
             try languageModel.embed(token: next, into: nextEmbedding)
+            session?.rows.append(GenerationSession.fingerprint(nextEmbedding.data, count: nextEmbedding.columns))
             logits = try languageModel.forward(embeddings: nextEmbedding, cache: cache, lastOnly: true)
         }
         onText(stopFilter.append(try detokenizer.finish()) + stopFilter.finish())
         let decodeSeconds = Date().timeIntervalSince(decodeStart)
         let timings = GenerationTimings(
             encodeSeconds: prepared.encodeSeconds, prefillSeconds: prefillSeconds,
-            prefillTokensPerSecond: Double(promptLength) / max(prefillSeconds, 1e-9),
+            prefillTokensPerSecond: Double(promptLength - cached) / max(prefillSeconds, 1e-9),
             decodeSeconds: decodeSeconds,
             decodeTokensPerSecond: generated.count > 1 ? Double(generated.count - 1) / max(decodeSeconds, 1e-9) : 0)
         return GenerationResult(tokens: generated, text: StopStringFilter.cut(try tokenizer.decode(generated, skipSpecialTokens: true), at: textStops),
-                                promptTokens: promptLength, stopReason: stopReason, timings: timings)
+                                promptTokens: promptLength, cachedPromptTokens: cached, stopReason: stopReason, timings: timings)
     }
 }
 

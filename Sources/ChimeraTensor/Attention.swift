@@ -125,6 +125,8 @@ public final class LayerKVCache: @unchecked Sendable {
     }
 
     public func reset() { length = 0 }
+    /// Forgets every position from `positions` on (later appends overwrite them).
+    public func truncate(to positions: Int) { length = min(length, max(0, positions)) }
 }
 
 /// Attention of queries [T, heads*headDim] at positions start ..< start + T over the first

@@ -133,12 +133,13 @@ extension Generate {
     func report(_ result: GenerationResult, of manifest: AssemblyManifest) {
         if json {
             struct Output: Encodable {
-                let assembly: String; let tokens: [Int]; let text: String; let prompt_tokens: Int
+                let assembly: String; let tokens: [Int]; let text: String; let prompt_tokens: Int; let cached_prompt_tokens: Int?
                 let stop_reason: String; let timings: GenerationTimings
             }
             let encoder = JSONEncoder()
             encoder.outputFormatting = interactive ? [.sortedKeys, .withoutEscapingSlashes] : [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
             let output = Output(assembly: manifest.id, tokens: result.tokens, text: result.text, prompt_tokens: result.promptTokens,
+                                cached_prompt_tokens: interactive ? result.cachedPromptTokens : nil,
                                 stop_reason: result.stopReason, timings: result.timings)
             FileHandle.standardOutput.write((try? encoder.encode(output)).map { $0 + Data("\n".utf8) } ?? Data())
         } else {
@@ -156,14 +157,14 @@ extension Generate {
     func chatInteractively(_ loaded: (model: AssembledModel, options: GenerationOptions), template: ChatTemplate,
                            given files: [String: [URL]]) throws {
         var turns: [ChatTurn] = []
-        let features = EncodedFeatures()
+        let features = EncodedFeatures(), session = GenerationSession()
         while true {
             FileHandle.standardError.write(Data("> ".utf8))
             guard let line = readLine(strippingNewline: true), !line.isEmpty else { break }
             turns.append(ChatTurn(role: "user", content: line))
             let text = try render(turns, with: template, given: files)
             let result = try loaded.model.generate(prompt: text, inputs: withSamples(files, for: text, of: loaded.model.manifest),
-                                                   options: loaded.options, features: features, onText: stream)
+                                                   options: loaded.options, features: features, session: session, onText: stream)
             report(result, of: loaded.model.manifest)
             turns.append(ChatTurn(role: "assistant", content: result.text))
         }

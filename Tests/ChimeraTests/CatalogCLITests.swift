@@ -196,17 +196,18 @@ import Testing
     }
 
     /// --interactive answers each line of stdin with the whole conversation so far: each answer is
-    /// the one a --conversation file of the same turns gets, and the image is encoded once.
+    /// the one a --conversation file of the same turns gets, the image is encoded once, and what the
+    /// previous turns left in the KV cache is not prefilled again.
     @Test func interactiveChatIsTheConversationSoFar() throws {
         let folder = try CLI.temporaryFolder()
         let sample = CLI.packageRoot.appendingPathComponent("manifests/default/checkpoint/sample.png").path
         let chat = try CLI.run(["generate", "--template", "llava", "--image", sample, "--interactive", "--json", "--max-tokens", "4"],
-                               standardInput: "What is here?\nAnd now?\n\nnot read\n")
+                               standardInput: "What is here?\nAnd now?\nMore?\n\nnot read\n")
         #expect(chat.status == 0, "\(chat.all)")
         let answers = try chat.stdout.split(separator: "\n").map { try #require(try CLI.json(String($0)) as? [String: Any]) }
-        try #require(answers.count == 2, "\(chat.all)")
+        try #require(answers.count == 3, "\(chat.all)")
         var turns: [[String: String]] = []
-        for (answer, question) in zip(answers, ["What is here?", "And now?"]) {
+        for (answer, question) in zip(answers, ["What is here?", "And now?", "More?"]) {
             turns.append(["role": "user", "content": question])
             let file = folder.appendingPathComponent("turns\(turns.count).json")
             try JSONSerialization.data(withJSONObject: turns).write(to: file)
@@ -217,7 +218,9 @@ import Testing
             turns.append(["role": "assistant", "content": try #require(answer["text"] as? String)])
         }
         let timings = answers.compactMap { ($0["timings"] as? [String: Any])?["encode_s"] as? Double }
-        #expect(timings.count == 2 && timings[1] < timings[0] / 10, "the image encoded once: \(timings)")
+        #expect(timings.count == 3 && timings[1] < timings[0] / 10 && timings[2] < timings[0] / 10, "the image encoded once: \(timings)")
+        let cached = answers.compactMap { $0["cached_prompt_tokens"] as? Int }, prompts = answers.compactMap { $0["prompt_tokens"] as? Int }
+        #expect(cached.count == 3 && cached[0] == 0 && cached[1] > prompts[0] / 2 && cached[2] > prompts[1] / 2, "\(cached) of \(prompts)")
         let both = try CLI.run(["generate", "--template", "llava", "--interactive", "--prompt", "x"])
         #expect(both.status != 0 && both.stderr.contains("--interactive reads the user's turns from stdin"), "\(both.all)")
     }

@@ -290,7 +290,8 @@ extension AssembledModel {
         if let session, let kept = session.cache, kept.capacity >= promptLength + options.maxTokens,
            kept.layers.first?.precision ?? options.kvCache == options.kvCache {
             cache = kept
-            while cached < min(session.rows.count, promptLength - 1), session.rows[cached] == rows[cached] { cached += 1 }
+            // (At most what the cache holds: a turn that failed may have left a row unfed.)
+            while cached < min(session.rows.count, kept.length, promptLength - 1), session.rows[cached] == rows[cached] { cached += 1 }
         } else {
             // A session's cache is made with room for later turns too (up to the context length).
             let wanted = promptLength + options.maxTokens

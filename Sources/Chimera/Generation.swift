@@ -299,7 +299,7 @@ extension AssembledModel {
             session?.cache = cache
         }
         cache.truncate(to: cached)
-        session?.rows = Array(rows.prefix(promptLength))
+        session?.rows = rows
         var sampler = Sampler(options: options)
         sampler.saw(prepared.tokens)
         var detokenizer = StreamingDetokenizer(tokenizer: tokenizer)

@@ -87,10 +87,12 @@ func fail(_ error: Error) -> ExitCode {
     return ExitCode.failure
 }
 
-func printJSON<T: Encodable>(_ value: T) throws {
+/// Prints `value` as JSON on stdout: indented, or on one line (a JSON-lines stream).
+func printJSON<T: Encodable>(_ value: T, oneLine: Bool = false) throws {
     let encoder = JSONEncoder()
-    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    encoder.outputFormatting = oneLine ? [.sortedKeys, .withoutEscapingSlashes] : [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
     print(String(decoding: try encoder.encode(value), as: UTF8.self))
+    fflush(nil)  // a line of a stream reaches its reader at once, not at exit
 }
 
 func progress(_ line: String) {

@@ -88,7 +88,7 @@ struct Generate: ParsableCommand {
             let (text, stops) = try chatPrompt(catalog: catalog, manifest: manifest, given: files)
             let loaded = try load(catalog: catalog, manifest: manifest, files: files, stops: stops)
             let inputs = withSamples(files, for: text, of: manifest)
-            report(try loaded.model.generate(prompt: text, inputs: inputs, options: loaded.options, onText: stream), of: manifest)
+            try report(try loaded.model.generate(prompt: text, inputs: inputs, options: loaded.options, onText: stream), of: manifest)
         } catch let error as ValidationError { throw error } catch { throw fail(error) }
     }
 }
@@ -130,18 +130,15 @@ extension Generate {
 
     /// After an answer: the JSON object (one line of it with --interactive), or the line that ends
     /// the streamed text and the timings on stderr.
-    func report(_ result: GenerationResult, of manifest: AssemblyManifest) {
+    func report(_ result: GenerationResult, of manifest: AssemblyManifest) throws {
         if json {
             struct Output: Encodable {
                 let assembly: String; let tokens: [Int]; let text: String; let prompt_tokens: Int; let cached_prompt_tokens: Int?
                 let stop_reason: String; let timings: GenerationTimings
             }
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = interactive ? [.sortedKeys, .withoutEscapingSlashes] : [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-            let output = Output(assembly: manifest.id, tokens: result.tokens, text: result.text, prompt_tokens: result.promptTokens,
-                                cached_prompt_tokens: interactive ? result.cachedPromptTokens : nil,
-                                stop_reason: result.stopReason, timings: result.timings)
-            FileHandle.standardOutput.write((try? encoder.encode(output)).map { $0 + Data("\n".utf8) } ?? Data())
+            try printJSON(Output(assembly: manifest.id, tokens: result.tokens, text: result.text, prompt_tokens: result.promptTokens,
+                                 cached_prompt_tokens: interactive ? result.cachedPromptTokens : nil,
+                                 stop_reason: result.stopReason, timings: result.timings), oneLine: interactive)
         } else {
             FileHandle.standardOutput.write(Data("\n".utf8))  // unbuffered, like the streamed text
             let t = result.timings
@@ -165,7 +162,7 @@ extension Generate {
             let text = try render(turns, with: template, given: files)
             let result = try loaded.model.generate(prompt: text, inputs: withSamples(files, for: text, of: loaded.model.manifest),
                                                    options: loaded.options, features: features, session: session, onText: stream)
-            report(result, of: loaded.model.manifest)
+            try report(result, of: loaded.model.manifest)
             turns.append(ChatTurn(role: "assistant", content: result.text))
         }
     }

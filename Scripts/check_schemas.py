@@ -16,18 +16,21 @@ import pathlib
 import sys
 
 from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SCHEMA_DIR = ROOT / "manifests" / "schema"
 
 
 def load_validators():
+    names = (("component", "chimera.component/v1"), ("assembly", "chimera.assembly/v1"), ("template", "chimera.template/v1"))
+    schemas = {version: json.loads((SCHEMA_DIR / f"{name}.schema.json").read_text()) for name, version in names}
+    # The schemas refer to each other by their $id (the component's generation defaults are the assembly's).
+    registry = Registry().with_resources((schema["$id"], Resource.from_contents(schema)) for schema in schemas.values())
     validators = {}
-    for name, version in (("component", "chimera.component/v1"), ("assembly", "chimera.assembly/v1"),
-                          ("template", "chimera.template/v1")):
-        schema = json.loads((SCHEMA_DIR / f"{name}.schema.json").read_text())
+    for version, schema in schemas.items():
         Draft202012Validator.check_schema(schema)
-        validators[version] = Draft202012Validator(schema)
+        validators[version] = Draft202012Validator(schema, registry=registry)
     return validators
 
 
@@ -89,6 +92,11 @@ def self_checks(validators, shipped):
          mutated(mutated(mutated(con, ["input_width"], "auto"), ["output_width"], "auto"), ["weights"], None, delete=True), True),
         ("select default", mutated(asm, ["inputs", 0, "select"], "default"), True),
         ("generation defaults", mutated(asm, ["generation"], {"max_tokens": 5, "temperature": 0}), True),
+        ("generation top_k 0", mutated(asm, ["generation"], {"top_k": 0}), False),
+        ("generation top_p 1.5", mutated(asm, ["generation"], {"top_p": 1.5}), False),
+        ("LM generation defaults", mutated(llm, ["generation"], {"temperature": 0.7, "top_k": 50, "repetition_penalty": 1.1}), True),
+        ("LM generation with an unknown field", mutated(llm, ["generation"], {"do_sample": True}), False),
+        ("encoder with generation defaults", mutated(enc, ["generation"], {"temperature": 0}), False),
         ("optional field null", mutated(llm, ["description"], None), True),
         ("mlp config absent", mutated(con, ["config"], None, delete=True), True),
         ("unknown family with any config", mutated(mutated(con, ["family"], "qformer"), ["config"], {"q": 64}), True),

@@ -193,6 +193,9 @@ public struct ComponentManifest: Codable, Sendable, Equatable {
     /// Language models.
     public var tokenizer: TokenizerReference?
     public var contextLength: Int?
+    /// Language models: defaults for `generate` (a checkpoint's generation_config.json, imported),
+    /// under an assembly's own `generation`.
+    public var generation: GenerationDefaults?
     /// Absent only for connectors, which are then freshly initialized with `seed`.
     public var weights: WeightsReference?
     public var seed: UInt64?
@@ -204,7 +207,7 @@ public struct ComponentManifest: Codable, Sendable, Equatable {
     public var origin: String = "built-in"
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case schema, id, kind, family, description, modality, config, output, preprocess, tokenizer, weights, seed, source
+        case schema, id, kind, family, description, modality, config, output, preprocess, tokenizer, generation, weights, seed, source
         case inputWidth = "input_width", outputWidth = "output_width", contextLength = "context_length"
     }
 
@@ -229,6 +232,7 @@ public struct ComponentManifest: Codable, Sendable, Equatable {
         preprocess = try c.decodeIfPresent(ImagePreprocessing.self, forKey: .preprocess)
         tokenizer = try c.decodeIfPresent(TokenizerReference.self, forKey: .tokenizer)
         contextLength = try c.decodeIfPresent(Int.self, forKey: .contextLength)
+        generation = try c.decodeIfPresent(GenerationDefaults.self, forKey: .generation)
         weights = try c.decodeIfPresent(WeightsReference.self, forKey: .weights)
         seed = try c.decodeIfPresent(UInt64.self, forKey: .seed)
         source = try c.decodeIfPresent(String.self, forKey: .source)
@@ -239,6 +243,9 @@ public struct ComponentManifest: Codable, Sendable, Equatable {
         }
         if case .object = config {} else {
             throw DecodingError.dataCorrupted(.init(codingPath: [CodingKeys.config], debugDescription: "expected an object"))
+        }
+        if kind != .languageModel, generation != nil {
+            throw DecodingError.dataCorrupted(.init(codingPath: [CodingKeys.generation], debugDescription: "only language models take generation defaults"))
         }
         switch kind {
         case .encoder:
@@ -381,6 +388,26 @@ public struct GenerationDefaults: Codable, Sendable, Equatable {
         topK = try c.decodeIfPresent(Int.self, forKey: .topK)
         topP = try c.decodeIfPresent(Float.self, forKey: .topP)
         repetitionPenalty = try c.decodeIfPresent(Float.self, forKey: .repetitionPenalty)
+        // The ranges `GenerationOptions.validate` enforces, checked here so that a bad default is
+        // named by its field rather than by the command-line flag it stands in for.
+        func check(_ valid: Bool, _ key: CodingKeys, _ expected: String, _ found: CustomStringConvertible?) throws {
+            guard let found, !valid else { return }
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath + [key], debugDescription: "must be \(expected), found \(found)"))
+        }
+        try check(maxTokens.map { $0 >= 0 } ?? true, .maxTokens, ">= 0", maxTokens)
+        try check(temperature.map { $0 >= 0 && $0.isFinite } ?? true, .temperature, ">= 0", temperature)
+        try check(topK.map { $0 >= 1 } ?? true, .topK, ">= 1", topK)
+        try check(topP.map { $0 > 0 && $0 <= 1 } ?? true, .topP, "in (0, 1]", topP)
+        try check(repetitionPenalty.map { $0 > 0 && $0.isFinite } ?? true, .repetitionPenalty, "positive and finite", repetitionPenalty)
+    }
+
+    /// These defaults, each field that is unset taken from `fallback` (an assembly's own over its
+    /// language model's).
+    public func over(_ fallback: GenerationDefaults?) -> GenerationDefaults {
+        guard let fallback else { return self }
+        return GenerationDefaults(maxTokens: maxTokens ?? fallback.maxTokens, temperature: temperature ?? fallback.temperature,
+                                  topK: topK ?? fallback.topK, topP: topP ?? fallback.topP,
+                                  repetitionPenalty: repetitionPenalty ?? fallback.repetitionPenalty)
     }
 }
 

@@ -109,7 +109,8 @@ extension Generate {
     /// input files that are not there.
     func load(catalog: Catalog, manifest: AssemblyManifest, files: [String: [URL]], stops: [String]) throws
         -> (model: AssembledModel, options: GenerationOptions) {
-        let defaults = manifest.generation ?? GenerationDefaults()
+        // The assembly's defaults over its language model's (an imported checkpoint's generation_config.json).
+        let defaults = (manifest.generation ?? GenerationDefaults()).over(try catalog.component(manifest.languageModel, kind: .languageModel).generation)
         let options = GenerationOptions(maxTokens: maxTokens ?? defaults.maxTokens ?? 64,
                                         temperature: sampling.temperature ?? defaults.temperature ?? 0,
                                         topK: sampling.topK ?? defaults.topK, topP: sampling.topP ?? defaults.topP,
@@ -269,6 +270,7 @@ struct Import: ParsableCommand {
             progress("importing \(source.path)")
             let result = try CheckpointImporter(checkpoint: source, outputDirectory: output, name: id).run()
             for path in result.componentPaths { progress("wrote \(path.path)") }
+            for warning in result.warnings { progress("warning: \(warning)") }
             print(result.mainPath.path)
         } catch { throw fail(error) }
     }

@@ -394,3 +394,72 @@ enum CLI {
         #expect(output["stop_reason"] as? String == "eos" ? tokens == Array(expected.dropLast()) : tokens == expected)
     }
 }
+
+/// A checkpoint's generation_config.json becomes its language model's generation defaults, which
+/// `generate` applies under the assembly's and the flags: with the file alone, an imported model
+/// answers as transformers' `generate(input_ids)` does with that file.
+@Suite struct CLIGenerationConfigImportTests {
+    /// A copy of a language-model fixture whose generation_config.json is `generation` (JSON text).
+    static func fixture(_ name: String, generation: String) throws -> URL {
+        let copy = try CLI.temporaryFolder().appendingPathComponent(name)
+        try FileManager.default.copyItem(at: CLI.packageRoot.appendingPathComponent("Tests/ChimeraTests/Fixtures/\(name)"), to: copy)
+        try Data(generation.utf8).write(to: copy.appendingPathComponent("generation_config.json"))
+        return copy
+    }
+
+    static func imported(_ folder: URL) throws -> (manifest: String, result: CLI.Result) {
+        let out = try CLI.temporaryFolder()
+        let result = try CLI.run(["import", folder.path, "--out", out.path])
+        return (result.stdout.trimmingCharacters(in: .whitespacesAndNewlines), result)
+    }
+
+    /// repetition_penalty 1.5 and max_new_tokens 10 from the file: the answer is transformers'
+    /// generate(repetition_penalty=1.5) (reference_repetition.json), without a flag; a flag still wins.
+    @Test(arguments: ["lm-llama", "lm-phi"]) func importedDefaultsGiveTransformersAnswer(name: String) throws {
+        let folder = try Self.fixture(name, generation: #"{"bos_token_id": 1, "eos_token_id": 2, "do_sample": false, "num_beams": 1, "repetition_penalty": 1.5, "max_new_tokens": 10}"#)
+        let (manifest, imported) = try Self.imported(folder)
+        #expect(imported.status == 0 && !imported.stderr.contains("warning"), "\(imported.all)")
+        let component = try #require(try CLI.json(String(decoding: Data(contentsOf: URL(fileURLWithPath: manifest)), as: UTF8.self)) as? [String: Any])
+        let generation = try #require(component["generation"] as? [String: Any])
+        #expect(generation["repetition_penalty"] as? Double == 1.5 && generation["max_tokens"] as? Int == 10 && generation["temperature"] == nil)
+        let reference = try #require(try CLI.json(String(decoding: Data(contentsOf: folder.appendingPathComponent("reference.json")), as: UTF8.self)) as? [String: Any])
+        let repetition = try #require(try CLI.json(String(decoding: Data(contentsOf: folder.appendingPathComponent("reference_repetition.json")), as: UTF8.self)) as? [String: Any])
+        let prompt = try #require(reference["prompt"] as? String)
+        let generated = try CLI.run(["generate", "--assembly", manifest, "--prompt", prompt, "--json"])
+        #expect(generated.status == 0, "\(generated.all)")
+        let output = try #require(try CLI.json(generated.stdout) as? [String: Any])
+        #expect(output["tokens"] as? [Int] == repetition["generated"] as? [Int], "\(generated.stdout)")
+        let shorter = try CLI.run(["generate", "--assembly", manifest, "--prompt", prompt, "--json", "--max-tokens", "3", "--repetition-penalty", "1"])
+        let shorterTokens = try #require((try CLI.json(shorter.stdout) as? [String: Any])?["tokens"] as? [Int])
+        #expect(shorterTokens == Array((reference["generated"] as? [Int] ?? []).prefix(3)), "\(shorter.all)")
+    }
+
+    /// do_sample with its values (top_k 50 by transformers' default); what Chimera cannot apply is named on stderr.
+    @Test func samplingSettingsAreKeptAndUnsupportedOnesNamed() throws {
+        let folder = try Self.fixture("lm-qwen2", generation: #"{"eos_token_id": 2, "do_sample": true, "temperature": 0.6, "top_p": 0.9, "num_beams": 4, "no_repeat_ngram_size": 3, "typical_p": 1.0}"#)
+        let (manifest, imported) = try Self.imported(folder)
+        #expect(imported.status == 0, "\(imported.all)")
+        #expect(imported.stderr.contains("generation_config.json: num_beams 4, no_repeat_ngram_size 3: not applied"), "\(imported.stderr)")
+        let component = try #require(try CLI.json(String(decoding: Data(contentsOf: URL(fileURLWithPath: manifest)), as: UTF8.self)) as? [String: Any])
+        let generation = try #require(component["generation"] as? [String: Any])
+        #expect((generation["temperature"] as? Double).map { abs($0 - 0.6) < 1e-6 } == true)
+        #expect((generation["top_p"] as? Double).map { abs($0 - 0.9) < 1e-6 } == true)
+        #expect(generation["top_k"] as? Int == 50 && generation["max_tokens"] == nil)
+        // Greedy with top_k 0 (off): no sampling settings recorded at all.
+        let greedy = try Self.fixture("lm-qwen2", generation: #"{"do_sample": false, "temperature": 0.6, "top_k": 0}"#)
+        let (greedyManifest, _) = try Self.imported(greedy)
+        let greedyComponent = try #require(try CLI.json(String(decoding: Data(contentsOf: URL(fileURLWithPath: greedyManifest)), as: UTF8.self)) as? [String: Any])
+        #expect(greedyComponent["generation"] == nil)
+    }
+
+    @Test(arguments: [
+        (#"{"top_p": 2}"#, "generation_config.json: top_p must be a number in (0, 1], found 2"),
+        (#"{"do_sample": "yes"}"#, "generation_config.json: do_sample must be true or false, found yes"),
+        (#"{"max_new_tokens": -1}"#, "generation_config.json: max_new_tokens must be an integer >= 0, found -1"),
+        (#"{"eos_token_id": 2,"#, "generation_config.json: not a JSON object"),
+    ])
+    func badGenerationConfigIsNamed(generation: String, expected: String) throws {
+        let (_, imported) = try Self.imported(try Self.fixture("lm-llama", generation: generation))
+        #expect(imported.status != 0 && imported.stderr.contains(expected), "\(imported.all)")
+    }
+}

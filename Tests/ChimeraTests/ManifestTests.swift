@@ -214,6 +214,30 @@ extension ManifestTests {
             if !reason.isEmpty { #expect(message.contains(reason)) }
         }
 
+        /// Generation defaults are checked where they are read, named by their field (not by the
+        /// command-line flag they stand in for), and belong to language models and assemblies only.
+        @Test(arguments: [
+            (F.assemblyID, #"{"top_k": 0}"#, "generation.top_k: must be >= 1, found 0"),
+            (F.assemblyID, #"{"top_p": 1.5}"#, "generation.top_p: must be in (0, 1], found 1.5"),
+            (F.llmID, #"{"temperature": -1}"#, "generation.temperature: must be >= 0, found -1"),
+            (F.llmID, #"{"repetition_penalty": 0}"#, "generation.repetition_penalty: must be positive and finite, found 0"),
+            (F.llmID, #"{"max_tokens": -2}"#, "generation.max_tokens: must be >= 0, found -2"),
+            (F.llmID, #"{"do_sample": true}"#, "generation.do_sample: unknown field"),
+            (F.encoderID, #"{"temperature": 0}"#, "generation: only language models take generation defaults"),
+        ])
+        func badGenerationDefaults(id: String, generation: String, expected: String) throws {
+            let message = try F.refusal(of: id) { $0["generation"] = try JSONSerialization.jsonObject(with: Data(generation.utf8)) }
+            #expect(message.contains(expected), "\(message)")
+        }
+
+        /// An assembly's defaults over its language model's, field by field.
+        @Test func assemblyDefaultsOverTheLanguageModels() {
+            let model = GenerationDefaults(maxTokens: 10, temperature: 1, topK: 50, repetitionPenalty: 1.2)
+            let assembly = GenerationDefaults(temperature: 0, topP: 0.9)
+            #expect(assembly.over(model) == GenerationDefaults(maxTokens: 10, temperature: 0, topK: 50, topP: 0.9, repetitionPenalty: 1.2))
+            #expect(assembly.over(nil) == assembly)
+        }
+
         @Test(arguments: [-3, 0])
         func badWidth(width: Int) throws {
             let message = try F.refusal(of: F.connectorID) { $0["input_width"] = width }

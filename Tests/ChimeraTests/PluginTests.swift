@@ -57,7 +57,14 @@ enum TestPlugins {
         // seen compiling the root's modules with their old file lists ("cannot find type ..."); a
         // clean build of the plugin package then succeeds. After a file was added to the root's
         // C kernels, the incremental build linked without it (dlopen: "undefined symbol"): the same cure.
+        // After a stored property was added to a root struct, the incremental build loaded and then
+        // crashed in `create` (a file compiled against the old layout): so whenever the root's
+        // sources changed since the plugin was last built, it is built clean.
         let library = folder.appendingPathComponent(".build/debug/lib\(name).so").path
+        let stamp = folder.appendingPathComponent(".build/chimera-sources.stamp"), sources = rootSourcesStamp()
+        if (try? String(contentsOf: stamp, encoding: .utf8)) != sources {
+            try? run(["swift", "package", "--package-path", folder.path, "clean"])
+        }
         // Left loaded: Swift libraries must not be unloaded (the runtime keeps their metadata), and
         // the tests load this one anyway.
         func loads() -> Bool { dlopen(library, RTLD_NOW | RTLD_LOCAL) != nil }
@@ -69,10 +76,22 @@ enum TestPlugins {
                 try run(["swift", "package", "--package-path", folder.path, "clean"])
                 try run(command)
             }
+            try sources.write(to: stamp, atomically: true, encoding: .utf8)
             return folder
         }
             .mapError { $0 as? CommandFailed ?? CommandFailed(description: "\($0)") }
     }
+    /// Every file under the root's Sources with its size and modification time.
+    static func rootSourcesStamp() -> String {
+        let sources = packageRoot.appendingPathComponent("Sources")
+        let files = FileManager.default.enumerator(at: sources, includingPropertiesForKeys: [.fileSizeKey, .contentModificationDateKey])
+        return (files?.compactMap { item -> String? in
+            guard let url = item as? URL, let values = try? url.resourceValues(forKeys: [.fileSizeKey, .contentModificationDateKey]),
+                  let size = values.fileSize, let date = values.contentModificationDate else { return nil }
+            return "\(url.path) \(size) \(date.timeIntervalSince1970)"
+        } ?? []).sorted().joined(separator: "\n")
+    }
+
     static let sensor = buildPackage("SensorEncoder")
     static let audio = buildPackage("AudioEncoder")
 

@@ -10,6 +10,7 @@ public enum ImportError: LocalizedError {
     case missing(file: String, field: String, why: String)
     case noWeights(directory: String)
     case missingTensors(directory: String, what: String)
+    case invalidValue(file: String, field: String, found: String, expected: String)
 
     public var errorDescription: String? {
         switch self {
@@ -21,6 +22,7 @@ public enum ImportError: LocalizedError {
         case let .missing(file, field, why): return "\(file): \(field) is missing: \(why)"
         case let .noWeights(directory): return "\(directory): no *.safetensors files or model.safetensors.index.json (PyTorch .bin checkpoints are not supported; convert them to safetensors)"
         case let .missingTensors(directory, what): return "\(directory): the weights hold no \(what)"
+        case let .invalidValue(file, field, found, expected): return "\(file): \(field) must be \(expected), found \(found)"
         }
     }
 }
@@ -31,6 +33,8 @@ public struct ImportResult: Sendable {
     public var assemblyPath: URL?
     public var componentPaths: [URL]
     public var assembly: AssemblyManifest?
+    /// Settings of the checkpoint that the manifests do not carry ("generation_config.json: num_beams 4 ...").
+    public var warnings: [String] = []
     /// What `chimera import` prints: the assembly, or the one component of a standalone language model.
     public var mainPath: URL { assemblyPath ?? componentPaths[0] }
 }
@@ -210,20 +214,24 @@ public struct CheckpointImporter {
             object["lm_head_bias"] = .bool(false)
             lm.config = .object(object)
         }
-        lm.tokenizer = TokenizerReference(file: relative(file("tokenizer.json")), eosTokenIDs: try eosTokenIDs(text),
+        let generation = try generationConfig()
+        lm.generation = generation?.defaults
+        lm.tokenizer = TokenizerReference(file: relative(file("tokenizer.json")), eosTokenIDs: eosTokenIDs(text, generation: generation),
                                           bosTokenID: text["bos_token_id"] as? Int)
         lm.description = "\(lm.family) language model of \(checkpoint.lastPathComponent)"
         lm.source = relative(checkpoint)
         return lm
     }
 
+    /// The checkpoint's generation_config.json, when it has one.
+    func generationConfig() throws -> GenerationConfigImport? {
+        guard FileManager.default.fileExists(atPath: file("generation_config.json").path) else { return nil }
+        return try GenerationConfigImport(object: try readJSON("generation_config.json"), file: file("generation_config.json").path)
+    }
+
     /// generation_config.json's eos_token_id wins (transformers' generate uses it), else text_config's.
-    func eosTokenIDs(_ text: [String: Any]) throws -> [Int] {
-        var value: Any? = text["eos_token_id"]
-        if FileManager.default.fileExists(atPath: file("generation_config.json").path),
-           let generation = try? readJSON("generation_config.json"), let eos = generation["eos_token_id"] {
-            value = eos
-        }
+    func eosTokenIDs(_ text: [String: Any], generation: GenerationConfigImport?) -> [Int] {
+        let value = generation?.eosTokenID ?? text["eos_token_id"]
         if let one = value as? Int { return [one] }
         return value as? [Int] ?? []
     }
@@ -280,7 +288,12 @@ public struct CheckpointImporter {
     }
 
     func write(assembly: AssemblyManifest?, components: [ComponentManifest]) throws -> ImportResult {
-        try writeManifests(assembly: assembly, components: components, to: outputDirectory)
+        var result = try writeManifests(assembly: assembly, components: components, to: outputDirectory)
+        if components.contains(where: { $0.kind == .languageModel }), let generation = try generationConfig(), !generation.ignored.isEmpty {
+            result.warnings.append("\(file("generation_config.json").path): \(generation.ignored.joined(separator: ", ")): not applied "
+                                   + "(Chimera decodes one sequence, greedily or by temperature, top-k and top-p sampling, with a repetition penalty)")
+        }
+        return result
     }
 }
 

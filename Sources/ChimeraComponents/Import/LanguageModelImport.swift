@@ -115,3 +115,76 @@ private struct ConfigFields {
         return (object["rope_theta"] as? Double ?? 10000, object["partial_rotary_factor"] as? Double)
     }
 }
+
+/// A checkpoint's generation_config.json, which transformers' `generate` uses when it is called
+/// without arguments: the defaults Chimera honours (greedy or sampled, repetition penalty, answer
+/// length) and the settings it has no equivalent for, to be reported as ignored.
+struct GenerationConfigImport {
+    /// nil when the file sets none of the defaults (most checkpoints: only token ids).
+    var defaults: GenerationDefaults?
+    /// "num_beams 4", ... (settings away from transformers' defaults that Chimera does not apply).
+    var ignored: [String] = []
+    var eosTokenID: Any?
+
+    /// transformers' defaults of the settings that change what `generate` returns and that Chimera
+    /// does not have; a file that keeps them at these values loses nothing.
+    static let unsupported: [(key: String, isDefault: @Sendable (Any) -> Bool)] = [
+        ("num_beams", { ($0 as? Int) == 1 }), ("num_beam_groups", { ($0 as? Int) == 1 }),
+        ("penalty_alpha", { $0 is NSNull }), ("no_repeat_ngram_size", { ($0 as? Int) == 0 }),
+        ("encoder_no_repeat_ngram_size", { ($0 as? Int) == 0 }), ("min_length", { ($0 as? Int) == 0 }),
+        ("min_new_tokens", { $0 is NSNull }), ("typical_p", { ($0 as? Double) == 1 }), ("min_p", { $0 is NSNull }),
+        ("epsilon_cutoff", { ($0 as? Double) == 0 }), ("eta_cutoff", { ($0 as? Double) == 0 }),
+        ("diversity_penalty", { ($0 as? Double) == 0 }), ("bad_words_ids", { $0 is NSNull }),
+        ("force_words_ids", { $0 is NSNull }), ("suppress_tokens", { $0 is NSNull }),
+        ("begin_suppress_tokens", { $0 is NSNull }), ("forced_bos_token_id", { $0 is NSNull }),
+        ("forced_eos_token_id", { $0 is NSNull }), ("sequence_bias", { $0 is NSNull }),
+        ("guidance_scale", { $0 is NSNull }), ("exponential_decay_length_penalty", { $0 is NSNull }),
+        ("stop_strings", { $0 is NSNull }), ("max_time", { $0 is NSNull }),
+    ]
+
+    /// Reads the config as transformers does: without `do_sample` (false by default) it is greedy
+    /// whatever the temperature says; sampling takes temperature (default 1), top_k (default 50; 0
+    /// turns it off) and top_p (1 is off); repetition_penalty 1 is none.
+    init(object: [String: Any], file: String) throws {
+        func number(_ key: String, _ valid: (Double) -> Bool, _ expected: String) throws -> Double? {
+            guard let value = object[key], !(value is NSNull) else { return nil }
+            guard let number = value as? Double, valid(number) else {
+                throw ImportError.invalidValue(file: file, field: key, found: "\(value)", expected: expected)
+            }
+            return number
+        }
+        func integer(_ key: String, atLeast least: Int) throws -> Int? {
+            guard let value = object[key], !(value is NSNull) else { return nil }
+            guard let number = value as? Int, number >= least else {
+                throw ImportError.invalidValue(file: file, field: key, found: "\(value)", expected: "an integer >= \(least)")
+            }
+            return number
+        }
+        var sample = false
+        if let value = object["do_sample"], !(value is NSNull) {
+            guard let flag = value as? Bool else {
+                throw ImportError.invalidValue(file: file, field: "do_sample", found: "\(value)", expected: "true or false")
+            }
+            sample = flag
+        }
+        var defaults = GenerationDefaults()
+        let temperature = try number("temperature", { $0 >= 0 && $0.isFinite }, "a number >= 0")
+        let topK = try integer("top_k", atLeast: 0)
+        let topP = try number("top_p", { $0 > 0 && $0 <= 1 }, "a number in (0, 1]")
+        if sample {
+            defaults.temperature = Float(temperature ?? 1)
+            defaults.topK = (topK ?? 50) > 0 ? topK ?? 50 : nil
+            defaults.topP = topP.flatMap { $0 < 1 ? Float($0) : nil }
+        }
+        if let penalty = try number("repetition_penalty", { $0 > 0 && $0.isFinite }, "a positive number"), penalty != 1 {
+            defaults.repetitionPenalty = Float(penalty)
+        }
+        defaults.maxTokens = try integer("max_new_tokens", atLeast: 0)
+        self.defaults = defaults == GenerationDefaults() ? nil : defaults
+        ignored = Self.unsupported.compactMap { key, isDefault in
+            guard let value = object[key], !isDefault(value) else { return nil }
+            return "\(key) \(value)"
+        }
+        eosTokenID = object["eos_token_id"]
+    }
+}

@@ -21,6 +21,16 @@ public struct ChatTurn: Codable, Sendable, Equatable {
         content = try c.decode(String.self, forKey: .content)
     }
 
+    /// The conversation without its oldest exchange (the first user turn after the system turns
+    /// and the turns up to the next user turn), to make room in the context; nil when the last user
+    /// turn is the only one left. Inputs placed in front of the first user turn then go in front of
+    /// the new first one.
+    public static func droppingOldestExchange(_ turns: [ChatTurn]) -> (turns: [ChatTurn], dropped: Int)? {
+        guard let first = turns.firstIndex(where: { $0.role != "system" }),
+              let next = turns[(first + 1)...].firstIndex(where: { $0.role == "user" }) else { return nil }
+        return (Array(turns[..<first] + turns[next...]), next - first)
+    }
+
     /// Reads a conversation file: a JSON list of {role, content}.
     public static func conversation(contentsOf url: URL) throws -> [ChatTurn] {
         if let reason = notARegularFile(url.path) { throw ChatTemplateError.unreadableConversation(file: url.path, reason: reason) }

@@ -58,7 +58,7 @@ struct Generate: ParsableCommand {
     @Flag(help: "Wrap the prompt (or --conversation) in the assembly's chat template") var chat = false
     @Option(help: "Chat template to use instead of the assembly's (implies --chat)") var template: String?
     @Option(help: "JSON list of {role, content} turns (system, user, assistant) to continue (implies --chat)") var conversation: String?
-    @Flag(help: "Chat turn by turn: each line of stdin is a user turn (an empty line or the end of input ends the chat; implies --chat)")
+    @Flag(help: "Chat turn by turn: each line of stdin is a user turn (an empty line or the end of input ends the chat; implies --chat; --conversation starts it; when the context is full the oldest exchanges are dropped)")
     var interactive = false
     @Flag(help: "Print one JSON object (tokens, text, timings) instead of streaming text (one line per answer with --interactive)") var json = false
     @OptionGroup var placement: WeightPlacementOptions
@@ -77,12 +77,13 @@ struct Generate: ParsableCommand {
                 files[placeholder, default: []].append(URL(fileURLWithPath: path))
             }
             if interactive {
-                guard prompt == nil, promptFile == nil, conversation == nil else {
-                    throw ValidationError("--interactive reads the user's turns from stdin: give no --prompt, --prompt-file or --conversation")
+                guard prompt == nil, promptFile == nil else {
+                    throw ValidationError("--interactive reads the user's turns from stdin: give no --prompt or --prompt-file (--conversation starts the chat)")
                 }
                 let chatTemplate = try chatTemplateInUse(catalog: catalog, manifest: manifest)
+                let opening = try conversation.map { try ChatTurn.conversation(contentsOf: URL(fileURLWithPath: $0)) } ?? []
                 try chatInteractively(try load(catalog: catalog, manifest: manifest, files: files, stops: chatTemplate.stop),
-                                      template: chatTemplate, given: files)
+                                      template: chatTemplate, opening: opening, given: files)
                 return
             }
             let (text, stops) = try chatPrompt(catalog: catalog, manifest: manifest, given: files)
@@ -131,14 +132,14 @@ extension Generate {
 
     /// After an answer: the JSON object (one line of it with --interactive), or the line that ends
     /// the streamed text and the timings on stderr.
-    func report(_ result: GenerationResult, of manifest: AssemblyManifest) throws {
+    func report(_ result: GenerationResult, of manifest: AssemblyManifest, droppedTurns: Int? = nil) throws {
         if json {
             struct Output: Encodable {
                 let assembly: String; let tokens: [Int]; let text: String; let prompt_tokens: Int; let cached_prompt_tokens: Int?
-                let stop_reason: String; let timings: GenerationTimings
+                let dropped_turns: Int?; let stop_reason: String; let timings: GenerationTimings
             }
             try printJSON(Output(assembly: manifest.id, tokens: result.tokens, text: result.text, prompt_tokens: result.promptTokens,
-                                 cached_prompt_tokens: interactive ? result.cachedPromptTokens : nil,
+                                 cached_prompt_tokens: interactive ? result.cachedPromptTokens : nil, dropped_turns: droppedTurns,
                                  stop_reason: result.stopReason, timings: result.timings), oneLine: interactive)
         } else {
             FileHandle.standardOutput.write(Data("\n".utf8))  // unbuffered, like the streamed text
@@ -151,20 +152,39 @@ extension Generate {
 
     /// --interactive: a user turn a line from stdin (an empty line or the end of input ends the
     /// chat), each answered with the whole conversation so far rendered by the chat template; the
-    /// inputs go in front of the first user turn and are encoded once.
+    /// inputs go in front of the first user turn and are encoded once. The --conversation file's
+    /// turns (`opening`) start the chat (its last turn, if a user's, answered first). When the
+    /// conversation and the answer no longer fit the context, its oldest exchanges are dropped (the
+    /// system turn stays), as a chat client's window slides.
     func chatInteractively(_ loaded: (model: AssembledModel, options: GenerationOptions), template: ChatTemplate,
-                           given files: [String: [URL]]) throws {
-        var turns: [ChatTurn] = []
+                           opening: [ChatTurn], given files: [String: [URL]]) throws {
+        var turns = opening
+        var dropped = 0
         let features = EncodedFeatures(), session = GenerationSession()
+        func answer() throws {
+            while true {
+                let text = try render(turns, with: template, given: files)
+                do {
+                    let result = try loaded.model.generate(prompt: text, inputs: withSamples(files, for: text, of: loaded.model.manifest),
+                                                           options: loaded.options, features: features, session: session, onText: stream)
+                    try report(result, of: loaded.model.manifest, droppedTurns: dropped)
+                    turns.append(ChatTurn(role: "assistant", content: result.text))
+                    return
+                } catch let error as PromptError {
+                    guard case let .tooLong(tokens, maxTokens, context) = error, let shorter = ChatTurn.droppingOldestExchange(turns) else { throw error }
+                    progress("[\(tokens) prompt tokens and \(maxTokens) new ones do not fit the context of \(context): "
+                             + "the oldest exchange (\(shorter.dropped) turns) is dropped]")
+                    turns = shorter.turns
+                    dropped += shorter.dropped
+                }
+            }
+        }
+        if turns.last?.role == "user" { try answer() }
         while true {
             FileHandle.standardError.write(Data("> ".utf8))
             guard let line = readLine(strippingNewline: true), !line.isEmpty else { break }
             turns.append(ChatTurn(role: "user", content: line))
-            let text = try render(turns, with: template, given: files)
-            let result = try loaded.model.generate(prompt: text, inputs: withSamples(files, for: text, of: loaded.model.manifest),
-                                                   options: loaded.options, features: features, session: session, onText: stream)
-            try report(result, of: loaded.model.manifest)
-            turns.append(ChatTurn(role: "assistant", content: result.text))
+            try answer()
         }
     }
 

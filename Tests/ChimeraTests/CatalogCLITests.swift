@@ -225,6 +225,46 @@ import Testing
         #expect(both.status != 0 && both.stderr.contains("--interactive reads the user's turns from stdin"), "\(both.all)")
     }
 
+    /// A --conversation file opens an --interactive chat (its last user turn answered first), and a
+    /// chat that outgrows the context drops its oldest exchange: each answer is still the one a
+    /// --conversation file of the turns kept gets.
+    @Test func interactiveChatOpensWithAConversationAndDropsWhatNoLongerFits() throws {
+        let folder = try CLI.temporaryFolder()
+        let sample = CLI.packageRoot.appendingPathComponent("manifests/default/checkpoint/sample.png").path
+        func single(_ turns: [[String: String]], maxTokens: Int) throws -> [String: Any] {
+            let file = folder.appendingPathComponent("turns-\(UUID().uuidString).json")
+            try JSONSerialization.data(withJSONObject: turns).write(to: file)
+            let run = try CLI.run(["generate", "--template", "llava", "--image", sample, "--conversation", file.path, "--json",
+                                   "--max-tokens", "\(maxTokens)"])
+            return try #require(try CLI.json(run.stdout) as? [String: Any], "\(run.all)")
+        }
+        func answers(_ run: CLI.Result) throws -> [[String: Any]] {
+            try run.stdout.split(separator: "\n").map { try #require(try CLI.json(String($0)) as? [String: Any]) }
+        }
+        let opening = folder.appendingPathComponent("opening.json")
+        try JSONSerialization.data(withJSONObject: [["role": "user", "content": "What is here?"]]).write(to: opening)
+        let opened = try CLI.run(["generate", "--template", "llava", "--image", sample, "--interactive", "--conversation", opening.path,
+                                  "--json", "--max-tokens", "4"], standardInput: "And now?\n")
+        let first = try answers(opened)
+        try #require(first.count == 2, "\(opened.all)")
+        var turns = [["role": "user", "content": "What is here?"]]
+        #expect(first[0]["tokens"] as? [Int] == (try single(turns, maxTokens: 4))["tokens"] as? [Int])
+        turns += [["role": "assistant", "content": try #require(first[0]["text"] as? String)], ["role": "user", "content": "And now?"]]
+        #expect(first[1]["tokens"] as? [Int] == (try single(turns, maxTokens: 4))["tokens"] as? [Int])
+
+        // 240 new tokens a turn: the tiny default's 512 positions hold two turns, not three.
+        let long = try CLI.run(["generate", "--template", "llava", "--image", sample, "--interactive", "--json", "--max-tokens", "240"],
+                               standardInput: "What is here?\nAnd now?\nMore?\n")
+        let chat = try answers(long)
+        try #require(chat.count == 3, "\(long.all)")
+        #expect(chat.map { $0["dropped_turns"] as? Int } == [0, 0, 2], "\(long.all)")
+        #expect(long.stderr.contains("do not fit the context of 512: the oldest exchange (2 turns) is dropped"), "\(long.stderr)")
+        let kept = [["role": "user", "content": "And now?"], ["role": "assistant", "content": try #require(chat[1]["text"] as? String)],
+                    ["role": "user", "content": "More?"]]
+        let expected = try single(kept, maxTokens: 240)
+        #expect(chat[2]["tokens"] as? [Int] == expected["tokens"] as? [Int] && chat[2]["prompt_tokens"] as? Int == expected["prompt_tokens"] as? Int)
+    }
+
     /// --repetition-penalty, or an assembly's generation.repetition_penalty, changes the tiny
     /// default's repetitive greedy answer; the flag and the manifest give the same tokens.
     @Test func repetitionPenaltyFromTheFlagOrTheManifest() throws {

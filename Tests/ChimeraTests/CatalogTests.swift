@@ -31,6 +31,17 @@ enum BuiltinCatalog {
 }
 
 @Suite struct TemplateTests {
+    /// The oldest exchange goes (a user turn and what follows it up to the next user turn); system
+    /// turns stay; the last user turn is never dropped.
+    @Test func droppingTheOldestExchange() {
+        func turns(_ roles: String) -> [ChatTurn] { roles.map { ChatTurn(role: ["s": "system", "u": "user", "a": "assistant"][$0]!, content: "\($0)") } }
+        func roles(_ t: [ChatTurn]) -> String { String(t.map { $0.role.first! == "s" ? "s" : $0.role.first! }) }
+        #expect(ChatTurn.droppingOldestExchange(turns("suauau")).map { (roles($0.turns), $0.dropped) } ?? ("", 0) == ("suau", 2))
+        #expect(ChatTurn.droppingOldestExchange(turns("uaau")).map { (roles($0.turns), $0.dropped) } ?? ("", 0) == ("u", 3))
+        #expect(ChatTurn.droppingOldestExchange(turns("su")) == nil)
+        #expect(ChatTurn.droppingOldestExchange(turns("sua")) == nil)
+    }
+
     @Test func goldenFileCoversEveryTinyLLaVATemplate() {
         let names = Set(BuiltinCatalog.golden.map(\.template))
         #expect(names == ["llama", "phi", "gemma", "qwen2_base", "qwen2_instruct", "pretrain"])

@@ -71,10 +71,12 @@ public struct GenerationResult: Codable, Sendable {
     }
 }
 
-/// A KV cache kept from one `generate` to the next (a conversation's turns), with a fingerprint of
-/// every position it holds: the next prompt's positions that match from the start are not
-/// prefilled again. Passed in explicitly, as EncodedFeatures is.
+/// What one conversation keeps from one `generate` to the next, passed in explicitly so that a
+/// forward pass stays a function of what it is given: its inputs' encoded features (each image is
+/// encoded once), and a KV cache with a fingerprint of every position it holds, so that the next
+/// prompt's positions that match from the start are not prefilled again.
 public final class GenerationSession: @unchecked Sendable {
+    public let features = EncodedFeatures()
     var cache: KVCache?
     var rows: [UInt64] = []  // one per cached position: a hash of its embedding row
     public init() {}
@@ -163,8 +165,7 @@ public struct PreparedPrompt {
 }
 
 /// Features already encoded, by placeholder and file, for a caller that runs one model on the same
-/// inputs again (a conversation's turns): passed in explicitly, so that a forward pass stays a
-/// function of what it is given.
+/// inputs again (a `GenerationSession` holds one for a conversation's turns).
 public final class EncodedFeatures: @unchecked Sendable {
     var features: [String: Tensor] = [:]
     public init() {}
@@ -273,11 +274,12 @@ extension AssembledModel {
         return try input.connector.forward(hidden)
     }
 
-    /// Runs the prompt and decodes until EOS or `maxTokens`, streaming text to `onText`.
-    public func generate(prompt: String, inputs files: [String: [URL]] = [:], options: GenerationOptions, features: EncodedFeatures? = nil,
+    /// Runs the prompt and decodes until EOS or `maxTokens`, streaming text to `onText`. With a
+    /// session (a conversation's turns), its encoded inputs and cached positions are reused and kept.
+    public func generate(prompt: String, inputs files: [String: [URL]] = [:], options: GenerationOptions,
                          session: GenerationSession? = nil, onText: (String) -> Void = { _ in }) throws -> GenerationResult {
         try options.validate()
-        let prepared = try prepare(prompt: prompt, inputs: files, cache: features)
+        let prepared = try prepare(prompt: prompt, inputs: files, cache: session?.features)
         let promptLength = prepared.embeddings.rows
         let context = languageModel.contextLength
         guard options.maxTokens <= context - promptLength else {  // not a sum: --max-tokens may be near Int.max

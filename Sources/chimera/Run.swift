@@ -160,13 +160,13 @@ extension Generate {
                            opening: [ChatTurn], given files: [String: [URL]]) throws {
         var turns = opening
         var dropped = 0
-        let features = EncodedFeatures(), session = GenerationSession()
+        let session = GenerationSession()
         func answer() throws {
             while true {
                 let text = try render(turns, with: template, given: files)
                 do {
                     let result = try loaded.model.generate(prompt: text, inputs: withSamples(files, for: text, of: loaded.model.manifest),
-                                                           options: loaded.options, features: features, session: session, onText: stream)
+                                                           options: loaded.options, session: session, onText: stream)
                     try report(result, of: loaded.model.manifest, droppedTurns: dropped)
                     turns.append(ChatTurn(role: "assistant", content: result.text))
                     return

@@ -51,3 +51,30 @@ public func writeOutputFile(_ data: Data, to file: URL) throws {
         }
     }
 }
+
+/// Copies a file, or a folder and everything in it, to `destination` (made as needed), or throws
+/// OutputError naming what could not be read or written. Anything that is neither a regular file
+/// nor a folder (a FIFO, a device) is refused rather than read: FileManager's copy of a FIFO waits
+/// forever for a writer.
+public func copyOutputItem(_ source: URL, to destination: URL) throws {
+    var isFolder: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: source.path, isDirectory: &isFolder) else {
+        throw OutputError(path: source.path, reason: "cannot copy it: no such file or folder")
+    }
+    if isFolder.boolValue {
+        try createOutputFolder(destination)
+        let names: [String]
+        do { names = try FileManager.default.contentsOfDirectory(atPath: source.path) } catch {
+            throw OutputError(path: source.path, reason: "cannot read the folder")
+        }
+        for name in names.sorted() {
+            try copyOutputItem(source.appendingPathComponent(name), to: destination.appendingPathComponent(name))
+        }
+        return
+    }
+    if let reason = notARegularFile(source.path) { throw OutputError(path: source.path, reason: "cannot copy it: \(reason)") }
+    guard let data = FileManager.default.contents(atPath: source.path) else {
+        throw OutputError(path: source.path, reason: "cannot copy it: the file is not readable")
+    }
+    try writeOutputFile(data, to: destination)
+}

@@ -61,11 +61,19 @@ struct PluginInstall: ParsableCommand {
             for (library, manifests) in found {
                 let plugin = try PluginLibrary(path: library.path, manifestDirectory: manifests)
                 let target = PluginDiscovery.userDirectory.appendingPathComponent(plugin.name)
-                let fm = FileManager.default
+                // Copied beside the target first, so that a copy that fails leaves an installed
+                // version of the plugin as it was.
+                let fm = FileManager.default, staging = target.appendingPathExtension("installing")
+                if fm.fileExists(atPath: staging.path) { try fm.removeItem(at: staging) }
+                do {
+                    try copyOutputItem(library, to: staging.appendingPathComponent(library.lastPathComponent))
+                    if let manifests { try copyOutputItem(manifests, to: staging.appendingPathComponent("manifests")) }
+                } catch {
+                    try? fm.removeItem(at: staging)
+                    throw error
+                }
                 if fm.fileExists(atPath: target.path) { try fm.removeItem(at: target) }
-                try createOutputFolder(target)
-                try fm.copyItem(at: library, to: target.appendingPathComponent(library.lastPathComponent))
-                if let manifests { try fm.copyItem(at: manifests, to: target.appendingPathComponent("manifests")) }
+                try fm.moveItem(at: staging, to: target)
                 print("installed \(plugin.name) \(plugin.version) (\(plugin.families.map(\.name).joined(separator: ", "))) in \(target.path)")
             }
         } catch { throw fail(error) }

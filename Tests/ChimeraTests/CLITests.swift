@@ -40,6 +40,8 @@ enum CLI {
         return url
     }
 
+    static let timeLimit: Double = 600
+
     static func run(_ arguments: [String], environment extra: [String: String] = [:], standardInput: String? = nil) throws -> Result {
         guard let executable else {
             Issue.record("the chimera executable was not found next to the test bundle (\(CommandLine.arguments.first ?? "?"), \(Bundle.main.bundleURL.path))")
@@ -71,8 +73,15 @@ enum CLI {
         }
         process.standardOutput = outHandle
         process.standardError = errHandle
+        // A run that hangs fails its test (killed after `timeLimit`) instead of stalling the suite.
+        let exited = DispatchSemaphore(value: 0)
+        process.terminationHandler = { _ in exited.signal() }
         try process.run()
-        process.waitUntilExit()
+        if exited.wait(timeout: .now() + timeLimit) == .timedOut {
+            kill(process.processIdentifier, SIGKILL)
+            exited.wait()
+            Issue.record("chimera \(arguments.joined(separator: " ")) did not finish within \(Int(timeLimit)) s; killed")
+        }
         try outHandle.close()
         try errHandle.close()
         return Result(status: process.terminationStatus,

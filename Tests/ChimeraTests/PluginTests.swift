@@ -236,6 +236,16 @@ func maxDifference(_ t: Tensor, _ expected: [Float]) -> Float {
         #expect(list.stdout.contains("c-scale-8") && list.stdout.contains("family: plugin c-test ("), "\(list.all)")
         let refused = try CLI.run(["plugin", "install", try TestPlugins.cPlugin("WRONG_ABI").path], environment: ["CHIMERA_USER_HOME": home.path])
         #expect(refused.status != 0 && refused.stderr.contains("ABI version 42"), "\(refused.all)")
+        // A FIFO among the manifests is refused by name, not waited on forever, and the installed
+        // copy stays as it was.
+        let fifoFolder = temporaryDirectory()
+        try FileManager.default.copyItem(at: good, to: fifoFolder.appendingPathComponent("p"))
+        let fifo = fifoFolder.appendingPathComponent("p/manifests/notes")
+        #expect(mkfifo(fifo.path, 0o644) == 0)
+        let blocked = try CLI.run(["plugin", "install", fifoFolder.appendingPathComponent("p").path], environment: ["CHIMERA_USER_HOME": home.path])
+        #expect(blocked.status != 0 && blocked.stderr.contains("\(fifo.path): cannot copy it: it is not a regular file"), "\(blocked.all)")
+        #expect(FileManager.default.fileExists(atPath: home.appendingPathComponent("plugins/c-test/manifests/c-scale.component.json").path))
+        #expect(!FileManager.default.fileExists(atPath: home.appendingPathComponent("plugins/c-test.installing").path))
         let remove = try CLI.run(["plugin", "remove", "c-test"], environment: ["CHIMERA_USER_HOME": home.path])
         #expect(remove.status == 0, "\(remove.all)")
         #expect(!FileManager.default.fileExists(atPath: home.appendingPathComponent("plugins/c-test").path))

@@ -1,5 +1,6 @@
 import CChimeraPlugin
 import CPluginHost
+import ChimeraIO
 import ChimeraTensor
 import Foundation
 #if canImport(Glibc)
@@ -59,6 +60,8 @@ public final class PluginLibrary: @unchecked Sendable {
     public init(path: String, manifestDirectory: URL? = nil) throws {
         self.path = path
         self.manifestDirectory = manifestDirectory
+        // (dlopen of a FIFO waits for a writer forever)
+        if let reason = notARegularFile(path) { throw PluginError.cannotOpen(library: path, reason: reason) }
         guard let handle = dlopen(path, RTLD_NOW | RTLD_LOCAL) else {
             throw PluginError.cannotOpen(library: path, reason: dlerror().map { String(cString: $0) } ?? "unknown dlopen error")
         }

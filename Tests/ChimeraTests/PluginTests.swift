@@ -246,6 +246,13 @@ func maxDifference(_ t: Tensor, _ expected: [Float]) -> Float {
         #expect(blocked.status != 0 && blocked.stderr.contains("\(fifo.path): cannot copy it: it is not a regular file"), "\(blocked.all)")
         #expect(FileManager.default.fileExists(atPath: home.appendingPathComponent("plugins/c-test/manifests/c-scale.component.json").path))
         #expect(!FileManager.default.fileExists(atPath: home.appendingPathComponent("plugins/c-test.installing").path))
+        // A FIFO named like a library is not opened (dlopen would wait on it), whether installed or found.
+        let fifoLibrary = fifoFolder.appendingPathComponent("libfifo.so")
+        #expect(mkfifo(fifoLibrary.path, 0o644) == 0)
+        let fifoInstall = try CLI.run(["plugin", "install", fifoLibrary.path], environment: ["CHIMERA_USER_HOME": home.path])
+        #expect(fifoInstall.status != 0 && fifoInstall.stderr.contains("\(fifoLibrary.path): cannot load library: it is not a regular file"), "\(fifoInstall.all)")
+        let listed = try CLI.run(["list", "--plugins", fifoFolder.path], environment: ["CHIMERA_USER_HOME": home.path])
+        #expect(listed.status == 0 && listed.stderr.contains("warning: plugin \(fifoLibrary.path): cannot load library"), "\(listed.all)")
         let remove = try CLI.run(["plugin", "remove", "c-test"], environment: ["CHIMERA_USER_HOME": home.path])
         #expect(remove.status == 0, "\(remove.all)")
         #expect(!FileManager.default.fileExists(atPath: home.appendingPathComponent("plugins/c-test").path))

@@ -38,9 +38,15 @@ public func writeOutputFile(_ data: Data, to file: URL) throws {
     if FileManager.default.fileExists(atPath: file.path, isDirectory: &isFolder), isFolder.boolValue {
         throw OutputError(path: file.path, reason: "cannot write the file: a folder is there")
     }
-    let descriptor = open(file.path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-    guard descriptor >= 0 else { throw OutputError(path: file.path, reason: "cannot write the file: \(String(cString: strerror(errno)))") }
+    // Non-blocking, so that a FIFO nobody reads is an error (ENXIO) rather than an open that waits
+    // forever; a pipe with a reader (-o /dev/stdout) is written as usual, blocking again.
+    let descriptor = open(file.path, O_WRONLY | O_CREAT | O_TRUNC | O_NONBLOCK, 0o644)
+    guard descriptor >= 0 else {
+        let reason = errno == ENXIO ? "it is a FIFO that no process is reading" : String(cString: strerror(errno))
+        throw OutputError(path: file.path, reason: "cannot write the file: \(reason)")
+    }
     defer { close(descriptor) }
+    _ = fcntl(descriptor, F_SETFL, fcntl(descriptor, F_GETFL) & ~O_NONBLOCK)
     try data.withUnsafeBytes { (bytes: UnsafeRawBufferPointer) in
         var done = 0
         while done < bytes.count {

@@ -373,6 +373,13 @@ enum CLI {
                 "\(assembled.all)")
         let full = try CLI.run(["assemble", "--encoder", CLITests.encoderID, "--connector", CLITests.connectorID, "--llm", CLITests.llmID, "-o", "/dev/full"])
         #expect(full.status != 0 && full.stderr.contains("/dev/full: cannot write the file: No space left on device"), "\(full.all)")
+        // A FIFO that no one reads is refused (opening it to write would wait forever); /dev/stdout is written as before.
+        let fifo = try CLI.temporaryFolder().appendingPathComponent("out.json")
+        #expect(mkfifo(fifo.path, 0o644) == 0)
+        let unread = try CLI.run(["assemble", "--encoder", CLITests.encoderID, "--connector", CLITests.connectorID, "--llm", CLITests.llmID, "-o", fifo.path])
+        #expect(unread.status != 0 && unread.stderr.contains("\(fifo.path): cannot write the file: it is a FIFO that no process is reading"), "\(unread.all)")
+        let piped = try CLI.run(["assemble", "--encoder", CLITests.encoderID, "--connector", CLITests.connectorID, "--llm", CLITests.llmID, "-o", "/dev/stdout"])
+        #expect(piped.status == 0 && piped.stdout.contains("\"language_model\" : \"\(CLITests.llmID)\""), "\(piped.all)")
         let quantized = try CLI.run(["quantize", "chimera-tiny-default", "--to", "q8_0", "-o", "/proc/chimera-out"])
         #expect(quantized.status != 0 && quantized.stderr.contains("/proc/chimera-out: cannot create the output folder: No such file or directory"),
                 "\(quantized.all)")

@@ -74,7 +74,13 @@ public func copyOutputItem(_ source: URL, to destination: URL) throws {
             throw OutputError(path: source.path, reason: "cannot read the folder")
         }
         for name in names.sorted() {
-            try copyOutputItem(source.appendingPathComponent(name), to: destination.appendingPathComponent(name))
+            let child = source.appendingPathComponent(name)
+            var childIsFolder: ObjCBool = false
+            if (try? FileManager.default.destinationOfSymbolicLink(atPath: child.path)) != nil,
+               FileManager.default.fileExists(atPath: child.path, isDirectory: &childIsFolder), childIsFolder.boolValue {
+                throw OutputError(path: child.path, reason: "cannot copy it: a link to a folder (it may lead back into the folder being copied)")
+            }
+            try copyOutputItem(child, to: destination.appendingPathComponent(name))
         }
         return
     }

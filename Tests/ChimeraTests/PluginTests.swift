@@ -246,6 +246,11 @@ func maxDifference(_ t: Tensor, _ expected: [Float]) -> Float {
         #expect(blocked.status != 0 && blocked.stderr.contains("\(fifo.path): cannot copy it: it is not a regular file"), "\(blocked.all)")
         #expect(FileManager.default.fileExists(atPath: home.appendingPathComponent("plugins/c-test/manifests/c-scale.component.json").path))
         #expect(!FileManager.default.fileExists(atPath: home.appendingPathComponent("plugins/c-test.installing").path))
+        // A link to a folder inside (here one back to its parent) is refused, not followed round.
+        try FileManager.default.removeItem(at: fifo)
+        try FileManager.default.createSymbolicLink(atPath: fifoFolder.appendingPathComponent("p/manifests/loop").path, withDestinationPath: "..")
+        let looped = try CLI.run(["plugin", "install", fifoFolder.appendingPathComponent("p").path], environment: ["CHIMERA_USER_HOME": home.path])
+        #expect(looped.status != 0 && looped.stderr.contains("manifests/loop: cannot copy it: a link to a folder"), "\(looped.all)")
         // A FIFO named like a library is not opened (dlopen would wait on it), whether installed or found.
         let fifoLibrary = fifoFolder.appendingPathComponent("libfifo.so")
         #expect(mkfifo(fifoLibrary.path, 0o644) == 0)

@@ -459,7 +459,8 @@ public struct Sampler {
             weights = [Float](repeating: 0, count: n); candidates = weights
             candidateIDs = [Int32](repeating: 0, count: n)
         }
-        let scratchCount = max(n, options.topK.map { topKBufferCount($0) } ?? 0)
+        // (top-k's buffer only when it cuts: a k of the vocabulary or more keeps every token)
+        let scratchCount = max(n, options.topK.flatMap { $0 < n ? topKBufferCount($0) : nil } ?? 0)
         if scratch.count < scratchCount { scratch = [Float](repeating: 0, count: scratchCount) }
         let draw = Float(generator.unit())
         let options = options

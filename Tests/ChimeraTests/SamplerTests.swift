@@ -46,6 +46,15 @@ import Testing
         }
     }
 
+    /// A top-k of the vocabulary or more keeps every token: the same draws as without one, and no
+    /// buffer sized by k (--top-k 99999999999 asked for 1.6 TB and aborted).
+    @Test(arguments: [6, 1 << 40, Int.max]) func topKOfTheVocabularyOrMoreKeepsEveryToken(k: Int) {
+        let tensor = Tensor(shape: [1, Self.logits.count], values: Self.logits)
+        var withK = Sampler(options: GenerationOptions(temperature: 1, topK: k, seed: 5))
+        var without = Sampler(options: GenerationOptions(temperature: 1, seed: 5))
+        #expect((0..<200).map { _ in withK.sample(tensor) } == (0..<200).map { _ in without.sample(tensor) })
+    }
+
     @Test func sameSeedSameDrawsAndAVocabularyOfQwen2sSize() {
         // 151,936 logits: ids drawn with top-p 0.5 are among the fewest most probable reaching it.
         var g = SplitMix64(seed: 4)

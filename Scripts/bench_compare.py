@@ -205,6 +205,9 @@ def main():
     parser.add_argument("--llm", default="tinyllama-1.1b", help=f"comma-separated: {', '.join(sorted(LLMS))}")
     parser.add_argument("--dtypes", default="f32,f16,bf16,q8_0,q4_0", help="language-model weight formats to run")
     parser.add_argument("--no-vision", action="store_true", help="skip the vision encoders")
+    parser.add_argument("--vision-dtypes", default="f32",
+                        help="Chimera's encoder weight formats (comma-separated; e.g. f32,q8_0: `chimera quantize --include-encoder`); "
+                             "PyTorch runs f32 beside the f32 row")
     parser.add_argument("--kv-cache", default="f32", choices=["f32", "f16"],
                         help="Chimera's KV cache precision (llama.cpp keeps its cache in f16, PyTorch in the model's dtype)")
     parser.add_argument("--no-llm", action="store_true", help="only the vision encoders")
@@ -234,7 +237,9 @@ def main():
                     others.append(("pytorch", lambda llm=llm, dtype=dtype: torch_llm(llm, dtype, args)))
                 group(rnd, llm, dtype, others)
         for preset in ([] if args.no_vision else VISION):
-            group(rnd, preset, "f32", [("pytorch", lambda preset=preset: torch_vision(preset, args))] if "torch" in engines else [])
+            for dtype in args.vision_dtypes.split(","):
+                torch_row = [("pytorch", lambda preset=preset: torch_vision(preset, args))] if "torch" in engines and dtype == "f32" else []
+                group(rnd, preset, dtype, torch_row)
 
     def median(values):
         values = sorted(v for v in values if v is not None)

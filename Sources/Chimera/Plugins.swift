@@ -450,7 +450,8 @@ public enum PluginDiscovery {
         let own = pluginFolder(directory)
         if !own.isEmpty { return own }
         let children = (try? FileManager.default.contentsOfDirectory(at: directory, includingPropertiesForKeys: nil)) ?? []
-        return children.sorted { $0.path < $1.path }.flatMap(pluginFolder)
+        // (hidden folders skipped: `plugin install` copies into one before it is complete)
+        return children.filter { !$0.lastPathComponent.hasPrefix(".") }.sorted { $0.path < $1.path }.flatMap(pluginFolder)
     }
 
     static func pluginFolder(_ folder: URL) -> [(library: URL, manifests: URL?)] {

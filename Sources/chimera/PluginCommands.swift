@@ -61,9 +61,9 @@ struct PluginInstall: ParsableCommand {
             for (library, manifests) in found {
                 let plugin = try PluginLibrary(path: library.path, manifestDirectory: manifests)
                 let target = PluginDiscovery.userDirectory.appendingPathComponent(plugin.name)
-                // Copied beside the target first, so that a copy that fails leaves an installed
-                // version of the plugin as it was.
-                let fm = FileManager.default, staging = target.appendingPathExtension("installing")
+                // Copied into a hidden folder beside the target first (discovery skips it), so that a
+                // copy that fails or is interrupted leaves an installed version of the plugin as it was.
+                let fm = FileManager.default, staging = target.deletingLastPathComponent().appendingPathComponent(".\(plugin.name).installing")
                 if fm.fileExists(atPath: staging.path) { try fm.removeItem(at: staging) }
                 do {
                     try copyOutputItem(library, to: staging.appendingPathComponent(library.lastPathComponent))

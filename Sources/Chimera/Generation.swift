@@ -219,16 +219,19 @@ extension AssembledModel {
         // Tokens: when the placeholder is a token of the vocabulary (LLaVA), the whole prompt is
         // tokenized at once and each placeholder token stands for its features; otherwise
         // (TinyLLaVA's textual <image>) text chunks are tokenized apart, BOS only on the first.
+        // Runs of text are embedded only once the whole prompt is known to fit the context (a
+        // megabyte of text would otherwise be a gigabyte of embeddings before the length error).
+        enum Segment { case text([Int]), features(Tensor) }
         var tokens: [Int] = []
-        var rows: [Tensor] = []
+        var segments: [Segment] = []
         var featureIndex = 0
         let wholePrompt = inputs.allSatisfy { tokenizer.tokenID($0.binding.placeholder) != nil }
         if wholePrompt {
             let ids = try tokenizer.encode(prompt, addSpecialTokens: true)
             let placeholderIDs = Set(inputs.compactMap { tokenizer.tokenID($0.binding.placeholder) })
             var textRun: [Int] = []
-            func flushText() throws {
-                if !textRun.isEmpty { rows.append(try languageModel.embed(textRun)); textRun = [] }
+            func flushText() {
+                if !textRun.isEmpty { segments.append(.text(textRun)); textRun = [] }
             }
             for id in ids {
                 if placeholderIDs.contains(id) {
@@ -236,26 +239,26 @@ extension AssembledModel {
                         let placeholder = inputs.first { tokenizer.tokenID($0.binding.placeholder) == id }!.binding.placeholder
                         throw PromptError.extraPlaceholderTokens(placeholder: placeholder, id: id, placeholders: features.count)
                     }
-                    try flushText()
+                    flushText()
                     let f = features[featureIndex]; featureIndex += 1
-                    rows.append(f)
+                    segments.append(.features(f))
                     tokens += Array(repeating: id, count: f.rows)
                 } else {
                     textRun.append(id); tokens.append(id)
                 }
             }
-            try flushText()
+            flushText()
         } else {
             var first = true
             for piece in pieces {
                 if piece.input != nil {
                     let f = features[featureIndex]; featureIndex += 1
-                    rows.append(f)
+                    segments.append(.features(f))
                     tokens += Array(repeating: -1, count: f.rows)
                 } else {
                     let ids = try tokenizer.encode(piece.text, addSpecialTokens: first)
                     first = false
-                    if !ids.isEmpty { rows.append(try languageModel.embed(ids)); tokens += ids }
+                    if !ids.isEmpty { segments.append(.text(ids)); tokens += ids }
                 }
             }
         }
@@ -263,6 +266,14 @@ extension AssembledModel {
             throw PromptError.badOption("the tokenizer split a placeholder token; \(features.count - featureIndex) input(s) were not placed")
         }
         guard !tokens.isEmpty else { throw PromptError.emptyPrompt }
+        let context = languageModel.contextLength
+        guard tokens.count <= context else { throw PromptError.tooLong(tokens: tokens.count, maxTokens: 0, context: context) }
+        let rows = try segments.map { segment -> Tensor in
+            switch segment {
+            case let .text(ids): return try languageModel.embed(ids)
+            case let .features(f): return f
+            }
+        }
         return PreparedPrompt(tokens: tokens, embeddings: concatRows(rows), encodeSeconds: encodeSeconds)
     }
 

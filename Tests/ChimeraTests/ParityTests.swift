@@ -149,6 +149,16 @@ func slice(_ t: Tensor, _ index: Int) -> Tensor {
         } catch let error as PromptError {
             #expect(error.errorDescription!.contains("longer than the context length of 128: shorten the prompt"), "\(error.errorDescription!)")
         }
+        // The length is refused before the text is embedded (prepare throws it), with the image's
+        // rows counted: a megabyte of prompt no longer becomes its embeddings first.
+        for (text, inputs) in [(long, [String: [URL]]()), ("<image>" + long, ["<image>": [fixture.image]])] {
+            do {
+                _ = try model.prepare(prompt: text, inputs: inputs)
+                Issue.record("prepare accepted an over-long prompt")
+            } catch let error as PromptError {
+                #expect(error.errorDescription!.contains("longer than the context length of 128"), "\(error.errorDescription!)")
+            }
+        }
         // A prompt that fills the context exactly leaves no room for a new token (and says so,
         // rather than "at most 0 new tokens fit").
         let candidates = (1...200).lazy.flatMap { n in ["", ".", " a"].map { String(repeating: "fox ", count: n) + $0 } }

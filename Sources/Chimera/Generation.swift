@@ -174,7 +174,8 @@ public final class EncodedFeatures: @unchecked Sendable {
 extension AssembledModel {
     /// Tokenizes the prompt and splices each input's features where its placeholder stands.
     /// `inputs` maps a placeholder ("<image>") to its files, used in prompt order; features found in
-    /// `cache` are not encoded again, and new ones are kept there.
+    /// `cache` are not encoded again, and new ones are kept there. A prompt longer than the language
+    /// model's context is refused (`PromptError.tooLong`) before its text is embedded.
     public func prepare(prompt: String, inputs files: [String: [URL]], cache: EncodedFeatures? = nil) throws -> PreparedPrompt {
         try checkInputs(files, placeholders: inputs.map(\.binding.placeholder))
         // Split the prompt into text and placeholder pieces.

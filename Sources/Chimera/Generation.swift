@@ -125,6 +125,8 @@ public enum PromptError: LocalizedError {
     case inputCountMismatch(placeholder: String, inPrompt: Int, given: Int)
     case unknownPlaceholder(name: String, known: [String])
     case tooLong(tokens: Int, maxTokens: Int, context: Int)
+    /// Far over the context: tokenizing stopped at `moreThan` tokens.
+    case farTooLong(moreThan: Int, context: Int)
     case emptyPrompt
     case extraPlaceholderTokens(placeholder: String, id: Int, placeholders: Int)
     case badOption(String)
@@ -146,6 +148,8 @@ public enum PromptError: LocalizedError {
             }
             return "the prompt is \(tokens) tokens; with \(maxTokens) new tokens it needs more positions than the context length of \(context)"
                 + " (at most \(context - tokens) new tokens fit)"
+        case let .farTooLong(moreThan, context):
+            return "the prompt is more than \(moreThan) tokens, longer than the context length of \(context): shorten the prompt"
         case .emptyPrompt:
             return "the prompt is empty: it tokenizes to no tokens (and the tokenizer adds no BOS)"
         case let .extraPlaceholderTokens(placeholder, id, placeholders):
@@ -223,12 +227,20 @@ extension AssembledModel {
         // Runs of text are embedded only once the whole prompt is known to fit the context (a
         // megabyte of text would otherwise be a gigabyte of embeddings before the length error).
         enum Segment { case text([Int]), features(Tensor) }
+        // Counted exactly up to four contexts' worth, so that the error says how much to cut;
+        // beyond that tokenizing stops (a 10 MB prompt took 36 s and 650 MB to be refused).
+        let context = languageModel.contextLength, countedUpTo = 4 * context
+        func tokenize(_ text: String, first: Bool, after count: Int) throws -> [Int] {
+            do { return try tokenizer.encode(text, addSpecialTokens: first, limit: countedUpTo - count) } catch .moreTokensThan {
+                throw PromptError.farTooLong(moreThan: countedUpTo, context: context)
+            }
+        }
         var tokens: [Int] = []
         var segments: [Segment] = []
         var featureIndex = 0
         let wholePrompt = inputs.allSatisfy { tokenizer.tokenID($0.binding.placeholder) != nil }
         if wholePrompt {
-            let ids = try tokenizer.encode(prompt, addSpecialTokens: true)
+            let ids = try tokenize(prompt, first: true, after: 0)
             let placeholderIDs = Set(inputs.compactMap { tokenizer.tokenID($0.binding.placeholder) })
             var textRun: [Int] = []
             func flushText() {
@@ -257,7 +269,7 @@ extension AssembledModel {
                     segments.append(.features(f))
                     tokens += Array(repeating: -1, count: f.rows)
                 } else {
-                    let ids = try tokenizer.encode(piece.text, addSpecialTokens: first)
+                    let ids = try tokenize(piece.text, first: first, after: tokens.count)
                     first = false
                     if !ids.isEmpty { segments.append(.text(ids)); tokens += ids }
                 }
@@ -267,7 +279,6 @@ extension AssembledModel {
             throw PromptError.badOption("the tokenizer split a placeholder token; \(features.count - featureIndex) input(s) were not placed")
         }
         guard !tokens.isEmpty else { throw PromptError.emptyPrompt }
-        let context = languageModel.contextLength
         guard tokens.count <= context else { throw PromptError.tooLong(tokens: tokens.count, maxTokens: 0, context: context) }
         let rows = try segments.map { segment -> Tensor in
             switch segment {

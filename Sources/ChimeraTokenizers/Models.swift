@@ -29,6 +29,9 @@ final class BPEModel: @unchecked Sendable {
     /// <0x00>...<0xFF> ids when byte_fallback is on and all 256 are in the vocab.
     private let byteFallbackIDs: [Int]?
 
+    /// Unicode scalars of the longest vocabulary entry: no id covers more scalars of a word.
+    private let longestEntry: Int
+
     // Words repeat a lot in real text, so results are cached (guarded for concurrent encodes).
     private var cache: [ExactString: [Int]] = [:]
     private let cacheLock = NSLock()
@@ -48,6 +51,7 @@ final class BPEModel: @unchecked Sendable {
         for (token, id) in vocab { idToToken[id] = token.value }
         self.vocab = vocab
         self.idToToken = idToToken
+        longestEntry = max(1, vocab.keys.map { $0.value.unicodeScalars.count }.max() ?? 1)
 
         if let unk = try node.optionalString("unk_token") {
             guard let id = vocab[ExactString(unk)] else {
@@ -92,6 +96,15 @@ final class BPEModel: @unchecked Sendable {
             if merges[key] == nil { merges[key] = (Int32(rank), Int32(merged)) }
         }
         self.merges = merges
+    }
+
+    /// The fewest ids `word` can become, from its length alone: each scalar is at least one
+    /// initial symbol when it falls back to bytes or to an unknown token of its own, and an id
+    /// covers at most `longestEntry` of them (a prefix or suffix only lengthens an entry). 0 when
+    /// unknown scalars may vanish (no unk, no byte fallback) or fuse into one unknown token.
+    func fewestIDs(_ word: String) -> Int {
+        guard byteFallbackIDs != nil || (unkID != nil && !fuseUnk) else { return 0 }
+        return (word.unicodeScalars.count + longestEntry - 1) / longestEntry
     }
 
     func tokenize(_ word: String) -> [Int] {

@@ -78,8 +78,11 @@ public final class Tokenizer: @unchecked Sendable {
     // MARK: Encoding
 
     /// The ids of `text`. Throws only when one of the tokenizer's patterns takes too long over
-    /// it (SplitPattern.timeLimit).
-    public func encode(_ text: String, addSpecialTokens: Bool = true) throws(TokenizerError) -> [Int] {
+    /// it (SplitPattern.timeLimit). With a `limit`, it throws `.moreTokensThan(limit)` as soon as
+    /// the text is known to give more ids than that — before a word's merges when its length alone
+    /// says so (`BPEModel.fewestIDs`) — so that a caller who can use no more than `limit` ids does
+    /// not wait for megabytes to be tokenized.
+    public func encode(_ text: String, addSpecialTokens: Bool = true, limit: Int? = nil) throws(TokenizerError) -> [Int] {
         var ids: [Int] = []
         for part in rawSplitter.split(text) {
             guard case .text(let raw, let rawStart) = part else {
@@ -94,13 +97,17 @@ public final class Tokenizer: @unchecked Sendable {
                 case .text(let piece, let start):
                     let word = PreToken(text: piece, atStart: rawStart == 0 && start == 0)
                     for pre in try preTokenizer?([word]) ?? [word] {
+                        if let limit, ids.count + model.fewestIDs(pre.text) > limit { throw .moreTokensThan(limit: limit) }
                         ids.append(contentsOf: model.tokenize(pre.text))
+                        if let limit, ids.count > limit { throw .moreTokensThan(limit: limit) }
                     }
                 }
             }
         }
         guard addSpecialTokens, let postProcessor else { return ids }
-        return postProcessor.process(ids)
+        let processed = postProcessor.process(ids)
+        if let limit, processed.count > limit { throw .moreTokensThan(limit: limit) }
+        return processed
     }
 
     // MARK: Decoding

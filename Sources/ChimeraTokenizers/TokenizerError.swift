@@ -10,6 +10,8 @@ public enum TokenizerError: LocalizedError, Equatable, Sendable {
     case unsupported(file: String, field: String, value: String)
     /// A pattern took longer than `seconds` over a text (ICU backtracks without bound).
     case patternTooSlow(file: String, field: String, characters: Int, seconds: Double)
+    /// `encode(_:limit:)`: the text gives more than `limit` ids (tokenizing stopped there).
+    case moreTokensThan(limit: Int)
 
     public var errorDescription: String? {
         switch self {
@@ -26,6 +28,8 @@ public enum TokenizerError: LocalizedError, Equatable, Sendable {
         case .patternTooSlow(let file, let field, let characters, let seconds):
             "\(file): the pattern in field \"\(field)\" took more than \(Int(seconds)) s over a text of \(characters) characters "
                 + "(a pattern that backtracks without bound?); the text was not tokenized"
+        case .moreTokensThan(let limit):
+            "the text gives more than \(limit) tokens"
         }
     }
 }

@@ -159,6 +159,13 @@ func slice(_ t: Tensor, _ index: Int) -> Tensor {
                 #expect(error.errorDescription!.contains("longer than the context length of 128"), "\(error.errorDescription!)")
             }
         }
+        // Far beyond the context (over four contexts' worth), tokenizing stops and says so.
+        do {
+            _ = try model.prepare(prompt: String(repeating: long, count: 50), inputs: [:])
+            Issue.record("prepare accepted a prompt of 10,000 sentences")
+        } catch let error as PromptError {
+            #expect(error.errorDescription == "the prompt is more than 512 tokens, longer than the context length of 128: shorten the prompt")
+        }
         // A prompt that fills the context exactly leaves no room for a new token (and says so,
         // rather than "at most 0 new tokens fit").
         let candidates = (1...200).lazy.flatMap { n in ["", ".", " a"].map { String(repeating: "fox ", count: n) + $0 } }

@@ -19,6 +19,22 @@ struct TokenizerBehaviorTests {
         #expect(tokenizer.token(-1) == nil && tokenizer.token(1_000_000) == nil)
     }
 
+    /// encode(_:limit:) gives the same ids as encode when they are at most `limit`, and
+    /// `.moreTokensThan` when they are more: by the length bound before a word's merges
+    /// (Metaspace without splitting: the whole text is one word) or by the count after them.
+    @Test(arguments: ["llama_style", "llama_legacy", "gpt2_style", "qwen2_style"]) func encodeWithALimit(name: String) throws {
+        let tokenizer = try Fixtures.tokenizer(name)
+        let texts = ["Hello world", "  spaces   and\ttabs\n", "naïve café ☕️ 日本語 🎉🎉", String(repeating: "zq", count: 300),
+                     "<image> mixed <s> specials </s>", String(repeating: "the quick brown fox ", count: 40)]
+        for text in texts {
+            let ids = try tokenizer.encode(text)
+            #expect(try tokenizer.encode(text, limit: ids.count) == ids, "\(name): \(text)")
+            #expect(throws: TokenizerError.moreTokensThan(limit: ids.count - 1)) { try tokenizer.encode(text, limit: ids.count - 1) }
+        }
+        let huge = String(repeating: "the quick brown fox ", count: 50_000)  // a megabyte
+        #expect(throws: TokenizerError.moreTokensThan(limit: 100)) { try tokenizer.encode(huge, limit: 100) }
+    }
+
     @Test func byteLevelHasNoBOS() throws {
         let tokenizer = try Fixtures.tokenizer("qwen2_style")
         #expect(tokenizer.bosTokenID == nil)

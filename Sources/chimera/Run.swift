@@ -161,21 +161,25 @@ extension Generate {
         var turns = opening
         var dropped = 0
         let session = GenerationSession()
+        // Answers the conversation, dropping its oldest exchanges while it does not fit; the
+        // conversation is left as it was when even the last turn alone does not.
         func answer() throws {
+            var attempt = turns, droppedNow = 0
             while true {
-                let text = try render(turns, with: template, given: files)
+                let text = try render(attempt, with: template, given: files)
                 do {
                     let result = try loaded.model.generate(prompt: text, inputs: withSamples(files, for: text, of: loaded.model.manifest),
                                                            options: loaded.options, session: session, onText: stream)
+                    dropped += droppedNow
                     try report(result, of: loaded.model.manifest, droppedTurns: dropped)
-                    turns.append(ChatTurn(role: "assistant", content: result.text))
+                    turns = attempt + [ChatTurn(role: "assistant", content: result.text)]
                     return
                 } catch let error as PromptError {
-                    guard case let .tooLong(tokens, maxTokens, context) = error, let shorter = ChatTurn.droppingOldestExchange(turns) else { throw error }
+                    guard case let .tooLong(tokens, maxTokens, context) = error, let shorter = ChatTurn.droppingOldestExchange(attempt) else { throw error }
                     progress("[\(tokens) prompt tokens and \(maxTokens) new ones do not fit the context of \(context): "
                              + "the oldest exchange (\(shorter.dropped) turns) is dropped]")
-                    turns = shorter.turns
-                    dropped += shorter.dropped
+                    attempt = shorter.turns
+                    droppedNow += shorter.dropped
                 }
             }
         }
@@ -184,7 +188,11 @@ extension Generate {
             FileHandle.standardError.write(Data("> ".utf8))
             guard let line = readLine(strippingNewline: true), !line.isEmpty else { break }
             turns.append(ChatTurn(role: "user", content: line))
-            try answer()
+            // A turn too long for the context even alone is refused; the chat goes on without it.
+            do { try answer() } catch let error as PromptError where error.isPromptTooLong {
+                progress("error: \(error.localizedDescription); the turn is left out")
+                turns.removeLast()
+            }
         }
     }
 

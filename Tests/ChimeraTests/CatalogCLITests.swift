@@ -263,6 +263,17 @@ import Testing
                     ["role": "user", "content": "More?"]]
         let expected = try single(kept, maxTokens: 240)
         #expect(chat[2]["tokens"] as? [Int] == expected["tokens"] as? [Int] && chat[2]["prompt_tokens"] as? Int == expected["prompt_tokens"] as? Int)
+
+        // A turn too long for the context even alone is left out, and the chat goes on without it.
+        let tooLong = String(repeating: "word ", count: 3000)
+        let skipped = try CLI.run(["generate", "--template", "llava", "--image", sample, "--interactive", "--json", "--max-tokens", "4"],
+                                  standardInput: "What is here?\n\(tooLong)\nAnd now?\n")
+        let kept3 = try answers(skipped)
+        #expect(skipped.status == 0 && kept3.count == 2, "\(skipped.all)")
+        #expect(skipped.stderr.contains("longer than the context length of 512: shorten the prompt; the turn is left out"), "\(skipped.stderr)")
+        let without = [["role": "user", "content": "What is here?"], ["role": "assistant", "content": try #require(kept3.first?["text"] as? String)],
+                       ["role": "user", "content": "And now?"]]
+        #expect(kept3.last?["tokens"] as? [Int] == (try single(without, maxTokens: 4))["tokens"] as? [Int])
     }
 
     /// --repetition-penalty, or an assembly's generation.repetition_penalty, changes the tiny

@@ -81,7 +81,7 @@ struct Generate: ParsableCommand {
                     throw ValidationError("--interactive reads the user's turns from stdin: give no --prompt or --prompt-file (--conversation starts the chat)")
                 }
                 let chatTemplate = try chatTemplateInUse(catalog: catalog, manifest: manifest)
-                let opening = try conversation.map { try ChatTurn.conversation(contentsOf: URL(fileURLWithPath: $0)) } ?? []
+                let opening = try conversationTurns() ?? []
                 try chatInteractively(try load(catalog: catalog, manifest: manifest, files: files, stops: chatTemplate.stop),
                                       template: chatTemplate, opening: opening, given: files)
                 return
@@ -205,13 +205,18 @@ extension Generate {
         }
         let chatTemplate = try chatTemplateInUse(catalog: catalog, manifest: manifest)
         let turns: [ChatTurn]
-        if let conversation {
+        if conversation != nil {
             guard prompt == nil else { throw ValidationError("give --prompt (or --prompt-file) or --conversation, not both") }
-            turns = try ChatTurn.conversation(contentsOf: URL(fileURLWithPath: conversation))
+            turns = try conversationTurns() ?? []
         } else {
             turns = [ChatTurn(role: "user", content: prompt ?? "<image>\nDescribe the image.")]
         }
         return (try render(turns, with: chatTemplate, given: files), chatTemplate.stop)
+    }
+
+    /// The turns of the --conversation file, or nil without one.
+    func conversationTurns() throws -> [ChatTurn]? {
+        try conversation.map { try ChatTurn.conversation(contentsOf: URL(fileURLWithPath: $0)) }
     }
 
     /// --template, or the assembly's chat template.

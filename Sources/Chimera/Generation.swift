@@ -187,7 +187,8 @@ extension AssembledModel {
     /// Tokenizes the prompt and splices each input's features where its placeholder stands.
     /// `inputs` maps a placeholder ("<image>") to its files, used in prompt order; features found in
     /// `cache` are not encoded again, and new ones are kept there. A prompt longer than the language
-    /// model's context is refused (`PromptError.tooLong`) before its text is embedded.
+    /// model's context is refused before its text is embedded (`PromptError.tooLong`, or
+    /// `.farTooLong` once tokenizing stops past four contexts' worth).
     public func prepare(prompt: String, inputs files: [String: [URL]], cache: EncodedFeatures? = nil) throws -> PreparedPrompt {
         try checkInputs(files, placeholders: inputs.map(\.binding.placeholder))
         // Split the prompt into text and placeholder pieces.

@@ -423,6 +423,11 @@ enum CLI {
         return copy
     }
 
+    /// The JSON object in a file (a manifest, a fixture's reference).
+    static func object(at url: URL) throws -> [String: Any] {
+        try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any], "\(url.path)")
+    }
+
     static func imported(_ folder: URL) throws -> (manifest: String, result: CLI.Result) {
         let out = try CLI.temporaryFolder()
         let result = try CLI.run(["import", folder.path, "--out", out.path])
@@ -435,11 +440,11 @@ enum CLI {
         let folder = try Self.fixture(name, generation: #"{"bos_token_id": 1, "eos_token_id": 2, "do_sample": false, "num_beams": 1, "repetition_penalty": 1.5, "max_new_tokens": 10}"#)
         let (manifest, imported) = try Self.imported(folder)
         #expect(imported.status == 0 && !imported.stderr.contains("warning"), "\(imported.all)")
-        let component = try #require(try CLI.json(String(decoding: Data(contentsOf: URL(fileURLWithPath: manifest)), as: UTF8.self)) as? [String: Any])
+        let component = try Self.object(at: URL(fileURLWithPath: manifest))
         let generation = try #require(component["generation"] as? [String: Any])
         #expect(generation["repetition_penalty"] as? Double == 1.5 && generation["max_tokens"] as? Int == 10 && generation["temperature"] == nil)
-        let reference = try #require(try CLI.json(String(decoding: Data(contentsOf: folder.appendingPathComponent("reference.json")), as: UTF8.self)) as? [String: Any])
-        let repetition = try #require(try CLI.json(String(decoding: Data(contentsOf: folder.appendingPathComponent("reference_repetition.json")), as: UTF8.self)) as? [String: Any])
+        let reference = try Self.object(at: folder.appendingPathComponent("reference.json"))
+        let repetition = try Self.object(at: folder.appendingPathComponent("reference_repetition.json"))
         let prompt = try #require(reference["prompt"] as? String)
         let generated = try CLI.run(["generate", "--assembly", manifest, "--prompt", prompt, "--json"])
         #expect(generated.status == 0, "\(generated.all)")
@@ -456,7 +461,7 @@ enum CLI {
         let (manifest, imported) = try Self.imported(folder)
         #expect(imported.status == 0, "\(imported.all)")
         #expect(imported.stderr.contains("generation_config.json: num_beams 4, no_repeat_ngram_size 3: not applied"), "\(imported.stderr)")
-        let component = try #require(try CLI.json(String(decoding: Data(contentsOf: URL(fileURLWithPath: manifest)), as: UTF8.self)) as? [String: Any])
+        let component = try Self.object(at: URL(fileURLWithPath: manifest))
         let generation = try #require(component["generation"] as? [String: Any])
         #expect((generation["temperature"] as? Double).map { abs($0 - 0.6) < 1e-6 } == true)
         #expect((generation["top_p"] as? Double).map { abs($0 - 0.9) < 1e-6 } == true)
@@ -464,7 +469,7 @@ enum CLI {
         // Greedy with top_k 0 (off): no sampling settings recorded at all.
         let greedy = try Self.fixture("lm-qwen2", generation: #"{"do_sample": false, "temperature": 0.6, "top_k": 0}"#)
         let (greedyManifest, _) = try Self.imported(greedy)
-        let greedyComponent = try #require(try CLI.json(String(decoding: Data(contentsOf: URL(fileURLWithPath: greedyManifest)), as: UTF8.self)) as? [String: Any])
+        let greedyComponent = try Self.object(at: URL(fileURLWithPath: greedyManifest))
         #expect(greedyComponent["generation"] == nil)
     }
 

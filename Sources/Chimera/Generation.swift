@@ -24,16 +24,16 @@ public struct GenerationOptions: Sendable {
         self.repetitionPenalty = repetitionPenalty; self.seed = seed; self.stop = stop; self.kvCache = kvCache
     }
 
-    /// Throws PromptError.badOption for a negative token count or temperature, a top-k below 1, a
-    /// top-p outside (0, 1] or a repetition penalty that is not positive and finite.
+    /// Throws PromptError.badOption, naming the flag, for a setting outside `GenerationRanges`.
     public func validate() throws {
-        guard maxTokens >= 0 else { throw PromptError.badOption("--max-tokens must be >= 0, found \(maxTokens)") }
-        guard temperature >= 0 else { throw PromptError.badOption("--temperature must be >= 0, found \(temperature)") }
-        if let k = topK, k < 1 { throw PromptError.badOption("--top-k must be >= 1, found \(k)") }
-        if let p = topP, !(p > 0 && p <= 1) { throw PromptError.badOption("--top-p must be in (0, 1], found \(p)") }
-        if let r = repetitionPenalty, !(r > 0 && r.isFinite) {
-            throw PromptError.badOption("--repetition-penalty must be positive and finite, found \(r)")
+        func check<Value>(_ value: Value?, _ range: (Value) -> String?, _ flag: String) throws {
+            if let value, let expected = range(value) { throw PromptError.badOption("\(flag) must be \(expected), found \(value)") }
         }
+        try check(maxTokens, GenerationRanges.maxTokens, "--max-tokens")
+        try check(temperature, GenerationRanges.temperature, "--temperature")
+        try check(topK, GenerationRanges.topK, "--top-k")
+        try check(topP, GenerationRanges.topP, "--top-p")
+        try check(repetitionPenalty, GenerationRanges.repetitionPenalty, "--repetition-penalty")
     }
 
     /// How tokens are chosen, for reports: "greedy", or the temperature and the cuts that apply.
@@ -43,6 +43,19 @@ public struct GenerationOptions: Sendable {
         return (["temperature \(temperature)"] + [topK.map { "top-k \($0)" }, topP.map { "top-p \($0)" }].compactMap { $0 })
             .joined(separator: ", ") + penalty + ", seed \(seed)"
     }
+}
+
+/// The valid values of each generation setting, shared by the command-line flags
+/// (`GenerationOptions.validate`) and manifests' defaults (`GenerationDefaults`), each of which names
+/// the setting its own way: nil when `value` is valid, else what was expected.
+public enum GenerationRanges {
+    public static func maxTokens(_ value: Int) -> String? { value >= 0 ? nil : ">= 0" }
+    /// Finite: an infinite temperature would flatten every distribution to uniform, which no
+    /// checkpoint means (transformers' warper takes it, producing noise).
+    public static func temperature(_ value: Float) -> String? { value >= 0 && value.isFinite ? nil : ">= 0 and finite" }
+    public static func topK(_ value: Int) -> String? { value >= 1 ? nil : ">= 1" }
+    public static func topP(_ value: Float) -> String? { value > 0 && value <= 1 ? nil : "in (0, 1]" }
+    public static func repetitionPenalty(_ value: Float) -> String? { value > 0 && value.isFinite ? nil : "positive and finite" }
 }
 
 public struct GenerationTimings: Codable, Sendable {

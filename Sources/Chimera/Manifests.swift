@@ -388,17 +388,17 @@ public struct GenerationDefaults: Codable, Sendable, Equatable {
         topK = try c.decodeIfPresent(Int.self, forKey: .topK)
         topP = try c.decodeIfPresent(Float.self, forKey: .topP)
         repetitionPenalty = try c.decodeIfPresent(Float.self, forKey: .repetitionPenalty)
-        // The ranges `GenerationOptions.validate` enforces, checked here so that a bad default is
-        // named by its field rather than by the command-line flag it stands in for.
-        func check(_ valid: Bool, _ key: CodingKeys, _ expected: String, _ found: CustomStringConvertible?) throws {
-            guard let found, !valid else { return }
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath + [key], debugDescription: "must be \(expected), found \(found)"))
+        // Checked here so that a bad default is named by its field rather than by the command-line
+        // flag it stands in for.
+        func check<Value>(_ value: Value?, _ range: (Value) -> String?, _ key: CodingKeys) throws {
+            guard let value, let expected = range(value) else { return }
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath + [key], debugDescription: "must be \(expected), found \(value)"))
         }
-        try check(maxTokens.map { $0 >= 0 } ?? true, .maxTokens, ">= 0", maxTokens)
-        try check(temperature.map { $0 >= 0 && $0.isFinite } ?? true, .temperature, ">= 0", temperature)
-        try check(topK.map { $0 >= 1 } ?? true, .topK, ">= 1", topK)
-        try check(topP.map { $0 > 0 && $0 <= 1 } ?? true, .topP, "in (0, 1]", topP)
-        try check(repetitionPenalty.map { $0 > 0 && $0.isFinite } ?? true, .repetitionPenalty, "positive and finite", repetitionPenalty)
+        try check(maxTokens, GenerationRanges.maxTokens, .maxTokens)
+        try check(temperature, GenerationRanges.temperature, .temperature)
+        try check(topK, GenerationRanges.topK, .topK)
+        try check(topP, GenerationRanges.topP, .topP)
+        try check(repetitionPenalty, GenerationRanges.repetitionPenalty, .repetitionPenalty)
     }
 
     /// These defaults, each field that is unset taken from `fallback` (an assembly's own over its

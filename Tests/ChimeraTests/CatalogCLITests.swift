@@ -303,7 +303,8 @@ import Testing
         let folder = try CLI.temporaryFolder()
         let missing = folder.appendingPathComponent("cat.png").path
         for (arguments, message) in [(["--top-p", "2"], "--top-p must be in (0, 1], found 2.0"),
-                                     (["--temperature=-1"], "--temperature must be >= 0, found -1.0"),
+                                     (["--temperature=-1"], "--temperature must be >= 0 and finite, found -1.0"),
+                                     (["--temperature", "inf"], "--temperature must be >= 0 and finite, found inf"),
                                      (["--repetition-penalty", "0"], "--repetition-penalty must be positive and finite, found 0.0"),
                                      (["--image", missing, "--prompt", "<image> hi"], "cannot read the input for <image>, '\(missing)': no such file"),
                                      (["--image", folder.path, "--prompt", "<image> hi"], "'\(folder.path)': it is a folder, not a file"),

@@ -219,7 +219,7 @@ extension ManifestTests {
         @Test(arguments: [
             (F.assemblyID, #"{"top_k": 0}"#, "generation.top_k: must be >= 1, found 0"),
             (F.assemblyID, #"{"top_p": 1.5}"#, "generation.top_p: must be in (0, 1], found 1.5"),
-            (F.llmID, #"{"temperature": -1}"#, "generation.temperature: must be >= 0, found -1"),
+            (F.llmID, #"{"temperature": -1}"#, "generation.temperature: must be >= 0 and finite, found -1"),
             (F.llmID, #"{"repetition_penalty": 0}"#, "generation.repetition_penalty: must be positive and finite, found 0"),
             (F.llmID, #"{"max_tokens": -2}"#, "generation.max_tokens: must be >= 0, found -2"),
             (F.llmID, #"{"do_sample": true}"#, "generation.do_sample: unknown field"),

@@ -59,7 +59,7 @@ public func writeOutputFile(_ data: Data, to file: URL) throws {
 }
 
 /// Copies a file, or a folder and everything in it, to `destination` (made as needed), or throws
-/// OutputError naming what could not be read or written. Anything that is neither a regular file
+/// OutputError naming what could not be read or written; files keep their permission bits. Anything that is neither a regular file
 /// nor a folder (a FIFO, a device) is refused rather than read: FileManager's copy of a FIFO waits
 /// forever for a writer.
 public func copyOutputItem(_ source: URL, to destination: URL) throws {
@@ -89,4 +89,9 @@ public func copyOutputItem(_ source: URL, to destination: URL) throws {
         throw OutputError(path: source.path, reason: "cannot copy it: the file is not readable")
     }
     try writeOutputFile(data, to: destination)
+    // With the source's permission bits (a library or a helper program stays executable).
+    var status = stat()
+    if stat(source.path, &status) == 0, chmod(destination.path, status.st_mode & 0o777) != 0 {
+        throw OutputError(path: destination.path, reason: "cannot set its permissions: \(String(cString: strerror(errno)))")
+    }
 }

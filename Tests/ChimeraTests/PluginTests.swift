@@ -232,6 +232,11 @@ func maxDifference(_ t: Tensor, _ expected: [Float]) -> Float {
         let install = try CLI.run(["plugin", "install", good.path], environment: ["CHIMERA_USER_HOME": home.path])
         #expect(install.status == 0 && install.stdout.contains("installed c-test 1 (c-scale)"), "\(install.all)")
         #expect(FileManager.default.fileExists(atPath: home.appendingPathComponent("plugins/c-test/manifests/c-scale.component.json").path))
+        // The library keeps its permissions (executable, as the linker made it), not a plain file's.
+        func permissions(_ path: String) throws -> Int { try (FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int) ?? -1 }
+        let built = try TestPlugins.cPlugin("GOOD").path
+        let installed = home.appendingPathComponent("plugins/c-test/\((built as NSString).lastPathComponent)").path
+        #expect(try permissions(built) & 0o111 != 0 && permissions(installed) == permissions(built))
         let list = try CLI.run(["list", "--kind", "connector"], environment: ["CHIMERA_USER_HOME": home.path])
         #expect(list.stdout.contains("c-scale-8") && list.stdout.contains("family: plugin c-test ("), "\(list.all)")
         let refused = try CLI.run(["plugin", "install", try TestPlugins.cPlugin("WRONG_ABI").path], environment: ["CHIMERA_USER_HOME": home.path])

@@ -473,6 +473,19 @@ enum CLI {
         #expect(greedyComponent["generation"] == nil)
     }
 
+    /// A max_length shorter than the context and sampling at temperature 0 are named as not applied
+    /// as transformers would; a max_length of the context or more bounds nothing and is not named.
+    @Test func totalLengthAndTemperatureZeroAreNamed() throws {
+        let (_, short) = try Self.imported(try Self.fixture("lm-llama", generation: #"{"max_length": 20, "do_sample": true, "temperature": 0}"#))
+        #expect(short.status == 0, "\(short.all)")
+        #expect(short.stderr.contains("generation_config.json: max_length 20 (prompt and answer together) is not applied"), "\(short.stderr)")
+        #expect(short.stderr.contains("generation_config.json: do_sample with temperature 0 is taken as greedy"), "\(short.stderr)")
+        for generation in [#"{"max_length": 4096}"#, #"{"max_length": 20, "max_new_tokens": 5}"#] {
+            let (_, quiet) = try Self.imported(try Self.fixture("lm-llama", generation: generation))
+            #expect(quiet.status == 0 && !quiet.stderr.contains("max_length") && !quiet.stderr.contains("warning"), "\(generation): \(quiet.all)")
+        }
+    }
+
     @Test(arguments: [
         (#"{"top_p": 2}"#, "generation_config.json: top_p must be a number in (0, 1], found 2"),
         (#"{"do_sample": "yes"}"#, "generation_config.json: do_sample must be true or false, found yes"),

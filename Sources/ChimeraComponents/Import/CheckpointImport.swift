@@ -289,9 +289,8 @@ public struct CheckpointImporter {
 
     func write(assembly: AssemblyManifest?, components: [ComponentManifest]) throws -> ImportResult {
         var result = try writeManifests(assembly: assembly, components: components, to: outputDirectory)
-        if components.contains(where: { $0.kind == .languageModel }), let generation = try generationConfig(), !generation.ignored.isEmpty {
-            result.warnings.append("\(file("generation_config.json").path): \(generation.ignored.joined(separator: ", ")): not applied "
-                                   + "(Chimera decodes one sequence, greedily or by temperature, top-k and top-p sampling, with a repetition penalty)")
+        if let model = components.first(where: { $0.kind == .languageModel }), let generation = try generationConfig() {
+            result.warnings += generation.warnings(file: file("generation_config.json").path, context: model.contextLength)
         }
         return result
     }

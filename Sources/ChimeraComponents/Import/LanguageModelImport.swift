@@ -124,6 +124,11 @@ struct GenerationConfigImport {
     var defaults: GenerationDefaults?
     /// "num_beams 4", ... (settings away from transformers' defaults that Chimera does not apply).
     var ignored: [String] = []
+    /// max_length (prompt and answer together) when max_new_tokens does not override it: Chimera
+    /// bounds the answer alone (`max_tokens`), so it is reported, not applied.
+    var maxLength: Int?
+    /// do_sample with temperature 0, which transformers refuses and Chimera takes as greedy.
+    var samplesAtTemperatureZero = false
     var eosTokenID: Any?
 
     /// transformers' defaults of the settings that change what `generate` returns and that Chimera
@@ -180,11 +185,32 @@ struct GenerationConfigImport {
             defaults.repetitionPenalty = Float(penalty)
         }
         defaults.maxTokens = try integer("max_new_tokens", atLeast: 0)
+        let maxLength = try integer("max_length", atLeast: 0)
+        self.maxLength = defaults.maxTokens == nil ? maxLength : nil
+        samplesAtTemperatureZero = sample && temperature == 0
         self.defaults = defaults == GenerationDefaults() ? nil : defaults
         ignored = Self.unsupported.compactMap { key, isDefault in
             guard let value = object[key], !isDefault(value) else { return nil }
             return "\(key) \(value)"
         }
         eosTokenID = object["eos_token_id"]
+    }
+
+    /// What import says on stderr about the settings it does not apply as transformers would, for a
+    /// language model whose context is `context` tokens (a max_length as long is no bound).
+    func warnings(file: String, context: Int?) -> [String] {
+        var warnings: [String] = []
+        if !ignored.isEmpty {
+            warnings.append("\(file): \(ignored.joined(separator: ", ")): not applied "
+                            + "(Chimera decodes one sequence, greedily or by temperature, top-k and top-p sampling, with a repetition penalty)")
+        }
+        if let maxLength, maxLength < context ?? .max {
+            warnings.append("\(file): max_length \(maxLength) (prompt and answer together) is not applied: an answer stops after "
+                            + "--max-tokens new tokens (\(GenerationOptions().maxTokens) unless given), or at the context's end")
+        }
+        if samplesAtTemperatureZero {
+            warnings.append("\(file): do_sample with temperature 0 is taken as greedy (transformers refuses it)")
+        }
+        return warnings
     }
 }

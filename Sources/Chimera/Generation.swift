@@ -145,14 +145,6 @@ public enum PromptError: LocalizedError {
     case badOption(String)
     case unreadableInput(placeholder: String, file: String, reason: String)
 
-    /// The prompt does not fit the context (with room for the new tokens).
-    public var isPromptTooLong: Bool {
-        switch self {
-        case .tooLong, .farTooLong: return true
-        default: return false
-        }
-    }
-
     public var errorDescription: String? {
         switch self {
         case let .inputCountMismatch(placeholder, inPrompt, given):

@@ -31,6 +31,15 @@ public struct ChatTurn: Codable, Sendable, Equatable {
         return (Array(turns[..<first] + turns[next...]), next - first)
     }
 
+    /// A model's answer as it joins the conversation: its text with every input placeholder taken
+    /// out (a model can spell one, and in the conversation's next prompt it would stand for an
+    /// input no one gave), and whether any was.
+    public static func answer(_ text: String, placeholders: [String]) -> (turn: ChatTurn, removedPlaceholders: Bool) {
+        var content = text
+        for placeholder in placeholders where !placeholder.isEmpty { content = content.replacingOccurrences(of: placeholder, with: "") }
+        return (ChatTurn(role: "assistant", content: content), content != text)
+    }
+
     /// Reads a conversation file: a JSON list of {role, content}.
     public static func conversation(contentsOf url: URL) throws -> [ChatTurn] {
         if let reason = notARegularFile(url.path) { throw ChatTemplateError.unreadableConversation(file: url.path, reason: reason) }

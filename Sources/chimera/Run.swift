@@ -172,7 +172,10 @@ extension Generate {
                                                            options: loaded.options, session: session, onText: stream)
                     dropped += droppedNow
                     try report(result, of: loaded.model.manifest, droppedTurns: dropped)
-                    turns = attempt + [ChatTurn(role: "assistant", content: result.text)]
+                    let placeholders = loaded.model.manifest.inputs.map(\.placeholder)
+                    let (kept, removed) = ChatTurn.answer(result.text, placeholders: placeholders)
+                    if removed { progress("[the answer's \(placeholders.joined(separator: ", ")) text is left out of the conversation: there it would stand for an input]") }
+                    turns = attempt + [kept]
                     return
                 } catch let error as PromptError {
                     guard case let .tooLong(tokens, maxTokens, context) = error, let shorter = ChatTurn.droppingOldestExchange(attempt) else { throw error }
@@ -188,8 +191,9 @@ extension Generate {
             FileHandle.standardError.write(Data("> ".utf8))
             guard let line = readLine(strippingNewline: true), !line.isEmpty else { break }
             turns.append(ChatTurn(role: "user", content: line))
-            // A turn too long for the context even alone is refused; the chat goes on without it.
-            do { try answer() } catch let error as PromptError where error.isPromptTooLong {
+            // A turn the prompt cannot take (too long for the context even alone, a placeholder
+            // with no input) is refused; the chat goes on without it.
+            do { try answer() } catch let error as PromptError {
                 progress("error: \(error.localizedDescription); the turn is left out")
                 turns.removeLast()
             }
@@ -208,6 +212,11 @@ extension Generate {
         if conversation != nil {
             guard prompt == nil else { throw ValidationError("give --prompt (or --prompt-file) or --conversation, not both") }
             turns = try conversationTurns() ?? []
+            // (--interactive takes one that ends on an answer, and waits for the user's turn.)
+            if turns.last?.role == "assistant" {
+                throw ChatTemplateError.badConversation("it ends on an assistant turn, leaving nothing to answer: end it on a user turn "
+                                                        + "(or continue it with --interactive)")
+            }
         } else {
             turns = [ChatTurn(role: "user", content: prompt ?? "<image>\nDescribe the image.")]
         }

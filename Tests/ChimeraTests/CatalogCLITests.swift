@@ -221,6 +221,11 @@ import Testing
         #expect(timings.count == 3 && timings[1] < timings[0] / 10 && timings[2] < timings[0] / 10, "the image encoded once: \(timings)")
         let cached = answers.compactMap { $0["cached_prompt_tokens"] as? Int }, prompts = answers.compactMap { $0["prompt_tokens"] as? Int }
         #expect(cached.count == 3 && cached[0] == 0 && cached[1] > prompts[0] / 2 && cached[2] > prompts[1] / 2, "\(cached) of \(prompts)")
+        // Without --interactive, a conversation that ends on an answer has nothing to answer.
+        let answered = folder.appendingPathComponent("answered.json")
+        try JSONSerialization.data(withJSONObject: [["role": "user", "content": "hi"], ["role": "assistant", "content": "yo"]]).write(to: answered)
+        let ended = try CLI.run(["generate", "--template", "llava", "--conversation", answered.path])
+        #expect(ended.status != 0 && ended.stderr.contains("conversation: it ends on an assistant turn, leaving nothing to answer") && !ended.stderr.contains("loading"), "\(ended.all)")
         let both = try CLI.run(["generate", "--template", "llava", "--interactive", "--prompt", "x"])
         #expect(both.status != 0 && both.stderr.contains("--interactive reads the user's turns from stdin"), "\(both.all)")
     }
@@ -274,6 +279,37 @@ import Testing
         let without = [["role": "user", "content": "What is here?"], ["role": "assistant", "content": try #require(kept3.first?["text"] as? String)],
                        ["role": "user", "content": "And now?"]]
         #expect(kept3.last?["tokens"] as? [Int] == (try single(without, maxTokens: 4))["tokens"] as? [Int])
+
+        // So is a turn holding a placeholder no input was given for.
+        let extra = try CLI.run(["generate", "--template", "llava", "--image", sample, "--interactive", "--json", "--max-tokens", "4"],
+                                standardInput: "What is here?\nAnd <image> <image> here?\nAnd now?\n")
+        let kept4 = try answers(extra)
+        #expect(extra.status == 0 && kept4.count == 2, "\(extra.all)")
+        #expect(extra.stderr.contains("the prompt holds 2 <image> placeholders but 1 input was given; the turn is left out"), "\(extra.stderr)")
+        #expect(kept4.last?["tokens"] as? [Int] == (try single([without[0], ["role": "assistant", "content": try #require(kept4.first?["text"] as? String)],
+                                                                 without[2]], maxTokens: 4))["tokens"] as? [Int])
+    }
+
+    /// An answer that spells a placeholder (the tiny default's first answer here writes "<image>")
+    /// joins the conversation without it: the chat goes on rather than ending on a placeholder
+    /// with no input.
+    @Test func interactiveAnswerSpellingAPlaceholderDoesNotEndTheChat() throws {
+        let sample = CLI.packageRoot.appendingPathComponent("manifests/default/checkpoint/sample.png").path
+        let chat = try CLI.run(["generate", "--template", "phi", "--image", sample, "--interactive", "--json", "--max-tokens", "200"],
+                               standardInput: "hi there\nsecond turn here\n")
+        let answers = try chat.stdout.split(separator: "\n").map { try #require(try CLI.json(String($0)) as? [String: Any]) }
+        try #require(chat.status == 0 && answers.count == 2, "\(chat.all)")
+        // The second answer is a --conversation run's whose assistant turn lacks the placeholder (the
+        // image stays in front of the first user turn rather than moving to where the answer spelled it).
+        let first = try #require(answers[0]["text"] as? String)
+        #expect(first.contains("<image>"))
+        let file = try CLI.temporaryFolder().appendingPathComponent("turns.json")
+        try JSONSerialization.data(withJSONObject: [["role": "user", "content": "hi there"],
+                                                    ["role": "assistant", "content": first.replacingOccurrences(of: "<image>", with: "")],
+                                                    ["role": "user", "content": "second turn here"]]).write(to: file)
+        let single = try CLI.run(["generate", "--template", "phi", "--image", sample, "--conversation", file.path, "--json", "--max-tokens", "200"])
+        #expect(answers[1]["tokens"] as? [Int] == (try CLI.json(single.stdout) as? [String: Any])?["tokens"] as? [Int], "\(single.all)")
+        #expect(chat.stderr.contains("[the answer's <image> text is left out of the conversation: there it would stand for an input]"), "\(chat.stderr)")
     }
 
     /// --repetition-penalty, or an assembly's generation.repetition_penalty, changes the tiny

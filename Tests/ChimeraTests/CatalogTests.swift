@@ -42,6 +42,14 @@ enum BuiltinCatalog {
         #expect(ChatTurn.droppingOldestExchange(turns("sua")) == nil)
     }
 
+    /// An answer joins the conversation without the placeholders it spells; other text stays.
+    @Test func answersLoseThePlaceholdersTheySpell() {
+        let spelled = ChatTurn.answer("a <image> b <audio><image>", placeholders: ["<image>", "<audio>"])
+        #expect(spelled.turn == ChatTurn(role: "assistant", content: "a  b ") && spelled.removedPlaceholders)
+        let plain = ChatTurn.answer("a <imag> b", placeholders: ["<image>"])
+        #expect(plain.turn == ChatTurn(role: "assistant", content: "a <imag> b") && !plain.removedPlaceholders)
+    }
+
     @Test func goldenFileCoversEveryTinyLLaVATemplate() {
         let names = Set(BuiltinCatalog.golden.map(\.template))
         #expect(names == ["llama", "phi", "gemma", "qwen2_base", "qwen2_instruct", "pretrain"])

@@ -120,10 +120,42 @@ public enum GenerationError: LocalizedError {
 }
 
 /// Throws PromptError.unknownPlaceholder for an input given for a placeholder not among
-/// `placeholders`, and PromptError.unreadableInput for an input file that is not there, not readable,
-/// or not a regular file (a FIFO would wait for a writer forever). The CLI checks before a model
-/// loads (which can take a while) what would otherwise be refused only after it.
-public func checkInputs(_ files: [String: [URL]], placeholders: [String]) throws {
+/// `placeholders`, PromptError.unreadableInput for an input file that is not there, not readable,
+/// or not a regular file (a FIFO would wait for a writer forever), and, given the `prompt`,
+/// PromptError.inputCountMismatch unless it holds each placeholder as often as inputs are given for
+/// it. The CLI checks before a model loads (which can take a while) what would otherwise be refused
+/// only after it.
+public func checkInputs(_ files: [String: [URL]], placeholders: [String], prompt: String? = nil) throws {
+    try checkInputFiles(files, placeholders: placeholders)
+    if let prompt { try checkInputCounts(promptPieces(prompt, placeholders: placeholders), files: files, placeholders: placeholders) }
+}
+
+/// The prompt cut into text pieces (placeholder nil) and placeholder pieces, each placeholder of
+/// `placeholders` looked for in turn in the text pieces the ones before it left.
+func promptPieces(_ prompt: String, placeholders: [String]) -> [(text: String, placeholder: String?)] {
+    var pieces: [(text: String, placeholder: String?)] = [(prompt, nil)]
+    for placeholder in placeholders {
+        pieces = pieces.flatMap { piece -> [(text: String, placeholder: String?)] in
+            guard piece.placeholder == nil else { return [piece] }
+            var out: [(text: String, placeholder: String?)] = []
+            for (i, part) in piece.text.components(separatedBy: placeholder).enumerated() {
+                if i > 0 { out.append((placeholder, placeholder)) }
+                out.append((part, nil))
+            }
+            return out
+        }
+    }
+    return pieces
+}
+
+func checkInputCounts(_ pieces: [(text: String, placeholder: String?)], files: [String: [URL]], placeholders: [String]) throws {
+    for placeholder in placeholders {
+        let count = pieces.filter { $0.placeholder == placeholder }.count, given = files[placeholder]?.count ?? 0
+        guard count == given else { throw PromptError.inputCountMismatch(placeholder: placeholder, inPrompt: count, given: given) }
+    }
+}
+
+func checkInputFiles(_ files: [String: [URL]], placeholders: [String]) throws {
     for (placeholder, urls) in files.sorted(by: { $0.key < $1.key }) {
         guard placeholders.contains(placeholder) else { throw PromptError.unknownPlaceholder(name: placeholder, known: placeholders) }
         for url in urls {
@@ -195,28 +227,12 @@ extension AssembledModel {
     /// model's context is refused before its text is embedded (`PromptError.tooLong`, or
     /// `.farTooLong` once tokenizing stops past four contexts' worth).
     public func prepare(prompt: String, inputs files: [String: [URL]], cache: EncodedFeatures? = nil) throws -> PreparedPrompt {
-        try checkInputs(files, placeholders: inputs.map(\.binding.placeholder))
-        // Split the prompt into text and placeholder pieces.
-        var pieces: [(text: String, input: BoundInput?)] = [(prompt, nil)]
-        for input in inputs {
-            pieces = pieces.flatMap { piece -> [(text: String, input: BoundInput?)] in
-                guard piece.input == nil else { return [piece] }
-                let parts = piece.text.components(separatedBy: input.binding.placeholder)
-                var out: [(String, BoundInput?)] = []
-                for (i, part) in parts.enumerated() {
-                    if i > 0 { out.append((input.binding.placeholder, input)) }
-                    out.append((part, nil))
-                }
-                return out
-            }
+        let placeholders = inputs.map(\.binding.placeholder)
+        try checkInputFiles(files, placeholders: placeholders)
+        let pieces = promptPieces(prompt, placeholders: placeholders).map { piece in
+            (text: piece.text, input: piece.placeholder.flatMap { name in inputs.first { $0.binding.placeholder == name } })
         }
-        for input in inputs {
-            let count = pieces.filter { $0.input?.binding.placeholder == input.binding.placeholder }.count
-            let given = files[input.binding.placeholder]?.count ?? 0
-            guard count == given else {
-                throw PromptError.inputCountMismatch(placeholder: input.binding.placeholder, inPrompt: count, given: given)
-            }
-        }
+        try checkInputCounts(pieces.map { ($0.text, $0.input?.binding.placeholder) }, files: files, placeholders: placeholders)
 
         // Features per placeholder occurrence, in prompt order.
         let started = Date()

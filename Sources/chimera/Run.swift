@@ -87,8 +87,8 @@ struct Generate: ParsableCommand {
                 return
             }
             let (text, stops) = try chatPrompt(catalog: catalog, manifest: manifest, given: files)
-            let loaded = try load(catalog: catalog, manifest: manifest, files: files, stops: stops)
             let inputs = withSamples(files, for: text, of: manifest)
+            let loaded = try load(catalog: catalog, manifest: manifest, files: inputs, prompt: text, stops: stops)
             try report(try loaded.model.generate(prompt: text, inputs: inputs, options: loaded.options, onText: stream), of: manifest)
         } catch let error as ValidationError { throw error } catch { throw fail(error) }
     }
@@ -106,9 +106,9 @@ extension Generate {
     }
 
     /// The assembled model and the generation options (the flags over the assembly's defaults),
-    /// after refusing before loading, which can take a while, bad options, unknown placeholders and
-    /// input files that are not there.
-    func load(catalog: Catalog, manifest: AssemblyManifest, files: [String: [URL]], stops: [String]) throws
+    /// after refusing before loading, which can take a while, bad options, unknown placeholders,
+    /// input files that are not there and, given the prompt, placeholders without an input.
+    func load(catalog: Catalog, manifest: AssemblyManifest, files: [String: [URL]], prompt: String? = nil, stops: [String]) throws
         -> (model: AssembledModel, options: GenerationOptions) {
         // The assembly's defaults over its language model's (an imported checkpoint's generation_config.json).
         let defaults = (manifest.generation ?? GenerationDefaults()).over(try catalog.component(manifest.languageModel, kind: .languageModel).generation)
@@ -119,7 +119,7 @@ extension Generate {
                                         seed: sampling.seed, stop: stops + stop,
                                         kvCache: kvCache)
         try options.validate()
-        try checkInputs(files, placeholders: manifest.inputs.map(\.placeholder))
+        try checkInputs(files, placeholders: manifest.inputs.map(\.placeholder), prompt: prompt)
         var assembler = Assembler(catalog: catalog, families: catalogOptions.families(), progress: progress)
         assembler.storedMatrices = placement.storedMatrices
         return (try assembler.build(manifest), options)

@@ -338,12 +338,15 @@ import Testing
     @Test func badOptionsAndInputsRefusedBeforeLoading() throws {
         let folder = try CLI.temporaryFolder()
         let missing = folder.appendingPathComponent("cat.png").path
+        let sample = CLI.packageRoot.appendingPathComponent("manifests/default/checkpoint/sample.png").path
         for (arguments, message) in [(["--top-p", "2"], "--top-p must be in (0, 1], found 2.0"),
                                      (["--temperature=-1"], "--temperature must be >= 0 and finite, found -1.0"),
                                      (["--temperature", "inf"], "--temperature must be >= 0 and finite, found inf"),
                                      (["--repetition-penalty", "0"], "--repetition-penalty must be positive and finite, found 0.0"),
                                      (["--image", missing, "--prompt", "<image> hi"], "cannot read the input for <image>, '\(missing)': no such file"),
                                      (["--image", folder.path, "--prompt", "<image> hi"], "'\(folder.path)': it is a folder, not a file"),
+                                     (["--image", sample, "--prompt", "What is this?"], "the prompt holds 0 <image> placeholders but 1 input was given"),
+                                     (["--image", sample, "--prompt", "<image> <image>"], "the prompt holds 2 <image> placeholders but 1 input was given"),
                                      (["--input", "audio=\(missing)", "--prompt", "<audio> hi"],
                                       "this assembly has no input '<audio>' (its placeholders: <image>)"),
                                      (["--llm", "chimera-tiny-default-llm", "--image", missing, "--prompt", "<image> hi"],

@@ -90,7 +90,7 @@ func jsonPath(_ path: [CodingKey]) -> String {
 }
 
 /// A one-line description of a decoding error with its JSON path.
-func describe(_ error: DecodingError) -> String {
+public func describe(_ error: DecodingError) -> String {
     switch error {
     case let .typeMismatch(type, context):
         return "\(jsonPath(context.codingPath)): expected \(readableType(type)); \(context.debugDescription)"

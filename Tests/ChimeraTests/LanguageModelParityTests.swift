@@ -231,6 +231,12 @@ func greedyContinuation(_ model: any LanguageModel, prompt: [Int], maxNewTokens:
         }
     }
 
+    @Test func checkpointWithoutTokenizerIsRefused() throws {
+        let folder = try editedCopy(of: "lm-llama") { _ in }
+        try FileManager.default.removeItem(at: folder.appendingPathComponent("tokenizer.json"))
+        #expect(importError(folder).contains("lm-llama: tokenizer.json is missing: a language model runs with its fast tokenizer's file"))
+    }
+
     @Test func unsupportedStandaloneModelTypeNamesTheSupportedOnes() throws {
         let folder = try editedCopy(of: "lm-qwen2") { $0["model_type"] = "mistral" }
         let message = importError(folder)
@@ -308,13 +314,41 @@ func greedyContinuation(_ model: any LanguageModel, prompt: [Int], maxNewTokens:
             config["use_sliding_window"] = true
             config["sliding_window"] = 16
         }
+        // Refused by import itself, before it writes a manifest every later command would refuse.
         let out = temporaryDirectory()
-        _ = try CheckpointImporter(checkpoint: folder, outputDirectory: out).run()
-        var catalog = Catalog()
-        try catalog.load(directory: out)
-        #expect(throws: ManifestError.self) {
-            _ = try BuiltinFamilies.registry().build(try catalog.component("lm-qwen2", kind: .languageModel))
+        var message = "(imported)"
+        do { _ = try CheckpointImporter(checkpoint: folder, outputDirectory: out).run() } catch { message = (error as? LocalizedError)?.errorDescription ?? "\(error)" }
+        #expect(message.contains("config.json: the manifest of 'lm-qwen2' made from it would be refused (nothing was written)")
+                && message.contains("sliding-window attention (window 16 < context_length 128) is not implemented"), "\(message)")
+        #expect(((try? FileManager.default.contentsOfDirectory(atPath: out.path)) ?? []).isEmpty)
+    }
+
+    /// Config values every command would refuse in the manifest are refused at import, named by the
+    /// config's field; values of the wrong type are named as such rather than dropped or "missing".
+    @Test(arguments: [
+        (#"max_position_embeddings"#, "0", "context_length: must be positive and at most 16777216, found 0 (the config's max_position_embeddings)"),
+        (#"num_attention_heads"#, "0", "config.heads: must be positive, found 0 (the config's num_attention_heads)"),
+        (#"num_key_value_heads"#, "3", "config.kv_heads: heads 4 must be a multiple"),
+        (#"num_key_value_heads"#, #""2""#, "config.json: num_key_value_heads must be an integer, found 2"),
+        (#"hidden_size"#, "32.5", "config.json: hidden_size must be an integer, found 32.5"),
+        (#"max_position_embeddings"#, #""abc""#, "config.json: max_position_embeddings must be an integer, found abc"),
+        (#"rope_parameters"#, #"{"rope_type": "default", "rope_theta": "x"}"#, "config.json: rope_parameters.rope_theta must be a number, found x"),
+        (#"eos_token_id"#, "100000", "token id 100000 (eos_token_id or bos_token_id) is outside the vocabulary of"),
+        (#"eos_token_id"#, #""x""#, "config.json: eos_token_id must be a token id or a list of token ids, found x"),
+        (#"vision_feature_layer"#, "10", "inputs[0].feature_layer: 10 is out of range: encoder 'llava-a-vision' has 4 hidden states (-4...3) (the config's vision_feature_layer)"),
+    ])
+    func badConfigValuesAreRefusedAtImport(field: String, json: String, expected: String) throws {
+        if field == "vision_feature_layer" {  // (a LLaVA checkpoint's)
+            let message = importError(try editedCopy(of: "llava-a") { $0[field] = Int(json)! })
+            #expect(message.contains(expected), "\(message)")
+            return
         }
+        let value = try JSONSerialization.jsonObject(with: Data(json.utf8), options: .fragmentsAllowed)
+        let folder = try editedCopy(of: "lm-llama") { $0[field] = value }
+        // (generation_config.json's eos_token_id would win over the config's.)
+        try FileManager.default.removeItem(at: folder.appendingPathComponent("generation_config.json"))
+        let message = importError(folder)
+        #expect(message.contains(expected), "\(message)")
     }
 }
 

@@ -11,6 +11,8 @@ public enum ImportError: LocalizedError {
     case noWeights(directory: String)
     case missingTensors(directory: String, what: String)
     case invalidValue(file: String, field: String, found: String, expected: String)
+    /// The manifest import made from the checkpoint would be refused by every command that reads it.
+    case invalidManifest(file: String, id: String, problems: [String])
 
     public var errorDescription: String? {
         switch self {
@@ -23,6 +25,8 @@ public enum ImportError: LocalizedError {
         case let .noWeights(directory): return "\(directory): no *.safetensors files or model.safetensors.index.json (PyTorch .bin checkpoints are not supported; convert them to safetensors)"
         case let .missingTensors(directory, what): return "\(directory): the weights hold no \(what)"
         case let .invalidValue(file, field, found, expected): return "\(file): \(field) must be \(expected), found \(found)"
+        case let .invalidManifest(file, id, problems):
+            return "\(file): the manifest of '\(id)' made from it would be refused (nothing was written): \(problems.joined(separator: "; "))"
         }
     }
 }
@@ -216,7 +220,11 @@ public struct CheckpointImporter {
         }
         let generation = try generationConfig()
         lm.generation = generation?.defaults
-        lm.tokenizer = TokenizerReference(file: relative(file("tokenizer.json")), eosTokenIDs: eosTokenIDs(text, generation: generation),
+        guard FileManager.default.fileExists(atPath: file("tokenizer.json").path) else {
+            throw ImportError.missing(file: checkpoint.path, field: "tokenizer.json",
+                                      why: "a language model runs with its fast tokenizer's file (save the checkpoint with its tokenizer)")
+        }
+        lm.tokenizer = TokenizerReference(file: relative(file("tokenizer.json")), eosTokenIDs: try eosTokenIDs(text, generation: generation),
                                           bosTokenID: text["bos_token_id"] as? Int)
         lm.description = "\(lm.family) language model of \(checkpoint.lastPathComponent)"
         lm.source = relative(checkpoint)
@@ -229,11 +237,16 @@ public struct CheckpointImporter {
         return try GenerationConfigImport(object: try readJSON("generation_config.json"), file: file("generation_config.json").path)
     }
 
-    /// generation_config.json's eos_token_id wins (transformers' generate uses it), else text_config's.
-    func eosTokenIDs(_ text: [String: Any], generation: GenerationConfigImport?) -> [Int] {
-        let value = generation?.eosTokenID ?? text["eos_token_id"]
+    /// generation_config.json's eos_token_id wins (transformers' generate uses it), else text_config's:
+    /// an id or a list of ids.
+    func eosTokenIDs(_ text: [String: Any], generation: GenerationConfigImport?) throws -> [Int] {
+        let (found, source): (Any?, String) = generation?.eosTokenID.map { ($0, "generation_config.json") } ?? (text["eos_token_id"], "config.json")
+        guard let value = found, !(value is NSNull) else { return [] }
         if let one = value as? Int { return [one] }
-        return value as? [Int] ?? []
+        guard let ids = value as? [Int] else {
+            throw ImportError.invalidValue(file: file(source).path, field: "eos_token_id", found: "\(value)", expected: "a token id or a list of token ids")
+        }
+        return ids
     }
 
     func imagePreprocessing() throws -> ImagePreprocessing {
@@ -288,11 +301,58 @@ public struct CheckpointImporter {
     }
 
     func write(assembly: AssemblyManifest?, components: [ComponentManifest]) throws -> ImportResult {
+        try checkBeforeWriting(components, assembly: assembly)
         var result = try writeManifests(assembly: assembly, components: components, to: outputDirectory)
         if let model = components.first(where: { $0.kind == .languageModel }), let generation = try generationConfig() {
             result.warnings += generation.warnings(file: file("generation_config.json").path, context: model.contextLength)
         }
         return result
+    }
+}
+
+extension CheckpointImporter {
+    /// The manifest fields import fills from a config.json field of another name, for messages.
+    static let configFieldOfManifestField = [
+        "context_length": "max_position_embeddings", "config.heads": "num_attention_heads", "config.layers": "num_hidden_layers",
+        "config.kv_heads": "num_key_value_heads", "feature_layer": "vision_feature_layer",
+    ]
+
+    /// The problems, each naming the config's field where the manifest's has another name.
+    static func namingConfigFields(_ problems: [String]) -> [String] {
+        problems.map { problem in
+            configFieldOfManifestField.first { problem.contains("\($0.key):") }.map { "\(problem) (the config's \($0.value))" } ?? problem
+        }
+    }
+
+    /// Refuses, before anything is written, a manifest that `chimera validate` — and so every
+    /// command reading the folder it lands in — would refuse: its fields as they will be read back,
+    /// its family's configuration (sizes, heads, activations, ...), a language model's special
+    /// token ids against its vocabulary, and the assembly's fit (feature_layer, widths, tokens).
+    func checkBeforeWriting(_ components: [ComponentManifest], assembly: AssemblyManifest?) throws {
+        var catalog = Catalog()
+        for component in components { try catalog.add(.component(component)) }
+        let checker = CompatibilityChecker(catalog: catalog, families: BuiltinFamilies.registry())
+        if let assembly {
+            let problems = checker.problems(assembly: assembly, filesOnDisk: false)
+            if !problems.isEmpty {
+                throw ImportError.invalidManifest(file: file("config.json").path, id: assembly.id, problems: Self.namingConfigFields(problems))
+            }
+        }
+        for component in components {
+            var problems: [String] = []
+            do { _ = try JSONDecoder().decode(ComponentManifest.self, from: try JSONEncoder().encode(component)) } catch let error as DecodingError {
+                problems.append(describe(error))
+            }
+            problems += checker.problems(of: component).filter { !$0.isMissingFile }.map(\.description)
+            if let tokenizer = component.tokenizer, case let .number(vocabulary)? = component.config["vocab_size"] {
+                for id in tokenizer.eosTokenIDs + [tokenizer.bosTokenID].compactMap({ $0 }) where !(0..<Int(vocabulary)).contains(id) {
+                    problems.append("token id \(id) (eos_token_id or bos_token_id) is outside the vocabulary of \(Int(vocabulary))")
+                }
+            }
+            guard problems.isEmpty else {
+                throw ImportError.invalidManifest(file: file("config.json").path, id: component.id, problems: Self.namingConfigFields(problems))
+            }
+        }
     }
 }
 

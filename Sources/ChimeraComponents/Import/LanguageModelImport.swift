@@ -37,8 +37,8 @@ public enum LanguageModelImport {
             "vocab_size": .number(Double(try fields.int("vocab_size"))),
             "rope_theta": .number(rope.theta),
         ]
-        if let kvHeads = text["num_key_value_heads"] as? Int { config["kv_heads"] = .number(Double(kvHeads)) }
-        if let headDim = text["head_dim"] as? Int { config["head_dim"] = .number(Double(headDim)) }
+        if let kvHeads = try fields.optionalInt("num_key_value_heads") { config["kv_heads"] = .number(Double(kvHeads)) }
+        if let headDim = try fields.optionalInt("head_dim") { config["head_dim"] = .number(Double(headDim)) }
         if let tied = text["tie_word_embeddings"] as? Bool ?? tiedAtTop { config["tie_word_embeddings"] = .bool(tied) }
         // Copied under the same key; absent or null leaves the family default, as transformers does.
         func copy(_ keys: [String]) {
@@ -78,7 +78,7 @@ public enum LanguageModelImport {
         default: break
         }
         var manifest = ComponentManifest(id: id, kind: .languageModel, family: family, config: .object(config))
-        manifest.contextLength = text["max_position_embeddings"] as? Int ?? 2048
+        manifest.contextLength = try fields.optionalInt("max_position_embeddings") ?? 2048
         return manifest
     }
 }
@@ -92,10 +92,26 @@ private struct ConfigFields {
     func name(_ key: String) -> String { section.isEmpty ? key : "\(section).\(key)" }
 
     func int(_ key: String) throws -> Int {
-        guard let value = object[key] as? Int else {
-            throw ImportError.missing(file: file, field: name(key), why: "expected an integer")
-        }
+        guard let value = try optionalInt(key) else { throw ImportError.missing(file: file, field: name(key), why: "expected an integer") }
         return value
+    }
+
+    /// nil when absent or null; refused when present as anything but an integer ("32", 32.5).
+    func optionalInt(_ key: String) throws -> Int? {
+        guard let value = object[key], !(value is NSNull) else { return nil }
+        guard let int = value as? Int else {
+            throw ImportError.invalidValue(file: file, field: name(key), found: "\(value)", expected: "an integer")
+        }
+        return int
+    }
+
+    /// nil when absent or null; refused when present as anything but a number.
+    func optionalNumber(_ key: String, in object: [String: Any]? = nil, field: String? = nil) throws -> Double? {
+        guard let value = (object ?? self.object)[key], !(value is NSNull) else { return nil }
+        guard let number = value as? Double else {
+            throw ImportError.invalidValue(file: file, field: name(field ?? key), found: "\(value)", expected: "a number")
+        }
+        return number
     }
 
     /// rope_theta and partial_rotary_factor, from rope_parameters (transformers 5) or the top level
@@ -106,13 +122,14 @@ private struct ConfigFields {
             guard type == "default" else {
                 throw ImportError.unsupported(file: file, field: name("rope_parameters.rope_type"), found: "\"\(type)\"", supported: "\"default\"")
             }
-            return (parameters["rope_theta"] as? Double ?? object["rope_theta"] as? Double ?? 10000,
-                    parameters["partial_rotary_factor"] as? Double ?? object["partial_rotary_factor"] as? Double)
+            return (try optionalNumber("rope_theta", in: parameters, field: "rope_parameters.rope_theta") ?? optionalNumber("rope_theta") ?? 10000,
+                    try optionalNumber("partial_rotary_factor", in: parameters, field: "rope_parameters.partial_rotary_factor")
+                        ?? optionalNumber("partial_rotary_factor"))
         }
         if let scaling = object["rope_scaling"], !(scaling is NSNull) {
             throw ImportError.unsupported(file: file, field: name("rope_scaling"), found: "set", supported: "null")
         }
-        return (object["rope_theta"] as? Double ?? 10000, object["partial_rotary_factor"] as? Double)
+        return (try optionalNumber("rope_theta") ?? 10000, try optionalNumber("partial_rotary_factor"))
     }
 }
 

@@ -133,6 +133,9 @@ public struct CompatibilityChecker: Sendable {
                 let connector = try catalog.component(input.connector, kind: .connector)
                 out += problems(encoder: encoder, connector: connector, languageModel: lm, select: input.select)
                     .filter { filesOnDisk || !$0.isMissingFile }.map { "inputs[\(i)]: \($0)" }
+                if let count = families.families[encoder.family]?.hiddenStates(encoder), hiddenStateIndex(input.featureLayer, count: count) == nil {
+                    out.append("inputs[\(i)].feature_layer: \(input.featureLayer) is out of range: encoder '\(encoder.id)' has \(count) hidden states (\(-count)...\(count - 1))")
+                }
                 totalTokens += connectorTokens(connector, input: Self.selectedTokens(encoder, select: input.select)) ?? 0
             } catch {
                 out.append("inputs[\(i)]: " + ((error as? LocalizedError)?.errorDescription ?? "\(error)"))

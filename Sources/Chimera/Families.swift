@@ -266,13 +266,17 @@ public struct ComponentFamily: Sendable {
     public let create: @Sendable (ComponentManifest, ComponentBuildContext) throws -> any Component
     /// Connectors: tokens out for tokens in, from the manifest alone (nil: that count is refused).
     public let connectorTokens: @Sendable (ComponentManifest, Int) -> Int?
+    /// Encoders: how many hidden states an input's feature_layer indexes, from the manifest alone
+    /// (nil: not known before the encoder is built, checked then).
+    public let hiddenStates: @Sendable (ComponentManifest) -> Int?
 
     public init(name: String, kind: ComponentKind, summary: String, origin: String = "built-in",
                 validate: @escaping @Sendable (ComponentManifest) throws -> Void,
                 connectorTokens: @escaping @Sendable (ComponentManifest, Int) -> Int? = { _, tokens in tokens },
+                hiddenStates: @escaping @Sendable (ComponentManifest) -> Int? = { _ in nil },
                 create: @escaping @Sendable (ComponentManifest, ComponentBuildContext) throws -> any Component) {
         self.name = name; self.kind = kind; self.summary = summary; self.origin = origin
-        self.validate = validate; self.connectorTokens = connectorTokens; self.create = create
+        self.validate = validate; self.connectorTokens = connectorTokens; self.hiddenStates = hiddenStates; self.create = create
     }
 }
 

@@ -464,10 +464,12 @@ public struct AssemblyManifest: Codable, Sendable, Equatable {
 
 /// Ids are looked up exactly, so they must be non-empty and hold no spaces.
 func checkManifestID(_ id: String, key: some CodingKey) throws {
-    if id.isEmpty || id.contains(where: { $0.isWhitespace }) {
-        throw DecodingError.dataCorrupted(.init(codingPath: [key], debugDescription: "ids are non-empty and hold no spaces"))
-    }
+    if !isValidManifestID(id) { throw DecodingError.dataCorrupted(.init(codingPath: [key], debugDescription: manifestIDRule)) }
 }
+
+/// Whether `id` can name a manifest (`manifestIDRule`).
+public func isValidManifestID(_ id: String) -> Bool { !id.isEmpty && !id.contains(where: { $0.isWhitespace }) }
+public let manifestIDRule = "ids are non-empty and hold no spaces"
 
 /// The user's folders: HOME (NSHomeDirectory ignores it on Linux), and Chimera's own under it.
 public enum UserFolders {

@@ -66,6 +66,7 @@ public enum BuiltinFamilies {
         ComponentFamily(
             name: name, kind: .encoder, summary: summary,
             validate: { try VisionTransformerConfig<Variant>.validate($0) },
+            hiddenStates: { manifest in (try? manifest.decodeConfig(VisionTransformerConfig<Variant>.self)).map { $0.layers + 1 } },
             create: { manifest, context in
                 try VisionTransformerEncoder<Variant>(manifest: manifest, weights: try requireWeights(manifest, context))
             })

@@ -258,6 +258,7 @@ struct Assemble: ParsableCommand {
             guard let selection = InputBinding.Selection(rawValue: select == "default" ? "patch" : select == "cls_patch" ? "full" : select) else {
                 throw ValidationError("--select must be patch or full, found '\(select)'")
             }
+            if let id, !isValidManifestID(id) { throw ValidationError("--id: \(manifestIDRule), found '\(id)'") }
             var assembly = Assembler.assembly(id: id ?? "\(encoder)+\(connector)+\(llm)", encoder: encoder, connector: connector,
                                               languageModel: llm, placeholder: placeholder, featureLayer: featureLayer, select: selection)
             let url = URL(fileURLWithPath: output)

@@ -246,6 +246,16 @@ enum CLI {
         #expect(r.status != 0)
         #expect(r.stderr.contains("does not fit"))
         #expect(!FileManager.default.fileExists(atPath: file.path))
+        // An id no manifest may have, and a feature layer the encoder does not have, are refused
+        // rather than written into a file every later command would refuse.
+        let parts = ["assemble", "--encoder", Self.encoderID, "--connector", Self.connectorID, "--llm", Self.llmID, "-o", file.path]
+        let spaced = try CLI.run(parts + ["--id", "a b"])
+        #expect(spaced.status != 0 && spaced.stderr.contains("--id: ids are non-empty and hold no spaces, found 'a b'"), "\(spaced.all)")
+        let deep = try CLI.run(parts + ["--feature-layer", "999"])
+        #expect(deep.status != 0 && deep.stderr.contains("inputs[0].feature_layer: 999 is out of range: encoder '\(Self.encoderID)' has 3 hidden states (-3...2)"),
+                "\(deep.all)")
+        #expect(!FileManager.default.fileExists(atPath: file.path))
+        #expect(try CLI.run(parts + ["--feature-layer=-3"]).status == 0)
     }
 
     @Test func validateTheShippedManifests() throws {

@@ -139,6 +139,7 @@ public final class SafeTensorsFile: @unchecked Sendable {
         let dataSize = mapping.size - dataStart
         var tensors: [String: TensorInfo] = [:]
         var metadata: [String: String] = [:]
+        var ranges: [(begin: Int, end: Int, name: String)] = []
         for (name, value) in header {
             if name == "__metadata__" {
                 for (k, v) in value as? [String: Any] ?? [:] { metadata[k] = "\(v)" }
@@ -148,7 +149,7 @@ public final class SafeTensorsFile: @unchecked Sendable {
                 throw WeightError.badTensorEntry(file: path, tensor: name, reason: "entry is not an object")
             }
             guard let dtypeName = entry["dtype"] as? String else {
-                throw WeightError.badTensorEntry(file: path, tensor: name, reason: "missing 'dtype'")
+                throw WeightError.badTensorEntry(file: path, tensor: name, reason: entry["dtype"] == nil ? "missing 'dtype'" : "'dtype' is not a string")
             }
             guard let shape = (entry["shape"] as? [Any])?.compactMap(Self.integer),
                   shape.count == (entry["shape"] as? [Any])?.count, shape.allSatisfy({ $0 >= 0 }) else {
@@ -163,6 +164,7 @@ public final class SafeTensorsFile: @unchecked Sendable {
                     file: path, tensor: name,
                     reason: "data offsets [\(begin), \(end)] fall outside the \(dataSize)-byte data section (truncated file?)")
             }
+            if end > begin { ranges.append((begin, end, name)) }
             guard let dtype = WeightDType(rawValue: dtypeName) else {
                 // Recorded, and refused only if a component asks for this tensor.
                 tensors[name] = TensorInfo(name: name, dtype: .f32, shape: shape, byteOffset: -1, byteCount: 0)
@@ -179,6 +181,13 @@ public final class SafeTensorsFile: @unchecked Sendable {
                     reason: "\(end - begin) bytes of data for shape \(shape) in \(dtypeName), expected \(expectedBytes.map(String.init) ?? "more than any file holds")")
             }
             tensors[name] = TensorInfo(name: name, dtype: dtype, shape: shape, byteOffset: dataStart + begin, byteCount: expectedBytes)
+        }
+        // Two tensors sharing bytes would each read the other's values (the safetensors library
+        // refuses such a file too).
+        ranges.sort { ($0.begin, $0.name) < ($1.begin, $1.name) }
+        for (previous, next) in zip(ranges, ranges.dropFirst()) where next.begin < previous.end {
+            throw WeightError.badTensorEntry(file: path, tensor: next.name,
+                                             reason: "its data [\(next.begin), \(next.end)) overlaps tensor '\(previous.name)''s [\(previous.begin), \(previous.end))")
         }
         self.tensors = tensors
         self.metadata = metadata

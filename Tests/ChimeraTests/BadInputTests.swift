@@ -51,6 +51,9 @@ private typealias F = ManifestFixtures
         (#"{"w": {"dtype": "F32", "shape": [1099511627776, 1099511627776], "data_offsets": [0, 16]}}"#, "expected more than any file holds"),
         (#"{"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 1e30]}}"#, "'data_offsets' is not a pair of integers"),
         (#"{"w": {"dtype": "F32", "shape": [1.5], "data_offsets": [0, 4]}}"#, "'shape' is not a list of non-negative integers"),
+        (#"{"w": {"dtype": 5, "shape": [4], "data_offsets": [0, 16]}}"#, "'dtype' is not a string"),
+        (#"{"v": {"dtype": "F32", "shape": [3], "data_offsets": [0, 12]}, "w": {"dtype": "F32", "shape": [2], "data_offsets": [8, 16]}}"#,
+         "its data [8, 16) overlaps tensor 'v''s [0, 12)"),
     ])
     func garbageTensorEntriesAreNamed(header: String, expected: String) throws {
         let path = try Self.safetensors(header: header)

@@ -29,6 +29,16 @@ import Testing
         #expect(bad.status != 0 && bad.stderr.contains("q8_0, q6_0, q4_0"))
         let badFormat = try CLI.run(["quantize", "chimera-tiny-default", "--to", "q4_0", "--matrix-format", "lm_head.=q3_k"])
         #expect(badFormat.status != 0 && badFormat.stderr.contains("expected PREFIX=FORMAT"), "\(badFormat.all)")
+        // An assembly that would not run (its encoder named as the language model) is refused as
+        // generate refuses it, and nothing is written.
+        let misfit = try CLI.temporaryFolder().appendingPathComponent("misfit.assembly.json")
+        try Data("""
+            { "schema": "chimera.assembly/v1", "id": "misfit", "language_model": "chimera-tiny-default-vision", "inputs": [] }
+            """.utf8).write(to: misfit)
+        let unwritten = try CLI.temporaryFolder().appendingPathComponent("out")
+        let refused = try CLI.run(["quantize", misfit.path, "--to", "q8_0", "-o", unwritten.path])
+        #expect(refused.status != 0 && refused.stderr.contains("'chimera-tiny-default-vision' is of kind encoder"), "\(refused.all)")
+        #expect(!FileManager.default.fileExists(atPath: unwritten.path))
     }
 
     /// Weights named as a folder ("weights/": its *.safetensors, as the catalogue's manifests name

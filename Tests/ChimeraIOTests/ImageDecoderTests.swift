@@ -106,6 +106,23 @@ struct ImageDecoderTests {
         #expect(file.hasSuffix("err_truncated.jpg") && format == "JPEG" && message.contains("truncated"))
     }
 
+    /// A header may claim any size: one over PIL's decompression-bomb bound is refused before a
+    /// pixel is allocated (a 2 KB JPEG said 16384 x 16384 and took 1.6 GB).
+    @Test func headerClaimingTooManyPixelsIsRefused() throws {
+        var bytes = [UInt8](try Data(contentsOf: ImageFixtures.url("grey_30x44.jpg")))
+        let sof = try #require((0..<bytes.count - 9).first { bytes[$0] == 0xFF && (bytes[$0 + 1] == 0xC0 || bytes[$0 + 1] == 0xC2) })
+        for (offset, value) in [(5, 9500), (7, 9500)] {  // height, width: 90,250,000 pixels
+            bytes[sof + offset] = UInt8(value >> 8); bytes[sof + offset + 1] = UInt8(value & 0xFF)
+        }
+        do {
+            _ = try ImageDecoder.decode(data: Data(bytes), name: "bomb.jpg")
+            Issue.record("a 9500 x 9500 header was decoded")
+        } catch let error as ImageError {
+            #expect(error.localizedDescription.contains("image dimensions 9500x9500 (90250000 pixels) exceed the limit of 89478485 pixels"),
+                    "\(error.localizedDescription)")
+        }
+    }
+
     @Test func corruptJPEGHeader() throws {
         let error = try #require(decodeError("err_corrupt.jpg"))
         guard case let .corrupt(_, format, message) = error else { Issue.record("got \(error)"); return }

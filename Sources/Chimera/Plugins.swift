@@ -56,12 +56,51 @@ public final class PluginLibrary: @unchecked Sendable {
     let table: UnsafePointer<chimera_plugin>
     public private(set) var families: [ComponentFamily] = []
 
+    /// Set by a program that can load a library in a child process of its own (the chimera CLI,
+    /// with `childLoadProbe`): called with a library's path before it is opened here, it returns
+    /// why the library is refused, or nil. A library's load-time constructors run inside dlopen,
+    /// where no guard can catch them: a crash there (the loader's lock still held) would take the
+    /// process down, a loop would hang it. Without a probe, libraries are opened directly.
+    nonisolated(unsafe) public static var loadProbe: (@Sendable (String) -> String?)?
+
+    /// A `loadProbe` that runs `executable arguments... <library>` (which should dlopen the library
+    /// and exit 0) and refuses the library when that child is ended by a signal or does not finish
+    /// within `timeLimit` seconds. When no child can be started, nothing is refused.
+    public static func childLoadProbe(executable: URL, arguments: [String], timeLimit: TimeInterval = 10) -> @Sendable (String) -> String? {
+        { path in
+            let child = Process()
+            child.executableURL = executable
+            child.arguments = arguments + [path]
+            child.standardOutput = FileHandle.nullDevice
+            child.standardError = FileHandle.nullDevice
+            do { try child.run() } catch { return nil }
+            let deadline = Date().addingTimeInterval(timeLimit)
+            while child.isRunning && Date() < deadline { usleep(2000) }
+            if child.isRunning {
+                kill(child.processIdentifier, SIGKILL)
+                child.waitUntilExit()
+                return "loading it did not finish within \(Int(timeLimit)) s (a load-time constructor that never returns?)"
+            }
+            guard child.terminationReason == .uncaughtSignal else { return nil }
+            return "it crashed as it was loaded, in its load-time constructors: \(String(cString: chimera_signal_description(child.terminationStatus)))"
+        }
+    }
+
+    /// What the child of `childLoadProbe` runs: loads the library with the default signal
+    /// dispositions (a crash ends the child, unreported) and exits.
+    public static func loadInProbeChild(_ path: String) -> Never {
+        for signalNumber in [SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGABRT] { signal(signalNumber, SIG_DFL) }
+        _ = dlopen(path, RTLD_NOW | RTLD_LOCAL)
+        _exit(0)
+    }
+
     /// Opens `path`, checks the ABI version first and every function the host will call.
     public init(path: String, manifestDirectory: URL? = nil) throws {
         self.path = path
         self.manifestDirectory = manifestDirectory
         // (dlopen of a FIFO waits for a writer forever)
         if let reason = notARegularFile(path) { throw PluginError.cannotOpen(library: path, reason: reason) }
+        if let probe = Self.loadProbe, let reason = probe(path) { throw PluginError.cannotOpen(library: path, reason: reason) }
         guard let handle = dlopen(path, RTLD_NOW | RTLD_LOCAL) else {
             throw PluginError.cannotOpen(library: path, reason: dlerror().map { String(cString: $0) } ?? "unknown dlopen error")
         }

@@ -13,8 +13,16 @@ struct ChimeraCommand: ParsableCommand {
             let arguments = CommandLine.arguments.map { strdup($0) } + [nil]
             execv("/proc/self/exe", arguments)  // returns only on failure: then run as is
         }
+        // Plugin libraries are first loaded by a child of this program (see PluginLibrary.loadProbe).
+        let arguments = CommandLine.arguments
+        if arguments.count == 3, arguments[1] == probePluginLoadArgument { PluginLibrary.loadInProbeChild(arguments[2]) }
+        PluginLibrary.loadProbe = PluginLibrary.childLoadProbe(executable: URL(fileURLWithPath: "/proc/self/exe"),
+                                                                arguments: [probePluginLoadArgument])
         main(nil)
     }
+
+    /// The child's first argument (not a subcommand users see).
+    static let probePluginLoadArgument = "--probe-plugin-load"
 
     static let configuration = CommandConfiguration(
         commandName: "chimera",

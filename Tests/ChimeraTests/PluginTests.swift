@@ -9,7 +9,8 @@ import Testing
 enum TestPlugins {
     static let fixtures = packageRoot.appendingPathComponent("Tests/ChimeraTests/Fixtures/plugins")
     static let modes = ["GOOD", "WRONG_ABI", "NO_ENTRY", "NULL_TABLE", "CREATE_FAILS", "WRONG_SHAPE", "NON_FINITE", "NO_FORWARD", "FORWARD_FAILS", "HUGE_PARAMETERS", "DOT_NAME", "HUGE_OUTPUT",
-                               "FORWARD_SEGFAULTS", "FORWARD_TRAPS", "CREATE_ABORTS", "ENTRY_SEGFAULTS", "FORWARD_OVERFLOWS_STACK"]
+                               "FORWARD_SEGFAULTS", "FORWARD_TRAPS", "CREATE_ABORTS", "ENTRY_SEGFAULTS", "FORWARD_OVERFLOWS_STACK",
+                               "CONSTRUCTOR_SEGFAULTS", "CONSTRUCTOR_HANGS"]
 
     struct CommandFailed: Error, CustomStringConvertible { let description: String }
 
@@ -214,6 +215,18 @@ func maxDifference(_ t: Tensor, _ expected: [Float]) -> Float {
                                     "--plugins", root.appendingPathComponent("GOOD").path])
         #expect(crashing.status == 0 && crashing.stdout.contains("c-scale-8")
                 && crashing.stderr.contains("libentry_segfaults.so crashed in chimera_plugin_entry(): SIGSEGV"), "\(crashing.all)")
+        // So is one whose load-time constructor crashes or never returns (inside dlopen, where no
+        // guard reaches: the CLI loads each library in a child of its own first).
+        let constructors = try CLI.run(["list", "--kind", "connector", "--plugins", root.appendingPathComponent("CONSTRUCTOR_SEGFAULTS").path,
+                                        "--plugins", root.appendingPathComponent("CONSTRUCTOR_HANGS").path,
+                                        "--plugins", root.appendingPathComponent("GOOD").path])
+        #expect(constructors.status == 0 && constructors.stdout.contains("c-scale-8"), "\(constructors.all)")
+        #expect(constructors.stderr.contains("libconstructor_segfaults.so: cannot load library: it crashed as it was loaded, in its load-time constructors: SIGSEGV"),
+                "\(constructors.all)")
+        #expect(constructors.stderr.contains("libconstructor_hangs.so: cannot load library: loading it did not finish within 10 s"), "\(constructors.all)")
+        let install = try CLI.run(["plugin", "install", try TestPlugins.cPlugin("CONSTRUCTOR_SEGFAULTS").path],
+                                  environment: ["CHIMERA_USER_HOME": temporaryDirectory().path])
+        #expect(install.status != 0 && install.stderr.contains("it crashed as it was loaded"), "\(install.all)")
     }
 
     @Test func aFamilyNameTakenTwiceKeepsTheFirst() throws {

@@ -25,6 +25,8 @@
 #define CREATE_ABORTS 14
 #define ENTRY_SEGFAULTS 15
 #define FORWARD_OVERFLOWS_STACK 16
+#define CONSTRUCTOR_SEGFAULTS 17
+#define CONSTRUCTOR_HANGS 18
 #ifndef MODE
 #define MODE GOOD
 #endif
@@ -94,6 +96,14 @@ static const chimera_plugin table = {
     .abi_version = MODE == WRONG_ABI ? CHIMERA_PLUGIN_ABI_VERSION + 41 : CHIMERA_PLUGIN_ABI_VERSION,
     .name = MODE == DOT_NAME ? ".." : "c-test", .version = "1", .family_count = 1, .families = families, .free = release,
 };
+
+/* Runs as the library is loaded, inside dlopen. */
+#if MODE == CONSTRUCTOR_SEGFAULTS || MODE == CONSTRUCTOR_HANGS
+__attribute__((constructor)) static void on_load(void) {
+    if (MODE == CONSTRUCTOR_SEGFAULTS) *nowhere = 1;
+    for (volatile int forever = 1; forever;) {}
+}
+#endif
 
 #if MODE != NO_ENTRY
 const chimera_plugin *chimera_plugin_entry(void) {

@@ -20,7 +20,7 @@ public struct GenerationOptions: Sendable {
     public var kvCache: KVPrecision
     public init(maxTokens: Int = 64, temperature: Float = 0, topK: Int? = nil, topP: Float? = nil, repetitionPenalty: Float? = nil,
                 seed: UInt64 = 0, stop: [String] = [], kvCache: KVPrecision = .f32) {
-        self.maxTokens = maxTokens; self.temperature = temperature; self.topK = topK; self.topP = topP
+        self.maxTokens = maxTokens; self.temperature = temperature; self.topK = topK == 0 ? nil : topK; self.topP = topP
         self.repetitionPenalty = repetitionPenalty; self.seed = seed; self.stop = stop; self.kvCache = kvCache
     }
 
@@ -53,7 +53,8 @@ public enum GenerationRanges {
     /// Finite: an infinite temperature would flatten every distribution to uniform, which no
     /// checkpoint means (transformers' warper takes it, producing noise).
     public static func temperature(_ value: Float) -> String? { value >= 0 && value.isFinite ? nil : ">= 0 and finite" }
-    public static func topK(_ value: Int) -> String? { value >= 1 ? nil : ">= 1" }
+    /// 0 keeps every token (transformers' top_k = 0).
+    public static func topK(_ value: Int) -> String? { value >= 0 ? nil : ">= 0 (0 keeps every token)" }
     public static func topP(_ value: Float) -> String? { value > 0 && value <= 1 ? nil : "in (0, 1]" }
     public static func repetitionPenalty(_ value: Float) -> String? { value > 0 && value.isFinite ? nil : "positive and finite" }
 }

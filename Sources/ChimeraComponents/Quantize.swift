@@ -40,8 +40,9 @@ public struct Quantizer {
         guard format.isQuantized else {
             throw ManifestError.invalid(file: "--to", detail: "'\(format.rawValue)' is not a quantized format (\(WeightFormat.quantizedNames))")
         }
-        // An assembly that would not run is refused before anything is written (as generate refuses it).
-        let problems = CompatibilityChecker(catalog: catalog, families: families).problems(assembly: assembly)
+        // An assembly that would not run is refused before anything is written (as generate refuses it;
+        // files not on disk are named by the loading that follows).
+        let problems = CompatibilityChecker(catalog: catalog, families: families).problems(assembly: assembly, filesOnDisk: false)
         guard problems.isEmpty else { throw AssemblyError.incompatible(assembly: assembly.id, problems: problems) }
         try createOutputFolder(output)
         let suffix = "-" + format.rawValue

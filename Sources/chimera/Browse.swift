@@ -162,9 +162,11 @@ struct Compat: ParsableCommand {
             }
             let subject = try catalog.component(id)
             var verdicts: [Verdict] = []
+            // Fit from the manifests, as for assemblies and --matrix: files not on disk yet are
+            // `chimera list`'s business.
+            func fitProblems(_ problems: [CompatibilityProblem]) -> [CompatibilityProblem] { problems.filter { !$0.isMissingFile } }
             func add(_ other: ComponentManifest, _ problems: [CompatibilityProblem]) {
-                let own = checker.problems(of: other)
-                let all = (problems + own).map(\.description)
+                let all = fitProblems(problems + checker.problems(of: other)).map(\.description)
                 verdicts.append(Verdict(id: other.id, kind: other.kind.rawValue, fits: all.isEmpty, reasons: all))
             }
             switch subject.kind {
@@ -182,13 +184,16 @@ struct Compat: ParsableCommand {
             for e in catalog.list(kind: .encoder) where subject.kind != .encoder || e.id == subject.id {
                 for c in catalog.list(kind: .connector) where subject.kind != .connector || c.id == subject.id {
                     for l in catalog.list(kind: .languageModel) where subject.kind != .languageModel || l.id == subject.id {
-                        let problems = checker.problems(encoder: e, connector: c, languageModel: l).map(\.description)
+                        let problems = fitProblems(checker.problems(encoder: e, connector: c, languageModel: l)).map(\.description)
                         chains.append(Verdict(id: "\(e.id) → \(c.id) → \(l.id)", kind: "chain", fits: problems.isEmpty, reasons: problems))
                     }
                 }
             }
             if json { try printJSON(verdicts + chains); return }
-            let own = checker.problems(of: subject)
+            let own = fitProblems(checker.problems(of: subject))
+            if checker.problems(of: subject).contains(where: \.isMissingFile) {
+                print("(\(id)'s files are not all on disk yet: `chimera list` says which and how to fetch them)")
+            }
             if !own.isEmpty { print("\(id) itself has problems:\n" + own.map { "  - \($0)" }.joined(separator: "\n")) }
             let fits = verdicts.filter(\.fits), misfits = verdicts.filter { !$0.fits }
             print("Fits \(id):")

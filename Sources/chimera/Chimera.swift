@@ -43,7 +43,7 @@ struct WeightPlacementOptions: ParsableArguments {
 /// How `generate` and `bench` choose tokens (greedy unless a temperature above 0 is given).
 struct SamplingOptions: ParsableArguments {
     @Option(help: "0 = greedy") var temperature: Float?
-    @Option(help: "Sample among the K most likely tokens") var topK: Int?
+    @Option(help: "Sample among the K most likely tokens (0: every token, over a model's own top_k)") var topK: Int?
     @Option(help: "Nucleus sampling mass") var topP: Float?
     @Option(help: "Divide the logits of tokens already in the prompt or answer by this (transformers' repetition_penalty; 1 = none)")
     var repetitionPenalty: Float?

@@ -55,6 +55,10 @@ import Testing
         #expect(compat.stdout.contains("weights not on disk yet for tinyllava-qwen2-0.5b-siglip-llm"), "\(compat.all)")
         let json = try #require(try CLI.json(try CLI.run(["compat", "tinyllava-qwen2-0.5b-siglip", "--json"]).stdout) as? [String: Any])
         #expect(json["fits"] as? Bool == true && (json["weights_missing"] as? [String])?.count == 3, "\(json)")
+        // So are single parts: a missing tokenizer is a note, not a misfit.
+        let part = try CLI.run(["compat", "tinyllama-1.1b-chat"])
+        #expect(part.status == 0 && !part.stdout.contains("does not exist") && part.stdout.contains("✓ mlp2x-gelu-fresh (connector)")
+                && part.stdout.contains("(tinyllama-1.1b-chat's files are not all on disk yet"), "\(part.all)")
 
         let file = try CLI.temporaryFolder().appendingPathComponent("mine.assembly.json")
         let assemble = try CLI.run(["assemble", "--encoder", "clip-vit-large-patch14-336", "--connector", "mlp2x-gelu-fresh",
@@ -310,6 +314,25 @@ import Testing
         let single = try CLI.run(["generate", "--template", "phi", "--image", sample, "--conversation", file.path, "--json", "--max-tokens", "200"])
         #expect(answers[1]["tokens"] as? [Int] == (try CLI.json(single.stdout) as? [String: Any])?["tokens"] as? [Int], "\(single.all)")
         #expect(chat.stderr.contains("[the answer's <image> text is left out of the conversation: there it would stand for an input]"), "\(chat.stderr)")
+    }
+
+    /// --top-k 0 keeps every token, over an assembly's own top_k (as transformers' top_k = 0).
+    @Test func topKZeroTurnsAModelsTopKOff() throws {
+        let assembly = try CLI.temporaryFolder().appendingPathComponent("narrow.assembly.json")
+        try Data("""
+            { "schema": "chimera.assembly/v1", "id": "narrow", "language_model": "chimera-tiny-default-llm", "inputs": [],
+              "generation": { "max_tokens": 8, "temperature": 1.5, "top_k": 1 } }
+            """.utf8).write(to: assembly)
+        func tokens(_ arguments: [String]) throws -> [Int] {
+            let r = try CLI.run(["generate", "--prompt", "a b c", "--json", "--seed", "3"] + arguments)
+            #expect(r.status == 0, "\(r.all)")
+            return try #require((try CLI.json(r.stdout) as? [String: Any])?["tokens"] as? [Int], "\(r.all)")
+        }
+        let greedy = try tokens(["--llm", "chimera-tiny-default-llm", "--max-tokens", "8"])
+        #expect(try tokens(["--assembly", assembly.path]) == greedy)  // top_k 1: the most likely token, whatever the temperature
+        #expect(try tokens(["--assembly", assembly.path, "--top-k", "0"]) != greedy)
+        let negative = try CLI.run(["generate", "--top-k=-1"])
+        #expect(negative.status != 0 && negative.stderr.contains("--top-k must be >= 0 (0 keeps every token), found -1"), "\(negative.all)")
     }
 
     /// --repetition-penalty, or an assembly's generation.repetition_penalty, changes the tiny

@@ -217,7 +217,7 @@ extension ManifestTests {
         /// Generation defaults are checked where they are read, named by their field (not by the
         /// command-line flag they stand in for), and belong to language models and assemblies only.
         @Test(arguments: [
-            (F.assemblyID, #"{"top_k": 0}"#, "generation.top_k: must be >= 1, found 0"),
+            (F.assemblyID, #"{"top_k": -1}"#, "generation.top_k: must be >= 0 (0 keeps every token), found -1"),
             (F.assemblyID, #"{"top_p": 1.5}"#, "generation.top_p: must be in (0, 1], found 1.5"),
             (F.llmID, #"{"temperature": -1}"#, "generation.temperature: must be >= 0 and finite, found -1"),
             (F.llmID, #"{"repetition_penalty": 0}"#, "generation.repetition_penalty: must be positive and finite, found 0"),

@@ -94,6 +94,9 @@ public final class PluginLibrary: @unchecked Sendable {
         _exit(0)
     }
 
+    /// The plugin ABI version this host speaks (chimera_plugin.h).
+    public static let abiVersion = Int(CHIMERA_PLUGIN_ABI_VERSION)
+
     /// Opens `path`, checks the ABI version first and every function the host will call.
     public init(path: String, manifestDirectory: URL? = nil) throws {
         self.path = path

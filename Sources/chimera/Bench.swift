@@ -21,7 +21,7 @@ struct Bench: ParsableCommand {
     var promptTokens: Int?
     @Option(help: "Image encodes: the first is reported apart, the median of the others as image_encode_s") var encodeRuns = 3
     @Option(help: "Tokens to decode") var decodeTokens = 32
-    @Option(help: "Threads (default: CHIMERA_THREADS or every core)") var threads: Int?
+    @OptionGroup var threading: ThreadOptions
     @Flag(help: "Only the language model (skip the encoder)") var noEncoder = false
     @Flag(help: "Only the encoder (skip the language model)") var noLlm = false
     @Flag(help: "Skip measuring the memory read bandwidth that decode is compared with") var noBandwidth = false
@@ -29,12 +29,15 @@ struct Bench: ParsableCommand {
     @OptionGroup var sampling: SamplingOptions
     @OptionGroup var placement: WeightPlacementOptions
 
+    func validate() throws {
+        guard promptTokens ?? 1 > 0 else { throw ValidationError("--prompt-tokens must be positive, found \(promptTokens ?? 0)") }
+        guard decodeTokens >= 0 else { throw ValidationError("--decode-tokens must be 0 or more, found \(decodeTokens)") }
+        guard (1...1000).contains(encodeRuns) else { throw ValidationError("--encode-runs must be 1...1000, found \(encodeRuns)") }
+    }
+
     func run() throws {
         do {
-            if let threads, !(1...ComputeThreads.most).contains(threads) {
-                throw ValidationError("--threads must be 1...\(ComputeThreads.most), found \(threads)")
-            }
-            ComputeThreads.configure(threads)
+            threading.apply()
             var format: WeightFormat?
             if let dtype {
                 guard let f = WeightFormat(rawValue: dtype) else {
@@ -45,9 +48,6 @@ struct Bench: ParsableCommand {
             guard (assembly == nil) != (synthetic == nil) else { throw ValidationError("give exactly one of --assembly and --synthetic") }
             guard !placement.mappedWeights || assembly != nil else {
                 throw ValidationError("--mapped-weights needs --assembly: synthetic weights are generated in memory, not read from files")
-            }
-            guard promptTokens ?? 1 > 0, decodeTokens >= 0, (1...1000).contains(encodeRuns) else {
-                throw ValidationError("--prompt-tokens must be positive, --encode-runs 1...1000 and --decode-tokens non-negative")
             }
             var bench = Benchmark(families: catalogOptions.families(), format: format)
             bench.promptTokens = promptTokens

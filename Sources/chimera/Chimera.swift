@@ -27,9 +27,13 @@ struct ChimeraCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "chimera",
         abstract: "Compose small multimodal models from parts, check what fits, and run them on the CPU.",
+        version: chimeraVersion,
         subcommands: [List.self, Show.self, Compat.self, Assemble.self, Validate.self, Generate.self, Import.self, Plan.self,
                       Bench.self, Quantize.self, PluginCommand.self])
 }
+
+/// `chimera --version`: the release, and the plugin ABI it speaks (what a plugin must match).
+let chimeraVersion = "0.31.0 (plugin ABI \(PluginLibrary.abiVersion))"
 
 /// Where stored weight matrices live while a model runs (`generate`, `bench --assembly`).
 struct WeightPlacementOptions: ParsableArguments {
@@ -38,6 +42,25 @@ struct WeightPlacementOptions: ParsableArguments {
 
     /// Kept as stored either way (f16/bf16/quantized are never widened for inference).
     var storedMatrices: StoredMatrices { mappedWeights ? .mapped : .resident }
+}
+
+/// How many threads `generate` and `bench` compute on.
+struct ThreadOptions: ParsableArguments {
+    @Option(help: "Threads (default: CHIMERA_THREADS, or every core)") var threads: Int?
+
+    /// At parse time, so that the message comes with the subcommand's usage.
+    func validate() throws {
+        if let threads, !(1...ComputeThreads.most).contains(threads) {
+            throw ValidationError("--threads must be 1...\(ComputeThreads.most), found \(threads)")
+        }
+        // (ComputeThreads would ignore a value it cannot use: the variable is named instead.)
+        if threads == nil, let value = ProcessInfo.processInfo.environment["CHIMERA_THREADS"],
+           !(Int(value).map { (1...ComputeThreads.most).contains($0) } ?? false) {
+            throw ValidationError("CHIMERA_THREADS must be 1...\(ComputeThreads.most), found '\(value)'")
+        }
+    }
+
+    func apply() { ComputeThreads.configure(threads) }
 }
 
 /// How `generate` and `bench` choose tokens (greedy unless a temperature above 0 is given).

@@ -62,9 +62,11 @@ struct Generate: ParsableCommand {
     var interactive = false
     @Flag(help: "Print one JSON object (tokens, text, timings) instead of streaming text (one line per answer with --interactive)") var json = false
     @OptionGroup var placement: WeightPlacementOptions
+    @OptionGroup var threading: ThreadOptions
 
     func run() throws {
         do {
+            threading.apply()
             let (catalog, manifest) = try chosenAssembly()
             var files: [String: [URL]] = [:]
             if !image.isEmpty { files["<image>"] = image.map { URL(fileURLWithPath: $0) } }

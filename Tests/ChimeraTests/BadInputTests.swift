@@ -214,15 +214,27 @@ private typealias F = ManifestFixtures
         #expect(r.status != 0 && r.stderr.contains("new tokens it needs more positions than the context length of 512 (at most"), "\(r.all)")
     }
 
-    @Test(arguments: [["--threads", "3000000000"], ["--threads", "0"]])
-    func benchThreadsAreBounded(arguments: [String]) throws {
-        let r = try CLI.run(["bench", "--synthetic", "tiny", "--no-bandwidth"] + arguments)
-        #expect(r.status != 0 && r.stderr.contains("--threads must be 1...1024"), "\(r.all)")
+    /// --threads (bench and generate) and CHIMERA_THREADS are bounded, named with the subcommand's
+    /// usage; a variable that is not a count is named rather than ignored.
+    @Test(arguments: [(["--threads", "3000000000"], [:], "--threads must be 1...1024, found 3000000000"),
+                      (["--threads", "0"], [:], "--threads must be 1...1024, found 0"),
+                      ([], ["CHIMERA_THREADS": "abc"], "CHIMERA_THREADS must be 1...1024, found 'abc'"),
+                      ([], ["CHIMERA_THREADS": "-5"], "CHIMERA_THREADS must be 1...1024, found '-5'")])
+    func threadsAreBounded(arguments: [String], environment: [String: String], expected: String) throws {
+        for command in [["bench", "--synthetic", "tiny", "--no-bandwidth"], ["generate", "--max-tokens", "1"]] {
+            let r = try CLI.run(command + arguments, environment: environment)
+            #expect(r.status != 0 && r.stderr.contains(expected) && r.stderr.contains("Usage: chimera \(command[0])"), "\(r.all)")
+        }
+        // A valid variable is used when no flag is given.
+        let one = try CLI.run(["bench", "--synthetic", "tiny", "--no-bandwidth", "--no-encoder", "--decode-tokens", "1"], environment: ["CHIMERA_THREADS": "1"])
+        #expect((try CLI.json(one.stdout) as? [String: Any])?["threads"] as? Int == 1, "\(one.all)")
     }
 
-    @Test func benchEncodeRunsAreBounded() throws {
-        let r = try CLI.run(["bench", "--synthetic", "tiny", "--no-llm", "--encode-runs", "9223372036854775807"])
-        #expect(r.status != 0 && r.stderr.contains("--encode-runs 1...1000"), "\(r.all)")
+    @Test func benchCountsAreBoundedEachByName() throws {
+        let runs = try CLI.run(["bench", "--synthetic", "tiny", "--no-llm", "--encode-runs", "9223372036854775807"])
+        #expect(runs.status != 0 && runs.stderr.contains("--encode-runs must be 1...1000, found 9223372036854775807"), "\(runs.all)")
+        let prompt = try CLI.run(["bench", "--synthetic", "tiny", "--prompt-tokens", "0"])
+        #expect(prompt.status != 0 && prompt.stderr.contains("--prompt-tokens must be positive, found 0"), "\(prompt.all)")
     }
 
     @Test func aHugeDecodeCountIsBeyondTheContext() throws {

@@ -110,6 +110,8 @@ enum CLI {
         for command in ["list", "show", "compat", "assemble", "validate", "generate", "import"] {
             #expect(r.stdout.contains(command), "--help mentions \(command)")
         }
+        let version = try CLI.run(["--version"])
+        #expect(version.status == 0 && version.stdout.contains("(plugin ABI \(PluginLibrary.abiVersion))"), "\(version.all)")
     }
 
     @Test func listHelp() throws {

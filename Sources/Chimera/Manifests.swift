@@ -384,10 +384,13 @@ public struct GenerationDefaults: Codable, Sendable, Equatable {
         try decoder.rejectUnknownKeys(CodingKeys.self)
         let c = try decoder.container(keyedBy: CodingKeys.self)
         maxTokens = try c.decodeIfPresent(Int.self, forKey: .maxTokens)
-        temperature = try c.decodeIfPresent(Float.self, forKey: .temperature)
+        // Read as Double: a number beyond Float's range (1e39) made Foundation's decoder call the
+        // whole file "not valid JSON"; as infinity it is refused by its field's range below.
+        func float(_ key: CodingKeys) throws -> Float? { try c.decodeIfPresent(Double.self, forKey: key).map { Float($0) } }
+        temperature = try float(.temperature)
         topK = try c.decodeIfPresent(Int.self, forKey: .topK)
-        topP = try c.decodeIfPresent(Float.self, forKey: .topP)
-        repetitionPenalty = try c.decodeIfPresent(Float.self, forKey: .repetitionPenalty)
+        topP = try float(.topP)
+        repetitionPenalty = try float(.repetitionPenalty)
         // Checked here so that a bad default is named by its field rather than by the command-line
         // flag it stands in for.
         func check<Value>(_ value: Value?, _ range: (Value) -> String?, _ key: CodingKeys) throws {

@@ -220,6 +220,7 @@ extension ManifestTests {
             (F.assemblyID, #"{"top_k": -1}"#, "generation.top_k: must be >= 0 (0 keeps every token), found -1"),
             (F.assemblyID, #"{"top_p": 1.5}"#, "generation.top_p: must be in (0, 1], found 1.5"),
             (F.llmID, #"{"temperature": -1}"#, "generation.temperature: must be >= 0 and finite, found -1"),
+            (F.llmID, #"{"temperature": 1e39}"#, "generation.temperature: must be >= 0 and finite, found inf"),
             (F.llmID, #"{"repetition_penalty": 0}"#, "generation.repetition_penalty: must be positive and finite, found 0"),
             (F.llmID, #"{"max_tokens": -2}"#, "generation.max_tokens: must be >= 0, found -2"),
             (F.llmID, #"{"do_sample": true}"#, "generation.do_sample: unknown field"),

@@ -310,11 +310,13 @@ public struct ComponentManifest: Codable, Sendable, Equatable {
         do {
             return try JSONDecoder().decode(T.self, from: data)
         } catch let error as DecodingError {
-            // Foundation reports an integer field holding a whole number beyond Int (1e20) as
-            // invalid JSON, with no path: name the number instead.
+            // Foundation reports a field holding a number its type cannot (an integer field's 1e20, a
+            // float32 field's 1e300) as invalid JSON, with no path: name the number instead.
             if case let .dataCorrupted(context) = error, context.codingPath.isEmpty,
-               let (path, value) = config.first(where: { $0.doubleValue.map { $0 == $0.rounded() && Int(exactly: $0) == nil } ?? false }) {
-                throw ManifestError.invalid(file: originFile, detail: "config.\(path): \(value) is beyond any integer size")
+               let (path, value) = config.first(where: { number in
+                   number.doubleValue.map { abs($0) > Double(Float.greatestFiniteMagnitude) || ($0 == $0.rounded() && Int(exactly: $0) == nil) } ?? false
+               }) {
+                throw ManifestError.invalid(file: originFile, detail: "config.\(path): \(value) is beyond the range of its field (an integer's or a float32's)")
             }
             throw ManifestError.invalid(file: originFile, detail: "config." + describe(error))
         }

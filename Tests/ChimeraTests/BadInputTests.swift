@@ -137,9 +137,11 @@ private typealias F = ManifestFixtures
         #expect(message.contains("mean values must be finite and within ±10000"), "\(message)")
     }
 
-    @Test func anIntegerBeyondIntIsNamed() throws {
+    @Test func aNumberBeyondItsFieldIsNamed() throws {
         let message = try Self.languageModelRefusal { $0["hidden_size"] = 1e20 }
-        #expect(message.contains("config.hidden_size: 1e+20 is beyond any integer size"), "\(message)")
+        #expect(message.contains("config.hidden_size: 1e+20 is beyond the range of its field"), "\(message)")
+        let float = try Self.languageModelRefusal { $0["rope_theta"] = 1e300 }
+        #expect(float.contains("config.rope_theta: 1e+300 is beyond the range of its field"), "\(float)")
     }
 
     @Test func anOddHeadDimensionCannotRotate() throws {

@@ -500,7 +500,8 @@ enum CLI {
 
     @Test(arguments: [
         (#"{"top_p": 2}"#, "generation_config.json: top_p must be a number in (0, 1], found 2"),
-        (#"{"do_sample": "yes"}"#, "generation_config.json: do_sample must be true or false, found yes"),
+        (#"{"do_sample": "yes"}"#, "generation_config.json: do_sample must be true or false, found \"yes\""),
+        (#"{"top_k": "5"}"#, "generation_config.json: top_k must be an integer >= 0, found \"5\""),
         (#"{"max_new_tokens": -1}"#, "generation_config.json: max_new_tokens must be an integer >= 0, found -1"),
         (#"{"eos_token_id": 2,"#, "generation_config.json: not a JSON object"),
     ])

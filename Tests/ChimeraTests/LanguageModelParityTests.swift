@@ -329,12 +329,12 @@ func greedyContinuation(_ model: any LanguageModel, prompt: [Int], maxNewTokens:
         (#"max_position_embeddings"#, "0", "context_length: must be positive and at most 16777216, found 0 (the config's max_position_embeddings)"),
         (#"num_attention_heads"#, "0", "config.heads: must be positive, found 0 (the config's num_attention_heads)"),
         (#"num_key_value_heads"#, "3", "config.kv_heads: heads 4 must be a multiple"),
-        (#"num_key_value_heads"#, #""2""#, "config.json: num_key_value_heads must be an integer, found 2"),
+        (#"num_key_value_heads"#, #""2""#, "config.json: num_key_value_heads must be an integer, found \"2\""),
         (#"hidden_size"#, "32.5", "config.json: hidden_size must be an integer, found 32.5"),
-        (#"max_position_embeddings"#, #""abc""#, "config.json: max_position_embeddings must be an integer, found abc"),
-        (#"rope_parameters"#, #"{"rope_type": "default", "rope_theta": "x"}"#, "config.json: rope_parameters.rope_theta must be a number, found x"),
+        (#"max_position_embeddings"#, #""abc""#, "config.json: max_position_embeddings must be an integer, found \"abc\""),
+        (#"rope_parameters"#, #"{"rope_type": "default", "rope_theta": "x"}"#, "config.json: rope_parameters.rope_theta must be a number, found \"x\""),
         (#"eos_token_id"#, "100000", "token id 100000 (eos_token_id or bos_token_id) is outside the vocabulary of"),
-        (#"eos_token_id"#, #""x""#, "config.json: eos_token_id must be a token id or a list of token ids, found x"),
+        (#"eos_token_id"#, #""x""#, "config.json: eos_token_id must be a token id or a list of token ids, found \"x\""),
         (#"vision_feature_layer"#, "10", "inputs[0].feature_layer: 10 is out of range: encoder 'llava-a-vision' has 4 hidden states (-4...3) (the config's vision_feature_layer)"),
     ])
     func badConfigValuesAreRefusedAtImport(field: String, json: String, expected: String) throws {

@@ -14,6 +14,13 @@ public enum ImportError: LocalizedError {
     /// The manifest import made from the checkpoint would be refused by every command that reads it.
     case invalidManifest(file: String, id: String, problems: [String])
 
+    /// A JSON value as the file spells it (a string quoted, so that "5" is not read as 5).
+    static func shown(_ value: Any) -> String {
+        if let text = value as? String { return "\"\(text)\"" }
+        guard let data = try? JSONSerialization.data(withJSONObject: value, options: [.fragmentsAllowed, .sortedKeys]) else { return "\(value)" }
+        return String(decoding: data, as: UTF8.self)
+    }
+
     public var errorDescription: String? {
         switch self {
         case let .unreadable(file, reason): return "\(file): \(reason)"
@@ -244,7 +251,7 @@ public struct CheckpointImporter {
         guard let value = found, !(value is NSNull) else { return [] }
         if let one = value as? Int { return [one] }
         guard let ids = value as? [Int] else {
-            throw ImportError.invalidValue(file: file(source).path, field: "eos_token_id", found: "\(value)", expected: "a token id or a list of token ids")
+            throw ImportError.invalidValue(file: file(source).path, field: "eos_token_id", found: ImportError.shown(value), expected: "a token id or a list of token ids")
         }
         return ids
     }

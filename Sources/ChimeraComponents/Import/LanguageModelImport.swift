@@ -100,7 +100,7 @@ private struct ConfigFields {
     func optionalInt(_ key: String) throws -> Int? {
         guard let value = object[key], !(value is NSNull) else { return nil }
         guard let int = value as? Int else {
-            throw ImportError.invalidValue(file: file, field: name(key), found: "\(value)", expected: "an integer")
+            throw ImportError.invalidValue(file: file, field: name(key), found: ImportError.shown(value), expected: "an integer")
         }
         return int
     }
@@ -109,7 +109,7 @@ private struct ConfigFields {
     func optionalNumber(_ key: String, in object: [String: Any]? = nil, field: String? = nil) throws -> Double? {
         guard let value = (object ?? self.object)[key], !(value is NSNull) else { return nil }
         guard let number = value as? Double else {
-            throw ImportError.invalidValue(file: file, field: name(field ?? key), found: "\(value)", expected: "a number")
+            throw ImportError.invalidValue(file: file, field: name(field ?? key), found: ImportError.shown(value), expected: "a number")
         }
         return number
     }
@@ -171,21 +171,21 @@ struct GenerationConfigImport {
         func number(_ key: String, _ valid: (Double) -> Bool, _ expected: String) throws -> Double? {
             guard let value = object[key], !(value is NSNull) else { return nil }
             guard let number = value as? Double, valid(number) else {
-                throw ImportError.invalidValue(file: file, field: key, found: "\(value)", expected: expected)
+                throw ImportError.invalidValue(file: file, field: key, found: ImportError.shown(value), expected: expected)
             }
             return number
         }
         func integer(_ key: String, atLeast least: Int) throws -> Int? {
             guard let value = object[key], !(value is NSNull) else { return nil }
             guard let number = value as? Int, number >= least else {
-                throw ImportError.invalidValue(file: file, field: key, found: "\(value)", expected: "an integer >= \(least)")
+                throw ImportError.invalidValue(file: file, field: key, found: ImportError.shown(value), expected: "an integer >= \(least)")
             }
             return number
         }
         var sample = false
         if let value = object["do_sample"], !(value is NSNull) {
             guard let flag = value as? Bool else {
-                throw ImportError.invalidValue(file: file, field: "do_sample", found: "\(value)", expected: "true or false")
+                throw ImportError.invalidValue(file: file, field: "do_sample", found: ImportError.shown(value), expected: "true or false")
             }
             sample = flag
         }

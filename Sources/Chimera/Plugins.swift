@@ -133,7 +133,10 @@ public final class PluginLibrary: @unchecked Sendable {
         version = table.pointee.version.map { String(cString: $0) } ?? "?"
         guard table.pointee.free != nil else { throw PluginError.malformed(library: path, detail: "plugin '\(name)' has no free function") }
         let count = Int(table.pointee.family_count)
-        guard count >= 0, count <= 4096, count == 0 || table.pointee.families != nil else {
+        guard (0...4096).contains(count) else {
+            throw PluginError.malformed(library: path, detail: "plugin '\(name)' declares \(count) families (expected 0...4096)")
+        }
+        guard count == 0 || table.pointee.families != nil else {
             throw PluginError.malformed(library: path, detail: "plugin '\(name)' declares \(count) families but no family table")
         }
         for i in 0..<count {

@@ -335,6 +335,7 @@ public final class WeightStore: @unchecked Sendable {
               let map = json["weight_map"] as? [String: String] else {
             throw WeightError.badIndex(file: path, reason: "expected an object with a 'weight_map' of tensor name → file")
         }
+        guard !map.isEmpty else { throw WeightError.badIndex(file: path, reason: "its 'weight_map' lists no tensors (and so no files)") }
         let directory = (path as NSString).deletingLastPathComponent
         return try Set(map.values).sorted().map { try SafeTensorsFile(path: (directory as NSString).appendingPathComponent($0)) }
     }

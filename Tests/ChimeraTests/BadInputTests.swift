@@ -61,6 +61,13 @@ private typealias F = ManifestFixtures
         #expect(message.contains("tensor 'w'") && message.contains(expected), "\(message)")
     }
 
+    @Test func anIndexListingNoTensorsIsNamed() throws {
+        let index = temporaryDirectory().appendingPathComponent("model.safetensors.index.json")
+        try Data(#"{"metadata": {}, "weight_map": {}}"#.utf8).write(to: index)
+        let text = message { _ = try WeightStore(files: [index.path]) }
+        #expect(text.contains("model.safetensors.index.json") && text.contains("its 'weight_map' lists no tensors"), "\(text)")
+    }
+
     @Test func aFIFOOrAFolderIsNoWeightsOrImageFile() throws {
         let folder = temporaryDirectory(), fifo = folder.appendingPathComponent("model.safetensors")
         #expect(mkfifo(fifo.path, 0o600) == 0)

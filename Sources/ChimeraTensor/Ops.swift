@@ -271,6 +271,17 @@ public func softmaxRowsInPlace(_ p: UnsafeMutablePointer<Float>, rows: Int, colu
     chk_softmax_rows(p, rows, columns, stride ?? columns)
 }
 
+/// log Σ_c exp(p[r, c]) of each of `rows` rows of `columns` floats (the log-softmax's normalizer:
+/// log softmax(p[r])[c] = p[r, c] − out[r]), max-subtracted, so exact for any logits; the rows are
+/// overwritten (with exp(p − max)).
+public func logSumExpRowsInPlace(_ p: UnsafeMutablePointer<Float>, rows: Int, columns: Int, into out: UnsafeMutablePointer<Double>) {
+    withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * max(rows, 1)) { scratch in
+        let sums = scratch.baseAddress!, maxes = sums + rows
+        chk_exp_rows(p, rows, columns, columns, sums, maxes)
+        for r in 0..<rows { out[r] = Double(maxes[r]) + log(Double(sums[r])) }
+    }
+}
+
 /// Concatenates tensors along the first dimension.
 public func concatRows(_ parts: [Tensor]) -> Tensor {
     guard let first = parts.first else { return Tensor(zeros: [0, 0]) }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Chimera
 import ChimeraComponents
+import ChimeraIO
 import ChimeraTensor
 import Foundation
 
@@ -29,7 +30,7 @@ struct ChimeraCommand: ParsableCommand {
         abstract: "Compose small multimodal models from parts, check what fits, and run them on the CPU.",
         version: chimeraVersion,
         subcommands: [List.self, Show.self, Compat.self, Assemble.self, Validate.self, Generate.self, Import.self, Plan.self,
-                      Bench.self, Quantize.self, PluginCommand.self])
+                      Bench.self, Quantize.self, Perplexity.self, PluginCommand.self])
 }
 
 /// `chimera --version`: the release, and the plugin ABI it speaks (what a plugin must match).
@@ -124,6 +125,18 @@ func printJSON<T: Encodable>(_ value: T, oneLine: Bool = false) throws {
     encoder.outputFormatting = oneLine ? [.sortedKeys, .withoutEscapingSlashes] : [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
     print(String(decoding: try encoder.encode(value), as: UTF8.self))
     fflush(nil)  // a line of a stream reaches its reader at once, not at exit
+}
+
+/// The UTF-8 text of the file a flag names (stdin for "-"), or a ValidationError naming both.
+func readText(_ path: String, flag: String) throws -> String {
+    let data: Data
+    if path == "-" { data = FileHandle.standardInput.readDataToEndOfFile() } else {
+        if let reason = notARegularFile(path) { throw ValidationError("\(flag) \(path): \(reason)") }
+        guard let contents = FileManager.default.contents(atPath: path) else { throw ValidationError("\(flag) \(path): no such file or not readable") }
+        data = contents
+    }
+    guard let text = String(data: data, encoding: .utf8) else { throw ValidationError("\(flag) \(path): not UTF-8 text") }
+    return text
 }
 
 func progress(_ line: String) {

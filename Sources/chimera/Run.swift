@@ -261,16 +261,7 @@ extension Generate {
     func promptText() throws -> String? {
         guard let promptFile else { return prompt }
         guard prompt == nil else { throw ValidationError("give --prompt or --prompt-file, not both") }
-        let data: Data
-        if promptFile == "-" { data = FileHandle.standardInput.readDataToEndOfFile() } else {
-            if let reason = notARegularFile(promptFile) { throw ValidationError("--prompt-file \(promptFile): \(reason)") }
-            guard let contents = FileManager.default.contents(atPath: promptFile) else {
-                throw ValidationError("--prompt-file \(promptFile): no such file or not readable")
-            }
-            data = contents
-        }
-        guard let text = String(data: data, encoding: .utf8) else { throw ValidationError("--prompt-file \(promptFile): not UTF-8 text") }
-        return text
+        return try readText(promptFile, flag: "--prompt-file")
     }
 
     /// --assembly, or an assembly made on the spot from --encoder/--connector/--llm.

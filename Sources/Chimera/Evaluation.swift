@@ -1,0 +1,99 @@
+import ChimeraTensor
+import Foundation
+
+/// How well a language model predicts a text: transformers' causal-LM loss (the mean negative
+/// log-likelihood of each token given those before it) and its exponential, the perplexity — the
+/// usual measure of what quantizing or fine-tuning a model cost (llama.cpp's `perplexity`).
+public struct PerplexityResult: Codable, Sendable {
+    public var perplexity: Double
+    /// Nats a predicted token, averaged over every window's predictions.
+    public var meanNLL: Double
+    /// Tokens predicted: each window's tokens but its first.
+    public var predictions: Int
+    /// The text's tokens, and how many of them the windows scored (fewer with `maxWindows`).
+    public var textTokens: Int
+    public var scoredTokens: Int
+    public var window: Int
+    public var windows: Int
+    public var seconds: Double
+    /// Tokens run through the model a second.
+    public var tokensPerSecond: Double
+    enum CodingKeys: String, CodingKey {
+        case perplexity, predictions, window, windows, seconds
+        case meanNLL = "mean_nll", textTokens = "text_tokens", scoredTokens = "scored_tokens", tokensPerSecond = "tokens_per_s"
+    }
+}
+
+public enum PerplexityError: LocalizedError, Equatable {
+    case badWindow(window: Int, context: Int)
+    case tooShort(tokens: Int)
+    case tokenOutsideVocabulary(id: Int, vocabulary: Int)
+    public var errorDescription: String? {
+        switch self {
+        case let .badWindow(window, context): return "--window must be 2...\(context) (the context length), found \(window)"
+        case let .tooShort(tokens): return "the text is \(tokens) token\(tokens == 1 ? "" : "s"): a perplexity needs at least 2 (one to predict from, one to predict)"
+        case let .tokenOutsideVocabulary(id, vocabulary): return "token id \(id) of the text is outside the model's \(vocabulary) logits"
+        }
+    }
+}
+
+/// The summed negative log-likelihood (nats) of tokens[1...] each given the tokens before it: one
+/// forward pass over tokens[..<count - 1] from an empty cache, `chunk` positions at a time so that
+/// no more than [chunk, vocabulary] logits are held, each target's log-probability read off its
+/// row's log-sum-exp. The window's start is position 0 (as transformers' model(ids, labels=ids)).
+public func negativeLogLikelihood(of tokens: [Int], model: any LanguageModel, cache: KVCache, chunk: Int = 256) throws -> Double {
+    guard tokens.count >= 2 else { throw PerplexityError.tooShort(tokens: tokens.count) }
+    cache.reset()
+    var total = 0.0
+    var start = 0
+    let inputs = tokens.count - 1
+    let normalizers = UnsafeMutablePointer<Double>.allocate(capacity: max(1, chunk))
+    defer { normalizers.deallocate() }
+    while start < inputs {
+        let end = min(start + max(1, chunk), inputs)
+        let logits = try model.forward(embeddings: try model.embed(Array(tokens[start..<end])), cache: cache, lastOnly: false)
+        let rows = end - start, vocabulary = logits.columns
+        var targets: [Double] = []
+        targets.reserveCapacity(rows)
+        for r in 0..<rows {
+            let target = tokens[start + r + 1]
+            guard (0..<vocabulary).contains(target) else { throw PerplexityError.tokenOutsideVocabulary(id: target, vocabulary: vocabulary) }
+            targets.append(Double(logits.data[r * vocabulary + target]))
+        }
+        logSumExpRowsInPlace(logits.data, rows: rows, columns: vocabulary, into: normalizers)
+        for r in 0..<rows { total += normalizers[r] - targets[r] }
+        start = end
+    }
+    return total
+}
+
+extension AssembledModel {
+    /// The language model's perplexity over `text`, tokenized as a prompt is (special tokens added),
+    /// cut into windows of `window` tokens (the last one shorter; default: the context length, at
+    /// most 1024), each scored from an empty cache on every token but its first; `maxWindows` stops
+    /// early. `progress(done, total)` after each window.
+    public func perplexity(of text: String, window: Int? = nil, maxWindows: Int? = nil, kvCache: KVPrecision = .f32,
+                           progress: (Int, Int) -> Void = { _, _ in }) throws -> PerplexityResult {
+        let context = languageModel.contextLength
+        let window = window ?? min(context, 1024)
+        guard (2...context).contains(window) else { throw PerplexityError.badWindow(window: window, context: context) }
+        let tokens = try tokenizer.encode(text)
+        var starts = Array(stride(from: 0, to: tokens.count, by: window)).filter { tokens.count - $0 >= 2 }
+        if let maxWindows { starts = Array(starts.prefix(max(0, maxWindows))) }
+        guard !starts.isEmpty else { throw PerplexityError.tooShort(tokens: tokens.count) }
+        let cache = languageModel.makeCache(capacity: window, precision: kvCache)
+        let started = Date()
+        var total = 0.0, predictions = 0, scored = 0
+        for (i, start) in starts.enumerated() {
+            let piece = Array(tokens[start..<min(start + window, tokens.count)])
+            total += try negativeLogLikelihood(of: piece, model: languageModel, cache: cache)
+            predictions += piece.count - 1
+            scored += piece.count
+            progress(i + 1, starts.count)
+        }
+        let seconds = Date().timeIntervalSince(started), mean = total / Double(predictions)
+        return PerplexityResult(perplexity: exp(mean), meanNLL: mean, predictions: predictions, textTokens: tokens.count, scoredTokens: scored,
+                                window: window, windows: starts.count, seconds: seconds,
+                                tokensPerSecond: seconds > 0 ? Double(scored - starts.count) / seconds : 0)
+    }
+}

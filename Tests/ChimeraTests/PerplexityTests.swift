@@ -1,0 +1,67 @@
+import ChimeraComponents
+import ChimeraTensor
+import Foundation
+import Testing
+@testable import Chimera
+
+/// `chimera perplexity` against transformers' model(ids, labels=ids).loss, window by window
+/// (Scripts/make_perplexity_fixtures.py wrote reference_perplexity.json for each fixture).
+@Suite struct PerplexityTests {
+    static func reference(_ name: String) throws -> [String: Any] {
+        let url = packageRoot.appendingPathComponent("Tests/ChimeraTests/Fixtures/\(name)/reference_perplexity.json")
+        return try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
+    }
+
+    /// Each window's summed negative log-likelihood is transformers' (to 1e-4 a prediction), fed
+    /// whole or a few positions at a time through the cache, and close with a float16 cache.
+    @Test(arguments: LanguageModelParityTests.fixtures.map(\.name))
+    func windowLossesAreTransformers(name: String) throws {
+        let reference = try Self.reference(name)
+        let ids = try #require(reference["input_ids"] as? [Int]), window = try #require(reference["window"] as? Int)
+        let windows = try #require(reference["windows"] as? [[String: Any]])
+        let model = try LanguageModelFixture(name).importAndBuild().model
+        let cache = model.makeCache(capacity: window), half = model.makeCache(capacity: window, precision: .f16)
+        for expected in windows {
+            let start = try #require(expected["start"] as? Int), sum = try #require(expected["nll_sum"] as? Double)
+            let piece = Array(ids[start..<min(start + window, ids.count)])
+            let whole = try negativeLogLikelihood(of: piece, model: model, cache: cache)
+            #expect(abs(whole - sum) <= 1e-4 * Double(piece.count - 1), "\(name) window at \(start): \(whole) vs \(sum)")
+            let chunked = try negativeLogLikelihood(of: piece, model: model, cache: cache, chunk: 3)
+            #expect(abs(chunked - whole) <= 1e-4 * Double(piece.count - 1), "\(name) window at \(start), chunks of 3: \(chunked) vs \(whole)")
+            let rounded = try negativeLogLikelihood(of: piece, model: model, cache: half)
+            #expect(abs(rounded - whole) <= 1e-2 * Double(piece.count - 1), "\(name) window at \(start), f16 cache: \(rounded) vs \(whole)")
+        }
+    }
+
+    /// The CLI tokenizes the text as transformers does and gives its perplexity; bad windows, a
+    /// text too short and a missing file are named.
+    @Test func perplexityFromTheCLI() throws {
+        let reference = try Self.reference("lm-llama")
+        let folder = try CLI.temporaryFolder()
+        let text = folder.appendingPathComponent("text.txt")
+        try Data(try #require(reference["text"] as? String).utf8).write(to: text)
+        let imported = try CLI.run(["import", packageRoot.appendingPathComponent("Tests/ChimeraTests/Fixtures/lm-llama").path, "--out", folder.appendingPathComponent("m").path])
+        let manifest = imported.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let run = try CLI.run(["perplexity", "--assembly", manifest, "--text-file", text.path, "--window", "\(reference["window"] as! Int)", "--json"])
+        let result = try #require(try CLI.json(run.stdout) as? [String: Any], "\(run.all)")
+        let expected = try #require(reference["perplexity"] as? Double)
+        #expect(abs((result["perplexity"] as? Double ?? 0) / expected - 1) < 1e-4, "\(result) vs \(expected)")
+        #expect(result["predictions"] as? Int == reference["predictions"] as? Int && result["text_tokens"] as? Int == (reference["input_ids"] as? [Int])?.count)
+        #expect(run.stderr.contains("window 12/12"), "\(run.stderr)")
+        let two = try CLI.run(["perplexity", "--assembly", manifest, "--text-file", text.path, "--window", "16", "--max-windows", "2", "--json"])
+        let twoResult = try #require(try CLI.json(two.stdout) as? [String: Any], "\(two.all)")
+        #expect(twoResult["windows"] as? Int == 2 && twoResult["predictions"] as? Int == 30 && twoResult["scored_tokens"] as? Int == 32)
+
+        let empty = folder.appendingPathComponent("empty.txt")
+        try Data().write(to: empty)
+        for (arguments, message) in [(["--window", "1"], "--window must be 2...128 (the context length), found 1"),
+                                     (["--window", "129"], "--window must be 2...128 (the context length), found 129"),
+                                     (["--text-file", empty.path], "the text is 1 token: a perplexity needs at least 2"),
+                                     (["--text-file", folder.appendingPathComponent("none.txt").path], "none.txt: no such file or not readable"),
+                                     (["--max-windows", "0"], "--max-windows must be 1 or more, found 0")] {
+            let base = ["perplexity", "--assembly", manifest] + (arguments.contains("--text-file") ? [] : ["--text-file", text.path])
+            let r = try CLI.run(base + arguments)
+            #expect(r.status != 0 && r.stderr.contains(message), "\(arguments): \(r.all)")
+        }
+    }
+}

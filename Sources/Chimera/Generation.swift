@@ -230,10 +230,11 @@ extension AssembledModel {
     public func prepare(prompt: String, inputs files: [String: [URL]], cache: EncodedFeatures? = nil) throws -> PreparedPrompt {
         let placeholders = inputs.map(\.binding.placeholder)
         try checkInputFiles(files, placeholders: placeholders)
-        let pieces = promptPieces(prompt, placeholders: placeholders).map { piece in
+        let named = promptPieces(prompt, placeholders: placeholders)
+        try checkInputCounts(named, files: files, placeholders: placeholders)
+        let pieces = named.map { piece in
             (text: piece.text, input: piece.placeholder.flatMap { name in inputs.first { $0.binding.placeholder == name } })
         }
-        try checkInputCounts(pieces.map { ($0.text, $0.input?.binding.placeholder) }, files: files, placeholders: placeholders)
 
         // Features per placeholder occurrence, in prompt order.
         let started = Date()

@@ -35,6 +35,10 @@ struct Perplexity: ParsableCommand {
             let (catalog, chosen) = try llm.map { (try catalogOptions.catalog(), AssemblyManifest(id: $0, languageModel: $0, inputs: [])) }
                 ?? resolveAssembly(assembly, catalogOptions: catalogOptions)
             let text = try readText(textFile, flag: "--text-file")
+            // Before loading, which can take a while: a window the context cannot hold.
+            if let window, let context = try catalog.component(chosen.languageModel, kind: .languageModel).contextLength, !(2...context).contains(window) {
+                throw PerplexityError.badWindow(window: window, context: context)
+            }
             // Only the language model is built (an assembly's encoders are not needed).
             let manifest = AssemblyManifest(id: chosen.languageModel, languageModel: chosen.languageModel, inputs: [])
             var assembler = Assembler(catalog: catalog, families: catalogOptions.families(), progress: progress)

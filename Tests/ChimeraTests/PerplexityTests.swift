@@ -62,6 +62,7 @@ import Testing
             let base = ["perplexity", "--assembly", manifest] + (arguments.contains("--text-file") ? [] : ["--text-file", text.path])
             let r = try CLI.run(base + arguments)
             #expect(r.status != 0 && r.stderr.contains(message), "\(arguments): \(r.all)")
+            if arguments.first == "--window" { #expect(!r.stderr.contains("loading"), "refused before loading: \(r.all)") }
         }
     }
 }

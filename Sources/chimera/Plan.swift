@@ -52,12 +52,15 @@ struct Plan: ParsableCommand {
         }
         lines.append(pad("total", idWidth) + "  " + pad("", 15) + pad(grouped(plan.totalParameters), 16, left: true))
         lines.append("")
-        lines.append(pad("", 24) + precisions.map { pad($0, 11, left: true) }.joined())
-        for (label, values) in [("weights", plan.weightBytes), ("KV cache (\(plan.kvCache.rawValue)) per 1k", plan.kvCacheBytesPer1kTokens),
-                                (plan.contextTokens > 0 ? "peak at \(plan.contextTokens) tokens" : "peak", plan.peakBytes)] {
-            lines.append(pad(label, 24) + precisions.map { pad(bytes(values[$0] ?? 0), 11, left: true) }.joined())
+        let rows = [("weights", plan.weightBytes), ("KV cache (\(plan.kvCache.rawValue)) per 1k", plan.kvCacheBytesPer1kTokens),
+                    (plan.contextTokens > 0 ? "peak at \(plan.contextTokens) tokens" : "peak", plan.peakBytes)]
+        // As wide as the widest figure (a huge model's "262144.99 GiB") and a space.
+        let column = 1 + max(10, (rows.flatMap { $0.1.values } + [plan.activationBytes]).map { bytes($0).count }.max() ?? 0)
+        lines.append(pad("", 24) + precisions.map { pad($0, column, left: true) }.joined())
+        for (label, values) in rows {
+            lines.append(pad(label, 24) + precisions.map { pad(bytes(values[$0] ?? 0), column, left: true) }.joined())
         }
-        lines.append(pad("(activations, f32)", 24) + pad(bytes(plan.activationBytes), 11, left: true))
+        lines.append(pad("(activations, f32)", 24) + pad(bytes(plan.activationBytes), column, left: true))
         lines.append("")
         lines.append(pad("FITS (peak ≤ 90% of memory)", 34) + precisions.map { pad($0, 6, left: true) }.joined())
         for fit in plan.fits {

@@ -408,39 +408,71 @@ extension AssembledModel {
 /// Streams an answer while holding back a tail that may still become a stop string, so that no
 /// part of a stop string is ever shown; `stopped` once the text holds one.
 struct StopStringFilter {
-    let stops: [String]
-    private(set) var text = ""
+    /// Each stop string's UTF-8 bytes, and its prefix function (the longest proper prefix of
+    /// stop[..<i+1] that is also its suffix): a Knuth–Morris–Pratt matcher, so that each byte of
+    /// the answer costs O(1) a stop string however long it is (re-searching the whole answer for
+    /// every stop, each token, made a 100,000-byte stop string hang decoding).
+    private let stops: [(bytes: [UInt8], fallback: [Int])]
+    /// Per stop string, how many of its first bytes the answer now ends with.
+    private var matched: [Int]
+    private var bytes: [UInt8] = []
     private(set) var stopped = false
-    private var emitted = 0  // characters of `text` already passed on
+    /// Bytes of the answer already passed on. Counted in bytes, not Characters: a token that only
+    /// adds a combining mark or a variation selector to the last character would not change the
+    /// character count, and was never streamed.
+    private var emitted = 0
 
-    init(stops: [String]) { self.stops = stops.filter { !$0.isEmpty } }
+    init(stops: [String]) {
+        self.stops = stops.filter { !$0.isEmpty }.map { stop in
+            let bytes = Array(stop.utf8)
+            var fallback = [Int](repeating: 0, count: bytes.count), k = 0
+            for i in bytes.indices.dropFirst() {
+                while k > 0 && bytes[i] != bytes[k] { k = fallback[k - 1] }
+                if bytes[i] == bytes[k] { k += 1 }
+                fallback[i] = k
+            }
+            return (bytes, fallback)
+        }
+        matched = Array(repeating: 0, count: self.stops.count)
+    }
 
-    /// The text before the first stop string it holds.
+    /// The text before the first stop string it holds (matched byte for byte).
     static func cut(_ text: String, at stops: [String]) -> String {
-        let ends = stops.filter { !$0.isEmpty }.compactMap { text.range(of: $0)?.lowerBound }
-        return ends.min().map { String(text[..<$0]) } ?? text
+        var filter = StopStringFilter(stops: stops)
+        let shown = filter.append(text)
+        return filter.stopped ? shown : text
     }
 
     /// Takes the next piece of text; returns what may be shown now.
     mutating func append(_ piece: String) -> String {
         guard !stopped else { return "" }
-        text += piece
-        let kept = Self.cut(text, at: stops)
-        if kept.count < text.count {
-            stopped = true
-            return release(upTo: kept.count)
+        for byte in piece.utf8 {
+            bytes.append(byte)
+            for s in stops.indices {
+                let stop = stops[s].bytes
+                var k = matched[s]
+                while k > 0 && byte != stop[k] { k = stops[s].fallback[k - 1] }
+                if byte == stop[k] { k += 1 }
+                if k == stop.count {  // a whole stop string, ending at this byte: the answer ends before it
+                    stopped = true
+                    return release(upTo: bytes.count - stop.count)
+                }
+                matched[s] = k
+            }
         }
-        let held = stops.map { stop in (1..<stop.count).reversed().first { text.hasSuffix(stop.prefix($0)) } ?? 0 }.max() ?? 0
-        return release(upTo: text.count - held)
+        // Held back: the longest tail that is the start of a stop string (it may yet complete one).
+        return release(upTo: bytes.count - (matched.max() ?? 0))
     }
 
     /// What is still held back once the answer is complete.
-    mutating func finish() -> String { stopped ? "" : release(upTo: text.count) }
+    mutating func finish() -> String { stopped ? "" : release(upTo: bytes.count) }
 
+    /// Bytes [emitted, end) as text: both ends fall between characters' bytes (pieces are whole
+    /// scalars, and a stop string, valid UTF-8, starts on a scalar's first byte).
     private mutating func release(upTo end: Int) -> String {
         guard end > emitted else { return "" }
         defer { emitted = end }
-        return String(text.dropFirst(emitted).prefix(end - emitted))
+        return String(decoding: bytes[emitted..<end], as: UTF8.self)
     }
 }
 

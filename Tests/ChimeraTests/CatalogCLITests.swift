@@ -329,6 +329,18 @@ import Testing
         #expect(chat.stderr.contains("[the answer's <image> text is left out of the conversation: there it would stand for an input]"), "\(chat.stderr)")
     }
 
+    /// What generate streams is the answer --json reports, scalar for scalar (random tokens at a huge
+    /// temperature include variation selectors that extend the character before them).
+    @Test func streamedTextIsTheAnswer() throws {
+        for seed in ["5", "9"] {
+            let arguments = ["generate", "--llm", "chimera-tiny-default-llm", "--prompt", "hi", "--max-tokens", "100", "--temperature", "1e30", "--seed", seed]
+            let streamed = try CLI.run(arguments), json = try CLI.run(arguments + ["--json"])
+            let text = try #require((try CLI.json(json.stdout) as? [String: Any])?["text"] as? String, "\(json.all)")
+            // (the stream ends with the newline the CLI adds after an answer)
+            #expect(Array(streamed.stdout.unicodeScalars) == Array((text + "\n").unicodeScalars), "seed \(seed)")
+        }
+    }
+
     /// --top-k 0 keeps every token, over an assembly's own top_k (as transformers' top_k = 0).
     @Test func topKZeroTurnsAModelsTopKOff() throws {
         let assembly = try CLI.temporaryFolder().appendingPathComponent("narrow.assembly.json")

@@ -181,6 +181,24 @@ enum BuiltinCatalog {
         var newline = StopStringFilter(stops: ["\n"])
         #expect(newline.append("a caption.\nmore") == "a caption.")
         #expect(StopStringFilter.cut("x END y END", at: ["END"]) == "x ")
+        // A match that fails part-way falls back to the longest start it still holds (aaab: "aab").
+        var overlapping = StopStringFilter(stops: ["aab"])
+        #expect(overlapping.append("xaa") == "x" && overlapping.append("ab!") == "a" && overlapping.stopped)
+    }
+
+    /// Streamed pieces add up to the text, also when a token only adds a combining mark or a
+    /// variation selector to the last character (its character count unchanged: it was dropped).
+    @Test func filterStreamsMarksThatExtendTheLastCharacter() {
+        var filter = StopStringFilter(stops: ["END"])
+        var streamed = ""
+        for piece in ["🚗", "\u{FE0F}", "e", "\u{301}", " ok", "\u{200D}"] { streamed += filter.append(piece) }
+        streamed += filter.finish()
+        #expect(Array(streamed.unicodeScalars) == Array("🚗\u{FE0F}e\u{301} ok\u{200D}".unicodeScalars))
+        // A long stop string costs a few steps a byte: matched after 100,000 bytes of near misses.
+        let long = String(repeating: "x", count: 100_000) + "!"
+        var patient = StopStringFilter(stops: [long])
+        for _ in 0..<100 { _ = patient.append(String(repeating: "x", count: 1_000)) }
+        #expect(!patient.stopped && patient.append("!") == "" && patient.stopped)
     }
 }
 

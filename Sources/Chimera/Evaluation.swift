@@ -10,9 +10,10 @@ public struct PerplexityResult: Codable, Sendable {
     public var meanNLL: Double
     /// Tokens predicted: each window's tokens but its first.
     public var predictions: Int
-    /// The text's tokens, and how many of them the windows scored (fewer with `maxWindows`).
+    /// The text's tokens, and how many of them the windows hold (fewer with `maxWindows`; each
+    /// window's first is read, not predicted).
     public var textTokens: Int
-    public var scoredTokens: Int
+    public var windowTokens: Int
     public var window: Int
     public var windows: Int
     public var seconds: Double
@@ -20,7 +21,7 @@ public struct PerplexityResult: Codable, Sendable {
     public var tokensPerSecond: Double
     enum CodingKeys: String, CodingKey {
         case perplexity, predictions, window, windows, seconds
-        case meanNLL = "mean_nll", textTokens = "text_tokens", scoredTokens = "scored_tokens", tokensPerSecond = "tokens_per_s"
+        case meanNLL = "mean_nll", textTokens = "text_tokens", windowTokens = "window_tokens", tokensPerSecond = "tokens_per_s"
     }
 }
 
@@ -28,11 +29,17 @@ public enum PerplexityError: LocalizedError, Equatable {
     case badWindow(window: Int, context: Int)
     case tooShort(tokens: Int)
     case tokenOutsideVocabulary(id: Int, vocabulary: Int)
+    case nonFiniteLogits(model: String, position: Int)
     public var errorDescription: String? {
         switch self {
-        case let .badWindow(window, context): return "--window must be 2...\(context) (the context length), found \(window)"
+        case let .badWindow(window, context):
+            if context < 2 { return "the language model's context of \(context) token leaves nothing to score (a window needs 2)" }
+            return "--window must be 2...\(context) (the context length), found \(window)"
         case let .tooShort(tokens): return "the text is \(tokens) token\(tokens == 1 ? "" : "s"): a perplexity needs at least 2 (one to predict from, one to predict)"
         case let .tokenOutsideVocabulary(id, vocabulary): return "token id \(id) of the text is outside the model's \(vocabulary) logits"
+        case let .nonFiniteLogits(model, position):
+            return "language model '\(model)' gave non-finite logits (NaN or infinity) at position \(position) of a window: its weights or"
+                + " activations hold a NaN or overflow (a damaged checkpoint, or float16 weights out of range)"
         }
     }
 }
@@ -56,9 +63,13 @@ public func negativeLogLikelihood(of tokens: [Int], model: any LanguageModel, ca
         var targets: [Double] = []
         targets.reserveCapacity(rows)
         for r in 0..<rows {
-            let target = tokens[start + r + 1]
+            let target = tokens[start + r + 1], row = logits.data + r * vocabulary
             guard (0..<vocabulary).contains(target) else { throw PerplexityError.tokenOutsideVocabulary(id: target, vocabulary: vocabulary) }
-            targets.append(Double(logits.data[r * vocabulary + target]))
+            // The log-sum-exp passes over NaN columns: a row's argmax is its first NaN if it has one.
+            guard row[argmax(row, count: vocabulary)].isFinite, row[target].isFinite else {
+                throw PerplexityError.nonFiniteLogits(model: model.id, position: start + r)
+            }
+            targets.append(Double(row[target]))
         }
         logSumExpRowsInPlace(logits.data, rows: rows, columns: vocabulary, into: normalizers)
         for r in 0..<rows { total += normalizers[r] - targets[r] }
@@ -76,24 +87,24 @@ extension AssembledModel {
                            progress: (Int, Int) -> Void = { _, _ in }) throws -> PerplexityResult {
         let context = languageModel.contextLength
         let window = window ?? min(context, 1024)
-        guard (2...context).contains(window) else { throw PerplexityError.badWindow(window: window, context: context) }
+        guard window >= 2 && window <= context else { throw PerplexityError.badWindow(window: window, context: context) }
         let tokens = try tokenizer.encode(text)
         var starts = Array(stride(from: 0, to: tokens.count, by: window)).filter { tokens.count - $0 >= 2 }
         if let maxWindows { starts = Array(starts.prefix(max(0, maxWindows))) }
         guard !starts.isEmpty else { throw PerplexityError.tooShort(tokens: tokens.count) }
         let cache = languageModel.makeCache(capacity: window, precision: kvCache)
         let started = Date()
-        var total = 0.0, predictions = 0, scored = 0
+        var total = 0.0, predictions = 0, held = 0
         for (i, start) in starts.enumerated() {
             let piece = Array(tokens[start..<min(start + window, tokens.count)])
             total += try negativeLogLikelihood(of: piece, model: languageModel, cache: cache)
             predictions += piece.count - 1
-            scored += piece.count
+            held += piece.count
             progress(i + 1, starts.count)
         }
         let seconds = Date().timeIntervalSince(started), mean = total / Double(predictions)
-        return PerplexityResult(perplexity: exp(mean), meanNLL: mean, predictions: predictions, textTokens: tokens.count, scoredTokens: scored,
+        return PerplexityResult(perplexity: exp(mean), meanNLL: mean, predictions: predictions, textTokens: tokens.count, windowTokens: held,
                                 window: window, windows: starts.count, seconds: seconds,
-                                tokensPerSecond: seconds > 0 ? Double(scored - starts.count) / seconds : 0)
+                                tokensPerSecond: seconds > 0 ? Double(held - starts.count) / seconds : 0)
     }
 }

@@ -36,8 +36,9 @@ struct Perplexity: ParsableCommand {
                 ?? resolveAssembly(assembly, catalogOptions: catalogOptions)
             let text = try readText(textFile, flag: "--text-file")
             // Before loading, which can take a while: a window the context cannot hold.
-            if let window, let context = try catalog.component(chosen.languageModel, kind: .languageModel).contextLength, !(2...context).contains(window) {
-                throw PerplexityError.badWindow(window: window, context: context)
+            if let context = try catalog.component(chosen.languageModel, kind: .languageModel).contextLength,
+               context < 2 || window.map({ $0 < 2 || $0 > context }) == true {
+                throw PerplexityError.badWindow(window: window ?? context, context: context)
             }
             // Only the language model is built (an assembly's encoders are not needed).
             let manifest = AssemblyManifest(id: chosen.languageModel, languageModel: chosen.languageModel, inputs: [])
@@ -58,9 +59,10 @@ struct Perplexity: ParsableCommand {
                 }
                 try printJSON(Output(languageModel: manifest.languageModel, result: result))
             } else {
-                print(String(format: "perplexity %.4f (mean NLL %.5f nats over %d predictions: %d windows of %d tokens, %d of the text's %d tokens scored; %.1f tokens/s)",
-                             result.perplexity, result.meanNLL, result.predictions, result.windows, result.window, result.scoredTokens,
-                             result.textTokens, result.tokensPerSecond))
+                let windows = result.windows == 1 ? "1 window" : "\(result.windows) windows"
+                print(String(format: "perplexity %.4f (mean NLL %.5f nats over %d predictions: ", result.perplexity, result.meanNLL, result.predictions)
+                      + "\(windows) of at most \(result.window) tokens holding \(result.windowTokens) of the text's \(result.textTokens); "
+                      + String(format: "%.1f tokens/s)", result.tokensPerSecond))
             }
         } catch let error as ValidationError { throw error } catch { throw fail(error) }
     }

@@ -50,7 +50,7 @@ import Testing
         #expect(run.stderr.contains("window 12/12"), "\(run.stderr)")
         let two = try CLI.run(["perplexity", "--assembly", manifest, "--text-file", text.path, "--window", "16", "--max-windows", "2", "--json"])
         let twoResult = try #require(try CLI.json(two.stdout) as? [String: Any], "\(two.all)")
-        #expect(twoResult["windows"] as? Int == 2 && twoResult["predictions"] as? Int == 30 && twoResult["scored_tokens"] as? Int == 32)
+        #expect(twoResult["windows"] as? Int == 2 && twoResult["predictions"] as? Int == 30 && twoResult["window_tokens"] as? Int == 32)
 
         let empty = folder.appendingPathComponent("empty.txt")
         try Data().write(to: empty)
@@ -64,5 +64,34 @@ import Testing
             #expect(r.status != 0 && r.stderr.contains(message), "\(arguments): \(r.all)")
             if arguments.first == "--window" { #expect(!r.stderr.contains("loading"), "refused before loading: \(r.all)") }
         }
+        // A model whose context holds one token has nothing to score (the range 2...1 trapped).
+        var component = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: manifest))) as? [String: Any])
+        component["id"] = "one-token"; component["context_length"] = 1
+        let narrow = URL(fileURLWithPath: manifest).deletingLastPathComponent().appendingPathComponent("one-token.component.json")
+        try JSONSerialization.data(withJSONObject: component).write(to: narrow)
+        let one = try CLI.run(["perplexity", "--assembly", narrow.path, "--text-file", text.path])
+        #expect(one.status != 0 && one.stderr.contains("the language model's context of 1 token leaves nothing to score"), "\(one.all)")
+    }
+
+    /// A NaN in one row of the head makes one logit column NaN, which a log-sum-exp passes over: an
+    /// error as in generate, not a finite wrong perplexity.
+    @Test func nonFiniteLogitsAreAnError() throws {
+        let folder = try CLI.temporaryFolder().appendingPathComponent("lm-llama")
+        try FileManager.default.copyItem(at: packageRoot.appendingPathComponent("Tests/ChimeraTests/Fixtures/lm-llama"), to: folder)
+        let weights = folder.appendingPathComponent("model.safetensors")
+        var bytes = [UInt8](try Data(contentsOf: weights))
+        let headerLength = Int(bytes[0..<8].enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) })
+        let header = try #require(try JSONSerialization.jsonObject(with: Data(bytes[8..<8 + headerLength])) as? [String: Any])
+        let head = try #require(header["lm_head.weight"] as? [String: Any])
+        try #require(head["dtype"] as? String == "F16")
+        let row5 = 8 + headerLength + (head["data_offsets"] as! [Int])[0] + 5 * (head["shape"] as! [Int])[1] * 2
+        bytes[row5] = 0x00; bytes[row5 + 1] = 0x7E  // float16 NaN
+        try Data(bytes).write(to: weights)
+        let text = folder.appendingPathComponent("text.txt")
+        try Data(try #require(try Self.reference("lm-llama")["text"] as? String).utf8).write(to: text)
+        let out = try CLI.temporaryFolder()
+        let manifest = try CLI.run(["import", folder.path, "--out", out.path]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let r = try CLI.run(["perplexity", "--assembly", manifest, "--text-file", text.path, "--window", "16", "--json"])
+        #expect(r.status != 0 && r.stderr.contains("language model 'lm-llama' gave non-finite logits (NaN or infinity) at position 0"), "\(r.all)")
     }
 }

@@ -132,10 +132,11 @@ public func checkInputs(_ files: [String: [URL]], placeholders: [String], prompt
 }
 
 /// The prompt cut into text pieces (placeholder nil) and placeholder pieces, each placeholder of
-/// `placeholders` looked for in turn in the text pieces the ones before it left.
+/// `placeholders` looked for in turn in the text pieces the ones before it left, the longest first
+/// (so that "<img>" does not take the start of an "<img>>").
 func promptPieces(_ prompt: String, placeholders: [String]) -> [(text: String, placeholder: String?)] {
     var pieces: [(text: String, placeholder: String?)] = [(prompt, nil)]
-    for placeholder in placeholders {
+    for placeholder in placeholders.sorted(by: { $0.count > $1.count }) {
         pieces = pieces.flatMap { piece -> [(text: String, placeholder: String?)] in
             guard piece.placeholder == nil else { return [piece] }
             var out: [(text: String, placeholder: String?)] = []

@@ -75,7 +75,8 @@ struct Generate: ParsableCommand {
                     throw ValidationError("--input takes NAME=FILE, found '\(item)'")
                 }
                 let name = String(item[..<eq]), path = String(item[item.index(after: eq)...])
-                let placeholder = name.hasPrefix("<") ? name : "<\(name)>"
+                // A placeholder of the assembly as spelled, or a bare name in angle brackets ("image" → "<image>").
+                let placeholder = name.hasPrefix("<") || manifest.inputs.contains { $0.placeholder == name } ? name : "<\(name)>"
                 files[placeholder, default: []].append(URL(fileURLWithPath: path))
             }
             if interactive {

@@ -341,6 +341,25 @@ import Testing
         }
     }
 
+    /// Placeholders are matched longest first ("<img>" does not take the start of "<img>>"), and
+    /// --input takes a placeholder as the assembly spells it, angle brackets or not.
+    @Test func placeholdersThatOverlapOrLackBrackets() throws {
+        let folder = try CLI.temporaryFolder()
+        let assembly = folder.appendingPathComponent("pair.assembly.json")
+        let input = #"{"encoder": "chimera-tiny-default-vision", "connector": "chimera-tiny-default-projector", "placeholder": "PH"}"#
+        try Data("""
+            { "schema": "chimera.assembly/v1", "id": "pair", "language_model": "chimera-tiny-default-llm",
+              "inputs": [\(input.replacingOccurrences(of: "PH", with: "<img>")), \(input.replacingOccurrences(of: "PH", with: "<img>>")),
+                         \(input.replacingOccurrences(of: "PH", with: "[pic]"))] }
+            """.utf8).write(to: assembly)
+        let sample = CLI.packageRoot.appendingPathComponent("manifests/default/checkpoint/sample.png").path
+        let r = try CLI.run(["generate", "--assembly", assembly.path, "--prompt", "<img>> then <img> then [pic]", "--max-tokens", "1", "--json",
+                             "--input", "<img>>=\(sample)", "--input", "img=\(sample)", "--input", "[pic]=\(sample)"])
+        #expect(r.status == 0, "\(r.all)")
+        // 3 inputs of 16 patch tokens each, with the text around them.
+        #expect(((try CLI.json(r.stdout) as? [String: Any])?["prompt_tokens"] as? Int ?? 0) > 48, "\(r.all)")
+    }
+
     /// --top-k 0 keeps every token, over an assembly's own top_k (as transformers' top_k = 0).
     @Test func topKZeroTurnsAModelsTopKOff() throws {
         let assembly = try CLI.temporaryFolder().appendingPathComponent("narrow.assembly.json")

@@ -42,20 +42,37 @@ import Testing
         #expect(result.tokens == fixture.generated)
     }
 
-    @Test func unsupportedConnectorTypesAreNamed() throws {
+    /// The import's error for the fixture with one config field set to `value`.
+    func importError(setting key: String, to value: Any) throws -> String {
         let dir = temporaryDirectory().appendingPathComponent("tl")
         try FileManager.default.copyItem(at: packageRoot.appendingPathComponent("Tests/ChimeraTests/Fixtures/tinyllava-phi-siglip"), to: dir)
         let url = dir.appendingPathComponent("config.json")
         var config = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
-        config["connector_type"] = "qformer"
+        config[key] = value
         try JSONSerialization.data(withJSONObject: config).write(to: url)
         do {
             _ = try CheckpointImporter(checkpoint: dir, outputDirectory: temporaryDirectory()).run()
-            Issue.record("a qformer connector was imported")
+            return "(imported)"
         } catch {
-            let message = (error as? LocalizedError)?.errorDescription ?? ""
-            #expect(message.contains("connector_type") && message.contains("qformer") && message.contains("mlp{N}x_gelu"))
+            return (error as? LocalizedError)?.errorDescription ?? "\(error)"
         }
+    }
+
+    @Test func unsupportedConnectorTypesAreNamed() throws {
+        let message = try importError(setting: "connector_type", to: "qformer")
+        #expect(message.contains("connector_type") && message.contains("qformer") && message.contains("mlp{N}x_gelu"), "\(message)")
+    }
+
+    /// A value of the wrong type is named, not taken as absent (and so as the default).
+    @Test(arguments: [("vision_feature_layer", "[-2, -1]", "vision_feature_layer must be one layer index (an integer), found [-2,-1]"),
+                      ("vision_feature_layer", #""-1""#, #"vision_feature_layer must be one layer index (an integer), found "-1""#),
+                      ("image_aspect_ratio", "1", "image_aspect_ratio must be a string, found 1"),
+                      ("vision_feature_select_strategy", "5", "vision_feature_select_strategy must be a string, found 5"),
+                      ("connector_type", "2", "connector_type must be a string, found 2")])
+    func wronglyTypedSettingsAreNamed(key: String, json: String, expected: String) throws {
+        let value = try JSONSerialization.jsonObject(with: Data(json.utf8), options: .fragmentsAllowed)
+        let message = try importError(setting: key, to: value)
+        #expect(message.contains("config.json: " + expected), "\(message)")
     }
 }
 

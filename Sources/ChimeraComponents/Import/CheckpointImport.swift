@@ -270,6 +270,14 @@ public struct CheckpointImporter {
                                   why: "the image preprocessing (size, crop, mean, std) comes from it or from processor_config.json's image_processor")
     }
 
+    /// A config field that may be absent or null (nil), else must be a `T`: a value of another type
+    /// is named rather than taken as absent.
+    func optional<T>(_ object: [String: Any], _ key: String, _ file: String, expected: String) throws -> T? {
+        guard let value = object[key], !(value is NSNull) else { return nil }
+        guard let typed = value as? T else { throw ImportError.invalidValue(file: file, field: key, found: ImportError.shown(value), expected: expected) }
+        return typed
+    }
+
     func weightFileList() throws -> [URL] {
         let index = file("model.safetensors.index.json")
         if FileManager.default.fileExists(atPath: index.path) { return [index] }

@@ -18,7 +18,7 @@ extension CheckpointImporter {
 
         // Preprocessing: the checkpoint's processor, else the vision family's; "pad" pads to a
         // square of the mean colour first (TinyLLaVA's expand2square).
-        let aspect = config["image_aspect_ratio"] as? String ?? "square"
+        let aspect = try optional(config, "image_aspect_ratio", configPath, expected: "a string") ?? "square"
         guard aspect == "pad" || aspect == "square" else {
             throw ImportError.unsupported(file: configPath, field: "image_aspect_ratio", found: "\"\(aspect)\"", supported: "\"pad\", \"square\"")
         }
@@ -33,13 +33,14 @@ extension CheckpointImporter {
                                                visionWidth: encoder.output!.width,
                                                textWidth: try int(text, "hidden_size", configPath, "text_config"))
 
-        let strategy = config["vision_feature_select_strategy"] as? String ?? "patch"
+        let strategy = try optional(config, "vision_feature_select_strategy", configPath, expected: "a string") ?? "patch"
         guard strategy == "patch" || strategy == "cls_patch" else {
             throw ImportError.unsupported(file: configPath, field: "vision_feature_select_strategy", found: "\"\(strategy)\"",
                                           supported: "\"patch\", \"cls_patch\"")
         }
         var assembly = Assembler.assembly(id: name, encoder: encoder.id, connector: connector.id, languageModel: languageModel.id,
-                                          placeholder: "<image>", featureLayer: config["vision_feature_layer"] as? Int ?? -2,
+                                          placeholder: "<image>",
+                                          featureLayer: try optional(config, "vision_feature_layer", configPath, expected: "one layer index (an integer)") ?? -2,
                                           select: strategy == "patch" ? .patch : .full)
         assembly.chatTemplate = Self.tinyLLaVATemplates[languageModel.family]
         assembly.description = "TinyLLaVA checkpoint imported from \(relative(checkpoint))"
@@ -53,7 +54,7 @@ extension CheckpointImporter {
     /// nn.Linear) or "resampler" (TinyLLaVA's Perceiver resampler).
     private func tinyLLaVAConnector(config: [String: Any], configPath: String, store: WeightStore, weightFiles: [URL],
                                     visionWidth: Int, textWidth: Int) throws -> ComponentManifest {
-        let type = config["connector_type"] as? String ?? "(none)"
+        let type = try optional(config, "connector_type", configPath, expected: "a string") ?? "(none)"
         var family: String
         var object: [String: JSONValue]
         if type == "linear" {

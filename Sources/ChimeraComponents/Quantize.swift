@@ -34,6 +34,9 @@ public struct Quantizer {
         public var componentPaths: [URL]
         public var quantizedMatrices: Int
         public var keptMatrices: [String]
+        /// Prefixes of `keep` and `formats` that no matrix of the quantized components starts with
+        /// (a typo, or a tensor the model does not have: they changed nothing).
+        public var unusedPrefixes: [String] = []
     }
 
     public func quantize(_ assembly: AssemblyManifest, to format: WeightFormat, output: URL) throws -> Result {
@@ -47,7 +50,7 @@ public struct Quantizer {
         try createOutputFolder(output)
         let suffix = "-" + format.rawValue
         var written: [ComponentManifest] = []
-        var quantizedCount = 0, kept: [String] = []
+        var quantizedCount = 0, kept: [String] = [], matrixNames: [String] = []
         var newAssembly = assembly
         newAssembly.id = assembly.id + suffix
         newAssembly.samples = assembly.samples?.mapValues { assembly.resolve($0).path }
@@ -62,10 +65,11 @@ public struct Quantizer {
                 if quantize {
                     progress("quantizing \(id) to \(format.rawValue)")
                     let file = "\(manifest.id).safetensors"
-                    let (count, notQuantized, otherFormats) = try quantizeWeights(original, weights: weights, format: format,
+                    let (count, notQuantized, otherFormats, names) = try quantizeWeights(original, weights: weights, format: format,
                                                                                   to: output.appendingPathComponent(file))
                     quantizedCount += count
                     kept += notQuantized
+                    matrixNames += names
                     manifest.weights = WeightsReference(
                         files: [file], prefix: weights.prefix, rename: weights.rename,
                         quantization: WeightQuantization(
@@ -89,7 +93,9 @@ public struct Quantizer {
             return input
         }
         let files = try writeManifests(assembly: newAssembly, components: written, to: output)
-        return Result(assemblyPath: files.mainPath, componentPaths: files.componentPaths, quantizedMatrices: quantizedCount, keptMatrices: kept)
+        let unused = (keep + formats.map(\.prefix)).filter { prefix in !matrixNames.contains { $0.hasPrefix(prefix) } }
+        return Result(assemblyPath: files.mainPath, componentPaths: files.componentPaths, quantizedMatrices: quantizedCount, keptMatrices: kept,
+                      unusedPrefixes: unused)
     }
 
     /// How `format`'s matrices are stored (the manifest's `layout`; chimera_kernels.h and
@@ -110,10 +116,11 @@ public struct Quantizer {
     }
 
     /// Builds the component to learn which tensors it uses and which are matrices, then writes them.
-    /// Returns how many matrices were quantized, the names of those kept as stored, and those
-    /// quantized to another format than `format` (a tied lm_head; see forMatrix(named:)).
+    /// Returns how many matrices were quantized (to any quantized format), the names of those kept
+    /// as stored, those written in another format than `format` (a tied lm_head, see
+    /// forMatrix(named:); --matrix-format), and every matrix's name.
     func quantizeWeights(_ manifest: ComponentManifest, weights: WeightsReference, format: WeightFormat,
-                         to url: URL) throws -> (Int, [String], [(name: String, format: WeightFormat)]) {
+                         to url: URL) throws -> (Int, [String], [(name: String, format: WeightFormat)], [String]) {
         let store = try WeightStore(files: try manifest.weightFiles().map(\.path))  // folder entries expanded
         // Matrices in place from the mapping, in their stored format: quantized straight from f16/bf16
         // (not widened to a float32 copy of the whole model first), and kept ones written as they are.
@@ -121,7 +128,7 @@ public struct Quantizer {
         let component = try families.family(for: manifest).create(manifest, ComponentBuildContext(weights: loader))
         var matrices: [WeightMatrix] = []  // kept alive until written
         var entries: [SafeTensorsWriter.Entry] = []
-        var names = Set<String>(), kept: [String] = [], otherFormats: [(name: String, format: WeightFormat)] = []
+        var names = Set<String>(), kept: [String] = [], otherFormats: [(name: String, format: WeightFormat)] = [], quantized = 0
         let report = ByteProgress("quantizing \(manifest.id)", report: progress)
         let totalBytes = Dictionary(loader.matrices.map { ($0.name, $0.matrix.byteCount) }, uniquingKeysWith: { a, _ in a }).values.reduce(0, +)
         var doneBytes = 0
@@ -138,6 +145,7 @@ public struct Quantizer {
             } else {
                 chosen = try matrix.converted(to: target, name: name)
                 if chosen.format != format { otherFormats.append((name, chosen.format)) }
+                if chosen.format.isQuantized { quantized += 1 }
             }
             matrices.append(chosen)
             let dtype: WeightDType
@@ -162,6 +170,6 @@ public struct Quantizer {
         }
         try SafeTensorsWriter.write(entries, metadata: ["format": "pt", "chimera.quantization": format.rawValue], to: url)
         withExtendedLifetime((matrices, component, loader)) {}
-        return (matrices.count - kept.count, kept, otherFormats)
+        return (quantized, kept, otherFormats, loader.matrices.map(\.name))
     }
 }

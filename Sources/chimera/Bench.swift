@@ -117,6 +117,7 @@ struct Quantize: ParsableCommand {
             try MissingWeights.require(manifest, in: catalog)
             var quantizer = Quantizer(catalog: catalog, families: catalogOptions.families())
             quantizer.includeEncoder = includeEncoder
+            if keep.contains("") { throw ValidationError("--keep needs a prefix (an empty one would keep every matrix as it is)") }
             quantizer.keep = keep
             quantizer.formats = try matrixFormat.map { spec in
                 let parts = spec.split(separator: "=", maxSplits: 1).map(String.init)
@@ -129,7 +130,8 @@ struct Quantize: ParsableCommand {
             quantizer.progress = progress
             let out = URL(fileURLWithPath: output ?? "\(manifest.id)-\(format.rawValue)")
             let result = try quantizer.quantize(manifest, to: format, output: out)
-            progress("\(result.quantizedMatrices) matrices quantized; kept: \(result.keptMatrices.isEmpty ? "none" : result.keptMatrices.joined(separator: ", "))")
+            progress("\(result.quantizedMatrices) matri\(result.quantizedMatrices == 1 ? "x" : "ces") quantized; kept: \(result.keptMatrices.isEmpty ? "none" : result.keptMatrices.joined(separator: ", "))")
+            for prefix in result.unusedPrefixes { progress("warning: no matrix of the quantized components starts with '\(prefix)' (--keep or --matrix-format): it changed nothing") }
             print(result.assemblyPath.path)
         } catch let error as ValidationError {
             throw error

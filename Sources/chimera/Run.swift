@@ -64,6 +64,10 @@ struct Generate: ParsableCommand {
     @OptionGroup var placement: WeightPlacementOptions
     @OptionGroup var threading: ThreadOptions
 
+    func validate() throws {
+        if stop.contains("") { throw ValidationError("--stop needs a text (an empty one would stop before the first token)") }
+    }
+
     func run() throws {
         do {
             threading.apply()

@@ -29,6 +29,14 @@ import Testing
         #expect(bad.status != 0 && bad.stderr.contains("q8_0, q6_0, q4_0"))
         let badFormat = try CLI.run(["quantize", "chimera-tiny-default", "--to", "q4_0", "--matrix-format", "lm_head.=q3_k"])
         #expect(badFormat.status != 0 && badFormat.stderr.contains("expected PREFIX=FORMAT"), "\(badFormat.all)")
+        // Matrices given a float format are not counted as quantized; a prefix that matches nothing
+        // is named; an empty --keep (every matrix) is refused.
+        let mixed = try CLI.run(["quantize", "chimera-tiny-default", "--to", "q4_0", "-o", try CLI.temporaryFolder().path,
+                                 "--matrix-format", "model.language_model.layers.=f16", "--keep", "nothing."])
+        #expect(mixed.status == 0 && mixed.stderr.contains("1 matrix quantized")
+                && mixed.stderr.contains("warning: no matrix of the quantized components starts with 'nothing.'"), "\(mixed.all)")
+        let everything = try CLI.run(["quantize", "chimera-tiny-default", "--to", "q4_0", "--keep", ""])
+        #expect(everything.status != 0 && everything.stderr.contains("--keep needs a prefix"), "\(everything.all)")
         // An assembly that would not run (its encoder named as the language model) is refused as
         // generate refuses it, and nothing is written.
         let misfit = try CLI.temporaryFolder().appendingPathComponent("misfit.assembly.json")

@@ -410,6 +410,7 @@ import Testing
                                      (["--temperature=-1"], "--temperature must be >= 0 and finite, found -1.0"),
                                      (["--temperature", "inf"], "--temperature must be >= 0 and finite, found inf"),
                                      (["--repetition-penalty", "0"], "--repetition-penalty must be positive and finite, found 0.0"),
+                                     (["--stop", ""], "--stop needs a text"),
                                      (["--image", missing, "--prompt", "<image> hi"], "cannot read the input for <image>, '\(missing)': no such file"),
                                      (["--image", folder.path, "--prompt", "<image> hi"], "'\(folder.path)': it is a folder, not a file"),
                                      (["--image", sample, "--prompt", "What is this?"], "the prompt holds 0 <image> placeholders but 1 input was given"),

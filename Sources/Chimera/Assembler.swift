@@ -19,6 +19,7 @@ public enum AssemblyError: LocalizedError {
         case let .weightsMissing(assembly, parts):
             let lines = parts.map { part in
                 "\(part.component): " + part.files.map { $0.hasSuffix("/") ? "\($0) (no *.safetensors in it)" : $0 }.joined(separator: ", ")
+                    + (part.quantized ? " (written by chimera quantize: quantize the original assembly again)" : "")
             }
             // One download per source and folder (a TinyLLaVA checkpoint holds all three parts).
             var downloads: [String] = []
@@ -45,10 +46,13 @@ public enum AssemblyError: LocalizedError {
 /// A part of an assembly whose weight or tokenizer files are missing, and where they come from.
 public struct MissingWeights: Sendable, Equatable {
     public let component: String
-    /// The manifest's "source" (a Hugging Face repository), when it names one.
+    /// The manifest's "source", when it names a Hugging Face repository ("owner/name") to download
+    /// (an imported or quantized manifest's source is a local folder).
     public let source: String?
     /// Missing paths; a weights folder (ending in "/") counts while it holds no safetensors.
     public let files: [String]
+    /// Its weights were written by `chimera quantize` (no download brings them back).
+    public var quantized = false
 
     /// The folders the missing files belong in (what a download fills).
     var folders: [String] {
@@ -65,7 +69,14 @@ public struct MissingWeights: Sendable, Equatable {
         assembly.componentIDs.compactMap { id in
             guard let manifest = catalog.components[id] else { return nil }
             let files = manifest.missingFiles
-            return files.isEmpty ? nil : MissingWeights(component: id, source: manifest.source, files: files)
+            guard !files.isEmpty else { return nil }
+            let quantized = manifest.weights?.quantization != nil
+            let repository = manifest.source.flatMap { source in
+                source.range(of: #"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9_.-]+$"#, options: .regularExpression) != nil ? source : nil
+            }
+            var missing = MissingWeights(component: id, source: quantized ? nil : repository, files: files)
+            missing.quantized = quantized
+            return missing
         }
     }
 

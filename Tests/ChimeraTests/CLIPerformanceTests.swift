@@ -35,6 +35,14 @@ import Testing
                                  "--matrix-format", "model.language_model.layers.=f16", "--keep", "nothing."])
         #expect(mixed.status == 0 && mixed.stderr.contains("1 matrix quantized")
                 && mixed.stderr.contains("warning: no matrix of the quantized components starts with 'nothing.'"), "\(mixed.all)")
+        // Its weights gone, a quantized assembly says to quantize again (its source is a local folder,
+        // no repository to download).
+        let gone = try CLI.temporaryFolder()
+        #expect(try CLI.run(["quantize", "chimera-tiny-default", "--to", "q8_0", "-o", gone.path]).status == 0)
+        try FileManager.default.removeItem(at: gone.appendingPathComponent("chimera-tiny-default-llm-q8_0.safetensors"))
+        let missing = try CLI.run(["generate", "--assembly", gone.appendingPathComponent("chimera-tiny-default-q8_0.assembly.json").path])
+        #expect(missing.status != 0 && missing.stderr.contains("(written by chimera quantize: quantize the original assembly again)")
+                && !missing.stderr.contains("huggingface-cli download"), "\(missing.all)")
         let everything = try CLI.run(["quantize", "chimera-tiny-default", "--to", "q4_0", "--keep", ""])
         #expect(everything.status != 0 && everything.stderr.contains("--keep needs a prefix"), "\(everything.all)")
         // An assembly that would not run (its encoder named as the language model) is refused as

@@ -63,6 +63,14 @@ import Testing
         #expect(message.contains("connector_type") && message.contains("qformer") && message.contains("mlp{N}x_gelu"), "\(message)")
     }
 
+    /// A config that does not describe its weights (here a connector one layer deep over mlp2x
+    /// weights) is refused by import, which builds each part over the mapped weights.
+    @Test func configThatDoesNotDescribeItsWeightsIsRefused() throws {
+        let message = try importError(setting: "connector_type", to: "mlp3x_gelu")
+        #expect(message.contains("the manifest of 'tl-connector' made from it would be refused (nothing was written): its weights do not fit it: missing tensor"),
+                "\(message)")
+    }
+
     /// A value of the wrong type is named, not taken as absent (and so as the default).
     @Test(arguments: [("vision_feature_layer", "[-2, -1]", "vision_feature_layer must be one layer index (an integer), found [-2,-1]"),
                       ("vision_feature_layer", #""-1""#, #"vision_feature_layer must be one layer index (an integer), found "-1""#),

@@ -342,7 +342,8 @@ extension CheckpointImporter {
     /// Refuses, before anything is written, a manifest that `chimera validate` — and so every
     /// command reading the folder it lands in — would refuse: its fields as they will be read back,
     /// its family's configuration (sizes, heads, activations, ...), a language model's special
-    /// token ids against its vocabulary, and the assembly's fit (feature_layer, widths, tokens).
+    /// token ids against its vocabulary, the assembly's fit (feature_layer, widths, tokens), and the
+    /// weights each component is built over.
     func checkBeforeWriting(_ components: [ComponentManifest], assembly: AssemblyManifest?) throws {
         var catalog = Catalog()
         for component in components { try catalog.add(.component(component)) }
@@ -366,6 +367,15 @@ extension CheckpointImporter {
             }
             guard problems.isEmpty else {
                 throw ImportError.invalidManifest(file: file("config.json").path, id: component.id, problems: Self.namingConfigFields(problems))
+            }
+            // Built over the mapped weights (shapes and names checked, no values read): a config that
+            // does not describe its weights (a wrong connector_type, width or model_type) is refused
+            // here rather than by every generate that follows.
+            var located = component
+            located.directory = outputDirectory
+            do { _ = try BuiltinFamilies.registry().build(located, storedMatrices: .mapped) } catch {
+                let reason = (error as? LocalizedError)?.errorDescription ?? "\(error)"
+                throw ImportError.invalidManifest(file: file("config.json").path, id: component.id, problems: ["its weights do not fit it: " + reason])
             }
         }
     }

@@ -17,10 +17,10 @@ struct Bench: ParsableCommand {
     @Option(help: "Synthetic preset name") var synthetic: String?
     @Option(help: "Weight format of every matrix: f32, f16, bf16, q8_0, q6_0, q4_0 (default: as stored; f32 for synthetic; with q4_0 an lm_head tied to the embeddings is q6_0)")
     var dtype: String?
-    @Option(help: "Prompt length for prefill (default: 640, or as many as fit the context beside the decoded tokens)")
+    @Option(parsing: .unconditional, help: "Prompt length for prefill (default: 640, or as many as fit the context beside the decoded tokens)")
     var promptTokens: Int?
-    @Option(help: "Image encodes: the first is reported apart, the median of the others as image_encode_s") var encodeRuns = 3
-    @Option(help: "Tokens to decode") var decodeTokens = 32
+    @Option(parsing: .unconditional, help: "Image encodes: the first is reported apart, the median of the others as image_encode_s") var encodeRuns = 3
+    @Option(parsing: .unconditional, help: "Tokens to decode") var decodeTokens = 32
     @OptionGroup var threading: ThreadOptions
     @Flag(help: "Only the language model (skip the encoder)") var noEncoder = false
     @Flag(help: "Only the encoder (skip the language model)") var noLlm = false

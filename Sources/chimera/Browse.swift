@@ -253,7 +253,7 @@ struct Assemble: ParsableCommand {
     @Option(help: "Language model id") var llm: String
     @Option(help: "Assembly id (default: <encoder>+<connector>+<llm>)") var id: String?
     @Option(help: "Placeholder in prompts") var placeholder = "<image>"
-    @Option(help: "Encoder hidden state to use (negative counts from the end)") var featureLayer = -2
+    @Option(parsing: .unconditional, help: "Encoder hidden state to use (negative counts from the end)") var featureLayer = -2
     @Option(help: "patch (drop the first token) or full") var select = "patch"
     @Option(name: .shortAndLong, help: "Output file") var output: String
 

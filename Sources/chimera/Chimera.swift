@@ -47,7 +47,7 @@ struct WeightPlacementOptions: ParsableArguments {
 
 /// How many threads `generate` and `bench` compute on.
 struct ThreadOptions: ParsableArguments {
-    @Option(help: "Threads (default: CHIMERA_THREADS, or every core)") var threads: Int?
+    @Option(parsing: .unconditional, help: "Threads (default: CHIMERA_THREADS, or every core)") var threads: Int?
 
     /// At parse time, so that the message comes with the subcommand's usage.
     func validate() throws {
@@ -66,10 +66,10 @@ struct ThreadOptions: ParsableArguments {
 
 /// How `generate` and `bench` choose tokens (greedy unless a temperature above 0 is given).
 struct SamplingOptions: ParsableArguments {
-    @Option(help: "0 = greedy") var temperature: Float?
-    @Option(help: "Sample among the K most likely tokens (0: every token, over a model's own top_k)") var topK: Int?
-    @Option(help: "Nucleus sampling mass") var topP: Float?
-    @Option(help: "Divide the logits of tokens already in the prompt or answer by this (transformers' repetition_penalty; 1 = none)")
+    @Option(parsing: .unconditional, help: "0 = greedy") var temperature: Float?
+    @Option(parsing: .unconditional, help: "Sample among the K most likely tokens (0: every token, over a model's own top_k)") var topK: Int?
+    @Option(parsing: .unconditional, help: "Nucleus sampling mass") var topP: Float?
+    @Option(parsing: .unconditional, help: "Divide the logits of tokens already in the prompt or answer by this (transformers' repetition_penalty; 1 = none)")
     var repetitionPenalty: Float?
     @Option(help: "Sampling seed") var seed: UInt64 = 0
 }

@@ -17,8 +17,8 @@ struct Perplexity: ParsableCommand {
     @Option(help: "Assembly or language-model manifest file, or id (its language model is measured)") var assembly: String?
     @Option(help: "Language model id (instead of --assembly)") var llm: String?
     @Option(help: "The text's file ('-' reads stdin)") var textFile: String
-    @Option(help: "Tokens a window (default: the context length, at most 1024)") var window: Int?
-    @Option(help: "Score only the first N windows") var maxWindows: Int?
+    @Option(parsing: .unconditional, help: "Tokens a window (default: the context length, at most 1024)") var window: Int?
+    @Option(parsing: .unconditional, help: "Score only the first N windows") var maxWindows: Int?
     @Option(help: "KV cache precision: f32, or f16") var kvCache = KVPrecision.f32
     @Flag(help: "Print one JSON object") var json = false
     @OptionGroup var placement: WeightPlacementOptions

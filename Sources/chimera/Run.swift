@@ -52,7 +52,7 @@ struct Generate: ParsableCommand {
     @Option(help: "Read the prompt from this file (its text exactly; '-' reads stdin) instead of --prompt") var promptFile: String?
     @Option(help: "System text for the chat template, replacing its own (implies --chat)") var system: String?
     @Option(help: "Stop when the answer holds this text (repeatable; beside the chat template's stop strings)") var stop: [String] = []
-    @Option(help: "Maximum new tokens") var maxTokens: Int?
+    @Option(parsing: .unconditional, help: "Maximum new tokens") var maxTokens: Int?
     @OptionGroup var sampling: SamplingOptions
     @Option(help: "KV cache precision: f32, or f16 (half the memory; keys and values rounded to float16)") var kvCache = KVPrecision.f32
     @Flag(help: "Wrap the prompt (or --conversation) in the assembly's chat template") var chat = false

@@ -258,6 +258,7 @@ enum CLI {
                 "\(deep.all)")
         #expect(!FileManager.default.fileExists(atPath: file.path))
         #expect(try CLI.run(parts + ["--feature-layer=-3"]).status == 0)
+        #expect(try CLI.run(parts + ["--feature-layer", "-3"]).status == 0)  // a negative value after a space, too
     }
 
     @Test func validateTheShippedManifests() throws {

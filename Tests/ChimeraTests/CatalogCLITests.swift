@@ -408,6 +408,7 @@ import Testing
         let sample = CLI.packageRoot.appendingPathComponent("manifests/default/checkpoint/sample.png").path
         for (arguments, message) in [(["--top-p", "2"], "--top-p must be in (0, 1], found 2.0"),
                                      (["--temperature=-1"], "--temperature must be >= 0 and finite, found -1.0"),
+                                     (["--max-tokens", "-1"], "--max-tokens must be >= 0, found -1"),  // (was "Missing value")
                                      (["--temperature", "inf"], "--temperature must be >= 0 and finite, found inf"),
                                      (["--repetition-penalty", "0"], "--repetition-penalty must be positive and finite, found 0.0"),
                                      (["--stop", ""], "--stop needs a text"),

@@ -86,6 +86,10 @@ public struct CompatibilityChecker: Sendable {
         if !out.isEmpty { return out }
         out += problems(encoder: encoder, connector: connector)
         out += problems(connector: connector, languageModel: languageModel)
+        if families.families[connector.family]?.keepsWidth == true, let width = encoder.output?.width,
+           let expects = Self.languageModelWidth(languageModel), width != expects {
+            out.append(.widthMismatch(from: "\(encoder.id)' through '\(connector.id)", width: width, to: languageModel.id, expects: expects))
+        }
         for m in [encoder, connector, languageModel] { out += problems(of: m) }
         let tokens = Self.selectedTokens(encoder, select: select)
         if let context = languageModel.contextLength {

@@ -269,14 +269,18 @@ public struct ComponentFamily: Sendable {
     /// Encoders: how many hidden states an input's feature_layer indexes, from the manifest alone
     /// (nil: not known before the encoder is built, checked then).
     public let hiddenStates: @Sendable (ComponentManifest) -> Int?
+    /// Connectors whose output is as wide as their input whatever the manifest's widths say
+    /// ("auto"): the encoder's width must then be the language model's.
+    public let keepsWidth: Bool
 
     public init(name: String, kind: ComponentKind, summary: String, origin: String = "built-in",
                 validate: @escaping @Sendable (ComponentManifest) throws -> Void,
                 connectorTokens: @escaping @Sendable (ComponentManifest, Int) -> Int? = { _, tokens in tokens },
-                hiddenStates: @escaping @Sendable (ComponentManifest) -> Int? = { _ in nil },
+                hiddenStates: @escaping @Sendable (ComponentManifest) -> Int? = { _ in nil }, keepsWidth: Bool = false,
                 create: @escaping @Sendable (ComponentManifest, ComponentBuildContext) throws -> any Component) {
         self.name = name; self.kind = kind; self.summary = summary; self.origin = origin
-        self.validate = validate; self.connectorTokens = connectorTokens; self.hiddenStates = hiddenStates; self.create = create
+        self.validate = validate; self.connectorTokens = connectorTokens; self.hiddenStates = hiddenStates; self.keepsWidth = keepsWidth
+        self.create = create
     }
 }
 

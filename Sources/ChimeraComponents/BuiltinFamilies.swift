@@ -28,7 +28,7 @@ public enum BuiltinFamilies {
                 PixelShuffleConfig.self, PixelShuffleConnector.init),
             ComponentFamily(
                 name: "identity", kind: .connector, summary: "features passed through unchanged (widths must match)",
-                validate: { try IdentityConfig.validate($0) },
+                validate: { try IdentityConfig.validate($0) }, keepsWidth: true,
                 create: { manifest, context in try IdentityConnector(manifest: manifest, context: context) }),
             languageModel("llama", LlamaConfig.self, "Llama / TinyLlama (transformers LlamaForCausalLM)"),
             languageModel("qwen2", Qwen2Config.self, "Qwen2 / Qwen2.5 (transformers Qwen2ForCausalLM)"),

@@ -259,6 +259,14 @@ enum CLI {
         #expect(!FileManager.default.fileExists(atPath: file.path))
         #expect(try CLI.run(parts + ["--feature-layer=-3"]).status == 0)
         #expect(try CLI.run(parts + ["--feature-layer", "-3"]).status == 0)  // a negative value after a space, too
+        // An identity connector with "auto" widths keeps the encoder's width: 64 into a 128-wide
+        // model does not fit (compat said it did; generate refused it after loading).
+        let manifests = try CLI.temporaryFolder()
+        try Data(#"{"schema": "chimera.component/v1", "id": "id-auto", "kind": "connector", "family": "identity", "config": {}, "input_width": "auto", "output_width": "auto"}"#.utf8)
+            .write(to: manifests.appendingPathComponent("id-auto.component.json"))
+        let identity = try CLI.run(["assemble", "--manifests", manifests.path, "--encoder", Self.encoderID, "--connector", "id-auto", "--llm", Self.llmID, "-o", file.path])
+        #expect(identity.status != 0 && identity.stderr.contains("'\(Self.encoderID)' through 'id-auto' produces width 64, '\(Self.llmID)' expects 128"),
+                "\(identity.all)")
     }
 
     @Test func validateTheShippedManifests() throws {

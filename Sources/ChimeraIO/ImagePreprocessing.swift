@@ -106,10 +106,18 @@ public struct ImagePreprocessing: Codable, Sendable, Equatable {
         }
         if mean.count != 3 { throw makeError("mean must have 3 values, got \(mean.count)") }
         if std.count != 3 { throw makeError("std must have 3 values, got \(std.count)") }
-        if std.contains(where: { $0 == 0 || !$0.isFinite }) { throw makeError("std values must be finite and non-zero") }
+        if std.contains(where: { !($0 > 0 && $0.isFinite) }) { throw makeError("std values must be finite and positive, got \(std)") }
+        // (A negative or zero factor makes every image one colour or its negative; an infinite one NaN.)
+        if !(rescaleFactor > 0 && rescaleFactor.isFinite) { throw makeError("rescale_factor must be finite and positive, got \(rescaleFactor)") }
         // Means are of rescaled pixels (0...1, or 0...255 without rescaling): a huge one is garbage,
         // and the padding colour (mean · 255) must fit an integer.
         if mean.contains(where: { !$0.isFinite || abs($0) > 1e4 }) { throw makeError("mean values must be finite and within ±10000, got \(mean)") }
+        // Normalized pixels (x · rescale − mean) / std must stay far from float32's overflow (real
+        // encoders see values within a few units): a std of 1e-38 made every image NaN.
+        let largest = zip(mean, std).map { (255 * Double(rescaleFactor) + abs(Double($0))) / Double($1) }.max() ?? 0
+        if !(largest <= 1e6) {
+            throw makeError("mean, std and rescale_factor make normalized pixels as large as \(largest) (expected within ±1e6: is a std or rescale_factor off by powers of ten?)")
+        }
     }
 
     // MARK: Output geometry

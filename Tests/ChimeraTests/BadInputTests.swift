@@ -133,6 +133,23 @@ private typealias F = ManifestFixtures
         #expect(message.contains("config.heads: 1024 heads of 4096 dimensions are 4194304 wide, more than 65536"), "\(message)")
     }
 
+    /// Preprocessing that would turn every image into NaNs, one colour or its negative is refused
+    /// where it is read, naming the field (a std of 1e-38 surfaced as the language model's
+    /// "non-finite logits").
+    @Test(arguments: [("std", "[1e-38, 1e-38, 1e-38]", "make normalized pixels as large as"),
+                      ("std", "[-0.5, 0.5, 0.5]", "std values must be finite and positive"),
+                      ("rescale_factor", "0", "rescale_factor must be finite and positive"),
+                      ("rescale_factor", "1e39", "rescale_factor must be finite and positive"),
+                      ("rescale_factor", "1e10", "make normalized pixels as large as")])
+    func preprocessingThatRuinsEveryImageIsRefused(field: String, json: String, expected: String) throws {
+        let message = try F.refusal(of: F.encoderID) { m in
+            var preprocess = try #require(m["preprocess"] as? [String: Any])
+            preprocess[field] = try JSONSerialization.jsonObject(with: Data(json.utf8), options: .fragmentsAllowed)
+            m["preprocess"] = preprocess
+        }
+        #expect(message.contains(expected), "\(message)")
+    }
+
     @Test func aGarbageMeanIsRefusedWhereItIsRead() throws {
         // Padding to a square paints the mean colour: mean · 255 trapped converting to an integer.
         let message = try F.refusal(of: F.encoderID) { m in

@@ -524,6 +524,8 @@ public struct PluginSet: Sendable {
     public private(set) var refused: [(path: String, error: String)] = []
 
     public init() {}
+    /// Libraries already loaded, as they are (load(directories:) skips a plugin found twice).
+    init(libraries: [PluginLibrary]) { self.libraries = libraries }
 
     /// Loads every library in `directories` (missing folders are skipped); a broken library is
     /// recorded in `refused` and the rest still load.
@@ -534,7 +536,17 @@ public struct PluginSet: Sendable {
             for (library, manifests) in PluginDiscovery.libraries(in: dir) {
                 let path = library.standardizedFileURL.resolvingSymlinksInPath().path
                 guard seen.insert(path).inserted else { continue }
-                do { set.libraries.append(try PluginLibrary(path: path, manifestDirectory: manifests)) } catch {
+                do {
+                    let library = try PluginLibrary(path: path, manifestDirectory: manifests)
+                    // The same plugin twice (installed, and given with --plugins): the first found is
+                    // used; the other's manifests would be duplicate ids.
+                    if let first = set.libraries.first(where: { $0.name == library.name }) {
+                        set.refused.append((path, "plugin '\(library.name)' \(library.version) (\(path)) is skipped: the same plugin, "
+                                                  + "\(first.version), was found first at \(first.path)"))
+                        continue
+                    }
+                    set.libraries.append(library)
+                } catch {
                     set.refused.append((path, (error as? LocalizedError)?.errorDescription ?? "\(error)"))
                 }
             }

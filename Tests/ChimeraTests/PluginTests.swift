@@ -231,8 +231,15 @@ func maxDifference(_ t: Tensor, _ expected: [Float]) -> Float {
 
     @Test func aFamilyNameTakenTwiceKeepsTheFirst() throws {
         let root = try TestPlugins.cPlugins.get()
-        let set = PluginSet.load(directories: [root.appendingPathComponent("GOOD"), root.appendingPathComponent("CREATE_FAILS")])
-        #expect(set.libraries.count == 2)
+        // Both libraries are plugin 'c-test': found in two folders (installed, and given with
+        // --plugins), the second is skipped whole, so its manifests are not duplicate ids.
+        let found = PluginSet.load(directories: [root.appendingPathComponent("GOOD"), root.appendingPathComponent("CREATE_FAILS")])
+        #expect(found.libraries.count == 1 && found.refused.count == 1
+                && found.refused[0].error.contains("libcreate_fails.so) is skipped: the same plugin, 1, was found first at")
+                && found.refused[0].error.contains("libgood.so"), "\(found.refused)")
+        // Two libraries defining one family name: the first registered keeps it.
+        let set = PluginSet(libraries: [try PluginLibrary(path: try TestPlugins.cPlugin("GOOD").path),
+                                        try PluginLibrary(path: try TestPlugins.cPlugin("CREATE_FAILS").path)])
         let registry = BuiltinFamilies.registry()
         let skipped = set.register(into: registry)
         #expect(skipped.count == 1 && skipped[0].contains("component family 'c-scale' is defined by plugin c-test (") && skipped[0].contains("libcreate_fails.so"), "\(skipped)")
@@ -252,6 +259,11 @@ func maxDifference(_ t: Tensor, _ expected: [Float]) -> Float {
         #expect(try permissions(built) & 0o111 != 0 && permissions(installed) == permissions(built))
         let list = try CLI.run(["list", "--kind", "connector"], environment: ["CHIMERA_USER_HOME": home.path])
         #expect(list.stdout.contains("c-scale-8") && list.stdout.contains("family: plugin c-test ("), "\(list.all)")
+        // Installed and given with --plugins: the one from --plugins is used, the other skipped (its
+        // manifests made every command fail on duplicate ids).
+        let both = try CLI.run(["list", "--kind", "connector", "--plugins", good.path], environment: ["CHIMERA_USER_HOME": home.path])
+        #expect(both.status == 0 && both.stdout.contains("c-scale-8") && both.stderr.contains("is skipped: the same plugin, 1, was found first at"),
+                "\(both.all)")
         let refused = try CLI.run(["plugin", "install", try TestPlugins.cPlugin("WRONG_ABI").path], environment: ["CHIMERA_USER_HOME": home.path])
         #expect(refused.status != 0 && refused.stderr.contains("ABI version 42"), "\(refused.all)")
         // A FIFO among the manifests is refused by name, not waited on forever, and the installed

@@ -233,8 +233,9 @@ int cic_decode_jpeg(const unsigned char *data, size_t size, cic_image *out) {
         break;
     default:
         status = CIC_UNSUPPORTED;
-        cic_set_error(out, "unsupported JPEG colour space %d (%d components; CMYK/YCCK are not supported)",
-                      (int)cinfo.jpeg_color_space, cinfo.num_components);
+        cic_set_error(out, "unsupported JPEG colour space %s (%d components; greyscale, YCbCr and RGB are supported: convert the image to RGB)",
+                      cinfo.jpeg_color_space == JCS_CMYK ? "CMYK" : cinfo.jpeg_color_space == JCS_YCCK ? "YCCK" : "unknown",
+                      cinfo.num_components);
         longjmp(err.jump, 1);
     }
     // Library defaults (JDCT_ISLOW, fancy upsampling) are what Pillow uses.

@@ -10,14 +10,17 @@ struct Perplexity: ParsableCommand {
         discussion: """
             The text is tokenized as a prompt is (special tokens added) and cut into windows of --window tokens \
             (the last one shorter); each window runs from an empty cache and scores every token but its first \
-            by its negative log-likelihood, as transformers' model(ids, labels=ids).loss does. The perplexity is \
-            exp of the mean over all windows' predictions. Prints the perplexity (JSON with --json); progress on stderr.
+            by its negative log-likelihood, as transformers' model(ids, labels=ids).loss does; with --stride shorter \
+            than the window, windows start every --stride tokens and score only what no earlier window scored \
+            (transformers' strided evaluation). The perplexity is exp of the mean over all predictions. Prints the perplexity (JSON with --json); progress on stderr.
             """)
     @OptionGroup var catalogOptions: CatalogOptions
     @Option(help: "Assembly or language-model manifest file, or id (its language model is measured)") var assembly: String?
     @Option(help: "Language model id (instead of --assembly)") var llm: String?
     @Option(help: "The text's file ('-' reads stdin)") var textFile: String
     @Option(parsing: .unconditional, help: "Tokens a window (default: the context length, at most 1024)") var window: Int?
+    @Option(parsing: .unconditional, help: "Start a window every N tokens (default: the window, no overlap); a shorter stride scores each token once, with more context")
+    var stride: Int?
     @Option(parsing: .unconditional, help: "Score only the first N windows") var maxWindows: Int?
     @Option(help: "KV cache precision: f32, or f16") var kvCache = KVPrecision.f32
     @Flag(help: "Print one JSON object") var json = false
@@ -36,16 +39,15 @@ struct Perplexity: ParsableCommand {
                 ?? resolveAssembly(assembly, catalogOptions: catalogOptions)
             let text = try readText(textFile, flag: "--text-file")
             // Before loading, which can take a while: a window the context cannot hold.
-            if let context = try catalog.component(chosen.languageModel, kind: .languageModel).contextLength,
-               context < 2 || window.map({ $0 < 2 || $0 > context }) == true {
-                throw PerplexityError.badWindow(window: window ?? context, context: context)
+            if let context = try catalog.component(chosen.languageModel, kind: .languageModel).contextLength {
+                _ = try perplexityWindow(window, stride: stride, context: context)
             }
             // Only the language model is built (an assembly's encoders are not needed).
             let manifest = AssemblyManifest(id: chosen.languageModel, languageModel: chosen.languageModel, inputs: [])
             var assembler = Assembler(catalog: catalog, families: catalogOptions.families(), progress: progress)
             assembler.storedMatrices = placement.storedMatrices
             let model = try assembler.build(manifest)
-            let result = try model.perplexity(of: text, window: window, maxWindows: maxWindows, kvCache: kvCache) { done, total in
+            let result = try model.perplexity(of: text, window: window, stride: stride, maxWindows: maxWindows, kvCache: kvCache) { done, total in
                 progress("window \(done)/\(total)")
             }
             if json {
@@ -61,7 +63,8 @@ struct Perplexity: ParsableCommand {
             } else {
                 let windows = result.windows == 1 ? "1 window" : "\(result.windows) windows"
                 print(String(format: "perplexity %.4f (mean NLL %.5f nats over %d predictions: ", result.perplexity, result.meanNLL, result.predictions)
-                      + "\(windows) of at most \(result.window) tokens holding \(result.windowTokens) of the text's \(result.textTokens); "
+                      + "\(windows) of at most \(result.window) tokens" + (result.stride < result.window ? " every \(result.stride)" : "")
+                      + " holding \(result.windowTokens) of the text's \(result.textTokens); "
                       + String(format: "%.1f tokens/s)", result.tokensPerSecond))
             }
         } catch let error as ValidationError { throw error } catch { throw fail(error) }

@@ -31,6 +31,14 @@ import Testing
             let rounded = try negativeLogLikelihood(of: piece, model: model, cache: half)
             #expect(abs(rounded - whole) <= 1e-2 * Double(piece.count - 1), "\(name) window at \(start), f16 cache: \(rounded) vs \(whole)")
         }
+        // Strided windows score only their tail, the rest being context: transformers' log-softmax sums.
+        for expected in try #require(reference["strided_windows"] as? [[String: Any]]) {
+            let start = try #require(expected["start"] as? Int), first = try #require(expected["first_scored"] as? Int)
+            let sum = try #require(expected["nll_sum"] as? Double), count = try #require(expected["predictions"] as? Int)
+            let piece = Array(ids[start..<min(start + window, ids.count)])
+            let tail = try negativeLogLikelihood(of: piece, model: model, cache: cache, chunk: 5, scoredFrom: first)
+            #expect(abs(tail - sum) <= 1e-4 * Double(count), "\(name) strided window at \(start): \(tail) vs \(sum)")
+        }
     }
 
     /// The CLI tokenizes the text as transformers does and gives its perplexity; bad windows, a
@@ -48,6 +56,11 @@ import Testing
         #expect(abs((result["perplexity"] as? Double ?? 0) / expected - 1) < 1e-4, "\(result) vs \(expected)")
         #expect(result["predictions"] as? Int == reference["predictions"] as? Int && result["text_tokens"] as? Int == (reference["input_ids"] as? [Int])?.count)
         #expect(run.stderr.contains("window 12/12"), "\(run.stderr)")
+        let strided = try CLI.run(["perplexity", "--assembly", manifest, "--text-file", text.path, "--window", "16", "--stride", "\(reference["stride"] as! Int)", "--json"])
+        let stridedResult = try #require(try CLI.json(strided.stdout) as? [String: Any], "\(strided.all)")
+        let stridedExpected = try #require(reference["strided_perplexity"] as? Double)
+        #expect(abs((stridedResult["perplexity"] as? Double ?? 0) / stridedExpected - 1) < 1e-4, "\(stridedResult) vs \(stridedExpected)")
+        #expect(stridedResult["predictions"] as? Int == reference["strided_predictions"] as? Int && stridedResult["window_tokens"] as? Int == 186)
         let two = try CLI.run(["perplexity", "--assembly", manifest, "--text-file", text.path, "--window", "16", "--max-windows", "2", "--json"])
         let twoResult = try #require(try CLI.json(two.stdout) as? [String: Any], "\(two.all)")
         #expect(twoResult["windows"] as? Int == 2 && twoResult["predictions"] as? Int == 30 && twoResult["window_tokens"] as? Int == 32)
@@ -58,7 +71,8 @@ import Testing
                                      (["--window", "129"], "--window must be 2...128 (the context length), found 129"),
                                      (["--text-file", empty.path], "the text is 1 token: a perplexity needs at least 2"),
                                      (["--text-file", folder.appendingPathComponent("none.txt").path], "none.txt: no such file or not readable"),
-                                     (["--max-windows", "0"], "--max-windows must be 1 or more, found 0")] {
+                                     (["--max-windows", "0"], "--max-windows must be 1 or more, found 0"),
+                                     (["--window", "16", "--stride", "17"], "--stride must be 1...16 (the window), found 17")] {
             let base = ["perplexity", "--assembly", manifest] + (arguments.contains("--text-file") ? [] : ["--text-file", text.path])
             let r = try CLI.run(base + arguments)
             #expect(r.status != 0 && r.stderr.contains(message), "\(arguments): \(r.all)")

@@ -3,6 +3,8 @@ import Foundation
 /// Why two parts do not fit, in words a user can act on.
 public enum CompatibilityProblem: Sendable, Equatable, CustomStringConvertible {
     case widthMismatch(from: String, width: Int, to: String, expects: Int)
+    /// A connector that keeps its input's width between an encoder and a language model of others.
+    case widthKept(encoder: String, connector: String, width: Int, languageModel: String, expects: Int)
     case tokensOverContext(tokens: Int, languageModel: String, context: Int)
     case tokenCountRejected(connector: String, tokens: Int)
     case wrongKind(id: String, expected: ComponentKind, found: ComponentKind)
@@ -15,6 +17,8 @@ public enum CompatibilityProblem: Sendable, Equatable, CustomStringConvertible {
         switch self {
         case let .widthMismatch(from, width, to, expects):
             return "width mismatch: '\(from)' produces width \(width), '\(to)' expects \(expects)"
+        case let .widthKept(encoder, connector, width, lm, expects):
+            return "width mismatch: '\(encoder)' produces width \(width), which '\(connector)' keeps, '\(lm)' expects \(expects)"
         case let .tokensOverContext(tokens, lm, context):
             return "token count \(tokens) exceeds the context length \(context) of '\(lm)'"
         case let .tokenCountRejected(connector, tokens):
@@ -88,7 +92,7 @@ public struct CompatibilityChecker: Sendable {
         out += problems(connector: connector, languageModel: languageModel)
         if families.families[connector.family]?.keepsWidth == true, let width = encoder.output?.width,
            let expects = Self.languageModelWidth(languageModel), width != expects {
-            out.append(.widthMismatch(from: "\(encoder.id)' through '\(connector.id)", width: width, to: languageModel.id, expects: expects))
+            out.append(.widthKept(encoder: encoder.id, connector: connector.id, width: width, languageModel: languageModel.id, expects: expects))
         }
         for m in [encoder, connector, languageModel] { out += problems(of: m) }
         let tokens = Self.selectedTokens(encoder, select: select)

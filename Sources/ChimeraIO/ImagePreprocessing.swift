@@ -180,9 +180,12 @@ public struct ImagePreprocessing: Codable, Sendable, Equatable {
         img.alpha = nil
         if padToSquare { img = Self.expandToSquare(img, background: padColor) }
         let target = resizedSize(width: img.width, height: img.height)
-        img = PillowResample.resizeBicubic(img, width: target.width, height: target.height)
-        if let cropSize { img = Self.centerCrop(img, height: cropSize, width: cropSize) }
-        return img
+        guard let cropSize else { return PillowResample.resizeBicubic(img, width: target.width, height: target.height) }
+        // Only what the centre crop keeps is resized, where it lies inside the image (the crop's
+        // own offsets, as centerCrop takes them); the crop then takes the rest.
+        func kept(_ side: Int) -> Range<Int>? { side >= cropSize ? (side - cropSize) / 2..<(side - cropSize) / 2 + cropSize : nil }
+        img = PillowResample.resizeBicubic(img, width: target.width, height: target.height, columns: kept(target.width), rows: kept(target.height))
+        return Self.centerCrop(img, height: cropSize, width: cropSize)
     }
 
     /// Model input for one image: Tensor [3, H, W] (channels first, float32).

@@ -25,20 +25,22 @@ enum PillowResample {
         var weights: [Int32]
     }
 
-    /// `precompute_coeffs` + `normalize_coeffs_8bpc` for box [0, inSize).
-    static func coefficients(inSize: Int, outSize: Int) -> Coefficients {
+    /// `precompute_coeffs` + `normalize_coeffs_8bpc` for box [0, inSize), for the output samples
+    /// `outputs` (default: all `outSize`), indexed from 0: each sample's are computed on their own.
+    static func coefficients(inSize: Int, outSize: Int, outputs: Range<Int>? = nil) -> Coefficients {
+        let outputs = outputs ?? 0..<outSize
         let support0 = 2.0  // bicubic support
         let in0: Double = 0, in1 = Double(Float(inSize))  // Pillow's box is float[4]
         let scale = (in1 - in0) / Double(outSize)
         let filterscale = max(scale, 1.0)
         let support = support0 * filterscale
         let ksize = Int(support.rounded(.up)) * 2 + 1
-        var bounds = [Int](repeating: 0, count: outSize * 2)
-        var weights = [Int32](repeating: 0, count: outSize * ksize)
+        var bounds = [Int](repeating: 0, count: outputs.count * 2)
+        var weights = [Int32](repeating: 0, count: outputs.count * ksize)
         var k = [Double](repeating: 0, count: ksize)
         let ss = 1.0 / filterscale
         let one = Double(1 << precisionBits)
-        for xx in 0..<outSize {
+        for (index, xx) in outputs.enumerated() {
             let center = in0 + (Double(xx) + 0.5) * scale
             var ww = 0.0
             var xmin = Int(center - support + 0.5)  // C (int) cast truncates toward zero
@@ -54,10 +56,10 @@ enum PillowResample {
             for x in 0..<max(xmax, 0) {
                 var v = k[x]
                 if ww != 0.0 { v /= ww }
-                weights[xx * ksize + x] = v < 0 ? Int32(-0.5 + v * one) : Int32(0.5 + v * one)
+                weights[index * ksize + x] = v < 0 ? Int32(-0.5 + v * one) : Int32(0.5 + v * one)
             }
-            bounds[xx * 2] = xmin
-            bounds[xx * 2 + 1] = max(xmax, 0)
+            bounds[index * 2] = xmin
+            bounds[index * 2 + 1] = max(xmax, 0)
         }
         return Coefficients(ksize: ksize, bounds: bounds, weights: weights)
     }
@@ -68,21 +70,26 @@ enum PillowResample {
         return s <= 0 ? 0 : (s >= 255 ? 255 : UInt8(truncatingIfNeeded: s))
     }
 
-    /// Resizes interleaved 8-bit RGB to `width` x `height` like Pillow's BICUBIC resize.
-    static func resizeBicubic(_ image: RGBImage, width outW: Int, height outH: Int) -> RGBImage {
-        precondition(outW > 0 && outH > 0, "resize target must be positive, got \(outW)x\(outH)")
+    /// Resizes interleaved 8-bit RGB to `width` x `height` like Pillow's BICUBIC resize. With
+    /// `columns` / `rows`, only those of the resized image are made along an axis that is resized
+    /// (an axis left as it is stays whole): what a centre crop keeps, the same pixels, without the
+    /// whole resized image (a 1 x 65535 strip resized to 64 x 4194240 took 1 GB for 64 x 64 kept).
+    static func resizeBicubic(_ image: RGBImage, width fullW: Int, height fullH: Int,
+                              columns: Range<Int>? = nil, rows: Range<Int>? = nil) -> RGBImage {
+        precondition(fullW > 0 && fullH > 0, "resize target must be positive, got \(fullW)x\(fullH)")
         let inW = image.width, inH = image.height
-        if inW == outW && inH == outH { return RGBImage(width: inW, height: inH, pixels: image.pixels) }
-        let needHorizontal = outW != inW
-        let needVertical = outH != inH
-        let horiz = coefficients(inSize: inW, outSize: outW)
-        var vert = coefficients(inSize: inH, outSize: outH)
+        if inW == fullW && inH == fullH { return RGBImage(width: inW, height: inH, pixels: image.pixels) }
+        let needHorizontal = fullW != inW
+        let needVertical = fullH != inH
+        let horiz = coefficients(inSize: inW, outSize: fullW, outputs: needHorizontal ? columns : nil)
+        var vert = coefficients(inSize: inH, outSize: fullH, outputs: needVertical ? rows : nil)
+        let outW = horiz.bounds.count / 2, outH = vert.bounds.count / 2
 
         // Pillow 13 (PR #9549) runs the vertical pass first when the height shrinks by more than
         // twice as many pixels as the width; pass order changes the uint8 rounding, so follow it.
         // (Verified against Pillow 13.0.0 on 500 random size pairs; older Pillow is always
         // horizontal-first, which gives identical results whenever this condition is false.)
-        let verticalFirst = needHorizontal && needVertical && outH < inH && (inH - outH) > 2 * (inW - outW)
+        let verticalFirst = needHorizontal && needVertical && fullH < inH && (inH - fullH) > 2 * (inW - fullW)
         var current = image.pixels
         var curW = inW, curH = inH
         if verticalFirst {

@@ -124,6 +124,19 @@ struct ImagePreprocessingTests {
         #expect(zeroStd.contains("std"), "\(zeroStd)")
     }
 
+    /// Resizing only what the centre crop keeps gives the very pixels of resizing the whole image
+    /// and cropping it: up- and downscaled axes, either pass first, odd offsets, an axis left as it is.
+    @Test(arguments: [(61, 45, 24), (45, 61, 24), (1, 300, 16), (300, 1, 16), (24, 90, 24), (200, 37, 30), (33, 33, 7), (512, 40, 32),
+                      (40, 400, 24)])  // (the last one shrinks its height so much more that the vertical pass runs first)
+    func resizingWhatTheCropKeepsIsExact(width: Int, height: Int, crop: Int) {
+        let image = ImageFixtures.proceduralImage(width: width, height: height)
+        let config = ImagePreprocessing(resize: .shortestEdge, size: crop + 3, cropSize: crop, mean: [0, 0, 0], std: [1, 1, 1])
+        let target = config.resizedSize(width: width, height: height)
+        let whole = ImagePreprocessing.centerCrop(PillowResample.resizeBicubic(image, width: target.width, height: target.height), height: crop, width: crop)
+        let kept = config.preparedImage(image)
+        #expect(kept.width == crop && kept.height == crop && kept.pixels == whole.pixels, "\(width)x\(height) → \(target), crop \(crop)")
+    }
+
     // MARK: HF preprocessor_config.json
 
     private func hf(_ json: String) throws -> ImagePreprocessing {

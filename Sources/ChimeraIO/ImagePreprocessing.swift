@@ -154,8 +154,9 @@ public struct ImagePreprocessing: Codable, Sendable, Equatable {
     public static let maxIntermediatePixels = 1 << 28
 
     /// Refuses an image whose padded square or resized form would exceed `maxIntermediatePixels`:
-    /// the whole resized image is built before the crop, so a 1 x 65535 strip with shortest edge
-    /// 336 would need 336 x 22 million pixels (22 GB).
+    /// without a crop the whole resized image is built (a 1 x 65535 strip with shortest edge 336
+    /// would be 336 x 22 million pixels, 22 GB); with one only what it keeps is, but such a resize
+    /// is still refused, its coefficients alone growing with the resized side.
     public func checkIntermediateSize(width: Int, height: Int, file: String) throws {
         func refuse(_ step: String, _ w: Int, _ h: Int) -> ImageError {
             .tooLargeToPreprocess(file: file, width: width, height: height,

@@ -155,8 +155,8 @@ public struct ImagePreprocessing: Codable, Sendable, Equatable {
 
     /// Refuses an image whose padded square or resized form would exceed `maxIntermediatePixels`:
     /// without a crop the whole resized image is built (a 1 x 65535 strip with shortest edge 336
-    /// would be 336 x 22 million pixels, 22 GB); with one only what it keeps is, but such a resize
-    /// is still refused, its coefficients alone growing with the resized side.
+    /// would be 336 x 22 million pixels, 22 GB); with one only what it keeps is built, and the
+    /// limit stays as a bound on what counts as an image.
     public func checkIntermediateSize(width: Int, height: Int, file: String) throws {
         func refuse(_ step: String, _ w: Int, _ h: Int) -> ImageError {
             .tooLargeToPreprocess(file: file, width: width, height: height,

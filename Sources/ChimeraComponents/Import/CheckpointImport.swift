@@ -273,9 +273,7 @@ public struct CheckpointImporter {
     /// A config field that may be absent or null (nil), else must be a `T`: a value of another type
     /// is named rather than taken as absent.
     func optional<T>(_ object: [String: Any], _ key: String, _ file: String, expected: String) throws -> T? {
-        guard let value = object[key], !(value is NSNull) else { return nil }
-        guard let typed = value as? T else { throw ImportError.invalidValue(file: file, field: key, found: ImportError.shown(value), expected: expected) }
-        return typed
+        try typedField(object, key, file: file, field: key, expected: expected)
     }
 
     func weightFileList() throws -> [URL] {
@@ -379,6 +377,14 @@ extension CheckpointImporter {
             }
         }
     }
+}
+
+/// `object[key]`: nil when absent or null, else a `T`, or an error naming `field` of `file` and the
+/// value as the file spells it (a config's "5" where an integer belongs is not taken as absent).
+func typedField<T>(_ object: [String: Any], _ key: String, file: String, field: String, expected: String) throws -> T? {
+    guard let value = object[key], !(value is NSNull) else { return nil }
+    guard let typed = value as? T else { throw ImportError.invalidValue(file: file, field: field, found: ImportError.shown(value), expected: expected) }
+    return typed
 }
 
 /// Writes `<id>.component.json` files and `<id>.assembly.json` into a folder (import and quantize).

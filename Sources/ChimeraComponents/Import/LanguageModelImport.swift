@@ -97,21 +97,11 @@ private struct ConfigFields {
     }
 
     /// nil when absent or null; refused when present as anything but an integer ("32", 32.5).
-    func optionalInt(_ key: String) throws -> Int? {
-        guard let value = object[key], !(value is NSNull) else { return nil }
-        guard let int = value as? Int else {
-            throw ImportError.invalidValue(file: file, field: name(key), found: ImportError.shown(value), expected: "an integer")
-        }
-        return int
-    }
+    func optionalInt(_ key: String) throws -> Int? { try typedField(object, key, file: file, field: name(key), expected: "an integer") }
 
     /// nil when absent or null; refused when present as anything but a number.
     func optionalNumber(_ key: String, in object: [String: Any]? = nil, field: String? = nil) throws -> Double? {
-        guard let value = (object ?? self.object)[key], !(value is NSNull) else { return nil }
-        guard let number = value as? Double else {
-            throw ImportError.invalidValue(file: file, field: name(field ?? key), found: ImportError.shown(value), expected: "a number")
-        }
-        return number
+        try typedField(object ?? self.object, key, file: file, field: name(field ?? key), expected: "a number")
     }
 
     /// rope_theta and partial_rotary_factor, from rope_parameters (transformers 5) or the top level

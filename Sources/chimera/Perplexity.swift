@@ -35,15 +35,15 @@ struct Perplexity: ParsableCommand {
     func run() throws {
         do {
             threading.apply()
-            let (catalog, chosen) = try llm.map { (try catalogOptions.catalog(), AssemblyManifest(id: $0, languageModel: $0, inputs: [])) }
-                ?? resolveAssembly(assembly, catalogOptions: catalogOptions)
+            // --llm, or an assembly's language model: only it is built (an assembly's encoders are not needed).
+            let (catalog, languageModel) = try llm.map { (try catalogOptions.catalog(), $0) }
+                ?? { let (catalog, found) = try resolveAssembly(assembly, catalogOptions: catalogOptions); return (catalog, found.languageModel) }()
             let text = try readText(textFile, flag: "--text-file")
             // Before loading, which can take a while: a window the context cannot hold.
-            if let context = try catalog.component(chosen.languageModel, kind: .languageModel).contextLength {
+            if let context = try catalog.component(languageModel, kind: .languageModel).contextLength {
                 _ = try perplexityWindow(window, stride: stride, context: context)
             }
-            // Only the language model is built (an assembly's encoders are not needed).
-            let manifest = AssemblyManifest(id: chosen.languageModel, languageModel: chosen.languageModel, inputs: [])
+            let manifest = AssemblyManifest(id: languageModel, languageModel: languageModel, inputs: [])
             var assembler = Assembler(catalog: catalog, families: catalogOptions.families(), progress: progress)
             assembler.storedMatrices = placement.storedMatrices
             let model = try assembler.build(manifest)

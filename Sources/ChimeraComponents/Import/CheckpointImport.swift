@@ -345,7 +345,8 @@ extension CheckpointImporter {
     func checkBeforeWriting(_ components: [ComponentManifest], assembly: AssemblyManifest?) throws {
         var catalog = Catalog()
         for component in components { try catalog.add(.component(component)) }
-        let checker = CompatibilityChecker(catalog: catalog, families: BuiltinFamilies.registry())
+        let families = BuiltinFamilies.registry()
+        let checker = CompatibilityChecker(catalog: catalog, families: families)
         if let assembly {
             let problems = checker.problems(assembly: assembly, filesOnDisk: false)
             if !problems.isEmpty {
@@ -371,7 +372,7 @@ extension CheckpointImporter {
             // here rather than by every generate that follows.
             var located = component
             located.directory = outputDirectory
-            do { _ = try BuiltinFamilies.registry().build(located, storedMatrices: .mapped) } catch {
+            do { _ = try families.build(located, storedMatrices: .mapped) } catch {
                 let reason = (error as? LocalizedError)?.errorDescription ?? "\(error)"
                 throw ImportError.invalidManifest(file: file("config.json").path, id: component.id, problems: ["its weights do not fit it: " + reason])
             }

@@ -84,6 +84,8 @@ public enum PlanError: LocalizedError {
     case unsettledWidth(connector: String)
     case badContext(Int)
     case contextBeyondModel(context: Int, model: String, limit: Int)
+    /// A context too short for one item of each input (what any prompt with them needs).
+    case contextBelowInputs(context: Int, tokens: Int, inputs: [String])
     public var errorDescription: String? {
         switch self {
         case let .unsettledWidth(connector):
@@ -91,6 +93,9 @@ public enum PlanError: LocalizedError {
         case let .badContext(n): return "--context must be positive, found \(n)"
         case let .contextBeyondModel(context, model, limit):
             return "--context \(context) is longer than language model '\(model)' can attend over (its context length is \(limit))"
+        case let .contextBelowInputs(context, tokens, inputs):
+            return "--context \(context) cannot hold the assembly's inputs: one of each takes \(tokens) tokens (\(inputs.joined(separator: ", "))) "
+                + "and a prompt needs at least one more; plan for --context \(tokens + 1) or more"
         }
     }
 }
@@ -121,7 +126,8 @@ public struct Planner: Sendable {
         }
         var built: [any Component] = [lm]
         var activations: [Int] = []
-        for binding in assembly.inputs {
+        var inputTokens: [String] = [], inputTokenCount = 0
+        for (i, binding) in assembly.inputs.enumerated() {
             let encoderManifest = try catalog.component(binding.encoder, kind: .encoder)
             guard let encoder = try families.build(encoderManifest, substitute: .shapesOnly) as? any ModalityEncoder else {
                 throw AssemblyError.incompatible(assembly: assembly.id, problems: ["'\(encoderManifest.id)' did not build an encoder"])
@@ -130,6 +136,14 @@ public struct Planner: Sendable {
                                                inputWidth: encoder.output.width, outputWidth: lm.hiddenSize, substitute: .shapesOnly)
             built += [encoder, connector]
             activations.append(Self.encoderActivations(encoder))
+            let selected = CompatibilityChecker.selectedTokens(encoderManifest, select: binding.select)
+            if let tokens = (connector as? any Connector)?.outputTokens(forInputTokens: selected) {
+                inputTokens.append("inputs[\(i)] '\(binding.placeholder)': \(tokens)")
+                inputTokenCount += tokens
+            }
+        }
+        if let context, context >= 1, context <= inputTokenCount {
+            throw PlanError.contextBelowInputs(context: context, tokens: inputTokenCount, inputs: inputTokens)
         }
         return try plan(subject: assembly.id, built: built, languageModel: lm, extraActivations: activations, context: context,
                         kvCache: kvCache)

@@ -235,6 +235,15 @@ private typealias F = ManifestFixtures
                 "\(message)")
     }
 
+    /// The tiny default's image is 16 tokens (17 minus the class token): a context of 16 or less
+    /// holds no prompt with it, and a plan that said it fits would be wrong.
+    @Test func planningAContextShorterThanTheInputsIsRefused() throws {
+        let message = message { _ = try PlannerTests.planner().plan(ManifestFixtures.assemblyID, context: 16) }
+        #expect(message.contains("--context 16 cannot hold the assembly's inputs: one of each takes 16 tokens (inputs[0] '<image>': 16)"), "\(message)")
+        #expect(message.contains("plan for --context 17 or more"), "\(message)")
+        #expect(try PlannerTests.planner().plan(ManifestFixtures.assemblyID, context: 17).contextTokens == 17)
+    }
+
     @Test func aHugeMaxTokensIsTooLongNotAnOverflow() throws {
         let r = try CLI.run(["generate", "--prompt", "hi", "--max-tokens", "9223372036854775807"])
         #expect(r.status != 0 && r.stderr.contains("new tokens it needs more positions than the context length of 512 (at most"), "\(r.all)")

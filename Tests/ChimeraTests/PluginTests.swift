@@ -381,13 +381,25 @@ func maxDifference(_ t: Tensor, _ expected: [Float]) -> Float {
 
 /// A mono 16-bit PCM WAV file.
 func wav(samples: [Int16], rate: UInt32) -> Data {
-    var data = Data("RIFF".utf8)
-    func append<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v.littleEndian) { data.append(contentsOf: $0) } }
-    append(UInt32(36 + samples.count * 2)); data.append(contentsOf: Array("WAVEfmt ".utf8))
-    append(UInt32(16)); append(UInt16(1)); append(UInt16(1)); append(rate); append(rate * 2); append(UInt16(2)); append(UInt16(16))
-    data.append(contentsOf: Array("data".utf8)); append(UInt32(samples.count * 2))
-    for s in samples { append(s) }
-    return data
+    wav(body: samples.flatMap { le($0) }, rate: rate, tag: 1, bits: 16)
+}
+
+/// The little-endian bytes of an integer.
+func le<T: FixedWidthInteger>(_ v: T) -> [UInt8] { withUnsafeBytes(of: v.littleEndian) { Array($0) } }
+
+/// A mono WAV file holding `body` as its data chunk: format `tag` (1 PCM, 3 float), plain or as
+/// WAVE_FORMAT_EXTENSIBLE with `subformatSuffix` (the standard GUID's when nil); `dataSize`
+/// overrides what the data chunk claims.
+func wav(body: [UInt8], rate: UInt32, tag: UInt16, bits: UInt16, extensible: Bool = false,
+         subformatSuffix: [UInt8]? = nil, dataSize: UInt32? = nil) -> Data {
+    let align = bits / 8
+    var fmt = le(extensible ? UInt16(0xFFFE) : tag) + le(UInt16(1)) + le(rate) + le(rate * UInt32(align)) + le(align) + le(bits)
+    if extensible {
+        fmt += le(UInt16(22)) + le(bits) + le(UInt32(4)) + le(tag)
+        fmt += subformatSuffix ?? [0, 0, 0, 0, 0x10, 0, 0x80, 0, 0, 0xAA, 0, 0x38, 0x9B, 0x71]
+    }
+    let chunks = Array("fmt ".utf8) + le(UInt32(fmt.count)) + fmt + Array("data".utf8) + le(dataSize ?? UInt32(body.count)) + body
+    return Data(Array("RIFF".utf8) + le(UInt32(4 + chunks.count)) + Array("WAVE".utf8) + chunks)
 }
 
 @Suite struct AudioPluginTests {
@@ -444,6 +456,57 @@ func wav(samples: [Int16], rate: UInt32) -> Data {
         #expect(tooLong.contains("3.0 s of audio; this encoder takes at most 2 s"), "\(tooLong)")
         let notWav = message { _ = try encoder.prepareInput(contentsOf: TestPlugins.fixtures.appendingPathComponent("c-scale.component.json")) }
         #expect(notWav.contains("not a RIFF/WAVE file"), "\(notWav)")
+    }
+
+    /// The same clip as 16, 24 and 32-bit PCM, 32 and 64-bit float, EXTENSIBLE and with a streamed
+    /// (unknown) data length gives the same features; 8-bit silence reads as 16-bit silence.
+    @Test func wavSampleFormatsReadAlike() throws {
+        let encoder = try #require(try build("whisper-tiny-random") as? any ModalityEncoder)
+        var samples: [Int16] = (0..<8000).map { Int16(12000 * sin(Double($0) * 0.05)) }
+        samples[10] = .min; samples[11] = .max  // the extremes scale exactly in every width
+        let dir = temporaryDirectory()
+        func features(_ data: Data, _ name: String) throws -> Tensor {
+            let url = dir.appendingPathComponent(name)
+            try data.write(to: url)
+            return try encoder.prepareInput(contentsOf: url)
+        }
+        let reference = try features(wav(samples: samples, rate: 16000), "s16.wav")
+        let variants: [(String, Data)] = [
+            ("s24.wav", wav(body: samples.flatMap { Array(le(Int32($0) << 8).prefix(3)) }, rate: 16000, tag: 1, bits: 24)),
+            ("s32.wav", wav(body: samples.flatMap { le(Int32($0) << 16) }, rate: 16000, tag: 1, bits: 32)),
+            ("f32.wav", wav(body: samples.flatMap { le((Float($0) / 32768).bitPattern) }, rate: 16000, tag: 3, bits: 32)),
+            ("f64.wav", wav(body: samples.flatMap { le((Double($0) / 32768).bitPattern) }, rate: 16000, tag: 3, bits: 64)),
+            ("ext16.wav", wav(body: samples.flatMap { le($0) }, rate: 16000, tag: 1, bits: 16, extensible: true)),
+            ("extf32.wav", wav(body: samples.flatMap { le((Float($0) / 32768).bitPattern) }, rate: 16000, tag: 3, bits: 32, extensible: true)),
+            ("streamed.wav", wav(body: samples.flatMap { le($0) }, rate: 16000, tag: 1, bits: 16, dataSize: 0xFFFF_FFFF)),
+        ]
+        for (name, data) in variants {
+            #expect(maxDifference(try features(data, name), reference.toArray()) == 0, "\(name)")
+        }
+        let silence8 = try features(wav(body: [UInt8](repeating: 128, count: 4000), rate: 16000, tag: 1, bits: 8), "u8.wav")
+        #expect(maxDifference(silence8, try features(wav(samples: [Int16](repeating: 0, count: 4000), rate: 16000), "zero16.wav").toArray()) == 0)
+    }
+
+    /// A truncated data chunk, an empty one, an unknown EXTENSIBLE sub-format and a non-finite float
+    /// sample are named, not read as silence or noise.
+    @Test func damagedWavFilesAreRefused() throws {
+        let encoder = try #require(try build("whisper-tiny-random") as? any ModalityEncoder)
+        let dir = temporaryDirectory()
+        func refusal(_ data: Data, _ name: String) -> String {
+            let url = dir.appendingPathComponent(name)
+            return message { try data.write(to: url); _ = try encoder.prepareInput(contentsOf: url) }
+        }
+        let body = [Int16](repeating: 5, count: 100).flatMap { le($0) }
+        let truncated = refusal(wav(body: body, rate: 16000, tag: 1, bits: 16, dataSize: 4000), "truncated.wav")
+        #expect(truncated.contains("the data chunk claims 4000 bytes but the file holds 200 after its start (a truncated file?)"), "\(truncated)")
+        let empty = refusal(wav(body: [], rate: 16000, tag: 1, bits: 16), "empty.wav")
+        #expect(empty.contains("the data chunk holds no samples"), "\(empty)")
+        let guid = refusal(wav(body: body, rate: 16000, tag: 1, bits: 16, extensible: true, subformatSuffix: [UInt8](repeating: 1, count: 14)), "guid.wav")
+        #expect(guid.contains("WAVE_FORMAT_EXTENSIBLE with a sub-format other than PCM or IEEE float"), "\(guid)")
+        let alaw = refusal(wav(body: [1, 2, 3], rate: 16000, tag: 6, bits: 8), "alaw.wav")
+        #expect(alaw.contains("format 6 with 8-bit samples; supported are PCM (format 1)"), "\(alaw)")
+        let nan = refusal(wav(body: le(Float.nan.bitPattern), rate: 16000, tag: 3, bits: 32), "nan.wav")
+        #expect(nan.contains("sample 0 is not a finite number"), "\(nan)")
     }
 
     /// One prompt with two sensor recordings and one audio clip, each placeholder bound to its own

@@ -2,7 +2,7 @@ import ChimeraPluginKit
 import Foundation
 
 // A Whisper-style audio encoder as a run-time plugin (transformers WhisperFeatureExtractor +
-// WhisperEncoder). 16 kHz mono 16-bit PCM WAV → samples / 32768 → zero-padded at the end to the
+// WhisperEncoder). 16 kHz mono WAV (PCM 8–32-bit or float) → samples in [-1, 1) → zero-padded at the end to the
 // chunk (chunk_length s, as Whisper's padding="max_length"; longer clips are refused, not cut) →
 // log-mel spectrogram (periodic Hann window of n_fft, hop, centered frames with reflect padding,
 // power 2, Slaney mel filters 0–8 kHz, log10 with floor 1e-10, clamp to max − 8, (x + 4) / 4,
@@ -69,39 +69,93 @@ public struct WhisperEncoderConfig: Codable, Sendable {
 // MARK: - Audio files and features
 
 public enum WAV {
-    /// Mono 16-bit PCM samples scaled to [-1, 1) (÷ 32768, as soundfile/librosa read them).
+    /// A WAV file's sample format: PCM integers (8-bit unsigned, 16/24/32-bit signed) or IEEE floats
+    /// (32/64-bit), plain or as WAVE_FORMAT_EXTENSIBLE.
+    struct Format { var float: Bool; var channels: Int; var rate: Int; var bits: Int }
+
+    /// The data chunk size streaming writers (ffmpeg to a pipe) leave when the length is unknown.
+    static let unknownLength = 0xFFFF_FFFF
+
+    /// Mono samples scaled to [-1, 1) as soundfile/librosa read them: integers ÷ 2^(bits − 1)
+    /// (8-bit ones first centred at 128), floats as stored.
     public static func read(_ url: URL, rate expectedRate: Int) throws -> [Float] {
         guard let data = FileManager.default.contents(atPath: url.path) else { throw PluginKitError("\(url.path): cannot read the file") }
-        let bytes = [UInt8](data)
+        let bytes = [UInt8](data), file = url.path
         func u32(_ i: Int) -> Int { Int(bytes[i]) | Int(bytes[i + 1]) << 8 | Int(bytes[i + 2]) << 16 | Int(bytes[i + 3]) << 24 }
         func u16(_ i: Int) -> Int { Int(bytes[i]) | Int(bytes[i + 1]) << 8 }
         guard bytes.count >= 12, bytes[0..<4] == [82, 73, 70, 70], bytes[8..<12] == [87, 65, 86, 69] else {
-            throw PluginKitError("\(url.path): not a RIFF/WAVE file")
+            throw PluginKitError("\(file): not a RIFF/WAVE file")
         }
         var offset = 12
-        var format: (tag: Int, channels: Int, rate: Int, bits: Int)?
+        var format: Format?
         while offset + 8 <= bytes.count {
             let id = String(decoding: bytes[offset..<offset + 4], as: UTF8.self), size = u32(offset + 4)
             let body = offset + 8
-            guard body + size <= bytes.count || id == "data" else { throw PluginKitError("\(url.path): chunk '\(id)' runs past the end of the file") }
-            if id == "fmt " {
-                guard size >= 16 else { throw PluginKitError("\(url.path): fmt chunk of \(size) bytes") }
-                format = (u16(body), u16(body + 2), u32(body + 4), u16(body + 14))
-            } else if id == "data" {
-                guard let f = format else { throw PluginKitError("\(url.path): data chunk before the fmt chunk") }
-                guard f.tag == 1, f.bits == 16 else {
-                    throw PluginKitError("\(url.path): format \(f.tag) with \(f.bits)-bit samples; only 16-bit PCM (format 1) is supported")
-                }
-                guard f.channels == 1 else { throw PluginKitError("\(url.path): \(f.channels) channels; only mono is supported (mix it down first)") }
+            if id == "data" {
+                guard let f = format else { throw PluginKitError("\(file): data chunk before the fmt chunk") }
+                guard f.channels == 1 else { throw PluginKitError("\(file): \(f.channels) channels; only mono is supported (mix it down first)") }
                 guard f.rate == expectedRate else {
-                    throw PluginKitError("\(url.path): sample rate \(f.rate) Hz; this encoder takes \(expectedRate) Hz and does not resample (e.g. `ffmpeg -i in.wav -ar \(expectedRate) -ac 1 out.wav`)")
+                    throw PluginKitError("\(file): sample rate \(f.rate) Hz; this encoder takes \(expectedRate) Hz and does not resample (e.g. `ffmpeg -i in.wav -ar \(expectedRate) -ac 1 out.wav`)")
                 }
-                let count = min(size, bytes.count - body) / 2
-                return (0..<count).map { Float(Int16(bitPattern: UInt16(u16(body + 2 * $0)))) / 32768 }
+                let available = bytes.count - body
+                guard size <= available || size == unknownLength else {
+                    throw PluginKitError("\(file): the data chunk claims \(size) bytes but the file holds \(available) after its start (a truncated file?)")
+                }
+                let width = f.bits / 8, count = min(size, available) / width
+                guard count > 0 else { throw PluginKitError("\(file): the data chunk holds no samples") }
+                return try samples(bytes, from: body, count: count, format: f, file: file)
             }
+            guard body + size <= bytes.count else { throw PluginKitError("\(file): chunk '\(id)' runs past the end of the file") }
+            if id == "fmt " { format = try parseFormat(bytes, body: body, size: size, file: file) }
             offset = body + size + (size & 1)
         }
-        throw PluginKitError("\(url.path): no data chunk")
+        throw PluginKitError("\(file): no data chunk")
+    }
+
+    static func parseFormat(_ bytes: [UInt8], body: Int, size: Int, file: String) throws -> Format {
+        func u16(_ i: Int) -> Int { Int(bytes[i]) | Int(bytes[i + 1]) << 8 }
+        func u32(_ i: Int) -> Int { u16(i) | u16(i + 2) << 16 }
+        guard size >= 16 else { throw PluginKitError("\(file): fmt chunk of \(size) bytes (expected at least 16)") }
+        var tag = u16(body)
+        let channels = u16(body + 2), rate = u32(body + 4), blockAlign = u16(body + 12), bits = u16(body + 14)
+        if tag == 0xFFFE {  // WAVE_FORMAT_EXTENSIBLE: the real tag opens the sub-format GUID
+            // The rest of a KSDATAFORMAT_SUBTYPE_* GUID: 0000xxxx-0000-0010-8000-00aa00389b71.
+            let suffix: [UInt8] = [0, 0, 0, 0, 0x10, 0, 0x80, 0, 0, 0xAA, 0, 0x38, 0x9B, 0x71]
+            guard size >= 40, Array(bytes[body + 26..<body + 40]) == suffix else {
+                throw PluginKitError("\(file): WAVE_FORMAT_EXTENSIBLE with a sub-format other than PCM or IEEE float")
+            }
+            tag = u16(body + 24)
+        }
+        let supported: [Int: Set<Int>] = [1: [8, 16, 24, 32], 3: [32, 64]]
+        guard let widths = supported[tag], widths.contains(bits) else {
+            throw PluginKitError("\(file): format \(tag) with \(bits)-bit samples; supported are PCM (format 1) with 8, 16, 24 or 32-bit samples and IEEE float (format 3) with 32 or 64-bit ones")
+        }
+        guard channels > 0, blockAlign == channels * bits / 8 else {
+            throw PluginKitError("\(file): block align \(blockAlign) does not match \(channels) channel(s) of \(bits)-bit samples")
+        }
+        return Format(float: tag == 3, channels: channels, rate: rate, bits: bits)
+    }
+
+    static func samples(_ bytes: [UInt8], from start: Int, count: Int, format: Format, file: String) throws -> [Float] {
+        let width = format.bits / 8
+        var out = [Float](repeating: 0, count: count)
+        for i in 0..<count {
+            var raw: UInt64 = 0
+            for b in 0..<width { raw |= UInt64(bytes[start + i * width + b]) << (8 * b) }
+            let value: Double
+            switch (format.float, width) {
+            case (true, 4): value = Double(Float(bitPattern: UInt32(raw)))
+            case (true, _): value = Double(bitPattern: raw)
+            case (false, 1): value = (Double(raw) - 128) / 128
+            default:
+                // Sign-extend the top bit of a `width`-byte integer.
+                let shift = UInt64(64 - 8 * width)
+                value = Double(Int64(bitPattern: raw << shift) >> Int64(shift)) / Double(1 << (8 * width - 1))
+            }
+            guard value.isFinite else { throw PluginKitError("\(file): sample \(i) is not a finite number (\(value))") }
+            out[i] = Float(value)
+        }
+        return out
     }
 }
 

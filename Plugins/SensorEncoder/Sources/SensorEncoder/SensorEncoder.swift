@@ -78,9 +78,16 @@ public enum SensorReadings {
     }
 
     static func csv(_ data: Data, file: String) throws -> [String: [Float]] {
-        let lines = String(decoding: data, as: UTF8.self).split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        var text = String(decoding: data, as: UTF8.self)
+        if text.hasPrefix("\u{FEFF}") { text.removeFirst() }  // a byte-order mark, as spreadsheets write it
+        let lines = text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         guard let header = lines.first else { throw PluginKitError("\(file): empty CSV (expected a header row of channel names)") }
         let names = header.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+        for (i, name) in names.enumerated() {
+            if let first = names[..<i].firstIndex(of: name) {
+                throw PluginKitError("\(file): the header names column '\(name)' twice (columns \(first + 1) and \(i + 1))")
+            }
+        }
         var columns = [[Float]](repeating: [], count: names.count)
         for (row, line) in lines.dropFirst().enumerated() {
             let cells = line.split(separator: ",", omittingEmptySubsequences: false)
@@ -88,25 +95,39 @@ public enum SensorReadings {
                 throw PluginKitError("\(file): row \(row + 2) has \(cells.count) cells, the header names \(names.count)")
             }
             for (i, cell) in cells.enumerated() {
-                guard let v = Float(cell.trimmingCharacters(in: .whitespaces)), v.isFinite else {
-                    throw PluginKitError("\(file): row \(row + 2), column '\(names[i])': '\(cell)' is not a finite number")
+                guard let v = decimal(cell.trimmingCharacters(in: .whitespaces)) else {
+                    throw PluginKitError("\(file): row \(row + 2), column '\(names[i])': '\(cell)' is not a finite number (decimal, as -1.5 or 2e-3)")
                 }
                 columns[i].append(v)
             }
         }
-        return Dictionary(zip(names, columns), uniquingKeysWith: { first, _ in first })
+        return Dictionary(uniqueKeysWithValues: zip(names, columns))
+    }
+
+    /// A finite decimal number as CSV writers spell it (`-1.5`, `2e-3`): not the hexadecimal,
+    /// `inf` or `nan` spellings that Swift's `Float(_:)` also takes.
+    static func decimal(_ cell: String) -> Float? {
+        guard !cell.isEmpty, cell.allSatisfy({ "0123456789+-.eE".contains($0) }), let v = Float(cell), v.isFinite else { return nil }
+        return v
     }
 
     static func json(_ data: Data, file: String) throws -> [String: [Float]] {
-        guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-            throw PluginKitError("\(file): expected a JSON object {\"channel\": [numbers], ...}")
+        let object: [String: [Double]]
+        do { object = try JSONDecoder().decode([String: [Double]].self, from: data) } catch let DecodingError.typeMismatch(_, context),
+            let DecodingError.valueNotFound(_, context) {
+            let path = context.codingPath
+            let what = path.count >= 2 ? "channel '\(path[0].stringValue)', reading \(path[1].intValue ?? 0) is not a number"
+                : path.count == 1 ? "channel '\(path[0].stringValue)' is not an array of numbers" : "the top level is not an object"
+            throw PluginKitError("\(file): \(what) (expected a JSON object {\"channel\": [numbers], ...})")
+        } catch {
+            throw PluginKitError("\(file): not valid JSON (expected a JSON object {\"channel\": [numbers], ...})")
         }
         var out: [String: [Float]] = [:]
-        for (name, value) in object {
-            guard let numbers = value as? [NSNumber], numbers.allSatisfy({ $0.floatValue.isFinite }) else {
-                throw PluginKitError("\(file): channel '\(name)' is not an array of finite numbers")
+        for (name, numbers) in object {
+            if let bad = numbers.firstIndex(where: { !Float($0).isFinite }) {
+                throw PluginKitError("\(file): channel '\(name)', reading \(bad): \(numbers[bad]) is beyond a 32-bit float's range")
             }
-            out[name] = numbers.map(\.floatValue)
+            out[name] = numbers.map { Float($0) }
         }
         return out
     }

@@ -194,9 +194,17 @@ extension Generate {
             }
         }
         if turns.last?.role == "user" { try answer() }
-        while true {
+        chat: while true {
             FileHandle.standardError.write(Data("> ".utf8))
-            guard let line = readLine(strippingNewline: true), !line.isEmpty else { break }
+            let line: String
+            switch StandardInput.line() {
+            case .end: break chat
+            case let .text(text): line = text
+            case let .notUTF8(byte):
+                progress("error: the line is not UTF-8 text (byte \(byte) is not); the turn is left out")
+                continue
+            }
+            if line.isEmpty { break }
             turns.append(ChatTurn(role: "user", content: line))
             // A turn the prompt cannot take (too long for the context even alone, a placeholder
             // with no input) is refused; the chat goes on without it.
@@ -313,5 +321,36 @@ struct Import: ParsableCommand {
             for warning in result.warnings { progress("warning: \(warning)") }
             print(result.mainPath.path)
         } catch { throw fail(error) }
+    }
+}
+
+/// Lines of stdin as typed: Swift's `readLine` would put U+FFFD in place of bytes that are not
+/// UTF-8, and the model would answer a question the user did not ask.
+enum StandardInput {
+    enum Line: Equatable { case text(String), notUTF8(byte: Int), end }
+
+    /// The next line without its "\n" or "\r\n" (read a byte at a time: nothing else reads stdin,
+    /// and lines are typed).
+    static func line() -> Line {
+        var bytes: [UInt8] = [], byte: UInt8 = 0, sawAny = false
+        while true {
+            let n = read(0, &byte, 1)
+            if n < 0 && errno == EINTR { continue }
+            guard n == 1 else { break }
+            sawAny = true
+            if byte == 10 { break }
+            bytes.append(byte)
+        }
+        guard sawAny else { return .end }
+        if bytes.last == 13 { bytes.removeLast() }
+        return decoded(bytes)
+    }
+
+    static func decoded(_ bytes: [UInt8]) -> Line {
+        if let text = String(validating: bytes, as: UTF8.self) { return .text(text) }
+        // The first byte where decoding fails, counted from 1 as an editor's column would be.
+        var iterator = bytes.makeIterator(), codec = UTF8(), consumed = 0
+        while case let .scalarValue(scalar) = codec.decode(&iterator) { consumed += UTF8.width(scalar) }
+        return .notUTF8(byte: consumed + 1)
     }
 }

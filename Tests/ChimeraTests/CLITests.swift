@@ -43,6 +43,11 @@ enum CLI {
     static let timeLimit: Double = 600
 
     static func run(_ arguments: [String], environment extra: [String: String] = [:], standardInput: String? = nil) throws -> Result {
+        try run(arguments, environment: extra, standardInputBytes: standardInput.map { Data($0.utf8) })
+    }
+
+    /// `run` with stdin's bytes as they are (not necessarily UTF-8).
+    static func run(_ arguments: [String], environment extra: [String: String] = [:], standardInputBytes standardInput: Data?) throws -> Result {
         guard let executable else {
             Issue.record("the chimera executable was not found next to the test bundle (\(CommandLine.arguments.first ?? "?"), \(Bundle.main.bundleURL.path))")
             throw ExecutableNotFound()
@@ -66,7 +71,7 @@ enum CLI {
         process.environment = environment
         if let standardInput {
             let file = scratch.appendingPathComponent("stdin")
-            try Data(standardInput.utf8).write(to: file)
+            try standardInput.write(to: file)
             process.standardInput = try FileHandle(forReadingFrom: file)
         } else {
             process.standardInput = FileHandle.nullDevice

@@ -305,6 +305,16 @@ import Testing
         #expect(extra.stderr.contains("the prompt holds 2 <image> placeholders but 1 input was given; the turn is left out"), "\(extra.stderr)")
         #expect(kept4.last?["tokens"] as? [Int] == (try single([without[0], ["role": "assistant", "content": try #require(kept4.first?["text"] as? String)],
                                                                  without[2]], maxTokens: 4))["tokens"] as? [Int])
+
+        // So is a line that is not UTF-8 (not the question with U+FFFD in it); "\r\n" ends a line as "\n" does.
+        let bytes = Data("What is here?\r\n".utf8) + Data([0x41, 0xFF, 0x42, 0x0A]) + Data("And now?\n".utf8)
+        let garbled = try CLI.run(["generate", "--template", "llava", "--image", sample, "--interactive", "--json", "--max-tokens", "4"],
+                                  standardInputBytes: bytes)
+        let kept5 = try answers(garbled)
+        #expect(garbled.status == 0 && kept5.count == 2, "\(garbled.all)")
+        #expect(garbled.stderr.contains("error: the line is not UTF-8 text (byte 2 is not); the turn is left out"), "\(garbled.stderr)")
+        #expect(kept5.last?["tokens"] as? [Int] == (try single([without[0], ["role": "assistant", "content": try #require(kept5.first?["text"] as? String)],
+                                                                 without[2]], maxTokens: 4))["tokens"] as? [Int])
     }
 
     /// An answer that spells a placeholder (the tiny default's first answer here writes "<image>")

@@ -19,7 +19,16 @@ struct ChimeraCommand: ParsableCommand {
         if arguments.count == 3, arguments[1] == probePluginLoadArgument { PluginLibrary.loadInProbeChild(arguments[2]) }
         PluginLibrary.loadProbe = PluginLibrary.childLoadProbe(executable: URL(fileURLWithPath: "/proc/self/exe"),
                                                                 arguments: [probePluginLoadArgument])
-        main(nil)
+        // As ParsableCommand.main, but an error thrown while a subcommand runs comes with that
+        // subcommand's usage, not the root's.
+        var command: any ParsableCommand
+        do { command = try parseAsRoot() } catch { exit(withError: error) }
+        do { try command.run() } catch let error as ValidationError {
+            let usage = usageString(for: type(of: command))
+            let path = usage.split(separator: " ").prefix { !"<[-".contains($0.first ?? "-") }.joined(separator: " ")
+            FileHandle.standardError.write(Data("Error: \(error.message)\nUsage: \(usage)\n  See '\(path) --help' for more information.\n".utf8))
+            exit(withError: ExitCode.validationFailure)
+        } catch { exit(withError: error) }
     }
 
     /// The child's first argument (not a subcommand users see).

@@ -245,6 +245,9 @@ import Testing
         #expect(ended.status != 0 && ended.stderr.contains("conversation: it ends on an assistant turn, leaving nothing to answer") && !ended.stderr.contains("loading"), "\(ended.all)")
         let both = try CLI.run(["generate", "--template", "llava", "--interactive", "--prompt", "x"])
         #expect(both.status != 0 && both.stderr.contains("--interactive reads the user's turns from stdin"), "\(both.all)")
+        // Refused while the subcommand runs, the message comes with its usage, not the root's.
+        #expect(both.stderr.contains("Usage: chimera generate") && both.stderr.contains("See 'chimera generate --help'")
+                && !both.stderr.contains("<subcommand>"), "\(both.all)")
     }
 
     /// A --conversation file opens an --interactive chat (its last user turn answered first), and a

@@ -186,6 +186,11 @@ public struct Assembler: Sendable {
         ])
     }
 
+    /// A language model on its own, as an assembly that runs text only.
+    public static func textOnly(_ languageModel: String) -> AssemblyManifest {
+        AssemblyManifest(id: languageModel, languageModel: languageModel, inputs: [])
+    }
+
     public func build(_ assembly: AssemblyManifest) throws -> AssembledModel {
         // Misfits first; then files not downloaded yet, with what to fetch.
         let problems = CompatibilityChecker(catalog: catalog, families: families).problems(assembly: assembly, filesOnDisk: false)

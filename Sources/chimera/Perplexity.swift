@@ -43,7 +43,7 @@ struct Perplexity: ParsableCommand {
             if let context = try catalog.component(languageModel, kind: .languageModel).contextLength {
                 _ = try perplexityWindow(window, stride: stride, context: context)
             }
-            let manifest = AssemblyManifest(id: languageModel, languageModel: languageModel, inputs: [])
+            let manifest = Assembler.textOnly(languageModel)
             var assembler = Assembler(catalog: catalog, families: catalogOptions.families(), progress: progress)
             assembler.storedMatrices = placement.storedMatrices
             let model = try assembler.build(manifest)

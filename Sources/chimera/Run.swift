@@ -28,7 +28,7 @@ func resolveAssembly(_ reference: String?, catalogOptions: CatalogOptions) throw
             return (catalog, assembly)
         case let .component(component) where component.kind == .languageModel:
             // A language model on its own runs text-only.
-            return (catalog, AssemblyManifest(id: component.id, languageModel: component.id, inputs: []))
+            return (catalog, Assembler.textOnly(component.id))
         default:
             throw ManifestError.invalid(file: url.path, detail: "--assembly needs an assembly or a language-model manifest")
         }
@@ -283,7 +283,7 @@ extension Generate {
         if parts.isEmpty { return try resolveAssembly(assembly, catalogOptions: catalogOptions) }
         let catalog = try catalogOptions.catalog()
         if let llm, encoder == nil, connector == nil, assembly == nil {
-            return (catalog, AssemblyManifest(id: llm, languageModel: llm, inputs: []))  // text-only
+            return (catalog, Assembler.textOnly(llm))
         }
         guard parts.count == 3, assembly == nil else {
             throw ValidationError("give --encoder, --connector and --llm together, --llm alone (text only), or --assembly alone")

@@ -36,6 +36,39 @@ public struct RGBImage: Sendable, Equatable {
         return (pixels[i], pixels[i + 1], pixels[i + 2])
     }
 
+    /// The image as an EXIF orientation (1–8) says to show it, as Pillow's `ImageOps.exif_transpose`
+    /// turns it: 2 mirrored, 3 turned 180°, 4 flipped, 5 transposed, 6 turned 90° clockwise,
+    /// 7 transversed, 8 turned 90° anticlockwise. Other values leave it as stored.
+    public func oriented(_ orientation: Int) -> RGBImage {
+        guard (2...8).contains(orientation) else { return self }
+        let swaps = orientation >= 5
+        let outWidth = swaps ? height : width, outHeight = swaps ? width : height
+        // Where the output pixel (x, y) comes from in the stored image.
+        func source(_ x: Int, _ y: Int) -> Int {
+            let (sx, sy): (Int, Int)
+            switch orientation {
+            case 2: (sx, sy) = (width - 1 - x, y)
+            case 3: (sx, sy) = (width - 1 - x, height - 1 - y)
+            case 4: (sx, sy) = (x, height - 1 - y)
+            case 5: (sx, sy) = (y, x)
+            case 6: (sx, sy) = (y, height - 1 - x)
+            case 7: (sx, sy) = (width - 1 - y, height - 1 - x)
+            default: (sx, sy) = (width - 1 - y, x)
+            }
+            return sy * width + sx
+        }
+        var rgb = [UInt8](repeating: 0, count: pixels.count)
+        var turnedAlpha = alpha.map { [UInt8](repeating: 0, count: $0.count) }
+        for y in 0..<outHeight {
+            for x in 0..<outWidth {
+                let from = source(x, y), to = y * outWidth + x
+                for c in 0..<3 { rgb[to * 3 + c] = pixels[from * 3 + c] }
+                if let alpha { turnedAlpha![to] = alpha[from] }
+            }
+        }
+        return RGBImage(width: outWidth, height: outHeight, pixels: rgb, alpha: turnedAlpha)
+    }
+
     /// Composites the image over an opaque white background and drops alpha, bit-exactly as
     /// transformers' `convert_to_rgb` does for PIL images with transparency
     /// (`Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")`, using Pillow's
@@ -119,8 +152,10 @@ public enum ImageError: LocalizedError, Equatable {
 ///   byte is kept), which is what Pillow does for 16-bit RGB/RGBA; for 16-bit *grey* Pillow
 ///   instead opens an `I;16` image whose `convert("RGB")` clips at 255, so such files differ.
 /// - JPEG (libjpeg-turbo, default islow IDCT and fancy upsampling, like Pillow): grey and
-///   YCbCr/RGB. CMYK/YCCK are refused. EXIF orientation is not applied (Pillow's
-///   `Image.open` does not either; transformers' `load_image` does).
+///   YCbCr/RGB. CMYK/YCCK are refused.
+/// - The EXIF orientation (a JPEG's APP1 or a PNG's eXIf chunk) is applied, as transformers'
+///   `load_image` does with `ImageOps.exif_transpose` (Pillow's `Image.open` alone does not):
+///   a phone photo comes out as it is shown, not as its sensor stored it.
 public enum ImageDecoder {
     public static func decode(contentsOf url: URL) throws -> RGBImage {
         let name = url.isFileURL ? url.path : url.absoluteString
@@ -170,6 +205,12 @@ public enum ImageDecoder {
             throw ImageError.corrupt(file: name, format: format, message: message)
         }
 
+        let decoded = rgbImage(image)
+        return decoded.oriented(ExifOrientation.read(data, png: format == "PNG") ?? 1)
+    }
+
+    /// The codec's pixels as an RGBImage (alpha split into its own plane).
+    static func rgbImage(_ image: cic_image) -> RGBImage {
         let width = Int(image.width), height = Int(image.height), channels = Int(image.channels)
         let count = width * height
         let source = UnsafeBufferPointer(start: image.pixels, count: count * channels)
@@ -210,5 +251,75 @@ public enum ImageDecoder {
         else { guess = nil }
         if let guess { text += ", which looks like \(guess)" }
         return text
+    }
+}
+
+/// The orientation tag (0x0112) of an image's EXIF data, where Pillow's `getexif` finds it: a
+/// JPEG's first APP1 segment starting "Exif\0\0", or a PNG's eXIf chunk.
+enum ExifOrientation {
+    static func read(_ data: Data, png: Bool) -> Int? {
+        let bytes = [UInt8](data)
+        guard let tiff = png ? pngExif(bytes) : jpegExif(bytes) else { return nil }
+        return orientation(inTIFF: tiff)
+    }
+
+    static func jpegExif(_ b: [UInt8]) -> ArraySlice<UInt8>? {
+        var i = 2
+        while i + 4 <= b.count, b[i] == 0xFF {
+            let marker = b[i + 1]
+            if marker == 0xD8 || (0xD0...0xD7).contains(marker) || marker == 0x01 { i += 2; continue }
+            if marker == 0xFF { i += 1; continue }  // fill byte
+            if marker == 0xDA || marker == 0xD9 { return nil }  // the scan starts: no more headers
+            let length = Int(b[i + 2]) << 8 | Int(b[i + 3])
+            guard length >= 2, i + 2 + length <= b.count else { return nil }
+            let body = b[(i + 4)..<(i + 2 + length)]
+            if marker == 0xE1, body.starts(with: Array("Exif".utf8) + [0, 0]) { return body.dropFirst(6) }
+            i += 2 + length
+        }
+        return nil
+    }
+
+    static func pngExif(_ b: [UInt8]) -> ArraySlice<UInt8>? {
+        var i = 8
+        while i + 12 <= b.count {
+            let length = Int(b[i]) << 24 | Int(b[i + 1]) << 16 | Int(b[i + 2]) << 8 | Int(b[i + 3])
+            guard i + 12 + length <= b.count else { return nil }
+            let type = b[(i + 4)..<(i + 8)]
+            if type.elementsEqual(Array("eXIf".utf8)) {
+                let body = b[(i + 8)..<(i + 8 + length)]
+                // Some writers keep the JPEG-style "Exif\0\0" prefix; Pillow reads past it too.
+                return body.starts(with: Array("Exif".utf8) + [0, 0]) ? body.dropFirst(6) : body
+            }
+            if type.elementsEqual(Array("IEND".utf8)) { return nil }
+            i += 12 + length
+        }
+        return nil
+    }
+
+    /// IFD0's orientation entry (type SHORT) of TIFF-structured EXIF data, in either byte order.
+    static func orientation(inTIFF t: ArraySlice<UInt8>) -> Int? {
+        let t = Array(t)
+        guard t.count >= 8 else { return nil }
+        let little: Bool
+        switch (t[0], t[1]) {
+        case (0x49, 0x49): little = true
+        case (0x4D, 0x4D): little = false
+        default: return nil
+        }
+        func u16(_ i: Int) -> Int? {
+            guard i >= 0, i + 2 <= t.count else { return nil }
+            return little ? Int(t[i]) | Int(t[i + 1]) << 8 : Int(t[i]) << 8 | Int(t[i + 1])
+        }
+        func u32(_ i: Int) -> Int? {
+            guard let a = u16(i), let b = u16(i + 2) else { return nil }
+            return little ? a | b << 16 : a << 16 | b
+        }
+        guard u16(2) == 42, let ifd = u32(4), let count = u16(ifd) else { return nil }
+        for entry in 0..<count {
+            let at = ifd + 2 + 12 * entry
+            guard let tag = u16(at) else { return nil }
+            if tag == 0x0112 { return u16(at + 2) == 3 ? u16(at + 8) : nil }
+        }
+        return nil
     }
 }

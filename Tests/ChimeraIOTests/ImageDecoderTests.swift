@@ -27,6 +27,25 @@ struct ImageDecoderTests {
         }
     }
 
+    /// Images with an EXIF orientation come out as transformers' `load_image` returns them
+    /// (`ImageOps.exif_transpose`): orientations 1–8 in JPEG, big-endian EXIF, a PNG eXIf chunk, and
+    /// an out-of-range value left alone (Scripts/make_exif_fixtures.py).
+    @Test func exifOrientationIsAppliedAsLoadImageDoes() throws {
+        struct Case: Decodable { let image: String; let width: Int; let height: Int }
+        let cases = try JSONDecoder().decode([Case].self, from: Data(try ImageFixtures.bytes("exif/cases.json")))
+        #expect(cases.count == 11)
+        for entry in cases {
+            let image = try ImageDecoder.decode(contentsOf: ImageFixtures.url("exif/" + entry.image))
+            #expect(image.width == entry.width && image.height == entry.height, "\(entry.image): \(image.width)x\(image.height)")
+            #expect(image.pixels == (try ImageFixtures.bytes("exif/\(entry.image).rgb.u8")), "\(entry.image)")
+        }
+        // The alpha plane turns with the colours.
+        let rgba = RGBImage(width: 2, height: 1, pixels: [1, 2, 3, 4, 5, 6], alpha: [7, 8])
+        let turned = rgba.oriented(6)
+        #expect(turned.width == 1 && turned.height == 2 && turned.pixels == [1, 2, 3, 4, 5, 6] && turned.alpha == [7, 8])
+        #expect(rgba.oriented(8).pixels == [4, 5, 6, 1, 2, 3] && rgba.oriented(8).alpha == [8, 7])
+    }
+
     @Test func sixteenBitGreyKeepsHighByte() throws {
         let image = try ImageDecoder.decode(contentsOf: ImageFixtures.url("grey16_8x4.png"))
         #expect(image.width == 8 && image.height == 4)

@@ -196,6 +196,20 @@ static void cic_jpeg_output_message(j_common_ptr cinfo) {
     (void)cinfo;  // never print to stderr
 }
 
+// A row of libjpeg's CMYK samples as Pillow turns a CMYK JPEG into RGB: it reads the samples
+// inverted ("CMYK;I", Adobe's convention, for every 4-component JPEG), then Convert.c's cmyk2rgb:
+// each channel nk - c * nk / 255 (rounded as MULDIV255) with nk = 255 - k.
+static void cic_cmyk_to_rgb(const unsigned char *in, unsigned char *out, size_t width) {
+    for (size_t x = 0; x < width; x++) {
+        int nk = in[4 * x + 3];  // 255 - k, k = 255 - the stored sample
+        for (int c = 0; c < 3; c++) {
+            int cyan = 255 - in[4 * x + c], t = cyan * nk + 128;
+            int v = nk - (((t >> 8) + t) >> 8);
+            out[3 * x + c] = (unsigned char)(v < 0 ? 0 : v > 255 ? 255 : v);
+        }
+    }
+}
+
 int cic_decode_jpeg(const unsigned char *data, size_t size, cic_image *out) {
     memset(out, 0, sizeof(*out));
     if (size < 3 || data[0] != 0xFF || data[1] != 0xD8) {
@@ -211,11 +225,13 @@ int cic_decode_jpeg(const unsigned char *data, size_t size, cic_image *out) {
     err.base.output_message = cic_jpeg_output_message;
     err.out = out;
     unsigned char *volatile pixels = NULL;
+    unsigned char *volatile cmykRow = NULL;  // a CMYK JPEG's row before it is RGB
     volatile int status = CIC_CORRUPT;
 
     if (setjmp(err.jump)) {
         jpeg_destroy_decompress(&cinfo);
         free(pixels);
+        free(cmykRow);
         out->pixels = NULL;
         if (out->error[0] == 0) cic_set_error(out, "corrupt JPEG");
         return status;
@@ -225,16 +241,21 @@ int cic_decode_jpeg(const unsigned char *data, size_t size, cic_image *out) {
     jpeg_mem_src(&cinfo, data, (unsigned long)size);
     jpeg_read_header(&cinfo, TRUE);
 
+    int cmyk = 0;
     switch (cinfo.jpeg_color_space) {
     case JCS_GRAYSCALE:
     case JCS_YCbCr:
     case JCS_RGB:
         cinfo.out_color_space = JCS_RGB;  // grey is replicated into R=G=B
         break;
+    case JCS_CMYK:
+    case JCS_YCCK:
+        cinfo.out_color_space = JCS_CMYK;  // libjpeg turns YCCK into CMYK; to RGB below, as Pillow does
+        cmyk = 1;
+        break;
     default:
         status = CIC_UNSUPPORTED;
-        cic_set_error(out, "unsupported JPEG colour space %s (%d components; greyscale, YCbCr and RGB are supported: convert the image to RGB)",
-                      cinfo.jpeg_color_space == JCS_CMYK ? "CMYK" : cinfo.jpeg_color_space == JCS_YCCK ? "YCCK" : "unknown",
+        cic_set_error(out, "unsupported JPEG colour space (%d components; greyscale, YCbCr, RGB, CMYK and YCCK are supported: convert the image to RGB)",
                       cinfo.num_components);
         longjmp(err.jump, 1);
     }
@@ -246,7 +267,7 @@ int cic_decode_jpeg(const unsigned char *data, size_t size, cic_image *out) {
     }
 
     jpeg_start_decompress(&cinfo);
-    if (cinfo.output_components != 3) {
+    if (cinfo.output_components != (cmyk ? 4 : 3)) {
         status = CIC_UNSUPPORTED;
         cic_set_error(out, "unexpected JPEG output with %d components", cinfo.output_components);
         longjmp(err.jump, 1);
@@ -259,9 +280,27 @@ int cic_decode_jpeg(const unsigned char *data, size_t size, cic_image *out) {
         cic_set_error(out, "out of memory decoding %zux%zu JPEG", width, height);
         longjmp(err.jump, 1);
     }
-    while (cinfo.output_scanline < cinfo.output_height) {
-        JSAMPROW row = pixels + (size_t)cinfo.output_scanline * rowbytes;
-        jpeg_read_scanlines(&cinfo, &row, 1);
+    if (cmyk) {
+        // One CMYK row at a time (the pixels' row holds 3/4 of it): into RGB in place.
+        cmykRow = (unsigned char *)malloc(width * 4);
+        if (!cmykRow) {
+            status = CIC_NO_MEMORY;
+            cic_set_error(out, "out of memory decoding %zux%zu JPEG", width, height);
+            longjmp(err.jump, 1);
+        }
+        while (cinfo.output_scanline < cinfo.output_height) {
+            unsigned char *rgb = pixels + (size_t)cinfo.output_scanline * rowbytes;
+            JSAMPROW row = cmykRow;
+            if (jpeg_read_scanlines(&cinfo, &row, 1) != 1) break;
+            cic_cmyk_to_rgb(cmykRow, rgb, width);
+        }
+        free(cmykRow);
+        cmykRow = NULL;
+    } else {
+        while (cinfo.output_scanline < cinfo.output_height) {
+            JSAMPROW row = pixels + (size_t)cinfo.output_scanline * rowbytes;
+            jpeg_read_scanlines(&cinfo, &row, 1);
+        }
     }
     // Skip jpeg_finish_decompress: data after the last scanline (or a missing
     // EOI marker) should not turn a fully decoded image into an error.

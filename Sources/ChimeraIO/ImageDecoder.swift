@@ -113,7 +113,7 @@ public enum ImageError: LocalizedError, Equatable {
     case unknownFormat(file: String, firstBytes: String)
     /// libpng / libjpeg rejected the stream (truncated or corrupt).
     case corrupt(file: String, format: String, message: String)
-    /// A well-formed image in a mode we do not handle (e.g. CMYK JPEG) or too large.
+    /// A well-formed image in a mode we do not handle (e.g. a 2-component JPEG) or too large.
     case unsupportedMode(file: String, format: String, message: String)
     /// A decoded image whose preprocessing (padding, resizing) would build an absurdly large image.
     case tooLargeToPreprocess(file: String, width: Int, height: Int, reason: String)
@@ -152,7 +152,8 @@ public enum ImageError: LocalizedError, Equatable {
 ///   byte is kept), which is what Pillow does for 16-bit RGB/RGBA; for 16-bit *grey* Pillow
 ///   instead opens an `I;16` image whose `convert("RGB")` clips at 255, so such files differ.
 /// - JPEG (libjpeg-turbo, default islow IDCT and fancy upsampling, like Pillow): grey and
-///   YCbCr/RGB. CMYK/YCCK are refused.
+///   YCbCr/RGB, and CMYK/YCCK turned into RGB as Pillow's `convert("RGB")` does (samples read
+///   Adobe-inverted, then each channel (255 − k) − c·(255 − k)/255).
 /// - The EXIF orientation (a JPEG's APP1 or a PNG's eXIf chunk) is applied, as transformers'
 ///   `load_image` does with `ImageOps.exif_transpose` (Pillow's `Image.open` alone does not):
 ///   a phone photo comes out as it is shown, not as its sensor stored it.

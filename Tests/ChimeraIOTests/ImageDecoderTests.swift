@@ -27,17 +27,17 @@ struct ImageDecoderTests {
         }
     }
 
-    /// Images with an EXIF orientation come out as transformers' `load_image` returns them
-    /// (`ImageOps.exif_transpose`): orientations 1–8 in JPEG, big-endian EXIF, a PNG eXIf chunk, and
-    /// an out-of-range value left alone (Scripts/make_exif_fixtures.py).
-    @Test func exifOrientationIsAppliedAsLoadImageDoes() throws {
+    /// Images come out as transformers' `load_image` returns them (`ImageOps.exif_transpose`, then
+    /// `convert("RGB")`): EXIF orientations 1–8 in JPEG, big-endian EXIF, a PNG eXIf chunk, an
+    /// out-of-range value left alone, and a CMYK JPEG (Scripts/make_load_image_fixtures.py).
+    @Test func imagesDecodeAsLoadImageReturnsThem() throws {
         struct Case: Decodable { let image: String; let width: Int; let height: Int }
-        let cases = try JSONDecoder().decode([Case].self, from: Data(try ImageFixtures.bytes("exif/cases.json")))
-        #expect(cases.count == 11)
+        let cases = try JSONDecoder().decode([Case].self, from: Data(try ImageFixtures.bytes("load_image/cases.json")))
+        #expect(cases.count == 12)
         for entry in cases {
-            let image = try ImageDecoder.decode(contentsOf: ImageFixtures.url("exif/" + entry.image))
+            let image = try ImageDecoder.decode(contentsOf: ImageFixtures.url("load_image/" + entry.image))
             #expect(image.width == entry.width && image.height == entry.height, "\(entry.image): \(image.width)x\(image.height)")
-            #expect(image.pixels == (try ImageFixtures.bytes("exif/\(entry.image).rgb.u8")), "\(entry.image)")
+            #expect(image.pixels == (try ImageFixtures.bytes("load_image/\(entry.image).rgb.u8")), "\(entry.image)")
         }
         // The alpha plane turns with the colours.
         let rgba = RGBImage(width: 2, height: 1, pixels: [1, 2, 3, 4, 5, 6], alpha: [7, 8])

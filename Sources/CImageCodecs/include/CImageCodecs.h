@@ -17,7 +17,7 @@ extern "C" {
 typedef enum {
     CIC_OK = 0,
     CIC_CORRUPT = 1,      // library error: truncated / malformed stream
-    CIC_UNSUPPORTED = 2,  // well-formed but a mode we refuse (e.g. CMYK JPEG)
+    CIC_UNSUPPORTED = 2,  // well-formed but a mode we refuse (e.g. a 2-component JPEG)
     CIC_TOO_LARGE = 3,    // dimensions over the safety limit
     CIC_NO_MEMORY = 4,
 } cic_status;
@@ -37,7 +37,7 @@ typedef struct {
 int cic_decode_png(const unsigned char *data, size_t size, cic_image *out);
 
 /// Decodes a baseline/progressive JPEG held in memory to RGB (grey is
-/// replicated). CMYK/YCCK JPEGs are refused with CIC_UNSUPPORTED. A premature
+/// replicated; CMYK and YCCK converted as Pillow converts them). A premature
 /// end of data (libjpeg warning JWRN_JPEG_EOF) is treated as an error.
 int cic_decode_jpeg(const unsigned char *data, size_t size, cic_image *out);
 

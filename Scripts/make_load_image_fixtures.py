@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""Generates the EXIF-orientation fixtures (Tests/ChimeraIOTests/Fixtures/images/exif/).
+"""Generates the fixtures of images Pillow's `Image.open` alone does not show as they are meant
+(Tests/ChimeraIOTests/Fixtures/images/load_image/).
 
-Dev-time only (Pillow, numpy). Each image carries an EXIF orientation; its reference is what
-transformers' `load_image` returns for it: `PIL.ImageOps.exif_transpose(Image.open(f)).convert("RGB")`.
-Written: JPEGs with orientations 1-8 (little-endian EXIF), one with big-endian ("MM") EXIF, one with
-an out-of-range orientation (ignored), and a PNG with an eXIf chunk.
+Dev-time only (Pillow, numpy). Each reference is what transformers' `load_image` returns for the
+file: `PIL.ImageOps.exif_transpose(Image.open(f)).convert("RGB")`. Written: JPEGs with EXIF
+orientations 1-8 (little-endian EXIF), one with big-endian ("MM") EXIF, one with an out-of-range
+orientation (ignored), a PNG with an eXIf chunk, and a CMYK JPEG (Adobe-inverted, as Pillow writes it).
 
-Usage: python3 Scripts/make_exif_fixtures.py [output_dir]
+Usage: python3 Scripts/make_load_image_fixtures.py [output_dir]
 """
 import io
 import json
@@ -17,7 +18,7 @@ import sys
 import numpy as np
 from PIL import Image, ImageOps
 
-OUT = sys.argv[1] if len(sys.argv) > 1 else "Tests/ChimeraIOTests/Fixtures/images/exif"
+OUT = sys.argv[1] if len(sys.argv) > 1 else "Tests/ChimeraIOTests/Fixtures/images/load_image"
 os.makedirs(OUT, exist_ok=True)
 
 # A 7x5 image whose every pixel differs, so any wrong mapping shows.
@@ -60,6 +61,12 @@ add("orientation9.jpg", jpeg(exif(9)))
 buf = io.BytesIO()
 source.save(buf, format="PNG", exif=exif(8)[6:])  # PNG's eXIf chunk holds the TIFF data alone
 add("orientation8.png", buf.getvalue())
+
+# CMYK: every channel varies, K included, so the inversion and cmyk2rgb's rounding both show.
+cmyk = np.stack([x * 36, y * 60, (x * 7 + y * 13) % 256, (x * y * 9 + 20) % 256], -1).astype(np.uint8)
+buf = io.BytesIO()
+Image.fromarray(cmyk, "CMYK").save(buf, format="JPEG", quality=95)
+add("cmyk.jpg", buf.getvalue())
 
 with open(os.path.join(OUT, "cases.json"), "w") as f:
     json.dump(cases, f, indent=1)

@@ -53,7 +53,7 @@ let package = Package(
         .executableTarget(
             name: "chimera",
             dependencies: [
-                "Chimera", "ChimeraComponents",
+                "Chimera", "ChimeraComponents", "ChimeraTokenizers",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 

@@ -186,6 +186,16 @@ public struct Assembler: Sendable {
         ])
     }
 
+    /// The tokenizer a language model's manifest names (a validated manifest names one).
+    public static func tokenizer(of languageModel: ComponentManifest) throws -> Tokenizer {
+        guard let reference = languageModel.tokenizer else {
+            throw AssemblyError.badTokenizer(languageModel: languageModel.id, reason: "its manifest names no tokenizer")
+        }
+        do { return try Tokenizer(url: languageModel.resolve(reference.file)) } catch {
+            throw AssemblyError.badTokenizer(languageModel: languageModel.id, reason: (error as? LocalizedError)?.errorDescription ?? "\(error)")
+        }
+    }
+
     /// A language model on its own, as an assembly that runs text only.
     public static func textOnly(_ languageModel: String) -> AssemblyManifest {
         AssemblyManifest(id: languageModel, languageModel: languageModel, inputs: [])
@@ -204,10 +214,7 @@ public struct Assembler: Sendable {
             throw AssemblyError.incompatible(assembly: assembly.id, problems: ["'\(lmManifest.id)' did not build a language model"])
         }
         let tokenizerReference = lmManifest.tokenizer!
-        let tokenizer: Tokenizer
-        do { tokenizer = try Tokenizer(url: lmManifest.resolve(tokenizerReference.file)) } catch {
-            throw AssemblyError.badTokenizer(languageModel: lmManifest.id, reason: (error as? LocalizedError)?.errorDescription ?? "\(error)")
-        }
+        let tokenizer = try Self.tokenizer(of: lmManifest)
         guard tokenizer.vocabularySize <= languageModel.vocabularySize else {
             throw AssemblyError.badTokenizer(languageModel: lmManifest.id, reason:
                 "the tokenizer has \(tokenizer.vocabularySize) tokens but the model's vocabulary is \(languageModel.vocabularySize)")

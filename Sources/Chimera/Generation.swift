@@ -134,7 +134,7 @@ public func checkInputs(_ files: [String: [URL]], placeholders: [String], prompt
 /// The prompt cut into text pieces (placeholder nil) and placeholder pieces, each placeholder of
 /// `placeholders` looked for in turn in the text pieces the ones before it left, the longest first
 /// (so that "<img>" does not take the start of an "<img>>").
-func promptPieces(_ prompt: String, placeholders: [String]) -> [(text: String, placeholder: String?)] {
+public func promptPieces(_ prompt: String, placeholders: [String]) -> [(text: String, placeholder: String?)] {
     var pieces: [(text: String, placeholder: String?)] = [(prompt, nil)]
     for placeholder in placeholders.sorted(by: { $0.count > $1.count }) {
         pieces = pieces.flatMap { piece -> [(text: String, placeholder: String?)] in
@@ -222,6 +222,110 @@ public final class EncodedFeatures: @unchecked Sendable {
     public init() {}
 }
 
+/// How a prompt becomes the language model's sequence: runs of text tokens, and where each input's
+/// feature rows go. When every placeholder is a token of the vocabulary (LLaVA), the whole prompt is
+/// tokenized at once and each placeholder token stands for its input's rows; otherwise (TinyLLaVA's
+/// textual <image>) the text between placeholders is tokenized apart, BOS only on the first piece.
+public struct PromptLayout: Sendable {
+    public enum Segment: Sendable {
+        case text([Int])
+        /// The `ordinal`-th input of the prompt (in prompt order): its placeholder and rows.
+        case input(ordinal: Int, placeholder: String, rows: Int)
+    }
+    /// One per position: text ids, and at an input's rows its placeholder's id (or -1 when the
+    /// placeholder is no token).
+    public let tokens: [Int]
+    public let segments: [Segment]
+    /// The language model's context length the prompt was checked against.
+    public let context: Int
+
+    /// `pieces` as `promptPieces` cut the prompt; `rows[i]` the feature rows of its i-th input.
+    /// A prompt longer than `context` is refused (`PromptError.tooLong`, or `.farTooLong` once
+    /// tokenizing stops past four contexts' worth).
+    public init(_ prompt: String, pieces: [(text: String, placeholder: String?)], placeholders: [String], rows: [Int],
+                tokenizer: Tokenizer, context: Int) throws {
+        // Counted exactly up to four contexts' worth, so that the error says how much to cut;
+        // beyond that tokenizing stops (a 10 MB prompt took 36 s and 650 MB to be refused).
+        let countedUpTo = 4 * context
+        func tokenize(_ text: String, first: Bool, after count: Int) throws -> [Int] {
+            do { return try tokenizer.encode(text, addSpecialTokens: first, limit: countedUpTo - count) } catch .moreTokensThan {
+                throw PromptError.farTooLong(moreThan: countedUpTo, context: context)
+            }
+        }
+        var tokens: [Int] = []
+        var segments: [Segment] = []
+        var ordinal = 0
+        let placeholderIDs = placeholders.map { tokenizer.tokenID($0) }
+        if placeholderIDs.allSatisfy({ $0 != nil }) {
+            var textRun: [Int] = []
+            func flushText() {
+                if !textRun.isEmpty { segments.append(.text(textRun)); textRun = [] }
+            }
+            for id in try tokenize(prompt, first: true, after: 0) {
+                guard let which = placeholderIDs.firstIndex(of: id) else { textRun.append(id); tokens.append(id); continue }
+                guard ordinal < rows.count else {
+                    throw PromptError.extraPlaceholderTokens(placeholder: placeholders[which], id: id, placeholders: rows.count)
+                }
+                flushText()
+                segments.append(.input(ordinal: ordinal, placeholder: placeholders[which], rows: rows[ordinal]))
+                tokens += Array(repeating: id, count: rows[ordinal])
+                ordinal += 1
+            }
+            flushText()
+        } else {
+            var first = true
+            for piece in pieces {
+                if let placeholder = piece.placeholder {
+                    segments.append(.input(ordinal: ordinal, placeholder: placeholder, rows: rows[ordinal]))
+                    tokens += Array(repeating: -1, count: rows[ordinal])
+                    ordinal += 1
+                } else {
+                    let ids = try tokenize(piece.text, first: first, after: tokens.count)
+                    first = false
+                    if !ids.isEmpty { segments.append(.text(ids)); tokens += ids }
+                }
+            }
+        }
+        guard ordinal == rows.count else {
+            throw PromptError.badOption("the tokenizer split a placeholder token; \(rows.count - ordinal) input(s) were not placed")
+        }
+        guard !tokens.isEmpty else { throw PromptError.emptyPrompt }
+        guard tokens.count <= context else { throw PromptError.tooLong(tokens: tokens.count, maxTokens: 0, context: context) }
+        self.tokens = tokens
+        self.segments = segments
+        self.context = context
+    }
+}
+
+extension PromptLayout {
+    /// The layout `generate` would run for `prompt`, from the manifests alone: the language model's
+    /// context (built over shapes, no weights) and each input's feature rows as its encoder and
+    /// connector declare them; `tokenizer` the language model's (`Assembler.tokenizer(of:)`).
+    /// Nothing is loaded or encoded.
+    public init(_ prompt: String, assembly: AssemblyManifest, catalog: Catalog, families: FamilyRegistry, tokenizer: Tokenizer,
+                inputs files: [String: [URL]]) throws {
+        let placeholders = assembly.inputs.map(\.placeholder)
+        try checkInputs(files, placeholders: placeholders, prompt: prompt)
+        let lmManifest = try catalog.component(assembly.languageModel, kind: .languageModel)
+        guard let lm = try families.build(lmManifest, substitute: .shapesOnly) as? any LanguageModel else {
+            throw AssemblyError.incompatible(assembly: assembly.id, problems: ["'\(lmManifest.id)' did not build a language model"])
+        }
+        let checker = CompatibilityChecker(catalog: catalog, families: families)
+        let pieces = promptPieces(prompt, placeholders: placeholders)
+        let rows = try pieces.compactMap(\.placeholder).map { placeholder -> Int in
+            let binding = assembly.inputs.first { $0.placeholder == placeholder }!
+            let encoder = try catalog.component(binding.encoder, kind: .encoder), connector = try catalog.component(binding.connector, kind: .connector)
+            let selected = CompatibilityChecker.selectedTokens(encoder, select: binding.select)
+            guard let rows = checker.connectorTokens(connector, input: selected) else {
+                throw AssemblyError.incompatible(assembly: assembly.id, problems: [CompatibilityProblem.tokenCountRejected(connector: connector.id, tokens: selected).description])
+            }
+            return rows
+        }
+        try self.init(prompt, pieces: pieces, placeholders: placeholders, rows: rows,
+                      tokenizer: tokenizer, context: lm.contextLength)
+    }
+}
+
 extension AssembledModel {
     /// Tokenizes the prompt and splices each input's features where its placeholder stands.
     /// `inputs` maps a placeholder ("<image>") to its files, used in prompt order; features found in
@@ -254,72 +358,17 @@ extension AssembledModel {
         }
         let encodeSeconds = Date().timeIntervalSince(started)
 
-        // Tokens: when the placeholder is a token of the vocabulary (LLaVA), the whole prompt is
-        // tokenized at once and each placeholder token stands for its features; otherwise
-        // (TinyLLaVA's textual <image>) text chunks are tokenized apart, BOS only on the first.
         // Runs of text are embedded only once the whole prompt is known to fit the context (a
         // megabyte of text would otherwise be a gigabyte of embeddings before the length error).
-        enum Segment { case text([Int]), features(Tensor) }
-        // Counted exactly up to four contexts' worth, so that the error says how much to cut;
-        // beyond that tokenizing stops (a 10 MB prompt took 36 s and 650 MB to be refused).
-        let context = languageModel.contextLength, countedUpTo = 4 * context
-        func tokenize(_ text: String, first: Bool, after count: Int) throws -> [Int] {
-            do { return try tokenizer.encode(text, addSpecialTokens: first, limit: countedUpTo - count) } catch .moreTokensThan {
-                throw PromptError.farTooLong(moreThan: countedUpTo, context: context)
-            }
-        }
-        var tokens: [Int] = []
-        var segments: [Segment] = []
-        var featureIndex = 0
-        let wholePrompt = inputs.allSatisfy { tokenizer.tokenID($0.binding.placeholder) != nil }
-        if wholePrompt {
-            let ids = try tokenize(prompt, first: true, after: 0)
-            let placeholderIDs = Set(inputs.compactMap { tokenizer.tokenID($0.binding.placeholder) })
-            var textRun: [Int] = []
-            func flushText() {
-                if !textRun.isEmpty { segments.append(.text(textRun)); textRun = [] }
-            }
-            for id in ids {
-                if placeholderIDs.contains(id) {
-                    guard featureIndex < features.count else {
-                        let placeholder = inputs.first { tokenizer.tokenID($0.binding.placeholder) == id }!.binding.placeholder
-                        throw PromptError.extraPlaceholderTokens(placeholder: placeholder, id: id, placeholders: features.count)
-                    }
-                    flushText()
-                    let f = features[featureIndex]; featureIndex += 1
-                    segments.append(.features(f))
-                    tokens += Array(repeating: id, count: f.rows)
-                } else {
-                    textRun.append(id); tokens.append(id)
-                }
-            }
-            flushText()
-        } else {
-            var first = true
-            for piece in pieces {
-                if piece.input != nil {
-                    let f = features[featureIndex]; featureIndex += 1
-                    segments.append(.features(f))
-                    tokens += Array(repeating: -1, count: f.rows)
-                } else {
-                    let ids = try tokenize(piece.text, first: first, after: tokens.count)
-                    first = false
-                    if !ids.isEmpty { segments.append(.text(ids)); tokens += ids }
-                }
-            }
-        }
-        guard featureIndex == features.count else {
-            throw PromptError.badOption("the tokenizer split a placeholder token; \(features.count - featureIndex) input(s) were not placed")
-        }
-        guard !tokens.isEmpty else { throw PromptError.emptyPrompt }
-        guard tokens.count <= context else { throw PromptError.tooLong(tokens: tokens.count, maxTokens: 0, context: context) }
-        let rows = try segments.map { segment -> Tensor in
+        let layout = try PromptLayout(prompt, pieces: named, placeholders: placeholders, rows: features.map(\.rows),
+                                      tokenizer: tokenizer, context: languageModel.contextLength)
+        let rows = try layout.segments.map { segment -> Tensor in
             switch segment {
             case let .text(ids): return try languageModel.embed(ids)
-            case let .features(f): return f
+            case let .input(ordinal, _, _): return features[ordinal]
             }
         }
-        return PreparedPrompt(tokens: tokens, embeddings: concatRows(rows), encodeSeconds: encodeSeconds)
+        return PreparedPrompt(tokens: layout.tokens, embeddings: concatRows(rows), encodeSeconds: encodeSeconds)
     }
 
     /// Encoder hidden state → feature selection → connector, for one input file.

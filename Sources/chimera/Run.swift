@@ -3,6 +3,7 @@ import Chimera
 import ChimeraComponents
 import ChimeraIO
 import ChimeraTensor
+import ChimeraTokenizers
 import Foundation
 
 extension KVPrecision: ExpressibleByArgument {}
@@ -61,6 +62,8 @@ struct Generate: ParsableCommand {
     @Flag(help: "Chat turn by turn: each line of stdin is a user turn (an empty line or the end of input ends the chat; implies --chat; --conversation starts it; when the context is full the oldest exchanges are dropped)")
     var interactive = false
     @Flag(help: "Print one JSON object (tokens, text, timings) instead of streaming text (one line per answer with --interactive)") var json = false
+    @Flag(help: "Print the prompt's tokens (ids, vocabulary pieces, where each input's feature rows go) against the context, then stop: nothing is loaded but the tokenizer")
+    var showTokens = false
     @OptionGroup var placement: WeightPlacementOptions
     @OptionGroup var threading: ThreadOptions
 
@@ -84,6 +87,7 @@ struct Generate: ParsableCommand {
                 files[placeholder, default: []].append(URL(fileURLWithPath: path))
             }
             if interactive {
+                if showTokens { throw ValidationError("--show-tokens shows one prompt's tokens: give --prompt, --prompt-file or --conversation, not --interactive") }
                 guard prompt == nil, promptFile == nil else {
                     throw ValidationError("--interactive reads the user's turns from stdin: give no --prompt or --prompt-file (--conversation starts the chat)")
                 }
@@ -95,6 +99,11 @@ struct Generate: ParsableCommand {
             }
             let (text, stops) = try chatPrompt(catalog: catalog, manifest: manifest, given: files)
             let inputs = withSamples(files, for: text, of: manifest)
+            if showTokens {
+                let tokenizer = try Assembler.tokenizer(of: try catalog.component(manifest.languageModel, kind: .languageModel))
+                return try printLayout(try PromptLayout(text, assembly: manifest, catalog: catalog, families: catalogOptions.families(),
+                                                        tokenizer: tokenizer, inputs: inputs), tokenizer: tokenizer)
+            }
             let loaded = try load(catalog: catalog, manifest: manifest, files: inputs, prompt: text, stops: stops)
             try report(try loaded.model.generate(prompt: text, inputs: inputs, options: loaded.options, onText: stream), of: manifest)
         } catch let error as ValidationError { throw error } catch { throw fail(error) }
@@ -130,6 +139,43 @@ extension Generate {
         var assembler = Assembler(catalog: catalog, families: catalogOptions.families(), progress: progress)
         assembler.storedMatrices = placement.storedMatrices
         return (try assembler.build(manifest), options)
+    }
+
+    /// --show-tokens: the prompt position by position (a line a text token, one for each input's
+    /// rows), or as JSON.
+    func printLayout(_ layout: PromptLayout, tokenizer: Tokenizer) throws {
+        let context = layout.context
+        struct Segment: Encodable { var ids: [Int]?; var pieces: [String]?; var input: String?; var rows: Int? }
+        struct Shown: Encodable {
+            var prompt_tokens: Int, context: Int, text_tokens: Int, feature_rows: Int, ids: [Int], segments: [Segment]
+        }
+        let segments = layout.segments.map { segment -> Segment in
+            switch segment {
+            case let .text(ids): return Segment(ids: ids, pieces: ids.map { tokenizer.token($0) ?? "" })
+            case let .input(_, placeholder, rows): return Segment(input: placeholder, rows: rows)
+            }
+        }
+        let rows = segments.reduce(0) { $0 + ($1.rows ?? 0) }
+        let shown = Shown(prompt_tokens: layout.tokens.count, context: context, text_tokens: layout.tokens.count - rows,
+                          feature_rows: rows, ids: layout.tokens, segments: segments)
+        if json { return try printJSON(shown) }
+        var position = 0
+        print("POSITION  ID      TOKEN")
+        for segment in segments {
+            if let ids = segment.ids, let pieces = segment.pieces {
+                for (id, piece) in zip(ids, pieces) {
+                    let columns: String = String(position).padding(toLength: 10, withPad: " ", startingAt: 0)
+                        + String(id).padding(toLength: 8, withPad: " ", startingAt: 0)
+                    print(columns + piece.debugDescription)
+                    position += 1
+                }
+            } else if let input = segment.input, let count = segment.rows {
+                print("\(position)-\(position + count - 1)".padding(toLength: 18, withPad: " ", startingAt: 0) + "\(input): \(count) feature rows")
+                position += count
+            }
+        }
+        print("\(shown.prompt_tokens) positions of the context's \(context) (\(shown.text_tokens) text tokens, \(rows) feature rows); "
+              + "\(context - shown.prompt_tokens) left for the answer")
     }
 
     /// Streams answer text to stdout, unless --json.

@@ -324,6 +324,28 @@ enum CLI {
         }
         #expect((output["prompt_tokens"] as? Int ?? 0) > 16, "the prompt holds the 16 image tokens")
     }
+
+    /// --show-tokens lays out the prompt generate would run (the same count, with --chat too),
+    /// position by position, without loading weights or encoding the image.
+    @Test func showTokensIsThePromptGenerateRuns() throws {
+        let sample = CLI.packageRoot.appendingPathComponent("manifests/default/checkpoint/sample.png").path
+        for chat in [[], ["--chat", "--template", "llava", "--prompt", "What is it?", "--image", sample]] {
+            let generated = try #require(try CLI.json(try CLI.run(["generate", "--json", "--max-tokens", "1"] + chat).stdout) as? [String: Any])
+            let shown = try CLI.run(["generate", "--show-tokens", "--json"] + chat)
+            #expect(shown.status == 0 && !shown.stderr.contains("loading"), "\(shown.all)")
+            let layout = try #require(try CLI.json(shown.stdout) as? [String: Any])
+            let count = try #require(generated["prompt_tokens"] as? Int)
+            #expect(layout["prompt_tokens"] as? Int == count && (layout["ids"] as? [Int])?.count == count, "\(shown.stdout)")
+            #expect(layout["feature_rows"] as? Int == 16 && layout["context"] as? Int == 512)
+            let segments = try #require(layout["segments"] as? [[String: Any]])
+            #expect(segments.contains { $0["input"] as? String == "<image>" && $0["rows"] as? Int == 16 })
+            #expect((segments.first?["pieces"] as? [String])?.first == "<s>", "BOS first")
+        }
+        let text = try CLI.run(["generate", "--show-tokens"])
+        #expect(text.stdout.contains("<image>: 16 feature rows") && text.stdout.contains("29 positions of the context's 512"), "\(text.all)")
+        let tooMany = try CLI.run(["generate", "--show-tokens", "--prompt", "<image> <image>"])
+        #expect(tooMany.status != 0 && tooMany.stderr.contains("the prompt holds 2 <image> placeholders but 1 input was given"), "\(tooMany.all)")
+    }
 }
 
 /// The acceptance path: `chimera import` of a transformers-saved LLaVA, then

@@ -27,12 +27,18 @@ struct LLaVAFixture {
     var image: URL { directory.appendingPathComponent("sample.png") }
 
     /// Imports the checkpoint into a fresh folder and builds the assembly from it.
-    func importAndBuild() throws -> AssembledModel {
+    /// The checkpoint imported into a temporary folder: its manifests and assembly.
+    func imported() throws -> (catalog: Catalog, assembly: AssemblyManifest) {
         let out = temporaryDirectory()
         let result = try CheckpointImporter(checkpoint: directory, outputDirectory: out).run()
         var catalog = Catalog()
         try catalog.load(directory: out)
-        return try Assembler(catalog: catalog, families: BuiltinFamilies.registry()).build(try #require(result.assembly))
+        return (catalog, try #require(result.assembly))
+    }
+
+    func importAndBuild() throws -> AssembledModel {
+        let (catalog, assembly) = try imported()
+        return try Assembler(catalog: catalog, families: BuiltinFamilies.registry()).build(assembly)
     }
 }
 
@@ -92,10 +98,15 @@ func slice(_ t: Tensor, _ index: Int) -> Tensor {
 
     @Test(arguments: fixtures) func promptTokensAndLogitsMatch(name: String) throws {
         let fixture = try LLaVAFixture(name)
-        let model = try fixture.importAndBuild()
+        let (catalog, assembly) = try fixture.imported()
+        let model = try Assembler(catalog: catalog, families: BuiltinFamilies.registry()).build(assembly)
         let placeholder = model.inputs[0].binding.placeholder
         let prepared = try model.prepare(prompt: fixture.prompt, inputs: [placeholder: [fixture.image]])
         #expect(prepared.tokens == fixture.inputIDs)
+        // What `generate --show-tokens` shows, from the manifests alone, is that same sequence.
+        let layout = try PromptLayout(fixture.prompt, assembly: assembly, catalog: catalog, families: BuiltinFamilies.registry(),
+                                      tokenizer: model.tokenizer, inputs: [placeholder: [fixture.image]])
+        #expect(layout.tokens == fixture.inputIDs && layout.context == model.languageModel.contextLength)
         let cache = model.languageModel.makeCache(capacity: prepared.embeddings.rows)
         let logits = try model.languageModel.forward(embeddings: prepared.embeddings, cache: cache, lastOnly: false)
         let expected = try fixture.reference.tensor("logits")

@@ -23,7 +23,8 @@ import Testing
 
     @Test func pixelsFeaturesLogitsAndGreedyIdsMatchTinyLLaVA() throws {
         let fixture = try LLaVAFixture("tinyllava-phi-siglip")
-        let model = try fixture.importAndBuild()
+        let (catalog, assembly) = try fixture.imported()
+        let model = try Assembler(catalog: catalog, families: BuiltinFamilies.registry()).build(assembly)
         let input = model.inputs[0]
         // expand2square with the mean colour, then SiglipImageProcessor.
         let pixels = try input.encoder.prepareInput(contentsOf: fixture.image)
@@ -34,6 +35,9 @@ import Testing
         let prepared = try model.prepare(prompt: fixture.prompt, inputs: ["<image>": [fixture.image]])
         let expectedTokens = fixture.inputIDs.flatMap { $0 == -200 ? Array(repeating: -1, count: features.rows) : [$0] }
         #expect(prepared.tokens == expectedTokens)
+        let layout = try PromptLayout(fixture.prompt, assembly: assembly, catalog: catalog, families: BuiltinFamilies.registry(),
+                                      tokenizer: model.tokenizer, inputs: ["<image>": [fixture.image]])
+        #expect(layout.tokens == expectedTokens)
         let cache = model.languageModel.makeCache(capacity: prepared.embeddings.rows)
         let logits = try model.languageModel.forward(embeddings: prepared.embeddings, cache: cache, lastOnly: false)
         #expect(maxAbsDifference(logits, try fixture.reference.tensor("logits")) < 1e-4)

@@ -124,6 +124,13 @@ public struct CompatibilityChecker: Sendable {
         return family.connectorTokens(connector, input)
     }
 
+    /// Feature rows one input of `binding` puts in the prompt (nil when its connector cannot take
+    /// what its encoder gives), from the manifests.
+    public func inputRows(_ binding: InputBinding) throws -> Int? {
+        let encoder = try catalog.component(binding.encoder, kind: .encoder)
+        return connectorTokens(try catalog.component(binding.connector, kind: .connector), input: Self.selectedTokens(encoder, select: binding.select))
+    }
+
     /// Problems of a whole assembly.
     /// `filesOnDisk: false` leaves out files not yet downloaded (weights, tokenizers).
     public func problems(assembly: AssemblyManifest, filesOnDisk: Bool = true) -> [String] {

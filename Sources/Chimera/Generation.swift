@@ -314,10 +314,8 @@ extension PromptLayout {
         let pieces = promptPieces(prompt, placeholders: placeholders)
         let rows = try pieces.compactMap(\.placeholder).map { placeholder -> Int in
             let binding = assembly.inputs.first { $0.placeholder == placeholder }!
-            let encoder = try catalog.component(binding.encoder, kind: .encoder), connector = try catalog.component(binding.connector, kind: .connector)
-            let selected = CompatibilityChecker.selectedTokens(encoder, select: binding.select)
-            guard let rows = checker.connectorTokens(connector, input: selected) else {
-                throw AssemblyError.incompatible(assembly: assembly.id, problems: [CompatibilityProblem.tokenCountRejected(connector: connector.id, tokens: selected).description])
+            guard let rows = try checker.inputRows(binding) else {
+                throw AssemblyError.incompatible(assembly: assembly.id, problems: checker.problems(assembly: assembly, filesOnDisk: false))
             }
             return rows
         }

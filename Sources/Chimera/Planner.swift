@@ -136,8 +136,7 @@ public struct Planner: Sendable {
                                                inputWidth: encoder.output.width, outputWidth: lm.hiddenSize, substitute: .shapesOnly)
             built += [encoder, connector]
             activations.append(Self.encoderActivations(encoder))
-            let selected = CompatibilityChecker.selectedTokens(encoderManifest, select: binding.select)
-            if let tokens = (connector as? any Connector)?.outputTokens(forInputTokens: selected) {
+            if let tokens = try CompatibilityChecker(catalog: catalog, families: families).inputRows(binding) {
                 inputTokens.append("inputs[\(i)] '\(binding.placeholder)': \(tokens)")
                 inputTokenCount += tokens
             }

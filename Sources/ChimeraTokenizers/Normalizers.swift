@@ -51,17 +51,25 @@ struct ReplaceNormalizer: Normalizer {
     func normalize(_ text: String) throws(TokenizerError) -> String { try pattern.replacingMatches(in: text, with: content) }
 }
 
+/// Unicode normalization forms, as the Rust `unicode-normalization` crate behind Hugging Face's
+/// normalizers computes them. Foundation's decompositions are right, but its compositions are not:
+/// it composes an astral character with the mark after it by the character's low 16 bits
+/// (U+10041 U+0301 became "Á") and leaves the marks of adjacent decompositions unordered
+/// (U+0F73 U+0F73). The standard library's NFC (`_nfcCodeUnits`, public though underscored) of
+/// Foundation's NFD/NFKD gives the Rust crate's result wherever both know the characters.
 struct UnicodeNormalizer: Normalizer {
     enum Form { case nfc, nfd, nfkc, nfkd }
     let form: Form
     func normalize(_ text: String) -> String {
         switch form {
-        case .nfc: text.precomposedStringWithCanonicalMapping
+        case .nfc: Self.composed(text.decomposedStringWithCanonicalMapping)
         case .nfd: text.decomposedStringWithCanonicalMapping
-        case .nfkc: text.precomposedStringWithCompatibilityMapping
+        case .nfkc: Self.composed(text.decomposedStringWithCompatibilityMapping)
         case .nfkd: text.decomposedStringWithCompatibilityMapping
         }
     }
+
+    static func composed(_ decomposed: String) -> String { String(decoding: decomposed._nfcCodeUnits, as: UTF8.self) }
 }
 
 struct LowercaseNormalizer: Normalizer {

@@ -118,15 +118,30 @@ public final class Tokenizer: @unchecked Sendable {
     }
 
     func decode(_ ids: ArraySlice<Int>, skipSpecialTokens: Bool) throws(TokenizerError) -> String {
-        let tokens = ids.compactMap { id -> String? in
-            if skipSpecialTokens, specialIDs.contains(id) { return nil }
-            if let added = addedDecodeText[id] { return added }
-            guard let text = token(id) else { return nil }  // unknown ids are dropped
-            if skipSpecialTokens, specialContents.contains(ExactString(text)) { return nil }
-            return text
-        }
+        let tokens = ids.compactMap { decoderInput($0, skipSpecialTokens: skipSpecialTokens) }
         guard let decoder else { return tokens.joined(separator: " ") }
         return try decoder.decodeChain(tokens).joined()
+    }
+
+    /// What the decoders get for `id`: nil when a decode drops it (a skipped special token, an
+    /// unknown id), so that leaving it out of a sequence changes nothing.
+    func decoderInput(_ id: Int, skipSpecialTokens: Bool) -> String? {
+        if skipSpecialTokens, specialIDs.contains(id) { return nil }
+        if let added = addedDecodeText[id] { return added }
+        guard let text = token(id) else { return nil }  // unknown ids are dropped
+        if skipSpecialTokens, specialContents.contains(ExactString(text)) { return nil }
+        return text
+    }
+
+    /// Whether `id` is a <0xNN> token the decoder joins with its neighbours (ByteFallback): a run's
+    /// text is known only once it ends, since one invalid byte turns the whole run into U+FFFDs.
+    func isFallbackByte(_ id: Int) -> Bool {
+        decoderJoinsByteRuns && decoderInput(id, skipSpecialTokens: false).flatMap(ByteFallbackDecoder.byte(of:)) != nil
+    }
+
+    private var decoderJoinsByteRuns: Bool {
+        if decoder is ByteFallbackDecoder { return true }
+        return (decoder as? SequenceDecoder)?.steps.contains { $0 is ByteFallbackDecoder } ?? false
     }
 
     // MARK: Vocabulary

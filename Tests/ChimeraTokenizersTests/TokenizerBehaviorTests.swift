@@ -70,6 +70,59 @@ struct TokenizerBehaviorTests {
         #expect(try tokenizer.decode(Array(ids.dropFirst(2)), skipSpecialTokens: true).first != " ")
     }
 
+    /// A run of byte-fallback tokens is decoded as a whole: one invalid byte makes every byte of the
+    /// run U+FFFD, so even the valid "A" before it must not stream out first (Hugging Face's decode
+    /// gives "\u{FFFD}\u{FFFD}" for <0x41> <0xE4>).
+    @Test func anInvalidByteRunStreamsAsItDecodes() throws {
+        let tokenizer = try Fixtures.tokenizer("llama_style")
+        #expect(try stream(tokenizer, [68, 231], skipSpecialTokens: true).joined() == "\u{FFFD}\u{FFFD}")
+        #expect(try stream(tokenizer, [68, 231, 68], skipSpecialTokens: true).joined() == "\u{FFFD}\u{FFFD}\u{FFFD}")
+        let ended = try tokenizer.encode("x", addSpecialTokens: false)
+        #expect(try stream(tokenizer, [68, 231] + ended + [68], skipSpecialTokens: true).joined()
+                == tokenizer.decode([68, 231] + ended + [68], skipSpecialTokens: true))
+    }
+
+    /// Literal U+FFFD characters before a character split across tokens: each is streamed once
+    /// (Hugging Face's decodes: five U+FFFD then the character; the stream gave six, and with
+    /// byte fallback sixteen, once a held window was released mid-character).
+    @Test func literalReplacementCharactersStreamOnce() throws {
+        let qwen = try Fixtures.tokenizer("qwen2_style")
+        let ids = Array(repeating: [174, 126, 124], count: 5).flatMap { $0 } + [308, 225]
+        #expect(try stream(qwen, ids, skipSpecialTokens: true).joined() == String(repeating: "\u{FFFD}", count: 5) + "一")
+        let llama = try Fixtures.tokenizer("llama_style")
+        let text = "x" + String(repeating: "\u{FFFD}", count: 5) + "😀"
+        #expect(try stream(llama, try llama.encode(text), skipSpecialTokens: true).joined() == text)
+        let long = String(repeating: "\u{FFFD}", count: 120) + "一 ok"
+        let longIDs = try qwen.encode(long)
+        let streamed = try stream(qwen, longIDs, skipSpecialTokens: true).joined()
+        #expect(streamed == long, "\(streamed.unicodeScalars.count) scalars for \(long.unicodeScalars.count); \(longIDs.count) ids")
+    }
+
+    /// Tokens the decode skips (specials, and in some vocabularies the <0xNN> bytes) are not kept:
+    /// a long run of them left every step decoding all of them again (quadratic; 200,000 took minutes).
+    @Test func skippedTokensDoNotGrowTheWindow() throws {
+        let tokenizer = try Fixtures.tokenizer("llama_style")
+        var detokenizer = StreamingDetokenizer(tokenizer: tokenizer, skipSpecialTokens: true)
+        let bos = try #require(tokenizer.bosTokenID)
+        for _ in 0..<1000 { #expect(try detokenizer.append(bos) == "") }
+        #expect(detokenizer.windowLength == 0)
+        var out = ""
+        for id in try tokenizer.encode("one two", addSpecialTokens: false) { out += try detokenizer.append(id) }
+        out += try detokenizer.finish()
+        #expect(out == "one two" && detokenizer.windowLength < 8)
+    }
+
+    /// NFC as Hugging Face's normalizer computes it (ids from `tokenizers`): Foundation's
+    /// composition turned U+10041 U+0301 into "Á" and left U+0F73 U+0F73's marks unordered.
+    @Test func nfcMatchesTheRustNormalizer() throws {
+        let tokenizer = try Fixtures.tokenizer("qwen2_style")
+        #expect(try tokenizer.encode("\u{10041}\u{0301}", addSpecialTokens: false) == [175, 241, 226, 226, 139, 226])
+        #expect(try tokenizer.encode("\u{0F73}\u{0F73}", addSpecialTokens: false) == [159, 124, 112, 159, 124, 112, 159, 124, 113, 159, 124, 113])
+        #expect(try tokenizer.encode("e\u{0301}\u{0327}", addSpecialTokens: false) == [135, 105, 139, 226])
+        #expect(UnicodeNormalizer(form: .nfkc).normalize("\u{10041}\u{0301}ﬁ") == "\u{10041}\u{0301}fi")
+        #expect(UnicodeNormalizer(form: .nfd).normalize("\u{E9}") == "e\u{0301}")
+    }
+
     @Test func streamingWindowStaysSmall() throws {
         // A long stream must still equal the one-shot decode.
         let tokenizer = try Fixtures.tokenizer("qwen2_style")

@@ -40,11 +40,44 @@ public final class Tokenizer: @unchecked Sendable {
         } catch {
             throw TokenizerError.fileNotReadable(file: url.path, reason: error.localizedDescription)
         }
-        try self.init(data: data, name: url.path)
+        try self.init(data: data, name: url.path, configuredSpecialTokens: try Self.configuredSpecialTokens(besides: url))
     }
 
-    /// `name` is used in error messages (typically the file path).
-    public init(data: Data, name: String) throws {
+    /// The tokens a `tokenizer_config.json` beside `tokenizerFile` names as special (every string
+    /// `*_token` field, `additional_special_tokens`, `extra_special_tokens`): transformers skips them
+    /// when decoding with `skip_special_tokens`, even where tokenizer.json marks them not special
+    /// (a `pad_token`, an `image_token`). None without the file.
+    static func configuredSpecialTokens(besides tokenizerFile: URL) throws(TokenizerError) -> [String] {
+        let url = tokenizerFile.deletingLastPathComponent().appendingPathComponent("tokenizer_config.json")
+        guard let data = FileManager.default.contents(atPath: url.path) else { return [] }
+        let root: ConfigNode
+        do { root = ConfigNode(value: try JSONParser.parse(data), path: "", file: url.path) } catch {
+            throw TokenizerError.malformedJSON(file: url.path, reason: error.message)
+        }
+        // A token as a string, or as a saved AddedToken object {"content": ...}.
+        func content(_ value: JSONValue) -> String? {
+            if case .string(let text) = value { return text }
+            if case .object(let members) = value, case .string(let text)? = members.first(where: { $0.key == "content" })?.value { return text }
+            return nil
+        }
+        guard case .object(let members) = root.value else { throw root.invalid("a JSON object at the top level") }
+        var tokens: [String] = []
+        for (key, value) in members {
+            if key.hasSuffix("_token"), let token = content(value) { tokens.append(token) }
+            if key == "additional_special_tokens" || key == "extra_special_tokens" {
+                switch value {
+                case .array(let items): tokens += items.compactMap(content)
+                case .object(let named): tokens += named.compactMap { content($0.value) }
+                default: break
+                }
+            }
+        }
+        return tokens
+    }
+
+    /// `name` is used in error messages (typically the file path); `configuredSpecialTokens` are
+    /// added tokens to skip as special when decoding, beside those tokenizer.json marks special.
+    public init(data: Data, name: String, configuredSpecialTokens: [String] = []) throws {
         self.name = name
         let root: ConfigNode
         do {
@@ -63,8 +96,10 @@ public final class Tokenizer: @unchecked Sendable {
 
         addedByID = Dictionary(addedTokens.map { ($0.id, $0) }, uniquingKeysWith: { _, last in last })
         addedByContent = Dictionary(addedTokens.map { (ExactString($0.content), $0) }, uniquingKeysWith: { _, last in last })
-        specialContents = Set(addedTokens.filter(\.special).map { ExactString($0.content) })
-        specialIDs = Set(addedTokens.filter(\.special).map(\.id))
+        let configured = Set(configuredSpecialTokens.map(ExactString.init))
+        let special = addedTokens.filter { $0.special || configured.contains(ExactString($0.content)) }
+        specialContents = Set(special.map { ExactString($0.content) })
+        specialIDs = Set(special.map(\.id))
         // Normalized tokens are searched for (and decoded) by their normalized form.
         let normalizer = self.normalizer
         let searchTexts = try addedTokens.map { token throws(TokenizerError) in

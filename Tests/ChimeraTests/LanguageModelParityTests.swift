@@ -1,6 +1,7 @@
 import ChimeraComponents
 import ChimeraIO
 import ChimeraTensor
+import ChimeraTokenizers
 import Foundation
 import Testing
 @testable import Chimera
@@ -183,6 +184,27 @@ func greedyContinuation(_ model: any LanguageModel, prompt: [Int], maxNewTokens:
 }
 
 /// CLIP + Qwen2 and CLIP + Gemma run through LLaVAParityTests; here what is Gemma's own.
+/// Decoding with special tokens skipped leaves out what transformers does: the tokens
+/// tokenizer_config.json names (`pad_token`, `image_token`, ...) as well as those tokenizer.json
+/// marks special (transformers' `decode(ids, skip_special_tokens=True)` gives "hi there" here).
+@Suite struct ConfiguredSpecialTokenTests {
+    @Test func tokenizerConfigNamesSpecialTokens() throws {
+        let folder = packageRoot.appendingPathComponent("Tests/ChimeraTests/Fixtures/lm-llama")
+        let tokenizer = try Tokenizer(url: folder.appendingPathComponent("tokenizer.json"))
+        let ids = [1, 330, 329, 318, 296, 297, 318, 308, 296, 293, 306, 293, 330, 2]  // <s><pad><image> hi there<pad></s>
+        #expect(try tokenizer.decode(ids, skipSpecialTokens: true) == "hi there")
+        // Without the config, tokenizer.json alone keeps <pad> (not marked special there).
+        let alone = try Tokenizer(data: Data(contentsOf: folder.appendingPathComponent("tokenizer.json")), name: "tokenizer.json")
+        #expect(try alone.decode(ids, skipSpecialTokens: true) == "<pad> hi there<pad>")
+
+        let broken = temporaryDirectory()
+        try FileManager.default.copyItem(at: folder.appendingPathComponent("tokenizer.json"), to: broken.appendingPathComponent("tokenizer.json"))
+        try Data("{\"pad_token\": ".utf8).write(to: broken.appendingPathComponent("tokenizer_config.json"))
+        let message = "\((#expect(throws: TokenizerError.self) { try Tokenizer(url: broken.appendingPathComponent("tokenizer.json")) })!)"
+        #expect(message.contains(broken.appendingPathComponent("tokenizer_config.json").path), "\(message)")
+    }
+}
+
 @Suite struct LLaVALanguageModelTests {
     /// transformers 4.x semantics (spliced features scaled by sqrt(hidden) with everything else), as
     /// the fixture script emulates them: switched on in the imported manifest.

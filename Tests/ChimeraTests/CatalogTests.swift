@@ -50,6 +50,17 @@ enum BuiltinCatalog {
         #expect(plain.turn == ChatTurn(role: "assistant", content: "a <imag> b") && !plain.removedPlaceholders)
     }
 
+    /// The built-in "llava" renders what llava-hf's LLaVA-1.5 Jinja template does through
+    /// transformers' apply_chat_template (Scripts/make_llava_template_fixture.py), system turn included.
+    @Test func llavaRendersAsTheLLaVAHFTemplate() throws {
+        struct Fixture: Decodable { struct Case: Decodable { let conversation: String; let turns: [ChatTurn]; let expected: String }; let cases: [Case] }
+        let url = ManifestFixtures.root.appendingPathComponent("Tests/ChimeraTests/Fixtures/templates/llava_hf.json")
+        let fixture = try JSONDecoder().decode(Fixture.self, from: Data(contentsOf: url))
+        #expect(fixture.cases.count == 4)
+        let llava = try BuiltinCatalog.load().template("llava")
+        for c in fixture.cases { #expect(try llava.render(c.turns) == c.expected, "\(c.conversation)") }
+    }
+
     @Test func goldenFileCoversEveryTinyLLaVATemplate() {
         let names = Set(BuiltinCatalog.golden.map(\.template))
         #expect(names == ["llama", "phi", "gemma", "qwen2_base", "qwen2_instruct", "pretrain"])

@@ -296,3 +296,33 @@ func slice(_ t: Tensor, _ index: Int) -> Tensor {
         #expect(importError(dir).contains("model.safetensors"))
     }
 }
+
+/// A LLaVA checkpoint's own chat template, when it is llava-hf's LLaVA-1.5 one, becomes the
+/// imported assembly's "llava" (so `generate --chat` needs no --template); another is named in a
+/// warning; none leaves the assembly without one.
+@Suite struct LLaVAChatTemplateImportTests {
+    func importing(chatTemplate file: (name: String, text: String)?) throws -> ImportResult {
+        let source = packageRoot.appendingPathComponent("Tests/ChimeraTests/Fixtures/llava-a")
+        let copy = temporaryDirectory().appendingPathComponent("llava-a")
+        try FileManager.default.copyItem(at: source, to: copy)
+        if let file { try file.text.write(to: copy.appendingPathComponent(file.name), atomically: true, encoding: .utf8) }
+        return try CheckpointImporter(checkpoint: copy, outputDirectory: temporaryDirectory()).run()
+    }
+
+    @Test func llavaHFTemplateIsRecognised() throws {
+        let fixture = packageRoot.appendingPathComponent("Tests/ChimeraTests/Fixtures/templates/llava_hf.json")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: fixture)) as? [String: Any])
+        let template = try #require(object["chat_template"] as? String)
+        let json = String(decoding: try JSONSerialization.data(withJSONObject: ["chat_template": template]), as: UTF8.self)
+        let recognised = try importing(chatTemplate: ("chat_template.json", json))
+        #expect(recognised.assembly?.chatTemplate == "llava" && recognised.warnings.isEmpty, "\(recognised.warnings)")
+        let jinja = try importing(chatTemplate: ("chat_template.jinja", template))
+        #expect(jinja.assembly?.chatTemplate == "llava")
+
+        let other = try importing(chatTemplate: ("chat_template.jinja", "{% for m in messages %}{{ m['content'] }}{% endfor %}"))
+        #expect(other.assembly?.chatTemplate == nil)
+        #expect(other.warnings.contains { $0.contains("chat_template.jinja: its chat_template is not one Chimera knows") }, "\(other.warnings)")
+        let none = try importing(chatTemplate: nil)
+        #expect(none.assembly?.chatTemplate == nil && !none.warnings.contains { $0.contains("chat_template") })
+    }
+}

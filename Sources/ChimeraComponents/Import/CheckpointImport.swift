@@ -164,10 +164,38 @@ public struct CheckpointImporter {
         var assembly = Assembler.assembly(id: name, encoder: encoder.id, connector: connector.id, languageModel: languageModel.id,
                                           placeholder: placeholder, featureLayer: featureLayer, select: strategy == "full" ? .full : .patch)
         assembly.description = "Imported from \(relative(checkpoint))"
+        let chatTemplate = try knownChatTemplate()
+        assembly.chatTemplate = chatTemplate.name
         if FileManager.default.fileExists(atPath: file("sample.png").path) {
             assembly.samples = [placeholder: relative(file("sample.png"))]
         }
-        return try write(assembly: assembly, components: [encoder, connector, languageModel])
+        var result = try write(assembly: assembly, components: [encoder, connector, languageModel])
+        result.warnings += chatTemplate.warning.map { [$0] } ?? []
+        return result
+    }
+
+    /// The built-in chat template the checkpoint's own is: llava-hf's LLaVA-1.5 Jinja template
+    /// (USER:/ASSISTANT: turns, images first) is "llava". Read where transformers saves it
+    /// (chat_template.jinja, chat_template.json, processor_config.json, tokenizer_config.json); a
+    /// template Chimera does not know is named in a warning (`generate --template` then chooses).
+    func knownChatTemplate() throws -> (name: String?, warning: String?) {
+        var found: (text: String, file: String)?
+        if let text = try? String(contentsOf: file("chat_template.jinja"), encoding: .utf8) {
+            found = (text, "chat_template.jinja")
+        } else {
+            for name in ["chat_template.json", "processor_config.json", "tokenizer_config.json"]
+            where FileManager.default.fileExists(atPath: file(name).path) {
+                if let text = try readJSON(name)["chat_template"] as? String { found = (text, name); break }
+            }
+        }
+        guard let found else { return (nil, nil) }
+        let compact = found.text.filter { !$0.isWhitespace }
+        let llava = ["message['role'].upper()+':'", "'ASSISTANT:'", "selectattr('type','equalto','image')"]
+        // Each image as "<image>" and a line break (the template's "\n" escape, or the character).
+        let imageLine = found.text.contains("'<image>\\n'") || found.text.contains("'<image>\n'")
+        if imageLine, llava.allSatisfy(compact.contains) { return ("llava", nil) }
+        return (nil, "\(file(found.file).path): its chat_template is not one Chimera knows; "
+                + "`generate --chat` needs --template NAME (chimera list --kind template)")
     }
 
     /// The nested vision_config and text_config of a multimodal config (`model` says who put them there).

@@ -213,6 +213,8 @@ public struct PreparedPrompt {
     public let tokens: [Int]            // placeholder positions hold the placeholder's token id (or -1)
     public let embeddings: Tensor       // [tokens, hidden]
     public let encodeSeconds: Double
+    /// PromptLayout.runsAsTokenIDs: false when the repetition penalty counts only the answer.
+    public let runsAsTokenIDs: Bool
 }
 
 /// Features already encoded, by placeholder and file, for a caller that runs one model on the same
@@ -238,6 +240,10 @@ public struct PromptLayout: Sendable {
     public let segments: [Segment]
     /// The language model's context length the prompt was checked against.
     public let context: Int
+    /// Whether the reference runs this prompt as token ids (LLaVA, a language model alone) rather
+    /// than as embeddings (TinyLLaVA's textual placeholders: `generate(inputs_embeds=...)`, whose
+    /// token history starts empty) — what transformers' repetition penalty then counts.
+    public let runsAsTokenIDs: Bool
 
     /// `pieces` as `promptPieces` cut the prompt; `rows[i]` the feature rows of its i-th input.
     /// A prompt longer than `context` is refused (`PromptError.tooLong`, or `.farTooLong` once
@@ -256,7 +262,8 @@ public struct PromptLayout: Sendable {
         var segments: [Segment] = []
         var ordinal = 0
         let placeholderIDs = placeholders.map { tokenizer.tokenID($0) }
-        if placeholderIDs.allSatisfy({ $0 != nil }) {
+        runsAsTokenIDs = placeholderIDs.allSatisfy { $0 != nil }
+        if runsAsTokenIDs {
             var textRun: [Int] = []
             func flushText() {
                 if !textRun.isEmpty { segments.append(.text(textRun)); textRun = [] }
@@ -366,7 +373,8 @@ extension AssembledModel {
             case let .input(ordinal, _, _): return features[ordinal]
             }
         }
-        return PreparedPrompt(tokens: layout.tokens, embeddings: concatRows(rows), encodeSeconds: encodeSeconds)
+        return PreparedPrompt(tokens: layout.tokens, embeddings: concatRows(rows), encodeSeconds: encodeSeconds,
+                              runsAsTokenIDs: layout.runsAsTokenIDs)
     }
 
     /// Encoder hidden state → feature selection → connector, for one input file.
@@ -406,7 +414,8 @@ extension AssembledModel {
         cache.truncate(to: cached)
         session?.rows = rows
         var sampler = Sampler(options: options)
-        sampler.saw(prepared.tokens)
+        // The penalty counts the prompt where the reference's token history holds it (see runsAsTokenIDs).
+        if prepared.runsAsTokenIDs { sampler.saw(prepared.tokens) }
         var detokenizer = StreamingDetokenizer(tokenizer: tokenizer)
         var generated: [Int] = []
         var stopReason = "max_tokens"

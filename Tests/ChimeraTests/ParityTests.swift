@@ -326,3 +326,20 @@ func slice(_ t: Tensor, _ index: Int) -> Tensor {
         #expect(none.assembly?.chatTemplate == nil && !none.warnings.contains { $0.contains("chat_template") })
     }
 }
+
+/// Under a repetition penalty, greedy continuations equal transformers' for both kinds of
+/// multimodal prompt (Scripts/make_repetition_fixtures.py): LLaVA's, whose input_ids (the image
+/// token once a feature row included) are all counted, and TinyLLaVA's, generated from
+/// inputs_embeds, where only the answer is.
+@Suite struct MultimodalRepetitionPenaltyTests {
+    @Test(arguments: ["llava-a", "tinyllava-phi-siglip"]) func penalisedGreedyIsTransformers(name: String) throws {
+        let fixture = try LLaVAFixture(name)
+        let reference = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: fixture.directory.appendingPathComponent("reference_repetition.json"))) as? [String: Any])
+        let penalty = try #require(reference["repetition_penalty"] as? Double)
+        let expected = try #require(reference["generated"] as? [Int])
+        let model = try fixture.importAndBuild()
+        let result = try model.generate(prompt: fixture.prompt, inputs: [model.inputs[0].binding.placeholder: [fixture.image]],
+                                        options: GenerationOptions(maxTokens: expected.count, temperature: 0, repetitionPenalty: Float(penalty)))
+        #expect(result.tokens == expected)
+    }
+}

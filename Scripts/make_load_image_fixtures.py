@@ -5,7 +5,10 @@
 Dev-time only (Pillow, numpy). Each reference is what transformers' `load_image` returns for the
 file: `PIL.ImageOps.exif_transpose(Image.open(f)).convert("RGB")`. Written: JPEGs with EXIF
 orientations 1-8 (little-endian EXIF), one with big-endian ("MM") EXIF, one with an out-of-range
-orientation (ignored), a PNG with an eXIf chunk, and a CMYK JPEG (Adobe-inverted, as Pillow writes it).
+orientation (ignored), a PNG with an eXIf chunk, the EXIF layouts Pillow's getexif reads in its own
+way (LONG and RATIONAL values, a BYTE one it does not apply, a count past the data, a doubled
+prefix, two APP1 blocks joined, a swapped TIFF magic, XMP's tiff:Orientation in JPEG and PNG, two
+eXIf chunks), and a CMYK JPEG (Adobe-inverted, as Pillow writes it).
 
 Usage: python3 Scripts/make_load_image_fixtures.py [output_dir]
 """
@@ -14,6 +17,7 @@ import json
 import os
 import struct
 import sys
+import zlib
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -62,11 +66,63 @@ buf = io.BytesIO()
 source.save(buf, format="PNG", exif=exif(8)[6:])  # PNG's eXIf chunk holds the TIFF data alone
 add("orientation8.png", buf.getvalue())
 
+# EXIF as Pillow's getexif reads it, in the layouts cameras and editors (and broken writers) leave.
+def ifd(entries, big_endian=False, magic=None):
+    """TIFF data: IFD0 at offset 8 with `entries` (tag, type, count, 4-byte value field); `extra`
+    appended after the IFD for out-of-line values."""
+    order = ">" if big_endian else "<"
+    head = (b"MM" if big_endian else b"II") + (magic or struct.pack(order + "H", 42)) + struct.pack(order + "I", 8)
+    body = struct.pack(order + "H", len(entries))
+    for tag, typ, count, value in entries:
+        body += struct.pack(order + "HHI", tag, typ, count) + value
+    return head + body + struct.pack(order + "I", 0)
+
+
+def with_app1(segments):
+    """A JPEG of `source` with raw APP1 `segments` right after SOI."""
+    buf = io.BytesIO()
+    source.save(buf, format="JPEG", quality=95, subsampling=0)
+    data = buf.getvalue()
+    app = b"".join(b"\xff\xe1" + struct.pack(">H", len(seg) + 2) + seg for seg in segments)
+    return data[:2] + app + data[2:]
+
+
+EXIF = b"Exif\x00\x00"
+add("long.jpg", with_app1([EXIF + ifd([(0x0112, 4, 1, struct.pack("<I", 6))])]))
+add("rational.jpg", with_app1([EXIF + ifd([(0x0112, 5, 1, struct.pack("<I", 26))]) + struct.pack("<II", 12, 2)]))
+add("byte_type.jpg", with_app1([EXIF + ifd([(0x0112, 1, 1, b"\x06\0\0\0")])]))
+add("count_huge.jpg", with_app1([EXIF + ifd([(0x0112, 3, 0x10000000, struct.pack("<I", 8))])]))
+add("double_prefix.jpg", with_app1([EXIF + EXIF + ifd([(0x0112, 3, 1, struct.pack("<HH", 6, 0))])]))
+add("two_exif_app1.jpg", with_app1([EXIF, EXIF + ifd([(0x0112, 3, 1, struct.pack("<HH", 5, 0))])]))
+add("swapped_magic.jpg", with_app1([EXIF + ifd([(0x0112, 3, 1, struct.pack("<HH", 7, 0))], magic=b"\x00\x2a")]))
+XMP = b"http://ns.adobe.com/xap/1.0/\x00"
+add("xmp.jpg", with_app1([XMP + b'<x:xmpmeta><rdf:Description tiff:Orientation="6"/></x:xmpmeta>']))
+add("exif_over_xmp.jpg", with_app1([EXIF + ifd([(0x0112, 3, 1, struct.pack("<HH", 1, 0))]),
+                                    XMP + b"<tiff:Orientation>8</tiff:Orientation>"]))
+
+
+def png_with_chunks(chunks):
+    """A PNG of `source` with extra chunks (type, data) before IEND."""
+    buf = io.BytesIO()
+    source.save(buf, format="PNG")
+    data = buf.getvalue()
+    extra = b"".join(struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d)) for t, d in chunks)
+    return data[:-12] + extra + data[-12:]
+
+
+add("xmp_itxt.png", png_with_chunks([(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00<tiff:Orientation>3</tiff:Orientation>")]))
+add("two_exif.png", png_with_chunks([(b"eXIf", ifd([(0x0112, 3, 1, struct.pack("<HH", 1, 0))])),
+                                     (b"eXIf", ifd([(0x0112, 3, 1, struct.pack("<HH", 6, 0))]))]))
+
 # CMYK: every channel varies, K included, so the inversion and cmyk2rgb's rounding both show.
 cmyk = np.stack([x * 36, y * 60, (x * 7 + y * 13) % 256, (x * y * 9 + 20) % 256], -1).astype(np.uint8)
 buf = io.BytesIO()
 Image.fromarray(cmyk, "CMYK").save(buf, format="JPEG", quality=95)
 add("cmyk.jpg", buf.getvalue())
+
+# A strip longer than 65,535 a side, which Pillow decodes (no reference file: sample x is x % 251).
+strip = (np.arange(70000) % 251).astype(np.uint8).reshape(1, 70000)
+Image.fromarray(strip, "L").save(os.path.join(OUT, "wide_70000x1.png"), optimize=True)
 
 with open(os.path.join(OUT, "cases.json"), "w") as f:
     json.dump(cases, f, indent=1)

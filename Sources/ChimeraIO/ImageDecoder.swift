@@ -255,71 +255,146 @@ public enum ImageDecoder {
     }
 }
 
-/// The orientation tag (0x0112) of an image's EXIF data, where Pillow's `getexif` finds it: a
-/// JPEG's first APP1 segment starting "Exif\0\0", or a PNG's eXIf chunk.
+/// The orientation Pillow's `getexif` finds for an image (what `ImageOps.exif_transpose` applies):
+/// the tag 0x0112 of the EXIF data's first IFD — in a JPEG, every APP1 "Exif" segment joined as
+/// Pillow joins them; in a PNG, the last eXIf chunk — or, when the EXIF has no such tag, a
+/// `tiff:Orientation` in the XMP packet (a JPEG's last XMP APP1, a PNG's uncompressed iTXt
+/// "XML:com.adobe.xmp"). Not read: compressed PNG text chunks (a zTXt "Raw profile type exif",
+/// a compressed XMP iTXt) and BigTIFF-style EXIF.
 enum ExifOrientation {
     static func read(_ data: Data, png: Bool) -> Int? {
         let bytes = [UInt8](data)
-        guard let tiff = png ? pngExif(bytes) : jpegExif(bytes) else { return nil }
-        return orientation(inTIFF: tiff)
+        let (exif, xmp) = png ? pngMetadata(bytes) : jpegMetadata(bytes)
+        if let exif, let tag = orientation(inExif: exif) { return tag }
+        return xmp.flatMap(orientation(inXMP:))
     }
 
-    static func jpegExif(_ b: [UInt8]) -> ArraySlice<UInt8>? {
+    static let exifPrefix: [UInt8] = Array("Exif".utf8) + [0, 0]
+    static let xmpPrefix: [UInt8] = Array("http://ns.adobe.com/xap/1.0/".utf8) + [0]
+
+    /// The APP1 segments before the scan: the EXIF ones joined (the first whole, the others without
+    /// their prefix), and the last XMP one's packet.
+    static func jpegMetadata(_ b: [UInt8]) -> (exif: [UInt8]?, xmp: [UInt8]?) {
+        var exif: [UInt8]?, xmp: [UInt8]?
         var i = 2
-        while i + 4 <= b.count, b[i] == 0xFF {
+        while i + 4 <= b.count {
+            guard b[i] == 0xFF else { i += 1; continue }  // junk between segments, skipped as Pillow does
             let marker = b[i + 1]
-            if marker == 0xD8 || (0xD0...0xD7).contains(marker) || marker == 0x01 { i += 2; continue }
             if marker == 0xFF { i += 1; continue }  // fill byte
-            if marker == 0xDA || marker == 0xD9 { return nil }  // the scan starts: no more headers
+            if marker == 0xD8 || (0xD0...0xD7).contains(marker) || marker == 0x01 { i += 2; continue }
+            if marker == 0xDA || marker == 0xD9 { break }  // the scan starts: no more headers
             let length = Int(b[i + 2]) << 8 | Int(b[i + 3])
-            guard length >= 2, i + 2 + length <= b.count else { return nil }
-            let body = b[(i + 4)..<(i + 2 + length)]
-            if marker == 0xE1, body.starts(with: Array("Exif".utf8) + [0, 0]) { return body.dropFirst(6) }
+            guard length >= 2, i + 2 + length <= b.count else { break }
+            let body = Array(b[(i + 4)..<(i + 2 + length)])
+            if marker == 0xE1, body.starts(with: exifPrefix) { exif = exif.map { $0 + body.dropFirst(6) } ?? body }
+            if marker == 0xE1, body.starts(with: xmpPrefix) { xmp = Array(body.dropFirst(xmpPrefix.count)) }
             i += 2 + length
         }
-        return nil
+        return (exif, xmp)
     }
 
-    static func pngExif(_ b: [UInt8]) -> ArraySlice<UInt8>? {
+    /// The last eXIf chunk (with the JPEG-style prefix Pillow puts in front) and an uncompressed
+    /// XMP iTXt chunk's text.
+    static func pngMetadata(_ b: [UInt8]) -> (exif: [UInt8]?, xmp: [UInt8]?) {
+        var exif: [UInt8]?, xmp: [UInt8]?
         var i = 8
         while i + 12 <= b.count {
             let length = Int(b[i]) << 24 | Int(b[i + 1]) << 16 | Int(b[i + 2]) << 8 | Int(b[i + 3])
-            guard i + 12 + length <= b.count else { return nil }
-            let type = b[(i + 4)..<(i + 8)]
-            if type.elementsEqual(Array("eXIf".utf8)) {
-                let body = b[(i + 8)..<(i + 8 + length)]
-                // Some writers keep the JPEG-style "Exif\0\0" prefix; Pillow reads past it too.
-                return body.starts(with: Array("Exif".utf8) + [0, 0]) ? body.dropFirst(6) : body
-            }
-            if type.elementsEqual(Array("IEND".utf8)) { return nil }
+            guard i + 12 + length <= b.count else { break }
+            let type = Array(b[(i + 4)..<(i + 8)]), body = Array(b[(i + 8)..<(i + 8 + length)])
+            if type == Array("eXIf".utf8) { exif = exifPrefix + body }
+            if type == Array("iTXt".utf8), let text = uncompressedXMP(body) { xmp = text }
+            if type == Array("IEND".utf8) { break }
             i += 12 + length
+        }
+        return (exif, xmp)
+    }
+
+    /// An iTXt chunk's text when its keyword is "XML:com.adobe.xmp" and it is not compressed.
+    static func uncompressedXMP(_ body: [UInt8]) -> [UInt8]? {
+        let keyword = Array("XML:com.adobe.xmp".utf8) + [0]
+        guard body.starts(with: keyword), body.count >= keyword.count + 2, body[keyword.count] == 0 else { return nil }
+        // Flag, method, then language and translated keyword, each ended by a 0.
+        var rest = body[(keyword.count + 2)...]
+        for _ in 0..<2 {
+            guard let end = rest.firstIndex(of: 0) else { return nil }
+            rest = rest[(end + 1)...]
+        }
+        return Array(rest)
+    }
+
+    /// IFD0's orientation as Pillow reads it: nil when the tag is absent; its first value when it
+    /// is a number equal to a whole orientation, else 1 (present, but nothing to apply).
+    static func orientation(inExif exif: [UInt8]) -> Int? {
+        var t = exif[...]
+        for _ in 0..<2 where t.starts(with: exifPrefix) { t = t.dropFirst(6) }
+        let d = Array(t)
+        guard d.count >= 8 else { return nil }
+        let little: Bool
+        switch (d[0], d[1], d[2], d[3]) {
+        case (0x49, 0x49, 0x2A, 0), (0x49, 0x49, 0, 0x2A): little = true   // the second: a swapped magic Pillow accepts
+        case (0x4D, 0x4D, 0, 0x2A), (0x4D, 0x4D, 0x2A, 0): little = false
+        default: return nil
+        }
+        func uint(_ at: Int, _ width: Int) -> UInt64? {
+            guard at >= 0, width <= 8, at + width <= d.count else { return nil }
+            var v: UInt64 = 0
+            for k in 0..<width { v |= UInt64(d[at + k]) << (8 * UInt64(little ? k : width - 1 - k)) }
+            return v
+        }
+        guard let ifd = uint(4, 4).map(Int.init), let count = uint(ifd, 2).map(Int.init) else { return nil }
+        // Bytes a value of each type Pillow reads takes.
+        let unit: [Int: Int] = [1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4, 16: 8, 17: 8, 18: 8]
+        var outOfLine = 0
+        for entry in 0..<count {
+            let at = ifd + 2 + 12 * entry
+            guard let tag = uint(at, 2), let type = uint(at + 2, 2).map(Int.init), let n = uint(at + 4, 4).map(Int.init) else { return nil }
+            guard let size = unit[type].map({ $0 * n }) else { continue }  // a type Pillow skips
+            var valueAt = at + 8
+            if size > 4 {
+                // Out-of-line data: skipped when all of it so far would not fit in the EXIF block.
+                outOfLine += size
+                guard outOfLine <= d.count, let offset = uint(at + 8, 4).map(Int.init), offset + size <= d.count else { continue }
+                valueAt = offset
+            }
+            guard tag == 0x0112, size > 0 else { continue }
+            return number(at: valueAt, type: type, uint).flatMap { $0 == $0.rounded() && (1...8).contains($0) ? Int($0) : nil } ?? 1
         }
         return nil
     }
 
-    /// IFD0's orientation entry (type SHORT) of TIFF-structured EXIF data, in either byte order.
-    static func orientation(inTIFF t: ArraySlice<UInt8>) -> Int? {
-        let t = Array(t)
-        guard t.count >= 8 else { return nil }
-        let little: Bool
-        switch (t[0], t[1]) {
-        case (0x49, 0x49): little = true
-        case (0x4D, 0x4D): little = false
+    /// The first value of a numeric EXIF type (nil for bytes, text and undefined, which Pillow
+    /// keeps as bytes or text, never an orientation).
+    static func number(at at: Int, type: Int, _ uint: (Int, Int) -> UInt64?) -> Double? {
+        func signed(_ width: Int) -> Double? {
+            uint(at, width).map { Double(Int64(bitPattern: $0 << (64 - 8 * UInt64(width))) >> (64 - 8 * Int64(width))) }
+        }
+        switch type {
+        case 3, 4, 13, 16, 18: return uint(at, [3: 2, 4: 4, 13: 4, 16: 8, 18: 8][type]!).map { Double($0) }  // (not Double.init: that takes the bit pattern)
+        case 6, 8, 9, 17: return signed([6: 1, 8: 2, 9: 4, 17: 8][type]!)
+        case 5: guard let n = uint(at, 4), let q = uint(at + 4, 4), q != 0 else { return nil }; return Double(n) / Double(q)
+        case 10:
+            guard let n = uint(at, 4), let q = uint(at + 4, 4), q != 0 else { return nil }
+            return Double(Int32(bitPattern: UInt32(n))) / Double(Int32(bitPattern: UInt32(q)))
+        case 11: return uint(at, 4).map { Double(Float(bitPattern: UInt32($0))) }
+        case 12: return uint(at, 8).map { Double(bitPattern: $0) }
         default: return nil
         }
-        func u16(_ i: Int) -> Int? {
-            guard i >= 0, i + 2 <= t.count else { return nil }
-            return little ? Int(t[i]) | Int(t[i + 1]) << 8 : Int(t[i]) << 8 | Int(t[i + 1])
-        }
-        func u32(_ i: Int) -> Int? {
-            guard let a = u16(i), let b = u16(i + 2) else { return nil }
-            return little ? a | b << 16 : a << 16 | b
-        }
-        guard u16(2) == 42, let ifd = u32(4), let count = u16(ifd) else { return nil }
-        for entry in 0..<count {
-            let at = ifd + 2 + 12 * entry
-            guard let tag = u16(at) else { return nil }
-            if tag == 0x0112 { return u16(at + 2) == 3 ? u16(at + 8) : nil }
+    }
+
+    /// Pillow's `re.search(rb'tiff:Orientation(="|>)([0-9])', xmp)`.
+    static func orientation(inXMP xmp: [UInt8]) -> Int? {
+        let key = Array("tiff:Orientation".utf8)
+        var i = 0
+        while i + key.count + 2 <= xmp.count {
+            if xmp[i] == key[0], Array(xmp[i..<(i + key.count)]) == key {
+                let j = i + key.count
+                if xmp[j] == UInt8(ascii: ">"), (48...57).contains(xmp[j + 1]) { return Int(xmp[j + 1] - 48) }
+                if j + 2 < xmp.count, xmp[j] == UInt8(ascii: "="), xmp[j + 1] == UInt8(ascii: "\""), (48...57).contains(xmp[j + 2]) {
+                    return Int(xmp[j + 2] - 48)
+                }
+            }
+            i += 1
         }
         return nil
     }

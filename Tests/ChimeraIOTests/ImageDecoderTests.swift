@@ -33,7 +33,7 @@ struct ImageDecoderTests {
     @Test func imagesDecodeAsLoadImageReturnsThem() throws {
         struct Case: Decodable { let image: String; let width: Int; let height: Int }
         let cases = try JSONDecoder().decode([Case].self, from: Data(try ImageFixtures.bytes("load_image/cases.json")))
-        #expect(cases.count == 12)
+        #expect(cases.count == 23)
         for entry in cases {
             let image = try ImageDecoder.decode(contentsOf: ImageFixtures.url("load_image/" + entry.image))
             #expect(image.width == entry.width && image.height == entry.height, "\(entry.image): \(image.width)x\(image.height)")
@@ -140,6 +140,15 @@ struct ImageDecoderTests {
             #expect(error.localizedDescription.contains("image dimensions 9500x9500 (90250000 pixels) exceed the limit of 89478485 pixels"),
                     "\(error.localizedDescription)")
         }
+    }
+
+    /// No bound a side, as in Pillow: a 70000 x 1 PNG (70,000 pixels) decodes; it was refused as
+    /// "Invalid IHDR data" past 65,535 a side.
+    @Test func aLongStripDecodes() throws {
+        let image = try ImageDecoder.decode(contentsOf: ImageFixtures.url("load_image/wide_70000x1.png"))
+        #expect(image.width == 70000 && image.height == 1)
+        let expected: [UInt8] = (0..<70000).flatMap { x -> [UInt8] in let v = UInt8(x % 251); return [v, v, v] }
+        #expect(image.pixels == expected)
     }
 
     @Test func corruptJPEGHeader() throws {

@@ -169,6 +169,7 @@ typedef struct {
     struct jpeg_error_mgr base;
     jmp_buf jump;
     cic_image *out;
+    int finishing;  // past the last row, reading on to the EOI marker
 } cic_jpeg_error;
 
 static void cic_jpeg_error_exit(j_common_ptr cinfo) {
@@ -176,16 +177,17 @@ static void cic_jpeg_error_exit(j_common_ptr cinfo) {
     if (err->out->error[0] == 0) {
         char buffer[JMSG_LENGTH_MAX];
         (*cinfo->err->format_message)(cinfo, buffer);
-        cic_set_error(err->out, "%s", buffer);
+        cic_set_error(err->out, err->finishing ? "corrupt JPEG data after the last row (%s): the rows decoded from it cannot be trusted" : "%s", buffer);
     }
     longjmp(err->jump, 1);
 }
 
 static void cic_jpeg_emit_message(j_common_ptr cinfo, int level) {
     // level -1 is a warning about corrupt data. Premature end of data is fatal
-    // for us (PIL raises "image file is truncated"); other warnings are
-    // tolerated, as PIL does.
-    if (level == -1 && cinfo->err->msg_code == JWRN_JPEG_EOF) {
+    // for us (PIL raises "image file is truncated") until the last row is read (a
+    // missing EOI marker is tolerated, as PIL does); other warnings are tolerated,
+    // as PIL does.
+    if (level == -1 && cinfo->err->msg_code == JWRN_JPEG_EOF && !((cic_jpeg_error *)cinfo->err)->finishing) {
         cic_jpeg_error *err = (cic_jpeg_error *)cinfo->err;
         cic_set_error(err->out, "truncated JPEG data (premature end of data segment)");
         longjmp(err->jump, 1);
@@ -224,6 +226,7 @@ int cic_decode_jpeg(const unsigned char *data, size_t size, cic_image *out) {
     err.base.emit_message = cic_jpeg_emit_message;
     err.base.output_message = cic_jpeg_output_message;
     err.out = out;
+    err.finishing = 0;
     unsigned char *volatile pixels = NULL;
     unsigned char *volatile cmykRow = NULL;  // a CMYK JPEG's row before it is RGB
     volatile int status = CIC_CORRUPT;
@@ -302,8 +305,11 @@ int cic_decode_jpeg(const unsigned char *data, size_t size, cic_image *out) {
             jpeg_read_scanlines(&cinfo, &row, 1);
         }
     }
-    // Skip jpeg_finish_decompress: data after the last scanline (or a missing
-    // EOI marker) should not turn a fully decoded image into an error.
+    // Read on to the EOI marker as Pillow does: corrupt scan data can leave libjpeg
+    // filling the last rows after a warning and fail only here ("broken data stream"
+    // in Pillow). A missing EOI is no error; data after EOI is never read.
+    err.finishing = 1;
+    jpeg_finish_decompress(&cinfo);
     jpeg_destroy_decompress(&cinfo);
     out->pixels = pixels;
     out->width = (int)width;

@@ -151,6 +151,21 @@ struct ImageDecoderTests {
         #expect(image.pixels == expected)
     }
 
+    /// Corrupt scan data that libjpeg only warns about, filling the last rows, fails when the file
+    /// is read on to its end, as Pillow's "broken data stream" does — not a picture of junk.
+    @Test func corruptScanDataIsAnError() throws {
+        var bytes = [UInt8](try Data(contentsOf: ImageFixtures.url("photo_64x40.jpg")))
+        let sos = try #require((0..<bytes.count - 1).first { bytes[$0] == 0xFF && bytes[$0 + 1] == 0xDA })
+        let at = sos + (bytes.count - sos) * 3 / 4
+        bytes.replaceSubrange(at..<at + 4, with: [0xFF, 0xFF, 0xFF, 0xFF])
+        do {
+            _ = try ImageDecoder.decode(data: Data(bytes), name: "broken.jpg")
+            Issue.record("a JPEG with corrupt scan data was decoded")
+        } catch let error as ImageError {
+            #expect(error.localizedDescription.contains("corrupt JPEG data after the last row"), "\(error.localizedDescription)")
+        }
+    }
+
     @Test func corruptJPEGHeader() throws {
         let error = try #require(decodeError("err_corrupt.jpg"))
         guard case let .corrupt(_, format, message) = error else { Issue.record("got \(error)"); return }

@@ -13,6 +13,8 @@ public final class Tokenizer: @unchecked Sendable {
     let preTokenizer: (any PreTokenizer)?
     let model: BPEModel
     let decoder: (any Decoder)?
+    /// Whether the decoders hold a ByteFallback, which joins runs of <0xNN> tokens.
+    private let decoderJoinsByteRuns: Bool
     let postProcessor: (any PostProcessor)?
     let addedTokens: [AddedToken]
     private let addedByID: [Int: AddedToken]
@@ -91,6 +93,7 @@ public final class Tokenizer: @unchecked Sendable {
         normalizer = try root["normalizer"].map { node throws(TokenizerError) in try Normalizers.make(node) }
         preTokenizer = try root["pre_tokenizer"].map { node throws(TokenizerError) in try PreTokenizers.make(node) }
         decoder = try root["decoder"].map { node throws(TokenizerError) in try Decoders.make(node) }
+        decoderJoinsByteRuns = decoder is ByteFallbackDecoder || (decoder as? SequenceDecoder)?.steps.contains { $0 is ByteFallbackDecoder } == true
         postProcessor = try root["post_processor"].map { node throws(TokenizerError) in try PostProcessors.make(node) }
         addedTokens = try (root["added_tokens"]?.asArray() ?? []).map { node throws(TokenizerError) in try AddedToken(node: node) }
 
@@ -174,10 +177,6 @@ public final class Tokenizer: @unchecked Sendable {
         decoderJoinsByteRuns && decoderInput(id, skipSpecialTokens: false).flatMap(ByteFallbackDecoder.byte(of:)) != nil
     }
 
-    private var decoderJoinsByteRuns: Bool {
-        if decoder is ByteFallbackDecoder { return true }
-        return (decoder as? SequenceDecoder)?.steps.contains { $0 is ByteFallbackDecoder } ?? false
-    }
 
     // MARK: Vocabulary
 

@@ -1,4 +1,4 @@
-import ChimeraComponents
+@testable import ChimeraComponents
 import ChimeraIO
 import ChimeraTensor
 import ChimeraTokenizers
@@ -284,9 +284,14 @@ func greedyContinuation(_ model: any LanguageModel, prompt: [Int], maxNewTokens:
         #expect(importError(folder).contains("rope_parameters.rope_type is \"linear\""))
     }
 
-    @Test func missingSizeIsNamed() throws {
-        let folder = try editedCopy(of: "lm-gemma") { $0["num_hidden_layers"] = nil }
-        #expect(importError(folder).contains("config.json: num_hidden_layers is missing"))
+    /// An absent size is GemmaConfig's default (28 layers), as transformers reads it; the fixture's
+    /// weights (2 layers) then do not fit, and the first tensor it lacks is named. A null one is
+    /// refused as missing.
+    @Test func missingSizeIsTransformersDefault() throws {
+        let absent = try editedCopy(of: "lm-gemma") { $0["num_hidden_layers"] = nil }
+        #expect(importError(absent).contains("its weights do not fit it: missing tensor 'model.layers.2.input_layernorm.weight'"), "\(importError(absent))")
+        let null = try editedCopy(of: "lm-gemma") { $0["num_hidden_layers"] = NSNull() }
+        #expect(importError(null).contains("config.json: num_hidden_layers is missing"), "\(importError(null))")
     }
 
     /// Imports a fixture, edits its language-model manifest's config, and reports what building says.
@@ -415,5 +420,66 @@ func greedyContinuation(_ model: any LanguageModel, prompt: [Int], maxNewTokens:
         #expect(try mapped(off)["sliding_window"] == nil)
         let on = try config("lm-qwen2") { c in c["use_sliding_window"] = true; c["sliding_window"] = 16 }
         #expect(try mapped(on)["sliding_window"] == .number(16))
+    }
+}
+
+/// Configs saved by transformers 4 name only what differs from their config class's defaults
+/// (llava-hf/llava-1.5-7b-hf's text_config has no hidden_size): import reads an absent field as
+/// transformers does, from ConfigDefaults, whose table is transformers' own
+/// (Scripts/make_config_defaults_fixture.py → Fixtures/config_defaults.json).
+@Suite struct ConfigDefaultsTests {
+    nonisolated(unsafe) static let defaults: [String: [String: Any]] = {  // read only
+        let url = packageRoot.appendingPathComponent("Tests/ChimeraTests/Fixtures/config_defaults.json")
+        return (try? JSONSerialization.jsonObject(with: Data(contentsOf: url))) as? [String: [String: Any]] ?? [:]
+    }()
+
+    static func same(_ a: Any, _ b: Any) -> Bool {
+        if let x = a as? String, let y = b as? String { return x == y }
+        if let x = a as? NSNumber, let y = b as? NSNumber { return x.doubleValue == y.doubleValue }
+        return false
+    }
+
+    @Test func tableIsTransformers() {
+        #expect(Set(ConfigDefaults.byModelType.keys) == Set(Self.defaults.keys) && Self.defaults.count == 7)
+        for (type, expected) in Self.defaults {
+            let table = ConfigDefaults.byModelType[type] ?? [:]
+            #expect(Set(table.keys) == Set(expected.keys), "\(type)")
+            for (key, value) in expected { #expect(table[key].map { Self.same($0, value) } == true, "\(type).\(key): \(String(describing: table[key])) vs \(value)") }
+        }
+    }
+
+    /// Every key equal to its class default taken out, as transformers 4's to_diff_dict writes.
+    static func stripped(_ config: [String: Any]) -> [String: Any] {
+        var out = config
+        if let type = config["model_type"] as? String, let defaults = Self.defaults[type] {
+            for (key, value) in defaults where out[key].map({ same($0, value) }) == true { out[key] = nil }
+        }
+        for key in ["text_config", "vision_config"] { if let nested = config[key] as? [String: Any] { out[key] = stripped(nested) } }
+        return out
+    }
+
+    @Test(arguments: LanguageModelParityTests.fixtures.map(\.name) + LLaVAParityTests.fixtures + ["tinyllava-phi-siglip"])
+    func aDiffConfigImportsAsTheFullOne(name: String) throws {
+        let source = packageRoot.appendingPathComponent("Tests/ChimeraTests/Fixtures/\(name)")
+        let copy = temporaryDirectory().appendingPathComponent(name)
+        try FileManager.default.copyItem(at: source, to: copy)
+        let configURL = copy.appendingPathComponent("config.json")
+        let full = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: configURL)) as? [String: Any])
+        let diff = Self.stripped(full)
+        try JSONSerialization.data(withJSONObject: diff).write(to: configURL)
+        let removed = (full.count - diff.count) + ((full["text_config"] as? [String: Any])?.count ?? 0) - ((diff["text_config"] as? [String: Any])?.count ?? 0)
+            + ((full["vision_config"] as? [String: Any])?.count ?? 0) - ((diff["vision_config"] as? [String: Any])?.count ?? 0)
+        #expect(removed > 0, "\(name): nothing equal to a default")
+        func components(_ folder: URL) throws -> [String: JSONValue] {
+            let result = try CheckpointImporter(checkpoint: folder, outputDirectory: temporaryDirectory()).run()
+            var configs: [String: JSONValue] = [:]
+            for path in result.componentPaths {
+                let manifest = try JSONDecoder().decode(ComponentManifest.self, from: Data(contentsOf: path))
+                configs[manifest.id] = manifest.config
+                configs[manifest.id + " context"] = manifest.contextLength.map { .number(Double($0)) } ?? .null
+            }
+            return configs
+        }
+        #expect(try components(copy) == components(source), "\(name)")
     }
 }

@@ -22,12 +22,13 @@ public enum LanguageModelImport {
     ///     the family default (scaled, as TinyLLaVA-Gemma was trained).
     public static func manifest(id: String, text: [String: Any], section: String, file: String,
                                 tiedAtTop: Bool? = nil, transformersVersion: Int? = nil) throws -> ComponentManifest {
-        let fields = ConfigFields(object: text, section: section, file: file)
         let modelType = text["model_type"] as? String ?? "(none)"
         guard let family = families[modelType] else {
-            throw ImportError.unsupported(file: file, field: fields.name("model_type"), found: "\"\(modelType)\"",
+            throw ImportError.unsupported(file: file, field: section.isEmpty ? "model_type" : "\(section).model_type", found: "\"\(modelType)\"",
                                           supported: supportedModelTypes.map { "\"\($0)\"" }.joined(separator: ", "))
         }
+        let text = ConfigDefaults.filled(text, modelType: modelType)
+        let fields = ConfigFields(object: text, section: section, file: file)
         let rope = try fields.rope()
         var config: [String: JSONValue] = [
             "hidden_size": .number(Double(try fields.int("hidden_size"))),

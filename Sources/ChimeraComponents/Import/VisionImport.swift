@@ -9,8 +9,6 @@ public enum VisionImport {
     struct Family {
         let family: String
         let classToken: Bool
-        let eps: Double
-        let activation: String
         let name: String
         /// The processor transformers pairs with it, for checkpoints that ship none.
         func defaultPreprocessing(imageSize: Int) -> ImagePreprocessing {
@@ -23,8 +21,8 @@ public enum VisionImport {
 
     /// vision_config.model_type → family, looked up exactly.
     static let families: [String: Family] = [
-        "clip_vision_model": Family(family: "clip-vision", classToken: true, eps: 1e-5, activation: "quick_gelu", name: "CLIP"),
-        "siglip_vision_model": Family(family: "siglip-vision", classToken: false, eps: 1e-6, activation: "gelu_pytorch_tanh", name: "SigLIP"),
+        "clip_vision_model": Family(family: "clip-vision", classToken: true, name: "CLIP"),
+        "siglip_vision_model": Family(family: "siglip-vision", classToken: false, name: "SigLIP"),
     ]
     /// Standalone checkpoints: the vision model itself, or a dual encoder whose vision half is used.
     static let standaloneTypes: Set = ["clip_vision_model", "siglip_vision_model", "clip", "siglip"]
@@ -44,6 +42,7 @@ extension CheckpointImporter {
     func visionManifest(id: String, vision: [String: Any], section: String, store: WeightStore, weightFiles: [URL],
                         configPath: String, preprocess: ImagePreprocessing?) throws -> ComponentManifest {
         let family = try VisionImport.family(vision, section: section, file: configPath)
+        let vision = ConfigDefaults.filled(vision, modelType: vision["model_type"] as? String ?? "clip_vision_model")
         guard let visionPrefix = prefix(in: store, endingWith: "embeddings.patch_embedding.weight") else {
             throw ImportError.missingTensors(directory: checkpoint.path, what: "vision tower (no *embeddings.patch_embedding.weight)")
         }
@@ -52,14 +51,21 @@ extension CheckpointImporter {
         let imageSize = try int(vision, "image_size", configPath, section, in: 1...ImagePreprocessing.maxSide)
         let patchSize = try int(vision, "patch_size", configPath, section, in: 1...imageSize)
         let side = imageSize / patchSize
+        // Filled in from the model type's defaults when absent; null is refused.
+        func required<T>(_ key: String, _ expected: String) throws -> T {
+            guard let value: T = try typedField(vision, key, file: configPath, field: "\(section).\(key)", expected: expected) else {
+                throw ImportError.missing(file: configPath, field: "\(section).\(key)", why: "expected \(expected), found null")
+            }
+            return value
+        }
         var encoder = ComponentManifest(id: id, kind: .encoder, family: family.family, config: .object([
             "hidden_size": .number(Double(hidden)),
             "layers": .number(Double(try int(vision, "num_hidden_layers", configPath, section))),
             "heads": .number(Double(try int(vision, "num_attention_heads", configPath, section))),
             "intermediate_size": .number(Double(try int(vision, "intermediate_size", configPath, section))),
             "image_size": .number(Double(imageSize)), "patch_size": .number(Double(patchSize)),
-            "layer_norm_eps": .number(vision["layer_norm_eps"] as? Double ?? family.eps),
-            "hidden_act": .string(vision["hidden_act"] as? String ?? family.activation),
+            "layer_norm_eps": .number(try required("layer_norm_eps", "a number")),
+            "hidden_act": .string(try required("hidden_act", "a string")),
         ]))
         encoder.modality = "image"
         encoder.output = TokenContract(width: hidden, tokens: side * side + (family.classToken ? 1 : 0), grid: [side, side],

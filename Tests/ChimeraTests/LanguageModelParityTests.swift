@@ -481,5 +481,15 @@ func greedyContinuation(_ model: any LanguageModel, prompt: [Int], maxNewTokens:
             return configs
         }
         #expect(try components(copy) == components(source), "\(name)")
+        // A LLaVA text_config that does not say its model_type is LlavaConfig's "llama".
+        if name == "llava-a" {
+            var untyped = diff
+            var text = try #require(untyped["text_config"] as? [String: Any])
+            #expect(text["model_type"] as? String == "llama")
+            text["model_type"] = nil
+            untyped["text_config"] = text
+            try JSONSerialization.data(withJSONObject: untyped).write(to: configURL)
+            #expect(try components(copy) == components(source))
+        }
     }
 }

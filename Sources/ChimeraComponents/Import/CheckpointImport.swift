@@ -107,7 +107,10 @@ public struct CheckpointImporter {
             throw ImportError.unsupported(file: configPath, field: "model_type", found: "\"\(modelType)\"",
                                           supported: supported.map { "\"\($0)\"" }.joined(separator: ", "))
         }
-        let (vision, text) = try visionAndTextConfigs(config, configPath: configPath, model: "a LLaVA config describes")
+        var (vision, text) = try visionAndTextConfigs(config, configPath: configPath, model: "a LLaVA config describes")
+        // LlavaConfig's defaults for sections that do not say what they are.
+        text["model_type"] = text["model_type"] ?? "llama"
+        vision["model_type"] = vision["model_type"] ?? "clip_vision_model"
         let (weightFiles, store) = try openWeights()
 
         let encoder = try visionManifest(id: "\(name)-vision", vision: vision, section: "vision_config", store: store,

@@ -375,19 +375,19 @@ struct Import: ParsableCommand {
 enum StandardInput {
     enum Line: Equatable { case text(String), notUTF8(byte: Int), end }
 
-    /// The next line without its "\n" or "\r\n" (read a byte at a time: nothing else reads stdin,
-    /// and lines are typed).
+    /// stdin through C's buffered FILE (nothing else in the process reads it).
+    nonisolated(unsafe) private static let input = fdopen(0, "r")
+
+    /// The next line without its "\n" or "\r\n".
     static func line() -> Line {
-        var bytes: [UInt8] = [], byte: UInt8 = 0, sawAny = false
-        while true {
-            let n = read(0, &byte, 1)
-            if n < 0 && errno == EINTR { continue }
-            guard n == 1 else { break }
-            sawAny = true
-            if byte == 10 { break }
-            bytes.append(byte)
-        }
-        guard sawAny else { return .end }
+        var buffer: UnsafeMutablePointer<CChar>?
+        var capacity = 0
+        defer { free(buffer) }
+        guard let input else { return .end }
+        let count = getline(&buffer, &capacity, input)
+        guard count > 0, let buffer else { return .end }
+        var bytes = UnsafeRawBufferPointer(start: buffer, count: count).map { $0 }
+        if bytes.last == 10 { bytes.removeLast() }
         if bytes.last == 13 { bytes.removeLast() }
         return decoded(bytes)
     }

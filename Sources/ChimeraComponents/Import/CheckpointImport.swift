@@ -107,10 +107,7 @@ public struct CheckpointImporter {
             throw ImportError.unsupported(file: configPath, field: "model_type", found: "\"\(modelType)\"",
                                           supported: supported.map { "\"\($0)\"" }.joined(separator: ", "))
         }
-        var (vision, text) = try visionAndTextConfigs(config, configPath: configPath, model: "a LLaVA config describes")
-        // LlavaConfig's defaults for sections that do not say what they are.
-        text["model_type"] = text["model_type"] ?? "llama"
-        vision["model_type"] = vision["model_type"] ?? "clip_vision_model"
+        let (vision, text) = try visionAndTextConfigs(config, configPath: configPath, model: "a LLaVA config describes")
         let (weightFiles, store) = try openWeights()
 
         let encoder = try visionManifest(id: "\(name)-vision", vision: vision, section: "vision_config", store: store,
@@ -201,7 +198,9 @@ public struct CheckpointImporter {
                 + "`generate --chat` needs --template NAME (chimera list --kind template)")
     }
 
-    /// The nested vision_config and text_config of a multimodal config (`model` says who put them there).
+    /// The nested vision_config and text_config of a multimodal config (`model` says who put them
+    /// there), as LlavaConfig (and TinyLLaVA's copy of it) reads them: a section that does not say
+    /// its model_type is "clip_vision_model" / "llama", and absent fields are its type's defaults.
     func visionAndTextConfigs(_ config: [String: Any], configPath: String, model: String) throws -> (vision: [String: Any], text: [String: Any]) {
         guard let vision = config["vision_config"] as? [String: Any] else {
             throw ImportError.missing(file: configPath, field: "vision_config", why: "\(model) its vision tower there")
@@ -209,7 +208,9 @@ public struct CheckpointImporter {
         guard let text = config["text_config"] as? [String: Any] else {
             throw ImportError.missing(file: configPath, field: "text_config", why: "\(model) its language model there")
         }
-        return (vision, text)
+        let visionType = vision["model_type"] as? String ?? "clip_vision_model", textType = text["model_type"] as? String ?? "llama"
+        return (ConfigDefaults.filled(vision.merging(["model_type": visionType]) { given, _ in given }, modelType: visionType),
+                ConfigDefaults.filled(text.merging(["model_type": textType]) { given, _ in given }, modelType: textType))
     }
 
     /// The checkpoint's weight files and one store over them.

@@ -78,7 +78,7 @@ struct SamplingOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "0 = greedy") var temperature: Float?
     @Option(parsing: .unconditional, help: "Sample among the K most likely tokens (0: every token, over a model's own top_k)") var topK: Int?
     @Option(parsing: .unconditional, help: "Nucleus sampling mass") var topP: Float?
-    @Option(parsing: .unconditional, help: "Divide the logits of tokens already in the prompt or answer by this (transformers' repetition_penalty; 1 = none)")
+    @Option(parsing: .unconditional, help: "Divide the logits of tokens already in the prompt or answer by this (transformers' repetition_penalty; 1 = none; only the answer's where a placeholder is no vocabulary token, as TinyLLaVA's)")
     var repetitionPenalty: Float?
     @Option(help: "Sampling seed") var seed: UInt64 = 0
 }

@@ -16,7 +16,7 @@ struct Plan: ParsableCommand {
         """)
     @OptionGroup var catalogOptions: CatalogOptions
     @Argument(help: "An assembly (id or file) or a component id") var id: String
-    @Option(parsing: .unconditional, help: "Tokens of context to plan for (default: the language model's, at most 2048)") var context: Int?
+    @Option(parsing: .unconditional, help: "Tokens of context to plan for (default: the language model's, at most 2048; at most the model's, and room for one item of each input and a prompt token)") var context: Int?
     @Option(help: "KV cache precision to plan for: f32 (generate's and bench's default), or f16 (their --kv-cache f16)") var kvCache = KVPrecision.f32
     @Flag(help: "Print JSON") var json = false
 

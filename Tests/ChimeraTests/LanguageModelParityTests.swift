@@ -277,6 +277,32 @@ func greedyContinuation(_ model: any LanguageModel, prompt: [Int], maxNewTokens:
         #expect(message.contains("\"llama\", \"phi\", \"qwen2\", \"stablelm\""), "\(message)")
     }
 
+    /// Values of the wrong JSON type are refused naming the field, as transformers' config classes
+    /// refuse them: true was read as 1 layer, "true" and null left a bias or norm out (the weights
+    /// for it then unused), a rope_scaling beside rope_parameters was ignored; a negative
+    /// vocab_size crashed the token-id check.
+    @Test func wronglyTypedFieldsAreRefused() throws {
+        let cases: [(String, (inout [String: Any]) -> Void, String)] = [
+            ("lm-llama", { $0["num_hidden_layers"] = true }, "num_hidden_layers must be an integer, found true"),
+            ("lm-llama", { $0["rms_norm_eps"] = true }, "rms_norm_eps must be a number, found true"),
+            ("lm-stablelm-a", { $0["qk_layernorm"] = "true" }, "qk_layernorm must be true or false, found \"true\""),
+            ("lm-llama", { $0["hidden_act"] = 5 }, "hidden_act must be a string, found 5"),
+            ("lm-llama", { $0["tie_word_embeddings"] = 1 }, "tie_word_embeddings must be true or false, found 1"),
+            ("lm-llama", { $0["bos_token_id"] = "1" }, "bos_token_id must be a token id, found \"1\""),
+            ("lm-llama", { $0["max_position_embeddings"] = NSNull() }, "max_position_embeddings is missing"),
+            ("lm-llama", { $0["vocab_size"] = -1 }, "vocab_size"),
+            ("lm-llama", { $0["rope_scaling"] = ["rope_type": "linear", "factor": 4] }, "rope_scaling.rope_type is \"linear\""),
+            ("lm-llama", { $0["rope_parameters"] = ["type": "linear", "factor": 4, "rope_theta": 10000] }, "rope_parameters.type is \"linear\""),
+            ("lm-llama", { $0["rope_parameters"] = "default" }, "rope_parameters must be an object, found \"default\""),
+            ("llava-a", { $0["vision_feature_layer"] = true }, "vision_feature_layer must be one layer index (an integer), found true"),
+            ("llava-a", { $0["projector_hidden_act"] = 3 }, "projector_hidden_act must be a string, found 3"),
+        ]
+        for (fixture, edit, expected) in cases {
+            let message = importError(try editedCopy(of: fixture, edit))
+            #expect(message.contains(expected), "\(fixture) \(expected): \(message)")
+        }
+    }
+
     @Test func ropeScalingIsRefused() throws {
         let folder = try editedCopy(of: "lm-phi") { config in
             config["rope_parameters"] = ["rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0]
@@ -340,6 +366,7 @@ func greedyContinuation(_ model: any LanguageModel, prompt: [Int], maxNewTokens:
         let folder = try editedCopy(of: "lm-qwen2") { config in
             config["use_sliding_window"] = true
             config["sliding_window"] = 16
+            config["layer_types"] = ["full_attention", "sliding_attention"]  // a layer that slides (Qwen2Config)
         }
         // Refused by import itself, before it writes a manifest every later command would refuse.
         let out = temporaryDirectory()
@@ -418,8 +445,21 @@ func greedyContinuation(_ model: any LanguageModel, prompt: [Int], maxNewTokens:
     @Test func qwen2SlidingWindowIsKeptOnlyWhenUsed() throws {
         let off = try config("lm-qwen2") { c in c["use_sliding_window"] = false; c["sliding_window"] = 16 }
         #expect(try mapped(off)["sliding_window"] == nil)
-        let on = try config("lm-qwen2") { c in c["use_sliding_window"] = true; c["sliding_window"] = 16 }
-        #expect(try mapped(on)["sliding_window"] == .number(16))
+        // With use_sliding_window, as Qwen2Config: only when some layer slides (layer_types, or
+        // from max_window_layers on — 28 by default, past this 2-layer model).
+        let allFull = try config("lm-qwen2") { c in c["use_sliding_window"] = true; c["sliding_window"] = 16 }
+        #expect(allFull["layer_types"] as? [String] == ["full_attention", "full_attention"])
+        #expect(try mapped(allFull)["sliding_window"] == nil)
+        let marked = try config("lm-qwen2") { c in
+            c["use_sliding_window"] = true; c["sliding_window"] = 16; c["layer_types"] = ["full_attention", "sliding_attention"]
+        }
+        #expect(try mapped(marked)["sliding_window"] == .number(16))
+        let byDefault = try config("lm-qwen2") { c in c["use_sliding_window"] = true; c["sliding_window"] = 16; c["layer_types"] = nil }
+        #expect(try mapped(byDefault)["sliding_window"] == nil)
+        let fromLayer1 = try config("lm-qwen2") { c in
+            c["use_sliding_window"] = true; c["sliding_window"] = 16; c["layer_types"] = nil; c["max_window_layers"] = 1
+        }
+        #expect(try mapped(fromLayer1)["sliding_window"] == .number(16))
     }
 }
 

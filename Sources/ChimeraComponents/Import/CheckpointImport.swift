@@ -118,11 +118,11 @@ public struct CheckpointImporter {
         guard let projectorPrefix = prefix(in: store, endingWith: "multi_modal_projector.linear_1.weight") else {
             throw ImportError.missingTensors(directory: checkpoint.path, what: "projector (no *multi_modal_projector.linear_1.weight)")
         }
-        if let bias = config["multimodal_projector_bias"] as? Bool, !bias {
+        if let bias: Bool = try typedField(config, "multimodal_projector_bias", file: configPath, field: "multimodal_projector_bias", expected: "true or false"), !bias {
             throw ImportError.unsupported(file: configPath, field: "multimodal_projector_bias", found: "false", supported: "true")
         }
         let textHidden = try int(text, "hidden_size", configPath, "text_config")
-        let projectorAct = config["projector_hidden_act"] as? String ?? "gelu"
+        let projectorAct: String = try typedField(config, "projector_hidden_act", file: configPath, field: "projector_hidden_act", expected: "a string") ?? "gelu"
         var connector = ComponentManifest(id: "\(name)-projector", kind: .connector, family: "mlp", config: .object([
             "depth": .number(2), "activation": .string(projectorAct),
             "layer_names": .array([.string("linear_1"), .string("linear_2")]),
@@ -136,12 +136,13 @@ public struct CheckpointImporter {
         // Language model.
         let languageModel = try languageModelManifest(id: "\(name)-llm", text: text, section: "text_config", store: store,
                                                       weightFiles: weightFiles, configPath: configPath,
-                                                      tiedAtTop: config["tie_word_embeddings"] as? Bool,
+                                                      tiedAtTop: try typedField(config, "tie_word_embeddings", file: configPath, field: "tie_word_embeddings", expected: "true or false"),
                                                       transformersVersion: (config["transformers_version"] as? String)
                                                           .flatMap { $0.split(separator: ".").first }.flatMap { Int($0) })
 
         // Assembly.
-        let imageToken = (config["image_token_index"] ?? config["image_token_id"]) as? Int
+        let imageToken: Int? = try typedField(config, "image_token_index", file: configPath, field: "image_token_index", expected: "a token id")
+            ?? typedField(config, "image_token_id", file: configPath, field: "image_token_id", expected: "a token id")
         let tokenizer = try Tokenizer(url: file("tokenizer.json"))
         var placeholder = "<image>"
         if let imageToken {
@@ -152,12 +153,12 @@ public struct CheckpointImporter {
             placeholder = token
         }
         let featureLayer: Int
-        if let layer = config["vision_feature_layer"] as? Int { featureLayer = layer }
-        else if config["vision_feature_layer"] == nil { featureLayer = -2 }
-        else {
+        if config["vision_feature_layer"] is [Any] {
             throw ImportError.unsupported(file: configPath, field: "vision_feature_layer", found: "a list of layers", supported: "one layer index")
         }
-        let strategy = config["vision_feature_select_strategy"] as? String ?? "default"
+        featureLayer = try typedField(config, "vision_feature_layer", file: configPath, field: "vision_feature_layer", expected: "one layer index (an integer)") ?? -2
+        let strategy: String = try typedField(config, "vision_feature_select_strategy", file: configPath, field: "vision_feature_select_strategy",
+                                              expected: "a string") ?? "default"
         guard strategy == "default" || strategy == "full" else {
             throw ImportError.unsupported(file: configPath, field: "vision_feature_select_strategy", found: "\"\(strategy)\"", supported: "\"default\", \"full\"")
         }
@@ -264,7 +265,8 @@ public struct CheckpointImporter {
                                       why: "a language model runs with its fast tokenizer's file (save the checkpoint with its tokenizer)")
         }
         lm.tokenizer = TokenizerReference(file: relative(file("tokenizer.json")), eosTokenIDs: try eosTokenIDs(text, generation: generation),
-                                          bosTokenID: text["bos_token_id"] as? Int)
+                                          bosTokenID: try typedField(text, "bos_token_id", file: configPath,
+                                                                                 field: section.isEmpty ? "bos_token_id" : "\(section).bos_token_id", expected: "a token id"))
         lm.description = "\(lm.family) language model of \(checkpoint.lastPathComponent)"
         lm.source = relative(checkpoint)
         return lm
@@ -281,8 +283,8 @@ public struct CheckpointImporter {
     func eosTokenIDs(_ text: [String: Any], generation: GenerationConfigImport?) throws -> [Int] {
         let (found, source): (Any?, String) = generation?.eosTokenID.map { ($0, "generation_config.json") } ?? (text["eos_token_id"], "config.json")
         guard let value = found, !(value is NSNull) else { return [] }
-        if let one = value as? Int { return [one] }
-        guard let ids = value as? [Int] else {
+        if !isJSONBoolean(value), let one = value as? Int { return [one] }
+        guard let ids = value as? [Int], !(value as? [Any] ?? []).contains(where: isJSONBoolean) else {
             throw ImportError.invalidValue(file: file(source).path, field: "eos_token_id", found: ImportError.shown(value), expected: "a token id or a list of token ids")
         }
         return ids
@@ -322,7 +324,7 @@ public struct CheckpointImporter {
     }
 
     func int(_ object: [String: Any], _ key: String, _ file: String, _ section: String) throws -> Int {
-        guard let value = object[key] as? Int else {
+        guard let value: Int = try typedField(object, key, file: file, field: "\(section).\(key)", expected: "an integer") else {
             throw ImportError.missing(file: file, field: "\(section).\(key)", why: "expected an integer")
         }
         return value
@@ -392,7 +394,7 @@ extension CheckpointImporter {
             }
             problems += checker.problems(of: component).filter { !$0.isMissingFile }.map(\.description)
             if let tokenizer = component.tokenizer, case let .number(vocabulary)? = component.config["vocab_size"] {
-                for id in tokenizer.eosTokenIDs + [tokenizer.bosTokenID].compactMap({ $0 }) where !(0..<Int(vocabulary)).contains(id) {
+                for id in tokenizer.eosTokenIDs + [tokenizer.bosTokenID].compactMap({ $0 }) where id < 0 || Double(id) >= vocabulary {
                     problems.append("token id \(id) (eos_token_id or bos_token_id) is outside the vocabulary of \(Int(vocabulary))")
                 }
             }
@@ -416,8 +418,19 @@ extension CheckpointImporter {
 /// value as the file spells it (a config's "5" where an integer belongs is not taken as absent).
 func typedField<T>(_ object: [String: Any], _ key: String, file: String, field: String, expected: String) throws -> T? {
     guard let value = object[key], !(value is NSNull) else { return nil }
-    guard let typed = value as? T else { throw ImportError.invalidValue(file: file, field: field, found: ImportError.shown(value), expected: expected) }
+    // JSON true/false cast to 1/0 and numbers to Bool: each is refused where the other is expected.
+    // A number is any number where a Double is expected (a JSON 16, a Swift Int default).
+    let typed: T? = isJSONBoolean(value) != (T.self == Bool.self) ? nil
+        : T.self == Double.self ? (value as? NSNumber).flatMap { $0.doubleValue as? T } : value as? T
+    guard let typed else { throw ImportError.invalidValue(file: file, field: field, found: ImportError.shown(value), expected: expected) }
     return typed
+}
+
+/// Whether a value JSONSerialization read is a JSON true or false (an NSNumber of type char; numbers
+/// are ints or doubles), which `as? Int` would otherwise take as 1 or 0.
+func isJSONBoolean(_ value: Any) -> Bool {
+    guard let number = value as? NSNumber else { return false }
+    return String(cString: number.objCType) == "c"
 }
 
 /// Writes `<id>.component.json` files and `<id>.assembly.json` into a folder (import and quantize).

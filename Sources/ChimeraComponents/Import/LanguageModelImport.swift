@@ -40,30 +40,34 @@ public enum LanguageModelImport {
         ]
         if let kvHeads = try fields.optionalInt("num_key_value_heads") { config["kv_heads"] = .number(Double(kvHeads)) }
         if let headDim = try fields.optionalInt("head_dim") { config["head_dim"] = .number(Double(headDim)) }
-        if let tied = text["tie_word_embeddings"] as? Bool ?? tiedAtTop { config["tie_word_embeddings"] = .bool(tied) }
-        // Copied under the same key; absent or null leaves the family default, as transformers does.
-        func copy(_ keys: [String]) {
+        if let tied = try fields.optionalBool("tie_word_embeddings") ?? tiedAtTop { config["tie_word_embeddings"] = .bool(tied) }
+        // Copied under the same key, of the type transformers checks for it; absent or null leaves
+        // the family default.
+        func copy(_ keys: [String]) throws {
             for key in keys {
                 if Self.booleanKeys.contains(key) {
-                    if let value = text[key] as? Bool { config[key] = .bool(value) }
-                } else if let value = text[key] as? String {
-                    config[key] = .string(value)
-                } else if let value = text[key] as? NSNumber {
-                    config[key] = .number(value.doubleValue)
+                    if let value = try fields.optionalBool(key) { config[key] = .bool(value) }
+                } else if key.hasSuffix("_act") {
+                    if let value: String = try typedField(text, key, file: file, field: fields.name(key), expected: "a string") { config[key] = .string(value) }
+                } else if let value = try fields.optionalNumber(key) {
+                    config[key] = .number(value)
                 }
             }
         }
         switch family {
-        case "llama": copy(["rms_norm_eps", "attention_bias", "mlp_bias", "hidden_act"])
+        case "llama": try copy(["rms_norm_eps", "attention_bias", "mlp_bias", "hidden_act"])
         case "qwen2":
-            copy(["rms_norm_eps", "hidden_act"])
-            // transformers ignores sliding_window unless use_sliding_window is set.
-            let layerTypes = text["layer_types"] as? [String] ?? []
-            if text["use_sliding_window"] as? Bool == true || layerTypes.contains("sliding_attention") {
-                copy(["sliding_window"])
+            try copy(["rms_norm_eps", "hidden_act"])
+            // As Qwen2Config: the window exists only with use_sliding_window, and then applies to the
+            // layers layer_types marks "sliding_attention" or, without layer_types, to those from
+            // max_window_layers (28) on — a model with no such layer attends to the whole context.
+            if try fields.optionalBool("use_sliding_window") == true {
+                let slides = try (text["layer_types"] as? [String]).map { $0.contains("sliding_attention") }
+                    ?? ((try fields.optionalInt("max_window_layers") ?? 28) < fields.int("num_hidden_layers"))
+                if slides { try copy(["sliding_window"]) }
             }
         case "gemma":
-            copy(["rms_norm_eps", "attention_bias"])
+            try copy(["rms_norm_eps", "attention_bias"])
             // Older Gemma configs say hidden_activation, or the legacy hidden_act "gelu", which both
             // transformers 4 and 5 run as the tanh approximation.
             if let act = text["hidden_activation"] as? String ?? text["hidden_act"] as? String {
@@ -71,15 +75,15 @@ public enum LanguageModelImport {
             }
             if let version = transformersVersion { config["scale_spliced_features"] = .bool(version < 5) }
         case "phi":
-            copy(["layer_norm_eps", "hidden_act", "qk_layernorm"])
+            try copy(["layer_norm_eps", "hidden_act", "qk_layernorm"])
             if let factor = rope.partialRotaryFactor { config["partial_rotary_factor"] = .number(factor) }
         case "stablelm":
-            copy(["layer_norm_eps", "hidden_act", "use_qkv_bias", "qk_layernorm", "use_parallel_residual"])
+            try copy(["layer_norm_eps", "hidden_act", "use_qkv_bias", "qk_layernorm", "use_parallel_residual"])
             if let factor = rope.partialRotaryFactor { config["partial_rotary_factor"] = .number(factor) }
         default: break
         }
         var manifest = ComponentManifest(id: id, kind: .languageModel, family: family, config: .object(config))
-        manifest.contextLength = try fields.optionalInt("max_position_embeddings") ?? 2048
+        manifest.contextLength = try fields.int("max_position_embeddings")  // its model type's default when absent
         return manifest
     }
 }
@@ -100,6 +104,9 @@ private struct ConfigFields {
     /// nil when absent or null; refused when present as anything but an integer ("32", 32.5).
     func optionalInt(_ key: String) throws -> Int? { try typedField(object, key, file: file, field: name(key), expected: "an integer") }
 
+    /// nil when absent or null; refused when present as anything but true or false.
+    func optionalBool(_ key: String) throws -> Bool? { try typedField(object, key, file: file, field: name(key), expected: "true or false") }
+
     /// nil when absent or null; refused when present as anything but a number.
     func optionalNumber(_ key: String, in object: [String: Any]? = nil, field: String? = nil) throws -> Double? {
         try typedField(object ?? self.object, key, file: file, field: name(field ?? key), expected: "a number")
@@ -108,17 +115,22 @@ private struct ConfigFields {
     /// rope_theta and partial_rotary_factor, from rope_parameters (transformers 5) or the top level
     /// (older configs); any rope type but "default" is refused.
     func rope() throws -> (theta: Double, partialRotaryFactor: Double?) {
-        if let parameters = object["rope_parameters"] as? [String: Any] {
-            let type = parameters["rope_type"] as? String ?? "default"
-            guard type == "default" else {
-                throw ImportError.unsupported(file: file, field: name("rope_parameters.rope_type"), found: "\"\(type)\"", supported: "\"default\"")
+        // transformers takes rope_scaling over rope_parameters, and a "type" key for "rope_type".
+        for key in ["rope_scaling", "rope_parameters"] {
+            guard let value = object[key], !(value is NSNull) else { continue }
+            guard let section = value as? [String: Any] else {
+                throw ImportError.invalidValue(file: file, field: name(key), found: ImportError.shown(value), expected: "an object")
             }
+            let typeKey = section["rope_type"] != nil ? "rope_type" : "type"
+            let type: String = try typedField(section, typeKey, file: file, field: name("\(key).\(typeKey)"), expected: "a string") ?? "default"
+            guard type == "default" else {
+                throw ImportError.unsupported(file: file, field: name("\(key).\(typeKey)"), found: "\"\(type)\"", supported: "\"default\"")
+            }
+        }
+        if let parameters = object["rope_parameters"] as? [String: Any] {
             return (try optionalNumber("rope_theta", in: parameters, field: "rope_parameters.rope_theta") ?? optionalNumber("rope_theta") ?? 10000,
                     try optionalNumber("partial_rotary_factor", in: parameters, field: "rope_parameters.partial_rotary_factor")
                         ?? optionalNumber("partial_rotary_factor"))
-        }
-        if let scaling = object["rope_scaling"], !(scaling is NSNull) {
-            throw ImportError.unsupported(file: file, field: name("rope_scaling"), found: "set", supported: "null")
         }
         return (try optionalNumber("rope_theta") ?? 10000, try optionalNumber("partial_rotary_factor"))
     }

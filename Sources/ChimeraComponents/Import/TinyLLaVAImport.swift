@@ -28,7 +28,8 @@ extension CheckpointImporter {
 
         let languageModel = try languageModelManifest(id: "\(name)-llm", text: text, section: "text_config", store: store,
                                                       weightFiles: weightFiles, configPath: configPath,
-                                                      tiedAtTop: config["tie_word_embeddings"] as? Bool, transformersVersion: nil)
+                                                      tiedAtTop: try typedField(config, "tie_word_embeddings", file: configPath, field: "tie_word_embeddings",
+                                                                                expected: "true or false"), transformersVersion: nil)
         let connector = try tinyLLaVAConnector(config: config, configPath: configPath, store: store, weightFiles: weightFiles,
                                                visionWidth: encoder.output!.width,
                                                textWidth: try int(text, "hidden_size", configPath, "text_config"))

@@ -318,6 +318,12 @@ func slice(_ t: Tensor, _ index: Int) -> Tensor {
         #expect(recognised.assembly?.chatTemplate == "llava" && recognised.warnings.isEmpty, "\(recognised.warnings)")
         let jinja = try importing(chatTemplate: ("chat_template.jinja", template))
         #expect(jinja.assembly?.chatTemplate == "llava")
+        // transformers 4's list of named templates: the "default" one.
+        let list = String(decoding: try JSONSerialization.data(withJSONObject: ["chat_template": [["name": "tool_use", "template": "{{ x }}"],
+                                                                                                  ["name": "default", "template": template]]]), as: UTF8.self)
+        #expect(try importing(chatTemplate: ("tokenizer_config.json", list)).assembly?.chatTemplate == "llava")
+        let odd = try importing(chatTemplate: ("chat_template.json", "{\"chat_template\": 5}"))
+        #expect(odd.assembly?.chatTemplate == nil && odd.warnings.contains { $0.contains("chat_template is neither a template nor a list") }, "\(odd.warnings)")
 
         let other = try importing(chatTemplate: ("chat_template.jinja", "{% for m in messages %}{{ m['content'] }}{% endfor %}"))
         #expect(other.assembly?.chatTemplate == nil)

@@ -186,7 +186,15 @@ public struct CheckpointImporter {
         } else {
             for name in ["chat_template.json", "processor_config.json", "tokenizer_config.json"]
             where FileManager.default.fileExists(atPath: file(name).path) {
-                if let text = try readJSON(name)["chat_template"] as? String { found = (text, name); break }
+                guard let value = try readJSON(name)["chat_template"], !(value is NSNull) else { continue }
+                // A string, or transformers 4's list of named templates, whose "default" generate uses.
+                let named = (value as? [[String: Any]])?.first { $0["name"] as? String == "default" }?["template"]
+                guard let text = value as? String ?? named as? String else {
+                    return (nil, "\(file(name).path): its chat_template is neither a template nor a list holding a \"default\" one; "
+                                 + "`generate --chat` needs --template NAME (chimera list --kind template)")
+                }
+                found = (text, name)
+                break
             }
         }
         guard let found else { return (nil, nil) }

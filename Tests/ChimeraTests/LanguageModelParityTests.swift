@@ -437,6 +437,9 @@ func greedyContinuation(_ model: any LanguageModel, prompt: [Int], maxNewTokens:
             c["hidden_act"] = "gelu"
         }
         #expect(try mapped(text)["hidden_act"] == .string("gelu_pytorch_tanh"))
+        // GemmaConfig runs hidden_act; hidden_activation is not read (transformers 5).
+        let both = try config("lm-gemma") { c in c["hidden_activation"] = "gelu_pytorch_tanh"; c["hidden_act"] = "silu" }
+        #expect(try mapped(both)["hidden_act"] == .string("silu"))
         #expect(try mapped(text)["scale_spliced_features"] == nil)
         #expect(try mapped(text, section: "text_config", version: 4)["scale_spliced_features"] == .bool(true))
         #expect(try mapped(text, section: "text_config", version: 5)["scale_spliced_features"] == .bool(false))

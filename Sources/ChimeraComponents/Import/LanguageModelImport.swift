@@ -68,9 +68,9 @@ public enum LanguageModelImport {
             }
         case "gemma":
             try copy(["rms_norm_eps", "attention_bias"])
-            // Older Gemma configs say hidden_activation, or the legacy hidden_act "gelu", which both
-            // transformers 4 and 5 run as the tanh approximation.
-            if let act = text["hidden_activation"] as? String ?? text["hidden_act"] as? String {
+            // GemmaConfig (transformers 5) runs hidden_act, its legacy "gelu" as the tanh approximation;
+            // an older config's hidden_activation is not read.
+            if let act: String = try typedField(text, "hidden_act", file: file, field: fields.name("hidden_act"), expected: "a string") {
                 config["hidden_act"] = .string(act == "gelu" ? "gelu_pytorch_tanh" : act)
             }
             if let version = transformersVersion { config["scale_spliced_features"] = .bool(version < 5) }

@@ -23,7 +23,7 @@ OUT = sys.argv[1] if len(sys.argv) > 1 else "Tests/ChimeraTests/Fixtures/config_
 KEYS = ["vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
         "num_key_value_heads", "head_dim", "max_position_embeddings", "rms_norm_eps", "layer_norm_eps", "hidden_act",
         "attention_bias", "mlp_bias", "qk_layernorm", "use_qkv_bias", "use_parallel_residual", "use_sliding_window",
-        "sliding_window", "image_size", "patch_size"]
+        "sliding_window", "image_size", "patch_size", "bos_token_id", "eos_token_id"]
 
 out = {}
 for cls in [LlamaConfig, Qwen2Config, GemmaConfig, PhiConfig, StableLmConfig, CLIPVisionConfig, SiglipVisionConfig]:

@@ -520,6 +520,8 @@ func greedyContinuation(_ model: any LanguageModel, prompt: [Int], maxNewTokens:
                 let manifest = try JSONDecoder().decode(ComponentManifest.self, from: Data(contentsOf: path))
                 configs[manifest.id] = manifest.config
                 configs[manifest.id + " context"] = manifest.contextLength.map { .number(Double($0)) } ?? .null
+                configs[manifest.id + " eos"] = .array((manifest.tokenizer?.eosTokenIDs ?? []).map { .number(Double($0)) })
+                configs[manifest.id + " bos"] = manifest.tokenizer?.bosTokenID.map { .number(Double($0)) } ?? .null
             }
             return configs
         }

@@ -238,6 +238,7 @@ public struct CheckpointImporter {
 
     func languageModelManifest(id: String, text: [String: Any], section: String, store: WeightStore, weightFiles: [URL],
                                        configPath: String, tiedAtTop: Bool?, transformersVersion: Int?) throws -> ComponentManifest {
+        let text = ConfigDefaults.filled(text, modelType: text["model_type"] as? String ?? "")  // the token ids below too
         var lm = try LanguageModelImport.manifest(id: id, text: text, section: section, file: configPath, tiedAtTop: tiedAtTop,
                                                   transformersVersion: transformersVersion)
         guard let embedName = store.tensorNames.first(where: { $0.hasSuffix("embed_tokens.weight") }) else {

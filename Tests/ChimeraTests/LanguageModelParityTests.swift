@@ -301,6 +301,10 @@ func greedyContinuation(_ model: any LanguageModel, prompt: [Int], maxNewTokens:
             let message = importError(try editedCopy(of: fixture, edit))
             #expect(message.contains(expected), "\(fixture) \(expected): \(message)")
         }
+        // An out-of-vocabulary eos_token_id is named by the file it came from.
+        let folder = try editedCopy(of: "lm-llama") { _ in }
+        try #"{"eos_token_id": 99999}"#.write(to: folder.appendingPathComponent("generation_config.json"), atomically: true, encoding: .utf8)
+        #expect(importError(folder).contains("token id 99999 (eos_token_id of generation_config.json) is outside the vocabulary"), "\(importError(folder))")
     }
 
     @Test func ropeScalingIsRefused() throws {
@@ -387,7 +391,7 @@ func greedyContinuation(_ model: any LanguageModel, prompt: [Int], maxNewTokens:
         (#"hidden_size"#, "32.5", "config.json: hidden_size must be an integer, found 32.5"),
         (#"max_position_embeddings"#, #""abc""#, "config.json: max_position_embeddings must be an integer, found \"abc\""),
         (#"rope_parameters"#, #"{"rope_type": "default", "rope_theta": "x"}"#, "config.json: rope_parameters.rope_theta must be a number, found \"x\""),
-        (#"eos_token_id"#, "100000", "token id 100000 (eos_token_id or bos_token_id) is outside the vocabulary of"),
+        (#"eos_token_id"#, "100000", "token id 100000 (eos_token_id of config.json) is outside the vocabulary of"),
         (#"eos_token_id"#, #""x""#, "config.json: eos_token_id must be a token id or a list of token ids, found \"x\""),
         (#"vision_feature_layer"#, "10", "inputs[0].feature_layer: 10 is out of range: encoder 'llava-a-vision' has 4 hidden states (-4...3) (the config's vision_feature_layer)"),
     ])

@@ -403,8 +403,11 @@ extension CheckpointImporter {
             }
             problems += checker.problems(of: component).filter { !$0.isMissingFile }.map(\.description)
             if let tokenizer = component.tokenizer, case let .number(vocabulary)? = component.config["vocab_size"] {
-                for id in tokenizer.eosTokenIDs + [tokenizer.bosTokenID].compactMap({ $0 }) where id < 0 || Double(id) >= vocabulary {
-                    problems.append("token id \(id) (eos_token_id or bos_token_id) is outside the vocabulary of \(Int(vocabulary))")
+                // Named by the file each came from (eos_token_id: generation_config.json's wins, see eosTokenIDs).
+                let eosFile = (try generationConfig())?.eosTokenID != nil ? "generation_config.json" : "config.json"
+                let ids = tokenizer.eosTokenIDs.map { ($0, "eos_token_id of \(eosFile)") } + [tokenizer.bosTokenID].compactMap { $0 }.map { ($0, "bos_token_id") }
+                for (id, field) in ids where id < 0 || Double(id) >= vocabulary {
+                    problems.append("token id \(id) (\(field)) is outside the vocabulary of \(Int(vocabulary))")
                 }
             }
             guard problems.isEmpty else {

@@ -420,8 +420,27 @@ extension CheckpointImporter {
             located.directory = outputDirectory
             do { _ = try families.build(located, storedMatrices: .mapped) } catch {
                 let reason = (error as? LocalizedError)?.errorDescription ?? "\(error)"
-                throw ImportError.invalidManifest(file: file("config.json").path, id: component.id, problems: ["its weights do not fit it: " + reason])
+                let defaulted = defaultedConfigFields()
+                let hint = defaulted.isEmpty ? "" : " (config.json leaves out \(defaulted.joined(separator: ", ")): transformers' defaults for them were used)"
+                throw ImportError.invalidManifest(file: file("config.json").path, id: component.id, problems: ["its weights do not fit it: " + reason + hint])
             }
+        }
+    }
+
+    /// The fields of config.json (top level, text_config, vision_config) that ConfigDefaults filled
+    /// in because the file leaves them out: the likely cause when the weights then do not fit.
+    func defaultedConfigFields() -> [String] {
+        guard let config = try? readJSON("config.json") else { return [] }
+        var sections: [(name: String, object: [String: Any], type: String?)] = [("", config, config["model_type"] as? String)]
+        if let text = config["text_config"] as? [String: Any] { sections.append(("text_config.", text, text["model_type"] as? String ?? "llama")) }
+        if let vision = config["vision_config"] as? [String: Any] {
+            sections.append(("vision_config.", vision, vision["model_type"] as? String ?? "clip_vision_model"))
+        }
+        return sections.flatMap { section in
+            // (rope_theta and partial_rotary_factor may sit in rope_parameters instead.)
+            let ropeInside = section.object["rope_parameters"] is [String: Any] ? ["rope_theta", "partial_rotary_factor"] : []
+            return (ConfigDefaults.byModelType[section.type ?? ""] ?? [:]).keys.sorted()
+                .filter { section.object[$0] == nil && !ropeInside.contains($0) }.map { section.name + $0 }
         }
     }
 }

@@ -217,7 +217,8 @@ public struct CheckpointImporter {
         guard let text = config["text_config"] as? [String: Any] else {
             throw ImportError.missing(file: configPath, field: "text_config", why: "\(model) its language model there")
         }
-        let visionType = vision["model_type"] as? String ?? "clip_vision_model", textType = text["model_type"] as? String ?? "llama"
+        let visionType = ConfigDefaults.modelType(vision, or: ConfigDefaults.visionModelType)
+        let textType = ConfigDefaults.modelType(text, or: ConfigDefaults.textModelType)
         return (ConfigDefaults.filled(vision.merging(["model_type": visionType]) { given, _ in given }, modelType: visionType),
                 ConfigDefaults.filled(text.merging(["model_type": textType]) { given, _ in given }, modelType: textType))
     }
@@ -432,9 +433,9 @@ extension CheckpointImporter {
     func defaultedConfigFields() -> [String] {
         guard let config = try? readJSON("config.json") else { return [] }
         var sections: [(name: String, object: [String: Any], type: String?)] = [("", config, config["model_type"] as? String)]
-        if let text = config["text_config"] as? [String: Any] { sections.append(("text_config.", text, text["model_type"] as? String ?? "llama")) }
+        if let text = config["text_config"] as? [String: Any] { sections.append(("text_config.", text, ConfigDefaults.modelType(text, or: ConfigDefaults.textModelType))) }
         if let vision = config["vision_config"] as? [String: Any] {
-            sections.append(("vision_config.", vision, vision["model_type"] as? String ?? "clip_vision_model"))
+            sections.append(("vision_config.", vision, ConfigDefaults.modelType(vision, or: ConfigDefaults.visionModelType)))
         }
         return sections.flatMap { section in
             // (rope_theta and partial_rotary_factor may sit in rope_parameters instead.)

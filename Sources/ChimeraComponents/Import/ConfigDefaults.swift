@@ -17,6 +17,12 @@ enum ConfigDefaults {
         "stablelm": ["bos_token_id": 0, "eos_token_id": 0, "hidden_act": "silu", "hidden_size": 2560, "intermediate_size": 6912, "layer_norm_eps": 1e-05, "max_position_embeddings": 4096, "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 32, "partial_rotary_factor": 0.25, "qk_layernorm": false, "rope_theta": 10000.0, "use_parallel_residual": false, "use_qkv_bias": false, "vocab_size": 50304],
     ]
 
+    /// LlavaConfig's model types for a text_config / vision_config that names none.
+    static let textModelType = "llama", visionModelType = "clip_vision_model"
+
+    /// A section's model_type, or `fallback` when it names none.
+    static func modelType(_ section: [String: Any], or fallback: String) -> String { section["model_type"] as? String ?? fallback }
+
     /// `config` with every absent field of its model type's defaults filled in (null stays null).
     static func filled(_ config: [String: Any], modelType: String) -> [String: Any] {
         (byModelType[modelType] ?? [:]).mapValues { $0 as Any }.merging(config) { _, given in given }

@@ -28,7 +28,7 @@ public enum VisionImport {
     static let standaloneTypes: Set = ["clip_vision_model", "siglip_vision_model", "clip", "siglip"]
 
     static func family(_ vision: [String: Any], section: String, file: String) throws -> Family {
-        let type = vision["model_type"] as? String ?? "clip_vision_model"
+        let type = ConfigDefaults.modelType(vision, or: ConfigDefaults.visionModelType)
         guard let family = families[type] else {
             throw ImportError.unsupported(file: file, field: section.isEmpty ? "model_type" : "\(section).model_type", found: "\"\(type)\"",
                                           supported: families.keys.sorted().map { "\"\($0)\"" }.joined(separator: ", "))
@@ -42,7 +42,7 @@ extension CheckpointImporter {
     func visionManifest(id: String, vision: [String: Any], section: String, store: WeightStore, weightFiles: [URL],
                         configPath: String, preprocess: ImagePreprocessing?) throws -> ComponentManifest {
         let family = try VisionImport.family(vision, section: section, file: configPath)
-        let vision = ConfigDefaults.filled(vision, modelType: vision["model_type"] as? String ?? "clip_vision_model")
+        let vision = ConfigDefaults.filled(vision, modelType: ConfigDefaults.modelType(vision, or: ConfigDefaults.visionModelType))
         guard let visionPrefix = prefix(in: store, endingWith: "embeddings.patch_embedding.weight") else {
             throw ImportError.missingTensors(directory: checkpoint.path, what: "vision tower (no *embeddings.patch_embedding.weight)")
         }

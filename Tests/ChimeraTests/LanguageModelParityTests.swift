@@ -296,6 +296,10 @@ func greedyContinuation(_ model: any LanguageModel, prompt: [Int], maxNewTokens:
             ("lm-llama", { $0["rope_parameters"] = "default" }, "rope_parameters must be an object, found \"default\""),
             ("llava-a", { $0["vision_feature_layer"] = true }, "vision_feature_layer must be one layer index (an integer), found true"),
             ("llava-a", { $0["projector_hidden_act"] = 3 }, "projector_hidden_act must be a string, found 3"),
+            ("lm-llama", { $0["rms_norm_eps"] = 0 }, "rms_norm_eps must be a positive number, found 0"),
+            ("lm-phi", { $0["layer_norm_eps"] = -1e-5 }, "layer_norm_eps must be a positive number, found -1e-05"),
+            ("llava-a", { c in var v = c["vision_config"] as! [String: Any]; v["layer_norm_eps"] = 0; c["vision_config"] = v },
+             "vision_config.layer_norm_eps must be a positive number, found 0"),
         ]
         for (fixture, edit, expected) in cases {
             let message = importError(try editedCopy(of: fixture, edit))

@@ -64,7 +64,13 @@ extension CheckpointImporter {
             "heads": .number(Double(try int(vision, "num_attention_heads", configPath, section))),
             "intermediate_size": .number(Double(try int(vision, "intermediate_size", configPath, section))),
             "image_size": .number(Double(imageSize)), "patch_size": .number(Double(patchSize)),
-            "layer_norm_eps": .number(try required("layer_norm_eps", "a number")),
+            "layer_norm_eps": .number(try { () throws -> Double in
+                let eps: Double = try required("layer_norm_eps", "a number")
+                guard eps > 0, eps.isFinite else {
+                    throw ImportError.invalidValue(file: configPath, field: "\(section).layer_norm_eps", found: ImportError.shown(vision["layer_norm_eps"]!), expected: "a positive number")
+                }
+                return eps
+            }()),
             "hidden_act": .string(try required("hidden_act", "a string")),
         ]))
         encoder.modality = "image"

@@ -127,8 +127,12 @@ public struct CompatibilityChecker: Sendable {
     /// Feature rows one input of `binding` puts in the prompt (nil when its connector cannot take
     /// what its encoder gives), from the manifests.
     public func inputRows(_ binding: InputBinding) throws -> Int? {
-        let encoder = try catalog.component(binding.encoder, kind: .encoder)
-        return connectorTokens(try catalog.component(binding.connector, kind: .connector), input: Self.selectedTokens(encoder, select: binding.select))
+        inputRows(encoder: try catalog.component(binding.encoder, kind: .encoder), connector: try catalog.component(binding.connector, kind: .connector),
+                  select: binding.select)
+    }
+
+    func inputRows(encoder: ComponentManifest, connector: ComponentManifest, select: InputBinding.Selection) -> Int? {
+        connectorTokens(connector, input: Self.selectedTokens(encoder, select: select))
     }
 
     /// Problems of a whole assembly.
@@ -151,7 +155,7 @@ public struct CompatibilityChecker: Sendable {
                 if let count = families.families[encoder.family]?.hiddenStates(encoder), hiddenStateIndex(input.featureLayer, count: count) == nil {
                     out.append("inputs[\(i)].feature_layer: \(input.featureLayer) is out of range: encoder '\(encoder.id)' has \(count) hidden states (\(-count)...\(count - 1))")
                 }
-                totalTokens += connectorTokens(connector, input: Self.selectedTokens(encoder, select: input.select)) ?? 0
+                totalTokens += inputRows(encoder: encoder, connector: connector, select: input.select) ?? 0
             } catch {
                 out.append("inputs[\(i)]: " + ((error as? LocalizedError)?.errorDescription ?? "\(error)"))
             }

@@ -127,6 +127,7 @@ public struct Planner: Sendable {
         var built: [any Component] = [lm]
         var activations: [Int] = []
         var inputTokens: [String] = [], inputTokenCount = 0
+        let checker = CompatibilityChecker(catalog: catalog, families: families)
         for (i, binding) in assembly.inputs.enumerated() {
             let encoderManifest = try catalog.component(binding.encoder, kind: .encoder)
             guard let encoder = try families.build(encoderManifest, substitute: .shapesOnly) as? any ModalityEncoder else {
@@ -136,7 +137,7 @@ public struct Planner: Sendable {
                                                inputWidth: encoder.output.width, outputWidth: lm.hiddenSize, substitute: .shapesOnly)
             built += [encoder, connector]
             activations.append(Self.encoderActivations(encoder))
-            if let tokens = try CompatibilityChecker(catalog: catalog, families: families).inputRows(binding) {
+            if let tokens = try checker.inputRows(binding) {
                 inputTokens.append("inputs[\(i)] '\(binding.placeholder)': \(tokens)")
                 inputTokenCount += tokens
             }

@@ -190,8 +190,9 @@ struct Compat: ParsableCommand {
                 }
             }
             if json { try printJSON(verdicts + chains); return }
-            let own = fitProblems(checker.problems(of: subject))
-            if checker.problems(of: subject).contains(where: \.isMissingFile) {
+            let subjectProblems = checker.problems(of: subject)
+            let own = fitProblems(subjectProblems)
+            if subjectProblems.contains(where: \.isMissingFile) {
                 print("(\(id)'s files are not all on disk yet: `chimera list` says which and how to fetch them)")
             }
             if !own.isEmpty { print("\(id) itself has problems:\n" + own.map { "  - \($0)" }.joined(separator: "\n")) }

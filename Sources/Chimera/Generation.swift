@@ -127,8 +127,15 @@ public enum GenerationError: LocalizedError {
 /// it. The CLI checks before a model loads (which can take a while) what would otherwise be refused
 /// only after it.
 public func checkInputs(_ files: [String: [URL]], placeholders: [String], prompt: String? = nil) throws {
+    if let prompt { _ = try checkedPieces(prompt, files: files, placeholders: placeholders) } else { try checkInputFiles(files, placeholders: placeholders) }
+}
+
+/// The prompt's pieces (`promptPieces`), once its inputs pass `checkInputs`.
+func checkedPieces(_ prompt: String, files: [String: [URL]], placeholders: [String]) throws -> [(text: String, placeholder: String?)] {
     try checkInputFiles(files, placeholders: placeholders)
-    if let prompt { try checkInputCounts(promptPieces(prompt, placeholders: placeholders), files: files, placeholders: placeholders) }
+    let pieces = promptPieces(prompt, placeholders: placeholders)
+    try checkInputCounts(pieces, files: files, placeholders: placeholders)
+    return pieces
 }
 
 /// The prompt cut into text pieces (placeholder nil) and placeholder pieces, each placeholder of
@@ -312,13 +319,12 @@ extension PromptLayout {
     public init(_ prompt: String, assembly: AssemblyManifest, catalog: Catalog, families: FamilyRegistry, tokenizer: Tokenizer,
                 inputs files: [String: [URL]]) throws {
         let placeholders = assembly.inputs.map(\.placeholder)
-        try checkInputs(files, placeholders: placeholders, prompt: prompt)
+        let pieces = try checkedPieces(prompt, files: files, placeholders: placeholders)
         let lmManifest = try catalog.component(assembly.languageModel, kind: .languageModel)
         guard let lm = try families.build(lmManifest, substitute: .shapesOnly) as? any LanguageModel else {
             throw AssemblyError.incompatible(assembly: assembly.id, problems: ["'\(lmManifest.id)' did not build a language model"])
         }
         let checker = CompatibilityChecker(catalog: catalog, families: families)
-        let pieces = promptPieces(prompt, placeholders: placeholders)
         let rows = try pieces.compactMap(\.placeholder).map { placeholder -> Int in
             let binding = assembly.inputs.first { $0.placeholder == placeholder }!
             guard let rows = try checker.inputRows(binding) else {
@@ -339,9 +345,7 @@ extension AssembledModel {
     /// `.farTooLong` once tokenizing stops past four contexts' worth).
     public func prepare(prompt: String, inputs files: [String: [URL]], cache: EncodedFeatures? = nil) throws -> PreparedPrompt {
         let placeholders = inputs.map(\.binding.placeholder)
-        try checkInputFiles(files, placeholders: placeholders)
-        let named = promptPieces(prompt, placeholders: placeholders)
-        try checkInputCounts(named, files: files, placeholders: placeholders)
+        let named = try checkedPieces(prompt, files: files, placeholders: placeholders)
         let pieces = named.map { piece in
             (text: piece.text, input: piece.placeholder.flatMap { name in inputs.first { $0.binding.placeholder == name } })
         }

@@ -180,6 +180,7 @@ public struct CheckpointImporter {
     /// (chat_template.jinja, chat_template.json, processor_config.json, tokenizer_config.json); a
     /// template Chimera does not know is named in a warning (`generate --template` then chooses).
     func knownChatTemplate() throws -> (name: String?, warning: String?) {
+        let advice = "`generate --chat` needs --template NAME (chimera list --kind template)"
         var found: (text: String, file: String)?
         if let text = try? String(contentsOf: file("chat_template.jinja"), encoding: .utf8) {
             found = (text, "chat_template.jinja")
@@ -190,8 +191,7 @@ public struct CheckpointImporter {
                 // A string, or transformers 4's list of named templates, whose "default" generate uses.
                 let named = (value as? [[String: Any]])?.first { $0["name"] as? String == "default" }?["template"]
                 guard let text = value as? String ?? named as? String else {
-                    return (nil, "\(file(name).path): its chat_template is neither a template nor a list holding a \"default\" one; "
-                                 + "`generate --chat` needs --template NAME (chimera list --kind template)")
+                    return (nil, "\(file(name).path): its chat_template is neither a template nor a list holding a \"default\" one; \(advice)")
                 }
                 found = (text, name)
                 break
@@ -203,8 +203,7 @@ public struct CheckpointImporter {
         // Each image as "<image>" and a line break (the template's "\n" escape, or the character).
         let imageLine = found.text.contains("'<image>\\n'") || found.text.contains("'<image>\n'")
         if imageLine, llava.allSatisfy(compact.contains) { return ("llava", nil) }
-        return (nil, "\(file(found.file).path): its chat_template is not one Chimera knows; "
-                + "`generate --chat` needs --template NAME (chimera list --kind template)")
+        return (nil, "\(file(found.file).path): its chat_template is not one Chimera knows; \(advice)")
     }
 
     /// The nested vision_config and text_config of a multimodal config (`model` says who put them
@@ -334,10 +333,7 @@ public struct CheckpointImporter {
     }
 
     func int(_ object: [String: Any], _ key: String, _ file: String, _ section: String) throws -> Int {
-        guard let value: Int = try typedField(object, key, file: file, field: "\(section).\(key)", expected: "an integer") else {
-            throw ImportError.missing(file: file, field: "\(section).\(key)", why: "expected an integer")
-        }
-        return value
+        try requiredField(object, key, file: file, field: "\(section).\(key)", expected: "an integer")
     }
 
     /// An integer field that must lie in `range`.
@@ -456,6 +452,14 @@ func typedField<T>(_ object: [String: Any], _ key: String, file: String, field: 
         : T.self == Double.self ? (value as? NSNumber).flatMap { $0.doubleValue as? T } : value as? T
     guard let typed else { throw ImportError.invalidValue(file: file, field: field, found: ImportError.shown(value), expected: expected) }
     return typed
+}
+
+/// `typedField` where absent or null is refused too (`ImportError.missing`).
+func requiredField<T>(_ object: [String: Any], _ key: String, file: String, field: String, expected: String) throws -> T {
+    guard let value: T = try typedField(object, key, file: file, field: field, expected: expected) else {
+        throw ImportError.missing(file: file, field: field, why: "expected \(expected)")
+    }
+    return value
 }
 
 /// Whether a value JSONSerialization read is a JSON true or false (an NSNumber of type char; numbers

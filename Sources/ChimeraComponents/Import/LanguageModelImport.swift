@@ -100,10 +100,7 @@ private struct ConfigFields {
 
     func name(_ key: String) -> String { section.isEmpty ? key : "\(section).\(key)" }
 
-    func int(_ key: String) throws -> Int {
-        guard let value = try optionalInt(key) else { throw ImportError.missing(file: file, field: name(key), why: "expected an integer") }
-        return value
-    }
+    func int(_ key: String) throws -> Int { try requiredField(object, key, file: file, field: name(key), expected: "an integer") }
 
     /// nil when absent or null; refused when present as anything but an integer ("32", 32.5).
     func optionalInt(_ key: String) throws -> Int? { try typedField(object, key, file: file, field: name(key), expected: "an integer") }

@@ -59,7 +59,30 @@ LANGUAGE_MODELS = {
         hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
         partial_rotary_factor=0.25, rope_theta=500.0, layer_norm_eps=1e-5, use_qkv_bias=False, qk_layernorm=False,
         use_parallel_residual=True, tie_word_embeddings=True, **common(t))),
+    # Scaled rotary frequencies (rope types past "default"); each head's 4 frequencies straddle the
+    # type's bands. Llama 3.1's: one kept, one blended, two divided by the factor.
+    "llama-llama3": (LlamaForCausalLM, lambda t: LlamaConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        rope_parameters=dict(rope_type="llama3", rope_theta=10000.0, factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                             original_max_position_embeddings=64),
+        rms_norm_eps=1e-5, tie_word_embeddings=True, **common(t))),
+    # YaRN as Qwen2.5 configs spell it (a legacy rope_scaling with "type", see LEGACY_ROPE_SCALING):
+    # a ramp over the dimensions (theta 100: its truncated bounds, 0 and 2, differ from the exact ones)
+    # and cosines and sines scaled by the attention factor.
+    "qwen2-yarn": (Qwen2ForCausalLM, lambda t: Qwen2Config(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        rope_parameters=dict(rope_type="yarn", rope_theta=100.0, factor=4.0, original_max_position_embeddings=32),
+        rms_norm_eps=1e-6, tie_word_embeddings=True, use_sliding_window=False, **common(t))),
+    # Linear interpolation on a partial rotary (6 of 16 dims).
+    "phi-linear": (PhiForCausalLM, lambda t: PhiConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+        partial_rotary_factor=0.4, rope_parameters=dict(rope_type="linear", rope_theta=10000.0, factor=2.0),
+        layer_norm_eps=1e-5, hidden_act="gelu_new", tie_word_embeddings=False, qk_layernorm=False, **common(t))),
 }
+
+# Fixtures whose config.json is rewritten to the older layout (top-level rope_theta, rope_scaling with
+# "type"), as checkpoints saved before transformers 5 have it; transformers reads both the same.
+LEGACY_ROPE_SCALING = {"qwen2-yarn"}
 
 
 def build_lm(name, model_class, make_config, seed, max_new_tokens=10):
@@ -71,6 +94,10 @@ def build_lm(name, model_class, make_config, seed, max_new_tokens=10):
     os.makedirs(out_dir, exist_ok=True)
     save_model(model, out_dir, half=True)
     tokenizer.save_pretrained(out_dir)
+    if name in LEGACY_ROPE_SCALING:
+        legacy_rope_layout(model_class, out_dir)
+    if model.config.rope_parameters.get("rope_type", "default") != "default":
+        show_scaling_matters(model, tokenizer)
     compact_json(os.path.join(out_dir, "tokenizer.json"))
     input_ids = tokenizer(PROMPT, return_tensors="pt")["input_ids"]
     with torch.no_grad():
@@ -83,6 +110,36 @@ def build_lm(name, model_class, make_config, seed, max_new_tokens=10):
         json.dump({"prompt": PROMPT, "input_ids": input_ids[0].tolist(), "generated": new_tokens,
                    "max_new_tokens": max_new_tokens}, f, indent=1)
     print(name, "generated", new_tokens, file=sys.stderr)
+
+
+def legacy_rope_layout(model_class, out_dir):
+    path = os.path.join(out_dir, "config.json")
+    with open(path) as f:
+        config = json.load(f)
+    parameters = config.pop("rope_parameters")
+    config["rope_theta"] = parameters.pop("rope_theta")
+    parameters["type"] = parameters.pop("rope_type")
+    config["rope_scaling"] = parameters
+    with open(path, "w") as f:
+        json.dump(config, f, indent=2)
+    reloaded = model_class.from_pretrained(out_dir).eval()  # reads the same rope as the saved model
+    assert reloaded.config.rope_parameters["rope_type"] == parameters["type"], reloaded.config.rope_parameters
+
+
+def show_scaling_matters(model, tokenizer):
+    """The scaled model's logits must differ from the same weights with plain rope, or the fixture
+    would not test the scaling."""
+    plain_config = model.config.__class__.from_dict(model.config.to_dict())
+    plain_config.rope_parameters = dict(rope_type="default", rope_theta=model.config.rope_parameters["rope_theta"],
+                                        **({"partial_rotary_factor": model.config.rope_parameters["partial_rotary_factor"]}
+                                           if "partial_rotary_factor" in model.config.rope_parameters else {}))
+    plain = model.__class__(plain_config).eval()
+    plain.load_state_dict(model.state_dict())
+    ids = tokenizer(PROMPT, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        difference = (model(input_ids=ids).logits - plain(input_ids=ids).logits).abs().max().item()
+    print("  scaled rope moves the logits by up to", difference, file=sys.stderr)
+    assert difference > 1e-2, difference
 
 
 def logits_with_scaled_features(model, inputs, projected, image_token_id):
@@ -100,9 +157,14 @@ def logits_with_scaled_features(model, inputs, projected, image_token_id):
 
 
 def main():
+    """With names (python3 Scripts/make_lm_fixtures.py llama-llama3 ...), writes only those lm- folders."""
+    only = set(sys.argv[1:])
     torch.set_default_dtype(torch.float32)
     for seed, (name, (model_class, make_config)) in enumerate(LANGUAGE_MODELS.items(), start=10):
-        build_lm(name, model_class, make_config, seed)
+        if not only or name in only:
+            build_lm(name, model_class, make_config, seed)
+    if only:
+        return
     tiny_clip = dict(hidden=16, ffn=32, layers=2, heads=2)
     for name, family, seed, extra in [("llava-qwen2", "qwen2", 30, None), ("llava-gemma", "gemma", 31, logits_with_scaled_features),
                                       ("llava-phi", "phi", 32, None), ("llava-stablelm", "stablelm-a", 33, None)]:

@@ -1,6 +1,57 @@
 import CChimeraKernels
 import Foundation
 
+/// How a model stretches its rotary frequencies past the context it was pretrained on, as
+/// transformers' rope types (modeling_rope_utils): each changes the inverse frequencies once, and
+/// YaRN also scales the cosines and sines.
+public enum RotaryScaling: Sendable, Equatable {
+    case none
+    /// Every frequency divided by `factor` (positions interpolated).
+    case linear(factor: Double)
+    /// NTK-aware scaling that changes the base only past `originalContext` positions; within them
+    /// it is the unscaled rotation (a longer context is refused by the families, see DecoderShape).
+    case dynamic(factor: Double, originalContext: Int)
+    /// Llama 3.1: long wavelengths divided by `factor`, short ones kept, the band between blended.
+    case llama3(factor: Double, lowFrequencyFactor: Double, highFrequencyFactor: Double, originalContext: Int)
+    /// YaRN: frequencies blended between interpolated and original over a ramp of dimensions set by
+    /// beta_fast/beta_slow, and the cosines and sines multiplied by `attentionFactor`.
+    case yarn(factor: Double, originalContext: Int, betaFast: Double, betaSlow: Double, attentionFactor: Double, truncate: Bool)
+
+    /// The inverse frequencies of `dim` rotated dimensions over `theta`, and the factor on the
+    /// cosines and sines; in float32 where transformers computes them in float32 tensors.
+    func frequencies(theta: Float, dim: Int) -> (inverse: [Float], cosineScale: Float) {
+        let powers = stride(from: 0, to: dim, by: 2).map { i in powf(theta, Float(i) / Float(dim)) }
+        let plain = powers.map { 1 / $0 }
+        switch self {
+        case .none, .dynamic: return (plain, 1)
+        case .linear(let factor): return (plain.map { $0 / Float(factor) }, 1)
+        case .llama3(let factor, let low, let high, let original):
+            let lowWavelength = Float(Double(original) / low), highWavelength = Float(Double(original) / high)
+            return (plain.map { frequency in
+                let wavelength = Float(2 * Double.pi) / frequency
+                if wavelength < highWavelength { return frequency }
+                if wavelength > lowWavelength { return frequency / Float(factor) }
+                let smooth = (Float(original) / wavelength - Float(low)) / Float(high - low)
+                return (1 - smooth) * frequency / Float(factor) + smooth * frequency
+            }, 1)
+        case .yarn(let factor, let original, let betaFast, let betaSlow, let attentionFactor, let truncate):
+            // The dimension at which a wavelength turns `rotations` times over the original context.
+            func correctionDimension(_ rotations: Double) -> Double {
+                Double(dim) * log(Double(original) / (rotations * 2 * Double.pi)) / (2 * log(Double(theta)))
+            }
+            var low = correctionDimension(betaFast), high = correctionDimension(betaSlow)
+            if truncate { (low, high) = (low.rounded(.down), high.rounded(.up)) }
+            (low, high) = (max(low, 0), min(high, Double(dim - 1)))
+            if low == high { high += 0.001 }
+            return (plain.indices.map { j in
+                let ramp = min(max((Float(j) - Float(low)) / Float(high - low), 0), 1)
+                let extrapolation = 1 - ramp
+                return 1 / (Float(factor) * powers[j]) * (1 - extrapolation) + plain[j] * extrapolation
+            }, Float(attentionFactor))
+        }
+    }
+}
+
 /// Rotary position embedding in the rotate-half layout used by Llama, Phi, StableLM, Qwen2 and
 /// Gemma. Only the first `rotaryDim` dimensions of each head rotate (partial rotary for Phi-2 and
 /// StableLM-2); the rest pass through.
@@ -8,18 +59,20 @@ public struct RotaryEmbedding: Sendable {
     public let headDim: Int
     public let rotaryDim: Int
     public let theta: Float
+    public let scaling: RotaryScaling
     /// inverse frequencies, rotaryDim / 2 of them, computed in float32 as transformers does.
     private let inverseFrequencies: [Float]
+    /// multiplies every cosine and sine (YaRN's attention factor; 1 otherwise).
+    private let cosineScale: Float
 
-    public init(headDim: Int, rotaryDim: Int? = nil, theta: Float) {
+    public init(headDim: Int, rotaryDim: Int? = nil, theta: Float, scaling: RotaryScaling = .none) {
         let dim = rotaryDim ?? headDim
         precondition(dim % 2 == 0 && dim <= headDim, "rotary dim \(dim) must be even and <= head dim \(headDim)")
         self.headDim = headDim
         self.rotaryDim = dim
         self.theta = theta
-        inverseFrequencies = stride(from: 0, to: dim, by: 2).map { i in
-            1 / powf(theta, Float(i) / Float(dim))
-        }
+        self.scaling = scaling
+        (inverseFrequencies, cosineScale) = scaling.frequencies(theta: theta, dim: dim)
     }
 
     /// The cosine and sine of each rotated frequency at positions start ..< start + tokens, as rows
@@ -33,8 +86,8 @@ public struct RotaryEmbedding: Sendable {
             let position = Float(startPosition + t), row = table.data + t * rotaryDim
             for i in 0..<half {
                 let angle = position * inverseFrequencies[i]
-                row[i] = cosf(angle)
-                row[half + i] = sinf(angle)
+                row[i] = cosf(angle) * cosineScale
+                row[half + i] = sinf(angle) * cosineScale
             }
         }
     }

@@ -53,10 +53,13 @@ func greedyContinuation(_ model: any LanguageModel, prompt: [Int], maxNewTokens:
 }
 
 @Suite struct LanguageModelParityTests {
-    static let fixtures: [(name: String, family: String)] = [
+    /// One or two per family, each with its own variant of the architecture.
+    static let familyFixtures: [(name: String, family: String)] = [
         ("lm-llama", "llama"), ("lm-qwen2", "qwen2"), ("lm-gemma", "gemma"), ("lm-phi", "phi"),
         ("lm-stablelm-a", "stablelm"), ("lm-stablelm-b", "stablelm"),
     ]
+    /// Scaled rotary frequencies: rope types llama3, yarn (a legacy rope_scaling) and linear.
+    static let fixtures = familyFixtures + [("lm-llama-llama3", "llama"), ("lm-qwen2-yarn", "qwen2"), ("lm-phi-linear", "phi")]
 
     @Test(arguments: fixtures) func importWritesOneLanguageModel(name: String, family: String) throws {
         let fixture = try LanguageModelFixture(name)
@@ -158,7 +161,7 @@ func greedyContinuation(_ model: any LanguageModel, prompt: [Int], maxNewTokens:
 
     /// transformers' generate(do_sample=False, repetition_penalty=1.5), EOS not stopping it
     /// (Scripts/make_repetition_fixtures.py); the penalty changes every fixture's answer.
-    @Test(arguments: fixtures) func repetitionPenaltyIsTransformers(name: String, family: String) throws {
+    @Test(arguments: familyFixtures) func repetitionPenaltyIsTransformers(name: String, family: String) throws {
         let fixture = try LanguageModelFixture(name)
         let json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: fixture.directory.appendingPathComponent("reference_repetition.json")))
                                 as? [String: Any])
@@ -291,8 +294,11 @@ func greedyContinuation(_ model: any LanguageModel, prompt: [Int], maxNewTokens:
             ("lm-llama", { $0["bos_token_id"] = "1" }, "bos_token_id must be a token id, found \"1\""),
             ("lm-llama", { $0["max_position_embeddings"] = NSNull() }, "max_position_embeddings is missing"),
             ("lm-llama", { $0["vocab_size"] = -1 }, "vocab_size"),
-            ("lm-llama", { $0["rope_scaling"] = ["rope_type": "linear", "factor": 4] }, "rope_scaling.rope_type is \"linear\""),
-            ("lm-llama", { $0["rope_parameters"] = ["type": "linear", "factor": 4, "rope_theta": 10000] }, "rope_parameters.type is \"linear\""),
+            ("lm-llama", { $0["rope_scaling"] = ["rope_type": "longrope", "factor": 4] }, "rope_scaling.rope_type is \"longrope\""),
+            ("lm-llama", { $0["rope_parameters"] = ["type": "linear", "factor": "4", "rope_theta": 10000] }, "rope_parameters.factor must be a number, found \"4\""),
+            ("lm-llama", { $0["rope_parameters"] = ["type": "linear", "rope_theta": 10000] }, "rope_parameters.factor is missing"),
+            ("lm-llama", { $0["rope_scaling"] = ["type": "llama3", "factor": 8, "low_freq_factor": 1] }, "rope_scaling.high_freq_factor is missing"),
+            ("lm-llama", { $0["rope_scaling"] = ["type": "yarn", "original_max_position_embeddings": 64] }, "rope_scaling.factor is missing"),
             ("lm-llama", { $0["rope_parameters"] = "default" }, "rope_parameters must be an object, found \"default\""),
             ("llava-a", { $0["vision_feature_layer"] = true }, "vision_feature_layer must be one layer index (an integer), found true"),
             ("llava-a", { $0["projector_hidden_act"] = 3 }, "projector_hidden_act must be a string, found 3"),
@@ -311,11 +317,29 @@ func greedyContinuation(_ model: any LanguageModel, prompt: [Int], maxNewTokens:
         #expect(importError(folder).contains("token id 99999 (eos_token_id of generation_config.json) is outside the vocabulary"), "\(importError(folder))")
     }
 
-    @Test func ropeScalingIsRefused() throws {
+    /// The rope types transformers has and Chimera does not are named with those it has.
+    @Test func unsupportedRopeTypeIsRefused() throws {
         let folder = try editedCopy(of: "lm-phi") { config in
-            config["rope_parameters"] = ["rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0]
+            config["rope_parameters"] = ["rope_type": "longrope", "factor": 2.0, "rope_theta": 10000.0]
         }
-        #expect(importError(folder).contains("rope_parameters.rope_type is \"linear\""))
+        #expect(importError(folder).contains(#"rope_parameters.rope_type is "longrope", which Chimera does not support yet (supported: "default", "dynamic", "linear", "llama3", "yarn")"#),
+                "\(importError(folder))")
+    }
+
+    /// Dynamic NTK scaling is the plain rotation within max_position_embeddings, so the fixture's
+    /// reference logits hold (a context past it is refused: badConfigValuesAreNamed).
+    @Test func dynamicRopeWithinTheOriginalContextIsThePlainRotation() throws {
+        let folder = try editedCopy(of: "lm-llama") { $0["rope_parameters"] = ["rope_type": "dynamic", "factor": 4.0, "rope_theta": 10000.0] }
+        let result = try CheckpointImporter(checkpoint: folder, outputDirectory: temporaryDirectory()).run()
+        var catalog = Catalog()
+        try catalog.load(directory: result.mainPath.deletingLastPathComponent())
+        let manifest = try catalog.component(folder.lastPathComponent, kind: .languageModel)
+        #expect(manifest.config["rope_scaling"] != nil)
+        let model = try #require(try BuiltinFamilies.registry().build(manifest) as? any LanguageModel)
+        let fixture = try LanguageModelFixture("lm-llama")
+        let cache = model.makeCache(capacity: fixture.inputIDs.count)
+        let logits = try model.forward(embeddings: try model.embed(fixture.inputIDs), cache: cache, lastOnly: false)
+        #expect(maxAbsDifference(logits, fixture.logits) < 1e-4)
     }
 
     /// An absent size is GemmaConfig's default (28 layers), as transformers reads it; the fixture's
@@ -360,6 +384,14 @@ func greedyContinuation(_ model: any LanguageModel, prompt: [Int], maxNewTokens:
         ("lm-qwen2", "sliding_window", "64", "config.sliding_window: sliding-window attention (window 64 < context_length 128) is not implemented"),
         ("lm-qwen2", "use_sliding_window", "true", "config.use_sliding_window: unknown field"),
         ("lm-llama", "layers", "0", "config.layers: must be positive, found 0"),
+        ("lm-llama", "rope_scaling", #"{"type": "ntk", "factor": 2}"#, "config.rope_scaling.type: unsupported rope type 'ntk' (supported: dynamic, linear, llama3, yarn)"),
+        ("lm-llama", "rope_scaling", #"{"type": "linear", "factor": 2, "beta_fast": 3}"#, "config.rope_scaling.beta_fast: does not apply to rope type 'linear' (its fields: factor)"),
+        ("lm-llama", "rope_scaling", #"{"type": "linear", "factor": 0}"#, "config.rope_scaling.factor: must be a positive number, found 0.0"),
+        ("lm-llama", "rope_scaling", #"{"type": "llama3", "factor": 8}"#, "low_freq_factor"),
+        ("lm-llama", "rope_scaling", #"{"type": "llama3", "factor": 8, "low_freq_factor": 4, "high_freq_factor": 1, "original_max_position_embeddings": 64}"#,
+         "config.rope_scaling.high_freq_factor: must be greater than low_freq_factor 4.0, found 1.0"),
+        ("lm-llama", "rope_scaling", #"{"type": "dynamic", "factor": 2, "original_max_position_embeddings": 64}"#,
+         "config.rope_scaling: dynamic scaling past original_max_position_embeddings 64 is not implemented; set context_length (128) to at most 64"),
     ])
     func badConfigValuesAreNamed(name: String, field: String, json: String, expected: String) throws {
         let value = try JSONSerialization.jsonObject(with: Data(json.utf8), options: .fragmentsAllowed)
@@ -472,6 +504,29 @@ func greedyContinuation(_ model: any LanguageModel, prompt: [Int], maxNewTokens:
             c["use_sliding_window"] = true; c["sliding_window"] = 16; c["layer_types"] = nil; c["max_window_layers"] = 1
         }
         #expect(try mapped(fromLayer1)["sliding_window"] == .number(16))
+    }
+
+    /// transformers reads a non-empty rope_scaling over rope_parameters (whose theta is then
+    /// unused), and resolves YaRN's defaults: the attention factor from mscale and mscale_all_dim,
+    /// beta_fast and beta_slow where they are 0 or null, a null factor from the two contexts.
+    @Test func ropeScalingResolvesAsTransformers() throws {
+        let yarn = try mapped(try config("lm-qwen2-yarn") { c in
+            c["rope_parameters"] = ["rope_type": "default", "rope_theta": 5.0]
+            c["rope_scaling"] = ["type": "yarn", "factor": NSNull(), "original_max_position_embeddings": 32,
+                                 "mscale": 2.0, "mscale_all_dim": 1.0, "beta_fast": 0, "beta_slow": NSNull()]
+        })
+        #expect(yarn["rope_theta"] == .number(100))
+        let factor = 128.0 / 32, expected = (0.2 * log(factor) + 1) / (0.1 * log(factor) + 1)
+        #expect(yarn["rope_scaling"] == .object(["type": .string("yarn"), "factor": .number(factor), "original_max_position_embeddings": .number(32),
+                                                 "attention_factor": .number(expected), "beta_fast": .number(32), "beta_slow": .number(1),
+                                                 "truncate": .bool(true)]))
+        // An empty rope_scaling leaves rope_parameters in charge; dynamic scales past max_position_embeddings.
+        let dynamic = try mapped(try config("lm-llama") { c in
+            c["rope_scaling"] = [String: Any]()
+            c["rope_parameters"] = ["rope_type": "dynamic", "factor": 2.0, "rope_theta": 500.0, "original_max_position_embeddings": 16]
+        })
+        #expect(dynamic["rope_theta"] == .number(500))
+        #expect(dynamic["rope_scaling"] == .object(["type": .string("dynamic"), "factor": .number(2), "original_max_position_embeddings": .number(128)]))
     }
 }
 

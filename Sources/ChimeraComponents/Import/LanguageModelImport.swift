@@ -38,6 +38,7 @@ public enum LanguageModelImport {
             "vocab_size": .number(Double(try fields.int("vocab_size"))),
             "rope_theta": .number(rope.theta),
         ]
+        if let scaling = rope.scaling { config["rope_scaling"] = scaling }
         if let kvHeads = try fields.optionalInt("num_key_value_heads") { config["kv_heads"] = .number(Double(kvHeads)) }
         if let headDim = try fields.optionalInt("head_dim") { config["head_dim"] = .number(Double(headDim)) }
         if let tied = try fields.optionalBool("tie_word_embeddings") ?? tiedAtTop { config["tie_word_embeddings"] = .bool(tied) }
@@ -113,27 +114,79 @@ private struct ConfigFields {
         try typedField(object ?? self.object, key, file: file, field: name(field ?? key), expected: "a number")
     }
 
-    /// rope_theta and partial_rotary_factor, from rope_parameters (transformers 5) or the top level
-    /// (older configs); any rope type but "default" is refused.
-    func rope() throws -> (theta: Double, partialRotaryFactor: Double?) {
-        // transformers takes rope_scaling over rope_parameters, and a "type" key for "rope_type".
+    /// The rotary settings as transformers reads them: the rope_scaling object if it is one with
+    /// fields, else rope_parameters (transformers 5), else none; rope_theta and
+    /// partial_rotary_factor from it or the top level (older configs); its rope type past
+    /// "default" as the manifest's `rope_scaling`, transformers' defaults and derived values
+    /// resolved (YaRN's attention factor, a missing original context).
+    func rope() throws -> (theta: Double, partialRotaryFactor: Double?, scaling: JSONValue?) {
+        var chosen: (key: String, section: [String: Any])?
         for key in ["rope_scaling", "rope_parameters"] {
             guard let value = object[key], !(value is NSNull) else { continue }
             guard let section = value as? [String: Any] else {
                 throw ImportError.invalidValue(file: file, field: name(key), found: ImportError.shown(value), expected: "an object")
             }
-            let typeKey = section["rope_type"] != nil ? "rope_type" : "type"
-            let type: String = try typedField(section, typeKey, file: file, field: name("\(key).\(typeKey)"), expected: "a string") ?? "default"
-            guard type == "default" else {
-                throw ImportError.unsupported(file: file, field: name("\(key).\(typeKey)"), found: "\"\(type)\"", supported: "\"default\"")
+            if chosen == nil, !section.isEmpty { chosen = (key, section) }
+        }
+        let section = chosen?.section ?? [:], prefix = chosen.map { "\($0.key)." } ?? ""
+        func number(_ key: String) throws -> Double? { try optionalNumber(key, in: section, field: prefix + key) }
+        let theta = try number("rope_theta") ?? optionalNumber("rope_theta") ?? 10000
+        let partialRotaryFactor = try number("partial_rotary_factor") ?? optionalNumber("partial_rotary_factor")
+        // transformers takes a "type" key for "rope_type".
+        let typeKey = section["rope_type"] != nil ? "rope_type" : "type"
+        let type: String = try typedField(section, typeKey, file: file, field: name(prefix + typeKey), expected: "a string") ?? "default"
+        if type == "default" { return (theta, partialRotaryFactor, nil) }
+        guard RopeScalingConfig.fields[type] != nil else {
+            throw ImportError.unsupported(file: file, field: name(prefix + typeKey), found: "\"\(type)\"",
+                                          supported: (["default"] + RopeScalingConfig.fields.keys.sorted()).map { "\"\($0)\"" }.joined(separator: ", "))
+        }
+        func required(_ key: String) throws -> Double {
+            try requiredField(section, key, file: file, field: name(prefix + key), expected: "a number")
+        }
+        let context = try int("max_position_embeddings")
+        // llama3 and YaRN: a top-level original_max_position_embeddings wins (Phi-3's layout), then
+        // the section's, then max_position_embeddings (transformers' standardize_rope_params).
+        func originalContext() throws -> Int {
+            try optionalInt("original_max_position_embeddings")
+                ?? typedField(section, "original_max_position_embeddings", file: file, field: name(prefix + "original_max_position_embeddings"), expected: "an integer")
+                ?? context
+        }
+        var scaling: [String: JSONValue] = ["type": .string(type)]
+        switch type {
+        case "linear": scaling["factor"] = .number(try required("factor"))
+        case "dynamic":  // scales past max_position_embeddings, not a section's original context
+            scaling["factor"] = .number(try required("factor"))
+            scaling["original_max_position_embeddings"] = .number(Double(context))
+        case "llama3":
+            for key in ["factor", "low_freq_factor", "high_freq_factor"] { scaling[key] = .number(try required(key)) }
+            scaling["original_max_position_embeddings"] = .number(Double(try originalContext()))
+        default:  // yarn, as _compute_yarn_parameters
+            let original = try originalContext()
+            guard section.keys.contains("factor") else {
+                throw ImportError.missing(file: file, field: name(prefix + "factor"), why: "rope type \"yarn\" needs it (null: max_position_embeddings / original_max_position_embeddings)")
             }
+            let factor = try number("factor") ?? Double(context) / Double(original)
+            // As transformers' get_mscale; mscale and mscale_all_dim count only when both are set and not 0.
+            func mscale(_ scale: Double, _ m: Double = 1) -> Double { scale <= 1 ? 1 : 0.1 * m * log(scale) + 1 }
+            let attentionFactor: Double
+            if let given = try number("attention_factor") {
+                attentionFactor = given
+            } else if let m = try number("mscale"), let all = try number("mscale_all_dim"), m != 0, all != 0 {
+                attentionFactor = mscale(factor, m) / mscale(factor, all)
+            } else {
+                attentionFactor = mscale(factor)
+            }
+            // beta_fast and beta_slow are read with Python's `or`: absent, null or 0 is the default.
+            let betaFast = try number("beta_fast").flatMap { $0 == 0 ? nil : $0 } ?? 32
+            let betaSlow = try number("beta_slow").flatMap { $0 == 0 ? nil : $0 } ?? 1
+            // truncate: absent is true; null is falsy in transformers' `if truncate`.
+            let truncate: Bool = section.keys.contains("truncate")
+                ? (try typedField(section, "truncate", file: file, field: name(prefix + "truncate"), expected: "true or false") ?? false) : true
+            scaling.merge(["factor": .number(factor), "original_max_position_embeddings": .number(Double(original)),
+                           "attention_factor": .number(attentionFactor), "beta_fast": .number(betaFast),
+                           "beta_slow": .number(betaSlow), "truncate": .bool(truncate)]) { $1 }
         }
-        if let parameters = object["rope_parameters"] as? [String: Any] {
-            return (try optionalNumber("rope_theta", in: parameters, field: "rope_parameters.rope_theta") ?? optionalNumber("rope_theta") ?? 10000,
-                    try optionalNumber("partial_rotary_factor", in: parameters, field: "rope_parameters.partial_rotary_factor")
-                        ?? optionalNumber("partial_rotary_factor"))
-        }
-        return (try optionalNumber("rope_theta") ?? 10000, try optionalNumber("partial_rotary_factor"))
+        return (theta, partialRotaryFactor, .object(scaling))
     }
 }
 

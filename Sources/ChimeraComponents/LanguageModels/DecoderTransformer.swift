@@ -47,6 +47,7 @@ public struct DecoderArchitecture: Sendable {
     /// Leading dimensions of each head that rotate (partial rotary: Phi-2, StableLM-2).
     public var rotaryDim: Int
     public var ropeTheta: Float
+    public var ropeScaling: RotaryScaling = .none
     /// Multiplies the input embeddings: sqrt(hidden_size) for Gemma.
     public var embeddingScale: Float?
     /// Whether `embeddingScale` applies in `forward`, to spliced features too (transformers 4, how
@@ -69,7 +70,7 @@ public protocol DecoderFamilyConfig: Decodable, Sendable {
 // MARK: - Shared configuration fields
 
 /// The sizes every family config has, under the same snake_case keys.
-public struct DecoderShape: Decodable, Sendable {
+public struct DecoderShape: Sendable {
     public var hiddenSize: Int
     public var intermediateSize: Int
     public var layers: Int
@@ -78,12 +79,14 @@ public struct DecoderShape: Decodable, Sendable {
     public var headDim: Int?
     public var vocabSize: Int
     public var ropeTheta: Float
+    public var ropeScaling: RotaryScaling
     public var tieWordEmbeddings: Bool
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case layers, heads
         case hiddenSize = "hidden_size", intermediateSize = "intermediate_size", kvHeads = "kv_heads"
-        case headDim = "head_dim", vocabSize = "vocab_size", ropeTheta = "rope_theta", tieWordEmbeddings = "tie_word_embeddings"
+        case headDim = "head_dim", vocabSize = "vocab_size", ropeTheta = "rope_theta", ropeScaling = "rope_scaling"
+        case tieWordEmbeddings = "tie_word_embeddings"
     }
 
     /// Reads the shared fields of a family config; `familyKeys` are the family's own, and any other key is refused.
@@ -98,6 +101,7 @@ public struct DecoderShape: Decodable, Sendable {
         headDim = try c.decodeIfPresent(Int.self, forKey: .headDim)
         vocabSize = try c.decode(Int.self, forKey: .vocabSize)
         ropeTheta = try c.decodeIfPresent(Float.self, forKey: .ropeTheta) ?? 10000
+        ropeScaling = try c.decodeIfPresent(RopeScalingConfig.self, forKey: .ropeScaling)?.scaling ?? .none
         tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings) ?? defaultTied
         // Bounds far above any small model's, so that a garbage size is refused here rather than
         // overflowing a product of sizes or asking for terabytes later.
@@ -138,7 +142,69 @@ public struct DecoderShape: Decodable, Sendable {
             hiddenSize: hiddenSize, intermediateSize: intermediateSize, layers: layers, heads: heads, kvHeads: kvHeads,
             headDim: resolvedHeadDim, vocabSize: vocabSize, norm: norm, normEps: normEps, qkvBias: false, outputBias: false,
             qkNorm: false, residual: residual, mlp: mlp, mlpBias: false, rotaryDim: rotaryDim ?? resolvedHeadDim,
-            ropeTheta: ropeTheta, embeddingScale: nil, tiedEmbeddings: tieWordEmbeddings, lmHeadBias: false)
+            ropeTheta: ropeTheta, ropeScaling: ropeScaling, embeddingScale: nil, tiedEmbeddings: tieWordEmbeddings, lmHeadBias: false)
+    }
+}
+
+/// config.rope_scaling: a rope type past "default" and its parameters, under transformers' names
+/// (`chimera import` resolves transformers' defaults and derived values into these).
+struct RopeScalingConfig: Decodable {
+    var scaling: RotaryScaling
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case type, factor, truncate
+        case originalMaxPositionEmbeddings = "original_max_position_embeddings"
+        case lowFreqFactor = "low_freq_factor", highFreqFactor = "high_freq_factor"
+        case betaFast = "beta_fast", betaSlow = "beta_slow", attentionFactor = "attention_factor"
+    }
+
+    /// The fields each type reads beside `type`; another is refused rather than silently unused.
+    static let fields: [String: Set<CodingKeys>] = [
+        "linear": [.factor], "dynamic": [.factor, .originalMaxPositionEmbeddings],
+        "llama3": [.factor, .originalMaxPositionEmbeddings, .lowFreqFactor, .highFreqFactor],
+        "yarn": [.factor, .originalMaxPositionEmbeddings, .betaFast, .betaSlow, .attentionFactor, .truncate],
+    ]
+
+    init(from decoder: Decoder) throws {
+        try rejectUnknown(decoder, CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        func check(_ condition: Bool, _ key: CodingKeys, _ message: String) throws {
+            if !condition { throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath + [key], debugDescription: message)) }
+        }
+        let type = try c.decode(String.self, forKey: .type)
+        guard let allowed = Self.fields[type] else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath + [CodingKeys.type], debugDescription:
+                "unsupported rope type '\(type)' (supported: \(Self.fields.keys.sorted().joined(separator: ", ")))"))
+        }
+        for key in c.allKeys where key != .type {
+            try check(allowed.contains(key), key, "does not apply to rope type '\(type)' (its fields: \(allowed.map(\.stringValue).sorted().joined(separator: ", ")))")
+        }
+        func number(_ key: CodingKeys, default value: Double? = nil) throws -> Double {
+            guard let found = try c.decodeIfPresent(Double.self, forKey: key) ?? value else {
+                throw DecodingError.keyNotFound(key, .init(codingPath: decoder.codingPath, debugDescription: "rope type '\(type)' needs \(key.stringValue)"))
+            }
+            try check(found.isFinite && found > 0, key, "must be a positive number, found \(found)")
+            return found
+        }
+        let factor = try number(.factor)
+        func originalContext() throws -> Int {
+            let context = try c.decode(Int.self, forKey: .originalMaxPositionEmbeddings)
+            try check(context > 0 && context <= SizeLimits.tokens, .originalMaxPositionEmbeddings, "must be in 1...\(SizeLimits.tokens), found \(context)")
+            return context
+        }
+        switch type {
+        case "linear": scaling = .linear(factor: factor)
+        case "dynamic": scaling = .dynamic(factor: factor, originalContext: try originalContext())
+        case "llama3":
+            let low = try number(.lowFreqFactor), high = try number(.highFreqFactor)
+            try check(high > low, .highFreqFactor, "must be greater than low_freq_factor \(low), found \(high)")
+            scaling = .llama3(factor: factor, lowFrequencyFactor: low, highFrequencyFactor: high, originalContext: try originalContext())
+        default:  // yarn; the attention factor's default is the paper's 0.1 ln(factor) + 1, as transformers'
+            scaling = .yarn(factor: factor, originalContext: try originalContext(),
+                            betaFast: try number(.betaFast, default: 32), betaSlow: try number(.betaSlow, default: 1),
+                            attentionFactor: try number(.attentionFactor, default: factor <= 1 ? 1 : 0.1 * log(factor) + 1),
+                            truncate: try c.decodeIfPresent(Bool.self, forKey: .truncate) ?? true)
+        }
     }
 }
 
@@ -233,7 +299,7 @@ public final class DecoderTransformer: LanguageModel, @unchecked Sendable {
         lmHead = a.tiedEmbeddings
             ? LinearLayer(matrix: embeddings, bias: a.lmHeadBias ? try w.tensor("lm_head.bias", shape: [a.vocabSize]) : nil)
             : try LinearLayer(w, "lm_head", input: h, output: a.vocabSize, bias: a.lmHeadBias)
-        rotary = RotaryEmbedding(headDim: hd, rotaryDim: a.rotaryDim, theta: a.ropeTheta)
+        rotary = RotaryEmbedding(headDim: hd, rotaryDim: a.rotaryDim, theta: a.ropeTheta, scaling: a.ropeScaling)
         parameters = w.loaded
         let sliceWidth = min(ffn, (h + 31) / 32 * 32)
         mlpSliceWidth = sliceWidth

@@ -33,10 +33,11 @@ let package = Package(
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
         .systemLibrary(name: "CJPEG", pkgConfig: "libjpeg", providers: [.apt(["libjpeg62-turbo-dev"])]),
+        .systemLibrary(name: "CWebP", pkgConfig: "libwebp", providers: [.apt(["libwebp-dev"])]),
 
-        // Our own C glue around libpng/libjpeg: their error handling needs setjmp/longjmp.
-        .target(name: "CImageCodecs", dependencies: ["CPNG", "CJPEG"],
-                linkerSettings: [.linkedLibrary("png16"), .linkedLibrary("jpeg")]),
+        // Our own C glue around libpng/libjpeg (their error handling needs setjmp/longjmp) and libwebp.
+        .target(name: "CImageCodecs", dependencies: ["CPNG", "CJPEG", "CWebP"],
+                linkerSettings: [.linkedLibrary("png16"), .linkedLibrary("jpeg"), .linkedLibrary("webp")]),
 
         // Weight-format kernels (f16/bf16/q8_0/q4_0) with run-time CPU dispatch.
         .target(name: "CChimeraKernels", cSettings: builtAsDependency ? [] : [.unsafeFlags(["-O3"])]),

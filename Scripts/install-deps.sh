@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Installs the Debian packages Chimera builds against (BLAS, PNG, JPEG), if they are missing.
+# Installs the Debian packages Chimera builds against (BLAS, PNG, JPEG, WebP), if they are missing.
 set -euo pipefail
-packages=(libopenblas-dev libpng-dev libjpeg62-turbo-dev pkg-config)
+packages=(libopenblas-dev libpng-dev libjpeg62-turbo-dev libwebp-dev pkg-config)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -8,7 +8,9 @@ orientations 1-8 (little-endian EXIF), one with big-endian ("MM") EXIF, one with
 orientation (ignored), a PNG with an eXIf chunk, the EXIF layouts Pillow's getexif reads in its own
 way (LONG and RATIONAL values, a BYTE one it does not apply, a count past the data, a doubled
 prefix, two APP1 blocks joined, a swapped TIFF magic, XMP's tiff:Orientation in JPEG and PNG, two
-eXIf chunks), and a CMYK JPEG (Adobe-inverted, as Pillow writes it).
+eXIf chunks), a CMYK JPEG (Adobe-inverted, as Pillow writes it), and WebPs: lossy and lossless, with
+and without alpha (the alpha plane is written too, as <name>.alpha.u8), oriented by an EXIF or an
+XMP chunk; plus an animated WebP and a truncated one, which Chimera refuses (no reference).
 
 Usage: python3 Scripts/make_load_image_fixtures.py [output_dir]
 """
@@ -46,10 +48,16 @@ def add(name, data):
     with open(os.path.join(OUT, name), "wb") as f:
         f.write(data)
     im = Image.open(io.BytesIO(data))
-    turned = ImageOps.exif_transpose(im).convert("RGB")
+    transposed = ImageOps.exif_transpose(im)
+    turned = transposed.convert("RGB")
     with open(os.path.join(OUT, name + ".rgb.u8"), "wb") as f:
         f.write(np.asarray(turned).tobytes())
-    cases.append({"image": name, "width": turned.width, "height": turned.height})
+    case = {"image": name, "width": turned.width, "height": turned.height}
+    if "A" in transposed.getbands():
+        with open(os.path.join(OUT, name + ".alpha.u8"), "wb") as f:
+            f.write(np.asarray(transposed.getchannel("A")).tobytes())
+        case["alpha"] = True
+    cases.append(case)
 
 
 def jpeg(raw_exif):
@@ -119,6 +127,34 @@ cmyk = np.stack([x * 36, y * 60, (x * 7 + y * 13) % 256, (x * y * 9 + 20) % 256]
 buf = io.BytesIO()
 Image.fromarray(cmyk, "CMYK").save(buf, format="JPEG", quality=95)
 add("cmyk.jpg", buf.getvalue())
+
+# WebP: a 37x23 image with edges and noise, so that lossy decoding's upsampling and filters show.
+rng = np.random.default_rng(7)
+wy, wx = np.mgrid[0:23, 0:37]
+noisy = np.stack([wx * 7, wy * 11, ((wx // 6 + wy // 5) % 2) * 200], -1) + rng.integers(0, 40, (23, 37, 3))
+webp_source = Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8), "RGB")
+webp_alpha = Image.fromarray(np.clip(wx * 9 + wy * 3 - 40, 0, 255).astype(np.uint8), "L")  # 0 on the left
+
+
+def webp(image, **options):
+    buf = io.BytesIO()
+    image.save(buf, format="WEBP", **options)
+    return buf.getvalue()
+
+
+add("lossy.webp", webp(webp_source, quality=70))
+add("lossless.webp", webp(webp_source, lossless=True))
+rgba = webp_source.copy()
+rgba.putalpha(webp_alpha)
+add("alpha_lossy.webp", webp(rgba, quality=70))
+add("alpha_lossless.webp", webp(rgba, lossless=True))
+add("orientation6.webp", webp(webp_source, quality=90, exif=exif(6)))
+add("orientation3_raw_exif.webp", webp(webp_source, quality=90, exif=exif(3)[6:]))  # no "Exif" prefix
+add("xmp.webp", webp(webp_source, lossless=True, xmp=b'<x:xmpmeta><rdf:Description tiff:Orientation="8"/></x:xmpmeta>'))
+frames = [webp_source, webp_source.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
+frames[0].save(os.path.join(OUT, "animated.webp"), format="WEBP", save_all=True, append_images=frames[1:], duration=100)
+with open(os.path.join(OUT, "truncated.webp"), "wb") as f:
+    f.write(webp(webp_source, quality=70)[:-40])
 
 # A strip longer than 65,535 a side, which Pillow decodes (no reference file: sample x is x % 251).
 strip = (np.arange(70000) % 251).astype(np.uint8).reshape(1, 70000)

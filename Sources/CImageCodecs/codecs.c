@@ -1,4 +1,4 @@
-// CImageCodecs: libpng / libjpeg decoding with recoverable errors.
+// CImageCodecs: libpng / libjpeg / libwebp decoding with recoverable errors.
 #include "CImageCodecs.h"
 
 #include <setjmp.h>
@@ -11,6 +11,7 @@
 #include <png.h>
 #include <jpeglib.h>
 #include <jerror.h>
+#include <webp/decode.h>
 
 // Refuse absurd headers before allocating. A header's size costs nothing to claim (a 1 MB PNG of
 // zeros can say 16384 x 16384, and decoding it peaked at 2.1 GB: the decoded pixels, then the
@@ -315,5 +316,56 @@ int cic_decode_jpeg(const unsigned char *data, size_t size, cic_image *out) {
     out->width = (int)width;
     out->height = (int)height;
     out->channels = 3;
+    return CIC_OK;
+}
+
+// MARK: - WebP
+
+static const char *cic_webp_status(VP8StatusCode status) {
+    switch (status) {
+    case VP8_STATUS_OUT_OF_MEMORY: return "out of memory";
+    case VP8_STATUS_INVALID_PARAM: return "invalid parameter";
+    case VP8_STATUS_BITSTREAM_ERROR: return "malformed bitstream";
+    case VP8_STATUS_UNSUPPORTED_FEATURE: return "a feature libwebp does not support";
+    case VP8_STATUS_SUSPENDED: return "decoding suspended";
+    case VP8_STATUS_USER_ABORT: return "decoding aborted";
+    case VP8_STATUS_NOT_ENOUGH_DATA: return "truncated data";
+    default: return "unknown error";
+    }
+}
+
+int cic_decode_webp(const unsigned char *data, size_t size, cic_image *out) {
+    out->pixels = NULL;
+    WebPBitstreamFeatures features;
+    VP8StatusCode status = WebPGetFeatures(data, size, &features);
+    if (status != VP8_STATUS_OK) {
+        cic_set_error(out, "cannot read the WebP header: %s", cic_webp_status(status));
+        return status == VP8_STATUS_UNSUPPORTED_FEATURE ? CIC_UNSUPPORTED : CIC_CORRUPT;
+    }
+    // Pillow shows an animation's first frame; libwebp's still decoder refuses animations.
+    if (features.has_animation) {
+        cic_set_error(out, "animated WebP is not supported (save one frame as a PNG or a still WebP)");
+        return CIC_UNSUPPORTED;
+    }
+    int rc = cic_check_size(out, (size_t)features.width, (size_t)features.height);
+    if (rc != CIC_OK) return rc;
+    int channels = features.has_alpha ? 4 : 3;
+    size_t stride = (size_t)features.width * channels, bytes = stride * (size_t)features.height;
+    out->pixels = malloc(bytes);
+    if (!out->pixels) {
+        cic_set_error(out, "out of memory for %dx%d pixels", features.width, features.height);
+        return CIC_NO_MEMORY;
+    }
+    // Decoding into our buffer: the default config (fancy upsampling, no dithering), as WebPDecode.
+    uint8_t *decoded = channels == 4 ? WebPDecodeRGBAInto(data, size, out->pixels, bytes, (int)stride)
+                                     : WebPDecodeRGBInto(data, size, out->pixels, bytes, (int)stride);
+    if (!decoded) {
+        cic_image_free(out);
+        cic_set_error(out, "the image data is corrupt or truncated");
+        return CIC_CORRUPT;
+    }
+    out->width = features.width;
+    out->height = features.height;
+    out->channels = channels;
     return CIC_OK;
 }

@@ -125,7 +125,7 @@ public enum ImageError: LocalizedError, Equatable {
         case let .emptyFile(file):
             return "Image file '\(file)' is empty"
         case let .unknownFormat(file, firstBytes):
-            return "Image file '\(file)' is not a PNG or JPEG (it starts with \(firstBytes))"
+            return "Image file '\(file)' is not a PNG, JPEG or WebP (it starts with \(firstBytes))"
         case let .corrupt(file, format, message):
             return "Image file '\(file)' is a truncated or corrupt \(format): \(message)"
         case let .unsupportedMode(file, format, message):
@@ -145,7 +145,7 @@ public enum ImageError: LocalizedError, Equatable {
     }
 }
 
-/// Decodes PNG and JPEG files. The format is chosen from the magic bytes, never the extension.
+/// Decodes PNG, JPEG and WebP files. The format is chosen from the magic bytes, never the extension.
 ///
 /// - PNG (libpng): 1/2/4/8/16-bit grey, grey+alpha, RGB, RGBA, palette (with or without
 ///   `tRNS`), interlaced or not. 16-bit samples are reduced with `png_set_strip_16` (the high
@@ -154,7 +154,9 @@ public enum ImageError: LocalizedError, Equatable {
 /// - JPEG (libjpeg-turbo, default islow IDCT and fancy upsampling, like Pillow): grey and
 ///   YCbCr/RGB, and CMYK/YCCK turned into RGB as Pillow's `convert("RGB")` does (samples read
 ///   Adobe-inverted, then each channel (255 − k) − c·(255 − k)/255).
-/// - The EXIF orientation (a JPEG's APP1 or a PNG's eXIf chunk) is applied, as transformers'
+/// - WebP (libwebp, default fancy upsampling, like Pillow): still images, lossy or lossless, with
+///   or without alpha; an animation is refused (Pillow would show its first frame).
+/// - The EXIF orientation (a JPEG's APP1, a PNG's eXIf chunk, a WebP's EXIF chunk) is applied, as transformers'
 ///   `load_image` does with `ImageOps.exif_transpose` (Pillow's `Image.open` alone does not):
 ///   a phone photo comes out as it is shown, not as its sensor stored it.
 public enum ImageDecoder {
@@ -176,24 +178,21 @@ public enum ImageDecoder {
         return try decode(data: data, name: name)
     }
 
-    /// Decodes an in-memory PNG or JPEG; `name` is only used in error messages.
+    /// Decodes an in-memory PNG, JPEG or WebP; `name` is only used in error messages.
     public static func decode(data: Data, name: String) throws -> RGBImage {
         guard !data.isEmpty else { throw ImageError.emptyFile(file: name) }
-        let format: String
-        if data.starts(with: [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]) {
-            format = "PNG"
-        } else if data.starts(with: [0xFF, 0xD8, 0xFF]) {
-            format = "JPEG"
-        } else {
+        guard let format = ImageFormat(magic: data) else {
             throw ImageError.unknownFormat(file: name, firstBytes: describeMagic(data))
         }
 
         var image = cic_image()
         let status: Int32 = data.withUnsafeBytes { raw in
             let base = raw.bindMemory(to: UInt8.self).baseAddress!
-            return format == "PNG"
-                ? cic_decode_png(base, raw.count, &image)
-                : cic_decode_jpeg(base, raw.count, &image)
+            switch format {
+            case .png: return cic_decode_png(base, raw.count, &image)
+            case .jpeg: return cic_decode_jpeg(base, raw.count, &image)
+            case .webp: return cic_decode_webp(base, raw.count, &image)
+            }
         }
         defer { cic_image_free(&image) }
         guard status == Int32(CIC_OK.rawValue) else {
@@ -201,13 +200,13 @@ public enum ImageDecoder {
                 String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
             }
             if status == Int32(CIC_UNSUPPORTED.rawValue) || status == Int32(CIC_TOO_LARGE.rawValue) {
-                throw ImageError.unsupportedMode(file: name, format: format, message: message)
+                throw ImageError.unsupportedMode(file: name, format: format.rawValue, message: message)
             }
-            throw ImageError.corrupt(file: name, format: format, message: message)
+            throw ImageError.corrupt(file: name, format: format.rawValue, message: message)
         }
 
         let decoded = rgbImage(image)
-        return decoded.oriented(ExifOrientation.read(data, png: format == "PNG") ?? 1)
+        return decoded.oriented(ExifOrientation.read(data, format: format) ?? 1)
     }
 
     /// The codec's pixels as an RGBImage (alpha split into its own plane).
@@ -243,8 +242,6 @@ public enum ImageDecoder {
         if data.count < 8 { text += ", only \(data.count) byte\(data.count == 1 ? "" : "s") long" }
         let guess: String?
         if data.starts(with: Array("GIF8".utf8)) { guess = "a GIF image" }
-        else if data.starts(with: Array("RIFF".utf8)) && data.count >= 12
-                    && Array(data[data.startIndex + 8 ..< data.startIndex + 12]) == Array("WEBP".utf8) { guess = "a WebP image" }
         else if data.starts(with: Array("BM".utf8)) { guess = "a BMP image" }
         else if data.starts(with: [0x49, 0x49, 0x2A, 0x00]) || data.starts(with: [0x4D, 0x4D, 0x00, 0x2A]) { guess = "a TIFF image" }
         else if data.count >= 12 && Array(data[data.startIndex + 4 ..< data.startIndex + 8]) == Array("ftyp".utf8) { guess = "a HEIF/AVIF/MP4 container" }
@@ -255,16 +252,38 @@ public enum ImageDecoder {
     }
 }
 
+/// The formats ImageDecoder reads, known by their first bytes.
+enum ImageFormat: String {
+    case png = "PNG", jpeg = "JPEG", webp = "WebP"
+
+    init?(magic data: Data) {
+        let head = [UInt8](data.prefix(12))
+        if head.starts(with: [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]) {
+            self = .png
+        } else if head.starts(with: [0xFF, 0xD8, 0xFF]) {
+            self = .jpeg
+        } else if head.count == 12, head.starts(with: Array("RIFF".utf8)), Array(head[8...]) == Array("WEBP".utf8) {
+            self = .webp
+        } else {
+            return nil
+        }
+    }
+}
+
 /// The orientation Pillow's `getexif` finds for an image (what `ImageOps.exif_transpose` applies):
 /// the tag 0x0112 of the EXIF data's first IFD — in a JPEG, every APP1 "Exif" segment joined as
 /// Pillow joins them; in a PNG, the last eXIf chunk — or, when the EXIF has no such tag, a
 /// `tiff:Orientation` in the XMP packet (a JPEG's last XMP APP1, a PNG's uncompressed iTXt
-/// "XML:com.adobe.xmp"). Not read: compressed PNG text chunks (a zTXt "Raw profile type exif",
+/// "XML:com.adobe.xmp"); in a WebP, its first EXIF and "XMP " chunks. Not read: compressed PNG text chunks (a zTXt "Raw profile type exif",
 /// a compressed XMP iTXt) and BigTIFF-style EXIF.
 enum ExifOrientation {
-    static func read(_ data: Data, png: Bool) -> Int? {
+    static func read(_ data: Data, format: ImageFormat) -> Int? {
         let bytes = [UInt8](data)
-        let (exif, xmp) = png ? pngMetadata(bytes) : jpegMetadata(bytes)
+        let (exif, xmp) = switch format {
+        case .png: pngMetadata(bytes)
+        case .jpeg: jpegMetadata(bytes)
+        case .webp: webpMetadata(bytes)
+        }
         if let exif, let tag = orientation(inExif: exif) { return tag }
         return xmp.flatMap(orientation(inXMP:))
     }
@@ -306,6 +325,23 @@ enum ExifOrientation {
             if type == Array("iTXt".utf8), let text = uncompressedXMP(body) { xmp = text }
             if type == Array("IEND".utf8) { break }
             i += 12 + length
+        }
+        return (exif, xmp)
+    }
+
+    /// The first EXIF and "XMP " chunks of a WebP's RIFF container, as libwebp's demuxer (which
+    /// Pillow asks for them) finds them: only in the extended format, whose first chunk is VP8X.
+    static func webpMetadata(_ b: [UInt8]) -> (exif: [UInt8]?, xmp: [UInt8]?) {
+        var exif: [UInt8]?, xmp: [UInt8]?
+        guard b.count >= 16, Array(b[12..<16]) == Array("VP8X".utf8) else { return (nil, nil) }
+        var i = 12
+        while i + 8 <= b.count {
+            let length = Int(b[i + 4]) | Int(b[i + 5]) << 8 | Int(b[i + 6]) << 16 | Int(b[i + 7]) << 24
+            guard i + 8 + length <= b.count else { break }
+            let type = Array(b[i..<(i + 4)]), body = Array(b[(i + 8)..<(i + 8 + length)])
+            if type == Array("EXIF".utf8), exif == nil { exif = body }
+            if type == Array("XMP ".utf8), xmp == nil { xmp = body }
+            i += 8 + length + (length & 1)  // chunks are padded to an even size
         }
         return (exif, xmp)
     }
@@ -365,7 +401,7 @@ enum ExifOrientation {
 
     /// The first value of a numeric EXIF type (nil for bytes, text and undefined, which Pillow
     /// keeps as bytes or text, never an orientation).
-    static func number(at at: Int, type: Int, _ uint: (Int, Int) -> UInt64?) -> Double? {
+    static func number(at: Int, type: Int, _ uint: (Int, Int) -> UInt64?) -> Double? {
         func signed(_ width: Int) -> Double? {
             uint(at, width).map { Double(Int64(bitPattern: $0 << (64 - 8 * UInt64(width))) >> (64 - 8 * Int64(width))) }
         }

@@ -29,21 +29,38 @@ struct ImageDecoderTests {
 
     /// Images come out as transformers' `load_image` returns them (`ImageOps.exif_transpose`, then
     /// `convert("RGB")`): EXIF orientations 1–8 in JPEG, big-endian EXIF, a PNG eXIf chunk, an
-    /// out-of-range value left alone, and a CMYK JPEG (Scripts/make_load_image_fixtures.py).
+    /// out-of-range value left alone, a CMYK JPEG, and WebPs (lossy, lossless, with alpha, oriented
+    /// by EXIF or XMP chunks), with their alpha planes (Scripts/make_load_image_fixtures.py).
     @Test func imagesDecodeAsLoadImageReturnsThem() throws {
-        struct Case: Decodable { let image: String; let width: Int; let height: Int }
+        struct Case: Decodable { let image: String; let width: Int; let height: Int; let alpha: Bool? }
         let cases = try JSONDecoder().decode([Case].self, from: Data(try ImageFixtures.bytes("load_image/cases.json")))
-        #expect(cases.count == 23)
+        #expect(cases.count == 30)
         for entry in cases {
             let image = try ImageDecoder.decode(contentsOf: ImageFixtures.url("load_image/" + entry.image))
             #expect(image.width == entry.width && image.height == entry.height, "\(entry.image): \(image.width)x\(image.height)")
             #expect(image.pixels == (try ImageFixtures.bytes("load_image/\(entry.image).rgb.u8")), "\(entry.image)")
+            if entry.alpha == true {
+                #expect(image.alpha == (try ImageFixtures.bytes("load_image/\(entry.image).alpha.u8")), "\(entry.image) alpha")
+            }
         }
         // The alpha plane turns with the colours.
         let rgba = RGBImage(width: 2, height: 1, pixels: [1, 2, 3, 4, 5, 6], alpha: [7, 8])
         let turned = rgba.oriented(6)
         #expect(turned.width == 1 && turned.height == 2 && turned.pixels == [1, 2, 3, 4, 5, 6] && turned.alpha == [7, 8])
         #expect(rgba.oriented(8).pixels == [4, 5, 6, 1, 2, 3] && rgba.oriented(8).alpha == [8, 7])
+    }
+
+    /// An animated WebP (Pillow would show its first frame) and a truncated one are refused by name.
+    @Test func webpThatCannotBeReadIsRefused() throws {
+        for (file, expected) in [("animated.webp", "animated WebP is not supported"), ("truncated.webp", "is a truncated or corrupt WebP")] {
+            let url = ImageFixtures.url("load_image/" + file)
+            do {
+                _ = try ImageDecoder.decode(contentsOf: url)
+                Issue.record("\(file) decoded")
+            } catch let error as ImageError {
+                #expect(error.errorDescription!.contains(url.path) && error.errorDescription!.contains(expected), "\(error.errorDescription!)")
+            }
+        }
     }
 
     @Test func sixteenBitGreyKeepsHighByte() throws {

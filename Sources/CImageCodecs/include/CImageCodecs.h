@@ -1,4 +1,4 @@
-// CImageCodecs: small C glue around libpng and libjpeg(-turbo).
+// CImageCodecs: small C glue around libpng, libjpeg(-turbo) and libwebp.
 //
 // Both libraries report fatal errors through callbacks that must not return
 // (libjpeg's default handler even calls exit()). Recovering requires
@@ -40,6 +40,11 @@ int cic_decode_png(const unsigned char *data, size_t size, cic_image *out);
 /// replicated; CMYK and YCCK converted as Pillow converts them). A premature
 /// end of data (libjpeg warning JWRN_JPEG_EOF) is treated as an error.
 int cic_decode_jpeg(const unsigned char *data, size_t size, cic_image *out);
+
+/// Decodes a still WebP (lossy or lossless) held in memory with libwebp's
+/// default (fancy) upsampling, as Pillow does: RGB, or RGBA (non-premultiplied)
+/// when the file has alpha. An animated WebP is refused (CIC_UNSUPPORTED).
+int cic_decode_webp(const unsigned char *data, size_t size, cic_image *out);
 
 void cic_image_free(cic_image *image);
 

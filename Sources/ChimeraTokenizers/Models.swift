@@ -93,7 +93,7 @@ final class BPEModel: @unchecked Sendable {
                                     detail: "merge \(pair) uses a token missing from the vocab")
             }
             let key = UInt64(a) << 32 | UInt64(b)
-            if merges[key] == nil { merges[key] = (Int32(rank), Int32(merged)) }
+            merges[key] = (Int32(rank), Int32(merged))  // a merge listed twice ranks by its last place, as in `tokenizers`
         }
         self.merges = merges
     }

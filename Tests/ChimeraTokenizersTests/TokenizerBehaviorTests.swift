@@ -140,6 +140,15 @@ struct TokenizerBehaviorTests {
         #expect(tokenizer.vocabularySize == 4)
     }
 
+    /// A merge listed twice ranks by its last place, as `tokenizers` (its merges go into a map, the
+    /// later entry replacing the earlier): here "b c" then comes first, "abc" → a, bc.
+    @Test func aMergeListedTwiceRanksByItsLastPlace() throws {
+        let json = #"{"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "c": 2, "ab": 3, "bc": 4}, "merges": ["a b", "b c", "a b"]}}"#
+        #expect(try Tokenizer(data: Data(json.utf8), name: "inline.json").encode("abc") == [0, 4])
+        let once = #"{"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "c": 2, "ab": 3, "bc": 4}, "merges": ["a b", "b c"]}}"#
+        #expect(try Tokenizer(data: Data(once.utf8), name: "inline.json").encode("abc") == [3, 2])
+    }
+
     @Test func aPatternThatBacktracksWithoutBoundIsAnErrorNotAHang() throws {
         // ICU takes exponential time over "aaa…a!" with this pattern (24 a's: over a second, 40: hours).
         let json = #"{"model": {"type": "BPE", "vocab": {"a": 0, "!": 1}, "merges": []},"#

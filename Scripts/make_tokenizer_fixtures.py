@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Generate golden fixtures for the ChimeraTokenizers Swift tests.
 
-Trains four small tokenizers with the Hugging Face `tokenizers` library (dev-time
+Trains five small tokenizers with the Hugging Face `tokenizers` library (dev-time
 only), saves them as tokenizer.json files and records reference encodings and
 decodings in `<name>.cases.json`. The Swift tests only read the committed files.
 
-Usage: python3 Scripts/make_tokenizer_fixtures.py [output_dir]
-(default output_dir: Tests/ChimeraTokenizersTests/Fixtures)
+Usage: python3 Scripts/make_tokenizer_fixtures.py [output_dir] [name ...]
+(default output_dir: Tests/ChimeraTokenizersTests/Fixtures; names: only those tokenizers)
 """
 import json
 import os
@@ -182,6 +182,36 @@ def qwen2_tokenizer():
     return tok
 
 
+LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
+                  r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+# Whole words put in the vocab without the merges that would build them: with ignore_merges a word
+# in the vocab is taken whole before any merge (Llama 3's tokenizer.json sets it).
+LLAMA3_WHOLE_WORDS = ["Hello", "Ġworld", "Ġquick", "Ġlazy", "Ġ12", "ĠDON", "Ġthere"]
+# Texts for the digit groups, case-insensitive contractions and whole words.
+LLAMA3_TEXTS = ["1234567 89 0", "DON'T It'S we'RE", "Hello world there", "x\r\n\r\ny  z",
+                "<|begin_of_text|>hi<|eot_id|>"]
+
+
+def llama3_tokenizer():
+    tok = Tokenizer(models.BPE(ignore_merges=True))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(TRAIN, trainer)
+    data = json.loads(tok.to_str())
+    vocab = data["model"]["vocab"]
+    for word in LLAMA3_WHOLE_WORDS:
+        vocab.setdefault(word, len(vocab) + len(data["added_tokens"]))
+    tok = Tokenizer.from_str(json.dumps(data))
+    tok.post_processor = processors.TemplateProcessing(single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A <|begin_of_text|> $B",
+                                                       special_tokens=[("<|begin_of_text|>", tok.token_to_id("<|begin_of_text|>"))])
+    return tok
+
+
 def merges_as_strings(path):
     """Store merges as "a b" strings (older tokenizer.json layout) to cover both forms."""
     with open(path, encoding="utf-8") as f:
@@ -193,14 +223,18 @@ def merges_as_strings(path):
 
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else "Tests/ChimeraTokenizersTests/Fixtures"
+    only = set(sys.argv[2:])
     os.makedirs(out, exist_ok=True)
     builders = {
         "llama_style": lambda: llama_tokenizer(legacy=False),
         "llama_legacy": lambda: llama_tokenizer(legacy=True),
         "gpt2_style": gpt2_tokenizer,
         "qwen2_style": qwen2_tokenizer,
+        "llama3_style": llama3_tokenizer,
     }
     for name, build in builders.items():
+        if only and name not in only:
+            continue
         tok = build()
         path = os.path.join(out, name + ".json")
         tok.save(path, pretty=False)
@@ -208,7 +242,7 @@ def main():
             merges_as_strings(path)
         tok = Tokenizer.from_file(path)  # reference results come from the saved file
         cases = []
-        for text in TEXTS:
+        for text in TEXTS + (LLAMA3_TEXTS if name == "llama3_style" else []):
             ids = tok.encode(text, add_special_tokens=True).ids
             cases.append({
                 "text": text,

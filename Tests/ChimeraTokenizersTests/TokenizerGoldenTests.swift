@@ -13,7 +13,7 @@ struct GoldenCase: Decodable {
 }
 
 enum Fixtures {
-    static let names = ["llama_style", "llama_legacy", "gpt2_style", "qwen2_style"]
+    static let names = ["llama_style", "llama_legacy", "gpt2_style", "qwen2_style", "llama3_style"]
 
     static func url(_ name: String, _ ext: String = "json") throws -> URL {
         try #require(Bundle.module.url(forResource: name, withExtension: ext, subdirectory: "Fixtures"),

@@ -18,6 +18,9 @@ public struct GenerationOptions: Sendable {
     public var stop: [String]
     /// The KV cache's precision (float16 halves its memory; see KVPrecision).
     public var kvCache: KVPrecision
+    /// `maxTokens` is a default, not asked for: where the prompt leaves less room in the context,
+    /// the answer is bounded by that room (stop reason "context_length") instead of refused.
+    public var fitsAnswerToContext = false
     public init(maxTokens: Int = 64, temperature: Float = 0, topK: Int? = nil, topP: Float? = nil, repetitionPenalty: Float? = nil,
                 seed: UInt64 = 0, stop: [String] = [], kvCache: KVPrecision = .f32) {
         self.maxTokens = maxTokens; self.temperature = temperature; self.topK = topK == 0 ? nil : topK; self.topP = topP
@@ -397,6 +400,9 @@ extension AssembledModel {
         let prepared = try prepare(prompt: prompt, inputs: files, cache: session?.features)
         let promptLength = prepared.embeddings.rows
         let context = languageModel.contextLength
+        var options = options
+        let boundedByContext = options.fitsAnswerToContext && promptLength < context && options.maxTokens > context - promptLength
+        if boundedByContext { options.maxTokens = context - promptLength }
         guard options.maxTokens <= context - promptLength else {  // not a sum: --max-tokens may be near Int.max
             throw PromptError.tooLong(tokens: promptLength, maxTokens: options.maxTokens, context: context)
         }
@@ -422,7 +428,7 @@ extension AssembledModel {
         if prepared.runsAsTokenIDs { sampler.saw(prepared.tokens) }
         var detokenizer = StreamingDetokenizer(tokenizer: tokenizer)
         var generated: [Int] = []
-        var stopReason = "max_tokens"
+        var stopReason = boundedByContext ? "context_length" : "max_tokens"
         // Special tokens ("</s>", "<|im_end|>") stop on their id; any other text once the answer holds it.
         func specialID(_ s: String) -> Int? { tokenizer.tokenID(s).flatMap { tokenizer.specialTokenIDs.contains($0) ? $0 : nil } }
         let stopIDs = Set(options.stop.compactMap(specialID))

@@ -53,7 +53,8 @@ struct Generate: ParsableCommand {
     @Option(help: "Read the prompt from this file (its text exactly; '-' reads stdin) instead of --prompt") var promptFile: String?
     @Option(help: "System text for the chat template, replacing its own (implies --chat)") var system: String?
     @Option(help: "Stop when the answer holds this text (repeatable; beside the chat template's stop strings)") var stop: [String] = []
-    @Option(parsing: .unconditional, help: "Maximum new tokens") var maxTokens: Int?
+    @Option(parsing: .unconditional, help: "Maximum new tokens (given, a prompt that leaves less room in the context is refused; by default the assembly's or 64, bounded by that room)")
+    var maxTokens: Int?
     @OptionGroup var sampling: SamplingOptions
     @Option(help: "KV cache precision: f32, or f16 (half the memory; keys and values rounded to float16)") var kvCache = KVPrecision.f32
     @Flag(help: "Wrap the prompt (or --conversation) in the assembly's chat template") var chat = false
@@ -105,7 +106,9 @@ struct Generate: ParsableCommand {
                                                         tokenizer: tokenizer, inputs: inputs), tokenizer: tokenizer)
             }
             let loaded = try load(catalog: catalog, manifest: manifest, files: inputs, prompt: text, stops: stops)
-            try report(try loaded.model.generate(prompt: text, inputs: inputs, options: loaded.options, onText: stream), of: manifest)
+            var options = loaded.options
+            options.fitsAnswerToContext = maxTokens == nil  // (--interactive drops old exchanges instead)
+            try report(try loaded.model.generate(prompt: text, inputs: inputs, options: options, onText: stream), of: manifest)
         } catch let error as ValidationError { throw error } catch { throw fail(error) }
     }
 }

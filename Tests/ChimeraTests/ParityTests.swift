@@ -187,6 +187,20 @@ func slice(_ t: Tensor, _ index: Int) -> Tensor {
         } catch let error as PromptError {
             #expect(error.errorDescription!.contains("the whole context length of 128: no new token fits"), "\(error.errorDescription!)")
         }
+        // A few positions left: an answer length asked for is refused, a default one bounded by the room.
+        let nearlyFilling = try #require(candidates.first { (120...126).contains((try? model.prepare(prompt: $0, inputs: [:]))?.embeddings.rows ?? 0) })
+        let room = 128 - (try model.prepare(prompt: nearlyFilling, inputs: [:])).embeddings.rows
+        do {
+            _ = try model.generate(prompt: nearlyFilling, options: GenerationOptions(maxTokens: 64))
+            Issue.record("64 new tokens were given \(room) positions")
+        } catch let error as PromptError {
+            #expect(error.errorDescription!.contains("(at most \(room) new tokens fit)"), "\(error.errorDescription!)")
+        }
+        var fitting = GenerationOptions(maxTokens: 64)
+        fitting.fitsAnswerToContext = true
+        let bounded = try model.generate(prompt: nearlyFilling, options: fitting)
+        #expect(bounded.stopReason == "context_length" ? bounded.tokens.count == room : bounded.tokens.count < room && bounded.stopReason == "eos",
+                "\(bounded.stopReason) after \(bounded.tokens.count)")
     }
 
     @Test func placeholderAndInputCountsMustAgree() throws {

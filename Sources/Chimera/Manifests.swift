@@ -322,7 +322,7 @@ public struct ComponentManifest: Codable, Sendable, Equatable {
         }
     }
 
-    var originFile: String { origin == "built-in" ? "manifest '\(id)'" : origin }
+    public var originFile: String { origin == "built-in" ? "manifest '\(id)'" : origin }
 }
 
 /// One placeholder of an assembly: which encoder reads the input and which connector maps it.

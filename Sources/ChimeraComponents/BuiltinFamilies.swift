@@ -55,7 +55,7 @@ public enum BuiltinFamilies {
         // (the keys cached at each length rotated by their own base): only the context it leaves
         // unscaled is implemented.
         if case .dynamic(_, let original) = architecture.ropeScaling, let context = manifest.contextLength, context > original {
-            throw ManifestError.invalid(file: manifest.origin, detail:
+            throw ManifestError.invalid(file: manifest.originFile, detail:
                 "config.rope_scaling: dynamic scaling past original_max_position_embeddings \(original) is not implemented; set context_length (\(context)) to at most \(original)")
         }
         return architecture
@@ -94,7 +94,7 @@ public enum BuiltinFamilies {
 
     static func requireWeights(_ manifest: ComponentManifest, _ context: ComponentBuildContext) throws -> ParameterLoader {
         guard let weights = context.weights else {
-            throw ManifestError.invalid(file: manifest.origin, detail: "weights: required for \(manifest.kind.rawValue) '\(manifest.id)'")
+            throw ManifestError.invalid(file: manifest.originFile, detail: "weights: required for \(manifest.kind.rawValue) '\(manifest.id)'")
         }
         return weights
     }

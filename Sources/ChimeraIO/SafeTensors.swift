@@ -203,6 +203,11 @@ public final class SafeTensorsFile: @unchecked Sendable {
         return Int(exactly: number.doubleValue)
     }
 
+    /// A tensor's bytes as stored (the header's offsets were checked against the file at open).
+    func storedBytes(_ info: TensorInfo) -> UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(start: mapping.base + info.byteOffset, count: info.byteCount)
+    }
+
     /// Loads a tensor as float32.
     public func tensor(_ name: String) throws -> Tensor {
         guard let info = tensors[name] else { throw WeightError.missingTensor(tensor: name, searched: path) }
@@ -355,6 +360,14 @@ public final class WeightStore: @unchecked Sendable {
     }
 
     public func tensor(_ name: String) throws -> Tensor { try file(holding: name).tensor(name) }
+
+    /// Whether two tensors are stored alike: dtype, shape and bytes (a checkpoint that keeps a copy
+    /// of its embeddings as its output head).
+    public func storeSameValues(_ a: String, _ b: String) -> Bool {
+        guard let fileA = owner[a], let fileB = owner[b], let infoA = fileA.tensors[a], let infoB = fileB.tensors[b],
+              infoA.dtype == infoB.dtype, infoA.shape == infoB.shape else { return false }
+        return memcmp(fileA.storedBytes(infoA).baseAddress!, fileB.storedBytes(infoB).baseAddress!, infoA.byteCount) == 0
+    }
 
     /// A weight matrix in its stored format (see SafeTensorsFile.matrix).
     public func matrix(_ name: String, shape: [Int]) throws -> WeightMatrix { try file(holding: name).matrix(name, shape: shape) }

@@ -162,13 +162,15 @@ public enum Activation: String, Sendable, Codable, CaseIterable {
     case relu
 
     /// The Hugging Face config names `init(configName:)` knows.
-    public static let configNames = ["gelu", "gelu_pytorch_tanh", "gelu_new", "gelu_fast", "gelu_tanh", "quick_gelu", "silu", "swish", "relu"]
+    public static let configNames = ["gelu", "gelu_python", "gelu_pytorch_tanh", "gelu_new", "gelu_fast", "gelu_tanh", "gelu_python_tanh", "gelu_accurate",
+                                     "quick_gelu", "silu", "swish", "relu"]
 
     /// Maps the activation names found in Hugging Face configs to a kernel.
     public init?(configName: String) {
         switch configName {
-        case "gelu": self = .gelu
-        case "gelu_pytorch_tanh", "gelu_new", "gelu_fast", "gelu_tanh": self = .geluTanh
+        case "gelu", "gelu_python": self = .gelu
+        // transformers' tanh approximations, each the same formula.
+        case "gelu_pytorch_tanh", "gelu_new", "gelu_fast", "gelu_tanh", "gelu_python_tanh", "gelu_accurate": self = .geluTanh
         case "quick_gelu": self = .quickGelu
         case "silu", "swish": self = .silu
         case "relu": self = .relu

@@ -48,6 +48,21 @@ func errorText(_ body: () throws -> Void) -> String {
         #expect(try store.tensor("c").toArray() == values)
     }
 
+    /// Two tensors are stored alike when dtype, shape and bytes agree, across shards too (what
+    /// import asks of an lm_head beside the embeddings).
+    @Test func storedValuesCompareByDTypeShapeAndBytes() throws {
+        let dir = scratchFile("same-values")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let first = dir.appendingPathComponent("a.safetensors"), second = dir.appendingPathComponent("b.safetensors")
+        try writeSafeTensors([("embed", "BF16", [2, 2], bfloatBytes([1, 2, 3, 4])), ("same", "BF16", [2, 2], bfloatBytes([1, 2, 3, 4])),
+                              ("other", "BF16", [2, 2], bfloatBytes([1, 2, 3, 5])), ("flat", "BF16", [4], bfloatBytes([1, 2, 3, 4]))], to: first)
+        try writeSafeTensors([("wide", "F32", [2, 2], floatBytes([1, 2, 3, 4])), ("shard", "BF16", [2, 2], bfloatBytes([1, 2, 3, 4]))], to: second)
+        let store = try WeightStore(files: [first.path, second.path])
+        #expect(store.storeSameValues("embed", "same") && store.storeSameValues("embed", "shard"))
+        #expect(!store.storeSameValues("embed", "other") && !store.storeSameValues("embed", "flat"))
+        #expect(!store.storeSameValues("embed", "wide") && !store.storeSameValues("embed", "absent"))
+    }
+
     @Test func shardedCheckpointsFollowTheIndex() throws {
         let first = scratchFile("model-00001-of-00002.safetensors")
         let dir = first.deletingLastPathComponent()

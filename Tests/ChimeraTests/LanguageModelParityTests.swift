@@ -256,6 +256,39 @@ func greedyContinuation(_ model: any LanguageModel, prompt: [Int], maxNewTokens:
         }
     }
 
+    /// Whether the output head is the embeddings follows the weights, as transformers 5 loads them:
+    /// a config that ties over a stored lm_head of other values is untied (the fixture's own,
+    /// untied, reference logits hold), one that unties without a stored head is tied (the tied
+    /// fixture's logits hold); each with a warning.
+    @Test(arguments: [("lm-llama", true, "of other values: it is used, untied, as transformers does"),
+                      ("lm-qwen2", false, "is false but the weights hold no 'lm_head.weight': the embeddings are used as the output head")])
+    func tyingFollowsTheWeights(name: String, configured: Bool, warning: String) throws {
+        let folder = try editedCopy(of: name) { $0["tie_word_embeddings"] = configured }
+        let out = temporaryDirectory()
+        let result = try CheckpointImporter(checkpoint: folder, outputDirectory: out).run()
+        #expect(result.warnings.contains { $0.contains("tie_word_embeddings") && $0.contains(warning) }, "\(result.warnings)")
+        var catalog = Catalog()
+        try catalog.load(directory: out)
+        let manifest = try catalog.component(name, kind: .languageModel)
+        #expect(manifest.config["tie_word_embeddings"] == .bool(!configured))
+        let model = try #require(try BuiltinFamilies.registry().build(manifest) as? any LanguageModel)
+        let fixture = try LanguageModelFixture(name)
+        let logits = try model.forward(embeddings: try model.embed(fixture.inputIDs), cache: model.makeCache(capacity: fixture.inputIDs.count), lastOnly: false)
+        #expect(maxAbsDifference(logits, fixture.logits) < 1e-4)
+        // The fixtures as they are (an untied head stored, a tied one not) raise no warning.
+        let untouched = try CheckpointImporter(checkpoint: packageRoot.appendingPathComponent("Tests/ChimeraTests/Fixtures/\(name)"),
+                                               outputDirectory: temporaryDirectory()).run()
+        #expect(!untouched.warnings.contains { $0.contains("tie_word_embeddings") })
+    }
+
+    /// GemmaConfig's bidirectional attention (embedding models) is refused: attention is causal here.
+    @Test func gemmaBidirectionalAttentionIsRefused() throws {
+        let folder = try editedCopy(of: "lm-gemma") { $0["use_bidirectional_attention"] = true }
+        #expect(importError(folder).contains(#"use_bidirectional_attention is true, which Chimera does not support yet (supported: false (causal attention))"#),
+                "\(importError(folder))")
+        #expect(importError(try editedCopy(of: "lm-gemma") { $0["use_bidirectional_attention"] = false }) == "(imported)")
+    }
+
     @Test func checkpointWithoutTokenizerIsRefused() throws {
         let folder = try editedCopy(of: "lm-llama") { _ in }
         try FileManager.default.removeItem(at: folder.appendingPathComponent("tokenizer.json"))

@@ -134,7 +134,7 @@ public struct CheckpointImporter {
         connector.source = relative(checkpoint)
 
         // Language model.
-        let languageModel = try languageModelManifest(id: "\(name)-llm", text: text, section: "text_config", store: store,
+        let (languageModel, warnings) = try languageModelManifest(id: "\(name)-llm", text: text, section: "text_config", store: store,
                                                       weightFiles: weightFiles, configPath: configPath,
                                                       tiedAtTop: try typedField(config, "tie_word_embeddings", file: configPath, field: "tie_word_embeddings", expected: "true or false"),
                                                       transformersVersion: (config["transformers_version"] as? String)
@@ -170,9 +170,8 @@ public struct CheckpointImporter {
         if FileManager.default.fileExists(atPath: file("sample.png").path) {
             assembly.samples = [placeholder: relative(file("sample.png"))]
         }
-        var result = try write(assembly: assembly, components: [encoder, connector, languageModel])
-        result.warnings += chatTemplate.warning.map { [$0] } ?? []
-        return result
+        return try write(assembly: assembly, components: [encoder, connector, languageModel],
+                         warnings: warnings + (chatTemplate.warning.map { [$0] } ?? []))
     }
 
     /// The built-in chat template the checkpoint's own is: llava-hf's LLaVA-1.5 Jinja template
@@ -231,13 +230,13 @@ public struct CheckpointImporter {
     /// A *ForCausalLM folder: one language-model component, no assembly.
     private func runLanguageModel(config: [String: Any], configPath: String) throws -> ImportResult {
         let (weightFiles, store) = try openWeights()
-        let lm = try languageModelManifest(id: name, text: config, section: "", store: store, weightFiles: weightFiles,
-                                           configPath: configPath, tiedAtTop: nil, transformersVersion: nil)
-        return try write(assembly: nil, components: [lm])
+        let (lm, warnings) = try languageModelManifest(id: name, text: config, section: "", store: store, weightFiles: weightFiles,
+                                                       configPath: configPath, tiedAtTop: nil, transformersVersion: nil)
+        return try write(assembly: nil, components: [lm], warnings: warnings)
     }
 
     func languageModelManifest(id: String, text: [String: Any], section: String, store: WeightStore, weightFiles: [URL],
-                                       configPath: String, tiedAtTop: Bool?, transformersVersion: Int?) throws -> ComponentManifest {
+                                       configPath: String, tiedAtTop: Bool?, transformersVersion: Int?) throws -> (manifest: ComponentManifest, warnings: [String]) {
         let text = ConfigDefaults.filled(text, modelType: text["model_type"] as? String ?? "")  // the token ids below too
         var lm = try LanguageModelImport.manifest(id: id, text: text, section: section, file: configPath, tiedAtTop: tiedAtTop,
                                                   transformersVersion: transformersVersion)
@@ -255,10 +254,27 @@ public struct CheckpointImporter {
             lm.weights = WeightsReference(files: weightFiles.map(relative), prefix: "",
                                           rename: ["model.": stem, "lm_head.": headPrefix])
         }
-        // A checkpoint saved with tied embeddings has no lm_head tensor, whatever its text config says
-        // (a LLaVA config may tie at the top level only).
-        if let weights = lm.weights, !store.contains(weights.storedName("lm_head.weight")), case var .object(object) = lm.config {
-            object["tie_word_embeddings"] = .bool(true)
+        // Whether the head is the embeddings follows the weights, as transformers 5 loads them: a
+        // checkpoint saved with tied embeddings has no lm_head tensor, whatever its text config says
+        // (a LLaVA config may tie at the top level only); one whose lm_head differs from its
+        // embeddings is not tied, whatever the config says.
+        var warnings: [String] = []
+        if let weights = lm.weights, case var .object(object) = lm.config {
+            let head = weights.storedName("lm_head.weight"), embeddings = weights.storedName("model.embed_tokens.weight")
+            let configured: Bool? = if case let .bool(tied)? = object["tie_word_embeddings"] { tied } else { nil }
+            let tiedByConfig = configured ?? (lm.family == "gemma")  // GemmaConfig ties by default, the others do not
+            let field = section.isEmpty ? "tie_word_embeddings" : "\(section).tie_word_embeddings (or the top level's)"
+            if !store.contains(head) {
+                object["tie_word_embeddings"] = .bool(true)
+                if configured == false {
+                    warnings.append("\(configPath): \(field) is false but the weights hold no '\(head)': the embeddings are used as the output head "
+                                    + "(transformers would leave it randomly initialised)")
+                }
+            } else if tiedByConfig, !store.storeSameValues(head, embeddings) {
+                object["tie_word_embeddings"] = .bool(false)
+                warnings.append("\(configPath): \(field) ties the output head to the embeddings, but the weights hold a '\(head)' "
+                                + "of other values: it is used, untied, as transformers does")
+            }
             lm.config = .object(object)
         }
         // LLaVA gives Phi its own lm_head, without the bias PhiForCausalLM has.
@@ -278,7 +294,7 @@ public struct CheckpointImporter {
                                                                                  field: section.isEmpty ? "bos_token_id" : "\(section).bos_token_id", expected: "a token id"))
         lm.description = "\(lm.family) language model of \(checkpoint.lastPathComponent)"
         lm.source = relative(checkpoint)
-        return lm
+        return (lm, warnings)
     }
 
     /// The checkpoint's generation_config.json, when it has one.
@@ -353,9 +369,11 @@ public struct CheckpointImporter {
         return path.hasPrefix(base) ? String(path.dropFirst(base.count)) : path
     }
 
-    func write(assembly: AssemblyManifest?, components: [ComponentManifest]) throws -> ImportResult {
+    /// Checks and writes the manifests; `warnings` are what the mapping itself found to report.
+    func write(assembly: AssemblyManifest?, components: [ComponentManifest], warnings: [String] = []) throws -> ImportResult {
         try checkBeforeWriting(components, assembly: assembly)
         var result = try writeManifests(assembly: assembly, components: components, to: outputDirectory)
+        result.warnings += warnings
         if let model = components.first(where: { $0.kind == .languageModel }), let generation = try generationConfig() {
             result.warnings += generation.warnings(file: file("generation_config.json").path, context: model.contextLength)
         }

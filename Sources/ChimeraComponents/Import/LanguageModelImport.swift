@@ -72,6 +72,12 @@ public enum LanguageModelImport {
                 if slides { try copy(["sliding_window"]) }
             }
         case "gemma":
+            // GemmaConfig's bidirectional attention (each position sees the later ones too; for
+            // embedding models) is not implemented: Chimera's attention is causal.
+            if try fields.optionalBool("use_bidirectional_attention") == true {
+                throw ImportError.unsupported(file: file, field: fields.name("use_bidirectional_attention"), found: "true",
+                                              supported: "false (causal attention)")
+            }
             try copy(["rms_norm_eps", "attention_bias"])
             // GemmaConfig (transformers 5) runs hidden_act, its legacy "gelu" as the tanh approximation;
             // an older config's hidden_activation is not read.

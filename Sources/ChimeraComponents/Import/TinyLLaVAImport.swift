@@ -26,7 +26,7 @@ extension CheckpointImporter {
                                          weightFiles: weightFiles, configPath: configPath, preprocess: try imagePreprocessingIfPresent())
         encoder.preprocess?.padToSquare = aspect == "pad"
 
-        let languageModel = try languageModelManifest(id: "\(name)-llm", text: text, section: "text_config", store: store,
+        let (languageModel, warnings) = try languageModelManifest(id: "\(name)-llm", text: text, section: "text_config", store: store,
                                                       weightFiles: weightFiles, configPath: configPath,
                                                       tiedAtTop: try typedField(config, "tie_word_embeddings", file: configPath, field: "tie_word_embeddings",
                                                                                 expected: "true or false"), transformersVersion: nil)
@@ -48,7 +48,7 @@ extension CheckpointImporter {
         if FileManager.default.fileExists(atPath: file("sample.png").path) {
             assembly.samples = ["<image>": relative(file("sample.png"))]
         }
-        return try write(assembly: assembly, components: [encoder, connector, languageModel])
+        return try write(assembly: assembly, components: [encoder, connector, languageModel], warnings: warnings)
     }
 
     /// connector_type "mlp{N}x_gelu" (nn.Sequential: linears at 0, 2, 4, ...), "linear" (a bare

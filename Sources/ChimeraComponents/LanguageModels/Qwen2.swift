@@ -29,7 +29,7 @@ public struct Qwen2Config: DecoderFamilyConfig {
         // A window at least as long as the context never masks anything; a shorter one is not implemented.
         let context = manifest.contextLength ?? 2048
         if let window = slidingWindow, window < context {
-            throw ManifestError.invalid(file: manifest.origin, detail:
+            throw ManifestError.invalid(file: manifest.originFile, detail:
                 "config.sliding_window: sliding-window attention (window \(window) < context_length \(context)) is not implemented; set context_length to at most \(window)")
         }
         var a = try shape.architecture(norm: .rms(weightOffset: 0), normEps: rmsNormEps, mlp: .gated(try activation(hiddenAct, CodingKeys.hiddenAct)))

@@ -17,6 +17,12 @@ public enum RotaryScaling: Sendable, Equatable {
     /// beta_fast/beta_slow, and the cosines and sines multiplied by `attentionFactor`.
     case yarn(factor: Double, originalContext: Int, betaFast: Double, betaSlow: Double, attentionFactor: Double, truncate: Bool)
 
+    /// YaRN's magnitude correction for a context `scale` times longer (transformers' get_mscale):
+    /// its default attention factor, or with mscale and mscale_all_dim, their ratio.
+    public static func yarnMagnitude(_ scale: Double, _ mscale: Double = 1) -> Double {
+        scale <= 1 ? 1 : 0.1 * mscale * log(scale) + 1
+    }
+
     /// The inverse frequencies of `dim` rotated dimensions over `theta`, and the factor on the
     /// cosines and sines; in float32 where transformers computes them in float32 tensors.
     func frequencies(theta: Float, dim: Int) -> (inverse: [Float], cosineScale: Float) {

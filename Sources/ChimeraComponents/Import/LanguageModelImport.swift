@@ -1,4 +1,5 @@
 import Chimera
+import ChimeraTensor
 import Foundation
 
 /// Maps a Hugging Face text config (the config.json of a *ForCausalLM, or a LLaVA `text_config`)
@@ -172,15 +173,11 @@ private struct ConfigFields {
                 throw ImportError.missing(file: file, field: name(prefix + "factor"), why: "rope type \"yarn\" needs it (null: max_position_embeddings / original_max_position_embeddings)")
             }
             let factor = try number("factor") ?? Double(context) / Double(original)
-            // As transformers' get_mscale; mscale and mscale_all_dim count only when both are set and not 0.
-            func mscale(_ scale: Double, _ m: Double = 1) -> Double { scale <= 1 ? 1 : 0.1 * m * log(scale) + 1 }
-            let attentionFactor: Double
+            // mscale and mscale_all_dim count only when both are set and not 0 (else the manifest's default).
             if let given = try number("attention_factor") {
-                attentionFactor = given
+                scaling["attention_factor"] = .number(given)
             } else if let m = try number("mscale"), let all = try number("mscale_all_dim"), m != 0, all != 0 {
-                attentionFactor = mscale(factor, m) / mscale(factor, all)
-            } else {
-                attentionFactor = mscale(factor)
+                scaling["attention_factor"] = .number(RotaryScaling.yarnMagnitude(factor, m) / RotaryScaling.yarnMagnitude(factor, all))
             }
             // beta_fast and beta_slow are read with Python's `or`: absent, null or 0 is the default.
             let betaFast = try number("beta_fast").flatMap { $0 == 0 ? nil : $0 } ?? 32
@@ -189,8 +186,7 @@ private struct ConfigFields {
             let truncate: Bool = section.keys.contains("truncate")
                 ? (try typedField(section, "truncate", file: file, field: name(prefix + "truncate"), expected: "true or false") ?? false) : true
             scaling.merge(["factor": .number(factor), "original_max_position_embeddings": .number(Double(original)),
-                           "attention_factor": .number(attentionFactor), "beta_fast": .number(betaFast),
-                           "beta_slow": .number(betaSlow), "truncate": .bool(truncate)]) { $1 }
+                           "beta_fast": .number(betaFast), "beta_slow": .number(betaSlow), "truncate": .bool(truncate)]) { $1 }
         }
         return (theta, partialRotaryFactor, .object(scaling))
     }

@@ -202,7 +202,7 @@ struct RopeScalingConfig: Decodable {
         default:  // yarn; the attention factor's default is the paper's 0.1 ln(factor) + 1, as transformers'
             scaling = .yarn(factor: factor, originalContext: try originalContext(),
                             betaFast: try number(.betaFast, default: 32), betaSlow: try number(.betaSlow, default: 1),
-                            attentionFactor: try number(.attentionFactor, default: factor <= 1 ? 1 : 0.1 * log(factor) + 1),
+                            attentionFactor: try number(.attentionFactor, default: RotaryScaling.yarnMagnitude(factor)),
                             truncate: try c.decodeIfPresent(Bool.self, forKey: .truncate) ?? true)
         }
     }

@@ -78,7 +78,16 @@ LANGUAGE_MODELS = {
         hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
         partial_rotary_factor=0.4, rope_parameters=dict(rope_type="linear", rope_theta=10000.0, factor=2.0),
         layer_norm_eps=1e-5, hidden_act="gelu_new", tie_word_embeddings=False, qk_layernorm=False, **common(t))),
+    # Dynamic NTK scaling past a 16-position original context (max_position_embeddings): the prompt
+    # (PROMPTS) and the answer run past it, each pass with the base of its own length.
+    "llama-dynamic": (LlamaForCausalLM, lambda t: LlamaConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        rope_parameters=dict(rope_type="dynamic", rope_theta=10000.0, factor=4.0), rms_norm_eps=1e-5,
+        tie_word_embeddings=False, **dict(common(t), max_position_embeddings=16))),
 }
+
+# Prompts other than PROMPT.
+PROMPTS = {"llama-dynamic": "The quick brown fox jumps over the lazy dog."}
 
 # Fixtures whose config.json is rewritten to the older layout (top-level rope_theta, rope_scaling with
 # "type"), as checkpoints saved before transformers 5 have it; transformers reads both the same.
@@ -96,10 +105,11 @@ def build_lm(name, model_class, make_config, seed, max_new_tokens=10):
     tokenizer.save_pretrained(out_dir)
     if name in LEGACY_ROPE_SCALING:
         legacy_rope_layout(model_class, out_dir)
+    prompt = PROMPTS.get(name, PROMPT)
     if model.config.rope_parameters.get("rope_type", "default") != "default":
-        show_scaling_matters(model, tokenizer)
+        show_scaling_matters(model, tokenizer, prompt)
     compact_json(os.path.join(out_dir, "tokenizer.json"))
-    input_ids = tokenizer(PROMPT, return_tensors="pt")["input_ids"]
+    input_ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
     with torch.no_grad():
         logits = model(input_ids=input_ids).logits
         generated = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
@@ -107,7 +117,7 @@ def build_lm(name, model_class, make_config, seed, max_new_tokens=10):
     new_tokens = generated[0, input_ids.shape[1]:].tolist()
     save_file({"logits": logits[0].contiguous()}, os.path.join(out_dir, "reference.safetensors"))
     with open(os.path.join(out_dir, "reference.json"), "w") as f:
-        json.dump({"prompt": PROMPT, "input_ids": input_ids[0].tolist(), "generated": new_tokens,
+        json.dump({"prompt": prompt, "input_ids": input_ids[0].tolist(), "generated": new_tokens,
                    "max_new_tokens": max_new_tokens}, f, indent=1)
     print(name, "generated", new_tokens, file=sys.stderr)
 
@@ -126,7 +136,7 @@ def legacy_rope_layout(model_class, out_dir):
     assert reloaded.config.rope_parameters["rope_type"] == parameters["type"], reloaded.config.rope_parameters
 
 
-def show_scaling_matters(model, tokenizer):
+def show_scaling_matters(model, tokenizer, prompt):
     """The scaled model's logits must differ from the same weights with plain rope, or the fixture
     would not test the scaling."""
     plain_config = model.config.__class__.from_dict(model.config.to_dict())
@@ -135,7 +145,7 @@ def show_scaling_matters(model, tokenizer):
                                            if "partial_rotary_factor" in model.config.rope_parameters else {}))
     plain = model.__class__(plain_config).eval()
     plain.load_state_dict(model.state_dict())
-    ids = tokenizer(PROMPT, return_tensors="pt")["input_ids"]
+    ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
     with torch.no_grad():
         difference = (model(input_ids=ids).logits - plain(input_ids=ids).logits).abs().max().item()
     print("  scaled rope moves the logits by up to", difference, file=sys.stderr)

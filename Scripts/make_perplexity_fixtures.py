@@ -15,7 +15,7 @@ import torch
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "ChimeraTests", "Fixtures")
-NAMES = ["lm-llama", "lm-qwen2", "lm-gemma", "lm-phi", "lm-stablelm-a", "lm-stablelm-b", "lm-llama-llama3", "lm-qwen2-yarn", "lm-phi-linear"]
+NAMES = ["lm-llama", "lm-qwen2", "lm-gemma", "lm-phi", "lm-stablelm-a", "lm-stablelm-b", "lm-llama-llama3", "lm-qwen2-yarn", "lm-phi-linear", "lm-llama-dynamic"]
 WINDOW = 16
 STRIDE = 6  # the strided evaluation of transformers' "Perplexity of fixed-length models" guide
 TEXT = ("The quick brown fox jumps over the lazy dog. A small model reads the text one token at a time, "

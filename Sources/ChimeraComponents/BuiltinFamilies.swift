@@ -50,15 +50,7 @@ public enum BuiltinFamilies {
     }
 
     static func architecture<Config: DecoderFamilyConfig>(_ manifest: ComponentManifest, _ config: Config.Type) throws -> DecoderArchitecture {
-        let architecture = try manifest.decodeConfig(config).architecture(for: manifest)
-        // Dynamic NTK scaling changes the base with the sequence's length past the original context
-        // (the keys cached at each length rotated by their own base): only the context it leaves
-        // unscaled is implemented.
-        if case .dynamic(_, let original) = architecture.ropeScaling, let context = manifest.contextLength, context > original {
-            throw ManifestError.invalid(file: manifest.originFile, detail:
-                "config.rope_scaling: dynamic scaling past original_max_position_embeddings \(original) is not implemented; set context_length (\(context)) to at most \(original)")
-        }
-        return architecture
+        try manifest.decodeConfig(config).architecture(for: manifest)
     }
 
     /// A registry holding the built-in families.

@@ -8,8 +8,10 @@ public enum RotaryScaling: Sendable, Equatable {
     case none
     /// Every frequency divided by `factor` (positions interpolated).
     case linear(factor: Double)
-    /// NTK-aware scaling that changes the base only past `originalContext` positions; within them
-    /// it is the unscaled rotation (a longer context is refused by the families, see DecoderShape).
+    /// NTK-aware scaling: a pass whose positions end past `originalContext` rotates with a base
+    /// raised for that length (transformers' dynamic_rope_update: a prompt's positions by the
+    /// prompt's length, each decoded token by its own; keys keep the rotation they were cached
+    /// with); within the original context it is the unscaled rotation.
     case dynamic(factor: Double, originalContext: Int)
     /// Llama 3.1: long wavelengths divided by `factor`, short ones kept, the band between blended.
     case llama3(factor: Double, lowFrequencyFactor: Double, highFrequencyFactor: Double, originalContext: Int)
@@ -25,11 +27,18 @@ public enum RotaryScaling: Sendable, Equatable {
 
     /// The inverse frequencies of `dim` rotated dimensions over `theta`, and the factor on the
     /// cosines and sines; in float32 where transformers computes them in float32 tensors.
-    func frequencies(theta: Float, dim: Int) -> (inverse: [Float], cosineScale: Float) {
+    /// `sequenceLength`: the positions a pass ends at (only dynamic scaling depends on it).
+    func frequencies(theta: Float, dim: Int, sequenceLength: Int = 0) -> (inverse: [Float], cosineScale: Float) {
         let powers = stride(from: 0, to: dim, by: 2).map { i in powf(theta, Float(i) / Float(dim)) }
         let plain = powers.map { 1 / $0 }
         switch self {
-        case .none, .dynamic: return (plain, 1)
+        case .none: return (plain, 1)
+        case .dynamic(let factor, let original):
+            guard sequenceLength > original else { return (plain, 1) }
+            // The base grows with the length, in float32 as transformers' tensor arithmetic has it.
+            let stretch = Float(factor) * Float(sequenceLength) / Float(original) - Float(factor - 1)
+            let base = theta * powf(stretch, Float(Double(dim) / Double(dim - 2)))
+            return (stride(from: 0, to: dim, by: 2).map { i in 1 / powf(base, Float(i) / Float(dim)) }, 1)
         case .linear(let factor): return (plain.map { $0 / Float(factor) }, 1)
         case .llama3(let factor, let low, let high, let original):
             let lowWavelength = Float(Double(original) / low), highWavelength = Float(Double(original) / high)
@@ -84,14 +93,19 @@ public struct RotaryEmbedding: Sendable {
     /// The cosine and sine of each rotated frequency at positions start ..< start + tokens, as rows
     /// [cosines | sines] of `table` ([tokens, rotaryDim]): computed once per pass and used by every
     /// layer's queries and keys (per layer and tensor, the sines and cosines cost about as much as
-    /// the rotation itself).
-    public func angles(startPosition: Int, into table: Tensor) {
+    /// the rotation itself). `passEnd`: where the whole pass ends (a prompt fed in chunks ends
+    /// after its last chunk), for dynamic scaling; by default the table's own end.
+    public func angles(startPosition: Int, passEnd: Int? = nil, into table: Tensor) {
         let half = rotaryDim / 2
         precondition(table.columns == rotaryDim, "rotary table: \(table.shape), expected \(rotaryDim) columns")
+        var frequencies = inverseFrequencies
+        if case .dynamic = scaling {
+            frequencies = scaling.frequencies(theta: theta, dim: rotaryDim, sequenceLength: passEnd ?? startPosition + table.rows).inverse
+        }
         for t in 0..<table.rows {
             let position = Float(startPosition + t), row = table.data + t * rotaryDim
             for i in 0..<half {
-                let angle = position * inverseFrequencies[i]
+                let angle = position * frequencies[i]
                 row[i] = cosf(angle) * cosineScale
                 row[half + i] = sinf(angle) * cosineScale
             }

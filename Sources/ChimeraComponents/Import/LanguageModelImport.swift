@@ -96,6 +96,11 @@ public enum LanguageModelImport {
         }
         var manifest = ComponentManifest(id: id, kind: .languageModel, family: family, config: .object(config))
         manifest.contextLength = try fields.int("max_position_embeddings")  // its model type's default when absent
+        // Dynamic scaling stretches max_position_embeddings (its original context) by its factor.
+        if case let .object(scaling)? = rope.scaling, scaling["type"] == .string("dynamic"), case let .number(factor)? = scaling["factor"],
+           let context = manifest.contextLength, factor > 1 {
+            manifest.contextLength = min(Int(Double(context) * factor), SizeLimits.tokens)
+        }
         return manifest
     }
 }

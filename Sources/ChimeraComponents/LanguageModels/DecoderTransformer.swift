@@ -380,13 +380,14 @@ public final class DecoderTransformer: LanguageModel, @unchecked Sendable {
             throw LanguageModelError.badEmbeddings(model: id, expected: hiddenSize, found: input.columns)
         }
         let longest = max(1, prefillChunk), chunks = (tokens + longest - 1) / longest, chunk = (tokens + chunks - 1) / chunks
-        guard chunks > 1 else { return forwardPass(input, cache: cache, lastOnly: lastOnly)! }
+        let passEnd = cache.length + tokens  // (dynamic rotary scaling rotates the whole pass by its length)
+        guard chunks > 1 else { return forwardPass(input, cache: cache, lastOnly: lastOnly, passEnd: passEnd)! }
         let all = lastOnly ? nil : Tensor(zeros: [tokens, vocabularySize])
         var logits: Tensor?
         for c0 in stride(from: 0, to: tokens, by: chunk) {
             let c1 = min(tokens, c0 + chunk)
             // With lastOnly, only the final chunk's last position needs the lm_head.
-            logits = forwardPass(input.rows(c0..<c1), cache: cache, lastOnly: lastOnly, logits: !lastOnly || c1 == tokens)
+            logits = forwardPass(input.rows(c0..<c1), cache: cache, lastOnly: lastOnly, passEnd: passEnd, logits: !lastOnly || c1 == tokens)
             if let all, let logits { (all.data + c0 * vocabularySize).update(from: logits.data, count: logits.count) }
         }
         return all ?? logits!
@@ -394,7 +395,7 @@ public final class DecoderTransformer: LanguageModel, @unchecked Sendable {
 
     /// One pass over `input` (room and width already checked); nil without `logits` (an earlier
     /// chunk of a prompt, whose keys and values are all that is needed).
-    private func forwardPass(_ input: Tensor, cache: KVCache, lastOnly: Bool, logits wanted: Bool = true) -> Tensor? {
+    private func forwardPass(_ input: Tensor, cache: KVCache, lastOnly: Bool, passEnd: Int, logits wanted: Bool = true) -> Tensor? {
         let a = architecture
         let start = cache.length, tokens = input.rows
         let hd = a.headDim, h = hiddenSize
@@ -426,7 +427,7 @@ public final class DecoderTransformer: LanguageModel, @unchecked Sendable {
             return gate
         }
         let angles = ws.tensor("rotary angles", rows: tokens, columns: rotary.rotaryDim)
-        rotary.angles(startPosition: start, into: angles)
+        rotary.angles(startPosition: start, passEnd: passEnd, into: angles)
         for (i, layer) in layers.enumerated() {
             layer.inputNorm(hidden, into: x)
             let layerCache = cache.layers[i]

@@ -211,7 +211,8 @@ extension Generate {
     /// inputs go in front of the first user turn and are encoded once. The --conversation file's
     /// turns (`opening`) start the chat (its last turn, if a user's, answered first). When the
     /// conversation and the answer no longer fit the context, its oldest exchanges are dropped (the
-    /// system turn stays), as a chat client's window slides.
+    /// system turn stays), as a chat client's window slides; with none left to drop, an answer
+    /// length not asked for is bounded by the room left.
     func chatInteractively(_ loaded: (model: AssembledModel, options: GenerationOptions), template: ChatTemplate,
                            opening: [ChatTurn], given files: [String: [URL]]) throws {
         var turns = opening
@@ -220,12 +221,12 @@ extension Generate {
         // Answers the conversation, dropping its oldest exchanges while it does not fit; the
         // conversation is left as it was when even the last turn alone does not.
         func answer() throws {
-            var attempt = turns, droppedNow = 0
+            var attempt = turns, droppedNow = 0, options = loaded.options
             while true {
                 let text = try render(attempt, with: template, given: files)
                 do {
                     let result = try loaded.model.generate(prompt: text, inputs: withSamples(files, for: text, of: loaded.model.manifest),
-                                                           options: loaded.options, session: session, onText: stream)
+                                                           options: options, session: session, onText: stream)
                     dropped += droppedNow
                     try report(result, of: loaded.model.manifest, droppedTurns: dropped)
                     let placeholders = loaded.model.manifest.inputs.map(\.placeholder)
@@ -234,7 +235,12 @@ extension Generate {
                     turns = attempt + [kept]
                     return
                 } catch let error as PromptError {
-                    guard case let .tooLong(tokens, maxTokens, context) = error, let shorter = ChatTurn.droppingOldestExchange(attempt) else { throw error }
+                    guard case let .tooLong(tokens, maxTokens, context) = error else { throw error }
+                    guard let shorter = ChatTurn.droppingOldestExchange(attempt) else {
+                        // Nothing left to drop: an answer length not asked for is bounded by the room left.
+                        if self.maxTokens == nil, !options.fitsAnswerToContext { options.fitsAnswerToContext = true; continue }
+                        throw error
+                    }
                     progress("[\(tokens) prompt tokens and \(maxTokens) new ones do not fit the context of \(context): "
                              + "the oldest exchange (\(shorter.dropped) turns) is dropped]")
                     attempt = shorter.turns

@@ -325,6 +325,23 @@ enum CLI {
         #expect((output["prompt_tokens"] as? Int ?? 0) > 16, "the prompt holds the 16 image tokens")
     }
 
+    /// A prompt that leaves 20 positions of the 512: without --max-tokens the answer is bounded by
+    /// them (its default, 64, would not fit), in --interactive too once nothing is left to drop;
+    /// --max-tokens 64 asked for is refused.
+    @Test func answerLengthNotAskedForIsBoundedByTheContext() throws {
+        let prompt = String(repeating: "word ", count: 98)  // 492 tokens with BOS
+        let bounded = try CLI.run(["generate", "--prompt", prompt, "--json"])
+        let output = try #require(try CLI.json(bounded.stdout) as? [String: Any], "\(bounded.all)")
+        let count = (output["tokens"] as? [Int])?.count ?? -1
+        #expect(output["prompt_tokens"] as? Int == 492)
+        #expect(output["stop_reason"] as? String == "context_length" ? count == 20 : output["stop_reason"] as? String == "eos" && count < 20, "\(bounded.all)")
+        let asked = try CLI.run(["generate", "--prompt", prompt, "--max-tokens", "64"])
+        #expect(asked.status != 0 && asked.stderr.contains("with 64 new tokens it needs more positions than the context length of 512 (at most 20 new tokens fit)"), "\(asked.all)")
+        let chat = try CLI.run(["generate", "--template", "llava", "--interactive", "--json"], standardInput: String(repeating: "word ", count: 90) + "\n")
+        let line = try #require(try CLI.json(String(chat.stdout.split(separator: "\n").first ?? "")) as? [String: Any], "\(chat.all)")
+        #expect(chat.status == 0 && ["context_length", "eos"].contains(line["stop_reason"] as? String ?? ""), "\(chat.all)")
+    }
+
     /// --show-tokens lays out the prompt generate would run (the same count, with --chat too),
     /// position by position, without loading weights or encoding the image.
     @Test func showTokensIsThePromptGenerateRuns() throws {

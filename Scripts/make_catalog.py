@@ -101,10 +101,13 @@ def weights(folder, prefix=""):
     return {"files": [f"~/.chimera/weights/{folder}/"], "prefix": prefix}
 
 
-def encoder(id, e, folder, prefix, description, source, pad=False):
+def encoder(id, e, folder, prefix, description, source, tinyllava=False):
+    # TinyLLaVA pads images to a square (expand2square) after opening them with PIL's convert("RGB"),
+    # which drops any alpha.
+    preprocess = dict(e["preprocess"], pad_to_square=True, alpha="drop") if tinyllava else dict(e["preprocess"], pad_to_square=False)
     m = {"schema": "chimera.component/v1", "id": id, "kind": "encoder", "modality": "image", "family": e["family"],
          "description": description, "config": e["config"], "output": e["output"],
-         "preprocess": dict(e["preprocess"], pad_to_square=pad), "weights": weights(folder, prefix), "source": source}
+         "preprocess": preprocess, "weights": weights(folder, prefix), "source": source}
     return m
 
 
@@ -133,7 +136,7 @@ def main():
         e, l = ENCODERS[enc], LANGUAGE_MODELS[llm]
         name = source.split("/")[1]
         # TinyLLaVA pads images to a square of the mean colour ("image_aspect_ratio": "pad").
-        write(encoder(f"{id}-vision", e, id, layout["encoder"], f"{name}: its {enc} vision tower", source, pad=True),
+        write(encoder(f"{id}-vision", e, id, layout["encoder"], f"{name}: its {enc} vision tower", source, tinyllava=True),
               f"{id}-vision.component.json")
         write({"schema": "chimera.component/v1", "id": f"{id}-connector", "kind": "connector", "family": "mlp",
                "description": f"{name}: its mlp2x_gelu connector (nn.Sequential: Linear, GELU, Linear)",

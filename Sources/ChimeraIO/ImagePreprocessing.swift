@@ -33,6 +33,15 @@ public struct ImagePreprocessing: Codable, Sendable, Equatable {
     public var rescaleFactor: Float
     /// LLaVA/TinyLLaVA `expand2square`: pad to a square filled with `int(mean * 255)` before processing.
     public var padToSquare: Bool
+    /// What a transparent image's alpha does (see Alpha).
+    public var alpha: Alpha = .compositeOnWhite
+
+    /// transformers' processors composite a transparent image onto white (`convert_to_rgb`);
+    /// loaders that open images with PIL's `convert("RGB")` first (TinyLLaVA's) drop the alpha.
+    public enum Alpha: String, Codable, Sendable, CaseIterable {
+        case compositeOnWhite = "composite_on_white"
+        case drop
+    }
 
     public init(resize: ResizeMode, size: Int, cropSize: Int? = nil, mean: [Float], std: [Float],
                 rescaleFactor: Float = 1 / 255, padToSquare: Bool = false) {
@@ -52,6 +61,7 @@ public struct ImagePreprocessing: Codable, Sendable, Equatable {
         case cropSize = "crop_size"
         case rescaleFactor = "rescale_factor"
         case padToSquare = "pad_to_square"
+        case alpha
     }
 
     private struct AnyKey: CodingKey {
@@ -80,6 +90,7 @@ public struct ImagePreprocessing: Codable, Sendable, Equatable {
         std = try c.decode([Double].self, forKey: .std).map { Float($0) }
         rescaleFactor = try c.decodeIfPresent(Double.self, forKey: .rescaleFactor).map { Float($0) } ?? 1 / 255
         padToSquare = try c.decodeIfPresent(Bool.self, forKey: .padToSquare) ?? false
+        alpha = try c.decodeIfPresent(Alpha.self, forKey: .alpha) ?? .compositeOnWhite
         try validate { DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: $0)) }
     }
 
@@ -92,6 +103,7 @@ public struct ImagePreprocessing: Codable, Sendable, Equatable {
         try c.encode(std, forKey: .std)
         try c.encode(rescaleFactor, forKey: .rescaleFactor)
         try c.encode(padToSquare, forKey: .padToSquare)
+        if alpha != .compositeOnWhite { try c.encode(alpha, forKey: .alpha) }
     }
 
     /// The largest `size` / `crop_size` (and a ViT's image_size): far above any real encoder, small
@@ -189,11 +201,16 @@ public struct ImagePreprocessing: Codable, Sendable, Equatable {
         return Self.centerCrop(img, height: cropSize, width: cropSize)
     }
 
+    /// The image as `alpha` says the loader sees it: composited onto white, or as it is (its alpha
+    /// then ignored).
+    public func inputImage(_ image: RGBImage) -> RGBImage {
+        alpha == .compositeOnWhite && image.hasAlpha ? image.compositedOnWhite() : image
+    }
+
     /// Model input for one image: Tensor [3, H, W] (channels first, float32).
     ///
-    /// `image.pixels` are used as they are (alpha ignored, as after PIL `convert("RGB")`,
-    /// which is what LLaVA-style loaders do). To reproduce a transformers processor called
-    /// directly on a PIL image with transparency, pass `image.compositedOnWhite()`.
+    /// `image.pixels` are used as they are (alpha ignored, as after PIL `convert("RGB")`); for
+    /// `alpha` composite_on_white pass `image.compositedOnWhite()` (see `inputImage`).
     public func pixelValues(_ image: RGBImage) -> Tensor {
         let img = preparedImage(image)
         let plane = img.width * img.height

@@ -72,8 +72,11 @@ extension ImagePreprocessing {
             let d = n.doubleValue
             return d == d.rounded() && abs(d) < 1e9 ? Int(d) : nil
         }
+        // Absent is the processor class's default; null is Python's None, which the processor
+        // takes as false (`if do_normalize:`), not as the default.
         func bool(_ key: String, default value: Bool) throws -> Bool {
-            guard let raw = json[key], !(raw is NSNull) else { return value }
+            guard let raw = json[key] else { return value }
+            if raw is NSNull { return false }
             guard let b = raw as? Bool else { throw invalid("'\(key)' must be true or false") }
             return b
         }
@@ -104,8 +107,9 @@ extension ImagePreprocessing {
         if try !bool("do_resize", default: true) { throw unsupported("do_resize", "false is not supported (images are always resized)") }
         if try !bool("do_convert_rgb", default: true) { throw unsupported("do_convert_rgb", "false is not supported (images are always RGB)") }
         if try bool("do_pad", default: false) { throw unsupported("do_pad", "padding batches is not supported") }
-        if let r = json["resample"], !(r is NSNull) {
-            guard int(r) == 3 else { throw unsupported("resample", "only 3 (PIL BICUBIC) is implemented, got \(r)") }
+        if let r = json["resample"] {
+            // (transformers refuses a null one: "size and resample must be specified")
+            guard int(r) == 3 else { throw unsupported("resample", "only 3 (PIL BICUBIC) is implemented, got \(r is NSNull ? "null" : "\(r)")") }
         }
         for key in ["crop_pct", "image_grid_pinpoints", "max_image_tiles", "do_image_splitting"] where json[key] != nil && !(json[key] is NSNull) {
             throw unsupported(key, "not supported by CLIP/SigLIP preprocessing")

@@ -176,6 +176,32 @@ struct ImagePreprocessingTests {
                                              mean: ImagePreprocessing.openAIClipMean, std: ImagePreprocessing.openAIClipStd))
     }
 
+    /// A null flag is Python's None, which the processor takes as false (not the class default):
+    /// no normalizing, no rescaling, no crop; a null resample transformers refuses, and so do we.
+    @Test func nullFlagsAreFalseAsInTransformers() throws {
+        let base = #""image_processor_type": "CLIPImageProcessor", "size": {"shortest_edge": 64}, "crop_size": 64"#
+        let unnormalized = try hf("{\(base), \"do_normalize\": null}")
+        #expect(unnormalized.mean == [0, 0, 0] && unnormalized.std == [1, 1, 1])
+        #expect(try hf("{\(base), \"do_rescale\": null}").rescaleFactor == 1)
+        #expect(try hf("{\(base), \"do_center_crop\": null}").cropSize == nil)
+        #expect(try hf("{\(base)}").cropSize == 64)  // absent: CLIP's default crops
+        #expect(hfError("{\(base), \"resample\": null}").contains("only 3 (PIL BICUBIC) is implemented, got null"))
+        #expect(hfError("{\(base), \"do_convert_rgb\": null}").contains("'do_convert_rgb'"))
+    }
+
+    /// Transparent images: composited onto white by default (transformers' processors), or their
+    /// alpha dropped (`alpha: "drop"`, PIL's convert("RGB") as TinyLLaVA's loader does).
+    @Test func alphaIsCompositedOrDropped() throws {
+        let image = RGBImage(width: 1, height: 1, pixels: [0, 100, 200], alpha: [0])
+        var p = ImagePreprocessing(resize: .exact, size: 1, mean: [0, 0, 0], std: [1, 1, 1], rescaleFactor: 1)
+        #expect(p.pixelValues(p.inputImage(image)).toArray() == [255, 255, 255])
+        p.alpha = .drop
+        #expect(p.pixelValues(p.inputImage(image)).toArray() == [0, 100, 200])
+        let decoded = try JSONDecoder().decode(ImagePreprocessing.self, from: JSONEncoder().encode(p))
+        #expect(decoded.alpha == .drop)
+        #expect(decodingMessage(#"{"resize": "exact", "size": 4, "mean": [0, 0, 0], "std": [1, 1, 1], "alpha": "keep"}"#).contains("keep"))
+    }
+
     private func hfError(_ json: String) -> String {
         do {
             _ = try hf(json)

@@ -107,13 +107,30 @@ extension ImportErrorTests {
         config["vision_config"] = vision
     }
 
-    @Test(arguments: ["null", "5", #""x""#, "[1, 2]"])
+    @Test(arguments: ["5", #""x""#, "[1, 2]"])
     func processorConfigWhoseImageProcessorIsNotAnObject(value: String) throws {
         let dir = try copyFixture("llava-a")
         let processor = dir.appendingPathComponent("processor_config.json")
         try Data(#"{"image_processor": \#(value), "processor_class": "LlavaProcessor"}"#.utf8).write(to: processor)
         let text = importError(dir)
         #expect(text.contains(processor.path) && text.contains("'image_processor' must be an object, found"), "\(text)")
+    }
+
+    /// transformers 5 takes processor_config.json's nested image_processor over a
+    /// preprocessor_config.json beside it (a stale one, say); a null one leaves the other file in charge.
+    @Test func nestedImageProcessorWinsOverPreprocessorConfig() throws {
+        let dir = try copyFixture("llava-a")
+        let stale = #"{"image_processor_type": "CLIPImageProcessor", "size": {"shortest_edge": 32}, "crop_size": 32, "image_mean": [0.9, 0.1, 0.9]}"#
+        try Data(stale.utf8).write(to: dir.appendingPathComponent("preprocessor_config.json"))
+        func importedMean(_ dir: URL) throws -> [Float]? {
+            let result = try CheckpointImporter(checkpoint: dir, outputDirectory: temporaryDirectory()).run()
+            var catalog = Catalog()
+            try catalog.load(directory: result.mainPath.deletingLastPathComponent())
+            return try catalog.component("llava-a-vision", kind: .encoder).preprocess?.mean
+        }
+        #expect(try importedMean(dir) == [0.48145466, 0.4578275, 0.40821073])
+        try Data(#"{"image_processor": null, "processor_class": "LlavaProcessor"}"#.utf8).write(to: dir.appendingPathComponent("processor_config.json"))
+        #expect(try importedMean(dir) == [0.9, 0.1, 0.9])
     }
 
     @Test(arguments: [

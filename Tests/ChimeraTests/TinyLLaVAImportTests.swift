@@ -15,6 +15,7 @@ import Testing
         let input = try #require(model.inputs.first)
         #expect(input.binding.select == .patch && input.binding.featureLayer == -2 && input.binding.placeholder == "<image>")
         #expect(input.encoder.manifest.family == "siglip-vision" && input.encoder.manifest.preprocess?.padToSquare == true)
+        #expect(input.encoder.manifest.preprocess?.alpha == .drop)  // TinyLLaVA's loader: PIL convert("RGB")
         #expect(input.connector.manifest.family == "mlp" && model.languageModel.manifest.family == "phi")
         // The connector's nn.Sequential linears sit at indices 0 and 2.
         #expect(input.connector.parameters.map(\.name).sorted() == [

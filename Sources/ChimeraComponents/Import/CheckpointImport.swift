@@ -315,16 +315,20 @@ public struct CheckpointImporter {
         return ids
     }
 
+    /// The image processor as transformers 5 loads it: processor_config.json's nested
+    /// "image_processor" (saved by transformers 5) over preprocessor_config.json (older ones; a stale
+    /// copy may sit beside the newer file).
     func imagePreprocessing() throws -> ImagePreprocessing {
-        let direct = file("preprocessor_config.json")
-        if FileManager.default.fileExists(atPath: direct.path) { return try ImagePreprocessing(huggingFaceConfig: direct) }
-        let processor = file("processor_config.json")
-        // The whole file goes to ImagePreprocessing: it takes the nested "image_processor" and
-        // refuses one that is not an object (null, a number...).
+        let processor = file("processor_config.json"), direct = file("preprocessor_config.json")
         if FileManager.default.fileExists(atPath: processor.path) {
             let config = try readJSONFile("processor_config.json")
-            if config.object["image_processor"] != nil { return try ImagePreprocessing(huggingFaceConfigData: config.data, name: processor.path) }
+            if let nested = config.object["image_processor"], !(nested is NSNull) {
+                // The whole file goes to ImagePreprocessing: it takes the nested object and refuses
+                // one that is not an object (a number, a string...).
+                return try ImagePreprocessing(huggingFaceConfigData: config.data, name: processor.path)
+            }
         }
+        if FileManager.default.fileExists(atPath: direct.path) { return try ImagePreprocessing(huggingFaceConfig: direct) }
         throw ImportError.missing(file: direct.path, field: "preprocessor_config.json",
                                   why: "the image preprocessing (size, crop, mean, std) comes from it or from processor_config.json's image_processor")
     }

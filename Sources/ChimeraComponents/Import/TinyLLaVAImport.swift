@@ -25,6 +25,7 @@ extension CheckpointImporter {
         var encoder = try visionManifest(id: "\(name)-vision", vision: vision, section: "vision_config", store: store,
                                          weightFiles: weightFiles, configPath: configPath, preprocess: try imagePreprocessingIfPresent())
         encoder.preprocess?.padToSquare = aspect == "pad"
+        encoder.preprocess?.alpha = .drop  // TinyLLaVA opens images with PIL's convert("RGB")
 
         let (languageModel, warnings) = try languageModelManifest(id: "\(name)-llm", text: text, section: "text_config", store: store,
                                                       weightFiles: weightFiles, configPath: configPath,

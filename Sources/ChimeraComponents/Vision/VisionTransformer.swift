@@ -205,10 +205,9 @@ public final class VisionTransformerEncoder<Variant: VisionTransformerVariant>: 
     public var output: TokenContract { config.output }
 
     public func prepareInput(contentsOf url: URL) throws -> Tensor {
-        // transformers' convert_to_rgb composites transparent images onto white.
         let image = try ImageDecoder.decode(contentsOf: url)
         try preprocessing.checkIntermediateSize(width: image.width, height: image.height, file: url.path)
-        return preprocessing.pixelValues(image.hasAlpha ? image.compositedOnWhite() : image)
+        return preprocessing.pixelValues(preprocessing.inputImage(image))
     }
 
     /// Hidden state `layer` (0 = embeddings, after the pre-layernorm when there is one; negative

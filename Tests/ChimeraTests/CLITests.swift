@@ -387,6 +387,28 @@ enum CLI {
         #expect(tokens == reference["generated"] as? [Int])
     }
 
+    /// A tokenizer naming a token past the model's vocabulary (an added token beyond vocab_size)
+    /// runs, as in transformers; a prompt holding that token is refused by its id.
+    @Test func tokenizerLargerThanTheModelRunsUntilItsExtraTokenIsUsed() throws {
+        let out = try CLI.temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: out) }
+        let source = packageRoot.appendingPathComponent("Tests/ChimeraTests/Fixtures/lm-llama")
+        let folder = out.appendingPathComponent("lm-llama")
+        try FileManager.default.copyItem(at: source, to: folder)
+        let tokenizerURL = folder.appendingPathComponent("tokenizer.json")
+        var tokenizer = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: tokenizerURL)) as? [String: Any])
+        tokenizer["added_tokens"] = (tokenizer["added_tokens"] as? [[String: Any]] ?? []) + [
+            ["id": 331, "content": "<extra>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": false]]
+        try JSONSerialization.data(withJSONObject: tokenizer).write(to: tokenizerURL)
+        let imported = try CLI.run(["import", folder.path, "--out", out.appendingPathComponent("manifests").path])
+        #expect(imported.status == 0, "\(imported.all)")
+        let manifest = imported.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let plain = try CLI.run(["generate", "--assembly", manifest, "--prompt", "The fox", "--max-tokens", "2"])
+        #expect(plain.status == 0, "\(plain.all)")
+        let extra = try CLI.run(["generate", "--assembly", manifest, "--prompt", "The <extra> fox", "--max-tokens", "2"])
+        #expect(extra.status != 0 && extra.stderr.contains("token id 331 is outside its vocabulary of 331"), "\(extra.all)")
+    }
+
     /// A *ForCausalLM folder imports as one language-model manifest, whose path is printed.
     @Test func standaloneLanguageModelImportPrintsItsManifest() throws {
         let out = try CLI.temporaryFolder()

@@ -34,11 +34,13 @@ public enum ManifestError: LocalizedError {
     /// the closest within a few edits (a fifth of its length, at least two).
     static func nearest(to id: String, in known: [String]) -> [String] {
         let typed = Array(id.lowercased())
-        guard !typed.isEmpty else { return [] }
+        // (No id is this long: a mistyped one is not, and comparing it would take minutes.)
+        guard !typed.isEmpty, typed.count <= 256 else { return [] }
         let limit = max(2, typed.count / 5)
         let scored: [(id: String, score: Int)] = known.compactMap { candidate in
             let other = Array(candidate.lowercased())
             if other.starts(with: typed) { return (candidate, 0) }
+            guard abs(other.count - typed.count) <= limit else { return nil }  // the distance is at least that
             let distance = editDistance(typed, other)
             return distance <= limit ? (candidate, distance) : nil
         }
@@ -467,14 +469,15 @@ public struct AssemblyManifest: Codable, Sendable, Equatable {
     public func resolve(_ path: String) -> URL { resolveManifestPath(path, in: directory) }
 }
 
-/// Ids are looked up exactly, so they must be non-empty and hold no spaces.
+/// Ids are looked up exactly, so they must be non-empty and hold no spaces; they are typed on
+/// command lines, where one starting with "-" would read as an option.
 func checkManifestID(_ id: String, key: some CodingKey) throws {
     if !isValidManifestID(id) { throw DecodingError.dataCorrupted(.init(codingPath: [key], debugDescription: manifestIDRule)) }
 }
 
 /// Whether `id` can name a manifest (`manifestIDRule`).
-public func isValidManifestID(_ id: String) -> Bool { !id.isEmpty && !id.contains(where: { $0.isWhitespace }) }
-public let manifestIDRule = "ids are non-empty and hold no spaces"
+public func isValidManifestID(_ id: String) -> Bool { !id.isEmpty && !id.hasPrefix("-") && !id.contains(where: { $0.isWhitespace }) }
+public let manifestIDRule = "ids are non-empty, hold no spaces and do not start with '-'"
 
 /// The user's folders: HOME (NSHomeDirectory ignores it on Linux), and Chimera's own under it.
 public enum UserFolders {

@@ -50,7 +50,11 @@ public enum BuiltinFamilies {
     }
 
     static func architecture<Config: DecoderFamilyConfig>(_ manifest: ComponentManifest, _ config: Config.Type) throws -> DecoderArchitecture {
-        try manifest.decodeConfig(config).architecture(for: manifest)
+        let decoded = try manifest.decodeConfig(config)
+        // The family's checks across fields throw as decoding does: named by the manifest's file.
+        do { return try decoded.architecture(for: manifest) } catch let error as DecodingError {
+            throw ManifestError.invalid(file: manifest.originFile, detail: "config." + describe(error))
+        }
     }
 
     /// A registry holding the built-in families.

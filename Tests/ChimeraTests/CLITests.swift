@@ -257,7 +257,7 @@ enum CLI {
         // rather than written into a file every later command would refuse.
         let parts = ["assemble", "--encoder", Self.encoderID, "--connector", Self.connectorID, "--llm", Self.llmID, "-o", file.path]
         let spaced = try CLI.run(parts + ["--id", "a b"])
-        #expect(spaced.status != 0 && spaced.stderr.contains("--id: ids are non-empty and hold no spaces, found 'a b'"), "\(spaced.all)")
+        #expect(spaced.status != 0 && spaced.stderr.contains("--id: ids are non-empty, hold no spaces and do not start with '-', found 'a b'"), "\(spaced.all)")
         let deep = try CLI.run(parts + ["--feature-layer", "999"])
         #expect(deep.status != 0 && deep.stderr.contains("inputs[0].feature_layer: 999 is out of range: encoder '\(Self.encoderID)' has 3 hidden states (-3...2)"),
                 "\(deep.all)")
@@ -385,6 +385,21 @@ enum CLI {
         var tokens = try #require(output["tokens"] as? [Int])
         if output["stop_reason"] as? String == "eos" { tokens.append(2) }  // transformers keeps the EOS (id 2 in the fixtures)
         #expect(tokens == reference["generated"] as? [Int])
+    }
+
+    /// A family's check across fields (an odd head_dim cannot rotate) is named by the manifest's
+    /// file and field in every command, plan's too (it printed Swift's DecodingError).
+    @Test func familyChecksAreNamedByFileAndField() throws {
+        var manifest = try ManifestFixtures.relocatable(ManifestFixtures.llmID) { $0["head_dim"] = 9 }
+        manifest["id"] = "odd-head-llm"
+        let folder = try CLI.temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let url = try ManifestFixtures.write(manifest, to: folder, name: "odd.component.json")
+        for command in [["plan", "odd-head-llm"], ["validate", url.path], ["generate", "--llm", "odd-head-llm", "--prompt", "x", "--show-tokens"]] {
+            let r = try CLI.run(command + ["--manifests", folder.path])
+            #expect(r.status != 0 && r.stderr.contains("\(url.path): config.head_dim: gives heads of 9 dimensions; rotary embeddings need an even number")
+                    && !r.stderr.contains("DecodingError"), "\(command): \(r.all)")
+        }
     }
 
     /// A tokenizer naming a token past the model's vocabulary (an added token beyond vocab_size)

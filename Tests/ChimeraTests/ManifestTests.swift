@@ -250,11 +250,11 @@ extension ManifestTests {
             #expect(message.contains("output_width: expected a positive integer"))
         }
 
-        @Test(arguments: ["", "my llm"])
+        @Test(arguments: ["", "my llm", "-x"])
         func badIDs(id: String) throws {
             for base in [F.llmID, F.assemblyID] {
                 let message = try F.refusal(of: base) { $0["id"] = id }
-                #expect(message.contains("id: ids are non-empty and hold no spaces"))
+                #expect(message.contains("id: ids are non-empty, hold no spaces and do not start with '-'"))
             }
         }
 
@@ -369,6 +369,9 @@ extension ManifestTests {
             } catch {
                 #expect(F.message(error).contains("did you mean 'tinyllava-qwen2-0.5b-siglip'?"), "\(F.message(error))")
             }
+            // An id far longer than any (a megabyte of it took minutes to compare) has no near ones.
+            #expect(ManifestError.nearest(to: String(repeating: "y", count: 1_000_000), in: catalog.components.keys.sorted()).isEmpty)
+            #expect(ManifestError.nearest(to: "qwen2-0.5b-siglip-extra-long-name", in: ["qwen2-0.5b"]).isEmpty)
         }
 
         @Test func anIDOfAnotherKindIsNotCalledUnknown() throws {

@@ -65,10 +65,12 @@ public struct CheckpointImporter {
     }
 
     /// The manifests' id for a name: lowercased, every character but letters, digits, '-', '.' and
-    /// '_' a '-' ("My Model" → "my-model").
+    /// '_' a '-' ("My Model" → "my-model"), without leading '-' (an id is no option).
     public static func id(from name: String) -> String {
-        name.lowercased().map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "." || $0 == "_" ? $0 : "-" }
+        let id = name.lowercased().map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "." || $0 == "_" ? $0 : "-" }
             .reduce(into: "") { $0.append($1) }
+        let trimmed = String(id.drop { $0 == "-" })
+        return trimmed.isEmpty ? "model" : trimmed
     }
 
     func file(_ name: String) -> URL { checkpoint.appendingPathComponent(name) }

@@ -55,9 +55,13 @@ public struct ChatTurn: Codable, Sendable, Equatable {
 public enum ChatTemplateError: LocalizedError, Equatable {
     case badConversation(String)
     case unreadableConversation(file: String, reason: String)
+    case dropsPlaceholder(template: String, placeholder: String, given: Int, kept: Int)
     public var errorDescription: String? {
         switch self {
         case let .badConversation(reason): return "conversation: \(reason)"
+        case let .dropsPlaceholder(template, placeholder, given, kept):
+            return "chat template '\(template)' keeps \(kept) of the conversation's \(given) \(placeholder) placeholder\(given == 1 ? "" : "s")"
+                + " (a slot without {{content}} drops the text it is given): the input would go unused"
         case let .unreadableConversation(file, reason): return "\(file): cannot read the conversation: \(reason)"
         }
     }
@@ -133,6 +137,19 @@ public struct ChatTemplate: Codable, Sendable, Equatable {
         if !assistant.contains(Self.contentSlot) {
             throw DecodingError.dataCorrupted(.init(codingPath: [CodingKeys.assistant], debugDescription: "must hold {{content}} (where the answer goes)"))
         }
+        // {{content}} is the one slot, filled once: another spelling or a second one would stay in
+        // the prompt as text. (A slot may leave it out: TinyLLaVA's pretrain template drops the text.)
+        var slots: [(CodingKey, String)] = [(CodingKeys.systemFormat, systemFormat), (CodingKeys.user, user), (CodingKeys.assistant, assistant),
+                                            (CodingKeys.generationPrompt, generationPrompt)]
+        if let image { slots.append((CodingKeys.image, image.format)) }
+        for (key, text) in slots {
+            let filled = key.stringValue == CodingKeys.generationPrompt.stringValue ? 0 : 1
+            let braces = text.components(separatedBy: "{{").count - 1, contents = text.components(separatedBy: Self.contentSlot).count - 1
+            if braces != contents || contents > filled {
+                throw DecodingError.dataCorrupted(.init(codingPath: [key], debugDescription:
+                    filled == 0 ? "holds \"{{\": nothing is filled in here" : "holds \"{{\" other than one {{content}} (the one slot, filled once)"))
+            }
+        }
         if stop.contains("") {
             throw DecodingError.dataCorrupted(.init(codingPath: [CodingKeys.stop], debugDescription: "an empty stop string would end every answer at once"))
         }
@@ -179,4 +196,16 @@ public struct ChatTemplate: Codable, Sendable, Equatable {
 
     /// A single user message.
     public func render(prompt: String) throws -> String { try render([ChatTurn(role: "user", content: prompt)]) }
+
+    /// `render`, refusing to lose a placeholder the turns hold (a user slot without {{content}}
+    /// drops the prompt's text, placeholder and all): its input would silently go unused.
+    public func render(_ conversation: [ChatTurn], keeping placeholders: [String]) throws -> String {
+        let text = try render(conversation)
+        func count(_ placeholder: String, in text: String) -> Int { text.components(separatedBy: placeholder).count - 1 }
+        for placeholder in placeholders {
+            let given = conversation.reduce(0) { $0 + count(placeholder, in: $1.content) }, kept = count(placeholder, in: text)
+            if kept < given { throw ChatTemplateError.dropsPlaceholder(template: id, placeholder: placeholder, given: given, kept: kept) }
+        }
+        return text
+    }
 }

@@ -223,7 +223,7 @@ extension Generate {
         func answer() throws {
             var attempt = turns, droppedNow = 0, options = loaded.options
             while true {
-                let text = try render(attempt, with: template, given: files)
+                let text = try render(attempt, with: template, given: files, placeholders: loaded.model.manifest.inputs.map(\.placeholder))
                 do {
                     let result = try loaded.model.generate(prompt: text, inputs: withSamples(files, for: text, of: loaded.model.manifest),
                                                            options: options, session: session, onText: stream)
@@ -290,7 +290,7 @@ extension Generate {
         } else {
             turns = [ChatTurn(role: "user", content: prompt ?? "<image>\nDescribe the image.")]
         }
-        return (try render(turns, with: chatTemplate, given: files), chatTemplate.stop)
+        return (try render(turns, with: chatTemplate, given: files, placeholders: manifest.inputs.map(\.placeholder)), chatTemplate.stop)
     }
 
     /// The turns of the --conversation file, or nil without one.
@@ -309,7 +309,7 @@ extension Generate {
     /// A conversation rendered by the chat template, with --system as its system turn, and inputs
     /// given for a placeholder no turn holds in front of the first user turn, a line each, as
     /// TinyLLaVA's run_tiny_llava puts the image before the query.
-    func render(_ conversation: [ChatTurn], with template: ChatTemplate, given files: [String: [URL]]) throws -> String {
+    func render(_ conversation: [ChatTurn], with template: ChatTemplate, given files: [String: [URL]], placeholders: [String]) throws -> String {
         var turns = conversation
         if let system {
             guard turns.first?.role != "system" else {
@@ -322,7 +322,7 @@ extension Generate {
                 turns[first].content = String(repeating: placeholder + "\n", count: urls.count) + turns[first].content
             }
         }
-        return try template.render(turns)
+        return try template.render(turns, keeping: placeholders)
     }
 
     /// --prompt, or the text of --prompt-file (stdin for "-"); nil when neither is given.

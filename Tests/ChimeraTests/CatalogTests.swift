@@ -126,6 +126,24 @@ enum BuiltinCatalog {
         #expect(noSlot.contains("assistant: must hold {{content}}"), "\(noSlot)")
         let emptyStop = ManifestFixtures.loadError(try ManifestFixtures.write(base.merging(["stop": [""]]) { $1 }, to: folder, name: "t.json"))
         #expect(emptyStop.contains("stop: an empty stop string"), "\(emptyStop)")
+        // The one slot is {{content}}, filled once: another spelling or a second one would stay as text.
+        for (key, value, expected) in [("user", "U: {{ content }} ", "user: holds \"{{\" other than one {{content}}"),
+                                       ("system_format", "{{content}} {{content}}", "system_format: holds \"{{\" other than one {{content}}"),
+                                       ("generation_prompt", "A: {{content}}", "generation_prompt: holds \"{{\": nothing is filled in here")] {
+            let message = ManifestFixtures.loadError(try ManifestFixtures.write(base.merging([key: value]) { $1 }, to: folder, name: "t.json"))
+            #expect(message.contains(expected), "\(message)")
+        }
+        // A user slot without {{content}} drops the text (TinyLLaVA's pretrain template does, on
+        // purpose) — and with it a placeholder, which is refused rather than its input left unused.
+        guard case let .template(dropping) = try AnyManifest.load(contentsOf: try ManifestFixtures.write(base.merging(["user": "U: "]) { $1 }, to: folder, name: "t.json")) else {
+            Issue.record("not read as a template"); return
+        }
+        #expect(try dropping.render([ChatTurn(role: "user", content: "q")], keeping: ["<image>"]) == "U: A:")
+        #expect(throws: ChatTemplateError.dropsPlaceholder(template: "t", placeholder: "<image>", given: 1, kept: 0)) {
+            try dropping.render([ChatTurn(role: "user", content: "<image> q")], keeping: ["<image>"])
+        }
+        let pretrain = try BuiltinCatalog.load().template("pretrain")
+        #expect(try pretrain.render([ChatTurn(role: "user", content: "<image>\nWhat is it?")], keeping: ["<image>"]) == "<image>")
         guard case let .template(t) = try AnyManifest.load(contentsOf: try ManifestFixtures.write(base, to: folder, name: "t.json")) else {
             Issue.record("not read as a template"); return
         }

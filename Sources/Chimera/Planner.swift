@@ -120,6 +120,11 @@ public struct Planner: Sendable {
     }
 
     public func plan(assembly: AssemblyManifest, context: Int? = nil, kvCache: KVPrecision = .f32) throws -> MemoryPlan {
+        // A misfit is refused as generate refuses it (the connector below is built to the widths
+        // the assembly needs, which would hide one).
+        let checker = CompatibilityChecker(catalog: catalog, families: families)
+        let problems = checker.problems(assembly: assembly, filesOnDisk: false)
+        guard problems.isEmpty else { throw AssemblyError.incompatible(assembly: assembly.id, problems: problems) }
         let lmManifest = try catalog.component(assembly.languageModel, kind: .languageModel)
         guard let lm = try families.build(lmManifest, substitute: .shapesOnly) as? any LanguageModel else {
             throw AssemblyError.incompatible(assembly: assembly.id, problems: ["'\(lmManifest.id)' did not build a language model"])
@@ -127,7 +132,6 @@ public struct Planner: Sendable {
         var built: [any Component] = [lm]
         var activations: [Int] = []
         var inputTokens: [String] = [], inputTokenCount = 0
-        let checker = CompatibilityChecker(catalog: catalog, families: families)
         for (i, binding) in assembly.inputs.enumerated() {
             let encoderManifest = try catalog.component(binding.encoder, kind: .encoder)
             guard let encoder = try families.build(encoderManifest, substitute: .shapesOnly) as? any ModalityEncoder else {

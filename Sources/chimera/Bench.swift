@@ -66,6 +66,9 @@ struct Bench: ParsableCommand {
                 (encoder, llm) = try preset.manifests(try catalogOptions.catalog())
             } else {
                 let (catalog, manifest) = try resolveAssembly(assembly, catalogOptions: catalogOptions)
+                // A misfit is refused as generate refuses it, though bench runs its parts apart.
+                let problems = CompatibilityChecker(catalog: catalog, families: catalogOptions.families()).problems(assembly: manifest, filesOnDisk: false)
+                guard problems.isEmpty else { throw AssemblyError.incompatible(assembly: manifest.id, problems: problems) }
                 name = manifest.id
                 llm = try catalog.component(manifest.languageModel)
                 encoder = try manifest.inputs.first.map { try catalog.component($0.encoder) }

@@ -245,6 +245,21 @@ enum CLI {
         #expect(walked.status != 0 && walked.stderr.contains("stranger.component.json"), "\(walked.all)")
     }
 
+    /// plan and bench refuse a misfit as generate does (plan built the connector to the widths the
+    /// assembly needed and said it fit).
+    @Test func planAndBenchRefuseAMisfit() throws {
+        let assembly = try ManifestFixtures.copyOfDefaults(renamedTo: "misfit")
+        let projector = assembly.deletingLastPathComponent().appendingPathComponent("chimera-tiny-default-projector.component.json")
+        var manifest = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: projector)) as? [String: Any])
+        manifest["output_width"] = 65
+        try JSONSerialization.data(withJSONObject: manifest).write(to: projector)
+        for command in [["plan", assembly.path], ["bench", "--assembly", assembly.path, "--no-bandwidth", "--decode-tokens", "1", "--prompt-tokens", "4"],
+                        ["generate", "--assembly", assembly.path, "--max-tokens", "1"]] {
+            let r = try CLI.run(command)
+            #expect(r.status != 0 && r.stderr.contains("65"), "\(command): \(r.all)")
+        }
+    }
+
     @Test func assembleRefusesAMisfit() throws {
         let folder = try CLI.temporaryFolder()
         let file = folder.appendingPathComponent("bad.json")

@@ -217,6 +217,11 @@ public struct Assembler: Sendable {
         // A tokenizer may name more tokens than the model embeds (an added <pad> past vocab_size, as
         // transformers runs it): a prompt that holds one is refused when it is embedded, by id.
         let tokenizer = try Self.tokenizer(of: lmManifest)
+        // An end-of-sequence id the model cannot produce would never stop an answer.
+        for id in tokenizerReference.eosTokenIDs where !(0..<languageModel.vocabularySize).contains(id) {
+            throw ManifestError.invalid(file: lmManifest.originFile, detail:
+                "tokenizer.eos_token_ids: \(id) is outside the model's vocabulary of \(languageModel.vocabularySize): it would never end an answer")
+        }
 
         var inputs: [BoundInput] = []
         for binding in assembly.inputs {

@@ -10,6 +10,15 @@ public enum ComponentKind: String, Codable, Sendable, CaseIterable {
     case encoder
     case connector
     case languageModel = "language_model"
+
+    public init(from decoder: Decoder) throws {
+        let raw = try decoder.singleValueContainer().decode(String.self)
+        guard let kind = Self(rawValue: raw) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription:
+                "unknown kind '\(raw)' (kinds: \(Self.allCases.map(\.rawValue).joined(separator: ", ")))"))
+        }
+        self = kind
+    }
 }
 
 /// Bounds on the sizes manifests declare, far above any small model's: a garbage size is refused

@@ -40,7 +40,8 @@ public final class Tokenizer: @unchecked Sendable {
         do {
             data = try Data(contentsOf: url)
         } catch {
-            throw TokenizerError.fileNotReadable(file: url.path, reason: error.localizedDescription)
+            let missing = !FileManager.default.fileExists(atPath: url.path)
+            throw TokenizerError.fileNotReadable(file: url.path, reason: missing ? "no such file" : error.localizedDescription)
         }
         try self.init(data: data, name: url.path, configuredSpecialTokens: try Self.configuredSpecialTokens(besides: url))
     }

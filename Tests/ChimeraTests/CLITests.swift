@@ -260,6 +260,24 @@ enum CLI {
         }
     }
 
+    /// An end-of-sequence id past the vocabulary would never stop an answer: refused by name; an
+    /// unknown kind names the kinds.
+    @Test func eosOutsideTheVocabularyAndUnknownKindsAreNamed() throws {
+        let assembly = try ManifestFixtures.copyOfDefaults(renamedTo: "badeos")
+        let llm = assembly.deletingLastPathComponent().appendingPathComponent("chimera-tiny-default-llm.component.json")
+        var manifest = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: llm)) as? [String: Any])
+        var tokenizer = try #require(manifest["tokenizer"] as? [String: Any])
+        tokenizer["eos_token_ids"] = [2, 99999]
+        manifest["tokenizer"] = tokenizer
+        try JSONSerialization.data(withJSONObject: manifest).write(to: llm)
+        let r = try CLI.run(["generate", "--assembly", assembly.path, "--max-tokens", "1"])
+        #expect(r.status != 0 && r.stderr.contains("\(llm.path): tokenizer.eos_token_ids: 99999 is outside the model's vocabulary of 615"), "\(r.all)")
+        manifest["kind"] = "languagemodel"
+        try JSONSerialization.data(withJSONObject: manifest).write(to: llm)
+        let kind = try CLI.run(["validate", llm.path])
+        #expect(kind.status != 0 && kind.stderr.contains("kind: unknown kind 'languagemodel' (kinds: encoder, connector, language_model)"), "\(kind.all)")
+    }
+
     @Test func assembleRefusesAMisfit() throws {
         let folder = try CLI.temporaryFolder()
         let file = folder.appendingPathComponent("bad.json")

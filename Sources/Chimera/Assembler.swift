@@ -203,8 +203,7 @@ public struct Assembler: Sendable {
 
     public func build(_ assembly: AssemblyManifest) throws -> AssembledModel {
         // Misfits first; then files not downloaded yet, with what to fetch.
-        let problems = CompatibilityChecker(catalog: catalog, families: families).problems(assembly: assembly, filesOnDisk: false)
-        guard problems.isEmpty else { throw AssemblyError.incompatible(assembly: assembly.id, problems: problems) }
+        try CompatibilityChecker(catalog: catalog, families: families).requireFit(assembly)
         try MissingWeights.require(assembly, in: catalog)
         try MemoryCheck.require(assembly, in: catalog, stored: storedMatrices)
 

@@ -135,6 +135,13 @@ public struct CompatibilityChecker: Sendable {
         connectorTokens(connector, input: Self.selectedTokens(encoder, select: select))
     }
 
+    /// Refuses an assembly whose parts do not fit (files not yet downloaded aside), as every
+    /// command that runs or sizes it does.
+    public func requireFit(_ assembly: AssemblyManifest) throws {
+        let problems = problems(assembly: assembly, filesOnDisk: false)
+        guard problems.isEmpty else { throw AssemblyError.incompatible(assembly: assembly.id, problems: problems) }
+    }
+
     /// Problems of a whole assembly.
     /// `filesOnDisk: false` leaves out files not yet downloaded (weights, tokenizers).
     public func problems(assembly: AssemblyManifest, filesOnDisk: Bool = true) -> [String] {

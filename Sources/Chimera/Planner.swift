@@ -123,8 +123,7 @@ public struct Planner: Sendable {
         // A misfit is refused as generate refuses it (the connector below is built to the widths
         // the assembly needs, which would hide one).
         let checker = CompatibilityChecker(catalog: catalog, families: families)
-        let problems = checker.problems(assembly: assembly, filesOnDisk: false)
-        guard problems.isEmpty else { throw AssemblyError.incompatible(assembly: assembly.id, problems: problems) }
+        try checker.requireFit(assembly)
         let lmManifest = try catalog.component(assembly.languageModel, kind: .languageModel)
         guard let lm = try families.build(lmManifest, substitute: .shapesOnly) as? any LanguageModel else {
             throw AssemblyError.incompatible(assembly: assembly.id, problems: ["'\(lmManifest.id)' did not build a language model"])

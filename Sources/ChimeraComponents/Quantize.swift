@@ -45,8 +45,7 @@ public struct Quantizer {
         }
         // An assembly that would not run is refused before anything is written (as generate refuses it;
         // files not on disk are named by the loading that follows).
-        let problems = CompatibilityChecker(catalog: catalog, families: families).problems(assembly: assembly, filesOnDisk: false)
-        guard problems.isEmpty else { throw AssemblyError.incompatible(assembly: assembly.id, problems: problems) }
+        try CompatibilityChecker(catalog: catalog, families: families).requireFit(assembly)
         try createOutputFolder(output)
         let suffix = "-" + format.rawValue
         var written: [ComponentManifest] = []

@@ -67,8 +67,7 @@ struct Bench: ParsableCommand {
             } else {
                 let (catalog, manifest) = try resolveAssembly(assembly, catalogOptions: catalogOptions)
                 // A misfit is refused as generate refuses it, though bench runs its parts apart.
-                let problems = CompatibilityChecker(catalog: catalog, families: catalogOptions.families()).problems(assembly: manifest, filesOnDisk: false)
-                guard problems.isEmpty else { throw AssemblyError.incompatible(assembly: manifest.id, problems: problems) }
+                try CompatibilityChecker(catalog: catalog, families: catalogOptions.families()).requireFit(manifest)
                 name = manifest.id
                 llm = try catalog.component(manifest.languageModel)
                 encoder = try manifest.inputs.first.map { try catalog.component($0.encoder) }

@@ -270,8 +270,7 @@ struct Assemble: ParsableCommand {
             let url = URL(fileURLWithPath: output)
             assembly.directory = url.deletingLastPathComponent()
             // Parts that fit are assembled before their weights are downloaded; a note says what is missing.
-            let problems = CompatibilityChecker(catalog: catalog, families: catalogOptions.families()).problems(assembly: assembly, filesOnDisk: false)
-            guard problems.isEmpty else { throw AssemblyError.incompatible(assembly: assembly.id, problems: problems) }
+            try CompatibilityChecker(catalog: catalog, families: catalogOptions.families()).requireFit(assembly)
             let encoderJSON = JSONEncoder()
             encoderJSON.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
             try writeOutputFile(try encoderJSON.encode(assembly), to: url)

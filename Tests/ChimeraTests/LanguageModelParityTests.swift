@@ -435,6 +435,15 @@ func greedyContinuation(_ model: any LanguageModel, prompt: [Int], maxNewTokens:
         #expect(message.contains(expected), "\(message)")
     }
 
+    /// Dynamic scaling raises the base to the power dim / (dim - 2): two rotary dimensions are refused.
+    @Test func dynamicScalingOfTwoRotaryDimensionsIsRefused() throws {
+        let message = try buildError("lm-stablelm-a") { config in
+            config["partial_rotary_factor"] = 0.125  // 2 of 16
+            config["rope_scaling"] = ["type": "dynamic", "factor": 2, "original_max_position_embeddings": 64]
+        }
+        #expect(message.contains("config.rope_scaling: dynamic scaling needs more than 2 rotary dimensions"), "\(message)")
+    }
+
     @Test func slidingWindowAsLongAsTheContextIsAccepted() throws {
         #expect(try buildError("lm-qwen2") { $0["sliding_window"] = 128 } == "(built)")
     }

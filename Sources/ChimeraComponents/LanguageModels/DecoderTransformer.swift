@@ -138,6 +138,10 @@ public struct DecoderShape: Sendable {
         // Rotary embeddings turn pairs of dimensions: a whole head rotates unless the family rotates part of it.
         try require(rotaryDim != nil || resolvedHeadDim % 2 == 0, headDim == nil ? CodingKeys.heads : .headDim,
                     "gives heads of \(resolvedHeadDim) dimensions; rotary embeddings need an even number")
+        // Dynamic scaling raises the base to the power dim / (dim - 2) (transformers divides by zero).
+        if case .dynamic = ropeScaling {
+            try require((rotaryDim ?? resolvedHeadDim) > 2, CodingKeys.ropeScaling, "dynamic scaling needs more than 2 rotary dimensions")
+        }
         return DecoderArchitecture(
             hiddenSize: hiddenSize, intermediateSize: intermediateSize, layers: layers, heads: heads, kvHeads: kvHeads,
             headDim: resolvedHeadDim, vocabSize: vocabSize, norm: norm, normEps: normEps, qkvBias: false, outputBias: false,

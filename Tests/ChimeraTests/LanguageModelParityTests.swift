@@ -565,6 +565,11 @@ func greedyContinuation(_ model: any LanguageModel, prompt: [Int], maxNewTokens:
         #expect(yarn["rope_scaling"] == .object(["type": .string("yarn"), "factor": .number(factor), "original_max_position_embeddings": .number(32),
                                                  "attention_factor": .number(expected), "beta_fast": .number(32), "beta_slow": .number(1),
                                                  "truncate": .bool(true)]))
+        // A factor past any context stretches it to the bound, not past Int's.
+        let huge = try LanguageModelImport.manifest(id: "x", text: try config("lm-llama") {
+            $0["rope_parameters"] = ["rope_type": "dynamic", "factor": 1e300, "rope_theta": 10000.0]
+        }, section: "", file: "config.json")
+        #expect(huge.contextLength == SizeLimits.tokens)
         // An empty rope_scaling leaves rope_parameters in charge; dynamic scales past max_position_embeddings.
         let dynamic = try mapped(try config("lm-llama") { c in
             c["rope_scaling"] = [String: Any]()

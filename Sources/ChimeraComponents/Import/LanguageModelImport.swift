@@ -99,7 +99,7 @@ public enum LanguageModelImport {
         // Dynamic scaling stretches max_position_embeddings (its original context) by its factor.
         if case let .object(scaling)? = rope.scaling, scaling["type"] == .string("dynamic"), case let .number(factor)? = scaling["factor"],
            let context = manifest.contextLength, factor > 1 {
-            manifest.contextLength = min(Int(Double(context) * factor), SizeLimits.tokens)
+            manifest.contextLength = Int(min(Double(context) * factor, Double(SizeLimits.tokens)))  // (bounded before it is an Int)
         }
         return manifest
     }

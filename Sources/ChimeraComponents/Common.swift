@@ -67,8 +67,7 @@ struct LayerNormLayer: Sendable {
 /// Weight errors of a family name the manifest they belong to.
 func withManifestContext<T>(_ manifest: ComponentManifest, _ body: () throws -> T) throws -> T {
     do { return try body() } catch let error as LocalizedError {
-        throw FamilyError.badWeights(manifest: manifest.origin == "built-in" ? "component '\(manifest.id)'" : manifest.origin,
-                                     reason: error.errorDescription ?? "\(error)")
+        throw FamilyError.badWeights(manifest: manifest.originFile, reason: error.errorDescription ?? "\(error)")
     }
 }
 

@@ -80,7 +80,7 @@ struct SamplingOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "Nucleus sampling mass") var topP: Float?
     @Option(parsing: .unconditional, help: "Divide the logits of tokens already in the prompt or answer by this (transformers' repetition_penalty; 1 = none; only the answer's where a placeholder is no vocabulary token, as TinyLLaVA's)")
     var repetitionPenalty: Float?
-    @Option(help: "Sampling seed") var seed: UInt64 = 0
+    @Option(parsing: .unconditional, help: "Sampling seed (0 or more)") var seed: UInt64 = 0  // (unconditional: "-1" is named as a bad value, not a missing one)
 }
 
 /// Options every command that reads manifests shares.

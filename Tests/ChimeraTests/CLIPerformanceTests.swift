@@ -110,6 +110,8 @@ import Testing
         #expect(badTopP.status != 0 && badTopP.stderr.contains("--top-p must be in (0, 1], found 1.5"), "\(badTopP.all)")
         let badCache = try CLI.run(["bench", "--synthetic", "tiny", "--kv-cache", "f8"])
         #expect(badCache.status != 0 && badCache.stderr.contains("'f8' is invalid for '--kv-cache") && badCache.stderr.contains("'f16'"))
+        let badSeed = try CLI.run(["bench", "--synthetic", "tiny", "--seed", "-1"])  // (it said "Missing value")
+        #expect(badSeed.status != 0 && badSeed.stderr.contains("The value '-1' is invalid for '--seed <seed>'"), "\(badSeed.all)")
         let mapped = try CLI.run(["bench", "--assembly", "chimera-tiny-default", "--no-encoder", "--no-bandwidth", "--prompt-tokens", "8",
                                   "--decode-tokens", "2", "--mapped-weights"])
         let mappedJSON = try JSONSerialization.jsonObject(with: Data(mapped.stdout.utf8)) as? [String: Any]

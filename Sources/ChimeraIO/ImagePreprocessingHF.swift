@@ -80,8 +80,12 @@ extension ImagePreprocessing {
             guard let b = raw as? Bool else { throw invalid("'\(key)' must be true or false") }
             return b
         }
+        // A null value (not a flag) is refused, as the processor refuses it when the step runs:
+        // "image_mean and image_std must both be specified", "size ... must be specified".
+        func nullRefused(_ key: String) -> ImagePreprocessingError { invalid("'\(key)' is null (transformers refuses it: it must be specified)") }
         func floats(_ key: String, default value: [Float]) throws -> [Float] {
-            guard let raw = json[key], !(raw is NSNull) else { return value }
+            guard let raw = json[key] else { return value }
+            if raw is NSNull { throw nullRefused(key) }
             if let n = raw as? NSNumber { return Array(repeating: Float(n.doubleValue), count: 3) }
             guard let list = raw as? [NSNumber], list.count == 3 else {
                 throw invalid("'\(key)' must be a number or a list of 3 numbers")
@@ -119,7 +123,8 @@ extension ImagePreprocessing {
         let resize: ResizeMode
         let size: Int
         let rawSize = json["size"]
-        if rawSize == nil || rawSize is NSNull {
+        if rawSize is NSNull { throw nullRefused("size") }
+        if rawSize == nil {
             (resize, size) = isClip ? (.shortestEdge, 224) : (.exact, 224)
         } else if let n = int(rawSize) {
             (resize, size) = (.shortestEdge, n)  // get_size_dict(int, default_to_square=False)
@@ -141,7 +146,8 @@ extension ImagePreprocessing {
         var cropSize: Int? = nil
         if try bool("do_center_crop", default: isClip) {
             let raw = json["crop_size"]
-            if raw == nil || raw is NSNull {
+            if raw is NSNull { throw nullRefused("crop_size") }
+            if raw == nil {
                 guard isClip else { throw invalid("do_center_crop is true but 'crop_size' is missing") }
                 cropSize = 224
             } else if let n = int(raw) {
@@ -157,7 +163,8 @@ extension ImagePreprocessing {
         // Rescale / normalize.
         var rescale: Float = 1 / 255
         if try bool("do_rescale", default: true) {
-            if let raw = json["rescale_factor"], !(raw is NSNull) {
+            if json["rescale_factor"] is NSNull { throw nullRefused("rescale_factor") }
+            if let raw = json["rescale_factor"] {
                 guard let n = raw as? NSNumber else { throw invalid("'rescale_factor' must be a number") }
                 rescale = Float(n.doubleValue)
             }

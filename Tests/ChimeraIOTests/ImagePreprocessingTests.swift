@@ -187,6 +187,14 @@ struct ImagePreprocessingTests {
         #expect(try hf("{\(base)}").cropSize == 64)  // absent: CLIP's default crops
         #expect(hfError("{\(base), \"resample\": null}").contains("only 3 (PIL BICUBIC) is implemented, got null"))
         #expect(hfError("{\(base), \"do_convert_rgb\": null}").contains("'do_convert_rgb'"))
+        // A null value (not a flag) the processor refuses when its step runs; unused, it is no matter.
+        for key in ["image_mean", "image_std", "rescale_factor", "size", "crop_size"] {
+            let json = key == "size" ? #"{"image_processor_type": "CLIPImageProcessor", "crop_size": 64, "size": null}"#
+                : key == "crop_size" ? #"{"image_processor_type": "CLIPImageProcessor", "size": {"shortest_edge": 64}, "crop_size": null}"#
+                : "{\(base), \"\(key)\": null}"
+            #expect(hfError(json).contains("'\(key)' is null (transformers refuses it: it must be specified)"), "\(key): \(hfError(json))")
+        }
+        #expect(try hf("{\(base), \"do_normalize\": false, \"image_mean\": null}").mean == [0, 0, 0])
     }
 
     /// Transparent images: composited onto white by default (transformers' processors), or their

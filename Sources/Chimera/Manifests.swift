@@ -531,6 +531,11 @@ public enum AnyManifest: Sendable {
         guard let object = parsed as? [String: Any] else {
             throw ManifestError.invalid(file: file, detail: "not a JSON object")
         }
+        // JSON readers disagree on a repeated key (Foundation's decoder takes the first, Python and
+        // JSONSerialization the last): refused rather than read one way here and another there.
+        if let repeated = JSONKeyScanner.firstRepeatedKey(in: data) {
+            throw ManifestError.invalid(file: file, detail: "\(repeated): the key is given twice in its object")
+        }
         guard let schema = object["schema"] as? String else {
             throw ManifestError.invalid(file: file, detail: "schema: required field is missing (\"\(schemas.joined(separator: "\", \""))\")")
         }
@@ -553,6 +558,68 @@ public enum AnyManifest: Sendable {
             }
         } catch let error as DecodingError {
             throw ManifestError.invalid(file: file, detail: describe(error))
+        }
+    }
+}
+
+/// Finds a key an object of a valid JSON text repeats (JSONSerialization keeps one silently).
+enum JSONKeyScanner {
+    /// The dotted path of the first repeated key ("config.context_length"), or nil.
+    static func firstRepeatedKey(in data: Data) -> String? {
+        var scanner = Scanner(bytes: [UInt8](data))
+        return scanner.value(path: "")
+    }
+
+    private struct Scanner {
+        let bytes: [UInt8]
+        var i = 0
+
+        mutating func skipSpace() { while i < bytes.count, [0x20, 0x09, 0x0A, 0x0D].contains(bytes[i]) { i += 1 } }
+
+        /// A string's raw bytes between its quotes (escapes left as written), `i` past its end.
+        mutating func string() -> [UInt8] {
+            let start = i + 1
+            i += 1
+            while i < bytes.count, bytes[i] != 0x22 { i += bytes[i] == 0x5C ? 2 : 1 }
+            defer { i += 1 }
+            return Array(bytes[start..<min(i, bytes.count)])
+        }
+
+        /// Scans one value (the text is valid JSON); returns the path of a repeated key inside it.
+        mutating func value(path: String) -> String? {
+            skipSpace()
+            guard i < bytes.count else { return nil }
+            switch bytes[i] {
+            case 0x7B:  // {
+                i += 1
+                var seen = Set<[UInt8]>()
+                while true {
+                    skipSpace()
+                    if i >= bytes.count || bytes[i] == 0x7D { i += 1; return nil }
+                    if bytes[i] == 0x2C { i += 1; continue }
+                    let key = string()
+                    let name = String(decoding: key, as: UTF8.self), keyPath = path.isEmpty ? name : path + "." + name
+                    if !seen.insert(key).inserted { return keyPath }
+                    skipSpace()
+                    i += 1  // :
+                    if let repeated = value(path: keyPath) { return repeated }
+                }
+            case 0x5B:  // [
+                i += 1
+                var index = 0
+                while true {
+                    skipSpace()
+                    if i >= bytes.count || bytes[i] == 0x5D { i += 1; return nil }
+                    if bytes[i] == 0x2C { i += 1; index += 1; continue }
+                    if let repeated = value(path: "\(path)[\(index)]") { return repeated }
+                }
+            case 0x22:
+                _ = string()
+                return nil
+            default:  // a number, true, false or null
+                while i < bytes.count, ![0x2C, 0x7D, 0x5D, 0x20, 0x09, 0x0A, 0x0D].contains(bytes[i]) { i += 1 }
+                return nil
+            }
         }
     }
 }

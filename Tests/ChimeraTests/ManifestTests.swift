@@ -250,6 +250,18 @@ extension ManifestTests {
             #expect(message.contains("output_width: expected a positive integer"))
         }
 
+        /// A key given twice is refused, named by its path: JSON readers disagree on which counts.
+        @Test func repeatedKeysAreRefused() throws {
+            func repeated(_ json: String) -> String? { JSONKeyScanner.firstRepeatedKey(in: Data(json.utf8)) }
+            #expect(repeated(#"{"a": 1, "b": {"c": [1, {"d": "x\"}", "d": 2}], "c2": 3}}"#) == "b.c[1].d")
+            #expect(repeated(#"{"a": "\"a\"", "b": [[], {}, {"a": 1}], "c": {"a": {"a": null}}}"#) == nil)
+            #expect(repeated(#"{"context_length": 128, "x": true, "context_length": 8}"#) == "context_length")
+            let folder = try F.temporaryFolder()
+            let url = try F.write(text: #"{"schema": "chimera.component/v1", "id": "x", "kind": "connector", "family": "mlp", "config": {"depth": 2, "depth": 3}}"#,
+                                  to: folder, name: "x.component.json")
+            #expect(F.loadError(url) == "\(url.path): config.depth: the key is given twice in its object", "\(F.loadError(url))")
+        }
+
         @Test(arguments: ["", "my llm", "-x"])
         func badIDs(id: String) throws {
             for base in [F.llmID, F.assemblyID] {

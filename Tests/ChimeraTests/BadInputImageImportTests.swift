@@ -28,6 +28,23 @@ private typealias F = ManifestFixtures
         return (problems.map(\.description), message { _ = try BuiltinFamilies.registry().build(manifest) })
     }
 
+    /// The declared output must be what the config gives: width and tokens, and the grid too
+    /// (nothing read it: [-4, -4] passed).
+    @Test func declaredOutputAgreesWithTheConfig() throws {
+        for (grid, width) in [([-4, -4], 64), ([4, 4], 47)] {
+            let manifest = try encoder { m in
+                var output = try #require(m["output"] as? [String: Any])
+                output["grid"] = grid
+                output["width"] = width
+                m["output"] = output
+            }
+            let (validate, _) = refusals(manifest)
+            let expected = width == 64 ? "output.grid: [-4, -4] disagrees with config, which gives [4, 4]"
+                : "output: {width 47, tokens 17} disagrees with config, which gives {width 64, tokens 17}"
+            #expect(validate.contains { $0.contains(manifest.origin) && $0.contains(expected) }, "\(validate)")
+        }
+    }
+
     @Test func imageSizeAboveTheBoundIsRefusedNotOverflowed() throws {
         let manifest = try F.component(try F.relocatable(F.encoderID) { $0["image_size"] = 4_294_967_296; $0["patch_size"] = 1 },
                                        in: try F.temporaryFolder())

@@ -81,12 +81,15 @@ public struct VisionTransformerConfig<Variant: VisionTransformerVariant>: Codabl
         _ = try config.preprocessing(of: manifest)
         let expected = config.output
         if let output = manifest.output, output.width != expected.width || output.tokens != expected.tokens {
-            throw ManifestError.invalid(file: manifest.origin, detail:
+            throw ManifestError.invalid(file: manifest.originFile, detail:
                 "output: {width \(output.width), tokens \(output.tokens)} disagrees with config, which gives {width \(expected.width), tokens \(expected.tokens)}")
         }
         if let classToken = manifest.output?.classToken, classToken != Variant.classToken {
-            throw ManifestError.invalid(file: manifest.origin, detail:
+            throw ManifestError.invalid(file: manifest.originFile, detail:
                 "output.class_token: \(classToken) disagrees with family '\(manifest.family)', which has \(Variant.classToken ? "a" : "no") class token")
+        }
+        if let grid = manifest.output?.grid, grid != expected.grid {
+            throw ManifestError.invalid(file: manifest.originFile, detail: "output.grid: \(grid) disagrees with config, which gives \(expected.grid ?? [])")
         }
     }
 

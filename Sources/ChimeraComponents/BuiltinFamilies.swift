@@ -30,12 +30,27 @@ public enum BuiltinFamilies {
                 name: "identity", kind: .connector, summary: "features passed through unchanged (widths must match)",
                 validate: { try IdentityConfig.validate($0) }, keepsWidth: true,
                 create: { manifest, context in try IdentityConnector(manifest: manifest, context: context) }),
-            languageModel("llama", LlamaConfig.self, "Llama / TinyLlama (transformers LlamaForCausalLM)"),
-            languageModel("qwen2", Qwen2Config.self, "Qwen2 / Qwen2.5 (transformers Qwen2ForCausalLM)"),
-            languageModel("gemma", GemmaConfig.self, "Gemma (transformers GemmaForCausalLM)"),
-            languageModel("phi", PhiConfig.self, "Phi-1/1.5/2 (transformers PhiForCausalLM)"),
-            languageModel("stablelm", StableLMConfig.self, "StableLM-2 (transformers StableLmForCausalLM)"),
-        ]
+        ] + decoderFamilies.map { entry in
+            func family<Config: DecoderFamilyConfig>(_ config: Config.Type) -> ComponentFamily { languageModel(entry.name, config, entry.summary) }
+            return family(entry.config)
+        }
+    }
+
+    /// The decoder-only language model families, each with the config its manifests hold.
+    static let decoderFamilies: [(name: String, config: any DecoderFamilyConfig.Type, summary: String)] = [
+        ("llama", LlamaConfig.self, "Llama / TinyLlama (transformers LlamaForCausalLM)"),
+        ("qwen2", Qwen2Config.self, "Qwen2 / Qwen2.5 (transformers Qwen2ForCausalLM)"),
+        ("gemma", GemmaConfig.self, "Gemma (transformers GemmaForCausalLM)"),
+        ("phi", PhiConfig.self, "Phi-1/1.5/2 (transformers PhiForCausalLM)"),
+        ("stablelm", StableLMConfig.self, "StableLM-2 (transformers StableLmForCausalLM)"),
+    ]
+
+    /// The architecture a built-in decoder family reads from `manifest` (nil for another family):
+    /// what its config means once the family's defaults are applied.
+    static func decoderArchitecture(_ manifest: ComponentManifest) throws -> DecoderArchitecture? {
+        guard let config = decoderFamilies.first(where: { $0.name == manifest.family })?.config else { return nil }
+        func read<Config: DecoderFamilyConfig>(_ config: Config.Type) throws -> DecoderArchitecture { try architecture(manifest, config) }
+        return try read(config)
     }
 
     /// A decoder-only language model family: its config maps to a `DecoderTransformer` architecture.

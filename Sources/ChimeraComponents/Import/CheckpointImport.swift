@@ -264,7 +264,9 @@ public struct CheckpointImporter {
         if let weights = lm.weights, case var .object(object) = lm.config {
             let head = weights.storedName("lm_head.weight"), embeddings = weights.storedName("model.embed_tokens.weight")
             let configured: Bool? = if case let .bool(tied)? = object["tie_word_embeddings"] { tied } else { nil }
-            let tiedByConfig = configured ?? (lm.family == "gemma")  // GemmaConfig ties by default, the others do not
+            // As the family reads the config (Gemma ties by default); a config it refuses is
+            // refused with its reason by checkBeforeWriting.
+            let tiedByConfig = (try? BuiltinFamilies.decoderArchitecture(lm))??.tiedEmbeddings ?? false
             let field = section.isEmpty ? "tie_word_embeddings" : "\(section).tie_word_embeddings (or the top level's)"
             if !store.contains(head) {
                 object["tie_word_embeddings"] = .bool(true)
@@ -481,7 +483,16 @@ func typedField<T>(_ object: [String: Any], _ key: String, file: String, field: 
 /// `typedField` where absent or null is refused too (`ImportError.missing`).
 func requiredField<T>(_ object: [String: Any], _ key: String, file: String, field: String, expected: String) throws -> T {
     guard let value: T = try typedField(object, key, file: file, field: field, expected: expected) else {
-        throw ImportError.missing(file: file, field: field, why: "expected \(expected)")
+        throw ImportError.missing(file: file, field: field, why: "expected \(expected)" + (object[key] is NSNull ? ", found null" : ""))
+    }
+    return value
+}
+
+/// A norm's epsilon as read from `object[key]`: it keeps a square root off zero, so it must be a
+/// positive number (0 or a negative one was written into manifests).
+func positiveEpsilon(_ value: Double, _ object: [String: Any], _ key: String, file: String, field: String) throws -> Double {
+    guard value > 0, value.isFinite else {
+        throw ImportError.invalidValue(file: file, field: field, found: ImportError.shown(object[key] as Any), expected: "a positive number")
     }
     return value
 }

@@ -52,11 +52,7 @@ public enum LanguageModelImport {
                 } else if key.hasSuffix("_act") {
                     if let value: String = try typedField(text, key, file: file, field: fields.name(key), expected: "a string") { config[key] = .string(value) }
                 } else if let value = try fields.optionalNumber(key) {
-                    // An epsilon keeps a norm's square root off zero: it must be positive.
-                    if key.hasSuffix("_eps"), !(value > 0 && value.isFinite) {
-                        throw ImportError.invalidValue(file: file, field: fields.name(key), found: ImportError.shown(text[key]!), expected: "a positive number")
-                    }
-                    config[key] = .number(value)
+                    config[key] = .number(key.hasSuffix("_eps") ? try positiveEpsilon(value, text, key, file: file, field: fields.name(key)) : value)
                 }
             }
         }

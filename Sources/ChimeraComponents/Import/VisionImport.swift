@@ -53,10 +53,7 @@ extension CheckpointImporter {
         let side = imageSize / patchSize
         // Filled in from the model type's defaults when absent; null is refused.
         func required<T>(_ key: String, _ expected: String) throws -> T {
-            guard let value: T = try typedField(vision, key, file: configPath, field: "\(section).\(key)", expected: expected) else {
-                throw ImportError.missing(file: configPath, field: "\(section).\(key)", why: "expected \(expected), found null")
-            }
-            return value
+            try requiredField(vision, key, file: configPath, field: "\(section).\(key)", expected: expected)
         }
         var encoder = ComponentManifest(id: id, kind: .encoder, family: family.family, config: .object([
             "hidden_size": .number(Double(hidden)),
@@ -64,13 +61,8 @@ extension CheckpointImporter {
             "heads": .number(Double(try int(vision, "num_attention_heads", configPath, section))),
             "intermediate_size": .number(Double(try int(vision, "intermediate_size", configPath, section))),
             "image_size": .number(Double(imageSize)), "patch_size": .number(Double(patchSize)),
-            "layer_norm_eps": .number(try { () throws -> Double in
-                let eps: Double = try required("layer_norm_eps", "a number")
-                guard eps > 0, eps.isFinite else {
-                    throw ImportError.invalidValue(file: configPath, field: "\(section).layer_norm_eps", found: ImportError.shown(vision["layer_norm_eps"]!), expected: "a positive number")
-                }
-                return eps
-            }()),
+            "layer_norm_eps": .number(try positiveEpsilon(required("layer_norm_eps", "a number"), vision, "layer_norm_eps",
+                                                          file: configPath, field: "\(section).layer_norm_eps")),
             "hidden_act": .string(try required("hidden_act", "a string")),
         ]))
         encoder.modality = "image"

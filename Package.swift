@@ -19,6 +19,7 @@ let package = Package(
         .library(name: "ChimeraTensor", targets: ["ChimeraTensor"]),
         .library(name: "ChimeraIO", targets: ["ChimeraIO"]),
         .library(name: "ChimeraTokenizers", targets: ["ChimeraTokenizers"]),
+        .library(name: "ChimeraJinja", targets: ["ChimeraJinja"]),
         .library(name: "Chimera", targets: ["Chimera"]),
         .library(name: "ChimeraComponents", targets: ["ChimeraComponents"]),
         // What plugin packages depend on (Plugins/*/Package.swift).
@@ -44,11 +45,13 @@ let package = Package(
         .target(name: "ChimeraTensor", dependencies: ["COpenBLAS", "CChimeraKernels"], swiftSettings: optimizedEvenInDebug),
         .target(name: "ChimeraIO", dependencies: ["ChimeraTensor", "CImageCodecs"]),
         .target(name: "ChimeraTokenizers"),
+        // Hugging Face chat templates (a Jinja subset) rendered as transformers renders them.
+        .target(name: "ChimeraJinja"),
         // The plugin ABI: one C header, shared by the host and every plugin.
         .target(name: "CChimeraPlugin"),
         // The host's calls into plugins, with a plugin's crash caught (sigsetjmp: C, not Swift).
         .target(name: "CPluginHost", dependencies: ["CChimeraPlugin"]),
-        .target(name: "Chimera", dependencies: ["ChimeraTensor", "ChimeraIO", "ChimeraTokenizers", "CChimeraPlugin", "CPluginHost"]),
+        .target(name: "Chimera", dependencies: ["ChimeraTensor", "ChimeraIO", "ChimeraTokenizers", "ChimeraJinja", "CChimeraPlugin", "CPluginHost"]),
         .target(name: "ChimeraPluginKit", dependencies: ["Chimera", "ChimeraTensor", "CChimeraPlugin"]),
         .target(name: "ChimeraComponents", dependencies: ["Chimera", "ChimeraTensor", "ChimeraIO"], swiftSettings: optimizedEvenInDebug),
         .executableTarget(
@@ -68,6 +71,7 @@ let package = Package(
         .testTarget(name: "ChimeraTensorTests", dependencies: ["ChimeraTensor", "CChimeraKernels"]),
         .testTarget(name: "ChimeraIOTests", dependencies: ["ChimeraIO"], resources: [.copy("Fixtures")]),
         .testTarget(name: "ChimeraTokenizersTests", dependencies: ["ChimeraTokenizers"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "ChimeraJinjaTests", dependencies: ["ChimeraJinja"], resources: [.copy("Fixtures")]),
         // Test-only: counts each thread's heap allocations (replaces malloc in the test executable).
         .target(name: "CAllocationCounter", path: "Tests/CAllocationCounter"),
         .testTarget(name: "ChimeraTests", dependencies: ["Chimera", "ChimeraComponents", "CAllocationCounter"], resources: [.copy("Fixtures")]),

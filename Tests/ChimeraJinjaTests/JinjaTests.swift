@@ -1,0 +1,87 @@
+import Foundation
+import Testing
+@testable import ChimeraJinja
+
+/// One template rendered by transformers' chat-template environment (Scripts/make_jinja_fixtures.py).
+struct JinjaCase {
+    let name: String
+    let template: String
+    let context: [String: JinjaValue]
+    let output: String?
+    let error: String?
+    let syntaxError: Bool
+
+    static func all() throws -> [JinjaCase] {
+        let url = try #require(Bundle.module.url(forResource: "cases", withExtension: "json", subdirectory: "Fixtures"))
+        let list = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [[String: Any]])
+        return try list.map { item in
+            guard case .dict(let context) = try typed(item["context"] as Any) else { throw FixtureError(item["name"] as? String ?? "?") }
+            return JinjaCase(name: item["name"] as! String, template: item["template"] as! String,
+                             context: Dictionary(uniqueKeysWithValues: context.entries.map { ($0.key, $0.value) }),
+                             output: item["output"] as? String, error: item["error"] as? String, syntaxError: item["syntax_error"] as? Bool ?? false)
+        }
+    }
+
+    struct FixtureError: Error { let name: String; init(_ name: String) { self.name = name } }
+
+    /// The script's tagged values: ["int", 1], ["dict", [[key, value], ...]], ...
+    static func typed(_ any: Any) throws -> JinjaValue {
+        guard let pair = any as? [Any], let tag = pair.first as? String else { throw FixtureError("bad typed value \(any)") }
+        switch tag {
+        case "none": return .none
+        case "bool": return .bool(pair[1] as! Bool)
+        case "int": return .int((pair[1] as! NSNumber).intValue)
+        case "float": return .float((pair[1] as! NSNumber).doubleValue)
+        case "str": return .string(pair[1] as! String)
+        case "list": return .list(try (pair[1] as! [Any]).map(typed))
+        case "dict": return .dict(JinjaDict(try (pair[1] as! [[Any]]).map { ($0[0] as! String, try typed($0[1])) }))
+        default: throw FixtureError("unknown tag \(tag)")
+        }
+    }
+}
+
+/// 2026-12-02 at noon, local time: the day the fixtures' strftime_now saw.
+let fixtureNow: Date = {
+    Calendar.current.date(from: DateComponents(year: 2026, month: 12, day: 2, hour: 12))!
+}()
+
+@Suite struct JinjaTemplateTests {
+    @Test func rendersAsTransformers() throws {
+        let cases = try JinjaCase.all()
+        #expect(cases.count > 60)
+        for c in cases {
+            let problem = Self.check(c)
+            #expect(problem == nil, "\(c.name): \(problem ?? "")")
+        }
+    }
+
+    /// What differs from transformers' result, or nil.
+    static func check(_ c: JinjaCase) -> String? {
+        let result: Result<String, JinjaError>
+        do throws(JinjaError) {
+            result = .success(try JinjaTemplate(c.template).render(c.context, now: fixtureNow))
+        } catch {
+            result = .failure(error)
+        }
+        switch (result, c.output) {
+        case let (.success(rendered), expected?):
+            guard rendered != expected else { return nil }
+            let same = zip(rendered.unicodeScalars, expected.unicodeScalars).prefix { $0 == $1 }.count
+            func around(_ s: String) -> String { String(String.UnicodeScalarView(s.unicodeScalars.dropFirst(max(0, same - 20)).prefix(60))).debugDescription }
+            return "differs at code point \(same): rendered …\(around(rendered))…, transformers …\(around(expected))…"
+        case let (.success(rendered), nil):
+            return "rendered \(rendered.debugDescription), transformers raised \(c.error ?? "")"
+        case let (.failure(error), expected?):
+            return "raised \(error.errorDescription ?? ""), transformers rendered \(expected.debugDescription)"
+        case let (.failure(error), nil):
+            let raised = c.error ?? ""
+            if c.syntaxError { return nil }
+            // raise_exception's message is the template's own; other errors say what went wrong, as Python does.
+            if raised.hasPrefix("TemplateError: ") {
+                return error == .raised(String(raised.dropFirst("TemplateError: ".count))) ? nil : "raised \(error), transformers \(raised)"
+            }
+            let message = raised[raised.index(after: raised.firstIndex(of: ":")!)...].trimmingCharacters(in: .whitespaces)
+            return error.errorDescription?.hasSuffix(message) == true ? nil : "raised \(error.errorDescription ?? ""), transformers \(raised)"
+        }
+    }
+}

@@ -53,7 +53,7 @@ let package = Package(
         .target(name: "CPluginHost", dependencies: ["CChimeraPlugin"]),
         .target(name: "Chimera", dependencies: ["ChimeraTensor", "ChimeraIO", "ChimeraTokenizers", "ChimeraJinja", "CChimeraPlugin", "CPluginHost"]),
         .target(name: "ChimeraPluginKit", dependencies: ["Chimera", "ChimeraTensor", "CChimeraPlugin"]),
-        .target(name: "ChimeraComponents", dependencies: ["Chimera", "ChimeraTensor", "ChimeraIO"], swiftSettings: optimizedEvenInDebug),
+        .target(name: "ChimeraComponents", dependencies: ["Chimera", "ChimeraTensor", "ChimeraIO", "ChimeraJinja"], swiftSettings: optimizedEvenInDebug),
         .executableTarget(
             name: "chimera",
             dependencies: [

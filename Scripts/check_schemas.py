@@ -100,7 +100,18 @@ def self_checks(validators, shipped):
         ("optional field null", mutated(llm, ["description"], None), True),
         ("mlp config absent", mutated(con, ["config"], None, delete=True), True),
         ("unknown family with any config", mutated(mutated(con, ["family"], "qformer"), ["config"], {"q": 64}), True),
+        ("LM chat_template", mutated(llm, ["chat_template"], "my-chat"), True),
+        ("encoder with a chat_template", mutated(enc, ["chat_template"], "my-chat"), False),
+        ("jinja template", JINJA, True),
+        ("jinja template with content parts", mutated(JINJA, ["content_parts"], {"<image>": "image"}), True),
+        ("jinja template with a user slot", mutated(JINJA, ["user"], "{{content}}"), False),
+        ("jinja template with an empty file", mutated(JINJA, ["jinja_file"], ""), False),
+        ("content parts without jinja", mutated(mutated(JINJA, ["jinja_file"], None, delete=True), ["content_parts"], {"<image>": "image"}), False),
     ]
+
+
+# A Jinja chat template manifest (import writes one for a checkpoint's own template).
+JINJA = {"schema": "chimera.template/v1", "id": "my-chat", "jinja_file": "my.chat_template.jinja", "stop": []}
 
 
 def main(argv):

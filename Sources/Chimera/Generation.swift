@@ -21,6 +21,9 @@ public struct GenerationOptions: Sendable {
     /// `maxTokens` is a default, not asked for: where the prompt leaves less room in the context,
     /// the answer is bounded by that room (stop reason "context_length") instead of refused.
     public var fitsAnswerToContext = false
+    /// Whether the prompt is tokenized with the tokenizer's special tokens (BOS): not when a Jinja
+    /// chat template wrote them (`ChatTemplate.tokenizerAddsSpecialTokens`).
+    public var addSpecialTokens = true
     public init(maxTokens: Int = 64, temperature: Float = 0, topK: Int? = nil, topP: Float? = nil, repetitionPenalty: Float? = nil,
                 seed: UInt64 = 0, stop: [String] = [], kvCache: KVPrecision = .f32) {
         self.maxTokens = maxTokens; self.temperature = temperature; self.topK = topK == 0 ? nil : topK; self.topP = topP
@@ -259,13 +262,15 @@ public struct PromptLayout: Sendable {
     /// A prompt longer than `context` is refused (`PromptError.tooLong`, or `.farTooLong` once
     /// tokenizing stops past four contexts' worth).
     public init(_ prompt: String, pieces: [(text: String, placeholder: String?)], placeholders: [String], rows: [Int],
-                tokenizer: Tokenizer, context: Int) throws {
+                tokenizer: Tokenizer, context: Int, addSpecialTokens: Bool = true) throws {
         // Counted exactly up to four contexts' worth, so that the error says how much to cut;
         // beyond that tokenizing stops (a 10 MB prompt took 36 s and 650 MB to be refused).
         let countedUpTo = 4 * context
         func tokenize(_ text: String, first: Bool, after count: Int) throws -> [Int] {
-            do { return try tokenizer.encode(text, addSpecialTokens: first, limit: countedUpTo - count) } catch .moreTokensThan {
-                throw PromptError.farTooLong(moreThan: countedUpTo, context: context)
+            do { return try tokenizer.encode(text, addSpecialTokens: first && addSpecialTokens, limit: countedUpTo - count) } catch {
+                // (A `catch .moreTokensThan` pattern here crashes the Swift 6.3 compiler.)
+                if case .moreTokensThan = error { throw PromptError.farTooLong(moreThan: countedUpTo, context: context) }
+                throw error
             }
         }
         var tokens: [Int] = []
@@ -320,7 +325,7 @@ extension PromptLayout {
     /// connector declare them; `tokenizer` the language model's (`Assembler.tokenizer(of:)`).
     /// Nothing is loaded or encoded.
     public init(_ prompt: String, assembly: AssemblyManifest, catalog: Catalog, families: FamilyRegistry, tokenizer: Tokenizer,
-                inputs files: [String: [URL]]) throws {
+                inputs files: [String: [URL]], addSpecialTokens: Bool = true) throws {
         let placeholders = assembly.inputs.map(\.placeholder)
         let pieces = try checkedPieces(prompt, files: files, placeholders: placeholders)
         let lmManifest = try catalog.component(assembly.languageModel, kind: .languageModel)
@@ -336,7 +341,7 @@ extension PromptLayout {
             return rows
         }
         try self.init(prompt, pieces: pieces, placeholders: placeholders, rows: rows,
-                      tokenizer: tokenizer, context: lm.contextLength)
+                      tokenizer: tokenizer, context: lm.contextLength, addSpecialTokens: addSpecialTokens)
     }
 }
 
@@ -346,7 +351,7 @@ extension AssembledModel {
     /// `cache` are not encoded again, and new ones are kept there. A prompt longer than the language
     /// model's context is refused before its text is embedded (`PromptError.tooLong`, or
     /// `.farTooLong` once tokenizing stops past four contexts' worth).
-    public func prepare(prompt: String, inputs files: [String: [URL]], cache: EncodedFeatures? = nil) throws -> PreparedPrompt {
+    public func prepare(prompt: String, inputs files: [String: [URL]], cache: EncodedFeatures? = nil, addSpecialTokens: Bool = true) throws -> PreparedPrompt {
         let placeholders = inputs.map(\.binding.placeholder)
         let named = try checkedPieces(prompt, files: files, placeholders: placeholders)
         let pieces = named.map { piece in
@@ -373,7 +378,7 @@ extension AssembledModel {
         // Runs of text are embedded only once the whole prompt is known to fit the context (a
         // megabyte of text would otherwise be a gigabyte of embeddings before the length error).
         let layout = try PromptLayout(prompt, pieces: named, placeholders: placeholders, rows: features.map(\.rows),
-                                      tokenizer: tokenizer, context: languageModel.contextLength)
+                                      tokenizer: tokenizer, context: languageModel.contextLength, addSpecialTokens: addSpecialTokens)
         let rows = try layout.segments.map { segment -> Tensor in
             switch segment {
             case let .text(ids): return try languageModel.embed(ids)
@@ -397,7 +402,7 @@ extension AssembledModel {
     public func generate(prompt: String, inputs files: [String: [URL]] = [:], options: GenerationOptions,
                          session: GenerationSession? = nil, onText: (String) -> Void = { _ in }) throws -> GenerationResult {
         try options.validate()
-        let prepared = try prepare(prompt: prompt, inputs: files, cache: session?.features)
+        let prepared = try prepare(prompt: prompt, inputs: files, cache: session?.features, addSpecialTokens: options.addSpecialTokens)
         let promptLength = prepared.embeddings.rows
         let context = languageModel.contextLength
         var options = options

@@ -198,6 +198,9 @@ public struct ComponentManifest: Codable, Sendable, Equatable {
     /// Language models: defaults for `generate` (a checkpoint's generation_config.json, imported),
     /// under an assembly's own `generation`.
     public var generation: GenerationDefaults?
+    /// Language models: the chat template `generate --chat` uses when the assembly names none (an
+    /// imported instruct model's own, as a Jinja template).
+    public var chatTemplate: String?
     /// Absent only for connectors, which are then freshly initialized with `seed`.
     public var weights: WeightsReference?
     public var seed: UInt64?
@@ -210,7 +213,7 @@ public struct ComponentManifest: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case schema, id, kind, family, description, modality, config, output, preprocess, tokenizer, generation, weights, seed, source
-        case inputWidth = "input_width", outputWidth = "output_width", contextLength = "context_length"
+        case inputWidth = "input_width", outputWidth = "output_width", contextLength = "context_length", chatTemplate = "chat_template"
     }
 
     public init(id: String, kind: ComponentKind, family: String, config: JSONValue) {
@@ -235,6 +238,7 @@ public struct ComponentManifest: Codable, Sendable, Equatable {
         tokenizer = try c.decodeIfPresent(TokenizerReference.self, forKey: .tokenizer)
         contextLength = try c.decodeIfPresent(Int.self, forKey: .contextLength)
         generation = try c.decodeIfPresent(GenerationDefaults.self, forKey: .generation)
+        chatTemplate = try c.decodeIfPresent(String.self, forKey: .chatTemplate)
         weights = try c.decodeIfPresent(WeightsReference.self, forKey: .weights)
         seed = try c.decodeIfPresent(UInt64.self, forKey: .seed)
         source = try c.decodeIfPresent(String.self, forKey: .source)
@@ -248,6 +252,9 @@ public struct ComponentManifest: Codable, Sendable, Equatable {
         }
         if kind != .languageModel, generation != nil {
             throw DecodingError.dataCorrupted(.init(codingPath: [CodingKeys.generation], debugDescription: "only language models take generation defaults"))
+        }
+        if kind != .languageModel, chatTemplate != nil {
+            throw DecodingError.dataCorrupted(.init(codingPath: [CodingKeys.chatTemplate], debugDescription: "only language models name a chat template"))
         }
         switch kind {
         case .encoder:
@@ -552,6 +559,7 @@ public enum AnyManifest: Sendable {
             case ChatTemplate.schemaVersion:
                 var m = try JSONDecoder().decode(ChatTemplate.self, from: data)
                 m.directory = directory; m.origin = file
+                try m.loadJinja()
                 return .template(m)
             default:
                 throw ManifestError.wrongSchema(file: file, expected: schemas.joined(separator: "\", \""), found: schema)

@@ -1,12 +1,17 @@
 import ChimeraIO
+import ChimeraJinja
 import Foundation
 
-// Chat templates as data (manifest kind "chimera.template/v1", files under manifests/templates/).
-// The fields restate TinyLLaVA_Factory's Template (tinyllava/data/template/base.py): a system slot
+// Chat templates as data (manifest kind "chimera.template/v1", files under manifests/templates/),
+// in one of two forms.
+// Slots restate TinyLLaVA_Factory's Template (tinyllava/data/template/base.py): a system slot
 // written once, a user slot and an assistant slot per turn, the image placeholder moved to the front
 // of the user turn that holds it, and the stop string that ends an answer. TinyLLaVA derives the
 // open answer's prefix ("ASSISTANT:") from the assistant slot; here it is spelled out as
 // `generation_prompt`, so that no template depends on where a colon happens to stand.
+// A Jinja file (`jinja_file`) is a Hugging Face checkpoint's own chat template, rendered as
+// transformers' apply_chat_template renders it (ChimeraJinja): it writes the whole prompt, special
+// tokens included, so the prompt is then tokenized without the tokenizer's own (BOS).
 
 /// One turn of a conversation: `role` is "system" (first turn only), "user" or "assistant".
 public struct ChatTurn: Codable, Sendable, Equatable {
@@ -56,8 +61,15 @@ public enum ChatTemplateError: LocalizedError, Equatable {
     case badConversation(String)
     case unreadableConversation(file: String, reason: String)
     case dropsPlaceholder(template: String, placeholder: String, given: Int, kept: Int)
+    /// A Jinja template failed: it refused the conversation (raise_exception), or rendering it did.
+    case jinja(template: String, file: String, JinjaError)
+    /// A Jinja chat template file that cannot be read or is not Jinja this renderer reads.
+    case unreadableJinja(file: String, reason: String)
     public var errorDescription: String? {
         switch self {
+        case let .unreadableJinja(file, reason): return "\(file): cannot read the chat template: \(reason)"
+        case let .jinja(template, _, .raised(message)): return "chat template '\(template)' refuses the conversation: \(message)"
+        case let .jinja(template, file, error): return "chat template '\(template)' (\(file)) failed: \(error.errorDescription ?? "\(error)")"
         case let .badConversation(reason): return "conversation: \(reason)"
         case let .dropsPlaceholder(template, placeholder, given, kept):
             return "chat template '\(template)' keeps \(kept) of the conversation's \(given) \(placeholder) placeholder\(given == 1 ? "" : "s")"
@@ -104,12 +116,89 @@ public struct ChatTemplate: Codable, Sendable, Equatable {
     public var image: ImageRule?
     /// Text that ends an answer; generation stops there (as TinyLLaVA's KeywordsStoppingCriteria).
     public var stop: [String]
+    /// The Jinja form: a Hugging Face chat template file (relative to the manifest) that writes the
+    /// whole prompt; the slots above are then empty. Read and parsed by `loadJinja()`.
+    public var jinjaFile: String?
+    public private(set) var jinja: JinjaTemplate?
+    /// Jinja templates of multimodal processors (llava-hf's) read a turn's content as a list of
+    /// parts: {"type": "text", "text": …} and, where an input's placeholder stands, {"type": its
+    /// part type}. Maps placeholders ("<image>") to part types ("image"); nil gives content as text.
+    public var contentParts: [String: String]?
+    /// What a Jinja template sees of the tokenizer it is paired with: its named special tokens
+    /// (bos_token, eos_token, ...), as transformers passes them (`Tokenizer.namedSpecialTokens`).
+    public var specialTokens: [String: String] = [:]
     public var directory: URL = URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
     public var origin: String = "built-in"
 
+    /// Whether the rendered prompt is tokenized with the tokenizer's special tokens (BOS): not for a
+    /// Jinja template, which writes them itself (transformers tokenizes it with add_special_tokens=False).
+    public var tokenizerAddsSpecialTokens: Bool { jinjaFile == nil }
+
     enum CodingKeys: String, CodingKey, CaseIterable {
         case schema, id, description, source, system, user, assistant, image, stop
-        case systemFormat = "system_format", generationPrompt = "generation_prompt"
+        case systemFormat = "system_format", generationPrompt = "generation_prompt", jinjaFile = "jinja_file", contentParts = "content_parts"
+    }
+
+    /// A Jinja template, `template` parsed from `jinjaFile` (relative to `directory`).
+    public init(id: String, jinjaFile: String, template: JinjaTemplate, directory: URL, stop: [String] = []) throws {
+        schema = Self.schemaVersion
+        self.id = id; self.jinjaFile = jinjaFile; self.directory = directory; self.stop = stop
+        system = ""; systemFormat = Self.contentSlot; user = ""; assistant = ""; generationPrompt = ""
+        jinja = template
+    }
+
+    /// Reads and parses `jinja_file` (a manifest's is read when the manifest is).
+    public mutating func loadJinja() throws {
+        guard let jinjaFile else { return }
+        do { jinja = try Self.parseJinja(resolveManifestPath(jinjaFile, in: directory)) } catch let ChatTemplateError.unreadableJinja(file, reason) {
+            throw ManifestError.invalid(file: origin, detail: "jinja_file: \(file): \(reason)")
+        }
+    }
+
+    /// A template from a file: a template manifest (.json), or a Hugging Face Jinja chat template
+    /// (any other file; its id the file's name).
+    public static func read(file url: URL) throws -> ChatTemplate {
+        if url.pathExtension == "json" {
+            guard case .template(let template) = try AnyManifest.load(contentsOf: url) else {
+                throw ManifestError.invalid(file: url.path, detail: "not a chat template (schema \"\(schemaVersion)\")")
+            }
+            return template
+        }
+        var template = try ChatTemplate(id: url.deletingPathExtension().lastPathComponent, jinjaFile: url.lastPathComponent,
+                                        template: try parseJinja(url), directory: url.deletingLastPathComponent())
+        template.origin = url.path
+        return template
+    }
+
+    static func parseJinja(_ url: URL) throws -> JinjaTemplate {
+        if let reason = notARegularFile(url.path) { throw ChatTemplateError.unreadableJinja(file: url.path, reason: reason) }
+        guard let data = FileManager.default.contents(atPath: url.path) else {
+            throw ChatTemplateError.unreadableJinja(file: url.path, reason: "no such file or not readable")
+        }
+        guard let text = String(data: data, encoding: .utf8) else { throw ChatTemplateError.unreadableJinja(file: url.path, reason: "not UTF-8 text") }
+        do { return try JinjaTemplate(text) } catch {
+            throw ChatTemplateError.unreadableJinja(file: url.path, reason: error.errorDescription ?? "\(error)")
+        }
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(schema, forKey: .schema)
+        try c.encode(id, forKey: .id)
+        try c.encodeIfPresent(description, forKey: .description)
+        try c.encodeIfPresent(source, forKey: .source)
+        if let jinjaFile {
+            try c.encode(jinjaFile, forKey: .jinjaFile)
+            try c.encodeIfPresent(contentParts, forKey: .contentParts)
+        } else {
+            try c.encode(system, forKey: .system)
+            try c.encode(systemFormat, forKey: .systemFormat)
+            try c.encode(user, forKey: .user)
+            try c.encode(assistant, forKey: .assistant)
+            try c.encode(generationPrompt, forKey: .generationPrompt)
+            try c.encodeIfPresent(image, forKey: .image)
+        }
+        try c.encode(stop, forKey: .stop)
     }
 
     public init(id: String, system: String = "", systemFormat: String = "{{content}}", user: String, assistant: String,
@@ -126,14 +215,34 @@ public struct ChatTemplate: Codable, Sendable, Equatable {
         id = try c.decode(String.self, forKey: .id)
         description = try c.decodeIfPresent(String.self, forKey: .description)
         source = try c.decodeIfPresent(String.self, forKey: .source)
+        stop = try c.decodeIfPresent([String].self, forKey: .stop) ?? []
+        try checkManifestID(id, key: CodingKeys.id)
+        if stop.contains("") {
+            throw DecodingError.dataCorrupted(.init(codingPath: [CodingKeys.stop], debugDescription: "an empty stop string would end every answer at once"))
+        }
+        if let file = try c.decodeIfPresent(String.self, forKey: .jinjaFile) {
+            guard !file.isEmpty else { throw DecodingError.dataCorrupted(.init(codingPath: [CodingKeys.jinjaFile], debugDescription: "must name a file")) }
+            for key in [CodingKeys.system, .systemFormat, .user, .assistant, .generationPrompt, .image] where c.contains(key) {
+                throw DecodingError.dataCorrupted(.init(codingPath: [key], debugDescription:
+                    "a template with jinja_file writes the whole prompt itself: give jinja_file or the slots (user, assistant, ...), not both"))
+            }
+            jinjaFile = file
+            contentParts = try c.decodeIfPresent([String: String].self, forKey: .contentParts)
+            if let contentParts, contentParts.keys.contains("") || contentParts.values.contains("") {
+                throw DecodingError.dataCorrupted(.init(codingPath: [CodingKeys.contentParts], debugDescription: "placeholders and part types must not be empty"))
+            }
+            system = ""; systemFormat = Self.contentSlot; user = ""; assistant = ""; generationPrompt = ""
+            return
+        }
+        if c.contains(.contentParts) {
+            throw DecodingError.dataCorrupted(.init(codingPath: [CodingKeys.contentParts], debugDescription: "only a template with jinja_file takes content_parts"))
+        }
         system = try c.decodeIfPresent(String.self, forKey: .system) ?? ""
         systemFormat = try c.decodeIfPresent(String.self, forKey: .systemFormat) ?? Self.contentSlot
         user = try c.decode(String.self, forKey: .user)
         assistant = try c.decode(String.self, forKey: .assistant)
         generationPrompt = try c.decode(String.self, forKey: .generationPrompt)
         image = try c.decodeIfPresent(ImageRule.self, forKey: .image)
-        stop = try c.decodeIfPresent([String].self, forKey: .stop) ?? []
-        try checkManifestID(id, key: CodingKeys.id)
         if !assistant.contains(Self.contentSlot) {
             throw DecodingError.dataCorrupted(.init(codingPath: [CodingKeys.assistant], debugDescription: "must hold {{content}} (where the answer goes)"))
         }
@@ -149,9 +258,6 @@ public struct ChatTemplate: Codable, Sendable, Equatable {
                 throw DecodingError.dataCorrupted(.init(codingPath: [key], debugDescription:
                     filled == 0 ? "holds \"{{\": nothing is filled in here" : "holds \"{{\" other than one {{content}} (the one slot, filled once)"))
             }
-        }
-        if stop.contains("") {
-            throw DecodingError.dataCorrupted(.init(codingPath: [CodingKeys.stop], debugDescription: "an empty stop string would end every answer at once"))
         }
     }
 
@@ -172,7 +278,18 @@ public struct ChatTemplate: Codable, Sendable, Equatable {
     /// The prompt for a conversation: an optional leading system turn, then user and assistant
     /// turns alternating from a user turn. Ending on a user turn opens the answer
     /// (`generation_prompt`); ending on an assistant turn renders the finished conversation.
-    public func render(_ conversation: [ChatTurn]) throws -> String {
+    /// A Jinja template sees the turns as `messages`, `add_generation_prompt` (the conversation ends
+    /// on a user turn), `specialTokens` and, through `strftime_now`, the date `now`; it decides
+    /// itself which conversations it takes.
+    public func render(_ conversation: [ChatTurn], now: Date = Date()) throws -> String {
+        if let jinja {
+            var context = specialTokens.mapValues { JinjaValue.string($0) }
+            context["messages"] = .list(conversation.map { .dict(JinjaDict([("role", .string($0.role)), ("content", messageContent($0.content))])) })
+            context["add_generation_prompt"] = .bool(conversation.last?.role != "assistant")
+            do { return try jinja.render(context, now: now) } catch {
+                throw ChatTemplateError.jinja(template: id, file: jinjaFile.map { resolveManifestPath($0, in: directory).path } ?? "", error)
+            }
+        }
         var turns = conversation[...]
         var systemText = system
         if let first = turns.first, first.role == "system" {
@@ -192,6 +309,40 @@ public struct ChatTemplate: Codable, Sendable, Equatable {
         }
         if turns.count % 2 == 1 { out += generationPrompt }
         return out
+    }
+
+    /// A turn's content as a Jinja template reads it: the text, or with `contentParts` the list of
+    /// its parts, text runs trimmed of the whitespace next to a placeholder ("<image>\nWhat is it?"
+    /// is an image part, then the text "What is it?", as a processor's caller would write it).
+    func messageContent(_ text: String) -> JinjaValue {
+        guard let contentParts, !contentParts.isEmpty else { return .string(text) }
+        var parts: [JinjaValue] = []
+        var rest = Substring(text), afterPlaceholder = false
+        func addText(_ run: Substring, beforePlaceholder: Bool) {
+            var run = run
+            if afterPlaceholder { run = run.drop(while: \.isWhitespace) }
+            if beforePlaceholder { while let last = run.last, last.isWhitespace { run = run.dropLast() } }
+            if !run.isEmpty { parts.append(.dict(JinjaDict([("type", .string("text")), ("text", .string(String(run)))]))) }
+        }
+        // The earliest placeholder, the longest where two start at once.
+        func earliest() -> (range: Range<Substring.Index>, type: String)? {
+            var best: (range: Range<Substring.Index>, type: String)?
+            for (placeholder, type) in contentParts {
+                guard let range = rest.range(of: placeholder) else { continue }
+                if let current = best, current.range.lowerBound < range.lowerBound
+                    || (current.range.lowerBound == range.lowerBound && current.range.upperBound >= range.upperBound) { continue }
+                best = (range, type)
+            }
+            return best
+        }
+        while let next = earliest() {
+            addText(rest[..<next.range.lowerBound], beforePlaceholder: true)
+            parts.append(.dict(JinjaDict([("type", .string(next.type))])))
+            rest = rest[next.range.upperBound...]
+            afterPlaceholder = true
+        }
+        addText(rest, beforePlaceholder: false)
+        return .list(parts)
     }
 
     /// A single user message.

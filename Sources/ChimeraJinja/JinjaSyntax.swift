@@ -24,11 +24,16 @@ public enum JinjaError: LocalizedError, Equatable, Sendable {
     }
 }
 
-/// A parsed template: render it with `render(_:)` (JinjaRuntime.swift).
-public struct JinjaTemplate: Sendable {
+/// A parsed template: render it with `render(_:)` (JinjaRuntime.swift). Two are equal when their
+/// texts are.
+public struct JinjaTemplate: Sendable, Equatable {
+    public let source: String
     let body: [JinjaNode]
 
+    public static func == (a: JinjaTemplate, b: JinjaTemplate) -> Bool { a.source == b.source }
+
     public init(_ source: String) throws(JinjaError) {
+        self.source = source
         let pieces = try JinjaLexer(source).pieces()
         var parser = JinjaParser(pieces: pieces)
         body = try parser.parseBody(until: [])

@@ -43,16 +43,22 @@ public final class Tokenizer: @unchecked Sendable {
             let missing = !FileManager.default.fileExists(atPath: url.path)
             throw TokenizerError.fileNotReadable(file: url.path, reason: missing ? "no such file" : error.localizedDescription)
         }
-        try self.init(data: data, name: url.path, configuredSpecialTokens: try Self.configuredSpecialTokens(besides: url))
+        try self.init(data: data, name: url.path, configuredSpecialTokens: try Self.configuredSpecialTokens(besides: url).all)
     }
+
+    /// The named special tokens (bos_token, eos_token, unk_token, sep_token, pad_token, cls_token,
+    /// mask_token) of the tokenizer_config.json beside the tokenizer file `url`, as transformers
+    /// passes them to a chat template.
+    public static func namedSpecialTokens(besides url: URL) throws -> [String: String] { try configuredSpecialTokens(besides: url).named }
+    static let namedSpecialTokenFields: Set<String> = ["bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"]
 
     /// The tokens a `tokenizer_config.json` beside `tokenizerFile` names as special (every string
     /// `*_token` field, `additional_special_tokens`, `extra_special_tokens`): transformers skips them
     /// when decoding with `skip_special_tokens`, even where tokenizer.json marks them not special
-    /// (a `pad_token`, an `image_token`). None without the file.
-    static func configuredSpecialTokens(besides tokenizerFile: URL) throws(TokenizerError) -> [String] {
+    /// (a `pad_token`, an `image_token`). None without the file. `named`: the standard named ones.
+    static func configuredSpecialTokens(besides tokenizerFile: URL) throws(TokenizerError) -> (all: [String], named: [String: String]) {
         let url = tokenizerFile.deletingLastPathComponent().appendingPathComponent("tokenizer_config.json")
-        guard let data = FileManager.default.contents(atPath: url.path) else { return [] }
+        guard let data = FileManager.default.contents(atPath: url.path) else { return ([], [:]) }
         let root: ConfigNode
         do { root = ConfigNode(value: try JSONParser.parse(data), path: "", file: url.path) } catch {
             throw TokenizerError.malformedJSON(file: url.path, reason: error.message)
@@ -65,17 +71,19 @@ public final class Tokenizer: @unchecked Sendable {
         }
         guard case .object(let members) = root.value else { throw root.invalid("a JSON object at the top level") }
         var tokens: [String] = []
+        var named: [String: String] = [:]
         for (key, value) in members {
             if key.hasSuffix("_token"), let token = content(value) { tokens.append(token) }
+            if namedSpecialTokenFields.contains(key), let token = content(value) { named[key] = token }
             if key == "additional_special_tokens" || key == "extra_special_tokens" {
                 switch value {
                 case .array(let items): tokens += items.compactMap(content)
-                case .object(let named): tokens += named.compactMap { content($0.value) }
+                case .object(let entries): tokens += entries.compactMap { content($0.value) }
                 default: break
                 }
             }
         }
-        return tokens
+        return (tokens, named)
     }
 
     /// `name` is used in error messages (typically the file path); `configuredSpecialTokens` are

@@ -303,12 +303,12 @@ struct Validate: ParsableCommand {
                     for (i, file) in (m.weights?.files ?? []).enumerated() where !skipFileChecks && !FileManager.default.fileExists(atPath: m.resolve(file).path) {
                         problems.append("weights.files[\(i)]: \(m.resolve(file).path) does not exist")
                     }
+                    if m.chatTemplate != nil { try catalog.load(directory: m.directory, recursive: false) }
+                    problems += unknownChatTemplate(m.chatTemplate, in: catalog)
                 case let .assembly(m):
                     try catalog.load(directory: m.directory, recursive: false)
                     problems = CompatibilityChecker(catalog: catalog, families: families).problems(assembly: m, filesOnDisk: !skipFileChecks)
-                    if let name = m.chatTemplate, catalog.templates[name] == nil {
-                        problems.append("chat_template: no template named '\(name)' (known: \(catalog.templates.keys.sorted().joined(separator: ", ")))")
-                    }
+                    problems += unknownChatTemplate(m.chatTemplate, in: catalog)
                 case .template:
                     break  // decoding checked every field
                 }
@@ -334,4 +334,10 @@ func weightsHelp(missingFolders: [String]) -> String {
     A folder may hold one model.safetensors or shards with model.safetensors.index.json; language models also need tokenizer.json.
     Missing: \(missingFolders.joined(separator: ", "))
     """
+}
+
+/// validate: a chat_template that names no template the catalogue (with the manifest's folder) holds.
+func unknownChatTemplate(_ name: String?, in catalog: Catalog) -> [String] {
+    guard let name, catalog.templates[name] == nil else { return [] }
+    return ["chat_template: no template named '\(name)' (known: \(catalog.templates.keys.sorted().joined(separator: ", ")))"]
 }

@@ -58,7 +58,7 @@ struct Generate: ParsableCommand {
     @OptionGroup var sampling: SamplingOptions
     @Option(help: "KV cache precision: f32, or f16 (half the memory; keys and values rounded to float16)") var kvCache = KVPrecision.f32
     @Flag(help: "Wrap the prompt (or --conversation) in the assembly's chat template") var chat = false
-    @Option(help: "Chat template to use instead of the assembly's (implies --chat)") var template: String?
+    @Option(help: "Chat template to use instead of the assembly's: an id, a template manifest or a checkpoint's Jinja chat template file (implies --chat)") var template: String?
     @Option(help: "JSON list of {role, content} turns (system, user, assistant) to continue (implies --chat)") var conversation: String?
     @Flag(help: "Chat turn by turn: each line of stdin is a user turn (an empty line or the end of input ends the chat; implies --chat; --conversation starts it; when the context is full the oldest exchanges are dropped)")
     var interactive = false
@@ -94,18 +94,19 @@ struct Generate: ParsableCommand {
                 }
                 let chatTemplate = try chatTemplateInUse(catalog: catalog, manifest: manifest)
                 let opening = try conversationTurns() ?? []
-                try chatInteractively(try load(catalog: catalog, manifest: manifest, files: files, stops: chatTemplate.stop),
+                try chatInteractively(try load(catalog: catalog, manifest: manifest, files: files, chat: chatTemplate),
                                       template: chatTemplate, opening: opening, given: files)
                 return
             }
-            let (text, stops) = try chatPrompt(catalog: catalog, manifest: manifest, given: files)
+            let (text, chatTemplate) = try chatPrompt(catalog: catalog, manifest: manifest, given: files)
             let inputs = withSamples(files, for: text, of: manifest)
             if showTokens {
                 let tokenizer = try Assembler.tokenizer(of: try catalog.component(manifest.languageModel, kind: .languageModel))
                 return try printLayout(try PromptLayout(text, assembly: manifest, catalog: catalog, families: catalogOptions.families(),
-                                                        tokenizer: tokenizer, inputs: inputs), tokenizer: tokenizer)
+                                                        tokenizer: tokenizer, inputs: inputs,
+                                                        addSpecialTokens: chatTemplate?.tokenizerAddsSpecialTokens ?? true), tokenizer: tokenizer)
             }
-            let loaded = try load(catalog: catalog, manifest: manifest, files: inputs, prompt: text, stops: stops)
+            let loaded = try load(catalog: catalog, manifest: manifest, files: inputs, prompt: text, chat: chatTemplate)
             var options = loaded.options
             options.fitsAnswerToContext = maxTokens == nil  // (--interactive drops old exchanges instead)
             try report(try loaded.model.generate(prompt: text, inputs: inputs, options: options, onText: stream), of: manifest)
@@ -127,16 +128,17 @@ extension Generate {
     /// The assembled model and the generation options (the flags over the assembly's defaults),
     /// after refusing before loading, which can take a while, bad options, unknown placeholders,
     /// input files that are not there and, given the prompt, placeholders without an input.
-    func load(catalog: Catalog, manifest: AssemblyManifest, files: [String: [URL]], prompt: String? = nil, stops: [String]) throws
+    func load(catalog: Catalog, manifest: AssemblyManifest, files: [String: [URL]], prompt: String? = nil, chat: ChatTemplate?) throws
         -> (model: AssembledModel, options: GenerationOptions) {
         // The assembly's defaults over its language model's (an imported checkpoint's generation_config.json).
         let defaults = (manifest.generation ?? GenerationDefaults()).over(try catalog.component(manifest.languageModel, kind: .languageModel).generation)
-        let options = GenerationOptions(maxTokens: maxTokens ?? defaults.maxTokens ?? 64,
+        var options = GenerationOptions(maxTokens: maxTokens ?? defaults.maxTokens ?? 64,
                                         temperature: sampling.temperature ?? defaults.temperature ?? 0,
                                         topK: sampling.topK ?? defaults.topK, topP: sampling.topP ?? defaults.topP,
                                         repetitionPenalty: sampling.repetitionPenalty ?? defaults.repetitionPenalty,
-                                        seed: sampling.seed, stop: stops + stop,
+                                        seed: sampling.seed, stop: (chat?.stop ?? []) + stop,
                                         kvCache: kvCache)
+        options.addSpecialTokens = chat?.tokenizerAddsSpecialTokens ?? true
         try options.validate()
         try checkInputs(files, placeholders: manifest.inputs.map(\.placeholder), prompt: prompt)
         var assembler = Assembler(catalog: catalog, families: catalogOptions.families(), progress: progress)
@@ -270,12 +272,12 @@ extension Generate {
         }
     }
 
-    /// The text to run and its stop strings: the prompt as given, or, with --chat (--template,
-    /// --system, --conversation), the prompt or conversation rendered by the chat template.
-    func chatPrompt(catalog: Catalog, manifest: AssemblyManifest, given files: [String: [URL]]) throws -> (String, [String]) {
+    /// The text to run: the prompt as given, or, with --chat (--template, --system,
+    /// --conversation), the prompt or conversation rendered by the chat template (returned too).
+    func chatPrompt(catalog: Catalog, manifest: AssemblyManifest, given files: [String: [URL]]) throws -> (String, ChatTemplate?) {
         let prompt = try promptText()
         guard chat || template != nil || conversation != nil || system != nil else {
-            return (prompt ?? "USER: <image>\nDescribe the image. ASSISTANT:", [])
+            return (prompt ?? "USER: <image>\nDescribe the image. ASSISTANT:", nil)
         }
         let chatTemplate = try chatTemplateInUse(catalog: catalog, manifest: manifest)
         let turns: [ChatTurn]
@@ -290,7 +292,7 @@ extension Generate {
         } else {
             turns = [ChatTurn(role: "user", content: prompt ?? "<image>\nDescribe the image.")]
         }
-        return (try render(turns, with: chatTemplate, given: files, placeholders: manifest.inputs.map(\.placeholder)), chatTemplate.stop)
+        return (try render(turns, with: chatTemplate, given: files, placeholders: manifest.inputs.map(\.placeholder)), chatTemplate)
     }
 
     /// The turns of the --conversation file, or nil without one.
@@ -298,12 +300,25 @@ extension Generate {
         try conversation.map { try ChatTurn.conversation(contentsOf: URL(fileURLWithPath: $0)) }
     }
 
-    /// --template, or the assembly's chat template.
+    /// --template (an id, or a file: a template manifest or a Jinja chat template), else the
+    /// assembly's chat template, else its language model's; a Jinja one sees that model's
+    /// tokenizer's special tokens.
     func chatTemplateInUse(catalog: Catalog, manifest: AssemblyManifest) throws -> ChatTemplate {
-        guard let name = template ?? manifest.chatTemplate else {
-            throw PromptError.badOption("--chat: assembly '\(manifest.id)' names no chat_template; give --template NAME (known: \(catalog.templates.keys.sorted().joined(separator: ", ")))")
+        let languageModel = try catalog.component(manifest.languageModel, kind: .languageModel)
+        var chosen: ChatTemplate
+        if let template, catalog.templates[template] == nil, template.hasSuffix(".jinja") || template.hasSuffix(".json") || template.contains("/") {
+            chosen = try ChatTemplate.read(file: URL(fileURLWithPath: template))
+        } else {
+            guard let name = template ?? manifest.chatTemplate ?? languageModel.chatTemplate else {
+                throw PromptError.badOption("--chat: assembly '\(manifest.id)' and its language model name no chat_template; give --template NAME "
+                                            + "(known: \(catalog.templates.keys.sorted().joined(separator: ", "))) or a chat template file")
+            }
+            chosen = try catalog.template(name)
         }
-        return try catalog.template(name)
+        if chosen.jinja != nil, let tokenizer = languageModel.tokenizer {
+            chosen.specialTokens = try Tokenizer.namedSpecialTokens(besides: languageModel.resolve(tokenizer.file))
+        }
+        return chosen
     }
 
     /// A conversation rendered by the chat template, with --system as its system turn, and inputs
@@ -373,6 +388,7 @@ struct Import: ParsableCommand {
             progress("importing \(source.path)")
             let result = try CheckpointImporter(checkpoint: source, outputDirectory: output, name: id).run()
             for path in result.componentPaths { progress("wrote \(path.path)") }
+            if let path = result.templatePath { progress("wrote \(path.path) (the checkpoint's chat template)") }
             for warning in result.warnings { progress("warning: \(warning)") }
             print(result.mainPath.path)
         } catch { throw fail(error) }

@@ -312,8 +312,9 @@ func slice(_ t: Tensor, _ index: Int) -> Tensor {
 }
 
 /// A LLaVA checkpoint's own chat template, when it is llava-hf's LLaVA-1.5 one, becomes the
-/// imported assembly's "llava" (so `generate --chat` needs no --template); another is named in a
-/// warning; none leaves the assembly without one.
+/// imported assembly's "llava" (so `generate --chat` needs no --template); another is written as
+/// the checkpoint's own Jinja template, or named in a warning when Chimera cannot render it; none
+/// leaves the assembly without one.
 @Suite struct LLaVAChatTemplateImportTests {
     func importing(chatTemplate file: (name: String, text: String)?) throws -> ImportResult {
         let source = packageRoot.appendingPathComponent("Tests/ChimeraTests/Fixtures/llava-a")
@@ -339,9 +340,17 @@ func slice(_ t: Tensor, _ index: Int) -> Tensor {
         let odd = try importing(chatTemplate: ("chat_template.json", "{\"chat_template\": 5}"))
         #expect(odd.assembly?.chatTemplate == nil && odd.warnings.contains { $0.contains("chat_template is neither a template nor a list") }, "\(odd.warnings)")
 
-        let other = try importing(chatTemplate: ("chat_template.jinja", "{% for m in messages %}{{ m['content'] }}{% endfor %}"))
-        #expect(other.assembly?.chatTemplate == nil)
-        #expect(other.warnings.contains { $0.contains("chat_template.jinja: its chat_template is not one Chimera knows") }, "\(other.warnings)")
+        // Another is written as the checkpoint's own Jinja template, its turns given as content parts.
+        let other = try importing(chatTemplate: ("chat_template.jinja", "{% for m in messages %}{% for p in m['content'] %}{{ p.type }}{% endfor %}{% endfor %}"))
+        #expect(other.assembly?.chatTemplate == "llava-a-chat" && other.warnings.isEmpty, "\(other.warnings)")
+        let written = try #require(other.templatePath)
+        guard case .template(let template) = try AnyManifest.load(contentsOf: written) else { Issue.record("not a template"); return }
+        #expect(template.contentParts == ["<image>": "image"])
+        #expect(try template.render([ChatTurn(role: "user", content: "<image>\nWhat is it?")]) == "imagetext")
+        let unreadable = try importing(chatTemplate: ("chat_template.jinja", "{% include 'x.jinja' %}"))
+        #expect(unreadable.assembly?.chatTemplate == nil && unreadable.templatePath == nil)
+        #expect(unreadable.warnings.contains { $0.contains("chat_template.jinja: its chat_template is Jinja Chimera does not render (line 1: the statement {% include %} is not supported") },
+                "\(unreadable.warnings)")
         let none = try importing(chatTemplate: nil)
         #expect(none.assembly?.chatTemplate == nil && !none.warnings.contains { $0.contains("chat_template") })
     }

@@ -1,5 +1,6 @@
 import Chimera
 import ChimeraIO
+import ChimeraJinja
 import ChimeraTokenizers
 import Foundation
 
@@ -38,11 +39,22 @@ public enum ImportError: LocalizedError {
     }
 }
 
+/// The chat template import found in a checkpoint: a built-in's name, or a Jinja template to write
+/// (`manifest` and its text), or a warning that there is none Chimera can use.
+struct ImportedChatTemplate {
+    var name: String?
+    var manifest: ChatTemplate?
+    var text: String?
+    var warning: String?
+}
+
 /// What `chimera import` wrote.
 public struct ImportResult: Sendable {
     /// nil for a standalone language model (no assembly is written).
     public var assemblyPath: URL?
     public var componentPaths: [URL]
+    /// The checkpoint's own chat template, when import wrote it as a Jinja template.
+    public var templatePath: URL?
     public var assembly: AssemblyManifest?
     /// Settings of the checkpoint that the manifests do not carry ("generation_config.json: num_beams 4 ...").
     public var warnings: [String] = []
@@ -167,20 +179,23 @@ public struct CheckpointImporter {
         var assembly = Assembler.assembly(id: name, encoder: encoder.id, connector: connector.id, languageModel: languageModel.id,
                                           placeholder: placeholder, featureLayer: featureLayer, select: strategy == "full" ? .full : .patch)
         assembly.description = "Imported from \(relative(checkpoint))"
-        let chatTemplate = try knownChatTemplate()
+        let chatTemplate = try chatTemplate(id: name, contentParts: [placeholder: "image"])
         assembly.chatTemplate = chatTemplate.name
         if FileManager.default.fileExists(atPath: file("sample.png").path) {
             assembly.samples = [placeholder: relative(file("sample.png"))]
         }
-        return try write(assembly: assembly, components: [encoder, connector, languageModel],
+        return try write(assembly: assembly, components: [encoder, connector, languageModel], chatTemplate: chatTemplate,
                          warnings: warnings + (chatTemplate.warning.map { [$0] } ?? []))
     }
 
-    /// The built-in chat template the checkpoint's own is: llava-hf's LLaVA-1.5 Jinja template
-    /// (USER:/ASSISTANT: turns, images first) is "llava". Read where transformers saves it
-    /// (chat_template.jinja, chat_template.json, processor_config.json, tokenizer_config.json); a
-    /// template Chimera does not know is named in a warning (`generate --template` then chooses).
-    func knownChatTemplate() throws -> (name: String?, warning: String?) {
+    /// The checkpoint's own chat template as written for `id`: the built-in "llava" when it is
+    /// llava-hf's LLaVA-1.5 template (USER:/ASSISTANT: turns, images first), else the checkpoint's
+    /// Jinja template itself, written beside the manifests (`<id>.chat_template.jinja` and the
+    /// `<id>-chat` template manifest), its turns' content given as parts (`contentParts`, as a
+    /// multimodal processor's template reads it) or as text. Read where transformers saves it
+    /// (chat_template.jinja, chat_template.json, processor_config.json, tokenizer_config.json); one
+    /// Chimera cannot render is named in a warning (`generate --template` then chooses).
+    func chatTemplate(id: String, contentParts: [String: String]?) throws -> ImportedChatTemplate {
         let advice = "`generate --chat` needs --template NAME (chimera list --kind template)"
         var found: (text: String, file: String)?
         if let text = try? String(contentsOf: file("chat_template.jinja"), encoding: .utf8) {
@@ -192,19 +207,30 @@ public struct CheckpointImporter {
                 // A string, or transformers 4's list of named templates, whose "default" generate uses.
                 let named = (value as? [[String: Any]])?.first { $0["name"] as? String == "default" }?["template"]
                 guard let text = value as? String ?? named as? String else {
-                    return (nil, "\(file(name).path): its chat_template is neither a template nor a list holding a \"default\" one; \(advice)")
+                    return ImportedChatTemplate(warning: "\(file(name).path): its chat_template is neither a template nor a list holding a \"default\" one; \(advice)")
                 }
                 found = (text, name)
                 break
             }
         }
-        guard let found else { return (nil, nil) }
-        let compact = found.text.filter { !$0.isWhitespace }
-        let llava = ["message['role'].upper()+':'", "'ASSISTANT:'", "selectattr('type','equalto','image')"]
-        // Each image as "<image>" and a line break (the template's "\n" escape, or the character).
-        let imageLine = found.text.contains("'<image>\\n'") || found.text.contains("'<image>\n'")
-        if imageLine, llava.allSatisfy(compact.contains) { return ("llava", nil) }
-        return (nil, "\(file(found.file).path): its chat_template is not one Chimera knows; \(advice)")
+        guard let found else { return ImportedChatTemplate() }
+        if contentParts != nil {
+            let compact = found.text.filter { !$0.isWhitespace }
+            let llava = ["message['role'].upper()+':'", "'ASSISTANT:'", "selectattr('type','equalto','image')"]
+            // Each image as "<image>" and a line break (the template's "\n" escape, or the character).
+            let imageLine = found.text.contains("'<image>\\n'") || found.text.contains("'<image>\n'")
+            if imageLine, llava.allSatisfy(compact.contains) { return ImportedChatTemplate(name: "llava") }
+        }
+        let jinjaFile = "\(id).chat_template.jinja"
+        do {
+            var template = try ChatTemplate(id: "\(id)-chat", jinjaFile: jinjaFile, template: try JinjaTemplate(found.text), directory: outputDirectory)
+            template.contentParts = contentParts
+            template.description = "The chat template of \(checkpoint.lastPathComponent) (its \(found.file))"
+            template.source = relative(file(found.file))
+            return ImportedChatTemplate(name: template.id, manifest: template, text: found.text)
+        } catch let error as JinjaError {
+            return ImportedChatTemplate(warning: "\(file(found.file).path): its chat_template is Jinja Chimera does not render (\(error.errorDescription ?? "\(error)")); \(advice)")
+        }
     }
 
     /// The nested vision_config and text_config of a multimodal config (`model` says who put them
@@ -232,9 +258,11 @@ public struct CheckpointImporter {
     /// A *ForCausalLM folder: one language-model component, no assembly.
     private func runLanguageModel(config: [String: Any], configPath: String) throws -> ImportResult {
         let (weightFiles, store) = try openWeights()
-        let (lm, warnings) = try languageModelManifest(id: name, text: config, section: "", store: store, weightFiles: weightFiles,
+        var (lm, warnings) = try languageModelManifest(id: name, text: config, section: "", store: store, weightFiles: weightFiles,
                                                        configPath: configPath, tiedAtTop: nil, transformersVersion: nil)
-        return try write(assembly: nil, components: [lm], warnings: warnings)
+        let chatTemplate = try chatTemplate(id: name, contentParts: nil)
+        lm.chatTemplate = chatTemplate.name
+        return try write(assembly: nil, components: [lm], chatTemplate: chatTemplate, warnings: warnings + (chatTemplate.warning.map { [$0] } ?? []))
     }
 
     func languageModelManifest(id: String, text: [String: Any], section: String, store: WeightStore, weightFiles: [URL],
@@ -378,9 +406,18 @@ public struct CheckpointImporter {
     }
 
     /// Checks and writes the manifests; `warnings` are what the mapping itself found to report.
-    func write(assembly: AssemblyManifest?, components: [ComponentManifest], warnings: [String] = []) throws -> ImportResult {
+    func write(assembly: AssemblyManifest?, components: [ComponentManifest], chatTemplate: ImportedChatTemplate = ImportedChatTemplate(),
+               warnings: [String] = []) throws -> ImportResult {
         try checkBeforeWriting(components, assembly: assembly)
         var result = try writeManifests(assembly: assembly, components: components, to: outputDirectory)
+        if let template = chatTemplate.manifest, let text = chatTemplate.text, let jinjaFile = template.jinjaFile {
+            try writeOutputFile(Data(text.utf8), to: outputDirectory.appendingPathComponent(jinjaFile))
+            let url = outputDirectory.appendingPathComponent("\(template.id).template.json")
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+            try writeOutputFile(try encoder.encode(template), to: url)
+            result.templatePath = url
+        }
         result.warnings += warnings
         if let model = components.first(where: { $0.kind == .languageModel }), let generation = try generationConfig() {
             result.warnings += generation.warnings(file: file("generation_config.json").path, context: model.contextLength)

@@ -1,0 +1,137 @@
+import Chimera
+import ChimeraComponents
+import ChimeraJinja
+import ChimeraTokenizers
+import Foundation
+import Testing
+
+/// A checkpoint's own Jinja chat template: imported beside its manifests, named by the language
+/// model (or the LLaVA assembly), and rendered and tokenized as transformers' apply_chat_template
+/// (Scripts/make_chat_template_fixtures.py).
+@Suite struct JinjaChatTemplateTests {
+    struct Fixture: Decodable {
+        struct Case: Decodable { let template: String; let conversation: String; let text: String?; let ids: [Int]?; let error: String? }
+        let checkpoint: String
+        let templates: [String: String]
+        let conversations: [String: [ChatTurn]]
+        let cases: [Case]
+        static func load() throws -> Fixture {
+            try JSONDecoder().decode(Fixture.self, from: Data(contentsOf: packageRoot.appendingPathComponent("Tests/ChimeraTests/Fixtures/templates/checkpoint_chat.json")))
+        }
+    }
+
+    /// The fixture checkpoint with `template` in its tokenizer_config.json, imported into a new folder.
+    static func importWithTemplate(_ template: String, checkpoint: String, name: String) throws -> (result: ImportResult, folder: URL) {
+        let copy = temporaryDirectory().appendingPathComponent(checkpoint)
+        try FileManager.default.copyItem(at: packageRoot.appendingPathComponent("Tests/ChimeraTests/Fixtures/\(checkpoint)"), to: copy)
+        let configURL = copy.appendingPathComponent("tokenizer_config.json")
+        var config = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: configURL)) as? [String: Any])
+        config["chat_template"] = template
+        try JSONSerialization.data(withJSONObject: config).write(to: configURL)
+        // A context that takes the longest conversation (this tiny tokenizer spells "<|im_start|>"
+        // in a dozen tokens); the prompts are only tokenized.
+        let modelConfigURL = copy.appendingPathComponent("config.json")
+        var modelConfig = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: modelConfigURL)) as? [String: Any])
+        modelConfig["max_position_embeddings"] = 512
+        try JSONSerialization.data(withJSONObject: modelConfig).write(to: modelConfigURL)
+        let out = temporaryDirectory()
+        return (try CheckpointImporter(checkpoint: copy, outputDirectory: out, name: name).run(), out)
+    }
+
+    @Test func importedTemplateTokenizesAsTransformers() throws {
+        let fixture = try Fixture.load()
+        #expect(fixture.cases.count == 6 && fixture.cases.contains { $0.error != nil })
+        for (name, template) in fixture.templates {
+            let (result, folder) = try Self.importWithTemplate(template, checkpoint: fixture.checkpoint, name: "lm-\(name)")
+            let component = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: result.mainPath)) as? [String: Any])
+            #expect(component["chat_template"] as? String == "lm-\(name)-chat")
+            #expect(result.templatePath?.lastPathComponent == "lm-\(name)-chat.template.json")
+            #expect(try String(contentsOf: folder.appendingPathComponent("lm-\(name).chat_template.jinja"), encoding: .utf8) == template)
+            for c in fixture.cases where c.template == name {
+                let conversation = temporaryDirectory().appendingPathComponent("conversation.json")
+                try JSONEncoder().encode(fixture.conversations[c.conversation]).write(to: conversation)
+                // --chat is implied by --conversation; the template is the language model's own.
+                let run = try CLI.run(["generate", "--manifests", folder.path, "--llm", "lm-\(name)", "--conversation", conversation.path,
+                                       "--show-tokens", "--json"])
+                if let error = c.error {
+                    #expect(run.status != 0 && run.stderr.contains("chat template 'lm-\(name)-chat' refuses the conversation: \(error)"), "\(name) \(c.conversation): \(run.all)")
+                    continue
+                }
+                #expect(run.status == 0, "\(name) \(c.conversation): \(run.all)")
+                let shown = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any])
+                #expect(shown["ids"] as? [Int] == c.ids, "\(name) \(c.conversation)")
+            }
+        }
+    }
+
+    /// The rendered text itself, through the library: the template sees the tokenizer's named
+    /// special tokens (tokenizer_config.json), as transformers passes them.
+    @Test func rendersTheTextTransformersRenders() throws {
+        let fixture = try Fixture.load()
+        let tokenizerFile = packageRoot.appendingPathComponent("Tests/ChimeraTests/Fixtures/\(fixture.checkpoint)/tokenizer.json")
+        for c in fixture.cases {
+            var template = try ChatTemplate(id: c.template, jinjaFile: "\(c.template).jinja", template: try JinjaTemplate(fixture.templates[c.template]!),
+                                            directory: temporaryDirectory())
+            template.specialTokens = try Tokenizer.namedSpecialTokens(besides: tokenizerFile)
+            #expect(!template.tokenizerAddsSpecialTokens)
+            let turns = try #require(fixture.conversations[c.conversation])
+            if let text = c.text { #expect(try template.render(turns) == text, "\(c.template) \(c.conversation)") } else {
+                #expect(throws: ChatTemplateError.self) { _ = try template.render(turns) }
+            }
+        }
+    }
+
+    /// llava-hf's processor template reads turns as content parts: with content_parts it renders
+    /// what transformers renders from typed parts (Scripts/make_llava_template_fixture.py).
+    @Test func contentPartsRenderAsTheProcessorTemplate() throws {
+        struct LLaVAFixture: Decodable { struct Case: Decodable { let conversation: String; let turns: [ChatTurn]; let expected: String }
+            let chat_template: String; let cases: [Case] }
+        let fixture = try JSONDecoder().decode(LLaVAFixture.self, from: Data(contentsOf: packageRoot.appendingPathComponent("Tests/ChimeraTests/Fixtures/templates/llava_hf.json")))
+        var template = try ChatTemplate(id: "llava-hf", jinjaFile: "llava.jinja", template: try JinjaTemplate(fixture.chat_template), directory: temporaryDirectory())
+        #expect(try template.render(fixture.cases[0].turns) != fixture.cases[0].expected)  // as text, its images and words are lost
+        template.contentParts = ["<image>": "image"]
+        for c in fixture.cases { #expect(try template.render(c.turns) == c.expected, "\(c.conversation)") }
+    }
+
+    @Test func templateFileGivenToGenerate() throws {
+        let fixture = try Fixture.load()
+        let (_, folder) = try Self.importWithTemplate(fixture.templates["zephyr"]!, checkpoint: fixture.checkpoint, name: "lm-z")
+        let file = temporaryDirectory().appendingPathComponent("turns.jinja")
+        try fixture.templates["turns"]!.write(to: file, atomically: true, encoding: .utf8)
+        let expected = try #require(fixture.cases.first { $0.template == "turns" && $0.conversation == "one_turn" }?.ids)
+        let prompt = fixture.conversations["one_turn"]![0].content
+        let run = try CLI.run(["generate", "--manifests", folder.path, "--llm", "lm-z", "--template", file.path, "--prompt", prompt, "--show-tokens", "--json"])
+        #expect(run.status == 0, "\(run.all)")
+        let shown = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any])
+        #expect(shown["ids"] as? [Int] == expected)
+        let missing = try CLI.run(["generate", "--manifests", folder.path, "--llm", "lm-z", "--template", "/nonexistent/t.jinja", "--prompt", "hi", "--show-tokens"])
+        #expect(missing.status != 0 && missing.stderr.contains("/nonexistent/t.jinja: cannot read the chat template: no such file"), "\(missing.all)")
+        try "{% if %}".write(to: file, atomically: true, encoding: .utf8)
+        let broken = try CLI.run(["generate", "--manifests", folder.path, "--llm", "lm-z", "--template", file.path, "--prompt", "hi", "--show-tokens"])
+        #expect(broken.status != 0 && broken.stderr.contains("\(file.path): cannot read the chat template: line 1: expected an expression"), "\(broken.all)")
+    }
+
+    @Test func badTemplateManifestsAreRefused() throws {
+        let folder = temporaryDirectory()
+        try "{{ messages[0].content[0].text }}".write(to: folder.appendingPathComponent("t.jinja"), atomically: true, encoding: .utf8)
+        func load(_ json: String) throws -> AnyManifest {
+            let url = folder.appendingPathComponent("x.template.json")
+            try json.write(to: url, atomically: true, encoding: .utf8)
+            return try AnyManifest.load(contentsOf: url)
+        }
+        let good = try load(#"{"schema": "chimera.template/v1", "id": "t", "jinja_file": "t.jinja", "content_parts": {"<image>": "image"}}"#)
+        guard case .template(let template) = good else { Issue.record("not a template"); return }
+        #expect(try template.render([ChatTurn(role: "user", content: "hi")]) == "hi")
+        #expect(throws: ManifestError.self) { _ = try load(#"{"schema": "chimera.template/v1", "id": "t", "jinja_file": "t.jinja", "user": "{{content}}"}"#) }
+        #expect(throws: ManifestError.self) {
+            _ = try load(#"{"schema": "chimera.template/v1", "id": "t", "user": "{{content}}", "assistant": "{{content}}", "generation_prompt": "", "content_parts": {"<image>": "image"}}"#)
+        }
+        do { _ = try load(#"{"schema": "chimera.template/v1", "id": "t", "jinja_file": "missing.jinja"}"#); Issue.record("a missing jinja_file was read") } catch {
+            #expect("\(error.localizedDescription)".contains("jinja_file: \(folder.appendingPathComponent("missing.jinja").path): no such file"), "\(error.localizedDescription)")
+        }
+        try "line one\n{{ x | nosuchfilter }}".write(to: folder.appendingPathComponent("bad.jinja"), atomically: true, encoding: .utf8)
+        do { _ = try load(#"{"schema": "chimera.template/v1", "id": "t", "jinja_file": "bad.jinja"}"#); Issue.record("an unknown filter was read") } catch {
+            #expect("\(error.localizedDescription)".contains("bad.jinja: line 2: no filter named 'nosuchfilter'"), "\(error.localizedDescription)")
+        }
+    }
+}

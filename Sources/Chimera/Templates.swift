@@ -134,6 +134,9 @@ public struct ChatTemplate: Codable, Sendable, Equatable {
     /// Jinja template, which writes them itself (transformers tokenizes it with add_special_tokens=False).
     public var tokenizerAddsSpecialTokens: Bool { jinjaFile == nil }
 
+    /// Where `jinja_file` is.
+    public var jinjaURL: URL? { jinjaFile.map { resolveManifestPath($0, in: directory) } }
+
     enum CodingKeys: String, CodingKey, CaseIterable {
         case schema, id, description, source, system, user, assistant, image, stop
         case systemFormat = "system_format", generationPrompt = "generation_prompt", jinjaFile = "jinja_file", contentParts = "content_parts"
@@ -149,8 +152,8 @@ public struct ChatTemplate: Codable, Sendable, Equatable {
 
     /// Reads and parses `jinja_file` (a manifest's is read when the manifest is).
     public mutating func loadJinja() throws {
-        guard let jinjaFile else { return }
-        do { jinja = try Self.parseJinja(resolveManifestPath(jinjaFile, in: directory)) } catch let ChatTemplateError.unreadableJinja(file, reason) {
+        guard let url = jinjaURL else { return }
+        do { jinja = try Self.parseJinja(url) } catch let ChatTemplateError.unreadableJinja(file, reason) {
             throw ManifestError.invalid(file: origin, detail: "jinja_file: \(file): \(reason)")
         }
     }
@@ -287,7 +290,7 @@ public struct ChatTemplate: Codable, Sendable, Equatable {
             context["messages"] = .list(conversation.map { .dict(JinjaDict([("role", .string($0.role)), ("content", messageContent($0.content))])) })
             context["add_generation_prompt"] = .bool(conversation.last?.role != "assistant")
             do { return try jinja.render(context, now: now) } catch {
-                throw ChatTemplateError.jinja(template: id, file: jinjaFile.map { resolveManifestPath($0, in: directory).path } ?? "", error)
+                throw ChatTemplateError.jinja(template: id, file: jinjaURL?.path ?? "", error)
             }
         }
         var turns = conversation[...]

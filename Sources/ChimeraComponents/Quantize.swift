@@ -84,7 +84,24 @@ public struct Quantizer {
             return manifest.id
         }
 
+        // A Jinja chat template (an import's own) goes along, renamed as the components are, so that
+        // the output folder holds all it names.
+        var templates: [String: ChatTemplate] = [:]
+        func rewriteTemplate(_ id: String?) throws -> String? {
+            guard let id, let template = catalog.templates[id], let jinja = template.jinja, let jinjaURL = template.jinjaURL else { return id }
+            if let done = templates[id] { return done.id }
+            var copy = try ChatTemplate(id: id + suffix, jinjaFile: "\(id + suffix).chat_template.jinja", template: jinja, directory: output, stop: template.stop)
+            copy.contentParts = template.contentParts
+            copy.description = template.description
+            copy.source = template.source ?? jinjaURL.path
+            templates[id] = copy
+            return copy.id
+        }
+        newAssembly.chatTemplate = try rewriteTemplate(assembly.chatTemplate)
         newAssembly.languageModel = try rewrite(assembly.languageModel, quantize: true)
+        if let index = written.firstIndex(where: { $0.id == newAssembly.languageModel }) {
+            written[index].chatTemplate = try rewriteTemplate(written[index].chatTemplate)
+        }
         newAssembly.inputs = try assembly.inputs.map { input in
             var input = input
             input.encoder = try rewrite(input.encoder, quantize: includeEncoder)
@@ -92,6 +109,9 @@ public struct Quantizer {
             return input
         }
         let files = try writeManifests(assembly: newAssembly, components: written, to: output)
+        for template in templates.values {
+            try writeChatTemplate(template, to: output)
+        }
         let unused = (keep + formats.map(\.prefix)).filter { prefix in !matrixNames.contains { $0.hasPrefix(prefix) } }
         return Result(assemblyPath: files.mainPath, componentPaths: files.componentPaths, quantizedMatrices: quantizedCount, keptMatrices: kept,
                       unusedPrefixes: unused)

@@ -111,6 +111,29 @@ import Testing
         #expect(broken.status != 0 && broken.stderr.contains("\(file.path): cannot read the chat template: line 1: expected an expression"), "\(broken.all)")
     }
 
+    /// Quantizing an assembly whose chat template is an import's own Jinja one writes the template
+    /// into the output folder (renamed as the components are), which then stands on its own.
+    @Test func quantizedCopyTakesTheTemplateAlong() throws {
+        let copy = temporaryDirectory().appendingPathComponent("llava-a")
+        try FileManager.default.copyItem(at: packageRoot.appendingPathComponent("Tests/ChimeraTests/Fixtures/llava-a"), to: copy)
+        let jinja = "{% for m in messages %}{{ m.role }}:{% for p in m.content %}{{ '<image>' if p.type == 'image' else p.text }}{% endfor %}\n{% endfor %}"
+        try jinja.write(to: copy.appendingPathComponent("chat_template.jinja"), atomically: true, encoding: .utf8)
+        let imported = temporaryDirectory()
+        let result = try CheckpointImporter(checkpoint: copy, outputDirectory: imported).run()
+        var catalog = Catalog()
+        try catalog.load(directory: imported)
+        let out = temporaryDirectory()
+        _ = try Quantizer(catalog: catalog, families: BuiltinFamilies.registry()).quantize(try #require(result.assembly), to: .q8_0, output: out)
+        var quantized = Catalog()
+        try quantized.load(directory: out)
+        let assembly = try quantized.assembly("llava-a-q8_0")
+        #expect(assembly.chatTemplate == "llava-a-chat-q8_0")
+        let template = try quantized.template("llava-a-chat-q8_0")
+        #expect(template.contentParts == ["<image>": "image"] && template.jinja?.source == jinja)
+        // (trim_blocks takes the line break after the inner endfor.)
+        #expect(try template.render([ChatTurn(role: "user", content: "<image> What?")]) == "user:<image>What?")
+    }
+
     @Test func badTemplateManifestsAreRefused() throws {
         let folder = temporaryDirectory()
         try "{{ messages[0].content[0].text }}".write(to: folder.appendingPathComponent("t.jinja"), atomically: true, encoding: .utf8)

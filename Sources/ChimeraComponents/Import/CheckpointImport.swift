@@ -39,12 +39,11 @@ public enum ImportError: LocalizedError {
     }
 }
 
-/// The chat template import found in a checkpoint: a built-in's name, or a Jinja template to write
-/// (`manifest` and its text), or a warning that there is none Chimera can use.
+/// The chat template import found in a checkpoint: a built-in's name, or a Jinja template to write,
+/// or a warning that there is none Chimera can use.
 struct ImportedChatTemplate {
     var name: String?
     var manifest: ChatTemplate?
-    var text: String?
     var warning: String?
 }
 
@@ -227,7 +226,7 @@ public struct CheckpointImporter {
             template.contentParts = contentParts
             template.description = "The chat template of \(checkpoint.lastPathComponent) (its \(found.file))"
             template.source = relative(file(found.file))
-            return ImportedChatTemplate(name: template.id, manifest: template, text: found.text)
+            return ImportedChatTemplate(name: template.id, manifest: template)
         } catch let error as JinjaError {
             return ImportedChatTemplate(warning: "\(file(found.file).path): its chat_template is Jinja Chimera does not render (\(error.errorDescription ?? "\(error)")); \(advice)")
         }
@@ -410,14 +409,7 @@ public struct CheckpointImporter {
                warnings: [String] = []) throws -> ImportResult {
         try checkBeforeWriting(components, assembly: assembly)
         var result = try writeManifests(assembly: assembly, components: components, to: outputDirectory)
-        if let template = chatTemplate.manifest, let text = chatTemplate.text, let jinjaFile = template.jinjaFile {
-            try writeOutputFile(Data(text.utf8), to: outputDirectory.appendingPathComponent(jinjaFile))
-            let url = outputDirectory.appendingPathComponent("\(template.id).template.json")
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-            try writeOutputFile(try encoder.encode(template), to: url)
-            result.templatePath = url
-        }
+        if let template = chatTemplate.manifest { result.templatePath = try writeChatTemplate(template, to: outputDirectory) }
         result.warnings += warnings
         if let model = components.first(where: { $0.kind == .languageModel }), let generation = try generationConfig() {
             result.warnings += generation.warnings(file: file("generation_config.json").path, context: model.contextLength)
@@ -539,6 +531,21 @@ func positiveEpsilon(_ value: Double, _ object: [String: Any], _ key: String, fi
 func isJSONBoolean(_ value: Any) -> Bool {
     guard let number = value as? NSNumber else { return false }
     return String(cString: number.objCType) == "c"
+}
+
+/// Writes a Jinja chat template's manifest (`<id>.template.json`) and its Jinja file into a folder
+/// (import and quantize); returns the manifest's path.
+@discardableResult
+func writeChatTemplate(_ template: ChatTemplate, to outputDirectory: URL) throws -> URL {
+    guard let jinja = template.jinja, let jinjaFile = template.jinjaFile else {
+        throw ManifestError.invalid(file: template.origin, detail: "chat template '\(template.id)' is not a Jinja one")
+    }
+    try writeOutputFile(Data(jinja.source.utf8), to: outputDirectory.appendingPathComponent(jinjaFile))
+    let url = outputDirectory.appendingPathComponent("\(template.id).template.json")
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    try writeOutputFile(try encoder.encode(template), to: url)
+    return url
 }
 
 /// Writes `<id>.component.json` files and `<id>.assembly.json` into a folder (import and quantize).

@@ -182,6 +182,11 @@ G
       "messages": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What's this?"}]},
                    {"role": "assistant", "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris", "days": 2}}}]},
                    {"role": "tool", "content": "{\"temp\": 21.5}"}]}),
+    ("filter_blocks_and_none", """{% filter trim %}
+  padded  
+{% endfilter %}|{% filter upper %}a{{ 'b' }}{% endfilter %}|{% filter replace('x', 'y') %}xox{% endfilter %}
+{{ tools | selectattr('type', 'equalto', 'x') | list | length }} {{ none | map(attribute='a') | list }} {{ '' | select | list }} {{ tools | rejectattr('a') | list }}""",
+     {"tools": None}),
     ("date", """{{ strftime_now('%d %b %Y') }}|{{ strftime_now('%Y-%m-%d') }}|{{ strftime_now('%A %B %-d') }}""", {}),
     ("error_raise", """{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('No system messages, please') }}{% endif %}{{ m.content }}{% endfor %}""", {}),
     ("error_undefined_attribute", """{{ nothing.here }}""", {}),

@@ -701,6 +701,8 @@ extension JinjaRuntime {
     }
 
     mutating func filter(_ name: String, _ value: Value, _ p: [Value], _ k: [(String, Value)]) throws -> Value {
+        // jinja2's map and select family iterate only a true value: None (tools not given) is empty.
+        if ["map", "select", "reject", "selectattr", "rejectattr"].contains(name), !Self.truthy(value) { return .list([]) }
         func arg(_ index: Int, _ key: String) -> Value? { index < p.count ? p[index] : k.first { $0.0 == key }?.1 }
         func flag(_ index: Int, _ key: String) -> Bool { arg(index, key).map(Self.truthy) ?? false }
         func text(_ v: Value) -> String { Self.str(v) }

@@ -221,6 +221,13 @@ struct JinjaRuntime {
             case .generation(let body):
                 let flow = try run(body, in: scope, into: &out)
                 if flow != .normal { return flow }
+            case let .filterBlock(name, arguments, body):
+                var text = ""
+                let flow = try run(body, in: scope, into: &text)
+                let positional = try arguments.positional.map { try eval($0, scope) }
+                let keyword = try arguments.keyword.map { ($0.name, try eval($0.value, scope)) }
+                out += Self.str(try filter(name, .string(text), positional, keyword))
+                if flow != .normal { return flow }
             }
         }
         return .normal

@@ -54,6 +54,8 @@ struct JinjaNode: Sendable {
         case breakLoop, continueLoop
         /// `{% generation %}`: transformers marks the assistant's text with it; it renders its body.
         case generation([JinjaNode])
+        /// `{% filter name(args) %}…{% endfilter %}`: the body's text through a filter.
+        case filterBlock(name: String, arguments: JinjaArguments, body: [JinjaNode])
     }
     let kind: Kind
     let line: Int
@@ -512,16 +514,25 @@ struct JinjaParser {
         case "break", "continue":
             try stream.expectEnd(in: "{% \(word) %}")
             return JinjaNode(kind: word == "break" ? .breakLoop : .continueLoop, line: line)
+        case "filter":
+            let name = try stream.expectName(what: "a filter name")
+            guard Self.filters.contains(name) else { throw stream.error("no filter named '\(name)' (not one this Jinja subset has)") }
+            let arguments = stream.peekSymbol == "(" ? try stream.parseArguments() : JinjaArguments()
+            try stream.expectEnd(in: "{% filter %}")
+            let body = try parseBody(until: ["endfilter"])
+            let (_, end) = try expectEnd(["endfilter"])
+            try end.expectEnd(in: "{% endfilter %}")
+            return JinjaNode(kind: .filterBlock(name: name, arguments: arguments, body: body), line: line)
         case "generation":
             try stream.expectEnd(in: "{% generation %}")
             let body = try parseBody(until: ["endgeneration"])
             let (_, end) = try expectEnd(["endgeneration"])
             try end.expectEnd(in: "{% endgeneration %}")
             return JinjaNode(kind: .generation(body), line: line)
-        case "elif", "else", "endif", "endfor", "endset", "endmacro", "endgeneration", "endraw":
+        case "elif", "else", "endif", "endfor", "endset", "endmacro", "endgeneration", "endraw", "endfilter":
             throw .syntax(line: line, message: "{% \(word) %} without the statement it ends")
         default:
-            throw .syntax(line: line, message: "the statement {% \(word) %} is not supported (chat templates use if, for, set, macro, break, continue, generation)")
+            throw .syntax(line: line, message: "the statement {% \(word) %} is not supported (chat templates use if, for, set, macro, filter, break, continue, generation)")
         }
     }
 }

@@ -134,6 +134,33 @@ import Testing
         #expect(try template.render([ChatTurn(role: "user", content: "<image> What?")]) == "user:<image>What?")
     }
 
+    /// --interactive with a Jinja template: each answer is the one a --conversation file of the same
+    /// turns gets, and the KV cache keeps what the previous turns left (the rendered prefix is stable).
+    @Test func interactiveChatWithAJinjaTemplate() throws {
+        let folder = try CLI.temporaryFolder()
+        let file = folder.appendingPathComponent("chat.jinja")
+        try "{{ bos_token }}{% for m in messages %}<{{ m.role }}>{{ m.content | trim }}</{{ m.role }}>\n{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}"
+            .write(to: file, atomically: true, encoding: .utf8)
+        let sample = CLI.packageRoot.appendingPathComponent("manifests/default/checkpoint/sample.png").path
+        let chat = try CLI.run(["generate", "--template", file.path, "--image", sample, "--interactive", "--json", "--max-tokens", "3"],
+                               standardInput: "What is here?\nAnd now?\n")
+        #expect(chat.status == 0, "\(chat.all)")
+        let answers = try chat.stdout.split(separator: "\n").map { try #require(try CLI.json(String($0)) as? [String: Any]) }
+        try #require(answers.count == 2, "\(chat.all)")
+        var turns: [[String: String]] = []
+        for (answer, question) in zip(answers, ["What is here?", "And now?"]) {
+            turns.append(["role": "user", "content": question])
+            let conversation = folder.appendingPathComponent("turns\(turns.count).json")
+            try JSONSerialization.data(withJSONObject: turns).write(to: conversation)
+            let single = try CLI.run(["generate", "--template", file.path, "--image", sample, "--conversation", conversation.path, "--json", "--max-tokens", "3"])
+            let expected = try #require(try CLI.json(single.stdout) as? [String: Any], "\(single.all)")
+            #expect(answer["tokens"] as? [Int] == expected["tokens"] as? [Int] && answer["prompt_tokens"] as? Int == expected["prompt_tokens"] as? Int)
+            turns.append(["role": "assistant", "content": try #require(answer["text"] as? String)])
+        }
+        let cached = answers.compactMap { $0["cached_prompt_tokens"] as? Int }, prompts = answers.compactMap { $0["prompt_tokens"] as? Int }
+        #expect(cached.count == 2 && cached[1] > prompts[0] / 2, "\(cached) of \(prompts)")
+    }
+
     @Test func badTemplateManifestsAreRefused() throws {
         let folder = temporaryDirectory()
         try "{{ messages[0].content[0].text }}".write(to: folder.appendingPathComponent("t.jinja"), atomically: true, encoding: .utf8)

@@ -45,8 +45,9 @@ let package = Package(
         .target(name: "ChimeraTensor", dependencies: ["COpenBLAS", "CChimeraKernels"], swiftSettings: optimizedEvenInDebug),
         .target(name: "ChimeraIO", dependencies: ["ChimeraTensor", "CImageCodecs"]),
         .target(name: "ChimeraTokenizers"),
-        // Hugging Face chat templates (a Jinja subset) rendered as transformers renders them.
-        .target(name: "ChimeraJinja"),
+        // Hugging Face chat templates (a Jinja subset) rendered as transformers renders them
+        // (optimized in debug builds too: a test runs a million loop iterations).
+        .target(name: "ChimeraJinja", swiftSettings: optimizedEvenInDebug),
         // The plugin ABI: one C header, shared by the host and every plugin.
         .target(name: "CChimeraPlugin"),
         // The host's calls into plugins, with a plugin's crash caught (sigsetjmp: C, not Swift).

@@ -44,6 +44,9 @@ public indirect enum JinjaValue: Sendable {
 
 public struct JinjaDict: Sendable {
     public private(set) var entries: [(key: String, value: JinjaValue)]
+    /// Entries whose keys are known to differ (no search for repeats).
+    init(unique entries: [(key: String, value: JinjaValue)]) { self.entries = entries }
+
     public init(_ entries: [(String, JinjaValue)]) {
         var seen: [String: Int] = [:]
         var out: [(key: String, value: JinjaValue)] = []
@@ -111,6 +114,10 @@ struct JinjaRuntime {
     var line = 1
     /// Macros call into the runtime: bounds recursion (a template calling itself forever).
     var depth = 0
+    /// Loop iterations so far: a template looping over ranges inside ranges would otherwise run for
+    /// hours (a chat template makes a few thousand at most).
+    var iterations = 0
+    static let maxIterations = 1_000_000
 
     static func fail(_ message: String) -> Failure { Failure(message: message) }
 
@@ -256,10 +263,12 @@ struct JinjaRuntime {
         }
         for (index, item) in items.enumerated() {
             line = loopLine
+            iterations += 1
+            guard iterations <= Self.maxIterations else { throw Self.fail("the template ran more than \(Self.maxIterations) loop iterations") }
             let inner = JinjaScope(parent: scope)
             try bind(item, into: inner)
             let count = items.count
-            var entries: [(String, JinjaValue)] = [
+            var entries: [(key: String, value: JinjaValue)] = [
                 ("index", .int(index + 1)), ("index0", .int(index)), ("revindex", .int(count - index)),
                 ("revindex0", .int(count - index - 1)), ("first", .bool(index == 0)), ("last", .bool(index == count - 1)),
                 ("length", .int(count)), ("depth", .int(1)), ("depth0", .int(0)),
@@ -270,7 +279,7 @@ struct JinjaRuntime {
                 guard !positional.isEmpty else { throw JinjaRuntime.fail("loop.cycle() needs at least one value") }
                 return positional[index % positional.count]
             })))
-            inner.variables["loop"] = .dict(JinjaDict(entries))
+            inner.variables["loop"] = .dict(JinjaDict(unique: entries))
             let flow = try run(body, in: inner, into: &out)
             if flow == .breakLoop { break }
         }

@@ -141,12 +141,24 @@ struct JinjaLexer {
         }
         if scalars.last == "\n" { scalars.removeLast() }
         source = scalars
+        lineStarts = [0] + scalars.indices.filter { scalars[$0] == "\n" }.map { $0 + 1 }
     }
+
+    /// Where each line starts, for `line(at:)`.
+    let lineStarts: [Int]
 
     /// Python's str.splitlines boundaries (besides "\r", handled with "\r\n").
     static let lineBreaks: Set<UInt32> = [0x0A, 0x0B, 0x0C, 0x1C, 0x1D, 0x1E, 0x85, 0x2028, 0x2029]
 
-    func line(at index: Int) -> Int { 1 + source[..<min(index, source.count)].reduce(0) { $0 + ($1 == "\n" ? 1 : 0) } }
+    /// The 1-based line of the scalar at `index` (a binary search over the line starts).
+    func line(at index: Int) -> Int {
+        var low = 0, high = lineStarts.count
+        while high - low > 1 {
+            let mid = (low + high) / 2
+            if lineStarts[mid] <= index { low = mid } else { high = mid }
+        }
+        return low + 1
+    }
 
     func pieces() throws(JinjaError) -> [JinjaPiece] {
         var out: [JinjaPiece] = []

@@ -85,3 +85,24 @@ let fixtureNow: Date = {
         }
     }
 }
+
+@Suite struct JinjaBehaviourTests {
+    /// Errors name the line of the template they stand on.
+    @Test func errorsNameTheirLine() throws {
+        #expect(throws: JinjaError.syntax(line: 3, message: "no filter named 'nope' (not one this Jinja subset has)")) {
+            _ = try JinjaTemplate("a\n{{ 1 }}\n{{ x | nope }}")
+        }
+        let template = try JinjaTemplate("line one\n{% for m in messages %}\n{{ m.content.missing.deeper }}\n{% endfor %}")
+        #expect(throws: JinjaError.render(line: 3, message: "'str object' has no attribute 'missing'")) {
+            _ = try template.render(["messages": .list([.dict(JinjaDict([("content", .string("hi"))]))])])
+        }
+    }
+
+    /// A template that loops without end in effect (ranges inside ranges) is stopped, not run for hours.
+    @Test func runawayLoopsStop() throws {
+        let template = try JinjaTemplate("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}")
+        #expect(throws: JinjaError.render(line: 1, message: "the template ran more than 1000000 loop iterations")) { _ = try template.render([:]) }
+        let recursive = try JinjaTemplate("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}")
+        #expect(throws: JinjaError.render(line: 1, message: "macro f nested more than 200 deep")) { _ = try recursive.render([:]) }
+    }
+}

@@ -28,7 +28,7 @@ struct List: ParsableCommand {
             if kind == "template" {
                 rows += catalog.templates.values.sorted { $0.id < $1.id }.map {
                     Row(id: $0.id, kind: "template", family: "-", modality: nil, origin: $0.origin,
-                        summary: $0.description ?? "stops at \($0.stop.joined(separator: ", "))")
+                        summary: $0.description ?? $0.jinjaFile.map { "Jinja chat template \($0)" } ?? "stops at \($0.stop.joined(separator: ", "))")
                 }
             } else if kind != "assembly" {
                 let componentKind: ComponentKind? = try kind.map {

@@ -65,6 +65,8 @@ struct Generate: ParsableCommand {
     @Flag(help: "Print one JSON object (tokens, text, timings) instead of streaming text (one line per answer with --interactive)") var json = false
     @Flag(help: "Print the prompt's tokens (ids, vocabulary pieces, where each input's feature rows go) against the context, then stop: nothing is loaded but the tokenizer")
     var showTokens = false
+    @Flag(help: "Print the prompt's text as the model gets it (after the chat template), then stop: nothing is loaded")
+    var showPrompt = false
     @OptionGroup var placement: WeightPlacementOptions
     @OptionGroup var threading: ThreadOptions
 
@@ -88,7 +90,9 @@ struct Generate: ParsableCommand {
                 files[placeholder, default: []].append(URL(fileURLWithPath: path))
             }
             if interactive {
-                if showTokens { throw ValidationError("--show-tokens shows one prompt's tokens: give --prompt, --prompt-file or --conversation, not --interactive") }
+                if showTokens || showPrompt {
+                    throw ValidationError("--show-tokens and --show-prompt show one prompt: give --prompt, --prompt-file or --conversation, not --interactive")
+                }
                 guard prompt == nil, promptFile == nil else {
                     throw ValidationError("--interactive reads the user's turns from stdin: give no --prompt or --prompt-file (--conversation starts the chat)")
                 }
@@ -100,6 +104,13 @@ struct Generate: ParsableCommand {
             }
             let (text, chatTemplate) = try chatPrompt(catalog: catalog, manifest: manifest, given: files)
             let inputs = withSamples(files, for: text, of: manifest)
+            if showPrompt {
+                struct Shown: Encodable { let prompt: String; let tokenizer_adds_special_tokens: Bool }
+                let adds = chatTemplate?.tokenizerAddsSpecialTokens ?? true
+                if json { return try printJSON(Shown(prompt: text, tokenizer_adds_special_tokens: adds)) }
+                print(text)
+                return
+            }
             if showTokens {
                 let tokenizer = try Assembler.tokenizer(of: try catalog.component(manifest.languageModel, kind: .languageModel))
                 return try printLayout(try PromptLayout(text, assembly: manifest, catalog: catalog, families: catalogOptions.families(),

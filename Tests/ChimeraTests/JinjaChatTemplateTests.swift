@@ -104,6 +104,11 @@ import Testing
         #expect(run.status == 0, "\(run.all)")
         let shown = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any])
         #expect(shown["ids"] as? [Int] == expected)
+        // --show-prompt: the rendered text, as transformers renders it.
+        let text = try #require(fixture.cases.first { $0.template == "turns" && $0.conversation == "one_turn" }?.text)
+        let rendered = try CLI.run(["generate", "--manifests", folder.path, "--llm", "lm-z", "--template", file.path, "--prompt", prompt, "--show-prompt", "--json"])
+        let shownPrompt = try #require(try JSONSerialization.jsonObject(with: Data(rendered.stdout.utf8)) as? [String: Any], "\(rendered.all)")
+        #expect(shownPrompt["prompt"] as? String == text && shownPrompt["tokenizer_adds_special_tokens"] as? Bool == false)
         let missing = try CLI.run(["generate", "--manifests", folder.path, "--llm", "lm-z", "--template", "/nonexistent/t.jinja", "--prompt", "hi", "--show-tokens"])
         #expect(missing.status != 0 && missing.stderr.contains("/nonexistent/t.jinja: cannot read the chat template: no such file"), "\(missing.all)")
         try "{% if %}".write(to: file, atomically: true, encoding: .utf8)

@@ -25,6 +25,18 @@ public enum RotaryScaling: Sendable, Equatable {
         scale <= 1 ? 1 : 0.1 * mscale * log(scale) + 1
     }
 
+    /// Dynamic scaling's base for a pass ending at `sequenceLength`; nil within the original context
+    /// (or for another scaling). It grows with the length, in float32 as transformers' tensor
+    /// arithmetic has it.
+    func dynamicBase(theta: Float, dim: Int, sequenceLength: Int) -> Float? {
+        guard case let .dynamic(factor, original) = self, sequenceLength > original else { return nil }
+        let stretch = Float(factor) * Float(sequenceLength) / Float(original) - Float(factor - 1)
+        return theta * powf(stretch, Float(Double(dim) / Double(dim - 2)))
+    }
+
+    /// The inverse frequency of rotated dimension `index` (even) of `dim` over `base`.
+    static func inverseFrequency(base: Float, index: Int, dim: Int) -> Float { 1 / powf(base, Float(index) / Float(dim)) }
+
     /// The inverse frequencies of `dim` rotated dimensions over `theta`, and the factor on the
     /// cosines and sines; in float32 where transformers computes them in float32 tensors.
     /// `sequenceLength`: the positions a pass ends at (only dynamic scaling depends on it).
@@ -33,12 +45,9 @@ public enum RotaryScaling: Sendable, Equatable {
         let plain = powers.map { 1 / $0 }
         switch self {
         case .none: return (plain, 1)
-        case .dynamic(let factor, let original):
-            guard sequenceLength > original else { return (plain, 1) }
-            // The base grows with the length, in float32 as transformers' tensor arithmetic has it.
-            let stretch = Float(factor) * Float(sequenceLength) / Float(original) - Float(factor - 1)
-            let base = theta * powf(stretch, Float(Double(dim) / Double(dim - 2)))
-            return (stride(from: 0, to: dim, by: 2).map { i in 1 / powf(base, Float(i) / Float(dim)) }, 1)
+        case .dynamic:
+            guard let base = dynamicBase(theta: theta, dim: dim, sequenceLength: sequenceLength) else { return (plain, 1) }
+            return (stride(from: 0, to: dim, by: 2).map { i in Self.inverseFrequency(base: base, index: i, dim: dim) }, 1)
         case .linear(let factor): return (plain.map { $0 / Float(factor) }, 1)
         case .llama3(let factor, let low, let high, let original):
             let lowWavelength = Float(Double(original) / low), highWavelength = Float(Double(original) / high)
@@ -98,14 +107,13 @@ public struct RotaryEmbedding: Sendable {
     public func angles(startPosition: Int, passEnd: Int? = nil, into table: Tensor) {
         let half = rotaryDim / 2
         precondition(table.columns == rotaryDim, "rotary table: \(table.shape), expected \(rotaryDim) columns")
-        var frequencies = inverseFrequencies
-        if case .dynamic = scaling {
-            frequencies = scaling.frequencies(theta: theta, dim: rotaryDim, sequenceLength: passEnd ?? startPosition + table.rows).inverse
-        }
-        for t in 0..<table.rows {
-            let position = Float(startPosition + t), row = table.data + t * rotaryDim
-            for i in 0..<half {
-                let angle = position * frequencies[i]
+        // Dynamic scaling's frequencies depend on where the pass ends: computed here, one at a time
+        // (no array per decoded token).
+        let dynamicBase = scaling.dynamicBase(theta: theta, dim: rotaryDim, sequenceLength: passEnd ?? startPosition + table.rows)
+        for i in 0..<half {
+            let frequency = dynamicBase.map { RotaryScaling.inverseFrequency(base: $0, index: 2 * i, dim: rotaryDim) } ?? inverseFrequencies[i]
+            for t in 0..<table.rows {
+                let angle = Float(startPosition + t) * frequency, row = table.data + t * rotaryDim
                 row[i] = cosf(angle) * cosineScale
                 row[half + i] = sinf(angle) * cosineScale
             }

@@ -12,6 +12,8 @@ import Testing
     static let cases: [(fixture: String, format: WeightFormat, kvCache: KVPrecision)] = [
         ("lm-llama", .f32, .f32), ("lm-llama", .q4_0, .f16), ("lm-qwen2", .f16, .f32), ("lm-qwen2", .q8_0, .f16),
         ("lm-gemma", .bf16, .f32), ("lm-phi", .q4_0, .f32),
+        // Dynamic rotary scaling past its original context (16): new frequencies every token.
+        ("lm-llama-dynamic", .f32, .f32),
     ]
 
     @Test(arguments: cases) func decodingAllocatesNothingPerToken(fixture: String, format: WeightFormat, kvCache: KVPrecision) throws {

@@ -157,6 +157,7 @@ G
 {% endfor %}{{ render(messages[-1], prefix='* ') }}
 {% set a, b = [1, 2] %}{{ a }}{{ b }}
 {% set block %}captured {{ messages | length }}{% endset %}[{{ block }}]
+{% macro pair(a, b, c='-') %}{{ a }}{{ c }}{{ b }}{% endmacro %}{% set args = [1, 2] %}{{ pair(*args) }} {{ pair(0, *[9], c='+') }}
 {% set d = dict(x=1, y='two') %}{{ d.x }}{{ d.y }} {% set ns = namespace(items=[]) %}{% set ns.items = ns.items + [1] %}{% set ns.items = ns.items + [2] %}{{ ns.items }}
 {%- generation %} gen {{ 1 }}{% endgeneration %}""", {}),
     ("tools_json", """{%- if tools %}

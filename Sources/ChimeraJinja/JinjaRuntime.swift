@@ -231,8 +231,7 @@ struct JinjaRuntime {
             case let .filterBlock(name, arguments, body):
                 var text = ""
                 let flow = try run(body, in: scope, into: &text)
-                let positional = try arguments.positional.map { try eval($0, scope) }
-                let keyword = try arguments.keyword.map { ($0.name, try eval($0.value, scope)) }
+                let (positional, keyword) = try evalArguments(arguments, scope)
                 out += Self.str(try filter(name, .string(text), positional, keyword))
                 if flow != .normal { return flow }
             }
@@ -316,6 +315,12 @@ struct JinjaRuntime {
 
     // MARK: Expressions
 
+    mutating func evalArguments(_ arguments: JinjaArguments, _ scope: JinjaScope) throws -> (positional: [JinjaValue], keyword: [(String, JinjaValue)]) {
+        var positional = try arguments.positional.map { try eval($0, scope) }
+        if let splat = arguments.splat { positional += try Self.iterate(try eval(splat, scope)) }
+        return (positional, try arguments.keyword.map { ($0.name, try eval($0.value, scope)) })
+    }
+
     mutating func eval(_ expr: JinjaExpr, _ scope: JinjaScope) throws -> JinjaValue {
         switch expr {
         case .literal(let value): return value
@@ -346,8 +351,7 @@ struct JinjaRuntime {
             return try Self.slice(value, try int(start), try int(stop), try int(step))
         case let .call(callee, arguments):
             let function = try eval(callee, scope)
-            let positional = try arguments.positional.map { try eval($0, scope) }
-            let keyword = try arguments.keyword.map { ($0.name, try eval($0.value, scope)) }
+            let (positional, keyword) = try evalArguments(arguments, scope)
             if case .macro(let m) = function { return try callMacro(m.macro, scope: m.scope, positional, keyword) }
             guard case .function(let f) = function else {
                 if case .undefined(let message) = function { throw Self.fail(message) }
@@ -356,12 +360,11 @@ struct JinjaRuntime {
             return try f.call(positional, keyword)
         case let .filter(value, name, arguments):
             let input = try eval(value, scope)
-            let positional = try arguments.positional.map { try eval($0, scope) }
-            let keyword = try arguments.keyword.map { ($0.name, try eval($0.value, scope)) }
+            let (positional, keyword) = try evalArguments(arguments, scope)
             return try filter(name, input, positional, keyword)
         case let .test(value, name, arguments, negated):
             let input = try eval(value, scope)
-            let positional = try arguments.positional.map { try eval($0, scope) }
+            let positional = try evalArguments(arguments, scope).positional
             return .bool(try Self.test(name, input, positional) != negated)
         case .negate(let inner):
             switch try eval(inner, scope) {

@@ -98,6 +98,8 @@ indirect enum JinjaExpr: Sendable {
 struct JinjaArguments: Sendable {
     var positional: [JinjaExpr] = []
     var keyword: [(name: String, value: JinjaExpr)] = []
+    /// `f(a, *rest)`: a sequence whose items follow the positional arguments.
+    var splat: JinjaExpr?
 }
 
 // MARK: - Lexer
@@ -792,15 +794,20 @@ struct JinjaTokenStream {
         try expect(symbol: "(")
         var arguments = JinjaArguments()
         while !skip(symbol: ")") {
-            if !arguments.positional.isEmpty || !arguments.keyword.isEmpty {
+            if !arguments.positional.isEmpty || !arguments.keyword.isEmpty || arguments.splat != nil {
                 try expect(symbol: ",")
                 if skip(symbol: ")") { break }
             }
-            if case .name(let name)? = current, position + 1 < tokens.count, tokens[position + 1].kind == .symbol("=") {
+            if skip(symbol: "*") {
+                guard arguments.splat == nil else { throw error("a call takes one *sequence") }
+                arguments.splat = try parseConditional()
+            } else if peekSymbol == "**" {
+                throw error("**mappings in a call are not supported")
+            } else if case .name(let name)? = current, position + 1 < tokens.count, tokens[position + 1].kind == .symbol("=") {
                 position += 2
                 arguments.keyword.append((name, try parseConditional()))
             } else {
-                guard arguments.keyword.isEmpty else { throw error("a positional argument after keyword arguments") }
+                guard arguments.keyword.isEmpty, arguments.splat == nil else { throw error("a positional argument after keyword or *arguments") }
                 arguments.positional.append(try parseConditional())
             }
         }

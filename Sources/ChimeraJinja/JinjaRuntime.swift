@@ -23,23 +23,6 @@ public indirect enum JinjaValue: Sendable {
     case function(JinjaFunction)
     /// A `{% macro %}`: called, it renders its body in the caller's runtime.
     case macro(JinjaMacroValue)
-
-    /// A JSON-like value from Swift: String, Int, Double, Bool, nil/NSNull, arrays and [String: Any]
-    /// dictionaries (ordered ones as `[(String, Any)]`).
-    public static func from(_ any: Any?) -> JinjaValue {
-        switch any {
-        case nil, is NSNull: return .none
-        case let v as JinjaValue: return v
-        case let v as String: return .string(v)
-        case let v as Bool: return .bool(v)
-        case let v as Int: return .int(v)
-        case let v as Double: return .float(v)
-        case let v as [Any]: return .list(v.map { from($0) })
-        case let v as [(String, Any)]: return .dict(JinjaDict(v.map { ($0.0, from($0.1)) }))
-        case let v as [String: Any]: return .dict(JinjaDict(v.sorted { $0.key < $1.key }.map { ($0.key, from($0.value)) }))
-        default: return .string("\(any!)")
-        }
-    }
 }
 
 public struct JinjaDict: Sendable {

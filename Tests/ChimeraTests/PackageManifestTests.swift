@@ -2,7 +2,7 @@ import Foundation
 import Testing
 
 /// SwiftPM refuses a package that another one depends on by version when its targets carry unsafe
-/// build flags: Chimera's (-O for the decode modules in debug builds, -O3 for the kernels) apply only
+/// build flags: Chimera's (-O for the decode modules and the Jinja renderer in debug builds, -O3 for the kernels) apply only
 /// when it is built itself, not from another package's .build/checkouts.
 @Suite struct PackageManifestTests {
     /// The targets whose settings hold unsafe flags, with Package.swift copied into `folder`.
@@ -31,7 +31,7 @@ import Testing
         let scratch = try CLI.temporaryFolder()
         defer { try? FileManager.default.removeItem(at: scratch) }
         #expect(try targetsWithUnsafeFlags(packageIn: scratch.appendingPathComponent("chimera"))
-                == ["CChimeraKernels", "ChimeraComponents", "ChimeraTensor"])
+                == ["CChimeraKernels", "ChimeraComponents", "ChimeraJinja", "ChimeraTensor"])
         #expect(try targetsWithUnsafeFlags(packageIn: scratch.appendingPathComponent("app/.build/checkouts/chimera")) == [])
     }
 }

@@ -173,6 +173,55 @@ public struct ChatTemplate: Codable, Sendable, Equatable {
         return template
     }
 
+    /// The files transformers saves a checkpoint's chat template in, in the order it reads them.
+    public static let checkpointTemplateFiles = ["chat_template.jinja", "chat_template.json", "processor_config.json", "tokenizer_config.json"]
+
+    /// The chat template a checkpoint folder holds: its Jinja text and the file it is in, nil
+    /// without one. A `chat_template` field is a string, or transformers 4's list of named templates
+    /// (whose "default" generate uses); another value is an error naming the file.
+    public static func checkpointTemplateText(in folder: URL, files: [String] = checkpointTemplateFiles) throws -> (text: String, file: URL)? {
+        for name in files {
+            let url = folder.appendingPathComponent(name)
+            guard FileManager.default.fileExists(atPath: url.path) else { continue }
+            if name.hasSuffix(".jinja") {
+                guard let text = try? String(contentsOf: url, encoding: .utf8) else {
+                    throw ChatTemplateError.unreadableJinja(file: url.path, reason: "not readable UTF-8 text")
+                }
+                return (text, url)
+            }
+            guard let data = FileManager.default.contents(atPath: url.path),
+                  let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+                throw ChatTemplateError.unreadableJinja(file: url.path, reason: "not a JSON object")
+            }
+            guard let value = object["chat_template"], !(value is NSNull) else { continue }
+            let named = (value as? [[String: Any]])?.first { $0["name"] as? String == "default" }?["template"]
+            guard let text = value as? String ?? named as? String else {
+                throw ChatTemplateError.unreadableJinja(file: url.path, reason: "its chat_template is neither a template nor a list holding a \"default\" one")
+            }
+            return (text, url)
+        }
+        return nil
+    }
+
+    /// The chat template beside a language model's tokenizer file, as transformers' tokenizer
+    /// carries it (chat_template.jinja, chat_template.json, tokenizer_config.json), for `id`; nil
+    /// without one, and for a multimodal checkpoint's folder (a processor's template reads content
+    /// parts, not the text turns a language model gets).
+    public static func besideTokenizer(_ tokenizerFile: URL, id: String) throws -> ChatTemplate? {
+        let folder = tokenizerFile.deletingLastPathComponent()
+        if ["processor_config.json", "preprocessor_config.json"].contains(where: { FileManager.default.fileExists(atPath: folder.appendingPathComponent($0).path) }) {
+            return nil
+        }
+        guard let found = try checkpointTemplateText(in: folder, files: checkpointTemplateFiles.filter { $0 != "processor_config.json" }) else { return nil }
+        let template: JinjaTemplate
+        do { template = try JinjaTemplate(found.text) } catch {
+            throw ChatTemplateError.unreadableJinja(file: found.file.path, reason: error.errorDescription ?? "\(error)")
+        }
+        var chosen = try ChatTemplate(id: id, jinjaFile: found.file.lastPathComponent, template: template, directory: folder)
+        chosen.origin = found.file.path
+        return chosen
+    }
+
     static func parseJinja(_ url: URL) throws -> JinjaTemplate {
         if let reason = notARegularFile(url.path) { throw ChatTemplateError.unreadableJinja(file: url.path, reason: reason) }
         guard let data = FileManager.default.contents(atPath: url.path) else {

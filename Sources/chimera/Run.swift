@@ -319,12 +319,15 @@ extension Generate {
         var chosen: ChatTemplate
         if let template, catalog.templates[template] == nil, template.hasSuffix(".jinja") || template.hasSuffix(".json") || template.contains("/") {
             chosen = try ChatTemplate.read(file: URL(fileURLWithPath: template))
-        } else {
-            guard let name = template ?? manifest.chatTemplate ?? languageModel.chatTemplate else {
-                throw PromptError.badOption("--chat: assembly '\(manifest.id)' and its language model name no chat_template; give --template NAME "
-                                            + "(known: \(catalog.templates.keys.sorted().joined(separator: ", "))) or a chat template file")
-            }
+        } else if let name = template ?? manifest.chatTemplate ?? languageModel.chatTemplate {
             chosen = try catalog.template(name)
+        } else if let tokenizer = languageModel.tokenizer,
+                  let own = try ChatTemplate.besideTokenizer(languageModel.resolve(tokenizer.file), id: "\(languageModel.id)-chat") {
+            // As transformers' tokenizer carries it: the checkpoint's own beside its tokenizer.
+            chosen = own
+        } else {
+            throw PromptError.badOption("--chat: assembly '\(manifest.id)' and its language model name no chat_template, and its tokenizer's folder holds none; "
+                                        + "give --template NAME (known: \(catalog.templates.keys.sorted().joined(separator: ", "))) or a chat template file")
         }
         if chosen.jinja != nil, let tokenizer = languageModel.tokenizer {
             chosen.specialTokens = try Tokenizer.namedSpecialTokens(besides: languageModel.resolve(tokenizer.file))

@@ -442,7 +442,7 @@ import Testing
     @Test func chatErrors() throws {
         let none = try CLI.run(["generate", "--chat", "--max-tokens", "1"])
         #expect(none.status != 0)
-        #expect(none.stderr.contains("and its language model name no chat_template; give --template NAME (known: gemma, llama, llava"), "\(none.all)")
+        #expect(none.stderr.contains("and its language model name no chat_template, and its tokenizer's folder holds none; give --template NAME (known: gemma, llama, llava"), "\(none.all)")
         let unknown = try CLI.run(["generate", "--template", "vicuna", "--max-tokens", "1"])
         #expect(unknown.status != 0 && unknown.stderr.contains("unknown chat template id 'vicuna'"), "\(unknown.all)")
     }

@@ -139,6 +139,30 @@ import Testing
         #expect(try template.render([ChatTurn(role: "user", content: "<image> What?")]) == "user:<image>What?")
     }
 
+    /// A language model that names no chat template chats with the one beside its tokenizer, as
+    /// transformers' tokenizer carries it (a catalogue model's downloaded folder).
+    @Test func templateBesideTheTokenizerIsTheFallback() throws {
+        let fixture = try Fixture.load()
+        let copy = temporaryDirectory().appendingPathComponent(fixture.checkpoint)
+        try FileManager.default.copyItem(at: packageRoot.appendingPathComponent("Tests/ChimeraTests/Fixtures/\(fixture.checkpoint)"), to: copy)
+        let out = temporaryDirectory()
+        let result = try CheckpointImporter(checkpoint: copy, outputDirectory: out, name: "plain").run()
+        #expect(result.templatePath == nil)
+        let before = try CLI.run(["generate", "--manifests", out.path, "--llm", "plain", "--chat", "--prompt", "hi", "--show-prompt"])
+        #expect(before.status != 0 && before.stderr.contains("its tokenizer's folder holds none"), "\(before.all)")
+        // The downloaded folder gains its template (chat_template.jinja, as transformers 5 saves it).
+        try fixture.templates["turns"]!.write(to: copy.appendingPathComponent("chat_template.jinja"), atomically: true, encoding: .utf8)
+        let text = try #require(fixture.cases.first { $0.template == "turns" && $0.conversation == "one_turn" }?.text)
+        let after = try CLI.run(["generate", "--manifests", out.path, "--llm", "plain", "--chat", "--prompt", fixture.conversations["one_turn"]![0].content,
+                                 "--show-prompt", "--json"])
+        let shown = try #require(try JSONSerialization.jsonObject(with: Data(after.stdout.utf8)) as? [String: Any], "\(after.all)")
+        #expect(shown["prompt"] as? String == text && shown["tokenizer_adds_special_tokens"] as? Bool == false)
+        // A multimodal checkpoint's folder holds a processor's template (content parts): not a fallback.
+        try "{}".write(to: copy.appendingPathComponent("preprocessor_config.json"), atomically: true, encoding: .utf8)
+        let multimodal = try CLI.run(["generate", "--manifests", out.path, "--llm", "plain", "--chat", "--prompt", "hi", "--show-prompt"])
+        #expect(multimodal.status != 0 && multimodal.stderr.contains("its tokenizer's folder holds none"), "\(multimodal.all)")
+    }
+
     /// --interactive with a Jinja template: each answer is the one a --conversation file of the same
     /// turns gets, and the KV cache keeps what the previous turns left (the rendered prefix is stable).
     @Test func interactiveChatWithAJinjaTemplate() throws {

@@ -196,23 +196,13 @@ public struct CheckpointImporter {
     /// Chimera cannot render is named in a warning (`generate --template` then chooses).
     func chatTemplate(id: String, contentParts: [String: String]?) throws -> ImportedChatTemplate {
         let advice = "`generate --chat` needs --template NAME (chimera list --kind template)"
-        var found: (text: String, file: String)?
-        if let text = try? String(contentsOf: file("chat_template.jinja"), encoding: .utf8) {
-            found = (text, "chat_template.jinja")
-        } else {
-            for name in ["chat_template.json", "processor_config.json", "tokenizer_config.json"]
-            where FileManager.default.fileExists(atPath: file(name).path) {
-                guard let value = try readJSON(name)["chat_template"], !(value is NSNull) else { continue }
-                // A string, or transformers 4's list of named templates, whose "default" generate uses.
-                let named = (value as? [[String: Any]])?.first { $0["name"] as? String == "default" }?["template"]
-                guard let text = value as? String ?? named as? String else {
-                    return ImportedChatTemplate(warning: "\(file(name).path): its chat_template is neither a template nor a list holding a \"default\" one; \(advice)")
-                }
-                found = (text, name)
-                break
-            }
+        let found: (text: String, file: URL)
+        do {
+            guard let template = try ChatTemplate.checkpointTemplateText(in: checkpoint) else { return ImportedChatTemplate() }
+            found = template
+        } catch let ChatTemplateError.unreadableJinja(file, reason) {
+            return ImportedChatTemplate(warning: "\(file): \(reason); \(advice)")
         }
-        guard let found else { return ImportedChatTemplate() }
         if contentParts != nil {
             let compact = found.text.filter { !$0.isWhitespace }
             let llava = ["message['role'].upper()+':'", "'ASSISTANT:'", "selectattr('type','equalto','image')"]
@@ -224,11 +214,11 @@ public struct CheckpointImporter {
         do {
             var template = try ChatTemplate(id: "\(id)-chat", jinjaFile: jinjaFile, template: try JinjaTemplate(found.text), directory: outputDirectory)
             template.contentParts = contentParts
-            template.description = "The chat template of \(checkpoint.lastPathComponent) (its \(found.file))"
-            template.source = relative(file(found.file))
+            template.description = "The chat template of \(checkpoint.lastPathComponent) (its \(found.file.lastPathComponent))"
+            template.source = relative(found.file)
             return ImportedChatTemplate(name: template.id, manifest: template)
         } catch let error as JinjaError {
-            return ImportedChatTemplate(warning: "\(file(found.file).path): its chat_template is Jinja Chimera does not render (\(error.errorDescription ?? "\(error)")); \(advice)")
+            return ImportedChatTemplate(warning: "\(found.file.path): its chat_template is Jinja Chimera does not render (\(error.errorDescription ?? "\(error)")); \(advice)")
         }
     }
 

@@ -285,6 +285,17 @@ func greedyContinuation(_ model: any LanguageModel, prompt: [Int], maxNewTokens:
         #expect(!untouched.warnings.contains { $0.contains("tie_word_embeddings") })
     }
 
+    /// A config with fewer layers than the weights hold imports (the first layers run, as in
+    /// transformers) with a warning naming the layers left unused; the fixtures as they are raise none.
+    @Test func layersBeyondTheConfigAreNamed() throws {
+        let folder = try editedCopy(of: "lm-qwen2") { $0["num_hidden_layers"] = 1 }
+        let result = try CheckpointImporter(checkpoint: folder, outputDirectory: temporaryDirectory()).run()
+        #expect(result.warnings.contains { $0.contains("num_hidden_layers is 1 but the weights hold 2 layers: layer 1 is not used") }, "\(result.warnings)")
+        let untouched = try CheckpointImporter(checkpoint: packageRoot.appendingPathComponent("Tests/ChimeraTests/Fixtures/lm-qwen2"),
+                                               outputDirectory: temporaryDirectory()).run()
+        #expect(!untouched.warnings.contains { $0.contains("num_hidden_layers") })
+    }
+
     /// GemmaConfig's bidirectional attention (embedding models) is refused: attention is causal here.
     @Test func gemmaBidirectionalAttentionIsRefused() throws {
         let folder = try editedCopy(of: "lm-gemma") { $0["use_bidirectional_attention"] = true }

@@ -298,6 +298,20 @@ public struct CheckpointImporter {
             }
             lm.config = .object(object)
         }
+        // A config with fewer layers than the weights hold runs the first ones, as transformers
+        // does (warning of the weights it did not use): said here, not found out from the answers.
+        if case let .number(layers)? = lm.config["layers"] {
+            let stored = store.tensorNames.compactMap { name -> Int? in
+                guard name.hasPrefix(stem + "layers.") else { return nil }
+                return Int(name.dropFirst(stem.count + "layers.".count).prefix { $0.isNumber })
+            }
+            if let last = stored.max(), last + 1 > Int(layers) {
+                let field = section.isEmpty ? "num_hidden_layers" : "\(section).num_hidden_layers"
+                let unused = last == Int(layers) ? "layer \(last) is" : "layers \(Int(layers))–\(last) are"
+                warnings.append("\(configPath): \(field) is \(Int(layers)) but the weights hold \(last + 1) layers: "
+                                + "\(unused) not used (as transformers, which warns of unused weights)")
+            }
+        }
         // LLaVA gives Phi its own lm_head, without the bias PhiForCausalLM has.
         if lm.family == "phi", let weights = lm.weights, !store.contains(weights.storedName("lm_head.bias")),
            case var .object(object) = lm.config {

@@ -44,6 +44,12 @@ TEMPLATES = {
         "{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}"
         "{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}"
     ),
+    # What transformers always passes: tools and documents, None without them (defined, and none).
+    "tools_aware": (
+        "{%- if tools is defined and tools is not none %}[tools]{% elif tools is defined %}[tools none]{% else %}[no tools]{% endif %}"
+        "{%- if documents is defined %}[documents {{ documents }}]{% endif %}\n"
+        "{%- for message in messages %}{{ message.role }}: {{ message.content }}\n{% endfor %}"
+    ),
 }
 
 CONVERSATIONS = {

@@ -338,6 +338,9 @@ public struct ChatTemplate: Codable, Sendable, Equatable {
             var context = specialTokens.mapValues { JinjaValue.string($0) }
             context["messages"] = .list(conversation.map { .dict(JinjaDict([("role", .string($0.role)), ("content", messageContent($0.content))])) })
             context["add_generation_prompt"] = .bool(conversation.last?.role != "assistant")
+            // transformers always passes these, None without tools or documents: defined, and none.
+            context["tools"] = JinjaValue.none
+            context["documents"] = JinjaValue.none
             do { return try jinja.render(context, now: now) } catch {
                 throw ChatTemplateError.jinja(template: id, file: jinjaURL?.path ?? "", error)
             }

@@ -40,7 +40,7 @@ import Testing
 
     @Test func importedTemplateTokenizesAsTransformers() throws {
         let fixture = try Fixture.load()
-        #expect(fixture.cases.count == 6 && fixture.cases.contains { $0.error != nil })
+        #expect(fixture.cases.count == 8 && fixture.cases.contains { $0.error != nil })
         for (name, template) in fixture.templates {
             let (result, folder) = try Self.importWithTemplate(template, checkpoint: fixture.checkpoint, name: "lm-\(name)")
             let component = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: result.mainPath)) as? [String: Any])

@@ -188,6 +188,11 @@ G
 {% endfilter %}|{% filter upper %}a{{ 'b' }}{% endfilter %}|{% filter replace('x', 'y') %}xox{% endfilter %}
 {{ tools | selectattr('type', 'equalto', 'x') | list | length }} {{ none | map(attribute='a') | list }} {{ '' | select | list }} {{ tools | rejectattr('a') | list }}""",
      {"tools": None}),
+    ("call_blocks_and_soft_frames", """{% macro wrap(x) %}[{{ caller() }}{{ x }}]{% endmacro %}{% call wrap('!') %}body{% endcall %}
+{% macro each(items) %}{% for i in items %}{{ caller(i, loop.index) }}{% endfor %}{% endmacro %}{% call(item, n) each(['a', 'b']) %}{{ n }}={{ item }};{% endcall %}
+{% set y = 5 %}{% macro w() %}{{ caller() }}{% endmacro %}{% for q in [1] %}{% call w() %}{{ y }}{{ q }}{% endcall %}{% endfor %}
+{% if messages | length > 99 %}{{ messages | from_json }}{{ 1 is nosuchtest }}{% elif false %}{{ x | nosuch }}{% endif %}{{ ('a' | nosuch) if false else 'b' }}""", {}),
+    ("error_unknown_filter_reached", """{% if true %}{{ 'x' | nosuch }}{% endif %}ok""", {}),
     ("date", """{{ strftime_now('%d %b %Y') }}|{{ strftime_now('%Y-%m-%d') }}|{{ strftime_now('%A %B %-d') }}""", {}),
     ("error_raise", """{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('No system messages, please') }}{% endif %}{{ m.content }}{% endfor %}""", {}),
     ("error_undefined_attribute", """{{ nothing.here }}""", {}),
@@ -201,6 +206,8 @@ SYNTAX_ERRORS = [
     ("syntax_unclosed_if", "{% if true %}never closed"),
     ("syntax_unknown_filter", "{{ 'a' | frobnicate }}"),
     ("syntax_unknown_tag", "{% include 'other.jinja' %}"),
+    ("syntax_unknown_filter_in_a_loop_in_an_if", "{% if true %}{% for i in [1] %}{{ i | nosuch }}{% endfor %}{% endif %}"),
+    ("syntax_unknown_test", "{{ 1 is nosuchtest }}"),
     ("syntax_bad_expression", "{{ 1 + }}"),
     ("syntax_unclosed_tag", "{{ 1 + 2 "),
 ]

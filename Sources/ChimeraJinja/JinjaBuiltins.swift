@@ -684,7 +684,7 @@ extension JinjaRuntime {
         case "escaped": return false
         case "filter": if case .string(let s) = value { return JinjaParser.filters.contains(s) }; return false
         case "test": if case .string(let s) = value { return JinjaParser.tests.contains(s) }; return false
-        default: throw fail("no test named '\(name)'")
+        default: throw fail("No test named '\(name)' found.")
         }
     }
 
@@ -896,7 +896,7 @@ extension JinjaRuntime {
             for item in try Self.iterate(value) where !seen.contains(where: { Self.equal($0, item) }) { seen.append(item) }
             return .list(seen)
         case "wordcount": return .int(text(value).split(whereSeparator: { $0.isWhitespace }).count)
-        default: throw Self.fail("no filter named '\(name)'")
+        default: throw Self.fail("No filter named '\(name)' found.")
         }
     }
 

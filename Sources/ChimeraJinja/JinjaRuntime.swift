@@ -211,6 +211,11 @@ struct JinjaRuntime {
             case .generation(let body):
                 let flow = try run(body, in: scope, into: &out)
                 if flow != .normal { return flow }
+            case let .callBlock(caller, callee, arguments):
+                guard case .macro(let m) = try eval(callee, scope) else { throw Self.fail("{% call %} calls a macro") }
+                let (positional, keyword) = try evalArguments(arguments, scope)
+                // The body sees the scope of the call, as a macro its definition's.
+                out += Self.str(try callMacro(m.macro, scope: m.scope, positional, keyword, caller: .macro(JinjaMacroValue(caller, scope))))
             case let .filterBlock(name, arguments, body):
                 var text = ""
                 let flow = try run(body, in: scope, into: &text)
@@ -267,12 +272,14 @@ struct JinjaRuntime {
         }
     }
 
-    mutating func callMacro(_ macro: JinjaMacro, scope definition: JinjaScope, _ positional: [JinjaValue], _ keyword: [(String, JinjaValue)]) throws -> JinjaValue {
+    mutating func callMacro(_ macro: JinjaMacro, scope definition: JinjaScope, _ positional: [JinjaValue], _ keyword: [(String, JinjaValue)],
+                            caller: JinjaValue? = nil) throws -> JinjaValue {
         guard depth < 200 else { throw Self.fail("macro \(macro.name) nested more than 200 deep") }
         guard positional.count <= macro.parameters.count else {
             throw Self.fail("macro '\(macro.name)' takes \(macro.parameters.count) arguments, given \(positional.count)")
         }
         let inner = JinjaScope(parent: definition)
+        if let caller { inner.variables["caller"] = caller }
         for (i, parameter) in macro.parameters.enumerated() {
             if i < positional.count {
                 inner.variables[parameter.name] = positional[i]

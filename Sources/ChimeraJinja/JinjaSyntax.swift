@@ -4,7 +4,9 @@ import Foundation
 // jinja2 with trim_blocks, lstrip_blocks, loop controls and the `{% generation %}` tag. This file
 // turns a template's text into a tree; JinjaRuntime.swift renders it. What jinja2 has and this
 // subset does not (includes, inheritance, call blocks, recursive loops, filters no chat template
-// uses) is refused when the template is read, by name and line, never rendered wrong.
+// uses) is refused when the template is read, by name and line, never rendered wrong. As in jinja2,
+// an unknown filter or test is refused when read unless it stands in an if statement or an inline
+// if (a "soft" frame): there it fails only if it is reached.
 
 /// A template error, with the line of the template it stands on.
 public enum JinjaError: LocalizedError, Equatable, Sendable {
@@ -56,6 +58,8 @@ struct JinjaNode: Sendable {
         case generation([JinjaNode])
         /// `{% filter name(args) %}…{% endfilter %}`: the body's text through a filter.
         case filterBlock(name: String, arguments: JinjaArguments, body: [JinjaNode])
+        /// `{% call(params) macro(args) %}…{% endcall %}`: the macro called with the body as `caller`.
+        case callBlock(caller: JinjaMacro, callee: JinjaExpr, arguments: JinjaArguments)
     }
     let kind: Kind
     let line: Int
@@ -377,6 +381,8 @@ struct JinjaLexer {
 struct JinjaParser {
     let pieces: [JinjaPiece]
     var index = 0
+    /// Inside an if statement (not in a loop, macro or block nested in it): jinja2's soft frame.
+    var soft = false
 
     init(pieces: [JinjaPiece]) { self.pieces = pieces }
 
@@ -401,7 +407,7 @@ struct JinjaParser {
                 nodes.append(JinjaNode(kind: .text(text), line: 0))
                 index += 1
             case let .output(tokens, line):
-                var stream = JinjaTokenStream(tokens: tokens, line: line)
+                var stream = JinjaTokenStream(tokens: tokens, line: line, soft: soft)
                 let expr = try stream.parseExpression(allowTuple: true)
                 try stream.expectEnd(in: "{{ … }}")
                 nodes.append(JinjaNode(kind: .output(expr), line: line))
@@ -412,7 +418,7 @@ struct JinjaParser {
                 }
                 if enders.contains(word) { return nodes }
                 index += 1
-                nodes.append(try parseStatement(word, JinjaTokenStream(tokens: Array(tokens.dropFirst()), line: line), line: line))
+                nodes.append(try parseStatement(word, JinjaTokenStream(tokens: Array(tokens.dropFirst()), line: line, soft: soft), line: line))
             }
         }
         if !enders.isEmpty {
@@ -439,13 +445,25 @@ struct JinjaParser {
             throw .syntax(line: lastLine, message: "expected \(words.sorted().map { "{% \($0) %}" }.joined(separator: " or "))")
         }
         index += 1
-        return (word, JinjaTokenStream(tokens: Array(tokens.dropFirst()), line: line))
+        return (word, JinjaTokenStream(tokens: Array(tokens.dropFirst()), line: line, soft: soft))
+    }
+
+    /// A body parsed with `soft` set as given (an if's bodies soft, a loop's, macro's or block's not).
+    mutating func parseBody(until enders: Set<String>, soft bodySoft: Bool) throws(JinjaError) -> [JinjaNode] {
+        let outer = soft
+        soft = bodySoft
+        defer { soft = outer }
+        return try parseBody(until: enders)
     }
 
     mutating func parseStatement(_ word: String, _ stream: JinjaTokenStream, line: Int) throws(JinjaError) -> JinjaNode {
         var stream = stream
         switch word {
         case "if":
+            let outer = soft
+            soft = true
+            stream.soft = true
+            defer { soft = outer }
             var branches: [(condition: JinjaExpr, body: [JinjaNode])] = []
             var condition = try stream.parseExpression(allowTuple: false)
             try stream.expectEnd(in: "{% if %}")
@@ -479,12 +497,12 @@ struct JinjaParser {
             if stream.skip(word: "if") { filter = try stream.parseExpression(allowTuple: false) }
             if stream.peekWord == "recursive" { throw .syntax(line: line, message: "recursive loops are not supported") }
             try stream.expectEnd(in: "{% for %}")
-            let body = try parseBody(until: ["else", "endfor"])
+            let body = try parseBody(until: ["else", "endfor"], soft: false)
             let (ender, next) = try expectEnd(["else", "endfor"])
             try next.expectEnd(in: "{% \(ender) %}")
             var otherwise: [JinjaNode] = []
             if ender == "else" {
-                otherwise = try parseBody(until: ["endfor"])
+                otherwise = try parseBody(until: ["endfor"], soft: false)
                 let (_, end) = try expectEnd(["endfor"])
                 try end.expectEnd(in: "{% endfor %}")
             }
@@ -500,7 +518,8 @@ struct JinjaParser {
                 target = .names(names)
             }
             if stream.atEnd, case .names(let names) = target, names.count == 1 {
-                let body = try parseBody(until: ["endset"])
+                try stream.expectEnd(in: "{% set %}")
+                let body = try parseBody(until: ["endset"], soft: false)
                 let (_, end) = try expectEnd(["endset"])
                 try end.expectEnd(in: "{% endset %}")
                 return JinjaNode(kind: .assignBlock(name: first, body: body), line: line)
@@ -511,17 +530,9 @@ struct JinjaParser {
             return JinjaNode(kind: .assign(target: target, value: value), line: line)
         case "macro":
             let name = try stream.expectName(what: "the macro's name")
-            try stream.expect(symbol: "(")
-            var parameters: [(name: String, defaultValue: JinjaExpr?)] = []
-            while !stream.skip(symbol: ")") {
-                if !parameters.isEmpty { try stream.expect(symbol: ",") }
-                if stream.skip(symbol: ")") { break }
-                let parameter = try stream.expectName(what: "a parameter name")
-                let value = stream.skip(symbol: "=") ? try stream.parseExpression(allowTuple: false) : nil
-                parameters.append((parameter, value))
-            }
+            let parameters = try stream.parseParameters()
             try stream.expectEnd(in: "{% macro %}")
-            let body = try parseBody(until: ["endmacro"])
+            let body = try parseBody(until: ["endmacro"], soft: false)
             let (_, end) = try expectEnd(["endmacro"])
             try end.expectEnd(in: "{% endmacro %}")
             return JinjaNode(kind: .macro(JinjaMacro(name: name, parameters: parameters, body: body)), line: line)
@@ -530,23 +541,35 @@ struct JinjaParser {
             return JinjaNode(kind: word == "break" ? .breakLoop : .continueLoop, line: line)
         case "filter":
             let name = try stream.expectName(what: "a filter name")
-            guard Self.filters.contains(name) else { throw stream.error("no filter named '\(name)' (not one this Jinja subset has)") }
+            if !Self.filters.contains(name) { stream.unknown.append("filter named '\(name)'") }
             let arguments = stream.peekSymbol == "(" ? try stream.parseArguments() : JinjaArguments()
             try stream.expectEnd(in: "{% filter %}")
-            let body = try parseBody(until: ["endfilter"])
+            let body = try parseBody(until: ["endfilter"], soft: false)
             let (_, end) = try expectEnd(["endfilter"])
             try end.expectEnd(in: "{% endfilter %}")
             return JinjaNode(kind: .filterBlock(name: name, arguments: arguments, body: body), line: line)
+        case "call":
+            // {% call(params) macro(args) %}: the parameters the body takes from the macro's caller(...).
+            let parameters = stream.peekSymbol == "(" ? try stream.parseParameters() : []
+            guard case let .call(callee, arguments) = try stream.parseExpression(allowTuple: false) else {
+                throw stream.error("{% call %} takes a macro call, e.g. {% call list(items) %}")
+            }
+            try stream.expectEnd(in: "{% call %}")
+            let body = try parseBody(until: ["endcall"], soft: false)
+            let (_, end) = try expectEnd(["endcall"])
+            try end.expectEnd(in: "{% endcall %}")
+            return JinjaNode(kind: .callBlock(caller: JinjaMacro(name: "caller", parameters: parameters, body: body), callee: callee, arguments: arguments),
+                             line: line)
         case "generation":
             try stream.expectEnd(in: "{% generation %}")
             let body = try parseBody(until: ["endgeneration"])
             let (_, end) = try expectEnd(["endgeneration"])
             try end.expectEnd(in: "{% endgeneration %}")
             return JinjaNode(kind: .generation(body), line: line)
-        case "elif", "else", "endif", "endfor", "endset", "endmacro", "endgeneration", "endraw", "endfilter":
+        case "elif", "else", "endif", "endfor", "endset", "endmacro", "endgeneration", "endraw", "endfilter", "endcall":
             throw .syntax(line: line, message: "{% \(word) %} without the statement it ends")
         default:
-            throw .syntax(line: line, message: "the statement {% \(word) %} is not supported (chat templates use if, for, set, macro, filter, break, continue, generation)")
+            throw .syntax(line: line, message: "the statement {% \(word) %} is not supported (chat templates use if, for, set, macro, call, filter, break, continue, generation)")
         }
     }
 }
@@ -556,6 +579,14 @@ struct JinjaTokenStream {
     let tokens: [JinjaToken]
     let line: Int
     var position = 0
+    /// In a soft frame (an if statement's): unknown filters and tests fail only if reached.
+    var soft = false
+    /// Unknown filters and tests read so far outside inline ifs ("filter 'x'").
+    var unknown: [String] = []
+
+    init(tokens: [JinjaToken], line: Int, soft: Bool = false) {
+        self.tokens = tokens; self.line = line; self.soft = soft
+    }
 
     var atEnd: Bool { position >= tokens.count }
     var current: JinjaToken.Kind? { atEnd ? nil : tokens[position].kind }
@@ -597,8 +628,25 @@ struct JinjaTokenStream {
         position += 1
         return word
     }
+    /// The tag ends here; an unknown filter or test read outside a soft frame is refused now, as
+    /// jinja2 refuses it when compiling.
     func expectEnd(in tag: String) throws(JinjaError) {
         guard atEnd else { throw error("unexpected \(describe(current)) in \(tag)") }
+        if !soft, let name = unknown.first { throw error("no \(name) (not one this Jinja subset has)") }
+    }
+
+    /// A macro's or call block's parameters: `(a, b=default, ...)`.
+    mutating func parseParameters() throws(JinjaError) -> [(name: String, defaultValue: JinjaExpr?)] {
+        try expect(symbol: "(")
+        var parameters: [(name: String, defaultValue: JinjaExpr?)] = []
+        while !skip(symbol: ")") {
+            if !parameters.isEmpty { try expect(symbol: ",") }
+            if skip(symbol: ")") { break }
+            let parameter = try expectName(what: "a parameter name")
+            let value = skip(symbol: "=") ? try parseExpression(allowTuple: false) : nil
+            parameters.append((parameter, value))
+        }
+        return parameters
     }
 
     mutating func parseExpression(allowTuple: Bool, noConditional: Bool = false) throws(JinjaError) -> JinjaExpr {
@@ -614,11 +662,14 @@ struct JinjaTokenStream {
     }
 
     mutating func parseConditional() throws(JinjaError) -> JinjaExpr {
+        let mark = unknown.count
         var expr = try parseOr()
         while skip(word: "if") {
             let condition = try parseOr()
             let otherwise = skip(word: "else") ? try parseConditional() : nil
             expr = .conditional(condition: condition, then: expr, otherwise: otherwise)
+            // An inline if is a soft frame: what it holds fails only if reached.
+            unknown.removeSubrange(mark...)
         }
         return expr
     }
@@ -819,7 +870,7 @@ struct JinjaTokenStream {
         while true {
             if skip(symbol: "|") {
                 let name = try expectName(what: "a filter name after '|'")
-                guard JinjaParser.filters.contains(name) else { throw error("no filter named '\(name)' (not one this Jinja subset has)") }
+                if !JinjaParser.filters.contains(name) { unknown.append("filter named '\(name)'") }
                 let arguments = peekSymbol == "(" ? try parseArguments() : JinjaArguments()
                 node = .filter(node, name: name, arguments)
             } else if skip(word: "is") {
@@ -833,7 +884,7 @@ struct JinjaTokenStream {
                 if name == "none" || name == "None" { name = "none" }
                 if name == "true" || name == "True" { name = "true" }
                 if name == "false" || name == "False" { name = "false" }
-                guard JinjaParser.tests.contains(name) else { throw error("no test named '\(name)' (not one this Jinja subset has)") }
+                if !JinjaParser.tests.contains(name) { unknown.append("test named '\(name)'") }
                 var arguments = JinjaArguments()
                 if peekSymbol == "(" {
                     arguments = try parseArguments()

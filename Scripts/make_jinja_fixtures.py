@@ -193,6 +193,8 @@ G
 {% set y = 5 %}{% macro w() %}{{ caller() }}{% endmacro %}{% for q in [1] %}{% call w() %}{{ y }}{{ q }}{% endcall %}{% endfor %}
 {% if messages | length > 99 %}{{ messages | from_json }}{{ 1 is nosuchtest }}{% elif false %}{{ x | nosuch }}{% endif %}{{ ('a' | nosuch) if false else 'b' }}""", {}),
     ("error_unknown_filter_reached", """{% if true %}{{ 'x' | nosuch }}{% endif %}ok""", {}),
+    ("dict_keys", """{% set d = {0: 'zero', 512: 'half', 1.5: 'f', true: 'yes', none: 'n', 'a': 1} %}{{ d }} {{ d[512] }} {{ d[0] }} {{ d[1] }} {{ d.get(1.5) }} {{ 512 in d }}
+{{ d | tojson }} {% for k, v in {2: 'b', 1: 'a'} | dictsort %}{{ k }}={{ v }} {% endfor %}{{ {1: 'x', 1.0: 'y'} }} {{ {'k': 1} == {'k': 1.0} }}""", {}),
     ("date", """{{ strftime_now('%d %b %Y') }}|{{ strftime_now('%Y-%m-%d') }}|{{ strftime_now('%A %B %-d') }}""", {}),
     ("error_raise", """{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('No system messages, please') }}{% endif %}{{ m.content }}{% endfor %}""", {}),
     ("error_undefined_attribute", """{{ nothing.here }}""", {}),

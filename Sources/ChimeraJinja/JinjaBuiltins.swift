@@ -56,7 +56,7 @@ extension JinjaRuntime {
         case .float(let d): return floatRepr(d)
         case .string(let s): return stringRepr(s)
         case .list(let items): return "[" + items.map(repr).joined(separator: ", ") + "]"
-        case .dict(let d): return "{" + d.entries.map { stringRepr($0.key) + ": " + repr($0.value) }.joined(separator: ", ") + "}"
+        case .dict(let d): return "{" + d.entries.map { repr($0.key) + ": " + repr($0.value) }.joined(separator: ", ") + "}"
         case .namespace(let n): return "<Namespace " + repr(.dict(n.attributes)) + ">"
         case .function(let f): return "<function \(f.name)>"
         case .macro(let m): return "<Macro '\(m.macro.name)'>"
@@ -154,7 +154,7 @@ extension JinjaRuntime {
         case let (.string(x), .string(y)): return x.unicodeScalars.elementsEqual(y.unicodeScalars)
         case let (.list(x), .list(y)): return x.count == y.count && zip(x, y).allSatisfy(equal)
         case let (.dict(x), .dict(y)):
-            return x.entries.count == y.entries.count && x.entries.allSatisfy { e in y[e.key].map { equal(e.value, $0) } ?? false }
+            return x.entries.count == y.entries.count && x.entries.allSatisfy { e in y[value: e.key].map { equal(e.value, $0) } ?? false }
         case let (.namespace(x), .namespace(y)): return x === y
         default:
             if let x = integer(a), let y = integer(b) { return x == y }
@@ -267,9 +267,7 @@ extension JinjaRuntime {
             guard case .string(let sub) = item else { throw fail("'in <string>' requires string as left operand, not \(typeName(item))") }
             return sub.isEmpty || s.contains(sub)
         case .list(let items): return items.contains { equal($0, item) }
-        case .dict(let d):
-            guard case .string(let key) = item else { return false }
-            return d[key] != nil
+        case .dict(let d): return d[value: item] != nil
         case .namespace(let n):
             guard case .string(let key) = item else { return false }
             return n.attributes[key] != nil
@@ -283,7 +281,7 @@ extension JinjaRuntime {
     static func iterate(_ value: Value) throws -> [Value] {
         switch value {
         case .list(let items): return items
-        case .dict(let d): return d.entries.map { .string($0.key) }
+        case .dict(let d): return d.entries.map(\.key)
         case .string(let s): return s.unicodeScalars.map { .string(String($0)) }
         case .undefined: return []
         default: throw fail("'\(typeName(value))' object is not iterable")
@@ -311,8 +309,8 @@ extension JinjaRuntime {
         case let (.string(s), _) where integer(key) != nil:
             let scalars = Array(s.unicodeScalars), i = integer(key)!, at = i < 0 ? scalars.count + i : i
             return scalars.indices.contains(at) ? .string(String(scalars[at])) : .undefined("'str object' has no element \(i)")
-        case let (.dict(d), .string(k)):
-            if let value = d[k] { return value }
+        case let (.dict(d), _):
+            if let value = d[value: key] { return value }
         case let (.namespace(n), .string(k)):
             if let value = n.attributes[k] { return value }
         default: break
@@ -444,14 +442,14 @@ extension JinjaRuntime {
             }
         case .dict(let d):
             switch name {
-            case "items": return function(name) { _, _ in .list(d.entries.map { .list([.string($0.key), $0.value]) }) }
-            case "keys": return function(name) { _, _ in .list(d.entries.map { .string($0.key) }) }
+            case "items": return function(name) { _, _ in .list(d.entries.map { .list([$0.key, $0.value]) }) }
+            case "keys": return function(name) { _, _ in .list(d.entries.map(\.key)) }
             case "values": return function(name) { _, _ in .list(d.entries.map(\.value)) }
             case "copy": return function(name) { _, _ in .dict(d) }
             case "get":
                 return function(name) { p, _ in
-                    guard case .string(let key)? = p.first else { return p.count > 1 ? p[1] : .none }
-                    return d[key] ?? (p.count > 1 ? p[1] : .none)
+                    guard let key = p.first else { throw fail("get() takes a key") }
+                    return d[value: key] ?? (p.count > 1 ? p[1] : .none)
                 }
             case "update", "pop", "popitem", "setdefault", "clear":
                 throw fail("access to attribute '\(name)' of 'dict' object is unsafe.")
@@ -627,7 +625,17 @@ extension JinjaRuntime {
         case .string(let s): return quoted(s)
         case .list(let items): return container("[", "]", try items.map(nested))
         case .dict(let d):
-            let entries = sortKeys ? d.entries.sorted { $0.key.unicodeScalars.map(\.value).lexicographicallyPrecedes($1.key.unicodeScalars.map(\.value)) } : d.entries
+            // json.dumps writes keys as strings: a number as its repr, true/false/null as in JSON.
+            func keyText(_ key: Value) -> String {
+                switch key {
+                case .string(let s): return s
+                case .bool(let b): return b ? "true" : "false"
+                case .none: return "null"
+                default: return repr(key)
+                }
+            }
+            let keyed = d.entries.map { (key: keyText($0.key), value: $0.value) }
+            let entries = sortKeys ? keyed.sorted { $0.key.unicodeScalars.map(\.value).lexicographicallyPrecedes($1.key.unicodeScalars.map(\.value)) } : keyed
             return container("{", "}", try entries.map { quoted($0.key) + keySeparator + (try nested($0.value)) })
         case .namespace, .function, .macro, .undefined:
             throw fail("Object of type \(typeName(value)) is not JSON serializable")
@@ -722,15 +730,15 @@ extension JinjaRuntime {
         case "dictsort":
             guard case .dict(let d) = value else { throw Self.fail("dictsort takes a dict, found \(Self.typeName(value))") }
             let byValue = (arg(1, "by").map(text) ?? "key") == "value", caseSensitive = flag(0, "case_sensitive")
-            func keyOf(_ e: (key: String, value: Value)) -> Value {
-                let v = byValue ? e.value : .string(e.key)
+            func keyOf(_ e: (key: Value, value: Value)) -> Value {
+                let v = byValue ? e.value : e.key
                 if !caseSensitive, case .string(let s) = v { return .string(s.lowercased()) }
                 return v
             }
             var entries = d.entries
             try Self.stableSort(&entries) { try Self.less(keyOf($0), keyOf($1), "<") }
             if flag(2, "reverse") { entries.reverse() }
-            return .list(entries.map { .list([.string($0.key), $0.value]) })
+            return .list(entries.map { .list([$0.key, $0.value]) })
         case "e", "escape":
             var out = ""
             for c in text(value) {
@@ -792,7 +800,7 @@ extension JinjaRuntime {
             return .string(out.joined(separator: "\n") + trailingNewline)
         case "items":
             switch value {
-            case .dict(let d): return .list(d.entries.map { .list([.string($0.key), $0.value]) })
+            case .dict(let d): return .list(d.entries.map { .list([$0.key, $0.value]) })
             case .undefined: return .list([])
             default: throw Self.fail("items takes a mapping, found \(Self.typeName(value))")
             }

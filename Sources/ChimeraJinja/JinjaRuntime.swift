@@ -17,7 +17,8 @@ public indirect enum JinjaValue: Sendable {
     case float(Double)
     case string(String)
     case list([JinjaValue])
-    /// A dictionary with string keys in insertion order (JSON objects are).
+    /// A dictionary in insertion order (JSON objects are); keys are strings, or numbers, booleans
+    /// or none in a template's own literals.
     case dict(JinjaDict)
     case namespace(JinjaNamespace)
     case function(JinjaFunction)
@@ -26,19 +27,24 @@ public indirect enum JinjaValue: Sendable {
 }
 
 public struct JinjaDict: Sendable {
-    public private(set) var entries: [(key: String, value: JinjaValue)]
+    public private(set) var entries: [(key: JinjaValue, value: JinjaValue)]
     /// Entries whose keys are known to differ (no search for repeats).
-    init(unique entries: [(key: String, value: JinjaValue)]) { self.entries = entries }
+    init(unique entries: [(key: String, value: JinjaValue)]) { self.entries = entries.map { (.string($0.key), $0.value) } }
 
-    public init(_ entries: [(String, JinjaValue)]) {
-        var seen: [String: Int] = [:]
-        var out: [(key: String, value: JinjaValue)] = []
+    public init(_ entries: [(String, JinjaValue)]) { self.init(keyed: entries.map { (.string($0.0), $0.1) }) }
+
+    /// Keys as values: a repeated key (as Python compares them: 1, 1.0 and true are one) keeps its
+    /// first place and takes the last value.
+    init(keyed entries: [(JinjaValue, JinjaValue)]) {
+        var out: [(key: JinjaValue, value: JinjaValue)] = []
         for (key, value) in entries {
-            if let at = seen[key] { out[at].value = value } else { seen[key] = out.count; out.append((key, value)) }
+            if let at = out.firstIndex(where: { JinjaRuntime.equal($0.key, key) }) { out[at].value = value } else { out.append((key, value)) }
         }
         self.entries = out
     }
-    public subscript(key: String) -> JinjaValue? { entries.first { $0.key == key }?.value }
+
+    public subscript(key: String) -> JinjaValue? { self[value: .string(key)] }
+    subscript(value key: JinjaValue) -> JinjaValue? { entries.first { JinjaRuntime.equal($0.key, key) }?.value }
 }
 
 public final class JinjaNamespace: @unchecked Sendable {
@@ -117,20 +123,20 @@ struct JinjaRuntime {
                 return .string(strftime(format, now))
             },
             "namespace": function("namespace") { positional, keyword in
-                var entries: [(String, JinjaValue)] = []
+                var entries: [(JinjaValue, JinjaValue)] = []
                 if let first = positional.first {
                     guard case .dict(let d) = first else { throw fail("namespace() takes a dict or keyword arguments") }
                     entries = d.entries.map { ($0.key, $0.value) }
                 }
-                return .namespace(JinjaNamespace(JinjaDict(entries + keyword)))
+                return .namespace(JinjaNamespace(JinjaDict(keyed: entries + keyword.map { (.string($0.0), $0.1) })))
             },
             "dict": function("dict") { positional, keyword in
-                var entries: [(String, JinjaValue)] = []
+                var entries: [(JinjaValue, JinjaValue)] = []
                 if let first = positional.first {
                     guard case .dict(let d) = first else { throw fail("dict() takes a dict or keyword arguments") }
                     entries = d.entries.map { ($0.key, $0.value) }
                 }
-                return .dict(JinjaDict(entries + keyword))
+                return .dict(JinjaDict(keyed: entries + keyword.map { (.string($0.0), $0.1) }))
             },
             "range": function("range") { positional, _ in
                 let ints = try positional.map { v -> Int in
@@ -196,9 +202,7 @@ struct JinjaRuntime {
                         throw Self.fail("can only set an attribute of a namespace, and '\(object)' is not one")
                     }
                     guard !name.hasPrefix("_") else { throw Self.fail("a namespace attribute cannot start with '_': \(name)") }
-                    var entries = namespace.attributes.entries.map { ($0.key, $0.value) }
-                    entries.append((name, result))
-                    namespace.attributes = JinjaDict(entries)
+                    namespace.attributes = JinjaDict(keyed: namespace.attributes.entries.map { ($0.key, $0.value) } + [(.string(name), result)])
                 }
             case let .assignBlock(name, body):
                 var text = ""
@@ -318,12 +322,16 @@ struct JinjaRuntime {
         case .list(let items): return .list(try items.map { try eval($0, scope) })
         case .tuple(let items): return .list(try items.map { try eval($0, scope) })
         case .dict(let pairs):
-            var entries: [(String, JinjaValue)] = []
+            var entries: [(JinjaValue, JinjaValue)] = []
             for pair in pairs {
-                guard case .string(let key) = try eval(pair.key, scope) else { throw Self.fail("dictionary keys must be strings here") }
+                let key = try eval(pair.key, scope)
+                switch key {
+                case .string, .int, .float, .bool, .none: break
+                default: throw Self.fail("unhashable type: '\(Self.typeName(key))'")
+                }
                 entries.append((key, try eval(pair.value, scope)))
             }
-            return .dict(JinjaDict(entries))
+            return .dict(JinjaDict(keyed: entries))
         case let .attribute(object, name):
             return try Self.attribute(try eval(object, scope), name)
         case let .item(object, index):

@@ -17,7 +17,10 @@ struct JinjaCase {
         return try list.map { item in
             guard case .dict(let context) = try typed(item["context"] as Any) else { throw FixtureError(item["name"] as? String ?? "?") }
             return JinjaCase(name: item["name"] as! String, template: item["template"] as! String,
-                             context: Dictionary(uniqueKeysWithValues: context.entries.map { ($0.key, $0.value) }),
+                             context: Dictionary(uniqueKeysWithValues: context.entries.map { entry -> (String, JinjaValue) in
+                                 guard case .string(let name) = entry.key else { return ("", entry.value) }
+                                 return (name, entry.value)
+                             }),
                              output: item["output"] as? String, error: item["error"] as? String, syntaxError: item["syntax_error"] as? Bool ?? false)
         }
     }
@@ -34,7 +37,9 @@ struct JinjaCase {
         case "float": return .float((pair[1] as! NSNumber).doubleValue)
         case "str": return .string(pair[1] as! String)
         case "list": return .list(try (pair[1] as! [Any]).map(typed))
-        case "dict": return .dict(JinjaDict(try (pair[1] as! [[Any]]).map { ($0[0] as! String, try typed($0[1])) }))
+        case "dict":
+            let entries: [(String, JinjaValue)] = try (pair[1] as! [[Any]]).map { entry in (entry[0] as! String, try typed(entry[1])) }
+            return .dict(JinjaDict(entries))
         default: throw FixtureError("unknown tag \(tag)")
         }
     }

@@ -52,6 +52,8 @@ TEMPLATES = {
     ),
 }
 
+# A conversation that ends on an answer is continued (continue_final_message, the default of
+# transformers' text-generation pipeline for such a chat).
 CONVERSATIONS = {
     "one_turn": [{"role": "user", "content": "What is the capital of France?"}],
     "system_and_turns": [
@@ -59,6 +61,10 @@ CONVERSATIONS = {
         {"role": "user", "content": "  Name a colour. \n"},
         {"role": "assistant", "content": "Blue."},
         {"role": "user", "content": "Another one, café-style ☕?"},
+    ],
+    "continued": [
+        {"role": "user", "content": "What is the capital of France?"},
+        {"role": "assistant", "content": "The capital is "},
     ],
 }
 
@@ -69,9 +75,11 @@ def main():
     for template_name, template in TEMPLATES.items():
         for conversation_name, conversation in CONVERSATIONS.items():
             case = {"template": template_name, "conversation": conversation_name}
+            continuing = conversation[-1]["role"] == "assistant"
+            options = {"chat_template": template, "add_generation_prompt": not continuing, "continue_final_message": continuing}
             try:
-                case["text"] = tokenizer.apply_chat_template(conversation, chat_template=template, add_generation_prompt=True, tokenize=False)
-                ids = tokenizer.apply_chat_template(conversation, chat_template=template, add_generation_prompt=True, tokenize=True)
+                case["text"] = tokenizer.apply_chat_template(conversation, tokenize=False, **options)
+                ids = tokenizer.apply_chat_template(conversation, tokenize=True, **options)
                 case["ids"] = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
             except Exception as error:  # noqa: BLE001 - the message is what the fixture records
                 case["error"] = str(error)

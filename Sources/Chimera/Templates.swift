@@ -333,17 +333,39 @@ public struct ChatTemplate: Codable, Sendable, Equatable {
     /// A Jinja template sees the turns as `messages`, `add_generation_prompt` (the conversation ends
     /// on a user turn), `specialTokens` and, through `strftime_now`, the date `now`; it decides
     /// itself which conversations it takes.
-    public func render(_ conversation: [ChatTurn], now: Date = Date()) throws -> String {
+    /// `continuingAnswer`: the conversation ends on an assistant turn that the model is to go on
+    /// writing (transformers' continue_final_message, its pipeline's default for such a chat): the
+    /// prompt ends right after that turn's text, with no end-of-turn and no generation prompt.
+    public func render(_ conversation: [ChatTurn], now: Date = Date(), continuingAnswer: Bool = false) throws -> String {
+        if continuingAnswer, conversation.last?.role != "assistant" {
+            throw ChatTemplateError.badConversation("only an assistant turn can be continued, and the conversation ends on \(conversation.last.map { "a \"\($0.role)\" turn" } ?? "nothing")")
+        }
         if let jinja {
+            // As transformers: a tag after the final answer marks where the prompt is cut.
+            let tag = "CONTINUE_FINAL_MESSAGE_TAG "
+            var turns = conversation
+            if continuingAnswer { turns[turns.count - 1].content += tag }
             var context = specialTokens.mapValues { JinjaValue.string($0) }
-            context["messages"] = .list(conversation.map { .dict(JinjaDict([("role", .string($0.role)), ("content", messageContent($0.content))])) })
-            context["add_generation_prompt"] = .bool(conversation.last?.role != "assistant")
+            context["messages"] = .list(turns.map { .dict(JinjaDict([("role", .string($0.role)), ("content", messageContent($0.content))])) })
+            context["add_generation_prompt"] = .bool(!continuingAnswer && conversation.last?.role != "assistant")
             // transformers always passes these, None without tools or documents: defined, and none.
             context["tools"] = JinjaValue.none
             context["documents"] = JinjaValue.none
-            do { return try jinja.render(context, now: now) } catch {
+            var rendered: String
+            do { rendered = try jinja.render(context, now: now) } catch {
                 throw ChatTemplateError.jinja(template: id, file: jinjaURL?.path ?? "", error)
             }
+            guard continuingAnswer else { return rendered }
+            let final = conversation[conversation.count - 1].content.trimmingCharacters(in: .whitespacesAndNewlines)
+            let mark = tag.trimmingCharacters(in: .whitespaces)
+            guard rendered.contains(final), let at = rendered.range(of: mark, options: .backwards) else {
+                throw ChatTemplateError.badConversation("chat template '\(id)' drops part of the final answer, which cannot be continued then")
+            }
+            // A template that keeps the answer's spacing is cut at the tag; one that trimmed it, before the spaces too.
+            let keepsSpacing = rendered[at.lowerBound...].hasPrefix(tag)
+            rendered = String(rendered[..<at.lowerBound])
+            if !keepsSpacing { while let last = rendered.last, last.isWhitespace { rendered.removeLast() } }
+            return rendered
         }
         var turns = conversation[...]
         var systemText = system
@@ -359,6 +381,10 @@ public struct ChatTemplate: Codable, Sendable, Equatable {
                 let index = i + (conversation.count - turns.count)
                 throw ChatTemplateError.badConversation(
                     "turn \(index) has role \"\(turn.role)\", expected \"\(expected)\" (a leading \"system\" turn, then \"user\" and \"assistant\" alternating)")
+            }
+            if continuingAnswer, i == turns.count - 1, let slot = assistant.range(of: Self.contentSlot) {
+                out += assistant[..<slot.lowerBound] + turn.content  // the answer so far, left open
+                return out
             }
             out += expected == "user" ? Self.fill(user, userContent(turn.content)) : Self.fill(assistant, turn.content)
         }
@@ -405,8 +431,8 @@ public struct ChatTemplate: Codable, Sendable, Equatable {
 
     /// `render`, refusing to lose a placeholder the turns hold (a user slot without {{content}}
     /// drops the prompt's text, placeholder and all): its input would silently go unused.
-    public func render(_ conversation: [ChatTurn], keeping placeholders: [String]) throws -> String {
-        let text = try render(conversation)
+    public func render(_ conversation: [ChatTurn], keeping placeholders: [String], continuingAnswer: Bool = false) throws -> String {
+        let text = try render(conversation, continuingAnswer: continuingAnswer)
         func count(_ placeholder: String, in text: String) -> Int { text.components(separatedBy: placeholder).count - 1 }
         for placeholder in placeholders {
             let given = conversation.reduce(0) { $0 + count(placeholder, in: $1.content) }, kept = count(placeholder, in: text)

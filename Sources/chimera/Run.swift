@@ -59,7 +59,7 @@ struct Generate: ParsableCommand {
     @Option(help: "KV cache precision: f32, or f16 (half the memory; keys and values rounded to float16)") var kvCache = KVPrecision.f32
     @Flag(help: "Wrap the prompt (or --conversation) in the assembly's chat template") var chat = false
     @Option(help: "Chat template to use instead of the assembly's: an id, a template manifest or a checkpoint's Jinja chat template file (implies --chat)") var template: String?
-    @Option(help: "JSON list of {role, content} turns (system, user, assistant) to continue (implies --chat)") var conversation: String?
+    @Option(help: "JSON list of {role, content} turns (system, user, assistant) to continue: answered, or, ending on an assistant turn, that answer continued (implies --chat)") var conversation: String?
     @Flag(help: "Chat turn by turn: each line of stdin is a user turn (an empty line or the end of input ends the chat; implies --chat; --conversation starts it; when the context is full the oldest exchanges are dropped)")
     var interactive = false
     @Flag(help: "Print one JSON object (tokens, text, timings) instead of streaming text (one line per answer with --interactive)") var json = false
@@ -294,12 +294,8 @@ extension Generate {
         let turns: [ChatTurn]
         if conversation != nil {
             guard prompt == nil else { throw ValidationError("give --prompt (or --prompt-file) or --conversation, not both") }
+            // One that ends on an answer has it continued (--interactive waits for the user's turn instead).
             turns = try conversationTurns() ?? []
-            // (--interactive takes one that ends on an answer, and waits for the user's turn.)
-            if turns.last?.role == "assistant" {
-                throw ChatTemplateError.badConversation("it ends on an assistant turn, leaving nothing to answer: end it on a user turn "
-                                                        + "(or continue it with --interactive)")
-            }
         } else {
             turns = [ChatTurn(role: "user", content: prompt ?? "<image>\nDescribe the image.")]
         }
@@ -351,7 +347,7 @@ extension Generate {
                 turns[first].content = String(repeating: placeholder + "\n", count: urls.count) + turns[first].content
             }
         }
-        return try template.render(turns, keeping: placeholders)
+        return try template.render(turns, keeping: placeholders, continuingAnswer: turns.last?.role == "assistant")
     }
 
     /// --prompt, or the text of --prompt-file (stdin for "-"); nil when neither is given.

@@ -238,11 +238,13 @@ import Testing
         #expect(timings.count == 3 && timings[1] < timings[0] / 10 && timings[2] < timings[0] / 10, "the image encoded once: \(timings)")
         let cached = answers.compactMap { $0["cached_prompt_tokens"] as? Int }, prompts = answers.compactMap { $0["prompt_tokens"] as? Int }
         #expect(cached.count == 3 && cached[0] == 0 && cached[1] > prompts[0] / 2 && cached[2] > prompts[1] / 2, "\(cached) of \(prompts)")
-        // Without --interactive, a conversation that ends on an answer has nothing to answer.
+        // Without --interactive, a conversation that ends on an answer has that answer continued:
+        // the prompt stops right after its text (transformers' continue_final_message).
         let answered = folder.appendingPathComponent("answered.json")
         try JSONSerialization.data(withJSONObject: [["role": "user", "content": "hi"], ["role": "assistant", "content": "yo"]]).write(to: answered)
-        let ended = try CLI.run(["generate", "--template", "llava", "--conversation", answered.path])
-        #expect(ended.status != 0 && ended.stderr.contains("conversation: it ends on an assistant turn, leaving nothing to answer") && !ended.stderr.contains("loading"), "\(ended.all)")
+        let ended = try CLI.run(["generate", "--template", "llava", "--conversation", answered.path, "--show-prompt", "--json"])
+        let continued = try #require(try CLI.json(ended.stdout) as? [String: Any], "\(ended.all)")
+        #expect(continued["prompt"] as? String == "USER: hi ASSISTANT: yo")
         let both = try CLI.run(["generate", "--template", "llava", "--interactive", "--prompt", "x"])
         #expect(both.status != 0 && both.stderr.contains("--interactive reads the user's turns from stdin"), "\(both.all)")
         // Refused while the subcommand runs, the message comes with its usage, not the root's.

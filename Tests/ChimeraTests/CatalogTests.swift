@@ -88,6 +88,16 @@ enum BuiltinCatalog {
         #expect(phi.stop == ["<|endoftext|>"])
     }
 
+    /// A conversation ending on an answer to continue: the prompt stops right after its text, no
+    /// end of turn (transformers' continue_final_message); only an assistant turn can be continued.
+    @Test func slotTemplateContinuesTheFinalAnswer() throws {
+        let phi = try BuiltinCatalog.load().template("phi")
+        let turns = [ChatTurn(role: "user", content: "What is this?"), ChatTurn(role: "assistant", content: "It is a")]
+        #expect(try phi.render(turns, continuingAnswer: true).hasSuffix("USER: What is this? ASSISTANT: It is a"))
+        #expect(try phi.render(turns).hasSuffix("ASSISTANT: It is a<|endoftext|>"))
+        #expect(throws: ChatTemplateError.self) { _ = try phi.render([ChatTurn(role: "user", content: "Hi")], continuingAnswer: true) }
+    }
+
     @Test func llavaKeepsItsFormat() throws {
         // llava-hf/llava-1.5-7b-hf's chat template: "USER: <image>\n{text} ASSISTANT:"; an answer is
         // followed by a space, no system prompt, placeholders stay where the user put them.

@@ -40,7 +40,7 @@ import Testing
 
     @Test func importedTemplateTokenizesAsTransformers() throws {
         let fixture = try Fixture.load()
-        #expect(fixture.cases.count == 8 && fixture.cases.contains { $0.error != nil })
+        #expect(fixture.cases.count == 12 && fixture.cases.contains { $0.error != nil } && fixture.cases.contains { $0.conversation == "continued" })
         for (name, template) in fixture.templates {
             let (result, folder) = try Self.importWithTemplate(template, checkpoint: fixture.checkpoint, name: "lm-\(name)")
             let component = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: result.mainPath)) as? [String: Any])
@@ -75,7 +75,8 @@ import Testing
             template.specialTokens = try Tokenizer.namedSpecialTokens(besides: tokenizerFile)
             #expect(!template.tokenizerAddsSpecialTokens)
             let turns = try #require(fixture.conversations[c.conversation])
-            if let text = c.text { #expect(try template.render(turns) == text, "\(c.template) \(c.conversation)") } else {
+            let continuing = turns.last?.role == "assistant"
+            if let text = c.text { #expect(try template.render(turns, continuingAnswer: continuing) == text, "\(c.template) \(c.conversation)") } else {
                 #expect(throws: ChatTemplateError.self) { _ = try template.render(turns) }
             }
         }

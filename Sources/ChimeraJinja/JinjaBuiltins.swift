@@ -194,9 +194,13 @@ extension JinjaRuntime {
             fail("unsupported operand type(s) for \(op): '\(typeName(a))' and '\(typeName(b))'")
         }
         switch (op, a, b) {
-        case let ("+", .string(x), .string(y)): return .string(x + y)
+        case let ("+", .string(x), .string(y)):
+            guard x.utf8.count + y.utf8.count <= maxTextBytes else { throw fail("a text of more than \(maxTextBytes) bytes") }
+            return .string(x + y)
         case ("+", .string, _): throw fail("can only concatenate str (not \"\(typeName(b))\") to str")
-        case let ("+", .list(x), .list(y)): return .list(x + y)
+        case let ("+", .list(x), .list(y)):
+            guard x.count + y.count <= 10_000_000 else { throw fail("a list of more than 10000000 items") }
+            return .list(x + y)
         case ("+", .list, _): throw fail("can only concatenate list (not \"\(typeName(b))\") to list")
         case let ("*", .string(x), _) where integer(b) != nil: return .string(String(repeating: x, count: max(0, try bounded(integer(b)!, x.count))))
         case let ("*", _, .string(y)) where integer(a) != nil: return .string(String(repeating: y, count: max(0, try bounded(integer(a)!, y.count))))
@@ -216,6 +220,7 @@ extension JinjaRuntime {
                 return .float(Double(x) / Double(y))
             case "//", "%":
                 guard y != 0 else { throw fail("integer division or modulo by zero") }
+                guard x != .min || y != -1 else { throw fail("integer overflow in \(x) \(op) \(y)") }
                 var q = x / y, r = x % y
                 if r != 0, (r < 0) != (y < 0) { q -= 1; r += y }
                 return .int(op == "//" ? q : r)
@@ -254,6 +259,10 @@ extension JinjaRuntime {
         }
         throw unsupported()
     }
+
+    /// What a template may build: a chat prompt is a few hundred kilobytes; a template doubling a
+    /// text in a loop would otherwise take the machine's memory.
+    static let maxTextBytes = 64 << 20
 
     /// A repetition count, refused when the result would pass 10 million items.
     static func bounded(_ count: Int, _ size: Int) throws -> Int {
@@ -669,10 +678,10 @@ extension JinjaRuntime {
             switch value { case .function, .macro: return true; default: return false }
         case "odd", "even":
             guard let i = integer(value) else { throw fail("the test '\(name)' takes an integer, found \(typeName(value))") }
-            return (abs(i) % 2 == 1) == (name == "odd")
+            return (i % 2 != 0) == (name == "odd")
         case "divisibleby":
             guard let i = integer(value), let n = integer(try other()), n != 0 else { throw fail("divisibleby takes integers (not 0)") }
-            return i % n == 0
+            return n == -1 || i % n == 0  // (Int.min % -1 would trap)
         case "eq", "equalto", "==": return equal(value, try other())
         case "ne", "!=": return !equal(value, try other())
         case "lt", "lessthan", "<": return try less(value, try other(), "<")
@@ -717,7 +726,9 @@ extension JinjaRuntime {
         switch name {
         case "abs":
             switch value {
-            case .int(let i): return .int(abs(i))
+            case .int(let i):
+                guard i != .min else { throw Self.fail("integer overflow in abs(\(i))") }
+                return .int(abs(i))
             case .float(let d): return .float(abs(d))
             default: throw Self.fail("bad operand type for abs(): '\(Self.typeName(value))'")
             }
@@ -784,7 +795,7 @@ extension JinjaRuntime {
             let width: String
             switch arg(0, "width") {
             case .string(let s)?: width = s
-            case let other?: width = String(repeating: " ", count: max(0, Self.integer(other) ?? 4))
+            case let other?: width = String(repeating: " ", count: min(max(0, Self.integer(other) ?? 4), 1_000))
             case nil: width = "    "
             }
             let first = flag(1, "first"), blank = flag(2, "blank")
@@ -888,7 +899,7 @@ extension JinjaRuntime {
             let ascii = flag(0, "ensure_ascii")
             var indent: String?
             switch arg(1, "indent") {
-            case .int(let n)?: indent = String(repeating: " ", count: max(0, n))
+            case .int(let n)?: indent = String(repeating: " ", count: min(max(0, n), 1_000))
             case .string(let s)?: indent = s
             default: indent = nil
             }

@@ -146,7 +146,8 @@ struct JinjaRuntime {
                 let (start, stop, step) = ints.count == 1 ? (0, ints[0], 1) : ints.count == 2 ? (ints[0], ints[1], 1)
                     : ints.count == 3 ? (ints[0], ints[1], ints[2]) : (0, 0, 0)
                 guard step != 0 else { throw fail("range() takes 1 to 3 integers, the step not 0") }
-                guard abs((stop - start) / step) <= 100_000 else { throw fail("range() longer than 100000 items") }
+                // (In Double: Int arithmetic on extreme bounds would trap.)
+                guard abs((Double(stop) - Double(start)) / Double(step)) <= 100_000 else { throw fail("range() longer than 100000 items") }
                 return .list(Swift.stride(from: start, to: stop, by: step).map { .int($0) })
             },
         ]
@@ -170,8 +171,10 @@ struct JinjaRuntime {
             switch node.kind {
             case .text(let text):
                 out += text
+                guard out.utf8.count <= Self.maxTextBytes else { throw Self.fail("the template wrote more than \(Self.maxTextBytes) bytes") }
             case .output(let expr):
                 out += Self.str(try eval(expr, scope))
+                guard out.utf8.count <= Self.maxTextBytes else { throw Self.fail("the template wrote more than \(Self.maxTextBytes) bytes") }
             case let .branches(branches, otherwise):
                 var taken = false
                 for branch in branches where try Self.truthy(eval(branch.condition, scope)) {
@@ -366,7 +369,9 @@ struct JinjaRuntime {
             return .bool(try Self.test(name, input, positional) != negated)
         case .negate(let inner):
             switch try eval(inner, scope) {
-            case .int(let i): return .int(-i)
+            case .int(let i):
+                guard i != .min else { throw Self.fail("integer overflow in -(\(i))") }
+                return .int(-i)
             case .float(let d): return .float(-d)
             case .bool(let b): return .int(b ? -1 : 0)
             case let other: throw Self.fail("bad operand type for unary -: '\(Self.typeName(other))'")

@@ -111,3 +111,21 @@ let fixtureNow: Date = {
         #expect(throws: JinjaError.render(line: 1, message: "macro f nested more than 200 deep")) { _ = try recursive.render([:]) }
     }
 }
+
+@Suite struct JinjaLimitTests {
+    /// Arithmetic at Int's edges and templates that grow without bound fail with an error, never a
+    /// trap or the machine's memory.
+    @Test(arguments: [
+        "{% set m = -9223372036854775807 - 1 %}{{ -m }}", "{{ (-9223372036854775807 - 1) | abs }}",
+        "{{ (-9223372036854775807 - 1) // -1 }}", "{{ range(-9223372036854775807, 9223372036854775807) | length }}",
+        "{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}{% endfor %}{{ ns.s | length }}",
+        "{% for i in range(1000) %}{{ 'x' * 1000000 }}{% endfor %}",
+    ])
+    func refusedNotTrapped(_ text: String) throws {
+        #expect(throws: JinjaError.self) { _ = try JinjaTemplate(text).render([:]) }
+    }
+
+    @Test func edgesThatFit() throws {
+        #expect(try JinjaTemplate("{{ (-9223372036854775807 - 1) is divisibleby(-1) }} {{ -7 is odd }} {{ 'a' | indent(10000000000) }}").render([:]) == "True True a")
+    }
+}

@@ -47,7 +47,11 @@ extension JinjaRuntime {
         }
     }
 
-    static func repr(_ value: Value) -> String {
+    /// `depth`: how deep in a value being printed (a namespace may hold itself, through a list: past
+    /// `maxDepth` levels the rest is "...", as Python prints a recursive list).
+    static func repr(_ value: Value, depth: Int = 0) -> String {
+        guard depth <= maxDepth else { return "..." }
+        func inner(_ v: Value) -> String { repr(v, depth: depth + 1) }
         switch value {
         case .undefined: return ""
         case .none: return "None"
@@ -55,9 +59,9 @@ extension JinjaRuntime {
         case .int(let i): return String(i)
         case .float(let d): return floatRepr(d)
         case .string(let s): return stringRepr(s)
-        case .list(let items): return "[" + items.map(repr).joined(separator: ", ") + "]"
-        case .dict(let d): return "{" + d.entries.map { repr($0.key) + ": " + repr($0.value) }.joined(separator: ", ") + "}"
-        case .namespace(let n): return "<Namespace " + repr(.dict(n.attributes)) + ">"
+        case .list(let items): return "[" + items.map(inner).joined(separator: ", ") + "]"
+        case .dict(let d): return "{" + d.entries.map { inner($0.key) + ": " + inner($0.value) }.joined(separator: ", ") + "}"
+        case .namespace(let n): return "<Namespace " + inner(.dict(n.attributes)) + ">"
         case .function(let f): return "<function \(f.name)>"
         case .macro(let m): return "<Macro '\(m.macro.name)'>"
         }
@@ -263,6 +267,32 @@ extension JinjaRuntime {
     /// What a template may build: a chat prompt is a few hundred kilobytes; a template doubling a
     /// text in a loop would otherwise take the machine's memory.
     static let maxTextBytes = 64 << 20
+    /// How deep values may nest (JSON messages nest a few levels): a list wrapped in itself a
+    /// hundred thousand times would overflow the stack when printed, compared or freed.
+    static let maxDepth = 500
+
+    /// `children` as the items of a new list or dict, refused past `maxDepth` levels. Measuring
+    /// walks the children's containers: the nodes visited count against `nestingBudget`, so that
+    /// wrapping a large list again and again cannot take hours.
+    mutating func nesting(_ children: [Value]) throws -> [Value] {
+        var visited = 0
+        func depth(_ v: Value, within budget: Int) -> Int {
+            visited += 1
+            guard budget > 0 else { return 1 }
+            switch v {
+            case .list(let items): return 1 + (items.map { depth($0, within: budget - 1) }.max() ?? 0)
+            case .dict(let d): return 1 + (d.entries.map { depth($0.value, within: budget - 1) }.max() ?? 0)
+            default: return 0
+            }
+        }
+        for child in children {
+            if case .list = child {} else if case .dict = child {} else { continue }
+            if depth(child, within: Self.maxDepth) >= Self.maxDepth { throw Self.fail("values nested more than \(Self.maxDepth) deep") }
+        }
+        nestingBudget -= visited
+        guard nestingBudget >= 0 else { throw Self.fail("the template built lists and dictionaries too large to check (more than 10000000 items walked)") }
+        return children
+    }
 
     /// A repetition count, refused when the result would pass 10 million items.
     static func bounded(_ count: Int, _ size: Int) throws -> Int {
@@ -274,7 +304,7 @@ extension JinjaRuntime {
         switch container {
         case .string(let s):
             guard case .string(let sub) = item else { throw fail("'in <string>' requires string as left operand, not \(typeName(item))") }
-            return sub.isEmpty || s.contains(sub)
+            return !occurrences(of: Array(sub.unicodeScalars), in: Array(s.unicodeScalars), overlapping: false, limit: 1).isEmpty
         case .list(let items): return items.contains { equal($0, item) }
         case .dict(let d): return d[value: item] != nil
         case .namespace(let n):
@@ -417,13 +447,9 @@ extension JinjaRuntime {
                 return function(name) { p, _ in
                     guard case .string(let sub)? = p.first else { throw fail("\(name)() takes a string") }
                     let hay = Array(s.unicodeScalars), needle = Array(sub.unicodeScalars)
-                    let starts = hay.count >= needle.count ? Array(0...(hay.count - needle.count)).filter { hay[$0..<($0 + needle.count)].elementsEqual(needle) } : []
-                    if name == "count" {
-                        var n = 0, next = 0
-                        for i in starts where i >= next { n += 1; next = i + max(needle.count, 1) }
-                        return .int(n)
-                    }
-                    let found = name.hasPrefix("r") ? starts.last : starts.first
+                    if name == "count" { return .int(occurrences(of: needle, in: hay, overlapping: false).count) }
+                    let found = name.hasPrefix("r") ? occurrences(of: needle, in: hay, overlapping: true).last
+                        : occurrences(of: needle, in: hay, overlapping: false, limit: 1).first
                     if found == nil, name.hasSuffix("index") { throw fail("substring not found") }
                     return .int(found ?? -1)
                 }
@@ -532,12 +558,11 @@ extension JinjaRuntime {
         }
         let sep = Array(separator.unicodeScalars)
         guard !sep.isEmpty else { throw fail("empty separator") }
-        var cuts: [Int] = []
-        var i = 0
-        while i + sep.count <= scalars.count {
-            if scalars[i..<(i + sep.count)].elementsEqual(sep) { cuts.append(i); i += sep.count } else { i += 1 }
-        }
-        if limit >= 0, cuts.count > limit { cuts = fromRight ? Array(cuts.suffix(limit)) : Array(cuts.prefix(limit)) }
+        // Python cuts from the left, or for rsplit from the right (they differ where the separator overlaps itself).
+        let maximum = limit >= 0 ? limit : Int.max
+        let cuts = fromRight
+            ? occurrences(of: sep.reversed(), in: scalars.reversed(), overlapping: false, limit: maximum).map { scalars.count - $0 - sep.count }.reversed()
+            : occurrences(of: sep, in: scalars, overlapping: false, limit: maximum)
         var parts: [String] = []
         var start = 0
         for cut in cuts { parts.append(text(scalars[start..<cut])); start = cut + sep.count }
@@ -578,14 +603,39 @@ extension JinjaRuntime {
             return String(out)
         }
         var i = 0
-        while i < scalars.count {
-            if remaining > 0, i + o.count <= scalars.count, scalars[i..<(i + o.count)].elementsEqual(o) {
-                out.append(contentsOf: new.unicodeScalars); i += o.count; remaining -= 1
-            } else {
-                out.append(scalars[i]); i += 1
+        for start in occurrences(of: o, in: scalars, overlapping: false, limit: remaining) {
+            out.append(contentsOf: scalars[i..<start])
+            out.append(contentsOf: new.unicodeScalars)
+            i = start + o.count
+        }
+        out.append(contentsOf: scalars[i...])
+        return String(out)
+    }
+
+    /// Where `needle` occurs in `hay` (Knuth–Morris–Pratt: linear, where a naive search takes the
+    /// product of the lengths): every start, or left to right without overlaps; at most `limit`.
+    static func occurrences(of needle: [Unicode.Scalar], in hay: [Unicode.Scalar], overlapping: Bool, limit: Int = .max) -> [Int] {
+        guard !needle.isEmpty else { return Array((0...hay.count).prefix(limit)) }
+        guard needle.count <= hay.count, limit > 0 else { return [] }
+        var longestBorder = [Int](repeating: 0, count: needle.count)
+        var k = 0
+        for i in 1..<needle.count {
+            while k > 0, needle[i] != needle[k] { k = longestBorder[k - 1] }
+            if needle[i] == needle[k] { k += 1 }
+            longestBorder[i] = k
+        }
+        var found: [Int] = []
+        k = 0
+        for (i, c) in hay.enumerated() {
+            while k > 0, c != needle[k] { k = longestBorder[k - 1] }
+            if c == needle[k] { k += 1 }
+            if k == needle.count {
+                found.append(i - k + 1)
+                if found.count == limit { break }
+                k = overlapping ? longestBorder[k - 1] : 0
             }
         }
-        return String(out)
+        return found
     }
 
     // MARK: json.dumps
@@ -624,7 +674,8 @@ extension JinjaRuntime {
             return open + inner + items.joined(separator: itemSeparator + inner) + outer + close
         }
         func nested(_ v: Value) throws -> String {
-            try json(v, indent: indent, itemSeparator: itemSeparator, keySeparator: keySeparator, sortKeys: sortKeys, asciiOnly: asciiOnly, level: level + 1)
+            guard level < maxDepth else { throw fail("Circular reference detected (or values nested more than \(maxDepth) deep)") }
+            return try json(v, indent: indent, itemSeparator: itemSeparator, keySeparator: keySeparator, sortKeys: sortKeys, asciiOnly: asciiOnly, level: level + 1)
         }
         switch value {
         case .none: return "null"
@@ -911,11 +962,34 @@ extension JinjaRuntime {
         case "trim":
             return .string(Self.strip(text(value), chars: arg(0, "chars").map(text), leading: true, trailing: true))
         case "unique":
-            var seen: [Value] = []
-            for item in try Self.iterate(value) where !seen.contains(where: { Self.equal($0, item) }) { seen.append(item) }
-            return .list(seen)
+            // jinja2's: by a set of keys (strings compared lowercased unless case_sensitive), first kept.
+            let caseSensitive = flag(0, "case_sensitive"), attribute = arg(1, "attribute").map(text)
+            var seen: Set<String> = [], kept: [Value] = []
+            for item in try Self.iterate(value) {
+                var key = try attribute.map { try Self.attributePath(item, $0) } ?? item
+                if !caseSensitive, case .string(let s) = key { key = .string(s.lowercased()) }
+                if seen.insert(try Self.hashKey(key)).inserted { kept.append(item) }
+            }
+            return .list(kept)
         case "wordcount": return .int(text(value).split(whereSeparator: { $0.isWhitespace }).count)
         default: throw Self.fail("No filter named '\(name)' found.")
+        }
+    }
+
+    /// A value's identity in a Python set: equal values (1, 1.0 and true) share one; lists and dicts
+    /// are unhashable.
+    static func hashKey(_ value: Value) throws -> String {
+        switch value {
+        case .string(let s): return "s" + s
+        case .int(let i): return "n\(i)"
+        case .bool(let b): return b ? "n1" : "n0"
+        case .float(let d): return d == d.rounded() && abs(d) < 9e18 ? "n\(Int(d))" : "f\(d)"
+        case .none: return "none"
+        case .undefined: return "undefined"
+        case .namespace(let n): return "o\(ObjectIdentifier(n))"
+        case .macro(let m): return "o\(ObjectIdentifier(m))"
+        case .function(let f): return "function " + f.name
+        case .list, .dict: throw fail("unhashable type: '\(typeName(value))'")
         }
     }
 

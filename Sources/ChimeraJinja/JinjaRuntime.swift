@@ -107,6 +107,8 @@ struct JinjaRuntime {
     /// hours (a chat template makes a few thousand at most).
     var iterations = 0
     static let maxIterations = 1_000_000
+    /// Nodes `nesting` may still walk.
+    var nestingBudget = 10_000_000
 
     static func fail(_ message: String) -> Failure { Failure(message: message) }
 
@@ -322,8 +324,8 @@ struct JinjaRuntime {
         switch expr {
         case .literal(let value): return value
         case .name(let name): return scope.lookup(name) ?? .undefined("'\(name)' is undefined")
-        case .list(let items): return .list(try items.map { try eval($0, scope) })
-        case .tuple(let items): return .list(try items.map { try eval($0, scope) })
+        case .list(let items): return .list(try nesting(try items.map { try eval($0, scope) }))
+        case .tuple(let items): return .list(try nesting(try items.map { try eval($0, scope) }))
         case .dict(let pairs):
             var entries: [(JinjaValue, JinjaValue)] = []
             for pair in pairs {
@@ -334,6 +336,7 @@ struct JinjaRuntime {
                 }
                 entries.append((key, try eval(pair.value, scope)))
             }
+            _ = try nesting(entries.map(\.1))
             return .dict(JinjaDict(keyed: entries))
         case let .attribute(object, name):
             return try Self.attribute(try eval(object, scope), name)
@@ -375,6 +378,14 @@ struct JinjaRuntime {
             case .float(let d): return .float(-d)
             case .bool(let b): return .int(b ? -1 : 0)
             case let other: throw Self.fail("bad operand type for unary -: '\(Self.typeName(other))'")
+            }
+        case .positive(let inner):
+            switch try eval(inner, scope) {
+            case .int(let i): return .int(i)
+            case .float(let d): return .float(d)
+            case .bool(let b): return .int(b ? 1 : 0)
+            case .undefined(let message): throw Self.fail(message)
+            case let other: throw Self.fail("bad operand type for unary +: '\(Self.typeName(other))'")
             }
         case .not(let inner): return .bool(!Self.truthy(try eval(inner, scope)))
         case let .and(left, right):

@@ -89,6 +89,8 @@ indirect enum JinjaExpr: Sendable {
     case filter(JinjaExpr, name: String, JinjaArguments)
     case test(JinjaExpr, name: String, JinjaArguments, negated: Bool)
     case negate(JinjaExpr)
+    /// Unary plus: a number as it is (anything else a type error, as in Python).
+    case positive(JinjaExpr)
     case not(JinjaExpr)
     case binary(String, JinjaExpr, JinjaExpr)
     /// A chain of two or more comparisons.
@@ -748,7 +750,7 @@ struct JinjaTokenStream {
         if skip(symbol: "-") {
             node = .negate(try parseUnary(withFilters: false))
         } else if skip(symbol: "+") {
-            node = try parseUnary(withFilters: false)
+            node = .positive(try parseUnary(withFilters: false))
         } else {
             node = try parsePostfix(try parsePrimary())
         }

@@ -129,3 +129,30 @@ let fixtureNow: Date = {
         #expect(try JinjaTemplate("{{ (-9223372036854775807 - 1) is divisibleby(-1) }} {{ -7 is odd }} {{ 'a' | indent(10000000000) }}").render([:]) == "True True a")
     }
 }
+
+@Suite struct JinjaFuzzFindingTests {
+    /// Found by fuzzing: values nested without end, and searches that took the product of two
+    /// lengths, are refused or run in linear time.
+    @Test func deepNestingIsRefused() throws {
+        let template = try JinjaTemplate("{% set ns = namespace(l=[]) %}{% for i in range(100000) %}{% set ns.l = [ns.l] %}{% endfor %}{{ ns.l }}")
+        #expect(throws: JinjaError.render(line: 1, message: "values nested more than 500 deep")) { _ = try template.render([:]) }
+        // A namespace holding itself through a list prints, as Python prints a recursive list, with "...".
+        let cycle = try JinjaTemplate("{% set ns = namespace(l=[]) %}{% set ns.l = [ns] %}{{ ns.l | string | length > 0 }}")
+        #expect(try cycle.render([:]) == "True")
+    }
+
+    @Test func searchesAreLinear() throws {
+        let start = Date()
+        let template = try JinjaTemplate("{{ ('a' * 1000000).count('a' * 500000) }} {{ ('a' * 1000000).find('a' * 500000 ~ 'b') }} {{ ('a' * 1000000 ~ 'b') in ('a' * 2000000) }} {{ 'aaa'.rsplit('aa', 1) }} {{ 'aaa'.split('aa', 1) }} {{ 'abcabc'.rfind('bc') }} {{ 'aaaa'.count('aa') }}")
+        #expect(try template.render([:]) == "2 -1 False ['a', ''] ['', 'a'] 4 2")
+        #expect(Date().timeIntervalSince(start) < 10)  // (a naive search takes minutes)
+    }
+
+    /// jinja2's unique: strings compared lowercased unless case_sensitive, equal numbers one, lists unhashable.
+    @Test func uniqueIsJinja2s() throws {
+        #expect(try JinjaTemplate("{{ ['a', 'A', 'b', 1, 1.0, true] | unique | list }} {{ ['a', 'A'] | unique(true) | list }} {{ [{'n': 'x'}, {'n': 'X'}] | unique(attribute='n') | list }}").render([:])
+                == "['a', 'b', 1] ['a', 'A'] [{'n': 'x'}]")
+        #expect(throws: JinjaError.self) { _ = try JinjaTemplate("{{ [[1], [1]] | unique | list }}").render([:]) }
+        #expect(throws: JinjaError.render(line: 1, message: "bad operand type for unary +: 'str'")) { _ = try JinjaTemplate("{{ +'a' }}").render([:]) }
+    }
+}

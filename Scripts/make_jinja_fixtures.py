@@ -195,6 +195,14 @@ G
     ("error_unknown_filter_reached", """{% if true %}{{ 'x' | nosuch }}{% endif %}ok""", {}),
     ("dict_keys", """{% set d = {0: 'zero', 512: 'half', 1.5: 'f', true: 'yes', none: 'n', 'a': 1} %}{{ d }} {{ d[512] }} {{ d[0] }} {{ d[1] }} {{ d.get(1.5) }} {{ 512 in d }}
 {{ d | tojson }} {% for k, v in {2: 'b', 1: 'a'} | dictsort %}{{ k }}={{ v }} {% endfor %}{{ {1: 'x', 1.0: 'y'} }} {{ {'k': 1} == {'k': 1.0} }}""", {}),
+    ("fuzz_findings", """{{ -1.0 % 1 }} {{ 1 // 0.1 }} {{ 7.5 // 2 }} {{ -7.5 % 2 }} {{ [none, 1, nothing] }} {{ 2[:] }}| {{ '' is lower }} {{ 'A' is upper }}
+{{ "they're bill's" | title }} {{ 'a-b(c' | title }} {{ ['B', 'a', 'C'] | max }} {{ ['B', 'a', 'C'] | min }} {{ [{'n': 2}, {'n': 9}] | max(attribute='n') }} {{ 3 * [1] }}
+{{ '0x10' | int }} {{ '12\n' | int }} {{ ' 1e3 ' | float }} {{ 'hello world_2 x-y' | wordcount }} {{ +3 }} {{ ['a', 'A', 1, 1.0] | unique | list }}
+{{ 'a\n \n' | indent(2) }}|{{ 'a\nb\n\nc' | indent(2, true, true) }}|{{ '' | indent }}|{{ 'x' | indent(first=true) }}
+{% set x = 'outer' %}{% filter upper %}{% set x = 'inner' %}{% endfilter %}{{ x }} {% set y %}{% set x = 'block' %}{% endset %}{{ x }} {% for i in [] %}{% else %}{% set x = 'else' %}{% endfor %}{{ x }}
+{% raw %}
+  kept {{ x }}
+  {% endraw %}|a bc""", {}),
     ("date", """{{ strftime_now('%d %b %Y') }}|{{ strftime_now('%Y-%m-%d') }}|{{ strftime_now('%A %B %-d') }}""", {}),
     ("error_raise", """{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('No system messages, please') }}{% endif %}{{ m.content }}{% endfor %}""", {}),
     ("error_undefined_attribute", """{{ nothing.here }}""", {}),

@@ -53,7 +53,7 @@ extension JinjaRuntime {
         guard depth <= maxDepth else { return "..." }
         func inner(_ v: Value) -> String { repr(v, depth: depth + 1) }
         switch value {
-        case .undefined: return ""
+        case .undefined: return "Undefined"  // (printed alone it is nothing, see str)
         case .none: return "None"
         case .bool(let b): return b ? "True" : "False"
         case .int(let i): return String(i)
@@ -210,6 +210,8 @@ extension JinjaRuntime {
         case let ("*", _, .string(y)) where integer(a) != nil: return .string(String(repeating: y, count: max(0, try bounded(integer(a)!, y.count))))
         case let ("*", .list(x), _) where integer(b) != nil:
             return .list(Array([[Value]](repeating: x, count: max(0, try bounded(integer(b)!, x.count))).joined()))
+        case let ("*", _, .list(y)) where integer(a) != nil:
+            return .list(Array([[Value]](repeating: y, count: max(0, try bounded(integer(a)!, y.count))).joined()))
         case ("%", .string, _): throw fail("string formatting with % is not supported; use ~ or filters")
         default: break
         }
@@ -252,12 +254,27 @@ extension JinjaRuntime {
                 guard y != 0 else { throw fail("float division by zero") }
                 return .float(x / y)
             case "//", "%":
-                guard y != 0 else { throw fail("float modulo") }
-                let q = (x / y).rounded(.down)
-                var r = fmod(x, y)
-                if r != 0, (r < 0) != (y < 0) { r += y }
-                return .float(op == "//" ? q : r)
-            case "**": return .float(pow(x, y))
+                guard y != 0 else { throw fail(op == "%" ? "float modulo" : "float floor division by zero") }
+                // CPython's float divmod.
+                var mod = fmod(x, y), div = (x - mod) / y
+                if mod != 0 {
+                    if (y < 0) != (mod < 0) { mod += y; div -= 1 }
+                } else {
+                    mod = Double(sign: y.sign, exponent: 0, significand: 0)
+                }
+                var floorDiv: Double
+                if div != 0 {
+                    floorDiv = div.rounded(.down)
+                    if div - floorDiv > 0.5 { floorDiv += 1 }
+                } else {
+                    floorDiv = Double(sign: (x / y).sign, exponent: 0, significand: 0)
+                }
+                return .float(op == "//" ? floorDiv : mod)
+            case "**":
+                guard x != 0 || y >= 0 else { throw fail("0.0 cannot be raised to a negative power") }
+                let p = pow(x, y)
+                guard p.isFinite || !x.isFinite || !y.isFinite else { throw fail("(34, 'Numerical result out of range')") }
+                return .float(p)
             default: throw unsupported()
             }
         }
@@ -378,7 +395,7 @@ extension JinjaRuntime {
             for i in indices(scalars.count) { out.append(scalars[i]) }
             return .string(String(out))
         case .undefined(let message): throw fail(message)
-        default: throw fail("'\(typeName(value))' object is not subscriptable")
+        default: return .undefined("'\(typeName(value))' object is not subscriptable")  // (jinja2: Undefined)
         }
     }
 
@@ -747,8 +764,9 @@ extension JinjaRuntime {
             case let (.namespace(a), .namespace(b)): return a === b
             default: return false
             }
-        case "lower": if case .string(let s) = value { return s.lowercased() == s }; return false
-        case "upper": if case .string(let s) = value { return s.uppercased() == s }; return false
+        // Python's islower/isupper: some cased character, none of the other case.
+        case "lower": if case .string(let s) = value { return s.contains { $0.isCased } && s.lowercased() == s }; return false
+        case "upper": if case .string(let s) = value { return s.contains { $0.isCased } && s.uppercased() == s }; return false
         case "escaped": return false
         case "filter": if case .string(let s) = value { return JinjaParser.filters.contains(s) }; return false
         case "test": if case .string(let s) = value { return JinjaParser.tests.contains(s) }; return false
@@ -822,27 +840,32 @@ extension JinjaRuntime {
             return items.last ?? .undefined("No last item, sequence was empty.")
         case "float":
             let fallback = arg(0, "default") ?? .float(0)
+            if case .undefined(let message) = value { throw Self.fail(message) }
             switch value {
             case .float: return value
             case .int(let i): return .float(Double(i))
             case .bool(let b): return .float(b ? 1 : 0)
-            case .string(let s): return Double(s.trimmingCharacters(in: .whitespaces)).map { .float($0) } ?? fallback
+            case .string(let s): return Self.pythonFloat(s).map { .float($0) } ?? fallback
             default: return fallback
             }
         case "int":
             let fallback = arg(0, "default") ?? .int(0)
+            if case .undefined(let message) = value { throw Self.fail(message) }
             switch value {
             case .int: return value
             case .bool(let b): return .int(b ? 1 : 0)
             case .float(let d): return d.isFinite && abs(d) < 9e18 ? .int(Int(d)) : fallback
             case .string(let s):
-                let t = s.trimmingCharacters(in: .whitespaces).replacingOccurrences(of: "_", with: "")
-                if let i = Int(t) { return .int(i) }
-                if let d = Double(t), d.isFinite, abs(d) < 9e18 { return .int(Int(d)) }
+                // int(s), else int(float(s)), as jinja2's do_int.
+                let t = s.trimmingCharacters(in: .whitespacesAndNewlines)
+                if !t.hasPrefix("_"), !t.hasSuffix("_"), !t.contains("__"), let i = Int(t.replacingOccurrences(of: "_", with: "")) { return .int(i) }
+                if let d = Self.pythonFloat(s), d.isFinite, abs(d) < 9e18 { return .int(Int(d)) }
                 return fallback
             default: return fallback
             }
         case "indent":
+            // jinja2's do_indent: the text and a line break, split as str.splitlines; every line but
+            // the first (unless `first`) indented, empty ones only with `blank`.
             let width: String
             switch arg(0, "width") {
             case .string(let s)?: width = s
@@ -850,16 +873,19 @@ extension JinjaRuntime {
             case nil: width = "    "
             }
             let first = flag(1, "first"), blank = flag(2, "blank")
-            var s = text(value)
-            var trailingNewline = ""
-            if s.hasSuffix("\n") { s.removeLast(); trailingNewline = "\n" }
-            let lines = s.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-            var out: [String] = []
-            for (i, line) in lines.enumerated() {
-                if i == 0 && !first { out.append(line); continue }
-                out.append(blank || !line.allSatisfy(\.isWhitespace) ? width + line : line)
+            switch value {
+            case .list, .dict, .undefined, .namespace: throw Self.fail("indent takes text, found \(Self.typeName(value))")
+            default: break
             }
-            return .string(out.joined(separator: "\n") + trailingNewline)
+            var lines = Self.splitLines(text(value) + "\n")
+            var out: String
+            if blank {
+                out = lines.joined(separator: "\n" + width)
+            } else {
+                out = lines.isEmpty ? "" : lines.removeFirst()
+                if !lines.isEmpty { out += "\n" + lines.map { $0.isEmpty ? $0 : width + $0 }.joined(separator: "\n") }
+            }
+            return .string(first ? width + out : out)
         case "items":
             switch value {
             case .dict(let d): return .list(d.entries.map { .list([$0.key, $0.value]) })
@@ -874,7 +900,15 @@ extension JinjaRuntime {
         case "list": return .list(try Self.iterate(value))
         case "lower": return .string(text(value).lowercased())
         case "upper": return .string(text(value).uppercased())
-        case "title": return .string(Self.title(text(value)))
+        case "title":
+            // jinja2's do_title: words begin after whitespace, "-", "(", "{", "[" or "<" (not
+            // after an apostrophe, as str.title has it); each word capitalized.
+            var out = "", startsWord = true
+            for c in text(value) {
+                out += startsWord ? c.uppercased() : c.lowercased()
+                startsWord = c.isWhitespace || "-({[<".contains(c)
+            }
+            return .string(out)
         case "map":
             let items = try Self.iterate(value)
             if let attribute = k.first(where: { $0.0 == "attribute" })?.1 {
@@ -889,10 +923,15 @@ extension JinjaRuntime {
             guard JinjaParser.filters.contains(filterName) else { throw Self.fail("no filter named '\(filterName)'") }
             return .list(try items.map { try filter(filterName, $0, Array(p.dropFirst()), k) })
         case "max", "min":
-            var items = try Self.iterate(value)
-            if let attribute = arg(1, "attribute") { items = try items.map { try Self.attributePath($0, text(attribute)) } }
+            // jinja2's: the item whose key (its attribute, strings lowercased unless case_sensitive) is largest/smallest.
+            let items = try Self.iterate(value), caseSensitive = flag(0, "case_sensitive"), attribute = arg(1, "attribute").map(text)
+            func key(_ item: Value) throws -> Value {
+                let v = try attribute.map { try Self.attributePath(item, $0) } ?? item
+                if !caseSensitive, case .string(let s) = v { return .string(s.lowercased()) }
+                return v
+            }
             guard var best = items.first else { return .undefined("No aggregated item, sequence was empty.") }
-            for item in items.dropFirst() where try name == "max" ? Self.less(best, item, "<") : Self.less(item, best, "<") { best = item }
+            for item in items.dropFirst() where try name == "max" ? Self.less(key(best), key(item), "<") : Self.less(key(item), key(best), "<") { best = item }
             return best
         case "reject", "select":
             let items = try Self.iterate(value)
@@ -971,9 +1010,27 @@ extension JinjaRuntime {
                 if seen.insert(try Self.hashKey(key)).inserted { kept.append(item) }
             }
             return .list(kept)
-        case "wordcount": return .int(text(value).split(whereSeparator: { $0.isWhitespace }).count)
+        case "wordcount":
+            // jinja2's: runs of \w (letters, digits, underscore).
+            var count = 0, inWord = false
+            for c in text(value).unicodeScalars {
+                let word = c == "_" || c.properties.isAlphabetic || c.properties.numericType != nil
+                if word, !inWord { count += 1 }
+                inWord = word
+            }
+            return .int(count)
         default: throw Self.fail("No filter named '\(name)' found.")
         }
+    }
+
+    /// Python's float(s): decimal digits with an optional exponent, or inf/nan, around whitespace
+    /// (Swift's Double also reads hexadecimal, which Python's does not).
+    static func pythonFloat(_ s: String) -> Double? {
+        let t = s.trimmingCharacters(in: .whitespacesAndNewlines)
+        let lower = t.lowercased().trimmingCharacters(in: CharacterSet(charactersIn: "+-"))
+        if ["inf", "infinity", "nan"].contains(lower) { return Double(t.lowercased().replacingOccurrences(of: "infinity", with: "inf")) }
+        guard !t.isEmpty, t.allSatisfy({ $0.isASCII && ($0.isNumber || "+-.eE".contains($0)) }) else { return nil }
+        return Double(t)
     }
 
     /// A value's identity in a Python set: equal values (1, 1.0 and true) share one; lists and dicts

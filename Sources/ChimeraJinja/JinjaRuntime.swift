@@ -210,8 +210,9 @@ struct JinjaRuntime {
                     namespace.attributes = JinjaDict(keyed: namespace.attributes.entries.map { ($0.key, $0.value) } + [(.string(name), result)])
                 }
             case let .assignBlock(name, body):
+                // The body is a frame of its own in jinja2: what it sets stays inside.
                 var text = ""
-                _ = try run(body, in: scope, into: &text)
+                _ = try run(body, in: JinjaScope(parent: scope), into: &text)
                 scope.variables[name] = .string(text)
             case .macro(let macro):
                 scope.variables[macro.name] = .macro(JinjaMacroValue(macro, scope))
@@ -227,7 +228,7 @@ struct JinjaRuntime {
                 out += Self.str(try callMacro(m.macro, scope: m.scope, positional, keyword, caller: .macro(JinjaMacroValue(caller, scope))))
             case let .filterBlock(name, arguments, body):
                 var text = ""
-                let flow = try run(body, in: scope, into: &text)
+                let flow = try run(body, in: JinjaScope(parent: scope), into: &text)
                 let (positional, keyword) = try evalArguments(arguments, scope)
                 out += Self.str(try filter(name, .string(text), positional, keyword))
                 if flow != .normal { return flow }
@@ -254,7 +255,7 @@ struct JinjaRuntime {
             }
         }
         if items.isEmpty {
-            _ = try run(otherwise, in: scope, into: &out)
+            _ = try run(otherwise, in: JinjaScope(parent: scope), into: &out)  // (the loop's frame, as jinja2's)
             return
         }
         for (index, item) in items.enumerated() {

@@ -130,8 +130,8 @@ struct JinjaLexer {
     let source: [Unicode.Scalar]
 
     init(_ text: String) {
-        // jinja2 reads the source as splitlines() joined by "\n": every line break becomes "\n" and
-        // one trailing line break goes (keep_trailing_newline is off).
+        // jinja2 splits the source at "\r\n", "\r" and "\n" and joins the lines with "\n"; one
+        // trailing line break goes (keep_trailing_newline is off).
         var scalars: [Unicode.Scalar] = []
         let all = Array(text.unicodeScalars)
         var i = 0
@@ -140,8 +140,6 @@ struct JinjaLexer {
             if c == "\r" {
                 scalars.append("\n")
                 if i + 1 < all.count, all[i + 1] == "\n" { i += 1 }
-            } else if Self.lineBreaks.contains(c.value) {
-                scalars.append("\n")
             } else {
                 scalars.append(c)
             }
@@ -155,7 +153,7 @@ struct JinjaLexer {
     /// Where each line starts, for `line(at:)`.
     let lineStarts: [Int]
 
-    /// Python's str.splitlines boundaries (besides "\r", handled with "\r\n").
+    /// Python's str.splitlines boundaries (besides "\r", handled with "\r\n"), for the method.
     static let lineBreaks: Set<UInt32> = [0x0A, 0x0B, 0x0C, 0x1C, 0x1D, 0x1E, 0x85, 0x2028, 0x2029]
 
     /// The 1-based line of the scalar at `index` (a binary search over the line starts).
@@ -246,9 +244,17 @@ struct JinjaLexer {
                     e += 1
                 }
                 guard let found else { throw .syntax(line: tagLine, message: "{% raw %} is not closed with {% endraw %}") }
+                // jinja2: "-" strips around the raw text; the line break after {% raw %} stays (no
+                // trim_blocks there), and lstrip_blocks takes the indentation before {% endraw %}.
                 var raw = Array(source[i..<found.start])
-                if stripLeading { raw = Array(raw.drop(while: Self.isWhitespace)) } else if trimNewline, raw.first == "\n" { raw.removeFirst() }
-                if source[found.start + 2] == "-" { while let last = raw.last, Self.isWhitespace(last) { raw.removeLast() } }
+                if stripLeading { raw = Array(raw.drop(while: Self.isWhitespace)) }
+                let endSign = source[found.start + 2]
+                if endSign == "-" {
+                    while let last = raw.last, Self.isWhitespace(last) { raw.removeLast() }
+                } else if endSign != "+", let lastBreak = raw.lastIndex(of: "\n") {
+                    let tail = raw[(lastBreak + 1)...]
+                    if !tail.isEmpty, tail.allSatisfy(Self.isWhitespace) { raw.removeLast(tail.count) }
+                }
                 emit(raw)
                 i = found.end
                 stripLeading = found.sign == "-"; trimNewline = found.sign == nil
@@ -277,7 +283,8 @@ struct JinjaLexer {
             }
             if depth == 0 {
                 if c == closer, at(1) == "}" { return (tokens, i + 2, nil) }
-                if c == "-" || c == "+", at(1) == closer, at(2) == "}" { return (tokens, i + 3, c) }
+                // ("+" keeps the line break after a block tag; jinja2 has no "+}}".)
+                if c == "-" || (c == "+" && closer == "%"), at(1) == closer, at(2) == "}" { return (tokens, i + 3, c) }
             }
             if c == "_" || c.properties.isAlphabetic && c.isASCII {
                 var name = ""
@@ -385,6 +392,9 @@ struct JinjaParser {
     var index = 0
     /// Inside an if statement (not in a loop, macro or block nested in it): jinja2's soft frame.
     var soft = false
+    /// Blocks open around the statement being read (bounded, as expressions are: rendering recurses).
+    var blockDepth = 0
+    static let maxBlockDepth = 100
 
     init(pieces: [JinjaPiece]) { self.pieces = pieces }
 
@@ -420,6 +430,9 @@ struct JinjaParser {
                 }
                 if enders.contains(word) { return nodes }
                 index += 1
+                blockDepth += 1
+                defer { blockDepth -= 1 }
+                guard blockDepth <= Self.maxBlockDepth else { throw .syntax(line: line, message: "blocks nested more than \(Self.maxBlockDepth) deep") }
                 nodes.append(try parseStatement(word, JinjaTokenStream(tokens: Array(tokens.dropFirst()), line: line, soft: soft), line: line))
             }
         }
@@ -585,6 +598,22 @@ struct JinjaTokenStream {
     var soft = false
     /// Unknown filters and tests read so far outside inline ifs ("filter 'x'").
     var unknown: [String] = []
+    /// How deep the parse recurses (parentheses, `not`, unary signs) and how many links chains
+    /// add (a + b + ..., a.b.c, x|f|g): both bound the tree, which rendering walks recursively —
+    /// a tag of ten thousand nested parentheses would otherwise overflow the stack (jinja2 raises
+    /// RecursionError).
+    var depth = 0, links = 0
+    static let maxDepth = 200, maxLinks = 500
+
+    mutating func descend() throws(JinjaError) {
+        depth += 1
+        guard depth <= Self.maxDepth else { throw error("the expression is nested more than \(Self.maxDepth) deep") }
+    }
+
+    mutating func link() throws(JinjaError) {
+        links += 1
+        guard links <= Self.maxLinks else { throw error("the expression chains more than \(Self.maxLinks) operations") }
+    }
 
     init(tokens: [JinjaToken], line: Int, soft: Bool = false) {
         self.tokens = tokens; self.line = line; self.soft = soft
@@ -664,6 +693,8 @@ struct JinjaTokenStream {
     }
 
     mutating func parseConditional() throws(JinjaError) -> JinjaExpr {
+        try descend()
+        defer { depth -= 1 }
         let mark = unknown.count
         var expr = try parseOr()
         while skip(word: "if") {
@@ -678,18 +709,22 @@ struct JinjaTokenStream {
 
     mutating func parseOr() throws(JinjaError) -> JinjaExpr {
         var left = try parseAnd()
-        while skip(word: "or") { left = .or(left, try parseAnd()) }
+        while skip(word: "or") { try link(); left = .or(left, try parseAnd()) }
         return left
     }
 
     mutating func parseAnd() throws(JinjaError) -> JinjaExpr {
         var left = try parseNot()
-        while skip(word: "and") { left = .and(left, try parseNot()) }
+        while skip(word: "and") { try link(); left = .and(left, try parseNot()) }
         return left
     }
 
     mutating func parseNot() throws(JinjaError) -> JinjaExpr {
-        if skip(word: "not") { return .not(try parseNot()) }
+        if skip(word: "not") {
+            try descend()
+            defer { depth -= 1 }
+            return .not(try parseNot())
+        }
         return try parseCompare()
     }
 
@@ -718,6 +753,7 @@ struct JinjaTokenStream {
     mutating func parseMath1() throws(JinjaError) -> JinjaExpr {
         var left = try parseConcat()
         while let op = peekSymbol, op == "+" || op == "-" {
+            try link()
             position += 1
             left = .binary(op, left, try parseConcat())
         }
@@ -726,13 +762,14 @@ struct JinjaTokenStream {
 
     mutating func parseConcat() throws(JinjaError) -> JinjaExpr {
         var items = [try parseMath2()]
-        while skip(symbol: "~") { items.append(try parseMath2()) }
+        while skip(symbol: "~") { try link(); items.append(try parseMath2()) }
         return items.count == 1 ? items[0] : .concat(items)
     }
 
     mutating func parseMath2() throws(JinjaError) -> JinjaExpr {
         var left = try parsePower()
         while let op = peekSymbol, ["*", "/", "//", "%"].contains(op) {
+            try link()
             position += 1
             left = .binary(op, left, try parsePower())
         }
@@ -741,11 +778,13 @@ struct JinjaTokenStream {
 
     mutating func parsePower() throws(JinjaError) -> JinjaExpr {
         var left = try parseUnary(withFilters: true)
-        while skip(symbol: "**") { left = .binary("**", left, try parseUnary(withFilters: true)) }
+        while skip(symbol: "**") { try link(); left = .binary("**", left, try parseUnary(withFilters: true)) }
         return left
     }
 
     mutating func parseUnary(withFilters: Bool) throws(JinjaError) -> JinjaExpr {
+        try descend()
+        defer { depth -= 1 }
         var node: JinjaExpr
         if skip(symbol: "-") {
             node = .negate(try parseUnary(withFilters: false))
@@ -806,6 +845,7 @@ struct JinjaTokenStream {
         var node = start
         while true {
             if skip(symbol: ".") {
+                try link()
                 if case .integer(let i)? = current {
                     position += 1
                     node = .item(node, .literal(.int(i)))
@@ -813,8 +853,10 @@ struct JinjaTokenStream {
                     node = .attribute(node, try expectName(what: "an attribute name after '.'"))
                 }
             } else if skip(symbol: "[") {
+                try link()
                 node = try parseSubscript(node)
             } else if peekSymbol == "(" {
+                try link()
                 node = .call(node, try parseArguments())
             } else {
                 return node
@@ -871,11 +913,13 @@ struct JinjaTokenStream {
         var node = start
         while true {
             if skip(symbol: "|") {
+                try link()
                 let name = try expectName(what: "a filter name after '|'")
                 if !JinjaParser.filters.contains(name) { unknown.append("filter named '\(name)'") }
                 let arguments = peekSymbol == "(" ? try parseArguments() : JinjaArguments()
                 node = .filter(node, name: name, arguments)
             } else if skip(word: "is") {
+                try link()
                 let negated = skip(word: "not")
                 var name: String
                 if let symbol = peekSymbol, ["==", "!=", "<", "<=", ">", ">="].contains(symbol) {
@@ -896,6 +940,7 @@ struct JinjaTokenStream {
                 }
                 node = .test(node, name: name, arguments, negated: negated)
             } else if peekSymbol == "(" {
+                try link()
                 node = .call(node, try parseArguments())
             } else {
                 return node

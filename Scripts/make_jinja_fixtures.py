@@ -202,7 +202,8 @@ G
 {% set x = 'outer' %}{% filter upper %}{% set x = 'inner' %}{% endfilter %}{{ x }} {% set y %}{% set x = 'block' %}{% endset %}{{ x }} {% for i in [] %}{% else %}{% set x = 'else' %}{% endfor %}{{ x }}
 {% raw %}
   kept {{ x }}
-  {% endraw %}|a bc""", {}),
+  {% endraw %}|a\u2028b\x0cc
+{{ range(200000, 0) | list }} {{ ' a b '.split(None, 1) }} {{ ' a b '.rsplit(None, 1) }} {{ '  a  '.split(None, 0) }} {{ '\x1cx\x1f' | trim }} {{ ' a  b '.split() }} {% set café = 1 %}{{ café }}""", {}),
     ("date", """{{ strftime_now('%d %b %Y') }}|{{ strftime_now('%Y-%m-%d') }}|{{ strftime_now('%A %B %-d') }}""", {}),
     ("error_raise", """{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('No system messages, please') }}{% endif %}{{ m.content }}{% endfor %}""", {}),
     ("error_undefined_attribute", """{{ nothing.here }}""", {}),
@@ -218,6 +219,8 @@ SYNTAX_ERRORS = [
     ("syntax_unknown_tag", "{% include 'other.jinja' %}"),
     ("syntax_unknown_filter_in_a_loop_in_an_if", "{% if true %}{% for i in [1] %}{{ i | nosuch }}{% endfor %}{% endif %}"),
     ("syntax_unknown_test", "{{ 1 is nosuchtest }}"),
+    ("syntax_break_outside_a_loop", "{% if true %}{% break %}{% endif %}"),
+    ("syntax_break_in_a_macro_in_a_loop", "{% for i in [1] %}{% macro m() %}{% break %}{% endmacro %}{% endfor %}"),
     ("syntax_bad_expression", "{{ 1 + }}"),
     ("syntax_unclosed_tag", "{{ 1 + 2 "),
 ]

@@ -524,9 +524,12 @@ extension JinjaRuntime {
         }
     }
 
+    /// Python's str.isspace for one code point: Unicode's white space and the separators \x1c–\x1f.
+    static func pythonSpace(_ c: Unicode.Scalar) -> Bool { c.properties.isWhitespace || (0x1C...0x1F).contains(c.value) }
+
     static func strip(_ s: String, chars: String?, leading: Bool, trailing: Bool) -> String {
         let set = chars.map { Set($0.unicodeScalars) }
-        func drop(_ c: Unicode.Scalar) -> Bool { set?.contains(c) ?? c.properties.isWhitespace }
+        func drop(_ c: Unicode.Scalar) -> Bool { set?.contains(c) ?? pythonSpace(c) }
         var scalars = Array(s.unicodeScalars)[...]
         if leading { while let f = scalars.first, drop(f) { scalars.removeFirst() } }
         if trailing { while let l = scalars.last, drop(l) { scalars.removeLast() } }
@@ -551,27 +554,31 @@ extension JinjaRuntime {
         let scalars = Array(s.unicodeScalars)
         func text(_ slice: ArraySlice<Unicode.Scalar>) -> String { String(String.UnicodeScalarView(slice)) }
         guard let separator else {
-            // Runs of whitespace, none empty.
+            // Runs of whitespace, none empty; past `limit` splits the rest is one word, with the
+            // whitespace at its far end kept (Python: ' a b '.split(None, 1) is ['a', 'b ']).
             var words: [ArraySlice<Unicode.Scalar>] = []
-            var i = 0
-            while i < scalars.count {
-                while i < scalars.count, scalars[i].properties.isWhitespace { i += 1 }
-                guard i < scalars.count else { break }
-                if limit >= 0, words.count == limit, !fromRight {
-                    var end = scalars.count
-                    while end > i, scalars[end - 1].properties.isWhitespace { end -= 1 }
-                    words.append(scalars[i..<end]); break
+            if !fromRight {
+                var i = 0
+                while i < scalars.count {
+                    while i < scalars.count, pythonSpace(scalars[i]) { i += 1 }
+                    guard i < scalars.count else { break }
+                    if limit >= 0, words.count == limit { words.append(scalars[i...]); break }
+                    let start = i
+                    while i < scalars.count, !pythonSpace(scalars[i]) { i += 1 }
+                    words.append(scalars[start..<i])
                 }
-                let start = i
-                while i < scalars.count, !scalars[i].properties.isWhitespace { i += 1 }
-                words.append(scalars[start..<i])
+                return words.map(text)
             }
-            if fromRight, limit >= 0, words.count > limit + 1 {
-                let keep = words.suffix(limit)
-                let head = scalars[words[0].startIndex..<words[words.count - limit - 1].endIndex]
-                return [text(head)] + keep.map(text)
+            var j = scalars.count
+            while j > 0 {
+                while j > 0, pythonSpace(scalars[j - 1]) { j -= 1 }
+                guard j > 0 else { break }
+                if limit >= 0, words.count == limit { words.append(scalars[..<j]); break }
+                let end = j
+                while j > 0, !pythonSpace(scalars[j - 1]) { j -= 1 }
+                words.append(scalars[j..<end])
             }
-            return words.map(text)
+            return words.reversed().map(text)
         }
         let sep = Array(separator.unicodeScalars)
         guard !sep.isEmpty else { throw fail("empty separator") }

@@ -149,7 +149,8 @@ struct JinjaRuntime {
                     : ints.count == 3 ? (ints[0], ints[1], ints[2]) : (0, 0, 0)
                 guard step != 0 else { throw fail("range() takes 1 to 3 integers, the step not 0") }
                 // (In Double: Int arithmetic on extreme bounds would trap.)
-                guard abs((Double(stop) - Double(start)) / Double(step)) <= 100_000 else { throw fail("range() longer than 100000 items") }
+                let length = max(0, ((Double(stop) - Double(start)) / Double(step)).rounded(.up))
+                guard length <= 100_000 else { throw fail("range() longer than 100000 items") }
                 return .list(Swift.stride(from: start, to: stop, by: step).map { .int($0) })
             },
         ]
@@ -160,9 +161,13 @@ struct JinjaRuntime {
         var seconds = time_t(date.timeIntervalSince1970)
         var parts = tm()
         localtime_r(&seconds, &parts)
-        var buffer = [CChar](repeating: 0, count: 512)
-        let count = Foundation.strftime(&buffer, buffer.count, format, &parts)
-        return String(decoding: buffer[..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        // strftime gives 0 when the buffer is too small (or the text empty): grow it a few times.
+        for size in [256, 4096, 65536, 1 << 20] {
+            var buffer = [CChar](repeating: 0, count: size)
+            let count = Foundation.strftime(&buffer, buffer.count, format, &parts)
+            if count > 0 || size == 1 << 20 { return String(decoding: buffer[..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self) }
+        }
+        return ""
     }
 
     // MARK: Statements

@@ -286,9 +286,10 @@ struct JinjaLexer {
                 // ("+" keeps the line break after a block tag; jinja2 has no "+}}".)
                 if c == "-" || (c == "+" && closer == "%"), at(1) == closer, at(2) == "}" { return (tokens, i + 3, c) }
             }
-            if c == "_" || c.properties.isAlphabetic && c.isASCII {
+            if c == "_" || c.properties.isXIDStart {
+                // Python identifiers, as jinja2's names (not only ASCII).
                 var name = ""
-                while let d = at(0), d == "_" || (d.isASCII && (d.properties.isAlphabetic || d.properties.numericType != nil)) {
+                while let d = at(0), d == "_" || d.properties.isXIDContinue {
                     name.unicodeScalars.append(d); i += 1
                 }
                 tokens.append(JinjaToken(kind: .name(name), line: line))
@@ -394,6 +395,8 @@ struct JinjaParser {
     var soft = false
     /// Blocks open around the statement being read (bounded, as expressions are: rendering recurses).
     var blockDepth = 0
+    /// Loops open around it, in this macro (break and continue need one).
+    var loopDepth = 0
     static let maxBlockDepth = 100
 
     init(pieces: [JinjaPiece]) { self.pieces = pieces }
@@ -512,7 +515,9 @@ struct JinjaParser {
             if stream.skip(word: "if") { filter = try stream.parseExpression(allowTuple: false) }
             if stream.peekWord == "recursive" { throw .syntax(line: line, message: "recursive loops are not supported") }
             try stream.expectEnd(in: "{% for %}")
+            loopDepth += 1
             let body = try parseBody(until: ["else", "endfor"], soft: false)
+            loopDepth -= 1
             let (ender, next) = try expectEnd(["else", "endfor"])
             try next.expectEnd(in: "{% \(ender) %}")
             var otherwise: [JinjaNode] = []
@@ -547,12 +552,16 @@ struct JinjaParser {
             let name = try stream.expectName(what: "the macro's name")
             let parameters = try stream.parseParameters()
             try stream.expectEnd(in: "{% macro %}")
+            let outerLoops = loopDepth
+            loopDepth = 0  // (a macro's body breaks no loop of its caller's)
             let body = try parseBody(until: ["endmacro"], soft: false)
+            loopDepth = outerLoops
             let (_, end) = try expectEnd(["endmacro"])
             try end.expectEnd(in: "{% endmacro %}")
             return JinjaNode(kind: .macro(JinjaMacro(name: name, parameters: parameters, body: body)), line: line)
         case "break", "continue":
             try stream.expectEnd(in: "{% \(word) %}")
+            guard loopDepth > 0 else { throw .syntax(line: line, message: "{% \(word) %} outside a loop") }
             return JinjaNode(kind: word == "break" ? .breakLoop : .continueLoop, line: line)
         case "filter":
             let name = try stream.expectName(what: "a filter name")
@@ -570,7 +579,10 @@ struct JinjaParser {
                 throw stream.error("{% call %} takes a macro call, e.g. {% call list(items) %}")
             }
             try stream.expectEnd(in: "{% call %}")
+            let outerLoops = loopDepth
+            loopDepth = 0  // (the body is the caller's: it breaks no loop around the call)
             let body = try parseBody(until: ["endcall"], soft: false)
+            loopDepth = outerLoops
             let (_, end) = try expectEnd(["endcall"])
             try end.expectEnd(in: "{% endcall %}")
             return JinjaNode(kind: .callBlock(caller: JinjaMacro(name: "caller", parameters: parameters, body: body), callee: callee, arguments: arguments),

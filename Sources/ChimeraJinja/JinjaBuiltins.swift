@@ -313,7 +313,8 @@ extension JinjaRuntime {
 
     /// A repetition count, refused when the result would pass 10 million items.
     static func bounded(_ count: Int, _ size: Int) throws -> Int {
-        guard count <= 0 || size == 0 || count <= 10_000_000 / size else { throw fail("a repetition of more than 10000000 items") }
+        if size == 0 { return 0 }  // (empty whatever the count: `[] * 2**62` must not allocate 2**62 empty lists)
+        guard count <= 0 || count <= 10_000_000 / size else { throw fail("a repetition of more than 10000000 items") }
         return count
     }
 

@@ -127,6 +127,8 @@ let fixtureNow: Date = {
 
     @Test func edgesThatFit() throws {
         #expect(try JinjaTemplate("{{ (-9223372036854775807 - 1) is divisibleby(-1) }} {{ -7 is odd }} {{ 'a' | indent(10000000000) }}").render([:]) == "True True a")
+        // (From the fuzz: an empty list or text repeated Int.max times allocated Int.max empty items.)
+        #expect(try JinjaTemplate("{{ 9223372036854775807 * [] }}{{ '' * 9223372036854775807 }}{{ 1e-7 in 9223372036854775807 * [] }}").render([:]) == "[]False")
     }
 }
 

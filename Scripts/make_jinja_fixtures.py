@@ -203,7 +203,7 @@ G
 {% raw %}
   kept {{ x }}
   {% endraw %}|a\u2028b\x0cc
-{{ range(200000, 0) | list }} {{ ' a b '.split(None, 1) }} {{ ' a b '.rsplit(None, 1) }} {{ '  a  '.split(None, 0) }} {{ '\x1cx\x1f' | trim }} {{ ' a  b '.split() }} {% set café = 1 %}{{ café }}""", {}),
+{{ range(200000, 0) | list }} {{ ' a b '.split(None, 1) }} {{ ' a b '.rsplit(None, 1) }} {{ '  a  '.split(None, 0) }} {{ '\x1cx\x1f' | trim }} {{ ' a  b '.split() }} {% set café = 1 %}{{ café }} {{ 2 | round }} {{ 2.5 | round }} {{ 7 | round(1, 'floor') }}""", {}),
     ("date", """{{ strftime_now('%d %b %Y') }}|{{ strftime_now('%Y-%m-%d') }}|{{ strftime_now('%A %B %-d') }}""", {}),
     ("error_raise", """{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('No system messages, please') }}{% endif %}{{ m.content }}{% endfor %}""", {}),
     ("error_undefined_attribute", """{{ nothing.here }}""", {}),

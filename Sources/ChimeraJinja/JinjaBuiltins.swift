@@ -971,6 +971,9 @@ extension JinjaRuntime {
         case "round":
             guard let x = Self.number(value) else { throw Self.fail("round takes a number, found \(Self.typeName(value))") }
             let precision = arg(0, "precision").flatMap(Self.integer) ?? 0, method = arg(1, "method").map(text) ?? "common"
+            guard ["common", "floor", "ceil"].contains(method) else { throw Self.fail("method must be 'common', 'ceil' or 'floor'") }
+            // Python's round() keeps an int an int.
+            if method == "common", precision >= 0, case .int = value { return value }
             let scale = pow(10, Double(precision))
             // "common" is Python's round(): halves to even.
             let rule: FloatingPointRoundingRule = method == "floor" ? .down : method == "ceil" ? .up : .toNearestOrEven

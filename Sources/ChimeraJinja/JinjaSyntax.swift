@@ -3,7 +3,7 @@ import Foundation
 // The Jinja subset Hugging Face chat templates are written in, read as transformers reads them:
 // jinja2 with trim_blocks, lstrip_blocks, loop controls and the `{% generation %}` tag. This file
 // turns a template's text into a tree; JinjaRuntime.swift renders it. What jinja2 has and this
-// subset does not (includes, inheritance, call blocks, recursive loops, filters no chat template
+// subset does not (includes, inheritance, recursive loops, `**kwargs`, filters no chat template
 // uses) is refused when the template is read, by name and line, never rendered wrong. As in jinja2,
 // an unknown filter or test is refused when read unless it stands in an if statement or an inline
 // if (a "soft" frame): there it fails only if it is reached.

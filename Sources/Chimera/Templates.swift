@@ -143,9 +143,9 @@ public struct ChatTemplate: Codable, Sendable, Equatable {
     }
 
     /// A Jinja template, `template` parsed from `jinjaFile` (relative to `directory`).
-    public init(id: String, jinjaFile: String, template: JinjaTemplate, directory: URL, stop: [String] = []) throws {
+    public init(id: String, jinjaFile: String, template: JinjaTemplate, directory: URL) {
         schema = Self.schemaVersion
-        self.id = id; self.jinjaFile = jinjaFile; self.directory = directory; self.stop = stop
+        self.id = id; self.jinjaFile = jinjaFile; self.directory = directory; stop = []
         system = ""; systemFormat = Self.contentSlot; user = ""; assistant = ""; generationPrompt = ""
         jinja = template
     }
@@ -153,7 +153,7 @@ public struct ChatTemplate: Codable, Sendable, Equatable {
     /// Reads and parses `jinja_file` (a manifest's is read when the manifest is).
     public mutating func loadJinja() throws {
         guard let url = jinjaURL else { return }
-        do { jinja = try Self.parseJinja(url) } catch let ChatTemplateError.unreadableJinja(file, reason) {
+        do { jinja = try Self.parseJinja(try Self.jinjaText(url), file: url) } catch let ChatTemplateError.unreadableJinja(file, reason) {
             throw ManifestError.invalid(file: origin, detail: "jinja_file: \(file): \(reason)")
         }
     }
@@ -167,9 +167,14 @@ public struct ChatTemplate: Codable, Sendable, Equatable {
             }
             return template
         }
-        var template = try ChatTemplate(id: url.deletingPathExtension().lastPathComponent, jinjaFile: url.lastPathComponent,
-                                        template: try parseJinja(url), directory: url.deletingLastPathComponent())
-        template.origin = url.path
+        return try jinjaTemplate(id: url.deletingPathExtension().lastPathComponent, text: try jinjaText(url), file: url)
+    }
+
+    /// A Jinja template read from `file` (its origin), its errors naming the file.
+    static func jinjaTemplate(id: String, text: String, file: URL) throws -> ChatTemplate {
+        var template = ChatTemplate(id: id, jinjaFile: file.lastPathComponent, template: try parseJinja(text, file: file),
+                                        directory: file.deletingLastPathComponent())
+        template.origin = file.path
         return template
     }
 
@@ -183,12 +188,7 @@ public struct ChatTemplate: Codable, Sendable, Equatable {
         for name in files {
             let url = folder.appendingPathComponent(name)
             guard FileManager.default.fileExists(atPath: url.path) else { continue }
-            if name.hasSuffix(".jinja") {
-                guard let text = try? String(contentsOf: url, encoding: .utf8) else {
-                    throw ChatTemplateError.unreadableJinja(file: url.path, reason: "not readable UTF-8 text")
-                }
-                return (text, url)
-            }
+            if name.hasSuffix(".jinja") { return (try jinjaText(url), url) }
             guard let data = FileManager.default.contents(atPath: url.path),
                   let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
                 throw ChatTemplateError.unreadableJinja(file: url.path, reason: "not a JSON object")
@@ -213,23 +213,23 @@ public struct ChatTemplate: Codable, Sendable, Equatable {
             return nil
         }
         guard let found = try checkpointTemplateText(in: folder, files: checkpointTemplateFiles.filter { $0 != "processor_config.json" }) else { return nil }
-        let template: JinjaTemplate
-        do { template = try JinjaTemplate(found.text) } catch {
-            throw ChatTemplateError.unreadableJinja(file: found.file.path, reason: error.errorDescription ?? "\(error)")
-        }
-        var chosen = try ChatTemplate(id: id, jinjaFile: found.file.lastPathComponent, template: template, directory: folder)
-        chosen.origin = found.file.path
-        return chosen
+        return try jinjaTemplate(id: id, text: found.text, file: found.file)
     }
 
-    static func parseJinja(_ url: URL) throws -> JinjaTemplate {
+    /// The text of a Jinja template file; errors name it.
+    static func jinjaText(_ url: URL) throws -> String {
         if let reason = notARegularFile(url.path) { throw ChatTemplateError.unreadableJinja(file: url.path, reason: reason) }
         guard let data = FileManager.default.contents(atPath: url.path) else {
             throw ChatTemplateError.unreadableJinja(file: url.path, reason: "no such file or not readable")
         }
         guard let text = String(data: data, encoding: .utf8) else { throw ChatTemplateError.unreadableJinja(file: url.path, reason: "not UTF-8 text") }
+        return text
+    }
+
+    /// `text` parsed; an error names `file`, where the text came from.
+    static func parseJinja(_ text: String, file: URL) throws -> JinjaTemplate {
         do { return try JinjaTemplate(text) } catch {
-            throw ChatTemplateError.unreadableJinja(file: url.path, reason: error.errorDescription ?? "\(error)")
+            throw ChatTemplateError.unreadableJinja(file: file.path, reason: error.errorDescription ?? "\(error)")
         }
     }
 

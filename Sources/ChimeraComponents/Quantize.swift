@@ -88,11 +88,12 @@ public struct Quantizer {
         // the output folder holds all it names.
         var templates: [String: ChatTemplate] = [:]
         func rewriteTemplate(_ id: String?) throws -> String? {
-            guard let id, let template = catalog.templates[id], let jinja = template.jinja, let jinjaURL = template.jinjaURL else { return id }
+            guard let id, let template = catalog.templates[id], template.jinja != nil, let jinjaURL = template.jinjaURL else { return id }
             if let done = templates[id] { return done.id }
-            var copy = try ChatTemplate(id: id + suffix, jinjaFile: "\(id + suffix).chat_template.jinja", template: jinja, directory: output, stop: template.stop)
-            copy.contentParts = template.contentParts
-            copy.description = template.description
+            var copy = template  // (its Jinja, content parts, stop strings and description as they are)
+            copy.id = id + suffix
+            copy.jinjaFile = "\(copy.id).chat_template.jinja"
+            copy.directory = output
             copy.source = template.source ?? jinjaURL.path
             templates[id] = copy
             return copy.id

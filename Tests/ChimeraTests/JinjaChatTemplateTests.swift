@@ -70,7 +70,7 @@ import Testing
         let fixture = try Fixture.load()
         let tokenizerFile = packageRoot.appendingPathComponent("Tests/ChimeraTests/Fixtures/\(fixture.checkpoint)/tokenizer.json")
         for c in fixture.cases {
-            var template = try ChatTemplate(id: c.template, jinjaFile: "\(c.template).jinja", template: try JinjaTemplate(fixture.templates[c.template]!),
+            var template = ChatTemplate(id: c.template, jinjaFile: "\(c.template).jinja", template: try JinjaTemplate(fixture.templates[c.template]!),
                                             directory: temporaryDirectory())
             template.specialTokens = try Tokenizer.namedSpecialTokens(besides: tokenizerFile)
             #expect(!template.tokenizerAddsSpecialTokens)
@@ -88,7 +88,7 @@ import Testing
         struct LLaVAFixture: Decodable { struct Case: Decodable { let conversation: String; let turns: [ChatTurn]; let expected: String }
             let chat_template: String; let cases: [Case] }
         let fixture = try JSONDecoder().decode(LLaVAFixture.self, from: Data(contentsOf: packageRoot.appendingPathComponent("Tests/ChimeraTests/Fixtures/templates/llava_hf.json")))
-        var template = try ChatTemplate(id: "llava-hf", jinjaFile: "llava.jinja", template: try JinjaTemplate(fixture.chat_template), directory: temporaryDirectory())
+        var template = ChatTemplate(id: "llava-hf", jinjaFile: "llava.jinja", template: try JinjaTemplate(fixture.chat_template), directory: temporaryDirectory())
         #expect(try template.render(fixture.cases[0].turns) != fixture.cases[0].expected)  // as text, its images and words are lost
         template.contentParts = ["<image>": "image"]
         for c in fixture.cases { #expect(try template.render(c.turns) == c.expected, "\(c.conversation)") }

@@ -183,8 +183,7 @@ public struct CheckpointImporter {
         if FileManager.default.fileExists(atPath: file("sample.png").path) {
             assembly.samples = [placeholder: relative(file("sample.png"))]
         }
-        return try write(assembly: assembly, components: [encoder, connector, languageModel], chatTemplate: chatTemplate,
-                         warnings: warnings + (chatTemplate.warning.map { [$0] } ?? []))
+        return try write(assembly: assembly, components: [encoder, connector, languageModel], chatTemplate: chatTemplate, warnings: warnings)
     }
 
     /// The checkpoint's own chat template as written for `id`: the built-in "llava" when it is
@@ -210,16 +209,15 @@ public struct CheckpointImporter {
             let imageLine = found.text.contains("'<image>\\n'") || found.text.contains("'<image>\n'")
             if imageLine, llava.allSatisfy(compact.contains) { return ImportedChatTemplate(name: "llava") }
         }
-        let jinjaFile = "\(id).chat_template.jinja"
-        do {
-            var template = try ChatTemplate(id: "\(id)-chat", jinjaFile: jinjaFile, template: try JinjaTemplate(found.text), directory: outputDirectory)
-            template.contentParts = contentParts
-            template.description = "The chat template of \(checkpoint.lastPathComponent) (its \(found.file.lastPathComponent))"
-            template.source = relative(found.file)
-            return ImportedChatTemplate(name: template.id, manifest: template)
-        } catch let error as JinjaError {
+        let parsed: JinjaTemplate
+        do { parsed = try JinjaTemplate(found.text) } catch {
             return ImportedChatTemplate(warning: "\(found.file.path): its chat_template is Jinja Chimera does not render (\(error.errorDescription ?? "\(error)")); \(advice)")
         }
+        var template = ChatTemplate(id: "\(id)-chat", jinjaFile: "\(id).chat_template.jinja", template: parsed, directory: outputDirectory)
+        template.contentParts = contentParts
+        template.description = "The chat template of \(checkpoint.lastPathComponent) (its \(found.file.lastPathComponent))"
+        template.source = relative(found.file)
+        return ImportedChatTemplate(name: template.id, manifest: template)
     }
 
     /// The nested vision_config and text_config of a multimodal config (`model` says who put them
@@ -251,7 +249,7 @@ public struct CheckpointImporter {
                                                        configPath: configPath, tiedAtTop: nil, transformersVersion: nil)
         let chatTemplate = try chatTemplate(id: name, contentParts: nil)
         lm.chatTemplate = chatTemplate.name
-        return try write(assembly: nil, components: [lm], chatTemplate: chatTemplate, warnings: warnings + (chatTemplate.warning.map { [$0] } ?? []))
+        return try write(assembly: nil, components: [lm], chatTemplate: chatTemplate, warnings: warnings)
     }
 
     func languageModelManifest(id: String, text: [String: Any], section: String, store: WeightStore, weightFiles: [URL],
@@ -408,13 +406,14 @@ public struct CheckpointImporter {
         return path.hasPrefix(base) ? String(path.dropFirst(base.count)) : path
     }
 
-    /// Checks and writes the manifests; `warnings` are what the mapping itself found to report.
+    /// Checks and writes the manifests and the checkpoint's chat template; `warnings` are what the
+    /// mapping itself found to report (the chat template's own follows them).
     func write(assembly: AssemblyManifest?, components: [ComponentManifest], chatTemplate: ImportedChatTemplate = ImportedChatTemplate(),
                warnings: [String] = []) throws -> ImportResult {
         try checkBeforeWriting(components, assembly: assembly)
         var result = try writeManifests(assembly: assembly, components: components, to: outputDirectory)
         if let template = chatTemplate.manifest { result.templatePath = try writeChatTemplate(template, to: outputDirectory) }
-        result.warnings += warnings
+        result.warnings += warnings + (chatTemplate.warning.map { [$0] } ?? [])
         if let model = components.first(where: { $0.kind == .languageModel }), let generation = try generationConfig() {
             result.warnings += generation.warnings(file: file("generation_config.json").path, context: model.contextLength)
         }

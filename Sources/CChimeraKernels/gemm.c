@@ -12,7 +12,8 @@
 //     micro-kernel over every X panel, which broadcasts X and loads W a vector at a time.
 // AVX-512, or AVX2 (below, with smaller panels): without either chk_gemm_nt returns 0 and the
 // caller falls back to sgemm. Quantized weights with AVX-512 VNNI take an int8 product instead (the
-// same threading, its own packing and micro-kernel: "int8 products" below).
+// same threading, its own packing and micro-kernel: "int8 products" below), and bf16 weights on AMD
+// CPUs with AVX-512 BF16 a bfloat16 dot-product one ("bfloat16 products").
 #include "chimera_kernels.h"
 #include <immintrin.h>
 #include <stdlib.h>
@@ -602,6 +603,33 @@ AVX2 static void kernel_6x16_avx2(long kc, const void *xpanel, const void *wpane
 // at the surplus (−offset · Σq of the activation's block), so Σ (w + offset)·q − offset·Σq = Σ w·q.
 // The block's sum is then scaled by both scales into float accumulators: 6 rows × 32 columns keep
 // 12 integer and 12 float accumulators, two weight vectors and a broadcast in the 32 registers.
+// The int8 and bfloat16 micro-kernels' tile of C, rows (≤ 12) × cols (≤ 32) of 32-wide rows: its
+// lines prefetched as the kernel starts (they arrive during its loop, as kernel_body's), and the
+// accumulators stored (+ bias, + C when accumulating).
+AVX512 static inline __attribute__((always_inline)) void prefetch_tile32(float *c, long ldc, long rows) {
+    for (long i = 0; i < rows; i++) {
+        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_ET0);
+        _mm_prefetch((const char *)(c + i * ldc + 16), _MM_HINT_ET0);
+    }
+}
+// (mr, the accumulators' rows, a constant: the loop unrolls and they stay in registers.)
+AVX512 static inline __attribute__((always_inline)) void store_tile32(__m512 (*acc)[2], const int mr, long rows, long cols, const float *bias,
+                                                                      float *c, long ldc, int accumulate) {
+    __mmask16 m0 = first_lanes(cols), m1 = first_lanes(cols - 16);
+    __m512 bias0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
+    __m512 bias1 = bias ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
+    for (int i = 0; i < mr && i < rows; i++) {
+        float *row = c + i * ldc;
+        __m512 v0 = _mm512_add_ps(acc[i][0], bias0), v1 = _mm512_add_ps(acc[i][1], bias1);
+        if (accumulate) {
+            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, row));
+            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, row + 16));
+        }
+        _mm512_mask_storeu_ps(row, m0, v0);
+        _mm512_mask_storeu_ps(row + 16, m1, v1);
+    }
+}
+
 #define AVX512VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c,avx2")))
 enum { I8_MR = 6, I8_NR = 32, I8_KC = 2048 };
 // A block of 32 columns of a packed X panel: codes [8 quads][I8_MR rows][4 bytes], then per row
@@ -687,11 +715,7 @@ AVX512VNNI static void pack_w_int8(chk_format format, const void *w, const uint1
 // `offset` picks the surplus (0, 1, 2: weights offset by 8, 32, 128).
 AVX512VNNI static inline __attribute__((always_inline)) void int8_kernel_body(long kc, const uint8_t *xp, const uint8_t *wp,
     const float *bias, float *c, long ldc, int accumulate, long rows, long cols, const int offset) {
-    __mmask16 m0 = first_lanes(cols), m1 = first_lanes(cols - 16);
-    for (int i = 0; i < I8_MR && i < rows; i++) {  // C arrives during the loop (as kernel_body's)
-        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_ET0);
-        _mm_prefetch((const char *)(c + i * ldc + 16), _MM_HINT_ET0);
-    }
+    prefetch_tile32(c, ldc, rows);
     __m512 f[I8_MR][2];
     for (int i = 0; i < I8_MR; i++) f[i][0] = f[i][1] = _mm512_setzero_ps();
     for (long b = 0; b < kc / CHK_BLOCK; b++, xp += I8_X_BLOCK, wp += I8_W_BLOCK) {
@@ -717,18 +741,7 @@ AVX512VNNI static inline __attribute__((always_inline)) void int8_kernel_body(lo
             f[i][1] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(a[i][1]), d), s1, f[i][1]);
         }
     }
-    __m512 bias0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
-    __m512 bias1 = bias ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
-    for (int i = 0; i < I8_MR && i < rows; i++) {
-        float *row = c + i * ldc;
-        __m512 v0 = _mm512_add_ps(f[i][0], bias0), v1 = _mm512_add_ps(f[i][1], bias1);
-        if (accumulate) {
-            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, row));
-            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, row + 16));
-        }
-        _mm512_mask_storeu_ps(row, m0, v0);
-        _mm512_mask_storeu_ps(row + 16, m1, v1);
-    }
+    store_tile32(f, I8_MR, rows, cols, bias, c, ldc, accumulate);
 }
 
 AVX512VNNI static void kernel_int8(long kc, const void *xp, const void *wp, chk_format format, const float *bias, float *c,
@@ -738,6 +751,86 @@ AVX512VNNI static void kernel_int8(long kc, const void *xp, const void *wp, chk_
     case CHK_Q6_0: int8_kernel_body(kc, xp, wp, bias, c, ldc, accumulate, rows, cols, 1); break;
     default: int8_kernel_body(kc, xp, wp, bias, c, ldc, accumulate, rows, cols, 2); break;  // q8_0
     }
+}
+
+// MARK: - bfloat16 products (AVX-512 BF16)
+
+// bf16 weights against X rounded to bfloat16, as every product of bf16 weights multiplies it
+// (chk_bf16_roundtrip): vdpbf16ps sums two products per lane, 32 multiply-adds an instruction to the
+// FMA's 16. Where it runs at the FMA's rate (AMD's Zen 4 and 5: 215 G multiply-adds a second per
+// core measured on a Zen 5, 114 for float32 FMAs) that doubles the GEMM's peak; Intel's runs it at
+// half that rate (42 against 87 on the Xeon of docs/performance.md), no faster than widening the
+// weights for the float micro-kernel, which stays the choice there. Pairs of K: X panels are
+// [pair][B16_MR rows] and W panels [pair][B16_NR rows] of 32-bit (element 2p, 2p + 1) pairs, an odd
+// last element paired with 0; the 12 × 32 micro-kernel broadcasts an X pair against two W vectors.
+#define AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma,f16c,avx2")))
+enum { B16_MR = 12, B16_NR = 32, B16_KC = 1024 };  // a slice's panels as many bytes as float32's (KC)
+
+static long bf16_x_panel_bytes(long kc) { return (kc + 1) / 2 * B16_MR * 4; }
+static long bf16_w_panel_bytes(long kc) { return (kc + 1) / 2 * B16_NR * 4; }
+
+// X rows [r0, r0 + B16_MR) (beyond m zero), columns [0, k), rounded to bfloat16 as chk_to_bf16 rounds.
+static void pack_x_bf16(const float *x, long ldx, long m, long k, long r0, void *out) {
+    uint32_t *panel = out;
+    enum { CHUNK = 512 };
+    uint16_t h[CHUNK + 1];
+    for (int i = 0; i < B16_MR; i++) {
+        for (long c0 = 0; c0 < k; c0 += CHUNK) {
+            long n = k - c0 < CHUNK ? k - c0 : CHUNK;
+            if (r0 + i < m) chk_to_bf16(x + (r0 + i) * ldx + c0, n, h);
+            else memset(h, 0, sizeof h);
+            h[n] = 0;  // an odd last element's partner
+            for (long p = 0; p < (n + 1) / 2; p++) panel[(c0 / 2 + p) * B16_MR + i] = (uint32_t)h[2 * p] | (uint32_t)h[2 * p + 1] << 16;
+        }
+    }
+}
+
+// bf16 weight rows [n0, n0 + rows) (beyond n zero), columns [k0, k0 + kc), into panels of B16_NR rows:
+// sixteen rows' next 16 pairs loaded as 16 vectors of 32-bit pairs and transposed, so that a vector
+// holds one pair of sixteen rows.
+AVX512BF16 static void pack_w_bf16(chk_format format, const void *w, const uint16_t *scales, long n, long cols,
+                                   long n0, long rows, long k0, long kc, void *out) {
+    (void)scales;
+    const uint16_t *wh = w;
+    long pairs = (kc + 1) / 2;
+    for (long p = 0; p < (rows + B16_NR - 1) / B16_NR; p++) {
+        float *panel = (float *)((char *)out + p * bf16_w_panel_bytes(kc));
+        for (int half = 0; half < 2; half++) {
+            long first = n0 + p * B16_NR + half * 16, real = rows - p * B16_NR - half * 16;
+            if (real > 16) real = 16;
+            if (first + real > n) real = n - first;
+            for (long q = 0; q < pairs; q += 16) {
+                long elements = kc - 2 * q < 32 ? kc - 2 * q : 32;
+                __mmask32 mask = elements >= 32 ? 0xFFFFFFFFu : (__mmask32)((1u << elements) - 1);
+                __m512 v[16];
+                if (real > 0) prefetch_packing(format, w, cols, first, real, k0, kc, 2 * q);
+                for (long i = 0; i < 16; i++)
+                    v[i] = i < real ? _mm512_castsi512_ps(_mm512_maskz_loadu_epi16(mask, wh + (first + i) * cols + k0 + 2 * q))
+                                    : _mm512_setzero_ps();
+                transpose16_store(v, panel + q * B16_NR + half * 16, B16_NR, (int)((elements + 1) / 2));
+            }
+        }
+    }
+}
+
+// C[rows, cols] (+)= an X panel times a W panel (+ bias), rows ≤ B16_MR and cols ≤ B16_NR stored.
+AVX512BF16 static void kernel_bf16(long kc, const void *xpv, const void *wpv, chk_format format, const float *bias, float *c, long ldc,
+                                   int accumulate, long rows, long cols) {
+    (void)format;
+    const uint32_t *xp = xpv;
+    const float *wp = wpv;
+    prefetch_tile32(c, ldc, rows);
+    __m512 acc[B16_MR][2];
+    for (int i = 0; i < B16_MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    for (long p = 0; p < (kc + 1) / 2; p++, xp += B16_MR, wp += B16_NR) {
+        __m512bh w0 = (__m512bh)_mm512_loadu_ps(wp), w1 = (__m512bh)_mm512_loadu_ps(wp + 16);
+        for (int i = 0; i < B16_MR; i++) {
+            __m512bh x = (__m512bh)_mm512_set1_epi32((int)xp[i]);
+            acc[i][0] = _mm512_dpbf16_ps(acc[i][0], x, w0);
+            acc[i][1] = _mm512_dpbf16_ps(acc[i][1], x, w1);
+        }
+    }
+    store_tile32(acc, B16_MR, rows, cols, bias, c, ldc, accumulate);
 }
 
 // MARK: - Threaded product
@@ -772,6 +865,8 @@ static const gemm_isa gemm_avx512 = {MR, NR, KC, 0, f32_x_panel_bytes, f32_w_pan
 static const gemm_isa gemm_avx2 = {MR2, NR2, KC, 0, avx2_x_panel_bytes, avx2_w_panel_bytes, pack_x_rows_avx2, pack_weights_avx2,
                                    kernel_6x16_avx2};
 static const gemm_isa gemm_int8 = {I8_MR, I8_NR, I8_KC, 1, int8_x_panel_bytes, int8_w_panel_bytes, pack_x_int8, pack_w_int8, kernel_int8};
+static const gemm_isa gemm_bf16 = {B16_MR, B16_NR, B16_KC, 1, bf16_x_panel_bytes, bf16_w_panel_bytes, pack_x_bf16, pack_w_bf16,
+                                   kernel_bf16};
 
 typedef struct {
     const gemm_isa *isa;
@@ -899,12 +994,23 @@ static int run_gemm(const gemm_isa *isa, const chk_gemm_part *parts, int count, 
     return !atomic_load(&job.failed);
 }
 
-static int forced_float_gemm;
+static int forced_float_gemm, forced_bf16_gemm;
 
 // Whether quantized weights take the int8 product here (AVX-512 with VNNI, allowed, not forced off).
 static int int8_gemm_here(void) {
     __builtin_cpu_init();
     return !forced_float_gemm && chk_attention_available() && __builtin_cpu_supports("avx512vnni");
+}
+
+// Whether this CPU can run the bfloat16 product (AVX-512 BF16, allowed), and whether bf16 weights
+// take it: by default on AMD's CPUs, whose vdpbf16ps runs at the rate of their FMAs (Intel's at half).
+static int bf16_gemm_possible(void) {
+    __builtin_cpu_init();
+    return chk_attention_available() && __builtin_cpu_supports("avx512bf16");
+}
+static int bf16_gemm_here(void) {
+    if (forced_float_gemm || !bf16_gemm_possible()) return 0;
+    return forced_bf16_gemm || __builtin_cpu_is("amd");
 }
 
 int chk_force_float_gemm(int on) {
@@ -914,6 +1020,13 @@ int chk_force_float_gemm(int on) {
     return here;
 }
 
+int chk_force_bf16_gemm(int on) {
+    forced_bf16_gemm = on;
+    return bf16_gemm_possible();
+}
+
+const char *chk_bf16_gemm_kind(void) { return bf16_gemm_here() ? "bf16-dot" : "float"; }
+
 // Quantized weights multiply the activation as decode's products do, quantized in blocks of 32 —
 // on every path, so that prefill and decode, and CPUs with and without VNNI, agree: the int8
 // product quantizes X as it packs it; the float one multiplies X rounded through the same
@@ -922,27 +1035,38 @@ int chk_gemm_nt_parts(const chk_gemm_part *parts, int count, long k, const float
     const gemm_isa *isa = gemm_isa_here();
     if (count < 1 || count > CHK_GEMM_PARTS || !isa || k < 1) return 0;  // (k = 0: no slices to cut; the callers' sgemm takes it)
     if (m <= 0) return 1;
-    chk_gemm_part floats[CHK_GEMM_PARTS], quantized[CHK_GEMM_PARTS];
-    int floatCount = 0, quantizedCount = 0;
+    chk_gemm_part floats[CHK_GEMM_PARTS], quantized[CHK_GEMM_PARTS], bf16[CHK_GEMM_PARTS];
+    int floatCount = 0, quantizedCount = 0, bf16Count = 0;
     for (int i = 0; i < count; i++) {
         long wcols = part_row_length(&parts[i], k);
         if (parts[i].wk0 < 0 || parts[i].wk0 + k > wcols) return 0;
         int blocked = chk_format_is_blocked(parts[i].format);
         if (blocked && (wcols % CHK_BLOCK || parts[i].wk0 % CHK_BLOCK || k % CHK_BLOCK)) return 0;
         if (blocked) quantized[quantizedCount++] = parts[i];
+        else if (parts[i].format == CHK_BF16) bf16[bf16Count++] = parts[i];
         else floats[floatCount++] = parts[i];
     }
     // (A failure after the float parts are done leaves the caller to recompute them all: groups of
     // several parts never accumulate.)
     if (floatCount && !run_gemm(isa, floats, floatCount, k, x, ldx, m, threads)) return 0;
-    if (!quantizedCount) return 1;
-    if (isa == &gemm_avx512 && int8_gemm_here()) return run_gemm(&gemm_int8, quantized, quantizedCount, k, x, ldx, m, threads);
-    float *rounded = malloc(sizeof(float) * (size_t)(m * k));
-    if (!rounded) return 0;
-    chk_quantize_roundtrip(x, ldx, m, k, rounded, k, threads);
-    int done = run_gemm(isa, quantized, quantizedCount, k, rounded, k, m, threads);
+    if (bf16Count && isa == &gemm_avx512 && bf16_gemm_here()) {
+        if (!run_gemm(&gemm_bf16, bf16, bf16Count, k, x, ldx, m, threads)) return 0;
+        bf16Count = 0;
+    }
+    int int8 = quantizedCount && isa == &gemm_avx512 && int8_gemm_here();
+    if (int8 && !run_gemm(&gemm_int8, quantized, quantizedCount, k, x, ldx, m, threads)) return 0;
+    // The rest multiply X rounded as their format's products round it, with the float micro-kernel.
+    const chk_gemm_part *groups[2] = {bf16, quantized};
+    int counts[2] = {bf16Count, int8 ? 0 : quantizedCount};
+    float *rounded = NULL;
+    for (int g = 0; g < 2; g++) {
+        if (!counts[g]) continue;
+        if (!rounded && !(rounded = malloc(sizeof(float) * (size_t)(m * k)))) return 0;
+        chk_round_activation(groups[g][0].format, x, ldx, m, k, rounded, k, threads);
+        if (!run_gemm(isa, groups[g], counts[g], k, rounded, k, m, threads)) { free(rounded); return 0; }
+    }
     free(rounded);
-    return done;
+    return 1;
 }
 
 int chk_gemm_nt(chk_format format, const void *w, const uint16_t *scales, long n, long k, const float *bias,

@@ -909,6 +909,31 @@ void chk_quantize_roundtrip(const float *x, long ldx, long m, long k, float *out
     chk_parallel_for(m, 16, threads, roundtrip_task, &job);
 }
 
+// Products of bfloat16 weights multiply the activation rounded to bfloat16 (nearest even), on every
+// path, as llama.cpp's BF16 matrices and PyTorch's bf16 models do: so the GEMM can take AVX-512 BF16
+// dot products where they run at twice the rate of float32 FMAs (AMD's Zen 4 and 5; gemm.c), and
+// prefill, decode and every CPU still agree within float rounding.
+static void bf16_round_row(const float *x, long n, float *out) {
+    for (long i = 0; i < n; i++) out[i] = bf16_to_float(float_to_bf16(x[i]));
+}
+
+static void bf16_roundtrip_task(void *context, long r0, long r1) {
+    const roundtrip_job *j = context;
+    for (long r = r0; r < r1; r++) bf16_round_row(j->x + r * j->ldx, j->k, j->out + r * j->ldo);
+}
+
+void chk_bf16_roundtrip(const float *x, long ldx, long m, long k, float *out, long ldo, int threads) {
+    roundtrip_job job = {x, ldx, k, out, ldo};
+    chk_parallel_for(m, 16, threads, bf16_roundtrip_task, &job);
+}
+
+void chk_round_activation(chk_format format, const float *x, long ldx, long m, long k, float *out, long ldo, int threads) {
+    if (chk_format_is_blocked(format)) chk_quantize_roundtrip(x, ldx, m, k, out, ldo, threads);
+    else if (format == CHK_BF16) chk_bf16_roundtrip(x, ldx, m, k, out, ldo, threads);
+    else
+        for (long r = 0; r < m; r++) memmove(out + r * ldo, x + r * ldx, sizeof(float) * (size_t)k);
+}
+
 // v rounded to the nearest integer (ties to even, as lrintf) and clamped to [lo, hi] (Q8_0's ±127,
 // Q4_0's −8 ... 7). Clamping first keeps the float → int conversion in range (NaN becomes lo, as
 // lrintf's out-of-range result clamped did); adding and subtracting 1.5 × 2²³ rounds in the FPU's
@@ -1565,6 +1590,7 @@ static void matvec_task(void *context, long r0, long r1) {
 typedef struct {
     const chk_matvec_part *parts; int count; long firstRow[CHK_MATVEC_PARTS + 1];
     const float *x; long ldx, tokens, block; const chk_qx *qx; long cols;
+    const float *xBF16;  // bfloat16 parts' activation: x rounded (rows `cols` apart)
 } matvec_parts_job;
 
 static void matvec_parts_task(void *context, long r0, long r1) {
@@ -1576,7 +1602,9 @@ static void matvec_parts_task(void *context, long r0, long r1) {
         const chk_matvec_part *p = &j->parts[i];
         for (long s = a, e; s < b; s = e) {
             e = b - s < j->block ? b : s + j->block;
-            matvec_job one = {p->format, p->w, p->scales, j->x, j->ldx, j->qx, j->tokens, p->y, p->rows, j->cols};
+            int rounded = p->format == CHK_BF16;
+            matvec_job one = {p->format, p->w, p->scales, rounded ? j->xBF16 : j->x, rounded ? j->cols : j->ldx, j->qx, j->tokens, p->y,
+                              p->rows, j->cols};
             matvec_task(&one, s, e);
             // The bias on the thread that computed the rows, while they are in its L1 (a Qwen2
             // layer's q/k/v biases took the caller alone 1.5 µs afterwards).
@@ -1631,10 +1659,16 @@ void chk_matvec_rows(const chk_matvec_part *parts, int count, const float *x, lo
     if (tokens < 1) return;
     long chunk = matvec_chunk_rows(parts, count, cols);
     matvec_parts_job job = {parts, count, {0}, x, ldx, tokens, tokens > 1 ? chunk : LONG_MAX, NULL, cols};
-    int quantized = 0;
+    int quantized = 0, bf16 = 0;
     for (int i = 0; i < count; i++) {
         job.firstRow[i + 1] = job.firstRow[i] + parts[i].rows;
         quantized |= chk_format_is_blocked(parts[i].format);
+        bf16 |= parts[i].format == CHK_BF16;
+    }
+    if (bf16) {  // in this thread's scratch for the duration of the product, as the quantized activation
+        float *rounded = needed_scratch(CHK_SCRATCH_BF16_X, sizeof(float) * tokens * cols);
+        for (long t = 0; t < tokens; t++) bf16_round_row(x + t * ldx, cols, rounded + t * cols);
+        job.xBF16 = rounded;
     }
     // Each thread streams its own share of the rows, in claims down to one chunk, and then helps
     // with what is left of the others' (chk_parallel_for_ranges): with claims from one shared

@@ -73,6 +73,9 @@ public struct BenchmarkReport: Codable, Sendable {
     public var threads: Int
     public var cpuFeatures: String
     public var kernels: String
+    /// The product bf16 matrices' GEMMs take here: "bf16-dot" (AVX-512 BF16 dot products, where
+    /// they run at the FMAs' rate) or "float" (the float32 micro-kernel).
+    public var bf16GEMM: String
     public var blasCore: String
     public var weightBytes: Int
     /// How many weight matrices each format holds (with `--dtype q4_0` a tied lm_head is q6_0, and
@@ -121,7 +124,7 @@ public struct BenchmarkReport: Codable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case model, threads, kernels
-        case blasCore = "blas_core"
+        case blasCore = "blas_core", bf16GEMM = "bf16_gemm"
         case weightDType = "weight_dtype", storedMatrices = "stored_matrices", cpuFeatures = "cpu_features", weightBytes = "weight_bytes"
         case matrixFormats = "matrix_formats"
         case loadSeconds = "load_s"
@@ -193,7 +196,8 @@ public struct Benchmark {
         try sampling.validate()
         var report = BenchmarkReport(
             model: name, weightDType: format?.rawValue ?? "as stored", threads: ComputeThreads.current,
-            cpuFeatures: ComputeThreads.cpuFeatures, kernels: ComputeThreads.kernelVariant, blasCore: ComputeThreads.blasCore,
+            cpuFeatures: ComputeThreads.cpuFeatures, kernels: ComputeThreads.kernelVariant,
+            bf16GEMM: ComputeThreads.bf16GEMM, blasCore: ComputeThreads.blasCore,
             weightBytes: 0, kvCacheBytes: 0, peakRSSBytes: 0, peakRSSRatio: 0, finiteLogits: true)
         if store != nil { report.storedMatrices = storedMatrices.rawValue }
         var elapsed = 0.0

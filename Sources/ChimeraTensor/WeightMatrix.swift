@@ -329,8 +329,8 @@ public final class WeightMatrix: @unchecked Sendable {
     }
 
     /// Prefill: widen `tile` rows of W at a time (in parallel) and sgemm them (their columns `range`)
-    /// against all of x — quantized weights against x rounded through decode's int8 blocks, as the
-    /// kernels' GEMM multiplies them (chk_quantize_roundtrip).
+    /// against all of x — quantized weights against x rounded through decode's int8 blocks, bf16
+    /// weights against x rounded to bfloat16, as the kernels multiply them (chk_round_activation).
     func tiledProduct(_ x: Tensor, _ out: Tensor, columns range: Range<Int>? = nil, accumulate: Bool = false) {
         let tokens = x.rows, range = range ?? 0..<columns
         if let tensor {  // float32 needs no widening
@@ -339,9 +339,9 @@ public final class WeightMatrix: @unchecked Sendable {
             return
         }
         var x = x
-        if format.isQuantized {
+        if format.isQuantized || format == .bf16 {
             let rounded = Tensor(zeros: [tokens, x.columns])
-            chk_quantize_roundtrip(x.data, x.columns, tokens, x.columns, rounded.data, x.columns, Int32(ComputeThreads.current))
+            chk_round_activation(kernelFormat, x.data, x.columns, tokens, x.columns, rounded.data, x.columns, Int32(ComputeThreads.current))
             x = rounded
         }
         let tile = min(rows, max(64, (1 << 20) / max(columns, 1) / 16 * 16))  // about 4 MiB of float32 per tile
@@ -374,6 +374,8 @@ extension ComputeThreads {
     /// The CPU features the kernels use on this machine, and the kernel variant chosen.
     public static var cpuFeatures: String { String(cString: chk_cpu_features()) }
     public static var kernelVariant: String { String(cString: chk_kernel_variant()) }
+    /// The product bf16 matrices' GEMMs take here ("bf16-dot" or "float").
+    public static var bf16GEMM: String { String(cString: chk_bf16_gemm_kind()) }
     /// The kernel set OpenBLAS chose for this CPU ("SkylakeX", "Haswell", ...).
     public static var blasCore: String { openblas_get_corename().map { String(cString: $0) } ?? "unknown" }
 

@@ -15,25 +15,25 @@ extension KernelSelection {
         /// panels: on an AVX-512 CPU the same as on one without) and with the float micro-kernel forced
         /// for quantized weights (as without VNNI; chosen, they take the int8 product); elsewhere
         /// `chk_gemm_nt` declines and the callers' fallbacks, checked by the portable cases below, do
-        /// the work. Quantized weights multiply X rounded through int8 blocks, on every variant.
+        /// the work. Quantized weights multiply X rounded through int8 blocks, bf16 weights X rounded
+        /// to bfloat16, on every variant (bf16 forced onto the dot-product GEMM where the CPU has it).
         @Test(.enabled(if: chk_gemm_available() != 0, "this CPU has neither AVX-512 nor AVX2: chk_gemm_nt declines here"),
-              arguments: WeightFormat.allCases, ["chosen", "avx2", "float"])
+              arguments: WeightFormat.allCases, ["chosen", "avx2", "float", "bf16-dot"])
         func gemmMatchesReferenceOnRaggedShapes(format: WeightFormat, variant: String) throws {
-            if variant == "avx2" { try #require(chk_force_avx2(1) != 0, "this CPU has no AVX2") }
-            if variant == "float" { _ = chk_force_float_gemm(1) }
-            defer {
-                if variant == "avx2" { _ = chk_force_avx2(0) }
-                if variant == "float" { _ = chk_force_float_gemm(0) }
-            }
+            if variant == "bf16-dot" && (format != .bf16 || !hasBFloat16Dot) { return }
+            defer { releaseKernels() }
+            try forceKernels(variant)
             // Float formats also take a K that is not a multiple of 8 (CLIP's patch embedding: 588), so the
-            // last columns of a slice are a partial transpose when X and W are packed.
-            let floatOnly = format.isQuantized ? [] : [(7, 20, 588)]
+            // last columns of a slice are a partial transpose when X and W are packed, and an odd K
+            // (bf16's pairs end in one element and a zero).
+            let floatOnly = format.isQuantized ? [] : [(7, 20, 588), (14, 45, 37)]
             for (m, n, k) in [(3, 1, 32), (13, 33, 64), (25, 300, 608), (12, 128, 1056), (40, 97, 96)] + floatOnly {
                 let w = try WeightMatrix.converting(Tensor(shape: [n, k], values: seededValues(n * k, seed: UInt64(n + k))), to: format)
                 let widened = w.widened()
                 let ldx = k + 5, ldc = n + 3  // strided rows: the product must not touch the gaps
                 let x = seededValues(m * ldx, seed: UInt64(m))
-                let multiplied = format.isQuantized ? roundedThroughInt8Blocks(x, rows: m, columns: k, ld: ldx) : x
+                let multiplied = format.isQuantized ? roundedThroughInt8Blocks(x, rows: m, columns: k, ld: ldx)
+                    : format == .bf16 ? roundedToBFloat16(x) : x
                 let bias = seededValues(n, seed: UInt64(7 * n))
                 for (accumulate, withBias) in [(0, false), (1, false), (0, true), (1, true)] {
                     var c = [Float](repeating: 0.5, count: m * ldc)
@@ -261,7 +261,8 @@ extension KernelSelection {
 
         /// A range of W's columns (an MLP's down projection a slice at a time), stored, accumulated
         /// or with a bias, on the GEMM, the decode rows and the fallback, against double-precision
-        /// sums over the widened weights (and, quantized, x rounded through int8 blocks); and a view
+        /// sums over the widened weights (and x rounded through int8 blocks for quantized weights, to
+        /// bfloat16 for bf16); and a view
         /// of W's rows against the whole product. Seven
         /// blocks a row: q6_0's pairs and its odd last block, ranges that start inside a pair.
         @Test(arguments: WeightFormat.allCases) func columnRangesAndRowViewsMatchTheWidenedWeights(format: WeightFormat) throws {
@@ -286,7 +287,8 @@ extension KernelSelection {
                             }
                             var worst: Float = 0
                             let multiplied = format.isQuantized
-                                ? roundedThroughInt8Blocks(x.toArray(), rows: tokens, columns: range.count, ld: range.count) : x.toArray()
+                                ? roundedThroughInt8Blocks(x.toArray(), rows: tokens, columns: range.count, ld: range.count)
+                                : format == .bf16 ? roundedToBFloat16(x.toArray()) : x.toArray()
                             for t in 0..<tokens {
                                 for j in 0..<n {
                                     var sum = (accumulate ? 0.5 : 0.0) + (withBias ? Double(bias.data[j]) : 0)
@@ -308,14 +310,16 @@ extension KernelSelection {
             }
         }
 
-        /// Quantized weights: a batch's rows (the GEMM: int8 with VNNI, floats when forced) equal each
-        /// row decoded alone (the matrix-vector kernels), within float rounding — both multiply x
-        /// rounded through the same int8 blocks. Rows past one panel (6 with VNNI, 12 or 6 in floats),
-        /// a ragged last column panel, K over one slice of the int8 product (2048) and a bias.
-        @Test(arguments: [WeightFormat.q8_0, .q4_0, .q6_0], ["chosen", "float"])
+        /// Quantized and bf16 weights: a batch's rows (the GEMM: int8 with VNNI, bfloat16 dot products
+        /// on AMD's AVX-512 BF16 or when forced, floats when forced) equal each row decoded alone (the
+        /// matrix-vector kernels), within float rounding — both multiply x rounded the same way
+        /// (int8 blocks, bfloat16). Rows past one panel (6 with VNNI, 12 or 6 in floats), a ragged
+        /// last column panel, K over one slice of the int8 and bfloat16 products (2048, 1024) and a bias.
+        @Test(arguments: [WeightFormat.q8_0, .q4_0, .q6_0, .bf16], ["chosen", "float", "bf16-dot"])
         func batchRowsOfQuantizedWeightsEqualDecodedRows(format: WeightFormat, variant: String) throws {
-            if variant == "float" { _ = chk_force_float_gemm(1) }
-            defer { if variant == "float" { _ = chk_force_float_gemm(0) } }
+            if variant == "bf16-dot" && (format != .bf16 || !hasBFloat16Dot) { return }
+            defer { releaseKernels() }
+            try forceKernels(variant)
             let n = 83, k = 2336, tokens = 17
             let w = try WeightMatrix.converting(Tensor(shape: [n, k], values: seededValues(n * k, seed: 90)), to: format)
             let bias = Tensor(shape: [n], values: seededValues(n, seed: 91))

@@ -8,10 +8,12 @@ import Testing
 @Suite(.serialized) enum KernelSelection {}
 
 /// Forces the kernels a test of these suites runs on: "chosen" (as this CPU allows), "float" (the
-/// float GEMM for quantized weights), "no-gfni", "avx2" or "portable". `releaseKernels` undoes it.
+/// float GEMM for quantized and bf16 weights), "bf16-dot" (the bfloat16 dot-product GEMM for bf16
+/// weights, on any CPU with AVX-512 BF16), "no-gfni", "avx2" or "portable". `releaseKernels` undoes it.
 func forceKernels(_ variant: String) throws {
     switch variant {
     case "float": _ = chk_force_float_gemm(1)
+    case "bf16-dot": try #require(chk_force_bf16_gemm(1) != 0, "this CPU has no AVX-512 BF16")
     case "no-gfni": _ = chk_force_no_gfni(1)
     case "avx2": try #require(chk_force_avx2(1) != 0, "this CPU has no AVX2")
     case "portable": chk_force_portable(1)
@@ -20,7 +22,20 @@ func forceKernels(_ variant: String) throws {
 }
 
 func releaseKernels() {
-    _ = chk_force_float_gemm(0); _ = chk_force_no_gfni(0); _ = chk_force_avx2(0); chk_force_portable(0)
+    _ = chk_force_float_gemm(0); _ = chk_force_bf16_gemm(0); _ = chk_force_no_gfni(0); _ = chk_force_avx2(0); chk_force_portable(0)
+}
+
+/// Whether this CPU can run the bfloat16 dot-product GEMM (AVX-512 BF16).
+let hasBFloat16Dot = chk_force_bf16_gemm(0) != 0
+
+/// x as products of bf16 weights multiply it, on every path: each value rounded to bfloat16
+/// (nearest, ties to even; written out here, apart from the kernels, as their reference).
+func roundedToBFloat16(_ x: [Float]) -> [Float] {
+    x.map { v in
+        guard !v.isNaN else { return v }
+        let bits = v.bitPattern
+        return Float(bitPattern: (bits &+ 0x7FFF &+ ((bits >> 16) & 1)) & 0xFFFF_0000)
+    }
 }
 
 /// Seeded values in [-scale, scale): the inputs and weights of the kernel tests.

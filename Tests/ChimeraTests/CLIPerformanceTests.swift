@@ -98,6 +98,7 @@ import Testing
             #expect(json[key] != nil, "\(key)")
         }
         #expect(json["weight_dtype"] as? String == "q8_0" && json["kv_cache"] as? String == "f16")
+        #expect(["bf16-dot", "float"].contains(json["bf16_gemm"] as? String), "\(String(describing: json["bf16_gemm"]))")
         #expect(json["image_encode_runs"] as? Int == 2 && json["image_encode_first_s"] is Double)
         #expect(json["sampling"] as? String == "greedy" && json["decode_sampling_s"] is Double)
         // A sampled decode: the sampler's options in the report, its time per token apart.

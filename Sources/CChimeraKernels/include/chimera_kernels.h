@@ -60,6 +60,9 @@ void chk_quantize_blocks(const float *x, long n, int8_t *q, float *scales);
 /// out = q · d (rows ldo apart; out may be x), on up to `threads` threads. What a product of
 /// quantized weights multiplies on every path, decode and prefill, with or without VNNI.
 void chk_quantize_roundtrip(const float *x, long ldx, long m, long k, float *out, long ldo, int threads);
+/// Rows [0, m) of x (k columns, rows ldx apart) rounded to bfloat16 (nearest even; NaN stays NaN):
+/// what a product of bfloat16 weights multiplies on every path (out may be x).
+void chk_bf16_roundtrip(const float *x, long ldx, long m, long k, float *out, long ldo, int threads);
 
 /// Quantized weights against an activation prepared by chk_prepare_qx.
 void chk_gemv_q8_0(const int8_t *q, const uint16_t *scales, const chk_qx *x, float *y, long cols, long row0, long row1);
@@ -98,6 +101,10 @@ void chk_parallel_for_ranges(long n, long chunk, int threads, chk_task task, voi
 typedef enum chk_format { CHK_F32, CHK_F16, CHK_BF16, CHK_Q8_0, CHK_Q4_0, CHK_Q6_0 } chk_format;
 /// Whether `format` is one of the blocks of 32 with scales, read against a quantized activation.
 static inline int chk_format_is_blocked(chk_format format) { return format == CHK_Q8_0 || format == CHK_Q4_0 || format == CHK_Q6_0; }
+/// x as a product of `format` weights multiplies it (into out, rows ldo apart; out may be x): rounded
+/// through int8 blocks for q8_0/q4_0/q6_0 (chk_quantize_roundtrip), to bfloat16 for bf16
+/// (chk_bf16_roundtrip), as it is for f32/f16. The BLAS fallbacks multiply this.
+void chk_round_activation(chk_format format, const float *x, long ldx, long m, long k, float *out, long ldo, int threads);
 /// y = W x for all `rows` of W in `format` (scales for q8_0/q4_0/q6_0), on `threads` threads: the decode product.
 void chk_matvec(chk_format format, const void *w, const uint16_t *scales, const float *x, float *y, long rows, long cols, int threads);
 
@@ -191,6 +198,13 @@ int chk_gemm_nt_parts(const chk_gemm_part *parts, int count, long k, const float
 /// without VNNI) instead of the int8 one, so tests can compare both; 0 restores the choice. Returns
 /// whether the int8 product runs when not forced off.
 int chk_force_float_gemm(int on);
+/// Makes bf16 weights' GEMMs take the bfloat16 dot-product micro-kernel (AVX-512 BF16) on every CPU
+/// that has it (1), not only where it is the faster choice (AMD's; 0 restores that choice), so tests
+/// can run it on any CPU with the instruction; chk_force_float_gemm(1) forces the float
+/// micro-kernel instead. Returns whether this CPU can run it.
+int chk_force_bf16_gemm(int on);
+/// Which product bf16 weights' GEMMs take here: "bf16-dot" or "float" (bench reports it).
+const char *chk_bf16_gemm_kind(void);
 /// Multi-head attention of `tokens` query rows (q rows ldq apart, heads × headDim wide) over
 /// `keyCount` keys and values (rows ldkv apart, kvHeads × headDim wide; grouped-query when
 /// kvHeads < heads): out[t, h] = softmax(scale · q_h k_hᵀ) v_h, where with causalOffset = p ≥ 0 query

@@ -225,7 +225,7 @@ extension KernelSelection {
         /// CHK_MATVEC_TOKENS rows in groups; rows of x further apart than its width) equal each row's
         /// own product exactly, biases included, for matrices of every format whose row counts split
         /// the pieces and groups of four, on every kernel variant.
-        @Test(arguments: ["chosen", "no-gfni", "avx2", "portable"]) func matrixVectorRowsEqualEachRowAlone(variant: String) throws {
+        @Test(arguments: ["chosen", "no-gfni", "one-row", "four-rows", "avx2", "portable"]) func matrixVectorRowsEqualEachRowAlone(variant: String) throws {
             defer { releaseKernels() }
             try forceKernels(variant)
             // 416 columns: 13 blocks (eights, a last four and a tail block); 100: floats' tail of 4.

@@ -9,12 +9,15 @@ import Testing
 
 /// Forces the kernels a test of these suites runs on: "chosen" (as this CPU allows), "float" (the
 /// float GEMM for quantized and bf16 weights), "bf16-dot" (the bfloat16 dot-product GEMM for bf16
-/// weights, on any CPU with AVX-512 BF16), "no-gfni", "avx2" or "portable". `releaseKernels` undoes it.
+/// weights, on any CPU with AVX-512 BF16), "no-gfni", "one-row" or "four-rows" (the AVX-512 decode
+/// kernels' rows a pass, AMD's and Intel's choice), "avx2" or "portable". `releaseKernels` undoes it.
 func forceKernels(_ variant: String) throws {
     switch variant {
     case "float": _ = chk_force_float_gemm(1)
     case "bf16-dot": try #require(chk_force_bf16_gemm(1) != 0, "this CPU has no AVX-512 BF16")
     case "no-gfni": _ = chk_force_no_gfni(1)
+    case "one-row": chk_force_decode_rows(1)
+    case "four-rows": chk_force_decode_rows(4)
     case "avx2": try #require(chk_force_avx2(1) != 0, "this CPU has no AVX2")
     case "portable": chk_force_portable(1)
     default: break
@@ -22,7 +25,7 @@ func forceKernels(_ variant: String) throws {
 }
 
 func releaseKernels() {
-    _ = chk_force_float_gemm(0); _ = chk_force_bf16_gemm(0); _ = chk_force_no_gfni(0); _ = chk_force_avx2(0); chk_force_portable(0)
+    _ = chk_force_float_gemm(0); _ = chk_force_bf16_gemm(0); _ = chk_force_no_gfni(0); chk_force_decode_rows(0); _ = chk_force_avx2(0); chk_force_portable(0)
 }
 
 /// Whether this CPU can run the bfloat16 dot-product GEMM (AVX-512 BF16).

@@ -343,8 +343,9 @@ extension KernelSelection {
         // odd blocks (1, 3, 7, 10, 19, 28 blocks);
         // float formats also get a width that is not a multiple of 16 (masked loads).
         // The AVX2 kernels run too (forced), as on a CPU without AVX-512, and the AVX-512 q4_0 and q6_0 kernels
-        // without GFNI (forced off; where this CPU has no GFNI the chosen kernels already are that).
-        @Test(arguments: WeightFormat.allCases, ["chosen", "avx2", "no-gfni"])
+        // without GFNI (forced off; where this CPU has no GFNI the chosen kernels already are that),
+        // and the AVX-512 kernels a row a pass and four rows a pass (AMD's and Intel's choice).
+        @Test(arguments: WeightFormat.allCases, ["chosen", "avx2", "no-gfni", "one-row", "four-rows"])
         func simdKernelsAgreeWithPortableOnEveryTail(format: WeightFormat, variant: String) throws {
             let widths = format.isQuantized ? [32, 96, 224, 320, 608, 896] : [47, 96, 320, 608]
             for columns in widths {
@@ -357,9 +358,14 @@ extension KernelSelection {
                         #expect(String(cString: chk_kernel_variant()) == "avx2")
                     }
                     if variant == "no-gfni" { _ = chk_force_no_gfni(1) }
+                    if variant == "one-row" || variant == "four-rows" {
+                        chk_force_decode_rows(variant == "one-row" ? 1 : 4)
+                        #expect(chk_decode_rows_per_pass() == (variant == "one-row" ? 1 : 4))
+                    }
                     m.apply(x, bias: nil, into: simd)
                     if variant == "avx2" { _ = chk_force_avx2(0) }
                     if variant == "no-gfni" { _ = chk_force_no_gfni(0) }
+                    chk_force_decode_rows(0)
                     chk_force_portable(1)
                     m.apply(x, bias: nil, into: portable)
                     chk_force_portable(0)

@@ -203,6 +203,10 @@ int chk_force_float_gemm(int on);
 /// can run it on any CPU with the instruction; chk_force_float_gemm(1) forces the float
 /// micro-kernel instead. Returns whether this CPU can run it.
 int chk_force_bf16_gemm(int on);
+/// Rows a pass of the AVX-512 decode kernels: four side by side on Intel's CPUs, one on AMD's
+/// (faster from memory there). chk_force_decode_rows(1 or 4) forces it, 0 restores the choice.
+int chk_decode_rows_per_pass(void);
+void chk_force_decode_rows(int rows);
 /// Which product bf16 weights' GEMMs take here: "bf16-dot" or "float" (bench reports it).
 const char *chk_bf16_gemm_kind(void);
 /// Multi-head attention of `tokens` query rows (q rows ldq apart, heads × headDim wide) over

@@ -1030,7 +1030,9 @@ const char *chk_bf16_gemm_kind(void) { return bf16_gemm_here() ? "bf16-dot" : "f
 // Quantized weights multiply the activation as decode's products do, quantized in blocks of 32 —
 // on every path, so that prefill and decode, and CPUs with and without VNNI, agree: the int8
 // product quantizes X as it packs it; the float one multiplies X rounded through the same
-// quantization (chk_quantize_roundtrip). Float-format parts multiply X itself, in their own pass.
+// quantization (chk_quantize_roundtrip). bf16 parts likewise multiply X rounded to bfloat16 (the
+// dot-product GEMM as it packs X, the float one a rounded copy). f32 and f16 parts multiply X
+// itself. Each kind runs in its own pass.
 int chk_gemm_nt_parts(const chk_gemm_part *parts, int count, long k, const float *x, long ldx, long m, int threads) {
     const gemm_isa *isa = gemm_isa_here();
     if (count < 1 || count > CHK_GEMM_PARTS || !isa || k < 1) return 0;  // (k = 0: no slices to cut; the callers' sgemm takes it)

@@ -179,7 +179,8 @@ int chk_attention_available(void);
 /// q8_0/q4_0/q6_0), bias (n floats, added to every row) NULL or float32, and X, C float32 with row strides
 /// ldx, ldc, on `threads` threads. Returns 0 (nothing guaranteed about c) without AVX-512 or AVX2, or scratch memory.
 /// Quantized W (q8_0/q4_0/q6_0) multiplies X quantized in blocks of 32 as decode's products quantize
-/// it (chk_quantize_roundtrip): with VNNI as int8 dot products, otherwise as floats.
+/// it (chk_quantize_roundtrip): with VNNI as int8 dot products, otherwise as floats. bf16 W multiplies
+/// X rounded to bfloat16 (chk_bf16_roundtrip): on AMD's AVX-512 BF16 as bfloat16 dot products.
 int chk_gemm_nt(chk_format format, const void *w, const uint16_t *scales, long n, long k, const float *bias,
                 const float *x, long ldx, long m, float *c, long ldc, int accumulate, int threads);
 /// One weight matrix of chk_gemm_nt_parts (with its bias or NULL) and where its product goes. The

@@ -15,7 +15,8 @@
 //   pairs gemm M N K [reps] [threads] [format]              one GEMM, weights f32 (default) or another format
 //
 // With AVX2=1 in the environment both sides run their AVX2 kernels (as on a CPU without AVX-512);
-// with GAP_US=g `sequence` leaves g microseconds before each product, as decode's serial work does.
+// with GAP_US=g `sequence` leaves g microseconds before each product, as decode's serial work does;
+// with TOKENS=n `sequence` multiplies n activation rows a product (a short prompt: chk_matvec_rows).
 #include "chimera_kernels.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +25,7 @@
 #include <sys/mman.h>
 
 void B_chk_matvec_parts(const chk_matvec_part *parts, int count, const float *x, long cols, int threads);
+void B_chk_matvec_rows(const chk_matvec_part *parts, int count, const float *x, long ldx, long tokens, long cols, int threads);
 void B_chk_prefetch_product(const chk_matvec_part *parts, int count, long cols, int threads, long most);
 int B_chk_attention_cached(const float *q, long ldq, long tokens, int half, const void *keyPanels, const void *values, long capacity,
                            long keyCount, long heads, long kvHeads, long headDim, float scale, long causalOffset, float *out, long ldo,
@@ -124,12 +126,14 @@ static product_fn product(int useB) { return useB ? B_chk_matvec_parts : chk_mat
 // With GAP_US=g in the environment, each product is first announced (chk_prefetch_product, as decode
 // does) and then g microseconds pass, as the caller's serial work between two products takes them.
 static double gap_seconds;
+static long sequence_tokens = 1, sequence_ldx;  // TOKENS=n: n rows of x, sequence_ldx apart
 static void gap_then_product(int useB, const chk_matvec_part *parts, int count, const float *x, long cols) {
     if (gap_seconds > 0) {
         (useB ? B_chk_prefetch_product : chk_prefetch_product)(parts, count, cols, 2, 256L << 10);
         for (double t0 = now(); now() - t0 < gap_seconds;) {}
     }
-    product(useB)(parts, count, x, cols, 2);
+    if (sequence_tokens > 1) (useB ? B_chk_matvec_rows : chk_matvec_rows)(parts, count, x, sequence_ldx, sequence_tokens, cols, 2);
+    else product(useB)(parts, count, x, cols, 2);
 }
 
 typedef struct { chk_matvec_part (*layer)[7]; int layers; chk_matvec_part head; const float *x; long h, ffn; } sequence_job;
@@ -191,8 +195,11 @@ int main(int argc, char **argv) {
         int qwen = !strcmp(argv[2], "qwen2"), reps = argc > 4 ? atoi(argv[4]) : 30;
         chk_format f = format_named(argv[3]);
         long h = qwen ? 896 : 2048, ffn = qwen ? 4864 : 5632, kv = qwen ? 128 : 256, vocab = qwen ? 151936 : 32000;
-        sequence_job j = {NULL, qwen ? 24 : 22, {0}, activation(ffn), h, ffn};
-        float *y = malloc(sizeof(float) * vocab);
+        if (getenv("TOKENS")) sequence_tokens = atol(getenv("TOKENS"));
+        if (sequence_tokens < 1 || sequence_tokens > CHK_MATVEC_TOKENS) sequence_tokens = 1;
+        sequence_ldx = ffn;
+        sequence_job j = {NULL, qwen ? 24 : 22, {0}, activation(sequence_tokens * ffn), h, ffn};
+        float *y = malloc(sizeof(float) * vocab * sequence_tokens);  // (the parts' outputs overlap: only the time counts)
         j.layer = malloc(sizeof(chk_matvec_part) * 7 * j.layers);
         for (int l = 0; l < j.layers; l++) {
             j.layer[l][0] = matrix(h, h, f, y); j.layer[l][1] = matrix(kv, h, f, y + h); j.layer[l][2] = matrix(kv, h, f, y + h + kv);

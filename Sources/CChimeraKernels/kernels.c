@@ -198,7 +198,9 @@ static inline long far_groups(long groupBytes) {
 // rows side by side at 93–100 % of a plain read with the prefetches above; AMD's Zen 5 reads them
 // at 0.80–0.87 of the probe whatever the prefetches (far, near, both, neither, other distances:
 // within ±2 %) and one row a pass at 0.92–0.96 — paired, a token's products: TinyLlama f16 1.16×,
-// q8_0 1.18×, q4_0 1.12×, Qwen2 f16 1.18× (as the AVX2 kernels found on a Zen 3).
+// q8_0 1.18×, q4_0 1.12×, Qwen2 f16 1.18× (as the AVX2 kernels found on a Zen 3). The kernels for
+// several tokens keep four rows there: with 8 tokens they are compute-bound, and four rows sharing
+// each activation load ran 1.65× (q4_0) and 1.83× (f16) faster than one (kernel-ab, TOKENS=8).
 static int decode_rows_per_pass = 4, forced_decode_rows;
 
 // A product by groups of four rows (ROWS inlined with NR = 4; with decode_rows_per_pass 1 none), then

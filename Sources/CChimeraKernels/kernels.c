@@ -199,8 +199,11 @@ static inline long far_groups(long groupBytes) {
 // at 0.80–0.87 of the probe whatever the prefetches (far, near, both, neither, other distances:
 // within ±2 %) and one row a pass at 0.92–0.96 — paired, a token's products: TinyLlama f16 1.16×,
 // q8_0 1.18×, q4_0 1.12×, Qwen2 f16 1.18× (as the AVX2 kernels found on a Zen 3). The kernels for
-// several tokens keep four rows there: with 8 tokens they are compute-bound, and four rows sharing
-// each activation load ran 1.65× (q4_0) and 1.83× (f16) faster than one (kernel-ab, TOKENS=8).
+// several tokens take one row a pass there for two tokens (TinyLlama, kernel-ab TOKENS=2: f16
+// 1.06–1.07×, q4_0 1.09×) and four rows for more: f16 at 4 tokens 1.31× faster with four (its
+// tokens go two a group, so one row a pass reads each row twice), q4_0 at 3–4 tokens within the
+// noise (0.86–1.38 in four pairings), and at 8 tokens four rows sharing each activation load ran
+// 1.65× (q4_0) and 1.83× (f16) faster.
 static int decode_rows_per_pass = 4, forced_decode_rows;
 
 // A product by groups of four rows (ROWS inlined with NR = 4; with decode_rows_per_pass 1 none), then
@@ -242,14 +245,16 @@ static int decode_rows_per_pass = 4, forced_decode_rows;
     TARGET static void NAME(const T *w, const float *x, long ldx, long tokens, float *y, long ldy, long cols, long row0, \
                             long row1) {                                                               \
         long r = row0;                                                                                 \
-        for (; r + 4 <= row1; r += 4) GEMV_TOKEN_GROUPS(ROWS, w, x, ldx, tokens, y, ldy, cols, r, 4);  \
+        if (decode_rows_per_pass == 4 || tokens > 2)                             \
+            for (; r + 4 <= row1; r += 4) GEMV_TOKEN_GROUPS(ROWS, w, x, ldx, tokens, y, ldy, cols, r, 4); \
         for (; r < row1; r++) GEMV_TOKEN_GROUPS(ROWS, w, x, ldx, tokens, y, ldy, cols, r, 1);          \
     }
 #define GEMVQ_TOKENS(TARGET, NAME, T, ROWS)                                                            \
     TARGET static void NAME(const T *q, const uint16_t *scales, const chk_qx *x, long tokens, float *y, long ldy, long cols, \
                             long row0, long row1) {                                                    \
         long r = row0;                                                                                 \
-        for (; r + 4 <= row1; r += 4) GEMVQ_TOKEN_GROUPS(ROWS, q, scales, x, tokens, y, ldy, cols, r, 4); \
+        if (decode_rows_per_pass == 4 || tokens > 2)                                                   \
+            for (; r + 4 <= row1; r += 4) GEMVQ_TOKEN_GROUPS(ROWS, q, scales, x, tokens, y, ldy, cols, r, 4); \
         for (; r < row1; r++) GEMVQ_TOKEN_GROUPS(ROWS, q, scales, x, tokens, y, ldy, cols, r, 1);      \
     }
 

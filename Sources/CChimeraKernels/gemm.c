@@ -593,16 +593,8 @@ AVX2 static void kernel_6x16_avx2(long kc, const void *xpanel, const void *wpane
     }
 }
 
-// MARK: - int8 products of quantized weights (AVX-512 VNNI)
+// MARK: - The C tile of the 32-wide micro-kernels (int8, bfloat16)
 
-// q8_0, q4_0 and q6_0 weights against activations quantized as decode quantizes them (int8 blocks of 32
-// with a float scale, chk_quantize_blocks): vpdpbusd does 64 byte products per instruction, two
-// per cycle, where the float micro-kernel does 16 FMAs (measured here: 250 GMAC/s a core in the
-// micro-kernel against 82 for float32 FMAs). As in decode the weights are made unsigned — q8_0 as
-// w + 128, q4_0 as its nibble w + 8, q6_0 as its code w + 32 — and each block's integer sum starts
-// at the surplus (−offset · Σq of the activation's block), so Σ (w + offset)·q − offset·Σq = Σ w·q.
-// The block's sum is then scaled by both scales into float accumulators: 6 rows × 32 columns keep
-// 12 integer and 12 float accumulators, two weight vectors and a broadcast in the 32 registers.
 // The int8 and bfloat16 micro-kernels' tile of C, rows (≤ 12) × cols (≤ 32) of 32-wide rows: its
 // lines prefetched as the kernel starts (they arrive during its loop, as kernel_body's), and the
 // accumulators stored (+ bias, + C when accumulating).
@@ -630,6 +622,16 @@ AVX512 static inline __attribute__((always_inline)) void store_tile32(__m512 (*a
     }
 }
 
+// MARK: - int8 products of quantized weights (AVX-512 VNNI)
+
+// q8_0, q4_0 and q6_0 weights against activations quantized as decode quantizes them (int8 blocks of 32
+// with a float scale, chk_quantize_blocks): vpdpbusd does 64 byte products per instruction, two
+// per cycle, where the float micro-kernel does 16 FMAs (measured here: 250 GMAC/s a core in the
+// micro-kernel against 82 for float32 FMAs). As in decode the weights are made unsigned — q8_0 as
+// w + 128, q4_0 as its nibble w + 8, q6_0 as its code w + 32 — and each block's integer sum starts
+// at the surplus (−offset · Σq of the activation's block), so Σ (w + offset)·q − offset·Σq = Σ w·q.
+// The block's sum is then scaled by both scales into float accumulators: 6 rows × 32 columns keep
+// 12 integer and 12 float accumulators, two weight vectors and a broadcast in the 32 registers.
 #define AVX512VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c,avx2")))
 enum { I8_MR = 6, I8_NR = 32, I8_KC = 2048 };
 // A block of 32 columns of a packed X panel: codes [8 quads][I8_MR rows][4 bytes], then per row

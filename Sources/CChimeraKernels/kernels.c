@@ -245,7 +245,7 @@ static int decode_rows_per_pass = 4, forced_decode_rows;
     TARGET static void NAME(const T *w, const float *x, long ldx, long tokens, float *y, long ldy, long cols, long row0, \
                             long row1) {                                                               \
         long r = row0;                                                                                 \
-        if (decode_rows_per_pass == 4 || tokens > 2)                             \
+        if (decode_rows_per_pass == 4 || tokens > 2)                                                   \
             for (; r + 4 <= row1; r += 4) GEMV_TOKEN_GROUPS(ROWS, w, x, ldx, tokens, y, ldy, cols, r, 4); \
         for (; r < row1; r++) GEMV_TOKEN_GROUPS(ROWS, w, x, ldx, tokens, y, ldy, cols, r, 1);          \
     }

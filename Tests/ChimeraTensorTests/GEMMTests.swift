@@ -32,8 +32,7 @@ extension KernelSelection {
                 let widened = w.widened()
                 let ldx = k + 5, ldc = n + 3  // strided rows: the product must not touch the gaps
                 let x = seededValues(m * ldx, seed: UInt64(m))
-                let multiplied = format.isQuantized ? roundedThroughInt8Blocks(x, rows: m, columns: k, ld: ldx)
-                    : format == .bf16 ? roundedToBFloat16(x) : x
+                let multiplied = multipliedActivation(x, format: format, rows: m, columns: k, ld: ldx)
                 let bias = seededValues(n, seed: UInt64(7 * n))
                 for (accumulate, withBias) in [(0, false), (1, false), (0, true), (1, true)] {
                     var c = [Float](repeating: 0.5, count: m * ldc)
@@ -286,9 +285,7 @@ extension KernelSelection {
                                 continue
                             }
                             var worst: Float = 0
-                            let multiplied = format.isQuantized
-                                ? roundedThroughInt8Blocks(x.toArray(), rows: tokens, columns: range.count, ld: range.count)
-                                : format == .bf16 ? roundedToBFloat16(x.toArray()) : x.toArray()
+                            let multiplied = multipliedActivation(x.toArray(), format: format, rows: tokens, columns: range.count, ld: range.count)
                             for t in 0..<tokens {
                                 for j in 0..<n {
                                     var sum = (accumulate ? 0.5 : 0.0) + (withBias ? Double(bias.data[j]) : 0)

@@ -31,6 +31,13 @@ func releaseKernels() {
 /// Whether this CPU can run the bfloat16 dot-product GEMM (AVX-512 BF16).
 let hasBFloat16Dot = chk_force_bf16_gemm(0) != 0
 
+/// Rows of x (`columns` of each, rows `ld` apart) as products of `format` weights multiply them, on
+/// every path: rounded through int8 blocks for quantized weights, to bfloat16 for bf16, as they are
+/// for f32 and f16.
+func multipliedActivation(_ x: [Float], format: WeightFormat, rows: Int, columns: Int, ld: Int) -> [Float] {
+    format.isQuantized ? roundedThroughInt8Blocks(x, rows: rows, columns: columns, ld: ld) : format == .bf16 ? roundedToBFloat16(x) : x
+}
+
 /// x as products of bf16 weights multiply it, on every path: each value rounded to bfloat16
 /// (nearest, ties to even; written out here, apart from the kernels, as their reference).
 func roundedToBFloat16(_ x: [Float]) -> [Float] {

@@ -37,7 +37,7 @@ extension KernelSelection {
                 let out = Tensor(zeros: [tokens, 67])
                 m.apply(x, bias: b, into: out)
                 // bf16 weights multiply x rounded to bfloat16, on every path.
-                let multiplied = format == .bf16 ? Tensor(shape: x.shape, values: roundedToBFloat16(x.toArray())) : x
+                let multiplied = Tensor(shape: x.shape, values: multipliedActivation(x.toArray(), format: format, rows: tokens, columns: 160, ld: 160))
                 #expect(Self.worst(out.toArray(), Self.reference(multiplied, widened, b)) < 1e-4, "\(format) with \(tokens) tokens")
             }
             // Rounding of the conversion itself: f16 keeps 11 bits, bf16 8.
